@@ -1,0 +1,36 @@
+"""Exceptions raised by mmreward. Each message names the offending value and what to do about it."""
+
+from __future__ import annotations
+
+
+class MMRewardError(Exception):
+    """Base class for errors raised by mmreward."""
+
+
+class MediaError(MMRewardError, ValueError):
+    """A media item could not be read or converted (missing, corrupt, unsupported, too large, too short).
+
+    Raised per item; batch APIs catch it and record the message in the item's ``error`` field.
+    """
+
+
+class WeightsNotFoundError(MMRewardError, FileNotFoundError):
+    """Model weights are neither a local path nor obtainable from the hub (offline, missing file, typo)."""
+
+
+class UnknownRewardError(MMRewardError, KeyError):
+    """A reward name that is neither registered, a preset file, nor an importable ``module:Class``."""
+
+    def __str__(self) -> str:  # KeyError would wrap the message in quotes
+        return str(self.args[0])
+
+
+class ConfigError(MMRewardError, ValueError):
+    """A configuration value is invalid or inconsistent with another one."""
+
+
+class FrameSamplingError(MediaError):
+    """The requested frames cannot be taken from a video (too few frames, implausible fps, bad arguments).
+
+    Independent of the decoder, so decoders do not fall back to one another on it.
+    """

