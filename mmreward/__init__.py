@@ -1,8 +1,8 @@
 """mmreward: multimodal reward models and preference alignment for image and video generators.
 
-    import mmreward
-    rm = mmreward.load_reward("pickscore", device="cuda", dtype="bfloat16")
-    out = rm.score(prompts, media)      # RewardOutput: scores, dims, failed, errors
+import mmreward
+rm = mmreward.load_reward("pickscore", device="cuda", dtype="bfloat16")
+out = rm.score(prompts, media)      # RewardOutput: scores, dims, failed, errors
 """
 
 from mmreward.rewards import PairwiseOutput, RewardModel, RewardOutput, list_rewards, load_reward

@@ -444,7 +444,7 @@ def _to_rgb(x: torch.Tensor, background: float = 1.0) -> torch.Tensor:
 
 def to_uint8(x: torch.Tensor) -> np.ndarray:
     """Canonical ``(3, H, W)`` or ``(T, 3, H, W)`` tensor -> channels-last uint8 numpy array (for encoders)."""
-    return (x.detach().float().clamp(0, 1).mul(255).round().to(torch.uint8).movedim(-3, -1).cpu().numpy())
+    return x.detach().float().clamp(0, 1).mul(255).round().to(torch.uint8).movedim(-3, -1).cpu().numpy()
 
 
 def to_pil(image: torch.Tensor) -> Image.Image:

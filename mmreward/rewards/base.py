@@ -192,9 +192,7 @@ class RewardModel(ABC):
                 errors[i] = str(err)
         return self.score_prepared_batch(prompt_list, prepared, errors)
 
-    def score_prepared_batch(
-        self, prompts: list[str], prepared: list[Any], errors: list[str | None]
-    ) -> RewardOutput:
+    def score_prepared_batch(self, prompts: list[str], prepared: list[Any], errors: list[str | None]) -> RewardOutput:
         """Score already prepared items in chunks of ``batch_size``; items with an error are left out (NaN)."""
         size = len(prepared)
         scores = torch.full((size,), math.nan)
@@ -204,7 +202,9 @@ class RewardModel(ABC):
         with torch.inference_mode():
             for start in range(0, len(valid), self.batch_size):
                 chunk = valid[start : start + self.batch_size]
-                chunk_scores, chunk_dims = self.score_prepared([prompts[i] for i in chunk], [prepared[i] for i in chunk])
+                chunk_scores, chunk_dims = self.score_prepared(
+                    [prompts[i] for i in chunk], [prepared[i] for i in chunk]
+                )
                 index = torch.tensor(chunk)
                 scores[index] = chunk_scores.float().cpu()
                 for name, values in chunk_dims.items():

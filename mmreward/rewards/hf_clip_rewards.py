@@ -124,7 +124,10 @@ class LaionAesthetic(DifferentiableImageReward):
         **kwargs,
     ) -> None:
         super().__init__(**kwargs)
-        hint = "load_reward('laion-aesthetic', weights='/path/to/aesthetic-model.pth', clip='/path/to/clip-vit-large-patch14')"
+        hint = (
+            "load_reward('laion-aesthetic', weights='/path/to/aesthetic-model.pth', "
+            "clip='/path/to/clip-vit-large-patch14')"
+        )
         clip_dir = resolve_dir(clip, what="LAION aesthetic CLIP backbone", hint=hint)
         clip_model = _load_clip(clip_dir)
         # Only the image tower and its projection are needed.

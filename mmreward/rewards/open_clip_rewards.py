@@ -58,7 +58,9 @@ class OpenClipReward(DifferentiableImageReward):
         self.resize_mode = resize_mode
 
     def preprocess_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
-        return clip_preprocess(pixels, size=self.image_size, mean=self.mean, std=self.std, resize_mode=self.resize_mode)
+        return clip_preprocess(
+            pixels, size=self.image_size, mean=self.mean, std=self.std, resize_mode=self.resize_mode
+        )
 
     def cosine(self, prompts: list[str], inputs: torch.Tensor) -> torch.Tensor:
         """``(N,)`` cosine similarity of each preprocessed image with its prompt (unique prompts encoded once)."""

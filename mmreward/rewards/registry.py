@@ -93,7 +93,9 @@ def read_preset(path: str | Path, name: str | None = None) -> Preset:
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
         raise ConfigError(f"cannot read reward preset {str(path)!r}: {err}") from err
     if not isinstance(data, dict) or "type" not in data:
-        raise ConfigError(f"reward preset {str(path)!r} must be a mapping with a 'type' key (one of {sorted(REWARD_TYPES)})")
+        raise ConfigError(
+            f"reward preset {str(path)!r} must be a mapping with a 'type' key (one of {sorted(REWARD_TYPES)})"
+        )
     data = dict(data)
     kind = data.pop("type")
     return Preset(name=name or path.stem, type=kind, kwargs=data, source=path)
