@@ -204,6 +204,161 @@ def tiny_clip_reward(name: str = "clip-score", root: str | Path | None = None, *
     return load_reward(str(tiny_reward_preset(name, root or _default_root())), **overrides)
 
 
+# ------------------------------------------------------------------------------------------ tiny VLM backbones
+
+# The chat template the Qwen processors expect (probe recipe): one <|image_pad|> / <|video_pad|> per item.
+TINY_CHAT_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{% if m['content'] is string %}{{ m['content'] }}{% else %}"
+    "{% for c in m['content'] %}{% if c['type']=='image' %}<|vision_start|><|image_pad|><|vision_end|>"
+    "{% elif c['type']=='video' %}<|vision_start|><|video_pad|><|vision_end|>{% elif c['type']=='text' %}"
+    "{{ c['text'] }}{% endif %}{% endfor %}{% endif %}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+_VLM_SPECIAL_TOKENS = (
+    "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>", "<|image_pad|>",
+    "<|video_pad|>",
+)  # fmt: skip
+# Qwen2's pre-tokenizer split: digits one by one, words with their leading space, newlines apart.
+_QWEN_SPLIT = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+"
+    r"|\s+(?!\S)|\s+"
+)
+VLM_FAMILIES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl")
+
+
+def _tiny_vlm_tokenizer():
+    """A byte-level BPE tokenizer with Qwen's special tokens and pre-tokenizer, trained on the shipped templates
+    (so template prompts stay short) plus verdicts, score lines and answer tags."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    from mmreward.rewards.vlm.templates import TEMPLATE_DIR
+
+    corpus = [p.read_text(encoding="utf-8") for p in sorted(TEMPLATE_DIR.glob("*.yaml"))]
+    corpus += [
+        "Image 1 is better. Image 2 is better. Both images are equally good. Video 1 is better. Video 2 is better.",
+        "<think> Semantic consistency: Image 1 8/10, Image 2 6/10 </think> <answer>Image 1 is better</answer>",
+        "Alignment Score (1-5): 4 Coherence Score (1-5): 3 Physics Score (1-5): 2 Style Score (1-5): 5 yes no",
+        "a photo of a cat, a red car, a dog running on the beach, an astronaut riding a horse",
+    ]
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(_QWEN_SPLIT), behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=1024, special_tokens=list(_VLM_SPECIAL_TOKENS), initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
+    tokenizer.train_from_iterator(corpus * 4, trainer)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer, eos_token="<|im_end|>", pad_token="<|endoftext|>", chat_template=TINY_CHAT_TEMPLATE
+    )
+
+
+def tiny_vlm_backbone(
+    directory: str | Path,
+    family: str = "qwen2_vl",
+    *,
+    hidden_size: int = 64,
+    num_layers: int = 2,
+    vision_depth: int = 2,
+    vision_width: int = 32,
+    max_pixels: int = 112 * 112,
+    min_pixels: int = 56 * 56,
+    seed: int = 0,
+) -> Path:
+    """Save a tiny random Qwen2-VL / Qwen2.5-VL / Qwen3-VL checkpoint (model, tokenizer, processor, chat template)
+    to ``directory``, laid out like a hub checkpoint; load it with the real loading code (``weights=directory``).
+
+    Defaults give about 0.2M parameters (milliseconds per forward). Larger sizes (e.g. ``hidden_size=256,
+    num_layers=4, vision_depth=4, max_pixels=224 * 224``) make compute dominate for speed measurements.
+    """
+    from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
+
+    if family not in VLM_FAMILIES:
+        raise MMRewardError(f"family must be one of {VLM_FAMILIES}, got {family!r}")
+    directory = Path(directory)
+    if (directory / "config.json").is_file():
+        return directory
+    tokenizer = _tiny_vlm_tokenizer()
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in _VLM_SPECIAL_TOKENS}
+    heads = 4
+    head_dim = hidden_size // heads
+    # M-RoPE splits half the head dimension over (time, height, width).
+    half = head_dim // 2
+    section = [half - 2 * (half * 3 // 8), half * 3 // 8, half * 3 // 8]
+    text = {
+        "vocab_size": len(tokenizer), "hidden_size": hidden_size, "intermediate_size": 2 * hidden_size,
+        "num_hidden_layers": num_layers, "num_attention_heads": heads, "num_key_value_heads": 2,
+        "max_position_embeddings": 4096, "bos_token_id": ids["<|endoftext|>"], "eos_token_id": ids["<|im_end|>"],
+        "pad_token_id": ids["<|endoftext|>"], "tie_word_embeddings": True,
+        "rope_parameters": {"rope_type": "default", "rope_theta": 1e4, "mrope_section": section},
+    }  # fmt: skip
+    patch = 16 if family == "qwen3_vl" else 14
+    if family == "qwen2_vl":
+        vision = {"depth": vision_depth, "embed_dim": vision_width, "hidden_size": hidden_size, "num_heads": 4,
+                  "mlp_ratio": 2, "patch_size": patch, "spatial_merge_size": 2, "temporal_patch_size": 2}  # fmt: skip
+    elif family == "qwen2_5_vl":
+        vision = {"depth": vision_depth, "hidden_size": vision_width, "intermediate_size": 2 * vision_width,
+                  "num_heads": 4, "out_hidden_size": hidden_size, "window_size": 56,
+                  "fullatt_block_indexes": [vision_depth - 1], "tokens_per_second": 2, "patch_size": patch,
+                  "spatial_merge_size": 2, "temporal_patch_size": 2}  # fmt: skip
+    else:
+        text["head_dim"] = head_dim
+        text["rope_parameters"]["mrope_interleaved"] = True
+        vision = {"depth": vision_depth, "hidden_size": vision_width, "intermediate_size": 2 * vision_width,
+                  "num_heads": 4, "out_hidden_size": hidden_size, "patch_size": patch, "spatial_merge_size": 2,
+                  "temporal_patch_size": 2, "num_position_embeddings": 256,
+                  "deepstack_visual_indexes": [vision_depth - 1]}  # fmt: skip
+    config = AutoConfig.for_model(
+        family,
+        text_config=text,
+        vision_config=vision,
+        image_token_id=ids["<|image_pad|>"],
+        video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"],
+        vision_end_token_id=ids["<|vision_end|>"],
+        tie_word_embeddings=True,
+    )
+    torch.manual_seed(seed)
+    model = AutoModelForImageTextToText.from_config(config)
+    processor = _tiny_vlm_processor(family, tokenizer, min_pixels, max_pixels, patch)
+    directory.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(directory)
+    processor.save_pretrained(directory)
+    AutoProcessor.from_pretrained(directory)  # fail here, not in a test, if the saved processor does not load
+    return directory
+
+
+def _tiny_vlm_processor(family: str, tokenizer, min_pixels: int, max_pixels: int, patch: int):
+    from transformers import AutoProcessor  # noqa: F401  (the processor classes below register with it)
+
+    if family == "qwen3_vl":
+        from transformers import Qwen2VLImageProcessor as ImageProcessor
+        from transformers import Qwen3VLProcessor as Processor
+        from transformers import Qwen3VLVideoProcessor as VideoProcessor
+    else:
+        from transformers import Qwen2VLImageProcessor as ImageProcessor
+        from transformers import Qwen2VLVideoProcessor as VideoProcessor
+
+        if family == "qwen2_vl":
+            from transformers import Qwen2VLProcessor as Processor
+        else:
+            from transformers import Qwen2_5_VLProcessor as Processor
+    size = {"shortest_edge": min_pixels, "longest_edge": max_pixels}
+    image_processor = ImageProcessor(size=size, patch_size=patch)
+    video_processor = VideoProcessor(size=size, patch_size=patch, cap_pixels_per_frame=True)
+    return Processor(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        video_processor=video_processor,
+        chat_template=TINY_CHAT_TEMPLATE,
+    )
+
+
 def _main(argv: list[str]) -> int:
     if argv == ["images"]:
         print(sample_image_dir())
