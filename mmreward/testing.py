@@ -359,6 +359,174 @@ def _tiny_vlm_processor(family: str, tokenizer, min_pixels: int, max_pixels: int
     )
 
 
+# ----------------------------------------------------------------------------------- tiny VLM judges and heads
+
+_JUDGE_PRESETS = {
+    "pairwise": "unifiedreward-pairwise",
+    "pointwise": "unifiedreward-pointwise",
+    "cot": "unifiedreward-think",
+}
+_TINY_PIXELS = {"image_min_pixels": 56 * 56, "image_max_pixels": 112 * 112}
+
+
+def _to_v4_key(key: str) -> str:
+    """A bare ``*VLModel`` key in the naming transformers 4.x and peft wrote (what released checkpoints use)."""
+    if key.startswith("language_model."):
+        key = "model." + key.removeprefix("language_model.")
+    return "base_model.model." + key
+
+
+def _tiny_head_checkpoint(directory: Path, base: Path, dims: tuple[str, ...], lora_rank: int = 4) -> None:
+    """A VideoAlign-layout checkpoint (model_config.json, checkpoint-<step>/ LoRA adapter + non-LoRA pickle) with
+    random trained parts on top of ``base``, keys in the transformers 4.x / peft naming of the released files."""
+    from safetensors.torch import save_file
+    from transformers import AutoModel
+
+    from mmreward.rewards.vlm.backbone import load_processor
+    from mmreward.rewards.vlm.heads import build_head
+
+    tokens = [f"<|{d}_reward|>" for d in dims]
+    processor = load_processor(base, add_tokens=tokens)
+    model = AutoModel.from_pretrained(base)
+    model.resize_token_embeddings(len(processor.tokenizer), mean_resizing=False)
+    generator = torch.Generator().manual_seed(1)
+    hidden = model.config.get_text_config().hidden_size
+    non_lora = {}
+    for name, tensor in model.state_dict().items():
+        # The trained parts of a VideoReward checkpoint: the vision tower (with merger) and the token embeddings.
+        if name.startswith("visual.") or name.endswith("embed_tokens.weight"):
+            noise = 0.02 * torch.randn(tensor.shape, generator=generator) if tensor.is_floating_point() else 0
+            non_lora[_to_v4_key(name)] = (tensor + noise).contiguous()
+    head = build_head("linear", hidden, len(dims))
+    with torch.no_grad():
+        head.weight.copy_(torch.randn(head.weight.shape, generator=generator) / hidden**0.5)
+    non_lora["base_model.model.rm_head.weight"] = head.weight.detach().clone()
+    adapter = {}
+    for name, module in model.named_modules():
+        if name.startswith("language_model.layers.") and isinstance(module, torch.nn.Linear):
+            a = 0.1 * torch.randn(lora_rank, module.in_features, generator=generator)
+            b = 0.1 * torch.randn(module.out_features, lora_rank, generator=generator)
+            adapter[_to_v4_key(name) + ".lora_A.weight"] = a
+            adapter[_to_v4_key(name) + ".lora_B.weight"] = b
+    step_dir = directory / "checkpoint-10"
+    step_dir.mkdir(parents=True, exist_ok=True)
+    save_file(adapter, step_dir / "adapter_model.safetensors")
+    (step_dir / "adapter_config.json").write_text(json.dumps({"r": lora_rank, "lora_alpha": 2 * lora_rank}))
+    torch.save(non_lora, step_dir / "non_lora_state_dict.pth")
+    stats = {}
+    for k, dim in enumerate(dims):
+        stats[f"{dim}_mean"], stats[f"{dim}_std"] = 0.1 * (k + 1), 1.0 + 0.5 * k
+    config = {
+        "data_config": {"eval_dim": list(dims), "fps": 2.0, "max_frame_pixels": 112 * 112, "sample_type": "uniform"},
+        "model_config": {
+            "model_name_or_path": "Qwen/Qwen2-VL-2B-Instruct", "output_dim": len(dims), "use_special_tokens": True,
+            "reward_token": "special",
+        },
+        "peft_lora_config": {"lora_enable": True, "lora_r": lora_rank, "lora_alpha": 2 * lora_rank},
+        "inference_config": stats,
+    }  # fmt: skip
+    (directory / "model_config.json").write_text(json.dumps(config, indent=2))
+
+
+def _head_template(directory: Path, dims: tuple[str, ...]) -> Path:
+    """A head template with one reward token per dimension, for dimension sets other than VideoReward's."""
+    lines = "\n".join(f"    Rate the {d}: <|{d}_reward|>" for d in dims)
+    body = f"kind: head\nimage:\n  user: |-\n    {{media}}\n    Text prompt: {{prompt}}\n{lines}\n"
+    body += f"video:\n  user: |-\n    {{media}}\n    Text prompt: {{prompt}}\n{lines}\n"
+    path = directory / "template.yaml"
+    path.write_text(body)
+    return path
+
+
+def tiny_vlm_preset(
+    name: str, root: str | Path, *, backbone: str = "qwen2_vl", dims: tuple[str, ...] = ("VQ", "MQ", "TA")
+) -> Path:
+    """Tiny random weights for a VLM preset (``videoreward``, ``hpsv3``, ``unifiedreward-*``) and a preset YAML
+    pointing at them; it loads with ``load_reward(path)`` through the real loading code.
+
+    Judges get a tiny ``backbone`` checkpoint; ``videoreward`` a VideoAlign-layout checkpoint (LoRA adapter,
+    non-LoRA pickle and model_config.json with normalization stats, in the released key naming) with one reward
+    token per entry of ``dims``; ``hpsv3`` a single full state-dict file with the MLP head.
+    """
+    from mmreward.rewards.registry import find_preset
+
+    preset = find_preset(name)
+    if preset is None:
+        raise MMRewardError(f"no preset named {name!r}")
+    root = Path(root)
+    base = tiny_vlm_backbone(root / f"{backbone}-base", backbone)
+    tag = "-".join(dims) if preset.type == "vlm-head" and "filename" not in preset.kwargs else "tiny"
+    directory = root / f"{name}-{backbone}-{tag}"
+    target = directory / f"{name}.yaml"
+    if target.is_file():
+        return target
+    directory.mkdir(parents=True, exist_ok=True)
+    if preset.type in ("vlm-pairwise", "vlm-pointwise", "vlm-cot"):
+        kwargs = {**preset.kwargs, "weights": str(base), **_TINY_PIXELS}
+        if preset.type == "vlm-cot":
+            kwargs["max_new_tokens"] = 32
+    elif preset.type == "vlm-head" and "filename" in preset.kwargs:
+        _tiny_full_head_file(directory / preset.kwargs["filename"], base, preset.kwargs)
+        kwargs = {**preset.kwargs, "weights": str(directory), "base_model": str(base), **_TINY_PIXELS}
+    elif preset.type == "vlm-head":
+        _tiny_head_checkpoint(directory, base, tuple(dims))
+        kwargs = {**preset.kwargs, "weights": str(directory), "base_model": str(base), **_TINY_PIXELS}
+        kwargs.update(frame_min_pixels=56 * 56, frame_max_pixels=112 * 112)
+        if tuple(dims) != ("VQ", "MQ", "TA"):
+            kwargs.pop("template", None)
+            kwargs["template_file"] = str(_head_template(directory, tuple(dims)))
+    else:
+        raise MMRewardError(f"no tiny builder for VLM reward type {preset.type!r} (remote judges have no weights)")
+    target.write_text(yaml.safe_dump({"type": preset.type, **kwargs}, sort_keys=False))
+    return target
+
+
+def _tiny_full_head_file(path: Path, base: Path, settings: dict[str, Any]) -> None:
+    """A full state-dict file (HPSv3 layout): every model tensor plus the MLP head, in the released naming."""
+    from safetensors.torch import save_file
+    from transformers import AutoModelForImageTextToText
+
+    from mmreward.rewards.vlm.backbone import load_processor
+    from mmreward.rewards.vlm.heads import build_head
+
+    processor = load_processor(base, add_tokens=settings["reward_tokens"])
+    model = AutoModelForImageTextToText.from_pretrained(base)
+    model.resize_token_embeddings(len(processor.tokenizer), mean_resizing=False)
+    torch.manual_seed(2)
+    head = build_head(settings["head"], model.config.get_text_config().hidden_size, settings["head_output_dim"])
+    state = {}
+    for name, tensor in model.state_dict().items():  # keys "model.language_model.*", "model.visual.*", "lm_head.*"
+        bare = name.removeprefix("model.")
+        state[_to_v4_key(bare).removeprefix("base_model.model.") if name.startswith("model.") else name] = tensor
+    state.update({f"rm_head.{k}": v for k, v in head.state_dict().items()})
+    save_file({k: v.clone().contiguous() for k, v in state.items()}, path)
+
+
+def tiny_judge(kind: str = "pairwise", backbone: str = "qwen2_vl", root: str | Path | None = None, **overrides: Any):
+    """A generative judge (``pairwise``, ``pointwise`` or ``cot``) on a tiny random Qwen2-VL / Qwen2.5-VL backbone,
+    built offline, saved, and loaded through ``load_reward`` (see :func:`tiny_vlm_preset`)."""
+    from mmreward.rewards.registry import load_reward
+
+    if kind not in _JUDGE_PRESETS:
+        raise MMRewardError(f"kind must be one of {sorted(_JUDGE_PRESETS)}, got {kind!r}")
+    preset = tiny_vlm_preset(_JUDGE_PRESETS[kind], root or _default_root(), backbone=backbone)
+    return load_reward(str(preset), **overrides)
+
+
+def tiny_reward_head(
+    dims: tuple[str, ...] = ("VQ", "MQ", "TA"),
+    backbone: str = "qwen2_vl",
+    root: str | Path | None = None,
+    **overrides: Any,
+):
+    """A VideoReward-style head model with tiny random weights in the released VideoAlign layout, one reward
+    token per dimension, loaded through ``load_reward`` (see :func:`tiny_vlm_preset`)."""
+    from mmreward.rewards.registry import load_reward
+
+    preset = tiny_vlm_preset("videoreward", root or _default_root(), backbone=backbone, dims=tuple(dims))
+    return load_reward(str(preset), **overrides)
+
+
 def _main(argv: list[str]) -> int:
     if argv == ["images"]:
         print(sample_image_dir())

@@ -194,7 +194,7 @@ def merge_lora(model: torch.nn.Module, adapter: dict[str, torch.Tensor], scale: 
         if match is None:
             continue
         module = normalize_key(match.group(1))
-        pairs.setdefault(module, {})[match.group(2)] = value  # type: ignore[index]
+        pairs.setdefault(module, {})[match.group(2)] = value
     with torch.no_grad():
         for module_name, ab in pairs.items():
             if set(ab) != {"A", "B"}:

@@ -221,9 +221,9 @@ class VLMHeadReward(RewardModel):
             with no_init_weights():  # every tensor is overwritten by the checkpoint below
                 model = AutoModel.from_config(config, dtype=self.dtype, attn_implementation=attn_impl)
         if len(self.tokenizer) != model.get_input_embeddings().weight.shape[0]:
-            model.resize_token_embeddings(len(self.tokenizer))
+            model.resize_token_embeddings(len(self.tokenizer), mean_resizing=False)
         hidden = int(model.config.get_text_config().hidden_size)
-        head = build_head(spec.head, hidden, output_dim).float()  # type: ignore[arg-type]
+        head = build_head(spec.head, hidden, output_dim).float()
         source = str(spec.checkpoint_dir)
         if filename is None:
             directory = spec.checkpoint_dir
@@ -254,7 +254,7 @@ class VLMHeadReward(RewardModel):
                 frames, info = media_io.load_video(item, num_frames=self.video_num_frames, if_short="all")
                 return SampledMedia(frames, info.sampled_fps)
             _, probe = media_io.load_video(item, num_frames=1)  # the container's frame count and rate
-            count = videoalign_num_frames(probe.total_frames, probe.source_fps, self.video_fps)  # type: ignore[arg-type]
+            count = videoalign_num_frames(probe.total_frames, probe.source_fps, self.video_fps)
             frames, info = media_io.load_video(item, num_frames=count)
             return SampledMedia(frames, count / probe.duration)
         pixels = media_io.to_tensor(item, max_pixels=self.max_pixels)
@@ -268,7 +268,7 @@ class VLMHeadReward(RewardModel):
             return SampledMedia(media_io.select_frames(video, self.video_num_frames), target)
         if self.input_video_fps is None:
             return SampledMedia(video, target)  # taken as already sampled at video_fps
-        count = videoalign_num_frames(video.shape[0], self.input_video_fps, self.video_fps)  # type: ignore[arg-type]
+        count = videoalign_num_frames(video.shape[0], self.input_video_fps, self.video_fps)
         return SampledMedia(media_io.select_frames(video, count), count * self.input_video_fps / video.shape[0])
 
     def prepare(self, media: SampledMedia) -> dict[str, Any]:

@@ -289,7 +289,7 @@ class VLMPairwiseJudge(_LocalJudge, PairwiseJudgeBase):
         self.temperature = temperature
         self._load(weights, attn_implementation, image_min_pixels, image_max_pixels, vision_batch_size)
         self._readouts = {
-            kind: VerdictReadout.build(self.backbone.tokenizer, section.verdicts)  # type: ignore[arg-type]
+            kind: VerdictReadout.build(self.backbone.tokenizer, section.verdicts)
             for kind, section in self.template.sections.items()
         }
 
@@ -302,11 +302,11 @@ class VLMPairwiseJudge(_LocalJudge, PairwiseJudgeBase):
         new_tokens = self.max_new_tokens if self.mode == "generate" else 0
         for n, r in enumerate(requests):
             a, b = candidates[r.first], candidates[r.second]
-            section = self.template.section(a.kind)  # type: ignore[arg-type]
+            section = self.template.section(a.kind)
             slots = {"media_a": a.data.num_images, "media_b": b.data.num_images}
             ids = self._prompt_ids(section, prompts[r.prompt], slots)
             if self.mode == "logits":
-                ids += list(self._readouts[a.kind].path)  # type: ignore[index]
+                ids += list(self._readouts[a.kind].path)
             length = self._length(ids, [a.data, b.data])
             too_long = self._too_long(length, new_tokens)
             if too_long:
@@ -319,25 +319,25 @@ class VLMPairwiseJudge(_LocalJudge, PairwiseJudgeBase):
             batch = self.backbone.assemble(sequences)
             kinds = [candidates[requests[job_request[j]].first].kind for j in chunk]
             if self.mode == "logits":
-                depths = {len(self._readouts[k].path) + 1 for k in kinds}  # type: ignore[index]
+                depths = {len(self._readouts[k].path) + 1 for k in kinds}
                 logits = self.backbone.model(**batch.as_kwargs(), logits_to_keep=max(depths), use_cache=False).logits
                 for row, (j, kind) in enumerate(zip(chunk, kinds, strict=True)):
-                    readout = self._readouts[kind]  # type: ignore[index]
+                    readout = self._readouts[kind]
                     depth = len(readout.path) + 1
                     probs = readout.read(logits[row : row + 1, logits.shape[1] - depth :])[0]
-                    results[job_request[j]] = Judgment(probs=tuple(float(p) for p in probs))  # type: ignore[arg-type]
+                    results[job_request[j]] = Judgment(probs=tuple(float(p) for p in probs))
                 return
             texts, truncated = self.backbone.generate(
                 batch, max_new_tokens=self.max_new_tokens, temperature=self.temperature
             )
             for j, kind, text, cut in zip(chunk, kinds, texts, truncated, strict=True):
-                section = self.template.section(kind)  # type: ignore[arg-type]
+                section = self.template.section(kind)
                 results[job_request[j]] = judgment_from_text(
                     self.template_kind, section, text, cut, self.max_new_tokens
                 )
 
         self._run_sequences(candidates, jobs, run_batch)
-        return results  # type: ignore[return-value]
+        return results
 
 
 class VLMCoTJudge(VLMPairwiseJudge):
@@ -392,7 +392,7 @@ class VLMPointwiseJudge(_LocalJudge, PointwiseJudgeBase):
         self.mode = mode
         self.max_new_tokens = max_new_tokens
         self.temperature = temperature
-        low, high = self.template.score_range  # type: ignore[misc]
+        low, high = self.template.score_range
         self.raw_range = (float(low), float(high))
         self._load(weights, attn_implementation, image_min_pixels, image_max_pixels, vision_batch_size)
         self.score_values = list(range(low, high + 1))
@@ -413,7 +413,7 @@ class VLMPointwiseJudge(_LocalJudge, PointwiseJudgeBase):
         groups: dict[str, list[tuple[list[int], list[int], int]]] = {}
         job_index: dict[str, list[int]] = {}
         for n, (prompt, candidate) in enumerate(zip(prompts, candidates, strict=True)):
-            section = self.template.section(candidate.kind)  # type: ignore[arg-type]
+            section = self.template.section(candidate.kind)
             slots = {"media": candidate.data.num_images}
             if self.mode == "logits":
                 skeleton = section.answer_skeleton()
@@ -428,10 +428,10 @@ class VLMPointwiseJudge(_LocalJudge, PointwiseJudgeBase):
                 results[n] = (None, None, too_long)
                 continue
             # Logit read-outs of images and videos follow different skeletons: run each kind in its own batches.
-            groups.setdefault(candidate.kind, []).append((ids, [n], length))  # type: ignore[arg-type]
-            job_index.setdefault(candidate.kind, []).append(n)  # type: ignore[arg-type]
+            groups.setdefault(candidate.kind, []).append((ids, [n], length))
+            job_index.setdefault(candidate.kind, []).append(n)
         for kind, jobs in groups.items():
-            section = self.template.section(kind)  # type: ignore[arg-type]
+            section = self.template.section(kind)
             indices = job_index[kind]
 
             def run_batch(chunk: list[int], sequences: list[PromptSequence], section=section, indices=indices) -> None:
@@ -449,7 +449,7 @@ class VLMPointwiseJudge(_LocalJudge, PointwiseJudgeBase):
                         self.template.score_range,
                         text,
                         cut,
-                        self.max_new_tokens,  # type: ignore[arg-type]
+                        self.max_new_tokens,
                     )
 
             self._run_sequences(candidates, jobs, run_batch)

@@ -60,7 +60,7 @@ class Judgment:
     @staticmethod
     def from_outcome(outcome: Outcome, text: str | None = None, dims=None) -> Judgment:
         probs = tuple(1.0 if o == outcome else 0.0 for o in _OUTCOMES)
-        return Judgment(probs=probs, text=text, dims=dict(dims or {}))  # type: ignore[arg-type]
+        return Judgment(probs=probs, text=text, dims=dict(dims or {}))
 
     @staticmethod
     def failure(error: str, text: str | None = None) -> Judgment:
@@ -154,7 +154,7 @@ def aggregate_pairs(judgments: list[PairJudgment], a_index: list[int], count: in
         # Probabilities in (A, B, tie) terms for every successful order.
         in_ab = []
         for pj in ok:
-            p_first, p_second, p_tie = pj.judgment.probs  # type: ignore[misc]
+            p_first, p_second, p_tie = pj.judgment.probs
             a_first = pj.first == a_index[k]
             in_ab.append((p_first, p_second, p_tie) if a_first else (p_second, p_first, p_tie))
             for dim, (s_first, s_second) in pj.judgment.dims.items():
@@ -313,7 +313,7 @@ class PairwiseJudgeBase(JudgeMixin, RewardModel):
             for n, judgment in zip(runnable, self.run_judgments(list(prompts), candidates, requests), strict=True):
                 results[n] = judgment
         return [
-            PairJudgment(pair=k, first=first, second=second, judgment=results[n])  # type: ignore[arg-type]
+            PairJudgment(pair=k, first=first, second=second, judgment=results[n])
             for n, (k, _, first, second) in enumerate(plans)
         ]
 
@@ -354,7 +354,7 @@ class PairwiseJudgeBase(JudgeMixin, RewardModel):
             return RewardOutput(scores=scores, failed=out.failed, errors=out.errors, rationales=out.rationales)
         from mmreward.rewards.win_rate import group_win_rates
 
-        labels = prompt_list if groups == "prompt" else list(groups)  # type: ignore[arg-type]
+        labels = prompt_list if groups == "prompt" else list(groups)
         if len(labels) != len(items):
             raise ValueError(f"got {len(labels)} group labels for {len(items)} items")
         return group_win_rates(self, prompt_list, items, labels, orders)
@@ -427,15 +427,15 @@ def judgment_from_text(
     cut = f" (the answer was cut at max_new_tokens={max_new_tokens}; raise it)" if truncated else ""
     if kind == "cot":
         try:
-            parsed = parse_chain_of_thought(text, section.verdicts, section.noun)  # type: ignore[arg-type]
+            parsed = parse_chain_of_thought(text, section.verdicts, section.noun)
         except AnswerParseError as err:
             return Judgment.failure(f"{err}{cut}", text)
-        return Judgment.from_outcome(parsed.verdict, text, parsed.dims)  # type: ignore[arg-type]
-    verdict = parse_verdict(text, section.verdicts)  # type: ignore[arg-type]
+        return Judgment.from_outcome(parsed.verdict, text, parsed.dims)
+    verdict = parse_verdict(text, section.verdicts)
     if verdict is None:
-        allowed = " / ".join(repr(p) for _, p in section.verdicts.items())  # type: ignore[union-attr]
+        allowed = " / ".join(repr(p) for _, p in section.verdicts.items())
         return Judgment.failure(f"no verdict ({allowed}) in the answer {text[:200]!r}{cut}", text)
-    return Judgment.from_outcome(verdict, text)  # type: ignore[arg-type]
+    return Judgment.from_outcome(verdict, text)
 
 
 def scores_from_text(
