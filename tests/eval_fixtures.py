@@ -166,3 +166,17 @@ def write_parquet(path: Path, rows: list[dict]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     pq.write_table(pa.Table.from_pylist(rows), path)
     return path
+
+
+def pickapic_rows(labels: list[float], offset: int) -> list[dict]:
+    """Pick-a-Pic v2 rows with the dataset's columns; ``label_0`` 1 = image 0 preferred, 0.5 = tie."""
+    photos = sample_images()
+    return [
+        {
+            "are_different": True, "best_image_uid": "", "caption": f"caption {offset + i}", "has_label": True,
+            "image_0_uid": f"uid-{offset + i}-0", "image_1_uid": f"uid-{offset + i}-1",
+            "jpg_0": jpeg_bytes(photos[i]), "jpg_1": jpeg_bytes(photos[i + 1]), "label_0": label, "label_1": 1 - label,
+            "model_0": "sdxl", "model_1": "sd15", "ranking_id": offset + i,
+        }
+        for i, label in enumerate(labels)
+    ]  # fmt: skip

@@ -32,6 +32,11 @@ def dimension_sources(benchmark_dims: Sequence[str], reward_dims: Sequence[str])
     return {dim: by_lower.get(dim.lower()) for dim in benchmark_dims}
 
 
+def primary_dimension(dims: Sequence[str]) -> str:
+    """The dimension papers report first: "Overall" where the benchmark has it."""
+    return "Overall" if "Overall" in dims else dims[0]
+
+
 # -------------------------------------------------------------------------------------------- pair metrics
 
 
@@ -152,7 +157,7 @@ def evaluate_pairs(
     }
     if benchmark.protocol == "pickscore":
         validation, val_failed = collect_margins(benchmark.validation_pairs, benchmark.dims, margin_of)
-        dim = benchmark.dims[0]
+        dim = primary_dimension(benchmark.dims)
         (val_labels, val_margins), (test_labels, test_margins) = validation[dim], per_dim[dim]
         result["validation_pairs"] = {"total": len(benchmark.validation_pairs), "failed": val_failed}
         result["pickscore_accuracy"] = (
@@ -234,8 +239,7 @@ def headline(result: Mapping[str, Any], benchmark: Mapping[str, Any]) -> Mapping
     name = benchmark["headline"]
     if benchmark["protocol"] == "ranking" or name == "pickscore_accuracy":
         return result["metrics"].get(name)
-    dims = benchmark["dims"]
-    return result["metrics"]["dims"]["Overall" if "Overall" in dims else dims[0]].get(name)
+    return result["metrics"]["dims"][primary_dimension(benchmark["dims"])].get(name)
 
 
 def render_markdown(run: Mapping[str, Any]) -> str:
