@@ -344,6 +344,9 @@ def main(argv: list[str] | None = None) -> int:
     except MMRewardError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("interrupted; scores so far are cached: rerun the same command to resume", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -116,15 +116,16 @@ def plot_grouped_bars(
             errors[1].append(100 * high - value if has_interval else 0.0)
         colour = _COLOURS[s % len(_COLOURS)]
         ax.bar(xs, heights, width=width * 0.95, color=colour, label=name, yerr=errors, capsize=3, ecolor="#333333")
-        for x, h in zip(xs, heights, strict=True):
+        # Value labels go above the upper whisker, where they cannot collide with it.
+        for x, h, top in zip(xs, heights, [h + e for h, e in zip(heights, errors[1], strict=True)], strict=True):
             ax.annotate(
-                f"{h:.1f}", (x, h), ha="center", va="bottom", fontsize=7, xytext=(0, 2), textcoords="offset points"
+                f"{h:.1f}", (x, top), ha="center", va="bottom", fontsize=7, xytext=(0, 2), textcoords="offset points"
             )
     if reference is not None:
-        ax.axhline(100 * reference, linestyle="--", color="#777777", linewidth=1, label="chance")
+        ax.axhline(100 * reference, linestyle="--", color="#777777", linewidth=1, label=f"{100 * reference:.0f}%")
     ax.set_xticks(range(len(groups)), groups)
     ax.set_ylabel(ylabel)
-    ax.set_ylim(0, 105)
+    ax.set_ylim(0, 108)
     ax.set_title(title)
     ax.grid(axis="y", alpha=0.3)
     # Legend below the axes, so that it never hides a bar.

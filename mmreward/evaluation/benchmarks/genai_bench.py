@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import re
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 from urllib.parse import unquote, urlparse
@@ -51,9 +52,15 @@ HUB_ID = "TIGER-Lab/GenAI-Bench"
 VOTES = {"leftvote": 1, "rightvote": -1, "tievote": 0, "bothbad_vote": 0}
 
 
+@dataclass(frozen=True)
 class _TaskSpec:
-    def __init__(self, config: str, count: int, prompt: str, a: str, b: str, extra: tuple[str, ...]) -> None:
-        self.config, self.count, self.prompt, self.a, self.b, self.extra = config, count, prompt, a, b, extra
+    """A GenAI-Bench config: its name, the column scored as the prompt, the A/B media columns, other columns."""
+
+    config: str
+    prompt: str
+    a: str
+    b: str
+    extra: tuple[str, ...]
 
     @property
     def columns(self) -> tuple[str, ...]:
@@ -61,10 +68,10 @@ class _TaskSpec:
 
 
 TASKS: dict[str, _TaskSpec] = {
-    "image": _TaskSpec("image_generation", 1735, "prompt", "left_image", "right_image", ()),
-    "video": _TaskSpec("video_generation", 1069, "prompt", "left_video", "right_video", ()),
+    "image": _TaskSpec("image_generation", "prompt", "left_image", "right_image", ()),
+    "video": _TaskSpec("video_generation", "prompt", "left_video", "right_video", ()),
     "edit": _TaskSpec(
-        "image_edition", 919, "target_prompt", "left_output_image", "right_output_image",
+        "image_edition", "target_prompt", "left_output_image", "right_output_image",
         ("source_prompt", "instruct_prompt", "source_image"),
     ),
 }  # fmt: skip
