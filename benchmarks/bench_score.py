@@ -116,10 +116,11 @@ def main() -> None:
     videos = sample_videos()
     print(f"\n{'video (16 frames)':<22} {'decord s':>9} {'pyav s':>9} {'pyav/decord':>12}")
     for name, path in videos.items():
-        t_decord = statistics.median(timed(lambda: media.load_video(path, num_frames=16, backend="decord"), 1)
-                                     for _ in range(3))  # fmt: skip
-        t_pyav = statistics.median(timed(lambda: media.load_video(path, num_frames=16, backend="pyav"), 1)
-                                   for _ in range(3))  # fmt: skip
+        t_decord, t_pyav = (
+            statistics.median(timed(lambda b=backend, p=path: media.load_video(p, num_frames=16, backend=b), 1)
+                              for _ in range(3))
+            for backend in ("decord", "pyav")
+        )  # fmt: skip
         print(f"{name:<22} {t_decord:>9.3f} {t_pyav:>9.3f} {t_pyav / t_decord:>11.2f}x")
 
     a, b, c, d = rates.values()

@@ -41,7 +41,9 @@ def reward_fingerprint(reward: RewardModel, spec: str) -> dict[str, Any]:
     fingerprint: dict[str, Any] = {
         "spec": spec,
         "class": f"{type(reward).__module__}.{type(reward).__qualname__}",
-        "describe": reward.describe(),
+        "kind": reward.kind,
+        "weights": reward.weights_id,
+        "dims": list(reward.dims),
         "dtype": str(reward.dtype),
         "video_fps": reward.video_fps,
         "video_num_frames": reward.video_num_frames,
