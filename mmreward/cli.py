@@ -3,9 +3,9 @@
     mmreward score photos/ --prompt "a cat" --reward pickscore --reward jpeg-compressibility=0.1 --output s.jsonl
     mmreward list
 
-Exit codes: 0 success; 1 the run could not start (bad arguments, unknown reward, missing weights, prompt count
-mismatch); 2 ``--on-error fail`` and some input failed (the output is still written, and the first bad input is
-named).
+Exit codes (shared by the eval programs): 0 success; 1 ``--on-error fail`` and some input failed (the first bad
+input is named; inputs that decoded were still scored and written); 2 the run could not start (bad arguments,
+unknown reward, missing weights, prompt count mismatch), as argparse does for usage errors.
 """
 
 from __future__ import annotations
@@ -68,7 +68,7 @@ def _build_parser() -> argparse.ArgumentParser:
         "--on-error",
         choices=("skip", "fail"),
         default="skip",
-        help="skip: record failed items and go on; fail: exit 2 naming the first bad input (default skip)",
+        help="skip: record failed items and go on; fail: exit 1 naming the first bad input (default skip)",
     )
     score.add_argument("--workers", type=int, default=None, help="loader worker processes (default: cores - 1)")
     score.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -158,7 +158,7 @@ def _score(args: argparse.Namespace) -> int:
     bad = next((item for item in items if item.error), None)
     if bad is not None and args.on_error == "fail":
         print(f"mmreward: error: {bad.path}: {bad.error}", file=sys.stderr)
-        return 2
+        return 1
     for name in names:
         cls = resolve_reward(name)[0]
         if cls.uses_prompt and any(item.prompt is None and item.error is None for item in items):
@@ -198,7 +198,7 @@ def _score(args: argparse.Namespace) -> int:
         print(f"mmreward: {len(failed)} of {len(rows)} items failed; first: {failed[0]['path']}: "
               f"{failed[0]['error']}", file=sys.stderr)  # fmt: skip
         if args.on_error == "fail":
-            return 2
+            return 1
     return 0
 
 
@@ -231,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
         return _score(args) if args.command == "score" else _list(args)
     except MMRewardError as err:
         print(f"mmreward: error: {err}", file=sys.stderr)
-        return 1
+        return 2
 
 
 if __name__ == "__main__":

@@ -99,7 +99,7 @@ def test_prompts_file_count_mismatch_fails_before_loading(photos, tmp_path):
     (tmp_path / "p.txt").write_text("one\ntwo\n")
     start = time.perf_counter()
     result = run_cli("score", photos, "--prompts", tmp_path / "p.txt", "--reward", "pickscore")
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert "--prompts has 2 lines for 4 media items" in result.stderr
     assert "weights" not in result.stderr  # failed before trying to load PickScore
     assert time.perf_counter() - start < 60
@@ -107,12 +107,12 @@ def test_prompts_file_count_mismatch_fails_before_loading(photos, tmp_path):
 
 def test_prompt_required_for_prompt_dependent_rewards(photos):
     result = run_cli("score", photos, "--reward", "pickscore")
-    assert result.returncode == 1 and "give --prompt, --prompts" in result.stderr
+    assert result.returncode == 2 and "give --prompt, --prompts" in result.stderr
 
 
 def test_missing_weights_exit_cleanly(photos):
     result = run_cli("score", photos, "--prompt", "x", "--reward", "pickscore")
-    assert result.returncode == 1
+    assert result.returncode == 2
     assert "yuvalkirstain/PickScore_v1" in result.stderr and "Traceback" not in result.stderr
 
 
@@ -176,15 +176,15 @@ def test_every_bad_input_is_recorded_and_the_rest_scored(bad_inputs, tmp_path):
 
 
 def test_on_error_fail_names_the_first_bad_input(bad_inputs, tmp_path):
-    # An input problem known before decoding: exit 2 at once, without loading anything.
+    # An input problem known before decoding: exit 1 at once, without loading anything.
     result = run_cli("score", bad_inputs["good"], bad_inputs["missing"], "--reward", "jpeg-compressibility",
                      "--on-error", "fail")  # fmt: skip
-    assert result.returncode == 2 and "missing.png: file not found" in result.stderr
-    # A decoding problem: the output is still written, then exit 2 naming the item.
+    assert result.returncode == 1 and "missing.png: file not found" in result.stderr
+    # A decoding problem: the output is still written, then exit 1 naming the item.
     out = tmp_path / "s.jsonl"
     result = run_cli("score", bad_inputs["good"], bad_inputs["truncated"], "--reward", "jpeg-compressibility",
                      "--on-error", "fail", "-o", out, "--no-progress")  # fmt: skip
-    assert result.returncode == 2 and "truncated.png" in result.stderr
+    assert result.returncode == 1 and "truncated.png" in result.stderr
     assert len(read_jsonl(out)) == 2
 
 
@@ -193,7 +193,7 @@ def test_bad_arguments(photos):
     assert "given twice" in run_cli("score", photos, "--reward", "jpeg-compressibility", "--reward",
                                     "jpeg-compressibility").stderr  # fmt: skip
     result = run_cli("score", photos, "--reward", "nope")
-    assert result.returncode == 1 and "Registered rewards:" in result.stderr
+    assert result.returncode == 2 and "Registered rewards:" in result.stderr
 
 
 def test_list_prints_the_registry():
