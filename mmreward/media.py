@@ -290,16 +290,17 @@ def _frames_to_tensor(frames: np.ndarray) -> torch.Tensor:
 def _decode_decord(path: Path, *, fps, num_frames, if_short) -> tuple[torch.Tensor, VideoInfo]:
     import decord
 
+    # decord raises DECORDError from its C++ layer and a plain RuntimeError when it cannot open the file.
     try:
         reader = decord.VideoReader(str(path), ctx=decord.cpu(0), num_threads=1)
-    except decord.DECORDError as err:
+    except (decord.DECORDError, RuntimeError) as err:
         raise MediaError(f"decord could not open the file: {str(err).splitlines()[0]}") from err
     total = len(reader)
     source_fps = float(reader.get_avg_fps())
     indices = sample_frame_indices(total, source_fps, fps=fps, num_frames=num_frames, if_short=if_short)
     try:
         frames = reader.get_batch(indices).asnumpy()
-    except decord.DECORDError as err:
+    except (decord.DECORDError, RuntimeError) as err:
         raise MediaError(f"decord failed while decoding frames: {str(err).splitlines()[0]}") from err
     return _frames_to_tensor(frames), VideoInfo(source_fps, total, tuple(indices), "decord")
 

@@ -123,6 +123,7 @@ class RewardModel(ABC):
         raw_range: documented typical range of raw scores, for humans (not enforced).
         differentiable: ``score_pixels`` gives gradients with respect to the pixels.
         media_kinds: the media the model accepts natively.
+        uses_prompt: the score depends on the prompt (False for prompt-free aesthetic or compression scores).
         pairwise_scale: ``s`` in the Bradley-Terry link ``P(A > B) = sigmoid(s * (score_A - score_B))`` used by
             :meth:`compare`: the logit scale the scores were trained with.
     """
@@ -132,6 +133,7 @@ class RewardModel(ABC):
     raw_range: ClassVar[tuple[float, float] | None] = None
     differentiable: ClassVar[bool] = False
     media_kinds: ClassVar[frozenset[str]] = frozenset({"image", "video"})
+    uses_prompt: ClassVar[bool] = True
     pairwise_scale: float = 1.0
 
     def __init__(
@@ -239,16 +241,6 @@ class RewardModel(ABC):
             failed=failed,
             errors=errors,
         )
-
-    def describe(self) -> dict[str, Any]:
-        """What ``mmreward list`` prints about this reward."""
-        return {
-            "kind": self.kind,
-            "dims": list(self.dims),
-            "weights": self.weights_id,
-            "differentiable": self.differentiable,
-            "raw_range": self.raw_range,
-        }
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, weights={self.weights_id!r}, device={self.device})"

@@ -32,6 +32,7 @@ class JpegCompressibility(FramewiseReward):
     """``-size_kB`` of the JPEG encoding at quality 95: compressible (simple, smooth) images score higher."""
 
     raw_range = (-200.0, 0.0)
+    uses_prompt = False
     # A 1 kB size gap gives P(A > B) = sigmoid(0.1), about 0.52: sizes are not calibrated preferences.
     pairwise_scale = 0.1
     sign = -1.0

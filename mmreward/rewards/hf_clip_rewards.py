@@ -114,6 +114,7 @@ class LaionAesthetic(DifferentiableImageReward):
     """
 
     raw_range = (1.0, 10.0)
+    uses_prompt = False
     pairwise_scale = 1.0
 
     def __init__(

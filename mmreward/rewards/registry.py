@@ -135,6 +135,26 @@ def _relative_to(directory: Path, value: Any) -> Any:
     return value
 
 
+def resolve_reward(name: str) -> tuple[type[RewardModel], dict[str, Any], str]:
+    """The reward class, preset arguments and display name for ``name``, without loading any weights.
+
+    Raises:
+        UnknownRewardError: the name matches nothing; the message lists the registered names.
+    """
+    preset = find_preset(name)
+    if preset is not None:
+        return preset.reward_class(), dict(preset.kwargs), preset.name
+    if ":" in name:
+        cls = import_class(name)
+        if not (isinstance(cls, type) and issubclass(cls, RewardModel)):
+            raise UnknownRewardError(f"{name!r} is not a RewardModel subclass")
+        return cls, {}, name
+    raise UnknownRewardError(
+        f"unknown reward {name!r}. Registered rewards: {', '.join(list_rewards())}. Also accepted: a preset "
+        "YAML file, a directory saved by align/train_reward.py, or 'package.module:ClassName'"
+    )
+
+
 def load_reward(name: str, **overrides: Any) -> RewardModel:
     """Build a reward from a preset name, a preset file, a saved directory or a ``module:Class`` path.
 
@@ -143,28 +163,17 @@ def load_reward(name: str, **overrides: Any) -> RewardModel:
 
     Raises:
         UnknownRewardError: the name matches nothing; the message lists the registered names.
+        ConfigError: an option the reward class does not take.
         WeightsNotFoundError: the weights cannot be found locally or on the hub.
     """
-    preset = find_preset(name)
-    if preset is not None:
-        cls = preset.reward_class()
-        kwargs = {**preset.kwargs, **overrides}
-    elif ":" in name:
-        cls = import_class(name)
-        if not (isinstance(cls, type) and issubclass(cls, RewardModel)):
-            raise UnknownRewardError(f"{name!r} is not a RewardModel subclass")
-        kwargs = overrides
-    else:
-        raise UnknownRewardError(
-            f"unknown reward {name!r}. Registered rewards: {', '.join(list_rewards())}. Also accepted: a preset "
-            "YAML file, a directory saved by align/train_reward.py, or 'package.module:ClassName'"
-        )
+    cls, kwargs, display_name = resolve_reward(name)
+    kwargs.update(overrides)
     valid = _init_params(cls)
     unknown = sorted(set(kwargs) - valid)
     if unknown:
         raise ConfigError(f"unknown option(s) {unknown} for reward {name!r} ({cls.__name__}); valid: {sorted(valid)}")
     reward = cls(**kwargs)
-    reward.name = preset.name if preset is not None else name
+    reward.name = display_name
     return reward
 
 

@@ -1,0 +1,132 @@
+"""Throughput of `mmreward score` against its parts and against the naive per-image loop.
+
+    python benchmarks/bench_score.py [--images 128] [--batch-size 32] [--architecture ViT-B-32]
+
+128 real photos (the scikit-image photos, each copy cropped by a few pixels so no two files are identical and
+the deduplication cannot skip work) are scored with a real-size open_clip CLIP (random weights; weights do not
+change speed). Measured in one process, on the same machine state:
+
+(a) the `mmreward score` code path end to end (hashing, loader workers, preprocessing, model), images/s;
+(b) decoding + preprocessing alone, in the main process;
+(c) the model alone on prepared batches of --batch-size;
+(d) the naive loop: decode, preprocess and score one image at a time.
+
+The last lines print ``efficiency: a / min(b, c)`` (how well decoding is hidden behind compute; goal >= 0.9)
+and ``speedup: a / d`` (goal >= 1.5x on 2 CPU cores). A second table compares decord and PyAV sampling 16
+frames from each sample mp4.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import torch  # noqa: E402
+from PIL import Image  # noqa: E402
+
+from mmreward import load_reward, media  # noqa: E402
+from mmreward.score_inputs import expand_inputs  # noqa: E402
+from mmreward.scoring import default_workers, score_items  # noqa: E402
+from mmreward.testing import sample_images, sample_videos, tiny_reward_preset  # noqa: E402
+
+
+def make_photos(directory: Path, count: int) -> list[Path]:
+    photos = [Image.open(p).convert("RGB") for p in sample_images()]
+    paths = []
+    for i in range(count):
+        photo = photos[i % len(photos)]
+        crop = 1 + i // len(photos)  # distinct bytes for every repeat of the same photo
+        w, h = photo.size
+        path = directory / f"{i:04d}.png"
+        photo.crop((crop, crop, w - crop, h - crop)).save(path, compress_level=1)
+        paths.append(path)
+    return paths
+
+
+def timed(fn, repeats: int) -> float:
+    """Best of ``repeats`` wall times (the least disturbed run on a shared machine)."""
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return min(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--images", type=int, default=128)
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--architecture", default="ViT-B-32")
+    parser.add_argument("--repeats", type=int, default=2)
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        (root / "photos").mkdir()
+        paths = make_photos(root / "photos", args.images)
+        reward = load_reward(str(tiny_reward_preset("clip-score", root, architecture=args.architecture)))
+        reward.batch_size = args.batch_size
+        prompt = "a photo"
+        n = len(paths)
+        print(f"{n} photos, CLIP {args.architecture} (random weights), batch {args.batch_size}, "
+              f"torch threads {torch.get_num_threads()}, loader workers {default_workers()}")  # fmt: skip
+
+        def end_to_end():
+            items = expand_inputs([str(root / "photos")])
+            for item in items:
+                item.prompt = prompt
+            rows = list(score_items(items, {"clip": reward}, {"clip": 1.0}, batch_size=args.batch_size))
+            assert len(rows) == n and not any(r.failed for r in rows)
+
+        prepared: list[torch.Tensor] = []
+
+        def decode_and_preprocess():
+            prepared.clear()
+            prepared.extend(reward.prepare(reward.load_media(p)) for p in paths)
+
+        def model_alone():
+            with torch.inference_mode():
+                for start in range(0, n, args.batch_size):
+                    chunk = prepared[start : start + args.batch_size]
+                    reward.score_prepared([prompt] * len(chunk), chunk)
+
+        def naive():
+            for p in paths:
+                reward.score([prompt], [p])
+
+        end_to_end()  # warm-up: first calls allocate and initialize
+        t_a = timed(end_to_end, args.repeats)
+        t_b = timed(decode_and_preprocess, args.repeats)
+        t_c = timed(model_alone, args.repeats)
+        t_d = timed(naive, args.repeats)
+
+    rates = {"(a) mmreward score, end to end": n / t_a, "(b) decode + preprocess alone": n / t_b,
+             "(c) model alone": n / t_c, "(d) naive one-at-a-time loop": n / t_d}  # fmt: skip
+    print(f"\n{'path':<36} {'images/s':>9}")
+    for name, rate in rates.items():
+        print(f"{name:<36} {rate:>9.1f}")
+
+    videos = sample_videos()
+    print(f"\n{'video (16 frames)':<22} {'decord s':>9} {'pyav s':>9} {'pyav/decord':>12}")
+    for name, path in videos.items():
+        t_decord, t_pyav = (
+            statistics.median(timed(lambda b=backend, p=path: media.load_video(p, num_frames=16, backend=b), 1)
+                              for _ in range(3))
+            for backend in ("decord", "pyav")
+        )  # fmt: skip
+        print(f"{name:<22} {t_decord:>9.3f} {t_pyav:>9.3f} {t_pyav / t_decord:>11.2f}x")
+
+    a, b, c, d = rates.values()
+    print(f"\nefficiency: {a / min(b, c):.2f}")
+    print(f"speedup: {a / d:.1f}x")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,353 @@
+"""Compare reward models on a reward-model benchmark, with the metrics the benchmark's papers report.
+
+    python eval/reward_bench.py --benchmark videogen-rewardbench --data-dir /data/VideoGen-RewardBench \\
+        --reward pickscore --reward hpsv2.1 --device cuda --dtype bfloat16
+    python eval/reward_bench.py --list          # benchmarks, where their data live, expected layouts
+
+Rewards are anything ``mmreward.load_reward`` takes: preset names, preset YAML files, saved reward directories,
+``package.module:Class``. Pointwise rewards score every distinct (prompt, media file) once and margins are score
+gaps; pairwise judges (``kind == "pairwise"``) are asked once per pair in both presentation orders, their margin is
+``2 * P(A better) - 1``, and their order consistency and failure rate are reported.
+
+Scores go to ``OUTPUT_DIR/cache/`` after every batch; rerunning the same command resumes where it stopped and
+does not score cached items again. Outputs: ``report.md``, ``results.json`` (every number, intervals, counts,
+tie-calibration curves) and PNG plots. Exit status: 0 on success, 1 when ``--on-error fail`` and some items
+failed (the report is still written), 2 on bad arguments or data.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
+
+from mmreward import __version__, load_reward
+from mmreward.errors import ConfigError, MMRewardError, UnknownRewardError
+from mmreward.evaluation import results as res
+from mmreward.evaluation.benchmarks import BENCHMARKS, Benchmark, list_benchmarks, load_benchmark
+from mmreward.evaluation.report import plot_curves, plot_grouped_bars, write_json, write_text
+from mmreward.evaluation.score_cache import (
+    MediaItem,
+    PairItem,
+    ScoreCache,
+    judge_pairs,
+    media_key,
+    pair_key,
+    reward_fingerprint,
+    score_items,
+)
+from mmreward.rewards.registry import find_preset
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="reward_bench.py",
+        description="Evaluate reward models on a reward-model benchmark (accuracy with/without ties, PickScore "
+        "accuracy, ranking accuracy) and write a Markdown report, JSON and plots.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--benchmark", choices=list_benchmarks(), help="benchmark to run (see --list)")
+    parser.add_argument("--data-dir", type=Path, help="folder holding the benchmark's files (see --list)")
+    parser.add_argument(
+        "--reward", action="append", default=[], help="reward to evaluate; repeat to compare several in one table"
+    )
+    parser.add_argument("--output-dir", type=Path, help="default: outputs/reward_bench/<benchmark>")
+    parser.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... or auto (cuda when available)")
+    parser.add_argument("--dtype", default=None, help="float32, bfloat16 or float16 (default: the preset's)")
+    parser.add_argument("--batch-size", type=int, default=None, help="items per forward pass (default: preset's)")
+    parser.add_argument("--video-num-frames", type=int, default=None, help="frames sampled per video (preset's)")
+    parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap replicates for 95%% intervals")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
+    parser.add_argument("--limit", type=int, default=None, help="only the first N pairs/groups (quick checks)")
+    parser.add_argument("--download", action="store_true", help="fetch missing benchmark files from the HF Hub")
+    parser.add_argument("--retry-failed", action="store_true", help="score again items that failed in the cache")
+    parser.add_argument(
+        "--on-error",
+        choices=("skip", "fail"),
+        default="skip",
+        help="skip: pairs with failed items are left out and counted; fail: also exit with status 1",
+    )
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    parser.add_argument("--list", action="store_true", help="list benchmarks and where their data live, then exit")
+    return parser
+
+
+def _list_benchmarks() -> str:
+    lines = []
+    for name in list_benchmarks():
+        entry = BENCHMARKS[name]
+        lines += [
+            f"{name}: {entry.summary}",
+            f"    data: Hugging Face dataset {entry.source.hub_id} ({', '.join(entry.source.files)}); "
+            f"licence {entry.source.license}",
+            f"    --data-dir layout: {entry.source.layout}",
+            f"    paper: {entry.source.paper}",
+        ]
+    return "\n".join(lines)
+
+
+def _check_args(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
+    if args.benchmark is None or args.data_dir is None or not args.reward:
+        parser.error("--benchmark, --data-dir and at least one --reward are required (or --list)")
+    for flag, value, minimum in (
+        ("--bootstrap", args.bootstrap, 0),
+        ("--batch-size", args.batch_size, 1),
+        ("--limit", args.limit, 1),
+        ("--video-num-frames", args.video_num_frames, 1),
+    ):
+        if value is not None and value < minimum:
+            parser.error(f"{flag} must be >= {minimum}, got {value}")
+    for spec in args.reward:
+        # Resolve names before any weights load, so a typo in the second reward does not cost the first's run.
+        if find_preset(spec) is None and ":" not in spec:
+            raise UnknownRewardError(
+                f"unknown reward {spec!r}: not a preset name, preset YAML file or saved reward directory "
+                "(see `mmreward list`), nor 'package.module:Class'"
+            )
+    if len(set(args.reward)) != len(args.reward):
+        parser.error(f"each --reward may be given once, got {args.reward}")
+
+
+def _reward_overrides(args: argparse.Namespace) -> dict[str, Any]:
+    device = args.device
+    if device == "auto":
+        import torch
+
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    overrides: dict[str, Any] = {"device": device}
+    for key, value in (
+        ("dtype", args.dtype),
+        ("batch_size", args.batch_size),
+        ("video_num_frames", args.video_num_frames),
+    ):
+        if value is not None:
+            overrides[key] = value
+    if args.video_num_frames is not None:
+        overrides["video_fps"] = None  # the two ways of sampling frames are exclusive
+    return overrides
+
+
+def _benchmark_summary(benchmark: Benchmark) -> dict[str, Any]:
+    if benchmark.protocol == "ranking":
+        size = f"{len(benchmark.groups)} ranked prompts, {sum(len(g.media) for g in benchmark.groups)} media"
+    else:
+        size = f"{len(benchmark.pairs)} pairs"
+        if benchmark.validation_pairs:
+            size += f" (+ {len(benchmark.validation_pairs)} validation pairs for the tie threshold)"
+    return {
+        "name": benchmark.name,
+        "title": benchmark.title,
+        "protocol": benchmark.protocol,
+        "media_kind": benchmark.media_kind,
+        "dims": list(benchmark.dims),
+        "headline": benchmark.headline,
+        "size": size,
+        "source": benchmark.source.__dict__ | {"files": list(benchmark.source.files)},
+        "references": [r.__dict__ for r in benchmark.references],
+        "notes": list(benchmark.notes),
+    }
+
+
+def evaluate_reward(
+    spec: str, benchmark: Benchmark, root: Path, cache_dir: Path, args: argparse.Namespace
+) -> dict[str, Any]:
+    """Load one reward, score the benchmark (resuming from its cache), compute its metrics."""
+    reward = load_reward(spec, **_reward_overrides(args))
+    if benchmark.media_kind not in reward.media_kinds:
+        raise ConfigError(
+            f"reward {spec!r} accepts {sorted(reward.media_kinds)}, but {benchmark.name} has {benchmark.media_kind}s"
+        )
+    if reward.kind == "pairwise" and benchmark.protocol == "ranking":
+        raise ConfigError(
+            f"{spec!r} is a pairwise judge; ranking benchmarks ({benchmark.name}) need a pointwise reward"
+        )
+    cache = ScoreCache(cache_dir, reward.name, reward_fingerprint(reward, spec))
+    keys: dict[tuple[str, Path], str] = {}
+
+    def key_of(prompt: str, path: Path) -> str:
+        if (prompt, path) not in keys:
+            keys[(prompt, path)] = media_key(prompt, path, root)
+        return keys[(prompt, path)]
+
+    result: dict[str, Any] = {"spec": spec, "kind": reward.kind, "cache": str(cache.path)}
+    options = {"retry_failed": args.retry_failed, "progress": not args.no_progress}
+    boot = {"n_boot": args.bootstrap, "seed": args.seed}
+    if reward.kind == "pairwise":
+        pairs = [*benchmark.pairs, *benchmark.validation_pairs]
+        items = [
+            PairItem(
+                p.prompt,
+                p.media_a,
+                p.media_b,
+                pair_key(p.prompt, key_of(p.prompt, p.media_a), key_of(p.prompt, p.media_b), "both"),
+            )
+            for p in pairs
+        ]
+        stats = judge_pairs(reward, items, cache, orders="both", **options)
+        by_pair = {id(p): item.key for p, item in zip(pairs, items, strict=True)}
+        result["dimension_sources"] = dict.fromkeys(benchmark.dims)
+        result["metrics"] = res.evaluate_pairs(
+            benchmark,
+            res.judge_margin_fn(lambda pair: cache.get(by_pair[id(pair)]), benchmark.dims),
+            probability_gap=lambda margins: margins,
+            **boot,
+        )
+        result["judge"] = res.judge_diagnostics([cache.get(item.key) for item in items])
+    else:
+        paths = [(g.prompt, p) for g in benchmark.groups for p in g.media]
+        paths += [
+            (p.prompt, m) for p in (*benchmark.pairs, *benchmark.validation_pairs) for m in (p.media_a, p.media_b)
+        ]
+        stats = score_items(reward, [MediaItem(pr, pa, key_of(pr, pa)) for pr, pa in paths], cache, **options)
+
+        def score_of(prompt: str, path: Path):
+            return cache.get(key_of(prompt, path))
+
+        if benchmark.protocol == "ranking":
+            result["dimension_sources"] = {"Overall": None}
+            result["metrics"] = res.evaluate_groups(benchmark, score_of, **boot)
+        else:
+            sources = res.dimension_sources(benchmark.dims, reward.dims)
+            result["dimension_sources"] = sources
+            result["metrics"] = res.evaluate_pairs(
+                benchmark,
+                res.pointwise_margin_fn(score_of, sources),
+                probability_gap=res.probability_gap_for_scores(reward.pairwise_scale),
+                **boot,
+            )
+    result["scoring"] = stats.to_dict()
+    del reward
+    gc.collect()  # free the model before the next reward loads
+    return result
+
+
+def write_plots(run: dict[str, Any], output_dir: Path) -> list[str]:
+    """accuracy plots with intervals and, for pairwise benchmarks, accuracy against the tie threshold."""
+    bench, rewards = run["benchmark"], run["rewards"]
+    written = []
+    if bench["protocol"] == "ranking":
+        groups = ["pair acc. micro", "pair acc. macro", "inversion acc."]
+        keys = ["ranking_accuracy_micro", "ranking_accuracy_macro", "inversion_accuracy"]
+        series = {name: [r["metrics"][k] for k in keys] for name, r in rewards.items()}
+        path = output_dir / "ranking_accuracy.png"
+        plot_grouped_bars(path, groups, series, title=bench["title"], ylabel="accuracy (%)", reference=0.5)
+        return [str(path)]
+    dims = bench["dims"]
+    for metric, label in (("accuracy_without_ties", "w/o ties"), ("accuracy_with_ties", "w/ ties, tie-calibrated")):
+        series = {name: [r["metrics"]["dims"][d][metric] for d in dims] for name, r in rewards.items()}
+        if bench["protocol"] == "pickscore" and metric == "accuracy_without_ties":
+            series = {name: [*v, rewards[name]["metrics"]["pickscore_accuracy"]] for name, v in series.items()}
+        groups = (
+            [*dims, "PickScore acc."] if len(series) and len(next(iter(series.values()))) > len(dims) else list(dims)
+        )
+        path = output_dir / f"{metric}.png"
+        plot_grouped_bars(
+            path, groups, series, title=f"{bench['title']}: accuracy {label}", ylabel="accuracy (%)",
+            reference=0.5 if metric == "accuracy_without_ties" else None,
+        )  # fmt: skip
+        written.append(str(path))
+    panels: dict[str, dict[str, Any]] = {}
+    for dim in dims:
+        curves = {}
+        for name, reward in rewards.items():
+            curve = reward["metrics"]["dims"][dim]["tie_curve"]
+            if curve:
+                curves[name] = {
+                    "x": curve["tie_fraction"],
+                    "y": curve["accuracy"],
+                    "best_x": curve["best_tie_fraction"],
+                    "best_y": curve["best_accuracy"],
+                    "label": f"{name} (best eps {curve['best_threshold']:.3g})",
+                }
+        if curves:
+            panels[dim] = curves
+    if panels:
+        path = output_dir / "tie_threshold.png"
+        plot_curves(
+            path, panels, title=f"{bench['title']}: accuracy against the tie threshold",
+            xlabel="share of pairs predicted as ties (|margin| <= eps)", ylabel="3-class accuracy (%)",
+        )  # fmt: skip
+        written.append(str(path))
+    return written
+
+
+def _print_summary(run: dict[str, Any], output_dir: Path) -> None:
+    bench = run["benchmark"]
+    print(f"{bench['title']} - {bench['headline']} (95% interval), details in {output_dir / 'report.md'}")
+    for name, reward in run["rewards"].items():
+        estimate = res.headline(reward, bench)
+        text = (
+            "n/a"
+            if not estimate
+            else f"{100 * estimate['value']:.2f} [{100 * estimate['low']:.2f}, {100 * estimate['high']:.2f}]"
+        )
+        scoring = reward["scoring"]
+        print(
+            f"  {name}: {text}  (items {scoring['total']}, newly scored {scoring['newly_scored']}, "
+            f"failed {scoring['failed']})"
+        )
+
+
+def _labels(specs: list[str]) -> list[str]:
+    """Short names for tables and plots: a preset file's or saved directory's stem, a class name; made unique."""
+    labels = []
+    for spec in specs:
+        path = Path(spec)
+        label = (
+            spec.rpartition(":")[2] if ":" in spec and not path.exists() else (path.stem if path.suffix else path.name)
+        )
+        labels.append(label or spec)
+    return [f"{label} ({i + 1})" if labels.count(label) > 1 else label for i, label in enumerate(labels)]
+
+
+def run(args: argparse.Namespace) -> int:
+    benchmark = load_benchmark(args.benchmark, args.data_dir, download=args.download).limited(args.limit)
+    output_dir = args.output_dir or Path("outputs") / "reward_bench" / benchmark.name
+    output_dir.mkdir(parents=True, exist_ok=True)
+    root = Path(args.data_dir).expanduser().resolve()
+    summary: dict[str, Any] = {
+        "mmreward_version": __version__,
+        "command": " ".join(shlex.quote(a) for a in sys.argv),
+        "data_dir": str(root),
+        "benchmark": _benchmark_summary(benchmark),
+        "bootstrap": {"replicates": args.bootstrap, "seed": args.seed, "confidence": 0.95},
+        "rewards": {},
+    }
+    for spec, label in zip(args.reward, _labels(args.reward), strict=True):
+        summary["rewards"][label] = evaluate_reward(spec, benchmark, root, output_dir / "cache", args)
+    summary["plots"] = [Path(p).name for p in write_plots(summary, output_dir)]
+    write_json(output_dir / "results.json", summary)
+    write_text(output_dir / "report.md", res.render_markdown(summary))
+    _print_summary(summary, output_dir)
+    failed = sum(r["scoring"]["failed"] for r in summary["rewards"].values())
+    if failed and args.on_error == "fail":
+        print(
+            f"error: {failed} item(s) failed to score (--on-error fail); see {output_dir / 'report.md'}",
+            file=sys.stderr,
+        )
+        return 1
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.list:
+        print(_list_benchmarks())
+        return 0
+    try:
+        _check_args(args, parser)
+        return run(args)
+    except MMRewardError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; scores so far are cached: rerun the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

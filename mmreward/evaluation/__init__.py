@@ -1,0 +1,10 @@
+"""Evaluation of reward models on public benchmarks: metrics, benchmark loaders, score caches and reports.
+
+- :mod:`mmreward.evaluation.metrics` -- pairwise accuracy with and without ties, PickScore's tie-aware accuracy,
+  ranking accuracies, rank correlations, judge diagnostics, bootstrap intervals.
+- :mod:`mmreward.evaluation.benchmarks` -- loaders that turn each benchmark's files into uniform pairs/rankings.
+- :mod:`mmreward.evaluation.score_cache` -- scores of distinct media, cached on disk so runs resume.
+- :mod:`mmreward.evaluation.report` -- Markdown tables, JSON and matplotlib plots.
+
+The programs that drive them live in ``eval/`` (``python eval/reward_bench.py --help``).
+"""

@@ -1,0 +1,295 @@
+"""Score each distinct (prompt, media file) once and keep the results on disk, so interrupted runs resume.
+
+Benchmarks reuse media across pairs (a video appears in several pairs of VideoGen-RewardBench, an image in up to
+36 pairs of an ImageReward prompt), so a pointwise reward scores distinct ``(prompt, file)`` items, not pairs.
+Pairwise judges are asked once per ``(prompt, file A, file B)``. Results are appended to a JSON-lines file per
+reward configuration after every batch; a rerun with the same output directory loads them and scores only what is
+missing. A line cut short by an interruption is ignored (and its item scored again).
+
+Used by ``eval/reward_bench.py``; written for any program that scores files with rewards (generator benchmarks
+score the images they generate the same way).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mmreward.errors import ConfigError
+from mmreward.rewards.base import RewardModel
+
+CACHE_VERSION = 1
+_SHOWN_ERRORS = 5
+
+
+def _digest(value: Any) -> str:
+    return hashlib.sha1(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def reward_fingerprint(reward: RewardModel, spec: str) -> dict[str, Any]:
+    """What makes a reward's scores reproducible: how it was named, its class, settings and weights.
+
+    For a preset file or a saved directory the file contents and modification times are part of it, so scores of
+    retrained weights saved to the same place are not mixed with old ones.
+    """
+    fingerprint: dict[str, Any] = {
+        "spec": spec,
+        "class": f"{type(reward).__module__}.{type(reward).__qualname__}",
+        "kind": reward.kind,
+        "weights": reward.weights_id,
+        "dims": list(reward.dims),
+        "dtype": str(reward.dtype),
+        "video_fps": reward.video_fps,
+        "video_num_frames": reward.video_num_frames,
+        "max_pixels": reward.max_pixels,
+        "pairwise_scale": reward.pairwise_scale,
+    }
+    path = Path(spec).expanduser()
+    if path.is_file():
+        fingerprint["spec_file"] = _digest(path.read_text(encoding="utf-8", errors="replace"))
+    elif path.is_dir():
+        fingerprint["spec_dir"] = _digest(
+            sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in path.iterdir())
+        )
+    return fingerprint
+
+
+@dataclass(frozen=True)
+class MediaItem:
+    """One thing to score: a prompt and a media file, with its cache key."""
+
+    prompt: str
+    path: Path
+    key: str
+
+
+def media_key(prompt: str, path: Path, root: Path | None = None) -> str:
+    """Cache key of (prompt, file): the file's path relative to ``root`` (so data directories can move), its size,
+    and the prompt. Scores depend on both the pixels and the prompt."""
+    path = Path(path)
+    shown = path.relative_to(root).as_posix() if root is not None and path.is_relative_to(root) else str(path)
+    size = path.stat().st_size if path.is_file() else -1
+    return _digest([CACHE_VERSION, prompt, shown, size])
+
+
+def pair_key(prompt: str, key_a: str, key_b: str, orders: str) -> str:
+    """Cache key of a judge's verdict on (prompt, A, B) in the given presentation orders."""
+    return _digest([CACHE_VERSION, prompt, key_a, key_b, orders])
+
+
+class ScoreCache:
+    """Append-only JSON-lines store of per-item results for one reward configuration.
+
+    The first line is a header with the reward's fingerprint; each other line is one record with a ``key``.
+    """
+
+    def __init__(self, directory: Path, name: str, fingerprint: dict[str, Any]) -> None:
+        slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_")[:60] or "reward"
+        self.path = Path(directory) / f"{slug}-{_digest(fingerprint)[:12]}.jsonl"
+        self.fingerprint = fingerprint
+        self.records: dict[str, dict[str, Any]] = {}
+        self.skipped_lines = 0
+        if self.path.is_file():
+            self._load()
+        else:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self.path.write_text(json.dumps({"fingerprint": fingerprint}) + "\n", encoding="utf-8")
+
+    def _load(self) -> None:
+        lines = self.path.read_text(encoding="utf-8").splitlines()
+        try:
+            header = json.loads(lines[0]) if lines else {}
+        except json.JSONDecodeError:
+            header = {}
+        if header.get("fingerprint") != json.loads(json.dumps(self.fingerprint, default=str)):
+            raise ConfigError(
+                f"score cache {str(self.path)!r} was written for another reward configuration; delete it or use "
+                "another --output-dir"
+            )
+        for line in lines[1:]:
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                self.skipped_lines += 1  # a line cut short when a run was interrupted: its item is scored again
+                continue
+            self.records[record["key"]] = record
+        with self.path.open("rb") as handle:
+            handle.seek(-1, 2)
+            ends_with_newline = handle.read(1) == b"\n"
+        if not ends_with_newline:  # new records must not be glued to a partial last line
+            with self.path.open("a", encoding="utf-8") as handle:
+                handle.write("\n")
+
+    def __contains__(self, key: str) -> bool:
+        return key in self.records
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        return self.records.get(key)
+
+    def add(self, records: Iterable[dict[str, Any]]) -> None:
+        """Append records and flush, so that they survive an interruption right after."""
+        records = list(records)
+        with self.path.open("a", encoding="utf-8") as handle:
+            for record in records:
+                handle.write(json.dumps(record, allow_nan=False) + "\n")
+        for record in records:
+            self.records[record["key"]] = record
+
+
+@dataclass
+class ScoringStats:
+    """How a scoring pass went: items in all, found in the cache, newly scored, failed (with the first reasons)."""
+
+    total: int = 0
+    cached: int = 0
+    scored: int = 0
+    failed: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "total": self.total,
+            "from_cache": self.cached,
+            "newly_scored": self.scored,
+            "failed": self.failed,
+            "errors": self.errors,
+        }
+
+
+def _finite(value: float) -> float | None:
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def _progress(total: int, desc: str, enabled: bool):
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="item", disable=not enabled or total == 0, dynamic_ncols=True)
+
+
+def score_items(
+    reward: RewardModel,
+    items: Sequence[MediaItem],
+    cache: ScoreCache,
+    *,
+    retry_failed: bool = False,
+    progress: bool = True,
+) -> ScoringStats:
+    """Score the items missing from ``cache`` (each distinct key once) in batches of ``reward.batch_size``.
+
+    Per-item failures (unreadable media) are recorded with their reason and count as scored; with
+    ``retry_failed`` they are attempted again. Records: ``{key, prompt, path, score, dims, error}``, with ``score``
+    None when the item failed.
+    """
+    unique = list({item.key: item for item in items}.values())
+    todo = [
+        item for item in unique if item.key not in cache or (retry_failed and cache.get(item.key)["error"] is not None)
+    ]
+    stats = ScoringStats(total=len(unique), cached=len(unique) - len(todo))
+    with _progress(len(todo), f"scoring with {reward.name}", progress) as bar:
+        for start in range(0, len(todo), reward.batch_size):
+            batch = todo[start : start + reward.batch_size]
+            out = reward.score([item.prompt for item in batch], [str(item.path) for item in batch])
+            records = []
+            for i, item in enumerate(batch):
+                score = _finite(out.scores[i])
+                error = out.errors[i] if bool(out.failed[i]) else None
+                if error is None and score is None:
+                    error = "the reward returned a non-finite score"
+                records.append(
+                    {
+                        "key": item.key,
+                        "prompt": item.prompt,
+                        "path": str(item.path),
+                        "score": None if error else score,
+                        "dims": {} if error else {name: _finite(v[i]) for name, v in out.dims.items()},
+                        "error": error,
+                    }
+                )
+            cache.add(records)
+            stats.scored += len(batch)
+            bar.update(len(batch))
+    for item in unique:
+        error = cache.get(item.key)["error"]
+        if error is not None:
+            stats.failed += 1
+            if len(stats.errors) < _SHOWN_ERRORS:
+                stats.errors.append(f"{item.path}: {error}")
+    return stats
+
+
+@dataclass(frozen=True)
+class PairItem:
+    """One verdict to ask a pairwise judge for."""
+
+    prompt: str
+    media_a: Path
+    media_b: Path
+    key: str
+
+
+def judge_pairs(
+    judge: RewardModel,
+    pairs: Sequence[PairItem],
+    cache: ScoreCache,
+    *,
+    orders: str = "both",
+    retry_failed: bool = False,
+    progress: bool = True,
+) -> ScoringStats:
+    """Ask a pairwise judge for the pairs missing from ``cache``, in batches of ``judge.batch_size``.
+
+    Records: ``{key, prompt, a, b, prob_a, tie, consistent, error}``; ``prob_a`` is P(A better) averaged over the
+    presentation orders, ``consistent`` whether the orders agreed.
+    """
+    unique = list({pair.key: pair for pair in pairs}.values())
+    todo = [
+        pair for pair in unique if pair.key not in cache or (retry_failed and cache.get(pair.key)["error"] is not None)
+    ]
+    stats = ScoringStats(total=len(unique), cached=len(unique) - len(todo))
+    with _progress(len(todo), f"judging with {judge.name}", progress) as bar:
+        for start in range(0, len(todo), judge.batch_size):
+            batch = todo[start : start + judge.batch_size]
+            out = judge.compare(
+                [p.prompt for p in batch],
+                [str(p.media_a) for p in batch],
+                [str(p.media_b) for p in batch],
+                orders=orders,
+            )
+            records = []
+            for i, pair in enumerate(batch):
+                prob_a = _finite(out.prob_a[i])
+                error = out.errors[i] if bool(out.failed[i]) else None
+                if error is None and prob_a is None:
+                    error = "the judge returned a non-finite probability"
+                records.append(
+                    {
+                        "key": pair.key,
+                        "prompt": pair.prompt,
+                        "a": str(pair.media_a),
+                        "b": str(pair.media_b),
+                        "prob_a": None if error else prob_a,
+                        "tie": _finite(out.tie[i]),
+                        "consistent": bool(out.consistent[i]),
+                        "error": error,
+                    }
+                )
+            cache.add(records)
+            stats.scored += len(batch)
+            bar.update(len(batch))
+    for pair in unique:
+        error = cache.get(pair.key)["error"]
+        if error is not None:
+            stats.failed += 1
+            if len(stats.errors) < _SHOWN_ERRORS:
+                stats.errors.append(f"{pair.media_a} vs {pair.media_b}: {error}")
+    return stats
