@@ -527,6 +527,62 @@ def tiny_reward_head(
     return load_reward(str(preset), **overrides)
 
 
+# ------------------------------------------------------------------------------------ synthetic preference data
+
+
+def synthetic_preference_pairs(
+    directory: str | Path, pairs: int = 240, images: int = 96, size: int = 56, seed: int = 0
+) -> Path:
+    """Write a pair CSV in VideoAlign's schema over real photos with a known preference, for learning tests.
+
+    ``images`` variants of the sample photos (``size`` x ``size``) get a random brightness and red tint. Pairs
+    differ by at least 0.04 in mean luminance and in redness, so every label is decidable from the pixels. Labels:
+    ``VQ`` prefers the brighter image, ``MQ`` the redder one, ``TA`` the brighter one but says ``same`` when the
+    luminance gap is under 0.08 (ties). Returns the CSV path; media paths in it are relative to ``directory``.
+    """
+    import csv
+
+    import torch.nn.functional as F
+
+    from mmreward.media import load_image, to_pil
+
+    directory = Path(directory)
+    (directory / "images").mkdir(parents=True, exist_ok=True)
+    generator = torch.Generator().manual_seed(seed)
+    photos = []
+    for path in sample_images():
+        image = load_image(path)
+        photos.append(F.interpolate(image[None], size=(size, size), mode="bilinear", antialias=True)[0].clamp(0, 1))
+    stats = []
+    for k in range(images):
+        photo = photos[int(torch.randint(len(photos), (1,), generator=generator))]
+        bright = 0.25 + 0.75 * float(torch.rand(1, generator=generator))
+        tint = 0.5 * float(torch.rand(1, generator=generator))
+        image = photo * bright
+        image[0] = image[0] + tint * (1 - image[0])  # push red towards 1
+        image = (image.clamp(0, 1) * 255).round() / 255
+        to_pil(image).save(directory / "images" / f"{k:03d}.png")
+        luminance = float((0.299 * image[0] + 0.587 * image[1] + 0.114 * image[2]).mean())
+        redness = float(image[0].mean() - (image[1].mean() + image[2].mean()) / 2)
+        stats.append((luminance, redness))
+    target = directory / "pairs.csv"
+    with target.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["path_A", "path_B", "prompt", "VQ", "MQ", "TA"])
+        written = 0
+        while written < pairs:
+            a, b = torch.randperm(images, generator=generator)[:2].tolist()
+            (lum_a, red_a), (lum_b, red_b) = stats[a], stats[b]
+            if abs(lum_a - lum_b) < 0.04 or abs(red_a - red_b) < 0.04:
+                continue
+            vq = "A" if lum_a > lum_b else "B"
+            mq = "A" if red_a > red_b else "B"
+            ta = "same" if abs(lum_a - lum_b) < 0.08 else vq
+            writer.writerow([f"images/{a:03d}.png", f"./images/{b:03d}.png", "a photo", vq, mq, ta])
+            written += 1
+    return target
+
+
 def _main(argv: list[str]) -> int:
     if argv == ["images"]:
         print(sample_image_dir())

@@ -208,3 +208,59 @@ def merge_lora(model: torch.nn.Module, adapter: dict[str, torch.Tensor], scale: 
                 raise ConfigError(f"{source}: LoRA delta for {module_name!r} has shape {tuple(delta.shape)}")
             layer.weight.add_(delta.to(layer.weight.device, layer.weight.dtype))
     return len(pairs)
+
+
+def save_head_checkpoint(
+    directory: Path,
+    *,
+    step: int,
+    base_model: str,
+    dims: tuple[str, ...],
+    reward_tokens: tuple[str, ...],
+    head_kind: str,
+    output_dim: int,
+    lora: dict[str, torch.Tensor],
+    lora_config: dict[str, Any] | None,
+    trained: dict[str, torch.Tensor],
+    stats: dict[str, tuple[float, float]],
+    data_config: dict[str, Any],
+) -> Path:
+    """Write a head model in the VideoAlign layout (see the module docstring); returns ``checkpoint-<step>``.
+
+    Args:
+        lora: LoRA tensors named as in the model (``...q_proj.lora_A.<adapter>.weight``); empty without LoRA.
+        lora_config: ``{"r", "lora_alpha", "use_rslora", "target_modules"}`` of that LoRA.
+        trained: every other trained tensor by bare ``*VLModel`` name (vision tower, embeddings) plus ``rm_head.*``.
+        stats: ``{dim: (mean, std)}`` of the raw outputs, written as ``inference_config``.
+        data_config: fps, frame pixels and other sampling settings, kept for the record.
+    """
+    from safetensors.torch import save_file
+
+    step_dir = directory / f"checkpoint-{step}"
+    step_dir.mkdir(parents=True, exist_ok=True)
+    if lora:
+        adapter = {}
+        for key, value in lora.items():
+            # peft writes adapters without the adapter name: "...lora_A.default.weight" -> "...lora_A.weight".
+            bare = re.sub(r"\.lora_([AB])\.[^.]+\.weight$", r".lora_\1.weight", key)
+            adapter["base_model.model." + bare] = value.detach().cpu().contiguous()
+        save_file(adapter, str(step_dir / ADAPTER_FILE))
+        (step_dir / ADAPTER_CONFIG_FILE).write_text(json.dumps({"peft_type": "LORA", **(lora_config or {})}, indent=2))
+    save_file({k: v.detach().cpu().contiguous() for k, v in trained.items()}, str(step_dir / NON_LORA_FILES[0]))
+    inference = {f"{d}_{k}": v for d, (mean, std) in stats.items() for k, v in (("mean", mean), ("std", std))}
+    config = {
+        "data_config": {"eval_dim": list(dims), **data_config},
+        "model_config": {
+            "model_name_or_path": base_model,
+            "output_dim": output_dim,
+            "use_special_tokens": True,
+            "reward_token": "special",
+        },
+        "peft_lora_config": {"lora_enable": bool(lora), **({"lora_r": lora_config["r"]} if lora_config else {})},
+        "inference_config": inference,
+        "mmreward": {"head": head_kind, "reward_tokens": list(reward_tokens), "dims": list(dims)},
+    }
+    tmp = directory / f".{MODEL_CONFIG_FILE}.tmp"
+    tmp.write_text(json.dumps(config, indent=2))
+    tmp.replace(directory / MODEL_CONFIG_FILE)
+    return step_dir

@@ -19,6 +19,7 @@ checkpoint, and use ``compare`` (``sigmoid`` of the gap) for preference probabil
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from dataclasses import dataclass
@@ -48,6 +49,7 @@ from mmreward.rewards.vlm.checkpoints import (
 from mmreward.rewards.vlm.templates import MediaPart, TextPart, load_template
 
 HeadKind = Literal["linear", "mlp"]
+_HINT = "load_reward('<preset>', weights='/path/to/checkpoint', base_model='/path/to/base VLM')"
 
 
 def build_head(kind: HeadKind, hidden_size: int, output_dim: int) -> nn.Sequential | nn.Linear:
@@ -151,10 +153,52 @@ class VLMHeadReward(RewardModel):
         attn_implementation: str = "auto",
         **kwargs: Any,
     ) -> None:
-        super().__init__(video_fps=video_fps, video_num_frames=video_num_frames, **kwargs)
+        spec = self._read_spec(weights, filename, checkpoint_step)
+        self._construct(
+            spec, weights=weights, filename=filename, base_model=base_model, dims=dims, reward_tokens=reward_tokens,
+            head=head, head_output_dim=head_output_dim, template=template, template_file=template_file,
+            normalize=normalize, video_fps=video_fps, video_num_frames=video_num_frames,
+            input_video_fps=input_video_fps, frame_min_pixels=frame_min_pixels, frame_max_pixels=frame_max_pixels,
+            image_min_pixels=image_min_pixels, image_max_pixels=image_max_pixels,
+            attn_implementation=attn_implementation, **kwargs,
+        )  # fmt: skip
+
+    @classmethod
+    def untrained(cls, base_model: str, *, dims: list[str] | tuple[str, ...], seed: int = 0, **kwargs: Any):
+        """A head model on ``base_model`` with new reward tokens (embeddings initialized from the vocabulary's
+        mean and covariance) and a freshly initialized head: where ``align/train_reward.py`` starts. ``load_reward``
+        never builds one, so random heads cannot be loaded by accident. Other arguments as for the constructor."""
+        reward = cls.__new__(cls)
+        torch.manual_seed(seed)
+        reward._construct(HeadCheckpoint(base_model=base_model), weights=None, dims=dims, **kwargs)
+        return reward
+
+    def _construct(
+        self,
+        spec: HeadCheckpoint,
+        *,
+        weights: str | None,
+        filename: str | None = None,
+        base_model: str | None = None,
+        dims: list[str] | tuple[str, ...] | None = None,
+        reward_tokens: list[str] | tuple[str, ...] | None = None,
+        head: HeadKind | None = None,
+        head_output_dim: int | None = None,
+        template: str | None = "videoreward",
+        template_file: str | None = None,
+        normalize: bool = True,
+        video_fps: float | None = 2.0,
+        video_num_frames: int | None = None,
+        input_video_fps: float | None = None,
+        frame_min_pixels: int | None = 128 * 28 * 28,
+        frame_max_pixels: int | None = 448 * 448,
+        image_min_pixels: int | None = None,
+        image_max_pixels: int | None = None,
+        attn_implementation: str = "auto",
+        **kwargs: Any,
+    ) -> None:
+        RewardModel.__init__(self, video_fps=video_fps, video_num_frames=video_num_frames, **kwargs)
         self.template = load_template(template, template_file=template_file, kind="head")
-        hint = "load_reward('<preset>', weights='/path/to/checkpoint', base_model='/path/to/base VLM')"
-        spec = self._read_spec(weights, filename, checkpoint_step, hint)
         spec.base_model = base_model or spec.base_model
         if spec.base_model is None:
             raise ConfigError(f"{weights!r} does not name its base VLM; pass base_model='Qwen/Qwen2-VL-2B-Instruct'")
@@ -171,25 +215,26 @@ class VLMHeadReward(RewardModel):
         self.reference_stats = dict(spec.stats)
         self.input_video_fps = input_video_fps
 
-        base_dir = resolve_dir(spec.base_model, what="base VLM", hint=hint, need_weights=filename is None)
+        base_dir = resolve_dir(spec.base_model, what="base VLM", hint=_HINT, need_weights=filename is None)
+        self.base_dir = base_dir
         self.model_type = read_model_type(base_dir)
         self.processor = load_processor(base_dir, add_tokens=spec.reward_tokens)
         self.tokenizer = self.processor.tokenizer
         self.token_ids = [self.tokenizer.convert_tokens_to_ids(t) for t in spec.reward_tokens]
         self.image_size = _size(self.processor.image_processor.size, image_min_pixels, image_max_pixels)
         self.frame_size = _size(self.processor.video_processor.size, frame_min_pixels, frame_max_pixels)
-        output_dim = head_output_dim or spec.output_dim or max(1, len(spec.reward_tokens))
-        self.model, self.head = self._build(base_dir, filename, weights, spec, output_dim, attn_implementation, hint)
+        self.output_dim = head_output_dim or spec.output_dim or max(1, len(spec.reward_tokens))
+        self.model, self.head = self._build(base_dir, filename, spec, self.output_dim, attn_implementation)
         self.context_length = int(self.model.config.get_text_config().max_position_embeddings)
         self.weights_id = weights
 
     # -- loading ---------------------------------------------------------------------------------------------
 
     @staticmethod
-    def _read_spec(weights: str, filename: str | None, step: int | None, hint: str) -> HeadCheckpoint:
+    def _read_spec(weights: str, filename: str | None, step: int | None) -> HeadCheckpoint:
         if filename is not None:
-            return HeadCheckpoint(checkpoint_dir=resolve_file(weights, filename, what="reward head", hint=hint))
-        directory = resolve_dir(weights, what="reward head", hint=hint, extra_patterns=("*.pth",))
+            return HeadCheckpoint(checkpoint_dir=resolve_file(weights, filename, what="reward head", hint=_HINT))
+        directory = resolve_dir(weights, what="reward head", hint=_HINT, extra_patterns=("*.pth",))
         if not (directory / MODEL_CONFIG_FILE).is_file():
             raise ConfigError(
                 f"{weights!r} has no {MODEL_CONFIG_FILE}; give a VideoAlign-layout checkpoint, or a state-dict file "
@@ -208,7 +253,7 @@ class VLMHeadReward(RewardModel):
         if spec.reward_token == "special" and spec.dims and len(spec.dims) not in (1, len(spec.reward_tokens)):
             raise ConfigError(f"{len(spec.dims)} dims {spec.dims} for {len(spec.reward_tokens)} reward tokens")
 
-    def _build(self, base_dir: Path, filename, weights, spec: HeadCheckpoint, output_dim, attn, hint):
+    def _build(self, base_dir: Path, filename: str | None, spec: HeadCheckpoint, output_dim: int, attn: str):
         from transformers import AutoConfig, AutoModel
 
         attn_impl = choose_attn_implementation(attn, self.device, self.dtype)
@@ -221,20 +266,20 @@ class VLMHeadReward(RewardModel):
             with no_init_weights():  # every tensor is overwritten by the checkpoint below
                 model = AutoModel.from_config(config, dtype=self.dtype, attn_implementation=attn_impl)
         if len(self.tokenizer) != model.get_input_embeddings().weight.shape[0]:
-            model.resize_token_embeddings(len(self.tokenizer), mean_resizing=False)
+            # A checkpoint overwrites the new rows; an untrained model starts them at the vocabulary's mean.
+            model.resize_token_embeddings(len(self.tokenizer), mean_resizing=spec.checkpoint_dir is None)
         hidden = int(model.config.get_text_config().hidden_size)
         head = build_head(spec.head, hidden, output_dim).float()
         source = str(spec.checkpoint_dir)
-        if filename is None:
+        # Without a checkpoint (untrained()) the model keeps the base weights, new token rows and a fresh head.
+        if spec.checkpoint_dir is not None and filename is None:
             directory = spec.checkpoint_dir
             load_into(model, head, non_lora_state(directory), source=source)
             if (directory / ADAPTER_FILE).is_file():
-                import json
-
                 adapter_config = json.loads((directory / ADAPTER_CONFIG_FILE).read_text(encoding="utf-8"))
                 adapter = load_state_dict_file(directory / ADAPTER_FILE)
                 merge_lora(model, adapter, lora_scale(adapter_config), source=source)
-        else:
+        elif spec.checkpoint_dir is not None:
             state = load_state_dict_file(spec.checkpoint_dir)
             loaded = load_into(model, head, state, source=source)
             expected = len(model.state_dict()) + len(head.state_dict())

@@ -1,0 +1,1 @@
+"""Preference datasets: pair files with per-dimension labels and ties."""
