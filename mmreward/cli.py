@@ -161,6 +161,11 @@ def _score(args: argparse.Namespace) -> int:
         return 1
     for name in names:
         cls = resolve_reward(name)[0]
+        if cls.kind == "pairwise":
+            raise InputError(
+                f"reward {name!r} is a pairwise judge: it compares media and has no per-item score; use "
+                "judge.compare(...) or mmreward.win_rate(...) from Python, or a pointwise reward here"
+            )
         if cls.uses_prompt and any(item.prompt is None and item.error is None for item in items):
             raise InputError(
                 f"reward {name!r} scores media against a prompt; give --prompt, --prompts, or a manifest with a "
