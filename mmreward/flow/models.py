@@ -470,7 +470,7 @@ def load_pipeline(family: str, path: str, *, dtype: torch.dtype = torch.float32)
             "directory that holds model_index.json, or 'tiny' for the tiny random pipeline"
         )
     try:
-        return pipeline_class.from_pretrained(str(local) if local.is_dir() else path, torch_dtype=dtype)
+        return pipeline_class.from_pretrained(str(local) if local.is_dir() else path, dtype=dtype)
     except (OSError, ValueError) as err:
         raise WeightsNotFoundError(
             f"cannot load the {family} pipeline {path!r} ({type(err).__name__}: {str(err).splitlines()[0]}). "
