@@ -10,8 +10,11 @@ from mmreward.errors import ConfigError
 from mmreward.flow.models import load_flow_model
 from mmreward.flow.rollout import check_sde_window, policy_step, random_sde_window, sample, sample_ode
 
-SIZES = {"sd3": {"height": 32, "width": 32}, "flux": {"height": 32, "width": 32}, "wan": {"height": 32, "width": 32,
-         "num_frames": 5}}  # fmt: skip
+SIZES = {
+    "sd3": {"height": 32, "width": 32},
+    "flux": {"height": 32, "width": 32},
+    "wan": {"height": 32, "width": 32, "num_frames": 5},
+}
 GUIDANCE = {"sd3": 4.5, "flux": 3.5, "wan": 5.0}
 
 
@@ -26,8 +29,15 @@ def test_ode_sampling_equals_the_diffusers_pipeline(model):
     This checks prompt encoding, the sigma -> timestep mapping, batch CFG (FLUX: the guidance embedding), FLUX's
     packing and resolution shift, and the VAE decode against diffusers' own code."""
     family, size = model.family, SIZES[model.family]
-    ours = sample_ode(model, ["a cat"], group_size=2, num_steps=4, guidance_scale=GUIDANCE[family],
-                      generator=torch.Generator().manual_seed(0), **size)  # fmt: skip
+    ours = sample_ode(
+        model,
+        ["a cat"],
+        group_size=2,
+        num_steps=4,
+        guidance_scale=GUIDANCE[family],
+        generator=torch.Generator().manual_seed(0),
+        **size,
+    )
     noise = torch.randn(model.latent_shape(2, **size), generator=torch.Generator().manual_seed(0))
     pipe = model.pipeline
     kwargs = {"num_inference_steps": 4, "guidance_scale": GUIDANCE[family], "max_sequence_length": 16, **size}
@@ -54,9 +64,20 @@ def test_ode_sampling_equals_the_diffusers_pipeline(model):
 
 def test_sde_rollout_records_what_a_policy_gradient_update_needs(model):
     size = SIZES[model.family]
-    rollout = sample(model, ["a cat", "a dog"], group_size=3, num_steps=6, guidance_scale=2.0, sde_type="flow",
-                     noise_level=0.7, sde_window=(2, 4), generator=torch.Generator().manual_seed(1), decode=False,
-                     batch_size=4, **size)  # fmt: skip
+    rollout = sample(
+        model,
+        ["a cat", "a dog"],
+        group_size=3,
+        num_steps=6,
+        guidance_scale=2.0,
+        sde_type="flow",
+        noise_level=0.7,
+        sde_window=(2, 4),
+        generator=torch.Generator().manual_seed(1),
+        decode=False,
+        batch_size=4,
+        **size,
+    )
     latent = model.latent_shape(6, **size)[1:]
     assert rollout.prompts == ["a cat"] * 3 + ["a dog"] * 3 and rollout.group.tolist() == [0, 0, 0, 1, 1, 1]
     assert rollout.latents.shape == rollout.next_latents.shape == (6, 2, *latent)
@@ -79,8 +100,18 @@ def test_sde_rollout_records_what_a_policy_gradient_update_needs(model):
 def test_policy_step_reproduces_the_stored_log_probs(model, sde_type):
     """With unchanged weights the importance ratio exp(logp_new - logp_old) is exactly 1 (the on-policy check)."""
     size = SIZES[model.family]
-    rollout = sample(model, ["a red car"], group_size=2, num_steps=4, guidance_scale=1.0, sde_type=sde_type,
-                     noise_level=0.8, generator=torch.Generator().manual_seed(2), decode=False, **size)  # fmt: skip
+    rollout = sample(
+        model,
+        ["a red car"],
+        group_size=2,
+        num_steps=4,
+        guidance_scale=1.0,
+        sde_type=sde_type,
+        noise_level=0.8,
+        generator=torch.Generator().manual_seed(2),
+        decode=False,
+        **size,
+    )
     assert rollout.log_probs.shape[1] == (3 if sde_type == "cps" else 4)
     for j in range(rollout.log_probs.shape[1]):
         step = policy_step(model, rollout, j)

@@ -150,8 +150,14 @@ def test_per_sample_sigmas_equal_separate_steps(grid):
     x, v, next_sample = _tensors((2, 4, 8, 8), seed=8)
     both = sde_step(v, x, sigmas[[1, 5]], sigmas[[2, 6]], noise_level=0.7, prev_sample=next_sample)
     for row, i in enumerate((1, 5)):
-        one = sde_step(v[row : row + 1], x[row : row + 1], sigmas[i], sigmas[i + 1], noise_level=0.7,
-                       prev_sample=next_sample[row : row + 1])  # fmt: skip
+        one = sde_step(
+            v[row : row + 1],
+            x[row : row + 1],
+            sigmas[i],
+            sigmas[i + 1],
+            noise_level=0.7,
+            prev_sample=next_sample[row : row + 1],
+        )
         torch.testing.assert_close(both.log_prob[row : row + 1], one.log_prob)
 
 
