@@ -345,3 +345,14 @@ def test_online_rwr_runs(tmp_path):
     rows = read_metrics(output)
     assert len(rows) == 4 and "round/reward_mean" in rows[0] and rows[-1]["reference_refreshes"] == 2
     assert (output / LORA_FILE).is_file()
+
+
+def test_accelerate_configs_are_valid_accelerate_configs():
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    files = sorted((REPO / "configs" / "accelerate").glob("*.yaml"))
+    assert [f.stem for f in files] == ["deepspeed_zero2", "deepspeed_zero3", "fsdp", "multi_gpu", "single_gpu"]
+    for path in files:
+        assert path.read_text().startswith("#"), f"{path} needs a header comment"
+        config = load_config_from_file(str(path))  # unknown keys raise
+        assert config.compute_environment.value == "LOCAL_MACHINE"

@@ -452,14 +452,14 @@ def module_config(module: torch.nn.Module) -> Any:
 
 
 def load_pipeline(family: str, path: str, *, dtype: torch.dtype = torch.float32) -> Any:
-    """The diffusers pipeline for ``family`` from a hub id or local directory (``"tiny"``: tiny random one)."""
+    """The diffusers pipeline for ``family`` from a hub id or local directory in ``dtype`` (``"tiny"``: the tiny
+    random one, in float32)."""
     if family not in FAMILIES:
         raise ConfigError(f"unknown model family {family!r}; use one of {', '.join(FAMILIES)}")
     if path == "tiny":
         from mmreward.testing import tiny_pipeline
 
-        pipeline = tiny_pipeline(family)
-        return pipeline if dtype == torch.float32 else pipeline.to(dtype=dtype)
+        return tiny_pipeline(family)  # float32; load_flow_model casts each component to its dtype
     import diffusers
 
     pipeline_class = getattr(diffusers, PIPELINE_CLASSES[family])
