@@ -33,15 +33,18 @@ import json
 import math
 import os
 import sys
+from collections.abc import Iterable, Iterator
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
 from accelerate import Accelerator
 from accelerate.utils import DistributedType
 from diffusers.optimization import get_scheduler
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from mmreward.data.media_pairs import SkippedPair, load_fitted, read_pairs
@@ -218,26 +221,56 @@ def seeded(*parts: object) -> torch.Generator:
     return torch.Generator().manual_seed(int(digest[:15], 16))
 
 
-def synthetic_media(cfg: FlowDPOConfig, kind: str) -> tuple[list[str], list[torch.Tensor], list[torch.Tensor]]:
+def synthetic_pairs(cfg: FlowDPOConfig, kind: str) -> Iterator[tuple[str, torch.Tensor, torch.Tensor]]:
     """Random smooth textures; the chosen one is the same texture brighter (mean ~0.7 vs ~0.3)."""
     g = seeded(cfg.train.seed, "synthetic")
     frames = cfg.model.num_frames if kind == "video" else 1
     words = ["a cat", "a red car", "a mountain lake", "a city street at night", "a bowl of fruit", "a forest"]
-    prompts, chosen, rejected = [], [], []
     for i in range(cfg.data.num_synthetic):
         coarse = torch.rand(frames, 3, 4, 4, generator=g)
-        texture = torch.nn.functional.interpolate(coarse, size=(cfg.model.height, cfg.model.width), mode="bilinear")
-        prompts.append(words[i % len(words)])
+        texture = F.interpolate(coarse, size=(cfg.model.height, cfg.model.width), mode="bilinear")  # (T, 3, H, W)
         bright, dark = 0.45 + 0.5 * texture, 0.05 + 0.5 * texture
-        chosen.append(bright if kind == "video" else bright[0])
-        rejected.append(dark if kind == "video" else dark[0])
-    return prompts, chosen, rejected
+        yield words[i % len(words)], (bright if kind == "video" else bright[0]), (dark if kind == "video" else dark[0])
 
 
-def encode_in_batches(model: FlowModel, items: list[torch.Tensor], batch_size: int) -> torch.Tensor:
-    with torch.no_grad():
-        parts = [model.encode_media(torch.stack(items[i : i + batch_size])) for i in range(0, len(items), batch_size)]
-    return torch.cat(parts).cpu().contiguous()
+def file_pairs(
+    cfg: FlowDPOConfig, kind: str, skipped: list[SkippedPair]
+) -> Iterator[tuple[str, torch.Tensor, torch.Tensor]]:
+    """The pair table's rows at the model's size (see mmreward.data.media_pairs for the rule); rows that cannot be
+    used are appended to ``skipped`` with their reason."""
+    data, size = cfg.data, cfg.model
+    table = read_pairs(data.pairs, media_root=data.media_root, label_columns=data.label_columns)
+    skipped.extend(table.skipped)
+    for pair in table.pairs:
+        try:
+            sides = [load_fitted(p, kind=kind, height=size.height, width=size.width, num_frames=size.num_frames,
+                                 fps=data.video_fps) for p in (pair.chosen, pair.rejected)]  # fmt: skip
+        except MediaError as err:
+            skipped.append(SkippedPair(pair.row, str(err)))
+            continue
+        yield pair.prompt, sides[0], sides[1]
+
+
+def encode_pairs(model: FlowModel, pairs: Iterable[tuple[str, torch.Tensor, torch.Tensor]], batch_size: int):
+    """VAE latents of streamed pairs, ``batch_size`` pairs per call (media are never all in memory at once)."""
+    prompts, chosen, rejected, buffer = [], [], [], []
+
+    def flush() -> None:
+        if buffer:
+            with torch.no_grad():
+                chosen.append(model.encode_media(torch.stack([b[1] for b in buffer])).cpu())
+                rejected.append(model.encode_media(torch.stack([b[2] for b in buffer])).cpu())
+            prompts.extend(b[0] for b in buffer)
+            buffer.clear()
+
+    for pair in pairs:
+        buffer.append(pair)
+        if len(buffer) == batch_size:
+            flush()
+    flush()
+    if not prompts:
+        return prompts, None, None
+    return prompts, torch.cat(chosen).contiguous(), torch.cat(rejected).contiguous()
 
 
 def build_offline_set(
@@ -255,37 +288,22 @@ def build_offline_set(
     with accelerator.main_process_first():  # the main process encodes, the others read its cache
         if not cache.is_file():
             skipped: list[SkippedPair] = []
-            if data.source == "synthetic":
-                prompts, chosen, rejected = synthetic_media(cfg, model.media_kind)
-            else:
-                table = read_pairs(data.pairs, media_root=data.media_root, label_columns=data.label_columns)
-                skipped = table.skipped
-                prompts, chosen, rejected = [], [], []
-                for pair in table.pairs:
-                    try:
-                        sides = [load_fitted(p, kind=model.media_kind, height=size.height, width=size.width,
-                                             num_frames=size.num_frames, fps=data.video_fps)
-                                 for p in (pair.chosen, pair.rejected)]  # fmt: skip
-                    except MediaError as err:
-                        skipped.append(SkippedPair(pair.row, str(err)))
-                        continue
-                    prompts.append(pair.prompt)
-                    chosen.append(sides[0])
-                    rejected.append(sides[1])
+            source = (
+                synthetic_pairs(cfg, model.media_kind)
+                if data.source == "synthetic"
+                else file_pairs(cfg, model.media_kind, skipped)
+            )
+            prompts, chosen, rejected = encode_pairs(model, source, data.encode_batch_size)
             if not prompts:
                 reasons = "; ".join(f"row {s.row}: {s.reason}" for s in skipped[:5])
                 raise ConfigError(
                     f"no usable pairs in {data.pairs!r}; all {len(skipped)} rows were skipped ({reasons})"
                 )
-            tensors = {"chosen": encode_in_batches(model, chosen, data.encode_batch_size),
-                       "rejected": encode_in_batches(model, rejected, data.encode_batch_size)}  # fmt: skip
             meta = {"prompts": json.dumps(prompts), "skipped": json.dumps([asdict(s) for s in skipped])}
             cache.parent.mkdir(parents=True, exist_ok=True)
             tmp = cache.with_suffix(".tmp")
-            save_file(tensors, str(tmp), metadata=meta)
+            save_file({"chosen": chosen, "rejected": rejected}, str(tmp), metadata=meta)
             tmp.replace(cache)
-    from safetensors import safe_open
-
     with safe_open(str(cache), "pt") as f:
         meta = f.metadata()
     tensors = load_file(str(cache))
@@ -534,21 +552,20 @@ def main(cfg: FlowDPOConfig) -> Path:
                 accelerator.backward(loss / train.gradient_accumulation_steps)
             for name, value in {"loss": loss, **metrics}.items():
                 step_metrics.setdefault(name, []).append(value.detach().float().reshape(()))
-        if not guard.ok(0.0 if window_ok else float("nan")):
-            optimizer.zero_grad(set_to_none=True)  # a non-finite micro-batch: the whole step is skipped
-            step += 1
-            continue
-        grad_norm = accelerator.clip_grad_norm_(params, train.max_grad_norm)
-        optimizer.step()
-        lr_scheduler.step()
+        # A non-finite micro-batch skips the whole step (counted; the run stops after too many in a row).
+        applied = guard.ok(torch.stack(step_metrics["loss"]).mean() if window_ok else float("nan"))
+        if applied:
+            grad_norm = accelerator.clip_grad_norm_(params, train.max_grad_norm)
+            optimizer.step()
+            lr_scheduler.step()
+            if ema is not None:
+                ema.step()
         optimizer.zero_grad(set_to_none=True)
-        if ema is not None:
-            ema.step()
         step += 1
         if cfg.online.ref_refresh_every and step % cfg.online.ref_refresh_every == 0:
             reference.refresh()
             refreshes += 1
-        if step % train.log_every == 0:
+        if applied and step % train.log_every == 0:
             logged = {name: accelerator.reduce(torch.stack(v).mean().to(accelerator.device), "mean").item()
                       for name, v in step_metrics.items()}  # fmt: skip
             logged |= {"grad_norm": float(grad_norm), "lr": lr_scheduler.get_last_lr()[0],

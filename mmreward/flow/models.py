@@ -20,6 +20,7 @@ An adapter hides what differs between families behind one interface used by roll
 from __future__ import annotations
 
 import importlib.util
+from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,8 +72,8 @@ class PromptEmbeds:
         return PromptEmbeds(torch.cat([p.embeds for p in parts]), pooled)
 
 
-class FlowModel:
-    """Base adapter. Subclasses set the class attributes and implement the ``_`` methods."""
+class FlowModel(ABC):
+    """Base adapter: what all families share. Subclasses set ``family`` and implement the abstract methods."""
 
     family: ClassVar[str]
     media_kind: ClassVar[Literal["image", "video"]] = "image"
@@ -154,13 +155,15 @@ class FlowModel:
             if getattr(self.pipeline, name, None) is not None:
                 getattr(self.pipeline, name).to("meta")
 
+    @abstractmethod
     def _encode(self, prompts: list[str]) -> PromptEmbeds:
-        raise NotImplementedError
+        """Run the pipeline's text encoders on ``prompts`` (no cache)."""
 
     # -- shapes -----------------------------------------------------------------------------------------------------
 
+    @abstractmethod
     def latent_shape(self, batch: int, height: int, width: int, num_frames: int | None = None) -> tuple[int, ...]:
-        raise NotImplementedError
+        """Shape of unpacked latents for media of this size (checked with :meth:`check_size`)."""
 
     def check_size(self, height: int, width: int, num_frames: int | None = None) -> None:
         """Raise a ConfigError naming the value and the nearest valid one when a size does not fit the model."""
@@ -173,8 +176,9 @@ class FlowModel:
                 )
 
     @property
+    @abstractmethod
     def spatial_multiple(self) -> int:
-        raise NotImplementedError
+        """Heights and widths must be multiples of this (VAE factor x patch size)."""
 
     # -- the transformer call ------------------------------------------------------------------------------------
 
@@ -217,10 +221,11 @@ class FlowModel:
             return v_neg + guidance_scale * (v_pos - v_neg)
         return self._forward(module, latents, sigma, cond, guidance_scale)
 
+    @abstractmethod
     def _forward(
         self, module: torch.nn.Module, latents: torch.Tensor, sigma: torch.Tensor, cond: PromptEmbeds, guidance: float
     ) -> torch.Tensor:
-        raise NotImplementedError
+        """One transformer call on unpacked latents with per-sample ``sigma (B,)``."""
 
     # -- schedules --------------------------------------------------------------------------------------------------
 
@@ -242,13 +247,13 @@ class FlowModel:
 
     # -- VAE --------------------------------------------------------------------------------------------------------
 
+    @abstractmethod
     def encode_media(self, media: torch.Tensor) -> torch.Tensor:
         """Canonical media (float [0, 1]) -> normalized latents (posterior mean, so caching is deterministic)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
         """Normalized latents -> canonical media, float32 in [0, 1] on the latents' device."""
-        raise NotImplementedError
 
     def _vae_param(self) -> torch.Tensor:
         return next(self.vae.parameters())
@@ -342,7 +347,7 @@ class FluxModel(SD3Model):
         ).reshape(-1, 3)  # (h/2 * w/2, 3): (0, row, col)
         txt_ids = torch.zeros(cond.embeds.shape[1], 3, device=latents.device)
         guidance_input = None
-        if module_config(module).guidance_embeds:
+        if _module_config(module).guidance_embeds:
             guidance_input = torch.full((batch,), float(guidance), device=latents.device, dtype=torch.float32)
         out = module(
             hidden_states=packed.to(dtype),
@@ -447,7 +452,7 @@ def _module_dtype(module: torch.nn.Module) -> torch.dtype:
     return inner.dtype if hasattr(inner, "dtype") else next(inner.parameters()).dtype
 
 
-def module_config(module: torch.nn.Module) -> Any:
+def _module_config(module: torch.nn.Module) -> Any:
     return getattr(module, "module", module).config
 
 

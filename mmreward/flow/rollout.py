@@ -190,12 +190,16 @@ def sample(
         next_latents=torch.stack(stored_next, dim=1) if stored else empty,
         log_probs=torch.stack(stored_logp, dim=1) if stored else torch.zeros(total, 0, device=model.device),
         final=latents,
-        media=_decode(model, latents, chunk) if decode else None,
+        media=decode_latents(model, latents, chunk) if decode else None,
     )
 
 
-def _decode(model: FlowModel, latents: torch.Tensor, chunk: int) -> torch.Tensor:
-    return torch.cat([model.decode_latents(latents[i : i + chunk]) for i in range(0, len(latents), chunk)])
+def decode_latents(model: FlowModel, latents: torch.Tensor, batch_size: int) -> torch.Tensor:
+    """Canonical media of ``latents``, ``batch_size`` items per VAE call, in the VAE's own precision (a caller's
+    autocast does not apply: rewards see what the released pipeline would produce)."""
+    with torch.autocast(latents.device.type, enabled=False):
+        parts = [model.decode_latents(latents[i : i + batch_size]) for i in range(0, len(latents), batch_size)]
+    return torch.cat(parts)
 
 
 def sample_ode(model: FlowModel, prompts: Sequence[str], **kwargs) -> Rollout:
