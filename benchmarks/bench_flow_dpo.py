@@ -9,14 +9,14 @@ x_t, the loss, LoRA bookkeeping, the adapter-disabled reference, gradient clippi
 
 The step is timed with the functions align/flow_dpo.py uses (``dpo_loss`` then clip, AdamW, EMA), and split into
 phases with the same calls. The baseline is the same transformer calls made directly on prepared inputs, timed in
-the same process. The last line is ``overhead: NN%`` = step time / baseline time - 1 (median of the repeats).
+the same process, interleaved with the step. Times are the best of the repeats (the run least disturbed by other
+work on a shared machine). The last line is ``overhead: NN%`` = step time / baseline time - 1.
 """
 
 from __future__ import annotations
 
 import argparse
 import resource
-import statistics
 import sys
 import time
 from contextlib import contextmanager
@@ -94,8 +94,8 @@ class Timer:
         self.sync()
         self.repeats[-1][name] = self.repeats[-1].get(name, 0.0) + time.perf_counter() - start
 
-    def median(self, name: str) -> float:
-        return statistics.median(r[name] for r in self.repeats)
+    def best(self, name: str) -> float:
+        return min(r[name] for r in self.repeats)
 
 
 def main() -> None:
@@ -197,12 +197,12 @@ def main() -> None:
         timer.start()
         split_step(r + 1, timer)
 
-    step, bare = statistics.median(step_times), statistics.median(bare_times)
+    step, bare = min(step_times), min(bare_times)
     tokens = (args.latent_size // 2) ** 2
     print(f"Flow-DPO step on {args.device} ({args.dtype}): SD3 MM-DiT {args.layers} layers x {args.heads} heads x 64, "
           f"{args.latent_size}x{args.latent_size} latents ({tokens} image tokens), {args.pairs} pairs, LoRA r32, "
-          f"median of {args.repeats}")  # fmt: skip
-    phases = {name: timer.median(name) for name in timer.repeats[0]}
+          f"best of {args.repeats}")  # fmt: skip
+    phases = {name: timer.best(name) for name in timer.repeats[0]}
     print(f"{'phase':<26}{'seconds':>10}{'share':>9}")
     for name, seconds in phases.items():
         print(f"{name:<26}{seconds:>10.4f}{seconds / sum(phases.values()):>9.1%}")
