@@ -72,6 +72,7 @@ class ModelConfig:
     width: int = 512
     num_frames: int | None = None  # videos (wan) only: 4k + 1 frames
     max_sequence_length: int = 256  # T5 tokens
+    prompt_cache_size: int = 1024  # prompt embeddings kept in CPU memory (3-8 MB each for T5-XXL)
     vae_dtype: str = "float32"  # frozen VAE precision (Flow-GRPO keeps it fp32)
     attention: Literal["auto", "sdpa", "xformers"] = "auto"
     gradient_checkpointing: bool = False  # recompute activations in backward: less memory, ~30% slower
@@ -457,7 +458,7 @@ def main(cfg: FlowDPOConfig) -> Path:
     model = load_flow_model(
         cfg.model.family, cfg.model.path, device=accelerator.device, dtype=weight_dtype,
         vae_dtype=cfg.model.vae_dtype, attention=cfg.model.attention,
-        max_sequence_length=cfg.model.max_sequence_length,
+        max_sequence_length=cfg.model.max_sequence_length, prompt_cache_size=cfg.model.prompt_cache_size,
     )  # fmt: skip
     model.check_size(cfg.model.height, cfg.model.width, cfg.model.num_frames)
     if cfg.model.gradient_checkpointing:
@@ -481,16 +482,17 @@ def main(cfg: FlowDPOConfig) -> Path:
     skipped: list[SkippedPair] = []
     if cfg.data.source == "online":
         rewards = RewardMix(cfg.online.rewards, device=accelerator.device)
-        model.encode_prompts(prompt_list + [cfg.online.negative_prompt])  # cache every prompt once
-        data = None
+        data, needed = None, {*prompt_list, cfg.online.negative_prompt}
     else:
         data, skipped = build_offline_set(cfg, model, accelerator)
-        model.encode_prompts(data.prompts)
+        needed = set(data.prompts)
         if len(data) < train.batch_size * world:
             raise ConfigError(
                 f"{len(data)} usable pairs, fewer than one batch ({train.batch_size} x {world} processes)"
             )
-    model.release_text_encoders()  # every prompt is cached: free their memory
+    if len(needed) <= cfg.model.prompt_cache_size:  # every prompt fits the cache: encode once, free the encoders
+        model.encode_prompts(sorted(needed))
+        model.release_text_encoders()
     if accelerator.is_main_process:
         with (output / "skipped_pairs.jsonl").open("w", encoding="utf-8") as f:
             f.writelines(json.dumps(asdict(s)) + "\n" for s in skipped)

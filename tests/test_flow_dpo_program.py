@@ -334,12 +334,15 @@ def test_fit_frames_covers_then_center_crops():
     assert fit_frames(video, 32, 32).shape == (5, 3, 32, 32)
 
 
-def test_online_rwr_runs(tmp_path):
+def test_online_rwr_runs_with_more_prompts_than_the_embedding_cache(tmp_path):
+    """8 prompts, a cache of 3: the text encoders stay loaded and encode each round's prompts on demand."""
     output = tmp_path / "rwr"
     _run(
         output,
         "--data.prompts",
         str(REPO / "configs/tiny/flow_dpo_prompts.txt"),
+        "--model.prompt_cache_size",
+        "3",
         config=REPO / "configs/tiny/flow_rwr.yaml",
     )
     rows = read_metrics(output)

@@ -182,3 +182,14 @@ def test_gradient_checkpointing_and_bf16_autocast_keep_the_lora_gradients():
         torch.cat([g.flatten() for g in low.values()]), torch.cat([g.flatten() for g in plain.values()]), dim=0
     )
     assert cosine > 0.99
+
+
+def test_prompt_cache_is_bounded_and_least_recently_used_leaves():
+    model = load_flow_model("sd3", "tiny", max_sequence_length=16, prompt_cache_size=2)
+    first = model.encode_prompts(["one", "two"])
+    model.encode_prompts(["one"])  # "one" is now the most recently used
+    model.encode_prompts(["three"])  # evicts "two"
+    assert [key[0] for key in model._prompt_cache] == ["one", "three"]
+    batch = model.encode_prompts(["two", "one", "three", "two"])  # a batch larger than the cache still works
+    torch.testing.assert_close(batch.embeds[0], first.embeds[1])
+    torch.testing.assert_close(batch.embeds[3], first.embeds[1])

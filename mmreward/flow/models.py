@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import importlib.util
 from abc import ABC, abstractmethod
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,11 +79,21 @@ class FlowModel(ABC):
     family: ClassVar[str]
     media_kind: ClassVar[Literal["image", "video"]] = "image"
 
-    def __init__(self, pipeline: Any, *, device: str | torch.device = "cpu", prompt_cache_device: str = "cpu"):
+    def __init__(
+        self,
+        pipeline: Any,
+        *,
+        device: str | torch.device = "cpu",
+        prompt_cache_size: int = 1024,
+        prompt_cache_device: str = "cpu",
+    ) -> None:
         self.pipeline = pipeline
         self.device = torch.device(device)
+        # Least-recently-used cache of per-prompt embeddings. Bounded: a T5 embedding of SD3 (333 x 4096) or Wan
+        # (512 x 4096) takes 3-8 MB, so tens of thousands of training prompts cannot all stay in memory.
+        self.prompt_cache_size = prompt_cache_size
         self.prompt_cache_device = torch.device(prompt_cache_device)
-        self._prompt_cache: dict[tuple[str, int], PromptEmbeds] = {}
+        self._prompt_cache: OrderedDict[tuple[str, int], PromptEmbeds] = OrderedDict()
         self.max_sequence_length = 256
         self.train_sigmas = self._flow_scheduler().sigmas.float()  # (1000,) from sigma = 1 down
 
@@ -134,23 +145,36 @@ class FlowModel(ABC):
 
     # -- prompts ----------------------------------------------------------------------------------------------------
 
-    def encode_prompts(self, prompts: Sequence[str]) -> PromptEmbeds:
-        """Text embeddings of ``prompts`` on ``self.device``; each distinct prompt is encoded once and cached."""
+    def encode_prompts(self, prompts: Sequence[str], *, batch_size: int = 32) -> PromptEmbeds:
+        """Text embeddings of ``prompts`` on ``self.device``. Cached prompts are not encoded again; new ones are
+        encoded ``batch_size`` at a time and enter the cache (the least recently used leave it when full)."""
         key_len = self.max_sequence_length
-        missing = sorted({p for p in prompts if (p, key_len) not in self._prompt_cache})
+        found: dict[str, PromptEmbeds] = {}
+        missing = []
+        for prompt in dict.fromkeys(prompts):  # unique, in order
+            key = (prompt, key_len)
+            if key in self._prompt_cache:
+                self._prompt_cache.move_to_end(key)
+                found[prompt] = self._prompt_cache[key]
+            else:
+                missing.append(prompt)
         if missing:
             encoders = self.text_encoders()
             if encoders and any(p.device.type == "meta" for e in encoders for p in e.parameters()):
                 raise ConfigError(f"text encoders were released; prompts {missing[:3]} were not encoded beforehand")
-            with torch.no_grad():
-                encoded = self._encode(list(missing))
-            for i, prompt in enumerate(missing):
-                self._prompt_cache[(prompt, key_len)] = encoded.select([i]).to(self.prompt_cache_device)
-        parts = [self._prompt_cache[(p, key_len)] for p in prompts]
-        return PromptEmbeds.cat(parts).to(self.device)
+            for start in range(0, len(missing), batch_size):
+                chunk = missing[start : start + batch_size]
+                with torch.no_grad():
+                    encoded = self._encode(chunk)
+                for i, prompt in enumerate(chunk):
+                    found[prompt] = encoded.select([i]).to(self.prompt_cache_device)
+                    self._prompt_cache[(prompt, key_len)] = found[prompt]
+            while len(self._prompt_cache) > self.prompt_cache_size:
+                self._prompt_cache.popitem(last=False)
+        return PromptEmbeds.cat([found[p] for p in prompts]).to(self.device)
 
     def release_text_encoders(self) -> None:
-        """Free the text encoders once every prompt is cached (they are not needed for training)."""
+        """Free the text encoders' memory once every prompt a run needs is in the cache."""
         for name in ("text_encoder", "text_encoder_2", "text_encoder_3"):
             if getattr(self.pipeline, name, None) is not None:
                 getattr(self.pipeline, name).to("meta")
@@ -494,6 +518,7 @@ def load_flow_model(
     text_dtype: str | torch.dtype | None = None,
     attention: Attention = "auto",
     max_sequence_length: int | None = None,
+    prompt_cache_size: int = 1024,
 ) -> FlowModel:
     """Load a pipeline and wrap it in its family's adapter; all weights frozen, on ``device``.
 
@@ -522,7 +547,7 @@ def load_flow_model(
         module.to(device)
     if attention == "xformers":
         pipeline.transformer.set_attention_backend("xformers")
-    model = ADAPTERS[family](pipeline, device=device)
+    model = ADAPTERS[family](pipeline, device=device, prompt_cache_size=prompt_cache_size)
     if max_sequence_length is not None:
         model.max_sequence_length = max_sequence_length
     return model
