@@ -19,7 +19,8 @@ Pairs come from ``data.source``:
   samples per prompt, the reward mix ranks them and the best and worst form a pair (Flow-RWR trains on all of
   them, weighted by ``exp(reward / temperature)``). ``online.ref_refresh_every`` makes the current policy the
   new reference every so many steps (online DPO); 0 keeps the base model.
-Offline and synthetic media are VAE-encoded once and cached under ``output_dir/cache``.
+Offline and synthetic media are VAE-encoded once (each process its share) and cached under ``output_dir/cache``;
+training reads the cache memory-mapped, so pair sets larger than host memory work.
 
 Writes ``output_dir/config.yaml``, ``metrics.jsonl`` (loss, implicit accuracy, implicit reward margin, ...),
 ``skipped_pairs.jsonl``, atomic checkpoints under ``checkpoints/`` (resumed automatically), and the final LoRA in
@@ -45,7 +46,7 @@ from accelerate import Accelerator
 from accelerate.utils import DistributedType
 from diffusers.optimization import get_scheduler
 from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 
 from mmreward.data.media_pairs import SkippedPair, load_fitted, read_pairs
 from mmreward.errors import ConfigError, MediaError
@@ -202,18 +203,40 @@ class FlowDPOConfig:
 # ------------------------------------------------------------------------------------------------- pair sets
 
 
+class MappedLatents:
+    """Rows of cached latents read on demand from memory-mapped safetensors shards (``latents[rows]``), so a pair
+    set larger than host memory trains without loading it."""
+
+    def __init__(self, slices: list, index: list[tuple[int, int]]) -> None:
+        self.slices, self.index = slices, index  # index[i] = (shard, row in shard)
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+    def __getitem__(self, rows: list[int]) -> torch.Tensor:
+        return torch.stack([self.slices[self.index[i][0]][self.index[i][1]] for i in rows])
+
+
 @dataclass
 class TrainingSet:
     """What the loss trains on: ``chosen`` latents with their prompts, and for DPO ``rejected`` ones (pairs);
     for RWR per-sample ``weights`` instead."""
 
     prompts: list[str]
-    chosen: torch.Tensor  # (N, *latent)
-    rejected: torch.Tensor | None = None  # (N, *latent)
+    chosen: torch.Tensor | MappedLatents  # (N, *latent)
+    rejected: torch.Tensor | MappedLatents | None = None  # (N, *latent)
     weights: torch.Tensor | None = None  # (N,)
 
     def __len__(self) -> int:
         return len(self.prompts)
+
+    def select(self, rows: list[int]) -> TrainingSet:
+        return TrainingSet(
+            [self.prompts[i] for i in rows],
+            self.chosen[rows],
+            None if self.rejected is None else self.rejected[rows],
+            None if self.weights is None else self.weights[rows],
+        )
 
 
 def seeded(*parts: object) -> torch.Generator:
@@ -222,46 +245,56 @@ def seeded(*parts: object) -> torch.Generator:
     return torch.Generator().manual_seed(int(digest[:15], 16))
 
 
-def synthetic_pairs(cfg: FlowDPOConfig, kind: str) -> Iterator[tuple[str, torch.Tensor, torch.Tensor]]:
-    """Random smooth textures; the chosen one is the same texture brighter (mean ~0.7 vs ~0.3)."""
+def synthetic_pairs(
+    cfg: FlowDPOConfig, kind: str, rank: int, world: int
+) -> Iterator[tuple[int, str, torch.Tensor, torch.Tensor]]:
+    """Random smooth textures; the chosen one is the same texture brighter (mean ~0.7 vs ~0.3). Yields
+    ``(id, prompt, chosen, rejected)`` for this process's share (ids ``rank, rank + world, ...``)."""
     g = seeded(cfg.train.seed, "synthetic")
     frames = cfg.model.num_frames if kind == "video" else 1
     words = ["a cat", "a red car", "a mountain lake", "a city street at night", "a bowl of fruit", "a forest"]
     for i in range(cfg.data.num_synthetic):
-        coarse = torch.rand(frames, 3, 4, 4, generator=g)
+        coarse = torch.rand(frames, 3, 4, 4, generator=g)  # drawn for every pair, so all shares see one stream
+        if i % world != rank:
+            continue
         texture = F.interpolate(coarse, size=(cfg.model.height, cfg.model.width), mode="bilinear")  # (T, 3, H, W)
         bright, dark = 0.45 + 0.5 * texture, 0.05 + 0.5 * texture
-        yield words[i % len(words)], (bright if kind == "video" else bright[0]), (dark if kind == "video" else dark[0])
+        yield i, words[i % len(words)], *((bright, dark) if kind == "video" else (bright[0], dark[0]))
 
 
 def file_pairs(
-    cfg: FlowDPOConfig, kind: str, skipped: list[SkippedPair]
-) -> Iterator[tuple[str, torch.Tensor, torch.Tensor]]:
-    """The pair table's rows at the model's size (see mmreward.data.media_pairs for the rule); rows that cannot be
-    used are appended to ``skipped`` with their reason."""
+    cfg: FlowDPOConfig, kind: str, rank: int, world: int, skipped: list[SkippedPair]
+) -> Iterator[tuple[int, str, torch.Tensor, torch.Tensor]]:
+    """This process's share of the pair table (rows ``r`` with ``r % world == rank``) at the model's size (see
+    mmreward.data.media_pairs for the rule); rows that cannot be used go to ``skipped`` with their reason."""
     data, size = cfg.data, cfg.model
     table = read_pairs(data.pairs, media_root=data.media_root, label_columns=data.label_columns)
-    skipped.extend(table.skipped)
+    skipped.extend(s for s in table.skipped if s.row % world == rank)
     for pair in table.pairs:
+        if pair.row % world != rank:
+            continue
         try:
             sides = [load_fitted(p, kind=kind, height=size.height, width=size.width, num_frames=size.num_frames,
                                  fps=data.video_fps) for p in (pair.chosen, pair.rejected)]  # fmt: skip
         except MediaError as err:
             skipped.append(SkippedPair(pair.row, str(err)))
             continue
-        yield pair.prompt, sides[0], sides[1]
+        yield pair.row, pair.prompt, sides[0], sides[1]
 
 
-def encode_pairs(model: FlowModel, pairs: Iterable[tuple[str, torch.Tensor, torch.Tensor]], batch_size: int):
+def encode_shard(
+    model: FlowModel, pairs: Iterable[tuple[int, str, torch.Tensor, torch.Tensor]], batch_size: int, empty: tuple
+) -> tuple[list[int], list[str], torch.Tensor, torch.Tensor]:
     """VAE latents of streamed pairs, ``batch_size`` pairs per call (media are never all in memory at once)."""
-    prompts, chosen, rejected, buffer = [], [], [], []
+    ids, prompts, chosen, rejected, buffer = [], [], [torch.zeros(empty)], [torch.zeros(empty)], []
 
     def flush() -> None:
         if buffer:
             with torch.no_grad():
-                chosen.append(model.encode_media(torch.stack([b[1] for b in buffer])).cpu())
-                rejected.append(model.encode_media(torch.stack([b[2] for b in buffer])).cpu())
-            prompts.extend(b[0] for b in buffer)
+                chosen.append(model.encode_media(torch.stack([b[2] for b in buffer])).cpu())
+                rejected.append(model.encode_media(torch.stack([b[3] for b in buffer])).cpu())
+            ids.extend(b[0] for b in buffer)
+            prompts.extend(b[1] for b in buffer)
             buffer.clear()
 
     for pair in pairs:
@@ -269,47 +302,58 @@ def encode_pairs(model: FlowModel, pairs: Iterable[tuple[str, torch.Tensor, torc
         if len(buffer) == batch_size:
             flush()
     flush()
-    if not prompts:
-        return prompts, None, None
-    return prompts, torch.cat(chosen).contiguous(), torch.cat(rejected).contiguous()
+    return ids, prompts, torch.cat(chosen).contiguous(), torch.cat(rejected).contiguous()
 
 
 def build_offline_set(
     cfg: FlowDPOConfig, model: FlowModel, accelerator: Accelerator
 ) -> tuple[TrainingSet, list[SkippedPair]]:
-    """Read (or synthesize) the pairs, bring them to the model's size and VAE-encode them once (cached)."""
+    """Bring the pairs (files or synthetic) to the model's size and VAE-encode them once into
+    ``output_dir/cache``: each process encodes its share into a shard file; training then reads every shard
+    memory-mapped, in table order (so 1 or N processes see the same data)."""
     data, size = cfg.data, cfg.model
+    rank, world = accelerator.process_index, accelerator.num_processes
     fingerprint = {"data": asdict(data), "family": size.family, "path": size.path, "height": size.height,
                    "width": size.width, "num_frames": size.num_frames, "seed": cfg.train.seed}  # fmt: skip
     if data.source == "offline":
         table_path = Path(data.pairs)
         fingerprint["table"] = [table_path.stat().st_size, table_path.stat().st_mtime_ns]
     key = hashlib.sha256(json.dumps(fingerprint, sort_keys=True).encode()).hexdigest()[:16]
-    cache = Path(cfg.output_dir) / "cache" / f"pairs-{key}.safetensors"
-    with accelerator.main_process_first():  # the main process encodes, the others read its cache
-        if not cache.is_file():
-            skipped: list[SkippedPair] = []
-            source = (
-                synthetic_pairs(cfg, model.media_kind)
-                if data.source == "synthetic"
-                else file_pairs(cfg, model.media_kind, skipped)
-            )
-            prompts, chosen, rejected = encode_pairs(model, source, data.encode_batch_size)
-            if not prompts:
-                reasons = "; ".join(f"row {s.row}: {s.reason}" for s in skipped[:5])
-                raise ConfigError(
-                    f"no usable pairs in {data.pairs!r}; all {len(skipped)} rows were skipped ({reasons})"
-                )
-            meta = {"prompts": json.dumps(prompts), "skipped": json.dumps([asdict(s) for s in skipped])}
-            cache.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cache.with_suffix(".tmp")
-            save_file({"chosen": chosen, "rejected": rejected}, str(tmp), metadata=meta)
-            tmp.replace(cache)
-    with safe_open(str(cache), "pt") as f:
-        meta = f.metadata()
-    tensors = load_file(str(cache))
-    skipped = [SkippedPair(**s) for s in json.loads(meta["skipped"])]
-    return TrainingSet(json.loads(meta["prompts"]), tensors["chosen"], tensors["rejected"]), skipped
+    shards = [Path(cfg.output_dir) / "cache" / f"pairs-{key}-{r}of{world}.safetensors" for r in range(world)]
+    if not shards[rank].is_file():
+        skipped: list[SkippedPair] = []
+        source = (
+            synthetic_pairs(cfg, model.media_kind, rank, world)
+            if data.source == "synthetic"
+            else file_pairs(cfg, model.media_kind, rank, world, skipped)
+        )
+        empty = model.latent_shape(0, size.height, size.width, size.num_frames)
+        ids, prompts, chosen, rejected = encode_shard(model, source, data.encode_batch_size, empty)
+        meta = {"ids": json.dumps(ids), "prompts": json.dumps(prompts),
+                "skipped": json.dumps([asdict(s) for s in skipped])}  # fmt: skip
+        shards[rank].parent.mkdir(parents=True, exist_ok=True)
+        tmp = shards[rank].with_suffix(".tmp")
+        save_file({"chosen": chosen, "rejected": rejected}, str(tmp), metadata=meta)
+        tmp.replace(shards[rank])
+    accelerator.wait_for_everyone()
+    handles = [safe_open(str(path), "pt") for path in shards]
+    entries, skipped = [], []
+    for shard, handle in enumerate(handles):
+        meta = handle.metadata()
+        ids, prompts = json.loads(meta["ids"]), json.loads(meta["prompts"])
+        entries += [
+            (pair_id, prompt, shard, row) for row, (pair_id, prompt) in enumerate(zip(ids, prompts, strict=True))
+        ]
+        skipped += [SkippedPair(**s) for s in json.loads(meta["skipped"])]
+    skipped.sort(key=lambda s: s.row)
+    if not entries:
+        reasons = "; ".join(f"row {s.row}: {s.reason}" for s in skipped[:5])
+        raise ConfigError(f"no usable pairs in {data.pairs!r}; all {len(skipped)} rows were skipped ({reasons})")
+    entries.sort()  # table order
+    index = [(shard, row) for _, _, shard, row in entries]
+    chosen = MappedLatents([h.get_slice("chosen") for h in handles], index)
+    rejected = MappedLatents([h.get_slice("rejected") for h in handles], index)
+    return TrainingSet([e[1] for e in entries], chosen, rejected), skipped
 
 
 def round_prompts(prompts: list[str], round_index: int, per_process: int, rank: int, world: int, seed: int):
@@ -539,11 +583,7 @@ def main(cfg: FlowDPOConfig) -> Path:
                 len(current), step, micro, cfg, rank, world, online=cfg.data.source == "online"
             )
             generators = [seeded(train.seed, step, micro, position) for position in positions]
-            batch = TrainingSet(
-                [current.prompts[i] for i in rows], current.chosen[rows],
-                None if current.rejected is None else current.rejected[rows],
-                None if current.weights is None else current.weights[rows],
-            )  # fmt: skip
+            batch = current.select(rows)
             last = micro == train.gradient_accumulation_steps - 1
             with accelerator.no_sync(transformer) if not last else nullcontext():
                 loss, metrics = compute_loss(cfg, model, transformer, reference, batch, generators, accelerator)
