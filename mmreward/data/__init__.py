@@ -1,1 +1,2 @@
-"""Preference datasets: pair files with per-dimension labels and ties."""
+"""Datasets: preference pairs (media pairs for generators, labelled pair files for reward models) and prompt sets,
+read from files into plain Python objects and tensors."""

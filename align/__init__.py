@@ -1,0 +1,1 @@
+"""Runnable alignment programs (one per loop); each reads top to bottom: config, build, loop, save."""

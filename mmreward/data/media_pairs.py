@@ -1,0 +1,181 @@
+"""Chosen/rejected media pairs for aligning generators (Flow-DPO), read from CSV or JSONL and brought to one size.
+
+Two table layouts are accepted (``.csv``, ``.jsonl`` or ``.json`` lines):
+
+- ``prompt, chosen, rejected``: paths of the preferred and the other image or video;
+- the VideoAlign pair schema ``path_A, path_B, prompt, VQ, MQ, TA[, fps_A, num_frames_A, ...]`` with labels
+  ``A``/``B``/``same`` per dimension. ``label_columns`` says which dimensions decide: the side with more votes
+  among them is chosen (``[TA]`` for text alignment only, ``[VQ, MQ, TA]`` for the majority of the three); rows
+  without a winner are skipped as ties.
+
+Relative paths resolve against ``media_root`` (default: the table's directory). Rows whose files are missing
+are skipped with their reason; the caller reports the list (never a silent drop).
+
+The size rule (:func:`load_fitted`): every image or video frame is scaled so that it covers
+``height x width`` and center-cropped to exactly that size (aspect ratio kept, nothing stretched). Videos are
+sampled at ``fps`` (the generator's frame rate) and cut to the first ``num_frames`` frames; with ``fps=None``,
+``num_frames`` frames are spread over the whole clip. A clip with fewer frames is rejected, never padded. The two
+sides of a pair therefore always have the same shape.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from mmreward import media as media_io
+from mmreward.errors import ConfigError, MediaError
+
+
+@dataclass(frozen=True)
+class MediaPair:
+    """One preference: ``chosen`` is preferred over ``rejected`` for ``prompt``; ``row`` is the table row (1-based,
+    header excluded)."""
+
+    prompt: str
+    chosen: Path
+    rejected: Path
+    row: int
+
+
+@dataclass
+class SkippedPair:
+    row: int
+    reason: str
+
+
+@dataclass
+class PairTable:
+    pairs: list[MediaPair] = field(default_factory=list)
+    skipped: list[SkippedPair] = field(default_factory=list)
+
+
+def _read_rows(path: Path) -> list[dict[str, str]]:
+    if not path.is_file():
+        raise ConfigError(f"pairs file {str(path)!r} does not exist")
+    if path.suffix.lower() == ".csv":
+        with path.open(newline="", encoding="utf-8") as f:
+            return [dict(row) for row in csv.DictReader(f)]
+    if path.suffix.lower() in (".jsonl", ".json"):
+        rows = []
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                rows.append(json.loads(line))
+            except json.JSONDecodeError as err:
+                raise ConfigError(f"{str(path)!r} line {number} is not JSON: {err}") from err
+        return rows
+    raise ConfigError(f"pairs file {str(path)!r} must be .csv or .jsonl (one JSON object per line)")
+
+
+def _vote(row: dict, label_columns: Sequence[str]) -> str | None:
+    """``"A"``, ``"B"`` or None (tie) from the labels in ``label_columns``."""
+    votes = [str(row[c]).strip().upper() for c in label_columns]
+    score = votes.count("A") - votes.count("B")
+    return "A" if score > 0 else "B" if score < 0 else None
+
+
+def read_pairs(
+    path: str | Path, *, media_root: str | Path | None = None, label_columns: Sequence[str] = ()
+) -> PairTable:
+    """Read a pair table (see the module docstring). Missing files and ties are skipped, with reasons."""
+    path = Path(path)
+    rows = _read_rows(path)
+    if not rows:
+        raise ConfigError(f"pairs file {str(path)!r} has no rows")
+    columns = set(rows[0])
+    root = Path(media_root) if media_root else path.parent
+    videoalign = {"path_A", "path_B", "prompt"} <= columns
+    if videoalign:
+        if not label_columns:
+            labels = sorted(
+                columns
+                - {"path_A", "path_B", "prompt"}
+                - {c for c in columns if c.startswith(("fps_", "num_frames_"))}
+            )
+            raise ConfigError(
+                f"{str(path)!r} uses the VideoAlign schema; set data.label_columns to the dimensions that decide "
+                f"which side is preferred (available: {labels}), e.g. [TA] or [VQ, MQ, TA]"
+            )
+        unknown = sorted(set(label_columns) - columns)
+        if unknown:
+            raise ConfigError(f"label columns {unknown} are not in {str(path)!r} (columns: {sorted(columns)})")
+    elif not {"prompt", "chosen", "rejected"} <= columns:
+        raise ConfigError(
+            f"{str(path)!r} has columns {sorted(columns)}; expected prompt, chosen, rejected (paths) or the "
+            "VideoAlign schema path_A, path_B, prompt and label columns"
+        )
+    table = PairTable()
+    for number, row in enumerate(rows, start=1):
+        prompt = str(row.get("prompt") or "").strip()
+        if not prompt:
+            table.skipped.append(SkippedPair(number, "empty prompt"))
+            continue
+        if videoalign:
+            winner = _vote(row, label_columns)
+            if winner is None:
+                table.skipped.append(SkippedPair(number, f"tie on {', '.join(label_columns)}"))
+                continue
+            chosen, rejected = (row["path_A"], row["path_B"]) if winner == "A" else (row["path_B"], row["path_A"])
+        else:
+            chosen, rejected = row["chosen"], row["rejected"]
+        paths = [Path(p) if Path(p).is_absolute() else root / p for p in (str(chosen), str(rejected))]
+        missing = [str(p) for p in paths if not p.is_file()]
+        if missing:
+            table.skipped.append(SkippedPair(number, f"missing file(s): {', '.join(missing)}"))
+            continue
+        table.pairs.append(MediaPair(prompt, paths[0], paths[1], number))
+    return table
+
+
+def fit_frames(frames: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Scale ``(..., 3, h, w)`` so it covers ``height x width`` (aspect kept), then center-crop to exactly that."""
+    h, w = frames.shape[-2:]
+    scale = max(height / h, width / w)
+    new_h, new_w = max(height, round(h * scale)), max(width, round(w * scale))
+    flat = frames.reshape(-1, 3, h, w)  # (N, 3, h, w) for images (N=1) and videos (N=T)
+    if (new_h, new_w) != (h, w):
+        flat = F.interpolate(flat, size=(new_h, new_w), mode="bilinear", antialias=True, align_corners=False)
+    top, left = (new_h - height) // 2, (new_w - width) // 2
+    flat = flat[..., top : top + height, left : left + width].clamp(0, 1)
+    return flat.reshape(*frames.shape[:-2], height, width)
+
+
+def load_fitted(
+    path: str | Path,
+    *,
+    kind: str,
+    height: int,
+    width: int,
+    num_frames: int | None = None,
+    fps: float | None = None,
+) -> torch.Tensor:
+    """One media file at the pair size: image ``(3, H, W)`` or video ``(num_frames, 3, H, W)``.
+
+    Raises MediaError when the file cannot be read, is of the other kind, or is a video that is too short.
+    """
+    actual = media_io.media_kind(path)
+    if actual != kind:
+        raise MediaError(f"{str(path)!r} is an {actual}, but this model generates {kind}s")
+    if kind == "image":
+        return fit_frames(media_io.load_image(path), height, width)
+    if num_frames is None:
+        raise ConfigError("video pairs need num_frames")
+    if fps is None:
+        frames, _ = media_io.load_video(path, num_frames=num_frames, if_short="error")
+    else:
+        frames, info = media_io.load_video(path, fps=fps)
+        if frames.shape[0] < num_frames:
+            raise MediaError(
+                f"{str(path)!r} gives {frames.shape[0]} frames at {fps} fps ({info.duration:.2f} s), fewer than "
+                f"num_frames={num_frames}; the clip is rejected rather than padded"
+            )
+        frames = frames[:num_frames]
+    return fit_frames(frames, height, width)

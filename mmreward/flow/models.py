@@ -1,0 +1,575 @@
+"""Rectified-flow generators on diffusers pipelines: one small adapter per family (``sd3``, ``flux``, ``wan``).
+
+An adapter hides what differs between families behind one interface used by rollouts and losses:
+
+- ``encode_prompts(prompts) -> PromptEmbeds`` with an embedding cache (text encoders can then be offloaded);
+- ``latent_shape(batch, height, width, num_frames)``: latents are always kept *unpacked*, ``(B, C, h, w)`` for
+  images and ``(B, C, t, h, w)`` for Wan videos; FLUX packs its 2x2 patches inside :meth:`FlowModel.velocity`
+  (packing is a reshape, so per-element means and SDE log-probabilities do not change);
+- ``velocity(latents, sigma, cond, guidance_scale=, negative=)``: one transformer call, classifier-free guidance as
+  one batch ``[negative; positive]`` (FLUX.1-dev is guidance-distilled: its scale goes into the guidance embedding);
+- ``encode_media`` / ``decode_latents``: VAE, to and from canonical media (float [0, 1], images ``(B, 3, H, W)``,
+  videos ``(B, T, 3, H, W)``);
+- ``sampling_sigmas(num_steps, latent_shape)`` (the pipeline's own schedule, FLUX's resolution shift included) and
+  ``training_sigmas(u)`` (the 1000-step training grid indexed by ``u`` in [0, 1)).
+
+``load_flow_model(family, path)`` loads a hub id or local directory with the diffusers pipeline class;
+``path="tiny"`` builds the tiny random pipeline of :func:`mmreward.testing.tiny_pipeline` for CPU runs.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from abc import ABC, abstractmethod
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+import torch
+from diffusers import FlowMatchEulerDiscreteScheduler
+
+from mmreward.errors import ConfigError, WeightsNotFoundError
+
+Family = Literal["sd3", "flux", "wan"]
+FAMILIES = ("sd3", "flux", "wan")
+Attention = Literal["auto", "sdpa", "xformers"]
+
+# Attention projections of the joint (MM-DiT) and cross/self attention blocks: the LoRA targets Flow-GRPO and
+# the diffusers LoRA scripts use. Names absent from a family (Wan has no add_*_proj) are simply not matched.
+DEFAULT_LORA_TARGETS = (
+    "to_q", "to_k", "to_v", "to_out.0", "add_q_proj", "add_k_proj", "add_v_proj", "to_add_out",
+)  # fmt: skip
+
+
+@dataclass
+class PromptEmbeds:
+    """Text conditioning of a batch: ``embeds (B, L, D)`` and, for SD3 and FLUX, ``pooled (B, P)``."""
+
+    embeds: torch.Tensor
+    pooled: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        return self.embeds.shape[0]
+
+    def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> PromptEmbeds:
+        pooled = None if self.pooled is None else self.pooled.to(device, dtype)
+        return PromptEmbeds(self.embeds.to(device, dtype), pooled)
+
+    def select(self, index: torch.Tensor | Sequence[int]) -> PromptEmbeds:
+        index = torch.as_tensor(index, dtype=torch.long, device=self.embeds.device)
+        pooled = None if self.pooled is None else self.pooled.index_select(0, index.to(self.pooled.device))
+        return PromptEmbeds(self.embeds.index_select(0, index), pooled)
+
+    def repeat_interleave(self, repeats: int) -> PromptEmbeds:
+        pooled = None if self.pooled is None else self.pooled.repeat_interleave(repeats, 0)
+        return PromptEmbeds(self.embeds.repeat_interleave(repeats, 0), pooled)
+
+    @staticmethod
+    def cat(parts: Sequence[PromptEmbeds]) -> PromptEmbeds:
+        pooled = None if parts[0].pooled is None else torch.cat([p.pooled for p in parts])
+        return PromptEmbeds(torch.cat([p.embeds for p in parts]), pooled)
+
+
+class FlowModel(ABC):
+    """Base adapter: what all families share. Subclasses set ``family`` and implement the abstract methods."""
+
+    family: ClassVar[str]
+    media_kind: ClassVar[Literal["image", "video"]] = "image"
+
+    def __init__(
+        self,
+        pipeline: Any,
+        *,
+        device: str | torch.device = "cpu",
+        prompt_cache_size: int = 1024,
+        prompt_cache_device: str = "cpu",
+    ) -> None:
+        self.pipeline = pipeline
+        self.device = torch.device(device)
+        # Least-recently-used cache of per-prompt embeddings. Bounded: a T5 embedding of SD3 (333 x 4096) or Wan
+        # (512 x 4096) takes 3-8 MB, so tens of thousands of training prompts cannot all stay in memory.
+        self.prompt_cache_size = prompt_cache_size
+        self.prompt_cache_device = torch.device(prompt_cache_device)
+        self._prompt_cache: OrderedDict[tuple[str, int], PromptEmbeds] = OrderedDict()
+        self.max_sequence_length = 256
+        self.train_sigmas = self._flow_scheduler().sigmas.float()  # (1000,) from sigma = 1 down
+
+    # -- components -----------------------------------------------------------------------------------------------
+
+    @property
+    def transformer(self) -> torch.nn.Module:
+        return self.pipeline.transformer
+
+    @transformer.setter
+    def transformer(self, module: torch.nn.Module) -> None:
+        self.pipeline.transformer = module
+
+    @property
+    def vae(self) -> torch.nn.Module:
+        return self.pipeline.vae
+
+    @property
+    def pipeline_class(self) -> type:
+        return type(self.pipeline)
+
+    def text_encoders(self) -> list[torch.nn.Module]:
+        names = ("text_encoder", "text_encoder_2", "text_encoder_3")
+        return [m for m in (getattr(self.pipeline, n, None) for n in names) if m is not None]
+
+    def _flow_scheduler(self) -> FlowMatchEulerDiscreteScheduler:
+        """A fresh Euler flow-matching scheduler with the pipeline's schedule settings."""
+        scheduler = self.pipeline.scheduler
+        if isinstance(scheduler, FlowMatchEulerDiscreteScheduler):
+            return FlowMatchEulerDiscreteScheduler.from_config(scheduler.config)
+        # Wan checkpoints ship UniPC with flow sigmas; the SDE sampler needs the Euler grid with the same shift.
+        shift = scheduler.config.get("flow_shift")
+        if shift is None:
+            raise ConfigError(
+                f"{type(scheduler).__name__} is not a flow-matching scheduler; the {self.family} pipeline must use "
+                "FlowMatchEulerDiscreteScheduler (or UniPC with flow_shift)"
+            )
+        return FlowMatchEulerDiscreteScheduler(shift=shift, num_train_timesteps=scheduler.config.num_train_timesteps)
+
+    @property
+    def batch_cfg(self) -> bool:
+        """True: CFG runs negative and positive prompts as one batch; False: the scale goes into a guidance
+        embedding (guidance-distilled FLUX.1-dev)."""
+        return True
+
+    @property
+    def num_train_timesteps(self) -> int:
+        return int(self.pipeline.scheduler.config.num_train_timesteps)
+
+    # -- prompts ----------------------------------------------------------------------------------------------------
+
+    def encode_prompts(self, prompts: Sequence[str], *, batch_size: int = 32) -> PromptEmbeds:
+        """Text embeddings of ``prompts`` on ``self.device``. Cached prompts are not encoded again; new ones are
+        encoded ``batch_size`` at a time and enter the cache (the least recently used leave it when full)."""
+        key_len = self.max_sequence_length
+        found: dict[str, PromptEmbeds] = {}
+        missing = []
+        for prompt in dict.fromkeys(prompts):  # unique, in order
+            key = (prompt, key_len)
+            if key in self._prompt_cache:
+                self._prompt_cache.move_to_end(key)
+                found[prompt] = self._prompt_cache[key]
+            else:
+                missing.append(prompt)
+        if missing:
+            encoders = self.text_encoders()
+            if encoders and any(p.device.type == "meta" for e in encoders for p in e.parameters()):
+                raise ConfigError(f"text encoders were released; prompts {missing[:3]} were not encoded beforehand")
+            for start in range(0, len(missing), batch_size):
+                chunk = missing[start : start + batch_size]
+                with torch.no_grad():
+                    encoded = self._encode(chunk)
+                for i, prompt in enumerate(chunk):
+                    found[prompt] = encoded.select([i]).to(self.prompt_cache_device)
+                    self._prompt_cache[(prompt, key_len)] = found[prompt]
+            while len(self._prompt_cache) > self.prompt_cache_size:
+                self._prompt_cache.popitem(last=False)
+        return PromptEmbeds.cat([found[p] for p in prompts]).to(self.device)
+
+    def release_text_encoders(self) -> None:
+        """Free the text encoders' memory once every prompt a run needs is in the cache."""
+        for name in ("text_encoder", "text_encoder_2", "text_encoder_3"):
+            if getattr(self.pipeline, name, None) is not None:
+                getattr(self.pipeline, name).to("meta")
+
+    @abstractmethod
+    def _encode(self, prompts: list[str]) -> PromptEmbeds:
+        """Run the pipeline's text encoders on ``prompts`` (no cache)."""
+
+    # -- shapes -----------------------------------------------------------------------------------------------------
+
+    @abstractmethod
+    def latent_shape(self, batch: int, height: int, width: int, num_frames: int | None = None) -> tuple[int, ...]:
+        """Shape of unpacked latents for media of this size (checked with :meth:`check_size`)."""
+
+    def check_size(self, height: int, width: int, num_frames: int | None = None) -> None:
+        """Raise a ConfigError naming the value and the nearest valid one when a size does not fit the model."""
+        multiple = self.spatial_multiple
+        for name, value in (("height", height), ("width", width)):
+            if value <= 0 or value % multiple:
+                raise ConfigError(
+                    f"{name}={value} does not fit {self.family}: it must be a positive multiple of {multiple} "
+                    f"(e.g. {max(multiple, round(value / multiple) * multiple)})"
+                )
+
+    @property
+    @abstractmethod
+    def spatial_multiple(self) -> int:
+        """Heights and widths must be multiples of this (VAE factor x patch size)."""
+
+    # -- the transformer call ------------------------------------------------------------------------------------
+
+    def timestep(self, sigma: torch.Tensor) -> torch.Tensor:
+        """The transformer's timestep input for noise level ``sigma`` (SD3 and Wan take ``1000 * sigma``)."""
+        return sigma * self.num_train_timesteps
+
+    def velocity(
+        self,
+        latents: torch.Tensor,
+        sigma: float | torch.Tensor,
+        cond: PromptEmbeds,
+        *,
+        guidance_scale: float = 1.0,
+        negative: PromptEmbeds | None = None,
+        transformer: torch.nn.Module | None = None,
+    ) -> torch.Tensor:
+        """Velocity at ``(latents, sigma)`` for ``cond``; shaped like ``latents``, in the transformer's dtype.
+
+        With ``guidance_scale > 1`` on a batch-CFG family, ``negative`` embeddings are required and the negative
+        and positive halves run as one batch: ``v = v_neg + w (v_pos - v_neg)``. ``transformer`` overrides the
+        module called (the accelerate-wrapped one during training).
+        """
+        module = transformer if transformer is not None else self.transformer
+        batch = latents.shape[0]
+        sigma = torch.as_tensor(sigma, dtype=torch.float32, device=latents.device).reshape(-1).expand(batch)
+        if len(cond) != batch:
+            raise ValueError(f"{len(cond)} prompt embeddings for {batch} latents")
+        if guidance_scale > 1.0 and self.batch_cfg:
+            if negative is None:
+                raise ValueError("guidance_scale > 1 needs negative prompt embeddings (encode the negative prompt)")
+            both = self._forward(
+                module,
+                torch.cat([latents, latents]),
+                torch.cat([sigma, sigma]),
+                PromptEmbeds.cat([negative, cond]),
+                guidance_scale,
+            )
+            v_neg, v_pos = both.chunk(2)  # (B, ...) each
+            return v_neg + guidance_scale * (v_pos - v_neg)
+        return self._forward(module, latents, sigma, cond, guidance_scale)
+
+    @abstractmethod
+    def _forward(
+        self, module: torch.nn.Module, latents: torch.Tensor, sigma: torch.Tensor, cond: PromptEmbeds, guidance: float
+    ) -> torch.Tensor:
+        """One transformer call on unpacked latents with per-sample ``sigma (B,)``."""
+
+    # -- schedules --------------------------------------------------------------------------------------------------
+
+    def sampling_sigmas(self, num_steps: int, latent_shape: Sequence[int]) -> torch.Tensor:
+        """``(num_steps + 1,)`` float32 noise levels from 1 down to 0 (the pipeline's inference schedule)."""
+        if num_steps < 1:
+            raise ConfigError(f"num_steps must be >= 1, got {num_steps}")
+        scheduler = self._flow_scheduler()
+        scheduler.set_timesteps(num_steps)
+        return scheduler.sigmas.float().cpu()
+
+    def training_sigmas(self, u: torch.Tensor) -> torch.Tensor:
+        """Noise levels for training draws ``u`` in [0, 1): index ``floor(1000 u)`` of the (shifted) training grid.
+
+        This is Flow-GRPO's Flow-DPO recipe (``scheduler.timesteps[floor(u * 1000)]``); ``u`` near 0 is pure noise.
+        """
+        index = (u * len(self.train_sigmas)).long().clamp(0, len(self.train_sigmas) - 1)
+        return self.train_sigmas.to(u.device)[index.to(u.device)]
+
+    # -- VAE --------------------------------------------------------------------------------------------------------
+
+    @abstractmethod
+    def encode_media(self, media: torch.Tensor) -> torch.Tensor:
+        """Canonical media (float [0, 1]) -> normalized latents (posterior mean, so caching is deterministic)."""
+
+    @abstractmethod
+    def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
+        """Normalized latents -> canonical media, float32 in [0, 1] on the latents' device."""
+
+    def _vae_param(self) -> torch.Tensor:
+        return next(self.vae.parameters())
+
+
+class SD3Model(FlowModel):
+    """Stable Diffusion 3 / 3.5 (``StableDiffusion3Pipeline``)."""
+
+    family = "sd3"
+
+    @property
+    def spatial_multiple(self) -> int:
+        return self.pipeline.vae_scale_factor * self.transformer.config.patch_size
+
+    def _encode(self, prompts: list[str]) -> PromptEmbeds:
+        embeds, _, pooled, _ = self.pipeline.encode_prompt(
+            prompt=prompts, prompt_2=None, prompt_3=None, device=self.device, do_classifier_free_guidance=False,
+            max_sequence_length=self.max_sequence_length,
+        )  # fmt: skip
+        return PromptEmbeds(embeds, pooled)
+
+    def latent_shape(self, batch, height, width, num_frames=None):
+        self.check_size(height, width)
+        factor = self.pipeline.vae_scale_factor
+        return (batch, self.transformer.config.in_channels, height // factor, width // factor)
+
+    def _forward(self, module, latents, sigma, cond, guidance):
+        dtype = _module_dtype(module)
+        return module(
+            hidden_states=latents.to(dtype),
+            timestep=self.timestep(sigma),
+            encoder_hidden_states=cond.embeds.to(dtype),
+            pooled_projections=cond.pooled.to(dtype),
+            return_dict=False,
+        )[0]
+
+    def encode_media(self, media):
+        param = self._vae_param()
+        pixels = media.to(param.device, param.dtype) * 2 - 1  # (B, 3, H, W) in [-1, 1]
+        latents = self.vae.encode(pixels).latent_dist.mean
+        shift = self.vae.config.shift_factor or 0.0
+        return ((latents - shift) * self.vae.config.scaling_factor).float()
+
+    def decode_latents(self, latents):
+        param = self._vae_param()
+        shift = self.vae.config.shift_factor or 0.0
+        z = latents.to(param.device, param.dtype) / self.vae.config.scaling_factor + shift
+        pixels = self.vae.decode(z, return_dict=False)[0]
+        return (pixels.float() / 2 + 0.5).clamp(0, 1).to(latents.device)
+
+
+class FluxModel(SD3Model):
+    """FLUX.1 (``FluxPipeline``): packed 2x2 latent patches, resolution-dependent schedule shift, guidance
+    embedding for the guidance-distilled dev model (true CFG as one batch for models without it)."""
+
+    family = "flux"
+
+    @property
+    def batch_cfg(self) -> bool:
+        return not self.transformer.config.guidance_embeds
+
+    @property
+    def spatial_multiple(self) -> int:
+        return self.pipeline.vae_scale_factor * 2
+
+    def _encode(self, prompts):
+        embeds, pooled, _ = self.pipeline.encode_prompt(
+            prompt=prompts, prompt_2=None, device=self.device, max_sequence_length=self.max_sequence_length
+        )
+        return PromptEmbeds(embeds, pooled)
+
+    def latent_shape(self, batch, height, width, num_frames=None):
+        self.check_size(height, width)
+        factor = self.pipeline.vae_scale_factor
+        return (batch, self.transformer.config.in_channels // 4, height // factor, width // factor)
+
+    def timestep(self, sigma):
+        return sigma  # FluxTransformer2DModel multiplies by 1000 itself
+
+    def _forward(self, module, latents, sigma, cond, guidance):
+        dtype = _module_dtype(module)
+        batch, channels, height, width = latents.shape
+        # (B, C, h, w) -> (B, h/2 * w/2, 4C): FLUX's token layout
+        packed = latents.reshape(batch, channels, height // 2, 2, width // 2, 2).permute(0, 2, 4, 1, 3, 5)
+        packed = packed.reshape(batch, (height // 2) * (width // 2), channels * 4)
+        rows = torch.arange(height // 2, device=latents.device)
+        cols = torch.arange(width // 2, device=latents.device)
+        img_ids = torch.stack(
+            [torch.zeros(height // 2, width // 2, device=latents.device), *torch.meshgrid(rows, cols, indexing="ij")],
+            dim=-1,
+        ).reshape(-1, 3)  # (h/2 * w/2, 3): (0, row, col)
+        txt_ids = torch.zeros(cond.embeds.shape[1], 3, device=latents.device)
+        guidance_input = None
+        if _module_config(module).guidance_embeds:
+            guidance_input = torch.full((batch,), float(guidance), device=latents.device, dtype=torch.float32)
+        out = module(
+            hidden_states=packed.to(dtype),
+            timestep=self.timestep(sigma),
+            guidance=guidance_input,
+            pooled_projections=cond.pooled.to(dtype),
+            encoder_hidden_states=cond.embeds.to(dtype),
+            txt_ids=txt_ids.to(dtype),
+            img_ids=img_ids.to(dtype),
+            return_dict=False,
+        )[0]
+        # (B, h/2 * w/2, 4C) -> (B, C, h, w)
+        out = out.reshape(batch, height // 2, width // 2, channels, 2, 2).permute(0, 3, 1, 4, 2, 5)
+        return out.reshape(batch, channels, height, width)
+
+    def sampling_sigmas(self, num_steps, latent_shape):
+        """FluxPipeline's schedule: ``linspace(1, 1/N, N)`` shifted by ``mu``, which grows linearly with the number
+        of image tokens (diffusers ``calculate_shift``)."""
+        if num_steps < 1:
+            raise ConfigError(f"num_steps must be >= 1, got {num_steps}")
+        config = self.pipeline.scheduler.config
+        kwargs: dict[str, Any] = {}
+        if config.get("use_dynamic_shifting", False):
+            tokens = (latent_shape[-2] // 2) * (latent_shape[-1] // 2)
+            base_len, max_len = config.get("base_image_seq_len", 256), config.get("max_image_seq_len", 4096)
+            base_shift, max_shift = config.get("base_shift", 0.5), config.get("max_shift", 1.15)
+            kwargs["mu"] = base_shift + (max_shift - base_shift) / (max_len - base_len) * (tokens - base_len)
+        scheduler = self._flow_scheduler()
+        scheduler.set_timesteps(sigmas=np.linspace(1.0, 1 / num_steps, num_steps).tolist(), **kwargs)
+        return scheduler.sigmas.float().cpu()
+
+
+class WanModel(FlowModel):
+    """Wan 2.1 text-to-video (``WanPipeline``): 5-D latents ``(B, C, t, h, w)`` with ``t = (T - 1) / 4 + 1``."""
+
+    family = "wan"
+    media_kind = "video"
+
+    @property
+    def spatial_multiple(self) -> int:
+        return self.pipeline.vae_scale_factor_spatial * self.transformer.config.patch_size[1]
+
+    def check_size(self, height, width, num_frames=None):
+        super().check_size(height, width)
+        step = self.pipeline.vae_scale_factor_temporal
+        if num_frames is None or num_frames < 1 or (num_frames - 1) % step:
+            suggestion = max(1, round(((num_frames or 1) - 1) / step)) * step + 1
+            raise ConfigError(f"num_frames={num_frames} does not fit wan: it must be {step}k + 1 (e.g. {suggestion})")
+
+    def _encode(self, prompts):
+        embeds, _ = self.pipeline.encode_prompt(
+            prompt=prompts, do_classifier_free_guidance=False, max_sequence_length=self.max_sequence_length,
+            device=self.device,
+        )  # fmt: skip
+        return PromptEmbeds(embeds)
+
+    def latent_shape(self, batch, height, width, num_frames=None):
+        self.check_size(height, width, num_frames)
+        spatial = self.pipeline.vae_scale_factor_spatial
+        frames = (num_frames - 1) // self.pipeline.vae_scale_factor_temporal + 1
+        channels = self.transformer.config.in_channels
+        return (batch, channels, frames, height // spatial, width // spatial)
+
+    def _forward(self, module, latents, sigma, cond, guidance):
+        dtype = _module_dtype(module)
+        return module(
+            hidden_states=latents.to(dtype),
+            timestep=self.timestep(sigma),
+            encoder_hidden_states=cond.embeds.to(dtype),
+            return_dict=False,
+        )[0]
+
+    def _stats(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        config = self.vae.config
+        shape = (1, config.z_dim, 1, 1, 1)
+        mean = torch.tensor(config.latents_mean, device=like.device, dtype=like.dtype).view(shape)
+        std = torch.tensor(config.latents_std, device=like.device, dtype=like.dtype).view(shape)
+        return mean, std
+
+    def encode_media(self, media):
+        param = self._vae_param()
+        # (B, T, 3, H, W) in [0, 1] -> (B, 3, T, H, W) in [-1, 1]
+        pixels = media.to(param.device, param.dtype).permute(0, 2, 1, 3, 4) * 2 - 1
+        latents = self.vae.encode(pixels).latent_dist.mean
+        mean, std = self._stats(latents)
+        return ((latents - mean) / std).float()
+
+    def decode_latents(self, latents):
+        param = self._vae_param()
+        z = latents.to(param.device, param.dtype)
+        mean, std = self._stats(z)
+        video = self.vae.decode(z * std + mean, return_dict=False)[0]  # (B, 3, T, H, W) in [-1, 1]
+        return (video.float() / 2 + 0.5).clamp(0, 1).permute(0, 2, 1, 3, 4).to(latents.device)
+
+
+ADAPTERS: dict[str, type[FlowModel]] = {"sd3": SD3Model, "flux": FluxModel, "wan": WanModel}
+PIPELINE_CLASSES = {"sd3": "StableDiffusion3Pipeline", "flux": "FluxPipeline", "wan": "WanPipeline"}
+
+
+def _module_dtype(module: torch.nn.Module) -> torch.dtype:
+    inner = getattr(module, "module", module)  # DDP / accelerate wrappers
+    return inner.dtype if hasattr(inner, "dtype") else next(inner.parameters()).dtype
+
+
+def _module_config(module: torch.nn.Module) -> Any:
+    return getattr(module, "module", module).config
+
+
+def load_pipeline(family: str, path: str, *, dtype: torch.dtype = torch.float32) -> Any:
+    """The diffusers pipeline for ``family`` from a hub id or local directory in ``dtype`` (``"tiny"``: the tiny
+    random one, in float32)."""
+    if family not in FAMILIES:
+        raise ConfigError(f"unknown model family {family!r}; use one of {', '.join(FAMILIES)}")
+    if path == "tiny":
+        from mmreward.testing import tiny_pipeline
+
+        return tiny_pipeline(family)  # float32; load_flow_model casts each component to its dtype
+    import diffusers
+
+    pipeline_class = getattr(diffusers, PIPELINE_CLASSES[family])
+    local = Path(path).expanduser()
+    if not local.is_dir() and (path.count("/") != 1 or path.startswith((".", "/", "~"))):
+        raise WeightsNotFoundError(
+            f"{family} pipeline {path!r} is neither a local directory nor a hub id like 'org/name'; pass the "
+            "directory that holds model_index.json, or 'tiny' for the tiny random pipeline"
+        )
+    try:
+        return pipeline_class.from_pretrained(str(local) if local.is_dir() else path, dtype=dtype)
+    except (OSError, ValueError) as err:
+        raise WeightsNotFoundError(
+            f"cannot load the {family} pipeline {path!r} ({type(err).__name__}: {str(err).splitlines()[0]}). "
+            f"Download it once where the hub is reachable (`hf download {path}`) and copy the cache (HF_HOME), "
+            "or pass the local directory holding model_index.json as model.path"
+        ) from err
+
+
+def load_flow_model(
+    family: str,
+    path: str,
+    *,
+    device: str | torch.device = "cpu",
+    dtype: str | torch.dtype = "float32",
+    vae_dtype: str | torch.dtype = "float32",
+    text_dtype: str | torch.dtype | None = None,
+    attention: Attention = "auto",
+    max_sequence_length: int | None = None,
+    prompt_cache_size: int = 1024,
+) -> FlowModel:
+    """Load a pipeline and wrap it in its family's adapter; all weights frozen, on ``device``.
+
+    ``dtype`` is the transformer's weight dtype, ``vae_dtype`` the VAE's (float32 by default, as Flow-GRPO),
+    ``text_dtype`` the text encoders' (defaults to ``dtype``). ``attention``: ``auto``/``sdpa`` use PyTorch's
+    scaled-dot-product attention (which itself picks flash or memory-efficient kernels on GPUs); ``xformers``
+    needs the xformers package and a CUDA device.
+    """
+    from mmreward.rewards.base import resolve_dtype
+
+    device = torch.device(device)
+    check_attention(attention, device)
+    weight_dtype = resolve_dtype(dtype)
+    pipeline = load_pipeline(family, path, dtype=weight_dtype)
+    pipeline.set_progress_bar_config(disable=True)
+    text_dtype = resolve_dtype(text_dtype) if text_dtype is not None else weight_dtype
+    for module, module_dtype in [
+        (pipeline.transformer, weight_dtype),
+        (pipeline.vae, resolve_dtype(vae_dtype)),
+        *[(m, text_dtype) for m in _text_modules(pipeline)],
+    ]:
+        module.requires_grad_(False).eval()
+        # Cast only when needed: from_pretrained(torch_dtype=) already keeps the modules a model wants in fp32.
+        if next(module.parameters()).dtype != module_dtype:
+            module.to(dtype=module_dtype)
+        module.to(device)
+    if attention == "xformers":
+        pipeline.transformer.set_attention_backend("xformers")
+    model = ADAPTERS[family](pipeline, device=device, prompt_cache_size=prompt_cache_size)
+    if max_sequence_length is not None:
+        model.max_sequence_length = max_sequence_length
+    return model
+
+
+def _text_modules(pipeline: Any) -> list[torch.nn.Module]:
+    names = ("text_encoder", "text_encoder_2", "text_encoder_3")
+    return [m for m in (getattr(pipeline, n, None) for n in names) if m is not None]
+
+
+def check_attention(attention: str, device: torch.device | str) -> None:
+    """Validate the attention choice before any model loads."""
+    if attention not in ("auto", "sdpa", "xformers"):
+        raise ConfigError(f"unknown attention {attention!r}; use auto, sdpa or xformers")
+    if attention != "xformers":
+        return
+    if importlib.util.find_spec("xformers") is None:
+        raise ConfigError(
+            "attention: xformers needs the xformers package (pip install 'mmreward[gpu]'); use attention: sdpa, "
+            "which is as fast on recent PyTorch"
+        )
+    if torch.device(device).type != "cuda":
+        raise ConfigError(
+            f"attention: xformers runs only on CUDA devices, not {torch.device(device).type}; use attention: sdpa"
+        )

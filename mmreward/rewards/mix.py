@@ -1,0 +1,51 @@
+"""A weighted mix of rewards, the form alignment configs give them: ``rewards: {pickscore: 1.0, clip-score: 0.2}``.
+
+``total = sum_k weight_k * score_k``. An item fails (NaN total, ``failed`` True) when any component failed on it:
+a mix never silently treats a missing score as 0.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from mmreward.errors import ConfigError
+from mmreward.rewards.base import RewardModel
+from mmreward.rewards.registry import load_reward
+
+
+@dataclass
+class MixOutput:
+    total: torch.Tensor  # (B,) float32, NaN where failed
+    scores: dict[str, torch.Tensor]  # (B,) per reward, unweighted
+    failed: torch.Tensor  # (B,) bool
+    errors: list[str | None]
+
+
+class RewardMix:
+    def __init__(self, weights: Mapping[str, float], **load_kwargs: Any) -> None:
+        """Load every reward of ``weights`` (names as :func:`mmreward.load_reward` takes them)."""
+        if not weights:
+            raise ConfigError("the reward mix is empty; give at least one reward, e.g. rewards: {pickscore: 1.0}")
+        self.weights = dict(weights)
+        self.models: dict[str, RewardModel] = {name: load_reward(name, **load_kwargs) for name in self.weights}
+
+    def score(self, prompts: Sequence[str], media: Any) -> MixOutput:
+        size = len(prompts)
+        total = torch.zeros(size)
+        failed = torch.zeros(size, dtype=torch.bool)
+        errors: list[str | None] = [None] * size
+        scores = {}
+        for name, model in self.models.items():
+            out = model.score(list(prompts), media)
+            scores[name] = out.scores
+            total += self.weights[name] * torch.nan_to_num(out.scores)
+            failed |= out.failed
+            for i, error in enumerate(out.errors or []):
+                if error is not None and errors[i] is None:
+                    errors[i] = f"{name}: {error}"
+        total[failed] = float("nan")
+        return MixOutput(total=total, scores=scores, failed=failed, errors=errors)

@@ -1,0 +1,153 @@
+"""LoRA on diffusers transformers through peft, and a reference policy that costs no second copy of the weights.
+
+- :func:`add_lora` freezes the model and adds one trainable adapter (fp32 weights, whatever the base dtype, so
+  optimizer updates are not lost to bf16 rounding).
+- :class:`LoraReference` is the frozen reference of DPO/GRPO losses: the base model with the adapter disabled, or,
+  after :meth:`LoraReference.refresh`, a frozen snapshot of the adapter weights that is swapped in for the
+  reference forward pass (adapter-sized memory, as Flow-GRPO's online DPO keeps a second adapter).
+- :func:`save_lora` writes the adapter in the diffusers LoRA format (with its rank/alpha metadata) so that
+  ``pipeline.load_lora_weights(directory)`` loads it onto the original base model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from mmreward.errors import ConfigError
+
+LORA_WEIGHTS_NAME = "pytorch_lora_weights.safetensors"
+
+
+def add_lora(
+    model: nn.Module,
+    *,
+    rank: int,
+    alpha: float,
+    target_modules: Sequence[str],
+    init: str = "gaussian",
+    dropout: float = 0.0,
+) -> None:
+    """Freeze ``model`` and add a trainable LoRA adapter named ``default`` (fp32 weights).
+
+    ``init="gaussian"`` draws A from a Gaussian and sets B to zero, so the adapted model starts equal to the base.
+    """
+    from peft import LoraConfig
+
+    if rank < 1:
+        raise ConfigError(f"LoRA rank must be >= 1, got {rank}")
+    model.requires_grad_(False)
+    config = LoraConfig(
+        r=rank, lora_alpha=alpha, init_lora_weights=init, target_modules=list(target_modules), lora_dropout=dropout
+    )
+    try:
+        model.add_adapter(config)
+    except ValueError as err:
+        names = sorted({name.rsplit(".", 1)[-1] for name, _ in model.named_modules() if name})
+        raise ConfigError(
+            f"LoRA target modules {list(target_modules)} match nothing in {type(model).__name__} ({err}); module "
+            f"names there include {names[:20]}"
+        ) from err
+    for param in model.parameters():
+        if param.requires_grad:
+            param.data = param.data.float()
+
+
+def trainable_parameters(model: nn.Module) -> dict[str, nn.Parameter]:
+    return {name: p for name, p in model.named_parameters() if p.requires_grad}
+
+
+@contextmanager
+def adapters_disabled(model: nn.Module) -> Iterator[None]:
+    """Run the base model inside the block (peft adapters off), then switch them back on."""
+    model.disable_adapters()
+    try:
+        yield
+    finally:
+        model.enable_adapters()
+
+
+class LoraReference:
+    """The frozen reference policy of a LoRA run, without a second copy of the base weights.
+
+    Until :meth:`refresh` is called the reference is the base model (adapters disabled). ``refresh()`` snapshots
+    the current adapter weights; :meth:`active` then swaps the snapshot into the adapter for the duration of the
+    block (no gradients flow there) and restores the trained weights afterwards.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+        self.params = trainable_parameters(model)
+        if not self.params:
+            raise ConfigError("LoraReference needs a model with a trainable adapter (call add_lora first)")
+        self.snapshot: dict[str, torch.Tensor] | None = None
+
+    def refresh(self) -> None:
+        """Make the current policy the reference."""
+        self.snapshot = {name: p.detach().clone() for name, p in self.params.items()}
+
+    @contextmanager
+    def active(self) -> Iterator[None]:
+        with torch.no_grad():
+            if self.snapshot is None:
+                with adapters_disabled(self.model):
+                    yield
+                return
+            live = {name: p.detach().clone() for name, p in self.params.items()}
+            for name, param in self.params.items():
+                param.copy_(self.snapshot[name])
+            try:
+                yield
+            finally:
+                for name, param in self.params.items():
+                    param.copy_(live[name])
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"snapshot": self.snapshot}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        snapshot = state["snapshot"]
+        if snapshot is not None and set(snapshot) != set(self.params):
+            raise ConfigError("reference snapshot does not match the adapter (another model or LoRA config?)")
+        self.snapshot = None if snapshot is None else {k: v.to(self.params[k].device) for k, v in snapshot.items()}
+
+
+def lora_metadata(model: nn.Module) -> dict[str, Any]:
+    """The adapter's peft config as a dict (rank, alpha, targets), saved next to the weights."""
+    config = model.peft_config["default"].to_dict()
+    config["target_modules"] = sorted(config["target_modules"])
+    return config
+
+
+def save_lora(
+    pipeline_class: type,
+    model: nn.Module,
+    directory: str | Path,
+    *,
+    weights: dict[str, torch.Tensor] | None = None,
+) -> Path:
+    """Save the adapter of ``model`` so that ``pipeline_class.load_lora_weights(directory)`` restores it.
+
+    ``weights`` overrides the adapter tensors (named like ``model.named_parameters()``), e.g. EMA weights.
+    """
+    from peft.utils import get_peft_model_state_dict
+
+    state = None
+    if weights is not None:
+        state = {**model.state_dict(), **{name: tensor for name, tensor in weights.items()}}
+    layers = get_peft_model_state_dict(model, state_dict=state)
+    layers = {name: tensor.detach().float().cpu().contiguous() for name, tensor in layers.items()}
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    pipeline_class.save_lora_weights(
+        directory,
+        transformer_lora_layers=layers,
+        transformer_lora_adapter_metadata=lora_metadata(model),
+        weight_name=LORA_WEIGHTS_NAME,
+    )
+    return directory / LORA_WEIGHTS_NAME

@@ -1,0 +1,30 @@
+"""The weighted reward mix used by alignment configs (rewards: {name: weight})."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from mmreward.errors import ConfigError
+from mmreward.rewards.mix import RewardMix
+
+
+def test_weighted_total_and_failed_items(tmp_path):
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"not an image")
+    mix = RewardMix({"mmreward.testing:BrightnessReward": 2.0, "jpeg-compressibility": 0.5})
+    images = [torch.full((3, 16, 16), 0.25), torch.full((3, 16, 16), 0.75), bad]
+    out = mix.score(["a", "b", "c"], images)
+    brightness = out.scores["mmreward.testing:BrightnessReward"]
+    jpeg = out.scores["jpeg-compressibility"]
+    torch.testing.assert_close(brightness[:2], torch.tensor([0.25, 0.75]))
+    torch.testing.assert_close(out.total[:2], 2.0 * brightness[:2] + 0.5 * jpeg[:2])
+    assert out.failed.tolist() == [False, False, True] and math.isnan(out.total[2])
+    assert "broken.png" in out.errors[2] and out.errors[2].startswith("mmreward.testing:BrightnessReward: ")
+
+
+def test_empty_mix_is_refused():
+    with pytest.raises(ConfigError, match="reward mix is empty"):
+        RewardMix({})
