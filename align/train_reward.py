@@ -140,8 +140,6 @@ class TrainRewardConfig:
     log: LogConfig = field(default_factory=LogConfig)
 
     def __post_init__(self) -> None:
-        if not self.data.train:
-            raise ConfigError("data.train is required: a pair file (CSV or JSONL) in VideoAlign's schema")
         if not self.model.dims:
             raise ConfigError("model.dims must name at least one dimension")
         if self.train.epochs < 1 or self.train.batch_size < 1 or self.train.grad_accum < 1:
@@ -566,11 +564,12 @@ def save_judge_dir(cfg, judge: VLMPairwiseJudge, scorer: JudgeScorer, base: str)
 # -------------------------------------------------------------------------------------------------------- main
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(cfg: TrainRewardConfig) -> Path:
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
-    cfg = parse_config(TrainRewardConfig, argv, description=__doc__.split("\n\n")[0])
+    if not cfg.data.train:
+        raise ConfigError("data.train is required: a pair file (CSV or JSONL) in VideoAlign's schema")
     train = cfg.train
     accelerator = Accelerator(mixed_precision=train.mixed_precision, gradient_accumulation_steps=train.grad_accum)
     out = Path(cfg.output_dir)
@@ -663,7 +662,8 @@ def main(argv: list[str] | None = None) -> None:
         tracker.log(step, {"final/" + k.removeprefix("val/"): v for k, v in metrics.items()})
     tracker.close()
     accelerator.print(f"saved to {out} (load it with mmreward.load_reward({str(out)!r}))")
+    return out
 
 
 if __name__ == "__main__":
-    main()
+    main(parse_config(TrainRewardConfig, description=__doc__.split("\n\n")[0]))
