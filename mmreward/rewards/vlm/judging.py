@@ -309,7 +309,9 @@ class PairwiseJudgeBase(JudgeMixin, RewardModel):
                 runnable.append(n)
         requests = [Request(plans[n][1], remap[plans[n][2]], remap[plans[n][3]]) for n in runnable]
         if requests:
-            for n, judgment in zip(runnable, self.run_judgments(list(prompts), candidates, requests), strict=True):
+            with torch.inference_mode():
+                judgments = self.run_judgments(list(prompts), candidates, requests)
+            for n, judgment in zip(runnable, judgments, strict=True):
                 results[n] = judgment
         return [
             PairJudgment(pair=k, first=first, second=second, judgment=results[n])
