@@ -98,8 +98,11 @@ def test_videos_are_sampled_at_two_fps(head, sample_videos):
     assert math.isclose(sampled.fps, sampled.pixels.shape[0] / probe.duration)
     out = head.score(["a bunny", "bikes"], [path, sample_videos["bikes"]])
     assert not bool(out.failed.any()) and bool(torch.isfinite(out.scores).all())
-    # In-memory videos: resampled from input_video_fps, or taken as already sampled.
+    # In-memory videos: resampled from input_video_fps, or taken as already sampled; prepare() also takes the
+    # canonical tensor directly (as mmreward serve calls it).
     video = torch.rand(24, 3, 56, 56)
+    direct = head.score_prepared_batch(["a clip"], [head.prepare(video)], [None]).scores
+    torch.testing.assert_close(direct, head.score(["a clip"], [video]).scores)
     assert head._sample_tensor_video(video).pixels.shape[0] == 24
     head.input_video_fps = 8.0
     try:
