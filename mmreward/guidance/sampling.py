@@ -58,7 +58,7 @@ from mmreward.flow.rollout import decode_latents
 from mmreward.guidance.objective import EvaluationCount, GuidanceObjective, Scores
 
 Method = Literal["nrg", "pixel", "best-of-n", "search"]
-METHODS = ("nrg", "pixel", "best-of-n", "search")
+METHODS = ("nrg", "pixel", "best-of-n", "search")  # also in mmreward.guidance.generate (kept import-light)
 Schedule = Literal["constant", "sigma", "one_minus_sigma", "classifier"]
 SCHEDULES = ("constant", "sigma", "one_minus_sigma", "classifier")
 
