@@ -125,6 +125,18 @@ def test_pixel_guidance_raises_brightness_for_every_seed(sd3, brightness, unguid
     assert bool((guided > unguided + 0.01).all()), (guided, unguided)
 
 
+def test_pixel_guidance_raises_a_clip_family_reward(sd3, tiny_root):
+    """Any differentiable reward works through ``score_pixels``: PickScore (tiny random CLIP) on the decoded x0_hat."""
+    from mmreward.testing import tiny_clip_reward
+
+    pickscore = GuidanceObjective([PixelTerm(tiny_clip_reward("pickscore", tiny_root))])
+    for seed in SEEDS[:2]:
+        plain = generate(sd3, "a cat", pickscore, "best-of-n", budget=8, seed=seed, sampling=SAMPLING)
+        guided = generate(sd3, "a cat", pickscore, "pixel", budget=8, seed=seed, sampling=SAMPLING,
+                          guidance=GuidanceSettings(scale=0.5))  # fmt: skip
+        assert float(guided.scores.total[0]) > float(plain.scores.total[0]) + 1.0
+
+
 def test_pixel_guidance_through_the_model_raises_brightness(sd3, brightness, unguided):
     settings = GuidanceSettings(scale=0.5, through_model=True)
     out = generate(sd3, "a cat", brightness, "pixel", budget=8, seed=0, sampling=SAMPLING, guidance=settings)

@@ -228,7 +228,7 @@ def guided_velocity(
     return torch.cat(plain), torch.cat(guided)
 
 
-def _prepare_checkpointing(model: FlowModel, guidance: GuidanceSettings | None) -> None:
+def prepare_checkpointing(model: FlowModel, guidance: GuidanceSettings | None) -> None:
     """Gradient checkpointing where gradients will flow: the VAE decoder (when diffusers supports it for this VAE)
     and, for ``through_model``, the transformer. Plain (no-grad) calls are unaffected."""
     if guidance is None or not guidance.gradient_checkpointing:
@@ -363,7 +363,7 @@ def generate(
     if gradient_method:
         guidance = guidance or GuidanceSettings()
         check_gradient_method(objective, method, guidance)
-        _prepare_checkpointing(model, guidance)
+        prepare_checkpointing(model, guidance)
     prune: dict[int, int] = {}
     if method == "search":
         population, prune = search_plan(budget, steps, search or SearchSettings())
