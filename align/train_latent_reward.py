@@ -55,7 +55,7 @@ from mmreward.guidance.latent_reward import LatentRewardModel, LatentRewardSpec,
 from mmreward.rewards.registry import load_reward, resolve_reward
 from mmreward.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from mmreward.train.config import parse_config, save_config
-from mmreward.train.guards import NonFiniteGuard
+from mmreward.train.guards import NonFiniteGuard, finite_everywhere
 from mmreward.train.tracking import Tracker
 
 # ----------------------------------------------------------------------------------------------------- config
@@ -400,10 +400,15 @@ def split_data(cfg: TrainLatentRewardConfig, plan: Plan, latents: Latents) -> Tr
 # ----------------------------------------------------------------------------------------------- the objective
 
 
-def noise_levels(model: FlowModel, n: int, generator: torch.Generator, kind: str) -> torch.Tensor:
-    """``(n,)`` noise levels: uniform draws through the generator's shifted training grid (or zeros: clean)."""
-    u = torch.rand(n, generator=generator)
-    return model.training_sigmas(u) if kind == "sampling" else torch.zeros(n)
+def draw_noise(
+    model: FlowModel, shape: list[int], generators: list[torch.Generator], kind: str, sides: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per sample, from its own generator: a noise level (``u ~ U(0, 1)`` through the generator's shifted training
+    grid; 0 for ``kind="clean"``) and ``sides`` noise tensors. Returns ``sigma (B,)`` and noise
+    ``(sides, B, *shape)``: a sample's draws do not depend on how the batch is split across processes."""
+    u = torch.cat([torch.rand(1, generator=g) for g in generators])
+    noise = torch.stack([torch.randn(sides, *shape, generator=g) for g in generators], dim=1)
+    return (model.training_sigmas(u) if kind == "sampling" else torch.zeros(len(generators))), noise
 
 
 def pair_margins(reward, latents: Latents, text, batch, sigma, noise_w, noise_l, device) -> torch.Tensor:
@@ -537,24 +542,23 @@ def main(cfg: TrainLatentRewardConfig) -> Path:
     evaluation: dict[str, float] = {}
     while step < train.max_steps:
         rows = global_rows(size, step, b * world, train.seed)[rank * b : (rank + 1) * b]
-        g = seeded(train.seed, "step", step, rank)
         batch = [data.train[i] for i in rows]
-        sigma = noise_levels(model, len(batch), g, train.noise_levels)
+        generators = [seeded(train.seed, "step", step, rank * b + k) for k in range(len(batch))]
+        sides = 1 if cfg.data.source == "distill" else 2
+        sigma, noise = draw_noise(model, latent_shape, generators, train.noise_levels, sides)
         unwrapped.train()
         if cfg.data.source == "distill":
-            loss, stats = distill_loss(reward, latents, text, batch, data.targets, sigma,
-                                       torch.randn(len(batch), *latent_shape, generator=g), device)  # fmt: skip
+            loss, stats = distill_loss(reward, latents, text, batch, data.targets, sigma, noise[0], device)
         else:
-            noise = torch.randn(2, len(batch), *latent_shape, generator=g)
             margin = pair_margins(reward, latents, text, batch, sigma, noise[0], noise[1], device)
             # Bradley-Terry on noised latents
             loss, stats = -F.logsigmoid(margin).mean(), {"accuracy": (margin.detach() > 0).float().mean()}
-        finite = accelerator.reduce(torch.isfinite(loss.detach()).float().reshape(1), "min")
-        if bool(finite.item() == 1):
+        finite = finite_everywhere(loss, accelerator.reduce)  # every process skips the same backward
+        if finite:
             accelerator.backward(loss)
             grad_norm = accelerator.clip_grad_norm_(unwrapped.parameters(), train.max_grad_norm)
             optimizer.step()
-        applied = guard.ok(loss if bool(finite.item() == 1) else float("nan"))
+        applied = guard.ok(loss if finite else float("nan"))
         optimizer.zero_grad(set_to_none=True)
         step += 1
         if applied and (step % train.log_every == 0 or step == train.max_steps):

@@ -7,7 +7,6 @@ import json
 import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -191,18 +190,26 @@ def test_distill_trains_a_dimension_per_reward(tmp_path):
     }
 
 
-def test_python_run_end_to_end(tmp_path):
-    """``python align/train_latent_reward.py --config configs/tiny/train_latent_reward.yaml`` (shortened)."""
+def test_two_process_accelerate_run_matches_one_process(tmp_path):
+    """``accelerate launch`` of the tiny config on 2 CPU processes (4 pairs each) against one process with 8 pairs in
+    process: same global batches and per-sample noise, so the same losses and gradient norms at every step."""
+    overrides = ["--train.max_steps", "6", "--train.eval_every", "6", "--train.log_every", "1",
+                 "--data.num_synthetic", "16"]  # fmt: skip
     result = subprocess.run(
-        [sys.executable, "align/train_latent_reward.py", "--config", str(TINY), "--output_dir", str(tmp_path),
-         "--train.max_steps", "20", "--train.eval_every", "20", "--data.num_synthetic", "32"],
-        cwd=REPO, env=_env(), capture_output=True, text=True, timeout=300,
+        ["accelerate", "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision",
+         "no", "--dynamo_backend", "no", "align/train_latent_reward.py", "--config", str(TINY), "--output_dir",
+         str(tmp_path / "ddp"), "--train.batch_size", "4", *overrides],
+        cwd=REPO, env={**_env(), "ACCELERATE_USE_CPU": "1"}, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
-    rows = read_metrics(tmp_path)
-    assert [r["step"] for r in rows if "loss" in r] == [10, 20]
-    assert (tmp_path / "config.yaml").is_file() and (tmp_path / "eval.json").is_file()
-    reward = load_latent_reward(tmp_path / "latent_reward")
+    main(_config(tmp_path / "single", "--train.batch_size", "8", *overrides))
+    ddp, single = read_metrics(tmp_path / "ddp"), read_metrics(tmp_path / "single")
+    assert [r["step"] for r in ddp] == [1, 2, 3, 4, 5, 6, 6]  # six training rows (main process only), one eval
+    for a, b in zip(ddp[:6], single[:6], strict=True):
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-4) and a["grad_norm"] == pytest.approx(b["grad_norm"],
+                                                                                                 rel=1e-3)  # fmt: skip
+    assert (tmp_path / "ddp" / "checkpoints" / "step-00000006" / "rng-rank1.pt").is_file()
+    reward = load_latent_reward(tmp_path / "ddp" / "latent_reward")
     assert reward.dims == ["brightness"] and reward.spec.latent_shape == [4, 16, 16]
 
 
