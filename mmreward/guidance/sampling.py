@@ -202,30 +202,35 @@ def guided_velocity(
     guidance: GuidanceSettings | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """``(v, v~)`` for a batch of one prompt's candidates: the model's velocity and the guided one (equal when
-    no gradient guidance is asked, or ``g(t) = 0``). Chunks of ``sampling.batch_size`` per transformer call."""
+    no gradient guidance is asked, or ``g(t) = 0``). Velocities run ``sampling.batch_size`` samples per
+    transformer call, gradients ``guidance.grad_batch_size`` per decode + backward (both, through the model)."""
     weight = 0.0 if guidance is None else guidance.scale * schedule_weight(sigma, guidance)
-    chunk = sampling.batch_size if weight == 0 else min(sampling.batch_size, guidance.grad_batch_size)
-    plain, guided = [], []
+    through_model = weight != 0 and guidance.through_model
+    chunk = min(sampling.batch_size, guidance.grad_batch_size) if through_model else sampling.batch_size
+    velocities, grads = [], []
     for start in range(0, latents.shape[0], chunk):
         x = latents[start : start + chunk]
         cond, negative = conditioning.repeat(x.shape[0])
-        prompts = [prompt] * x.shape[0]
         count.forward += x.shape[0]
-        if weight != 0 and guidance.through_model:
-            with torch.enable_grad():
-                x_grad = x.detach().float().requires_grad_(True)
-                v = model.velocity(x_grad, sigma, cond, guidance_scale=sampling.guidance_scale, negative=negative)
-                value = objective.value(model, x_grad, sigma, x_grad - sigma * v.float(), prompts, count)
-                (grad,) = torch.autograd.grad(value.sum(), x_grad)
-            count.backward += x.shape[0]
-            v = v.detach().float()
-        else:
-            with torch.no_grad():
-                v = model.velocity(x, sigma, cond, guidance_scale=sampling.guidance_scale, negative=negative).float()
-            grad = reward_gradient(model, objective, x, sigma, v, prompts, count) if weight != 0 else None
-        plain.append(v)
-        guided.append(v if grad is None else v + velocity_shift(grad, sigma, guidance))
-    return torch.cat(plain), torch.cat(guided)
+        with torch.enable_grad() if through_model else torch.no_grad():
+            x_in = x.detach().float().requires_grad_(through_model)
+            v = model.velocity(x_in, sigma, cond, guidance_scale=sampling.guidance_scale, negative=negative).float()
+            if through_model:
+                value = objective.value(model, x_in, sigma, x_in - sigma * v, [prompt] * x.shape[0], count)
+                grads.append(torch.autograd.grad(value.sum(), x_in)[0])
+                count.backward += x.shape[0]
+        velocities.append(v.detach())
+    v = torch.cat(velocities)
+    if weight == 0:
+        return v, v
+    if not through_model:
+        step = guidance.grad_batch_size
+        grads = [
+            reward_gradient(model, objective, latents[s : s + step], sigma, v[s : s + step],
+                            [prompt] * latents[s : s + step].shape[0], count)
+            for s in range(0, latents.shape[0], step)
+        ]  # fmt: skip
+    return v, v + velocity_shift(torch.cat(grads), sigma, guidance)
 
 
 def prepare_checkpointing(model: FlowModel, guidance: GuidanceSettings | None) -> None:
