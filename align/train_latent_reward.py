@@ -224,10 +224,10 @@ def seeded(*parts: object) -> torch.Generator:
     return torch.Generator().manual_seed(int(digest[:15], 16))
 
 
-def synthetic_media(cfg: TrainLatentRewardConfig, item: int, kind: str) -> tuple[torch.Tensor, float]:
+def synthetic_media(cfg: TrainLatentRewardConfig, item: int, kind: str) -> torch.Tensor:
     """Pair ``i`` is items ``2i`` (chosen) and ``2i + 1``: one random smooth texture (coarse and fine detail,
     random contrast) at two brightness levels at least 0.1 apart, the chosen one brighter. Only brightness
-    differs inside a pair, so brightness is the only thing the preference teaches. Returns media and level."""
+    differs inside a pair, so brightness is the only thing the preference teaches."""
     g = seeded(cfg.train.seed, "synthetic", item // 2)
     frames = cfg.model.num_frames if kind == "video" else 1
     size = (cfg.model.height, cfg.model.width)
@@ -238,7 +238,7 @@ def synthetic_media(cfg: TrainLatentRewardConfig, item: int, kind: str) -> tuple
     gap = 0.1 + 0.2 * float(torch.rand(1, generator=g))
     level = low + gap if item % 2 == 0 else low
     media = (level + contrast * (0.7 * coarse + 0.3 * fine - 0.5)).clamp(0, 1)
-    return (media if kind == "video" else media[0]), level
+    return media if kind == "video" else media[0]
 
 
 def encode_share(
@@ -264,7 +264,7 @@ def encode_share(
     for i in mine:
         try:
             if data.source == "synthetic":
-                media = synthetic_media(cfg, i, model.media_kind)[0]
+                media = synthetic_media(cfg, i, model.media_kind)
             else:
                 media = load_fitted(plan.items[i], kind=model.media_kind, height=size.height, width=size.width,
                                     num_frames=size.num_frames, fps=data.video_fps)  # fmt: skip

@@ -262,3 +262,19 @@ def test_bad_prompts_and_rewards_fail_before_any_model_loads(tmp_path, monkeypat
 def test_bad_configs_fail_at_parse_time(overrides, message):
     with pytest.raises(ConfigError, match=re.escape(message)):
         _config(Path("unused"), *overrides)
+
+
+def test_video_generator_latents_train_and_guide(tmp_path):
+    """Wan: 5-D latents (3-D convolutions), synthetic clip pairs, then Flow-NRG on the tiny Wan pipeline."""
+    from mmreward.flow.models import load_flow_model
+    from mmreward.guidance.objective import GuidanceObjective, LatentTerm
+    from mmreward.guidance.sampling import SamplingSettings, generate
+
+    main(_config(tmp_path, "--model.family", "wan", "--model.num_frames", "5", "--data.num_synthetic", "8",
+                 "--train.max_steps", "2", "--train.batch_size", "2", "--train.eval_every", "2"))  # fmt: skip
+    reward = load_latent_reward(tmp_path / "latent_reward")
+    assert (reward.spec.family, reward.spec.latent_shape) == ("wan", [4, 2, 4, 4])
+    wan = load_flow_model("wan", "tiny", max_sequence_length=32)
+    out = generate(wan, "a cat", GuidanceObjective([LatentTerm(reward)]), "nrg", budget=2, seed=0,
+                   sampling=SamplingSettings(num_steps=2, height=32, width=32, num_frames=5))  # fmt: skip
+    assert out.media.shape == (1, 5, 3, 32, 32) and out.count.forward == 2

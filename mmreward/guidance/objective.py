@@ -42,10 +42,6 @@ class EvaluationCount:
     decode: int = 0
     reward: int = 0
 
-    def add(self, other: EvaluationCount) -> None:
-        for name in ("forward", "backward", "decode", "reward"):
-            setattr(self, name, getattr(self, name) + getattr(other, name))
-
 
 @dataclass
 class Scores:
@@ -69,8 +65,6 @@ class Scores:
 class LatentTerm:
     """Flow-NRG term: ``sum_k w_k r_k(x_t, t)`` of a latent reward; ``dim_weights`` sets ``w_k`` by dimension
     name (dimensions it does not name keep weight 1; VideoAlign's Table 6 uses e.g. VQ:MQ:TA = 0.1:0.1:0.8)."""
-
-    differentiable = True
 
     def __init__(
         self,
@@ -140,10 +134,6 @@ class GuidanceObjective:
     @property
     def pixel_terms(self) -> list[PixelTerm]:
         return [t for t in self.terms if isinstance(t, PixelTerm)]
-
-    @property
-    def differentiable(self) -> bool:
-        return all(t.differentiable for t in self.terms)
 
     def check(self, model: FlowModel, latent_shape: Sequence[int]) -> None:
         """Refuse rewards that do not fit the generator (family, latent shape, media kind, text encoder)."""
