@@ -133,6 +133,7 @@ def main() -> None:
         ("nrg 0.25", "nrg", noised, "nrg", k, GuidanceSettings(scale=0.25)),
         ("nrg 0.25, best of 4", "nrg", noised, "nrg", 4 * k, GuidanceSettings(scale=0.25)),
         ("nrg 1.0", "nrg (other scales)", noised, "nrg", k, GuidanceSettings(scale=1.0)),
+        ("nrg 4.0", "nrg (other scales)", noised, "nrg", k, GuidanceSettings(scale=4.0)),
         ("nrg 0.25, clean-trained", "nrg clean-trained", clean, "nrg", k, GuidanceSettings(scale=0.25)),
     ]  # fmt: skip
     results = []

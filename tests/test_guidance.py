@@ -166,9 +166,9 @@ def latent_reward(tmp_path_factory):
 def test_nrg_raises_brightness_for_every_seed(sd3, latent_reward, unguided):
     """The latent reward never sees a decoded image: guidance follows its gradient on noisy latents only.
 
-    Its training latents are VAE encodings of textures, which the random tiny generator's samples do not resemble,
-    so a small scale transfers (the gain is about half the spread of unguided samples) and a large one
-    over-optimizes the latent reward (see benchmarks/bench_guidance.py)."""
+    Its training latents are VAE encodings of textures, which the random tiny generator's samples do not resemble:
+    a small scale transfers (the gain is about the spread of unguided samples), a large one over-optimizes the
+    latent reward while brightness falls (benchmarks/bench_guidance.py)."""
     objective = GuidanceObjective([LatentTerm(latent_reward)])
     guided, latent_gain = [], []
     for seed in SEEDS:
