@@ -25,6 +25,10 @@ def _finite_worker(rank: int, port: int, out: str) -> None:
     # accelerate's reduce has no "min": it sums, so "all finite" via reduce(isfinite, "min") == 1 would be wrong
     summed_min = float(accelerator.reduce(torch.tensor([float(rank == 0)]), "min"))
     Path(out, f"{rank}.json").write_text(json.dumps({"decisions": decisions, "min": summed_min}))
+    # Tear the gloo group down before exiting: a process that exits with it alive aborts ("terminate called
+    # without an active exception") when its background threads are destroyed.
+    accelerator.wait_for_everyone()
+    accelerator.end_training()
 
 
 def test_nonfinite_losses_are_decided_jointly_across_processes(tmp_path):
