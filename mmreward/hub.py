@@ -70,10 +70,14 @@ def resolve_file(name: str, filename: str, *, what: str, hint: str) -> Path:
         raise _not_found(what, name, filename, _reason(err), hint) from err
 
 
-def resolve_dir(name: str, *, what: str, hint: str, need_weights: bool = True) -> Path:
+def resolve_dir(
+    name: str, *, what: str, hint: str, need_weights: bool = True, extra_patterns: tuple[str, ...] = ()
+) -> Path:
     """Local directory of a transformers-style model or processor (hub id or local directory).
 
     With ``need_weights=False`` (a processor or tokenizer only) no weight files are downloaded.
+    ``extra_patterns`` adds file patterns to fetch from the hub (e.g. ``("*.pth",)`` for checkpoints that keep
+    some tensors in pickles).
     """
     path = Path(name).expanduser()
     if path.is_dir():
@@ -84,6 +88,7 @@ def resolve_dir(name: str, *, what: str, hint: str, need_weights: bool = True) -
 
     try:
         patterns = _MODEL_DIR_PATTERNS if need_weights else [p for p in _MODEL_DIR_PATTERNS if "safetensors" not in p]
+        patterns = [*patterns, *extra_patterns]
         local = Path(snapshot_download(name, allow_patterns=patterns))
         if need_weights and not any(local.glob("*.safetensors")):
             local = Path(snapshot_download(name, allow_patterns=[*patterns, "*.bin"]))

@@ -396,6 +396,11 @@ def to_tensor(
     raise MediaError(f"unsupported media type {type(item).__name__}; pass a path, PIL image, numpy array or tensor")
 
 
+# Float pixels this far outside [0, 1] are rounding error (e.g. 1.0000001 after an antialiased resize), not a
+# different value range, and are clipped instead of refused.
+_FLOAT_RANGE_TOLERANCE = 1e-4
+
+
 def _scale(values: torch.Tensor, dtype: Any) -> torch.Tensor:
     """Integer pixel values -> float32 in [0, 1]; float values are checked, not rescaled."""
     if dtype in (np.uint8, torch.uint8):
@@ -406,12 +411,14 @@ def _scale(values: torch.Tensor, dtype: Any) -> torch.Tensor:
         return values.float()
     if values.is_floating_point():
         values = values.float()
-        if values.numel() and (not torch.isfinite(values).all() or values.min() < 0 or values.max() > 1):
+        tol = _FLOAT_RANGE_TOLERANCE
+        if values.numel() and (not torch.isfinite(values).all() or values.min() < -tol or values.max() > 1 + tol):
             raise MediaError(
                 "float media must hold finite values in [0, 1]; got range "
-                f"[{values.min().item():.3g}, {values.max().item():.3g}] (rescale, e.g. (x + 1) / 2 for [-1, 1])"
+                f"[{values.min().item():.6g}, {values.max().item():.6g}] (rescale, e.g. (x + 1) / 2 for [-1, 1])"
             )
-        return values
+        # Resampling (antialiased resize, VAE decoding) overshoots [0, 1] by rounding error; clip that.
+        return values.clamp(0.0, 1.0) if values.numel() else values
     raise MediaError(f"unsupported pixel dtype {dtype}; use uint8, uint16, bool or float in [0, 1]")
 
 

@@ -345,6 +345,385 @@ class BrightnessReward(RewardModel):
         return torch.stack([x.float().mean() for x in inputs]).cpu(), {}
 
 
+# ------------------------------------------------------------------------------------------ tiny VLM backbones
+
+# The chat template the Qwen processors expect (probe recipe): one <|image_pad|> / <|video_pad|> per item.
+TINY_CHAT_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{% if m['content'] is string %}{{ m['content'] }}{% else %}"
+    "{% for c in m['content'] %}{% if c['type']=='image' %}<|vision_start|><|image_pad|><|vision_end|>"
+    "{% elif c['type']=='video' %}<|vision_start|><|video_pad|><|vision_end|>{% elif c['type']=='text' %}"
+    "{{ c['text'] }}{% endif %}{% endfor %}{% endif %}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+_VLM_SPECIAL_TOKENS = (
+    "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>", "<|image_pad|>",
+    "<|video_pad|>",
+)  # fmt: skip
+# Qwen2's pre-tokenizer split: digits one by one, words with their leading space, newlines apart.
+_QWEN_SPLIT = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+"
+    r"|\s+(?!\S)|\s+"
+)
+VLM_FAMILIES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl")
+
+
+def _tiny_vlm_tokenizer():
+    """A byte-level BPE tokenizer with Qwen's special tokens and pre-tokenizer, trained on the shipped templates
+    (so template prompts stay short) plus verdicts, score lines and answer tags."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    from mmreward.rewards.vlm.templates import TEMPLATE_DIR
+
+    corpus = [p.read_text(encoding="utf-8") for p in sorted(TEMPLATE_DIR.glob("*.yaml"))]
+    corpus += [
+        "Image 1 is better. Image 2 is better. Both images are equally good. Video 1 is better. Video 2 is better.",
+        "<think> Semantic consistency: Image 1 8/10, Image 2 6/10 </think> <answer>Image 1 is better</answer>",
+        "Alignment Score (1-5): 4 Coherence Score (1-5): 3 Physics Score (1-5): 2 Style Score (1-5): 5 yes no",
+        "a photo of a cat, a red car, a dog running on the beach, an astronaut riding a horse",
+    ]
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(_QWEN_SPLIT), behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=1024, special_tokens=list(_VLM_SPECIAL_TOKENS), initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
+    tokenizer.train_from_iterator(corpus * 4, trainer)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer, eos_token="<|im_end|>", pad_token="<|endoftext|>", chat_template=TINY_CHAT_TEMPLATE
+    )
+
+
+def tiny_vlm_backbone(
+    directory: str | Path,
+    family: str = "qwen2_vl",
+    *,
+    hidden_size: int = 64,
+    num_layers: int = 2,
+    vision_depth: int = 2,
+    vision_width: int = 32,
+    max_pixels: int = 112 * 112,
+    min_pixels: int = 56 * 56,
+    seed: int = 0,
+) -> Path:
+    """Save a tiny random Qwen2-VL / Qwen2.5-VL / Qwen3-VL checkpoint (model, tokenizer, processor, chat template)
+    to ``directory``, laid out like a hub checkpoint; load it with the real loading code (``weights=directory``).
+
+    Defaults give about 0.2M parameters (milliseconds per forward). Larger sizes (e.g. ``hidden_size=256,
+    num_layers=4, vision_depth=4, max_pixels=224 * 224``) make compute dominate for speed measurements.
+    """
+    from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
+
+    if family not in VLM_FAMILIES:
+        raise MMRewardError(f"family must be one of {VLM_FAMILIES}, got {family!r}")
+    directory = Path(directory)
+    if (directory / "config.json").is_file():
+        return directory
+    tokenizer = _tiny_vlm_tokenizer()
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in _VLM_SPECIAL_TOKENS}
+    heads = 4
+    head_dim = hidden_size // heads
+    # M-RoPE splits half the head dimension over (time, height, width).
+    half = head_dim // 2
+    section = [half - 2 * (half * 3 // 8), half * 3 // 8, half * 3 // 8]
+    text = {
+        "vocab_size": len(tokenizer), "hidden_size": hidden_size, "intermediate_size": 2 * hidden_size,
+        "num_hidden_layers": num_layers, "num_attention_heads": heads, "num_key_value_heads": 2,
+        "max_position_embeddings": 4096, "bos_token_id": ids["<|endoftext|>"], "eos_token_id": ids["<|im_end|>"],
+        "pad_token_id": ids["<|endoftext|>"], "tie_word_embeddings": True,
+        "rope_parameters": {"rope_type": "default", "rope_theta": 1e4, "mrope_section": section},
+    }  # fmt: skip
+    patch = 16 if family == "qwen3_vl" else 14
+    if family == "qwen2_vl":
+        vision = {"depth": vision_depth, "embed_dim": vision_width, "hidden_size": hidden_size, "num_heads": 4,
+                  "mlp_ratio": 2, "patch_size": patch, "spatial_merge_size": 2, "temporal_patch_size": 2}  # fmt: skip
+    elif family == "qwen2_5_vl":
+        vision = {"depth": vision_depth, "hidden_size": vision_width, "intermediate_size": 2 * vision_width,
+                  "num_heads": 4, "out_hidden_size": hidden_size, "window_size": 56,
+                  "fullatt_block_indexes": [vision_depth - 1], "tokens_per_second": 2, "patch_size": patch,
+                  "spatial_merge_size": 2, "temporal_patch_size": 2}  # fmt: skip
+    else:
+        text["head_dim"] = head_dim
+        text["rope_parameters"]["mrope_interleaved"] = True
+        vision = {"depth": vision_depth, "hidden_size": vision_width, "intermediate_size": 2 * vision_width,
+                  "num_heads": 4, "out_hidden_size": hidden_size, "patch_size": patch, "spatial_merge_size": 2,
+                  "temporal_patch_size": 2, "num_position_embeddings": 256,
+                  "deepstack_visual_indexes": [vision_depth - 1]}  # fmt: skip
+    config = AutoConfig.for_model(
+        family,
+        text_config=text,
+        vision_config=vision,
+        image_token_id=ids["<|image_pad|>"],
+        video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"],
+        vision_end_token_id=ids["<|vision_end|>"],
+        tie_word_embeddings=True,
+    )
+    torch.manual_seed(seed)
+    model = AutoModelForImageTextToText.from_config(config)
+    processor = _tiny_vlm_processor(family, tokenizer, min_pixels, max_pixels, patch)
+    directory.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(directory)
+    processor.save_pretrained(directory)
+    AutoProcessor.from_pretrained(directory)  # fail here, not in a test, if the saved processor does not load
+    return directory
+
+
+def _tiny_vlm_processor(family: str, tokenizer, min_pixels: int, max_pixels: int, patch: int):
+    from transformers import AutoProcessor  # noqa: F401  (the processor classes below register with it)
+
+    if family == "qwen3_vl":
+        from transformers import Qwen2VLImageProcessor as ImageProcessor
+        from transformers import Qwen3VLProcessor as Processor
+        from transformers import Qwen3VLVideoProcessor as VideoProcessor
+    else:
+        from transformers import Qwen2VLImageProcessor as ImageProcessor
+        from transformers import Qwen2VLVideoProcessor as VideoProcessor
+
+        if family == "qwen2_vl":
+            from transformers import Qwen2VLProcessor as Processor
+        else:
+            from transformers import Qwen2_5_VLProcessor as Processor
+    size = {"shortest_edge": min_pixels, "longest_edge": max_pixels}
+    image_processor = ImageProcessor(size=size, patch_size=patch)
+    video_processor = VideoProcessor(size=size, patch_size=patch, cap_pixels_per_frame=True)
+    return Processor(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        video_processor=video_processor,
+        chat_template=TINY_CHAT_TEMPLATE,
+    )
+
+
+# ----------------------------------------------------------------------------------- tiny VLM judges and heads
+
+_JUDGE_PRESETS = {
+    "pairwise": "unifiedreward-pairwise",
+    "pointwise": "unifiedreward-pointwise",
+    "cot": "unifiedreward-think",
+}
+_TINY_PIXELS = {"image_min_pixels": 56 * 56, "image_max_pixels": 112 * 112}
+
+
+def _to_v4_key(key: str) -> str:
+    """A bare ``*VLModel`` key in the naming transformers 4.x and peft wrote (what released checkpoints use)."""
+    if key.startswith("language_model."):
+        key = "model." + key.removeprefix("language_model.")
+    return "base_model.model." + key
+
+
+def _tiny_head_checkpoint(directory: Path, base: Path, dims: tuple[str, ...], lora_rank: int = 4) -> None:
+    """A VideoAlign-layout checkpoint (model_config.json, checkpoint-<step>/ LoRA adapter + non-LoRA pickle) with
+    random trained parts on top of ``base``, keys in the transformers 4.x / peft naming of the released files."""
+    from safetensors.torch import save_file
+    from transformers import AutoModel
+
+    from mmreward.rewards.vlm.backbone import load_processor
+    from mmreward.rewards.vlm.heads import build_head
+
+    tokens = [f"<|{d}_reward|>" for d in dims]
+    processor = load_processor(base, add_tokens=tokens)
+    model = AutoModel.from_pretrained(base)
+    model.resize_token_embeddings(len(processor.tokenizer), mean_resizing=False)
+    generator = torch.Generator().manual_seed(1)
+    hidden = model.config.get_text_config().hidden_size
+    non_lora = {}
+    for name, tensor in model.state_dict().items():
+        # The trained parts of a VideoReward checkpoint: the vision tower (with merger) and the token embeddings.
+        if name.startswith("visual.") or name.endswith("embed_tokens.weight"):
+            noise = 0.02 * torch.randn(tensor.shape, generator=generator) if tensor.is_floating_point() else 0
+            non_lora[_to_v4_key(name)] = (tensor + noise).contiguous()
+    head = build_head("linear", hidden, len(dims))
+    with torch.no_grad():
+        head.weight.copy_(torch.randn(head.weight.shape, generator=generator) / hidden**0.5)
+    non_lora["base_model.model.rm_head.weight"] = head.weight.detach().clone()
+    adapter = {}
+    for name, module in model.named_modules():
+        if name.startswith("language_model.layers.") and isinstance(module, torch.nn.Linear):
+            a = 0.1 * torch.randn(lora_rank, module.in_features, generator=generator)
+            b = 0.1 * torch.randn(module.out_features, lora_rank, generator=generator)
+            adapter[_to_v4_key(name) + ".lora_A.weight"] = a
+            adapter[_to_v4_key(name) + ".lora_B.weight"] = b
+    step_dir = directory / "checkpoint-10"
+    step_dir.mkdir(parents=True, exist_ok=True)
+    save_file(adapter, step_dir / "adapter_model.safetensors")
+    (step_dir / "adapter_config.json").write_text(json.dumps({"r": lora_rank, "lora_alpha": 2 * lora_rank}))
+    torch.save(non_lora, step_dir / "non_lora_state_dict.pth")
+    stats = {}
+    for k, dim in enumerate(dims):
+        stats[f"{dim}_mean"], stats[f"{dim}_std"] = 0.1 * (k + 1), 1.0 + 0.5 * k
+    config = {
+        "data_config": {"eval_dim": list(dims), "fps": 2.0, "max_frame_pixels": 112 * 112, "sample_type": "uniform"},
+        "model_config": {
+            "model_name_or_path": "Qwen/Qwen2-VL-2B-Instruct", "output_dim": len(dims), "use_special_tokens": True,
+            "reward_token": "special",
+        },
+        "peft_lora_config": {"lora_enable": True, "lora_r": lora_rank, "lora_alpha": 2 * lora_rank},
+        "inference_config": stats,
+    }  # fmt: skip
+    (directory / "model_config.json").write_text(json.dumps(config, indent=2))
+
+
+def _head_template(directory: Path, dims: tuple[str, ...]) -> Path:
+    """A head template with one reward token per dimension, for dimension sets other than VideoReward's."""
+    lines = "\n".join(f"    Rate the {d}: <|{d}_reward|>" for d in dims)
+    body = f"kind: head\nimage:\n  user: |-\n    {{media}}\n    Text prompt: {{prompt}}\n{lines}\n"
+    body += f"video:\n  user: |-\n    {{media}}\n    Text prompt: {{prompt}}\n{lines}\n"
+    path = directory / "template.yaml"
+    path.write_text(body)
+    return path
+
+
+def tiny_vlm_preset(
+    name: str, root: str | Path, *, backbone: str = "qwen2_vl", dims: tuple[str, ...] = ("VQ", "MQ", "TA")
+) -> Path:
+    """Tiny random weights for a VLM preset (``videoreward``, ``hpsv3``, ``unifiedreward-*``) and a preset YAML
+    pointing at them; it loads with ``load_reward(path)`` through the real loading code.
+
+    Judges get a tiny ``backbone`` checkpoint; ``videoreward`` a VideoAlign-layout checkpoint (LoRA adapter,
+    non-LoRA pickle and model_config.json with normalization stats, in the released key naming) with one reward
+    token per entry of ``dims``; ``hpsv3`` a single full state-dict file with the MLP head.
+    """
+    from mmreward.rewards.registry import find_preset
+
+    preset = find_preset(name)
+    if preset is None:
+        raise MMRewardError(f"no preset named {name!r}")
+    root = Path(root)
+    base = tiny_vlm_backbone(root / f"{backbone}-base", backbone)
+    tag = "-".join(dims) if preset.type == "vlm-head" and "filename" not in preset.kwargs else "tiny"
+    directory = root / f"{name}-{backbone}-{tag}"
+    target = directory / f"{name}.yaml"
+    if target.is_file():
+        return target
+    directory.mkdir(parents=True, exist_ok=True)
+    if preset.type in ("vlm-pairwise", "vlm-pointwise", "vlm-cot"):
+        kwargs = {**preset.kwargs, "weights": str(base), **_TINY_PIXELS}
+        if preset.type == "vlm-cot":
+            kwargs["max_new_tokens"] = 32
+    elif preset.type == "vlm-head" and "filename" in preset.kwargs:
+        _tiny_full_head_file(directory / preset.kwargs["filename"], base, preset.kwargs)
+        kwargs = {**preset.kwargs, "weights": str(directory), "base_model": str(base), **_TINY_PIXELS}
+    elif preset.type == "vlm-head":
+        _tiny_head_checkpoint(directory, base, tuple(dims))
+        kwargs = {**preset.kwargs, "weights": str(directory), "base_model": str(base), **_TINY_PIXELS}
+        kwargs.update(frame_min_pixels=56 * 56, frame_max_pixels=112 * 112)
+        if tuple(dims) != ("VQ", "MQ", "TA"):
+            kwargs.pop("template", None)
+            kwargs["template_file"] = str(_head_template(directory, tuple(dims)))
+    else:
+        raise MMRewardError(f"no tiny builder for VLM reward type {preset.type!r} (remote judges have no weights)")
+    target.write_text(yaml.safe_dump({"type": preset.type, **kwargs}, sort_keys=False))
+    return target
+
+
+def _tiny_full_head_file(path: Path, base: Path, settings: dict[str, Any]) -> None:
+    """A full state-dict file (HPSv3 layout): every model tensor plus the MLP head, in the released naming."""
+    from safetensors.torch import save_file
+    from transformers import AutoModelForImageTextToText
+
+    from mmreward.rewards.vlm.backbone import load_processor
+    from mmreward.rewards.vlm.heads import build_head
+
+    processor = load_processor(base, add_tokens=settings["reward_tokens"])
+    model = AutoModelForImageTextToText.from_pretrained(base)
+    model.resize_token_embeddings(len(processor.tokenizer), mean_resizing=False)
+    torch.manual_seed(2)
+    head = build_head(settings["head"], model.config.get_text_config().hidden_size, settings["head_output_dim"])
+    state = {}
+    for name, tensor in model.state_dict().items():  # keys "model.language_model.*", "model.visual.*", "lm_head.*"
+        bare = name.removeprefix("model.")
+        state[_to_v4_key(bare).removeprefix("base_model.model.") if name.startswith("model.") else name] = tensor
+    state.update({f"rm_head.{k}": v for k, v in head.state_dict().items()})
+    save_file({k: v.clone().contiguous() for k, v in state.items()}, path)
+
+
+def tiny_judge(kind: str = "pairwise", backbone: str = "qwen2_vl", root: str | Path | None = None, **overrides: Any):
+    """A generative judge (``pairwise``, ``pointwise`` or ``cot``) on a tiny random Qwen2-VL / Qwen2.5-VL backbone,
+    built offline, saved, and loaded through ``load_reward`` (see :func:`tiny_vlm_preset`)."""
+    from mmreward.rewards.registry import load_reward
+
+    if kind not in _JUDGE_PRESETS:
+        raise MMRewardError(f"kind must be one of {sorted(_JUDGE_PRESETS)}, got {kind!r}")
+    preset = tiny_vlm_preset(_JUDGE_PRESETS[kind], root or _default_root(), backbone=backbone)
+    return load_reward(str(preset), **overrides)
+
+
+def tiny_reward_head(
+    dims: tuple[str, ...] = ("VQ", "MQ", "TA"),
+    backbone: str = "qwen2_vl",
+    root: str | Path | None = None,
+    **overrides: Any,
+):
+    """A VideoReward-style head model with tiny random weights in the released VideoAlign layout, one reward
+    token per dimension, loaded through ``load_reward`` (see :func:`tiny_vlm_preset`)."""
+    from mmreward.rewards.registry import load_reward
+
+    preset = tiny_vlm_preset("videoreward", root or _default_root(), backbone=backbone, dims=tuple(dims))
+    return load_reward(str(preset), **overrides)
+
+
+# ------------------------------------------------------------------------------------ synthetic preference data
+
+
+def synthetic_preference_pairs(
+    directory: str | Path, pairs: int = 240, images: int = 96, size: int = 56, seed: int = 0
+) -> Path:
+    """Write a pair CSV in VideoAlign's schema over real photos with a known preference, for learning tests.
+
+    ``images`` variants of the sample photos (``size`` x ``size``) get a random brightness and red tint. Pairs
+    differ by at least 0.04 in mean luminance and in redness, so every label is decidable from the pixels. Labels:
+    ``VQ`` prefers the brighter image, ``MQ`` the redder one, ``TA`` the brighter one but says ``same`` when the
+    luminance gap is under 0.08 (ties). Returns the CSV path; media paths in it are relative to ``directory``.
+    """
+    import csv
+
+    import torch.nn.functional as F
+
+    from mmreward.media import load_image, to_pil
+
+    directory = Path(directory)
+    (directory / "images").mkdir(parents=True, exist_ok=True)
+    generator = torch.Generator().manual_seed(seed)
+    photos = []
+    for path in sample_images():
+        image = load_image(path)
+        photos.append(F.interpolate(image[None], size=(size, size), mode="bilinear", antialias=True)[0].clamp(0, 1))
+    stats = []
+    for k in range(images):
+        photo = photos[int(torch.randint(len(photos), (1,), generator=generator))]
+        bright = 0.25 + 0.75 * float(torch.rand(1, generator=generator))
+        tint = 0.5 * float(torch.rand(1, generator=generator))
+        image = photo * bright
+        image[0] = image[0] + tint * (1 - image[0])  # push red towards 1
+        image = (image.clamp(0, 1) * 255).round() / 255
+        to_pil(image).save(directory / "images" / f"{k:03d}.png")
+        luminance = float((0.299 * image[0] + 0.587 * image[1] + 0.114 * image[2]).mean())
+        redness = float(image[0].mean() - (image[1].mean() + image[2].mean()) / 2)
+        stats.append((luminance, redness))
+    target = directory / "pairs.csv"
+    with target.open("w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["path_A", "path_B", "prompt", "VQ", "MQ", "TA"])
+        written = 0
+        while written < pairs:
+            a, b = torch.randperm(images, generator=generator)[:2].tolist()
+            (lum_a, red_a), (lum_b, red_b) = stats[a], stats[b]
+            if abs(lum_a - lum_b) < 0.04 or abs(red_a - red_b) < 0.04:
+                continue
+            vq = "A" if lum_a > lum_b else "B"
+            mq = "A" if red_a > red_b else "B"
+            ta = "same" if abs(lum_a - lum_b) < 0.08 else vq
+            writer.writerow([f"images/{a:03d}.png", f"./images/{b:03d}.png", "a photo", vq, mq, ta])
+            written += 1
+    return target
+
+
 def _main(argv: list[str]) -> int:
     if argv == ["images"]:
         print(sample_image_dir())

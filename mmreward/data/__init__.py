@@ -1,1 +1,1 @@
-"""Datasets: preference pairs and prompt sets, read from files into plain Python objects and tensors."""
+"""Datasets: preference pairs (with per-dimension labels and ties) and prompt sets, read from files."""

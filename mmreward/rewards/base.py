@@ -63,6 +63,9 @@ class PairwiseOutput:
         failed: ``(B,)`` bool.
         errors: the reason for each failed pair, None for the others.
         rationales: the judge's text per pair where it writes one, else None.
+        dims: per-dimension ``(B,)`` preferences where the judge scores dimensions (chain-of-thought judges): 1 if
+            A scored higher on that dimension, 0 if lower, 0.5 if equal, averaged over presentation orders; NaN
+            where the dimension was not scored.
     """
 
     prob_a: torch.Tensor
@@ -71,6 +74,7 @@ class PairwiseOutput:
     failed: torch.Tensor
     errors: list[str | None]
     rationales: list[str | None] | None = None
+    dims: dict[str, torch.Tensor] = field(default_factory=dict)
 
     def __len__(self) -> int:
         return self.prob_a.shape[0]

@@ -33,6 +33,13 @@ REWARD_TYPES: dict[str, str] = {
     "laion-aesthetic": "mmreward.rewards.hf_clip_rewards:LaionAesthetic",
     "jpeg-compressibility": "mmreward.rewards.compressibility:JpegCompressibility",
     "jpeg-incompressibility": "mmreward.rewards.compressibility:JpegIncompressibility",
+    "vlm-head": "mmreward.rewards.vlm.heads:VLMHeadReward",
+    "vlm-pairwise": "mmreward.rewards.vlm.judges:VLMPairwiseJudge",
+    "vlm-pointwise": "mmreward.rewards.vlm.judges:VLMPointwiseJudge",
+    "vlm-cot": "mmreward.rewards.vlm.judges:VLMCoTJudge",
+    "remote-pairwise": "mmreward.rewards.vlm.remote:RemotePairwiseJudge",
+    "remote-pointwise": "mmreward.rewards.vlm.remote:RemotePointwiseJudge",
+    "remote-cot": "mmreward.rewards.vlm.remote:RemoteCoTJudge",
 }
 
 PRESET_DIR = Path(__file__).resolve().parent.parent / "presets"

@@ -1,0 +1,452 @@
+"""VLM reward models with a regression head on special reward tokens: VideoReward and HPSv3.
+
+- **VideoReward** (Liu et al. 2025, "Improving Video Generation with Human Feedback", arXiv 2501.13918;
+  VideoAlign code): Qwen2-VL-2B with three added tokens ``<|VQ_reward|>``, ``<|MQ_reward|>``, ``<|TA_reward|>``
+  placed at the end of their rubric sections. The last hidden state at each token goes through one
+  ``Linear(hidden, 3, bias=False)``; token *i* gives dimension *i* (the diagonal of the ``(3, 3)`` output). Each
+  dimension is z-scored with the checkpoint's ``inference_config`` mean/std and ``Overall = VQ + MQ + TA`` (sum of
+  the normalized dimensions), which is ``scores``. Videos are sampled at 2 fps as VideoAlign's ``smart_nframes``
+  does (frame count ``duration * fps`` rounded to a multiple of 2, at least 4, spread uniformly over the clip),
+  at most 448 x 448 pixels per frame.
+- **HPSv3** (Ma et al. 2025, "HPSv3: Towards Wide-Spectrum Human Preference Score", arXiv 2508.03789): Qwen2-VL-7B
+  with one ``<|Reward|>`` token and an MLP head ``hidden -> 1024 -> ReLU -> 16 -> ReLU -> 2`` in float32 giving
+  ``(mu, log sigma)``; the score is ``mu``. Images are resized to 256 x 28 x 28 pixels (about 448 x 448).
+
+One class, :class:`VLMHeadReward`, covers both (presets ``videoreward`` and ``hpsv3``) and the models
+``align/train_reward.py`` writes. Raw scores are unbounded Bradley-Terry utilities: compare them within one
+checkpoint, and use ``compare`` (``sigmoid`` of the gap) for preference probabilities.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from mmreward import media as media_io
+from mmreward.errors import ConfigError, MediaError
+from mmreward.hub import resolve_dir, resolve_file
+from mmreward.rewards.base import RewardModel, RewardOutput
+from mmreward.rewards.vlm.backbone import choose_attn_implementation, load_processor, read_model_type
+from mmreward.rewards.vlm.checkpoints import (
+    ADAPTER_CONFIG_FILE,
+    ADAPTER_FILE,
+    MODEL_CONFIG_FILE,
+    HeadCheckpoint,
+    load_into,
+    load_state_dict_file,
+    lora_scale,
+    merge_lora,
+    non_lora_state,
+    read_model_config,
+)
+from mmreward.rewards.vlm.templates import MediaPart, TextPart, load_template
+
+HeadKind = Literal["linear", "mlp"]
+_HINT = "load_reward('<preset>', weights='/path/to/checkpoint', base_model='/path/to/base VLM')"
+
+
+def build_head(kind: HeadKind, hidden_size: int, output_dim: int) -> nn.Sequential | nn.Linear:
+    """The reward head: ``linear`` (VideoAlign, no bias) or ``mlp`` (HPSv3's ranknet head; the layer indices
+    0, 3 and 5 match the released state dict)."""
+    if kind == "linear":
+        return nn.Linear(hidden_size, output_dim, bias=False)
+    if kind == "mlp":
+        return nn.Sequential(
+            nn.Linear(hidden_size, 1024),
+            nn.ReLU(),
+            nn.Dropout(0.05),
+            nn.Linear(1024, 16),
+            nn.ReLU(),
+            nn.Linear(16, output_dim),
+        )
+    raise ConfigError(f"head must be 'linear' or 'mlp', got {kind!r}")
+
+
+def videoalign_num_frames(
+    total: int, source_fps: float, fps: float, min_frames: int = 4, max_frames: int = 768
+) -> int:
+    """Frames VideoAlign samples from a ``total``-frame clip at ``fps`` (``smart_nframes``, factor 2).
+
+    ``round2(clamp(duration * fps, ceil2(min_frames), floor2(min(max_frames, total))))``, capped at ``total``.
+    """
+    if total < 2:
+        raise MediaError(f"video has {total} frame(s); at least 2 are needed")
+    low = math.ceil(min_frames / 2) * 2
+    high = math.floor(min(max_frames, total) / 2) * 2
+    wanted = total / source_fps * fps
+    count = int(round(min(max(wanted, low), high) / 2) * 2)
+    return max(2, min(count, total))
+
+
+def _size(default: dict, min_pixels: int | None, max_pixels: int | None) -> dict[str, int]:
+    size = dict(default)
+    if min_pixels is not None:
+        size["shortest_edge"] = int(min_pixels)
+    if max_pixels is not None:
+        size["longest_edge"] = int(max_pixels)
+    if size["shortest_edge"] > size["longest_edge"]:
+        raise ConfigError(f"min pixels {size['shortest_edge']} > max pixels {size['longest_edge']}")
+    return size
+
+
+@dataclass
+class SampledMedia:
+    """A canonical image ``(3, H, W)`` or video ``(T, 3, H, W)`` and, for videos, the fps of the sampled frames."""
+
+    pixels: torch.Tensor
+    fps: float | None = None
+
+
+class VLMHeadReward(RewardModel):
+    """Reward tokens of a Qwen VLM read by a head (see the module docstring).
+
+    Args:
+        weights: a VideoAlign-layout directory / hub id (``model_config.json`` + ``checkpoint-<step>``), or with
+            ``filename`` a hub id / directory holding one full state-dict file (HPSv3).
+        filename: the state-dict file inside ``weights`` (``HPSv3.safetensors``).
+        base_model: base VLM (config, processor, and for LoRA layouts the weights); defaults to the checkpoint's
+            ``model_name_or_path``.
+        checkpoint_step: which ``checkpoint-<step>`` to load (default: the newest).
+        dims: dimension names (default: the checkpoint's ``eval_dim``).
+        reward_tokens: special tokens read by the head, one per dim (default ``<|{dim}_reward|>``).
+        head: ``linear`` or ``mlp``; ``head_output_dim``: its outputs (default: one per reward token).
+        template / template_file: the prompt (must contain every reward token once).
+        normalize: z-score each dimension with the checkpoint's stats (when it has them).
+        video_fps: frames per second sampled from videos (VideoAlign rule); or ``video_num_frames``.
+        input_video_fps: frame rate of in-memory video tensors; when given they are resampled to ``video_fps``,
+            otherwise they are taken as already sampled at ``video_fps``.
+        frame_min_pixels, frame_max_pixels: per-frame resize bounds for videos.
+        image_min_pixels, image_max_pixels: resize bounds for images.
+        attn_implementation: ``auto`` (flash-attention 2 when available on CUDA), ``sdpa``, ``eager``.
+    """
+
+    raw_range = None
+
+    def __init__(
+        self,
+        weights: str,
+        *,
+        filename: str | None = None,
+        base_model: str | None = None,
+        checkpoint_step: int | None = None,
+        dims: list[str] | tuple[str, ...] | None = None,
+        reward_tokens: list[str] | tuple[str, ...] | None = None,
+        head: HeadKind | None = None,
+        head_output_dim: int | None = None,
+        template: str | None = "videoreward",
+        template_file: str | None = None,
+        normalize: bool = True,
+        video_fps: float | None = 2.0,
+        video_num_frames: int | None = None,
+        input_video_fps: float | None = None,
+        frame_min_pixels: int | None = 128 * 28 * 28,
+        frame_max_pixels: int | None = 448 * 448,
+        image_min_pixels: int | None = None,
+        image_max_pixels: int | None = None,
+        attn_implementation: str = "auto",
+        **kwargs: Any,
+    ) -> None:
+        spec = self._read_spec(weights, filename, checkpoint_step)
+        self._construct(
+            spec, weights=weights, filename=filename, base_model=base_model, dims=dims, reward_tokens=reward_tokens,
+            head=head, head_output_dim=head_output_dim, template=template, template_file=template_file,
+            normalize=normalize, video_fps=video_fps, video_num_frames=video_num_frames,
+            input_video_fps=input_video_fps, frame_min_pixels=frame_min_pixels, frame_max_pixels=frame_max_pixels,
+            image_min_pixels=image_min_pixels, image_max_pixels=image_max_pixels,
+            attn_implementation=attn_implementation, **kwargs,
+        )  # fmt: skip
+
+    @classmethod
+    def untrained(cls, base_model: str, *, dims: list[str] | tuple[str, ...], seed: int = 0, **kwargs: Any):
+        """A head model on ``base_model`` with new reward tokens (embeddings initialized from the vocabulary's
+        mean and covariance) and a freshly initialized head: where ``align/train_reward.py`` starts. ``load_reward``
+        never builds one, so random heads cannot be loaded by accident. Other arguments as for the constructor."""
+        reward = cls.__new__(cls)
+        torch.manual_seed(seed)
+        reward._construct(HeadCheckpoint(base_model=base_model), weights=None, dims=dims, **kwargs)
+        return reward
+
+    def _construct(
+        self,
+        spec: HeadCheckpoint,
+        *,
+        weights: str | None,
+        filename: str | None = None,
+        base_model: str | None = None,
+        dims: list[str] | tuple[str, ...] | None = None,
+        reward_tokens: list[str] | tuple[str, ...] | None = None,
+        head: HeadKind | None = None,
+        head_output_dim: int | None = None,
+        template: str | None = "videoreward",
+        template_file: str | None = None,
+        normalize: bool = True,
+        video_fps: float | None = 2.0,
+        video_num_frames: int | None = None,
+        input_video_fps: float | None = None,
+        frame_min_pixels: int | None = 128 * 28 * 28,
+        frame_max_pixels: int | None = 448 * 448,
+        image_min_pixels: int | None = None,
+        image_max_pixels: int | None = None,
+        attn_implementation: str = "auto",
+        **kwargs: Any,
+    ) -> None:
+        RewardModel.__init__(self, video_fps=video_fps, video_num_frames=video_num_frames, **kwargs)
+        self.template = load_template(template, template_file=template_file, kind="head")
+        spec.base_model = base_model or spec.base_model
+        if spec.base_model is None:
+            raise ConfigError(f"{weights!r} does not name its base VLM; pass base_model='Qwen/Qwen2-VL-2B-Instruct'")
+        spec.dims = tuple(dims) if dims is not None else spec.dims
+        if reward_tokens is not None:
+            spec.reward_tokens = tuple(reward_tokens)
+        elif not spec.reward_tokens and spec.reward_token == "special":
+            spec.reward_tokens = tuple(f"<|{d}_reward|>" for d in spec.dims)
+        spec.head = head or spec.head
+        self._check_template(spec)
+        self.spec = spec
+        self.dims = tuple(spec.dims) if len(spec.dims) > 1 else ()
+        self.normalize = normalize
+        self.reference_stats = dict(spec.stats)
+        self.input_video_fps = input_video_fps
+
+        base_dir = resolve_dir(spec.base_model, what="base VLM", hint=_HINT, need_weights=filename is None)
+        self.base_dir = base_dir
+        self.model_type = read_model_type(base_dir)
+        self.processor = load_processor(base_dir, add_tokens=spec.reward_tokens)
+        self.tokenizer = self.processor.tokenizer
+        self.token_ids = [self.tokenizer.convert_tokens_to_ids(t) for t in spec.reward_tokens]
+        self.image_size = _size(self.processor.image_processor.size, image_min_pixels, image_max_pixels)
+        self.frame_size = _size(self.processor.video_processor.size, frame_min_pixels, frame_max_pixels)
+        self.output_dim = head_output_dim or spec.output_dim or max(1, len(spec.reward_tokens))
+        self.model, self.head = self._build(base_dir, filename, spec, self.output_dim, attn_implementation)
+        self.context_length = int(self.model.config.get_text_config().max_position_embeddings)
+        self.weights_id = weights
+
+    # -- loading ---------------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _read_spec(weights: str, filename: str | None, step: int | None) -> HeadCheckpoint:
+        if filename is not None:
+            return HeadCheckpoint(checkpoint_dir=resolve_file(weights, filename, what="reward head", hint=_HINT))
+        directory = resolve_dir(weights, what="reward head", hint=_HINT, extra_patterns=("*.pth",))
+        if not (directory / MODEL_CONFIG_FILE).is_file():
+            raise ConfigError(
+                f"{weights!r} has no {MODEL_CONFIG_FILE}; give a VideoAlign-layout checkpoint, or a state-dict file "
+                "with filename= and the model settings (base_model, dims, reward_tokens, head)"
+            )
+        return read_model_config(directory, step)
+
+    def _check_template(self, spec: HeadCheckpoint) -> None:
+        for section in self.template.sections.values():
+            for token in spec.reward_tokens:
+                if section.user.count(token) != 1:
+                    raise ConfigError(
+                        f"template {self.template.name!r} must contain the reward token {token!r} exactly once per "
+                        f"section (found {section.user.count(token)}); the head reads its hidden state"
+                    )
+        if spec.reward_token == "special" and spec.dims and len(spec.dims) not in (1, len(spec.reward_tokens)):
+            raise ConfigError(f"{len(spec.dims)} dims {spec.dims} for {len(spec.reward_tokens)} reward tokens")
+
+    def _build(self, base_dir: Path, filename: str | None, spec: HeadCheckpoint, output_dim: int, attn: str):
+        from transformers import AutoConfig, AutoModel
+
+        attn_impl = choose_attn_implementation(attn, self.device, self.dtype)
+        if filename is None:
+            model = AutoModel.from_pretrained(base_dir, dtype=self.dtype, attn_implementation=attn_impl)
+        else:
+            from transformers.initialization import no_init_weights
+
+            config = AutoConfig.from_pretrained(base_dir)
+            with no_init_weights():  # every tensor is overwritten by the checkpoint below
+                model = AutoModel.from_config(config, dtype=self.dtype, attn_implementation=attn_impl)
+        if len(self.tokenizer) != model.get_input_embeddings().weight.shape[0]:
+            # A checkpoint overwrites the new rows; an untrained model starts them at the vocabulary's mean.
+            model.resize_token_embeddings(len(self.tokenizer), mean_resizing=spec.checkpoint_dir is None)
+        hidden = int(model.config.get_text_config().hidden_size)
+        head = build_head(spec.head, hidden, output_dim).float()
+        source = str(spec.checkpoint_dir)
+        # Without a checkpoint (untrained()) the model keeps the base weights, new token rows and a fresh head.
+        if spec.checkpoint_dir is not None and filename is None:
+            directory = spec.checkpoint_dir
+            load_into(model, head, non_lora_state(directory), source=source)
+            if (directory / ADAPTER_FILE).is_file():
+                adapter_config = json.loads((directory / ADAPTER_CONFIG_FILE).read_text(encoding="utf-8"))
+                adapter = load_state_dict_file(directory / ADAPTER_FILE)
+                merge_lora(model, adapter, lora_scale(adapter_config), source=source)
+        elif spec.checkpoint_dir is not None:
+            state = load_state_dict_file(spec.checkpoint_dir)
+            loaded = load_into(model, head, state, source=source)
+            expected = len(model.state_dict()) + len(head.state_dict())
+            if loaded < expected:
+                raise ConfigError(
+                    f"{source} holds {loaded} of the model's {expected} tensors; is it a full checkpoint?"
+                )
+        model.to(self.device).eval().requires_grad_(False)
+        head.to(self.device).eval().requires_grad_(False)
+        return model, head
+
+    # -- media -----------------------------------------------------------------------------------------------
+
+    def load_media(self, item: Any) -> SampledMedia:
+        if isinstance(item, (str, os.PathLike)) and media_io.media_kind(item) == "video":
+            if self.video_num_frames is not None:
+                frames, info = media_io.load_video(item, num_frames=self.video_num_frames, if_short="all")
+                return SampledMedia(frames, info.sampled_fps)
+            _, probe = media_io.load_video(item, num_frames=1)  # the container's frame count and rate
+            count = videoalign_num_frames(probe.total_frames, probe.source_fps, self.video_fps)
+            frames, info = media_io.load_video(item, num_frames=count)
+            return SampledMedia(frames, count / probe.duration)
+        pixels = media_io.to_tensor(item, max_pixels=self.max_pixels)
+        if pixels.ndim == 3:
+            return SampledMedia(pixels)
+        return self._sample_tensor_video(pixels)
+
+    def _sample_tensor_video(self, video: torch.Tensor) -> SampledMedia:
+        target = self.video_fps if self.video_fps is not None else self.input_video_fps
+        if self.video_num_frames is not None:
+            return SampledMedia(media_io.select_frames(video, self.video_num_frames), target)
+        if self.input_video_fps is None:
+            return SampledMedia(video, target)  # taken as already sampled at video_fps
+        count = videoalign_num_frames(video.shape[0], self.input_video_fps, self.video_fps)
+        return SampledMedia(media_io.select_frames(video, count), count * self.input_video_fps / video.shape[0])
+
+    def prepare(self, media: SampledMedia) -> dict[str, Any]:
+        """The chat messages and uint8 pixels of one item (CPU). The prompt is filled in at batch time."""
+        pixels = media.pixels
+        kind = "video" if pixels.ndim == 4 else "image"
+        section = self.template.section(kind)
+        content: list[dict[str, Any]] = []
+        for part in section.render("{prompt}", num_frames=pixels.shape[0] if kind == "video" else 1):
+            if isinstance(part, MediaPart):
+                content.append({"type": kind})
+            elif isinstance(part, TextPart):
+                content.append({"type": "text", "text": part.text})
+        messages = [{"role": "user", "content": content}]
+        if section.system:
+            messages.insert(0, {"role": "system", "content": [{"type": "text", "text": section.system}]})
+        uint8 = pixels.clamp(0, 1).mul(255).round().to(torch.uint8).cpu()
+        return {"messages": messages, "kind": kind, "pixels": uint8, "fps": media.fps}
+
+    def _encode(self, prompts: list[str], prepared: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+        """Processor inputs for a batch: text with the prompt filled in, images and videos, left-padded."""
+        from transformers.video_utils import VideoMetadata
+
+        texts, images, videos, metadata = [], [], [], []
+        for prompt, item in zip(prompts, prepared, strict=True):
+            chat = self.processor.apply_chat_template(item["messages"], tokenize=False, add_generation_prompt=True)
+            texts.append(chat.replace("{prompt}", prompt))
+            if item["kind"] == "image":
+                images.append(item["pixels"])
+            else:
+                frames = item["pixels"]
+                videos.append(frames)
+                fps = item["fps"] or 2.0
+                metadata.append(
+                    VideoMetadata(
+                        total_num_frames=frames.shape[0], fps=fps, frames_indices=list(range(frames.shape[0]))
+                    )
+                )
+        kwargs: dict[str, Any] = {}
+        if images:
+            kwargs["images"] = images
+            kwargs["images_kwargs"] = {"size": self.image_size}
+        if videos:
+            kwargs["videos"] = videos
+            kwargs["videos_kwargs"] = {"video_metadata": metadata, "do_sample_frames": False, "size": self.frame_size}
+        self.tokenizer.padding_side = "left"
+        batch = self.processor(text=texts, padding=True, return_tensors="pt", **kwargs)
+        return dict(batch)
+
+    # -- scoring ---------------------------------------------------------------------------------------------
+
+    def forward_raw(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """Unnormalized head outputs ``(B, n)`` for processor inputs (differentiable; used by training).
+
+        ``n`` is the number of dimensions (diagonal read-out), or the head's outputs for a single token.
+        """
+        inputs = {k: (v.to(self.device) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
+        hidden = self.model(**inputs).last_hidden_state  # (B, L, H)
+        input_ids = inputs["input_ids"]
+        if self.spec.reward_token == "last":
+            pooled = hidden[:, -1:]  # left padding: the last position is every row's last token
+        else:
+            rows = []
+            for token in self.token_ids:
+                hits = input_ids == token
+                counts = hits.sum(-1)
+                if not bool((counts == 1).all()):
+                    raise ValueError(
+                        f"reward token {self.tokenizer.convert_ids_to_tokens(token)!r} occurs {counts.tolist()} times "
+                        "per row; it must occur exactly once (was the prompt truncated?)"
+                    )
+                rows.append(hidden[hits])  # (B, H): one hit per row
+            pooled = torch.stack(rows, dim=1)  # (B, n_tokens, H)
+        values = self.head(pooled.float())  # (B, n_tokens, out)
+        n_tokens, out = values.shape[1], values.shape[2]
+        if n_tokens > 1 and out == n_tokens:
+            return values.diagonal(dim1=1, dim2=2)  # token i -> dimension i: (B, n_tokens)
+        if out == 1:
+            return values[..., 0]
+        if n_tokens == 1:
+            return values[:, 0]
+        raise ConfigError(f"head gives {out} outputs for {n_tokens} reward tokens; use 1 or {n_tokens} outputs")
+
+    def score_prepared(self, prompts: list[str], inputs: list[dict[str, Any]]) -> tuple[torch.Tensor, dict]:
+        return self.combine(self.forward_raw(self._encode(prompts, inputs)).float().cpu())
+
+    def score_prepared_batch(self, prompts: list[str], prepared: list[Any], errors: list[str | None]) -> RewardOutput:
+        # Overrides the base to fail, per item, prompts that do not fit the context (too many frames or pixels).
+        errors = list(errors)
+        size = len(prepared)
+        scores = torch.full((size,), math.nan)
+        dims = {name: torch.full((size,), math.nan) for name in self.dims}
+        valid = [i for i in range(size) if errors[i] is None]
+        with torch.inference_mode():
+            for start in range(0, len(valid), self.batch_size):
+                chunk = valid[start : start + self.batch_size]
+                batch = self._encode([prompts[i] for i in chunk], [prepared[i] for i in chunk])
+                lengths = batch["attention_mask"].sum(-1).tolist()
+                fits = [i for i, n in zip(chunk, lengths, strict=True) if n <= self.context_length]
+                for i, n in zip(chunk, lengths, strict=True):
+                    if n > self.context_length:
+                        errors[i] = (
+                            f"the prompt with its visual tokens is {n} tokens, more than the model's context of "
+                            f"{self.context_length}; lower video_fps, frame_max_pixels or image_max_pixels"
+                        )
+                if not fits:
+                    continue
+                if len(fits) < len(chunk):
+                    batch = self._encode([prompts[i] for i in fits], [prepared[i] for i in fits])
+                chunk_scores, chunk_dims = self.combine(self.forward_raw(batch).float().cpu())
+                index = torch.tensor(fits)
+                scores[index] = chunk_scores
+                for name, values in chunk_dims.items():
+                    dims[name][index] = values
+        failed = torch.tensor([e is not None for e in errors], dtype=torch.bool)
+        return RewardOutput(scores=scores, dims=dims, failed=failed, errors=errors)
+
+    def combine(self, raw: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Head outputs ``(B, n)`` -> ``(scores, dims)``: normalize each dim, ``Overall`` = their sum."""
+        dims_spec = self.spec.dims
+        if len(dims_spec) > 1:
+            dims = {}
+            for k, dim in enumerate(dims_spec):
+                value = raw[:, k]
+                if self.normalize and dim in self.reference_stats:
+                    mean, std = self.reference_stats[dim]
+                    value = (value - mean) / std
+                dims[dim] = value
+            return torch.stack(list(dims.values())).sum(0), dims
+        # One score: the first output (HPSv3's mu; its second output is log sigma).
+        score = raw[:, 0]
+        name = dims_spec[0] if dims_spec else "score"
+        if self.normalize and name in self.reference_stats:
+            mean, std = self.reference_stats[name]
+            score = (score - mean) / std
+        return score, {}

@@ -1,0 +1,95 @@
+"""Preference losses against hand-derived values.
+
+Notation: d = r(chosen) - r(rejected), s = sigmoid, theta = 5 (so ln theta = ln 5).
+"""
+
+import math
+
+import pytest
+import torch
+
+from mmreward.errors import ConfigError
+from mmreward.losses import (
+    bradley_terry_loss,
+    bt_with_ties_loss,
+    margin_loss,
+    preference_loss,
+    rao_kupper_probabilities,
+)
+
+
+def test_bradley_terry_values_and_gradient():
+    """-log s(0) = ln 2; -log s(ln 3) = -log(3/4) = ln(4/3); d/dd -log s(d) = -(1 - s(d)) = -1/2 at 0."""
+    d = torch.tensor([0.0, math.log(3.0), -40.0, 40.0], requires_grad=True)
+    loss = bradley_terry_loss(d)
+    values = loss.detach()
+    torch.testing.assert_close(values[:2], torch.tensor([math.log(2.0), math.log(4.0 / 3.0)]))
+    assert math.isclose(float(values[2]), 40.0, rel_tol=1e-6) and float(values[3]) < 1e-15  # stable at the extremes
+    loss[0].backward()
+    assert math.isclose(float(d.grad[0]), -0.5)
+
+
+def test_bt_with_ties_values():
+    """Non-tie at d = 0: -log s(-ln 5) = ln(1 + 5) = ln 6; at d = ln 5: -log s(0) = ln 2.
+
+    Tie at d = 0: -2 log s(-ln 5) - ln(25 - 1) = 2 ln 6 - ln 24 = ln(36 / 24) = ln 1.5, i.e. P(tie) = 24 / 36 = 2/3.
+    """
+    d = torch.tensor([0.0, math.log(5.0), 0.0])
+    tie = torch.tensor([False, False, True])
+    torch.testing.assert_close(bt_with_ties_loss(d, tie), torch.tensor([math.log(6.0), math.log(2.0), math.log(1.5)]))
+    # A tie's loss is symmetric in d and smallest at d = 0.
+    grid = torch.linspace(-3, 3, 13)
+    tied = bt_with_ties_loss(grid, torch.ones(13, dtype=torch.bool))
+    torch.testing.assert_close(tied, tied.flip(0))
+    assert int(tied.argmin()) == 6
+    with pytest.raises(ConfigError, match="theta"):
+        bt_with_ties_loss(d, tie, theta=1.0)
+
+
+def test_rao_kupper_probabilities_sum_to_one():
+    """P(A)+P(B)+P(tie) = [(1 + 5e^d) + (1 + 5e^-d) + 24] / [(1 + 5e^-d)(1 + 5e^d)] = 1 for every d; the loss is
+    the negative log of the observed outcome's probability."""
+    d = torch.linspace(-6, 6, 25, dtype=torch.float64)
+    probs = rao_kupper_probabilities(d)
+    torch.testing.assert_close(probs.sum(-1), torch.ones(25, dtype=torch.float64))
+    torch.testing.assert_close(bt_with_ties_loss(d, torch.zeros(25, dtype=torch.bool)), -probs[:, 0].log())
+    torch.testing.assert_close(bt_with_ties_loss(d, torch.ones(25, dtype=torch.bool)), -probs[:, 2].log())
+
+
+def test_margin_loss():
+    """-log s(d - m) is ln 2 where the chosen side wins by exactly the margin."""
+    torch.testing.assert_close(margin_loss(torch.tensor([0.57, 1.0]), 0.57)[0], torch.tensor(math.log(2.0)))
+    torch.testing.assert_close(margin_loss(torch.tensor([2.0]), torch.tensor([2.0])), torch.tensor([math.log(2.0)]))
+
+
+def test_preference_loss_on_labelled_dimensions():
+    """Rewards A = [1, 0, 2, 5], B = [0, 0, 2, 0], labels [A, tie, B, invalid]:
+
+    bt: entries 0 (d = 1) and 2 (d = -(2 - 2) = 0): mean(ln(1 + e^-1), ln 2).
+    btt: entry 0 -log s(1 - ln 5) = ln(1 + 5 e^-1), tie 1 ln 1.5, entry 2 ln 6: their mean; entry 3 ignored.
+    """
+    a = torch.tensor([[1.0, 0.0, 2.0, 5.0]])
+    b = torch.tensor([[0.0, 0.0, 2.0, 0.0]])
+    labels = torch.tensor([[1, 0, -1, 22]])
+    loss, count = preference_loss(a, b, labels, "bt")
+    assert count == 2
+    assert math.isclose(float(loss), (math.log(1 + math.exp(-1)) + math.log(2)) / 2, rel_tol=1e-6)
+    loss, count = preference_loss(a, b, labels, "btt")
+    assert count == 3
+    expected = (math.log(1 + 5 * math.exp(-1)) + math.log(1.5) + math.log(6)) / 3
+    assert math.isclose(float(loss), expected, rel_tol=1e-6)
+    loss, count = preference_loss(a, b, labels, "margin", margin=torch.tensor([[1.0, 0.0, 0.0, 0.0]]))
+    assert count == 2 and math.isclose(float(loss), math.log(2), rel_tol=1e-6)  # both at d == m
+    empty, zero = preference_loss(a, b, torch.full((1, 4), 22), "btt")
+    assert zero == 0 and float(empty) == 0.0 and empty.requires_grad is False
+    with pytest.raises(ConfigError, match="'bt', 'btt' or 'margin'"):
+        preference_loss(a, b, labels, "hinge")
+
+
+def test_gradients_push_the_chosen_side_up():
+    a = torch.zeros(1, 2, requires_grad=True)
+    b = torch.zeros(1, 2, requires_grad=True)
+    loss, _ = preference_loss(a, b, torch.tensor([[1, -1]]), "btt")
+    loss.backward()
+    assert a.grad[0, 0] < 0 < b.grad[0, 0]  # descending raises A on dim 0
+    assert a.grad[0, 1] > 0 > b.grad[0, 1]  # and B on dim 1

@@ -1,0 +1,223 @@
+"""Local generative judges on tiny Qwen-VL backbones: logit read-outs, both-order averaging, generation,
+pointwise expected values, chain of thought, and per-item failures on bad input."""
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import mmreward
+from mmreward import media, testing
+from mmreward.errors import ConfigError
+from mmreward.rewards.vlm.backbone import PromptSequence
+from mmreward.rewards.vlm.judges import VerdictReadout
+from mmreward.rewards.vlm.parsing import VerdictPhrases
+
+
+@pytest.fixture(scope="module")
+def photos():
+    """Eight real photos at 56 x 56 (4 visual tokens each), float in [0, 1]."""
+    out = []
+    for path in testing.sample_images()[:8]:
+        image = F.interpolate(media.load_image(path)[None], size=(56, 56), mode="bilinear", antialias=True)
+        out.append(image[0].clamp(0, 1))
+    return out
+
+
+@pytest.fixture(scope="module")
+def judge(tiny_root):
+    return testing.tiny_judge("pairwise", root=tiny_root)
+
+
+def test_readout_probabilities_match_a_hand_computation(judge):
+    """P(option) = product of the path conditionals up to the option's distinguishing token, renormalized."""
+    phrases = VerdictPhrases("Image 1 is better", "Image 2 is better", "Both images are equally good")
+    tokenizer = judge.backbone.tokenizer
+    readout = VerdictReadout.build(tokenizer, phrases)
+    ids = {o: tokenizer(p, add_special_tokens=False)["input_ids"] for o, p in phrases.items()}
+    # "Image" and " " are shared; "1"/"2" tell first and second apart at step 2, "Both" the tie at step 0.
+    assert list(readout.path) == ids["first"][:2] == ids["second"][:2]
+    assert readout.options == ((2, ids["first"][2]), (2, ids["second"][2]), (0, ids["tie"][0]))
+    logits = torch.randn(3, 3, len(tokenizer), generator=torch.Generator().manual_seed(0))
+    p = logits.softmax(-1)
+    path = readout.path
+    first = p[:, 0, path[0]] * p[:, 1, path[1]] * p[:, 2, ids["first"][2]]
+    second = p[:, 0, path[0]] * p[:, 1, path[1]] * p[:, 2, ids["second"][2]]
+    tie = p[:, 0, ids["tie"][0]]
+    expected = torch.stack([first, second, tie], 1)
+    torch.testing.assert_close(readout.read(logits), expected / expected.sum(1, keepdim=True))
+    with pytest.raises(ConfigError, match="cannot be told apart"):
+        VerdictReadout.build(tokenizer, VerdictPhrases("Image 1 is better", "Image 2 is better", "Image 1 is best"))
+
+
+def _fine_tune(judge, photos, steps: int = 150, lr: float = 3e-3) -> None:
+    """Supervised fine-tuning so the tiny judge writes verdict sentences: the brighter image wins, and for two
+    identical images it says "Image 1 is better" (a position bias, on purpose)."""
+    backbone = judge.backbone
+    model = backbone.model.train().requires_grad_(True)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
+    section = judge.template.section("image")
+    end = backbone.tokenizer.convert_tokens_to_ids("<|im_end|>")
+    prompt_ids = judge._prompt_ids(section, "a photo", {"media_a": 1, "media_b": 1})
+    answers = {
+        o: backbone.tokenizer(p, add_special_tokens=False)["input_ids"] + [end] for o, p in section.verdicts.items()
+    }
+    levels = (1.0, 0.35, 0.5, 0.65)  # pool[k][0] is photo k, the others darker copies of it
+    pool = [[judge.prepare_candidate("image", (photo * level)[None]) for level in levels] for photo in photos]
+    generator = torch.Generator().manual_seed(0)
+
+    def draw(n: int) -> int:
+        return int(torch.randint(n, (1,), generator=generator))
+
+    for _ in range(steps):
+        examples = []
+        for _ in range(8):
+            k = draw(len(photos))
+            if float(torch.rand(1, generator=generator)) < 0.4:
+                examples.append(((k, 0), (k, 0), "first"))
+            elif float(torch.rand(1, generator=generator)) < 0.5:
+                examples.append(((k, 0), (k, 1 + draw(3)), "first"))
+            else:
+                examples.append(((k, 1 + draw(3)), (k, 0), "second"))
+        keys = sorted({key for a, b, _ in examples for key in (a, b)})
+        encoded = dict(zip(keys, backbone.encode([pool[k][level] for k, level in keys]), strict=True))
+        sequences = [
+            PromptSequence(ids=prompt_ids + answers[outcome], visuals=[encoded[a], encoded[b]])
+            for a, b, outcome in examples
+        ]
+        lengths = [len(answers[outcome]) for _, _, outcome in examples]
+        batch = backbone.assemble(sequences)
+        logits = model(**batch.as_kwargs()).logits
+        width = logits.shape[1]
+        loss = sum(
+            F.cross_entropy(logits[r, width - n - 1 : width - 1].float(), batch.input_ids[r, width - n :])
+            for r, n in enumerate(lengths)
+        ) / len(lengths)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    model.eval().requires_grad_(False)
+
+
+@pytest.fixture(scope="module")
+def trained_judge(tmp_path_factory, photos):
+    judge = testing.tiny_judge("pairwise", root=tmp_path_factory.mktemp("trained-judge"))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a model this small trains faster on one thread, and more so on a shared machine
+    try:
+        _fine_tune(judge, photos)
+    finally:
+        torch.set_num_threads(threads)
+    return judge
+
+
+def test_both_orders_remove_the_position_bias(trained_judge, photos):
+    """The judge prefers the first slot for identical images; averaging both orders cancels that exactly."""
+    judge = trained_judge
+    same_ab = judge.compare(["a photo"] * 4, photos[:4], photos[:4], orders="ab")
+    p_second = 1 - same_ab.prob_a - same_ab.tie
+    assert bool((same_ab.prob_a - p_second > 0.2).all())  # strongly biased towards whichever is shown first
+    same = judge.compare(["a photo"] * 4, photos[:4], photos[:4], orders="both")
+    torch.testing.assert_close(same.prob_a, 1 - same.prob_a - same.tie)
+    x, y = photos[0], photos[1] * 0.5
+    both = judge.compare(["a photo", "a photo"], [x, y], [y, x], orders="both")
+    # P(x better than y) equals P(y worse than x) with the sides swapped: antisymmetric up to the tie.
+    assert math.isclose(float(both.prob_a[0]), float(1 - both.prob_a[1] - both.tie[1]), abs_tol=1e-6)
+    one = judge.compare(["a photo", "a photo"], [x, y], [y, x], orders="ab")
+    assert abs(float(one.prob_a[0]) - float(1 - one.prob_a[1] - one.tie[1])) > 0.05
+    assert same.consistent.tolist() == [False] * 4  # the two orders disagree for every identical pair
+    rates = mmreward.win_rate(judge, "a photo", [x, x, x], details=True)
+    torch.testing.assert_close(rates.rates, torch.full((3,), 0.5))  # one order would favour item 0
+
+
+def test_logit_readout_agrees_with_the_generated_verdict(trained_judge, photos):
+    judge = trained_judge
+    first = [photos[k] * (0.4 if k % 2 else 1.0) for k in range(8)]
+    second = [photos[(k + 3) % 8] * (1.0 if k % 2 else 0.5) for k in range(8)]
+    prompts = ["a photo"] * 8
+    from_logits = judge.compare(prompts, first, second, orders="ab")
+    judge.mode, judge.max_new_tokens = "generate", 8
+    try:
+        written = judge.compare(prompts, first, second, orders="ab")
+    finally:
+        judge.mode = "logits"
+    assert not bool(written.failed.any()), written.errors
+    assert all(text in ("Image 1 is better", "Image 2 is better") for text in written.rationales)
+    probs = torch.stack([from_logits.prob_a, 1 - from_logits.prob_a - from_logits.tie, from_logits.tie], 1)
+    verdict_written = torch.where(written.prob_a == 1, 0, torch.where(written.tie == 1, 2, 1))
+    assert torch.equal(probs.argmax(1), verdict_written)
+    assert 0 < int((verdict_written == 0).sum()) < 8  # the verdicts depend on the images
+
+
+def test_pointwise_scores_are_expected_digit_values(tiny_root, photos):
+    """Dimension k's score is E[digit] at its hole, after the previous lines with their most likely digits."""
+    judge = testing.tiny_judge("pointwise", root=tiny_root)
+    out = judge.score(["a photo", "a cat"], photos[:2])
+    assert set(out.dims) == {"Alignment", "Coherence", "Style"}
+    assert not bool(out.failed.any())
+    assert bool(((out.scores >= 1) & (out.scores <= 5)).all())
+    torch.testing.assert_close(out.scores, torch.stack(list(out.dims.values())).mean(0))
+    # Recompute the first two dimensions of item 0 by plain forward passes (no cache, no logits processor).
+    backbone, section = judge.backbone, judge.template.section("image")
+    candidate = judge.prepare_candidate("image", photos[0][None])
+    visuals = backbone.encode([candidate])
+    skeleton = section.answer_skeleton()
+    ids = judge._prompt_ids(section, "a photo", {"media": 1}, answer_prefix=skeleton[0])
+    values = torch.arange(1, 6, dtype=torch.float32)
+    digits = judge.digit_ids
+    expected = []
+    with torch.inference_mode():
+        for k in range(2):
+            batch = backbone.assemble([PromptSequence(ids=ids, visuals=visuals)])
+            probs = backbone.model(**batch.as_kwargs(), logits_to_keep=1).logits[0, -1].softmax(-1)[digits]
+            expected.append(float((probs / probs.sum() * values).sum()))
+            best = digits[int(probs.argmax())]
+            ids = ids + [best] + backbone.tokenizer(skeleton[k + 1], add_special_tokens=False)["input_ids"]
+    assert math.isclose(float(out.dims["Alignment"][0]), expected[0], abs_tol=1e-4)
+    assert math.isclose(float(out.dims["Coherence"][0]), expected[1], abs_tol=1e-4)
+
+
+def test_written_answers_that_do_not_parse_fail_and_keep_their_text(tiny_root, photos):
+    pointwise = testing.tiny_judge("pointwise", root=tiny_root, mode="generate", max_new_tokens=6)
+    out = pointwise.score(["a photo"], photos[:1])
+    assert bool(out.failed[0]) and math.isnan(float(out.scores[0]))
+    assert "no score for 'Alignment'" in out.errors[0] and "max_new_tokens=6" in out.errors[0]
+    assert out.rationales[0] is not None
+    cot = testing.tiny_judge("cot", root=tiny_root)
+    pair = cot.compare(["a photo"], photos[:1], photos[1:2])
+    assert bool(pair.failed[0]) and math.isnan(float(pair.prob_a[0]))
+    assert "<answer>" in pair.errors[0] and pair.rationales[0]
+
+
+def test_bad_input_fails_per_item_or_up_front(tiny_root, photos, sample_videos):
+    judge = testing.tiny_judge("pairwise", root=tiny_root, video_num_frames=4)
+    short_video = torch.rand(2, 3, 56, 56)  # 2 frames, 4 asked for
+    long_prompt = " ".join(["an extremely detailed caption"] * 1500)
+    out = judge.compare(
+        ["a photo", "a clip", long_prompt, "mixed"],
+        [photos[0], short_video, photos[2], photos[3]],
+        [photos[1], torch.rand(6, 3, 56, 56), photos[3], torch.rand(4, 3, 56, 56)],
+    )
+    assert out.failed.tolist() == [False, True, True, True]
+    assert "fewer than video_num_frames=4" in out.errors[1]
+    assert "more than the model's context" in out.errors[2]
+    assert "cannot compare an image with a video" in out.errors[3]
+    videos = judge.compare(["bunny"], [sample_videos["bigbuckbunny"]], [sample_videos["bikes"]])
+    assert not bool(videos.failed[0]) and 0 <= float(videos.prob_a[0]) <= 1
+    with pytest.raises(ConfigError, match="max_images=16"):
+        testing.tiny_judge("pairwise", root=tiny_root, video_num_frames=9, max_images=16)
+
+
+def test_pairwise_score_needs_a_reference_or_groups(judge, photos):
+    with pytest.raises(TypeError, match="win_rate"):
+        judge.score(["a photo"], photos[:1])
+    prompts = ["a photo", "a photo", "a cat", "a cat", "a cat"]
+    grouped = judge.score(prompts, photos[:5], groups="prompt")
+    torch.testing.assert_close(grouped.scores[:2], mmreward.win_rate(judge, "a photo", photos[:2]))
+    torch.testing.assert_close(grouped.scores[2:], mmreward.win_rate(judge, "a cat", photos[2:5]))
+    against = judge.score(["a photo"] * 2, photos[:2], reference=photos[5])
+    pair = judge.compare(["a photo"] * 2, photos[:2], [photos[5]] * 2)
+    torch.testing.assert_close(against.scores, pair.prob_a + 0.5 * pair.tie)
+    lonely = judge.score(["a", "b", "b"], photos[:3], groups="prompt")
+    assert lonely.failed.tolist() == [True, False, False] and "group of one" in lonely.errors[0]
