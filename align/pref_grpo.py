@@ -241,8 +241,9 @@ def main(cfg: PrefGRPOConfig) -> Path:
     optimizer = torch.optim.AdamW(params, lr=train.learning_rate, betas=(train.adam_beta1, train.adam_beta2),
                                   weight_decay=train.weight_decay, eps=train.adam_epsilon)  # fmt: skip
     # Stepped once per optimizer step by this program (not prepared: accelerate would step it once per process).
+    optimizer_steps = train.max_steps * train.updates_per_step * train.inner_epochs
     lr_scheduler = get_scheduler(train.lr_scheduler, optimizer, num_warmup_steps=train.lr_warmup_steps,
-                                 num_training_steps=train.max_steps * train.updates_per_step * train.inner_epochs)
+                                 num_training_steps=optimizer_steps)  # fmt: skip
     transformer, optimizer = accelerator.prepare(unwrapped, optimizer)
     ema = EMA(unwrapped, decay=train.ema_decay, update_every=train.ema_every) if train.ema else None
     guard = NonFiniteGuard(train.max_nonfinite_steps)

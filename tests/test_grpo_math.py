@@ -209,7 +209,7 @@ def test_brighter_image_judge_through_the_judge_contract():
 def test_read_prompts_from_text_and_tables(tmp_path):
     (tmp_path / "p.txt").write_text("a cat\n\n a dog \n")
     assert read_prompts(tmp_path / "p.txt") == ["a cat", "a dog"]
-    (tmp_path / "p.csv").write_text("index,prompt_en\n0,a cow\n1,\"a bench, red\"\n")
+    (tmp_path / "p.csv").write_text('index,prompt_en\n0,a cow\n1,"a bench, red"\n')
     assert read_prompts(tmp_path / "p.csv", "prompt_en") == ["a cow", "a bench, red"]
     (tmp_path / "p.jsonl").write_text('{"prompt": "a bike"}\n{"prompt": "a car"}\n')
     assert read_prompts(tmp_path / "p.jsonl") == ["a bike", "a car"]
