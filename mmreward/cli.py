@@ -1,7 +1,8 @@
-"""The ``mmreward`` command: ``score`` media with rewards, ``list`` the registry.
+"""The ``mmreward`` command: ``score`` media with rewards, ``list`` the registry, ``serve`` a reward over HTTP.
 
     mmreward score photos/ --prompt "a cat" --reward pickscore --reward jpeg-compressibility=0.1 --output s.jsonl
     mmreward list
+    mmreward serve --reward pickscore --port 8000
 
 Exit codes (shared by the eval programs): 0 success; 1 ``--on-error fail`` and some input failed (the first bad
 input is named; inputs that decoded were still scored and written); 2 the run could not start (bad arguments,
@@ -21,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from mmreward.errors import MMRewardError
+from mmreward.score_inputs import InputError
 
 OUTPUT_FORMATS = (".jsonl", ".csv", ".parquet")
 
@@ -72,6 +74,22 @@ def _build_parser() -> argparse.ArgumentParser:
     )
     score.add_argument("--workers", type=int, default=None, help="loader worker processes (default: cores - 1)")
     score.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    serve = sub.add_parser(
+        "serve",
+        help="serve a reward over HTTP/JSON with micro-batching",
+        description="Serve one reward over HTTP/JSON (see mmreward.serve for the protocol); clients use "
+        "mmreward.load_reward('http://HOST:PORT'). Binds to loopback unless --host says otherwise.",
+    )
+    serve.add_argument("--reward", required=True, help="reward preset, preset YAML, saved directory or module:Class")
+    serve.add_argument("--host", default="127.0.0.1", help="interface to bind (default 127.0.0.1, loopback only)")
+    serve.add_argument("--port", type=int, default=8000)
+    serve.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: cuda if available)")
+    serve.add_argument("--dtype", default="auto", help="float32, bfloat16, float16 (default: bf16 on cuda)")
+    serve.add_argument("--max-batch", type=int, default=32, help="items per model call across requests (default 32)")
+    serve.add_argument("--max-wait-ms", type=float, default=10.0, help="wait for a batch to fill (default 10 ms)")
+    serve.add_argument("--max-queue", type=int, default=256, help="pending requests before answering 503")
+    serve.add_argument("--max-items", type=int, default=256, help="items per request before answering 413")
 
     listing = sub.add_parser("list", help="list the registered rewards")
     listing.add_argument("--json", action="store_true", help="machine-readable output")
@@ -134,7 +152,7 @@ def _summary(rows: list[dict[str, Any]], columns: list[str]) -> None:
 
 def _score(args: argparse.Namespace) -> int:
     from mmreward.rewards.registry import load_reward, resolve_reward
-    from mmreward.score_inputs import InputError, assign_prompts, expand_inputs, read_prompts_file
+    from mmreward.score_inputs import assign_prompts, expand_inputs, read_prompts_file
     from mmreward.scoring import score_items
 
     if args.batch_size < 1:
@@ -161,6 +179,11 @@ def _score(args: argparse.Namespace) -> int:
         return 1
     for name in names:
         cls = resolve_reward(name)[0]
+        if cls.kind == "pairwise":
+            raise InputError(
+                f"reward {name!r} is a pairwise judge: it compares media and has no per-item score; use "
+                "judge.compare(...) or mmreward.win_rate(...) from Python, or a pointwise reward here"
+            )
         if cls.uses_prompt and any(item.prompt is None and item.error is None for item in items):
             raise InputError(
                 f"reward {name!r} scores media against a prompt; give --prompt, --prompts, or a manifest with a "
@@ -225,10 +248,28 @@ def _list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _serve(args: argparse.Namespace) -> int:
+    from mmreward.rewards.registry import load_reward
+    from mmreward.serve import serve
+
+    for flag in ("max_batch", "max_queue", "max_items"):
+        if getattr(args, flag) < 1:
+            raise InputError(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(args, flag)}")
+    if args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"mmreward: warning: serving on {args.host}, reachable beyond this machine; the server has no "
+              "authentication", file=sys.stderr)  # fmt: skip
+    device, dtype = _device_and_dtype(args.device, args.dtype)
+    reward = load_reward(args.reward, device=device, dtype=dtype, batch_size=args.max_batch)
+    serve(reward, host=args.host, port=args.port, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
+          max_queue=args.max_queue, max_items=args.max_items)  # fmt: skip
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _build_parser().parse_args(argv)
+    commands = {"score": _score, "list": _list, "serve": _serve}
     try:
-        return _score(args) if args.command == "score" else _list(args)
+        return commands[args.command](args)
     except MMRewardError as err:
         print(f"mmreward: error: {err}", file=sys.stderr)
         return 2

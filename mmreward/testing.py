@@ -206,184 +206,6 @@ def tiny_clip_reward(name: str = "clip-score", root: str | Path | None = None, *
     return load_reward(str(tiny_reward_preset(name, root or _default_root())), **overrides)
 
 
-# --------------------------------------------------------------------------------- tiny rectified-flow pipelines
-
-_PIPELINE_FAMILIES = ("sd3", "flux", "wan")
-
-
-def _tiny_t5_tokenizer():
-    """A unigram T5 tokenizer over single characters, built in memory."""
-    from transformers import T5Tokenizer
-
-    vocab = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("\u2581", -2.0)] + [(c, -3.0) for c in _TOKEN_CHARS]
-    return T5Tokenizer(vocab=vocab, extra_ids=0)
-
-
-def _tiny_clip_text_encoder(tokenizer, *, projection: bool):
-    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
-
-    config = CLIPTextConfig(
-        hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=2, projection_dim=32,
-        vocab_size=len(tokenizer), bos_token_id=0, eos_token_id=1, pad_token_id=1, max_position_embeddings=77,
-    )  # fmt: skip
-    return (CLIPTextModelWithProjection if projection else CLIPTextModel)(config)
-
-
-def _tiny_image_vae():
-    from diffusers import AutoencoderKL
-
-    # Two blocks: 2x spatial compression, 4 latent channels; shift/scale as SD3's VAE config.
-    return AutoencoderKL(
-        block_out_channels=(8, 16), down_block_types=("DownEncoderBlock2D",) * 2,
-        up_block_types=("UpDecoderBlock2D",) * 2, latent_channels=4, norm_num_groups=4, sample_size=32,
-        use_quant_conv=False, use_post_quant_conv=False, shift_factor=0.0609, scaling_factor=1.5035,
-    )  # fmt: skip
-
-
-def tiny_pipeline(family: str, *, seed: int = 0):
-    """A tiny diffusers pipeline of ``family`` (``sd3``, ``flux``, ``wan``): the real pipeline, transformer, VAE,
-    text encoder and scheduler classes with random weights and tokenizers built in memory; offline, CPU-fast.
-
-    - ``sd3``: ``StableDiffusion3Pipeline``, 2 MM-DiT layers, two CLIP text encoders and a T5; 2x VAE, 4 latent
-      channels, patch 2 (images: multiples of 4 pixels).
-    - ``flux``: ``FluxPipeline``, guidance-distilled like FLUX.1-dev, dynamic shifting; packed 16 = 4 x 2 x 2
-      channels (images: multiples of 4 pixels).
-    - ``wan``: ``WanPipeline`` with ``AutoencoderKLWan`` (8x spatial, 4x temporal), UniPC flow scheduler as the
-      released Wan 2.1 checkpoints ship (videos: multiples of 16 pixels, 4k + 1 frames).
-    """
-    if family not in _PIPELINE_FAMILIES:
-        raise MMRewardError(f"no tiny pipeline for family {family!r}; use one of {', '.join(_PIPELINE_FAMILIES)}")
-    pipeline = _build_tiny_pipeline(family, seed)
-    for component in pipeline.components.values():
-        if isinstance(component, torch.nn.Module):
-            component.eval()  # as from_pretrained leaves them: no dropout (T5 has 0.1 by default)
-    return pipeline
-
-
-def _build_tiny_pipeline(family: str, seed: int):
-    from diffusers import (
-        AutoencoderKLWan,
-        FlowMatchEulerDiscreteScheduler,
-        FluxPipeline,
-        FluxTransformer2DModel,
-        SD3Transformer2DModel,
-        StableDiffusion3Pipeline,
-        UniPCMultistepScheduler,
-        WanPipeline,
-        WanTransformer3DModel,
-    )  # fmt: skip
-    from transformers import T5Config, T5EncoderModel, UMT5Config, UMT5EncoderModel
-
-    clip_tokenizer, t5_tokenizer = _tiny_clip_tokenizer(), _tiny_t5_tokenizer()
-    t5_kwargs = {
-        "vocab_size": len(t5_tokenizer),
-        "d_model": 32,
-        "d_kv": 8,
-        "d_ff": 37,
-        "num_layers": 2,
-        "num_heads": 4,
-    }
-    torch.manual_seed(seed)
-    if family == "sd3":
-        transformer = SD3Transformer2DModel(
-            sample_size=32, patch_size=2, in_channels=4, num_layers=2, attention_head_dim=8, num_attention_heads=4,
-            joint_attention_dim=32, caption_projection_dim=32, pooled_projection_dim=64, out_channels=4,
-            pos_embed_max_size=32,
-        )  # fmt: skip
-        return StableDiffusion3Pipeline(
-            transformer=transformer, scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0), vae=_tiny_image_vae(),
-            text_encoder=_tiny_clip_text_encoder(clip_tokenizer, projection=True), tokenizer=clip_tokenizer,
-            text_encoder_2=_tiny_clip_text_encoder(clip_tokenizer, projection=True), tokenizer_2=clip_tokenizer,
-            text_encoder_3=T5EncoderModel(T5Config(**t5_kwargs)), tokenizer_3=t5_tokenizer,
-        )  # fmt: skip
-    if family == "flux":
-        transformer = FluxTransformer2DModel(
-            patch_size=1, in_channels=16, num_layers=1, num_single_layers=1, attention_head_dim=16,
-            num_attention_heads=2, joint_attention_dim=32, pooled_projection_dim=32, guidance_embeds=True,
-            axes_dims_rope=(4, 4, 8),
-        )  # fmt: skip
-        scheduler = FlowMatchEulerDiscreteScheduler(
-            shift=3.0, use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15, base_image_seq_len=256,
-            max_image_seq_len=4096,
-        )  # fmt: skip
-        return FluxPipeline(
-            transformer=transformer, scheduler=scheduler, vae=_tiny_image_vae(),
-            text_encoder=_tiny_clip_text_encoder(clip_tokenizer, projection=False), tokenizer=clip_tokenizer,
-            text_encoder_2=T5EncoderModel(T5Config(**t5_kwargs)), tokenizer_2=t5_tokenizer,
-        )  # fmt: skip
-    vae = AutoencoderKLWan(
-        base_dim=3, z_dim=4, dim_mult=[1, 1, 1, 1], num_res_blocks=1, temperal_downsample=[False, True, True],
-        latents_mean=[0.1, -0.2, 0.0, 0.3], latents_std=[1.5, 0.8, 1.0, 1.2],
-    )  # fmt: skip
-    transformer = WanTransformer3DModel(
-        patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12, in_channels=4, out_channels=4,
-        text_dim=32, freq_dim=32, ffn_dim=32, num_layers=2, cross_attn_norm=True, qk_norm="rms_norm_across_heads",
-        rope_max_seq_len=32,
-    )  # fmt: skip
-    scheduler = UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=3.0)
-    return WanPipeline(
-        tokenizer=t5_tokenizer, text_encoder=UMT5EncoderModel(UMT5Config(**t5_kwargs)), vae=vae, scheduler=scheduler,
-        transformer=transformer,
-    )  # fmt: skip
-
-
-def tiny_pipeline_dir(family: str, root: str | Path) -> Path:
-    """Save :func:`tiny_pipeline` under ``root`` like a released checkpoint (``model_index.json`` and one folder
-    per component) and return the directory, which loads with ``from_pretrained`` and as ``model.path``."""
-    directory = Path(root) / f"tiny-{family}-pipeline"
-    if not (directory / "model_index.json").is_file():
-        tiny_pipeline(family).save_pretrained(directory)
-    return directory
-
-
-class BrightnessReward(RewardModel):
-    """Mean pixel value of an image or video, in [0, 1]: a transparent reward for learning tests and CPU demos
-    ("brighter is better"). Load it like any reward: ``load_reward("mmreward.testing:BrightnessReward")``."""
-
-    raw_range = (0.0, 1.0)
-
-    def score_prepared(self, prompts: list[str], inputs: list[torch.Tensor]) -> tuple[torch.Tensor, dict]:
-        return torch.stack([x.float().mean() for x in inputs]).cpu(), {}
-
-
-class BrighterImageJudge(PairwiseJudgeBase):
-    """A rule-based pairwise judge that prefers the brighter image or video, for learning tests and CPU demos.
-
-    It is a real pairwise judge (:class:`~mmreward.rewards.vlm.judging.PairwiseJudgeBase`): ``compare``,
-    ``judge_pairs``, win rates through ``score(groups=...)`` / :func:`mmreward.win_rate`, both presentation orders,
-    per-item failures for unreadable media. Only the VLM is replaced by a rule: shown ``first`` then ``second``,
-    it answers ``P(first better) = sigmoid(sharpness * (brightness_first - brightness_second) + position_bias)``
-    (brightness = mean pixel value in [0, 1]), like a logit read-out. ``position_bias > 0`` favours whatever is
-    shown first, as real judges do; judging both orders cancels it. Load it like any reward:
-    ``load_reward("mmreward.testing:BrighterImageJudge", sharpness=50.0)``.
-    """
-
-    raw_range = (0.0, 1.0)
-
-    def __init__(self, *, sharpness: float = 50.0, position_bias: float = 0.0, **kwargs: Any) -> None:
-        kwargs.setdefault("max_pixels", None)
-        super().__init__(**kwargs)
-        # The template is what a VLM would be shown; the rule does not read it, but the judge contract has one.
-        self._setup_judge("unifiedreward-pairwise", None, "repeat", None, images_per_prompt=2)
-        self.sharpness = sharpness
-        self.position_bias = position_bias
-
-    @property
-    def has_tie(self) -> bool:
-        return False
-
-    def prepare_candidate(self, kind: str, frames: torch.Tensor) -> float:
-        return float(frames.float().mean())
-
-    def run_judgments(self, prompts, candidates, requests) -> list[Judgment]:
-        judgments = []
-        for request in requests:
-            gap = candidates[request.first].data - candidates[request.second].data
-            p_first = float(torch.sigmoid(torch.tensor(self.sharpness * gap + self.position_bias)))
-            judgments.append(Judgment(probs=(p_first, 1.0 - p_first, 0.0)))
-        return judgments
-
-
 # ------------------------------------------------------------------------------------------ tiny VLM backbones
 
 # The chat template the Qwen processors expect (probe recipe): one <|image_pad|> / <|video_pad|> per item.
@@ -761,6 +583,184 @@ def synthetic_preference_pairs(
             writer.writerow([f"images/{a:03d}.png", f"./images/{b:03d}.png", "a photo", vq, mq, ta])
             written += 1
     return target
+
+
+# --------------------------------------------------------------------------------- tiny rectified-flow pipelines
+
+_PIPELINE_FAMILIES = ("sd3", "flux", "wan")
+
+
+def _tiny_t5_tokenizer():
+    """A unigram T5 tokenizer over single characters, built in memory."""
+    from transformers import T5Tokenizer
+
+    vocab = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("\u2581", -2.0)] + [(c, -3.0) for c in _TOKEN_CHARS]
+    return T5Tokenizer(vocab=vocab, extra_ids=0)
+
+
+def _tiny_clip_text_encoder(tokenizer, *, projection: bool):
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    config = CLIPTextConfig(
+        hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=2, projection_dim=32,
+        vocab_size=len(tokenizer), bos_token_id=0, eos_token_id=1, pad_token_id=1, max_position_embeddings=77,
+    )  # fmt: skip
+    return (CLIPTextModelWithProjection if projection else CLIPTextModel)(config)
+
+
+def _tiny_image_vae():
+    from diffusers import AutoencoderKL
+
+    # Two blocks: 2x spatial compression, 4 latent channels; shift/scale as SD3's VAE config.
+    return AutoencoderKL(
+        block_out_channels=(8, 16), down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2, latent_channels=4, norm_num_groups=4, sample_size=32,
+        use_quant_conv=False, use_post_quant_conv=False, shift_factor=0.0609, scaling_factor=1.5035,
+    )  # fmt: skip
+
+
+def tiny_pipeline(family: str, *, seed: int = 0):
+    """A tiny diffusers pipeline of ``family`` (``sd3``, ``flux``, ``wan``): the real pipeline, transformer, VAE,
+    text encoder and scheduler classes with random weights and tokenizers built in memory; offline, CPU-fast.
+
+    - ``sd3``: ``StableDiffusion3Pipeline``, 2 MM-DiT layers, two CLIP text encoders and a T5; 2x VAE, 4 latent
+      channels, patch 2 (images: multiples of 4 pixels).
+    - ``flux``: ``FluxPipeline``, guidance-distilled like FLUX.1-dev, dynamic shifting; packed 16 = 4 x 2 x 2
+      channels (images: multiples of 4 pixels).
+    - ``wan``: ``WanPipeline`` with ``AutoencoderKLWan`` (8x spatial, 4x temporal), UniPC flow scheduler as the
+      released Wan 2.1 checkpoints ship (videos: multiples of 16 pixels, 4k + 1 frames).
+    """
+    if family not in _PIPELINE_FAMILIES:
+        raise MMRewardError(f"no tiny pipeline for family {family!r}; use one of {', '.join(_PIPELINE_FAMILIES)}")
+    pipeline = _build_tiny_pipeline(family, seed)
+    for component in pipeline.components.values():
+        if isinstance(component, torch.nn.Module):
+            component.eval()  # as from_pretrained leaves them: no dropout (T5 has 0.1 by default)
+    return pipeline
+
+
+def _build_tiny_pipeline(family: str, seed: int):
+    from diffusers import (
+        AutoencoderKLWan,
+        FlowMatchEulerDiscreteScheduler,
+        FluxPipeline,
+        FluxTransformer2DModel,
+        SD3Transformer2DModel,
+        StableDiffusion3Pipeline,
+        UniPCMultistepScheduler,
+        WanPipeline,
+        WanTransformer3DModel,
+    )  # fmt: skip
+    from transformers import T5Config, T5EncoderModel, UMT5Config, UMT5EncoderModel
+
+    clip_tokenizer, t5_tokenizer = _tiny_clip_tokenizer(), _tiny_t5_tokenizer()
+    t5_kwargs = {
+        "vocab_size": len(t5_tokenizer),
+        "d_model": 32,
+        "d_kv": 8,
+        "d_ff": 37,
+        "num_layers": 2,
+        "num_heads": 4,
+    }
+    torch.manual_seed(seed)
+    if family == "sd3":
+        transformer = SD3Transformer2DModel(
+            sample_size=32, patch_size=2, in_channels=4, num_layers=2, attention_head_dim=8, num_attention_heads=4,
+            joint_attention_dim=32, caption_projection_dim=32, pooled_projection_dim=64, out_channels=4,
+            pos_embed_max_size=32,
+        )  # fmt: skip
+        return StableDiffusion3Pipeline(
+            transformer=transformer, scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0), vae=_tiny_image_vae(),
+            text_encoder=_tiny_clip_text_encoder(clip_tokenizer, projection=True), tokenizer=clip_tokenizer,
+            text_encoder_2=_tiny_clip_text_encoder(clip_tokenizer, projection=True), tokenizer_2=clip_tokenizer,
+            text_encoder_3=T5EncoderModel(T5Config(**t5_kwargs)), tokenizer_3=t5_tokenizer,
+        )  # fmt: skip
+    if family == "flux":
+        transformer = FluxTransformer2DModel(
+            patch_size=1, in_channels=16, num_layers=1, num_single_layers=1, attention_head_dim=16,
+            num_attention_heads=2, joint_attention_dim=32, pooled_projection_dim=32, guidance_embeds=True,
+            axes_dims_rope=(4, 4, 8),
+        )  # fmt: skip
+        scheduler = FlowMatchEulerDiscreteScheduler(
+            shift=3.0, use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15, base_image_seq_len=256,
+            max_image_seq_len=4096,
+        )  # fmt: skip
+        return FluxPipeline(
+            transformer=transformer, scheduler=scheduler, vae=_tiny_image_vae(),
+            text_encoder=_tiny_clip_text_encoder(clip_tokenizer, projection=False), tokenizer=clip_tokenizer,
+            text_encoder_2=T5EncoderModel(T5Config(**t5_kwargs)), tokenizer_2=t5_tokenizer,
+        )  # fmt: skip
+    vae = AutoencoderKLWan(
+        base_dim=3, z_dim=4, dim_mult=[1, 1, 1, 1], num_res_blocks=1, temperal_downsample=[False, True, True],
+        latents_mean=[0.1, -0.2, 0.0, 0.3], latents_std=[1.5, 0.8, 1.0, 1.2],
+    )  # fmt: skip
+    transformer = WanTransformer3DModel(
+        patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12, in_channels=4, out_channels=4,
+        text_dim=32, freq_dim=32, ffn_dim=32, num_layers=2, cross_attn_norm=True, qk_norm="rms_norm_across_heads",
+        rope_max_seq_len=32,
+    )  # fmt: skip
+    scheduler = UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=3.0)
+    return WanPipeline(
+        tokenizer=t5_tokenizer, text_encoder=UMT5EncoderModel(UMT5Config(**t5_kwargs)), vae=vae, scheduler=scheduler,
+        transformer=transformer,
+    )  # fmt: skip
+
+
+def tiny_pipeline_dir(family: str, root: str | Path) -> Path:
+    """Save :func:`tiny_pipeline` under ``root`` like a released checkpoint (``model_index.json`` and one folder
+    per component) and return the directory, which loads with ``from_pretrained`` and as ``model.path``."""
+    directory = Path(root) / f"tiny-{family}-pipeline"
+    if not (directory / "model_index.json").is_file():
+        tiny_pipeline(family).save_pretrained(directory)
+    return directory
+
+
+class BrightnessReward(RewardModel):
+    """Mean pixel value of an image or video, in [0, 1]: a transparent reward for learning tests and CPU demos
+    ("brighter is better"). Load it like any reward: ``load_reward("mmreward.testing:BrightnessReward")``."""
+
+    raw_range = (0.0, 1.0)
+
+    def score_prepared(self, prompts: list[str], inputs: list[torch.Tensor]) -> tuple[torch.Tensor, dict]:
+        return torch.stack([x.float().mean() for x in inputs]).cpu(), {}
+
+
+class BrighterImageJudge(PairwiseJudgeBase):
+    """A rule-based pairwise judge that prefers the brighter image or video, for learning tests and CPU demos.
+
+    It is a real pairwise judge (:class:`~mmreward.rewards.vlm.judging.PairwiseJudgeBase`): ``compare``,
+    ``judge_pairs``, win rates through ``score(groups=...)`` / :func:`mmreward.win_rate`, both presentation orders,
+    per-item failures for unreadable media. Only the VLM is replaced by a rule: shown ``first`` then ``second``,
+    it answers ``P(first better) = sigmoid(sharpness * (brightness_first - brightness_second) + position_bias)``
+    (brightness = mean pixel value in [0, 1]), like a logit read-out. ``position_bias > 0`` favours whatever is
+    shown first, as real judges do; judging both orders cancels it. Load it like any reward:
+    ``load_reward("mmreward.testing:BrighterImageJudge", sharpness=50.0)``.
+    """
+
+    raw_range = (0.0, 1.0)
+
+    def __init__(self, *, sharpness: float = 50.0, position_bias: float = 0.0, **kwargs: Any) -> None:
+        kwargs.setdefault("max_pixels", None)
+        super().__init__(**kwargs)
+        # The template is what a VLM would be shown; the rule does not read it, but the judge contract has one.
+        self._setup_judge("unifiedreward-pairwise", None, "repeat", None, images_per_prompt=2)
+        self.sharpness = sharpness
+        self.position_bias = position_bias
+
+    @property
+    def has_tie(self) -> bool:
+        return False
+
+    def prepare_candidate(self, kind: str, frames: torch.Tensor) -> float:
+        return float(frames.float().mean())
+
+    def run_judgments(self, prompts, candidates, requests) -> list[Judgment]:
+        judgments = []
+        for request in requests:
+            gap = candidates[request.first].data - candidates[request.second].data
+            p_first = float(torch.sigmoid(torch.tensor(self.sharpness * gap + self.position_bias)))
+            judgments.append(Judgment(probs=(p_first, 1.0 - p_first, 0.0)))
+        return judgments
 
 
 def _main(argv: list[str]) -> int:

@@ -157,3 +157,21 @@ def test_accelerate_launch_and_early_errors(tmp_path):
     assert bad.returncode != 0 and "lacks column(s) ['Overall']" in bad.stderr
     unknown = run("--data.train", str(data), "--train.learning_rate", "1e-3")
     assert unknown.returncode != 0 and "valid keys here" in unknown.stderr and "head_lr" in unknown.stderr
+
+
+def test_judge_learns_as_a_verdict_classifier(tmp_path, pairs_csv):
+    """model.kind=judge: the tiny generative judge learns "brighter" (VQ) from its verdict logits in both
+    presentation orders; the saved judge (merged LoRA) loads and its compare() agrees with the labels."""
+    out = tmp_path / "judge"
+    result = run("--data.train", str(pairs_csv), "--output_dir", str(out), "--model.kind", "judge",
+                 "--model.judge_dim", "VQ", "--train.epochs", "3", "--train.lr", "3e-3")  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    final = [r for r in read_metrics(out) if "val/VQ/acc_without_ties" in r][-1]
+    assert final["val/VQ/acc_without_ties"] >= 0.85, final
+    judge = mmreward.load_reward(str(out))
+    assert type(judge).__name__ == "VLMPairwiseJudge"
+    pairs = read_pairs(pairs_csv, ["VQ"])[:40]
+    compared = judge.compare([p.prompt for p in pairs], [p.path_a for p in pairs], [p.path_b for p in pairs])
+    evidence = compared.prob_a - (1 - compared.prob_a - compared.tie)
+    labels = torch.tensor([p.labels["VQ"] for p in pairs])
+    assert float(((evidence > 0) == (labels > 0)).float().mean()) >= 0.85

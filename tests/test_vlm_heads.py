@@ -98,8 +98,11 @@ def test_videos_are_sampled_at_two_fps(head, sample_videos):
     assert math.isclose(sampled.fps, sampled.pixels.shape[0] / probe.duration)
     out = head.score(["a bunny", "bikes"], [path, sample_videos["bikes"]])
     assert not bool(out.failed.any()) and bool(torch.isfinite(out.scores).all())
-    # In-memory videos: resampled from input_video_fps, or taken as already sampled.
+    # In-memory videos: resampled from input_video_fps, or taken as already sampled; prepare() also takes the
+    # canonical tensor directly (as mmreward serve calls it).
     video = torch.rand(24, 3, 56, 56)
+    direct = head.score_prepared_batch(["a clip"], [head.prepare(video)], [None]).scores
+    torch.testing.assert_close(direct, head.score(["a clip"], [video]).scores)
     assert head._sample_tensor_video(video).pixels.shape[0] == 24
     head.input_video_fps = 8.0
     try:
@@ -159,3 +162,41 @@ def test_items_longer_than_the_context_fail_alone(head, sample_images):
     assert out.failed.tolist() == [False, True]
     assert "more than the model's context of 300" in out.errors[1]
     assert math.isfinite(float(out.scores[0])) and math.isnan(float(out.scores[1]))
+
+
+@pytest.mark.parametrize("family", ["qwen2_5_vl", "qwen3_vl"])
+def test_other_backbones_score_images_and_videos(family, tiny_root, sample_images):
+    """Qwen2.5-VL (fps-aware rotary positions) and Qwen3-VL (timestamps, deepstack features) heads: an image and a
+    video in one batch score as they do alone."""
+    reward = testing.tiny_reward_head(backbone=family, root=tiny_root)
+    video = torch.rand(6, 3, 56, 56, generator=torch.Generator().manual_seed(0))
+    out = reward.score(["a cat", "a clip"], [sample_images[0], video])
+    assert not bool(out.failed.any())
+    alone = torch.stack(
+        [reward.score([p], [m]).scores[0] for p, m in (("a cat", sample_images[0]), ("a clip", video))]
+    )
+    torch.testing.assert_close(out.scores, alone, atol=1e-4, rtol=1e-4)
+
+
+def test_cli_scores_with_a_head_and_refuses_pairwise_judges(tiny_root, sample_images, sample_videos, tmp_path):
+    import subprocess
+    import sys
+
+    head_preset = testing.tiny_vlm_preset("videoreward", tiny_root)
+    judge_preset = testing.tiny_vlm_preset("unifiedreward-pairwise", tiny_root)
+    out = tmp_path / "scores.jsonl"
+    command = [sys.executable, "-m", "mmreward.cli", "score", "--prompt", "a scene", "--no-progress"]
+    media = [str(sample_images[0]), str(sample_videos["bikes"])]
+    ok = subprocess.run(
+        [*command, "--reward", str(head_preset), "--output", str(out), *media],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert ok.returncode == 0, ok.stderr[-2000:]
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(rows) == 2 and all(not r["failed"] and {"videoreward.VQ", "videoreward.TA"} <= set(r) for r in rows)
+    refused = subprocess.run(
+        [*command, "--reward", str(judge_preset), str(sample_images[0])], capture_output=True, text=True, timeout=300
+    )
+    assert refused.returncode == 2 and "pairwise judge" in refused.stderr

@@ -1,1 +1,2 @@
-"""Datasets: preference pairs (with per-dimension labels and ties) and prompt sets, read from files."""
+"""Datasets: preference pairs (media pairs for generators, labelled pair files for reward models) and prompt sets,
+read from files into plain Python objects and tensors."""

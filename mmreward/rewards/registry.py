@@ -8,6 +8,7 @@ dimensions, template, frame sampling). ``load_reward`` takes
 - a path to a preset YAML file (your own weights or settings),
 - a directory holding ``mmreward_reward.yaml`` (what the training programs save), or
 - ``"package.module:ClassName"`` for a reward class of your own,
+- ``"http://host:port"`` for a reward served by ``mmreward serve``,
 
 plus keyword overrides (``device``, ``dtype``, ``weights``, ...).
 """
@@ -141,6 +142,8 @@ def resolve_reward(name: str) -> tuple[type[RewardModel], dict[str, Any], str]:
     Raises:
         UnknownRewardError: the name matches nothing; the message lists the registered names.
     """
+    if name.startswith(("http://", "https://")):
+        return import_class("mmreward.rewards.remote:RemoteReward"), {"url": name}, name
     preset = find_preset(name)
     if preset is not None:
         return preset.reward_class(), dict(preset.kwargs), preset.name
@@ -151,7 +154,8 @@ def resolve_reward(name: str) -> tuple[type[RewardModel], dict[str, Any], str]:
         return cls, {}, name
     raise UnknownRewardError(
         f"unknown reward {name!r}. Registered rewards: {', '.join(list_rewards())}. Also accepted: a preset "
-        "YAML file, a directory saved by align/train_reward.py, or 'package.module:ClassName'"
+        "YAML file, a directory saved by align/train_reward.py, 'package.module:ClassName', or the URL of an "
+        "`mmreward serve` server"
     )
 
 

@@ -353,12 +353,6 @@ class VLMBackbone:
             mm_encoder_outputs=encoder_outputs,
         )
 
-    def sequence_length(self, seq: PromptSequence) -> int:
-        """Length of ``seq`` once its image pads are expanded."""
-        image_tokens = sum(sum(self.image_tokens(v.grid_thw)) for v in seq.visuals)
-        pads = sum(int(v.grid_thw.shape[0]) for v in seq.visuals)
-        return len(seq.ids) - pads + image_tokens
-
     # -- generation ------------------------------------------------------------------------------------------
 
     def eos_token_ids(self) -> list[int]:

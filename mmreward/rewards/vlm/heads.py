@@ -316,8 +316,14 @@ class VLMHeadReward(RewardModel):
         count = videoalign_num_frames(video.shape[0], self.input_video_fps, self.video_fps)
         return SampledMedia(media_io.select_frames(video, count), count * self.input_video_fps / video.shape[0])
 
-    def prepare(self, media: SampledMedia) -> dict[str, Any]:
-        """The chat messages and uint8 pixels of one item (CPU). The prompt is filled in at batch time."""
+    def prepare(self, media: SampledMedia | torch.Tensor) -> dict[str, Any]:
+        """The chat messages and uint8 pixels of one item (CPU). The prompt is filled in at batch time.
+
+        Takes what :meth:`load_media` returns, or a canonical tensor (an in-memory video is then treated as
+        :meth:`load_media` treats one: resampled from ``input_video_fps`` or taken as already sampled).
+        """
+        if isinstance(media, torch.Tensor):
+            media = SampledMedia(media) if media.ndim == 3 else self._sample_tensor_video(media)
         pixels = media.pixels
         kind = "video" if pixels.ndim == 4 else "image"
         section = self.template.section(kind)

@@ -95,19 +95,26 @@ class VerdictReadout:
             options.append(key)
         return VerdictReadout(path=tuple(path), options=tuple(options))
 
+    def log_probs(self, logits: torch.Tensor) -> torch.Tensor:
+        """``(B, len(path) + 1, V)`` logits of the last positions -> ``(B, 3)`` log-probabilities of (first, second,
+        tie), renormalized over the verdicts (``-inf`` for an absent tie). Differentiable (judge training)."""
+        logp = torch.log_softmax(logits.float(), dim=-1)
+        # Cumulative log-probability of following the path for t steps: column t, (B, len(path) + 1); column 0 is 0.
+        along = [torch.zeros(logp.shape[0], device=logp.device)]
+        for t, token in enumerate(self.path):
+            along.append(along[-1] + logp[:, t, token])
+        columns = []
+        for option in self.options:
+            if option is None:
+                columns.append(torch.full((logp.shape[0],), -math.inf, device=logp.device))
+            else:
+                depth, token = option
+                columns.append(along[depth] + logp[:, depth, token])
+        return torch.log_softmax(torch.stack(columns, dim=1), dim=-1)
+
     def read(self, logits: torch.Tensor) -> torch.Tensor:
         """``(B, len(path) + 1, V)`` logits of the last positions -> ``(B, 3)`` probabilities (first, second, tie)."""
-        logp = torch.log_softmax(logits.float(), dim=-1)
-        # Cumulative log-probability of following the path for t steps: (B, len(path) + 1), column 0 is 0.
-        along = torch.zeros(logp.shape[0], len(self.path) + 1, device=logp.device)
-        for t, token in enumerate(self.path):
-            along[:, t + 1] = along[:, t] + logp[:, t, token]
-        scores = torch.full((logp.shape[0], 3), -math.inf, device=logp.device)
-        for k, option in enumerate(self.options):
-            if option is not None:
-                depth, token = option
-                scores[:, k] = along[:, depth] + logp[:, depth, token]
-        return torch.softmax(scores, dim=-1).cpu()
+        return self.log_probs(logits).exp().cpu()
 
 
 class _ScoreSkeleton:
@@ -178,6 +185,7 @@ class _LocalJudge:
             what=f"{type(self).__name__} judge",
             hint=f"load_reward(<preset>, weights='/path/to/{weights.rsplit('/', 1)[-1]}')",
         )
+        self.backbone_dir = directory
         self.backbone = VLMBackbone.from_pretrained(
             directory,
             device=self.device,

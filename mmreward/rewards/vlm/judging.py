@@ -212,9 +212,8 @@ class JudgeMixin:
 
     def load_media(self, item: Any) -> torch.Tensor:
         # Judges see a video as video_num_frames frames; a shorter video is refused (or repeats frames).
-        if_short = "error" if self.if_short == "error" else "repeat"
         return media_io.to_tensor(
-            item, num_frames=self.video_num_frames, if_short=if_short, max_pixels=self.max_pixels
+            item, num_frames=self.video_num_frames, if_short=self.if_short, max_pixels=self.max_pixels
         )
 
     def frames_of(self, media: torch.Tensor) -> tuple[MediaKind, torch.Tensor]:
@@ -310,7 +309,9 @@ class PairwiseJudgeBase(JudgeMixin, RewardModel):
                 runnable.append(n)
         requests = [Request(plans[n][1], remap[plans[n][2]], remap[plans[n][3]]) for n in runnable]
         if requests:
-            for n, judgment in zip(runnable, self.run_judgments(list(prompts), candidates, requests), strict=True):
+            with torch.inference_mode():
+                judgments = self.run_judgments(list(prompts), candidates, requests)
+            for n, judgment in zip(runnable, judgments, strict=True):
                 results[n] = judgment
         return [
             PairJudgment(pair=k, first=first, second=second, judgment=results[n])
