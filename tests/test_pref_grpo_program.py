@@ -18,6 +18,7 @@ from safetensors.torch import load_file
 from align.pref_grpo import PrefGRPOConfig, main
 from mmreward.errors import ConfigError
 from mmreward.flow.grpo import OffPolicyError
+from mmreward.media import load_video
 from mmreward.testing import tiny_pipeline
 from mmreward.train.config import parse_config
 from mmreward.train.tracking import read_metrics
@@ -175,3 +176,27 @@ def test_on_policy_check_stops_a_cfg_mismatch_before_training(tmp_path):
     with pytest.raises(OffPolicyError, match=r"Cause: CFG mismatch. The rollout sampled with guidance_scale=4.5"):
         main(cfg)
     assert not (tmp_path / "checkpoints").exists()
+
+
+@pytest.mark.parametrize("family", ["wan", "flux"])
+def test_video_and_guidance_distilled_families_train_on_policy(family, tmp_path):
+    """Wan: videos through the rollout, the judge (frames) and an mp4 grid. FLUX.1-dev: guidance is an embedding,
+    so a CFG-free training forward (loss.cfg=false) still evaluates the sampling policy and the check passes."""
+    if family == "wan":
+        cfg = _cfg(REPO / "configs" / "tiny" / "pref_grpo_wan.yaml", tmp_path, "--check_on_policy", "true")
+    else:
+        cfg = _cfg(PAIRWISE, tmp_path, "--model.family", "flux", "--rollout.guidance_scale", "3.5", "--loss.cfg",
+                   "false", "--eval.guidance_scale", "3.5", "--train.max_steps", "1", "--check_on_policy", "true",
+                   "--eval.every", "1", "--train.save_every", "1")  # fmt: skip
+    main(cfg)
+    rows = read_metrics(tmp_path)
+    train_row = next(r for r in rows if "reward/mean" in r)
+    assert train_row["ratio/first_dev"] < 1e-5 and train_row["update/optimizer_steps"] == 1
+    final_eval = next(r for r in rows if r["step"] == 1 and "eval/win_rate_vs_base" in r)
+    assert 0.4 < final_eval["eval/win_rate_vs_base"] < 0.6  # one small step: still close to the base model
+    grid = tmp_path / "eval" / ("step-00000001.mp4" if family == "wan" else "step-00000001.png")
+    assert grid.is_file()
+    if family == "wan":
+        frames, info = load_video(grid)
+        assert info.total_frames == 5 and frames.shape[1] == 3
+    assert (tmp_path / LORA_FILE).is_file()
