@@ -262,7 +262,7 @@ def main(cfg: PrefGRPOConfig) -> Path:
         step, failed_total, guard.skipped = state["step"], state["failed_total"], state["nonfinite_skipped"]
     first_step = step
 
-    # -- the base model's evaluation samples (same seeds as every later evaluation): the comparison point
+    # -- held-out evaluation: ODE samples from fixed seeds, scored, compared with the base model's, saved as a grid
     def run_eval(at: int, samples_of: Any, base=None, base_scores=None, log: bool = True):
         start = clock(device)
         samples = samples_of()
@@ -273,7 +273,8 @@ def main(cfg: PrefGRPOConfig) -> Path:
         )  # fmt: skip
         grid = grid_samples(samples, eval_cfg.grid_prompts * eval_cfg.samples_per_prompt, accelerator)
         if log and accelerator.is_main_process:
-            save_grid(output / "eval" / f"step-{at:08d}", grid, eval_cfg.samples_per_prompt, eval_cfg.video_fps)
+            if len(grid):
+                save_grid(output / "eval" / f"step-{at:08d}", grid, eval_cfg.samples_per_prompt, eval_cfg.video_fps)
             tracker.log(at, {**metrics, "time/eval": clock(device) - start})
         return samples, scores
 
@@ -287,7 +288,7 @@ def main(cfg: PrefGRPOConfig) -> Path:
             return sample_eval(model, eval_prompts, eval_cfg, **size, negative_prompt=rollout_cfg.negative_prompt,
                                accelerator=accelerator, seed=train.seed)  # fmt: skip
 
-    base = base_scores = None
+    base = base_scores = None  # the base model's samples on the same seeds: the comparison point of every evaluation
     if eval_cfg.every:
         base, base_scores = run_eval(0, base_eval_samples, log=step == 0)
 

@@ -20,6 +20,15 @@ default), so that other jobs on a shared machine do not count. The last line is
 The rollout alone is also compared with ``StableDiffusion3Pipeline.__call__`` on the same transformer, steps,
 batch, guidance, prompt embeddings and initial noise (Euler ODE, decoded to tensors): the cost of the SDE steps'
 log-probability bookkeeping.
+
+Measured on the shared 2-core CPU machine (CPU time, one thread, best of 3), 2 prompts x 4 samples, 6 SDE steps,
+3 trained with KL:
+- default (2 layers, 32x32 latents): step 5.28 s vs bare calls 5.18 s (pointwise, +1.9%), 5.24 vs 5.27 s
+  (pairwise, -0.5%); rollout 2.09 s vs the pipeline's 2.05 s (+2.2%); ``overhead: 2%``.
+- ``--layers 4 --latent-size 48``: step 23.11 vs 23.02 s (+0.4%), 23.41 vs 23.37 s (+0.2%); rollout 8.76 s vs
+  8.81 s (-0.5%); ``overhead: 0%``.
+The tiny reward models cost milliseconds here; with a real judge the reward phase is the judge's own time plus the
+gather of a group's media to its owner (none when every process holds whole groups).
 """
 
 from __future__ import annotations

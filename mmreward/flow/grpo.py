@@ -363,8 +363,8 @@ class WinRateReward:
 
 @dataclass
 class GroupRewards:
-    """Every sample's reward, on every process (``(P G,)`` tensors on the CPU), and the failures' reasons (main
-    process only: ``[(global index, reason)]``)."""
+    """Every sample's reward, on every process (``(P G,)`` tensors on the CPU), and the failures' reasons
+    (``[(global index, reason)]``, all processes' failures)."""
 
     scores: torch.Tensor
     failed: torch.Tensor
