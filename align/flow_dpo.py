@@ -32,7 +32,6 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-import os
 import sys
 from collections.abc import Iterable, Iterator
 from contextlib import nullcontext
@@ -43,7 +42,6 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
-from accelerate.utils import DistributedType
 from diffusers.optimization import get_scheduler
 from safetensors import safe_open
 from safetensors.torch import save_file
@@ -52,11 +50,12 @@ from mmreward.data.media_pairs import SkippedPair, load_fitted, read_pairs
 from mmreward.errors import ConfigError, MediaError
 from mmreward.flow.models import DEFAULT_LORA_TARGETS, FlowModel, PromptEmbeds, check_attention, load_flow_model
 from mmreward.flow.noising import logit_normal, noisy_latents, velocity_target
-from mmreward.flow.rollout import sample
+from mmreward.flow.rollout import sample, seeded
 from mmreward.losses import flow_dpo_loss, flow_matching_error, flow_rwr_loss, rwr_weights
 from mmreward.rewards.mix import RewardMix
 from mmreward.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from mmreward.train.config import parse_config, save_config
+from mmreward.train.distributed import require_ddp
 from mmreward.train.ema import EMA
 from mmreward.train.guards import NonFiniteGuard, finite_everywhere
 from mmreward.train.lora import LoraReference, add_lora, save_lora
@@ -237,12 +236,6 @@ class TrainingSet:
             None if self.rejected is None else self.rejected[rows],
             None if self.weights is None else self.weights[rows],
         )
-
-
-def seeded(*parts: object) -> torch.Generator:
-    """A CPU generator seeded from ``parts`` (seed, rank, step, ...): randomness that a resumed run reproduces."""
-    digest = hashlib.sha256("/".join(map(str, parts)).encode()).hexdigest()
-    return torch.Generator().manual_seed(int(digest[:15], 16))
 
 
 def synthetic_pairs(
@@ -468,19 +461,7 @@ def rwr_loss(cfg, model, transformer, reference, batch: TrainingSet, generators,
 def main(cfg: FlowDPOConfig) -> Path:
     train = cfg.train
     accelerator = Accelerator(mixed_precision=train.mixed_precision)
-    launched = int(os.environ.get("WORLD_SIZE", "1"))
-    if launched != accelerator.num_processes:
-        raise ConfigError(
-            f"{launched} processes were launched but accelerate set up {accelerator.num_processes}; on a machine "
-            "without GPUs set ACCELERATE_USE_CPU=1 (accelerate launch --multi_gpu then runs DDP on the CPU)"
-        )
-    if accelerator.distributed_type not in (DistributedType.NO, DistributedType.MULTI_GPU, DistributedType.MULTI_CPU):
-        raise ConfigError(
-            f"flow_dpo trains LoRA adapters under DDP (single or multi GPU); {accelerator.distributed_type} is not "
-            "supported: the adapter-disabled reference, EMA and exact checkpoints need whole adapter weights on "
-            "every process. Use configs/accelerate/single_gpu.yaml or multi_gpu.yaml with bf16 weights and "
-            "model.gradient_checkpointing for memory"
-        )
+    require_ddp(accelerator, "flow_dpo")
     check_attention(cfg.model.attention, accelerator.device)
     output = Path(cfg.output_dir)
     if accelerator.is_main_process:

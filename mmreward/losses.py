@@ -1,6 +1,7 @@
 """Pure loss math on tensors (no models, no I/O), each function checked against hand-derived values in tests.
 
-- Generator alignment: flow-matching errors, Flow-DPO and Flow-RWR (VideoAlign, arXiv 2501.13918).
+- Generator alignment: flow-matching errors, Flow-DPO and Flow-RWR (VideoAlign, arXiv 2501.13918); the clipped
+  policy-gradient objective and step KL of Flow-GRPO (arXiv 2505.05470) and Pref-GRPO (arXiv 2508.20751).
 - Reward-model training: Bradley-Terry, Bradley-Terry with ties (Rao-Kupper) and margin losses on reward gaps.
 """
 
@@ -135,6 +136,86 @@ def flow_rwr_loss(policy_error: torch.Tensor, weights: torch.Tensor) -> torch.Te
     """Flow-RWR (VideoAlign, arXiv 2501.13918): ``mean_i w_i * e_i`` for per-sample flow-matching errors ``e_i``
     and weights from :func:`rwr_weights`."""
     return (weights.to(policy_error.device).float() * policy_error).mean()
+
+
+# ------------------------------------------------------------------------- policy gradient (Flow-GRPO, Pref-GRPO)
+
+
+@dataclass
+class GRPOLossOutput:
+    """Per-sample clipped surrogate and its diagnostics, all ``(B,)``; only ``losses`` carries gradients."""
+
+    losses: torch.Tensor
+    ratio: torch.Tensor  # exp(logp - logp_old)
+    clipped: torch.Tensor  # bool, |ratio - 1| > clip_range (the clip is active or would be for the other sign)
+    approx_kl: torch.Tensor  # (logp - logp_old)^2 / 2, the estimator Flow-GRPO logs
+
+
+def grpo_clip_loss(
+    log_prob: torch.Tensor, old_log_prob: torch.Tensor, advantages: torch.Tensor, clip_range: float
+) -> GRPOLossOutput:
+    """PPO's clipped surrogate on one denoising step (Flow-GRPO, arXiv 2505.05470, eq. 4; Pref-GRPO the same).
+
+    With ``rho = exp(logp - logp_old)`` (log-probabilities of the stored next latents under the current policy and
+    under the policy that sampled them) and the sample's advantage ``A``:
+    ``loss = max(-A * rho, -A * clip(rho, 1 - eps, 1 + eps))``, the negative of PPO's pessimistic objective.
+    Log-probabilities are per-element means (:func:`mmreward.flow.sde.gaussian_log_prob`), so ``rho`` stays close
+    to 1 and the clip ranges of the released configs are small (1e-4; 1e-5 for Flow-GRPO-Fast).
+    """
+    if clip_range <= 0:
+        raise ValueError(f"clip_range must be > 0, got {clip_range}")
+    log_ratio = log_prob.float() - old_log_prob.float()
+    ratio = torch.exp(log_ratio)
+    advantages = advantages.float()
+    unclipped = -advantages * ratio
+    clipped = -advantages * torch.clamp(ratio, 1.0 - clip_range, 1.0 + clip_range)
+    return GRPOLossOutput(
+        losses=torch.maximum(unclipped, clipped),
+        ratio=ratio.detach(),
+        clipped=(ratio.detach() - 1.0).abs() > clip_range,
+        approx_kl=0.5 * log_ratio.detach() ** 2,
+    )
+
+
+def gaussian_kl(mean: torch.Tensor, ref_mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    """``(B,)`` KL(N(mean, std^2) || N(ref_mean, std^2)) per element, averaged over the non-batch elements:
+    ``mean_elems (mean - ref_mean)^2 / (2 std^2)`` (equal variances: the log-variance and trace terms cancel)."""
+    per_element = (mean.float() - ref_mean.float()) ** 2 / (2 * std.float() ** 2)
+    return per_element.mean(dim=tuple(range(1, per_element.ndim)))
+
+
+def step_kl(
+    mean: torch.Tensor,
+    ref_mean: torch.Tensor,
+    std: torch.Tensor,
+    dt: torch.Tensor | float,
+    *,
+    sde_type: str,
+    includes_dt: bool = True,
+) -> torch.Tensor:
+    """``(B,)`` KL of one stochastic step between the policy and the reference, in either public convention.
+
+    Both policies share the step's noise, so the KL compares their means. For the ``flow`` and ``dance`` SDEs the
+    full standard deviation is ``std = s_t * sqrt(-dt)``:
+
+    - ``includes_dt=True``: the true Gaussian KL, ``mean (mu - mu_ref)^2 / (2 s_t^2 (-dt))`` (Pref-GRPO's
+      ``fastvideo/grpo/kl.py::compute_kl_loss``);
+    - ``includes_dt=False``: Flow-GRPO's ``scripts/train_sd3.py``, which divides by ``2 s_t^2`` only, i.e.
+      ``(-dt) * KL`` (flow_grpo issue #78): the same penalty re-weighted by the step size, so its ``beta`` is
+      larger for the same strength.
+
+    CPS steps (``sde_type="cps"``) have no ``sqrt(-dt)`` in their standard deviation; both conventions are the
+    true KL there. ``dt`` (``sigma_next - sigma < 0``) is a float or one value per sample.
+    """
+    kl = gaussian_kl(mean, ref_mean, std)
+    if includes_dt or sde_type == "cps":
+        return kl
+    if sde_type not in ("flow", "dance"):
+        raise ValueError(f"step KL is defined for the flow, dance and cps SDEs, not {sde_type!r}")
+    dt = torch.as_tensor(dt, dtype=torch.float32, device=kl.device)
+    if bool((dt >= 0).any()):
+        raise ValueError("dt = sigma_next - sigma must be negative (sampling runs from noise to data)")
+    return kl * (-dt)
 
 
 # ------------------------------------------------------------------------------------- reward-model training losses

@@ -46,7 +46,10 @@ def test_every_align_and_tiny_config_loads_into_its_programs_config():
     gives the config dataclass, which must accept the file."""
     files = sorted((REPO / "configs").glob("align/**/*.yaml")) + sorted((REPO / "configs").glob("tiny/**/*.yaml"))
     walked = [Path(d) / f for sub in ("align", "tiny") for d, _, fs in os.walk(REPO / "configs" / sub) for f in fs]
-    assert len(files) == len([f for f in walked if f.suffix == ".yaml"]) and len(files) >= 9
+    assert len(files) == len([f for f in walked if f.suffix == ".yaml"]) and len(files) >= 20
+    names = {f.stem for f in files}
+    grpo = {f"{kind}_grpo_{family}" for kind in ("flow", "pref") for family in ("sd3", "flux", "wan")}
+    assert grpo | {"flow_grpo", "pref_grpo", "pref_grpo_wan"} <= names  # both GRPO modes for every family + tiny
     checked = 0
     for path in files:
         header = path.read_text().split("\n\n")[0]

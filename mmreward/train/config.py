@@ -92,10 +92,17 @@ def load_config(schema: type[T], config_file: str | Path | None = None, override
         raise _explain(schema, err, "the merged config") from err
 
 
-def parse_config(schema: type[T], argv: list[str] | None = None, *, description: str | None = None) -> T:
+def parse_config(
+    schema: type[T],
+    argv: list[str] | None = None,
+    *,
+    description: str | None = None,
+    switches: dict[str, tuple[str, str]] | None = None,
+) -> T:
     """Parse ``--config FILE`` and overrides from ``argv`` (default ``sys.argv[1:]``) into a ``schema`` instance.
 
-    ``--print-config`` prints the resolved config as YAML and exits.
+    ``--print-config`` prints the resolved config as YAML and exits. ``switches`` adds flags that take no value,
+    each setting a boolean config key to true: ``{"--check-on-policy": ("check_on_policy", "help text")}``.
     """
     parser = argparse.ArgumentParser(
         description=description,
@@ -103,8 +110,14 @@ def parse_config(schema: type[T], argv: list[str] | None = None, *, description:
     )
     parser.add_argument("--config", help="YAML file with config values")
     parser.add_argument("--print-config", action="store_true", help="print the resolved config and exit")
+    for flag, (_, help_text) in (switches or {}).items():
+        parser.add_argument(flag, action="store_true", help=help_text)
     args, rest = parser.parse_known_args(sys.argv[1:] if argv is None else argv)
-    cfg = load_config(schema, args.config, _to_dotlist(rest))
+    overrides = _to_dotlist(rest)
+    for flag, (key, _) in (switches or {}).items():
+        if getattr(args, flag.lstrip("-").replace("-", "_")):
+            overrides.append(f"{key}=true")
+    cfg = load_config(schema, args.config, overrides)
     if args.print_config:
         print(to_yaml(cfg), end="")
         raise SystemExit(0)

@@ -1,0 +1,375 @@
+"""Flow-GRPO and Pref-GRPO: group-relative policy optimization of rectified-flow generators (SD3, FLUX, Wan) with LoRA.
+
+Flow-GRPO (Liu et al. 2025, arXiv 2505.05470): sample a group of G images or videos per prompt with an SDE sampler
+that has per-step log-probabilities, reward them with pointwise rewards, normalize within the group, and take
+PPO-clipped steps on the stored denoising steps, optionally with a KL to the reference model. Pref-GRPO (Wang et
+al. 2025, arXiv 2508.20751): the reward is each sample's win rate against the rest of its group under a pairwise
+judge (UnifiedReward-Think in the paper), which resists reward hacking. ``reward.mode`` picks one:
+
+- ``pairwise``: :func:`mmreward.win_rate` of every sample in its group (all pairs, both presentation orders) under
+  ``reward.judge`` (a local or remote judge preset, or ``module:Class``);
+- ``pointwise``: the weighted mix ``reward.rewards: {name: weight}`` of any registered rewards.
+
+    accelerate launch --config_file configs/accelerate/multi_gpu.yaml align/pref_grpo.py \\
+        --config configs/align/pref_grpo_sd3.yaml [--train.learning_rate 1e-4 ...]
+    python align/pref_grpo.py --config configs/tiny/pref_grpo.yaml        # tiny random SD3 on the CPU
+    python align/pref_grpo.py --config ... --check-on-policy --train.max_steps 1   # the "ratio == 1" self-test
+
+One step: P prompts (``rollout.prompts_per_step``, over all processes) x G samples, laid out prompt-major over the
+processes; rewards of a group are computed with the whole group in hand (media are gathered to the group's owner
+when a group spans processes); advantages per prompt; ``train.updates_per_step`` optimizer steps of micro-batches
+over the trained steps (the loop pieces are functions of :mod:`mmreward.flow.grpo`, shared with Adv-GRPO).
+``--check-on-policy`` stops the run if the first inner step's importance ratio is not 1 and names the setting that
+breaks it (CFG, batch size, precision).
+
+Writes ``output_dir/config.yaml``, ``metrics.jsonl`` (reward, advantages, ratio, clip fraction, KL, grad norm,
+step-time split; ``eval/*`` rows with held-out rewards, win rate against the base model and diversity),
+``eval/step-*.png`` (``.mp4`` for video) sample grids, ``reward_failures.jsonl``, atomic checkpoints under
+``checkpoints/`` (resumed automatically), and the final LoRA in the diffusers format under ``lora/`` (EMA weights
+when EMA is on): ``pipeline.load_lora_weights(output_dir/lora)``.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from accelerate import Accelerator
+from diffusers.optimization import get_scheduler
+
+from align.flow_dpo import LoraSettings, ModelConfig
+from mmreward.data.prompts import read_prompts
+from mmreward.errors import ConfigError
+from mmreward.flow.evaluation import (
+    EmbeddingFeatures,
+    EvalConfig,
+    check_eval_config,
+    evaluate,
+    grid_samples,
+    pixel_features,
+    sample_eval,
+    save_grid,
+)
+from mmreward.flow.grpo import (
+    AdvantageConfig,
+    GroupLayout,
+    GRPOLossConfig,
+    MixReward,
+    OffPolicyError,
+    PolicyOptimizer,
+    RolloutConfig,
+    WinRateReward,
+    check_loss_config,
+    check_rollout_config,
+    compute_rewards,
+    group_advantages,
+    grpo_update,
+    iteration_prompts,
+    rollout_groups,
+)
+from mmreward.flow.models import check_attention, load_flow_model
+from mmreward.rewards.mix import RewardMix
+from mmreward.rewards.registry import load_reward
+from mmreward.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from mmreward.train.config import parse_config, save_config
+from mmreward.train.distributed import require_ddp
+from mmreward.train.ema import EMA
+from mmreward.train.guards import NonFiniteGuard
+from mmreward.train.lora import LoraReference, add_lora, save_lora
+from mmreward.train.tracking import Tracker
+
+# ----------------------------------------------------------------------------------------------------- config
+
+
+@dataclass
+class DataConfig:
+    prompts: str | None = None  # training prompts: .txt (one per line) or a table (.csv/.jsonl/.json/.parquet)
+    prompt_column: str | None = None  # tables: the prompt column (default "prompt"; UniGenBench: prompt_en)
+    eval_prompts: str | None = None  # held-out prompts (needed when eval.every > 0)
+    eval_prompt_column: str | None = None
+
+
+@dataclass
+class RewardConfig:
+    mode: Literal["pairwise", "pointwise"] = "pairwise"
+    judge: str | None = None  # pairwise: a judge preset (unifiedreward-think, *-remote), preset file or module:Class
+    judge_options: dict[str, Any] = field(default_factory=dict)  # overrides for the judge (dtype, endpoint, ...)
+    orders: Literal["both", "ab", "random"] = "both"  # presentation orders per pair (both cancels position bias)
+    rewards: dict[str, float] = field(default_factory=dict)  # pointwise: {reward name: weight}
+
+
+@dataclass
+class TrainConfig:
+    max_steps: int = 1000  # steps = rollouts; each runs updates_per_step x inner_epochs optimizer steps
+    micro_batch_size: int = 8  # samples per training forward (keep it equal to rollout.batch_size: same numerics)
+    updates_per_step: int = 1  # optimizer steps per rollout and inner epoch (Flow-GRPO SD3.5: 2)
+    inner_epochs: int = 1  # passes over a rollout's samples (Flow-GRPO: 1)
+    learning_rate: float = 3e-4
+    lr_scheduler: Literal["constant", "constant_with_warmup", "linear", "cosine"] = "constant"
+    lr_warmup_steps: int = 0
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    weight_decay: float = 1e-4
+    adam_epsilon: float = 1e-8
+    max_grad_norm: float = 1.0
+    mixed_precision: Literal["no", "fp16", "bf16"] = "bf16"
+    seed: int = 0
+    ema: bool = True  # EMA of the LoRA weights, used for evaluation and the saved adapter
+    ema_decay: float = 0.9
+    ema_every: int = 8
+    max_nonfinite_steps: int = 10  # consecutive skipped optimizer steps (non-finite gradients) before stopping
+    save_every: int = 50
+    keep_checkpoints: int = 2
+    resume: bool = True  # continue from output_dir/checkpoints/latest when it exists
+    log_every: int = 1
+    on_policy_tolerance: float = 1e-4  # --check-on-policy: largest |ratio - 1| accepted at the first inner step
+
+
+@dataclass
+class PrefGRPOConfig:
+    output_dir: str = "outputs/pref_grpo"
+    logging: list[str] = field(default_factory=lambda: ["jsonl"])  # jsonl, tensorboard, wandb
+    check_on_policy: bool = False  # stop if the first inner step's ratio is not 1 (set by --check-on-policy)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    data: DataConfig = field(default_factory=DataConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    reward: RewardConfig = field(default_factory=RewardConfig)
+    advantage: AdvantageConfig = field(default_factory=AdvantageConfig)
+    loss: GRPOLossConfig = field(default_factory=GRPOLossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def __post_init__(self) -> None:
+        """Cross-field rules, checked before anything is loaded."""
+        reward, train, model = self.reward, self.train, self.model
+        if not self.data.prompts:
+            raise ConfigError("data.prompts is required: a .txt file (one prompt per line) or a prompt table")
+        if reward.mode == "pairwise" and not reward.judge:
+            raise ConfigError("reward.mode=pairwise needs reward.judge, e.g. unifiedreward-think or a *-remote preset")
+        if reward.mode == "pointwise" and not reward.rewards:
+            raise ConfigError("reward.mode=pointwise needs reward.rewards, e.g. {pickscore: 1.0}")
+        if reward.mode == "pointwise" and reward.judge:
+            raise ConfigError("reward.judge is for reward.mode=pairwise; remove it or set the mode to pairwise")
+        if self.eval.every and not self.data.eval_prompts:
+            raise ConfigError("eval.every > 0 needs data.eval_prompts (held-out prompts); or set eval.every: 0")
+        if model.family == "wan" and not model.num_frames:
+            raise ConfigError("model.family=wan generates videos; set model.num_frames (4k + 1, e.g. 33)")
+        if model.family != "wan" and model.num_frames:
+            raise ConfigError(f"model.family={model.family} generates images; remove model.num_frames")
+        for name, value in [("train.max_steps", train.max_steps), ("train.micro_batch_size", train.micro_batch_size),
+                            ("train.updates_per_step", train.updates_per_step),
+                            ("train.inner_epochs", train.inner_epochs), ("train.save_every", train.save_every),
+                            ("train.on_policy_tolerance", train.on_policy_tolerance),
+                            ("lora.rank", self.lora.rank)]:  # fmt: skip
+            if value <= 0:
+                raise ConfigError(f"{name} must be > 0, got {value}")
+        check_rollout_config(self.rollout)
+        check_loss_config(self.loss)
+        check_eval_config(self.eval)
+
+
+# ------------------------------------------------------------------------------------------------------ main
+
+
+def clock(device: torch.device) -> float:
+    """Wall time after the device's queued work (CUDA runs asynchronously): for the step-time split."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
+
+
+def main(cfg: PrefGRPOConfig) -> Path:
+    train, rollout_cfg, eval_cfg = cfg.train, cfg.rollout, cfg.eval
+    accelerator = Accelerator(mixed_precision=train.mixed_precision)
+    require_ddp(accelerator, "pref_grpo")
+    rank, world, device = accelerator.process_index, accelerator.num_processes, accelerator.device
+    layout = GroupLayout(rollout_cfg.prompts_per_step, rollout_cfg.group_size, world, rank)
+    check_eval_config(eval_cfg, world)
+    check_attention(cfg.model.attention, device)
+    prompts = read_prompts(cfg.data.prompts, cfg.data.prompt_column)
+    eval_prompts = []
+    if eval_cfg.every:
+        eval_prompts = read_prompts(cfg.data.eval_prompts, cfg.data.eval_prompt_column)[: eval_cfg.num_prompts]
+        if len(eval_prompts) < eval_cfg.num_prompts:
+            raise ConfigError(
+                f"eval.num_prompts={eval_cfg.num_prompts} but {cfg.data.eval_prompts!r} has {len(eval_prompts)}"
+            )
+    output = Path(cfg.output_dir)
+    if accelerator.is_main_process:
+        save_config(cfg, output)
+    tracker = Tracker(output, cfg.logging, run_name=output.name, config=asdict(cfg),
+                      enabled=accelerator.is_main_process)  # fmt: skip
+
+    # -- rewards (before the generator: a wrong reward name fails in seconds)
+    if cfg.reward.mode == "pairwise":
+        judge = load_reward(cfg.reward.judge, **{"device": device, **cfg.reward.judge_options})
+        reward = WinRateReward(judge, cfg.reward.orders)
+    else:
+        judge = None
+        reward = MixReward(RewardMix(cfg.reward.rewards, device=device))
+    eval_weights = eval_cfg.rewards or (cfg.reward.rewards if cfg.reward.mode == "pointwise" else {})
+    eval_rewards = None
+    if eval_cfg.every and eval_weights:
+        eval_rewards = reward.mix if eval_weights == cfg.reward.rewards else RewardMix(eval_weights, device=device)
+    features = pixel_features
+    if eval_cfg.every and eval_cfg.diversity_features != "pixels":
+        features = EmbeddingFeatures(load_reward(eval_cfg.diversity_features, device=device))
+
+    # -- model, adapter, reference, optimizer
+    weight_dtype = {"no": "float32", "fp16": "float16", "bf16": "bfloat16"}[accelerator.mixed_precision]
+    model = load_flow_model(
+        cfg.model.family, cfg.model.path, device=device, dtype=weight_dtype, vae_dtype=cfg.model.vae_dtype,
+        attention=cfg.model.attention, max_sequence_length=cfg.model.max_sequence_length,
+        prompt_cache_size=cfg.model.prompt_cache_size,
+    )  # fmt: skip
+    size = {"height": cfg.model.height, "width": cfg.model.width, "num_frames": cfg.model.num_frames}
+    model.check_size(**size)
+    if cfg.model.gradient_checkpointing:
+        model.transformer.enable_gradient_checkpointing()
+    add_lora(model.transformer, rank=cfg.lora.rank, alpha=cfg.lora.alpha, target_modules=cfg.lora.target_modules,
+             init=cfg.lora.init)  # fmt: skip
+    unwrapped = model.transformer
+    reference = LoraReference(unwrapped)
+    params = [p for p in unwrapped.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=train.learning_rate, betas=(train.adam_beta1, train.adam_beta2),
+                                  weight_decay=train.weight_decay, eps=train.adam_epsilon)  # fmt: skip
+    # Stepped once per optimizer step by this program (not prepared: accelerate would step it once per process).
+    optimizer_steps = train.max_steps * train.updates_per_step * train.inner_epochs
+    lr_scheduler = get_scheduler(train.lr_scheduler, optimizer, num_warmup_steps=train.lr_warmup_steps,
+                                 num_training_steps=optimizer_steps)  # fmt: skip
+    transformer, optimizer = accelerator.prepare(unwrapped, optimizer)
+    ema = EMA(unwrapped, decay=train.ema_decay, update_every=train.ema_every) if train.ema else None
+    guard = NonFiniteGuard(train.max_nonfinite_steps)
+    policy_optimizer = PolicyOptimizer(params, optimizer, lr_scheduler, train.max_grad_norm, guard, ema)
+    needed = {*prompts, *eval_prompts, rollout_cfg.negative_prompt}
+    if len(needed) <= cfg.model.prompt_cache_size:  # every prompt fits the cache: encode once, free the encoders
+        model.encode_prompts(sorted(needed))
+        model.release_text_encoders()
+
+    # -- resume
+    step, failed_total = 0, 0
+    states = {"optimizer": optimizer, "lr_scheduler": lr_scheduler, **({"ema": ema} if ema is not None else {})}
+    checkpoint = latest_checkpoint(output / "checkpoints") if train.resume else None
+    if checkpoint is not None:
+        state = load_checkpoint(checkpoint, modules={"transformer": unwrapped}, states=states, rank=rank)
+        step, failed_total, guard.skipped = state["step"], state["failed_total"], state["nonfinite_skipped"]
+    first_step = step
+
+    # -- held-out evaluation: ODE samples from fixed seeds, scored, compared with the base model's, saved as a grid
+    def run_eval(at: int, samples_of: Any, base=None, base_scores=None, log: bool = True):
+        start = clock(device)
+        samples = samples_of()
+        metrics, scores = evaluate(
+            samples, eval_cfg.samples_per_prompt, accelerator=accelerator, rewards=eval_rewards,
+            judge=judge if eval_cfg.compare_to_base else None, orders=cfg.reward.orders, base=base,
+            base_scores=base_scores if eval_cfg.compare_to_base else None, features=features,
+        )  # fmt: skip
+        grid = grid_samples(samples, eval_cfg.grid_prompts * eval_cfg.samples_per_prompt, accelerator)
+        if log and accelerator.is_main_process:
+            if len(grid):
+                save_grid(output / "eval" / f"step-{at:08d}", grid, eval_cfg.samples_per_prompt, eval_cfg.video_fps)
+            tracker.log(at, {**metrics, "time/eval": clock(device) - start})
+        return samples, scores
+
+    def policy_eval_samples():
+        with ema.swapped_in() if ema is not None else nullcontext():
+            return sample_eval(model, eval_prompts, eval_cfg, **size, negative_prompt=rollout_cfg.negative_prompt,
+                               accelerator=accelerator, seed=train.seed)  # fmt: skip
+
+    def base_eval_samples():
+        with reference.active():
+            return sample_eval(model, eval_prompts, eval_cfg, **size, negative_prompt=rollout_cfg.negative_prompt,
+                               accelerator=accelerator, seed=train.seed)  # fmt: skip
+
+    base = base_scores = None  # the base model's samples on the same seeds: the comparison point of every evaluation
+    if eval_cfg.every:
+        base, base_scores = run_eval(0, base_eval_samples, log=step == 0)
+
+    # -- loop: rollout, rewards, advantages, update
+    while step < train.max_steps:
+        start = clock(device)
+        step_prompts = iteration_prompts(prompts, step, layout.prompts, train.seed)
+        batch = rollout_groups(model, step_prompts, layout, rollout_cfg, **size, iteration=step, seed=train.seed,
+                               accelerator=accelerator)  # fmt: skip
+        rolled = clock(device)
+        rewards = compute_rewards(reward, batch, layout, accelerator)
+        rewarded = clock(device)
+        groups = torch.arange(layout.prompts).repeat_interleave(layout.group_size)
+        adv = group_advantages(
+            rewards.scores, groups, std=cfg.advantage.std, ddof=cfg.advantage.ddof, eps=cfg.advantage.eps,
+            clip=cfg.advantage.clip, drop_zero_groups=cfg.advantage.drop_zero_groups,
+        )  # fmt: skip
+        check = cfg.check_on_policy and step == first_step
+        updated_metrics = grpo_update(
+            model, batch, adv.values[batch.index], adv.keep[batch.index], transformer=transformer,
+            reference=reference, optimizer=policy_optimizer, loss=cfg.loss, micro_batch_size=train.micro_batch_size,
+            updates=train.updates_per_step, inner_epochs=train.inner_epochs, accelerator=accelerator,
+            seed=(train.seed, "update", step), on_policy_tolerance=train.on_policy_tolerance if check else None,
+            mixed_precision=accelerator.mixed_precision,
+        )  # fmt: skip
+        if check and accelerator.is_main_process:
+            print(f"pref_grpo: on-policy check passed (max |ratio - 1| = {updated_metrics['ratio/first_dev']:.2e})")
+        step += 1
+        done = clock(device)
+        failed = int(rewards.failed.sum())
+        failed_total += failed
+        if rewards.errors and accelerator.is_main_process:
+            with (output / "reward_failures.jsonl").open("a", encoding="utf-8") as f:
+                for index, reason in rewards.errors:
+                    prompt = step_prompts[index // layout.group_size]
+                    f.write(json.dumps({"step": step, "sample": index, "prompt": prompt, "reason": reason}) + "\n")
+        if step % train.log_every == 0:
+            valid = rewards.scores[~rewards.failed]
+            logged = {
+                "reward/mean": float(valid.mean()) if len(valid) else float("nan"),
+                "reward/std": float(valid.std()) if len(valid) > 1 else float("nan"),
+                **{f"reward/{name}": float(values.nanmean()) for name, values in rewards.components.items()},
+                "reward/failed": failed, "reward/failed_total": failed_total, **adv.stats, **updated_metrics,
+                "lr": lr_scheduler.get_last_lr()[0], "nonfinite_skipped": guard.skipped,
+                "time/rollout": rolled - start, "time/reward": rewarded - rolled, "time/update": done - rewarded,
+                "time/step": done - start,
+            }  # fmt: skip
+            if device.type == "cuda":
+                logged["memory/peak_gb"] = torch.cuda.max_memory_allocated(device) / 2**30
+            tracker.log(step, logged)
+        if eval_cfg.every and (step % eval_cfg.every == 0 or step == train.max_steps):
+            run_eval(step, policy_eval_samples, base, base_scores)
+        if step % train.save_every == 0 or step == train.max_steps:
+            save_checkpoint(
+                output / "checkpoints", step, modules={"transformer": unwrapped}, states=states,
+                extra={"failed_total": failed_total, "nonfinite_skipped": guard.skipped},
+                keep_last=train.keep_checkpoints, rank=rank, barrier=accelerator.wait_for_everyone,
+            )  # fmt: skip
+
+    # -- save the adapter in the diffusers LoRA format (EMA weights when EMA is on)
+    accelerator.wait_for_everyone()
+    lora_dir = output / "lora"
+    if accelerator.is_main_process:
+        save_lora(model.pipeline_class, unwrapped, lora_dir, weights=ema.shadow if ema is not None else None)
+    tracker.close()
+    accelerator.end_training()
+    return lora_dir
+
+
+SWITCHES = {
+    "--check-on-policy": (
+        "check_on_policy",
+        "stop if the first inner step's importance ratio is not 1 (within train.on_policy_tolerance) and say which "
+        "setting breaks it; with --train.max_steps 1 a self-test of the setup",
+    )
+}
+
+if __name__ == "__main__":
+    config = parse_config(PrefGRPOConfig, description=__doc__.splitlines()[0], switches=SWITCHES)
+    try:
+        main(config)
+    except OffPolicyError as err:
+        print(f"pref_grpo: {err}", file=sys.stderr)
+        raise SystemExit(3) from None

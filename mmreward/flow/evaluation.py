@@ -1,0 +1,253 @@
+"""Evaluating a generator while it is aligned: deterministic samples on held-out prompts, reward means, the win rate
+against the base model, within-prompt diversity, and a grid of samples on disk.
+
+Reward hacking shows as the training reward rising while held-out rewards, or a judge's win rate against the base
+model, stall or fall; mode collapse shows as the diversity (mean pairwise feature distance between the samples of
+one prompt) falling towards 0. A Pref-GRPO training reward cannot show either: the mean win rate within a group is
+0.5 by construction (Pref-GRPO issue #14), so the held-out numbers are the ones to watch.
+
+Samples are drawn with the ODE sampler from fixed per-sample seeds, so every evaluation of a run (and the base
+model's samples) starts from the same noise and differences come from the weights alone. The ``E = prompts x
+samples`` evaluation samples are split over the processes like training samples (:class:`GroupLayout`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from mmreward.errors import ConfigError
+from mmreward.flow.grpo import GroupLayout, exchange_rows, to_uint8
+from mmreward.flow.models import FlowModel
+from mmreward.flow.rollout import sample_ode, seeded
+from mmreward.rewards.mix import RewardMix
+
+Features = Callable[[torch.Tensor], torch.Tensor]
+
+
+@dataclass
+class EvalConfig:
+    """Held-out evaluation (``eval:`` section of a GRPO program's config)."""
+
+    every: int = 50  # steps between evaluations (also at the start and at the end); 0: never
+    num_prompts: int = 16  # the first prompts of data.eval_prompts
+    samples_per_prompt: int = 4  # >= 2: diversity compares the samples of a prompt
+    num_steps: int = 40  # ODE steps (Flow-GRPO evaluates SD3.5 at 40, trains at 10)
+    guidance_scale: float = 4.5
+    batch_size: int = 8  # samples per transformer call
+    rewards: dict[str, float] = field(default_factory=dict)  # pointwise rewards to report (default: training's)
+    compare_to_base: bool = True  # win rate (judge) or reward gain against the base model on the same seeds
+    diversity_features: str = "pixels"  # "pixels" (32x32 RMS distance) or an open_clip reward (clip-score, hpsv2)
+    grid_prompts: int = 8  # prompts shown in the saved grid (one row each)
+    video_fps: float = 16.0  # frame rate of saved videos (Wan 2.1: 16)
+
+
+def check_eval_config(cfg: EvalConfig, world: int = 1) -> None:
+    if cfg.every < 0:
+        raise ConfigError(f"eval.every must be >= 0, got {cfg.every}")
+    if not cfg.every:
+        return
+    if cfg.samples_per_prompt < 2:
+        raise ConfigError(
+            f"eval.samples_per_prompt must be >= 2 (diversity compares them), got {cfg.samples_per_prompt}"
+        )
+    for name in ("num_prompts", "num_steps", "batch_size"):
+        if getattr(cfg, name) < 1:
+            raise ConfigError(f"eval.{name} must be >= 1, got {getattr(cfg, name)}")
+    if (cfg.num_prompts * cfg.samples_per_prompt) % world:
+        raise ConfigError(
+            f"eval.num_prompts x eval.samples_per_prompt = {cfg.num_prompts * cfg.samples_per_prompt} evaluation "
+            f"samples cannot be split evenly over {world} processes; make it a multiple of {world}"
+        )
+
+
+@dataclass
+class EvalSamples:
+    """This process's evaluation samples: ``index`` ``(n,)`` global sample indices (prompt-major), their
+    ``prompts``, and ``media`` ``(n, ...)`` uint8."""
+
+    index: torch.Tensor
+    prompts: list[str]
+    media: torch.Tensor
+
+
+def sample_eval(
+    model: FlowModel,
+    prompts: Sequence[str],
+    cfg: EvalConfig,
+    *,
+    height: int,
+    width: int,
+    num_frames: int | None = None,
+    negative_prompt: str = "",
+    accelerator: Any,
+    seed: int,
+    transformer: torch.nn.Module | None = None,
+) -> EvalSamples:
+    """ODE samples of this process's share of ``prompts x cfg.samples_per_prompt``, sample ``i`` from the noise
+    of ``seeded(seed, "eval", i)`` (the same at every evaluation)."""
+    layout = GroupLayout(len(prompts), cfg.samples_per_prompt, accelerator.num_processes, accelerator.process_index)
+    index = layout.local_index()
+    local_prompts = [prompts[int(i) // cfg.samples_per_prompt] for i in index]
+    with accelerator.autocast():
+        out = sample_ode(
+            model, local_prompts, num_steps=cfg.num_steps, height=height, width=width, num_frames=num_frames,
+            guidance_scale=cfg.guidance_scale, negative_prompt=negative_prompt,
+            generator=[seeded(seed, "eval", int(i)) for i in index], batch_size=cfg.batch_size,
+            transformer=transformer,
+        )  # fmt: skip
+    return EvalSamples(index, local_prompts, to_uint8(out.media))
+
+
+# ----------------------------------------------------------------------------------------------------- metrics
+
+
+def pixel_features(media: torch.Tensor, size: int = 32, frames: int = 4) -> torch.Tensor:
+    """``(n, D)`` features whose Euclidean distance is the RMS pixel difference of ``size x size`` thumbnails
+    (videos: ``frames`` frames spread over the clip). No weights needed; sensitive to layout and colour, not to
+    semantics."""
+    x = media.float() / 255 if media.dtype == torch.uint8 else media.float()
+    if x.ndim == 5:  # (n, T, 3, H, W): a few frames spread over the clip
+        pick = torch.linspace(0, x.shape[1] - 1, min(frames, x.shape[1])).round().long()
+        x = x[:, pick.to(x.device)].flatten(0, 1)  # (n * f, 3, H, W)
+    thumbs = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+    flat = thumbs.reshape(media.shape[0], -1)  # (n, f * 3 * size * size)
+    return flat / math.sqrt(flat.shape[1])
+
+
+class EmbeddingFeatures:
+    """``(n, D)`` unit-norm image embeddings of an open_clip reward (``clip-score``, ``hpsv2``, ...); videos average
+    their frames' embeddings. Euclidean distance between unit vectors is ``sqrt(2 (1 - cos))``."""
+
+    def __init__(self, reward: Any) -> None:
+        if not (hasattr(reward, "model") and hasattr(reward.model, "encode_image")):
+            raise ConfigError(
+                f"eval.diversity_features: {type(reward).__name__} has no image encoder; use 'pixels' or an "
+                "open_clip reward (clip-score, hpsv2, hpsv2.1)"
+            )
+        self.reward = reward
+
+    @torch.no_grad()
+    def __call__(self, media: torch.Tensor) -> torch.Tensor:
+        x = media.float() / 255 if media.dtype == torch.uint8 else media.float()
+        frames = x.shape[1] if x.ndim == 5 else 1
+        images = x.flatten(0, 1) if x.ndim == 5 else x  # (n * T, 3, H, W)
+        pixels = self.reward.preprocess_pixels(images.to(self.reward.device, self.reward.dtype))
+        embeds = F.normalize(self.reward.model.encode_image(pixels).float(), dim=-1)
+        embeds = embeds.view(media.shape[0], frames, -1).mean(dim=1)  # (n, D)
+        return F.normalize(embeds, dim=-1).cpu()
+
+
+def within_group_diversity(features: torch.Tensor, groups: torch.Tensor) -> float:
+    """Mean over groups (prompts) of the mean pairwise Euclidean distance between the group's features."""
+    per_group = []
+    for g in groups.unique():
+        members = features[groups == g].float()
+        if len(members) >= 2:
+            per_group.append(torch.pdist(members).mean())
+    return float(torch.stack(per_group).mean()) if per_group else math.nan
+
+
+def evaluate(
+    samples: EvalSamples,
+    samples_per_prompt: int,
+    *,
+    accelerator: Any,
+    rewards: RewardMix | None = None,
+    judge: Any = None,
+    orders: str = "both",
+    base: EvalSamples | None = None,
+    base_scores: dict[str, torch.Tensor] | None = None,
+    features: Features = pixel_features,
+) -> tuple[dict[str, float], dict[str, torch.Tensor]]:
+    """Metrics of evaluation samples, the same on every process, and their per-sample reward scores.
+
+    - ``eval/<reward>``: mean of each reward of ``rewards`` over the samples it scored (``eval/failed`` counts
+      the others); with ``base_scores`` (the base model's scores, as returned here) also ``eval/<reward>_gain``,
+      the mean paired difference on the same prompts and seeds;
+    - ``eval/win_rate_vs_base``: with a ``judge`` and the ``base`` model's samples, P(policy sample better than
+      the base sample of the same prompt and seed) + P(tie) / 2, averaged over the pairs the judge decided;
+    - ``eval/diversity``: :func:`within_group_diversity` of ``features`` over each prompt's samples.
+
+    Returns ``(metrics, scores)`` with ``scores[name]`` the ``(E,)`` per-sample scores (NaN where failed).
+    """
+    device = accelerator.device
+    metrics: dict[str, float] = {}
+    scores: dict[str, torch.Tensor] = {}
+    if rewards is not None:
+        out = rewards.score(samples.prompts, samples.media)
+        local = {name: torch.where(out.failed, torch.nan, values.float()) for name, values in out.scores.items()}
+        for name, values in local.items():
+            scores[name] = accelerator.gather(values.to(device)).cpu()
+            metrics[f"eval/{name}"] = float(scores[name].nanmean())
+            if base_scores is not None and name in base_scores:
+                metrics[f"eval/{name}_gain"] = float((scores[name] - base_scores[name]).nanmean())
+        metrics["eval/failed"] = float(accelerator.gather(out.failed.to(device)).sum())
+    if judge is not None and base is not None:
+        pair = judge.compare(samples.prompts, samples.media, base.media, orders=orders)
+        wins = torch.where(pair.failed, torch.nan, pair.prob_a.float() + 0.5 * pair.tie.float())
+        wins = accelerator.gather(wins.to(device)).cpu()
+        metrics["eval/win_rate_vs_base"] = float(wins.nanmean())
+        metrics["eval/judge_failed"] = float(wins.isnan().sum())
+    feats = accelerator.gather(features(samples.media).float().to(device)).cpu()  # (E, D)
+    index = accelerator.gather(samples.index.to(device)).cpu()
+    metrics["eval/diversity"] = within_group_diversity(feats, index // samples_per_prompt)
+    return metrics, scores
+
+
+# ------------------------------------------------------------------------------------------------- sample grids
+
+
+def grid_samples(samples: EvalSamples, count: int, accelerator: Any) -> torch.Tensor | None:
+    """The first ``count`` evaluation samples (prompt-major), delivered to the main process (None elsewhere)."""
+    local = samples.media
+    total = len(samples.index) * accelerator.num_processes
+    destination = torch.full((total,), -1, dtype=torch.long)
+    destination[: min(count, total)] = 0
+    _, rows = exchange_rows(local, destination, accelerator)
+    return rows.cpu() if accelerator.is_main_process else None
+
+
+def save_grid(path: str | Path, media: torch.Tensor, per_row: int, fps: float = 16.0) -> Path:
+    """Write uint8 samples as one grid, ``per_row`` samples per row (one prompt per row): a PNG for images
+    ``(n, 3, H, W)``, an H.264 mp4 for videos ``(n, T, 3, H, W)`` (each frame a grid). Returns the file written."""
+    from torchvision.utils import make_grid
+
+    from mmreward.media import to_pil
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    x = media.float() / 255 if media.dtype == torch.uint8 else media.float()
+    if x.ndim == 4:
+        target = path.with_suffix(".png")
+        to_pil(make_grid(x, nrow=per_row, padding=2, pad_value=1.0)).save(target)
+        return target
+    frames = torch.stack([make_grid(x[:, t], nrow=per_row, padding=2, pad_value=1.0) for t in range(x.shape[1])])
+    target = path.with_suffix(".mp4")
+    write_video(target, frames, fps)
+    return target
+
+
+def write_video(path: str | Path, frames: torch.Tensor, fps: float) -> None:
+    """Encode ``(T, 3, H, W)`` float frames in [0, 1] as an H.264 mp4 (yuv420p; odd sizes are padded by one pixel,
+    which the format requires) with PyAV."""
+    import av
+
+    height, width = frames.shape[-2] + frames.shape[-2] % 2, frames.shape[-1] + frames.shape[-1] % 2
+    padded = F.pad(frames, (0, width - frames.shape[-1], 0, height - frames.shape[-2]), value=1.0)
+    pixels = (padded.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()  # (T, H, W, 3)
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1000))
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        for frame in pixels:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)

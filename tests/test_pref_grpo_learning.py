@@ -1,0 +1,53 @@
+"""Flow-GRPO and Pref-GRPO learn on a tiny random SD3: rewarding brightness, pointwise or through a pairwise judge's
+win rates, makes the held-out samples (4 prompts never trained on x 4 fixed seeds, ODE sampling) brighter.
+
+Both runs: 4 prompts x 4 samples per step, 4 denoising steps (3 trained), 12 steps, lr 3e-2, no EMA, so that the
+effect is visible in seconds; the held-out evaluation at step 0 is the base model's.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from align.pref_grpo import PrefGRPOConfig, main
+from mmreward.train.config import parse_config
+from mmreward.train.tracking import read_metrics
+
+REPO = Path(__file__).resolve().parents[1]
+BRIGHTNESS = "eval/mmreward.testing:BrightnessReward"
+FAST = ["--train.max_steps", "12", "--train.learning_rate", "3e-2", "--train.ema", "false", "--train.save_every", "12",
+        "--train.micro_batch_size", "16", "--train.updates_per_step", "1", "--rollout.batch_size", "16",
+        "--rollout.num_steps", "4", "--rollout.sde_window_size", "0", "--rollout.sde_window_range", "[]",
+        "--loss.timestep_fraction", "0.99", "--loss.kl_beta", "0", "--eval.every", "12", "--eval.num_prompts", "4",
+        "--eval.samples_per_prompt", "4", "--eval.num_steps", "4"]  # fmt: skip
+
+
+def _train(config: str, output: Path) -> tuple[list[dict], dict, dict]:
+    cfg = parse_config(PrefGRPOConfig, ["--config", str(REPO / config), "--output_dir", str(output), *FAST])
+    main(cfg)
+    rows = read_metrics(output)
+    evals = {r["step"]: r for r in rows if BRIGHTNESS in r}
+    assert sorted(evals) == [0, 12]
+    return [r for r in rows if "reward/mean" in r], evals[0], evals[12]
+
+
+def test_pointwise_brightness_reward_brightens_held_out_samples(tmp_path):
+    train, base, final = _train("configs/tiny/flow_grpo.yaml", tmp_path)
+    gain = final[BRIGHTNESS] - base[BRIGHTNESS]
+    assert gain > 0.004, gain  # 0.0078 when written: mean pixel value 0.5985 -> 0.6063
+    assert final[f"{BRIGHTNESS}_gain"] == pytest.approx(gain, abs=1e-6)  # paired on the same prompts and seeds
+    early, late = (sum(r["reward/mean"] for r in part) / 3 for part in (train[:3], train[-3:]))
+    assert late > early + 0.003, (early, late)  # the training reward rises too
+    assert final["eval/diversity"] > 0.5 * base["eval/diversity"]  # no collapse in 12 steps
+
+
+def test_pairwise_judge_win_rates_brighten_held_out_samples(tmp_path):
+    train, base, final = _train("configs/tiny/pref_grpo.yaml", tmp_path)
+    # Within a group the win rates average 0.5 by construction: the training reward cannot show progress...
+    assert all(r["reward/mean"] == pytest.approx(0.5, abs=1e-6) for r in train)
+    # ...the held-out numbers do: brighter samples, which the judge prefers to the base model's.
+    gain = final[BRIGHTNESS] - base[BRIGHTNESS]
+    assert gain > 0.002, gain  # 0.0037 when written
+    assert final["eval/win_rate_vs_base"] > 0.52, final["eval/win_rate_vs_base"]  # 0.546 when written

@@ -1,0 +1,202 @@
+"""align/pref_grpo.py end to end: config errors, a python run (Flow-GRPO, pointwise, KL, --check-on-policy), a
+2-process accelerate run whose groups span the processes (equal to one process: every group judged whole), exact
+resume of that run, and the on-policy check stopping a mismatched setup."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from align.pref_grpo import PrefGRPOConfig, main
+from mmreward.errors import ConfigError
+from mmreward.flow.grpo import OffPolicyError
+from mmreward.media import load_video
+from mmreward.testing import tiny_pipeline
+from mmreward.train.config import parse_config
+from mmreward.train.tracking import read_metrics
+
+REPO = Path(__file__).resolve().parents[1]
+POINTWISE = REPO / "configs" / "tiny" / "flow_grpo.yaml"
+PAIRWISE = REPO / "configs" / "tiny" / "pref_grpo.yaml"
+LORA_FILE = Path("lora") / "pytorch_lora_weights.safetensors"
+# 3 prompts x 4 samples over 2 processes: 6 samples each, so the middle group is split across the processes.
+SPLIT_GROUPS = ["--rollout.prompts_per_step", "3", "--rollout.batch_size", "6", "--train.micro_batch_size", "6",
+                "--eval.every", "4"]  # fmt: skip
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+
+
+def _cfg(config: Path, output: Path, *overrides: str) -> PrefGRPOConfig:
+    return parse_config(PrefGRPOConfig, ["--config", str(config), "--output_dir", str(output), *overrides])
+
+
+def _launch(output: Path, *args: str, processes: int = 2) -> subprocess.CompletedProcess:
+    command = ["accelerate", "launch", "--multi_gpu", "--num_processes", str(processes), "--num_machines", "1",
+               "--mixed_precision", "no", "--dynamo_backend", "no", "align/pref_grpo.py",
+               "--output_dir", str(output), *args]  # fmt: skip
+    env = {**_env(), "ACCELERATE_USE_CPU": "1"}
+    return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["--reward.mode", "pointwise"], "needs reward.rewards"),
+        (["--reward.judge", "null"], "needs reward.judge"),
+        (["--data.eval_prompts", "null"], "needs data.eval_prompts"),
+        (["--rollout.group_size", "1"], "group_size must be >= 2"),
+        (["--rollout.sde_window_size", "4"], "does not fit in [0, 3)"),
+        (["--rollout.sde_type", "ode"], "invalid value for 'rollout.sde_type'"),
+        (["--loss.timestep_fraction", "0"], "timestep_fraction must be in (0, 1]"),
+        (["--eval.samples_per_prompt", "1"], "diversity compares them"),
+        (["--model.family", "wan"], "set model.num_frames"),
+        (["--train.micro_batch_sise", "2"], "unknown config key 'train.micro_batch_sise'"),
+    ],
+)
+def test_incompatible_options_fail_before_anything_loads(overrides, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        parse_config(PrefGRPOConfig, ["--config", str(PAIRWISE), *overrides])
+
+
+def test_a_missing_prompt_column_fails_before_the_model_loads(tmp_path):
+    (tmp_path / "p.csv").write_text("text\na cat\n")
+    with pytest.raises(ConfigError, match="no column 'prompt'"):
+        main(_cfg(PAIRWISE, tmp_path / "out", "--data.prompts", str(tmp_path / "p.csv")))
+
+
+# ------------------------------------------------------------------------------------------------ python run
+
+
+@pytest.fixture(scope="module")
+def python_run(tmp_path_factory) -> tuple[Path, str]:
+    """``python align/pref_grpo.py --config configs/tiny/flow_grpo.yaml --check-on-policy`` with TensorBoard."""
+    output = tmp_path_factory.mktemp("python-run")
+    result = subprocess.run(
+        [sys.executable, "align/pref_grpo.py", "--config", str(POINTWISE), "--output_dir", str(output),
+         "--check-on-policy", "--logging", "[jsonl,tensorboard]"],
+        cwd=REPO, env=_env(), capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    return output, result.stdout
+
+
+def test_python_run_logs_evaluates_saves_and_its_lora_loads(python_run):
+    output, stdout = python_run
+    assert re.search(r"on-policy check passed \(max \|ratio - 1\| = \d", stdout)
+    rows = read_metrics(output)
+    train_rows = [r for r in rows if "reward/mean" in r]
+    assert [r["step"] for r in train_rows] == [1, 2, 3, 4]
+    for row in train_rows:
+        assert row["update/optimizer_steps"] == 2 and row["update/kl"] >= 0 and row["grad_norm"] > 0
+        assert row["time/step"] >= row["time/rollout"] + row["time/update"] > 0
+        assert {"update/approx_kl", "update/clipfrac", "adv/mean_abs", "groups/dropped", "ratio/first_dev"} <= set(row)
+    # The adapter starts at the reference (KL 0 in the first update); it moves away as it trains.
+    assert train_rows[0]["ratio/first_dev"] < 1e-5 and train_rows[-1]["update/kl"] > 10 * train_rows[0]["update/kl"]
+    eval_rows = [r for r in rows if "eval/diversity" in r]
+    assert [r["step"] for r in eval_rows] == [0, 2, 4]
+    assert "eval/mmreward.testing:BrightnessReward_gain" in eval_rows[-1]
+    assert sorted(p.name for p in (output / "eval").iterdir()) == [f"step-0000000{s}.png" for s in (0, 2, 4)]
+    assert any((output / "tensorboard").iterdir())
+    assert sorted(p.name for p in (output / "checkpoints").glob("step-*")) == ["step-00000002", "step-00000004"]
+    weights = load_file(output / LORA_FILE)
+    assert any("lora_B" in k and v.abs().sum() > 0 for k, v in weights.items())
+    pipeline = tiny_pipeline("sd3")
+    kwargs = {"height": 32, "width": 32, "num_inference_steps": 2, "guidance_scale": 1.0, "output_type": "pt",
+              "max_sequence_length": 32}  # fmt: skip
+    before = pipeline("a cat", generator=torch.Generator().manual_seed(0), **kwargs).images
+    pipeline.load_lora_weights(output / "lora")
+    after = pipeline("a cat", generator=torch.Generator().manual_seed(0), **kwargs).images
+    assert not torch.allclose(before, after)
+
+
+# ---------------------------------------------------------------------------------- two processes and resume
+
+
+@pytest.fixture(scope="module")
+def two_process_run(tmp_path_factory) -> Path:
+    output = tmp_path_factory.mktemp("ddp")
+    result = _launch(output, "--config", str(PAIRWISE), *SPLIT_GROUPS)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return output
+
+
+def test_groups_split_over_two_processes_are_judged_whole(two_process_run, tmp_path):
+    """The middle group of each step has samples on both processes; its win rates need all 4 samples. One process
+    (where every group is local) gives the same rewards, advantages and weights."""
+    main(_cfg(PAIRWISE, tmp_path, *SPLIT_GROUPS))
+    single, ddp = read_metrics(tmp_path), read_metrics(two_process_run)
+    assert [r["step"] for r in ddp] == [r["step"] for r in single]
+    for a, b in zip(single, ddp, strict=True):
+        for key in ("reward/std", "reward/group_spread", "adv/mean_abs", "update/policy_loss", "eval/diversity",
+                    "eval/win_rate_vs_base", "eval/mmreward.testing:BrightnessReward"):  # fmt: skip
+            if key in a:
+                assert b[key] == pytest.approx(a[key], rel=1e-3, abs=1e-6), (a["step"], key)
+        assert b.get("reward/failed", 0) == 0
+    assert (two_process_run / "checkpoints" / "step-00000004" / "rng-rank1.pt").is_file()
+    one, two = load_file(tmp_path / LORA_FILE), load_file(two_process_run / LORA_FILE)
+    for key in one:  # Adam magnifies float noise in near-zero gradients: compare the adapters as wholes
+        assert (two[key] - one[key]).norm() <= 1e-2 * one[key].norm(), key
+
+
+def test_resume_of_a_two_process_run_is_exact(two_process_run, tmp_path):
+    """Restart from the step-2 checkpoint: steps 3-4 and the final adapter are bit-identical."""
+    (tmp_path / "checkpoints").mkdir()
+    shutil.copytree(two_process_run / "checkpoints" / "step-00000002", tmp_path / "checkpoints" / "step-00000002")
+    (tmp_path / "checkpoints" / "latest").write_text("step-00000002")
+    result = _launch(tmp_path, "--config", str(PAIRWISE), *SPLIT_GROUPS)
+    assert result.returncode == 0, result.stderr[-3000:]
+    resumed = read_metrics(tmp_path)
+    assert [r["step"] for r in resumed] == [3, 4, 4]  # the base evaluation (step 0) is not logged again
+    original = [r for r in read_metrics(two_process_run) if r["step"] > 2]
+    for a, b in zip(original, resumed, strict=True):
+        assert {k: v for k, v in a.items() if not k.startswith("time/")} == {
+            k: v for k, v in b.items() if not k.startswith("time/")
+        }
+    a, b = load_file(two_process_run / LORA_FILE), load_file(tmp_path / LORA_FILE)
+    for key in a:
+        torch.testing.assert_close(b[key], a[key], rtol=0, atol=0)
+
+
+# -------------------------------------------------------------------------------------------- on-policy check
+
+
+def test_on_policy_check_stops_a_cfg_mismatch_before_training(tmp_path):
+    cfg = _cfg(PAIRWISE, tmp_path, "--check_on_policy", "true", "--rollout.guidance_scale", "4.5", "--loss.cfg",
+               "false", "--train.max_steps", "1", "--eval.every", "0")  # fmt: skip
+    with pytest.raises(OffPolicyError, match=r"Cause: CFG mismatch. The rollout sampled with guidance_scale=4.5"):
+        main(cfg)
+    assert not (tmp_path / "checkpoints").exists()
+
+
+@pytest.mark.parametrize("family", ["wan", "flux"])
+def test_video_and_guidance_distilled_families_train_on_policy(family, tmp_path):
+    """Wan: videos through the rollout, the judge (frames) and an mp4 grid. FLUX.1-dev: guidance is an embedding,
+    so a CFG-free training forward (loss.cfg=false) still evaluates the sampling policy and the check passes."""
+    if family == "wan":
+        cfg = _cfg(REPO / "configs" / "tiny" / "pref_grpo_wan.yaml", tmp_path, "--check_on_policy", "true")
+    else:
+        cfg = _cfg(PAIRWISE, tmp_path, "--model.family", "flux", "--rollout.guidance_scale", "3.5", "--loss.cfg",
+                   "false", "--eval.guidance_scale", "3.5", "--train.max_steps", "1", "--check_on_policy", "true",
+                   "--eval.every", "1", "--train.save_every", "1")  # fmt: skip
+    main(cfg)
+    rows = read_metrics(tmp_path)
+    train_row = next(r for r in rows if "reward/mean" in r)
+    assert train_row["ratio/first_dev"] < 1e-5 and train_row["update/optimizer_steps"] == 1
+    final_eval = next(r for r in rows if r["step"] == 1 and "eval/win_rate_vs_base" in r)
+    assert 0.4 < final_eval["eval/win_rate_vs_base"] < 0.6  # one small step: still close to the base model
+    grid = tmp_path / "eval" / ("step-00000001.mp4" if family == "wan" else "step-00000001.png")
+    assert grid.is_file()
+    if family == "wan":
+        frames, info = load_video(grid)
+        assert info.total_frames == 5 and frames.shape[1] == 3
+    assert (tmp_path / LORA_FILE).is_file()
