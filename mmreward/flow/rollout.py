@@ -15,6 +15,7 @@ is the "ratio == 1" check of on-policy training.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -72,6 +73,13 @@ class Rollout:
         return self.sigmas[self.sde_steps + 1]
 
 
+def seeded(*parts: object) -> torch.Generator:
+    """A CPU generator seeded from ``parts`` (seed, rank, step, sample index, ...): randomness that a resumed run,
+    or the same run on another number of processes, reproduces."""
+    digest = hashlib.sha256("/".join(map(str, parts)).encode()).hexdigest()
+    return torch.Generator().manual_seed(int(digest[:15], 16))
+
+
 def default_sde_window(num_steps: int, sde_type: str) -> tuple[int, int]:
     """All steps, except the last one for CPS (its noise is ``sigma_next * sin(.) = 0`` there: no density)."""
     if sde_type == "ode":
@@ -122,7 +130,7 @@ def sample(
     sde_type: SDEType = "flow",
     noise_level: float = 0.7,
     sde_window: tuple[int, int] | None = None,
-    generator: torch.Generator | None = None,
+    generator: torch.Generator | list[torch.Generator] | None = None,
     decode: bool = True,
     batch_size: int | None = None,
     transformer: torch.nn.Module | None = None,
@@ -132,7 +140,8 @@ def sample(
     Args:
         sde_window: ``(start, end)`` step indices that are stochastic (default: :func:`default_sde_window`).
         generator: source of the initial noise and of the SDE noise (a CPU generator gives the same samples on
-            any device).
+            any device); a list gives one generator per sample (``len(prompts) * group_size``), so that a sample
+            does not depend on which other samples share its batch or process.
         batch_size: samples per transformer call (default: all at once).
         transformer: the module to call (e.g. the accelerate-wrapped one); default ``model.transformer``.
     Mixed precision is the caller's: wrap the call in ``accelerator.autocast()``; the SDE math is float32.
@@ -148,8 +157,15 @@ def sample(
     cond = model.encode_prompts(prompt_list)
     use_cfg = guidance_scale > 1.0 and model.batch_cfg
     negative = model.encode_prompts([negative_prompt] * total) if use_cfg else None
-    # Initial noise drawn on the CPU from the generator, so samples do not depend on the device.
-    latents = torch.randn(shape, generator=generator, dtype=torch.float32).to(model.device)
+    per_sample = isinstance(generator, (list, tuple))
+    if per_sample and len(generator) != total:
+        raise ValueError(f"got {len(generator)} generators for {total} samples; pass one per sample or a single one")
+    # Initial noise drawn on the CPU from the generator(s), so samples do not depend on the device.
+    if per_sample:
+        latents = torch.stack([torch.randn(shape[1:], generator=g, dtype=torch.float32) for g in generator])
+    else:
+        latents = torch.randn(shape, generator=generator, dtype=torch.float32)
+    latents = latents.to(model.device)
     sde_steps = torch.arange(window[0], window[1])
     chunk = batch_size or total
     stored, stored_next, stored_logp = [], [], []
@@ -164,7 +180,7 @@ def sample(
                 latents[rows], sigmas[i], cond.select(index), guidance_scale=guidance_scale,
                 negative=negative.select(index) if negative is not None else None, transformer=transformer,
             )  # fmt: skip
-            noise_gen = generator if stochastic else None
+            noise_gen = (list(generator[rows]) if per_sample else generator) if stochastic else None
             parts.append(
                 sde_step(velocity, latents[rows], sigmas[i], sigmas[i + 1], noise_level=noise_level,
                          sde_type=step_type, generator=noise_gen)
