@@ -112,32 +112,62 @@ def judge(tiny_root):
     return testing.tiny_judge("checklist", root=tiny_root, mode="logits")
 
 
-def test_p_yes_is_the_renormalized_mass_of_the_yes_words(judge, photos):
-    """P(yes) = (p(Yes) + p(yes)) / (p(Yes) + p(yes) + p(No) + p(no)) at the answer position of the question,
-    recomputed here with one plain forward pass per test point (no batching, no feature reuse)."""
-    points = [TestPoint("Attribute - Color", "a red umbrella"), TestPoint("Style", "an ink painting")]
-    out = judge.check(["a red umbrella, ink painting", "a cat"], photos[:2], [points, [("Text Generation", "HI")]])
-    assert not bool(out.failed.any()) and len(out.p_yes[0]) == 2 and len(out.p_yes[1]) == 1
+def _reference_p_yes(judge, prompt: str, image: torch.Tensor, point: TestPoint) -> float:
+    """(p(Yes) + p(yes)) / (p(Yes) + p(yes) + p(No) + p(no)) after the question, from one plain forward pass over
+    the whole question (no batching, no shared prefix, no cache)."""
     backbone, section = judge.backbone, judge.template.section("image")
     tokenizer = backbone.tokenizer
     yes = [tokenizer(w, add_special_tokens=False)["input_ids"][0] for w in ("Yes", "yes")]
     no = [tokenizer(w, add_special_tokens=False)["input_ids"][0] for w in ("No", "no")]
-    candidate = judge.prepare(photos[0])
-    visuals = backbone.encode([candidate.data])
+    candidate = judge.prepare(image)
+    ids = judge._ids(judge.render_question(section, prompt, point), candidate, section)
+    assert "Does the image clearly satisfy this test point?" in tokenizer.decode(ids)
+    with torch.inference_mode():
+        batch = backbone.assemble([PromptSequence(ids=ids, visuals=backbone.encode([candidate.data]))])
+        probs = backbone.model(**batch.as_kwargs()).logits[0, -1].float().softmax(-1)
+    p_yes, p_no = float(probs[yes].sum()), float(probs[no].sum())
+    return p_yes / (p_yes + p_no)
+
+
+def test_p_yes_is_the_renormalized_mass_of_the_yes_words(judge, photos):
+    """P(yes) of every test point equals the plain forward pass over its whole question, although the questions
+    about one image share one cached forward over the image and caption."""
+    points = [TestPoint("Attribute - Color", "a red umbrella"), TestPoint("Style", "an ink painting")]
+    out = judge.check(["a red umbrella, ink painting", "a cat"], photos[:2], [points, [("Text Generation", "HI")]])
+    assert not bool(out.failed.any()) and len(out.p_yes[0]) == 2 and len(out.p_yes[1]) == 1
     for k, point in enumerate(points):
-        ids = judge._ids(judge.render_question(section, "a red umbrella, ink painting", point), candidate, section)
-        assert "Does the image clearly satisfy this test point?" in tokenizer.decode(ids)
-        with torch.inference_mode():
-            batch = backbone.assemble([PromptSequence(ids=ids, visuals=visuals)])
-            probs = backbone.model(**batch.as_kwargs()).logits[0, -1].float().softmax(-1)
-        p_yes, p_no = float(probs[yes].sum()), float(probs[no].sum())
-        assert math.isclose(out.p_yes[0][k], p_yes / (p_yes + p_no), rel_tol=1e-4)
-        assert out.passed[0][k] == (p_yes > p_no)
+        expected = _reference_p_yes(judge, "a red umbrella, ink painting", photos[0], point)
+        assert math.isclose(out.p_yes[0][k], expected, rel_tol=1e-4)
+        assert out.passed[0][k] == (expected > 0.5)
+    assert math.isclose(
+        out.p_yes[1][0], _reference_p_yes(judge, "a cat", photos[1], TestPoint("Text Generation", "HI")), rel_tol=1e-4
+    )  # noqa: E501
     assert math.isclose(float(out.scores[0]), sum(out.p_yes[0]) / 2, rel_tol=1e-6)
     # Without checklists each prompt is one test point about the whole caption (a VQAScore-style reward).
     whole = judge.score(["a cat"], photos[1:2])
     same = judge.check(["a cat"], photos[1:2], [[("Prompt", "a cat")]])
     assert math.isclose(float(whole.scores[0]), same.p_yes[0][0], rel_tol=1e-6)
+
+
+@pytest.mark.parametrize("family", ["qwen2_5_vl", "qwen3_vl"])
+def test_shared_prefix_readout_on_other_backbones(tiny_root, photos, family):
+    """Qwen2.5-VL and Qwen3-VL (deepstack features, interleaved M-RoPE): images of two sizes (left-padded prefixes
+    of different lengths) and checklists of different lengths in one chunk give the plain forward's P(yes)."""
+    judge = testing.tiny_judge("checklist", backbone=family, root=tiny_root, mode="logits")
+    small = torch.nn.functional.interpolate(photos[2][None], size=(28, 56), mode="bilinear")[0]
+    points = [
+        [
+            TestPoint("Style", "a photo"),
+            TestPoint("World Knowledge", "the Alps"),
+            TestPoint("Grammar - Negation", "none"),
+        ],
+        [TestPoint("Attribute - Shape", "round")],
+    ]
+    prompts = ["mountains without people", "a round thing"]
+    out = judge.check(prompts, [photos[3], small], points)
+    for item, image in enumerate((photos[3], small)):
+        expected = [_reference_p_yes(judge, prompts[item], image, p) for p in points[item]]
+        assert out.p_yes[item] == pytest.approx(expected, rel=1e-4)
 
 
 def test_bad_input_fails_per_item_or_up_front(judge, photos, tmp_path):

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from eval import gen_bench
-from mmreward import testing
+from mmreward import media, testing
 from mmreward.evaluation import gen_results
 from mmreward.evaluation.diversity import per_group_diversity, pixel_features
 from mmreward.evaluation.generation import GenerationSettings, Sample, load_samples
@@ -199,3 +199,39 @@ def test_errors_come_before_any_model_loads(assets, tmp_path, capsys):
     (out / "run.json").write_text(json.dumps({"settings": stored.to_dict()}))
     assert gen_bench.main(_args(assets, out)) == 2
     assert "holds samples generated with other settings (num_steps: 40 -> 3);" in capsys.readouterr().err
+
+
+def test_judge_answers_that_do_not_parse_are_counted_not_scored(assets, tmp_path, capsys):
+    """The tiny judge in its written mode answers without a <score> list: every image fails with the reason, the
+    UniGenBench numbers are n/a rather than 0, and --on-error fail exits 1 (the report is still written)."""
+    out = tmp_path / "out"
+    args = _args(assets, out, "--on-error", "fail", limit=1)
+    args[args.index("--judge-mode") + 1] = "generate"
+    assert gen_bench.main(args) == 1
+    assert "2 item(s) failed to score (--on-error fail)" in capsys.readouterr().err
+    run = _results(out)
+    judge = run["judge"]
+    assert judge["mode"] == "generate" and judge["scoring"]["failed"] == 2
+    assert all(v["passed"] is None and "no <score>" in v["error"] for v in judge["verdicts"].values())
+    u = judge["unigenbench"]
+    assert u["images"] == {"total": 2, "failed": 2} and u["testpoints"] == {"scored": 0, "excluded": 6}
+    assert u["overall"]["value"] is None  # NaN in results.json: nothing was scored, nothing is made up
+    assert "**Overall n/a**" in (out / "report.md").read_text()
+    assert all(r["scoring"]["failed"] == 0 for r in run["rewards"].values())
+
+
+def test_wan_videos_on_video_prompts(tmp_path):
+    out = tmp_path / "wan"
+    args = [
+        "--model", "tiny", "--family", "wan", "--prompts", "ta-hard", "--limit", "1", "--images-per-prompt", "2",
+        "--steps", "2", "--reward", "mmreward.testing:BrightnessReward", "--out", str(out), "--no-progress",
+    ]  # fmt: skip
+    assert gen_bench.main(args) == 0
+    run = _results(out)
+    assert run["settings"]["num_frames"] == 5 and run["prompt_set"]["media_kind"] == "video"
+    paths = [out / s["path"] for s in run["samples"]]
+    assert [p.name for p in paths] == ["0_0.mp4", "0_1.mp4"]
+    frames, info = media.load_video(paths[0], num_frames=5)
+    assert frames.shape == (5, 3, 32, 32) and info.source_fps == 16.0
+    assert run["rewards"]["BrightnessReward"]["scores"]["0_0"] == pytest.approx(float(frames.mean()), abs=2e-3)
+    assert run["diversity"]["per_prompt"]["0"] > 0 and (out / "samples_grid.png").is_file()

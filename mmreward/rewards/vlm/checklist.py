@@ -6,9 +6,10 @@ evaluation models answer with one binary score per test point. A checklist judge
 
 - ``mode="logits"`` (local judges): each test point is asked as its own Yes/No question (the template's
   ``question``) and ``P(yes) = p(yes words) / (p(yes words) + p(no words))`` is read from the next-token
-  distribution, one forward pass for all test points of a batch of images. The image goes through the vision tower
-  once and its features are reused in every question about it (:mod:`mmreward.rewards.vlm.backbone`). A test
-  point passes when ``P(yes) > 0.5``; nothing is parsed, so nothing can fail to parse.
+  distribution. The questions about one image share their start (the image and the caption): it goes through the
+  vision tower and the language model once, and only each test point's tail runs on its cached keys and values,
+  all test points of a batch of images in one forward pass. A test point passes when ``P(yes) > 0.5``; nothing is
+  parsed, so nothing can fail to parse.
 - ``mode="generate"`` (local or remote): the judge sees all test points at once (the template's ``user`` text) and
   writes an answer ending in ``<score>[1, 0, ...]</score>``, parsed by
   :func:`~mmreward.rewards.vlm.parsing.parse_checklist`; this is the form UniGenBench's evaluation models
@@ -35,7 +36,7 @@ import torch
 from mmreward.errors import ConfigError, MediaError
 from mmreward.rewards.base import RewardModel, RewardOutput, check_batch
 from mmreward.rewards.vlm.backbone import PromptSequence
-from mmreward.rewards.vlm.judges import _LocalJudge
+from mmreward.rewards.vlm.judges import _LocalJudge, run_in_batches
 from mmreward.rewards.vlm.judging import Candidate, IfShort, JudgeMixin
 from mmreward.rewards.vlm.parsing import AnswerParseError, parse_checklist
 from mmreward.rewards.vlm.remote import _RemoteJudge
@@ -275,7 +276,7 @@ class VLMChecklistJudge(_LocalJudge, ChecklistJudgeBase):
         max_new_tokens, temperature: generation budget and decoding (greedy by default) in ``"generate"`` mode.
         image_min_pixels, image_max_pixels, max_images, if_short, attn_implementation, vision_batch_size: as for the
             other local judges (:class:`~mmreward.rewards.vlm.judges.VLMPairwiseJudge`).
-        batch_size: sequences per language-model forward (questions in ``"logits"`` mode, items in ``"generate"``).
+        batch_size: images per language-model forward (in ``"logits"`` mode with all their test points).
     """
 
     def __init__(
@@ -321,50 +322,124 @@ class VLMChecklistJudge(_LocalJudge, ChecklistJudgeBase):
     def run_checks(
         self, prompts: list[str], candidates: list[Candidate], checklists: list[list[TestPoint]]
     ) -> list[CheckResult]:
+        if self.mode == "logits":
+            return self._read_answers(prompts, candidates, checklists)
         results: list[CheckResult | None] = [None] * len(prompts)
         jobs: list[tuple[list[int], list[int], int]] = []
-        owners: list[tuple[int, int]] = []  # (item, test point) of each job
-        new_tokens = self.max_new_tokens if self.mode == "generate" else 0
         for n, (prompt, candidate, points) in enumerate(zip(prompts, candidates, checklists, strict=True)):
             section = self.template.section(candidate.kind)
-            if self.mode == "logits":
-                sequences = [self._ids(self.render_question(section, prompt, p), candidate, section) for p in points]
-            else:
-                sequences = [self._ids(self.render_checklist(section, prompt, points), candidate, section)]
-            lengths = [self._length(ids, [candidate.data]) for ids in sequences]
-            too_long = self._too_long(max(lengths), new_tokens)
+            ids = self._ids(self.render_checklist(section, prompt, points), candidate, section)
+            length = self._length(ids, [candidate.data])
+            too_long = self._too_long(length, self.max_new_tokens)
             if too_long:
                 results[n] = CheckResult(None, error=too_long)
                 continue
-            for k, (ids, length) in enumerate(zip(sequences, lengths, strict=True)):
-                jobs.append((ids, [n], length))
-                owners.append((n, k))
-        p_yes: dict[int, list[float]] = {n: [math.nan] * len(checklists[n]) for n, _ in owners}
+            jobs.append((ids, [n], length))
 
         def run_batch(chunk: list[int], sequences: list[PromptSequence]) -> None:
             batch = self.backbone.assemble(sequences)
-            if self.mode == "logits":
-                logits = self.backbone.model(**batch.as_kwargs(), logits_to_keep=1, use_cache=False).logits[:, -1]
-                logp = torch.log_softmax(logits.float(), dim=-1)  # (rows, V)
-                for row, j in enumerate(chunk):
-                    n, k = owners[j]
-                    yes, no = self._answers[candidates[n].kind]
-                    # P(yes) among the answer words: sigmoid(log p(yes words) - log p(no words)).
-                    gap = torch.logsumexp(logp[row, yes], 0) - torch.logsumexp(logp[row, no], 0)
-                    p_yes[n][k] = float(torch.sigmoid(gap))
-                return
             texts, truncated = self.backbone.generate(
                 batch, max_new_tokens=self.max_new_tokens, temperature=self.temperature
             )
             for j, text, cut in zip(chunk, texts, truncated, strict=True):
-                n = owners[j][0]
+                n = jobs[j][1][0]
                 results[n] = checklist_from_text(text, cut, len(checklists[n]), self.max_new_tokens)
 
         self._run_sequences(candidates, jobs, run_batch)
-        if self.mode == "logits":
-            for n, values in p_yes.items():
-                results[n] = CheckResult(values)
         return results
+
+    def _read_answers(
+        self, prompts: list[str], candidates: list[Candidate], checklists: list[list[TestPoint]]
+    ) -> list[CheckResult]:
+        """P(yes) for every test point: the questions about one image share their start (the image, the caption),
+        which runs once per image; only the test-point tails run once per question, on its cached keys and values.
+
+        Per chunk of ``batch_size`` images: one forward over the left-padded shared prefixes (``use_cache``), then
+        one over all their tails, right-padded, whose rows reuse their image's cached prefix. M-RoPE positions of a
+        tail continue from its prefix's last position; the answer is read at each tail's last real token.
+        """
+        results: list[CheckResult | None] = [None] * len(prompts)
+        plans: dict[int, tuple[list[int], list[list[int]], int]] = {}  # item -> (prefix ids, tail ids, length)
+        image_token = self.backbone.image_token_id
+        for n, (prompt, candidate, points) in enumerate(zip(prompts, candidates, checklists, strict=True)):
+            section = self.template.section(candidate.kind)
+            sequences = [self._ids(self.render_question(section, prompt, p), candidate, section) for p in points]
+            shared = min(min(len(s) for s in sequences) - 1, _common_prefix_length(sequences))
+            prefix, tails = sequences[0][:shared], [s[shared:] for s in sequences]
+            if any(image_token in tail for tail in tails):
+                raise ConfigError(
+                    f"template {self.template.name!r}: the question must show {{media}} before the test point, so "
+                    "that the questions about one image share it (mode='logits')"
+                )
+            length = self._length(prefix, [candidate.data]) + max(len(t) for t in tails)
+            too_long = self._too_long(length, 0)
+            if too_long:
+                results[n] = CheckResult(None, error=too_long)
+                continue
+            plans[n] = (prefix, tails, length)
+        backbone, base = self.backbone, self.backbone.base
+        pad = backbone.tokenizer.pad_token_id if backbone.tokenizer.pad_token_id is not None else 0
+
+        def run(chunk: list[int]) -> None:
+            visuals = backbone.encode([candidates[n].data for n in chunk])
+            batch = backbone.assemble(
+                [PromptSequence(ids=plans[n][0], visuals=[v]) for n, v in zip(chunk, visuals, strict=True)]
+            )
+            kwargs = batch.as_kwargs()
+            positions, _ = base.get_rope_index(
+                batch.input_ids,
+                mm_token_type_ids=batch.mm_token_type_ids,
+                image_grid_thw=batch.image_grid_thw,
+                attention_mask=batch.attention_mask,
+            )  # (3, B, L) multimodal rotary positions of the prefixes
+            cache = base(**kwargs, position_ids=positions, use_cache=True).past_key_values
+            owner = [row for row, n in enumerate(chunk) for _ in plans[n][1]]
+            tails = [tail for n in chunk for tail in plans[n][1]]
+            width = max(len(t) for t in tails)
+            device = batch.input_ids.device
+            tail_ids = torch.full((len(tails), width), pad, dtype=torch.long)
+            tail_mask = torch.zeros((len(tails), width), dtype=torch.long)
+            for r, tail in enumerate(tails):
+                tail_ids[r, : len(tail)] = torch.tensor(tail)
+                tail_mask[r, : len(tail)] = 1
+            index = torch.tensor(owner, device=device)
+            cache.batch_select_indices(index)  # (B, ...) -> one row per tail
+            # Text after the prefix: the same position on all three rotary axes, counting on from the prefix's last.
+            start = positions[:, :, -1:].index_select(1, index) + 1  # (3, R, 1)
+            tail_positions = start + torch.arange(width, device=device)  # (3, R, width)
+            hidden = base(
+                input_ids=tail_ids.to(device),
+                attention_mask=torch.cat([batch.attention_mask.index_select(0, index), tail_mask.to(device)], dim=1),
+                position_ids=tail_positions,
+                past_key_values=cache,
+                use_cache=False,
+            ).last_hidden_state  # (R, width, hidden)
+            last = torch.tensor([len(t) - 1 for t in tails], device=device)
+            logits = backbone.model.lm_head(hidden[torch.arange(len(tails), device=device), last])  # (R, V)
+            logp = torch.log_softmax(logits.float(), dim=-1)
+            row = 0
+            for n in chunk:
+                yes, no = self._answers[candidates[n].kind]
+                # P(yes) among the answer words: sigmoid(log p(yes words) - log p(no words)).
+                gap = torch.logsumexp(logp[row : row + len(plans[n][1])][:, yes], 1) - torch.logsumexp(
+                    logp[row : row + len(plans[n][1])][:, no], 1
+                )
+                results[n] = CheckResult([float(v) for v in torch.sigmoid(gap)])
+                row += len(plans[n][1])
+
+        run_in_batches(sorted(plans, key=lambda n: plans[n][2]), self.batch_size, run)
+        return results
+
+
+def _common_prefix_length(sequences: list[list[int]]) -> int:
+    first = sequences[0]
+    length = len(first)
+    for other in sequences[1:]:
+        k = 0
+        while k < min(length, len(other)) and first[k] == other[k]:
+            k += 1
+        length = k
+    return length
 
 
 class RemoteChecklistJudge(_RemoteJudge, ChecklistJudgeBase):
