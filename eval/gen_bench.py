@@ -62,7 +62,7 @@ from mmreward.evaluation.score_cache import (
     reward_fingerprint,
     score_items,
 )
-from mmreward.rewards.registry import find_preset, resolve_reward
+from mmreward.rewards.registry import resolve_reward
 
 FAMILIES = tuple(EVAL_DEFAULTS)  # sd3, flux, wan (mmreward.flow.models imports diffusers: only when generating)
 RUN_FILE = "run.json"
@@ -214,7 +214,7 @@ def _checked_setup(args: argparse.Namespace, parser: argparse.ArgumentParser) ->
         if media_kind not in cls.media_kinds:
             raise ConfigError(f"--reward {name} scores {sorted(cls.media_kinds)}, not {media_kind}s")
     if args.judge is not None:
-        from mmreward.rewards.vlm.checklist import ChecklistJudgeBase
+        from mmreward.rewards.vlm.checklist import ChecklistJudgeBase, RemoteChecklistJudge
 
         cls = resolve_reward(args.judge)[0]
         if not issubclass(cls, ChecklistJudgeBase):
@@ -227,19 +227,20 @@ def _checked_setup(args: argparse.Namespace, parser: argparse.ArgumentParser) ->
                 f"--judge needs test points per prompt; --prompts {args.prompts} has none (use unigenbench, or a CSV "
                 "in UniGenBench's layout)"
             )
-        if args.judge_mode == "logits" and "remote" in cls.__name__.lower():
+        if args.judge_mode == "logits" and issubclass(cls, RemoteChecklistJudge):
             raise ConfigError("--judge-mode logits needs a local judge (remote judges write their verdicts)")
     elif args.judge_mode is not None:
         raise ConfigError("--judge-mode without --judge")
-    if args.diversity_features not in ("pixels", "none") and find_preset(args.diversity_features) is None:
-        resolve_reward(args.diversity_features)
+    if args.diversity_features not in ("pixels", "none"):
+        resolve_reward(args.diversity_features)  # a CLIP-family reward; its image encoder is checked once loaded
     if args.compare_to is not None and not (args.compare_to / "results.json").is_file():
         raise ConfigError(f"--compare-to {str(args.compare_to)!r} holds no results.json (run gen_bench there first)")
     device, dtype = _device_and_dtype(args.device, args.dtype)
+    local = Path(args.model).expanduser()
     settings = GenerationSettings(
         family=args.family,
-        model=args.model,
-        lora=str(lora.directory) if lora else None,
+        model=str(local.resolve()) if local.is_dir() else args.model,  # one spelling per local directory
+        lora=str(lora.directory.resolve()) if lora else None,
         lora_digest=lora.digest if lora else None,
         num_steps=args.steps or defaults.num_steps,
         guidance_scale=args.guidance_scale if args.guidance_scale is not None else defaults.guidance_scale,
@@ -258,7 +259,10 @@ def _check_run_file(out: Path, settings: GenerationSettings) -> None:
     """A run directory belongs to one set of generation settings: samples made otherwise are never mixed in."""
     run_file = out / RUN_FILE
     if run_file.is_file():
-        stored = json.loads(run_file.read_text(encoding="utf-8"))["settings"]
+        try:
+            stored = json.loads(run_file.read_text(encoding="utf-8"))["settings"]
+        except (json.JSONDecodeError, KeyError, TypeError) as err:
+            raise ConfigError(f"cannot read {str(run_file)!r} ({err!r}); use another --out or remove it") from err
         changed = settings.differences(stored)
         if changed:
             raise ConfigError(
@@ -461,7 +465,7 @@ def _prompt_text(run: dict[str, Any]) -> dict[str, str]:
 
 
 def write_run_files(run: dict[str, Any], out: Path, grid_prompts: int) -> None:
-    files = []
+    grids, plots = [], []
     prompts = list(dict.fromkeys(s["prompt_id"] for s in run["samples"]))[:grid_prompts]
     if prompts:
         columns = min(GRID_COLUMNS, run["prompt_set"]["images_per_prompt"])
@@ -470,16 +474,16 @@ def write_run_files(run: dict[str, Any], out: Path, grid_prompts: int) -> None:
             row_labels=[_prompt_text(run)[p] for p in prompts], column_labels=[f"#{k}" for k in range(columns)],
             title=f"{run['settings']['model']} samples",
         )  # fmt: skip
-        files.append("samples_grid.png")
-    if run.get("judge"):
+        grids.append("samples_grid.png")
+    if run.get("judge") and run["judge"]["unigenbench"]["primary"]:
         u = run["judge"]["unigenbench"]
         series = {"score": [{"value": e["accuracy"]} for e in u["primary"].values()]}
         plot_grouped_bars(
             out / "unigenbench.png", list(u["primary"]), series, ylabel="score (%)",
             title=f"UniGenBench primary dimensions (Overall {100 * u['overall']['value']:.2f})",
         )  # fmt: skip
-        files.append("unigenbench.png")
-    run["grids"], run["plots"] = files[:1], files[1:]
+        plots.append("unigenbench.png")
+    run["grids"], run["plots"] = grids, plots
 
 
 def write_comparison(
@@ -505,8 +509,8 @@ def write_comparison(
         )  # fmt: skip
         files.append("side_by_side.png")
     judge = comparison.get("judge")
-    if judge:
-        dims = [d for d in judge["base"]["primary"] if d in judge["other"]["primary"]]
+    dims = [d for d in judge["base"]["primary"] if d in judge["other"]["primary"]] if judge else []
+    if dims:
         series = {
             name: [{"value": scores["primary"][d]["accuracy"]} for d in dims]
             for name, scores in zip(names, (judge["base"], judge["other"]), strict=True)
@@ -531,7 +535,7 @@ def write_comparison(
 # --------------------------------------------------------------------------------------------------- the run
 
 
-def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
+def run(args: argparse.Namespace, parser: argparse.ArgumentParser, argv: list[str]) -> int:
     plan = _checked_setup(args, parser)
     out: Path = args.out
     prompt_set: PromptSet = plan["prompts"]
@@ -545,7 +549,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     overrides = _overrides(plan, args)
     result: dict[str, Any] = {
         "mmreward_version": __version__,
-        "command": " ".join(shlex.quote(a) for a in sys.argv),
+        "command": f"python eval/gen_bench.py {shlex.join(argv)}",
         "output_dir": str(out.resolve()),
         "settings": settings.to_dict() | {"device": plan["device"]},
         "eval_defaults": EVAL_DEFAULTS[settings.family].source,
@@ -679,7 +683,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.list:
             print(_list())
             return 0
-        return run(args, parser)
+        return run(args, parser, argv)
     except MMRewardError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
