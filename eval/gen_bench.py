@@ -541,9 +541,10 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser, argv: list[st
     prompt_set: PromptSet = plan["prompts"]
     settings: GenerationSettings = plan["settings"]
     media_kind = "video" if settings.family == "wan" else "image"
+    samples = generation.plan_samples(prompt_set, args.images_per_prompt, out / SAMPLES_DIR, media_kind)
+    generation.check_existing_samples(samples)
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / RUN_FILE, {"settings": settings.to_dict(), "mmreward_version": __version__})
-    samples = generation.plan_samples(prompt_set, args.images_per_prompt, out / SAMPLES_DIR, media_kind)
     generated = _generate(plan, samples, args)
 
     overrides = _overrides(plan, args)

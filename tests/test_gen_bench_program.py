@@ -95,7 +95,7 @@ def test_base_run_continues_after_an_interruption_and_a_rerun_does_nothing(asset
     # A first invocation that stopped after one prompt (as if interrupted), then the full command.
     first = run_program(*_args(assets, base, limit=1))
     assert first.returncode == 0, first.stderr
-    first_files = {p.name: p.stat().st_mtime_ns for p in (base / "samples").iterdir()}
+    first_files = {p.name: p.stat().st_mtime_ns for p in (base / "samples").glob("*.png")}
     assert sorted(first_files) == ["0_0.png", "0_1.png"]
     full = run_program(*_args(assets, base))
     assert full.returncode == 0, full.stderr
@@ -108,6 +108,8 @@ def test_base_run_continues_after_an_interruption_and_a_rerun_does_nothing(asset
         )
     assert run["judge"]["scoring"]["newly_scored"] == 2
     _check_numbers(run, base)
+    manifest = json.loads((base / "samples" / "prompts.json").read_text())
+    assert manifest == {s["id"]: s["prompt"] for s in run["samples"]}  # which prompt each sample file shows
     report = (base / "report.md").read_text()
     for section in (
         "## Rewards",
@@ -199,6 +201,16 @@ def test_errors_come_before_any_model_loads(assets, tmp_path, capsys):
     (out / "run.json").write_text(json.dumps({"settings": stored.to_dict()}))
     assert gen_bench.main(_args(assets, out)) == 2
     assert "holds samples generated with other settings (num_steps: 40 -> 3);" in capsys.readouterr().err
+    # ... and its samples to the prompts they were made from (another prompt file with the same ids is refused).
+    (out / "run.json").unlink()
+    (out / "samples").mkdir()
+    (out / "samples" / "0_0.png").write_bytes(b"made for a pickscore prompt")
+    (out / "samples" / "prompts.json").write_text(json.dumps({"0_0": "a cat"}))
+    assert gen_bench.main(_args(assets, out)) == 2
+    assert "1 existing sample(s) were generated from other prompts, e.g. 0_0.png (made for 'a cat'" in (
+        capsys.readouterr().err
+    )
+    assert not (out / "run.json").exists()
 
 
 def test_judge_answers_that_do_not_parse_are_counted_not_scored(assets, tmp_path, capsys):

@@ -256,6 +256,48 @@ class GenerationSettings:
         return [f"{k}: {stored.get(k)!r} -> {v!r}" for k, v in now.items() if stored.get(k) != v]
 
 
+MANIFEST = "prompts.json"  # sample id -> the prompt it was generated from, next to the samples
+
+
+def _read_manifest(directory: Path) -> dict[str, str]:
+    path = directory / MANIFEST
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise ConfigError(
+            f"cannot read {str(path)!r} ({err}); remove the samples directory and generate again"
+        ) from err
+
+
+def check_existing_samples(samples: Sequence[Sample]) -> None:
+    """Refuse sample files made for other prompts (another prompt file, or an edited one, in the same directory):
+    samples are reused only for the prompt they were generated from."""
+    manifests: dict[Path, dict[str, str]] = {}
+    wrong = []
+    for s in samples:
+        if not s.path.is_file():
+            continue
+        manifest = manifests.setdefault(s.path.parent, _read_manifest(s.path.parent))
+        if manifest.get(s.id) != s.prompt:
+            wrong.append(f"{s.path.name} (made for {manifest.get(s.id)!r}, now {s.prompt!r})")
+    if wrong:
+        raise ConfigError(
+            f"{len(wrong)} existing sample(s) were generated from other prompts, e.g. {'; '.join(wrong[:2])}; use "
+            "another --out for another prompt set"
+        )
+
+
+def _record_samples(samples: Sequence[Sample]) -> None:
+    for directory in {s.path.parent for s in samples}:
+        manifest = _read_manifest(directory)
+        manifest.update({s.id: s.prompt for s in samples if s.path.parent == directory})
+        partial = directory / f".{MANIFEST}.partial"
+        partial.write_text(json.dumps(manifest, indent=0, ensure_ascii=False) + "\n", encoding="utf-8")
+        os.replace(partial, directory / MANIFEST)
+
+
 def save_sample(sample: Sample, media: torch.Tensor, fps: float | None) -> None:
     """Write one image ``(3, H, W)`` (PNG) or video ``(T, 3, H, W)`` (mp4) atomically."""
     sample.path.parent.mkdir(parents=True, exist_ok=True)
@@ -276,7 +318,8 @@ def generate_samples(
     progress: bool = True,
     autocast: Callable[[], Any] | None = None,
 ) -> int:
-    """Draw ``samples`` with the ODE sampler in batches, seeded per sample, and save them; returns how many."""
+    """Draw ``samples`` with the ODE sampler in batches, seeded per sample, and save them (recording each sample's
+    prompt in the directory's ``prompts.json``); returns how many."""
     from tqdm.auto import tqdm
 
     from mmreward.flow.rollout import sample_ode, seeded
@@ -294,6 +337,7 @@ def generate_samples(
                 )  # fmt: skip
             for s, media in zip(chunk, out.media.float().cpu(), strict=True):
                 save_sample(s, media, fps)
+            _record_samples(chunk)
             bar.update(len(chunk))
     return len(samples)
 
