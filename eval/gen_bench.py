@@ -213,6 +213,7 @@ def _checked_setup(args: argparse.Namespace, parser: argparse.ArgumentParser) ->
             )
         if media_kind not in cls.media_kinds:
             raise ConfigError(f"--reward {name} scores {sorted(cls.media_kinds)}, not {media_kind}s")
+    judge_remote = False
     if args.judge is not None:
         from mmreward.rewards.vlm.checklist import ChecklistJudgeBase, RemoteChecklistJudge
 
@@ -227,7 +228,8 @@ def _checked_setup(args: argparse.Namespace, parser: argparse.ArgumentParser) ->
                 f"--judge needs test points per prompt; --prompts {args.prompts} has none (use unigenbench, or a CSV "
                 "in UniGenBench's layout)"
             )
-        if args.judge_mode == "logits" and issubclass(cls, RemoteChecklistJudge):
+        judge_remote = issubclass(cls, RemoteChecklistJudge)
+        if args.judge_mode == "logits" and judge_remote:
             raise ConfigError("--judge-mode logits needs a local judge (remote judges write their verdicts)")
     elif args.judge_mode is not None:
         raise ConfigError("--judge-mode without --judge")
@@ -252,7 +254,10 @@ def _checked_setup(args: argparse.Namespace, parser: argparse.ArgumentParser) ->
         dtype=dtype,
     )
     _check_run_file(args.out, settings)
-    return {"prompts": prompt_set, "settings": settings, "lora": lora, "rewards": rewards, "device": device}
+    return {
+        "prompts": prompt_set, "settings": settings, "lora": lora, "rewards": rewards, "device": device,
+        "judge_remote": judge_remote,
+    }  # fmt: skip
 
 
 def _check_run_file(out: Path, settings: GenerationSettings) -> None:
@@ -362,7 +367,7 @@ def _run_judge(
         for s in samples
     ]
     judge_overrides = dict(overrides)
-    if args.judge_mode is not None:
+    if args.judge_mode is not None and not plan["judge_remote"]:  # remote judges always write ("generate")
         judge_overrides["mode"] = args.judge_mode
     request = request_digest(args.judge, judge_overrides, [i.key for i in items])
     cache = finished_cache(out / "cache", request)

@@ -3,14 +3,11 @@ against a hand computation, agreement of the read-out with written verdicts on a
 failures, and the remote judge against a small local OpenAI-compatible server."""
 
 import math
-import socket
-import threading
-import time
 
-import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from fake_servers import fake_checklist_server
 
 import mmreward
 from mmreward import media, testing
@@ -304,49 +301,10 @@ def test_logit_readout_agrees_with_the_written_verdicts(trained_judge, photos):
 # ---------------------------------------------------------------------------------------------- remote judge
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def checklist_server():
-    """A fake vLLM server: passes every test point of a bright image, fails those of a dark one; the caption
-    "garbage" gets an answer without verdicts."""
-    import base64
-    import io
-    import re
-
-    import uvicorn
-    from fastapi import FastAPI, Request
-    from PIL import Image
-
-    app = FastAPI()
-
-    @app.post("/v1/chat/completions")
-    async def complete(request: Request):
-        body = await request.json()
-        content = body["messages"][-1]["content"]
-        text = " ".join(c["text"] for c in content if c["type"] == "text")
-        url = next(c["image_url"]["url"] for c in content if c["type"] == "image_url")
-        image = Image.open(io.BytesIO(base64.b64decode(url.split(",", 1)[1])))
-        count = int(re.search(r"each of these (\d+) test points", text).group(1))
-        verdict = "1" if np.asarray(image).mean() > 100 else "0"
-        answer = (
-            "I cannot tell." if 'caption: "garbage"' in text else f"<score>[{', '.join([verdict] * count)}]</score>"
-        )
-        return {"choices": [{"message": {"content": answer}, "finish_reason": "stop"}]}
-
-    port = _free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="error"))
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.01)
-    yield f"http://127.0.0.1:{port}/v1"
-    server.should_exit = True
-    thread.join(timeout=5)
+    with fake_checklist_server() as url:
+        yield url
 
 
 def test_remote_checklist_judge_parses_written_verdicts(checklist_server, photos):

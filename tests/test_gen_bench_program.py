@@ -1,6 +1,7 @@
 """eval/gen_bench.py end to end in subprocesses: a tiny SD3 pipeline, a tiny CLIP reward, the brightness reward
 and a tiny checklist judge on UniGenBench prompts; a run that is cut short and continued, a rerun that does no
-work, a LoRA run compared with the base run, the compare command, and errors before any model loads.
+work, a LoRA run compared with the base run, the compare command, judge answers that do not parse, a remote judge,
+Wan videos, and errors before any model loads.
 
 Numbers in results.json are recomputed here from the per-sample values (UniGenBench from the verdicts, diversity
 from the sample files, paired gains from both runs' scores), so a pairing or pooling mistake cannot hide."""
@@ -13,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from fake_servers import fake_checklist_server
 
 from eval import gen_bench
 from mmreward import media, testing
@@ -90,11 +92,10 @@ def _check_numbers(run: dict, out: Path) -> None:
     assert run["total"]["scores"] == pytest.approx(total)
 
 
-def test_base_run_continues_after_an_interruption_and_a_rerun_does_nothing(assets, tmp_path):
+def test_base_run_continues_after_an_interruption_and_a_rerun_does_nothing(assets, tmp_path, capsys, monkeypatch):
     base = tmp_path / "base"
-    # A first invocation that stopped after one prompt (as if interrupted), then the full command.
-    first = run_program(*_args(assets, base, limit=1))
-    assert first.returncode == 0, first.stderr
+    # A first invocation that stopped after one prompt (as if interrupted; in this process), then the full command.
+    assert gen_bench.main(_args(assets, base, limit=1)) == 0
     first_files = {p.name: p.stat().st_mtime_ns for p in (base / "samples").glob("*.png")}
     assert sorted(first_files) == ["0_0.png", "0_1.png"]
     full = run_program(*_args(assets, base))
@@ -121,16 +122,21 @@ def test_base_run_continues_after_an_interruption_and_a_rerun_does_nothing(asset
         assert section in report
     assert (base / "samples_grid.png").stat().st_size > 1000 and (base / "unigenbench.png").is_file()
 
-    # The same command again: nothing generated, nothing scored, no model loaded, same numbers.
+    # The same command again: nothing generated, nothing scored, no model loaded at all, same numbers.
     caches = {p.name: p.stat().st_mtime_ns for p in (base / "cache").glob("*.jsonl")}
-    again = run_program(*_args(assets, base))
-    assert again.returncode == 0, again.stderr
+
+    def no_model(*args, **kwargs):
+        raise AssertionError(f"a finished run loaded a model: {args}")
+
+    with monkeypatch.context() as patch:
+        patch.setattr("mmreward.load_reward", no_model)
+        patch.setattr("mmreward.flow.models.load_flow_model", no_model)
+        assert gen_bench.main(_args(assets, base)) == 0
     rerun = _results(base)
     assert rerun["generation"]["generated"] == 0
     assert all(r["scoring"]["newly_scored"] == 0 for r in rerun["rewards"].values())
     assert rerun["judge"]["scoring"]["newly_scored"] == 0
     assert {p.name: p.stat().st_mtime_ns for p in (base / "cache").glob("*.jsonl")} == caches
-    assert "Loading weights" not in again.stderr  # neither the judge nor the CLIP reward was loaded
     assert rerun["rewards"]["clip-score"]["scores"] == run["rewards"]["clip-score"]["scores"]
     assert rerun["judge"]["unigenbench"] == run["judge"]["unigenbench"]
 
@@ -164,6 +170,23 @@ def test_base_run_continues_after_an_interruption_and_a_rerun_does_nothing(asset
     again = json.loads((out / "comparison.json").read_text())
     assert again["rewards"] == comparison["rewards"] and again["judge"] == comparison["judge"]
     assert (out / "side_by_side.png").is_file()
+
+    # The judge in its written mode on the base samples (nothing generated, rewards from their caches): the tiny
+    # judge answers without a <score> list, so every image fails with the reason; UniGenBench is n/a, not 0, and
+    # --on-error fail exits 1 with the report still written.
+    args = _args(assets, base, "--on-error", "fail")
+    args[args.index("--judge-mode") + 1] = "generate"
+    assert gen_bench.main(args) == 1
+    assert "4 item(s) failed to score (--on-error fail)" in capsys.readouterr().err
+    written = _results(base)
+    judge = written["judge"]
+    assert written["generation"]["generated"] == 0 and judge["mode"] == "generate" and judge["scoring"]["failed"] == 4
+    assert all(v["passed"] is None and "no <score>" in v["error"] for v in judge["verdicts"].values())
+    u = judge["unigenbench"]
+    assert u["images"] == {"total": 4, "failed": 4} and u["testpoints"] == {"scored": 0, "excluded": 14}
+    assert u["overall"]["value"] is None  # NaN in results.json: nothing was scored, nothing is made up
+    assert "**Overall n/a**" in (base / "report.md").read_text()
+    assert written["rewards"]["clip-score"]["scores"] == run["rewards"]["clip-score"]["scores"]
 
 
 def test_errors_come_before_any_model_loads(assets, tmp_path, capsys):
@@ -213,25 +236,6 @@ def test_errors_come_before_any_model_loads(assets, tmp_path, capsys):
     assert not (out / "run.json").exists()
 
 
-def test_judge_answers_that_do_not_parse_are_counted_not_scored(assets, tmp_path, capsys):
-    """The tiny judge in its written mode answers without a <score> list: every image fails with the reason, the
-    UniGenBench numbers are n/a rather than 0, and --on-error fail exits 1 (the report is still written)."""
-    out = tmp_path / "out"
-    args = _args(assets, out, "--on-error", "fail", limit=1)
-    args[args.index("--judge-mode") + 1] = "generate"
-    assert gen_bench.main(args) == 1
-    assert "2 item(s) failed to score (--on-error fail)" in capsys.readouterr().err
-    run = _results(out)
-    judge = run["judge"]
-    assert judge["mode"] == "generate" and judge["scoring"]["failed"] == 2
-    assert all(v["passed"] is None and "no <score>" in v["error"] for v in judge["verdicts"].values())
-    u = judge["unigenbench"]
-    assert u["images"] == {"total": 2, "failed": 2} and u["testpoints"] == {"scored": 0, "excluded": 6}
-    assert u["overall"]["value"] is None  # NaN in results.json: nothing was scored, nothing is made up
-    assert "**Overall n/a**" in (out / "report.md").read_text()
-    assert all(r["scoring"]["failed"] == 0 for r in run["rewards"].values())
-
-
 def test_wan_videos_on_video_prompts(tmp_path):
     out = tmp_path / "wan"
     args = [
@@ -247,3 +251,24 @@ def test_wan_videos_on_video_prompts(tmp_path):
     assert frames.shape == (5, 3, 32, 32) and info.source_fps == 16.0
     assert run["rewards"]["BrightnessReward"]["scores"]["0_0"] == pytest.approx(float(frames.mean()), abs=2e-3)
     assert run["diversity"]["per_prompt"]["0"] > 0 and (out / "samples_grid.png").is_file()
+
+
+def test_remote_judge_through_a_preset_file(tmp_path):
+    """A vLLM-served checklist judge named by a preset file (the way users point gen_bench at their server)."""
+    preset = tmp_path / "my-judge.yaml"
+    out = tmp_path / "out"
+    args = [
+        "--model", "tiny", "--family", "sd3", "--prompts", "unigenbench", "--limit", "1", "--images-per-prompt", "2",
+        "--steps", "2", "--judge", str(preset), "--judge-mode", "generate", "--out", str(out), "--no-progress",
+    ]  # fmt: skip
+    with fake_checklist_server() as url:
+        preset.write_text(f"type: remote-checklist\nendpoint: {url}\nmodel: UniGenBench-EvalModel\n")
+        assert gen_bench.main(args) == 0
+    judge = _results(out)["judge"]
+    assert judge["mode"] == "generate" and judge["scoring"]["failed"] == 0
+    brightness = load_samples([Sample("0", k, "", out / "samples" / f"0_{k}.png") for k in range(2)]).mean(
+        dim=(1, 2, 3)
+    )
+    # The fake server passes every test point of an image whose mean pixel value is over 100 / 255.
+    expected = [[bool(b * 255 > 100)] * 3 for b in brightness]
+    assert [judge["verdicts"][f"0_{k}"]["passed"] for k in range(2)] == expected
