@@ -199,10 +199,11 @@ def plot_image_grid(
     positions = [c + (1 if gap_after is not None and c >= gap_after else 0) for c in range(columns)]
     width = columns + (1 if gap_after is not None else 0)
     ratios = [0.25 if gap_after is not None and k == gap_after else 1.0 for k in range(width)]
+    height = cell_inches * len(rows) + 0.6
     fig, axes = plt.subplots(
         len(rows),
         width,
-        figsize=(cell_inches * (sum(ratios) + 1.5), cell_inches * len(rows) + 0.6),
+        figsize=(cell_inches * (sum(ratios) + 1.5), height),
         squeeze=False,
         gridspec_kw={"width_ratios": ratios},
     )
@@ -218,8 +219,9 @@ def plot_image_grid(
         lines = textwrap.wrap(row_labels[r], 28) if r < len(row_labels) else []
         label = "\n".join(lines[:4]) + (" ..." if len(lines) > 4 else "")
         axes[r][0].text(-0.08, 0.5, label, transform=axes[r][0].transAxes, ha="right", va="center", fontsize=7)
-    fig.suptitle(title, fontsize=10)
-    fig.subplots_adjust(left=1.5 / (sum(ratios) + 1.5), wspace=0.05, hspace=0.08)
+    # Room on the left for the row captions and on top for the title (0.3 in) above the column captions (0.3 in).
+    fig.suptitle(title, fontsize=10, y=1 - 0.08 / height, va="top")
+    fig.subplots_adjust(left=1.5 / (sum(ratios) + 1.5), top=1 - 0.6 / height, wspace=0.05, hspace=0.08)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110, bbox_inches="tight")
     plt.close(fig)
