@@ -58,7 +58,7 @@ from mmreward.rewards.mix import RewardMix
 from mmreward.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from mmreward.train.config import parse_config, save_config
 from mmreward.train.ema import EMA
-from mmreward.train.guards import NonFiniteGuard
+from mmreward.train.guards import NonFiniteGuard, finite_everywhere
 from mmreward.train.lora import LoraReference, add_lora, save_lora
 from mmreward.train.tracking import Tracker
 
@@ -587,8 +587,7 @@ def main(cfg: FlowDPOConfig) -> Path:
             last = micro == train.gradient_accumulation_steps - 1
             with accelerator.no_sync(transformer) if not last else nullcontext():
                 loss, metrics = compute_loss(cfg, model, transformer, reference, batch, generators, accelerator)
-                finite = accelerator.reduce(torch.isfinite(loss.detach()).float().reshape(1), "min")
-                if bool(finite.item() < 1):  # decided jointly so every process skips the same backward
+                if not finite_everywhere(loss, accelerator.reduce):  # every process skips the same backward
                     window_ok = False
                     continue
                 accelerator.backward(loss / train.gradient_accumulation_steps)

@@ -51,7 +51,7 @@ from mmreward.rewards.vlm.heads import VLMHeadReward
 from mmreward.rewards.vlm.judges import VLMPairwiseJudge
 from mmreward.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from mmreward.train.config import parse_config, save_config
-from mmreward.train.guards import NonFiniteGuard
+from mmreward.train.guards import NonFiniteGuard, finite_everywhere
 from mmreward.train.tracking import Tracker
 
 # ------------------------------------------------------------------------------------------------------ config
@@ -633,7 +633,8 @@ def main(cfg: TrainRewardConfig) -> Path:
                 continue
             with accelerator.accumulate(module):
                 loss, used = task.loss(module, batch)
-                if not guard.ok(loss):
+                # Decided jointly: a NaN on one process must skip the backward on all of them (DDP would hang).
+                if not guard.ok(loss if finite_everywhere(loss, accelerator.reduce) else float("nan")):
                     optimizer.zero_grad()
                     continue
                 accelerator.backward(loss)
@@ -662,6 +663,7 @@ def main(cfg: TrainRewardConfig) -> Path:
         tracker.log(step, {"final/" + k.removeprefix("val/"): v for k, v in metrics.items()})
     tracker.close()
     accelerator.print(f"saved to {out} (load it with mmreward.load_reward({str(out)!r}))")
+    accelerator.end_training()  # tears down the process group before exit
     return out
 
 

@@ -1,8 +1,11 @@
-"""The ``mmreward`` command: ``score`` media with rewards, ``list`` the registry, ``serve`` a reward over HTTP.
+"""The ``mmreward`` command: ``score`` media with rewards, ``list`` the registry, ``serve`` a reward over HTTP,
+``generate`` with reward guidance.
 
     mmreward score photos/ --prompt "a cat" --reward pickscore --reward jpeg-compressibility=0.1 --output s.jsonl
     mmreward list
     mmreward serve --reward pickscore --port 8000
+    mmreward generate --model stabilityai/stable-diffusion-3.5-medium --family sd3 --prompt "a cat" \
+        --guide pickscore --method best-of-n --budget 112 --out samples/
 
 Exit codes (shared by the eval programs): 0 success; 1 ``--on-error fail`` and some input failed (the first bad
 input is named; inputs that decoded were still scored and written); 2 the run could not start (bad arguments,
@@ -93,7 +96,55 @@ def _build_parser() -> argparse.ArgumentParser:
 
     listing = sub.add_parser("list", help="list the registered rewards")
     listing.add_argument("--json", action="store_true", help="machine-readable output")
+    _add_generate_parser(sub)
     return parser
+
+
+def _add_generate_parser(sub: Any) -> None:
+    gen = sub.add_parser(
+        "generate",
+        help="generate images or videos steered by rewards (no training)",
+        description="Sample a rectified-flow generator (SD3, FLUX, Wan) with reward guidance: Flow-NRG with a "
+        "latent reward (align/train_latent_reward.py), pixel-space gradient guidance with a differentiable "
+        "reward, best-of-N over seeds, or search that prunes candidates at intermediate steps. --budget counts "
+        "velocity evaluations (transformer forward passes, one per sample per step) per output.",
+    )
+    gen.add_argument("--model", required=True, help="hub id, local pipeline directory, or 'tiny' (tiny random)")
+    gen.add_argument("--family", choices=("sd3", "flux", "wan"), help="generator family (default: from the "
+                     "directory's model_index.json; sd3 for tiny)")  # fmt: skip
+    prompts = gen.add_mutually_exclusive_group(required=True)
+    prompts.add_argument("--prompt", action="append", help="a prompt (repeatable)")
+    prompts.add_argument("--prompts", metavar="FILE", help="prompts, one per line")
+    gen.add_argument("--guide", action="append", required=True, metavar="REWARD[=WEIGHT]",
+                     help="reward to steer with: a latent reward directory (nrg), a reward name, preset YAML or "
+                     "module:Class (repeatable; weights multiply each reward in the total)")  # fmt: skip
+    gen.add_argument("--dim", action="append", default=[], metavar="NAME=WEIGHT",
+                     help="weight of a latent reward's dimension (e.g. --dim TA=0.8); others keep 1")  # fmt: skip
+    gen.add_argument("--method", choices=("nrg", "pixel", "best-of-n", "search"), default="best-of-n")
+    gen.add_argument("--budget", type=int, help="velocity evaluations per output (default: steps for nrg/pixel, "
+                     "4 x steps for best-of-n/search)")  # fmt: skip
+    gen.add_argument("--steps", type=int, help="denoising steps (default: the pipeline's; 8 for tiny)")
+    gen.add_argument("--scale", type=float, default=0.5, help="guidance scale lambda (nrg, pixel; default 0.5)")
+    gen.add_argument("--schedule", choices=("constant", "sigma", "one_minus_sigma", "classifier"),
+                     default="constant", help="g(t) of the velocity shift (default constant)")  # fmt: skip
+    gen.add_argument("--no-normalize", action="store_true", help="use the raw reward gradient (default: unit RMS)")
+    gen.add_argument("--through-model", action="store_true",
+                     help="pixel: backpropagate through the transformer too (one backward per step)")  # fmt: skip
+    gen.add_argument("--prune-at", default="0.25,0.5", help="search: fractions of the steps where it prunes")
+    gen.add_argument("--keep", type=float, default=0.5, help="search: fraction kept at each pruning (default 0.5)")
+    gen.add_argument("--num-outputs", type=int, default=1, help="outputs per prompt (seeds seed, seed+1, ...)")
+    gen.add_argument("--seed", type=int, default=0)
+    gen.add_argument("--height", type=int)
+    gen.add_argument("--width", type=int)
+    gen.add_argument("--num-frames", type=int, help="video models: frames (4k + 1)")
+    gen.add_argument("--fps", type=float, default=16.0, help="frame rate of written videos (default 16, Wan's)")
+    gen.add_argument("--cfg", type=float, help="classifier-free guidance scale (default: the pipeline's)")
+    gen.add_argument("--negative-prompt", default="")
+    gen.add_argument("--batch-size", type=int, default=8, help="candidates per transformer call (default 8)")
+    gen.add_argument("--out", required=True, help="output directory: media files and rewards.jsonl")
+    gen.add_argument("--device", default="auto", help="cpu, cuda, ... (default: cuda if available)")
+    gen.add_argument("--dtype", default="auto", help="transformer and reward dtype (default: bf16 on cuda)")
+    gen.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def _device_and_dtype(device: str, dtype: str) -> tuple[str, str]:
@@ -265,9 +316,92 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _generate(args: argparse.Namespace) -> int:
+    from mmreward.guidance.generate import FAMILY_DEFAULTS, TINY_DEFAULTS, infer_family, plan_guides
+
+    # Everything that can be checked without weights is checked before any model loads.
+    family = infer_family(args.model, args.family)
+    defaults = {**FAMILY_DEFAULTS[family], **(TINY_DEFAULTS if args.model == "tiny" else {})}
+    if args.model == "tiny" and family == "wan":
+        defaults["num_frames"] = 5
+    steps = args.steps or defaults["steps"]
+    budget = args.budget or (steps if args.method in ("nrg", "pixel") else 4 * steps)
+    dim_weights = dict(_parse_dim(d) for d in args.dim)
+    specs = plan_guides([_parse_reward_spec(g) for g in args.guide], args.method, family, dim_weights)
+    prompts = args.prompt or _read_prompts(args.prompts)
+    for name, value in [("--steps", steps), ("--budget", budget), ("--num-outputs", args.num_outputs),
+                        ("--batch-size", args.batch_size)]:  # fmt: skip
+        if value < 1:
+            raise MMRewardError(f"{name} must be >= 1, got {value}")
+    if budget < steps:
+        raise MMRewardError(f"--budget {budget} is below one trajectory: {steps} steps cost {steps} evaluations")
+    num_frames = args.num_frames or defaults["num_frames"]
+    if family != "wan" and args.num_frames:
+        raise MMRewardError(f"--num-frames is for video models; {family} generates images")
+
+    from tqdm import tqdm
+
+    from mmreward.flow.models import load_flow_model
+    from mmreward.guidance.generate import build_objective, run
+    from mmreward.guidance.sampling import GuidanceSettings, SamplingSettings, SearchSettings
+
+    device, dtype = _device_and_dtype(args.device, args.dtype)
+    guidance = GuidanceSettings(scale=args.scale, schedule=args.schedule, normalize=not args.no_normalize,
+                                through_model=args.through_model)  # fmt: skip
+    search = SearchSettings(prune_at=tuple(_parse_fractions(args.prune_at)), keep=args.keep)
+    model = load_flow_model(family, args.model, device=device, dtype=dtype)
+    sampling = SamplingSettings(
+        num_steps=steps, height=args.height or defaults["height"], width=args.width or defaults["width"],
+        num_frames=num_frames, guidance_scale=defaults["cfg"] if args.cfg is None else args.cfg,
+        negative_prompt=args.negative_prompt, batch_size=args.batch_size,
+    )  # fmt: skip
+    model.check_size(sampling.height, sampling.width, sampling.num_frames)
+    objective = build_objective(specs, dim_weights, device=device, dtype=dtype)
+    # Latent shape and text encoder of latent rewards against this generator, before the first step.
+    objective.check(model, model.latent_shape(1, sampling.height, sampling.width, sampling.num_frames)[1:])
+    total = budget * len(prompts) * args.num_outputs
+    with tqdm(total=total, unit="eval", disable=args.no_progress, file=sys.stderr, desc=args.method) as bar:
+        rows = run(model, objective, prompts, args.method, out_dir=args.out, budget=budget, seed=args.seed,
+                   num_outputs=args.num_outputs, sampling=sampling, guidance=guidance, search=search, fps=args.fps,
+                   progress=bar.update)  # fmt: skip
+    failed = [row for row in rows if row["failed"]]
+    print(f"mmreward: wrote {len(rows)} outputs and rewards.jsonl to {args.out}", file=sys.stderr)
+    if failed:
+        print(f"mmreward: {len(failed)} outputs could not be scored; first: {failed[0]['file']}: "
+              f"{failed[0]['error']}", file=sys.stderr)  # fmt: skip
+        return 1
+    return 0
+
+
+def _parse_dim(spec: str) -> tuple[str, float]:
+    name, sep, weight = spec.partition("=")
+    try:
+        return name, float(weight)
+    except ValueError:
+        raise MMRewardError(f"--dim takes NAME=WEIGHT (e.g. TA=0.8), got {spec!r}") from None
+
+
+def _parse_fractions(text: str) -> list[float]:
+    try:
+        return [float(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise MMRewardError(f"--prune-at takes comma-separated fractions (e.g. 0.25,0.5), got {text!r}") from None
+
+
+def _read_prompts(path: str) -> list[str]:
+    file = Path(path)
+    try:
+        prompts = [line.strip() for line in file.read_text(encoding="utf-8").splitlines() if line.strip()]
+    except (OSError, UnicodeDecodeError) as err:
+        raise MMRewardError(f"cannot read --prompts {path!r}: {err}") from err
+    if not prompts:
+        raise MMRewardError(f"--prompts {path!r} has no prompts")
+    return prompts
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _build_parser().parse_args(argv)
-    commands = {"score": _score, "list": _list, "serve": _serve}
+    commands = {"score": _score, "list": _list, "serve": _serve, "generate": _generate}
     try:
         return commands[args.command](args)
     except MMRewardError as err:

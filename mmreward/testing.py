@@ -25,6 +25,7 @@ import yaml
 
 from mmreward.errors import MMRewardError
 from mmreward.rewards.base import RewardModel
+from mmreward.rewards.framewise import DifferentiableImageReward
 
 # ------------------------------------------------------------------------------------------------ sample media
 
@@ -727,6 +728,20 @@ class BrightnessReward(RewardModel):
 
     def score_prepared(self, prompts: list[str], inputs: list[torch.Tensor]) -> tuple[torch.Tensor, dict]:
         return torch.stack([x.float().mean() for x in inputs]).cpu(), {}
+
+
+class DifferentiableBrightnessReward(DifferentiableImageReward):
+    """:class:`BrightnessReward` with ``score_pixels``: the mean pixel value as a torch expression, so gradients
+    reach the pixels (a transparent target for gradient-guidance tests and demos; videos: mean over frames)."""
+
+    raw_range = (0.0, 1.0)
+    uses_prompt = False
+
+    def preprocess_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
+        return pixels
+
+    def forward_pixels(self, prompts: list[str], inputs: torch.Tensor) -> torch.Tensor:
+        return inputs.float().mean(dim=(1, 2, 3))
 
 
 def _main(argv: list[str]) -> int:

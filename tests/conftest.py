@@ -2,18 +2,26 @@
 
 HF_HUB_OFFLINE is set before anything imports huggingface_hub, so an accidental hub call fails at once
 (with mmreward's own error) instead of retrying for half a minute.
+
+One intra-op thread: the suite's models are tiny, and with two threads torch's OpenMP workers spin on ops that
+take microseconds (a tiny VAE decode measured 0.63 s with two threads on a loaded 2-core machine, 0.002 s with
+one; the whole suite runs in about half the time). Subprocesses (CLI and program tests) inherit the variable.
 """
 
 import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
 
 from pathlib import Path  # noqa: E402
 
 import pytest  # noqa: E402
+import torch  # noqa: E402
 
 from mmreward import testing  # noqa: E402
+
+torch.set_num_threads(1)
 
 
 @pytest.fixture(scope="session")

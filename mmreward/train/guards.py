@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 
@@ -38,3 +39,13 @@ class NonFiniteGuard:
                 "use float32 or bf16 instead of fp16, or raise max_skips"
             )
         return False
+
+
+def finite_everywhere(loss: torch.Tensor, reduce: Callable[[torch.Tensor, str], torch.Tensor]) -> bool:
+    """True when ``loss`` is finite on every process, so that all processes skip (or take) the same backward.
+
+    ``reduce`` is ``accelerator.reduce``, which knows only ``sum``, ``mean`` and ``max`` (any other name, such as
+    ``"min"``, silently sums), so the non-finite losses are counted with ``sum``.
+    """
+    bad = reduce((~torch.isfinite(loss.detach())).float().reshape(1), "sum")
+    return float(bad.item()) == 0

@@ -1,0 +1,217 @@
+"""The engine behind ``mmreward generate``: checked guide specs, the objective, and a run that writes every output
+(an image, or an mp4 for video models) with its rewards in ``rewards.jsonl``.
+
+Everything that can be checked without weights is checked by :func:`plan_guides` before any model loads (unknown
+rewards, a non-differentiable reward asked for gradient guidance, a latent reward of another generator family,
+unknown dimension names); the latent shape and the text encoder are checked once the generator is loaded, before
+the first sampling step.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+
+from mmreward import media as media_io
+from mmreward.errors import ConfigError
+from mmreward.guidance.latent_reward import LatentRewardSpec, is_latent_reward, read_latent_reward_spec
+from mmreward.rewards.registry import resolve_reward
+
+if TYPE_CHECKING:  # diffusers is imported only once sampling starts, so bad input is reported at once
+    from mmreward.flow.models import FlowModel
+    from mmreward.guidance.objective import GuidanceObjective
+    from mmreward.guidance.sampling import GuidanceSettings, SamplingSettings, SearchSettings
+
+# Sampling defaults of the diffusers pipelines (steps, classifier-free guidance, size).
+FAMILY_DEFAULTS: dict[str, dict[str, Any]] = {
+    "sd3": {"steps": 28, "cfg": 7.0, "height": 1024, "width": 1024, "num_frames": None},
+    "flux": {"steps": 28, "cfg": 3.5, "height": 1024, "width": 1024, "num_frames": None},
+    "wan": {"steps": 50, "cfg": 5.0, "height": 480, "width": 832, "num_frames": 81},
+}
+TINY_DEFAULTS = {"steps": 8, "height": 32, "width": 32}
+FAMILIES = tuple(FAMILY_DEFAULTS)
+METHODS = ("nrg", "pixel", "best-of-n", "search")
+PIPELINE_FAMILIES = {"StableDiffusion3Pipeline": "sd3", "FluxPipeline": "flux", "WanPipeline": "wan"}
+
+
+@dataclass
+class GuideSpec:
+    """One ``--guide NAME[=WEIGHT]``: a latent reward directory or a pixel reward, resolved without weights."""
+
+    name: str
+    weight: float
+    latent: LatentRewardSpec | None = None  # set for latent rewards
+    differentiable: bool = False
+
+
+def infer_family(model: str, family: str | None) -> str:
+    """The generator family: given, read from a local pipeline's ``model_index.json``, or ``sd3`` for ``tiny``."""
+    if family is not None:
+        if family not in FAMILIES:
+            raise ConfigError(f"unknown family {family!r}; use one of {', '.join(FAMILIES)}")
+        return family
+    if model == "tiny":
+        return "sd3"
+    index = Path(model).expanduser() / "model_index.json"
+    if index.is_file():
+        name = json.loads(index.read_text(encoding="utf-8")).get("_class_name", "")
+        if name in PIPELINE_FAMILIES:
+            return PIPELINE_FAMILIES[name]
+        raise ConfigError(f"{str(index)!r} names pipeline {name!r}; supported: {', '.join(PIPELINE_FAMILIES)}")
+    raise ConfigError(f"cannot tell the family of {model!r}; pass --family ({', '.join(FAMILIES)})")
+
+
+def plan_guides(
+    guides: Sequence[tuple[str, float]], method: str, family: str, dim_weights: Mapping[str, float]
+) -> list[GuideSpec]:
+    """Resolve and check the guides for ``method`` and ``family`` (no weights are loaded)."""
+    if method not in METHODS:
+        raise ConfigError(f"unknown method {method!r}; use one of {', '.join(METHODS)}")
+    if not guides:
+        raise ConfigError("give at least one reward to guide with: --guide NAME[=WEIGHT]")
+    specs = []
+    for name, weight in guides:
+        if is_latent_reward(name):
+            latent = read_latent_reward_spec(name)
+            if latent.family != family:
+                raise ConfigError(
+                    f"latent reward {name!r} was trained on {latent.family} latents, but the generator is {family}; "
+                    f"train one for {family} with align/train_latent_reward.py (model.family: {family})"
+                )
+            specs.append(GuideSpec(name, weight, latent=latent, differentiable=True))
+        else:
+            cls = resolve_reward(name)[0]
+            specs.append(GuideSpec(name, weight, differentiable=bool(cls.differentiable)))
+    latent_dims = {d for s in specs if s.latent for d in s.latent.dims}
+    unknown = sorted(set(dim_weights) - latent_dims)
+    if unknown:
+        raise ConfigError(
+            f"--dim names {unknown} are not dimensions of any latent reward given (dimensions: "
+            f"{sorted(latent_dims) or 'none; --dim applies to latent rewards'})"
+        )
+    pixel = [s.name for s in specs if s.latent is None]
+    if method == "nrg" and pixel:
+        raise ConfigError(
+            f"--method nrg guides with latent rewards trained by align/train_latent_reward.py; {pixel} are pixel "
+            "rewards: use --method pixel (differentiable rewards), best-of-n or search"
+        )
+    if method == "pixel":
+        latent = [s.name for s in specs if s.latent is not None]
+        if latent:
+            raise ConfigError(
+                f"--method pixel guides with pixel rewards; {latent} are latent rewards: use --method nrg"
+            )
+        flat = [s.name for s in specs if not s.differentiable]
+        if flat:
+            raise ConfigError(
+                f"reward(s) {flat} are not differentiable (no score_pixels), so they cannot give gradient "
+                "guidance; use --method best-of-n or search with them, or a differentiable reward ('mmreward list' "
+                "shows which are)"
+            )
+    return specs
+
+
+def build_objective(
+    specs: Sequence[GuideSpec], dim_weights: Mapping[str, float], *, device: str, dtype: str
+) -> GuidanceObjective:
+    """Load the guides' weights: latent rewards (float32) and pixel rewards (``dtype``) on ``device``."""
+    from mmreward.guidance.latent_reward import load_latent_reward
+    from mmreward.guidance.objective import GuidanceObjective, LatentTerm, PixelTerm
+    from mmreward.rewards.registry import load_reward
+
+    terms: list = []
+    for spec in specs:
+        if spec.latent is not None:
+            reward = load_latent_reward(spec.name, device=device)
+            weights = {d: w for d, w in dim_weights.items() if d in spec.latent.dims}  # others keep weight 1
+            terms.append(LatentTerm(reward, weight=spec.weight, dim_weights=weights, name=spec.name))
+        else:
+            reward = load_reward(spec.name, device=device, dtype=dtype)
+            terms.append(PixelTerm(reward, weight=spec.weight, name=spec.name))
+    return GuidanceObjective(terms)
+
+
+def save_media(media: torch.Tensor, path: Path, fps: float) -> None:
+    """Write a canonical image ``(3, H, W)`` as PNG or a video ``(T, 3, H, W)`` as H.264 mp4 (atomically)."""
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    if media.ndim == 3:
+        media_io.to_pil(media).save(tmp)
+    else:
+        import av
+
+        frames = media_io.to_uint8(media)  # (T, H, W, 3)
+        with av.open(str(tmp), mode="w") as container:
+            stream = container.add_stream("libx264", rate=round(fps))
+            stream.height, stream.width = frames.shape[1], frames.shape[2]
+            stream.pix_fmt = "yuv420p"
+            for frame in frames:
+                container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
+            container.mux(stream.encode())
+    os.replace(tmp, path)
+
+
+def run(
+    model: FlowModel,
+    objective: GuidanceObjective,
+    prompts: Sequence[str],
+    method: str,
+    *,
+    out_dir: str | Path,
+    budget: int,
+    seed: int,
+    num_outputs: int,
+    sampling: SamplingSettings,
+    guidance: GuidanceSettings,
+    search: SearchSettings,
+    fps: float = 16.0,
+    progress: Callable[[int], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Generate ``num_outputs`` outputs per prompt (seeds ``seed, seed + 1, ...``) into ``out_dir``: media files
+    ``00000.png`` / ``.mp4`` and one row per output in ``rewards.jsonl``, appended as each output finishes."""
+    from mmreward.guidance.sampling import generate
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    suffix = ".mp4" if model.media_kind == "video" else ".png"
+    rows = []
+    with (out / "rewards.jsonl").open("w", encoding="utf-8") as jsonl:
+        for p, prompt in enumerate(prompts):
+            for j in range(num_outputs):
+                index, output_seed = p * num_outputs + j, seed + j
+                start = time.perf_counter()
+                result = generate(
+                    model, prompt, objective, method, budget=budget, seed=output_seed, sampling=sampling,
+                    guidance=guidance, search=search, progress=progress,
+                )  # fmt: skip
+                if progress is not None:
+                    progress(budget - result.count.forward)  # search may spend a little less than its budget
+                path = out / f"{index:05d}{suffix}"
+                save_media(result.media[0], path, fps)
+                scores = result.scores
+                failed = bool(scores.failed[0])
+                row = {
+                    "file": path.name, "prompt": prompt, "seed": output_seed, "method": method, "budget": budget,
+                    "steps": sampling.num_steps, "score": None if failed else float(scores.total[0]),
+                    "rewards": {k: _number(v[0]) for k, v in scores.parts.items()}, "failed": failed,
+                    "error": scores.errors[0], "candidate": result.candidate,
+                    "candidates": result.started,
+                    "evaluations": {"forward": result.count.forward, "backward": result.count.backward,
+                                    "decode": result.count.decode, "reward": result.count.reward},
+                    "seconds": round(time.perf_counter() - start, 3),
+                }  # fmt: skip
+                jsonl.write(json.dumps(row) + "\n")
+                jsonl.flush()
+                rows.append(row)
+    return rows
+
+
+def _number(value: torch.Tensor) -> float | None:
+    value = float(value)
+    return None if value != value else value  # NaN -> null in JSON
