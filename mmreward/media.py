@@ -521,3 +521,15 @@ def write_video(path: str | os.PathLike, frames: torch.Tensor, fps: float) -> No
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)
+
+
+def save_media(media: torch.Tensor, path: str | os.PathLike, fps: float = 16.0) -> None:
+    """Write a canonical image ``(3, H, W)`` as PNG or a video ``(T, 3, H, W)`` as H.264 mp4 (:func:`write_video`),
+    atomically: to a temporary name next to ``path``, then renamed, so an interruption leaves no partial file."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    if media.ndim == 3:
+        to_pil(media).save(tmp)
+    else:
+        write_video(tmp, media, fps)
+    os.replace(tmp, path)

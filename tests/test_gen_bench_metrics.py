@@ -289,6 +289,6 @@ def test_samples_are_seeded_per_prompt_and_index_not_per_batch(tmp_path, tiny_sd
     a, b = generation.load_samples(together), generation.load_samples(alone)
     assert torch.equal(a, b)
     assert float((a[0] - a[1]).abs().mean()) > 0.01  # different indices, different noise
-    assert not list((tmp_path / "together").glob(".*partial*"))  # atomic writes leave nothing behind
+    assert not list((tmp_path / "together").glob(".*"))  # atomic writes leave no temporary files behind
     assert settings.differences({**settings.to_dict(), "num_steps": 40}) == ["num_steps: 40 -> 2"]
     assert np.isfinite(a.numpy()).all()

@@ -298,17 +298,6 @@ def _record_samples(samples: Sequence[Sample]) -> None:
         os.replace(partial, directory / MANIFEST)
 
 
-def save_sample(sample: Sample, media: torch.Tensor, fps: float | None) -> None:
-    """Write one image ``(3, H, W)`` (PNG) or video ``(T, 3, H, W)`` (mp4) atomically."""
-    sample.path.parent.mkdir(parents=True, exist_ok=True)
-    partial = sample.path.with_name(f".{sample.path.stem}.partial{sample.path.suffix}")
-    if media.ndim == 3:
-        media_io.to_pil(media).save(partial)
-    else:
-        media_io.write_video(partial, media, fps or 16.0)
-    os.replace(partial, sample.path)
-
-
 def generate_samples(
     model: Any,
     samples: Sequence[Sample],
@@ -336,7 +325,8 @@ def generate_samples(
                     generator=[seeded(settings.seed, s.prompt_id, s.index) for s in chunk], batch_size=batch_size,
                 )  # fmt: skip
             for s, media in zip(chunk, out.media.float().cpu(), strict=True):
-                save_sample(s, media, fps)
+                s.path.parent.mkdir(parents=True, exist_ok=True)
+                media_io.save_media(media, s.path, fps or 16.0)
             _record_samples(chunk)
             bar.update(len(chunk))
     return len(samples)
