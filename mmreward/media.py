@@ -24,6 +24,7 @@ import os
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 from typing import Any, Literal
 
@@ -494,3 +495,41 @@ def as_items(media: Sequence[Any] | torch.Tensor | np.ndarray) -> list[Any]:
     if isinstance(media, (str, os.PathLike, Image.Image)):
         return [media]
     return list(media)
+
+
+def write_video(path: str | os.PathLike, frames: torch.Tensor, fps: float) -> None:
+    """Encode a canonical ``(T, 3, H, W)`` video (float in [0, 1]) as an H.264 mp4 with PyAV.
+
+    Pixels are yuv420p, which needs even sizes: an odd height or width is padded by one white row or column.
+    """
+    import av
+
+    if frames.ndim != 4 or frames.shape[1] != 3:
+        raise MediaError(f"write_video takes a (T, 3, H, W) video; got shape {tuple(frames.shape)}")
+    if fps <= 0:
+        raise MediaError(f"fps must be > 0, got {fps}")
+    height, width = frames.shape[-2] + frames.shape[-2] % 2, frames.shape[-1] + frames.shape[-1] % 2
+    padded = torch.nn.functional.pad(
+        frames.detach().float().cpu(), (0, width - frames.shape[-1], 0, height - frames.shape[-2]), value=1.0
+    )
+    pixels = to_uint8(padded)  # (T, H, W, 3)
+    with av.open(os.fspath(path), mode="w") as container:
+        stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1000))
+        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
+        for frame in pixels:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+
+
+def save_media(media: torch.Tensor, path: str | os.PathLike, fps: float = 16.0) -> None:
+    """Write a canonical image ``(3, H, W)`` as PNG or a video ``(T, 3, H, W)`` as H.264 mp4 (:func:`write_video`),
+    atomically: to a temporary name next to ``path``, then renamed, so an interruption leaves no partial file."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
+    if media.ndim == 3:
+        to_pil(media).save(tmp)
+    else:
+        write_video(tmp, media, fps)
+    os.replace(tmp, path)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 import sys
 import tempfile
 from pathlib import Path
@@ -237,7 +238,10 @@ def _tiny_vlm_tokenizer():
 
     from mmreward.rewards.vlm.templates import TEMPLATE_DIR
 
-    corpus = [p.read_text(encoding="utf-8") for p in sorted(TEMPLATE_DIR.glob("*.yaml"))]
+    # Checklist templates are left out: the merges (and with them the fine-tuned tiny judges of other tests) stay
+    # what they were before checklist judges existed; checklist prompts are just a few tokens longer.
+    texts = [p.read_text(encoding="utf-8") for p in sorted(TEMPLATE_DIR.glob("*.yaml"))]
+    corpus = [text for text in texts if not re.search(r"^kind:\s*checklist\b", text, re.MULTILINE)]
     corpus += [
         "Image 1 is better. Image 2 is better. Both images are equally good. Video 1 is better. Video 2 is better.",
         "<think> Semantic consistency: Image 1 8/10, Image 2 6/10 </think> <answer>Image 1 is better</answer>",
@@ -368,6 +372,7 @@ _JUDGE_PRESETS = {
     "pairwise": "unifiedreward-pairwise",
     "pointwise": "unifiedreward-pointwise",
     "cot": "unifiedreward-think",
+    "checklist": "unigenbench-eval",
 }
 _TINY_PIXELS = {"image_min_pixels": 56 * 56, "image_max_pixels": 112 * 112}
 
@@ -444,8 +449,8 @@ def _head_template(directory: Path, dims: tuple[str, ...]) -> Path:
 def tiny_vlm_preset(
     name: str, root: str | Path, *, backbone: str = "qwen2_vl", dims: tuple[str, ...] = ("VQ", "MQ", "TA")
 ) -> Path:
-    """Tiny random weights for a VLM preset (``videoreward``, ``hpsv3``, ``unifiedreward-*``) and a preset YAML
-    pointing at them; it loads with ``load_reward(path)`` through the real loading code.
+    """Tiny random weights for a VLM preset (``videoreward``, ``hpsv3``, ``unifiedreward-*``, ``unigenbench-eval``) and
+    a preset YAML pointing at them; it loads with ``load_reward(path)`` through the real loading code.
 
     Judges get a tiny ``backbone`` checkpoint; ``videoreward`` a VideoAlign-layout checkpoint (LoRA adapter,
     non-LoRA pickle and model_config.json with normalization stats, in the released key naming) with one reward
@@ -464,9 +469,9 @@ def tiny_vlm_preset(
     if target.is_file():
         return target
     directory.mkdir(parents=True, exist_ok=True)
-    if preset.type in ("vlm-pairwise", "vlm-pointwise", "vlm-cot"):
+    if preset.type in ("vlm-pairwise", "vlm-pointwise", "vlm-cot", "vlm-checklist"):
         kwargs = {**preset.kwargs, "weights": str(base), **_TINY_PIXELS}
-        if preset.type == "vlm-cot":
+        if preset.type in ("vlm-cot", "vlm-checklist"):
             kwargs["max_new_tokens"] = 32
     elif preset.type == "vlm-head" and "filename" in preset.kwargs:
         _tiny_full_head_file(directory / preset.kwargs["filename"], base, preset.kwargs)
@@ -506,8 +511,8 @@ def _tiny_full_head_file(path: Path, base: Path, settings: dict[str, Any]) -> No
 
 
 def tiny_judge(kind: str = "pairwise", backbone: str = "qwen2_vl", root: str | Path | None = None, **overrides: Any):
-    """A generative judge (``pairwise``, ``pointwise`` or ``cot``) on a tiny random Qwen2-VL / Qwen2.5-VL backbone,
-    built offline, saved, and loaded through ``load_reward`` (see :func:`tiny_vlm_preset`)."""
+    """A generative judge (``pairwise``, ``pointwise``, ``cot`` or ``checklist``) on a tiny random Qwen2-VL /
+    Qwen2.5-VL backbone, built offline, saved, and loaded through ``load_reward`` (see :func:`tiny_vlm_preset`)."""
     from mmreward.rewards.registry import load_reward
 
     if kind not in _JUDGE_PRESETS:

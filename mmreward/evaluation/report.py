@@ -174,3 +174,54 @@ def plot_curves(
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=130, bbox_inches="tight")
     plt.close(fig)
+
+
+def plot_image_grid(
+    path: Path,
+    rows: Sequence[Sequence[Any]],
+    *,
+    row_labels: Sequence[str],
+    column_labels: Sequence[str],
+    title: str,
+    gap_after: int | None = None,
+    cell_inches: float = 1.6,
+) -> None:
+    """A grid of images with a caption per row (e.g. the prompt) and per column (e.g. ``base #0``).
+
+    ``rows[r][c]`` is a ``(3, H, W)`` float tensor in [0, 1] (or anything with ``.permute``), or None for an empty
+    cell. ``gap_after`` leaves an empty column after that many columns (between the runs of a side-by-side grid).
+    Long row captions are wrapped.
+    """
+    import textwrap
+
+    plt = _pyplot()
+    columns = max((len(r) for r in rows), default=0)
+    positions = [c + (1 if gap_after is not None and c >= gap_after else 0) for c in range(columns)]
+    width = columns + (1 if gap_after is not None else 0)
+    ratios = [0.25 if gap_after is not None and k == gap_after else 1.0 for k in range(width)]
+    height = cell_inches * len(rows) + 0.6
+    fig, axes = plt.subplots(
+        len(rows),
+        width,
+        figsize=(cell_inches * (sum(ratios) + 1.5), height),
+        squeeze=False,
+        gridspec_kw={"width_ratios": ratios},
+    )
+    for r, row in enumerate(rows):
+        for ax in axes[r]:
+            ax.axis("off")
+        for c, image in enumerate(row):
+            ax = axes[r][positions[c]]
+            if image is not None:
+                ax.imshow(image.detach().float().clamp(0, 1).permute(1, 2, 0).cpu().numpy())
+            if r == 0 and c < len(column_labels):
+                ax.set_title(column_labels[c], fontsize=8)
+        lines = textwrap.wrap(row_labels[r], 28) if r < len(row_labels) else []
+        label = "\n".join(lines[:4]) + (" ..." if len(lines) > 4 else "")
+        axes[r][0].text(-0.08, 0.5, label, transform=axes[r][0].transAxes, ha="right", va="center", fontsize=7)
+    # Room on the left for the row captions and on top for the title (0.3 in) above the column captions (0.3 in).
+    fig.suptitle(title, fontsize=10, y=1 - 0.08 / height, va="top")
+    fig.subplots_adjust(left=1.5 / (sum(ratios) + 1.5), top=1 - 0.6 / height, wspace=0.05, hspace=0.08)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110, bbox_inches="tight")
+    plt.close(fig)

@@ -15,6 +15,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -83,6 +84,12 @@ def pair_key(prompt: str, key_a: str, key_b: str, orders: str) -> str:
     return _digest([CACHE_VERSION, prompt, key_a, key_b, orders])
 
 
+def cache_path(directory: Path, name: str, fingerprint: dict[str, Any]) -> Path:
+    """Where the cache of a reward configuration lives: ``<name>-<fingerprint digest>.jsonl``."""
+    slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_")[:60] or "reward"
+    return Path(directory) / f"{slug}-{_digest(fingerprint)[:12]}.jsonl"
+
+
 class ScoreCache:
     """Append-only JSON-lines store of per-item results for one reward configuration.
 
@@ -90,8 +97,7 @@ class ScoreCache:
     """
 
     def __init__(self, directory: Path, name: str, fingerprint: dict[str, Any]) -> None:
-        slug = re.sub(r"[^A-Za-z0-9_.-]+", "_", name).strip("_")[:60] or "reward"
-        self.path = Path(directory) / f"{slug}-{_digest(fingerprint)[:12]}.jsonl"
+        self.path = cache_path(directory, name, fingerprint)
         self.fingerprint = fingerprint
         self.records: dict[str, dict[str, Any]] = {}
         self.skipped_lines = 0
@@ -293,3 +299,131 @@ def judge_pairs(
             if len(stats.errors) < _SHOWN_ERRORS:
                 stats.errors.append(f"{pair.media_a} vs {pair.media_b}: {error}")
     return stats
+
+
+# -------------------------------------------------------------------------------------------- checklist judges
+
+
+@dataclass(frozen=True)
+class ChecklistItem:
+    """One image (or video) to check against its prompt's test points, with its cache key."""
+
+    prompt: str
+    path: Path
+    points: tuple[tuple[str, str], ...]  # (test-point name, description)
+    key: str
+
+
+def checklist_key(prompt: str, points: Sequence[tuple[str, str]], path: Path, root: Path | None = None) -> str:
+    """Cache key of a checklist verdict: the media key of (prompt, file) and the test points asked."""
+    return _digest([CACHE_VERSION, media_key(prompt, path, root), [list(p) for p in points]])
+
+
+def check_items(
+    judge: Any,
+    items: Sequence[ChecklistItem],
+    cache: ScoreCache,
+    *,
+    retry_failed: bool = False,
+    progress: bool = True,
+) -> ScoringStats:
+    """Ask a checklist judge (:class:`~mmreward.rewards.vlm.checklist.ChecklistJudgeBase`) about the items missing
+    from ``cache``, ``judge.batch_size`` items per call.
+
+    Records: ``{key, prompt, path, points, p_yes, passed, error, text}``; ``p_yes``/``passed`` are per test point, None
+    when the judge's answer failed (its reason in ``error``, its text in ``text``).
+    """
+    unique = list({item.key: item for item in items}.values())
+    todo = [
+        item for item in unique if item.key not in cache or (retry_failed and cache.get(item.key)["error"] is not None)
+    ]
+    stats = ScoringStats(total=len(unique), cached=len(unique) - len(todo))
+    with _progress(len(todo), f"checking with {judge.name}", progress) as bar:
+        for start in range(0, len(todo), judge.batch_size):
+            batch = todo[start : start + judge.batch_size]
+            out = judge.check(
+                [item.prompt for item in batch], [str(item.path) for item in batch], [list(i.points) for i in batch]
+            )
+            records = []
+            for i, item in enumerate(batch):
+                p_yes = out.p_yes[i]
+                error = out.errors[i] if bool(out.failed[i]) else None
+                if error is None and (p_yes is None or not all(math.isfinite(p) for p in p_yes)):
+                    error = "the judge returned no finite verdicts"
+                records.append(
+                    {
+                        "key": item.key,
+                        "prompt": item.prompt,
+                        "path": str(item.path),
+                        "points": [name for name, _ in item.points],
+                        "p_yes": None if error else [float(p) for p in p_yes],
+                        "passed": None if error else [bool(p > 0.5) for p in p_yes],
+                        "error": error,
+                        "text": out.rationales[i] if out.rationales is not None else None,
+                    }
+                )
+            cache.add(records)
+            stats.scored += len(batch)
+            bar.update(len(batch))
+    for item in unique:
+        error = cache.get(item.key)["error"]
+        if error is not None:
+            stats.failed += 1
+            if len(stats.errors) < _SHOWN_ERRORS:
+                stats.errors.append(f"{item.path}: {error}")
+    return stats
+
+
+# ------------------------------------------------------------------------------- finished scoring, without models
+
+
+def request_digest(spec: str, overrides: dict[str, Any], keys: Iterable[str]) -> str:
+    """What a scoring request is, computable before any model loads: the reward as named (with the contents of a
+    preset file or saved directory), the overrides, and the items (their keys include file sizes)."""
+    fingerprint: dict[str, Any] = {"spec": spec, "overrides": overrides, "keys": _digest(sorted(keys))}
+    path = Path(spec).expanduser()
+    if path.is_file():
+        fingerprint["spec_file"] = _digest(path.read_text(encoding="utf-8", errors="replace"))
+    elif path.is_dir():
+        fingerprint["spec_dir"] = _digest(
+            sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in path.iterdir())
+        )
+    return _digest([CACHE_VERSION, fingerprint])
+
+
+def finished_cache(directory: Path, request: str) -> ScoreCache | None:
+    """The cache that already holds every result of ``request`` (see :func:`mark_finished`), or None.
+
+    A rerun of a finished evaluation then needs no model at all.
+    """
+    index = Path(directory) / "finished.json"
+    if not index.is_file():
+        return None
+    try:
+        entry = json.loads(index.read_text(encoding="utf-8")).get(request)
+    except json.JSONDecodeError:
+        return None
+    path = Path(directory) / entry if entry else None
+    if path is None or not path.is_file():
+        return None
+    try:
+        fingerprint = json.loads(path.read_text(encoding="utf-8").splitlines()[0])["fingerprint"]
+    except (IndexError, KeyError, TypeError, json.JSONDecodeError):
+        return None
+    name = path.stem.rsplit("-", 1)[0]
+    if cache_path(path.parent, name, fingerprint) != path:
+        return None  # renamed or edited by hand: score again rather than trust it
+    return ScoreCache(path.parent, name, fingerprint)
+
+
+def mark_finished(directory: Path, request: str, cache: ScoreCache) -> None:
+    """Record that ``cache`` holds every result of ``request``."""
+    index = Path(directory) / "finished.json"
+    try:
+        entries = json.loads(index.read_text(encoding="utf-8")) if index.is_file() else {}
+    except json.JSONDecodeError:
+        entries = {}
+    entries[request] = cache.path.name
+    partial = index.with_name(index.name + ".partial")
+    partial.write_text(json.dumps(entries, indent=1, sort_keys=True) + "\n", encoding="utf-8")
+    os.replace(partial, index)

@@ -10,7 +10,6 @@ the first sampling step.
 from __future__ import annotations
 
 import json
-import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -138,25 +137,6 @@ def build_objective(
     return GuidanceObjective(terms)
 
 
-def save_media(media: torch.Tensor, path: Path, fps: float) -> None:
-    """Write a canonical image ``(3, H, W)`` as PNG or a video ``(T, 3, H, W)`` as H.264 mp4 (atomically)."""
-    tmp = path.with_name(f".{path.stem}.tmp{path.suffix}")
-    if media.ndim == 3:
-        media_io.to_pil(media).save(tmp)
-    else:
-        import av
-
-        frames = media_io.to_uint8(media)  # (T, H, W, 3)
-        with av.open(str(tmp), mode="w") as container:
-            stream = container.add_stream("libx264", rate=round(fps))
-            stream.height, stream.width = frames.shape[1], frames.shape[2]
-            stream.pix_fmt = "yuv420p"
-            for frame in frames:
-                container.mux(stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")))
-            container.mux(stream.encode())
-    os.replace(tmp, path)
-
-
 def run(
     model: FlowModel,
     objective: GuidanceObjective,
@@ -193,7 +173,7 @@ def run(
                 if progress is not None:
                     progress(budget - result.count.forward)  # search may spend a little less than its budget
                 path = out / f"{index:05d}{suffix}"
-                save_media(result.media[0], path, fps)
+                media_io.save_media(result.media[0], path, fps)
                 scores = result.scores
                 failed = bool(scores.failed[0])
                 row = {

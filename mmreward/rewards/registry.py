@@ -41,6 +41,8 @@ REWARD_TYPES: dict[str, str] = {
     "remote-pairwise": "mmreward.rewards.vlm.remote:RemotePairwiseJudge",
     "remote-pointwise": "mmreward.rewards.vlm.remote:RemotePointwiseJudge",
     "remote-cot": "mmreward.rewards.vlm.remote:RemoteCoTJudge",
+    "vlm-checklist": "mmreward.rewards.vlm.checklist:VLMChecklistJudge",
+    "remote-checklist": "mmreward.rewards.vlm.checklist:RemoteChecklistJudge",
 }
 
 PRESET_DIR = Path(__file__).resolve().parent.parent / "presets"

@@ -212,3 +212,35 @@ def parse_chain_of_thought(text: str | None, phrases: VerdictPhrases, noun: str)
         allowed = " / ".join(repr(p) for _, p in phrases.items())
         raise AnswerParseError(f"the <answer> block holds no verdict ({allowed}): {answer[:200]!r}")
     return ChainOfThought(think=think, answer=answer, verdict=verdict, dims=parse_dim_scores(think, noun))
+
+
+_SCORE_BLOCK = re.compile(r"<score>(.*?)</score>", re.IGNORECASE | re.DOTALL)
+_VERDICT_WORDS = {"1": True, "0": False}
+
+
+def parse_checklist(text: str | None, count: int) -> list[bool]:
+    """Per-test-point verdicts from a checklist answer: the list of 0/1 in its last ``<score>[...]</score>`` block.
+
+    This is the answer format of UniGenBench's evaluation models (one binary score per test point, in the order the
+    test points were listed). Items may be quoted (``["1", "0"]``); anything other than 0 or 1, a missing or
+    unclosed block, or a list whose length is not ``count`` raises :class:`AnswerParseError` with the reason.
+    """
+    if not text:
+        raise AnswerParseError("empty answer")
+    blocks = _SCORE_BLOCK.findall(text)
+    if not blocks:
+        if re.search(r"<score>", text, re.IGNORECASE):
+            raise AnswerParseError("the <score> block is not closed (answer truncated?)")
+        raise AnswerParseError("no <score>[...]</score> block in the answer")
+    body = strip_markdown(blocks[-1]).strip()
+    if not (body.startswith("[") and body.endswith("]")):
+        raise AnswerParseError(f"the <score> block does not hold a [...] list: {body[:100]!r}")
+    items = [item.strip().strip("'\"").strip() for item in body[1:-1].split(",")]
+    if items == [""]:
+        items = []
+    bad = [item for item in items if item not in _VERDICT_WORDS]
+    if bad:
+        raise AnswerParseError(f"the <score> list must hold only 0 and 1, found {bad[:3]}")
+    if len(items) != count:
+        raise AnswerParseError(f"the <score> list has {len(items)} verdict(s) for {count} test point(s)")
+    return [_VERDICT_WORDS[item] for item in items]

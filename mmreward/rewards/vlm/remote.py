@@ -215,9 +215,11 @@ class _RemoteJudge:
     def prepare_candidate(self, kind: MediaKind, frames: torch.Tensor) -> list[str]:
         return [jpeg_data_url(f, self.jpeg_quality, self.image_max_pixels) for f in frames.unbind(0)]
 
-    def _request(self, section: TemplateSection, prompt: str, slots: dict[str, list[str]]) -> dict[str, Any]:
+    def _request(
+        self, section: TemplateSection, prompt: str, slots: dict[str, list[str]], **fields: Any
+    ) -> dict[str, Any]:
         content: list[dict[str, Any]] = []
-        for part in section.render(prompt, num_frames=self.video_num_frames):
+        for part in section.render(prompt, num_frames=self.video_num_frames, **fields):
             if isinstance(part, TextPart):
                 content.append({"type": "text", "text": part.text})
             elif isinstance(part, MediaPart):

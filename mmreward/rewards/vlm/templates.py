@@ -7,9 +7,10 @@ wording is ours; it follows the structure of the public recipes (UnifiedReward, 
 
 File layout (one section per media kind; a section may be left out when the template has no video form)::
 
-    kind: pairwise            # pairwise | pointwise | cot | head
+    kind: pairwise            # pairwise | pointwise | cot | head | checklist
     system: optional system message (a section may override it)
     score_range: [1, 5]       # pointwise only
+    definitions: {...}        # checklist only: test-point category -> what it checks (shown to the judge)
     image:
       user: |-                # the user turn; {media_a}/{media_b} (pairwise, cot) or {media} (pointwise, head)
         {media_a}{media_b}    # mark where the images go; {prompt} and {num_frames} are filled in
@@ -18,8 +19,14 @@ File layout (one section per media kind; a section may be left out when the temp
       noun: Image             # cot: how the answer names the candidates in per-dimension score lines
       dims: [Alignment, Coherence, Style]        # pointwise
       score_line: "{dim} Score (1-5): "           # pointwise: how each score line starts
+      question: |-            # checklist: one test point, answered Yes/No ({point}, {description}, {definition})
+      item_line: "{index}. {point}: {description}"   # checklist: one line of {checklist} in the user text
+      answers: {"yes": ["Yes", "yes"], "no": ["No", "no"]}   # checklist: the words read from the logits (quoted)
     video:
       ...
+
+A checklist template's ``user`` text shows every test point at once (``{checklist}``, ``{count}``) and asks for a
+written list of verdicts; its ``question`` asks about one test point, answered with one word.
 
 Literal braces in the text are written doubled (``{{`` and ``}}``), as in Python format strings.
 """
@@ -28,7 +35,7 @@ from __future__ import annotations
 
 import re
 import string
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -37,7 +44,7 @@ import yaml
 from mmreward.errors import ConfigError
 from mmreward.rewards.vlm.parsing import VerdictPhrases
 
-TemplateKind = Literal["pairwise", "pointwise", "cot", "head"]
+TemplateKind = Literal["pairwise", "pointwise", "cot", "head", "checklist"]
 MediaKind = Literal["image", "video"]
 
 TEMPLATE_DIR = Path(__file__).resolve().parent.parent.parent / "presets" / "templates"
@@ -46,8 +53,11 @@ _SLOTS = {
     "cot": ("media_a", "media_b"),
     "pointwise": ("media",),
     "head": ("media",),
+    "checklist": ("media",),
 }
 _FIELDS = {"prompt", "num_frames"}
+# Extra fields of checklist texts: the whole list (user) and one test point (question).
+_CHECKLIST_FIELDS = {"user": {"checklist", "count"}, "question": {"point", "description", "definition"}}
 
 
 @dataclass(frozen=True)
@@ -75,17 +85,21 @@ class TemplateSection:
     noun: str = "Image"
     dims: tuple[str, ...] = ()
     score_line: str = "{dim} Score: "
+    question: str | None = None
+    item_line: str = "{index}. {point}: {description}"
+    answers: tuple[tuple[str, ...], tuple[str, ...]] | None = None
 
-    def render(self, prompt: str, num_frames: int = 1) -> list[Part]:
-        """The user turn as text and media parts, with ``{prompt}`` and ``{num_frames}`` filled in."""
+    def render(self, prompt: str, num_frames: int = 1, *, text: str | None = None, **fields: Any) -> list[Part]:
+        """The user turn (or ``text``, e.g. a checklist ``question``) as text and media parts, with ``{prompt}``,
+        ``{num_frames}`` and ``fields`` filled in."""
         parts: list[Part] = []
-        for piece in re.split(r"(\{media(?:_a|_b)?\})", self.user):
+        for piece in re.split(r"(\{media(?:_a|_b)?\})", self.user if text is None else text):
             if not piece:
                 continue
             if re.fullmatch(r"\{media(?:_a|_b)?\}", piece):
                 parts.append(MediaPart(piece[1:-1]))
             else:
-                parts.append(TextPart(piece.format(prompt=prompt, num_frames=num_frames)))
+                parts.append(TextPart(piece.format(prompt=prompt, num_frames=num_frames, **fields)))
         return parts
 
     def answer_skeleton(self) -> list[str]:
@@ -102,6 +116,7 @@ class Template:
     sections: dict[str, TemplateSection]
     score_range: tuple[int, int] | None = None
     source: Path | None = None
+    definitions: dict[str, str] = field(default_factory=dict)
 
     def section(self, media_kind: MediaKind) -> TemplateSection:
         if media_kind not in self.sections:
@@ -139,11 +154,20 @@ def parse_template(data: Any, *, name: str, kind: TemplateKind, source: Path | N
     where = f"template {name!r}" + (f" ({source})" if source else "")
     if not isinstance(data, dict):
         raise ConfigError(f"{where} must be a mapping")
-    unknown = set(data) - {"kind", "system", "score_range", "image", "video", "description"}
+    unknown = set(data) - {"kind", "system", "score_range", "image", "video", "description", "definitions"}
     if unknown:
         raise ConfigError(f"{where} has unknown keys {sorted(unknown)}")
     if data.get("kind") != kind:
         raise ConfigError(f"{where} is of kind {data.get('kind')!r}, but this reward needs a {kind!r} template")
+    definitions = data.get("definitions") or {}
+    if "definitions" in data and (
+        kind != "checklist"
+        or not isinstance(definitions, dict)
+        or not all(isinstance(v, str) for v in definitions.values())
+    ):
+        raise ConfigError(
+            f"{where}: 'definitions' (a mapping of test-point category to text) is for checklist templates"
+        )
     score_range = None
     if kind == "pointwise":
         raw = data.get("score_range")
@@ -158,26 +182,28 @@ def parse_template(data: Any, *, name: str, kind: TemplateKind, source: Path | N
             )
     if not sections:
         raise ConfigError(f"{where} needs an 'image' or a 'video' section")
-    return Template(name=name, kind=kind, sections=sections, score_range=score_range, source=source)
+    return Template(
+        name=name,
+        kind=kind,
+        sections=sections,
+        score_range=score_range,
+        source=source,
+        definitions={str(k): v.strip() for k, v in definitions.items()},
+    )
 
 
 def _parse_section(raw: Any, system: str | None, kind: TemplateKind, where: str) -> TemplateSection:
     if not isinstance(raw, dict) or not isinstance(raw.get("user"), str):
         raise ConfigError(f"{where} must be a mapping with a 'user' text")
     allowed = {"user", "system", "verdicts", "noun", "dims", "score_line"}
+    if kind == "checklist":
+        allowed |= {"question", "item_line", "answers"}
     if set(raw) - allowed:
         raise ConfigError(f"{where} has unknown keys {sorted(set(raw) - allowed)}; allowed: {sorted(allowed)}")
     user = raw["user"]
-    slots = re.findall(r"\{(media(?:_a|_b)?)\}", user)
-    if sorted(slots) != sorted(_SLOTS[kind]):
-        wanted = ", ".join("{" + s + "}" for s in _SLOTS[kind])
-        raise ConfigError(f"{where}: the user text must contain {wanted} exactly once each; found {slots}")
-    fields = {f for _, f, _, _ in string.Formatter().parse(re.sub(r"\{media(?:_a|_b)?\}", "", user)) if f}
-    if fields - _FIELDS:
-        raise ConfigError(
-            f"{where}: unknown fields {sorted(fields - _FIELDS)} in the user text; available: {sorted(_FIELDS)} "
-            "(write literal braces as {{ and }})"
-        )
+    _check_text(
+        user, kind, _FIELDS | _CHECKLIST_FIELDS["user"] if kind == "checklist" else _FIELDS, f"{where}: the user text"
+    )
     verdicts = None
     if kind in ("pairwise", "cot"):
         phrases = raw.get("verdicts")
@@ -202,6 +228,15 @@ def _parse_section(raw: Any, system: str | None, kind: TemplateKind, where: str)
         score_line = raw.get("score_line", score_line)
         if "{dim}" not in score_line:
             raise ConfigError(f"{where}: score_line must contain {{dim}}, got {score_line!r}")
+    question, item_line, answers = None, "{index}. {point}: {description}", None
+    if kind == "checklist":
+        question = raw.get("question")
+        if not isinstance(question, str):
+            raise ConfigError(f"{where}: a checklist template asks about one test point in 'question' (a text)")
+        _check_text(question, kind, _FIELDS | _CHECKLIST_FIELDS["question"], f"{where}: the question")
+        item_line = str(raw.get("item_line", item_line))
+        _check_text(item_line, None, {"index", "point", "description", "definition"}, f"{where}: item_line")
+        answers = _parse_answers(raw.get("answers"), where)
     return TemplateSection(
         user=user,
         system=raw.get("system", system),
@@ -209,4 +244,44 @@ def _parse_section(raw: Any, system: str | None, kind: TemplateKind, where: str)
         noun=str(raw.get("noun", "Image")),
         dims=dims,
         score_line=score_line,
+        question=question,
+        item_line=item_line,
+        answers=answers,
     )
+
+
+def _check_text(text: str, kind: TemplateKind | None, fields: set[str], where: str) -> None:
+    """``text`` holds each media slot of ``kind`` exactly once (none for ``kind=None``) and only ``fields``."""
+    slots = re.findall(r"\{(media(?:_a|_b)?)\}", text)
+    wanted_slots = _SLOTS[kind] if kind is not None else ()
+    if sorted(slots) != sorted(wanted_slots):
+        wanted = ", ".join("{" + s + "}" for s in wanted_slots) or "no media slot"
+        raise ConfigError(f"{where} must contain {wanted} exactly once each; found {slots}")
+    used = {f for _, f, _, _ in string.Formatter().parse(re.sub(r"\{media(?:_a|_b)?\}", "", text)) if f}
+    if used - fields:
+        raise ConfigError(
+            f"{where} has unknown fields {sorted(used - fields)}; available: {sorted(fields)} "
+            "(write literal braces as {{ and }})"
+        )
+
+
+def _parse_answers(raw: Any, where: str) -> tuple[tuple[str, ...], tuple[str, ...]]:
+    """``{yes: [...], no: [...]}`` (a word or a list of spellings each) -> ``(yes words, no words)``."""
+    if raw is None:
+        return ("Yes", "yes"), ("No", "no")
+    if not isinstance(raw, dict) or set(raw) != {"yes", "no"}:
+        raise ConfigError(
+            f"{where}: answers must map 'yes' and 'no' to a word or a list of words, got {raw!r} (quote yes and no: "
+            "YAML reads them as booleans)"
+        )
+    words = []
+    for key in ("yes", "no"):
+        value = [raw[key]] if isinstance(raw[key], str) else raw[key]
+        if not isinstance(value, list) or not value or not all(isinstance(w, str) and w.strip() for w in value):
+            raise ConfigError(f"{where}: answers.{key} must be a word or a non-empty list of words, got {raw[key]!r}")
+        words.append(tuple(value))
+    if set(words[0]) & set(words[1]):
+        raise ConfigError(
+            f"{where}: the same word is both a yes and a no answer: {sorted(set(words[0]) & set(words[1]))}"
+        )
+    return words[0], words[1]

@@ -1,0 +1,344 @@
+"""Generating a benchmark's samples: evaluation defaults per model family, LoRA checks, seeded resumable sampling.
+
+- :data:`EVAL_DEFAULTS`: the sampling settings a family's published evaluations use (ODE steps, guidance, size).
+- :func:`inspect_lora` reads a LoRA directory saved in the diffusers format (what ``align/flow_dpo.py`` writes and
+  ``pipeline.load_lora_weights(directory)`` loads) without loading any model, and tells which families it can belong
+  to, so a LoRA trained on another family is refused before the generator loads. :func:`check_lora_shapes` then
+  compares every LoRA matrix with the loaded transformer's layers.
+- :func:`plan_samples` names the samples ``{prompt id}_{k}.png`` (``.mp4`` for videos), UniGenBench's naming, and
+  :func:`generate_samples` draws the missing ones with the ODE sampler. Sample ``k`` of prompt ``p`` starts from the
+  noise of ``seeded(seed, p, k)``, whatever the batch, ``--limit`` or process: a base run and an aligned run with
+  the same seed see the same noise, so their differences come from the weights alone. Files are written atomically
+  (temporary name, then rename), so an interrupted run leaves no half-written sample and a rerun draws only what is
+  missing.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from mmreward import media as media_io
+from mmreward.errors import ConfigError
+from mmreward.evaluation.prompt_sets import PromptSet
+
+LORA_WEIGHTS_NAME = "pytorch_lora_weights.safetensors"  # diffusers' default name (mmreward.train.lora saves it)
+VIDEO_FPS = {"wan": 16.0}  # frame rate of saved videos: Wan 2.1 generates 16 fps
+
+
+@dataclass(frozen=True)
+class EvalDefaults:
+    num_steps: int
+    guidance_scale: float
+    height: int
+    width: int
+    num_frames: int | None
+    source: str
+
+
+# Evaluation settings of the base models mmreward aligns (research notes: alignment.md section 2.2).
+EVAL_DEFAULTS: dict[str, EvalDefaults] = {
+    "sd3": EvalDefaults(40, 4.5, 512, 512, None, "Flow-GRPO's SD3.5-M evaluation: 40 ODE steps, CFG 4.5, 512 px"),
+    "flux": EvalDefaults(
+        28, 3.5, 512, 512, None, "Flow-GRPO's FLUX.1-dev evaluation: 28 steps, embedded guidance 3.5, 512 px"
+    ),
+    "wan": EvalDefaults(
+        50, 5.0, 480, 832, 81, "Wan 2.1 release defaults (WanPipeline): 50 steps, CFG 5.0, 480 x 832, 81 frames"
+    ),
+}
+# The tiny random pipelines of mmreward.testing (path "tiny"): same steps and guidance, tiny sizes.
+TINY_SIZES = {"sd3": (32, 32, None), "flux": (32, 32, None), "wan": (32, 32, 5)}
+# Heights and widths must be multiples of VAE factor x patch size: 8 x 2 for every released SD3 / FLUX / Wan
+# checkpoint; 2 x 2 for the tiny SD3 and FLUX pipelines (2x VAE), 8 x 2 for tiny Wan. Wan frames are 4k + 1.
+SPATIAL_MULTIPLE = {"sd3": 16, "flux": 16, "wan": 16}
+TINY_SPATIAL_MULTIPLE = {"sd3": 4, "flux": 4, "wan": 16}
+WAN_TEMPORAL = 4
+
+
+def check_size(family: str, path: str, height: int, width: int, num_frames: int | None) -> None:
+    """Refuse sizes the family cannot generate, before the model loads (the loaded model checks again)."""
+    multiple = (TINY_SPATIAL_MULTIPLE if path == "tiny" else SPATIAL_MULTIPLE)[family]
+    for name, value in (("--height", height), ("--width", width)):
+        if value <= 0 or value % multiple:
+            nearest = max(multiple, round(value / multiple) * multiple)
+            raise ConfigError(
+                f"{name} {value} does not fit {family}: use a positive multiple of {multiple} ({nearest})"
+            )
+    if family == "wan":
+        if num_frames is None or num_frames < 1 or (num_frames - 1) % WAN_TEMPORAL:
+            frames = num_frames or 1
+            nearest = max(1, round((frames - 1) / WAN_TEMPORAL)) * WAN_TEMPORAL + 1
+            raise ConfigError(f"--num-frames {num_frames} does not fit wan: use 4k + 1 frames (e.g. {nearest})")
+    elif num_frames is not None:
+        raise ConfigError(f"--num-frames is for video families (wan); {family} generates images")
+
+
+# ---------------------------------------------------------------------------------------------------------- LoRA
+
+
+@dataclass(frozen=True)
+class LoraInfo:
+    """What a LoRA directory holds, read without loading a model.
+
+    Attributes:
+        directory, weight_file: where it is.
+        families: the model families its layer names fit (``{"sd3", "flux"}`` when they cannot be told apart).
+        trained_on: ``model.family`` / ``model.path`` from the training run's ``config.yaml`` next to it, if any.
+        rank: the LoRA rank (rows of the A matrices).
+        digest: sha256 of the weight file (part of a run's identity: other weights, other samples).
+    """
+
+    directory: Path
+    weight_file: Path
+    families: frozenset[str]
+    trained_on: dict[str, Any]
+    rank: int
+    digest: str
+
+
+def _family_of_key(key: str) -> set[str]:
+    """Families whose transformer has the layer a diffusers LoRA key names."""
+    if ".single_transformer_blocks." in key:
+        return {"flux"}
+    if re.search(r"^transformer\.blocks\.\d+\.(attn1|attn2|ffn)\.", key):
+        return {"wan"}
+    if key.startswith("transformer.transformer_blocks."):
+        return {"sd3", "flux"}  # both have joint (MM-DiT) blocks with the same projection names
+    return {"sd3", "flux", "wan"}
+
+
+def inspect_lora(directory: str | Path) -> LoraInfo:
+    """Read a diffusers-format LoRA directory (see the module docstring); ConfigError when it is not one."""
+    from safetensors import safe_open
+
+    directory = Path(directory).expanduser()
+    if not directory.is_dir():
+        raise ConfigError(
+            f"--lora {str(directory)!r} is not a directory; pass the folder that holds {LORA_WEIGHTS_NAME}"
+        )
+    weight_file = directory / LORA_WEIGHTS_NAME
+    if not weight_file.is_file():
+        candidates = sorted(directory.glob("*.safetensors"))
+        if len(candidates) != 1:
+            raise ConfigError(
+                f"--lora {str(directory)!r} holds no {LORA_WEIGHTS_NAME} (found {[c.name for c in candidates]}); pass "
+                "a LoRA saved in the diffusers format (align/flow_dpo.py writes OUTPUT_DIR/lora)"
+            )
+        weight_file = candidates[0]
+    with safe_open(str(weight_file), "pt") as handle:
+        keys = list(handle.keys())
+        ranks = {handle.get_slice(k).get_shape()[0] for k in keys if k.endswith("lora_A.weight")}
+    lora_keys = [k for k in keys if ".lora_A." in k or ".lora_B." in k]
+    if not lora_keys or not all(k.startswith("transformer.") for k in lora_keys):
+        raise ConfigError(
+            f"{str(weight_file)!r} is not a diffusers transformer LoRA (keys like "
+            "'transformer.<layer>.lora_A.weight'); gen_bench loads LoRAs the way pipeline.load_lora_weights does"
+        )
+    families = {"sd3", "flux", "wan"}
+    for key in lora_keys:
+        families &= _family_of_key(key)
+    trained_on: dict[str, Any] = {}
+    config = directory.parent / "config.yaml"
+    if config.is_file():
+        import yaml
+
+        try:
+            model = (yaml.safe_load(config.read_text(encoding="utf-8")) or {}).get("model") or {}
+        except yaml.YAMLError:
+            model = {}
+        trained_on = {k: model[k] for k in ("family", "path") if k in model}
+    digest = hashlib.sha256(weight_file.read_bytes()).hexdigest()
+    return LoraInfo(directory, weight_file, frozenset(families), trained_on, max(ranks, default=0), digest)
+
+
+def check_lora_family(info: LoraInfo, family: str) -> None:
+    """Refuse a LoRA trained for another family (from its layer names and its training config)."""
+    trained = info.trained_on.get("family")
+    if trained is not None and trained != family:
+        raise ConfigError(
+            f"the LoRA in {str(info.directory)!r} was trained on a {trained} model (model.family in "
+            f"{info.directory.parent / 'config.yaml'}), but --family is {family}; pass --family {trained} and its "
+            "base model"
+        )
+    if family not in info.families:
+        fits = " or ".join(sorted(info.families)) or "no known family"
+        raise ConfigError(
+            f"the LoRA in {str(info.directory)!r} has layers of a {fits} transformer, not {family}; pass the base "
+            "model it was trained on"
+        )
+
+
+def check_lora_shapes(transformer: torch.nn.Module, weight_file: Path) -> None:
+    """Every LoRA matrix must fit the layer it adapts (another model size of the same family does not)."""
+    from safetensors import safe_open
+
+    modules = dict(transformer.named_modules())
+    problems = []
+    with safe_open(str(weight_file), "pt") as handle:
+        for key in handle.keys():
+            match = re.match(r"transformer\.(.+)\.lora_([AB])\.weight$", key)
+            if not match:
+                continue
+            layer = modules.get(match.group(1))
+            shape = handle.get_slice(key).get_shape()
+            if layer is None or not hasattr(layer, "in_features"):
+                problems.append(f"{match.group(1)}: no such linear layer")
+            elif match.group(2) == "A" and shape[1] != layer.in_features:
+                problems.append(f"{match.group(1)}: LoRA input {shape[1]}, layer input {layer.in_features}")
+            elif match.group(2) == "B" and shape[0] != layer.out_features:
+                problems.append(f"{match.group(1)}: LoRA output {shape[0]}, layer output {layer.out_features}")
+    if problems:
+        raise ConfigError(
+            f"the LoRA {str(weight_file)!r} does not fit this transformer ({len(problems)} layer(s), e.g. "
+            f"{'; '.join(problems[:3])}); it was trained on another model size or architecture"
+        )
+
+
+# ------------------------------------------------------------------------------------------------------- samples
+
+
+@dataclass(frozen=True)
+class Sample:
+    """Sample ``index`` of prompt ``prompt_id``, stored at ``path``."""
+
+    prompt_id: str
+    index: int
+    prompt: str
+    path: Path
+
+    @property
+    def id(self) -> str:
+        return f"{self.prompt_id}_{self.index}"
+
+
+def plan_samples(prompts: PromptSet, per_prompt: int, directory: Path, media_kind: str) -> list[Sample]:
+    """Every sample of a run, prompt-major, named ``{prompt id}_{k}.png`` / ``.mp4`` under ``directory``."""
+    suffix = ".mp4" if media_kind == "video" else ".png"
+    return [
+        Sample(item.id, k, item.prompt, directory / f"{item.id}_{k}{suffix}")
+        for item in prompts.items
+        for k in range(per_prompt)
+    ]
+
+
+@dataclass(frozen=True)
+class GenerationSettings:
+    """Everything that decides a run's pixels (written to ``run.json``; a rerun with other values is refused)."""
+
+    family: str
+    model: str
+    lora: str | None
+    lora_digest: str | None
+    num_steps: int
+    guidance_scale: float
+    height: int
+    width: int
+    num_frames: int | None
+    negative_prompt: str
+    seed: int
+    dtype: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def differences(self, stored: dict[str, Any]) -> list[str]:
+        """``"key: stored -> now"`` for each setting that differs from a stored run's."""
+        now = json.loads(json.dumps(self.to_dict()))
+        return [f"{k}: {stored.get(k)!r} -> {v!r}" for k, v in now.items() if stored.get(k) != v]
+
+
+MANIFEST = "prompts.json"  # sample id -> the prompt it was generated from, next to the samples
+
+
+def _read_manifest(directory: Path) -> dict[str, str]:
+    path = directory / MANIFEST
+    if not path.is_file():
+        return {}
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise ConfigError(
+            f"cannot read {str(path)!r} ({err}); remove the samples directory and generate again"
+        ) from err
+
+
+def check_existing_samples(samples: Sequence[Sample]) -> None:
+    """Refuse sample files made for other prompts (another prompt file, or an edited one, in the same directory):
+    samples are reused only for the prompt they were generated from."""
+    manifests: dict[Path, dict[str, str]] = {}
+    wrong = []
+    for s in samples:
+        if not s.path.is_file():
+            continue
+        manifest = manifests.setdefault(s.path.parent, _read_manifest(s.path.parent))
+        if manifest.get(s.id) != s.prompt:
+            wrong.append(f"{s.path.name} (made for {manifest.get(s.id)!r}, now {s.prompt!r})")
+    if wrong:
+        raise ConfigError(
+            f"{len(wrong)} existing sample(s) were generated from other prompts, e.g. {'; '.join(wrong[:2])}; use "
+            "another --out for another prompt set"
+        )
+
+
+def _record_samples(samples: Sequence[Sample]) -> None:
+    for directory in {s.path.parent for s in samples}:
+        manifest = _read_manifest(directory)
+        manifest.update({s.id: s.prompt for s in samples if s.path.parent == directory})
+        partial = directory / f".{MANIFEST}.partial"
+        partial.write_text(json.dumps(manifest, indent=0, ensure_ascii=False) + "\n", encoding="utf-8")
+        os.replace(partial, directory / MANIFEST)
+
+
+def generate_samples(
+    model: Any,
+    samples: Sequence[Sample],
+    settings: GenerationSettings,
+    *,
+    batch_size: int,
+    progress: bool = True,
+    autocast: Callable[[], Any] | None = None,
+) -> int:
+    """Draw ``samples`` with the ODE sampler in batches, seeded per sample, and save them (recording each sample's
+    prompt in the directory's ``prompts.json``); returns how many."""
+    from tqdm.auto import tqdm
+
+    from mmreward.flow.rollout import sample_ode, seeded
+
+    fps = VIDEO_FPS.get(settings.family)
+    with tqdm(total=len(samples), desc="generating", unit="sample", disable=not progress, dynamic_ncols=True) as bar:
+        for start in range(0, len(samples), batch_size):
+            chunk = samples[start : start + batch_size]
+            with torch.no_grad(), autocast() if autocast is not None else nullcontext():
+                out = sample_ode(
+                    model, [s.prompt for s in chunk], num_steps=settings.num_steps, height=settings.height,
+                    width=settings.width, num_frames=settings.num_frames, guidance_scale=settings.guidance_scale,
+                    negative_prompt=settings.negative_prompt,
+                    generator=[seeded(settings.seed, s.prompt_id, s.index) for s in chunk], batch_size=batch_size,
+                )  # fmt: skip
+            for s, media in zip(chunk, out.media.float().cpu(), strict=True):
+                s.path.parent.mkdir(parents=True, exist_ok=True)
+                media_io.save_media(media, s.path, fps or 16.0)
+            _record_samples(chunk)
+            bar.update(len(chunk))
+    return len(samples)
+
+
+def load_samples(samples: Sequence[Sample], num_frames: int = 4) -> torch.Tensor:
+    """Saved samples as one float batch: images ``(n, 3, H, W)``; videos ``(n, F, 3, H, W)`` with ``num_frames``
+    frames spread over each clip (enough for diversity features and grids)."""
+    items = []
+    for s in samples:
+        if s.path.suffix == ".mp4":
+            items.append(media_io.load_video(s.path, num_frames=num_frames, if_short="repeat")[0])
+        else:
+            items.append(media_io.load_image(s.path))
+    return torch.stack(items)
