@@ -46,16 +46,8 @@ from diffusers.optimization import get_scheduler
 from align.flow_dpo import LoraSettings, ModelConfig
 from mmreward.data.prompts import read_prompts
 from mmreward.errors import ConfigError
-from mmreward.flow.evaluation import (
-    EmbeddingFeatures,
-    EvalConfig,
-    check_eval_config,
-    evaluate,
-    grid_samples,
-    pixel_features,
-    sample_eval,
-    save_grid,
-)
+from mmreward.evaluation.diversity import ImageEmbeddingFeatures, pixel_features
+from mmreward.flow.evaluation import EvalConfig, check_eval_config, evaluate, grid_samples, sample_eval, save_grid
 from mmreward.flow.grpo import (
     AdvantageConfig,
     GroupLayout,
@@ -220,7 +212,7 @@ def main(cfg: PrefGRPOConfig) -> Path:
         eval_rewards = reward.mix if eval_weights == cfg.reward.rewards else RewardMix(eval_weights, device=device)
     features = pixel_features
     if eval_cfg.every and eval_cfg.diversity_features != "pixels":
-        features = EmbeddingFeatures(load_reward(eval_cfg.diversity_features, device=device))
+        features = ImageEmbeddingFeatures(load_reward(eval_cfg.diversity_features, device=device))
 
     # -- model, adapter, reference, optimizer
     weight_dtype = {"no": "float32", "fp16": "float16", "bf16": "bfloat16"}[accelerator.mixed_precision]

@@ -30,7 +30,7 @@ import torch
 from mmreward import win_rate
 from mmreward.data.prompts import read_prompts
 from mmreward.errors import ConfigError
-from mmreward.flow.evaluation import pixel_features, within_group_diversity
+from mmreward.evaluation.diversity import pixel_features, within_group_diversity
 from mmreward.flow.grpo import (
     GroupLayout,
     GRPOLossConfig,

@@ -13,23 +13,20 @@ samples`` evaluation samples are split over the processes like training samples 
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from mmreward.errors import ConfigError
+from mmreward.evaluation.diversity import Features, pixel_features, within_group_diversity
 from mmreward.flow.grpo import GroupLayout, exchange_rows, to_uint8
 from mmreward.flow.models import FlowModel
 from mmreward.flow.rollout import sample_ode, seeded
+from mmreward.media import to_pil, write_video
 from mmreward.rewards.mix import RewardMix
-
-Features = Callable[[torch.Tensor], torch.Tensor]
 
 
 @dataclass
@@ -44,7 +41,7 @@ class EvalConfig:
     batch_size: int = 8  # samples per transformer call
     rewards: dict[str, float] = field(default_factory=dict)  # pointwise rewards to report (default: training's)
     compare_to_base: bool = True  # win rate (judge) or reward gain against the base model on the same seeds
-    diversity_features: str = "pixels"  # "pixels" (32x32 RMS distance) or an open_clip reward (clip-score, hpsv2)
+    diversity_features: str = "pixels"  # "pixels" (32x32 RMS distance) or a CLIP-family reward (clip-score, pickscore)
     grid_prompts: int = 8  # prompts shown in the saved grid (one row each)
     video_fps: float = 16.0  # frame rate of saved videos (Wan 2.1: 16)
 
@@ -107,52 +104,6 @@ def sample_eval(
 
 
 # ----------------------------------------------------------------------------------------------------- metrics
-
-
-def pixel_features(media: torch.Tensor, size: int = 32, frames: int = 4) -> torch.Tensor:
-    """``(n, D)`` features whose Euclidean distance is the RMS pixel difference of ``size x size`` thumbnails
-    (videos: ``frames`` frames spread over the clip). No weights needed; sensitive to layout and colour, not to
-    semantics."""
-    x = media.float() / 255 if media.dtype == torch.uint8 else media.float()
-    if x.ndim == 5:  # (n, T, 3, H, W): a few frames spread over the clip
-        pick = torch.linspace(0, x.shape[1] - 1, min(frames, x.shape[1])).round().long()
-        x = x[:, pick.to(x.device)].flatten(0, 1)  # (n * f, 3, H, W)
-    thumbs = F.interpolate(x, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-    flat = thumbs.reshape(media.shape[0], -1)  # (n, f * 3 * size * size)
-    return flat / math.sqrt(flat.shape[1])
-
-
-class EmbeddingFeatures:
-    """``(n, D)`` unit-norm image embeddings of an open_clip reward (``clip-score``, ``hpsv2``, ...); videos average
-    their frames' embeddings. Euclidean distance between unit vectors is ``sqrt(2 (1 - cos))``."""
-
-    def __init__(self, reward: Any) -> None:
-        if not (hasattr(reward, "model") and hasattr(reward.model, "encode_image")):
-            raise ConfigError(
-                f"eval.diversity_features: {type(reward).__name__} has no image encoder; use 'pixels' or an "
-                "open_clip reward (clip-score, hpsv2, hpsv2.1)"
-            )
-        self.reward = reward
-
-    @torch.no_grad()
-    def __call__(self, media: torch.Tensor) -> torch.Tensor:
-        x = media.float() / 255 if media.dtype == torch.uint8 else media.float()
-        frames = x.shape[1] if x.ndim == 5 else 1
-        images = x.flatten(0, 1) if x.ndim == 5 else x  # (n * T, 3, H, W)
-        pixels = self.reward.preprocess_pixels(images.to(self.reward.device, self.reward.dtype))
-        embeds = F.normalize(self.reward.model.encode_image(pixels).float(), dim=-1)
-        embeds = embeds.view(media.shape[0], frames, -1).mean(dim=1)  # (n, D)
-        return F.normalize(embeds, dim=-1).cpu()
-
-
-def within_group_diversity(features: torch.Tensor, groups: torch.Tensor) -> float:
-    """Mean over groups (prompts) of the mean pairwise Euclidean distance between the group's features."""
-    per_group = []
-    for g in groups.unique():
-        members = features[groups == g].float()
-        if len(members) >= 2:
-            per_group.append(torch.pdist(members).mean())
-    return float(torch.stack(per_group).mean()) if per_group else math.nan
 
 
 def evaluate(
@@ -220,8 +171,6 @@ def save_grid(path: str | Path, media: torch.Tensor, per_row: int, fps: float = 
     ``(n, 3, H, W)``, an H.264 mp4 for videos ``(n, T, 3, H, W)`` (each frame a grid). Returns the file written."""
     from torchvision.utils import make_grid
 
-    from mmreward.media import to_pil
-
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     x = media.float() / 255 if media.dtype == torch.uint8 else media.float()
@@ -233,21 +182,3 @@ def save_grid(path: str | Path, media: torch.Tensor, per_row: int, fps: float = 
     target = path.with_suffix(".mp4")
     write_video(target, frames, fps)
     return target
-
-
-def write_video(path: str | Path, frames: torch.Tensor, fps: float) -> None:
-    """Encode ``(T, 3, H, W)`` float frames in [0, 1] as an H.264 mp4 (yuv420p; odd sizes are padded by one pixel,
-    which the format requires) with PyAV."""
-    import av
-
-    height, width = frames.shape[-2] + frames.shape[-2] % 2, frames.shape[-1] + frames.shape[-1] % 2
-    padded = F.pad(frames, (0, width - frames.shape[-1], 0, height - frames.shape[-2]), value=1.0)
-    pixels = (padded.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()  # (T, H, W, 3)
-    with av.open(str(path), mode="w") as container:
-        stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1000))
-        stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"
-        for frame in pixels:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
