@@ -723,6 +723,7 @@ def tiny_dinov2_dir(root: str | Path | None = None) -> Path:
     """Save a tiny random transformers ``Dinov2Model`` (2 layers, width 32, 8 px patches, 32 px images: 16 patch
     tokens) with its image processor under ``root`` like a hub checkpoint, and return the directory; it loads with
     ``Dinov2Model.from_pretrained`` and as an Adv-GRPO ``discriminator.backbone`` (``"tiny"`` builds it too)."""
+    from safetensors.torch import save_file
     from transformers import BitImageProcessor, Dinov2Config, Dinov2Model
 
     directory = Path(root or _default_root()) / "tiny-dinov2"
@@ -732,7 +733,12 @@ def tiny_dinov2_dir(root: str | Path | None = None) -> Path:
             image_size=32,
         )  # fmt: skip
         torch.manual_seed(0)
-        Dinov2Model(config).save_pretrained(directory)
+        model = Dinov2Model(config)
+        # The weights file is written directly: under torch.distributed, save_pretrained writes weights on rank 0
+        # only, and every process builds its own tiny model in its own directory.
+        directory.mkdir(parents=True, exist_ok=True)
+        save_file(model.state_dict(), str(directory / "model.safetensors"), metadata={"format": "pt"})
+        config.save_pretrained(directory)
         BitImageProcessor(
             size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}, image_mean=[0.485, 0.456, 0.406],
             image_std=[0.229, 0.224, 0.225],

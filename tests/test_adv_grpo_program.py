@@ -132,6 +132,23 @@ def test_resume_continues_bit_for_bit(python_run, tmp_path):
             torch.testing.assert_close(b[key], a[key], rtol=0, atol=0)
 
 
+def test_accelerate_launch_on_two_processes(tmp_path):
+    """``accelerate launch`` with 2 processes: each scores and trains on its own rollout slice and references, the
+    discriminator's gradients are averaged by hand (its frozen backbone is not in DDP), the metrics gathered."""
+    command = ["accelerate", "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+               "--mixed_precision", "no", "--dynamo_backend", "no", "align/adv_grpo.py", "--config", str(TINY),
+               "--output_dir", str(tmp_path), "--eval.every", "0"]  # fmt: skip
+    env = {**_env(), "ACCELERATE_USE_CPU": "1"}
+    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = read_metrics(tmp_path)
+    assert [r["step"] for r in rows] == [1, 2, 3, 4]
+    assert rows[-1]["disc/accuracy"] > rows[0]["disc/accuracy"] + 0.2 and rows[-1]["disc/loss"] < rows[0]["disc/loss"]
+    assert all(r["samples/trained"] == 16 and r["update/optimizer_steps"] == 2 for r in rows)
+    assert (tmp_path / "checkpoints" / "step-00000004" / "rng-rank1.pt").is_file()
+    assert (tmp_path / "discriminator.safetensors").is_file() and (tmp_path / LORA_FILE).is_file()
+
+
 # ------------------------------------------------------------------------------------------- PickScore variant
 
 
