@@ -177,6 +177,124 @@ def clock(device: torch.device) -> float:
     return time.perf_counter()
 
 
+def read_eval_prompts(data: DataConfig, eval_cfg: EvalConfig) -> list[str]:
+    """The first ``eval.num_prompts`` held-out prompts ([] when evaluation is off)."""
+    if not eval_cfg.every:
+        return []
+    eval_prompts = read_prompts(data.eval_prompts, data.eval_prompt_column)[: eval_cfg.num_prompts]
+    if len(eval_prompts) < eval_cfg.num_prompts:
+        raise ConfigError(f"eval.num_prompts={eval_cfg.num_prompts} but {data.eval_prompts!r} has {len(eval_prompts)}")
+    return eval_prompts
+
+
+@dataclass
+class Policy:
+    """The generator being aligned: the flow model with its LoRA adapter (``unwrapped``; ``transformer`` is the
+    same module prepared by accelerate), the reference (adapter disabled), and what one optimizer step needs."""
+
+    model: Any
+    unwrapped: torch.nn.Module
+    transformer: torch.nn.Module
+    reference: LoraReference
+    optimizer: PolicyOptimizer
+    lr_scheduler: Any
+    ema: EMA | None
+    guard: NonFiniteGuard
+    size: dict[str, int | None]  # height, width, num_frames of every sample
+
+    def states(self) -> dict[str, Any]:
+        """What a checkpoint saves besides the adapter weights."""
+        ema = {"ema": self.ema} if self.ema is not None else {}
+        return {"optimizer": self.optimizer.optimizer, "lr_scheduler": self.lr_scheduler, **ema}
+
+
+def load_policy(cfg: Any, accelerator: Accelerator, prompts: set[str]) -> Policy:
+    """Load ``cfg.model``, add the LoRA adapter of ``cfg.lora``, build the AdamW optimizer, schedule, EMA and
+    non-finite guard of ``cfg.train``; encode ``prompts`` once and free the text encoders when they all fit the
+    prompt cache. ``cfg`` is any GRPO program config with ``model``, ``lora`` and ``train`` sections."""
+    train = cfg.train
+    weight_dtype = {"no": "float32", "fp16": "float16", "bf16": "bfloat16"}[accelerator.mixed_precision]
+    model = load_flow_model(
+        cfg.model.family, cfg.model.path, device=accelerator.device, dtype=weight_dtype,
+        vae_dtype=cfg.model.vae_dtype, attention=cfg.model.attention,
+        max_sequence_length=cfg.model.max_sequence_length, prompt_cache_size=cfg.model.prompt_cache_size,
+    )  # fmt: skip
+    size = {"height": cfg.model.height, "width": cfg.model.width, "num_frames": cfg.model.num_frames}
+    model.check_size(**size)
+    if cfg.model.gradient_checkpointing:
+        model.transformer.enable_gradient_checkpointing()
+    add_lora(model.transformer, rank=cfg.lora.rank, alpha=cfg.lora.alpha, target_modules=cfg.lora.target_modules,
+             init=cfg.lora.init)  # fmt: skip
+    unwrapped = model.transformer
+    reference = LoraReference(unwrapped)
+    params = [p for p in unwrapped.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=train.learning_rate, betas=(train.adam_beta1, train.adam_beta2),
+                                  weight_decay=train.weight_decay, eps=train.adam_epsilon)  # fmt: skip
+    # Stepped once per optimizer step by the program (not prepared: accelerate would step it once per process).
+    optimizer_steps = train.max_steps * train.updates_per_step * train.inner_epochs
+    lr_scheduler = get_scheduler(train.lr_scheduler, optimizer, num_warmup_steps=train.lr_warmup_steps,
+                                 num_training_steps=optimizer_steps)  # fmt: skip
+    transformer, optimizer = accelerator.prepare(unwrapped, optimizer)
+    ema = EMA(unwrapped, decay=train.ema_decay, update_every=train.ema_every) if train.ema else None
+    guard = NonFiniteGuard(train.max_nonfinite_steps)
+    updater = PolicyOptimizer(params, optimizer, lr_scheduler, train.max_grad_norm, guard, ema)
+    if len(prompts) <= cfg.model.prompt_cache_size:  # every prompt fits the cache: encode once, free the encoders
+        model.encode_prompts(sorted(prompts))
+        model.release_text_encoders()
+    return Policy(model, unwrapped, transformer, reference, updater, lr_scheduler, ema, guard, size)
+
+
+def train_policy(
+    cfg: Any,
+    policy: Policy,
+    batch: Any,
+    rewards: Any,
+    layout: GroupLayout,
+    *,
+    step: int,
+    accelerator: Any,
+    check: bool = False,
+) -> tuple[Any, dict[str, float]]:
+    """Group advantages of ``rewards`` (``cfg.advantage``) and the clipped policy update on ``batch``
+    (``cfg.loss``, ``cfg.train``); ``check`` runs the on-policy check. Returns the advantages and the update's
+    metrics."""
+    groups = torch.arange(layout.prompts).repeat_interleave(layout.group_size)
+    adv = group_advantages(
+        rewards.scores, groups, std=cfg.advantage.std, ddof=cfg.advantage.ddof, eps=cfg.advantage.eps,
+        clip=cfg.advantage.clip, drop_zero_groups=cfg.advantage.drop_zero_groups,
+    )  # fmt: skip
+    train = cfg.train
+    metrics = grpo_update(
+        policy.model, batch, adv.values[batch.index], adv.keep[batch.index], transformer=policy.transformer,
+        reference=policy.reference, optimizer=policy.optimizer, loss=cfg.loss, micro_batch_size=train.micro_batch_size,
+        updates=train.updates_per_step, inner_epochs=train.inner_epochs, accelerator=accelerator,
+        seed=(train.seed, "update", step), on_policy_tolerance=train.on_policy_tolerance if check else None,
+        mixed_precision=accelerator.mixed_precision,
+    )  # fmt: skip
+    return adv, metrics
+
+
+def reward_metrics(rewards: Any, failed_total: int) -> dict[str, float]:
+    """The reward numbers logged every step: mean and std of the valid rewards, each component's mean, failures."""
+    valid = rewards.scores[~rewards.failed]
+    return {
+        "reward/mean": float(valid.mean()) if len(valid) else float("nan"),
+        "reward/std": float(valid.std()) if len(valid) > 1 else float("nan"),
+        **{f"reward/{name}": float(values.nanmean()) for name, values in rewards.components.items()},
+        "reward/failed": int(rewards.failed.sum()), "reward/failed_total": failed_total,
+    }  # fmt: skip
+
+
+def write_reward_failures(output: Path, rewards: Any, prompts: list[str], group_size: int, step: int) -> None:
+    """Append this step's failed rewards (sample, prompt, reason) to ``output/reward_failures.jsonl``."""
+    if not rewards.errors:
+        return
+    with (output / "reward_failures.jsonl").open("a", encoding="utf-8") as f:
+        for index, reason in rewards.errors:
+            f.write(json.dumps({"step": step, "sample": index, "prompt": prompts[index // group_size],
+                                "reason": reason}) + "\n")  # fmt: skip
+
+
 def main(cfg: PrefGRPOConfig) -> Path:
     train, rollout_cfg, eval_cfg = cfg.train, cfg.rollout, cfg.eval
     accelerator = Accelerator(mixed_precision=train.mixed_precision)
@@ -186,13 +304,7 @@ def main(cfg: PrefGRPOConfig) -> Path:
     check_eval_config(eval_cfg, world)
     check_attention(cfg.model.attention, device)
     prompts = read_prompts(cfg.data.prompts, cfg.data.prompt_column)
-    eval_prompts = []
-    if eval_cfg.every:
-        eval_prompts = read_prompts(cfg.data.eval_prompts, cfg.data.eval_prompt_column)[: eval_cfg.num_prompts]
-        if len(eval_prompts) < eval_cfg.num_prompts:
-            raise ConfigError(
-                f"eval.num_prompts={eval_cfg.num_prompts} but {cfg.data.eval_prompts!r} has {len(eval_prompts)}"
-            )
+    eval_prompts = read_eval_prompts(cfg.data, eval_cfg)
     output = Path(cfg.output_dir)
     if accelerator.is_main_process:
         save_config(cfg, output)
@@ -215,39 +327,13 @@ def main(cfg: PrefGRPOConfig) -> Path:
         features = ImageEmbeddingFeatures(load_reward(eval_cfg.diversity_features, device=device))
 
     # -- model, adapter, reference, optimizer
-    weight_dtype = {"no": "float32", "fp16": "float16", "bf16": "bfloat16"}[accelerator.mixed_precision]
-    model = load_flow_model(
-        cfg.model.family, cfg.model.path, device=device, dtype=weight_dtype, vae_dtype=cfg.model.vae_dtype,
-        attention=cfg.model.attention, max_sequence_length=cfg.model.max_sequence_length,
-        prompt_cache_size=cfg.model.prompt_cache_size,
-    )  # fmt: skip
-    size = {"height": cfg.model.height, "width": cfg.model.width, "num_frames": cfg.model.num_frames}
-    model.check_size(**size)
-    if cfg.model.gradient_checkpointing:
-        model.transformer.enable_gradient_checkpointing()
-    add_lora(model.transformer, rank=cfg.lora.rank, alpha=cfg.lora.alpha, target_modules=cfg.lora.target_modules,
-             init=cfg.lora.init)  # fmt: skip
-    unwrapped = model.transformer
-    reference = LoraReference(unwrapped)
-    params = [p for p in unwrapped.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=train.learning_rate, betas=(train.adam_beta1, train.adam_beta2),
-                                  weight_decay=train.weight_decay, eps=train.adam_epsilon)  # fmt: skip
-    # Stepped once per optimizer step by this program (not prepared: accelerate would step it once per process).
-    optimizer_steps = train.max_steps * train.updates_per_step * train.inner_epochs
-    lr_scheduler = get_scheduler(train.lr_scheduler, optimizer, num_warmup_steps=train.lr_warmup_steps,
-                                 num_training_steps=optimizer_steps)  # fmt: skip
-    transformer, optimizer = accelerator.prepare(unwrapped, optimizer)
-    ema = EMA(unwrapped, decay=train.ema_decay, update_every=train.ema_every) if train.ema else None
-    guard = NonFiniteGuard(train.max_nonfinite_steps)
-    policy_optimizer = PolicyOptimizer(params, optimizer, lr_scheduler, train.max_grad_norm, guard, ema)
-    needed = {*prompts, *eval_prompts, rollout_cfg.negative_prompt}
-    if len(needed) <= cfg.model.prompt_cache_size:  # every prompt fits the cache: encode once, free the encoders
-        model.encode_prompts(sorted(needed))
-        model.release_text_encoders()
+    policy = load_policy(cfg, accelerator, {*prompts, *eval_prompts, rollout_cfg.negative_prompt})
+    model, unwrapped, reference, ema, size = policy.model, policy.unwrapped, policy.reference, policy.ema, policy.size
+    guard = policy.guard
 
     # -- resume
     step, failed_total = 0, 0
-    states = {"optimizer": optimizer, "lr_scheduler": lr_scheduler, **({"ema": ema} if ema is not None else {})}
+    states = policy.states()
     checkpoint = latest_checkpoint(output / "checkpoints") if train.resume else None
     if checkpoint is not None:
         state = load_checkpoint(checkpoint, modules={"transformer": unwrapped}, states=states, rank=rank)
@@ -293,38 +379,20 @@ def main(cfg: PrefGRPOConfig) -> Path:
         rolled = clock(device)
         rewards = compute_rewards(reward, batch, layout, accelerator)
         rewarded = clock(device)
-        groups = torch.arange(layout.prompts).repeat_interleave(layout.group_size)
-        adv = group_advantages(
-            rewards.scores, groups, std=cfg.advantage.std, ddof=cfg.advantage.ddof, eps=cfg.advantage.eps,
-            clip=cfg.advantage.clip, drop_zero_groups=cfg.advantage.drop_zero_groups,
-        )  # fmt: skip
         check = cfg.check_on_policy and step == first_step
-        updated_metrics = grpo_update(
-            model, batch, adv.values[batch.index], adv.keep[batch.index], transformer=transformer,
-            reference=reference, optimizer=policy_optimizer, loss=cfg.loss, micro_batch_size=train.micro_batch_size,
-            updates=train.updates_per_step, inner_epochs=train.inner_epochs, accelerator=accelerator,
-            seed=(train.seed, "update", step), on_policy_tolerance=train.on_policy_tolerance if check else None,
-            mixed_precision=accelerator.mixed_precision,
-        )  # fmt: skip
+        adv, updated_metrics = train_policy(cfg, policy, batch, rewards, layout, step=step, accelerator=accelerator,
+                                            check=check)  # fmt: skip
         if check and accelerator.is_main_process:
             print(f"pref_grpo: on-policy check passed (max |ratio - 1| = {updated_metrics['ratio/first_dev']:.2e})")
         step += 1
         done = clock(device)
-        failed = int(rewards.failed.sum())
-        failed_total += failed
-        if rewards.errors and accelerator.is_main_process:
-            with (output / "reward_failures.jsonl").open("a", encoding="utf-8") as f:
-                for index, reason in rewards.errors:
-                    prompt = step_prompts[index // layout.group_size]
-                    f.write(json.dumps({"step": step, "sample": index, "prompt": prompt, "reason": reason}) + "\n")
+        failed_total += int(rewards.failed.sum())
+        if accelerator.is_main_process:
+            write_reward_failures(output, rewards, step_prompts, layout.group_size, step)
         if step % train.log_every == 0:
-            valid = rewards.scores[~rewards.failed]
             logged = {
-                "reward/mean": float(valid.mean()) if len(valid) else float("nan"),
-                "reward/std": float(valid.std()) if len(valid) > 1 else float("nan"),
-                **{f"reward/{name}": float(values.nanmean()) for name, values in rewards.components.items()},
-                "reward/failed": failed, "reward/failed_total": failed_total, **adv.stats, **updated_metrics,
-                "lr": lr_scheduler.get_last_lr()[0], "nonfinite_skipped": guard.skipped,
+                **reward_metrics(rewards, failed_total), **adv.stats, **updated_metrics,
+                "lr": policy.lr_scheduler.get_last_lr()[0], "nonfinite_skipped": guard.skipped,
                 "time/rollout": rolled - start, "time/reward": rewarded - rolled, "time/update": done - rewarded,
                 "time/step": done - start,
             }  # fmt: skip

@@ -721,6 +721,54 @@ def tiny_pipeline_dir(family: str, root: str | Path) -> Path:
     return directory
 
 
+# -------------------------------------------------------------------------------- tiny DINOv2 and references
+
+
+def tiny_dinov2_dir(root: str | Path | None = None) -> Path:
+    """Save a tiny random transformers ``Dinov2Model`` (2 layers, width 32, 8 px patches, 32 px images: 16 patch
+    tokens) with its image processor under ``root`` like a hub checkpoint, and return the directory; it loads with
+    ``Dinov2Model.from_pretrained`` and as an Adv-GRPO ``discriminator.backbone`` (``"tiny"`` builds it too)."""
+    from safetensors.torch import save_file
+    from transformers import BitImageProcessor, Dinov2Config, Dinov2Model
+
+    directory = Path(root or _default_root()) / "tiny-dinov2"
+    if not (directory / "config.json").is_file():
+        config = Dinov2Config(
+            hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37, patch_size=8,
+            image_size=32,
+        )  # fmt: skip
+        torch.manual_seed(0)
+        model = Dinov2Model(config)
+        # The weights file is written directly: under torch.distributed, save_pretrained writes weights on rank 0
+        # only, and every process builds its own tiny model in its own directory.
+        directory.mkdir(parents=True, exist_ok=True)
+        save_file(model.state_dict(), str(directory / "model.safetensors"), metadata={"format": "pt"})
+        config.save_pretrained(directory)
+        BitImageProcessor(
+            size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}, image_mean=[0.485, 0.456, 0.406],
+            image_std=[0.229, 0.224, 0.225],
+        ).save_pretrained(directory)  # fmt: skip
+    return directory
+
+
+def warm_reference_images(directory: str | Path, count: int = 8, size: int = 32) -> list[Path]:
+    """Write ``count`` bright, warm-tinted versions of the sample photos as ``size`` px PNGs (a reference set with
+    one clear look for Adv-GRPO tests and demos: ``out = 0.5 + 0.5 * photo * (1.0, 0.8, 0.5)`` per channel)."""
+    from mmreward.media import load_image, to_pil
+    from mmreward.rewards.clip_preprocess import resize_shortest_center_crop
+
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    tint = torch.tensor([1.0, 0.8, 0.5]).view(3, 1, 1)
+    written = []
+    for path in sample_images()[:count]:
+        photo = resize_shortest_center_crop(load_image(path)[None], size)[0]
+        target = directory / f"warm-{path.stem}.png"
+        to_pil((0.5 + 0.5 * photo * tint).clamp(0, 1)).save(target)
+        written.append(target)
+    return written
+
+
 class BrightnessReward(RewardModel):
     """Mean pixel value of an image or video, in [0, 1]: a transparent reward for learning tests and CPU demos
     ("brighter is better"). Load it like any reward: ``load_reward("mmreward.testing:BrightnessReward")``."""

@@ -1,0 +1,318 @@
+"""Adv-GRPO: GRPO of a rectified-flow generator against a discriminator co-trained on reference images.
+
+Adv-GRPO ("The Image as Its Own Reward", Liu et al. 2025, arXiv 2511.20256): instead of a fixed reward model,
+the reward is a discriminator that learns to tell reference images (positives) from the policy's samples
+(negatives), so the policy is pulled towards the references' look and a reward hack stops paying as soon as the
+discriminator learns it. ``discriminator.type`` picks the paper's two variants (:mod:`mmreward.flow.adversarial`):
+
+- ``dinov2``: frozen DINOv2 + trainable MLP head on the CLS token and ``K`` random patch tokens, hinge loss;
+  reward ``0.7 D(CLS) + 0.3 mean D(patches)``. The public code trains the head on raw tokens but scores with
+  L2-normalized ones; here training and reward use the same features (``discriminator.l2_normalize``, default on).
+- ``pickscore``: PickScore with its last vision blocks trainable, trained with PickScore's preference loss
+  (reference preferred) only when the policy out-scores the references, that step's policy update skipped
+  (``discriminator.update_when: generator_wins``, the paper's rule).
+
+    accelerate launch --config_file configs/accelerate/multi_gpu.yaml align/adv_grpo.py \\
+        --config configs/align/adv_grpo_sd3.yaml [--discriminator.learning_rate 1e-4 ...]
+    python align/adv_grpo.py --config configs/tiny/adv_grpo.yaml        # tiny random SD3 + DINOv2 on the CPU
+
+One iteration: the rollout of P prompts x G samples (as Pref-GRPO, :mod:`mmreward.flow.grpo`); every process
+scores its samples and ``discriminator.references_per_step`` reference images; then, by the schedule
+(``discriminator.generator_every``), the GRPO update with the discriminator's scores (plus ``reward.rewards``, a
+fixed reward mix, if given) as the rewards and/or ``discriminator.steps`` discriminator steps on (references,
+these samples). The discriminator scores a rollout before it trains on it, as in the paper, where the policy's
+rollouts are never ones the discriminator was trained on. Random choices (references, patch tokens) come from
+generators seeded by (seed, step, process), so a resumed run continues bit for bit.
+
+Writes what align/pref_grpo.py writes (``metrics.jsonl``, evaluation grids, checkpoints, ``lora/``) plus
+``disc/accuracy`` (fraction of (reference, sample) pairs the discriminator orders right, before its update),
+``disc/reward_gap`` (mean reference score - mean sample score), ``disc/loss``, and at evaluation
+``eval/reference_color_distance`` and ``eval/reference_similarity`` (cosine of the samples' backbone embeddings to
+the references' mean embedding). Checkpoints hold the LoRA adapter, the discriminator's trainable weights and its
+optimizer; the final discriminator is also saved as ``discriminator.safetensors``.
+"""
+
+from __future__ import annotations
+
+import sys
+from contextlib import nullcontext
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from accelerate import Accelerator
+from safetensors.torch import save_file
+
+from align.flow_dpo import LoraSettings, ModelConfig
+from align.pref_grpo import (
+    SWITCHES,
+    DataConfig,
+    TrainConfig,
+    clock,
+    load_policy,
+    read_eval_prompts,
+    reward_metrics,
+    train_policy,
+    write_reward_failures,
+)
+from mmreward.data.prompts import read_prompts
+from mmreward.errors import ConfigError
+from mmreward.flow.adversarial import (
+    AdversarialReward,
+    DiscriminatorConfig,
+    DiscriminatorTrainer,
+    check_discriminator_config,
+    discrimination_metrics,
+    draw,
+    find_reference_files,
+    load_discriminator,
+    load_references,
+    mean_color_distance,
+)
+from mmreward.flow.evaluation import EvalConfig, check_eval_config, evaluate, grid_samples, sample_eval, save_grid
+from mmreward.flow.grpo import (
+    AdvantageConfig,
+    GroupLayout,
+    GRPOLossConfig,
+    OffPolicyError,
+    RolloutConfig,
+    check_loss_config,
+    check_rollout_config,
+    compute_rewards,
+    iteration_prompts,
+    rollout_groups,
+)
+from mmreward.flow.models import check_attention
+from mmreward.flow.rollout import seeded
+from mmreward.rewards.mix import RewardMix
+from mmreward.train.checkpoint import latest_checkpoint, load_checkpoint, module_state, save_checkpoint
+from mmreward.train.config import parse_config, save_config
+from mmreward.train.distributed import require_ddp
+from mmreward.train.lora import save_lora
+from mmreward.train.tracking import Tracker
+
+
+@dataclass
+class ReferenceConfig:
+    path: str | None = None  # a folder of reference images (searched recursively) or a manifest (one path a line)
+    max_failed: float = 0.0  # fraction of unreadable reference files tolerated (skipped) before the run stops
+
+
+@dataclass
+class AdvRewardConfig:
+    discriminator_weight: float = 1.0  # reward = discriminator_weight * D(sample) + the fixed mix below
+    rewards: dict[str, float] = field(default_factory=dict)  # optional fixed rewards mixed in: {name: weight}
+
+
+@dataclass
+class AdvGRPOConfig:
+    output_dir: str = "outputs/adv_grpo"
+    logging: list[str] = field(default_factory=lambda: ["jsonl"])
+    check_on_policy: bool = False
+    model: ModelConfig = field(default_factory=ModelConfig)
+    lora: LoraSettings = field(default_factory=LoraSettings)
+    data: DataConfig = field(default_factory=DataConfig)
+    references: ReferenceConfig = field(default_factory=ReferenceConfig)
+    discriminator: DiscriminatorConfig = field(default_factory=DiscriminatorConfig)
+    reward: AdvRewardConfig = field(default_factory=AdvRewardConfig)
+    rollout: RolloutConfig = field(default_factory=RolloutConfig)
+    advantage: AdvantageConfig = field(default_factory=AdvantageConfig)
+    loss: GRPOLossConfig = field(default_factory=GRPOLossConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    def __post_init__(self) -> None:
+        """Cross-field rules, checked before anything is loaded."""
+        if not self.data.prompts:
+            raise ConfigError("data.prompts is required: a .txt file (one prompt per line) or a prompt table")
+        if not self.references.path:
+            raise ConfigError("references.path is required: a folder of reference images (or a manifest of paths)")
+        if self.model.family == "wan" or self.model.num_frames:
+            raise ConfigError("Adv-GRPO's discriminators score images; use an image family (sd3, flux)")
+        if self.eval.every and not self.data.eval_prompts:
+            raise ConfigError("eval.every > 0 needs data.eval_prompts (held-out prompts); or set eval.every: 0")
+        if self.reward.discriminator_weight <= 0:
+            raise ConfigError(f"reward.discriminator_weight must be > 0, got {self.reward.discriminator_weight}")
+        train = self.train
+        for name, value in [("train.max_steps", train.max_steps), ("train.micro_batch_size", train.micro_batch_size),
+                            ("train.updates_per_step", train.updates_per_step), ("train.save_every", train.save_every),
+                            ("train.inner_epochs", train.inner_epochs), ("lora.rank", self.lora.rank)]:  # fmt: skip
+            if value <= 0:
+                raise ConfigError(f"{name} must be > 0, got {value}")
+        check_discriminator_config(self.discriminator)
+        check_rollout_config(self.rollout)
+        check_loss_config(self.loss)
+        check_eval_config(self.eval)
+
+
+def iteration_plan(cfg: DiscriminatorConfig, step: int) -> tuple[bool, bool]:
+    """(train the discriminator, train the policy) at iteration ``step`` (0-based) under the fixed schedule; with
+    ``update_when=generator_wins`` the program decides from the scores instead."""
+    if cfg.generator_every == 1:
+        return True, True
+    policy_turn = (step + 1) % cfg.generator_every == 0
+    return not policy_turn, policy_turn
+
+
+def main(cfg: AdvGRPOConfig) -> Path:
+    train, rollout_cfg, eval_cfg, disc_cfg = cfg.train, cfg.rollout, cfg.eval, cfg.discriminator
+    # Reference images first: an empty or unreadable set fails before any model loads.
+    references = load_references(find_reference_files(cfg.references.path), cfg.model.height, cfg.model.width,
+                                 cfg.references.max_failed)  # fmt: skip  # (R, 3, H, W) uint8
+    accelerator = Accelerator(mixed_precision=train.mixed_precision)
+    require_ddp(accelerator, "adv_grpo")
+    rank, world, device = accelerator.process_index, accelerator.num_processes, accelerator.device
+    layout = GroupLayout(rollout_cfg.prompts_per_step, rollout_cfg.group_size, world, rank)
+    check_eval_config(eval_cfg, world)
+    check_attention(cfg.model.attention, device)
+    prompts = read_prompts(cfg.data.prompts, cfg.data.prompt_column)
+    eval_prompts = read_eval_prompts(cfg.data, eval_cfg)
+    output = Path(cfg.output_dir)
+    if accelerator.is_main_process:
+        save_config(cfg, output)
+    tracker = Tracker(output, cfg.logging, run_name=output.name, config=asdict(cfg),
+                      enabled=accelerator.is_main_process)  # fmt: skip
+
+    # -- discriminator and fixed rewards (before the generator: a wrong name fails in seconds)
+    discriminator = load_discriminator(disc_cfg, device=device, seed=train.seed)
+    trainer = DiscriminatorTrainer(discriminator, disc_cfg, accelerator)
+    mix = RewardMix(cfg.reward.rewards, device=device) if cfg.reward.rewards else None
+    reward = AdversarialReward(discriminator, cfg.reward.discriminator_weight, mix)
+    eval_weights = eval_cfg.rewards or cfg.reward.rewards
+    eval_rewards = None
+    if eval_cfg.every and eval_weights:
+        eval_rewards = mix if eval_weights == cfg.reward.rewards else RewardMix(eval_weights, device=device)
+
+    # -- policy
+    policy = load_policy(cfg, accelerator, {*prompts, *eval_prompts, rollout_cfg.negative_prompt})
+    model, ema, size = policy.model, policy.ema, policy.size
+
+    # -- resume
+    step, failed_total = 0, 0
+    modules = {"transformer": policy.unwrapped, "discriminator": discriminator.trainable()}
+    states = {**policy.states(), "discriminator_optimizer": trainer}
+    checkpoint = latest_checkpoint(output / "checkpoints") if train.resume else None
+    if checkpoint is not None:
+        state = load_checkpoint(checkpoint, modules=modules, states=states, rank=rank)
+        step, failed_total, policy.guard.skipped = state["step"], state["failed_total"], state["nonfinite_skipped"]
+    first_step = step
+
+    # -- held-out evaluation: ODE samples from fixed seeds; rewards, discriminator score, distance to references
+    reference_embedding = F.normalize(discriminator.embed(references, seeded(train.seed, "embed")).mean(0), dim=0)
+
+    def run_eval(at: int, base_model: bool = False, base_scores=None, log: bool = True):
+        start = clock(device)
+        with policy.reference.active() if base_model else ema.swapped_in() if ema is not None else nullcontext():
+            samples = sample_eval(model, eval_prompts, eval_cfg, **size, negative_prompt=rollout_cfg.negative_prompt,
+                                  accelerator=accelerator, seed=train.seed)  # fmt: skip
+        metrics, scores = evaluate(samples, eval_cfg.samples_per_prompt, accelerator=accelerator,
+                                   rewards=eval_rewards, base_scores=base_scores)  # fmt: skip
+        media = accelerator.gather(samples.media.to(device)).cpu()  # (E, 3, H, W)
+        prompt_of = [eval_prompts[i // eval_cfg.samples_per_prompt] for i in range(len(media))]
+        generator = seeded(train.seed, "eval-patches", at)
+        metrics["eval/discriminator"] = float(discriminator.score(media, prompt_of, generator).mean())
+        metrics["eval/reference_color_distance"] = mean_color_distance(media, references)
+        embeddings = discriminator.embed(media, generator)  # (E, D), unit norm
+        metrics["eval/reference_similarity"] = float((embeddings @ reference_embedding).mean())
+        grid = grid_samples(samples, eval_cfg.grid_prompts * eval_cfg.samples_per_prompt, accelerator)
+        if log and accelerator.is_main_process:
+            if len(grid):
+                save_grid(output / "eval" / f"step-{at:08d}", grid, eval_cfg.samples_per_prompt)
+            tracker.log(at, {**metrics, "time/eval": clock(device) - start})
+        return scores
+
+    base_scores = run_eval(0, base_model=True, log=step == 0) if eval_cfg.every else None
+
+    # -- loop: rollout, discriminator scores, discriminator steps and/or the policy update
+    while step < train.max_steps:
+        start = clock(device)
+        step_prompts = iteration_prompts(prompts, step, layout.prompts, train.seed)
+        batch = rollout_groups(model, step_prompts, layout, rollout_cfg, **size, iteration=step, seed=train.seed,
+                               accelerator=accelerator)  # fmt: skip
+        local_prompts = [step_prompts[int(g)] for g in batch.group]
+        rolled = clock(device)
+
+        # How well the discriminator tells references from this rollout. It has not seen these samples yet: the
+        # policy is rewarded, and the discriminator measured, before it trains on them (in the paper the policy's
+        # rollouts are never ones the discriminator trained on), so rewards reflect what it learned from earlier
+        # rollouts rather than these samples' own noise.
+        count = disc_cfg.references_per_step
+        drawn = references[draw(count, len(references), seeded(train.seed, "references", step, rank, "score"))]
+        paired_prompts = [local_prompts[i % len(local_prompts)] for i in range(count)]
+        patches = seeded(train.seed, "patches", step, rank, "score")
+        ref_scores = accelerator.gather(discriminator.score(drawn, paired_prompts, patches).to(device)).cpu()
+        sample_scores = accelerator.gather(discriminator.score(batch.media, local_prompts, patches).to(device)).cpu()
+        logged = discrimination_metrics(ref_scores, sample_scores)
+        train_disc, train_gen = iteration_plan(disc_cfg, step)
+        if disc_cfg.update_when == "generator_wins":  # the same decision on every process (gathered scores)
+            train_disc = bool(sample_scores.mean() > ref_scores.mean())
+            train_gen = not train_disc
+        scored = clock(device)
+
+        logged["generator/updated"] = float(train_gen)
+        if train_gen:
+            reward.generator = seeded(train.seed, "patches", step, rank, "reward")
+            rewards = compute_rewards(reward, batch, layout, accelerator)
+            check = cfg.check_on_policy and step == first_step
+            adv, updated = train_policy(cfg, policy, batch, rewards, layout, step=step, accelerator=accelerator,
+                                        check=check)  # fmt: skip
+            if check and accelerator.is_main_process:
+                print(f"adv_grpo: on-policy check passed (max |ratio - 1| = {updated['ratio/first_dev']:.2e})")
+            failed_total += int(rewards.failed.sum())
+            if accelerator.is_main_process:
+                write_reward_failures(output, rewards, step_prompts, layout.group_size, step + 1)
+            logged.update({**reward_metrics(rewards, failed_total), **adv.stats, **updated})
+        updated_policy = clock(device)
+
+        losses = []
+        if train_disc:
+            for k in range(disc_cfg.steps):
+                positives = references[draw(count, len(references), seeded(train.seed, "references", step, rank, k))]
+                losses.append(trainer.step(positives, batch.media, local_prompts,
+                                           seeded(train.seed, "patches", step, rank, k)))  # fmt: skip
+            logged["disc/loss"] = sum(losses) / len(losses)
+        logged["disc/steps"] = float(len(losses))
+
+        done = clock(device)
+        step += 1
+        if step % train.log_every == 0:
+            logged.update({
+                "lr": policy.lr_scheduler.get_last_lr()[0], "nonfinite_skipped": policy.guard.skipped,
+                "time/rollout": rolled - start, "time/disc_score": scored - rolled,
+                "time/policy_update": updated_policy - scored, "time/disc_update": done - updated_policy,
+                "time/step": done - start,
+            })  # fmt: skip
+            if device.type == "cuda":
+                logged["memory/peak_gb"] = torch.cuda.max_memory_allocated(device) / 2**30
+            tracker.log(step, logged)
+        if eval_cfg.every and (step % eval_cfg.every == 0 or step == train.max_steps):
+            run_eval(step, base_scores=base_scores)
+        if step % train.save_every == 0 or step == train.max_steps:
+            save_checkpoint(
+                output / "checkpoints", step, modules=modules, states=states,
+                extra={"failed_total": failed_total, "nonfinite_skipped": policy.guard.skipped},
+                keep_last=train.keep_checkpoints, rank=rank, barrier=accelerator.wait_for_everyone,
+            )  # fmt: skip
+
+    # -- the adapter in the diffusers LoRA format (EMA weights when EMA is on) and the discriminator
+    accelerator.wait_for_everyone()
+    lora_dir = output / "lora"
+    if accelerator.is_main_process:
+        save_lora(model.pipeline_class, policy.unwrapped, lora_dir, weights=ema.shadow if ema is not None else None)
+        save_file(module_state(discriminator.trainable()), str(output / "discriminator.safetensors"))
+    tracker.close()
+    accelerator.end_training()
+    return lora_dir
+
+
+if __name__ == "__main__":
+    config = parse_config(AdvGRPOConfig, description=__doc__.splitlines()[0], switches=SWITCHES)
+    try:
+        main(config)
+    except ConfigError as err:  # bad references, prompts or backbone: named in the message, no traceback
+        print(f"adv_grpo: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except OffPolicyError as err:
+        print(f"adv_grpo: {err}", file=sys.stderr)
+        raise SystemExit(3) from None

@@ -1,0 +1,245 @@
+"""Adv-GRPO's discriminators (mmreward.flow.adversarial): the losses and metrics against hand-derived values, the
+DINOv2 reward against its formula on the same features as training, learning of both discriminators, reference
+loading and its errors."""
+
+from __future__ import annotations
+
+import math
+import re
+
+import pytest
+import torch
+import torch.nn.functional as F
+from accelerate import Accelerator
+
+from align.adv_grpo import iteration_plan
+from mmreward.errors import ConfigError, WeightsNotFoundError
+from mmreward.flow.adversarial import (
+    DinoDiscriminator,
+    DiscriminatorConfig,
+    DiscriminatorTrainer,
+    PickScoreDiscriminator,
+    check_discriminator_config,
+    discrimination_metrics,
+    draw,
+    find_reference_files,
+    hinge_loss,
+    load_references,
+    mean_color_distance,
+    preference_loss,
+)
+from mmreward.testing import tiny_dinov2_dir, tiny_reward_preset, warm_reference_images
+
+
+@pytest.fixture(scope="module")
+def accelerator():
+    return Accelerator(cpu=True, mixed_precision="no")
+
+
+@pytest.fixture(scope="module")
+def references(tmp_path_factory):
+    directory = tmp_path_factory.mktemp("refs")
+    warm_reference_images(directory, count=6)
+    return load_references(find_reference_files(directory), 32, 32)
+
+
+def _gray_samples(count: int = 6) -> torch.Tensor:
+    """Dim grey-blue uint8 images with some texture: clearly unlike the warm references."""
+    g = torch.Generator().manual_seed(1)
+    base = torch.tensor([0.3, 0.35, 0.45]).view(1, 3, 1, 1)
+    return ((base + 0.1 * torch.rand(count, 3, 32, 32, generator=g)).clamp(0, 1) * 255).round().to(torch.uint8)
+
+
+# ------------------------------------------------------------------------------------------- hand-derived math
+
+
+def test_hinge_loss_by_hand():
+    """real [2, 0.5] -> relu(1 - r) = [0, 0.5], mean 0.25; fake [-2, 0] -> relu(1 + f) = [0, 1], mean 0.5;
+    loss = (0.25 + 0.5) / 2 = 0.375. Batches of different sizes are averaged separately."""
+    assert float(hinge_loss(torch.tensor([2.0, 0.5]), torch.tensor([-2.0, 0.0]))) == pytest.approx(0.375)
+    # real [1.5] (0), fake [0.5, -0.5, -3] -> [1.5, 0.5, 0], mean 2/3: loss 1/3
+    assert float(hinge_loss(torch.tensor([1.5]), torch.tensor([0.5, -0.5, -3.0]))) == pytest.approx(1 / 3)
+
+
+def test_preference_loss_by_hand():
+    """s_ref [1, 0], s_gen [0, 0]: CE of softmax([s_ref, s_gen]) with label 0 = softplus(s_gen - s_ref) =
+    [log(1 + e^-1), log 2] = [0.313262, 0.693147], mean 0.503204."""
+    value = float(preference_loss(torch.tensor([1.0, 0.0]), torch.tensor([0.0, 0.0])))
+    assert value == pytest.approx((math.log1p(math.exp(-1)) + math.log(2)) / 2)
+    assert value == pytest.approx(0.503204, abs=1e-6)
+    logits = torch.tensor([[1.0, 0.0], [0.0, 0.0]])
+    assert value == pytest.approx(float(F.cross_entropy(logits, torch.zeros(2, dtype=torch.long))))
+
+
+def test_discrimination_metrics_by_hand():
+    """ref [1, 3], gen [2, 0, 3]: pairs ref > gen: (1,0), (3,2), (3,0); (3,3) a tie counts 1/2 -> 3.5 / 6.
+    Gap: mean ref 2 - mean gen 5/3 = 1/3."""
+    metrics = discrimination_metrics(torch.tensor([1.0, 3.0]), torch.tensor([2.0, 0.0, 3.0]))
+    assert metrics["disc/accuracy"] == pytest.approx(3.5 / 6)
+    assert metrics["disc/reward_gap"] == pytest.approx(1 / 3)
+    assert metrics["disc/reference_score"] == pytest.approx(2.0) and metrics["disc/sample_score"] == pytest.approx(
+        5 / 3
+    )
+
+
+def test_mean_color_distance_by_hand():
+    """Samples pure red (1, 0, 0), references black and white halves (mean 0.5 grey):
+    RMS of (0.5, -0.5, -0.5) = 0.5."""
+    samples = torch.zeros(2, 3, 4, 4, dtype=torch.uint8)
+    samples[:, 0] = 255
+    refs = torch.zeros(2, 3, 4, 4, dtype=torch.uint8)
+    refs[1] = 255
+    assert mean_color_distance(samples, refs) == pytest.approx(0.5)
+
+
+def test_draw_covers_every_reference_before_repeating():
+    picked = draw(7, 3, torch.Generator().manual_seed(0))
+    assert sorted(picked[:3].tolist()) == [0, 1, 2] and sorted(picked[3:6].tolist()) == [0, 1, 2] and len(picked) == 7
+
+
+def test_schedule_of_discriminator_and_policy():
+    """generator_every=3: discriminator on iterations 0 and 1, the policy on 2 (the paper: d_times=10)."""
+    cfg = DiscriminatorConfig(generator_every=3)
+    assert [iteration_plan(cfg, s) for s in range(4)] == [(True, False), (True, False), (False, True), (True, False)]
+    assert iteration_plan(DiscriminatorConfig(generator_every=1), 5) == (True, True)
+
+
+# ------------------------------------------------------------------------------------------- DINOv2 variant
+
+
+@pytest.fixture(scope="module")
+def dino():
+    cfg = DiscriminatorConfig(backbone=str(tiny_dinov2_dir()), num_patches=8, hidden_dim=16, learning_rate=1e-2)
+    return DinoDiscriminator(cfg)
+
+
+def test_dino_reward_is_the_formula_on_the_training_features(dino, references):
+    """score = 0.7 head(CLS) + 0.3 mean_k head(patch_k), on the same L2-normalized tokens the loss sees (the public
+    code trains on raw tokens and scores normalized ones)."""
+    images = references[:4]
+    with torch.no_grad():
+        hidden = dino.backbone(pixel_values=dino.preprocess(images)).last_hidden_state  # (4, 1 + 16, 32)
+    generator = torch.Generator().manual_seed(3)
+    picks = torch.stack([torch.randperm(16, generator=generator)[:8] for _ in range(4)])  # (4, 8)
+    cls = F.normalize(hidden[:, 0], dim=-1)
+    patches = F.normalize(torch.stack([hidden[i, 1:][picks[i]] for i in range(4)]), dim=-1)  # (4, 8, 32)
+    with torch.no_grad():
+        expected = 0.7 * dino.head(cls).squeeze(-1) + 0.3 * dino.head(patches).squeeze(-1).mean(-1)
+    got = dino.score(images, [""] * 4, torch.Generator().manual_seed(3))
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
+    # The loss is the hinge loss of the same head outputs (references real, samples fake).
+    shared = _g(4)  # the loss draws the references' patches, then the samples', from one generator
+    tokens_ref, tokens_gen = dino.tokens(images[:2], shared), dino.tokens(images[2:], shared)
+    with torch.no_grad():
+        (rc, rp), (gc, gp) = dino.head_scores(*tokens_ref), dino.head_scores(*tokens_gen)
+        loss = dino.loss(images[:2], images[2:], [""] * 2, _g(4))
+    assert float(loss) == pytest.approx(float(hinge_loss(rc, gc) + 0.3 * hinge_loss(rp, gp)), rel=1e-5)
+    assert torch.allclose(tokens_ref[0].norm(dim=-1), torch.ones(2)) and tokens_ref[1].shape == (2, 8, 32)
+
+
+def test_dino_discriminator_learns_to_tell_references_from_samples(references, accelerator):
+    cfg = DiscriminatorConfig(backbone=str(tiny_dinov2_dir()), num_patches=8, hidden_dim=16, learning_rate=1e-2)
+    torch.manual_seed(0)
+    dino = DinoDiscriminator(cfg)
+    trainer = DiscriminatorTrainer(dino, cfg, accelerator)
+    samples = _gray_samples()
+    before = discrimination_metrics(dino.score(references, [""] * 6, _g(0)), dino.score(samples, [""] * 6, _g(0)))
+    frozen = {k: v.clone() for k, v in dino.backbone.state_dict().items()}
+    losses = [trainer.step(references, samples, [""] * 6, _g(k)) for k in range(30)]
+    after = discrimination_metrics(dino.score(references, [""] * 6, _g(0)), dino.score(samples, [""] * 6, _g(0)))
+    assert losses[-1] < 0.5 * losses[0], (losses[0], losses[-1])
+    assert before["disc/reward_gap"] < 0.1 and after["disc/reward_gap"] > 1.0, (before, after)
+    assert after["disc/accuracy"] == 1.0
+    assert all(torch.equal(frozen[k], v) for k, v in dino.backbone.state_dict().items())  # the backbone is frozen
+    assert {n for n, p in dino.trainable().named_parameters() if p.requires_grad} == {
+        "0.weight",
+        "0.bias",
+        "2.weight",
+        "2.bias",
+    }
+    # The optimizer state round-trips (checkpoints).
+    state = trainer.state_dict()
+    fresh = DiscriminatorTrainer(dino, cfg, accelerator)
+    fresh.load_state_dict(state)
+    assert fresh.optimizer.state_dict()["state"][0]["step"] == 30
+
+
+def _g(seed: int) -> torch.Generator:
+    return torch.Generator().manual_seed(seed)
+
+
+def test_missing_dino_backbone_names_the_fix(tmp_path):
+    with pytest.raises(WeightsNotFoundError, match=re.escape("discriminator.backbone: a local directory")):
+        DinoDiscriminator(DiscriminatorConfig(backbone=str(tmp_path / "nothing-here")))
+    with pytest.raises(ConfigError, match="has only 16 patch tokens"):
+        DinoDiscriminator(DiscriminatorConfig(backbone=str(tiny_dinov2_dir()), num_patches=64))
+
+
+# ----------------------------------------------------------------------------------------- PickScore variant
+
+
+def test_pickscore_discriminator_trains_its_last_blocks_to_prefer_references(references, accelerator, tmp_path):
+    preset = tiny_reward_preset("pickscore", tmp_path)
+    cfg = DiscriminatorConfig(type="pickscore", backbone=str(preset), learning_rate=1e-3, trainable_layers=1)
+    pick = PickScoreDiscriminator(cfg)
+    trainable = {n for n, p in pick.trainable().named_parameters() if p.requires_grad}
+    assert trainable and all(n.startswith("vision_model.encoder.layers.1.") for n in trainable)
+    text_before = pick.model.text_model.embeddings.token_embedding.weight.clone()
+    trainer = DiscriminatorTrainer(pick, cfg, accelerator)
+    samples, prompts = _gray_samples(), ["a cat"] * 6
+    before = discrimination_metrics(pick.score(references, prompts, _g(0)), pick.score(samples, prompts, _g(0)))
+    losses = [trainer.step(references, samples, prompts, _g(0)) for _ in range(15)]
+    after = discrimination_metrics(pick.score(references, prompts, _g(0)), pick.score(samples, prompts, _g(0)))
+    assert losses[-1] < 0.5 * losses[0], (losses[0], losses[-1])
+    assert after["disc/reward_gap"] > before["disc/reward_gap"] + 1.0 and after["disc/accuracy"] == 1.0
+    assert torch.equal(text_before, pick.model.text_model.embeddings.token_embedding.weight)
+
+
+def test_pickscore_variant_needs_a_pickscore_reward(tmp_path):
+    preset = tiny_reward_preset("clip-score", tmp_path)
+    with pytest.raises(ConfigError, match="needs a PickScore reward"):
+        PickScoreDiscriminator(DiscriminatorConfig(type="pickscore", backbone=str(preset)))
+
+
+# ------------------------------------------------------------------------------------------------ references
+
+
+def test_references_from_a_folder_or_manifest_at_the_generator_size(tmp_path):
+    warm_reference_images(tmp_path / "refs", count=3, size=48)
+    (tmp_path / "list.txt").write_text("# warm photos\nrefs/warm-astronaut.png\n\nrefs/warm-brick.png\n")
+    from_folder = load_references(find_reference_files(tmp_path / "refs"), 24, 32)
+    from_manifest = load_references(find_reference_files(tmp_path / "list.txt"), 24, 32)
+    assert from_folder.shape == (3, 3, 24, 32) and from_folder.dtype == torch.uint8
+    assert from_manifest.shape == (2, 3, 24, 32)
+    # warm tint: red above green above blue on average
+    red, green, blue = from_folder.float().mean(dim=(0, 2, 3))
+    assert red > green > blue
+
+
+def test_empty_or_unreadable_reference_sets_fail_clearly(tmp_path):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "notes.txt").write_text("no images here")
+    with pytest.raises(ConfigError, match="holds no images"):
+        find_reference_files(tmp_path / "empty")
+    with pytest.raises(ConfigError, match="does not exist"):
+        find_reference_files(tmp_path / "missing")
+    warm_reference_images(tmp_path / "mixed", count=3)
+    (tmp_path / "mixed" / "broken.png").write_bytes(b"not a png")
+    files = find_reference_files(tmp_path / "mixed")
+    with pytest.raises(ConfigError, match=r"1 of 4 reference images could not be read: .*broken.png"):
+        load_references(files, 32, 32)
+    assert load_references(files, 32, 32, max_failed=0.25).shape[0] == 3
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"num_patches": 0}, "num_patches must be >= 1"),
+        ({"cls_weight": 0.0, "patch_weight": 0.0}, "not both 0"),
+        ({"update_when": "generator_wins", "generator_every": 10}, "set discriminator.generator_every: 1"),
+        ({"learning_rate": 0.0}, "learning_rate must be > 0"),
+    ],
+)
+def test_discriminator_config_errors(overrides, message):
+    with pytest.raises(ConfigError, match=re.escape(message)):
+        check_discriminator_config(DiscriminatorConfig(**overrides))
