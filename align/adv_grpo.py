@@ -70,7 +70,15 @@ from mmreward.flow.adversarial import (
     load_references,
     mean_color_distance,
 )
-from mmreward.flow.evaluation import EvalConfig, check_eval_config, evaluate, grid_samples, sample_eval, save_grid
+from mmreward.flow.evaluation import (
+    EvalConfig,
+    check_eval_config,
+    evaluate,
+    grid_samples,
+    load_diversity_features,
+    sample_eval,
+    save_grid,
+)
 from mmreward.flow.grpo import (
     AdvantageConfig,
     GroupLayout,
@@ -140,6 +148,12 @@ class AdvGRPOConfig:
                             ("train.inner_epochs", train.inner_epochs), ("lora.rank", self.lora.rank)]:  # fmt: skip
             if value <= 0:
                 raise ConfigError(f"{name} must be > 0, got {value}")
+        if self.discriminator.update_when == "generator_wins" and train.lr_scheduler in ("linear", "cosine"):
+            raise ConfigError(
+                f"train.lr_scheduler={train.lr_scheduler} decays over a known number of policy updates, but "
+                "discriminator.update_when=generator_wins decides them during the run; use 'constant' or "
+                "'constant_with_warmup'"
+            )
         check_discriminator_config(self.discriminator)
         check_rollout_config(self.rollout)
         check_loss_config(self.loss)
@@ -183,9 +197,11 @@ def main(cfg: AdvGRPOConfig) -> Path:
     eval_rewards = None
     if eval_cfg.every and eval_weights:
         eval_rewards = mix if eval_weights == cfg.reward.rewards else RewardMix(eval_weights, device=device)
+    features = load_diversity_features(eval_cfg, device)
 
     # -- policy
-    policy = load_policy(cfg, accelerator, {*prompts, *eval_prompts, rollout_cfg.negative_prompt})
+    policy_iterations = sum(iteration_plan(disc_cfg, i)[1] for i in range(train.max_steps))
+    policy = load_policy(cfg, accelerator, {*prompts, *eval_prompts, rollout_cfg.negative_prompt}, policy_iterations)
     model, ema, size = policy.model, policy.ema, policy.size
 
     # -- resume
@@ -206,8 +222,9 @@ def main(cfg: AdvGRPOConfig) -> Path:
         with policy.reference.active() if base_model else ema.swapped_in() if ema is not None else nullcontext():
             samples = sample_eval(model, eval_prompts, eval_cfg, **size, negative_prompt=rollout_cfg.negative_prompt,
                                   accelerator=accelerator, seed=train.seed)  # fmt: skip
-        metrics, scores = evaluate(samples, eval_cfg.samples_per_prompt, accelerator=accelerator,
-                                   rewards=eval_rewards, base_scores=base_scores)  # fmt: skip
+        metrics, scores = evaluate(samples, eval_cfg.samples_per_prompt, accelerator=accelerator, rewards=eval_rewards,
+                                   base_scores=base_scores if eval_cfg.compare_to_base else None,
+                                   features=features)  # fmt: skip
         media = accelerator.gather(samples.media.to(device)).cpu()  # (E, 3, H, W)
         prompt_of = [eval_prompts[i // eval_cfg.samples_per_prompt] for i in range(len(media))]
         generator = seeded(train.seed, "eval-patches", at)

@@ -46,8 +46,15 @@ from diffusers.optimization import get_scheduler
 from align.flow_dpo import LoraSettings, ModelConfig
 from mmreward.data.prompts import read_prompts
 from mmreward.errors import ConfigError
-from mmreward.evaluation.diversity import ImageEmbeddingFeatures, pixel_features
-from mmreward.flow.evaluation import EvalConfig, check_eval_config, evaluate, grid_samples, sample_eval, save_grid
+from mmreward.flow.evaluation import (
+    EvalConfig,
+    check_eval_config,
+    evaluate,
+    grid_samples,
+    load_diversity_features,
+    sample_eval,
+    save_grid,
+)
 from mmreward.flow.grpo import (
     AdvantageConfig,
     GroupLayout,
@@ -208,10 +215,13 @@ class Policy:
         return {"optimizer": self.optimizer.optimizer, "lr_scheduler": self.lr_scheduler, **ema}
 
 
-def load_policy(cfg: Any, accelerator: Accelerator, prompts: set[str]) -> Policy:
+def load_policy(cfg: Any, accelerator: Accelerator, prompts: set[str], policy_iterations: int | None = None) -> Policy:
     """Load ``cfg.model``, add the LoRA adapter of ``cfg.lora``, build the AdamW optimizer, schedule, EMA and
     non-finite guard of ``cfg.train``; encode ``prompts`` once and free the text encoders when they all fit the
-    prompt cache. ``cfg`` is any GRPO program config with ``model``, ``lora`` and ``train`` sections."""
+    prompt cache. ``cfg`` is any GRPO program config with ``model``, ``lora`` and ``train`` sections.
+
+    ``policy_iterations``: how many iterations update the policy (the schedule's length); ``train.max_steps`` when
+    every iteration does, fewer when a program skips the update on some (Adv-GRPO's discriminator-only iterations)."""
     train = cfg.train
     weight_dtype = {"no": "float32", "fp16": "float16", "bf16": "bfloat16"}[accelerator.mixed_precision]
     model = load_flow_model(
@@ -231,7 +241,8 @@ def load_policy(cfg: Any, accelerator: Accelerator, prompts: set[str]) -> Policy
     optimizer = torch.optim.AdamW(params, lr=train.learning_rate, betas=(train.adam_beta1, train.adam_beta2),
                                   weight_decay=train.weight_decay, eps=train.adam_epsilon)  # fmt: skip
     # Stepped once per optimizer step by the program (not prepared: accelerate would step it once per process).
-    optimizer_steps = train.max_steps * train.updates_per_step * train.inner_epochs
+    iterations = train.max_steps if policy_iterations is None else policy_iterations
+    optimizer_steps = iterations * train.updates_per_step * train.inner_epochs
     lr_scheduler = get_scheduler(train.lr_scheduler, optimizer, num_warmup_steps=train.lr_warmup_steps,
                                  num_training_steps=optimizer_steps)  # fmt: skip
     transformer, optimizer = accelerator.prepare(unwrapped, optimizer)
@@ -322,9 +333,7 @@ def main(cfg: PrefGRPOConfig) -> Path:
     eval_rewards = None
     if eval_cfg.every and eval_weights:
         eval_rewards = reward.mix if eval_weights == cfg.reward.rewards else RewardMix(eval_weights, device=device)
-    features = pixel_features
-    if eval_cfg.every and eval_cfg.diversity_features != "pixels":
-        features = ImageEmbeddingFeatures(load_reward(eval_cfg.diversity_features, device=device))
+    features = load_diversity_features(eval_cfg, device)
 
     # -- model, adapter, reference, optimizer
     policy = load_policy(cfg, accelerator, {*prompts, *eval_prompts, rollout_cfg.negative_prompt})

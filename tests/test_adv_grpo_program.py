@@ -48,6 +48,8 @@ def _run(output: Path, *args: str) -> subprocess.CompletedProcess:
         (["--discriminator.update_when", "generator_wins", "--discriminator.generator_every", "3"],
          "set discriminator.generator_every: 1"),
         (["--reward.discriminator_weight", "0"], "discriminator_weight must be > 0"),
+        (["--discriminator.update_when", "generator_wins", "--train.lr_scheduler", "cosine"],
+         "decays over a known number of policy updates"),
         (["--discriminator.type", "clip"], "invalid value for 'discriminator.type'"),
     ],
 )  # fmt: skip
@@ -62,6 +64,17 @@ def test_an_empty_reference_folder_stops_the_program_before_any_model_loads(tmp_
     assert result.returncode == 2, result.stderr[-2000:]
     assert "holds no images" in result.stderr and str(tmp_path / "refs") in result.stderr
     assert "Traceback" not in result.stderr and not (tmp_path / "out").exists()
+
+
+def test_a_decaying_schedule_spans_the_policy_updates_not_the_iterations(tmp_path):
+    """With the policy trained on every 2nd of 4 iterations (2 iterations x 2 updates = 4 optimizer steps), a linear
+    schedule reaches 0 at the last update; sized by iterations (8 steps) it would stop halfway, at lr / 2."""
+    main(_cfg(tmp_path, "--discriminator.generator_every", "2", "--train.lr_scheduler", "linear", "--eval.every", "0",
+              "--train.ema", "false", "--train.save_every", "4"))  # fmt: skip
+    rows = {r["step"]: r for r in read_metrics(tmp_path) if "lr" in r}
+    learning_rate = 3.0e-3  # configs/tiny/adv_grpo.yaml
+    assert [rows[s]["generator/updated"] for s in (1, 2, 3, 4)] == [0.0, 1.0, 0.0, 1.0]
+    assert rows[2]["lr"] == pytest.approx(learning_rate / 2) and rows[4]["lr"] == 0.0
 
 
 # ------------------------------------------------------------------------------------------------ python run

@@ -21,7 +21,7 @@ from typing import Any
 import torch
 
 from mmreward.errors import ConfigError
-from mmreward.evaluation.diversity import Features, pixel_features, within_group_diversity
+from mmreward.evaluation.diversity import Features, ImageEmbeddingFeatures, pixel_features, within_group_diversity
 from mmreward.flow.grpo import GroupLayout, exchange_rows, to_uint8
 from mmreward.flow.models import FlowModel
 from mmreward.flow.rollout import sample_ode, seeded
@@ -104,6 +104,16 @@ def sample_eval(
 
 
 # ----------------------------------------------------------------------------------------------------- metrics
+
+
+def load_diversity_features(cfg: EvalConfig, device: torch.device | str) -> Features:
+    """The feature map of ``cfg.diversity_features``: 32x32 pixel thumbnails (``"pixels"``, no weights), or the image
+    embeddings of a CLIP-family reward, loaded here (only when evaluation is on)."""
+    if not cfg.every or cfg.diversity_features == "pixels":
+        return pixel_features
+    from mmreward.rewards.registry import load_reward
+
+    return ImageEmbeddingFeatures(load_reward(cfg.diversity_features, device=device))
 
 
 def evaluate(
