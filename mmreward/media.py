@@ -11,7 +11,8 @@ Deliberate choices, so that odd files behave the same everywhere:
 
 - grayscale becomes three equal channels; alpha is composited onto a white background (a transparent
   pixel has no colour of its own, and white is what viewers show);
-- 16-bit images keep their precision (scaled by 65535, not clipped to 8 bits);
+- 16-bit images keep their precision (scaled by 65535, not clipped to 8 bits); float TIFFs, which PIL cannot
+  read, are read with tifffile (first page, like PIL's first frame of multi-frame files);
 - EXIF orientation is applied, so a portrait photo is scored upright;
 - images over ``max_pixels`` are refused before their pixels are decoded (decompression-bomb guard);
 - videos are sampled from the container's real frame rate (decord first, PyAV as fallback).
@@ -82,10 +83,49 @@ def load_image(
     except Image.DecompressionBombError as err:
         raise MediaError(f"{str(path)!r}: {err}") from err
     except UnidentifiedImageError as err:
+        if path.suffix.lower() in (".tif", ".tiff"):  # float or many-sample TIFFs PIL has no mode for
+            return _load_tiff(path, max_pixels, background)
         raise MediaError(f"{str(path)!r} is not an image PIL can read (corrupt, or not an image)") from err
     except (OSError, SyntaxError, ValueError) as err:
         # PIL raises OSError("image file is truncated ...") and friends for damaged files.
         raise MediaError(f"{str(path)!r} could not be decoded: {err}") from err
+
+
+def _load_tiff(path: Path, max_pixels: int | None, background: float) -> torch.Tensor:
+    """The first page of a TIFF that PIL cannot read (float32/float64 samples, RGB floats, ...) via tifffile.
+
+    The first page, as PIL does for multi-frame files; samples are scaled like numpy input (uint8 / 255,
+    uint16 / 65535, floats must lie in [0, 1]), greyscale and alpha as for every other image.
+    """
+    try:
+        import tifffile
+    except ImportError:
+        raise MediaError(
+            f"{str(path)!r} is a TIFF that PIL cannot read (float or unusual sample format); install tifffile "
+            "(pip install tifffile) to read it"
+        ) from None
+    try:
+        with tifffile.TiffFile(path) as tif:
+            page = tif.pages[0]
+            height, width = page.imagelength, page.imagewidth
+            if max_pixels is not None and width * height > max_pixels:
+                _refuse_pixels(path, width, height, max_pixels)
+            pixels, axes = page.asarray(), page.axes  # axes: "YX", "YXS" (samples last) or "SYX" (planar)
+    except MediaError:
+        raise
+    except Exception as err:  # tifffile raises TiffFileError, ValueError, OSError, ... for damaged files
+        raise MediaError(f"{str(path)!r} could not be decoded as a TIFF: {err}") from err
+    if axes not in ("YX", "YXS", "SYX") or (pixels.ndim == 3 and pixels.shape[axes.index("S")] not in (1, 3, 4)):
+        raise MediaError(f"{str(path)!r}: TIFF page of axes {axes!r} and shape {pixels.shape} is not a 2-D image")
+    if axes == "SYX":
+        pixels = np.moveaxis(pixels, 0, -1)  # (S, H, W) -> (H, W, S)
+    elif axes == "YX":
+        pixels = pixels[:, :, None]  # (H, W) -> (H, W, 1)
+    try:
+        values = _scale(torch.from_numpy(np.ascontiguousarray(pixels)), pixels.dtype.type)  # (H, W, S)
+    except MediaError as err:
+        raise MediaError(f"{str(path)!r}: {err}") from err
+    return _to_rgb(values.permute(2, 0, 1), background)  # (3, H, W)
 
 
 def _check_pixels(img: Image.Image, max_pixels: int | None, source: Any) -> None:
@@ -93,10 +133,14 @@ def _check_pixels(img: Image.Image, max_pixels: int | None, source: Any) -> None
         return
     width, height = img.size
     if width * height > max_pixels:
-        raise MediaError(
-            f"{str(source)!r} has {width}x{height} = {width * height:,} pixels, more than max_pixels="
-            f"{max_pixels:,} (decompression-bomb guard); pass a larger max_pixels if you trust the file"
-        )
+        _refuse_pixels(source, width, height, max_pixels)
+
+
+def _refuse_pixels(source: Any, width: int, height: int, max_pixels: int) -> None:
+    raise MediaError(
+        f"{str(source)!r} has {width}x{height} = {width * height:,} pixels, more than max_pixels="
+        f"{max_pixels:,} (decompression-bomb guard); pass a larger max_pixels if you trust the file"
+    )
 
 
 def pil_to_tensor(img: Image.Image, *, background: float = 1.0) -> torch.Tensor:

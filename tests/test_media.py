@@ -42,6 +42,31 @@ def test_sixteen_bit_keeps_precision(tmp_path):
     assert out[0, 0, 3] * 255 % 1 != 0  # 1000/65535 is not representable in 8 bits: precision was kept
 
 
+def test_float_tiffs_pil_cannot_read_are_read_through_tifffile(tmp_path, sample_images):
+    """Float TIFFs (PIL has no mode for float RGB) load through tifffile: the first page, samples last or planar,
+    greyscale repeated, alpha composited onto white, values outside [0, 1] refused with the file named."""
+    tifffile = pytest.importorskip("tifffile")
+    rgb = np.array([[[0.0, 0.25, 1.0], [0.5, 0.5, 0.5]]], dtype=np.float32)  # (1, 2, 3): H, W, S
+    tifffile.imwrite(tmp_path / "rgb.tif", rgb, photometric="rgb")
+    tifffile.imwrite(tmp_path / "planar.tif", np.moveaxis(rgb, -1, 0), planarconfig="separate", photometric="rgb")
+    for name in ("rgb.tif", "planar.tif"):
+        torch.testing.assert_close(media.load_image(tmp_path / name), torch.from_numpy(rgb).permute(2, 0, 1))
+    tifffile.imwrite(tmp_path / "gray.tif", np.array([[0.2, 0.8]], dtype=np.float64))
+    torch.testing.assert_close(media.load_image(tmp_path / "gray.tif"), torch.tensor([[[0.2, 0.8]]] * 3))
+    rgba = np.array([[[1.0, 0.0, 0.0, 0.5]]], dtype=np.float32)
+    tifffile.imwrite(tmp_path / "rgba.tif", rgba, photometric="rgb", extrasamples=["unassalpha"])
+    torch.testing.assert_close(media.load_image(tmp_path / "rgba.tif"), torch.tensor([[[1.0]], [[0.5]], [[0.5]]]))
+    tifffile.imwrite(tmp_path / "hdr.tif", rgb * 4, photometric="rgb")
+    with pytest.raises(MediaError, match=r"hdr\.tif.*must hold finite values in \[0, 1\]"):
+        media.load_image(tmp_path / "hdr.tif")
+    with pytest.raises(MediaError, match="decompression-bomb guard"):
+        media.load_image(tmp_path / "rgb.tif", max_pixels=1)
+    # scikit-image's two-page float64 RGB TIFF: the first page, as PIL reads multi-frame files.
+    multipage = sample_images[0].parent / "multipage_rgb.tif"
+    first = torch.from_numpy(tifffile.imread(multipage)[0]).float()  # (2, 3, H, W) planar pages -> page 0
+    torch.testing.assert_close(media.load_image(multipage), first)
+
+
 def test_exif_orientation_is_applied(tmp_path):
     wide = np.zeros((20, 40, 3), dtype=np.uint8)
     wide[:, :20] = 255  # left half white
