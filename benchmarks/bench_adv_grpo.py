@@ -12,12 +12,13 @@ tokens), run through the same functions align/adv_grpo.py calls (``DinoDiscrimin
 of the process on a CPU (one thread), wall time on a GPU. The last line is ``discriminator/step: NN%``.
 
 Measured on the shared 2-core CPU machine (CPU time, one thread, best of 3), 2 prompts x 4 samples at 64 px, 6 SDE
-steps, 3 trained; ViT-S/14 shape (12 layers, width 384) at 224 px, 16 references, 1 discriminator step
-(``python benchmarks/bench_adv_grpo.py``): GRPO step 4.82 s, discriminator work 7.05 s, ``discriminator/step: 146%``.
-The generator here is a 2-layer MM-DiT, so the ratio says little about SD3.5-M with DINOv2-B at 518 px; run it on
-the target GPU with real sizes. Each iteration runs the frozen backbone on the samples three times (metrics,
-reward, discriminator step) and on two reference draws; caching the samples' backbone outputs would remove two of
-those passes.
+steps, 3 trained; ViT-S/14 shape (12 layers, width 384) at 224 px, 16 references drawn from a pool of 64 per use,
+1 discriminator step (``OMP_NUM_THREADS=1 python benchmarks/bench_adv_grpo.py``): GRPO step 5.27 s; discriminator
+work 7.55 s with one backbone pass per use, 5.42 s (1.39x) with the samples' backbone outputs reused across the
+metrics, the reward and the discriminator step (:meth:`DinoDiscriminator.hidden_states`); ``discriminator/step:
+103%``. Here the 16 references (two draws) outnumber the 8 samples; with the real config's 16 x 16 samples per
+iteration the samples dominate and reuse saves more. The generator is a 2-layer MM-DiT, so the ratio to the GRPO
+step says little about SD3.5-M with DINOv2-B at 518 px; run it on the target GPU with real sizes.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from mmreward.flow.adversarial import (  # noqa: E402
     DinoDiscriminator,
     DiscriminatorConfig,
     DiscriminatorTrainer,
+    draw,
 )
 from mmreward.flow.grpo import (  # noqa: E402
     GroupLayout,
@@ -119,8 +121,8 @@ def main() -> None:
     trainer = DiscriminatorTrainer(discriminator, cfg, accelerator)
     adversarial = AdversarialReward(discriminator)
     g = torch.Generator().manual_seed(0)
-    references = torch.randint(0, 256, (args.references, 3, size["height"], size["width"]), generator=g,
-                               dtype=torch.uint8)  # fmt: skip
+    pool = torch.randint(0, 256, (4 * args.references, 3, size["height"], size["width"]), generator=g,
+                         dtype=torch.uint8)  # fmt: skip  # the reference set; each use draws from it, as the program
 
     def grpo_step(iteration: int):
         batch = rollout_groups(model, prompts, layout, rollout_cfg, **size, iteration=iteration, seed=0,
@@ -133,28 +135,42 @@ def main() -> None:
                     seed=(0, iteration))  # fmt: skip
         return batch
 
-    def discriminator_work(batch, iteration: int) -> None:
-        """align/adv_grpo.py's additions to an iteration: score samples and references, the reward call, D steps."""
+    def discriminator_work(batch, iteration: int, reuse: bool) -> None:
+        """align/adv_grpo.py's additions to an iteration: score samples and references, the reward call, D steps.
+        ``reuse=False`` forgets the backbone outputs before every call (the baseline: one backbone pass per use)."""
+        forget = (lambda: None) if reuse else (lambda: discriminator._recent.clear())
+        discriminator._recent.clear()  # a new iteration: nothing of the previous run is reused
         local_prompts = [prompts[int(gr)] for gr in batch.group]
         patches = seeded(0, "patches", iteration)
-        discriminator.score(references, local_prompts[: args.references], patches)
+        forget()
+        discriminator.score(pool[draw(args.references, len(pool), g)], local_prompts[: args.references], patches)
+        forget()
         discriminator.score(batch.media, local_prompts, patches)
+        forget()
         compute_rewards(adversarial, batch, layout, accelerator)
         for k in range(args.disc_steps):
-            trainer.step(references, batch.media, local_prompts, seeded(0, "d", iteration, k))
+            forget()
+            trainer.step(pool[draw(args.references, len(pool), g)], batch.media, local_prompts,
+                         seeded(0, "d", iteration, k))  # fmt: skip
 
-    best = {"grpo": float("inf"), "disc": float("inf")}
+    best = {"grpo": float("inf"), "disc": float("inf"), "disc_baseline": float("inf")}
     for r in range(args.repeats + 1):  # round 0 warms up
         start = sync(device)
         batch = grpo_step(r)
         middle = sync(device)
-        discriminator_work(batch, r)
+        discriminator_work(batch, r, reuse=False)
+        baseline_end = sync(device)
+        discriminator_work(batch, r, reuse=True)
         end = sync(device)
         if r:
-            best["grpo"], best["disc"] = min(best["grpo"], middle - start), min(best["disc"], end - middle)
+            best["grpo"] = min(best["grpo"], middle - start)
+            best["disc_baseline"] = min(best["disc_baseline"], baseline_end - middle)
+            best["disc"] = min(best["disc"], end - baseline_end)
+    what = f"{args.references} refs, {layout.total} samples, {args.disc_steps} steps"
     print(f"GRPO step (rollout, reward, advantages, update): {best['grpo']:.3f} s")
-    print(f"discriminator work ({args.references} refs, {layout.total} samples, {args.disc_steps} steps): "
-          f"{best['disc']:.3f} s")  # fmt: skip
+    print(f"discriminator work, one backbone pass per use ({what}): {best['disc_baseline']:.3f} s")
+    print(f"discriminator work, backbone outputs reused ({what}): {best['disc']:.3f} s "
+          f"({best['disc_baseline'] / best['disc']:.2f}x)")  # fmt: skip
     print(f"discriminator/step: {100 * best['disc'] / best['grpo']:.0f}%")
 
 

@@ -137,6 +137,29 @@ def test_dino_reward_is_the_formula_on_the_training_features(dino, references):
     assert torch.allclose(tokens_ref[0].norm(dim=-1), torch.ones(2)) and tokens_ref[1].shape == (2, 8, 32)
 
 
+def test_the_backbone_encodes_a_batch_once_until_it_changes(dino, references):
+    """The rollout tensor passed to the metrics, the reward and the discriminator steps is encoded once; two batches
+    alternate without re-encoding; an in-place change or a third batch is encoded again; scores are unchanged."""
+    calls = []
+    hook = dino.backbone.register_forward_hook(lambda *_: calls.append(1))
+    try:
+        dino._recent = []  # other tests' batches (module fixture)
+        samples, refs = _gray_samples(4), references[:3].clone()
+        first = dino.score(samples, [""] * 4, _g(5))
+        dino.score(refs, [""] * 3, _g(5))
+        again = dino.score(samples, [""] * 4, _g(5))
+        dino.loss(refs, samples, [""] * 4, _g(6))
+        assert len(calls) == 2 and torch.equal(first, again)
+        samples[0] = 255 - samples[0]  # in place: the version counter moves
+        changed = dino.score(samples, [""] * 4, _g(5))
+        assert len(calls) == 3 and not torch.equal(changed[0], first[0]) and torch.equal(changed[1:], first[1:])
+        dino.score(references[3:5].clone(), [""] * 2, _g(5))  # a third batch pushes out the least recent (refs)
+        dino.score(refs, [""] * 3, _g(5))
+        assert len(calls) == 5
+    finally:
+        hook.remove()
+
+
 def test_dino_discriminator_learns_to_tell_references_from_samples(references, accelerator):
     cfg = DiscriminatorConfig(backbone=str(tiny_dinov2_dir()), num_patches=8, hidden_dim=16, learning_rate=1e-2)
     torch.manual_seed(0)
