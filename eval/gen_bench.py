@@ -62,6 +62,7 @@ from mmreward.evaluation.score_cache import (
     reward_fingerprint,
     score_items,
 )
+from mmreward.rewards.mix import parse_reward_spec
 from mmreward.rewards.registry import resolve_reward
 
 FAMILIES = tuple(EVAL_DEFAULTS)  # sd3, flux, wan (mmreward.flow.models imports diffusers: only when generating)
@@ -71,17 +72,6 @@ GRID_COLUMNS = 4  # samples per prompt shown in grids
 
 
 # --------------------------------------------------------------------------------------------------- arguments
-
-
-def _reward_spec(text: str) -> tuple[str, float]:
-    """``NAME[=WEIGHT]``; NAME may be a path, so only a trailing ``=number`` is a weight."""
-    name, sep, weight = text.rpartition("=")
-    if sep:
-        try:
-            return name, float(weight)
-        except ValueError:
-            pass
-    return text, 1.0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -200,7 +190,7 @@ def _checked_setup(args: argparse.Namespace, parser: argparse.ArgumentParser) ->
     if args.lora is not None:
         lora = generation.inspect_lora(args.lora)
         generation.check_lora_family(lora, args.family)
-    rewards = [_reward_spec(spec) for spec in args.reward]
+    rewards = [parse_reward_spec(spec) for spec in args.reward]
     names = [name for name, _ in rewards]
     if len(set(names)) != len(names):
         raise ConfigError(f"each --reward may be given once, got {names}")

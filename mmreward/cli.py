@@ -30,17 +30,6 @@ from mmreward.score_inputs import InputError
 OUTPUT_FORMATS = (".jsonl", ".csv", ".parquet")
 
 
-def _parse_reward_spec(spec: str) -> tuple[str, float]:
-    """``NAME[=WEIGHT]``; NAME may be a path, so only a trailing ``=number`` is a weight."""
-    name, sep, weight = spec.rpartition("=")
-    if sep:
-        try:
-            return name, float(weight)
-        except ValueError:
-            pass
-    return spec, 1.0
-
-
 def _build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="mmreward", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -202,6 +191,7 @@ def _summary(rows: list[dict[str, Any]], columns: list[str]) -> None:
 
 
 def _score(args: argparse.Namespace) -> int:
+    from mmreward.rewards.mix import parse_reward_spec
     from mmreward.rewards.registry import load_reward, resolve_reward
     from mmreward.score_inputs import assign_prompts, expand_inputs, read_prompts_file
     from mmreward.scoring import score_items
@@ -215,7 +205,7 @@ def _score(args: argparse.Namespace) -> int:
             import pyarrow  # noqa: F401
         except ImportError as err:
             raise InputError("--output .parquet needs pyarrow: pip install 'mmreward[output]'") from err
-    specs = [_parse_reward_spec(s) for s in (args.reward or ["clip-score"])]
+    specs = [parse_reward_spec(s) for s in (args.reward or ["clip-score"])]
     names = [name for name, _ in specs]
     if len(set(names)) != len(names):
         raise InputError(f"a reward was given twice: {names}")
@@ -318,6 +308,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _generate(args: argparse.Namespace) -> int:
     from mmreward.guidance.generate import FAMILY_DEFAULTS, TINY_DEFAULTS, infer_family, plan_guides
+    from mmreward.rewards.mix import parse_reward_spec
 
     # Everything that can be checked without weights is checked before any model loads.
     family = infer_family(args.model, args.family)
@@ -327,7 +318,7 @@ def _generate(args: argparse.Namespace) -> int:
     steps = args.steps or defaults["steps"]
     budget = args.budget or (steps if args.method in ("nrg", "pixel") else 4 * steps)
     dim_weights = dict(_parse_dim(d) for d in args.dim)
-    specs = plan_guides([_parse_reward_spec(g) for g in args.guide], args.method, family, dim_weights)
+    specs = plan_guides([parse_reward_spec(g) for g in args.guide], args.method, family, dim_weights)
     prompts = args.prompt or _read_prompts(args.prompts)
     for name, value in [("--steps", steps), ("--budget", budget), ("--num-outputs", args.num_outputs),
                         ("--batch-size", args.batch_size)]:  # fmt: skip

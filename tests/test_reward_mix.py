@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from mmreward.errors import ConfigError
-from mmreward.rewards.mix import RewardMix
+from mmreward.rewards.mix import RewardMix, parse_reward_spec
 
 
 def test_weighted_total_and_failed_items(tmp_path):
@@ -28,3 +28,17 @@ def test_weighted_total_and_failed_items(tmp_path):
 def test_empty_mix_is_refused():
     with pytest.raises(ConfigError, match="reward mix is empty"):
         RewardMix({})
+
+
+@pytest.mark.parametrize(
+    ("spec", "expected"),
+    [
+        ("pickscore", ("pickscore", 1.0)),
+        ("hpsv2.1=0.5", ("hpsv2.1", 0.5)),
+        ("mmreward.testing:BrightnessReward=-2", ("mmreward.testing:BrightnessReward", -2.0)),
+        ("runs/a=b", ("runs/a=b", 1.0)),  # a path with '=' and no trailing number: all name
+        ("runs/a=b=3", ("runs/a=b", 3.0)),
+    ],
+)
+def test_reward_specs_take_only_a_trailing_number_as_weight(spec, expected):
+    assert parse_reward_spec(spec) == expected

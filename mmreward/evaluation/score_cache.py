@@ -161,6 +161,15 @@ class ScoringStats:
     failed: int = 0
     errors: list[str] = field(default_factory=list)
 
+    def count_failures(self, cache: ScoreCache, entries: Iterable[tuple[str, str]]) -> None:
+        """Count the ``(cache key, label)`` entries whose cached record holds an error; keep the first reasons."""
+        for key, label in entries:
+            error = cache.get(key)["error"]
+            if error is not None:
+                self.failed += 1
+                if len(self.errors) < _SHOWN_ERRORS:
+                    self.errors.append(f"{label}: {error}")
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "total": self.total,
@@ -224,12 +233,7 @@ def score_items(
             cache.add(records)
             stats.scored += len(batch)
             bar.update(len(batch))
-    for item in unique:
-        error = cache.get(item.key)["error"]
-        if error is not None:
-            stats.failed += 1
-            if len(stats.errors) < _SHOWN_ERRORS:
-                stats.errors.append(f"{item.path}: {error}")
+    stats.count_failures(cache, [(item.key, str(item.path)) for item in unique])
     return stats
 
 
@@ -292,12 +296,7 @@ def judge_pairs(
             cache.add(records)
             stats.scored += len(batch)
             bar.update(len(batch))
-    for pair in unique:
-        error = cache.get(pair.key)["error"]
-        if error is not None:
-            stats.failed += 1
-            if len(stats.errors) < _SHOWN_ERRORS:
-                stats.errors.append(f"{pair.media_a} vs {pair.media_b}: {error}")
+    stats.count_failures(cache, [(pair.key, f"{pair.media_a} vs {pair.media_b}") for pair in unique])
     return stats
 
 
@@ -365,12 +364,7 @@ def check_items(
             cache.add(records)
             stats.scored += len(batch)
             bar.update(len(batch))
-    for item in unique:
-        error = cache.get(item.key)["error"]
-        if error is not None:
-            stats.failed += 1
-            if len(stats.errors) < _SHOWN_ERRORS:
-                stats.errors.append(f"{item.path}: {error}")
+    stats.count_failures(cache, [(item.key, str(item.path)) for item in unique])
     return stats
 
 

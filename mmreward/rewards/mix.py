@@ -17,6 +17,18 @@ from mmreward.rewards.base import RewardModel
 from mmreward.rewards.registry import load_reward
 
 
+def parse_reward_spec(spec: str) -> tuple[str, float]:
+    """``NAME[=WEIGHT]`` (the command lines' ``--reward`` / ``--guide``) -> ``(NAME, WEIGHT)``, weight 1 by default.
+    NAME may be a path containing ``=``, so only a trailing ``=number`` is a weight."""
+    name, sep, weight = spec.rpartition("=")
+    if sep:
+        try:
+            return name, float(weight)
+        except ValueError:
+            pass
+    return spec, 1.0
+
+
 @dataclass
 class MixOutput:
     total: torch.Tensor  # (B,) float32, NaN where failed
