@@ -36,12 +36,11 @@ from __future__ import annotations
 
 import sys
 from contextlib import nullcontext
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from accelerate import Accelerator
 from safetensors.torch import save_file
 
 from align.flow_dpo import LoraSettings, ModelConfig
@@ -51,12 +50,11 @@ from align.pref_grpo import (
     TrainConfig,
     clock,
     load_policy,
-    read_eval_prompts,
     reward_metrics,
+    start_run,
     train_policy,
     write_reward_failures,
 )
-from mmreward.data.prompts import read_prompts
 from mmreward.errors import ConfigError
 from mmreward.flow.adversarial import (
     AdversarialReward,
@@ -81,7 +79,6 @@ from mmreward.flow.evaluation import (
 )
 from mmreward.flow.grpo import (
     AdvantageConfig,
-    GroupLayout,
     GRPOLossConfig,
     OffPolicyError,
     RolloutConfig,
@@ -91,14 +88,11 @@ from mmreward.flow.grpo import (
     iteration_prompts,
     rollout_groups,
 )
-from mmreward.flow.models import check_attention
 from mmreward.flow.rollout import seeded
 from mmreward.rewards.mix import RewardMix
 from mmreward.train.checkpoint import latest_checkpoint, load_checkpoint, module_state, save_checkpoint
-from mmreward.train.config import parse_config, save_config
-from mmreward.train.distributed import require_ddp
+from mmreward.train.config import parse_config
 from mmreward.train.lora import save_lora
-from mmreward.train.tracking import Tracker
 
 
 @dataclass
@@ -174,19 +168,8 @@ def main(cfg: AdvGRPOConfig) -> Path:
     # Reference images first: an empty or unreadable set fails before any model loads.
     references = load_references(find_reference_files(cfg.references.path), cfg.model.height, cfg.model.width,
                                  cfg.references.max_failed)  # fmt: skip  # (R, 3, H, W) uint8
-    accelerator = Accelerator(mixed_precision=train.mixed_precision)
-    require_ddp(accelerator, "adv_grpo")
-    rank, world, device = accelerator.process_index, accelerator.num_processes, accelerator.device
-    layout = GroupLayout(rollout_cfg.prompts_per_step, rollout_cfg.group_size, world, rank)
-    check_eval_config(eval_cfg, world)
-    check_attention(cfg.model.attention, device)
-    prompts = read_prompts(cfg.data.prompts, cfg.data.prompt_column)
-    eval_prompts = read_eval_prompts(cfg.data, eval_cfg)
-    output = Path(cfg.output_dir)
-    if accelerator.is_main_process:
-        save_config(cfg, output)
-    tracker = Tracker(output, cfg.logging, run_name=output.name, config=asdict(cfg),
-                      enabled=accelerator.is_main_process)  # fmt: skip
+    accelerator, layout, prompts, eval_prompts, output, tracker = start_run(cfg, "adv_grpo")
+    rank, device = accelerator.process_index, accelerator.device
 
     # -- discriminator and fixed rewards (before the generator: a wrong name fails in seconds)
     discriminator = load_discriminator(disc_cfg, device=device, seed=train.seed)

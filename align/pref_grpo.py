@@ -37,7 +37,7 @@ import time
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import torch
 from accelerate import Accelerator
@@ -194,6 +194,37 @@ def read_eval_prompts(data: DataConfig, eval_cfg: EvalConfig) -> list[str]:
     return eval_prompts
 
 
+class Run(NamedTuple):
+    """What every GRPO program sets up before its models: the processes, the split of the groups over them, the
+    prompts, the output folder (with the resolved config saved in it) and the metrics tracker."""
+
+    accelerator: Accelerator
+    layout: GroupLayout
+    prompts: list[str]
+    eval_prompts: list[str]
+    output: Path
+    tracker: Tracker
+
+
+def start_run(cfg: Any, program: str) -> Run:
+    """:class:`Run` of a GRPO program config (``data``, ``rollout``, ``eval``, ``model``, ``train`` sections);
+    refuses DeepSpeed/FSDP and attention backends the device lacks before anything loads."""
+    accelerator = Accelerator(mixed_precision=cfg.train.mixed_precision)
+    require_ddp(accelerator, program)
+    layout = GroupLayout(cfg.rollout.prompts_per_step, cfg.rollout.group_size, accelerator.num_processes,
+                         accelerator.process_index)  # fmt: skip
+    check_eval_config(cfg.eval, accelerator.num_processes)
+    check_attention(cfg.model.attention, accelerator.device)
+    prompts = read_prompts(cfg.data.prompts, cfg.data.prompt_column)
+    eval_prompts = read_eval_prompts(cfg.data, cfg.eval)
+    output = Path(cfg.output_dir)
+    if accelerator.is_main_process:
+        save_config(cfg, output)
+    tracker = Tracker(output, cfg.logging, run_name=output.name, config=asdict(cfg),
+                      enabled=accelerator.is_main_process)  # fmt: skip
+    return Run(accelerator, layout, prompts, eval_prompts, output, tracker)
+
+
 @dataclass
 class Policy:
     """The generator being aligned: the flow model with its LoRA adapter (``unwrapped``; ``transformer`` is the
@@ -308,19 +339,8 @@ def write_reward_failures(output: Path, rewards: Any, prompts: list[str], group_
 
 def main(cfg: PrefGRPOConfig) -> Path:
     train, rollout_cfg, eval_cfg = cfg.train, cfg.rollout, cfg.eval
-    accelerator = Accelerator(mixed_precision=train.mixed_precision)
-    require_ddp(accelerator, "pref_grpo")
-    rank, world, device = accelerator.process_index, accelerator.num_processes, accelerator.device
-    layout = GroupLayout(rollout_cfg.prompts_per_step, rollout_cfg.group_size, world, rank)
-    check_eval_config(eval_cfg, world)
-    check_attention(cfg.model.attention, device)
-    prompts = read_prompts(cfg.data.prompts, cfg.data.prompt_column)
-    eval_prompts = read_eval_prompts(cfg.data, eval_cfg)
-    output = Path(cfg.output_dir)
-    if accelerator.is_main_process:
-        save_config(cfg, output)
-    tracker = Tracker(output, cfg.logging, run_name=output.name, config=asdict(cfg),
-                      enabled=accelerator.is_main_process)  # fmt: skip
+    accelerator, layout, prompts, eval_prompts, output, tracker = start_run(cfg, "pref_grpo")
+    rank, device = accelerator.process_index, accelerator.device
 
     # -- rewards (before the generator: a wrong reward name fails in seconds)
     if cfg.reward.mode == "pairwise":
