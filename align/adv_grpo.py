@@ -43,7 +43,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
 
-from align.flow_dpo import LoraSettings, ModelConfig
+from align.flow_dpo import LoraSettings, ModelConfig, finish_lora_run
 from align.pref_grpo import (
     SWITCHES,
     DataConfig,
@@ -92,7 +92,6 @@ from mmreward.flow.rollout import seeded
 from mmreward.rewards.mix import RewardMix
 from mmreward.train.checkpoint import latest_checkpoint, load_checkpoint, module_state, save_checkpoint
 from mmreward.train.config import parse_config
-from mmreward.train.lora import save_lora
 
 
 @dataclass
@@ -295,15 +294,10 @@ def main(cfg: AdvGRPOConfig) -> Path:
                 keep_last=train.keep_checkpoints, rank=rank, barrier=accelerator.wait_for_everyone,
             )  # fmt: skip
 
-    # -- the adapter in the diffusers LoRA format (EMA weights when EMA is on) and the discriminator
-    accelerator.wait_for_everyone()
-    lora_dir = output / "lora"
+    # -- the discriminator (the same on every process), then the adapter in the diffusers LoRA format
     if accelerator.is_main_process:
-        save_lora(model.pipeline_class, policy.unwrapped, lora_dir, weights=ema.shadow if ema is not None else None)
         save_file(module_state(discriminator.trainable()), str(output / "discriminator.safetensors"))
-    tracker.close()
-    accelerator.end_training()
-    return lora_dir
+    return finish_lora_run(accelerator, model, policy.unwrapped, ema, output, tracker)
 
 
 if __name__ == "__main__":

@@ -37,7 +37,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal, NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -47,6 +47,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from mmreward.data.media_pairs import SkippedPair, load_fitted, read_pairs
+from mmreward.data.prompts import read_prompts
 from mmreward.errors import ConfigError, MediaError
 from mmreward.flow.models import DEFAULT_LORA_TARGETS, FlowModel, PromptEmbeds, check_attention, load_flow_model
 from mmreward.flow.noising import logit_normal, noisy_latents, velocity_target
@@ -455,30 +456,28 @@ def rwr_loss(cfg, model, transformer, reference, batch: TrainingSet, generators,
     return flow_rwr_loss(error, batch.weights), {"weight_max": batch.weights.max(), "sigma": sigma.mean()}
 
 
-# ------------------------------------------------------------------------------------------------------ main
+# ------------------------------------------------------------------------------------- the adapter being trained
 
 
-def main(cfg: FlowDPOConfig) -> Path:
+class LoraModel(NamedTuple):
+    """A flow model with a trainable LoRA adapter and what an optimizer step on it needs (shared by the alignment
+    programs: Flow-DPO, Pref-GRPO, Adv-GRPO)."""
+
+    model: FlowModel
+    unwrapped: torch.nn.Module  # the transformer with its adapter
+    transformer: torch.nn.Module  # the same module, prepared by accelerate (DDP-wrapped with several processes)
+    reference: LoraReference  # the adapter switched off: the reference model
+    params: list[torch.nn.Parameter]  # the adapter's weights
+    optimizer: Any  # AdamW, prepared by accelerate
+    lr_scheduler: Any
+    ema: EMA | None
+    guard: NonFiniteGuard
+
+
+def load_lora_model(cfg: Any, accelerator: Accelerator, optimizer_steps: int) -> LoraModel:
+    """Load ``cfg.model``, add the adapter of ``cfg.lora``, and build the AdamW optimizer, the learning-rate schedule
+    (over ``optimizer_steps`` steps), the EMA and the non-finite guard of ``cfg.train``."""
     train = cfg.train
-    accelerator = Accelerator(mixed_precision=train.mixed_precision)
-    require_ddp(accelerator, "flow_dpo")
-    check_attention(cfg.model.attention, accelerator.device)
-    output = Path(cfg.output_dir)
-    if accelerator.is_main_process:
-        save_config(cfg, output)
-    tracker = Tracker(output, cfg.logging, run_name=output.name, config=asdict(cfg),
-                      enabled=accelerator.is_main_process)  # fmt: skip
-    rank, world = accelerator.process_index, accelerator.num_processes
-    prompt_list = []
-    if cfg.data.source == "online":
-        prompt_file = Path(cfg.data.prompts)
-        if not prompt_file.is_file():
-            raise ConfigError(f"prompt file {str(prompt_file)!r} does not exist")
-        prompt_list = [line.strip() for line in prompt_file.read_text(encoding="utf-8").splitlines() if line.strip()]
-        if not prompt_list:
-            raise ConfigError(f"prompt file {str(prompt_file)!r} has no prompts")
-
-    # -- model, adapter, reference, optimizer
     weight_dtype = {"no": "float32", "fp16": "float16", "bf16": "bfloat16"}[accelerator.mixed_precision]
     model = load_flow_model(
         cfg.model.family, cfg.model.path, device=accelerator.device, dtype=weight_dtype,
@@ -495,12 +494,50 @@ def main(cfg: FlowDPOConfig) -> Path:
     params = [p for p in unwrapped.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(params, lr=train.learning_rate, betas=(train.adam_beta1, train.adam_beta2),
                                   weight_decay=train.weight_decay, eps=train.adam_epsilon)  # fmt: skip
-    # Stepped once per optimizer step by this program (not prepared: accelerate would step it once per process).
+    # Stepped once per optimizer step by the program (not prepared: accelerate would step it once per process).
     lr_scheduler = get_scheduler(train.lr_scheduler, optimizer, num_warmup_steps=train.lr_warmup_steps,
-                                 num_training_steps=train.max_steps)  # fmt: skip
+                                 num_training_steps=optimizer_steps)  # fmt: skip
     transformer, optimizer = accelerator.prepare(unwrapped, optimizer)
     ema = EMA(unwrapped, decay=train.ema_decay, update_every=train.ema_every) if train.ema else None
     guard = NonFiniteGuard(train.max_nonfinite_steps)
+    return LoraModel(model, unwrapped, transformer, reference, params, optimizer, lr_scheduler, ema, guard)
+
+
+def finish_lora_run(
+    accelerator: Accelerator, model: FlowModel, unwrapped: torch.nn.Module, ema: EMA | None, output: Path, tracker: Any
+) -> Path:
+    """The end of a run: once every process is done, the main process saves the adapter of ``unwrapped`` in the
+    diffusers LoRA format to ``output/lora`` (the EMA weights when EMA is on); then the tracker closes and the process
+    group ends."""
+    accelerator.wait_for_everyone()
+    lora_dir = output / "lora"
+    if accelerator.is_main_process:
+        save_lora(model.pipeline_class, unwrapped, lora_dir, weights=ema.shadow if ema is not None else None)
+    tracker.close()
+    accelerator.end_training()
+    return lora_dir
+
+
+# ------------------------------------------------------------------------------------------------------ main
+
+
+def main(cfg: FlowDPOConfig) -> Path:
+    train = cfg.train
+    accelerator = Accelerator(mixed_precision=train.mixed_precision)
+    require_ddp(accelerator, "flow_dpo")
+    check_attention(cfg.model.attention, accelerator.device)
+    output = Path(cfg.output_dir)
+    if accelerator.is_main_process:
+        save_config(cfg, output)
+    tracker = Tracker(output, cfg.logging, run_name=output.name, config=asdict(cfg),
+                      enabled=accelerator.is_main_process)  # fmt: skip
+    rank, world = accelerator.process_index, accelerator.num_processes
+    prompt_list = read_prompts(cfg.data.prompts) if cfg.data.source == "online" else []
+
+    # -- model, adapter, reference, optimizer (one optimizer step per training step)
+    lora = load_lora_model(cfg, accelerator, optimizer_steps=train.max_steps)
+    model, unwrapped, transformer, reference = lora.model, lora.unwrapped, lora.transformer, lora.reference
+    params, optimizer, lr_scheduler, ema, guard = lora.params, lora.optimizer, lora.lr_scheduler, lora.ema, lora.guard
 
     # -- data
     rewards = None
@@ -602,14 +639,7 @@ def main(cfg: FlowDPOConfig) -> Path:
                 keep_last=train.keep_checkpoints, rank=rank, barrier=accelerator.wait_for_everyone,
             )  # fmt: skip
 
-    # -- save the adapter in the diffusers LoRA format (EMA weights when EMA is on)
-    accelerator.wait_for_everyone()
-    lora_dir = output / "lora"
-    if accelerator.is_main_process:
-        save_lora(model.pipeline_class, unwrapped, lora_dir, weights=ema.shadow if ema is not None else None)
-    tracker.close()
-    accelerator.end_training()
-    return lora_dir
+    return finish_lora_run(accelerator, model, unwrapped, ema, output, tracker)
 
 
 def batch_rows(

@@ -41,9 +41,8 @@ from typing import Any, Literal, NamedTuple
 
 import torch
 from accelerate import Accelerator
-from diffusers.optimization import get_scheduler
 
-from align.flow_dpo import LoraSettings, ModelConfig
+from align.flow_dpo import LoraSettings, ModelConfig, finish_lora_run, load_lora_model
 from mmreward.data.prompts import read_prompts
 from mmreward.errors import ConfigError
 from mmreward.flow.evaluation import (
@@ -72,7 +71,7 @@ from mmreward.flow.grpo import (
     iteration_prompts,
     rollout_groups,
 )
-from mmreward.flow.models import check_attention, load_flow_model
+from mmreward.flow.models import check_attention
 from mmreward.rewards.mix import RewardMix
 from mmreward.rewards.registry import load_reward
 from mmreward.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
@@ -80,7 +79,7 @@ from mmreward.train.config import parse_config, save_config
 from mmreward.train.distributed import require_ddp
 from mmreward.train.ema import EMA
 from mmreward.train.guards import NonFiniteGuard
-from mmreward.train.lora import LoraReference, add_lora, save_lora
+from mmreward.train.lora import LoraReference
 from mmreward.train.tracking import Tracker
 
 # ----------------------------------------------------------------------------------------------------- config
@@ -254,36 +253,17 @@ def load_policy(cfg: Any, accelerator: Accelerator, prompts: set[str], policy_it
     ``policy_iterations``: how many iterations update the policy (the schedule's length); ``train.max_steps`` when
     every iteration does, fewer when a program skips the update on some (Adv-GRPO's discriminator-only iterations)."""
     train = cfg.train
-    weight_dtype = {"no": "float32", "fp16": "float16", "bf16": "bfloat16"}[accelerator.mixed_precision]
-    model = load_flow_model(
-        cfg.model.family, cfg.model.path, device=accelerator.device, dtype=weight_dtype,
-        vae_dtype=cfg.model.vae_dtype, attention=cfg.model.attention,
-        max_sequence_length=cfg.model.max_sequence_length, prompt_cache_size=cfg.model.prompt_cache_size,
-    )  # fmt: skip
-    size = {"height": cfg.model.height, "width": cfg.model.width, "num_frames": cfg.model.num_frames}
-    model.check_size(**size)
-    if cfg.model.gradient_checkpointing:
-        model.transformer.enable_gradient_checkpointing()
-    add_lora(model.transformer, rank=cfg.lora.rank, alpha=cfg.lora.alpha, target_modules=cfg.lora.target_modules,
-             init=cfg.lora.init)  # fmt: skip
-    unwrapped = model.transformer
-    reference = LoraReference(unwrapped)
-    params = [p for p in unwrapped.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=train.learning_rate, betas=(train.adam_beta1, train.adam_beta2),
-                                  weight_decay=train.weight_decay, eps=train.adam_epsilon)  # fmt: skip
-    # Stepped once per optimizer step by the program (not prepared: accelerate would step it once per process).
     iterations = train.max_steps if policy_iterations is None else policy_iterations
-    optimizer_steps = iterations * train.updates_per_step * train.inner_epochs
-    lr_scheduler = get_scheduler(train.lr_scheduler, optimizer, num_warmup_steps=train.lr_warmup_steps,
-                                 num_training_steps=optimizer_steps)  # fmt: skip
-    transformer, optimizer = accelerator.prepare(unwrapped, optimizer)
-    ema = EMA(unwrapped, decay=train.ema_decay, update_every=train.ema_every) if train.ema else None
-    guard = NonFiniteGuard(train.max_nonfinite_steps)
-    updater = PolicyOptimizer(params, optimizer, lr_scheduler, train.max_grad_norm, guard, ema)
+    lora = load_lora_model(cfg, accelerator, optimizer_steps=iterations * train.updates_per_step * train.inner_epochs)
+    updater = PolicyOptimizer(
+        lora.params, lora.optimizer, lora.lr_scheduler, train.max_grad_norm, lora.guard, lora.ema
+    )
     if len(prompts) <= cfg.model.prompt_cache_size:  # every prompt fits the cache: encode once, free the encoders
-        model.encode_prompts(sorted(prompts))
-        model.release_text_encoders()
-    return Policy(model, unwrapped, transformer, reference, updater, lr_scheduler, ema, guard, size)
+        lora.model.encode_prompts(sorted(prompts))
+        lora.model.release_text_encoders()
+    size = {"height": cfg.model.height, "width": cfg.model.width, "num_frames": cfg.model.num_frames}
+    return Policy(lora.model, lora.unwrapped, lora.transformer, lora.reference, updater, lora.lr_scheduler, lora.ema,
+                  lora.guard, size)  # fmt: skip
 
 
 def train_policy(
@@ -437,14 +417,7 @@ def main(cfg: PrefGRPOConfig) -> Path:
                 keep_last=train.keep_checkpoints, rank=rank, barrier=accelerator.wait_for_everyone,
             )  # fmt: skip
 
-    # -- save the adapter in the diffusers LoRA format (EMA weights when EMA is on)
-    accelerator.wait_for_everyone()
-    lora_dir = output / "lora"
-    if accelerator.is_main_process:
-        save_lora(model.pipeline_class, unwrapped, lora_dir, weights=ema.shadow if ema is not None else None)
-    tracker.close()
-    accelerator.end_training()
-    return lora_dir
+    return finish_lora_run(accelerator, model, unwrapped, ema, output, tracker)
 
 
 SWITCHES = {
