@@ -103,7 +103,8 @@ def _add_generate_parser(sub: Any) -> None:
                      "directory's model_index.json; sd3 for tiny)")  # fmt: skip
     prompts = gen.add_mutually_exclusive_group(required=True)
     prompts.add_argument("--prompt", action="append", help="a prompt (repeatable)")
-    prompts.add_argument("--prompts", metavar="FILE", help="prompts, one per line")
+    prompts.add_argument("--prompts", metavar="FILE", help="prompts: a .txt file, one per line, or a "
+                         ".csv/.tsv/.jsonl/.json/.parquet table with a 'prompt' column")  # fmt: skip
     gen.add_argument("--guide", action="append", required=True, metavar="REWARD[=WEIGHT]",
                      help="reward to steer with: a latent reward directory (nrg), a reward name, preset YAML or "
                      "module:Class (repeatable; weights multiply each reward in the total)")  # fmt: skip
@@ -307,6 +308,7 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _generate(args: argparse.Namespace) -> int:
+    from mmreward.data.prompts import read_prompts
     from mmreward.guidance.generate import FAMILY_DEFAULTS, TINY_DEFAULTS, infer_family, plan_guides
     from mmreward.rewards.mix import parse_reward_spec
 
@@ -319,7 +321,7 @@ def _generate(args: argparse.Namespace) -> int:
     budget = args.budget or (steps if args.method in ("nrg", "pixel") else 4 * steps)
     dim_weights = dict(_parse_dim(d) for d in args.dim)
     specs = plan_guides([parse_reward_spec(g) for g in args.guide], args.method, family, dim_weights)
-    prompts = args.prompt or _read_prompts(args.prompts)
+    prompts = args.prompt or read_prompts(args.prompts)
     for name, value in [("--steps", steps), ("--budget", budget), ("--num-outputs", args.num_outputs),
                         ("--batch-size", args.batch_size)]:  # fmt: skip
         if value < 1:
@@ -377,17 +379,6 @@ def _parse_fractions(text: str) -> list[float]:
         return [float(part) for part in text.split(",") if part.strip()]
     except ValueError:
         raise MMRewardError(f"--prune-at takes comma-separated fractions (e.g. 0.25,0.5), got {text!r}") from None
-
-
-def _read_prompts(path: str) -> list[str]:
-    file = Path(path)
-    try:
-        prompts = [line.strip() for line in file.read_text(encoding="utf-8").splitlines() if line.strip()]
-    except (OSError, UnicodeDecodeError) as err:
-        raise MMRewardError(f"cannot read --prompts {path!r}: {err}") from err
-    if not prompts:
-        raise MMRewardError(f"--prompts {path!r} has no prompts")
-    return prompts
 
 
 def main(argv: list[str] | None = None) -> int:

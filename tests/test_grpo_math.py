@@ -220,6 +220,9 @@ def test_read_prompts_from_text_and_tables(tmp_path):
     (tmp_path / "empty.txt").write_text("\n")
     with pytest.raises(ConfigError, match="has no prompts"):
         read_prompts(tmp_path / "empty.txt")
+    (tmp_path / "latin1.txt").write_bytes("un caf\xe9\n".encode("latin-1"))
+    with pytest.raises(ConfigError, match=r"latin1\.txt' is not UTF-8 text .*re-save it as UTF-8"):
+        read_prompts(tmp_path / "latin1.txt")
 
 
 def test_diversity_is_the_mean_pairwise_distance_within_prompts():

@@ -27,17 +27,20 @@ def read_prompts(path: str | Path, column: str | None = None) -> list[str]:
     if not path.is_file():
         raise ConfigError(f"prompt file {str(path)!r} does not exist")
     suffix = path.suffix.lower()
-    if suffix == ".txt":
-        if column is not None:
-            raise ConfigError(f"{str(path)!r} is a text file (one prompt per line); remove the prompt column setting")
-        prompts = path.read_text(encoding="utf-8").splitlines()
-    elif suffix in TABLE_SUFFIXES:
-        prompts = _table_column(path, suffix, column or "prompt")
-    else:
+    if suffix != ".txt" and suffix not in TABLE_SUFFIXES:
         raise ConfigError(
             f"cannot read prompts from {str(path)!r}: use a .txt file (one prompt per line) or a table "
             f"({', '.join(TABLE_SUFFIXES)}) with a prompt column"
         )
+    if suffix == ".txt" and column is not None:
+        raise ConfigError(f"{str(path)!r} is a text file (one prompt per line); remove the prompt column setting")
+    try:
+        if suffix == ".txt":
+            prompts = path.read_text(encoding="utf-8").splitlines()
+        else:
+            prompts = _table_column(path, suffix, column or "prompt")
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"prompt file {str(path)!r} is not UTF-8 text ({err.reason}); re-save it as UTF-8") from err
     prompts = [p.strip() for p in prompts if p is not None and str(p).strip()]
     if not prompts:
         raise ConfigError(f"prompt file {str(path)!r} has no prompts")
