@@ -191,6 +191,7 @@ LEARN = ["--train.max_steps", "32", "--train.learning_rate", "5e-2", "--train.em
          "--eval.num_prompts", "4", "--eval.samples_per_prompt", "4"]  # fmt: skip
 
 
+@pytest.mark.learning
 def test_held_out_samples_move_towards_the_reference_set(tmp_path):
     """32 iterations against the warm, bright reference photos (4 prompts x 4 samples, 4 discriminator steps per
     iteration): the held-out samples (4 prompts never trained on x 4 fixed seeds, ODE sampling, paired with the base

@@ -160,6 +160,7 @@ def test_the_backbone_encodes_a_batch_once_until_it_changes(dino, references):
         hook.remove()
 
 
+@pytest.mark.learning
 def test_dino_discriminator_learns_to_tell_references_from_samples(references, accelerator):
     cfg = DiscriminatorConfig(backbone=str(tiny_dinov2_dir()), num_patches=8, hidden_dim=16, learning_rate=1e-2)
     torch.manual_seed(0)

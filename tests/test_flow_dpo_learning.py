@@ -10,12 +10,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 import torch
 
 from align.flow_dpo import FlowDPOConfig, main
 from mmreward.testing import tiny_pipeline
 from mmreward.train.config import parse_config
 from mmreward.train.tracking import read_metrics
+
+pytestmark = pytest.mark.learning
 
 REPO = Path(__file__).resolve().parents[1]
 PROMPTS = [

@@ -27,7 +27,7 @@ from mmreward.guidance.sampling import (
 )
 from mmreward.rewards.registry import load_reward
 from mmreward.train.config import parse_config
-from tests.test_latent_reward import TINY
+from tests.test_latent_reward import REPO, TINY
 
 SEEDS = range(4)
 SAMPLING = SamplingSettings(num_steps=8, height=32, width=32)
@@ -120,11 +120,13 @@ def test_seeds_make_candidate_zero_the_plain_sample_and_smaller_budgets_a_prefix
 # ------------------------------------------------------------------------------------------- each method works
 
 
+@pytest.mark.learning
 def test_pixel_guidance_raises_brightness_for_every_seed(sd3, brightness, unguided):
     guided = torch.tensor([_brightness(sd3, brightness, "pixel", 8, s, GuidanceSettings(scale=0.5)) for s in SEEDS])
     assert bool((guided > unguided + 0.01).all()), (guided, unguided)
 
 
+@pytest.mark.learning
 def test_pixel_guidance_raises_a_clip_family_reward(sd3, tiny_root):
     """Any differentiable reward works through ``score_pixels``: PickScore (tiny random CLIP) on the decoded x0_hat."""
     from mmreward.testing import tiny_clip_reward
@@ -137,6 +139,7 @@ def test_pixel_guidance_raises_a_clip_family_reward(sd3, tiny_root):
         assert float(guided.scores.total[0]) > float(plain.scores.total[0]) + 1.0
 
 
+@pytest.mark.learning
 def test_pixel_guidance_through_the_model_raises_brightness(sd3, brightness, unguided):
     settings = GuidanceSettings(scale=0.5, through_model=True)
     out = generate(sd3, "a cat", brightness, "pixel", budget=8, seed=0, sampling=SAMPLING, guidance=settings)
@@ -157,29 +160,45 @@ def test_pixel_guidance_bounds_memory_by_chunks_and_checkpointing(sd3, brightnes
 
 @pytest.fixture(scope="module")
 def latent_reward(tmp_path_factory):
-    """Flow-NRG's reward: the tiny training config (noised tiny-SD3 latents of brighter/darker textures)."""
+    """Flow-NRG's reward, distilled from the brightness of the tiny SD3's own samples (8 prompts x 16 seeds, 8 ODE
+    steps) into a near-linear latent model (width 4, depth 1, no text conditioning).
+
+    Why not the tiny training config's textures: the random tiny VAE does not keep brightness through a round trip
+    (the brightness of 64 textures and of their decoded encodings correlate at -0.45), so a reward that ranks encoded
+    textures points the wrong way for what the generator decodes; and a wide reward distilled from samples whose
+    brightness varies by 0.002 learns directions that guidance exploits off the sample manifold (brightness fell by
+    0.016 at scale 2). The near-linear distilled reward transfers: see the NRG test for the measured gains."""
     output = tmp_path_factory.mktemp("nrg")
-    train_latent_reward(parse_config(TrainLatentRewardConfig, ["--config", str(TINY), "--output_dir", str(output)]))
+    options = "--data.source distill --data.rewards [mmreward.testing:BrightnessReward] --data.num_steps 8"
+    options += " --data.samples_per_prompt 16 --reward_model.width 4 --reward_model.depth 1"
+    options += " --reward_model.text_conditioning false"
+    prompts = REPO / "configs" / "tiny" / "flow_dpo_prompts.txt"
+    arguments = ["--config", str(TINY), "--output_dir", str(output), "--data.prompts", str(prompts), *options.split()]
+    train_latent_reward(parse_config(TrainLatentRewardConfig, arguments))
     return load_latent_reward(output / "latent_reward")
 
 
-def test_nrg_raises_brightness_for_every_seed(sd3, latent_reward, unguided):
-    """The latent reward never sees a decoded image: guidance follows its gradient on noisy latents only.
+@pytest.mark.learning
+def test_nrg_raises_brightness_over_seeds(sd3, latent_reward):
+    """The latent reward never sees a decoded image: guidance follows its gradient on noisy latents only, and the
+    decoded samples get brighter than plain samples from the same 8 seeds.
 
-    Its training latents are VAE encodings of textures, which the random tiny generator's samples do not resemble:
-    a small scale transfers (the gain is about the spread of unguided samples), a large one over-optimizes the
-    latent reward while brightness falls (benchmarks/bench_guidance.py)."""
+    Measured (scale 0.25, 8 seeds; the reward trained with train.seed 0/1/2): brightness gain 0.0045 +- 0.0005 /
+    0.0023 +- 0.0004 / 0.0054 +- 0.0004 (mean +- standard error), every seed positive, against a spread of 0.0020
+    between the unguided seeds. The assertion asks for 3 standard errors and 6 of 8 seeds."""
     objective = GuidanceObjective([LatentTerm(latent_reward)])
-    guided, latent_gain = [], []
-    for seed in SEEDS:
+    gain, latent_gain = [], []
+    for seed in range(8):
         out = generate(sd3, "a cat", objective, "nrg", budget=8, seed=seed, sampling=SAMPLING,
                        guidance=GuidanceSettings(scale=0.25))  # fmt: skip
-        guided.append(float(out.media.mean()))
         assert (out.count.forward, out.count.backward, out.count.decode) == (8, 0, 1)  # no decode while guiding
         plain = generate(sd3, "a cat", objective, "best-of-n", budget=8, seed=seed, sampling=SAMPLING)
+        gain.append(float(out.media.mean() - plain.media.mean()))
         latent_gain.append(float(out.scores.total[0] - plain.scores.total[0]))
-    assert bool((torch.tensor(guided) > unguided).all()), (guided, unguided)
-    assert min(latent_gain) > 0  # and the latent reward itself rises
+    gain, latent_gain = torch.tensor(gain), torch.tensor(latent_gain)
+    assert gain.mean() > 3 * gain.std() / len(gain) ** 0.5, gain
+    assert (gain > 0).sum() >= 6, gain
+    assert latent_gain.mean() > 3 * latent_gain.std() / len(latent_gain) ** 0.5, latent_gain  # the reward rises
 
 
 def test_nrg_weights_dimensions_at_sampling_time(sd3):
@@ -194,6 +213,7 @@ def test_nrg_weights_dimensions_at_sampling_time(sd3):
         LatentTerm(reward, dim_weights={"MQ": 1.0})
 
 
+@pytest.mark.learning
 def test_best_of_n_never_loses_with_more_budget(sd3, brightness, unguided):
     for seed in SEEDS[:2]:
         values = [_brightness(sd3, brightness, "best-of-n", budget, seed) for budget in (8, 16, 32)]
@@ -202,6 +222,7 @@ def test_best_of_n_never_loses_with_more_budget(sd3, brightness, unguided):
     assert values[-1] > values[0]
 
 
+@pytest.mark.learning
 def test_search_stays_within_budget_and_beats_plain_sampling(sd3, brightness, unguided):
     found, spent = [], []
     for seed in SEEDS:

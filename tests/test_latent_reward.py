@@ -107,6 +107,7 @@ def trained(tmp_path_factory) -> Path:
     return output
 
 
+@pytest.mark.learning
 def test_learns_to_rank_noised_latents_well_above_chance(trained):
     """Held-out pairs (64, never trained on), each side noised independently at the same t: the brighter one must
     score higher. Brightness is a global mean, so it survives moderate noise; at t = 0.9 the signal is mostly gone.

@@ -15,6 +15,8 @@ from align.pref_grpo import PrefGRPOConfig, main
 from mmreward.train.config import parse_config
 from mmreward.train.tracking import read_metrics
 
+pytestmark = pytest.mark.learning
+
 REPO = Path(__file__).resolve().parents[1]
 BRIGHTNESS = "eval/mmreward.testing:BrightnessReward"
 FAST = ["--train.max_steps", "12", "--train.learning_rate", "3e-2", "--train.ema", "false", "--train.save_every", "12",

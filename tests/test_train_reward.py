@@ -75,6 +75,7 @@ def trained(tmp_path_factory, pairs_csv):
     return out, result
 
 
+@pytest.mark.learning
 def test_learns_the_synthetic_preference(trained):
     """A tiny Qwen2-VL learns "brighter" (VQ), "redder" (MQ) and "brighter, with ties" (TA) from 320 pairs."""
     out, result = trained
@@ -159,6 +160,7 @@ def test_accelerate_launch_and_early_errors(tmp_path):
     assert unknown.returncode != 0 and "valid keys here" in unknown.stderr and "head_lr" in unknown.stderr
 
 
+@pytest.mark.learning
 def test_judge_learns_as_a_verdict_classifier(tmp_path, pairs_csv):
     """model.kind=judge: the tiny generative judge learns "brighter" (VQ) from its verdict logits in both
     presentation orders; the saved judge (merged LoRA) loads and its compare() agrees with the labels."""
