@@ -185,30 +185,37 @@ def test_pickscore_discriminator_trains_only_while_the_policy_wins(tmp_path):
 
 # ---------------------------------------------------------------------------------------------------- learning
 
-LEARN = ["--train.max_steps", "32", "--train.learning_rate", "5e-2", "--train.ema", "false", "--train.save_every",
-         "32", "--train.micro_batch_size", "16", "--rollout.batch_size", "16", "--loss.clip_range", "1e-3",
-         "--discriminator.learning_rate", "1e-2", "--discriminator.steps", "4", "--eval.every", "32",
+LEARN = ["--train.max_steps", "64", "--train.learning_rate", "5e-2", "--train.ema", "false", "--train.save_every",
+         "64", "--train.micro_batch_size", "16", "--rollout.batch_size", "16", "--loss.clip_range", "1e-3",
+         "--discriminator.learning_rate", "1e-2", "--discriminator.steps", "4", "--eval.every", "64",
          "--eval.num_prompts", "4", "--eval.samples_per_prompt", "4"]  # fmt: skip
 
 
 @pytest.mark.learning
 def test_held_out_samples_move_towards_the_reference_set(tmp_path):
-    """32 iterations against the warm, bright reference photos (4 prompts x 4 samples, 4 discriminator steps per
-    iteration): the held-out samples (4 prompts never trained on x 4 fixed seeds, ODE sampling, paired with the base
-    model's) get closer to the references, in mean colour and in the frozen backbone's CLS space, while the
-    discriminator keeps ordering (reference, sample) pairs right.
+    """64 iterations against the warm, bright reference photos (4 prompts x 4 samples, 4 discriminator steps per
+    iteration), with train.seed 0 and 1: the held-out samples (4 prompts never trained on x 4 fixed seeds, ODE
+    sampling, paired with the base model's) get closer to the references, in mean colour and in the frozen backbone's
+    CLS space, while the discriminator keeps ordering (reference, sample) pairs right.
 
-    The tiny random DINOv2 is a weak colour detector, so the effect is small and seed-dependent: with train.seed
-    0/1/2 the colour distance moved -0.0044/+0.0004/-0.0043 and the similarity +0.0126/+0.0020/+0.0129 when
-    written; the test pins seed 0 (the run is deterministic)."""
-    main(_cfg(tmp_path, *LEARN))
-    rows = read_metrics(tmp_path)
-    evals = {r["step"]: r for r in rows if "eval/reference_color_distance" in r}
-    assert sorted(evals) == [0, 32]
-    base, final = evals[0], evals[32]
-    # Written: 0.0835 -> 0.0791 (RMS distance of mean colours, [0, 1] units) and 0.9747 -> 0.9873.
-    assert final["eval/reference_color_distance"] < base["eval/reference_color_distance"] - 0.003, (base, final)
-    assert final["eval/reference_similarity"] > base["eval/reference_similarity"] + 0.008, (base, final)
-    train_rows = [r for r in rows if "disc/accuracy" in r]
-    assert all(r["disc/accuracy"] == 1.0 and r["disc/reward_gap"] > 1.0 for r in train_rows[8:])
-    assert final["eval/diversity"] > 0.5 * base["eval/diversity"]  # no collapse
+    The tiny random DINOv2 is a weak colour detector and the tiny random VAE barely changes its output's colour, so
+    the effect of one run depends on its seed. Measured over train.seed 0-4: colour distance
+    -0.0051/-0.0016/-0.0063/-0.0046/-0.0064 (mean -0.0048, sd 0.0019) and similarity +0.0145/+0.0062/+0.0149/
+    +0.0099/+0.0131 (mean +0.0117, sd 0.0036); with 32 iterations one seed moved the wrong way. The assertions take
+    the mean of two seeds, about 3 of its standard deviations from the thresholds."""
+    distance, similarity = [], []
+    for seed in (0, 1):
+        output = tmp_path / f"seed-{seed}"
+        main(_cfg(output, *LEARN, "--train.seed", str(seed)))
+        rows = read_metrics(output)
+        evals = {r["step"]: r for r in rows if "eval/reference_color_distance" in r}
+        assert sorted(evals) == [0, 64]
+        base, final = evals[0], evals[64]
+        distance.append(final["eval/reference_color_distance"] - base["eval/reference_color_distance"])
+        similarity.append(final["eval/reference_similarity"] - base["eval/reference_similarity"])
+        discriminator = [r for r in rows if "disc/accuracy" in r][8:]
+        assert all(r["disc/reward_gap"] > 1.0 for r in discriminator), discriminator
+        assert sum(r["disc/accuracy"] for r in discriminator) / len(discriminator) > 0.99  # 1.0 but for 1 of 128
+        assert final["eval/diversity"] > 0.5 * base["eval/diversity"]  # no collapse
+    assert sum(distance) / 2 < -0.0015, distance
+    assert sum(similarity) / 2 > 0.004, similarity
