@@ -101,8 +101,12 @@ def test_python_run_logs_the_discriminator_checkpoints_it_and_its_lora_loads(pyt
         assert 0 <= row["disc/accuracy"] <= 1 and row["disc/loss"] > 0 and row["reward/failed"] == 0
         assert row["reward/discriminator"] == pytest.approx(row["reward/mean"])  # weight 1, no fixed rewards
         assert row["disc/reward_gap"] == pytest.approx(row["disc/reference_score"] - row["disc/sample_score"])
-    # The discriminator learns the references from the first rollouts: it orders more pairs right.
-    assert train_rows[-1]["disc/accuracy"] > train_rows[0]["disc/accuracy"] + 0.2
+    # The discriminator learns the references from the first rollouts: it orders more pairs right and its loss falls.
+    # Over train.seed 0-3 the accuracy went 0.48/0.83/0.02/0.66 -> 0.98/1.0/0.78/0.93 (a margin over the first step
+    # fails where the first step is already near 1) and the loss fell every time; the size of the effect is the
+    # learning test's (test_held_out_samples_move_towards_the_reference_set).
+    assert train_rows[-1]["disc/accuracy"] > train_rows[0]["disc/accuracy"]
+    assert train_rows[-1]["disc/loss"] < train_rows[0]["disc/loss"]
     eval_rows = [r for r in rows if "eval/reference_color_distance" in r]
     assert [r["step"] for r in eval_rows] == [0, 2, 4]
     assert all(0 < r["eval/reference_color_distance"] < 1 and -1 <= r["eval/reference_similarity"] <= 1
@@ -156,7 +160,7 @@ def test_accelerate_launch_on_two_processes(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     rows = read_metrics(tmp_path)
     assert [r["step"] for r in rows] == [1, 2, 3, 4]
-    assert rows[-1]["disc/accuracy"] > rows[0]["disc/accuracy"] + 0.2 and rows[-1]["disc/loss"] < rows[0]["disc/loss"]
+    assert rows[-1]["disc/accuracy"] > rows[0]["disc/accuracy"] and rows[-1]["disc/loss"] < rows[0]["disc/loss"]
     assert all(r["samples/trained"] == 16 and r["update/optimizer_steps"] == 2 for r in rows)
     assert (tmp_path / "checkpoints" / "step-00000004" / "rng-rank1.pt").is_file()
     assert (tmp_path / "discriminator.safetensors").is_file() and (tmp_path / LORA_FILE).is_file()
