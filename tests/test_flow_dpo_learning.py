@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 
 from align.flow_dpo import FlowDPOConfig, main
-from mmreward.testing import tiny_pipeline
+from mmreward.tiny_models import tiny_pipeline
 from mmreward.train.config import parse_config
 from mmreward.train.tracking import read_metrics
 

@@ -49,7 +49,7 @@ def sd3():
 @pytest.fixture(scope="module")
 def brightness():
     """The known reward: mean pixel value, differentiable."""
-    return GuidanceObjective([PixelTerm(load_reward("mmreward.testing:DifferentiableBrightnessReward"))])
+    return GuidanceObjective([PixelTerm(load_reward("mmreward.rewards.brightness:DifferentiableBrightnessReward"))])
 
 
 @pytest.fixture(scope="module")
@@ -214,7 +214,7 @@ def test_search_stays_within_budget_and_beats_plain_sampling(sd3, brightness, un
 
 
 def test_failed_candidates_never_win(sd3):
-    from mmreward.testing import BrightnessReward
+    from mmreward.rewards.brightness import BrightnessReward
 
     class Flaky(BrightnessReward):
         """Brightness that fails (NaN) on the brighter half of the candidates."""

@@ -16,7 +16,7 @@ from mmreward.train.config import parse_config
 from mmreward.train.tracking import read_metrics
 
 REPO = Path(__file__).resolve().parents[1]
-BRIGHTNESS = "eval/mmreward.testing:BrightnessReward"
+BRIGHTNESS = "eval/mmreward.rewards.brightness:BrightnessReward"
 FAST = ["--train.max_steps", "12", "--train.learning_rate", "3e-2", "--train.ema", "false", "--train.save_every", "12",
         "--train.micro_batch_size", "16", "--train.updates_per_step", "1", "--rollout.batch_size", "16",
         "--rollout.num_steps", "4", "--rollout.sde_window_size", "0", "--rollout.sde_window_range", "[]",
