@@ -43,6 +43,7 @@ from typing import Any
 import torch
 
 from mmreward import __version__
+from mmreward.devices import resolve_device_and_dtype
 from mmreward.errors import ConfigError, MMRewardError
 from mmreward.evaluation import gen_results, generation
 from mmreward.evaluation.diversity import ImageEmbeddingFeatures, per_group_diversity, pixel_features
@@ -148,14 +149,6 @@ def _list() -> str:
     return "\n".join(lines)
 
 
-def _device_and_dtype(device: str, dtype: str) -> tuple[str, str]:
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if dtype == "auto":
-        dtype = "bfloat16" if device.startswith("cuda") else "float32"
-    return device, dtype
-
-
 # ------------------------------------------------------------------------------------------------- validation
 
 
@@ -227,7 +220,7 @@ def _checked_setup(args: argparse.Namespace, parser: argparse.ArgumentParser) ->
         resolve_reward(args.diversity_features)  # a CLIP-family reward; its image encoder is checked once loaded
     if args.compare_to is not None and not (args.compare_to / "results.json").is_file():
         raise ConfigError(f"--compare-to {str(args.compare_to)!r} holds no results.json (run gen_bench there first)")
-    device, dtype = _device_and_dtype(args.device, args.dtype)
+    device, dtype = resolve_device_and_dtype(args.device, args.dtype)
     local = Path(args.model).expanduser()
     settings = GenerationSettings(
         family=args.family,
@@ -314,7 +307,7 @@ def _free_memory() -> None:
 
 
 def _overrides(plan: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
-    device, dtype = _device_and_dtype(plan["device"], args.reward_dtype)
+    device, dtype = resolve_device_and_dtype(plan["device"], args.reward_dtype)
     return {"device": device, "dtype": dtype}
 
 
