@@ -54,14 +54,14 @@ from mmreward.evaluation.score_cache import (
     ChecklistItem,
     MediaItem,
     ScoreCache,
-    check_items,
+    check_into_cache,
     checklist_key,
     finished_cache,
     mark_finished,
     media_key,
     request_digest,
     reward_fingerprint,
-    score_items,
+    score_into_cache,
 )
 from mmreward.rewards.mix import parse_reward_spec
 from mmreward.rewards.registry import resolve_reward
@@ -328,7 +328,7 @@ def _score_reward(
         return cache, stats.to_dict(), cache.fingerprint.get("kind", "pointwise")
     reward = load_reward(spec, **overrides)
     cache = ScoreCache(out / "cache", reward.name, reward_fingerprint(reward, spec))
-    stats = score_items(reward, items, cache, retry_failed=args.retry_failed, progress=not args.no_progress)
+    stats = score_into_cache(reward, items, cache, retry_failed=args.retry_failed, progress=not args.no_progress)
     mark_finished(out / "cache", request, cache)
     kind = reward.kind
     del reward
@@ -366,7 +366,7 @@ def _run_judge(
             "template_file": str(judge.template.source),
         }
         cache = ScoreCache(out / "cache", judge.name, fingerprint)
-        stats = check_items(judge, items, cache, retry_failed=args.retry_failed, progress=not args.no_progress)
+        stats = check_into_cache(judge, items, cache, retry_failed=args.retry_failed, progress=not args.no_progress)
         mark_finished(out / "cache", request, cache)
         mode, template = judge.mode, judge.template.name
         del judge

@@ -17,10 +17,10 @@ import json
 import math
 import os
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from mmreward.errors import ConfigError
 from mmreward.rewards.base import RewardModel
@@ -185,13 +185,53 @@ def _finite(value: float) -> float | None:
     return value if math.isfinite(value) else None
 
 
+def _item_error(out: Any, i: int, valid: bool, invalid_reason: str) -> str | None:
+    """Why item ``i`` of a model's output failed: the model's reason where it marked the item failed, else
+    ``invalid_reason`` where its value is unusable (NaN, missing), else None."""
+    error = out.errors[i] if bool(out.failed[i]) else None
+    return error if error is not None or valid else invalid_reason
+
+
 def _progress(total: int, desc: str, enabled: bool):
     from tqdm.auto import tqdm
 
     return tqdm(total=total, desc=desc, unit="item", disable=not enabled or total == 0, dynamic_ncols=True)
 
 
-def score_items(
+class _Keyed(Protocol):
+    key: str
+
+
+def _fill_cache(
+    cache: ScoreCache,
+    items: Sequence[_Keyed],
+    records_of: Callable[[list[Any]], list[dict[str, Any]]],
+    *,
+    batch_size: int,
+    desc: str,
+    label: Callable[[Any], str],
+    retry_failed: bool,
+    progress: bool,
+) -> ScoringStats:
+    """Run ``records_of`` on the distinct items (by ``key``) missing from ``cache``, ``batch_size`` at a time,
+    appending each batch's records as soon as it is done; with ``retry_failed`` also the items whose record holds
+    an error. Failures are counted over every distinct item and shown as ``label(item): error``."""
+    unique = list({item.key: item for item in items}.values())
+    todo = [
+        item for item in unique if item.key not in cache or (retry_failed and cache.get(item.key)["error"] is not None)
+    ]
+    stats = ScoringStats(total=len(unique), cached=len(unique) - len(todo))
+    with _progress(len(todo), desc, progress) as bar:
+        for start in range(0, len(todo), batch_size):
+            batch = todo[start : start + batch_size]
+            cache.add(records_of(batch))
+            stats.scored += len(batch)
+            bar.update(len(batch))
+    stats.count_failures(cache, [(item.key, label(item)) for item in unique])
+    return stats
+
+
+def score_into_cache(
     reward: RewardModel,
     items: Sequence[MediaItem],
     cache: ScoreCache,
@@ -205,36 +245,35 @@ def score_items(
     ``retry_failed`` they are attempted again. Records: ``{key, prompt, path, score, dims, error}``, with ``score``
     None when the item failed.
     """
-    unique = list({item.key: item for item in items}.values())
-    todo = [
-        item for item in unique if item.key not in cache or (retry_failed and cache.get(item.key)["error"] is not None)
-    ]
-    stats = ScoringStats(total=len(unique), cached=len(unique) - len(todo))
-    with _progress(len(todo), f"scoring with {reward.name}", progress) as bar:
-        for start in range(0, len(todo), reward.batch_size):
-            batch = todo[start : start + reward.batch_size]
-            out = reward.score([item.prompt for item in batch], [str(item.path) for item in batch])
-            records = []
-            for i, item in enumerate(batch):
-                score = _finite(out.scores[i])
-                error = out.errors[i] if bool(out.failed[i]) else None
-                if error is None and score is None:
-                    error = "the reward returned a non-finite score"
-                records.append(
-                    {
-                        "key": item.key,
-                        "prompt": item.prompt,
-                        "path": str(item.path),
-                        "score": None if error else score,
-                        "dims": {} if error else {name: _finite(v[i]) for name, v in out.dims.items()},
-                        "error": error,
-                    }
-                )
-            cache.add(records)
-            stats.scored += len(batch)
-            bar.update(len(batch))
-    stats.count_failures(cache, [(item.key, str(item.path)) for item in unique])
-    return stats
+
+    def records_of(batch: list[MediaItem]) -> list[dict[str, Any]]:
+        out = reward.score([item.prompt for item in batch], [str(item.path) for item in batch])
+        records = []
+        for i, item in enumerate(batch):
+            score = _finite(out.scores[i])
+            error = _item_error(out, i, score is not None, "the reward returned a non-finite score")
+            records.append(
+                {
+                    "key": item.key,
+                    "prompt": item.prompt,
+                    "path": str(item.path),
+                    "score": None if error else score,
+                    "dims": {} if error else {name: _finite(v[i]) for name, v in out.dims.items()},
+                    "error": error,
+                }
+            )
+        return records
+
+    return _fill_cache(
+        cache,
+        items,
+        records_of,
+        batch_size=reward.batch_size,
+        desc=f"scoring with {reward.name}",
+        label=lambda item: str(item.path),
+        retry_failed=retry_failed,
+        progress=progress,
+    )
 
 
 @dataclass(frozen=True)
@@ -247,7 +286,7 @@ class PairItem:
     key: str
 
 
-def judge_pairs(
+def judge_pairs_into_cache(
     judge: RewardModel,
     pairs: Sequence[PairItem],
     cache: ScoreCache,
@@ -261,43 +300,42 @@ def judge_pairs(
     Records: ``{key, prompt, a, b, prob_a, tie, consistent, error}``; ``prob_a`` is P(A better) averaged over the
     presentation orders, ``consistent`` whether the orders agreed.
     """
-    unique = list({pair.key: pair for pair in pairs}.values())
-    todo = [
-        pair for pair in unique if pair.key not in cache or (retry_failed and cache.get(pair.key)["error"] is not None)
-    ]
-    stats = ScoringStats(total=len(unique), cached=len(unique) - len(todo))
-    with _progress(len(todo), f"judging with {judge.name}", progress) as bar:
-        for start in range(0, len(todo), judge.batch_size):
-            batch = todo[start : start + judge.batch_size]
-            out = judge.compare(
-                [p.prompt for p in batch],
-                [str(p.media_a) for p in batch],
-                [str(p.media_b) for p in batch],
-                orders=orders,
+
+    def records_of(batch: list[PairItem]) -> list[dict[str, Any]]:
+        out = judge.compare(
+            [p.prompt for p in batch],
+            [str(p.media_a) for p in batch],
+            [str(p.media_b) for p in batch],
+            orders=orders,
+        )
+        records = []
+        for i, pair in enumerate(batch):
+            prob_a = _finite(out.prob_a[i])
+            error = _item_error(out, i, prob_a is not None, "the judge returned a non-finite probability")
+            records.append(
+                {
+                    "key": pair.key,
+                    "prompt": pair.prompt,
+                    "a": str(pair.media_a),
+                    "b": str(pair.media_b),
+                    "prob_a": None if error else prob_a,
+                    "tie": _finite(out.tie[i]),
+                    "consistent": bool(out.consistent[i]),
+                    "error": error,
+                }
             )
-            records = []
-            for i, pair in enumerate(batch):
-                prob_a = _finite(out.prob_a[i])
-                error = out.errors[i] if bool(out.failed[i]) else None
-                if error is None and prob_a is None:
-                    error = "the judge returned a non-finite probability"
-                records.append(
-                    {
-                        "key": pair.key,
-                        "prompt": pair.prompt,
-                        "a": str(pair.media_a),
-                        "b": str(pair.media_b),
-                        "prob_a": None if error else prob_a,
-                        "tie": _finite(out.tie[i]),
-                        "consistent": bool(out.consistent[i]),
-                        "error": error,
-                    }
-                )
-            cache.add(records)
-            stats.scored += len(batch)
-            bar.update(len(batch))
-    stats.count_failures(cache, [(pair.key, f"{pair.media_a} vs {pair.media_b}") for pair in unique])
-    return stats
+        return records
+
+    return _fill_cache(
+        cache,
+        pairs,
+        records_of,
+        batch_size=judge.batch_size,
+        desc=f"judging with {judge.name}",
+        label=lambda pair: f"{pair.media_a} vs {pair.media_b}",
+        retry_failed=retry_failed,
+        progress=progress,
+    )
 
 
 # -------------------------------------------------------------------------------------------- checklist judges
@@ -318,7 +356,7 @@ def checklist_key(prompt: str, points: Sequence[tuple[str, str]], path: Path, ro
     return _digest([CACHE_VERSION, media_key(prompt, path, root), [list(p) for p in points]])
 
 
-def check_items(
+def check_into_cache(
     judge: Any,
     items: Sequence[ChecklistItem],
     cache: ScoreCache,
@@ -332,40 +370,40 @@ def check_items(
     Records: ``{key, prompt, path, points, p_yes, passed, error, text}``; ``p_yes``/``passed`` are per test point, None
     when the judge's answer failed (its reason in ``error``, its text in ``text``).
     """
-    unique = list({item.key: item for item in items}.values())
-    todo = [
-        item for item in unique if item.key not in cache or (retry_failed and cache.get(item.key)["error"] is not None)
-    ]
-    stats = ScoringStats(total=len(unique), cached=len(unique) - len(todo))
-    with _progress(len(todo), f"checking with {judge.name}", progress) as bar:
-        for start in range(0, len(todo), judge.batch_size):
-            batch = todo[start : start + judge.batch_size]
-            out = judge.check(
-                [item.prompt for item in batch], [str(item.path) for item in batch], [list(i.points) for i in batch]
+
+    def records_of(batch: list[ChecklistItem]) -> list[dict[str, Any]]:
+        out = judge.check(
+            [item.prompt for item in batch], [str(item.path) for item in batch], [list(i.points) for i in batch]
+        )
+        records = []
+        for i, item in enumerate(batch):
+            p_yes = out.p_yes[i]
+            finite = p_yes is not None and all(math.isfinite(p) for p in p_yes)
+            error = _item_error(out, i, finite, "the judge returned no finite verdicts")
+            records.append(
+                {
+                    "key": item.key,
+                    "prompt": item.prompt,
+                    "path": str(item.path),
+                    "points": [name for name, _ in item.points],
+                    "p_yes": None if error else [float(p) for p in p_yes],
+                    "passed": None if error else [bool(p > 0.5) for p in p_yes],
+                    "error": error,
+                    "text": out.rationales[i] if out.rationales is not None else None,
+                }
             )
-            records = []
-            for i, item in enumerate(batch):
-                p_yes = out.p_yes[i]
-                error = out.errors[i] if bool(out.failed[i]) else None
-                if error is None and (p_yes is None or not all(math.isfinite(p) for p in p_yes)):
-                    error = "the judge returned no finite verdicts"
-                records.append(
-                    {
-                        "key": item.key,
-                        "prompt": item.prompt,
-                        "path": str(item.path),
-                        "points": [name for name, _ in item.points],
-                        "p_yes": None if error else [float(p) for p in p_yes],
-                        "passed": None if error else [bool(p > 0.5) for p in p_yes],
-                        "error": error,
-                        "text": out.rationales[i] if out.rationales is not None else None,
-                    }
-                )
-            cache.add(records)
-            stats.scored += len(batch)
-            bar.update(len(batch))
-    stats.count_failures(cache, [(item.key, str(item.path)) for item in unique])
-    return stats
+        return records
+
+    return _fill_cache(
+        cache,
+        items,
+        records_of,
+        batch_size=judge.batch_size,
+        desc=f"checking with {judge.name}",
+        label=lambda item: str(item.path),
+        retry_failed=retry_failed,
+        progress=progress,
+    )
 
 
 # ------------------------------------------------------------------------------- finished scoring, without models
