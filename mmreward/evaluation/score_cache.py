@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from mmreward.errors import ConfigError
-from mmreward.rewards.base import RewardModel
+from mmreward.rewards.base import PairwiseOutput, RewardModel, RewardOutput
 
 CACHE_VERSION = 1
 _SHOWN_ERRORS = 5
@@ -33,13 +33,24 @@ def _digest(value: Any) -> str:
     return hashlib.sha1(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
 
 
+def _spec_contents(spec: str) -> dict[str, str]:
+    """A digest of what a reward named by a path holds: a preset file's text, or a saved directory's file names,
+    sizes and modification times (nothing for registry names)."""
+    path = Path(spec).expanduser()
+    if path.is_file():
+        return {"spec_file": _digest(path.read_text(encoding="utf-8", errors="replace"))}
+    if path.is_dir():
+        return {"spec_dir": _digest(sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in path.iterdir()))}
+    return {}
+
+
 def reward_fingerprint(reward: RewardModel, spec: str) -> dict[str, Any]:
     """What makes a reward's scores reproducible: how it was named, its class, settings and weights.
 
     For a preset file or a saved directory the file contents and modification times are part of it, so scores of
     retrained weights saved to the same place are not mixed with old ones.
     """
-    fingerprint: dict[str, Any] = {
+    return {
         "spec": spec,
         "class": f"{type(reward).__module__}.{type(reward).__qualname__}",
         "kind": reward.kind,
@@ -50,15 +61,8 @@ def reward_fingerprint(reward: RewardModel, spec: str) -> dict[str, Any]:
         "video_num_frames": reward.video_num_frames,
         "max_pixels": reward.max_pixels,
         "pairwise_scale": reward.pairwise_scale,
+        **_spec_contents(spec),
     }
-    path = Path(spec).expanduser()
-    if path.is_file():
-        fingerprint["spec_file"] = _digest(path.read_text(encoding="utf-8", errors="replace"))
-    elif path.is_dir():
-        fingerprint["spec_dir"] = _digest(
-            sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in path.iterdir())
-        )
-    return fingerprint
 
 
 @dataclass(frozen=True)
@@ -205,7 +209,8 @@ class _Keyed(Protocol):
 def _fill_cache(
     cache: ScoreCache,
     items: Sequence[_Keyed],
-    records_of: Callable[[list[Any]], list[dict[str, Any]]],
+    run: Callable[[list[Any]], Any],
+    record: Callable[[Any, int, Any], dict[str, Any]],
     *,
     batch_size: int,
     desc: str,
@@ -213,9 +218,10 @@ def _fill_cache(
     retry_failed: bool,
     progress: bool,
 ) -> ScoringStats:
-    """Run ``records_of`` on the distinct items (by ``key``) missing from ``cache``, ``batch_size`` at a time,
-    appending each batch's records as soon as it is done; with ``retry_failed`` also the items whose record holds
-    an error. Failures are counted over every distinct item and shown as ``label(item): error``."""
+    """Call the model (``run(batch) -> output``) on the distinct items (by ``key``) missing from ``cache``,
+    ``batch_size`` at a time, and append ``record(output, i, item)`` for each item ``i`` of the batch as soon as the
+    batch is done; with ``retry_failed`` also the items whose record holds an error. Failures are counted over every
+    distinct item and shown as ``label(item): error``."""
     unique = list({item.key: item for item in items}.values())
     todo = [
         item for item in unique if item.key not in cache or (retry_failed and cache.get(item.key)["error"] is not None)
@@ -224,7 +230,8 @@ def _fill_cache(
     with _progress(len(todo), desc, progress) as bar:
         for start in range(0, len(todo), batch_size):
             batch = todo[start : start + batch_size]
-            cache.add(records_of(batch))
+            out = run(batch)
+            cache.add(record(out, i, item) for i, item in enumerate(batch))
             stats.scored += len(batch)
             bar.update(len(batch))
     stats.count_failures(cache, [(item.key, label(item)) for item in unique])
@@ -246,28 +253,26 @@ def score_into_cache(
     None when the item failed.
     """
 
-    def records_of(batch: list[MediaItem]) -> list[dict[str, Any]]:
-        out = reward.score([item.prompt for item in batch], [str(item.path) for item in batch])
-        records = []
-        for i, item in enumerate(batch):
-            score = _finite(out.scores[i])
-            error = _item_error(out, i, score is not None, "the reward returned a non-finite score")
-            records.append(
-                {
-                    "key": item.key,
-                    "prompt": item.prompt,
-                    "path": str(item.path),
-                    "score": None if error else score,
-                    "dims": {} if error else {name: _finite(v[i]) for name, v in out.dims.items()},
-                    "error": error,
-                }
-            )
-        return records
+    def run(batch: list[MediaItem]) -> RewardOutput:
+        return reward.score([item.prompt for item in batch], [str(item.path) for item in batch])
+
+    def record(out: RewardOutput, i: int, item: MediaItem) -> dict[str, Any]:
+        score = _finite(out.scores[i])
+        error = _item_error(out, i, score is not None, "the reward returned a non-finite score")
+        return {
+            "key": item.key,
+            "prompt": item.prompt,
+            "path": str(item.path),
+            "score": None if error else score,
+            "dims": {} if error else {name: _finite(v[i]) for name, v in out.dims.items()},
+            "error": error,
+        }
 
     return _fill_cache(
         cache,
         items,
-        records_of,
+        run,
+        record,
         batch_size=reward.batch_size,
         desc=f"scoring with {reward.name}",
         label=lambda item: str(item.path),
@@ -301,35 +306,29 @@ def judge_pairs_into_cache(
     presentation orders, ``consistent`` whether the orders agreed.
     """
 
-    def records_of(batch: list[PairItem]) -> list[dict[str, Any]]:
-        out = judge.compare(
-            [p.prompt for p in batch],
-            [str(p.media_a) for p in batch],
-            [str(p.media_b) for p in batch],
-            orders=orders,
-        )
-        records = []
-        for i, pair in enumerate(batch):
-            prob_a = _finite(out.prob_a[i])
-            error = _item_error(out, i, prob_a is not None, "the judge returned a non-finite probability")
-            records.append(
-                {
-                    "key": pair.key,
-                    "prompt": pair.prompt,
-                    "a": str(pair.media_a),
-                    "b": str(pair.media_b),
-                    "prob_a": None if error else prob_a,
-                    "tie": _finite(out.tie[i]),
-                    "consistent": bool(out.consistent[i]),
-                    "error": error,
-                }
-            )
-        return records
+    def run(batch: list[PairItem]) -> PairwiseOutput:
+        prompts = [p.prompt for p in batch]
+        return judge.compare(prompts, [str(p.media_a) for p in batch], [str(p.media_b) for p in batch], orders=orders)
+
+    def record(out: PairwiseOutput, i: int, pair: PairItem) -> dict[str, Any]:
+        prob_a = _finite(out.prob_a[i])
+        error = _item_error(out, i, prob_a is not None, "the judge returned a non-finite probability")
+        return {
+            "key": pair.key,
+            "prompt": pair.prompt,
+            "a": str(pair.media_a),
+            "b": str(pair.media_b),
+            "prob_a": None if error else prob_a,
+            "tie": _finite(out.tie[i]),
+            "consistent": bool(out.consistent[i]),
+            "error": error,
+        }
 
     return _fill_cache(
         cache,
         pairs,
-        records_of,
+        run,
+        record,
         batch_size=judge.batch_size,
         desc=f"judging with {judge.name}",
         label=lambda pair: f"{pair.media_a} vs {pair.media_b}",
@@ -371,33 +370,31 @@ def check_into_cache(
     when the judge's answer failed (its reason in ``error``, its text in ``text``).
     """
 
-    def records_of(batch: list[ChecklistItem]) -> list[dict[str, Any]]:
-        out = judge.check(
+    def run(batch: list[ChecklistItem]) -> Any:
+        return judge.check(
             [item.prompt for item in batch], [str(item.path) for item in batch], [list(i.points) for i in batch]
         )
-        records = []
-        for i, item in enumerate(batch):
-            p_yes = out.p_yes[i]
-            finite = p_yes is not None and all(math.isfinite(p) for p in p_yes)
-            error = _item_error(out, i, finite, "the judge returned no finite verdicts")
-            records.append(
-                {
-                    "key": item.key,
-                    "prompt": item.prompt,
-                    "path": str(item.path),
-                    "points": [name for name, _ in item.points],
-                    "p_yes": None if error else [float(p) for p in p_yes],
-                    "passed": None if error else [bool(p > 0.5) for p in p_yes],
-                    "error": error,
-                    "text": out.rationales[i] if out.rationales is not None else None,
-                }
-            )
-        return records
+
+    def record(out: Any, i: int, item: ChecklistItem) -> dict[str, Any]:
+        p_yes = out.p_yes[i]
+        finite = p_yes is not None and all(math.isfinite(p) for p in p_yes)
+        error = _item_error(out, i, finite, "the judge returned no finite verdicts")
+        return {
+            "key": item.key,
+            "prompt": item.prompt,
+            "path": str(item.path),
+            "points": [name for name, _ in item.points],
+            "p_yes": None if error else [float(p) for p in p_yes],
+            "passed": None if error else [bool(p > 0.5) for p in p_yes],
+            "error": error,
+            "text": out.rationales[i] if out.rationales is not None else None,
+        }
 
     return _fill_cache(
         cache,
         items,
-        records_of,
+        run,
+        record,
         batch_size=judge.batch_size,
         desc=f"checking with {judge.name}",
         label=lambda item: str(item.path),
@@ -412,14 +409,7 @@ def check_into_cache(
 def request_digest(spec: str, overrides: dict[str, Any], keys: Iterable[str]) -> str:
     """What a scoring request is, computable before any model loads: the reward as named (with the contents of a
     preset file or saved directory), the overrides, and the items (their keys include file sizes)."""
-    fingerprint: dict[str, Any] = {"spec": spec, "overrides": overrides, "keys": _digest(sorted(keys))}
-    path = Path(spec).expanduser()
-    if path.is_file():
-        fingerprint["spec_file"] = _digest(path.read_text(encoding="utf-8", errors="replace"))
-    elif path.is_dir():
-        fingerprint["spec_dir"] = _digest(
-            sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in path.iterdir())
-        )
+    fingerprint = {"spec": spec, "overrides": overrides, "keys": _digest(sorted(keys)), **_spec_contents(spec)}
     return _digest([CACHE_VERSION, fingerprint])
 
 
