@@ -355,7 +355,7 @@ def build_task(cfg: TrainRewardConfig, device: torch.device, is_main: bool, wait
     """The untrained model on the configured base; ``tiny`` builds (once) a tiny random base in output_dir."""
     base = cfg.model.base
     if base == "tiny":
-        from mmreward.testing import tiny_vlm_backbone
+        from mmreward.tiny_models import tiny_vlm_backbone
 
         tiny_dir = Path(cfg.output_dir) / "tiny-base"
         if is_main:

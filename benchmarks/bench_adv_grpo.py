@@ -111,7 +111,7 @@ def main() -> None:
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
     policy_optimizer = PolicyOptimizer(params, optimizer, scheduler, 1.0, NonFiniteGuard())
     reference = LoraReference(model.transformer)
-    brightness = MixReward(RewardMix({"mmreward.testing:BrightnessReward": 1.0}, device=device))
+    brightness = MixReward(RewardMix({"mmreward.rewards.brightness:BrightnessReward": 1.0}, device=device))
 
     with tempfile.TemporaryDirectory() as root:
         backbone = str(dinov2(Path(root) / "dinov2", args))

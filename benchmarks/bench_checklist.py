@@ -44,7 +44,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 import mmreward  # noqa: E402
-from mmreward import media, testing  # noqa: E402
+from mmreward import media, testing, tiny_models  # noqa: E402
 from mmreward.evaluation.prompt_sets import load_prompt_set  # noqa: E402
 
 
@@ -163,7 +163,7 @@ def main() -> None:
     checklists = [list(items[k // 4].checklist) for k in range(args.images)]
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        weights = testing.tiny_vlm_backbone(
+        weights = tiny_models.tiny_vlm_backbone(
             root / "judge", "qwen2_vl", hidden_size=args.hidden, num_layers=args.layers,
             vision_depth=args.vision_depth, vision_width=args.vision_width, max_pixels=args.size * args.size,
         )  # fmt: skip

@@ -30,7 +30,7 @@ from align.flow_dpo import DataConfig, FlowDPOConfig, TrainingSet, dpo_loss, dra
 from mmreward.flow.models import DEFAULT_LORA_TARGETS, PromptEmbeds, SD3Model  # noqa: E402
 from mmreward.flow.noising import noisy_latents, velocity_target  # noqa: E402
 from mmreward.losses import flow_dpo_loss, flow_matching_error  # noqa: E402
-from mmreward.testing import tiny_pipeline  # noqa: E402
+from mmreward.tiny_models import tiny_pipeline  # noqa: E402
 from mmreward.train.ema import EMA  # noqa: E402
 from mmreward.train.lora import LoraReference, adapters_disabled, add_lora  # noqa: E402
 

@@ -47,7 +47,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import torch  # noqa: E402
 from accelerate import Accelerator  # noqa: E402
 
-from mmreward import testing  # noqa: E402
+from mmreward import testing, tiny_models  # noqa: E402
 from mmreward.flow.grpo import (  # noqa: E402
     GroupLayout,
     GRPOLossConfig,
@@ -71,7 +71,8 @@ from mmreward.train.lora import LoraReference, adapters_disabled, add_lora  # no
 def build(args, device: torch.device) -> SD3Model:
     from diffusers import SD3Transformer2DModel
 
-    pipeline = testing.tiny_pipeline("sd3")  # tiny text encoders and VAE; the transformer below is the benchmarked one
+    # Tiny text encoders and VAE; the transformer below is the benchmarked one.
+    pipeline = tiny_models.tiny_pipeline("sd3")
     torch.manual_seed(0)
     pipeline.transformer = SD3Transformer2DModel(
         sample_size=args.latent_size, patch_size=2, in_channels=4, out_channels=4, num_layers=args.layers,
@@ -115,7 +116,7 @@ def main() -> None:
     accelerator = Accelerator(cpu=device.type == "cpu", mixed_precision={"float32": "no", "bfloat16": "bf16",
                                                                         "float16": "fp16"}[args.dtype])  # fmt: skip
     model = build(args, device)
-    root = Path(testing._default_root())
+    root = tiny_models.scratch_dir()
     rewards = {
         "pointwise": MixReward(RewardMix({str(testing.tiny_reward_preset("clip-score", root)): 1.0}, device=device)),
         "pairwise": WinRateReward(testing.tiny_judge("pairwise", root=root, device=device), orders="both"),

@@ -54,6 +54,7 @@ from mmreward.rewards.registry import load_reward  # noqa: E402
 from mmreward.train.config import parse_config  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
+BRIGHTNESS = "mmreward.rewards.brightness:DifferentiableBrightnessReward"
 
 
 def latent_reward(root: Path, *overrides: str):
@@ -66,7 +67,7 @@ def memory_table(size: int) -> None:
     from diffusers import AutoencoderKL
 
     from mmreward.flow.models import SD3Model
-    from mmreward.testing import tiny_pipeline
+    from mmreward.tiny_models import tiny_pipeline
 
     pipeline = tiny_pipeline("sd3")
     torch.manual_seed(0)
@@ -76,7 +77,7 @@ def memory_table(size: int) -> None:
         use_post_quant_conv=False, shift_factor=0.0609, scaling_factor=1.5305,
     ).eval().requires_grad_(False)  # fmt: skip
     model = SD3Model(pipeline)
-    objective = GuidanceObjective([PixelTerm(load_reward("mmreward.testing:DifferentiableBrightnessReward"))])
+    objective = GuidanceObjective([PixelTerm(load_reward(BRIGHTNESS))])
     x, v = torch.randn(1, 16, size // 8, size // 8), torch.randn(1, 16, size // 8, size // 8)
     baseline = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # MiB (Linux reports KiB)
     print(f"\npixel-guidance gradient through SD3's VAE architecture at {size}x{size}, one sample")
@@ -114,7 +115,7 @@ def main() -> None:
     k = args.steps
 
     model = load_flow_model("sd3", "tiny", max_sequence_length=32)
-    brightness = GuidanceObjective([PixelTerm(load_reward("mmreward.testing:DifferentiableBrightnessReward"))])
+    brightness = GuidanceObjective([PixelTerm(load_reward(BRIGHTNESS))])
     with tempfile.TemporaryDirectory() as tmp:
         noised = GuidanceObjective([LatentTerm(latent_reward(Path(tmp) / "noised"))])
         clean = GuidanceObjective([LatentTerm(latent_reward(Path(tmp) / "clean", "--train.noise_levels", "clean"))])

@@ -38,7 +38,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 import mmreward  # noqa: E402
-from mmreward import media, testing  # noqa: E402
+from mmreward import media, testing, tiny_models  # noqa: E402
 
 
 def timed(fn, repeats: int) -> float:
@@ -157,7 +157,7 @@ def main() -> None:
             f"tiny judge (hidden 64, 2 layers, 56 x 56 images), group of {args.group}", tiny_rows
         )
         print(f"tiny judge: one-order speedup {tiny_one:.1f}x, both-orders speedup {tiny_both:.1f}x")
-        weights = testing.tiny_vlm_backbone(
+        weights = tiny_models.tiny_vlm_backbone(
             root / "judge",
             "qwen2_vl",
             hidden_size=args.hidden,

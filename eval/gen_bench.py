@@ -43,6 +43,7 @@ from typing import Any
 import torch
 
 from mmreward import __version__
+from mmreward.devices import resolve_device_and_dtype
 from mmreward.errors import ConfigError, MMRewardError
 from mmreward.evaluation import gen_results, generation
 from mmreward.evaluation.diversity import ImageEmbeddingFeatures, per_group_diversity, pixel_features
@@ -53,14 +54,14 @@ from mmreward.evaluation.score_cache import (
     ChecklistItem,
     MediaItem,
     ScoreCache,
-    check_items,
+    check_into_cache,
     checklist_key,
     finished_cache,
     mark_finished,
     media_key,
     request_digest,
     reward_fingerprint,
-    score_items,
+    score_into_cache,
 )
 from mmreward.rewards.mix import parse_reward_spec
 from mmreward.rewards.registry import resolve_reward
@@ -148,14 +149,6 @@ def _list() -> str:
     return "\n".join(lines)
 
 
-def _device_and_dtype(device: str, dtype: str) -> tuple[str, str]:
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if dtype == "auto":
-        dtype = "bfloat16" if device.startswith("cuda") else "float32"
-    return device, dtype
-
-
 # ------------------------------------------------------------------------------------------------- validation
 
 
@@ -227,7 +220,7 @@ def _checked_setup(args: argparse.Namespace, parser: argparse.ArgumentParser) ->
         resolve_reward(args.diversity_features)  # a CLIP-family reward; its image encoder is checked once loaded
     if args.compare_to is not None and not (args.compare_to / "results.json").is_file():
         raise ConfigError(f"--compare-to {str(args.compare_to)!r} holds no results.json (run gen_bench there first)")
-    device, dtype = _device_and_dtype(args.device, args.dtype)
+    device, dtype = resolve_device_and_dtype(args.device, args.dtype)
     local = Path(args.model).expanduser()
     settings = GenerationSettings(
         family=args.family,
@@ -314,7 +307,7 @@ def _free_memory() -> None:
 
 
 def _overrides(plan: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
-    device, dtype = _device_and_dtype(plan["device"], args.reward_dtype)
+    device, dtype = resolve_device_and_dtype(plan["device"], args.reward_dtype)
     return {"device": device, "dtype": dtype}
 
 
@@ -335,7 +328,7 @@ def _score_reward(
         return cache, stats.to_dict(), cache.fingerprint.get("kind", "pointwise")
     reward = load_reward(spec, **overrides)
     cache = ScoreCache(out / "cache", reward.name, reward_fingerprint(reward, spec))
-    stats = score_items(reward, items, cache, retry_failed=args.retry_failed, progress=not args.no_progress)
+    stats = score_into_cache(reward, items, cache, retry_failed=args.retry_failed, progress=not args.no_progress)
     mark_finished(out / "cache", request, cache)
     kind = reward.kind
     del reward
@@ -373,7 +366,7 @@ def _run_judge(
             "template_file": str(judge.template.source),
         }
         cache = ScoreCache(out / "cache", judge.name, fingerprint)
-        stats = check_items(judge, items, cache, retry_failed=args.retry_failed, progress=not args.no_progress)
+        stats = check_into_cache(judge, items, cache, retry_failed=args.retry_failed, progress=not args.no_progress)
         mark_finished(out / "cache", request, cache)
         mode, template = judge.mode, judge.template.name
         del judge

@@ -33,11 +33,11 @@ from mmreward.evaluation.score_cache import (
     MediaItem,
     PairItem,
     ScoreCache,
-    judge_pairs,
+    judge_pairs_into_cache,
     media_key,
     pair_key,
     reward_fingerprint,
-    score_items,
+    score_into_cache,
 )
 from mmreward.rewards.registry import find_preset
 
@@ -186,7 +186,7 @@ def evaluate_reward(
             )
             for p in pairs
         ]
-        stats = judge_pairs(reward, items, cache, orders="both", **options)
+        stats = judge_pairs_into_cache(reward, items, cache, orders="both", **options)
         by_pair = {id(p): item.key for p, item in zip(pairs, items, strict=True)}
         result["dimension_sources"] = dict.fromkeys(benchmark.dims)
         result["metrics"] = res.evaluate_pairs(
@@ -201,7 +201,7 @@ def evaluate_reward(
         paths += [
             (p.prompt, m) for p in (*benchmark.pairs, *benchmark.validation_pairs) for m in (p.media_a, p.media_b)
         ]
-        stats = score_items(reward, [MediaItem(pr, pa, key_of(pr, pa)) for pr, pa in paths], cache, **options)
+        stats = score_into_cache(reward, [MediaItem(pr, pa, key_of(pr, pa)) for pr, pa in paths], cache, **options)
 
         def score_of(prompt: str, path: Path):
             return cache.get(key_of(prompt, path))

@@ -24,6 +24,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from mmreward.devices import resolve_device_and_dtype
 from mmreward.errors import MMRewardError
 from mmreward.score_inputs import InputError
 
@@ -137,16 +138,6 @@ def _add_generate_parser(sub: Any) -> None:
     gen.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
-def _device_and_dtype(device: str, dtype: str) -> tuple[str, str]:
-    import torch
-
-    if device == "auto":
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if dtype == "auto":
-        dtype = "bfloat16" if device.startswith("cuda") else "float32"
-    return device, dtype
-
-
 def _write_rows(rows: list[dict[str, Any]], output: str | None) -> None:
     """Write rows to ``output`` atomically (temporary file, then rename), or JSONL to stdout."""
     if output is None:
@@ -232,7 +223,7 @@ def _score(args: argparse.Namespace) -> int:
                 "'prompt' column"
             )
 
-    device, dtype = _device_and_dtype(args.device, args.dtype)
+    device, dtype = resolve_device_and_dtype(args.device, args.dtype)
     overrides: dict[str, Any] = {"device": device, "dtype": dtype, "batch_size": args.batch_size}
     if args.fps is not None:
         overrides.update(video_fps=args.fps, video_num_frames=None)
@@ -300,7 +291,7 @@ def _serve(args: argparse.Namespace) -> int:
     if args.host not in ("127.0.0.1", "localhost", "::1"):
         print(f"mmreward: warning: serving on {args.host}, reachable beyond this machine; the server has no "
               "authentication", file=sys.stderr)  # fmt: skip
-    device, dtype = _device_and_dtype(args.device, args.dtype)
+    device, dtype = resolve_device_and_dtype(args.device, args.dtype)
     reward = load_reward(args.reward, device=device, dtype=dtype, batch_size=args.max_batch)
     serve(reward, host=args.host, port=args.port, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
           max_queue=args.max_queue, max_items=args.max_items)  # fmt: skip
@@ -338,7 +329,7 @@ def _generate(args: argparse.Namespace) -> int:
     from mmreward.guidance.generate import build_objective, run
     from mmreward.guidance.sampling import GuidanceSettings, SamplingSettings, SearchSettings
 
-    device, dtype = _device_and_dtype(args.device, args.dtype)
+    device, dtype = resolve_device_and_dtype(args.device, args.dtype)
     guidance = GuidanceSettings(scale=args.scale, schedule=args.schedule, normalize=not args.no_normalize,
                                 through_model=args.through_model)  # fmt: skip
     search = SearchSettings(prune_at=tuple(_parse_fractions(args.prune_at)), keep=args.keep)

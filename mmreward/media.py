@@ -495,16 +495,25 @@ def _to_rgb(x: torch.Tensor, background: float = 1.0) -> torch.Tensor:
     return x
 
 
-def to_uint8(x: torch.Tensor) -> np.ndarray:
-    """Canonical ``(3, H, W)`` or ``(T, 3, H, W)`` tensor -> channels-last uint8 numpy array (for encoders)."""
-    return x.detach().float().clamp(0, 1).mul(255).round().to(torch.uint8).movedim(-3, -1).cpu().numpy()
+def to_uint8(x: torch.Tensor) -> torch.Tensor:
+    """Canonical float media in [0, 1] -> uint8 ``round(255 * clamp(x, 0, 1))``, same shape and device.
+
+    The library's one quantizer: how media are written to files, what image processors take, and how Flow-GRPO
+    hands rewards 8-bit images (images ``(3, H, W)``, videos ``(T, 3, H, W)``, batches ``(B, ...)`` alike)."""
+    return x.detach().float().clamp(0, 1).mul(255).round().to(torch.uint8)
+
+
+def to_uint8_array(x: torch.Tensor) -> np.ndarray:
+    """Canonical ``(3, H, W)`` or ``(T, 3, H, W)`` tensor -> channels-last uint8 numpy array on the CPU (what PIL,
+    JPEG and video encoders take): :func:`to_uint8`, then ``(..., 3, H, W) -> (..., H, W, 3)``."""
+    return to_uint8(x).movedim(-3, -1).cpu().numpy()
 
 
 def to_pil(image: torch.Tensor) -> Image.Image:
     """Canonical ``(3, H, W)`` tensor -> RGB PIL image."""
     if image.ndim != 3:
         raise MediaError(f"to_pil takes one image (3, H, W); got shape {tuple(image.shape)}")
-    return Image.fromarray(to_uint8(image))
+    return Image.fromarray(to_uint8_array(image))
 
 
 def select_frames(video: torch.Tensor, num_frames: int) -> torch.Tensor:
@@ -556,7 +565,7 @@ def write_video(path: str | os.PathLike, frames: torch.Tensor, fps: float) -> No
     padded = torch.nn.functional.pad(
         frames.detach().float().cpu(), (0, width - frames.shape[-1], 0, height - frames.shape[-2]), value=1.0
     )
-    pixels = to_uint8(padded)  # (T, H, W, 3)
+    pixels = to_uint8_array(padded)  # (T, H, W, 3)
     with av.open(os.fspath(path), mode="w") as container:
         stream = container.add_stream("libx264", rate=Fraction(fps).limit_denominator(1000))
         stream.width, stream.height, stream.pix_fmt = width, height, "yuv420p"

@@ -112,7 +112,9 @@ def expand_inputs(inputs: list[str]) -> list[Item]:
 
 
 def read_prompts_file(path: str) -> list[str]:
-    """One prompt per line (trailing newline ignored; blank lines are prompts too, to keep counts aligned)."""
+    """``--prompts`` of ``mmreward score``: one prompt per media item, one per line (trailing newline ignored; blank
+    lines are prompts too, to keep the lines aligned with the items). Prompt *sets* for generators, where blank
+    lines are dropped and tables are read too, come from :func:`mmreward.data.prompts.read_prompts`."""
     try:
         text = Path(path).read_text(encoding="utf-8")
     except FileNotFoundError as err:

@@ -23,9 +23,6 @@ Protocol (JSON):
 # No `from __future__ import annotations`: FastAPI resolves the handlers' parameter annotations at runtime.
 
 import asyncio
-import base64
-import binascii
-import io
 import json
 import math
 import threading
@@ -33,51 +30,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import torch
-from PIL import Image, UnidentifiedImageError
 
-from mmreward import media as media_io
 from mmreward.errors import MediaError
+from mmreward.media_codec import media_from_json
 from mmreward.rewards.base import RewardModel, RewardOutput
 
 DEFAULT_MAX_BODY_BYTES = 64 * 1024 * 1024
-
-
-def encode_media(item: torch.Tensor) -> dict[str, Any]:
-    """Canonical image ``(3, H, W)`` or video ``(T, 3, H, W)`` -> JSON item with lossless base64 PNG frames."""
-
-    def png(frame: torch.Tensor) -> str:
-        buffer = io.BytesIO()
-        media_io.to_pil(frame).save(buffer, format="PNG", compress_level=1)
-        return base64.b64encode(buffer.getvalue()).decode("ascii")
-
-    if item.ndim == 3:
-        return {"image": png(item)}
-    return {"video": [png(frame) for frame in item]}
-
-
-def decode_media(item: Any, max_pixels: int | None) -> torch.Tensor:
-    """JSON item -> canonical tensor; raises MediaError naming what is wrong."""
-
-    def frame(data: Any) -> torch.Tensor:
-        if not isinstance(data, str):
-            raise MediaError("frames must be base64 strings")
-        try:
-            raw = base64.b64decode(data, validate=True)
-            with Image.open(io.BytesIO(raw)) as img:
-                return media_io.to_tensor(img, max_pixels=max_pixels)
-        except (binascii.Error, ValueError) as err:
-            raise MediaError(f"invalid base64: {err}") from err
-        except (UnidentifiedImageError, OSError) as err:
-            raise MediaError(f"not a decodable image: {err}") from err
-
-    if isinstance(item, dict) and set(item) == {"image"}:
-        return frame(item["image"])
-    if isinstance(item, dict) and set(item) == {"video"} and isinstance(item["video"], list) and item["video"]:
-        frames = [frame(f) for f in item["video"]]
-        if len({tuple(f.shape) for f in frames}) != 1:
-            raise MediaError("video frames differ in size")
-        return torch.stack(frames)
-    raise MediaError('a media item must be {"image": <base64>} or {"video": [<base64 frame>, ...]}')
 
 
 def output_to_json(out: RewardOutput) -> dict[str, Any]:
@@ -240,7 +198,7 @@ def create_app(
         errors: list[str | None] = []
         for item in items:
             try:
-                decoded.append(decode_media(item, reward.max_pixels))
+                decoded.append(media_from_json(item, reward.max_pixels))
                 errors.append(None)
             except MediaError as err:
                 decoded.append(None)

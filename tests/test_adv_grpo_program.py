@@ -18,7 +18,8 @@ from safetensors.torch import load_file
 
 from align.adv_grpo import AdvGRPOConfig, main
 from mmreward.errors import ConfigError
-from mmreward.testing import tiny_pipeline, tiny_reward_preset
+from mmreward.testing import tiny_reward_preset
+from mmreward.tiny_models import tiny_pipeline
 from mmreward.train.config import parse_config
 from mmreward.train.tracking import read_metrics
 

@@ -28,7 +28,8 @@ from mmreward.flow.adversarial import (
     mean_color_distance,
     preference_loss,
 )
-from mmreward.testing import tiny_dinov2_dir, tiny_reward_preset, warm_reference_images
+from mmreward.testing import tiny_reward_preset, warm_reference_images
+from mmreward.tiny_models import tiny_dinov2_dir
 
 
 @pytest.fixture(scope="module")

@@ -25,7 +25,7 @@ from mmreward.evaluation.benchmarks import (
     list_benchmarks,
     load_benchmark,
 )
-from mmreward.evaluation.benchmarks.base import SHIPPED_LABELS, extract_archive
+from mmreward.evaluation.benchmarks.base import SHIPPED_LABELS, extract_archive, unpack_once
 from mmreward.testing import sample_images, sample_videos
 
 REPO = Path(__file__).resolve().parent.parent
@@ -309,3 +309,16 @@ def test_archives_cannot_write_outside_the_data_dir(tmp_path):
     with pytest.raises(BenchmarkDataError, match="member outside its folder"):
         extract_archive(archive, tmp_path / "target")
     assert not (tmp_path / "outside.txt").exists()
+
+
+def test_archives_are_unpacked_once(tmp_path):
+    archive, target, marker = tmp_path / "videos.zip", tmp_path / "data", tmp_path / ".videos-unpacked"
+    unpack_once(archive, target, marker)  # not downloaded: nothing to do, no marker
+    assert not marker.exists()
+    with zipfile.ZipFile(archive, "w") as zf:
+        zf.writestr("a.txt", "x")
+    unpack_once(archive, target, marker)
+    assert (target / "a.txt").read_text() == "x" and marker.exists()
+    (target / "a.txt").unlink()
+    unpack_once(archive, target, marker)  # the marker says it was done: not extracted again
+    assert not (target / "a.txt").exists()

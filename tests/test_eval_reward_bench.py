@@ -25,7 +25,7 @@ from mmreward.evaluation.results import (
     pointwise_margin_fn,
     probability_gap_for_scores,
 )
-from mmreward.evaluation.score_cache import MediaItem, ScoreCache, media_key, reward_fingerprint, score_items
+from mmreward.evaluation.score_cache import MediaItem, ScoreCache, media_key, reward_fingerprint, score_into_cache
 from mmreward.testing import sample_images, tiny_reward_preset
 
 REPO = Path(__file__).resolve().parent.parent
@@ -193,11 +193,11 @@ def test_score_cache_scores_distinct_items_once_and_resumes(tmp_path):
     items = [MediaItem("p", path, media_key("p", path, tmp_path)) for path in [*photos, photos[0], broken]]
     fingerprint = reward_fingerprint(reward, "jpeg-compressibility")
     cache = ScoreCache(tmp_path / "cache", reward.name, fingerprint)
-    stats = score_items(reward, items, cache, progress=False)
+    stats = score_into_cache(reward, items, cache, progress=False)
     assert (stats.total, stats.scored, stats.failed) == (4, 4, 1)  # the repeated photo is scored once
-    again = score_items(reward, items, ScoreCache(tmp_path / "cache", reward.name, fingerprint), progress=False)
+    again = score_into_cache(reward, items, ScoreCache(tmp_path / "cache", reward.name, fingerprint), progress=False)
     assert (again.cached, again.scored, again.failed) == (4, 0, 1)
-    retried = score_items(
+    retried = score_into_cache(
         reward, items, ScoreCache(tmp_path / "cache", reward.name, fingerprint), retry_failed=True, progress=False
     )
     assert (retried.cached, retried.scored) == (3, 1)

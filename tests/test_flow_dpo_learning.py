@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from align.flow_dpo import FlowDPOConfig, main
-from mmreward.testing import tiny_pipeline
+from mmreward.tiny_models import tiny_pipeline
 from mmreward.train.config import parse_config
 from mmreward.train.tracking import read_metrics
 

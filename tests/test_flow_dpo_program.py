@@ -18,7 +18,8 @@ from align import flow_dpo
 from align.flow_dpo import FlowDPOConfig, main
 from mmreward.data.media_pairs import fit_frames, read_pairs
 from mmreward.errors import ConfigError
-from mmreward.testing import sample_images, sample_videos, tiny_pipeline
+from mmreward.testing import sample_images, sample_videos
+from mmreward.tiny_models import tiny_pipeline
 from mmreward.train.config import load_config, parse_config
 from mmreward.train.guards import NonFiniteLossError
 from mmreward.train.tracking import read_metrics

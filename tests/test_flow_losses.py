@@ -104,7 +104,7 @@ def test_forward_process():
 def test_training_sigmas_index_the_shifted_grid():
     """Flow-GRPO: sigma = scheduler.sigmas[floor(u * 1000)] of SD3's shifted 1000-step training grid."""
     from mmreward.flow.models import SD3Model
-    from mmreward.testing import tiny_pipeline
+    from mmreward.tiny_models import tiny_pipeline
 
     model = SD3Model(tiny_pipeline("sd3"))
     grid = FlowMatchEulerDiscreteScheduler(shift=3.0).sigmas

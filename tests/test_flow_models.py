@@ -7,7 +7,7 @@ import torch
 
 from mmreward.errors import ConfigError, WeightsNotFoundError
 from mmreward.flow.models import DEFAULT_LORA_TARGETS, check_attention, load_flow_model
-from mmreward.testing import tiny_pipeline, tiny_pipeline_dir
+from mmreward.tiny_models import tiny_pipeline, tiny_pipeline_dir
 from mmreward.train.lora import LoraReference, add_lora, save_lora, trainable_parameters
 
 SIZES = {"sd3": (32, 32, None), "flux": (32, 32, None), "wan": (32, 48, 5)}

@@ -27,6 +27,7 @@ from mmreward.evaluation.unigenbench import (
     sub_of,
     unigenbench_scores,
 )
+from mmreward.rewards.brightness import BrightnessReward
 
 # ---------------------------------------------------------------------------------------------- UniGenBench
 
@@ -140,7 +141,7 @@ def test_clip_embedding_diversity(tiny_root):
     assert float(torch.dist(feats[0], feats[1])) == pytest.approx(float(torch.sqrt(2 * (1 - cos))), abs=1e-5)
     assert mean_pairwise_distance(features(torch.stack([images[0]] * 3))) == pytest.approx(0.0, abs=1e-6)
     with pytest.raises(ConfigError, match="no CLIP image encoder"):
-        ImageEmbeddingFeatures(testing.BrightnessReward())
+        ImageEmbeddingFeatures(BrightnessReward())
 
 
 # ----------------------------------------------------------------------------------------------- prompt sets

@@ -61,8 +61,8 @@ def _args(assets, out: Path, *extra: str, limit: int = 2) -> list[str]:
     return [
         "--model", "tiny", "--family", "sd3", "--prompts", "unigenbench", "--limit", str(limit),
         "--images-per-prompt", "2", "--steps", "3", "--reward", assets["clip"],
-        "--reward", "mmreward.testing:BrightnessReward=0.5", "--judge", assets["judge"], "--judge-mode", "logits",
-        "--bootstrap", "200", "--out", str(out), "--no-progress", *extra,
+        "--reward", "mmreward.rewards.brightness:BrightnessReward=0.5", "--judge", assets["judge"],
+        "--judge-mode", "logits", "--bootstrap", "200", "--out", str(out), "--no-progress", *extra,
     ]  # fmt: skip
 
 
@@ -240,7 +240,7 @@ def test_wan_videos_on_video_prompts(tmp_path):
     out = tmp_path / "wan"
     args = [
         "--model", "tiny", "--family", "wan", "--prompts", "ta-hard", "--limit", "1", "--images-per-prompt", "2",
-        "--steps", "2", "--reward", "mmreward.testing:BrightnessReward", "--out", str(out), "--no-progress",
+        "--steps", "2", "--reward", "mmreward.rewards.brightness:BrightnessReward", "--out", str(out), "--no-progress",
     ]  # fmt: skip
     assert gen_bench.main(args) == 0
     run = _results(out)

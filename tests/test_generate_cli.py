@@ -15,10 +15,10 @@ from PIL import Image
 
 from mmreward import cli, media
 from mmreward.guidance.latent_reward import LatentRewardModel, LatentRewardSpec
-from mmreward.testing import tiny_pipeline_dir
+from mmreward.tiny_models import tiny_pipeline_dir
 
 REPO = Path(__file__).resolve().parents[1]
-BRIGHTNESS = "mmreward.testing:DifferentiableBrightnessReward"
+BRIGHTNESS = "mmreward.rewards.brightness:DifferentiableBrightnessReward"
 
 
 @pytest.fixture(autouse=True, scope="module")

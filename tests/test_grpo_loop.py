@@ -135,11 +135,11 @@ def test_rewards_pointwise_pairwise_and_failures(model, accelerator, tmp_path):
     batch = _batch(model, accelerator)
     layout = GroupLayout(2, 4)
     brightness = batch.media.float().mean(dim=(1, 2, 3)) / 255
-    mix = MixReward(RewardMix({"mmreward.testing:BrightnessReward": 2.0}))
+    mix = MixReward(RewardMix({"mmreward.rewards.brightness:BrightnessReward": 2.0}))
     pointwise = compute_rewards(mix, batch, layout, accelerator)
     torch.testing.assert_close(pointwise.scores, 2 * brightness)
-    assert pointwise.components == {"mmreward.testing:BrightnessReward": pytest.approx(brightness)}
-    judge = load_reward("mmreward.testing:BrighterImageJudge", sharpness=50.0)
+    assert pointwise.components == {"mmreward.rewards.brightness:BrightnessReward": pytest.approx(brightness)}
+    judge = load_reward("mmreward.rewards.brightness:BrighterImageJudge", sharpness=50.0)
     pairwise = compute_rewards(WinRateReward(judge), batch, layout, accelerator)
     # win rate of i = mean over the 3 others j of its group of sigmoid(50 (b_i - b_j)) (no position bias)
     gaps = brightness.view(2, 4, 1) - brightness.view(2, 1, 4)  # (group, i, j)

@@ -191,7 +191,7 @@ def test_trained_steps():
 
 
 def test_brighter_image_judge_through_the_judge_contract():
-    judge = load_reward("mmreward.testing:BrighterImageJudge", sharpness=20.0, position_bias=1.0)
+    judge = load_reward("mmreward.rewards.brightness:BrighterImageJudge", sharpness=20.0, position_bias=1.0)
     images = [torch.full((3, 8, 8), v) for v in (0.2, 0.5, 0.6)]
     one_order = judge.compare(["p"], [images[1]], [images[2]], orders="ab").prob_a
     assert one_order.item() == pytest.approx(torch.sigmoid(torch.tensor(20 * -0.1 + 1.0)).item(), abs=1e-6)

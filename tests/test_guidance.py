@@ -49,7 +49,7 @@ def sd3():
 @pytest.fixture(scope="module")
 def brightness():
     """The known reward: mean pixel value, differentiable."""
-    return GuidanceObjective([PixelTerm(load_reward("mmreward.testing:DifferentiableBrightnessReward"))])
+    return GuidanceObjective([PixelTerm(load_reward("mmreward.rewards.brightness:DifferentiableBrightnessReward"))])
 
 
 @pytest.fixture(scope="module")
@@ -169,7 +169,7 @@ def latent_reward(tmp_path_factory):
     brightness varies by 0.002 learns directions that guidance exploits off the sample manifold (brightness fell by
     0.016 at scale 2). The near-linear distilled reward transfers: see the NRG test for the measured gains."""
     output = tmp_path_factory.mktemp("nrg")
-    options = "--data.source distill --data.rewards [mmreward.testing:BrightnessReward] --data.num_steps 8"
+    options = "--data.source distill --data.rewards [mmreward.rewards.brightness:BrightnessReward] --data.num_steps 8"
     options += " --data.samples_per_prompt 16 --reward_model.width 4 --reward_model.depth 1"
     options += " --reward_model.text_conditioning false"
     prompts = REPO / "configs" / "tiny" / "flow_dpo_prompts.txt"
@@ -235,7 +235,7 @@ def test_search_stays_within_budget_and_beats_plain_sampling(sd3, brightness, un
 
 
 def test_failed_candidates_never_win(sd3):
-    from mmreward.testing import BrightnessReward
+    from mmreward.rewards.brightness import BrightnessReward
 
     class Flaky(BrightnessReward):
         """Brightness that fails (NaN) on the brighter half of the candidates."""

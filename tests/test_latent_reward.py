@@ -186,11 +186,11 @@ def test_distill_trains_a_dimension_per_reward(tmp_path):
     prompts.write_text("a cat\na dog\n")
     output = tmp_path / "run"
     main(_config(output, "--data.source", "distill", "--data.prompts", str(prompts), "--data.rewards",
-                 "[mmreward.testing:BrightnessReward,jpeg-compressibility]", "--data.samples_per_prompt", "4",
-                 "--data.num_steps", "2", "--data.holdout", "0.25", "--train.max_steps", "2", "--train.batch_size",
-                 "4", "--train.eval_every", "2"))  # fmt: skip
+                 "[mmreward.rewards.brightness:BrightnessReward,jpeg-compressibility]",
+                 "--data.samples_per_prompt", "4", "--data.num_steps", "2", "--data.holdout", "0.25",
+                 "--train.max_steps", "2", "--train.batch_size", "4", "--train.eval_every", "2"))  # fmt: skip
     spec = read_latent_reward_spec(output / "latent_reward")
-    assert spec.dims == ["mmreward.testing:BrightnessReward", "jpeg-compressibility"]
+    assert spec.dims == ["mmreward.rewards.brightness:BrightnessReward", "jpeg-compressibility"]
     assert (spec.training["train_size"], spec.training["heldout_size"]) == (6, 2)
     assert set(json.loads((output / "eval.json").read_text())) == {
         f"eval/acc_{d}_t{s:g}" for d in spec.dims for s in (0.0, 0.25, 0.5, 0.75, 0.9)

@@ -198,3 +198,14 @@ def test_select_frames_uniform():
     video = torch.arange(10, dtype=torch.float32).view(10, 1, 1, 1).expand(10, 3, 1, 1)
     assert media.select_frames(video, 4)[:, 0, 0, 0].tolist() == [0, 3, 6, 9]
     assert media.select_frames(video, 20).shape[0] == 10
+
+
+def test_to_uint8_rounds_and_keeps_layout_and_to_uint8_array_is_channels_last():
+    # 0.5 * 255 = 127.5 rounds to even (128); out-of-range values are clamped first.
+    batch = torch.tensor([-0.1, 0.0, 0.5, 1 / 255, 1.0, 1.7]).view(1, 1, 6, 1).expand(2, 3, 6, 1)
+    quantized = media.to_uint8(batch)
+    assert quantized.dtype == torch.uint8 and quantized.shape == (2, 3, 6, 1)
+    assert quantized[0, 0, :, 0].tolist() == [0, 0, 128, 1, 255, 255]
+    array = media.to_uint8_array(batch)
+    assert isinstance(array, np.ndarray) and array.shape == (2, 6, 1, 3)
+    np.testing.assert_array_equal(array, quantized.movedim(1, -1).numpy())

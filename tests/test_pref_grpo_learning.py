@@ -21,7 +21,7 @@ from mmreward.train.tracking import read_metrics
 pytestmark = pytest.mark.learning
 
 REPO = Path(__file__).resolve().parents[1]
-BRIGHTNESS = "eval/mmreward.testing:BrightnessReward"
+BRIGHTNESS = "eval/mmreward.rewards.brightness:BrightnessReward"
 FAST = ["--train.max_steps", "24", "--train.learning_rate", "3e-2", "--train.ema", "false", "--train.save_every", "24",
         "--train.micro_batch_size", "16", "--train.updates_per_step", "1", "--rollout.batch_size", "16",
         "--rollout.num_steps", "4", "--rollout.sde_window_size", "0", "--rollout.sde_window_range", "[]",

@@ -19,7 +19,7 @@ from align.pref_grpo import PrefGRPOConfig, main
 from mmreward.errors import ConfigError
 from mmreward.flow.grpo import OffPolicyError
 from mmreward.media import load_video
-from mmreward.testing import tiny_pipeline
+from mmreward.tiny_models import tiny_pipeline
 from mmreward.train.config import parse_config
 from mmreward.train.tracking import read_metrics
 
@@ -104,7 +104,7 @@ def test_python_run_logs_evaluates_saves_and_its_lora_loads(python_run):
     assert train_rows[0]["ratio/first_dev"] < 1e-5 and train_rows[-1]["update/kl"] > 10 * train_rows[0]["update/kl"]
     eval_rows = [r for r in rows if "eval/diversity" in r]
     assert [r["step"] for r in eval_rows] == [0, 2, 4]
-    assert "eval/mmreward.testing:BrightnessReward_gain" in eval_rows[-1]
+    assert "eval/mmreward.rewards.brightness:BrightnessReward_gain" in eval_rows[-1]
     assert sorted(p.name for p in (output / "eval").iterdir()) == [f"step-0000000{s}.png" for s in (0, 2, 4)]
     assert any((output / "tensorboard").iterdir())
     assert sorted(p.name for p in (output / "checkpoints").glob("step-*")) == ["step-00000002", "step-00000004"]
@@ -138,7 +138,7 @@ def test_groups_split_over_two_processes_are_judged_whole(two_process_run, tmp_p
     assert [r["step"] for r in ddp] == [r["step"] for r in single]
     for a, b in zip(single, ddp, strict=True):
         for key in ("reward/std", "reward/group_spread", "adv/mean_abs", "update/policy_loss", "eval/diversity",
-                    "eval/win_rate_vs_base", "eval/mmreward.testing:BrightnessReward"):  # fmt: skip
+                    "eval/win_rate_vs_base", "eval/mmreward.rewards.brightness:BrightnessReward"):  # fmt: skip
             if key in a:
                 assert b[key] == pytest.approx(a[key], rel=1e-3, abs=1e-6), (a["step"], key)
         assert b.get("reward/failed", 0) == 0

@@ -14,15 +14,15 @@ from mmreward.rewards.mix import RewardMix, parse_reward_spec
 def test_weighted_total_and_failed_items(tmp_path):
     bad = tmp_path / "broken.png"
     bad.write_bytes(b"not an image")
-    mix = RewardMix({"mmreward.testing:BrightnessReward": 2.0, "jpeg-compressibility": 0.5})
+    mix = RewardMix({"mmreward.rewards.brightness:BrightnessReward": 2.0, "jpeg-compressibility": 0.5})
     images = [torch.full((3, 16, 16), 0.25), torch.full((3, 16, 16), 0.75), bad]
     out = mix.score(["a", "b", "c"], images)
-    brightness = out.scores["mmreward.testing:BrightnessReward"]
+    brightness = out.scores["mmreward.rewards.brightness:BrightnessReward"]
     jpeg = out.scores["jpeg-compressibility"]
     torch.testing.assert_close(brightness[:2], torch.tensor([0.25, 0.75]))
     torch.testing.assert_close(out.total[:2], 2.0 * brightness[:2] + 0.5 * jpeg[:2])
     assert out.failed.tolist() == [False, False, True] and math.isnan(out.total[2])
-    assert "broken.png" in out.errors[2] and out.errors[2].startswith("mmreward.testing:BrightnessReward: ")
+    assert "broken.png" in out.errors[2] and out.errors[2].startswith("mmreward.rewards.brightness:BrightnessReward: ")
 
 
 def test_empty_mix_is_refused():
@@ -35,7 +35,7 @@ def test_empty_mix_is_refused():
     [
         ("pickscore", ("pickscore", 1.0)),
         ("hpsv2.1=0.5", ("hpsv2.1", 0.5)),
-        ("mmreward.testing:BrightnessReward=-2", ("mmreward.testing:BrightnessReward", -2.0)),
+        ("mmreward.rewards.brightness:BrightnessReward=-2", ("mmreward.rewards.brightness:BrightnessReward", -2.0)),
         ("runs/a=b", ("runs/a=b", 1.0)),  # a path with '=' and no trailing number: all name
         ("runs/a=b=3", ("runs/a=b", 3.0)),
     ],

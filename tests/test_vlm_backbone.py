@@ -5,17 +5,17 @@ import pytest
 import torch
 
 import mmreward
-from mmreward import testing
 from mmreward.errors import ConfigError, WeightsNotFoundError
 from mmreward.rewards.vlm.backbone import PromptSequence, VLMBackbone, choose_attn_implementation, read_model_type
 from mmreward.rewards.vlm.templates import MediaPart, TextPart
+from mmreward.tiny_models import tiny_vlm_backbone
 
 FAMILIES = ["qwen2_vl", "qwen2_5_vl", "qwen3_vl"]
 
 
 @pytest.fixture(scope="module", params=FAMILIES)
 def backbone(request, tiny_root):
-    directory = testing.tiny_vlm_backbone(tiny_root / f"{request.param}-base", request.param)
+    directory = tiny_vlm_backbone(tiny_root / f"{request.param}-base", request.param)
     return VLMBackbone.from_pretrained(directory, device=torch.device("cpu"), dtype=torch.float32)
 
 

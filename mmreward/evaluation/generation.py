@@ -55,7 +55,7 @@ EVAL_DEFAULTS: dict[str, EvalDefaults] = {
         50, 5.0, 480, 832, 81, "Wan 2.1 release defaults (WanPipeline): 50 steps, CFG 5.0, 480 x 832, 81 frames"
     ),
 }
-# The tiny random pipelines of mmreward.testing (path "tiny"): same steps and guidance, tiny sizes.
+# The tiny random pipelines of mmreward.tiny_models (path "tiny"): same steps and guidance, tiny sizes.
 TINY_SIZES = {"sd3": (32, 32, None), "flux": (32, 32, None), "wan": (32, 32, 5)}
 # Heights and widths must be multiples of VAE factor x patch size: 8 x 2 for every released SD3 / FLUX / Wan
 # checkpoint; 2 x 2 for the tiny SD3 and FLUX pipelines (2x VAE), 8 x 2 for tiny Wan. Wan frames are 4k + 1.

@@ -164,6 +164,22 @@ def bootstrap_interval(
     return float(low), float(high)
 
 
+def _unit_mean_estimate(
+    values: np.ndarray,
+    *,
+    n_boot: int = DEFAULT_BOOTSTRAP,
+    seed: int = 0,
+    confidence: float = 0.95,
+    threshold: float | None = None,
+) -> Estimate:
+    """The mean of per-unit ``values`` (N,) with its bootstrap interval: a replicate drawing unit ``i`` ``w_i``
+    times has the mean ``sum_i w_i v_i / sum_i w_i``, so a ``(b, N)`` weight matrix gives ``b`` means at once."""
+    low, high = bootstrap_interval(
+        lambda w: (w @ values) / w.sum(axis=1), values.size, n_boot=n_boot, seed=seed, confidence=confidence
+    )
+    return Estimate(float(values.mean()), low, high, int(values.size), threshold=threshold)
+
+
 # ---------------------------------------------------------------------------------------- M1: without ties
 
 
@@ -192,10 +208,7 @@ def accuracy_without_ties_ci(
     """M1 with a bootstrap interval over the pairs with a human preference."""
     h, m = _pair_inputs(human, margin)
     correct = _without_ties_correct(h, m)
-    low, high = bootstrap_interval(
-        lambda w: (w @ correct) / w.sum(axis=1), correct.size, n_boot=n_boot, seed=seed, confidence=confidence
-    )
-    return Estimate(float(correct.mean()), low, high, int(correct.size))
+    return _unit_mean_estimate(correct, n_boot=n_boot, seed=seed, confidence=confidence)
 
 
 # ---------------------------------------------------------------------------------- M2: tie calibration
@@ -376,10 +389,7 @@ def pickscore_tie_accuracy_ci(
     threshold = select_pickscore_threshold(val_human, val_prob_margin, thresholds)
     h, pm = _prob_margin_inputs(test_human, test_prob_margin)
     credit = _pickscore_credit(h, pm, threshold)
-    low, high = bootstrap_interval(
-        lambda w: (w @ credit) / w.sum(axis=1), credit.size, n_boot=n_boot, seed=seed, confidence=confidence
-    )
-    return Estimate(float(credit.mean()), low, high, int(credit.size), threshold=threshold)
+    return _unit_mean_estimate(credit, n_boot=n_boot, seed=seed, confidence=confidence, threshold=threshold)
 
 
 # ------------------------------------------------------------------------------- M6: tie credit (MJ-Video)
@@ -408,10 +418,7 @@ def tie_credit_accuracy_ci(
     """M6 with a bootstrap interval over decisive pairs."""
     h, m = _pair_inputs(human, margin)
     credit = _tie_credit(h, m)
-    low, high = bootstrap_interval(
-        lambda w: (w @ credit) / w.sum(axis=1), credit.size, n_boot=n_boot, seed=seed, confidence=confidence
-    )
-    return Estimate(float(credit.mean()), low, high, int(credit.size))
+    return _unit_mean_estimate(credit, n_boot=n_boot, seed=seed, confidence=confidence)
 
 
 # ---------------------------------------------------------------------------------- K-way human rankings
@@ -539,10 +546,7 @@ def inversion_accuracy_ci(
 ) -> Estimate:
     """M5 with a bootstrap interval over prompts."""
     per_prompt = _inversion_per_prompt(_prompt_pairs(_ranking_inputs(ranks, scores)))
-    low, high = bootstrap_interval(
-        lambda w: (w @ per_prompt) / w.sum(axis=1), per_prompt.size, n_boot=n_boot, seed=seed, confidence=confidence
-    )
-    return Estimate(float(per_prompt.mean()), low, high, int(per_prompt.size))
+    return _unit_mean_estimate(per_prompt, n_boot=n_boot, seed=seed, confidence=confidence)
 
 
 # ------------------------------------------------------------------------------------------- correlations

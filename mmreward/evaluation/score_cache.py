@@ -17,13 +17,13 @@ import json
 import math
 import os
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from mmreward.errors import ConfigError
-from mmreward.rewards.base import RewardModel
+from mmreward.rewards.base import PairwiseOutput, RewardModel, RewardOutput
 
 CACHE_VERSION = 1
 _SHOWN_ERRORS = 5
@@ -33,13 +33,24 @@ def _digest(value: Any) -> str:
     return hashlib.sha1(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
 
 
+def _spec_contents(spec: str) -> dict[str, str]:
+    """A digest of what a reward named by a path holds: a preset file's text, or a saved directory's file names,
+    sizes and modification times (nothing for registry names)."""
+    path = Path(spec).expanduser()
+    if path.is_file():
+        return {"spec_file": _digest(path.read_text(encoding="utf-8", errors="replace"))}
+    if path.is_dir():
+        return {"spec_dir": _digest(sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in path.iterdir()))}
+    return {}
+
+
 def reward_fingerprint(reward: RewardModel, spec: str) -> dict[str, Any]:
     """What makes a reward's scores reproducible: how it was named, its class, settings and weights.
 
     For a preset file or a saved directory the file contents and modification times are part of it, so scores of
     retrained weights saved to the same place are not mixed with old ones.
     """
-    fingerprint: dict[str, Any] = {
+    return {
         "spec": spec,
         "class": f"{type(reward).__module__}.{type(reward).__qualname__}",
         "kind": reward.kind,
@@ -50,15 +61,8 @@ def reward_fingerprint(reward: RewardModel, spec: str) -> dict[str, Any]:
         "video_num_frames": reward.video_num_frames,
         "max_pixels": reward.max_pixels,
         "pairwise_scale": reward.pairwise_scale,
+        **_spec_contents(spec),
     }
-    path = Path(spec).expanduser()
-    if path.is_file():
-        fingerprint["spec_file"] = _digest(path.read_text(encoding="utf-8", errors="replace"))
-    elif path.is_dir():
-        fingerprint["spec_dir"] = _digest(
-            sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in path.iterdir())
-        )
-    return fingerprint
 
 
 @dataclass(frozen=True)
@@ -185,13 +189,56 @@ def _finite(value: float) -> float | None:
     return value if math.isfinite(value) else None
 
 
+def _item_error(out: Any, i: int, valid: bool, invalid_reason: str) -> str | None:
+    """Why item ``i`` of a model's output failed: the model's reason where it marked the item failed, else
+    ``invalid_reason`` where its value is unusable (NaN, missing), else None."""
+    error = out.errors[i] if bool(out.failed[i]) else None
+    return error if error is not None or valid else invalid_reason
+
+
 def _progress(total: int, desc: str, enabled: bool):
     from tqdm.auto import tqdm
 
     return tqdm(total=total, desc=desc, unit="item", disable=not enabled or total == 0, dynamic_ncols=True)
 
 
-def score_items(
+class _Keyed(Protocol):
+    key: str
+
+
+def _fill_cache(
+    cache: ScoreCache,
+    items: Sequence[_Keyed],
+    run: Callable[[list[Any]], Any],
+    record: Callable[[Any, int, Any], dict[str, Any]],
+    *,
+    batch_size: int,
+    desc: str,
+    label: Callable[[Any], str],
+    retry_failed: bool,
+    progress: bool,
+) -> ScoringStats:
+    """Call the model (``run(batch) -> output``) on the distinct items (by ``key``) missing from ``cache``,
+    ``batch_size`` at a time, and append ``record(output, i, item)`` for each item ``i`` of the batch as soon as the
+    batch is done; with ``retry_failed`` also the items whose record holds an error. Failures are counted over every
+    distinct item and shown as ``label(item): error``."""
+    unique = list({item.key: item for item in items}.values())
+    todo = [
+        item for item in unique if item.key not in cache or (retry_failed and cache.get(item.key)["error"] is not None)
+    ]
+    stats = ScoringStats(total=len(unique), cached=len(unique) - len(todo))
+    with _progress(len(todo), desc, progress) as bar:
+        for start in range(0, len(todo), batch_size):
+            batch = todo[start : start + batch_size]
+            out = run(batch)
+            cache.add(record(out, i, item) for i, item in enumerate(batch))
+            stats.scored += len(batch)
+            bar.update(len(batch))
+    stats.count_failures(cache, [(item.key, label(item)) for item in unique])
+    return stats
+
+
+def score_into_cache(
     reward: RewardModel,
     items: Sequence[MediaItem],
     cache: ScoreCache,
@@ -205,36 +252,33 @@ def score_items(
     ``retry_failed`` they are attempted again. Records: ``{key, prompt, path, score, dims, error}``, with ``score``
     None when the item failed.
     """
-    unique = list({item.key: item for item in items}.values())
-    todo = [
-        item for item in unique if item.key not in cache or (retry_failed and cache.get(item.key)["error"] is not None)
-    ]
-    stats = ScoringStats(total=len(unique), cached=len(unique) - len(todo))
-    with _progress(len(todo), f"scoring with {reward.name}", progress) as bar:
-        for start in range(0, len(todo), reward.batch_size):
-            batch = todo[start : start + reward.batch_size]
-            out = reward.score([item.prompt for item in batch], [str(item.path) for item in batch])
-            records = []
-            for i, item in enumerate(batch):
-                score = _finite(out.scores[i])
-                error = out.errors[i] if bool(out.failed[i]) else None
-                if error is None and score is None:
-                    error = "the reward returned a non-finite score"
-                records.append(
-                    {
-                        "key": item.key,
-                        "prompt": item.prompt,
-                        "path": str(item.path),
-                        "score": None if error else score,
-                        "dims": {} if error else {name: _finite(v[i]) for name, v in out.dims.items()},
-                        "error": error,
-                    }
-                )
-            cache.add(records)
-            stats.scored += len(batch)
-            bar.update(len(batch))
-    stats.count_failures(cache, [(item.key, str(item.path)) for item in unique])
-    return stats
+
+    def run(batch: list[MediaItem]) -> RewardOutput:
+        return reward.score([item.prompt for item in batch], [str(item.path) for item in batch])
+
+    def record(out: RewardOutput, i: int, item: MediaItem) -> dict[str, Any]:
+        score = _finite(out.scores[i])
+        error = _item_error(out, i, score is not None, "the reward returned a non-finite score")
+        return {
+            "key": item.key,
+            "prompt": item.prompt,
+            "path": str(item.path),
+            "score": None if error else score,
+            "dims": {} if error else {name: _finite(v[i]) for name, v in out.dims.items()},
+            "error": error,
+        }
+
+    return _fill_cache(
+        cache,
+        items,
+        run,
+        record,
+        batch_size=reward.batch_size,
+        desc=f"scoring with {reward.name}",
+        label=lambda item: str(item.path),
+        retry_failed=retry_failed,
+        progress=progress,
+    )
 
 
 @dataclass(frozen=True)
@@ -247,7 +291,7 @@ class PairItem:
     key: str
 
 
-def judge_pairs(
+def judge_pairs_into_cache(
     judge: RewardModel,
     pairs: Sequence[PairItem],
     cache: ScoreCache,
@@ -261,43 +305,36 @@ def judge_pairs(
     Records: ``{key, prompt, a, b, prob_a, tie, consistent, error}``; ``prob_a`` is P(A better) averaged over the
     presentation orders, ``consistent`` whether the orders agreed.
     """
-    unique = list({pair.key: pair for pair in pairs}.values())
-    todo = [
-        pair for pair in unique if pair.key not in cache or (retry_failed and cache.get(pair.key)["error"] is not None)
-    ]
-    stats = ScoringStats(total=len(unique), cached=len(unique) - len(todo))
-    with _progress(len(todo), f"judging with {judge.name}", progress) as bar:
-        for start in range(0, len(todo), judge.batch_size):
-            batch = todo[start : start + judge.batch_size]
-            out = judge.compare(
-                [p.prompt for p in batch],
-                [str(p.media_a) for p in batch],
-                [str(p.media_b) for p in batch],
-                orders=orders,
-            )
-            records = []
-            for i, pair in enumerate(batch):
-                prob_a = _finite(out.prob_a[i])
-                error = out.errors[i] if bool(out.failed[i]) else None
-                if error is None and prob_a is None:
-                    error = "the judge returned a non-finite probability"
-                records.append(
-                    {
-                        "key": pair.key,
-                        "prompt": pair.prompt,
-                        "a": str(pair.media_a),
-                        "b": str(pair.media_b),
-                        "prob_a": None if error else prob_a,
-                        "tie": _finite(out.tie[i]),
-                        "consistent": bool(out.consistent[i]),
-                        "error": error,
-                    }
-                )
-            cache.add(records)
-            stats.scored += len(batch)
-            bar.update(len(batch))
-    stats.count_failures(cache, [(pair.key, f"{pair.media_a} vs {pair.media_b}") for pair in unique])
-    return stats
+
+    def run(batch: list[PairItem]) -> PairwiseOutput:
+        prompts = [p.prompt for p in batch]
+        return judge.compare(prompts, [str(p.media_a) for p in batch], [str(p.media_b) for p in batch], orders=orders)
+
+    def record(out: PairwiseOutput, i: int, pair: PairItem) -> dict[str, Any]:
+        prob_a = _finite(out.prob_a[i])
+        error = _item_error(out, i, prob_a is not None, "the judge returned a non-finite probability")
+        return {
+            "key": pair.key,
+            "prompt": pair.prompt,
+            "a": str(pair.media_a),
+            "b": str(pair.media_b),
+            "prob_a": None if error else prob_a,
+            "tie": _finite(out.tie[i]),
+            "consistent": bool(out.consistent[i]),
+            "error": error,
+        }
+
+    return _fill_cache(
+        cache,
+        pairs,
+        run,
+        record,
+        batch_size=judge.batch_size,
+        desc=f"judging with {judge.name}",
+        label=lambda pair: f"{pair.media_a} vs {pair.media_b}",
+        retry_failed=retry_failed,
+        progress=progress,
+    )
 
 
 # -------------------------------------------------------------------------------------------- checklist judges
@@ -318,7 +355,7 @@ def checklist_key(prompt: str, points: Sequence[tuple[str, str]], path: Path, ro
     return _digest([CACHE_VERSION, media_key(prompt, path, root), [list(p) for p in points]])
 
 
-def check_items(
+def check_into_cache(
     judge: Any,
     items: Sequence[ChecklistItem],
     cache: ScoreCache,
@@ -332,40 +369,38 @@ def check_items(
     Records: ``{key, prompt, path, points, p_yes, passed, error, text}``; ``p_yes``/``passed`` are per test point, None
     when the judge's answer failed (its reason in ``error``, its text in ``text``).
     """
-    unique = list({item.key: item for item in items}.values())
-    todo = [
-        item for item in unique if item.key not in cache or (retry_failed and cache.get(item.key)["error"] is not None)
-    ]
-    stats = ScoringStats(total=len(unique), cached=len(unique) - len(todo))
-    with _progress(len(todo), f"checking with {judge.name}", progress) as bar:
-        for start in range(0, len(todo), judge.batch_size):
-            batch = todo[start : start + judge.batch_size]
-            out = judge.check(
-                [item.prompt for item in batch], [str(item.path) for item in batch], [list(i.points) for i in batch]
-            )
-            records = []
-            for i, item in enumerate(batch):
-                p_yes = out.p_yes[i]
-                error = out.errors[i] if bool(out.failed[i]) else None
-                if error is None and (p_yes is None or not all(math.isfinite(p) for p in p_yes)):
-                    error = "the judge returned no finite verdicts"
-                records.append(
-                    {
-                        "key": item.key,
-                        "prompt": item.prompt,
-                        "path": str(item.path),
-                        "points": [name for name, _ in item.points],
-                        "p_yes": None if error else [float(p) for p in p_yes],
-                        "passed": None if error else [bool(p > 0.5) for p in p_yes],
-                        "error": error,
-                        "text": out.rationales[i] if out.rationales is not None else None,
-                    }
-                )
-            cache.add(records)
-            stats.scored += len(batch)
-            bar.update(len(batch))
-    stats.count_failures(cache, [(item.key, str(item.path)) for item in unique])
-    return stats
+
+    def run(batch: list[ChecklistItem]) -> Any:
+        return judge.check(
+            [item.prompt for item in batch], [str(item.path) for item in batch], [list(i.points) for i in batch]
+        )
+
+    def record(out: Any, i: int, item: ChecklistItem) -> dict[str, Any]:
+        p_yes = out.p_yes[i]
+        finite = p_yes is not None and all(math.isfinite(p) for p in p_yes)
+        error = _item_error(out, i, finite, "the judge returned no finite verdicts")
+        return {
+            "key": item.key,
+            "prompt": item.prompt,
+            "path": str(item.path),
+            "points": [name for name, _ in item.points],
+            "p_yes": None if error else [float(p) for p in p_yes],
+            "passed": None if error else [bool(p > 0.5) for p in p_yes],
+            "error": error,
+            "text": out.rationales[i] if out.rationales is not None else None,
+        }
+
+    return _fill_cache(
+        cache,
+        items,
+        run,
+        record,
+        batch_size=judge.batch_size,
+        desc=f"checking with {judge.name}",
+        label=lambda item: str(item.path),
+        retry_failed=retry_failed,
+        progress=progress,
+    )
 
 
 # ------------------------------------------------------------------------------- finished scoring, without models
@@ -374,14 +409,7 @@ def check_items(
 def request_digest(spec: str, overrides: dict[str, Any], keys: Iterable[str]) -> str:
     """What a scoring request is, computable before any model loads: the reward as named (with the contents of a
     preset file or saved directory), the overrides, and the items (their keys include file sizes)."""
-    fingerprint: dict[str, Any] = {"spec": spec, "overrides": overrides, "keys": _digest(sorted(keys))}
-    path = Path(spec).expanduser()
-    if path.is_file():
-        fingerprint["spec_file"] = _digest(path.read_text(encoding="utf-8", errors="replace"))
-    elif path.is_dir():
-        fingerprint["spec_dir"] = _digest(
-            sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in path.iterdir())
-        )
+    fingerprint = {"spec": spec, "overrides": overrides, "keys": _digest(sorted(keys)), **_spec_contents(spec)}
     return _digest([CACHE_VERSION, fingerprint])
 
 

@@ -190,8 +190,8 @@ class DinoDiscriminator(nn.Module):
         from transformers import Dinov2Model
 
         hint = "discriminator.backbone: a local directory holding a Dinov2Model (config.json + model.safetensors)"
-        if cfg.backbone == "tiny":  # the tiny random backbone of mmreward.testing, saved and loaded like a real one
-            from mmreward.testing import tiny_dinov2_dir
+        if cfg.backbone == "tiny":  # a tiny random backbone, saved and loaded like a real one
+            from mmreward.tiny_models import tiny_dinov2_dir
 
             directory = tiny_dinov2_dir()
         else:

@@ -14,7 +14,7 @@ An adapter hides what differs between families behind one interface used by roll
   ``training_sigmas(u)`` (the 1000-step training grid indexed by ``u`` in [0, 1)).
 
 ``load_flow_model(family, path)`` loads a hub id or local directory with the diffusers pipeline class;
-``path="tiny"`` builds the tiny random pipeline of :func:`mmreward.testing.tiny_pipeline` for CPU runs.
+``path="tiny"`` builds the tiny random pipeline of :func:`mmreward.tiny_models.tiny_pipeline` for CPU runs.
 """
 
 from __future__ import annotations
@@ -486,7 +486,7 @@ def load_pipeline(family: str, path: str, *, dtype: torch.dtype = torch.float32)
     if family not in FAMILIES:
         raise ConfigError(f"unknown model family {family!r}; use one of {', '.join(FAMILIES)}")
     if path == "tiny":
-        from mmreward.testing import tiny_pipeline
+        from mmreward.tiny_models import tiny_pipeline
 
         return tiny_pipeline(family)  # float32; load_flow_model casts each component to its dtype
     import diffusers

@@ -176,6 +176,18 @@ class RewardModel(ABC):
         """Canonical ``(3, H, W)`` / ``(T, 3, H, W)`` tensor -> this model's input for one item (CPU, no model)."""
         return media
 
+    def prepare_items(self, items: Sequence[Any]) -> tuple[list[Any], list[str | None]]:
+        """:meth:`load_media` then :meth:`prepare` for each item -> ``(prepared, errors)``, one entry per item: an
+        item that cannot be read is None in ``prepared`` and has the reason in ``errors`` (the others, None)."""
+        prepared: list[Any] = [None] * len(items)
+        errors: list[str | None] = [None] * len(items)
+        for i, item in enumerate(items):
+            try:
+                prepared[i] = self.prepare(self.load_media(item))
+            except MediaError as err:
+                errors[i] = str(err)
+        return prepared, errors
+
     @abstractmethod
     def score_prepared(self, prompts: list[str], inputs: list[Any]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Score prepared inputs. Returns ``(scores (B,), dims {name: (B,)})``, float32, on the CPU."""
@@ -189,13 +201,7 @@ class RewardModel(ABC):
         cannot be read fail individually (``failed``, ``errors``); the others are scored.
         """
         prompt_list, items = check_batch(prompts, media)
-        prepared: list[Any] = [None] * len(items)
-        errors: list[str | None] = [None] * len(items)
-        for i, item in enumerate(items):
-            try:
-                prepared[i] = self.prepare(self.load_media(item))
-            except MediaError as err:
-                errors[i] = str(err)
+        prepared, errors = self.prepare_items(items)
         return self.score_prepared_batch(prompt_list, prepared, errors)
 
     def score_prepared_batch(self, prompts: list[str], prepared: list[Any], errors: list[str | None]) -> RewardOutput:

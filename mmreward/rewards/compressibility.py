@@ -14,7 +14,7 @@ import io
 import torch
 from PIL import Image
 
-from mmreward.media import to_uint8
+from mmreward.media import to_uint8_array
 from mmreward.rewards.framewise import FramewiseReward
 
 JPEG_QUALITY = 95
@@ -22,7 +22,7 @@ JPEG_QUALITY = 95
 
 def jpeg_size_kb(image: torch.Tensor, quality: int = JPEG_QUALITY) -> float:
     """Size in kB of a ``(3, H, W)`` image (float in [0, 1] or uint8) encoded as JPEG at ``quality``."""
-    array = image.movedim(0, -1).numpy() if image.dtype == torch.uint8 else to_uint8(image)
+    array = image.movedim(0, -1).numpy() if image.dtype == torch.uint8 else to_uint8_array(image)
     buffer = io.BytesIO()
     Image.fromarray(array).save(buffer, format="JPEG", quality=quality)
     return buffer.tell() / 1000.0

@@ -16,6 +16,7 @@ from typing import Any
 import torch
 
 from mmreward.errors import ConfigError, MMRewardError
+from mmreward.media_codec import media_to_json
 from mmreward.rewards.base import RewardModel, RewardOutput
 
 
@@ -56,9 +57,7 @@ class RemoteReward(RewardModel):
         return response.json()
 
     def prepare(self, media: torch.Tensor) -> dict[str, Any]:
-        from mmreward.serve import encode_media
-
-        return encode_media(media)
+        return media_to_json(media)
 
     def score_prepared_batch(self, prompts: list[str], prepared: list[Any], errors: list[str | None]) -> RewardOutput:
         """Send the valid items in requests of at most the server's ``max_items``; the server's per-item failures

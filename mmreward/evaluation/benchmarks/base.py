@@ -335,6 +335,14 @@ def extract_archive(archive: Path, target: Path) -> None:
             tf.extractall(target, filter="data")
 
 
+def unpack_once(archive: Path, target: Path, marker: Path) -> None:
+    """Extract ``archive`` (when downloaded) into ``target`` unless ``marker`` exists, then create ``marker``: a
+    rerun skips archives of many GB, and an extraction cut short leaves no marker, so the next run redoes it."""
+    if archive.is_file() and not marker.exists():
+        extract_archive(archive, target)
+        marker.touch()
+
+
 def _check_members(archive: Path, root: Path, names: Iterable[str]) -> None:
     for name in names:
         if not (root / name).resolve().is_relative_to(root):

@@ -26,11 +26,11 @@ from mmreward.evaluation.benchmarks.base import (
     ReferenceResult,
     check_data_dir,
     check_media,
-    extract_archive,
     hub_download,
     label_file,
     read_json,
     require_list_of_records,
+    unpack_once,
 )
 
 IMAGE_SUFFIXES = (".webp", ".jpg", ".jpeg", ".png")
@@ -93,10 +93,7 @@ def download_imagereward(data_dir: Path) -> None:
     hub_download(IMAGEREWARD_SOURCE, data_dir)
     for name in IMAGEREWARD_SOURCE.files:
         archive = data_dir / name
-        marker = archive.with_suffix(".unpacked")
-        if archive.is_file() and not marker.exists():
-            extract_archive(archive, archive.parent)
-            marker.touch()
+        unpack_once(archive, archive.parent, archive.with_suffix(".unpacked"))
 
 
 def load_imagereward(data_dir: str | Path, *, download_missing: bool = False) -> Benchmark:
@@ -127,11 +124,7 @@ def load_imagereward(data_dir: str | Path, *, download_missing: bool = False) ->
 
 def download_hpdv2(data_dir: Path) -> None:
     hub_download(HPDV2_SOURCE, data_dir)
-    archive = data_dir / "test.tar.gz"
-    marker = data_dir / ".test-unpacked"
-    if archive.is_file() and not marker.exists():
-        extract_archive(archive, data_dir)
-        marker.touch()
+    unpack_once(data_dir / "test.tar.gz", data_dir, data_dir / ".test-unpacked")
 
 
 def load_hpdv2(data_dir: str | Path, *, download_missing: bool = False) -> Benchmark:

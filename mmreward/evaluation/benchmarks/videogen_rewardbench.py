@@ -21,9 +21,9 @@ from mmreward.evaluation.benchmarks.base import (
     ReferenceResult,
     check_data_dir,
     check_media,
-    extract_archive,
     hub_download,
     read_csv_records,
+    unpack_once,
 )
 
 CSV_NAME = "videogen-rewardbench.csv"
@@ -53,11 +53,7 @@ REFERENCES = (
 def download(data_dir: Path) -> None:
     """Fetch the CSV and videos.zip and unpack the videos (13.4 GB) unless they are already there."""
     hub_download(SOURCE, data_dir)
-    archive = data_dir / "videos.zip"
-    marker = data_dir / ".videos-unpacked"
-    if archive.is_file() and not marker.exists():
-        extract_archive(archive, data_dir)
-        marker.touch()
+    unpack_once(data_dir / "videos.zip", data_dir, data_dir / ".videos-unpacked")
 
 
 def load(data_dir: str | Path, *, download_missing: bool = False) -> Benchmark:

@@ -1,0 +1,362 @@
+"""Tiny random models for CPU runs: what ``path="tiny"`` / ``--model tiny`` (generator pipelines),
+``discriminator.backbone: tiny`` (DINOv2) and ``model.base: tiny`` (VLM reward backbones) build.
+
+Each builder makes the *real* classes (diffusers pipelines, transformers models, tokenizers and processors) at a
+tiny size with random weights and tokenizers built in memory, offline, in milliseconds; the ``*_dir`` builders
+save them the way released checkpoints are laid out, so they load through the same code as hub ids. Test
+fixtures built on top of these (tiny reward presets, judges, sample media) live in :mod:`mmreward.testing`.
+"""
+
+from __future__ import annotations
+
+import re
+import tempfile
+from pathlib import Path
+
+import torch
+
+from mmreward.errors import MMRewardError
+
+_SCRATCH: tempfile.TemporaryDirectory | None = None
+
+
+def scratch_dir() -> Path:
+    """A temporary directory (one per process, removed at exit) for tiny models built without a ``root``."""
+    global _SCRATCH
+    if _SCRATCH is None:
+        _SCRATCH = tempfile.TemporaryDirectory(prefix="mmreward-tiny-")
+    return Path(_SCRATCH.name)
+
+
+# ------------------------------------------------------------------------------------------------- tokenizers
+
+_TOKEN_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789.,!?'-"
+
+
+def tiny_clip_tokenizer():
+    """A CLIP BPE tokenizer over single characters, built in memory (lower-case letters, digits, punctuation)."""
+    from transformers import CLIPTokenizer
+
+    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
+    for suffix in ("", "</w>"):
+        for char in _TOKEN_CHARS:
+            vocab[char + suffix] = len(vocab)
+    return CLIPTokenizer(vocab=vocab, merges=[], model_max_length=77)
+
+
+# ------------------------------------------------------------------------------------------ tiny VLM backbones
+
+# The chat template the Qwen processors expect (probe recipe): one <|image_pad|> / <|video_pad|> per item.
+TINY_CHAT_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{% if m['content'] is string %}{{ m['content'] }}{% else %}"
+    "{% for c in m['content'] %}{% if c['type']=='image' %}<|vision_start|><|image_pad|><|vision_end|>"
+    "{% elif c['type']=='video' %}<|vision_start|><|video_pad|><|vision_end|>{% elif c['type']=='text' %}"
+    "{{ c['text'] }}{% endif %}{% endfor %}{% endif %}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+_VLM_SPECIAL_TOKENS = (
+    "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>", "<|image_pad|>",
+    "<|video_pad|>",
+)  # fmt: skip
+# Qwen2's pre-tokenizer split: digits one by one, words with their leading space, newlines apart.
+_QWEN_SPLIT = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+"
+    r"|\s+(?!\S)|\s+"
+)
+VLM_FAMILIES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl")
+
+
+def _tiny_vlm_tokenizer():
+    """A byte-level BPE tokenizer with Qwen's special tokens and pre-tokenizer, trained on the shipped templates
+    (so template prompts stay short) plus verdicts, score lines and answer tags."""
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    from mmreward.rewards.vlm.templates import TEMPLATE_DIR
+
+    # Checklist templates are left out: the merges (and with them the fine-tuned tiny judges of other tests) stay
+    # what they were before checklist judges existed; checklist prompts are just a few tokens longer.
+    texts = [p.read_text(encoding="utf-8") for p in sorted(TEMPLATE_DIR.glob("*.yaml"))]
+    corpus = [text for text in texts if not re.search(r"^kind:\s*checklist\b", text, re.MULTILINE)]
+    corpus += [
+        "Image 1 is better. Image 2 is better. Both images are equally good. Video 1 is better. Video 2 is better.",
+        "<think> Semantic consistency: Image 1 8/10, Image 2 6/10 </think> <answer>Image 1 is better</answer>",
+        "Alignment Score (1-5): 4 Coherence Score (1-5): 3 Physics Score (1-5): 2 Style Score (1-5): 5 yes no",
+        "a photo of a cat, a red car, a dog running on the beach, an astronaut riding a horse",
+    ]
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(_QWEN_SPLIT), behavior="isolated"),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=1024, special_tokens=list(_VLM_SPECIAL_TOKENS), initial_alphabet=pre_tokenizers.ByteLevel.alphabet()
+    )
+    tokenizer.train_from_iterator(corpus * 4, trainer)
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tokenizer, eos_token="<|im_end|>", pad_token="<|endoftext|>", chat_template=TINY_CHAT_TEMPLATE
+    )
+
+
+def tiny_vlm_backbone(
+    directory: str | Path,
+    family: str = "qwen2_vl",
+    *,
+    hidden_size: int = 64,
+    num_layers: int = 2,
+    vision_depth: int = 2,
+    vision_width: int = 32,
+    max_pixels: int = 112 * 112,
+    min_pixels: int = 56 * 56,
+    seed: int = 0,
+) -> Path:
+    """Save a tiny random Qwen2-VL / Qwen2.5-VL / Qwen3-VL checkpoint (model, tokenizer, processor, chat template)
+    to ``directory``, laid out like a hub checkpoint; load it with the real loading code (``weights=directory``).
+
+    Defaults give about 0.2M parameters (milliseconds per forward). Larger sizes (e.g. ``hidden_size=256,
+    num_layers=4, vision_depth=4, max_pixels=224 * 224``) make compute dominate for speed measurements.
+    """
+    from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor
+
+    if family not in VLM_FAMILIES:
+        raise MMRewardError(f"family must be one of {VLM_FAMILIES}, got {family!r}")
+    directory = Path(directory)
+    if (directory / "config.json").is_file():
+        return directory
+    tokenizer = _tiny_vlm_tokenizer()
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in _VLM_SPECIAL_TOKENS}
+    heads = 4
+    head_dim = hidden_size // heads
+    # M-RoPE splits half the head dimension over (time, height, width).
+    half = head_dim // 2
+    section = [half - 2 * (half * 3 // 8), half * 3 // 8, half * 3 // 8]
+    text = {
+        "vocab_size": len(tokenizer), "hidden_size": hidden_size, "intermediate_size": 2 * hidden_size,
+        "num_hidden_layers": num_layers, "num_attention_heads": heads, "num_key_value_heads": 2,
+        "max_position_embeddings": 4096, "bos_token_id": ids["<|endoftext|>"], "eos_token_id": ids["<|im_end|>"],
+        "pad_token_id": ids["<|endoftext|>"], "tie_word_embeddings": True,
+        "rope_parameters": {"rope_type": "default", "rope_theta": 1e4, "mrope_section": section},
+    }  # fmt: skip
+    patch = 16 if family == "qwen3_vl" else 14
+    if family == "qwen2_vl":
+        vision = {"depth": vision_depth, "embed_dim": vision_width, "hidden_size": hidden_size, "num_heads": 4,
+                  "mlp_ratio": 2, "patch_size": patch, "spatial_merge_size": 2, "temporal_patch_size": 2}  # fmt: skip
+    elif family == "qwen2_5_vl":
+        vision = {"depth": vision_depth, "hidden_size": vision_width, "intermediate_size": 2 * vision_width,
+                  "num_heads": 4, "out_hidden_size": hidden_size, "window_size": 56,
+                  "fullatt_block_indexes": [vision_depth - 1], "tokens_per_second": 2, "patch_size": patch,
+                  "spatial_merge_size": 2, "temporal_patch_size": 2}  # fmt: skip
+    else:
+        text["head_dim"] = head_dim
+        text["rope_parameters"]["mrope_interleaved"] = True
+        vision = {"depth": vision_depth, "hidden_size": vision_width, "intermediate_size": 2 * vision_width,
+                  "num_heads": 4, "out_hidden_size": hidden_size, "patch_size": patch, "spatial_merge_size": 2,
+                  "temporal_patch_size": 2, "num_position_embeddings": 256,
+                  "deepstack_visual_indexes": [vision_depth - 1]}  # fmt: skip
+    config = AutoConfig.for_model(
+        family,
+        text_config=text,
+        vision_config=vision,
+        image_token_id=ids["<|image_pad|>"],
+        video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"],
+        vision_end_token_id=ids["<|vision_end|>"],
+        tie_word_embeddings=True,
+    )
+    torch.manual_seed(seed)
+    model = AutoModelForImageTextToText.from_config(config)
+    processor = _tiny_vlm_processor(family, tokenizer, min_pixels, max_pixels, patch)
+    directory.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(directory)
+    processor.save_pretrained(directory)
+    AutoProcessor.from_pretrained(directory)  # fail here, not in a test, if the saved processor does not load
+    return directory
+
+
+def _tiny_vlm_processor(family: str, tokenizer, min_pixels: int, max_pixels: int, patch: int):
+    from transformers import AutoProcessor  # noqa: F401  (the processor classes below register with it)
+
+    if family == "qwen3_vl":
+        from transformers import Qwen2VLImageProcessor as ImageProcessor
+        from transformers import Qwen3VLProcessor as Processor
+        from transformers import Qwen3VLVideoProcessor as VideoProcessor
+    else:
+        from transformers import Qwen2VLImageProcessor as ImageProcessor
+        from transformers import Qwen2VLVideoProcessor as VideoProcessor
+
+        if family == "qwen2_vl":
+            from transformers import Qwen2VLProcessor as Processor
+        else:
+            from transformers import Qwen2_5_VLProcessor as Processor
+    size = {"shortest_edge": min_pixels, "longest_edge": max_pixels}
+    image_processor = ImageProcessor(size=size, patch_size=patch)
+    video_processor = VideoProcessor(size=size, patch_size=patch, cap_pixels_per_frame=True)
+    return Processor(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        video_processor=video_processor,
+        chat_template=TINY_CHAT_TEMPLATE,
+    )
+
+
+# --------------------------------------------------------------------------------- tiny rectified-flow pipelines
+
+_PIPELINE_FAMILIES = ("sd3", "flux", "wan")
+
+
+def _tiny_t5_tokenizer():
+    """A unigram T5 tokenizer over single characters, built in memory."""
+    from transformers import T5Tokenizer
+
+    vocab = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("\u2581", -2.0)] + [(c, -3.0) for c in _TOKEN_CHARS]
+    return T5Tokenizer(vocab=vocab, extra_ids=0)
+
+
+def _tiny_clip_text_encoder(tokenizer, *, projection: bool):
+    from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
+
+    config = CLIPTextConfig(
+        hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=2, projection_dim=32,
+        vocab_size=len(tokenizer), bos_token_id=0, eos_token_id=1, pad_token_id=1, max_position_embeddings=77,
+    )  # fmt: skip
+    return (CLIPTextModelWithProjection if projection else CLIPTextModel)(config)
+
+
+def _tiny_image_vae():
+    from diffusers import AutoencoderKL
+
+    # Two blocks: 2x spatial compression, 4 latent channels; shift/scale as SD3's VAE config.
+    return AutoencoderKL(
+        block_out_channels=(8, 16), down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2, latent_channels=4, norm_num_groups=4, sample_size=32,
+        use_quant_conv=False, use_post_quant_conv=False, shift_factor=0.0609, scaling_factor=1.5035,
+    )  # fmt: skip
+
+
+def tiny_pipeline(family: str, *, seed: int = 0):
+    """A tiny diffusers pipeline of ``family`` (``sd3``, ``flux``, ``wan``): the real pipeline, transformer, VAE,
+    text encoder and scheduler classes with random weights and tokenizers built in memory; offline, CPU-fast.
+
+    - ``sd3``: ``StableDiffusion3Pipeline``, 2 MM-DiT layers, two CLIP text encoders and a T5; 2x VAE, 4 latent
+      channels, patch 2 (images: multiples of 4 pixels).
+    - ``flux``: ``FluxPipeline``, guidance-distilled like FLUX.1-dev, dynamic shifting; packed 16 = 4 x 2 x 2
+      channels (images: multiples of 4 pixels).
+    - ``wan``: ``WanPipeline`` with ``AutoencoderKLWan`` (8x spatial, 4x temporal), UniPC flow scheduler as the
+      released Wan 2.1 checkpoints ship (videos: multiples of 16 pixels, 4k + 1 frames).
+    """
+    if family not in _PIPELINE_FAMILIES:
+        raise MMRewardError(f"no tiny pipeline for family {family!r}; use one of {', '.join(_PIPELINE_FAMILIES)}")
+    pipeline = _build_tiny_pipeline(family, seed)
+    for component in pipeline.components.values():
+        if isinstance(component, torch.nn.Module):
+            component.eval()  # as from_pretrained leaves them: no dropout (T5 has 0.1 by default)
+    return pipeline
+
+
+def _build_tiny_pipeline(family: str, seed: int):
+    from diffusers import (
+        AutoencoderKLWan,
+        FlowMatchEulerDiscreteScheduler,
+        FluxPipeline,
+        FluxTransformer2DModel,
+        SD3Transformer2DModel,
+        StableDiffusion3Pipeline,
+        UniPCMultistepScheduler,
+        WanPipeline,
+        WanTransformer3DModel,
+    )  # fmt: skip
+    from transformers import T5Config, T5EncoderModel, UMT5Config, UMT5EncoderModel
+
+    clip_tokenizer, t5_tokenizer = tiny_clip_tokenizer(), _tiny_t5_tokenizer()
+    t5_kwargs = {
+        "vocab_size": len(t5_tokenizer),
+        "d_model": 32,
+        "d_kv": 8,
+        "d_ff": 37,
+        "num_layers": 2,
+        "num_heads": 4,
+    }
+    torch.manual_seed(seed)
+    if family == "sd3":
+        transformer = SD3Transformer2DModel(
+            sample_size=32, patch_size=2, in_channels=4, num_layers=2, attention_head_dim=8, num_attention_heads=4,
+            joint_attention_dim=32, caption_projection_dim=32, pooled_projection_dim=64, out_channels=4,
+            pos_embed_max_size=32,
+        )  # fmt: skip
+        return StableDiffusion3Pipeline(
+            transformer=transformer, scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0), vae=_tiny_image_vae(),
+            text_encoder=_tiny_clip_text_encoder(clip_tokenizer, projection=True), tokenizer=clip_tokenizer,
+            text_encoder_2=_tiny_clip_text_encoder(clip_tokenizer, projection=True), tokenizer_2=clip_tokenizer,
+            text_encoder_3=T5EncoderModel(T5Config(**t5_kwargs)), tokenizer_3=t5_tokenizer,
+        )  # fmt: skip
+    if family == "flux":
+        transformer = FluxTransformer2DModel(
+            patch_size=1, in_channels=16, num_layers=1, num_single_layers=1, attention_head_dim=16,
+            num_attention_heads=2, joint_attention_dim=32, pooled_projection_dim=32, guidance_embeds=True,
+            axes_dims_rope=(4, 4, 8),
+        )  # fmt: skip
+        scheduler = FlowMatchEulerDiscreteScheduler(
+            shift=3.0, use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15, base_image_seq_len=256,
+            max_image_seq_len=4096,
+        )  # fmt: skip
+        return FluxPipeline(
+            transformer=transformer, scheduler=scheduler, vae=_tiny_image_vae(),
+            text_encoder=_tiny_clip_text_encoder(clip_tokenizer, projection=False), tokenizer=clip_tokenizer,
+            text_encoder_2=T5EncoderModel(T5Config(**t5_kwargs)), tokenizer_2=t5_tokenizer,
+        )  # fmt: skip
+    vae = AutoencoderKLWan(
+        base_dim=3, z_dim=4, dim_mult=[1, 1, 1, 1], num_res_blocks=1, temperal_downsample=[False, True, True],
+        latents_mean=[0.1, -0.2, 0.0, 0.3], latents_std=[1.5, 0.8, 1.0, 1.2],
+    )  # fmt: skip
+    transformer = WanTransformer3DModel(
+        patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12, in_channels=4, out_channels=4,
+        text_dim=32, freq_dim=32, ffn_dim=32, num_layers=2, cross_attn_norm=True, qk_norm="rms_norm_across_heads",
+        rope_max_seq_len=32,
+    )  # fmt: skip
+    scheduler = UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=3.0)
+    return WanPipeline(
+        tokenizer=t5_tokenizer, text_encoder=UMT5EncoderModel(UMT5Config(**t5_kwargs)), vae=vae, scheduler=scheduler,
+        transformer=transformer,
+    )  # fmt: skip
+
+
+def tiny_pipeline_dir(family: str, root: str | Path) -> Path:
+    """Save :func:`tiny_pipeline` under ``root`` like a released checkpoint (``model_index.json`` and one folder
+    per component) and return the directory, which loads with ``from_pretrained`` and as ``model.path``."""
+    directory = Path(root) / f"tiny-{family}-pipeline"
+    if not (directory / "model_index.json").is_file():
+        tiny_pipeline(family).save_pretrained(directory)
+    return directory
+
+
+# ------------------------------------------------------------------------------------------------ tiny DINOv2
+
+
+def tiny_dinov2_dir(root: str | Path | None = None) -> Path:
+    """Save a tiny random transformers ``Dinov2Model`` (2 layers, width 32, 8 px patches, 32 px images: 16 patch
+    tokens) with its image processor under ``root`` like a hub checkpoint, and return the directory; it loads with
+    ``Dinov2Model.from_pretrained`` and as an Adv-GRPO ``discriminator.backbone`` (``"tiny"`` builds it too)."""
+    from safetensors.torch import save_file
+    from transformers import BitImageProcessor, Dinov2Config, Dinov2Model
+
+    directory = Path(root or scratch_dir()) / "tiny-dinov2"
+    if not (directory / "config.json").is_file():
+        config = Dinov2Config(
+            hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37, patch_size=8,
+            image_size=32,
+        )  # fmt: skip
+        torch.manual_seed(0)
+        model = Dinov2Model(config)
+        # The weights file is written directly: under torch.distributed, save_pretrained writes weights on rank 0
+        # only, and every process builds its own tiny model in its own directory.
+        directory.mkdir(parents=True, exist_ok=True)
+        save_file(model.state_dict(), str(directory / "model.safetensors"), metadata={"format": "pt"})
+        config.save_pretrained(directory)
+        BitImageProcessor(
+            size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}, image_mean=[0.485, 0.456, 0.406],
+            image_std=[0.229, 0.224, 0.225],
+        ).save_pretrained(directory)  # fmt: skip
+    return directory
