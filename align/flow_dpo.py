@@ -37,54 +37,31 @@ from collections.abc import Iterable, Iterator
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal, NamedTuple
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
-from diffusers.optimization import get_scheduler
 from safetensors import safe_open
 from safetensors.torch import save_file
 
 from mmreward.data.media_pairs import SkippedPair, load_fitted, read_pairs
 from mmreward.data.prompts import read_prompts
 from mmreward.errors import ConfigError, MediaError
-from mmreward.flow.models import DEFAULT_LORA_TARGETS, FlowModel, PromptEmbeds, check_attention, load_flow_model
+from mmreward.flow.models import FlowModel, PromptEmbeds
 from mmreward.flow.noising import logit_normal, noisy_latents, velocity_target
 from mmreward.flow.rollout import sample, seeded
 from mmreward.losses import flow_dpo_loss, flow_matching_error, flow_rwr_loss, rwr_weights
 from mmreward.rewards.mix import RewardMix
 from mmreward.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from mmreward.train.config import parse_config, save_config
-from mmreward.train.distributed import require_ddp
-from mmreward.train.ema import EMA
-from mmreward.train.guards import NonFiniteGuard, finite_everywhere
-from mmreward.train.lora import LoraReference, add_lora, save_lora
-from mmreward.train.tracking import Tracker
+from mmreward.train.config import parse_config
+from mmreward.train.guards import finite_everywhere
+from mmreward.train.lora import LoraReference
+from mmreward.train.policy import encode_prompts_once, load_lora_policy
+from mmreward.train.run import finish_lora_run, start_run
+from mmreward.train.sections import FlowModelConfig, LoraConfig, TrainConfig, check_media_kind
 
 # ----------------------------------------------------------------------------------------------------- config
-
-
-@dataclass
-class ModelConfig:
-    family: Literal["sd3", "flux", "wan"] = "sd3"
-    path: str = "stabilityai/stable-diffusion-3.5-medium"  # hub id, local directory, or "tiny"
-    height: int = 512
-    width: int = 512
-    num_frames: int | None = None  # videos (wan) only: 4k + 1 frames
-    max_sequence_length: int = 256  # T5 tokens
-    prompt_cache_size: int = 1024  # prompt embeddings kept in CPU memory (3-8 MB each for T5-XXL)
-    vae_dtype: str = "float32"  # frozen VAE precision (Flow-GRPO keeps it fp32)
-    attention: Literal["auto", "sdpa", "xformers"] = "auto"
-    gradient_checkpointing: bool = False  # recompute activations in backward: less memory, ~30% slower
-
-
-@dataclass
-class LoraSettings:
-    rank: int = 32
-    alpha: float = 64.0
-    init: str = "gaussian"  # B = 0: the adapted model starts equal to the base (the reference)
-    target_modules: list[str] = field(default_factory=lambda: list(DEFAULT_LORA_TARGETS))
 
 
 @dataclass
@@ -126,40 +103,23 @@ class LossConfig:
 
 
 @dataclass
-class TrainConfig:
-    max_steps: int = 1000
+class DPOTrainConfig(TrainConfig):
+    """``train:``: the shared optimizer settings and the pair batches (one optimizer step per training step)."""
+
     batch_size: int = 2  # pairs per process per micro-batch
     gradient_accumulation_steps: int = 1
-    learning_rate: float = 3e-4
-    lr_scheduler: Literal["constant", "constant_with_warmup", "linear", "cosine"] = "constant"
-    lr_warmup_steps: int = 0
-    adam_beta1: float = 0.9
-    adam_beta2: float = 0.999
-    weight_decay: float = 1e-4
-    adam_epsilon: float = 1e-8
-    max_grad_norm: float = 1.0
-    mixed_precision: Literal["no", "fp16", "bf16"] = "bf16"
-    seed: int = 0
-    ema: bool = True
-    ema_decay: float = 0.9
-    ema_every: int = 8
-    max_nonfinite_steps: int = 10  # consecutive non-finite steps before the run stops
-    save_every: int = 100
-    keep_checkpoints: int = 2
-    resume: bool = True  # continue from output_dir/checkpoints/latest when it exists
-    log_every: int = 1
 
 
 @dataclass
 class FlowDPOConfig:
     output_dir: str = "outputs/flow_dpo"
     logging: list[str] = field(default_factory=lambda: ["jsonl"])  # jsonl, tensorboard, wandb
-    model: ModelConfig = field(default_factory=ModelConfig)
-    lora: LoraSettings = field(default_factory=LoraSettings)
+    model: FlowModelConfig = field(default_factory=FlowModelConfig)
+    lora: LoraConfig = field(default_factory=LoraConfig)
     data: DataConfig = field(default_factory=DataConfig)
     online: OnlineConfig = field(default_factory=OnlineConfig)
     loss: LossConfig = field(default_factory=LossConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
+    train: DPOTrainConfig = field(default_factory=DPOTrainConfig)
 
     def __post_init__(self) -> None:
         """Cross-field rules, checked before anything is loaded."""
@@ -188,10 +148,7 @@ class FlowDPOConfig:
                 "loss.type=ipo with beta_schedule=one_minus_t_squared: IPO's target 1/(2 beta_t) is infinite where "
                 "(1 - t)^2 = 0; use beta_schedule=constant"
             )
-        if model.family == "wan" and not model.num_frames:
-            raise ConfigError("model.family=wan generates videos; set model.num_frames (4k + 1, e.g. 33)")
-        if model.family != "wan" and model.num_frames:
-            raise ConfigError(f"model.family={model.family} generates images; remove model.num_frames")
+        check_media_kind(model)
         for name, value in [("train.max_steps", train.max_steps), ("train.batch_size", train.batch_size),
                             ("train.gradient_accumulation_steps", train.gradient_accumulation_steps),
                             ("train.save_every", train.save_every), ("online.round_steps", online.round_steps),
@@ -456,88 +413,19 @@ def rwr_loss(cfg, model, transformer, reference, batch: TrainingSet, generators,
     return flow_rwr_loss(error, batch.weights), {"weight_max": batch.weights.max(), "sigma": sigma.mean()}
 
 
-# ------------------------------------------------------------------------------------- the adapter being trained
-
-
-class LoraModel(NamedTuple):
-    """A flow model with a trainable LoRA adapter and what an optimizer step on it needs (shared by the alignment
-    programs: Flow-DPO, Pref-GRPO, Adv-GRPO)."""
-
-    model: FlowModel
-    unwrapped: torch.nn.Module  # the transformer with its adapter
-    transformer: torch.nn.Module  # the same module, prepared by accelerate (DDP-wrapped with several processes)
-    reference: LoraReference  # the adapter switched off: the reference model
-    params: list[torch.nn.Parameter]  # the adapter's weights
-    optimizer: Any  # AdamW, prepared by accelerate
-    lr_scheduler: Any
-    ema: EMA | None
-    guard: NonFiniteGuard
-
-
-def load_lora_model(cfg: Any, accelerator: Accelerator, optimizer_steps: int) -> LoraModel:
-    """Load ``cfg.model``, add the adapter of ``cfg.lora``, and build the AdamW optimizer, the learning-rate schedule
-    (over ``optimizer_steps`` steps), the EMA and the non-finite guard of ``cfg.train``."""
-    train = cfg.train
-    weight_dtype = {"no": "float32", "fp16": "float16", "bf16": "bfloat16"}[accelerator.mixed_precision]
-    model = load_flow_model(
-        cfg.model.family, cfg.model.path, device=accelerator.device, dtype=weight_dtype,
-        vae_dtype=cfg.model.vae_dtype, attention=cfg.model.attention,
-        max_sequence_length=cfg.model.max_sequence_length, prompt_cache_size=cfg.model.prompt_cache_size,
-    )  # fmt: skip
-    model.check_size(cfg.model.height, cfg.model.width, cfg.model.num_frames)
-    if cfg.model.gradient_checkpointing:
-        model.transformer.enable_gradient_checkpointing()
-    add_lora(model.transformer, rank=cfg.lora.rank, alpha=cfg.lora.alpha, target_modules=cfg.lora.target_modules,
-             init=cfg.lora.init)  # fmt: skip
-    unwrapped = model.transformer
-    reference = LoraReference(unwrapped)
-    params = [p for p in unwrapped.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=train.learning_rate, betas=(train.adam_beta1, train.adam_beta2),
-                                  weight_decay=train.weight_decay, eps=train.adam_epsilon)  # fmt: skip
-    # Stepped once per optimizer step by the program (not prepared: accelerate would step it once per process).
-    lr_scheduler = get_scheduler(train.lr_scheduler, optimizer, num_warmup_steps=train.lr_warmup_steps,
-                                 num_training_steps=optimizer_steps)  # fmt: skip
-    transformer, optimizer = accelerator.prepare(unwrapped, optimizer)
-    ema = EMA(unwrapped, decay=train.ema_decay, update_every=train.ema_every) if train.ema else None
-    guard = NonFiniteGuard(train.max_nonfinite_steps)
-    return LoraModel(model, unwrapped, transformer, reference, params, optimizer, lr_scheduler, ema, guard)
-
-
-def finish_lora_run(
-    accelerator: Accelerator, model: FlowModel, unwrapped: torch.nn.Module, ema: EMA | None, output: Path, tracker: Any
-) -> Path:
-    """The end of a run: once every process is done, the main process saves the adapter of ``unwrapped`` in the
-    diffusers LoRA format to ``output/lora`` (the EMA weights when EMA is on); then the tracker closes and the process
-    group ends."""
-    accelerator.wait_for_everyone()
-    lora_dir = output / "lora"
-    if accelerator.is_main_process:
-        save_lora(model.pipeline_class, unwrapped, lora_dir, weights=ema.shadow if ema is not None else None)
-    tracker.close()
-    accelerator.end_training()
-    return lora_dir
-
-
 # ------------------------------------------------------------------------------------------------------ main
 
 
 def main(cfg: FlowDPOConfig) -> Path:
     train = cfg.train
-    accelerator = Accelerator(mixed_precision=train.mixed_precision)
-    require_ddp(accelerator, "flow_dpo")
-    check_attention(cfg.model.attention, accelerator.device)
-    output = Path(cfg.output_dir)
-    if accelerator.is_main_process:
-        save_config(cfg, output)
-    tracker = Tracker(output, cfg.logging, run_name=output.name, config=asdict(cfg),
-                      enabled=accelerator.is_main_process)  # fmt: skip
+    run = start_run(cfg, "flow_dpo")
+    accelerator, output, tracker = run
     rank, world = accelerator.process_index, accelerator.num_processes
     prompt_list = read_prompts(cfg.data.prompts) if cfg.data.source == "online" else []
 
     # -- model, adapter, reference, optimizer (one optimizer step per training step)
-    lora = load_lora_model(cfg, accelerator, optimizer_steps=train.max_steps)
-    model, unwrapped, transformer, reference = lora.model, lora.unwrapped, lora.transformer, lora.reference
-    params, optimizer, lr_scheduler, ema, guard = lora.params, lora.optimizer, lora.lr_scheduler, lora.ema, lora.guard
+    policy = load_lora_policy(cfg, accelerator, optimizer_steps=train.max_steps)
+    model, transformer, reference = policy.model, policy.transformer, policy.reference
 
     # -- data
     rewards = None
@@ -552,9 +440,7 @@ def main(cfg: FlowDPOConfig) -> Path:
             raise ConfigError(
                 f"{len(data)} usable pairs, fewer than one batch ({train.batch_size} x {world} processes)"
             )
-    if len(needed) <= cfg.model.prompt_cache_size:  # every prompt fits the cache: encode once, free the encoders
-        model.encode_prompts(sorted(needed))
-        model.release_text_encoders()
+    encode_prompts_once(model, needed, cfg.model.prompt_cache_size)
     if accelerator.is_main_process:
         with (output / "skipped_pairs.jsonl").open("w", encoding="utf-8") as f:
             f.writelines(json.dumps(asdict(s)) + "\n" for s in skipped)
@@ -566,14 +452,12 @@ def main(cfg: FlowDPOConfig) -> Path:
 
     # -- resume
     step, refreshes = 0, 0
-    states = {"optimizer": optimizer, "lr_scheduler": lr_scheduler, "reference": reference}
-    if ema is not None:
-        states["ema"] = ema
+    states = {**policy.states(), "reference": reference}
     checkpoint = latest_checkpoint(output / "checkpoints") if train.resume else None
     if checkpoint is not None:
-        state = load_checkpoint(checkpoint, modules={"transformer": unwrapped}, states=states, rank=rank)
+        state = load_checkpoint(checkpoint, modules={"transformer": policy.unwrapped}, states=states, rank=rank)
         step, refreshes = state["step"], state["refreshes"]
-        guard.skipped = state["nonfinite_skipped"]
+        policy.guard.skipped = state["nonfinite_skipped"]
 
     # -- loop
     compute_loss = rwr_loss if cfg.loss.type == "rwr" else dpo_loss
@@ -612,14 +496,8 @@ def main(cfg: FlowDPOConfig) -> Path:
             for name, value in {"loss": loss, **metrics}.items():
                 step_metrics.setdefault(name, []).append(value.detach().float().reshape(()))
         # A non-finite micro-batch skips the whole step (counted; the run stops after too many in a row).
-        applied = guard.ok(torch.stack(step_metrics["loss"]).mean() if window_ok else float("nan"))
-        if applied:
-            grad_norm = accelerator.clip_grad_norm_(params, train.max_grad_norm)
-            optimizer.step()
-            lr_scheduler.step()
-            if ema is not None:
-                ema.step()
-        optimizer.zero_grad(set_to_none=True)
+        step_loss = torch.stack(step_metrics["loss"]).mean() if window_ok else float("nan")
+        applied, grad_norm = policy.optimizer.step_if_loss_finite(step_loss, accelerator)
         step += 1
         if cfg.online.ref_refresh_every and step % cfg.online.ref_refresh_every == 0:
             reference.refresh()
@@ -627,19 +505,19 @@ def main(cfg: FlowDPOConfig) -> Path:
         if applied and step % train.log_every == 0:
             logged = {name: accelerator.reduce(torch.stack(v).mean().to(accelerator.device), "mean").item()
                       for name, v in step_metrics.items()}  # fmt: skip
-            logged |= {"grad_norm": float(grad_norm), "lr": lr_scheduler.get_last_lr()[0],
-                       "nonfinite_skipped": guard.skipped, "skipped_pairs": len(skipped),
+            logged |= {"grad_norm": grad_norm, "lr": policy.lr_scheduler.get_last_lr()[0],
+                       "nonfinite_skipped": policy.guard.skipped, "skipped_pairs": len(skipped),
                        "reference_refreshes": refreshes, **round_stats}  # fmt: skip
             round_stats = {}
             tracker.log(step, logged)
         if step % train.save_every == 0 or step == train.max_steps:
             save_checkpoint(
-                output / "checkpoints", step, modules={"transformer": unwrapped}, states=states,
-                extra={"refreshes": refreshes, "nonfinite_skipped": guard.skipped},
+                output / "checkpoints", step, modules={"transformer": policy.unwrapped}, states=states,
+                extra={"refreshes": refreshes, "nonfinite_skipped": policy.guard.skipped},
                 keep_last=train.keep_checkpoints, rank=rank, barrier=accelerator.wait_for_everyone,
             )  # fmt: skip
 
-    return finish_lora_run(accelerator, model, unwrapped, ema, output, tracker)
+    return finish_lora_run(run, policy)
 
 
 def batch_rows(

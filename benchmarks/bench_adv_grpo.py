@@ -36,28 +36,20 @@ import torch  # noqa: E402
 from accelerate import Accelerator  # noqa: E402
 from bench_grpo import build, sync  # noqa: E402
 
-from mmreward.flow.adversarial import (  # noqa: E402
-    AdversarialReward,
-    DinoDiscriminator,
-    DiscriminatorConfig,
-    DiscriminatorTrainer,
-    draw,
-)
-from mmreward.flow.grpo import (  # noqa: E402
-    GroupLayout,
-    GRPOLossConfig,
-    MixReward,
-    PolicyOptimizer,
-    RolloutConfig,
-    compute_rewards,
-    group_advantages,
-    grpo_update,
-    rollout_groups,
-)
+from mmreward.alignment.advantages import group_advantages  # noqa: E402
+from mmreward.alignment.adversarial import AdversarialReward, DiscriminatorTrainer  # noqa: E402
+from mmreward.alignment.clipped_update import grpo_update  # noqa: E402
+from mmreward.alignment.discriminators import DinoDiscriminator, DiscriminatorConfig  # noqa: E402
+from mmreward.alignment.group_rewards import MixReward, compute_rewards  # noqa: E402
+from mmreward.alignment.group_rollout import RolloutConfig, rollout_groups  # noqa: E402
+from mmreward.alignment.layout import GroupLayout  # noqa: E402
+from mmreward.alignment.references import draw  # noqa: E402
+from mmreward.alignment.update_schedule import GRPOLossConfig  # noqa: E402
 from mmreward.flow.rollout import seeded  # noqa: E402
 from mmreward.rewards.mix import RewardMix  # noqa: E402
 from mmreward.train.guards import NonFiniteGuard  # noqa: E402
 from mmreward.train.lora import LoraReference  # noqa: E402
+from mmreward.train.policy import PolicyOptimizer  # noqa: E402
 
 
 def dinov2(directory: Path, args) -> Path:

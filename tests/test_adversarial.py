@@ -12,22 +12,16 @@ import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
 
-from align.adv_grpo import iteration_plan
-from mmreward.errors import ConfigError, WeightsNotFoundError
-from mmreward.flow.adversarial import (
+from mmreward.alignment.adversarial import DiscriminatorTrainer, iteration_plan
+from mmreward.alignment.discriminator_losses import discrimination_metrics, hinge_loss, reference_preference_loss
+from mmreward.alignment.discriminators import (
     DinoDiscriminator,
     DiscriminatorConfig,
-    DiscriminatorTrainer,
     PickScoreDiscriminator,
     check_discriminator_config,
-    discrimination_metrics,
-    draw,
-    find_reference_files,
-    hinge_loss,
-    load_references,
-    mean_color_distance,
-    preference_loss,
 )
+from mmreward.alignment.references import draw, find_reference_files, load_references, mean_color_distance
+from mmreward.errors import ConfigError, WeightsNotFoundError
 from mmreward.testing import tiny_dinov2_dir, tiny_reward_preset, warm_reference_images
 
 
@@ -64,7 +58,7 @@ def test_hinge_loss_by_hand():
 def test_preference_loss_by_hand():
     """s_ref [1, 0], s_gen [0, 0]: CE of softmax([s_ref, s_gen]) with label 0 = softplus(s_gen - s_ref) =
     [log(1 + e^-1), log 2] = [0.313262, 0.693147], mean 0.503204."""
-    value = float(preference_loss(torch.tensor([1.0, 0.0]), torch.tensor([0.0, 0.0])))
+    value = float(reference_preference_loss(torch.tensor([1.0, 0.0]), torch.tensor([0.0, 0.0])))
     assert value == pytest.approx((math.log1p(math.exp(-1)) + math.log(2)) / 2)
     assert value == pytest.approx(0.503204, abs=1e-6)
     logits = torch.tensor([[1.0, 0.0], [0.0, 0.0]])

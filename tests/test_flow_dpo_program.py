@@ -21,7 +21,7 @@ from mmreward.errors import ConfigError
 from mmreward.testing import sample_images, sample_videos, tiny_pipeline
 from mmreward.train.config import load_config, parse_config
 from mmreward.train.guards import NonFiniteLossError
-from mmreward.train.tracking import read_metrics
+from mmreward.train.tracking import Tracker, read_metrics
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "configs" / "tiny" / "flow_dpo.yaml"
@@ -173,17 +173,17 @@ def test_resume_after_a_stop_gives_the_same_parameters(tmp_path, monkeypatch):
     straight = tmp_path / "straight"
     _run(straight)
     interrupted = tmp_path / "interrupted"
-    real_log = flow_dpo.Tracker.log
+    real_log = Tracker.log
 
     def crash_at_step_5(self, step, metrics):
         if step == 5:
             raise KeyboardInterrupt("simulated stop after the step-3 checkpoint")
         real_log(self, step, metrics)
 
-    monkeypatch.setattr(flow_dpo.Tracker, "log", crash_at_step_5)
+    monkeypatch.setattr(Tracker, "log", crash_at_step_5)
     with pytest.raises(KeyboardInterrupt):
         _run(interrupted)
-    monkeypatch.setattr(flow_dpo.Tracker, "log", real_log)
+    monkeypatch.setattr(Tracker, "log", real_log)
     assert (interrupted / "checkpoints" / "latest").read_text() == "step-00000003"
     _run(interrupted)
     a, b = load_file(straight / LORA_FILE), load_file(interrupted / LORA_FILE)

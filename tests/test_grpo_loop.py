@@ -9,28 +9,19 @@ import pytest
 import torch
 from accelerate import Accelerator
 
-from mmreward.flow.grpo import (
-    GroupLayout,
-    GRPOLossConfig,
-    MixReward,
-    OffPolicyError,
-    PolicyOptimizer,
-    RewardBatch,
-    RolloutConfig,
-    WinRateReward,
-    compute_rewards,
-    diagnose_off_policy,
-    grpo_update,
-    rollout_groups,
-    rollout_window,
-    training_guidance,
-)
+from mmreward.alignment.clipped_update import OffPolicyError, grpo_update
+from mmreward.alignment.group_rewards import MixReward, RewardBatch, WinRateReward, compute_rewards
+from mmreward.alignment.group_rollout import RolloutConfig, rollout_groups, rollout_window
+from mmreward.alignment.layout import GroupLayout
+from mmreward.alignment.off_policy import diagnose_off_policy
+from mmreward.alignment.update_schedule import GRPOLossConfig, training_guidance
 from mmreward.flow.models import load_flow_model
 from mmreward.flow.rollout import policy_step, sample, seeded
 from mmreward.rewards.mix import RewardMix
 from mmreward.rewards.registry import load_reward
 from mmreward.train.guards import NonFiniteGuard
 from mmreward.train.lora import LoraReference, add_lora
+from mmreward.train.policy import PolicyOptimizer
 
 SIZE = {"height": 32, "width": 32}
 

@@ -1,4 +1,5 @@
-"""Dependencies point one way: the library never imports the programs (align/, eval/, benchmarks/)."""
+"""Dependencies point one way: the library never imports the programs (align/, eval/, benchmarks/), and a program
+imports only the library, never another program."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 FORBIDDEN = ("align", "eval", "benchmarks")
+PROGRAMS = ("align", "eval")
 
 
 def _imports(path: Path) -> set[str]:
@@ -26,6 +28,24 @@ def test_library_does_not_import_programs():
         if _imports(path) & set(FORBIDDEN)
     }
     assert offenders == {}
+
+
+def test_programs_import_only_the_library():
+    """What two programs share lives in mmreward/, so each program reads on its own (imports anywhere in the file,
+    including inside functions, count)."""
+    offenders = {
+        str(path.relative_to(ROOT)): sorted(_imports(path) & set(PROGRAMS)) + _relative_imports(path)
+        for folder in PROGRAMS
+        for path in (ROOT / folder).rglob("*.py")
+        if _imports(path) & set(PROGRAMS) or _relative_imports(path)
+    }
+    assert offenders == {}
+
+
+def _relative_imports(path: Path) -> list[str]:
+    """``from .x import y`` in a program folder imports a sibling program."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    return [f"{'.' * n.level}{n.module or ''}" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.level]
 
 
 def test_importing_mmreward_stays_light():

@@ -16,8 +16,8 @@ import torch
 from safetensors.torch import load_file
 
 from align.pref_grpo import PrefGRPOConfig, main
+from mmreward.alignment.clipped_update import OffPolicyError
 from mmreward.errors import ConfigError
-from mmreward.flow.grpo import OffPolicyError
 from mmreward.media import load_video
 from mmreward.testing import tiny_pipeline
 from mmreward.train.config import parse_config

@@ -1,0 +1,79 @@
+"""Adv-GRPO's training side (arXiv 2511.20256): which iterations train the discriminator and which the policy, the
+discriminator's optimizer, and the policy's reward built from the discriminator's score."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from mmreward.alignment.discriminators import DiscriminatorConfig
+from mmreward.alignment.group_rewards import RewardBatch
+from mmreward.rewards.mix import RewardMix
+
+
+def iteration_plan(cfg: DiscriminatorConfig, step: int) -> tuple[bool, bool]:
+    """(train the discriminator, train the policy) at iteration ``step`` (0-based) under the fixed schedule; with
+    ``update_when=generator_wins`` the program decides from the scores instead."""
+    if cfg.generator_every == 1:
+        return True, True
+    policy_turn = (step + 1) % cfg.generator_every == 0
+    return not policy_turn, policy_turn
+
+
+class DiscriminatorTrainer:
+    """Adam on the discriminator's trainable parameters, gradients averaged over processes by hand (the frozen
+    backbone is not wrapped in DDP); its ``state_dict`` is the optimizer's, for checkpoints."""
+
+    def __init__(self, discriminator: Any, cfg: DiscriminatorConfig, accelerator: Any) -> None:
+        self.discriminator = discriminator
+        self.params = [p for p in discriminator.trainable().parameters() if p.requires_grad]
+        self.optimizer = torch.optim.Adam(self.params, lr=cfg.learning_rate, betas=(cfg.adam_beta1, cfg.adam_beta2))
+        self.accelerator = accelerator
+
+    def step(self, references, samples, prompts, generator) -> float:
+        """One optimizer step on ``references`` (positives) against this process's ``samples`` (negatives, with
+        their ``prompts``); returns the loss averaged over processes."""
+        loss = self.discriminator.loss(references, samples, prompts, generator)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.accelerator.num_processes > 1:
+            for p in self.params:
+                if p.grad is not None:
+                    p.grad = self.accelerator.reduce(p.grad, "mean")
+        self.optimizer.step()
+        return float(self.accelerator.reduce(loss.detach().reshape(1), "mean"))
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.optimizer.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.optimizer.load_state_dict(state)
+
+
+class AdversarialReward:
+    """The policy's reward (a :class:`~mmreward.flow.grpo.GroupReward`): ``weight x`` the discriminator's score,
+    plus an optional weighted mix of fixed rewards. ``generator`` (set by the program each iteration) picks the
+    DINO patch tokens, so rewards are reproducible after a resume."""
+
+    whole_groups = False
+
+    def __init__(self, discriminator: Any, weight: float = 1.0, mix: RewardMix | None = None) -> None:
+        self.discriminator = discriminator
+        self.weight = weight
+        self.mix = mix
+        self.components = ("discriminator", *(mix.weights if mix is not None else ()))
+        self.generator = torch.Generator().manual_seed(0)
+
+    def __call__(self, prompts, media, groups) -> RewardBatch:
+        scores = self.discriminator.score(media, prompts, self.generator).float()
+        components = {"discriminator": scores}
+        failed = torch.zeros(len(prompts), dtype=torch.bool)
+        errors: list[str | None] = [None] * len(prompts)
+        total = self.weight * scores
+        if self.mix is not None:
+            out = self.mix.score(prompts, media)
+            total = total + torch.nan_to_num(out.total.float())
+            failed, errors = out.failed, list(out.errors)
+            components.update(out.scores)
+        return RewardBatch(torch.where(failed, torch.nan, total), failed, errors, components)
