@@ -190,7 +190,7 @@ def main(cfg: AdvGRPOConfig) -> Path:
         media = accelerator.gather(samples.media.to(device)).cpu()  # (E, 3, H, W)
         prompt_of = [eval_prompts[i // eval_cfg.samples_per_prompt] for i in range(len(media))]
         generator = seeded(train.seed, "eval-patches", at)
-        metrics["eval/discriminator"] = float(discriminator.score(media, prompt_of, generator).mean())
+        metrics["eval/discriminator"] = float(discriminator.score(prompt_of, media, generator).scores.mean())
         metrics["eval/reference_color_distance"] = mean_color_distance(media, references)
         embeddings = discriminator.embed(media, generator)  # (E, D), unit norm
         metrics["eval/reference_similarity"] = float((embeddings @ reference_embedding).mean())
@@ -220,8 +220,10 @@ def main(cfg: AdvGRPOConfig) -> Path:
         drawn = references[draw(count, len(references), seeded(train.seed, "references", step, rank, "score"))]
         paired_prompts = [local_prompts[i % len(local_prompts)] for i in range(count)]
         patches = seeded(train.seed, "patches", step, rank, "score")
-        ref_scores = accelerator.gather(discriminator.score(drawn, paired_prompts, patches).to(device)).cpu()
-        sample_scores = accelerator.gather(discriminator.score(batch.media, local_prompts, patches).to(device)).cpu()
+        ref_scores = discriminator.score(paired_prompts, drawn, patches).scores
+        sample_scores = discriminator.score(local_prompts, batch.media, patches).scores
+        ref_scores = accelerator.gather(ref_scores.to(device)).cpu()
+        sample_scores = accelerator.gather(sample_scores.to(device)).cpu()
         logged = discrimination_metrics(ref_scores, sample_scores)
         train_disc, train_gen = iteration_plan(disc_cfg, step)
         if disc_cfg.update_when == "generator_wins":  # the same decision on every process (gathered scores)
@@ -231,8 +233,8 @@ def main(cfg: AdvGRPOConfig) -> Path:
 
         logged["generator/updated"] = float(train_gen)
         if train_gen:
-            reward.generator = seeded(train.seed, "patches", step, rank, "reward")
-            rewards = compute_rewards(reward, batch, layout, accelerator)
+            patches = seeded(train.seed, "patches", step, rank, "reward")
+            rewards = compute_rewards(reward, batch, layout, accelerator, generator=patches)
             check = cfg.check_on_policy and step == first_step
             adv, updated = update_policy(
                 cfg, policy, batch, rewards, layout, step=step, accelerator=accelerator, check=check

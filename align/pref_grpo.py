@@ -42,8 +42,8 @@ import torch
 from mmreward.alignment.advantages import AdvantageConfig
 from mmreward.alignment.clipped_update import ON_POLICY_SWITCHES, OffPolicyError, update_policy
 from mmreward.alignment.group_rewards import (
-    MixReward,
-    WinRateReward,
+    PointwiseGroupReward,
+    WinRateGroupReward,
     compute_rewards,
     reward_metrics,
     write_reward_failures,
@@ -140,10 +140,10 @@ def main(cfg: PrefGRPOConfig) -> Path:
     # -- rewards (before the generator: a wrong reward name fails in seconds)
     if cfg.reward.mode == "pairwise":
         judge = load_reward(cfg.reward.judge, **{"device": device, **cfg.reward.judge_options})
-        reward = WinRateReward(judge, cfg.reward.orders)
+        reward = WinRateGroupReward(judge, cfg.reward.orders)
     else:
         judge = None
-        reward = MixReward(RewardMix(cfg.reward.rewards, device=device))
+        reward = PointwiseGroupReward(RewardMix(cfg.reward.rewards, device=device))
     eval_weights = eval_cfg.rewards or (cfg.reward.rewards if cfg.reward.mode == "pointwise" else {})
     eval_rewards = None
     if eval_cfg.every and eval_weights:

@@ -50,7 +50,7 @@ from accelerate import Accelerator  # noqa: E402
 from mmreward import testing  # noqa: E402
 from mmreward.alignment.advantages import group_advantages  # noqa: E402
 from mmreward.alignment.clipped_update import grpo_update  # noqa: E402
-from mmreward.alignment.group_rewards import MixReward, WinRateReward, compute_rewards  # noqa: E402
+from mmreward.alignment.group_rewards import PointwiseGroupReward, WinRateGroupReward, compute_rewards  # noqa: E402
 from mmreward.alignment.group_rollout import RolloutConfig, rollout_groups  # noqa: E402
 from mmreward.alignment.layout import GroupLayout  # noqa: E402
 from mmreward.alignment.update_schedule import GRPOLossConfig  # noqa: E402
@@ -112,8 +112,10 @@ def main() -> None:
     model = build(args, device)
     root = Path(testing._default_root())
     rewards = {
-        "pointwise": MixReward(RewardMix({str(testing.tiny_reward_preset("clip-score", root)): 1.0}, device=device)),
-        "pairwise": WinRateReward(testing.tiny_judge("pairwise", root=root, device=device), orders="both"),
+        "pointwise": PointwiseGroupReward(
+            RewardMix({str(testing.tiny_reward_preset("clip-score", root)): 1.0}, device=device)
+        ),
+        "pairwise": WinRateGroupReward(testing.tiny_judge("pairwise", root=root, device=device), orders="both"),
     }
     prompts = [f"a photo of object number {i}" for i in range(args.prompts)]
     model.encode_prompts([*prompts, ""])

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 
 from mmreward.alignment.discriminators import DiscriminatorConfig
-from mmreward.alignment.group_rewards import RewardBatch
+from mmreward.rewards.base import RewardOutput
 from mmreward.rewards.mix import RewardMix
 
 
@@ -52,9 +52,10 @@ class DiscriminatorTrainer:
 
 
 class AdversarialReward:
-    """The policy's reward (a :class:`~mmreward.flow.grpo.GroupReward`): ``weight x`` the discriminator's score,
-    plus an optional weighted mix of fixed rewards. ``generator`` (set by the program each iteration) picks the
-    DINO patch tokens, so rewards are reproducible after a resume."""
+    """The policy's reward (a :class:`~mmreward.alignment.group_rewards.GroupReward`): ``weight x`` the
+    discriminator's score, plus an optional weighted mix of fixed rewards. The ``generator`` passed to
+    :meth:`score` (seeded by the program per iteration) picks the DINO patch tokens, so rewards are reproducible
+    after a resume."""
 
     whole_groups = False
 
@@ -62,12 +63,11 @@ class AdversarialReward:
         self.discriminator = discriminator
         self.weight = weight
         self.mix = mix
-        self.components = ("discriminator", *(mix.weights if mix is not None else ()))
-        self.generator = torch.Generator().manual_seed(0)
+        self.dims = ("discriminator", *(mix.weights if mix is not None else ()))
 
-    def __call__(self, prompts, media, groups) -> RewardBatch:
-        scores = self.discriminator.score(media, prompts, self.generator).float()
-        components = {"discriminator": scores}
+    def score(self, prompts, media, *, groups=None, generator: torch.Generator) -> RewardOutput:
+        scores = self.discriminator.score(prompts, media, generator).scores.float()
+        dims = {"discriminator": scores}
         failed = torch.zeros(len(prompts), dtype=torch.bool)
         errors: list[str | None] = [None] * len(prompts)
         total = self.weight * scores
@@ -75,5 +75,5 @@ class AdversarialReward:
             out = self.mix.score(prompts, media)
             total = total + torch.nan_to_num(out.total.float())
             failed, errors = out.failed, list(out.errors)
-            components.update(out.scores)
-        return RewardBatch(torch.where(failed, torch.nan, total), failed, errors, components)
+            dims.update(out.scores)
+        return RewardOutput(torch.where(failed, torch.nan, total), dims, failed, errors)

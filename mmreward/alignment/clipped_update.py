@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from mmreward.alignment.advantages import Advantages, group_advantages
-from mmreward.alignment.group_rewards import GroupRewards
+from mmreward.alignment.group_rewards import IterationRewards
 from mmreward.alignment.group_rollout import GroupBatch
 from mmreward.alignment.layout import GroupLayout
 from mmreward.alignment.off_policy import diagnose_off_policy
@@ -179,7 +179,7 @@ def update_policy(
     cfg: Any,
     policy: LoraPolicy,
     batch: GroupBatch,
-    rewards: GroupRewards,
+    rewards: IterationRewards,
     layout: GroupLayout,
     *,
     step: int,

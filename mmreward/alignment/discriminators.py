@@ -38,6 +38,7 @@ from torch import nn
 from mmreward.alignment.discriminator_losses import hinge_loss, reference_preference_loss
 from mmreward.errors import ConfigError
 from mmreward.hub import resolve_dir
+from mmreward.rewards.base import RewardOutput
 from mmreward.rewards.clip_preprocess import normalize
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -183,9 +184,11 @@ class DinoDiscriminator(nn.Module):
         return self.cfg.cls_weight * cls_scores + self.cfg.patch_weight * patch_scores.mean(dim=-1)
 
     @torch.no_grad()
-    def score(self, images: torch.Tensor, prompts: Sequence[str], generator: torch.Generator) -> torch.Tensor:
-        """``(n,)`` rewards ``cls_weight * D(CLS) + patch_weight * mean_k D(patch_k)`` on the CPU."""
-        return self.combine(*self.head_scores(*self.tokens(images, generator))).cpu()
+    def score(self, prompts: Sequence[str], images: torch.Tensor, generator: torch.Generator) -> RewardOutput:
+        """Rewards ``cls_weight * D(CLS) + patch_weight * mean_k D(patch_k)``, ``(n,)`` on the CPU (the reward
+        contract; ``prompts`` are not used: the DINO head sees the image alone). ``generator`` picks the patch
+        tokens."""
+        return RewardOutput(self.combine(*self.head_scores(*self.tokens(images, generator))).cpu())
 
     def loss(self, references, samples, prompts, generator) -> torch.Tensor:
         """Hinge loss on CLS tokens + ``patch_weight`` x hinge loss on patch tokens (references real)."""
@@ -239,8 +242,10 @@ class PickScoreDiscriminator(nn.Module):
         return torch.cat(out)
 
     @torch.no_grad()
-    def score(self, images: torch.Tensor, prompts: Sequence[str], generator: torch.Generator) -> torch.Tensor:
-        return self._scores(images, prompts).cpu()
+    def score(self, prompts: Sequence[str], images: torch.Tensor, generator: torch.Generator) -> RewardOutput:
+        """PickScore of each image under its prompt, ``(n,)`` on the CPU (``generator``: unused, the contract of
+        :meth:`DinoDiscriminator.score`)."""
+        return RewardOutput(self._scores(images, prompts).cpu())
 
     def loss(self, references, samples, prompts, generator) -> torch.Tensor:
         # Sample i is paired with reference i mod R, both scored under the sample's prompt.

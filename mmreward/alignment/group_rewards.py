@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -19,42 +19,31 @@ import torch
 from mmreward import media as media_io
 from mmreward.alignment.group_rollout import GroupBatch
 from mmreward.alignment.layout import GroupLayout, exchange_rows
+from mmreward.rewards.base import RewardOutput
 from mmreward.rewards.mix import RewardMix
 from mmreward.rewards.win_rate import group_win_rates
 
 
-@dataclass
-class RewardBatch:
-    """Rewards of a batch of samples.
-
-    Attributes:
-        scores: ``(n,)`` float32 reward, NaN where failed.
-        failed: ``(n,)`` bool; ``errors`` the reason per failed item.
-        components: per-sample values to log, by name (each reward of a mix, the win rate); NaN where missing.
-    """
-
-    scores: torch.Tensor
-    failed: torch.Tensor
-    errors: list[str | None]
-    components: dict[str, torch.Tensor] = field(default_factory=dict)
-
-
 class GroupReward(Protocol):
-    """What the loop calls to reward samples: ``reward(prompts, media, groups) -> RewardBatch``.
+    """What the loop calls to reward samples: ``score(prompts, media, groups=, generator=) -> RewardOutput``, the
+    reward contract of :mod:`mmreward.rewards.base` with the two things a group reward may need besides.
 
     ``media`` is a ``(n, ...)`` uint8 batch (images ``(n, 3, H, W)``, videos ``(n, T, 3, H, W)``), ``groups`` the
-    ``(n,)`` group index of each sample. ``whole_groups``: True if the reward compares samples within a group (each
-    call then holds complete groups); ``components``: the names of :attr:`RewardBatch.components` it returns.
-    Adv-GRPO's discriminator, or any other learned reward, plugs in by implementing this.
+    ``(n,)`` group index of each sample, ``generator`` the randomness a learned reward draws (Adv-GRPO's patch
+    tokens), seeded by the program so rewards are reproducible after a resume. ``whole_groups``: True if the
+    reward compares samples within a group (each call then holds complete groups); ``dims``: the names of the
+    per-sample values it returns in :attr:`RewardOutput.dims` (each reward of a mix, the win rate), logged.
     """
 
     whole_groups: bool
-    components: tuple[str, ...]
+    dims: tuple[str, ...]
 
-    def __call__(self, prompts: list[str], media: torch.Tensor, groups: torch.Tensor) -> RewardBatch: ...
+    def score(
+        self, prompts: list[str], media: torch.Tensor, *, groups: torch.Tensor, generator: torch.Generator | None
+    ) -> RewardOutput: ...
 
 
-class MixReward:
+class PointwiseGroupReward:
     """Pointwise rewards (Flow-GRPO): a weighted :class:`~mmreward.rewards.mix.RewardMix`; a sample fails when any
     of its rewards fails."""
 
@@ -62,43 +51,51 @@ class MixReward:
 
     def __init__(self, mix: RewardMix) -> None:
         self.mix = mix
-        self.components = tuple(mix.weights)
+        self.dims = tuple(mix.weights)
 
-    def __call__(self, prompts, media, groups) -> RewardBatch:
+    def score(self, prompts, media, *, groups=None, generator=None) -> RewardOutput:
         out = self.mix.score(prompts, media)
-        return RewardBatch(out.total.float(), out.failed, list(out.errors), dict(out.scores))
+        return RewardOutput(out.total.float(), dict(out.scores), out.failed, list(out.errors))
 
 
-class WinRateReward:
+class WinRateGroupReward:
     """Pref-GRPO's reward: each sample's win rate against the other samples of its group under a pairwise judge
     (:func:`mmreward.rewards.win_rate.group_win_rates`, the batched form of :func:`mmreward.win_rate`; every
     pair in both presentation orders by default, all groups of a call in as few judge batches as it allows)."""
 
     whole_groups = True
-    components = ("win_rate",)
+    dims = ("win_rate",)
 
     def __init__(self, judge: Any, orders: str = "both") -> None:
         self.judge = judge
         self.orders = orders
 
-    def __call__(self, prompts, media, groups) -> RewardBatch:
+    def score(self, prompts, media, *, groups, generator=None) -> RewardOutput:
         out = group_win_rates(self.judge, list(prompts), media_io.as_items(media), groups.tolist(), self.orders)
-        return RewardBatch(out.scores.float(), out.failed, list(out.errors), {"win_rate": out.scores.float()})
+        return RewardOutput(out.scores.float(), {"win_rate": out.scores.float()}, out.failed, list(out.errors))
 
 
 @dataclass
-class GroupRewards:
-    """Every sample's reward, on every process (``(P G,)`` tensors on the CPU), and the failures' reasons
-    (``[(global index, reason)]``, all processes' failures)."""
+class IterationRewards:
+    """Every sample's reward of an iteration, on every process (``(P G,)`` tensors on the CPU): ``scores`` (NaN
+    where failed), ``failed``, the per-sample ``dims`` of the reward (NaN where missing) and the failures' reasons
+    (``errors``: ``[(global index, reason)]``, all processes' failures)."""
 
     scores: torch.Tensor
     failed: torch.Tensor
-    components: dict[str, torch.Tensor]
+    dims: dict[str, torch.Tensor]
     errors: list[tuple[int, str]]
 
 
-def compute_rewards(reward: GroupReward, batch: GroupBatch, layout: GroupLayout, accelerator: Any) -> GroupRewards:
-    """Reward every sample of the iteration and share the result with every process (see the module docstring).
+def compute_rewards(
+    reward: GroupReward,
+    batch: GroupBatch,
+    layout: GroupLayout,
+    accelerator: Any,
+    generator: torch.Generator | None = None,
+) -> IterationRewards:
+    """Reward every sample of the iteration and share the result with every process (see the module docstring);
+    ``generator`` goes to the reward (see :class:`GroupReward`).
 
     Pointwise rewards score each process's own samples. Group rewards are computed by each group's owner: when
     groups span processes the media are first delivered to the owners with :func:`exchange_rows`.
@@ -110,48 +107,51 @@ def compute_rewards(reward: GroupReward, batch: GroupBatch, layout: GroupLayout,
         index, media = exchange_rows(batch.media, layout.owners(), accelerator)
     scores = torch.zeros(layout.total)
     failed = torch.zeros(layout.total)
-    components = {name: torch.zeros(layout.total) for name in reward.components}
-    present = {name: torch.zeros(layout.total) for name in reward.components}
+    dims = {name: torch.zeros(layout.total) for name in reward.dims}
+    present = {name: torch.zeros(layout.total) for name in reward.dims}
     errors: list[tuple[int, str]] = []
     if len(index):
-        out = reward([batch.prompts[int(i) // G] for i in index], media, index // G)
+        prompts = [batch.prompts[int(i) // G] for i in index]
+        out = reward.score(prompts, media, groups=index // G, generator=generator)
         scores[index] = torch.nan_to_num(out.scores.float().cpu())
         failed[index] = out.failed.float().cpu()
-        for name in reward.components:
-            values = out.components.get(name)
+        for name in reward.dims:
+            values = out.dims.get(name)
             if values is not None:
                 values = values.float().cpu()
-                components[name][index] = torch.nan_to_num(values)
+                dims[name][index] = torch.nan_to_num(values)
                 present[name][index] = torch.isfinite(values).float()
         errors = [(int(i), e or "failed") for i, e, f in zip(index, out.errors, out.failed, strict=True) if f]
     # Each sample is computed by exactly one process: a sum over processes assembles the whole step.
-    packed = torch.stack([scores, failed, *components.values(), *present.values()]).to(accelerator.device)
+    packed = torch.stack([scores, failed, *dims.values(), *present.values()]).to(accelerator.device)
     packed = accelerator.reduce(packed, "sum").cpu()
     scores, failed = packed[0], packed[1] > 0.5
-    k = len(components)
-    components = {
+    k = len(dims)
+    dims = {
         name: torch.where(packed[2 + k + n] > 0.5, packed[2 + n], torch.full_like(packed[2 + n], math.nan))
-        for n, name in enumerate(components)
+        for n, name in enumerate(dims)
     }
     if bool(failed.any()) and accelerator.num_processes > 1:
         from accelerate.utils import gather_object
 
         errors = gather_object(errors)
-    return GroupRewards(torch.where(failed, torch.full_like(scores, math.nan), scores), failed, components, errors)
+    return IterationRewards(torch.where(failed, torch.full_like(scores, math.nan), scores), failed, dims, errors)
 
 
-def reward_metrics(rewards: Any, failed_total: int) -> dict[str, float]:
+def reward_metrics(rewards: IterationRewards, failed_total: int) -> dict[str, float]:
     """The reward numbers logged every step: mean and std of the valid rewards, each component's mean, failures."""
     valid = rewards.scores[~rewards.failed]
     return {
         "reward/mean": float(valid.mean()) if len(valid) else float("nan"),
         "reward/std": float(valid.std()) if len(valid) > 1 else float("nan"),
-        **{f"reward/{name}": float(values.nanmean()) for name, values in rewards.components.items()},
+        **{f"reward/{name}": float(values.nanmean()) for name, values in rewards.dims.items()},
         "reward/failed": int(rewards.failed.sum()), "reward/failed_total": failed_total,
     }  # fmt: skip
 
 
-def write_reward_failures(output: Path, rewards: Any, prompts: list[str], group_size: int, step: int) -> None:
+def write_reward_failures(
+    output: Path, rewards: IterationRewards, prompts: list[str], group_size: int, step: int
+) -> None:
     """Append this step's failed rewards (sample, prompt, reason) to ``output/reward_failures.jsonl``."""
     if not rewards.errors:
         return
