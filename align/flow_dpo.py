@@ -29,27 +29,33 @@ the diffusers format under ``lora/`` (EMA weights when EMA is on): ``pipeline.lo
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from accelerate import Accelerator
-from safetensors import safe_open
-from safetensors.torch import save_file
 
+from mmreward.data.latent_cache import (
+    MappedRows,
+    cache_key,
+    encode_streamed,
+    file_fingerprint,
+    open_shards,
+    shard_paths,
+    write_shard,
+)
 from mmreward.data.media_pairs import SkippedPair, load_fitted, read_pairs
 from mmreward.data.prompts import read_prompts
+from mmreward.data.synthetic_brightness import PROMPTS, bright_and_dark
 from mmreward.errors import ConfigError, MediaError
 from mmreward.flow.models import FlowModel, PromptEmbeds
-from mmreward.flow.noising import logit_normal, noisy_latents, velocity_target
+from mmreward.flow.noising import logit_normal, noisy_latents, per_sample_noise, velocity_target
 from mmreward.flow.rollout import sample, seeded
 from mmreward.losses import flow_dpo_loss, flow_matching_error, flow_rwr_loss, rwr_weights
 from mmreward.rewards.mix import RewardMix
@@ -160,28 +166,14 @@ class FlowDPOConfig:
 # ------------------------------------------------------------------------------------------------- pair sets
 
 
-class MappedLatents:
-    """Rows of cached latents read on demand from memory-mapped safetensors shards (``latents[rows]``), so a pair
-    set larger than host memory trains without loading it."""
-
-    def __init__(self, slices: list, index: list[tuple[int, int]]) -> None:
-        self.slices, self.index = slices, index  # index[i] = (shard, row in shard)
-
-    def __len__(self) -> int:
-        return len(self.index)
-
-    def __getitem__(self, rows: list[int]) -> torch.Tensor:
-        return torch.stack([self.slices[self.index[i][0]][self.index[i][1]] for i in rows])
-
-
 @dataclass
 class TrainingSet:
     """What the loss trains on: ``chosen`` latents with their prompts, and for DPO ``rejected`` ones (pairs);
     for RWR per-sample ``weights`` instead."""
 
     prompts: list[str]
-    chosen: torch.Tensor | MappedLatents  # (N, *latent)
-    rejected: torch.Tensor | MappedLatents | None = None  # (N, *latent)
+    chosen: torch.Tensor | MappedRows  # (N, *latent)
+    rejected: torch.Tensor | MappedRows | None = None  # (N, *latent)
     weights: torch.Tensor | None = None  # (N,)
 
     def __len__(self) -> int:
@@ -203,14 +195,12 @@ def synthetic_pairs(
     ``(id, prompt, chosen, rejected)`` for this process's share (ids ``rank, rank + world, ...``)."""
     g = seeded(cfg.train.seed, "synthetic")
     frames = cfg.model.num_frames if kind == "video" else 1
-    words = ["a cat", "a red car", "a mountain lake", "a city street at night", "a bowl of fruit", "a forest"]
     for i in range(cfg.data.num_synthetic):
         coarse = torch.rand(frames, 3, 4, 4, generator=g)  # drawn for every pair, so all shares see one stream
         if i % world != rank:
             continue
-        texture = F.interpolate(coarse, size=(cfg.model.height, cfg.model.width), mode="bilinear")  # (T, 3, H, W)
-        bright, dark = 0.45 + 0.5 * texture, 0.05 + 0.5 * texture
-        yield i, words[i % len(words)], *((bright, dark) if kind == "video" else (bright[0], dark[0]))
+        bright, dark = bright_and_dark(coarse, cfg.model.height, cfg.model.width)  # (T, 3, H, W) each
+        yield i, PROMPTS[i % len(PROMPTS)], *((bright, dark) if kind == "video" else (bright[0], dark[0]))
 
 
 def file_pairs(
@@ -233,29 +223,6 @@ def file_pairs(
         yield pair.row, pair.prompt, sides[0], sides[1]
 
 
-def encode_shard(
-    model: FlowModel, pairs: Iterable[tuple[int, str, torch.Tensor, torch.Tensor]], batch_size: int, empty: tuple
-) -> tuple[list[int], list[str], torch.Tensor, torch.Tensor]:
-    """VAE latents of streamed pairs, ``batch_size`` pairs per call (media are never all in memory at once)."""
-    ids, prompts, chosen, rejected, buffer = [], [], [torch.zeros(empty)], [torch.zeros(empty)], []
-
-    def flush() -> None:
-        if buffer:
-            with torch.no_grad():
-                chosen.append(model.encode_media(torch.stack([b[2] for b in buffer])).cpu())
-                rejected.append(model.encode_media(torch.stack([b[3] for b in buffer])).cpu())
-            ids.extend(b[0] for b in buffer)
-            prompts.extend(b[1] for b in buffer)
-            buffer.clear()
-
-    for pair in pairs:
-        buffer.append(pair)
-        if len(buffer) == batch_size:
-            flush()
-    flush()
-    return ids, prompts, torch.cat(chosen).contiguous(), torch.cat(rejected).contiguous()
-
-
 def build_offline_set(
     cfg: FlowDPOConfig, model: FlowModel, accelerator: Accelerator
 ) -> tuple[TrainingSet, list[SkippedPair]]:
@@ -267,10 +234,8 @@ def build_offline_set(
     fingerprint = {"data": asdict(data), "family": size.family, "path": size.path, "height": size.height,
                    "width": size.width, "num_frames": size.num_frames, "seed": cfg.train.seed}  # fmt: skip
     if data.source == "offline":
-        table_path = Path(data.pairs)
-        fingerprint["table"] = [table_path.stat().st_size, table_path.stat().st_mtime_ns]
-    key = hashlib.sha256(json.dumps(fingerprint, sort_keys=True).encode()).hexdigest()[:16]
-    shards = [Path(cfg.output_dir) / "cache" / f"pairs-{key}-{r}of{world}.safetensors" for r in range(world)]
+        fingerprint["table"] = file_fingerprint(data.pairs)
+    shards = shard_paths(Path(cfg.output_dir) / "cache", "pairs", cache_key(fingerprint), world)
     if not shards[rank].is_file():
         skipped: list[SkippedPair] = []
         source = (
@@ -279,15 +244,14 @@ def build_offline_set(
             else file_pairs(cfg, model.media_kind, rank, world, skipped)
         )
         empty = model.latent_shape(0, size.height, size.width, size.num_frames)
-        ids, prompts, chosen, rejected = encode_shard(model, source, data.encode_batch_size, empty)
-        meta = {"ids": json.dumps(ids), "prompts": json.dumps(prompts),
+        keys, (chosen, rejected) = encode_streamed(
+            model, (((i, p), (c, r)) for i, p, c, r in source), data.encode_batch_size, empty, sides=2
+        )
+        meta = {"ids": json.dumps([i for i, _ in keys]), "prompts": json.dumps([p for _, p in keys]),
                 "skipped": json.dumps([asdict(s) for s in skipped])}  # fmt: skip
-        shards[rank].parent.mkdir(parents=True, exist_ok=True)
-        tmp = shards[rank].with_suffix(".tmp")
-        save_file({"chosen": chosen, "rejected": rejected}, str(tmp), metadata=meta)
-        tmp.replace(shards[rank])
+        write_shard(shards[rank], {"chosen": chosen, "rejected": rejected}, meta)
     accelerator.wait_for_everyone()
-    handles = [safe_open(str(path), "pt") for path in shards]
+    handles = open_shards(shards)
     entries, skipped = [], []
     for shard, handle in enumerate(handles):
         meta = handle.metadata()
@@ -302,8 +266,8 @@ def build_offline_set(
         raise ConfigError(f"no usable pairs in {data.pairs!r}; all {len(skipped)} rows were skipped ({reasons})")
     entries.sort()  # table order
     index = [(shard, row) for _, _, shard, row in entries]
-    chosen = MappedLatents([h.get_slice("chosen") for h in handles], index)
-    rejected = MappedLatents([h.get_slice("rejected") for h in handles], index)
+    chosen = MappedRows([h.get_slice("chosen") for h in handles], index)
+    rejected = MappedRows([h.get_slice("rejected") for h in handles], index)
     return TrainingSet([e[1] for e in entries], chosen, rejected), skipped
 
 
@@ -369,11 +333,13 @@ def build_online_round(
 
 
 def draw_noise(cfg: FlowDPOConfig, model: FlowModel, shape: torch.Size, generators: list[torch.Generator]):
-    """Per sample: a noise level (logit-normal on the shifted grid) and a Gaussian noise tensor, each from the
-    sample's own generator, so a sample's draws do not depend on how the batch is split across processes."""
-    u = torch.cat([logit_normal(1, mean=cfg.loss.logit_mean, std=cfg.loss.logit_std, generator=g) for g in generators])
-    noise = torch.stack([torch.randn(shape[1:], generator=g) for g in generators])
-    return model.training_sigmas(u), noise
+    """Per sample, from its own generator: a noise level (logit-normal on the shifted grid) and a Gaussian noise
+    tensor of the latent's shape (``shape`` is the batch's), see :func:`per_sample_noise`."""
+    loss = cfg.loss
+    u, noise = per_sample_noise(
+        generators, shape[1:], lambda g: logit_normal(1, mean=loss.logit_mean, std=loss.logit_std, generator=g)
+    )
+    return model.training_sigmas(u), noise[0]
 
 
 def dpo_loss(cfg, model, transformer, reference, batch: TrainingSet, generators, accelerator):
