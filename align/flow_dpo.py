@@ -41,6 +41,7 @@ from typing import Literal
 import torch
 from accelerate import Accelerator
 
+from mmreward.alignment.group_rollout import SamplerConfig, check_sampler_config, rollout_window
 from mmreward.data.latent_cache import (
     MappedRows,
     cache_key,
@@ -89,12 +90,7 @@ class OnlineConfig:
     samples_per_prompt: int = 24  # N; best vs worst becomes a pair (Flow-GRPO's DPO: 24)
     round_steps: int = 50  # optimizer steps trained on one round's pairs before new samples are drawn
     ref_refresh_every: int = 0  # steps; 0 = the base model stays the reference (offline DPO)
-    num_steps: int = 40
-    guidance_scale: float = 4.5
-    negative_prompt: str = ""
-    sde_type: Literal["flow", "dance", "cps", "ode"] = "flow"
-    noise_level: float = 0.7
-    sample_batch_size: int = 8  # samples per transformer call while drawing
+    sampling: SamplerConfig = field(default_factory=lambda: SamplerConfig(num_steps=40))  # the reference's samples
 
 
 @dataclass
@@ -139,6 +135,7 @@ class FlowDPOConfig:
                 raise ConfigError("data.source=online needs online.rewards, e.g. {pickscore: 1.0}")
             if online.samples_per_prompt < 2:
                 raise ConfigError(f"online.samples_per_prompt must be >= 2, got {online.samples_per_prompt}")
+            check_sampler_config(online.sampling, "online.sampling")
             if train.save_every % online.round_steps:
                 raise ConfigError(
                     f"train.save_every ({train.save_every}) must be a multiple of online.round_steps "
@@ -292,14 +289,14 @@ def build_online_round(
     accelerator: Accelerator,
 ) -> tuple[TrainingSet, dict[str, float]]:
     """Sample with the reference, score with the reward mix, keep best-vs-worst pairs (DPO) or all (RWR)."""
-    online, group = cfg.online, cfg.online.samples_per_prompt
+    group, sampler, seed = cfg.online.samples_per_prompt, cfg.online.sampling, cfg.train.seed
     with reference.active(), accelerator.autocast():
         rollout = sample(
-            model, prompts, group_size=group, num_steps=online.num_steps, height=cfg.model.height,
-            width=cfg.model.width, num_frames=cfg.model.num_frames, guidance_scale=online.guidance_scale,
-            negative_prompt=online.negative_prompt, sde_type=online.sde_type, noise_level=online.noise_level,
-            generator=seeded(cfg.train.seed, accelerator.process_index, "round", round_index),
-            batch_size=online.sample_batch_size,
+            model, prompts, group_size=group, num_steps=sampler.num_steps, height=cfg.model.height,
+            width=cfg.model.width, num_frames=cfg.model.num_frames, guidance_scale=sampler.guidance_scale,
+            negative_prompt=sampler.negative_prompt, sde_type=sampler.sde_type, noise_level=sampler.noise_level,
+            sde_window=rollout_window(sampler, round_index, seed),
+            generator=seeded(seed, accelerator.process_index, "round", round_index), batch_size=sampler.batch_size,
         )  # fmt: skip
     scored = rewards.score(rollout.prompts, rollout.media)
     total = scored.total.view(len(prompts), group)  # (P, N)
@@ -398,7 +395,7 @@ def main(cfg: FlowDPOConfig) -> Path:
     skipped: list[SkippedPair] = []
     if cfg.data.source == "online":
         rewards = RewardMix(cfg.online.rewards, device=accelerator.device)
-        data, needed = None, {*prompt_list, cfg.online.negative_prompt}
+        data, needed = None, {*prompt_list, cfg.online.sampling.negative_prompt}
     else:
         data, skipped = build_offline_set(cfg, model, accelerator)
         needed = set(data.prompts)

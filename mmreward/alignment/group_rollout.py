@@ -17,44 +17,60 @@ from mmreward.flow.rollout import Rollout, random_sde_window, sample, seeded
 
 
 @dataclass
-class RolloutConfig:
-    """How training samples are drawn (the ``rollout:`` section of a GRPO program's config)."""
+class SamplerConfig:
+    """How a program samples from the generator while it trains: steps, CFG, the SDE and its noise (Flow-DPO's
+    ``online.sampling:``; the sampling part of a GRPO program's ``rollout:``)."""
 
-    prompts_per_step: int = 48  # P, over all processes (Flow-GRPO SD3.5: 48 groups of 24 per epoch)
-    group_size: int = 24  # G samples per prompt
     num_steps: int = 10  # denoising steps of a training rollout (Flow-GRPO SD3.5: 10; evaluation uses more)
     guidance_scale: float = 4.5  # CFG (FLUX.1-dev: the guidance embedding)
     negative_prompt: str = ""
-    sde_type: Literal["flow", "dance", "cps"] = "flow"
+    sde_type: Literal["flow", "dance", "cps", "ode"] = "flow"  # ode: deterministic, no log-probabilities
     noise_level: float = 0.7  # a: 0.7 SD3.5 / Pref-GRPO, 0.9 FLUX, 0.8 CPS
     sde_window_size: int = 0  # 0: every step stochastic; k: a random window of k SDE steps (Flow-GRPO-Fast)
     sde_window_range: list[int] = field(default_factory=list)  # [low, high) for the window; [] = all steps
     batch_size: int = 8  # samples per transformer call
 
 
+@dataclass
+class RolloutConfig(SamplerConfig):
+    """How training samples are drawn (the ``rollout:`` section of a GRPO program's config): the sampler and the
+    ``P x G`` samples of an iteration."""
+
+    sde_type: Literal["flow", "dance", "cps"] = "flow"  # GRPO trains on per-step log-probabilities: no ODE
+    prompts_per_step: int = 48  # P, over all processes (Flow-GRPO SD3.5: 48 groups of 24 per epoch)
+    group_size: int = 24  # G samples per prompt
+
+
+def check_sampler_config(sampler: SamplerConfig, section: str) -> None:
+    """Errors that can be found before any model loads; ``section`` names the config section in messages."""
+    for name in ("num_steps", "batch_size"):
+        if getattr(sampler, name) < 1:
+            raise ConfigError(f"{section}.{name} must be >= 1, got {getattr(sampler, name)}")
+    if sampler.sde_type != "ode" and sampler.noise_level <= 0:
+        raise ConfigError(f"{section}.noise_level must be > 0 for a stochastic rollout, got {sampler.noise_level}")
+    if sampler.sde_window_range and len(sampler.sde_window_range) != 2:
+        raise ConfigError(f"{section}.sde_window_range must be [low, high], got {sampler.sde_window_range}")
+    if sampler.sde_window_range and not sampler.sde_window_size:
+        raise ConfigError(f"{section}.sde_window_range needs {section}.sde_window_size >= 1 (the window's length)")
+    if sampler.sde_window_size:
+        low, high = sampler.sde_window_range or (0, sampler.num_steps)
+        last = sampler.num_steps - 1 if sampler.sde_type == "cps" else sampler.num_steps
+        if not 0 <= low < high <= last or sampler.sde_window_size > high - low:
+            raise ConfigError(
+                f"an SDE window of {sampler.sde_window_size} steps does not fit in [{low}, {high}) of "
+                f"{sampler.num_steps} steps" + (" (CPS cannot use the last step)" if sampler.sde_type == "cps" else "")
+            )
+
+
 def check_rollout_config(rollout: RolloutConfig) -> None:
     """Errors that can be found before any model loads."""
-    for name in ("prompts_per_step", "num_steps", "batch_size"):
-        if getattr(rollout, name) < 1:
-            raise ConfigError(f"rollout.{name} must be >= 1, got {getattr(rollout, name)}")
+    if rollout.prompts_per_step < 1:
+        raise ConfigError(f"rollout.prompts_per_step must be >= 1, got {rollout.prompts_per_step}")
+    check_sampler_config(rollout, "rollout")
     if rollout.group_size < 2:
         raise ConfigError(
             f"rollout.group_size must be >= 2 (advantages compare samples of a prompt), got {rollout.group_size}"
         )
-    if rollout.noise_level <= 0:
-        raise ConfigError(f"rollout.noise_level must be > 0 for a stochastic rollout, got {rollout.noise_level}")
-    if rollout.sde_window_range and len(rollout.sde_window_range) != 2:
-        raise ConfigError(f"rollout.sde_window_range must be [low, high], got {rollout.sde_window_range}")
-    if rollout.sde_window_range and not rollout.sde_window_size:
-        raise ConfigError("rollout.sde_window_range needs rollout.sde_window_size >= 1 (the window's length)")
-    if rollout.sde_window_size:
-        low, high = rollout.sde_window_range or (0, rollout.num_steps)
-        last = rollout.num_steps - 1 if rollout.sde_type == "cps" else rollout.num_steps
-        if not 0 <= low < high <= last or rollout.sde_window_size > high - low:
-            raise ConfigError(
-                f"an SDE window of {rollout.sde_window_size} steps does not fit in [{low}, {high}) of "
-                f"{rollout.num_steps} steps" + (" (CPS cannot use the last step)" if rollout.sde_type == "cps" else "")
-            )
 
 
 @dataclass
@@ -85,7 +101,7 @@ def to_uint8(media: torch.Tensor) -> torch.Tensor:
     return (media.float().clamp(0, 1) * 255).round().to(torch.uint8)
 
 
-def rollout_window(rollout: RolloutConfig, iteration: int, seed: int) -> tuple[int, int] | None:
+def rollout_window(rollout: SamplerConfig, iteration: int, seed: int) -> tuple[int, int] | None:
     """This iteration's SDE window: None (every step stochastic) or a random window of ``sde_window_size`` steps,
     drawn the same on every process."""
     if not rollout.sde_window_size:
