@@ -14,8 +14,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from align import flow_dpo
 from align.flow_dpo import FlowDPOConfig, main
+from mmreward.alignment import flow_dpo_objective
 from mmreward.data.media_pairs import fit_frames, read_pairs
 from mmreward.errors import ConfigError
 from mmreward.testing import sample_images, sample_videos, tiny_pipeline
@@ -194,7 +194,7 @@ def test_resume_after_a_stop_gives_the_same_parameters(tmp_path, monkeypatch):
 
 
 def test_nonfinite_losses_skip_the_step_then_stop_the_run(tmp_path, monkeypatch):
-    real = flow_dpo.flow_dpo_loss
+    real = flow_dpo_objective.flow_dpo_loss
     calls = {"n": 0}
 
     def nan_on_second_call(*args, **kwargs):
@@ -204,7 +204,7 @@ def test_nonfinite_losses_skip_the_step_then_stop_the_run(tmp_path, monkeypatch)
             out.loss = out.loss * float("nan")
         return out
 
-    monkeypatch.setattr(flow_dpo, "flow_dpo_loss", nan_on_second_call)
+    monkeypatch.setattr(flow_dpo_objective, "flow_dpo_loss", nan_on_second_call)
     _run(tmp_path / "one-bad", "--train.max_steps", "3", "--train.save_every", "3")
     rows = read_metrics(tmp_path / "one-bad")
     assert [r["step"] for r in rows] == [1, 3]  # step 2 was skipped, not logged, not applied
@@ -217,7 +217,7 @@ def test_nonfinite_losses_skip_the_step_then_stop_the_run(tmp_path, monkeypatch)
         out.loss = out.loss * float("nan")
         return out
 
-    monkeypatch.setattr(flow_dpo, "flow_dpo_loss", always_nan)
+    monkeypatch.setattr(flow_dpo_objective, "flow_dpo_loss", always_nan)
     with pytest.raises(NonFiniteLossError, match="3 steps in a row"):
         _run(tmp_path / "all-bad", "--train.max_nonfinite_steps", "2")
 

@@ -15,4 +15,8 @@ One GRPO iteration:
 Adv-GRPO's discriminators: :mod:`~mmreward.alignment.references`, :mod:`~mmreward.alignment.discriminators`,
 :mod:`~mmreward.alignment.discriminator_losses`, :mod:`~mmreward.alignment.adversarial`. Held-out evaluation
 during training: :mod:`~mmreward.alignment.monitor`.
+
+Flow-DPO and Flow-RWR: :mod:`~mmreward.alignment.preference_sets` (offline and synthetic pairs, cached latents),
+:mod:`~mmreward.alignment.online_pairs` (pairs ranked from the reference's samples) and
+:mod:`~mmreward.alignment.flow_dpo_objective` (the losses on a batch).
 """
