@@ -48,14 +48,15 @@ def test_every_align_and_tiny_config_loads_into_its_programs_config():
     walked = [Path(d) / f for sub in ("align", "tiny") for d, _, fs in os.walk(REPO / "configs" / sub) for f in fs]
     assert len(files) == len([f for f in walked if f.suffix == ".yaml"]) and len(files) >= 20
     names = {f.stem for f in files}
-    grpo = {f"{kind}_grpo_{family}" for kind in ("flow", "pref") for family in ("sd3", "flux", "wan")}
-    assert grpo | {"flow_grpo", "pref_grpo", "pref_grpo_wan"} <= names  # both GRPO modes for every family + tiny
+    grpo = {f"pref_grpo_{recipe}{family}" for recipe in ("flow_grpo_", "") for family in ("sd3", "flux", "wan")}
+    assert grpo | {"pref_grpo_flow_grpo", "pref_grpo", "pref_grpo_wan"} <= names  # both GRPO modes, every family
     checked = 0
     for path in files:
         header = path.read_text().split("\n\n")[0]
         assert header.startswith("#"), f"{path} must start with a header comment"
         program = re.search(r"align/(\w+)\.py", header)
         assert program, f"the header of {path} must show how to launch it (align/<program>.py)"
+        assert path.stem.startswith(program.group(1)), f"{path.name} must be named after its program {program[0]}"
         module = __import__(f"align.{program.group(1)}", fromlist=["main"])
         schema = typing.get_type_hints(module.main)["cfg"]
         load_config(schema, path)
@@ -346,7 +347,7 @@ def test_online_rwr_runs_with_more_prompts_than_the_embedding_cache(tmp_path):
         str(REPO / "configs/tiny/flow_dpo_prompts.txt"),
         "--model.prompt_cache_size",
         "3",
-        config=REPO / "configs/tiny/flow_rwr.yaml",
+        config=REPO / "configs/tiny/flow_dpo_rwr.yaml",
     )
     rows = read_metrics(output)
     assert len(rows) == 4 and "round/reward_mean" in rows[0] and rows[-1]["reference_refreshes"] == 2

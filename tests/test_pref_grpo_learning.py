@@ -34,7 +34,7 @@ def _train(config: str, output: Path) -> tuple[list[dict], dict, dict]:
 
 
 def test_pointwise_brightness_reward_brightens_held_out_samples(tmp_path):
-    train, base, final = _train("configs/tiny/flow_grpo.yaml", tmp_path)
+    train, base, final = _train("configs/tiny/pref_grpo_flow_grpo.yaml", tmp_path)
     gain = final[BRIGHTNESS] - base[BRIGHTNESS]
     assert gain > 0.004, gain  # 0.0078 when written: mean pixel value 0.5985 -> 0.6063
     assert final[f"{BRIGHTNESS}_gain"] == pytest.approx(gain, abs=1e-6)  # paired on the same prompts and seeds
