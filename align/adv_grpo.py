@@ -45,7 +45,13 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 
 from mmreward.alignment.advantages import AdvantageConfig
-from mmreward.alignment.adversarial import AdversarialReward, DiscriminatorTrainer, iteration_plan
+from mmreward.alignment.adversarial import (
+    AdversarialReward,
+    DiscriminatorTrainer,
+    iteration_plan,
+    reference_metrics,
+    score_rollout,
+)
 from mmreward.alignment.clipped_update import ON_POLICY_SWITCHES, OffPolicyError, update_policy
 from mmreward.alignment.discriminator_losses import discrimination_metrics
 from mmreward.alignment.discriminators import DiscriminatorConfig, check_discriminator_config, load_discriminator
@@ -62,7 +68,7 @@ from mmreward.alignment.monitor import (
     sample_eval,
     save_grid,
 )
-from mmreward.alignment.references import draw, find_reference_files, load_references, mean_color_distance
+from mmreward.alignment.references import draw, find_reference_files, load_references
 from mmreward.alignment.update_schedule import GRPOLossConfig, GRPOTrainConfig, check_loss_config
 from mmreward.data.prompts import read_prompts
 from mmreward.errors import ConfigError
@@ -117,9 +123,14 @@ class AdvGRPOConfig:
         if self.reward.discriminator_weight <= 0:
             raise ConfigError(f"reward.discriminator_weight must be > 0, got {self.reward.discriminator_weight}")
         train = self.train
-        for name, value in [("train.max_steps", train.max_steps), ("train.micro_batch_size", train.micro_batch_size),
-                            ("train.updates_per_step", train.updates_per_step), ("train.save_every", train.save_every),
-                            ("train.inner_epochs", train.inner_epochs), ("lora.rank", self.lora.rank)]:  # fmt: skip
+        for name, value in [
+            ("train.max_steps", train.max_steps),
+            ("train.micro_batch_size", train.micro_batch_size),
+            ("train.updates_per_step", train.updates_per_step),
+            ("train.save_every", train.save_every),
+            ("train.inner_epochs", train.inner_epochs),
+            ("lora.rank", self.lora.rank),
+        ]:
             if value <= 0:
                 raise ConfigError(f"{name} must be > 0, got {value}")
         if self.discriminator.update_when == "generator_wins" and train.lr_scheduler in ("linear", "cosine"):
@@ -137,8 +148,9 @@ class AdvGRPOConfig:
 def main(cfg: AdvGRPOConfig) -> Path:
     train, rollout_cfg, eval_cfg, disc_cfg = cfg.train, cfg.rollout, cfg.eval, cfg.discriminator
     # Reference images first: an empty or unreadable set fails before any model loads.
-    references = load_references(find_reference_files(cfg.references.path), cfg.model.height, cfg.model.width,
-                                 cfg.references.max_failed)  # fmt: skip  # (R, 3, H, W) uint8
+    references = load_references(
+        find_reference_files(cfg.references.path), cfg.model.height, cfg.model.width, cfg.references.max_failed
+    )  # (R, 3, H, W) uint8
     run = start_run(cfg, "adv_grpo")
     accelerator, output, tracker = run
     rank, world, device = accelerator.process_index, accelerator.num_processes, accelerator.device
@@ -182,18 +194,27 @@ def main(cfg: AdvGRPOConfig) -> Path:
     def run_eval(at: int, base_model: bool = False, base_scores=None, log: bool = True):
         start = clock(device)
         with policy.reference.active() if base_model else ema.swapped_in() if ema is not None else nullcontext():
-            samples = sample_eval(model, eval_prompts, eval_cfg, **size, negative_prompt=rollout_cfg.negative_prompt,
-                                  accelerator=accelerator, seed=train.seed)  # fmt: skip
-        metrics, scores = evaluate(samples, eval_cfg.samples_per_prompt, accelerator=accelerator, rewards=eval_rewards,
-                                   base_scores=base_scores if eval_cfg.compare_to_base else None,
-                                   features=features)  # fmt: skip
+            samples = sample_eval(
+                model,
+                eval_prompts,
+                eval_cfg,
+                **size,
+                negative_prompt=rollout_cfg.negative_prompt,
+                accelerator=accelerator,
+                seed=train.seed,
+            )
+        metrics, scores = evaluate(
+            samples,
+            eval_cfg.samples_per_prompt,
+            accelerator=accelerator,
+            rewards=eval_rewards,
+            base_scores=base_scores if eval_cfg.compare_to_base else None,
+            features=features,
+        )
         media = accelerator.gather(samples.media.to(device)).cpu()  # (E, 3, H, W)
         prompt_of = [eval_prompts[i // eval_cfg.samples_per_prompt] for i in range(len(media))]
-        generator = seeded(train.seed, "eval-patches", at)
-        metrics["eval/discriminator"] = float(discriminator.score(prompt_of, media, generator).scores.mean())
-        metrics["eval/reference_color_distance"] = mean_color_distance(media, references)
-        embeddings = discriminator.embed(media, generator)  # (E, D), unit norm
-        metrics["eval/reference_similarity"] = float((embeddings @ reference_embedding).mean())
+        patches = seeded(train.seed, "eval-patches", at)
+        metrics |= reference_metrics(discriminator, prompt_of, media, references, reference_embedding, patches)
         grid = grid_samples(samples, eval_cfg.grid_prompts * eval_cfg.samples_per_prompt, accelerator)
         if log and accelerator.is_main_process:
             if len(grid):
@@ -207,8 +228,9 @@ def main(cfg: AdvGRPOConfig) -> Path:
     while step < train.max_steps:
         start = clock(device)
         step_prompts = iteration_prompts(prompts, step, layout.prompts, train.seed)
-        batch = rollout_groups(model, step_prompts, layout, rollout_cfg, **size, iteration=step, seed=train.seed,
-                               accelerator=accelerator)  # fmt: skip
+        batch = rollout_groups(
+            model, step_prompts, layout, rollout_cfg, **size, iteration=step, seed=train.seed, accelerator=accelerator
+        )
         local_prompts = [step_prompts[int(g)] for g in batch.group]
         rolled = clock(device)
 
@@ -218,12 +240,10 @@ def main(cfg: AdvGRPOConfig) -> Path:
         # rollouts rather than these samples' own noise.
         count = disc_cfg.references_per_step
         drawn = references[draw(count, len(references), seeded(train.seed, "references", step, rank, "score"))]
-        paired_prompts = [local_prompts[i % len(local_prompts)] for i in range(count)]
         patches = seeded(train.seed, "patches", step, rank, "score")
-        ref_scores = discriminator.score(paired_prompts, drawn, patches).scores
-        sample_scores = discriminator.score(local_prompts, batch.media, patches).scores
-        ref_scores = accelerator.gather(ref_scores.to(device)).cpu()
-        sample_scores = accelerator.gather(sample_scores.to(device)).cpu()
+        ref_scores, sample_scores = score_rollout(
+            discriminator, drawn, batch.media, local_prompts, patches, accelerator
+        )
         logged = discrimination_metrics(ref_scores, sample_scores)
         train_disc, train_gen = iteration_plan(disc_cfg, step)
         if disc_cfg.update_when == "generator_wins":  # the same decision on every process (gathered scores)
@@ -251,20 +271,26 @@ def main(cfg: AdvGRPOConfig) -> Path:
         if train_disc:
             for k in range(disc_cfg.steps):
                 positives = references[draw(count, len(references), seeded(train.seed, "references", step, rank, k))]
-                losses.append(trainer.step(positives, batch.media, local_prompts,
-                                           seeded(train.seed, "patches", step, rank, k)))  # fmt: skip
+                losses.append(
+                    trainer.step(positives, batch.media, local_prompts, seeded(train.seed, "patches", step, rank, k))
+                )
             logged["disc/loss"] = sum(losses) / len(losses)
         logged["disc/steps"] = float(len(losses))
 
         done = clock(device)
         step += 1
         if step % train.log_every == 0:
-            logged.update({
-                "lr": policy.lr_scheduler.get_last_lr()[0], "nonfinite_skipped": policy.guard.skipped,
-                "time/rollout": rolled - start, "time/disc_score": scored - rolled,
-                "time/policy_update": updated_policy - scored, "time/disc_update": done - updated_policy,
-                "time/step": done - start,
-            })  # fmt: skip
+            logged.update(
+                {
+                    "lr": policy.lr_scheduler.get_last_lr()[0],
+                    "nonfinite_skipped": policy.guard.skipped,
+                    "time/rollout": rolled - start,
+                    "time/disc_score": scored - rolled,
+                    "time/policy_update": updated_policy - scored,
+                    "time/disc_update": done - updated_policy,
+                    "time/step": done - start,
+                }
+            )
             if device.type == "cuda":
                 logged["memory/peak_gb"] = torch.cuda.max_memory_allocated(device) / 2**30
             tracker.log(step, logged)
@@ -272,10 +298,15 @@ def main(cfg: AdvGRPOConfig) -> Path:
             run_eval(step, base_scores=base_scores)
         if step % train.save_every == 0 or step == train.max_steps:
             save_checkpoint(
-                output / "checkpoints", step, modules=modules, states=states,
+                output / "checkpoints",
+                step,
+                modules=modules,
+                states=states,
                 extra={"failed_total": failed_total, "nonfinite_skipped": policy.guard.skipped},
-                keep_last=train.keep_checkpoints, rank=rank, barrier=accelerator.wait_for_everyone,
-            )  # fmt: skip
+                keep_last=train.keep_checkpoints,
+                rank=rank,
+                barrier=accelerator.wait_for_everyone,
+            )
 
     # -- the discriminator (the same on every process), then the adapter in the diffusers LoRA format
     if accelerator.is_main_process:

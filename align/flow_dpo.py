@@ -104,10 +104,15 @@ class FlowDPOConfig:
                 "(1 - t)^2 = 0; use beta_schedule=constant"
             )
         check_media_kind(model)
-        for name, value in [("train.max_steps", train.max_steps), ("train.batch_size", train.batch_size),
-                            ("train.gradient_accumulation_steps", train.gradient_accumulation_steps),
-                            ("train.save_every", train.save_every), ("online.round_steps", online.round_steps),
-                            ("loss.beta", loss.beta), ("lora.rank", self.lora.rank)]:  # fmt: skip
+        for name, value in [
+            ("train.max_steps", train.max_steps),
+            ("train.batch_size", train.batch_size),
+            ("train.gradient_accumulation_steps", train.gradient_accumulation_steps),
+            ("train.save_every", train.save_every),
+            ("online.round_steps", online.round_steps),
+            ("loss.beta", loss.beta),
+            ("lora.rank", self.lora.rank),
+        ]:
             if value <= 0:
                 raise ConfigError(f"{name} must be > 0, got {value}")
 
@@ -166,10 +171,14 @@ def main(cfg: FlowDPOConfig) -> Path:
         if cfg.data.source == "online" and (current is None or step % cfg.online.round_steps == 0):
             round_index = step // cfg.online.round_steps
             current, round_stats = build_online_round(
-                cfg, model, rewards, reference,
+                cfg,
+                model,
+                rewards,
+                reference,
                 round_prompts(prompt_list, round_index, cfg.online.prompts_per_round, rank, world, train.seed),
-                round_index, accelerator,
-            )  # fmt: skip
+                round_index,
+                accelerator,
+            )
             counts = accelerator.gather(torch.tensor([len(current)], device=accelerator.device))
             if int(counts.min()) == 0:
                 raise ConfigError(
@@ -202,19 +211,31 @@ def main(cfg: FlowDPOConfig) -> Path:
             reference.refresh()
             refreshes += 1
         if applied and step % train.log_every == 0:
-            logged = {name: accelerator.reduce(torch.stack(v).mean().to(accelerator.device), "mean").item()
-                      for name, v in step_metrics.items()}  # fmt: skip
-            logged |= {"grad_norm": grad_norm, "lr": policy.lr_scheduler.get_last_lr()[0],
-                       "nonfinite_skipped": policy.guard.skipped, "skipped_pairs": len(skipped),
-                       "reference_refreshes": refreshes, **round_stats}  # fmt: skip
+            logged = {
+                name: accelerator.reduce(torch.stack(v).mean().to(accelerator.device), "mean").item()
+                for name, v in step_metrics.items()
+            }
+            logged |= {
+                "grad_norm": grad_norm,
+                "lr": policy.lr_scheduler.get_last_lr()[0],
+                "nonfinite_skipped": policy.guard.skipped,
+                "skipped_pairs": len(skipped),
+                "reference_refreshes": refreshes,
+                **round_stats,
+            }
             round_stats = {}
             tracker.log(step, logged)
         if step % train.save_every == 0 or step == train.max_steps:
             save_checkpoint(
-                output / "checkpoints", step, modules={"transformer": policy.unwrapped}, states=states,
+                output / "checkpoints",
+                step,
+                modules={"transformer": policy.unwrapped},
+                states=states,
                 extra={"refreshes": refreshes, "nonfinite_skipped": policy.guard.skipped},
-                keep_last=train.keep_checkpoints, rank=rank, barrier=accelerator.wait_for_everyone,
-            )  # fmt: skip
+                keep_last=train.keep_checkpoints,
+                rank=rank,
+                barrier=accelerator.wait_for_everyone,
+            )
 
     return finish_lora_run(run, policy)
 

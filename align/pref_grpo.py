@@ -112,11 +112,15 @@ class PrefGRPOConfig:
         if self.eval.every and not self.data.eval_prompts:
             raise ConfigError("eval.every > 0 needs data.eval_prompts (held-out prompts); or set eval.every: 0")
         check_media_kind(model)
-        for name, value in [("train.max_steps", train.max_steps), ("train.micro_batch_size", train.micro_batch_size),
-                            ("train.updates_per_step", train.updates_per_step),
-                            ("train.inner_epochs", train.inner_epochs), ("train.save_every", train.save_every),
-                            ("train.on_policy_tolerance", train.on_policy_tolerance),
-                            ("lora.rank", self.lora.rank)]:  # fmt: skip
+        for name, value in [
+            ("train.max_steps", train.max_steps),
+            ("train.micro_batch_size", train.micro_batch_size),
+            ("train.updates_per_step", train.updates_per_step),
+            ("train.inner_epochs", train.inner_epochs),
+            ("train.save_every", train.save_every),
+            ("train.on_policy_tolerance", train.on_policy_tolerance),
+            ("lora.rank", self.lora.rank),
+        ]:
             if value <= 0:
                 raise ConfigError(f"{name} must be > 0, got {value}")
         check_rollout_config(self.rollout)
@@ -172,10 +176,16 @@ def main(cfg: PrefGRPOConfig) -> Path:
         start = clock(device)
         samples = samples_of()
         metrics, scores = evaluate(
-            samples, eval_cfg.samples_per_prompt, accelerator=accelerator, rewards=eval_rewards,
-            judge=judge if eval_cfg.compare_to_base else None, orders=cfg.reward.orders, base=base,
-            base_scores=base_scores if eval_cfg.compare_to_base else None, features=features,
-        )  # fmt: skip
+            samples,
+            eval_cfg.samples_per_prompt,
+            accelerator=accelerator,
+            rewards=eval_rewards,
+            judge=judge if eval_cfg.compare_to_base else None,
+            orders=cfg.reward.orders,
+            base=base,
+            base_scores=base_scores if eval_cfg.compare_to_base else None,
+            features=features,
+        )
         grid = grid_samples(samples, eval_cfg.grid_prompts * eval_cfg.samples_per_prompt, accelerator)
         if log and accelerator.is_main_process:
             if len(grid):
@@ -185,13 +195,27 @@ def main(cfg: PrefGRPOConfig) -> Path:
 
     def policy_eval_samples():
         with ema.swapped_in() if ema is not None else nullcontext():
-            return sample_eval(model, eval_prompts, eval_cfg, **size, negative_prompt=rollout_cfg.negative_prompt,
-                               accelerator=accelerator, seed=train.seed)  # fmt: skip
+            return sample_eval(
+                model,
+                eval_prompts,
+                eval_cfg,
+                **size,
+                negative_prompt=rollout_cfg.negative_prompt,
+                accelerator=accelerator,
+                seed=train.seed,
+            )
 
     def base_eval_samples():
         with reference.active():
-            return sample_eval(model, eval_prompts, eval_cfg, **size, negative_prompt=rollout_cfg.negative_prompt,
-                               accelerator=accelerator, seed=train.seed)  # fmt: skip
+            return sample_eval(
+                model,
+                eval_prompts,
+                eval_cfg,
+                **size,
+                negative_prompt=rollout_cfg.negative_prompt,
+                accelerator=accelerator,
+                seed=train.seed,
+            )
 
     base = base_scores = None  # the base model's samples on the same seeds: the comparison point of every evaluation
     if eval_cfg.every:
@@ -201,8 +225,9 @@ def main(cfg: PrefGRPOConfig) -> Path:
     while step < train.max_steps:
         start = clock(device)
         step_prompts = iteration_prompts(prompts, step, layout.prompts, train.seed)
-        batch = rollout_groups(model, step_prompts, layout, rollout_cfg, **size, iteration=step, seed=train.seed,
-                               accelerator=accelerator)  # fmt: skip
+        batch = rollout_groups(
+            model, step_prompts, layout, rollout_cfg, **size, iteration=step, seed=train.seed, accelerator=accelerator
+        )
         rolled = clock(device)
         rewards = compute_rewards(reward, batch, layout, accelerator)
         rewarded = clock(device)
@@ -219,11 +244,16 @@ def main(cfg: PrefGRPOConfig) -> Path:
             write_reward_failures(output, rewards, step_prompts, layout.group_size, step)
         if step % train.log_every == 0:
             logged = {
-                **reward_metrics(rewards, failed_total), **adv.stats, **updated_metrics,
-                "lr": policy.lr_scheduler.get_last_lr()[0], "nonfinite_skipped": guard.skipped,
-                "time/rollout": rolled - start, "time/reward": rewarded - rolled, "time/update": done - rewarded,
+                **reward_metrics(rewards, failed_total),
+                **adv.stats,
+                **updated_metrics,
+                "lr": policy.lr_scheduler.get_last_lr()[0],
+                "nonfinite_skipped": guard.skipped,
+                "time/rollout": rolled - start,
+                "time/reward": rewarded - rolled,
+                "time/update": done - rewarded,
                 "time/step": done - start,
-            }  # fmt: skip
+            }
             if device.type == "cuda":
                 logged["memory/peak_gb"] = torch.cuda.max_memory_allocated(device) / 2**30
             tracker.log(step, logged)
@@ -231,10 +261,15 @@ def main(cfg: PrefGRPOConfig) -> Path:
             run_eval(step, policy_eval_samples, base, base_scores)
         if step % train.save_every == 0 or step == train.max_steps:
             save_checkpoint(
-                output / "checkpoints", step, modules={"transformer": policy.unwrapped}, states=states,
+                output / "checkpoints",
+                step,
+                modules={"transformer": policy.unwrapped},
+                states=states,
                 extra={"failed_total": failed_total, "nonfinite_skipped": guard.skipped},
-                keep_last=train.keep_checkpoints, rank=rank, barrier=accelerator.wait_for_everyone,
-            )  # fmt: skip
+                keep_last=train.keep_checkpoints,
+                rank=rank,
+                barrier=accelerator.wait_for_everyone,
+            )
 
     return finish_lora_run(run, policy)
 

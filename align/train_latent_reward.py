@@ -53,7 +53,7 @@ from mmreward.data.latent_cache import (
     shard_paths,
     write_shard,
 )
-from mmreward.data.media_pairs import SkippedPair, load_fitted, read_pairs
+from mmreward.data.media_pairs import SkippedPair, load_fitted, read_pair_table
 from mmreward.data.prompts import read_prompts
 from mmreward.data.synthetic_brightness import PROMPTS, graded_texture
 from mmreward.errors import ConfigError, MediaError
@@ -192,7 +192,8 @@ def plan_data(cfg: TrainLatentRewardConfig) -> Plan:
     prompts: list[str] = []
     plan = Plan(dims, [], prompts)
     for k, dim in enumerate(dims):
-        table = read_pairs(data.pairs, media_root=data.media_root, label_columns=[dim] if data.label_columns else [])
+        columns = [dim] if data.label_columns else []
+        table = read_pair_table(data.pairs, media_root=data.media_root, label_columns=columns)
         if data.label_columns:
             plan.skipped += [SkippedPair(s.row, f"{dim}: {s.reason}") for s in table.skipped]
         elif k == 0:

@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 
 from align.flow_dpo import FlowDPOConfig, main
 from mmreward.alignment import flow_dpo_objective
-from mmreward.data.media_pairs import fit_frames, read_pairs
+from mmreward.data.media_pairs import fit_frames, read_pair_table
 from mmreward.errors import ConfigError
 from mmreward.testing import sample_images, sample_videos, tiny_pipeline
 from mmreward.train.config import load_config, parse_config
@@ -319,10 +319,10 @@ def test_videoalign_schema_needs_label_columns(tmp_path):
     csv = tmp_path / "t.csv"
     csv.write_text("path_A,path_B,prompt,VQ,MQ,TA\na.mp4,b.mp4,p,A,A,A\n")
     with pytest.raises(ConfigError, match=r"set data.label_columns .*\['MQ', 'TA', 'VQ'\]"):
-        read_pairs(csv)
+        read_pair_table(csv)
     (tmp_path / "a.mp4").write_bytes(b"")
     (tmp_path / "b.mp4").write_bytes(b"")
-    table = read_pairs(csv, label_columns=["TA"])
+    table = read_pair_table(csv, label_columns=["TA"])
     assert table.pairs[0].chosen == tmp_path / "a.mp4" and table.pairs[0].rejected == tmp_path / "b.mp4"
 
 

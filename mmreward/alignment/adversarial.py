@@ -8,6 +8,7 @@ from typing import Any
 import torch
 
 from mmreward.alignment.discriminators import DiscriminatorConfig
+from mmreward.alignment.references import mean_color_distance
 from mmreward.rewards.base import RewardOutput
 from mmreward.rewards.mix import RewardMix
 
@@ -19,6 +20,43 @@ def iteration_plan(cfg: DiscriminatorConfig, step: int) -> tuple[bool, bool]:
         return True, True
     policy_turn = (step + 1) % cfg.generator_every == 0
     return not policy_turn, policy_turn
+
+
+def score_rollout(
+    discriminator: Any,
+    references: torch.Tensor,
+    media: torch.Tensor,
+    prompts: list[str],
+    generator: torch.Generator,
+    accelerator: Any,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """How well the discriminator tells ``references`` ``(R, 3, H, W)`` from this process's rollout ``media``: the
+    scores of both (reference ``i`` under the prompt of sample ``i mod n``), gathered over the processes so every
+    process decides the same from them. Returns ``(reference scores, sample scores)`` on the CPU."""
+    paired_prompts = [prompts[i % len(prompts)] for i in range(len(references))]
+    ref_scores = discriminator.score(paired_prompts, references, generator).scores
+    sample_scores = discriminator.score(prompts, media, generator).scores
+    device = accelerator.device
+    return accelerator.gather(ref_scores.to(device)).cpu(), accelerator.gather(sample_scores.to(device)).cpu()
+
+
+def reference_metrics(
+    discriminator: Any,
+    prompts: list[str],
+    media: torch.Tensor,
+    references: torch.Tensor,
+    reference_embedding: torch.Tensor,
+    generator: torch.Generator,
+) -> dict[str, float]:
+    """Held-out numbers of Adv-GRPO on all evaluation samples ``media`` ``(E, 3, H, W)``: the discriminator's mean
+    score, the RMS distance of their mean colour to the references' (:func:`mean_color_distance`) and their mean
+    cosine similarity to the references' mean embedding ``(D,)``."""
+    # Scored before embedded: both draw patch tokens from ``generator``, in this order.
+    metrics = {"eval/discriminator": float(discriminator.score(prompts, media, generator).scores.mean())}
+    metrics["eval/reference_color_distance"] = mean_color_distance(media, references)
+    embeddings = discriminator.embed(media, generator)  # (E, D), unit norm
+    metrics["eval/reference_similarity"] = float((embeddings @ reference_embedding).mean())
+    return metrics
 
 
 class DiscriminatorTrainer:

@@ -23,5 +23,9 @@ def discrimination_metrics(reference: torch.Tensor, generated: torch.Tensor) -> 
     one half); ``disc/reward_gap``: mean reference score minus mean sample score."""
     r, g = reference.float().flatten()[:, None], generated.float().flatten()[None, :]
     accuracy = ((r > g).float() + 0.5 * (r == g).float()).mean()
-    return {"disc/accuracy": float(accuracy), "disc/reward_gap": float(reference.mean() - generated.mean()),
-            "disc/reference_score": float(reference.mean()), "disc/sample_score": float(generated.mean())}  # fmt: skip
+    return {
+        "disc/accuracy": float(accuracy),
+        "disc/reward_gap": float(reference.mean() - generated.mean()),
+        "disc/reference_score": float(reference.mean()),
+        "disc/sample_score": float(generated.mean()),
+    }

@@ -74,8 +74,15 @@ class DiscriminatorConfig:
 
 def check_discriminator_config(cfg: DiscriminatorConfig) -> None:
     """Errors that can be found before any model loads."""
-    for name in ("hidden_dim", "num_patches", "steps", "generator_every", "references_per_step", "batch_size",
-                 "trainable_layers"):  # fmt: skip
+    for name in (
+        "hidden_dim",
+        "num_patches",
+        "steps",
+        "generator_every",
+        "references_per_step",
+        "batch_size",
+        "trainable_layers",
+    ):
         if getattr(cfg, name) < 1:
             raise ConfigError(f"discriminator.{name} must be >= 1, got {getattr(cfg, name)}")
     if cfg.image_size < 0:
@@ -156,8 +163,10 @@ class DinoDiscriminator(nn.Module):
             if entry[0] is images and entry[1] == images._version:
                 self._recent = [entry, *(e for e in self._recent if e is not entry)]
                 return entry[2]
-        chunks = [self.backbone(pixel_values=self.preprocess(images[start : start + self.cfg.batch_size]))
-                  .last_hidden_state for start in range(0, len(images), self.cfg.batch_size)]  # fmt: skip
+        chunks = [
+            self.backbone(pixel_values=self.preprocess(images[start : start + self.cfg.batch_size])).last_hidden_state
+            for start in range(0, len(images), self.cfg.batch_size)
+        ]
         hidden = torch.cat(chunks)
         self._recent = [(images, images._version, hidden), *self._recent[:1]]
         return hidden
@@ -168,8 +177,9 @@ class DinoDiscriminator(nn.Module):
         L2-normalized when ``l2_normalize``: the one place features are made, for training and for the reward."""
         hidden = self.hidden_states(images).float()  # (n, 1 + P, D)
         count = hidden.shape[1] - 1
-        pick = torch.stack([torch.randperm(count, generator=generator)[: self.cfg.num_patches]
-                            for _ in range(len(hidden))]).to(self.device)  # fmt: skip  # (n, K)
+        pick = torch.stack(
+            [torch.randperm(count, generator=generator)[: self.cfg.num_patches] for _ in range(len(hidden))]
+        ).to(self.device)  # (n, K)
         index = pick[..., None].expand(-1, -1, hidden.shape[-1])  # (n, K, D)
         cls_t, patch_t = hidden[:, 0], torch.gather(hidden[:, 1:], 1, index)  # (n, D), (n, K, D)
         if self.cfg.l2_normalize:

@@ -52,12 +52,24 @@ def dpo_loss(cfg, model, transformer, reference, batch: TrainingSet, generators,
             model.velocity(x_t, sigma2, cond2, transformer=transformer), target, cfg.loss.reduction
         )
     out = flow_dpo_loss(
-        policy_error[:size], policy_error[size:], ref_error[:size], ref_error[size:], beta=cfg.loss.beta,
-        loss_type=cfg.loss.type, beta_schedule=cfg.loss.beta_schedule, sigma=sigma.to(accelerator.device),
-    )  # fmt: skip
-    metrics = {"implicit_acc": out.accuracy, "reward_chosen": out.chosen_reward.mean(),
-               "reward_rejected": out.rejected_reward.mean(), "reward_margin": out.reward_margin.mean(),
-               "margin": out.margin.mean(), "beta_t": out.beta.mean(), "sigma": sigma.mean()}  # fmt: skip
+        policy_error[:size],
+        policy_error[size:],
+        ref_error[:size],
+        ref_error[size:],
+        beta=cfg.loss.beta,
+        loss_type=cfg.loss.type,
+        beta_schedule=cfg.loss.beta_schedule,
+        sigma=sigma.to(accelerator.device),
+    )
+    metrics = {
+        "implicit_acc": out.accuracy,
+        "reward_chosen": out.chosen_reward.mean(),
+        "reward_rejected": out.rejected_reward.mean(),
+        "reward_margin": out.reward_margin.mean(),
+        "margin": out.margin.mean(),
+        "beta_t": out.beta.mean(),
+        "sigma": sigma.mean(),
+    }
     return out.loss, metrics
 
 

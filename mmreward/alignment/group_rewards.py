@@ -145,8 +145,9 @@ def reward_metrics(rewards: IterationRewards, failed_total: int) -> dict[str, fl
         "reward/mean": float(valid.mean()) if len(valid) else float("nan"),
         "reward/std": float(valid.std()) if len(valid) > 1 else float("nan"),
         **{f"reward/{name}": float(values.nanmean()) for name, values in rewards.dims.items()},
-        "reward/failed": int(rewards.failed.sum()), "reward/failed_total": failed_total,
-    }  # fmt: skip
+        "reward/failed": int(rewards.failed.sum()),
+        "reward/failed_total": failed_total,
+    }
 
 
 def write_reward_failures(
@@ -157,5 +158,7 @@ def write_reward_failures(
         return
     with (output / "reward_failures.jsonl").open("a", encoding="utf-8") as f:
         for index, reason in rewards.errors:
-            f.write(json.dumps({"step": step, "sample": index, "prompt": prompts[index // group_size],
-                                "reason": reason}) + "\n")  # fmt: skip
+            f.write(
+                json.dumps({"step": step, "sample": index, "prompt": prompts[index // group_size], "reason": reason})
+                + "\n"
+            )

@@ -96,8 +96,9 @@ class GroupBatch:
         return len(self.index)
 
 
-def to_uint8(media: torch.Tensor) -> torch.Tensor:
-    """Canonical float media in [0, 1] -> uint8, rounded (Flow-GRPO hands rewards 8-bit images the same way)."""
+def quantize_uint8(media: torch.Tensor) -> torch.Tensor:
+    """Canonical float media in [0, 1] -> uint8 tensors of the same layout, rounded (Flow-GRPO hands rewards 8-bit
+    images the same way; :func:`mmreward.media.to_uint8` instead gives channels-last numpy arrays for encoders)."""
     return (media.float().clamp(0, 1) * 255).round().to(torch.uint8)
 
 
@@ -138,11 +139,20 @@ def rollout_groups(
     local_prompts = [prompts[int(g)] for g in group]
     with accelerator.autocast():
         samples = sample(
-            model, local_prompts, group_size=1, num_steps=rollout.num_steps, height=height, width=width,
-            num_frames=num_frames, guidance_scale=rollout.guidance_scale, negative_prompt=rollout.negative_prompt,
-            sde_type=rollout.sde_type, noise_level=rollout.noise_level,
+            model,
+            local_prompts,
+            group_size=1,
+            num_steps=rollout.num_steps,
+            height=height,
+            width=width,
+            num_frames=num_frames,
+            guidance_scale=rollout.guidance_scale,
+            negative_prompt=rollout.negative_prompt,
+            sde_type=rollout.sde_type,
+            noise_level=rollout.noise_level,
             sde_window=rollout_window(rollout, iteration, seed),
-            generator=[seeded(seed, "rollout", iteration, int(i)) for i in index], batch_size=rollout.batch_size,
+            generator=[seeded(seed, "rollout", iteration, int(i)) for i in index],
+            batch_size=rollout.batch_size,
             transformer=transformer,
-        )  # fmt: skip
-    return GroupBatch(samples, index, group, list(prompts), to_uint8(samples.media), rollout.batch_size)
+        )
+    return GroupBatch(samples, index, group, list(prompts), quantize_uint8(samples.media), rollout.batch_size)

@@ -20,7 +20,7 @@ from typing import Any
 
 import torch
 
-from mmreward.alignment.group_rollout import to_uint8
+from mmreward.alignment.group_rollout import quantize_uint8
 from mmreward.alignment.layout import GroupLayout, exchange_rows
 from mmreward.data.prompts import read_prompts
 from mmreward.errors import ConfigError
@@ -107,12 +107,19 @@ def sample_eval(
     local_prompts = [prompts[int(i) // cfg.samples_per_prompt] for i in index]
     with accelerator.autocast():
         out = sample_ode(
-            model, local_prompts, num_steps=cfg.num_steps, height=height, width=width, num_frames=num_frames,
-            guidance_scale=cfg.guidance_scale, negative_prompt=negative_prompt,
-            generator=[seeded(seed, "eval", int(i)) for i in index], batch_size=cfg.batch_size,
+            model,
+            local_prompts,
+            num_steps=cfg.num_steps,
+            height=height,
+            width=width,
+            num_frames=num_frames,
+            guidance_scale=cfg.guidance_scale,
+            negative_prompt=negative_prompt,
+            generator=[seeded(seed, "eval", int(i)) for i in index],
+            batch_size=cfg.batch_size,
             transformer=transformer,
-        )  # fmt: skip
-    return EvalSamples(index, local_prompts, to_uint8(out.media))
+        )
+    return EvalSamples(index, local_prompts, quantize_uint8(out.media))
 
 
 # ----------------------------------------------------------------------------------------------------- metrics

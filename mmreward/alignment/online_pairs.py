@@ -53,17 +53,28 @@ def build_online_round(
     group, sampler, seed = cfg.online.samples_per_prompt, cfg.online.sampling, cfg.train.seed
     with reference.active(), accelerator.autocast():
         rollout = sample(
-            model, prompts, group_size=group, num_steps=sampler.num_steps, height=cfg.model.height,
-            width=cfg.model.width, num_frames=cfg.model.num_frames, guidance_scale=sampler.guidance_scale,
-            negative_prompt=sampler.negative_prompt, sde_type=sampler.sde_type, noise_level=sampler.noise_level,
+            model,
+            prompts,
+            group_size=group,
+            num_steps=sampler.num_steps,
+            height=cfg.model.height,
+            width=cfg.model.width,
+            num_frames=cfg.model.num_frames,
+            guidance_scale=sampler.guidance_scale,
+            negative_prompt=sampler.negative_prompt,
+            sde_type=sampler.sde_type,
+            noise_level=sampler.noise_level,
             sde_window=rollout_window(sampler, round_index, seed),
-            generator=seeded(seed, accelerator.process_index, "round", round_index), batch_size=sampler.batch_size,
-        )  # fmt: skip
+            generator=seeded(seed, accelerator.process_index, "round", round_index),
+            batch_size=sampler.batch_size,
+        )
     scored = rewards.score(rollout.prompts, rollout.media)
     total = scored.total.view(len(prompts), group)  # (P, N)
     valid = ~scored.failed.view(len(prompts), group)
-    stats = {"round/reward_mean": float(total[valid].mean()) if valid.any() else math.nan,
-             "round/failed_samples": float((~valid).sum())}  # fmt: skip
+    stats = {
+        "round/reward_mean": float(total[valid].mean()) if valid.any() else math.nan,
+        "round/failed_samples": float((~valid).sum()),
+    }
     for name, values in scored.scores.items():
         stats[f"round/reward_{name}"] = float(values[~scored.failed].mean()) if valid.any() else math.nan
     final = rollout.final.cpu()

@@ -24,7 +24,7 @@ from mmreward.data.latent_cache import (
     shard_paths,
     write_shard,
 )
-from mmreward.data.media_pairs import SkippedPair, load_fitted, read_pairs
+from mmreward.data.media_pairs import SkippedPair, load_fitted, read_pair_table
 from mmreward.data.synthetic_brightness import PROMPTS, bright_and_dark
 from mmreward.errors import ConfigError, MediaError
 from mmreward.flow.models import FlowModel
@@ -86,14 +86,18 @@ def file_pairs(
     """This process's share of the pair table (rows ``r`` with ``r % world == rank``) at the model's size (see
     mmreward.data.media_pairs for the rule); rows that cannot be used go to ``skipped`` with their reason."""
     data, size = cfg.data, cfg.model
-    table = read_pairs(data.pairs, media_root=data.media_root, label_columns=data.label_columns)
+    table = read_pair_table(data.pairs, media_root=data.media_root, label_columns=data.label_columns)
     skipped.extend(s for s in table.skipped if s.row % world == rank)
     for pair in table.pairs:
         if pair.row % world != rank:
             continue
         try:
-            sides = [load_fitted(p, kind=kind, height=size.height, width=size.width, num_frames=size.num_frames,
-                                 fps=data.video_fps) for p in (pair.chosen, pair.rejected)]  # fmt: skip
+            sides = [
+                load_fitted(
+                    p, kind=kind, height=size.height, width=size.width, num_frames=size.num_frames, fps=data.video_fps
+                )
+                for p in (pair.chosen, pair.rejected)
+            ]
         except MediaError as err:
             skipped.append(SkippedPair(pair.row, str(err)))
             continue
@@ -106,8 +110,15 @@ def build_offline_set(cfg: Any, model: FlowModel, accelerator: Any) -> tuple[Tra
     memory-mapped, in table order (so 1 or N processes see the same data)."""
     data, size = cfg.data, cfg.model
     rank, world = accelerator.process_index, accelerator.num_processes
-    fingerprint = {"data": asdict(data), "family": size.family, "path": size.path, "height": size.height,
-                   "width": size.width, "num_frames": size.num_frames, "seed": cfg.train.seed}  # fmt: skip
+    fingerprint = {
+        "data": asdict(data),
+        "family": size.family,
+        "path": size.path,
+        "height": size.height,
+        "width": size.width,
+        "num_frames": size.num_frames,
+        "seed": cfg.train.seed,
+    }
     if data.source == "offline":
         fingerprint["table"] = file_fingerprint(data.pairs)
     shards = shard_paths(Path(cfg.output_dir) / "cache", "pairs", cache_key(fingerprint), world)
@@ -122,8 +133,11 @@ def build_offline_set(cfg: Any, model: FlowModel, accelerator: Any) -> tuple[Tra
         keys, (chosen, rejected) = encode_streamed(
             model, (((i, p), (c, r)) for i, p, c, r in source), data.encode_batch_size, empty, sides=2
         )
-        meta = {"ids": json.dumps([i for i, _ in keys]), "prompts": json.dumps([p for _, p in keys]),
-                "skipped": json.dumps([asdict(s) for s in skipped])}  # fmt: skip
+        meta = {
+            "ids": json.dumps([i for i, _ in keys]),
+            "prompts": json.dumps([p for _, p in keys]),
+            "skipped": json.dumps([asdict(s) for s in skipped]),
+        }
         write_shard(shards[rank], {"chosen": chosen, "rejected": rejected}, meta)
     accelerator.wait_for_everyone()
     handles = open_shards(shards)
