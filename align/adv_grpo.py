@@ -77,7 +77,7 @@ from mmreward.rewards.mix import RewardMix
 from mmreward.train.checkpoint import latest_checkpoint, load_checkpoint, module_state, save_checkpoint
 from mmreward.train.config import parse_config
 from mmreward.train.policy import encode_prompts_once, load_lora_policy
-from mmreward.train.run import clock, finish_lora_run, start_run
+from mmreward.train.run import clock, finish_lora_run, open_run, start_processes
 from mmreward.train.sections import FlowModelConfig, LoraConfig, PromptDataConfig
 
 
@@ -151,13 +151,14 @@ def main(cfg: AdvGRPOConfig) -> Path:
     references = load_references(
         find_reference_files(cfg.references.path), cfg.model.height, cfg.model.width, cfg.references.max_failed
     )  # (R, 3, H, W) uint8
-    run = start_run(cfg, "adv_grpo")
-    accelerator, output, tracker = run
+    accelerator = start_processes(cfg, "adv_grpo")
     rank, world, device = accelerator.process_index, accelerator.num_processes, accelerator.device
     layout = GroupLayout(rollout_cfg.prompts_per_step, rollout_cfg.group_size, world, rank)
     check_eval_config(eval_cfg, world)
     prompts = read_prompts(cfg.data.prompts, cfg.data.prompt_column)
     eval_prompts = read_eval_prompts(cfg.data.eval_prompts, cfg.data.eval_prompt_column, eval_cfg)
+    run = open_run(cfg, accelerator)
+    output, tracker = run.output, run.tracker
 
     # -- discriminator and fixed rewards (before the generator: a wrong name fails in seconds)
     discriminator = load_discriminator(disc_cfg, device=device, seed=train.seed)

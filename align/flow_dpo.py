@@ -50,7 +50,7 @@ from mmreward.train.checkpoint import latest_checkpoint, load_checkpoint, save_c
 from mmreward.train.config import parse_config
 from mmreward.train.guards import finite_everywhere
 from mmreward.train.policy import encode_prompts_once, load_lora_policy
-from mmreward.train.run import finish_lora_run, start_run
+from mmreward.train.run import finish_lora_run, open_run, start_processes
 from mmreward.train.sections import FlowModelConfig, LoraConfig, TrainConfig, check_media_kind
 
 # ----------------------------------------------------------------------------------------------------- config
@@ -122,10 +122,11 @@ class FlowDPOConfig:
 
 def main(cfg: FlowDPOConfig) -> Path:
     train = cfg.train
-    run = start_run(cfg, "flow_dpo")
-    accelerator, output, tracker = run
+    accelerator = start_processes(cfg, "flow_dpo")
     rank, world = accelerator.process_index, accelerator.num_processes
     prompt_list = read_prompts(cfg.data.prompts) if cfg.data.source == "online" else []
+    run = open_run(cfg, accelerator)
+    output, tracker = run.output, run.tracker
 
     # -- model, adapter, reference, optimizer (one optimizer step per training step)
     policy = load_lora_policy(cfg, accelerator, optimizer_steps=train.max_steps)

@@ -68,7 +68,7 @@ from mmreward.rewards.registry import load_reward
 from mmreward.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from mmreward.train.config import parse_config
 from mmreward.train.policy import encode_prompts_once, load_lora_policy
-from mmreward.train.run import clock, finish_lora_run, start_run
+from mmreward.train.run import clock, finish_lora_run, open_run, start_processes
 from mmreward.train.sections import FlowModelConfig, LoraConfig, PromptDataConfig, check_media_kind
 
 # ----------------------------------------------------------------------------------------------------- config
@@ -133,13 +133,14 @@ class PrefGRPOConfig:
 
 def main(cfg: PrefGRPOConfig) -> Path:
     train, rollout_cfg, eval_cfg = cfg.train, cfg.rollout, cfg.eval
-    run = start_run(cfg, "pref_grpo")
-    accelerator, output, tracker = run
+    accelerator = start_processes(cfg, "pref_grpo")
     rank, world, device = accelerator.process_index, accelerator.num_processes, accelerator.device
     layout = GroupLayout(rollout_cfg.prompts_per_step, rollout_cfg.group_size, world, rank)
     check_eval_config(eval_cfg, world)
     prompts = read_prompts(cfg.data.prompts, cfg.data.prompt_column)
     eval_prompts = read_eval_prompts(cfg.data.eval_prompts, cfg.data.eval_prompt_column, eval_cfg)
+    run = open_run(cfg, accelerator)
+    output, tracker = run.output, run.tracker
 
     # -- rewards (before the generator: a wrong reward name fails in seconds)
     if cfg.reward.mode == "pairwise":

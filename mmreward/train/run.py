@@ -27,12 +27,19 @@ class Run(NamedTuple):
     tracker: Tracker
 
 
-def start_run(cfg: Any, program: str) -> Run:
-    """:class:`Run` of a program config with ``output_dir``, ``logging``, ``model`` and ``train`` sections;
-    refuses DeepSpeed/FSDP and attention backends the device lacks before anything is written or loaded."""
+def start_processes(cfg: Any, program: str) -> Accelerator:
+    """The processes of a program config with ``model`` and ``train`` sections; refuses DeepSpeed/FSDP and attention
+    backends the device lacks. Nothing is written yet, so checks that need the process count (and reading the
+    prompts) can still fail cleanly before :func:`open_run`."""
     accelerator = Accelerator(mixed_precision=cfg.train.mixed_precision)
     require_ddp(accelerator, program)
     check_attention(cfg.model.attention, accelerator.device)
+    return accelerator
+
+
+def open_run(cfg: Any, accelerator: Accelerator) -> Run:
+    """:class:`Run` of a program config with ``output_dir`` and ``logging``: the output folder with the resolved
+    config saved in it (by the main process) and the metrics tracker."""
     output = Path(cfg.output_dir)
     if accelerator.is_main_process:
         save_config(cfg, output)
