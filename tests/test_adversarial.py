@@ -1,6 +1,6 @@
-"""Adv-GRPO's discriminators (mmreward.flow.adversarial): the losses and metrics against hand-derived values, the
-DINOv2 reward against its formula on the same features as training, learning of both discriminators, reference
-loading and its errors."""
+"""Adv-GRPO's discriminators (mmreward.alignment: discriminators, discriminator_losses, references, adversarial):
+the losses and metrics against hand-derived values, the DINOv2 reward against its formula on the same features as
+training, learning of both discriminators, reference loading and its errors."""
 
 from __future__ import annotations
 

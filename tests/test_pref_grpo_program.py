@@ -79,7 +79,8 @@ def test_a_missing_prompt_column_fails_before_the_model_loads(tmp_path):
 
 @pytest.fixture(scope="module")
 def python_run(tmp_path_factory) -> tuple[Path, str]:
-    """``python align/pref_grpo.py --config configs/tiny/pref_grpo_flow_grpo.yaml --check-on-policy`` with TensorBoard."""
+    """``python align/pref_grpo.py --config configs/tiny/pref_grpo_flow_grpo.yaml --check-on-policy`` with
+    TensorBoard."""
     output = tmp_path_factory.mktemp("python-run")
     result = subprocess.run(
         [sys.executable, "align/pref_grpo.py", "--config", str(POINTWISE), "--output_dir", str(output),
