@@ -3,7 +3,8 @@
 Adv-GRPO ("The Image as Its Own Reward", Liu et al. 2025, arXiv 2511.20256): instead of a fixed reward model,
 the reward is a discriminator that learns to tell reference images (positives) from the policy's samples
 (negatives), so the policy is pulled towards the references' look and a reward hack stops paying as soon as the
-discriminator learns it. ``discriminator.type`` picks the paper's two variants (:mod:`mmreward.flow.adversarial`):
+discriminator learns it. ``discriminator.type`` picks the paper's two variants
+(:mod:`mmreward.alignment.discriminators`):
 
 - ``dinov2``: frozen DINOv2 + trainable MLP head on the CLS token and ``K`` random patch tokens, hinge loss;
   reward ``0.7 D(CLS) + 0.3 mean D(patches)``. The public code trains the head on raw tokens but scores with
@@ -16,7 +17,7 @@ discriminator learns it. ``discriminator.type`` picks the paper's two variants (
         --config configs/align/adv_grpo_sd3.yaml [--discriminator.learning_rate 1e-4 ...]
     python align/adv_grpo.py --config configs/tiny/adv_grpo.yaml        # tiny random SD3 + DINOv2 on the CPU
 
-One iteration: the rollout of P prompts x G samples (as Pref-GRPO, :mod:`mmreward.flow.grpo`); every process
+One iteration: the rollout of P prompts x G samples (as Pref-GRPO, :mod:`mmreward.alignment`); every process
 scores its samples and ``discriminator.references_per_step`` reference images; then, by the schedule
 (``discriminator.generator_every``), the GRPO update with the discriminator's scores (plus ``reward.rewards``, a
 fixed reward mix, if given) as the rewards and/or ``discriminator.steps`` discriminator steps on (references,
@@ -43,55 +44,41 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
 
-from align.flow_dpo import LoraSettings, ModelConfig, finish_lora_run
-from align.pref_grpo import (
-    SWITCHES,
-    DataConfig,
-    TrainConfig,
-    clock,
-    load_policy,
-    reward_metrics,
-    start_run,
-    train_policy,
-    write_reward_failures,
-)
-from mmreward.errors import ConfigError
-from mmreward.flow.adversarial import (
+from mmreward.alignment.advantages import AdvantageConfig
+from mmreward.alignment.adversarial import (
     AdversarialReward,
-    DiscriminatorConfig,
     DiscriminatorTrainer,
-    check_discriminator_config,
-    discrimination_metrics,
-    draw,
-    find_reference_files,
-    load_discriminator,
-    load_references,
-    mean_color_distance,
+    iteration_plan,
+    reference_metrics,
+    score_rollout,
 )
-from mmreward.flow.evaluation import (
+from mmreward.alignment.clipped_update import ON_POLICY_SWITCHES, OffPolicyError, update_policy
+from mmreward.alignment.discriminator_losses import discrimination_metrics
+from mmreward.alignment.discriminators import DiscriminatorConfig, check_discriminator_config, load_discriminator
+from mmreward.alignment.group_rewards import compute_rewards, reward_metrics, write_reward_failures
+from mmreward.alignment.group_rollout import RolloutConfig, check_rollout_config, rollout_groups
+from mmreward.alignment.layout import GroupLayout, iteration_prompts
+from mmreward.alignment.monitor import (
     EvalConfig,
     check_eval_config,
     evaluate,
     grid_samples,
     load_diversity_features,
+    read_eval_prompts,
     sample_eval,
     save_grid,
 )
-from mmreward.flow.grpo import (
-    AdvantageConfig,
-    GRPOLossConfig,
-    OffPolicyError,
-    RolloutConfig,
-    check_loss_config,
-    check_rollout_config,
-    compute_rewards,
-    iteration_prompts,
-    rollout_groups,
-)
+from mmreward.alignment.references import draw, find_reference_files, load_references
+from mmreward.alignment.update_schedule import GRPOLossConfig, GRPOTrainConfig, check_loss_config
+from mmreward.data.prompts import read_prompts
+from mmreward.errors import ConfigError
 from mmreward.flow.rollout import seeded
 from mmreward.rewards.mix import RewardMix
 from mmreward.train.checkpoint import latest_checkpoint, load_checkpoint, module_state, save_checkpoint
 from mmreward.train.config import parse_config
+from mmreward.train.policy import encode_prompts_once, load_lora_policy
+from mmreward.train.run import clock, finish_lora_run, open_run, start_processes
+from mmreward.train.sections import FlowModelConfig, LoraConfig, PromptDataConfig
 
 
 @dataclass
@@ -111,16 +98,16 @@ class AdvGRPOConfig:
     output_dir: str = "outputs/adv_grpo"
     logging: list[str] = field(default_factory=lambda: ["jsonl"])
     check_on_policy: bool = False
-    model: ModelConfig = field(default_factory=ModelConfig)
-    lora: LoraSettings = field(default_factory=LoraSettings)
-    data: DataConfig = field(default_factory=DataConfig)
+    model: FlowModelConfig = field(default_factory=FlowModelConfig)
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    data: PromptDataConfig = field(default_factory=PromptDataConfig)
     references: ReferenceConfig = field(default_factory=ReferenceConfig)
     discriminator: DiscriminatorConfig = field(default_factory=DiscriminatorConfig)
     reward: AdvRewardConfig = field(default_factory=AdvRewardConfig)
     rollout: RolloutConfig = field(default_factory=RolloutConfig)
     advantage: AdvantageConfig = field(default_factory=AdvantageConfig)
     loss: GRPOLossConfig = field(default_factory=GRPOLossConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
+    train: GRPOTrainConfig = field(default_factory=GRPOTrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
 
     def __post_init__(self) -> None:
@@ -136,9 +123,14 @@ class AdvGRPOConfig:
         if self.reward.discriminator_weight <= 0:
             raise ConfigError(f"reward.discriminator_weight must be > 0, got {self.reward.discriminator_weight}")
         train = self.train
-        for name, value in [("train.max_steps", train.max_steps), ("train.micro_batch_size", train.micro_batch_size),
-                            ("train.updates_per_step", train.updates_per_step), ("train.save_every", train.save_every),
-                            ("train.inner_epochs", train.inner_epochs), ("lora.rank", self.lora.rank)]:  # fmt: skip
+        for name, value in [
+            ("train.max_steps", train.max_steps),
+            ("train.micro_batch_size", train.micro_batch_size),
+            ("train.updates_per_step", train.updates_per_step),
+            ("train.save_every", train.save_every),
+            ("train.inner_epochs", train.inner_epochs),
+            ("lora.rank", self.lora.rank),
+        ]:
             if value <= 0:
                 raise ConfigError(f"{name} must be > 0, got {value}")
         if self.discriminator.update_when == "generator_wins" and train.lr_scheduler in ("linear", "cosine"):
@@ -153,22 +145,20 @@ class AdvGRPOConfig:
         check_eval_config(self.eval)
 
 
-def iteration_plan(cfg: DiscriminatorConfig, step: int) -> tuple[bool, bool]:
-    """(train the discriminator, train the policy) at iteration ``step`` (0-based) under the fixed schedule; with
-    ``update_when=generator_wins`` the program decides from the scores instead."""
-    if cfg.generator_every == 1:
-        return True, True
-    policy_turn = (step + 1) % cfg.generator_every == 0
-    return not policy_turn, policy_turn
-
-
 def main(cfg: AdvGRPOConfig) -> Path:
     train, rollout_cfg, eval_cfg, disc_cfg = cfg.train, cfg.rollout, cfg.eval, cfg.discriminator
     # Reference images first: an empty or unreadable set fails before any model loads.
-    references = load_references(find_reference_files(cfg.references.path), cfg.model.height, cfg.model.width,
-                                 cfg.references.max_failed)  # fmt: skip  # (R, 3, H, W) uint8
-    accelerator, layout, prompts, eval_prompts, output, tracker = start_run(cfg, "adv_grpo")
-    rank, device = accelerator.process_index, accelerator.device
+    references = load_references(
+        find_reference_files(cfg.references.path), cfg.model.height, cfg.model.width, cfg.references.max_failed
+    )  # (R, 3, H, W) uint8
+    accelerator = start_processes(cfg, "adv_grpo")
+    rank, world, device = accelerator.process_index, accelerator.num_processes, accelerator.device
+    layout = GroupLayout(rollout_cfg.prompts_per_step, rollout_cfg.group_size, world, rank)
+    check_eval_config(eval_cfg, world)
+    prompts = read_prompts(cfg.data.prompts, cfg.data.prompt_column)
+    eval_prompts = read_eval_prompts(cfg.data.eval_prompts, cfg.data.eval_prompt_column, eval_cfg)
+    run = open_run(cfg, accelerator)
+    output, tracker = run.output, run.tracker
 
     # -- discriminator and fixed rewards (before the generator: a wrong name fails in seconds)
     discriminator = load_discriminator(disc_cfg, device=device, seed=train.seed)
@@ -183,8 +173,11 @@ def main(cfg: AdvGRPOConfig) -> Path:
 
     # -- policy
     policy_iterations = sum(iteration_plan(disc_cfg, i)[1] for i in range(train.max_steps))
-    policy = load_policy(cfg, accelerator, {*prompts, *eval_prompts, rollout_cfg.negative_prompt}, policy_iterations)
-    model, ema, size = policy.model, policy.ema, policy.size
+    policy = load_lora_policy(cfg, accelerator, optimizer_steps=train.optimizer_steps(policy_iterations))
+    encode_prompts_once(
+        policy.model, {*prompts, *eval_prompts, rollout_cfg.negative_prompt}, cfg.model.prompt_cache_size
+    )
+    model, ema, size = policy.model, policy.ema, cfg.model.sample_size()
 
     # -- resume
     step, failed_total = 0, 0
@@ -202,18 +195,27 @@ def main(cfg: AdvGRPOConfig) -> Path:
     def run_eval(at: int, base_model: bool = False, base_scores=None, log: bool = True):
         start = clock(device)
         with policy.reference.active() if base_model else ema.swapped_in() if ema is not None else nullcontext():
-            samples = sample_eval(model, eval_prompts, eval_cfg, **size, negative_prompt=rollout_cfg.negative_prompt,
-                                  accelerator=accelerator, seed=train.seed)  # fmt: skip
-        metrics, scores = evaluate(samples, eval_cfg.samples_per_prompt, accelerator=accelerator, rewards=eval_rewards,
-                                   base_scores=base_scores if eval_cfg.compare_to_base else None,
-                                   features=features)  # fmt: skip
+            samples = sample_eval(
+                model,
+                eval_prompts,
+                eval_cfg,
+                **size,
+                negative_prompt=rollout_cfg.negative_prompt,
+                accelerator=accelerator,
+                seed=train.seed,
+            )
+        metrics, scores = evaluate(
+            samples,
+            eval_cfg.samples_per_prompt,
+            accelerator=accelerator,
+            rewards=eval_rewards,
+            base_scores=base_scores if eval_cfg.compare_to_base else None,
+            features=features,
+        )
         media = accelerator.gather(samples.media.to(device)).cpu()  # (E, 3, H, W)
         prompt_of = [eval_prompts[i // eval_cfg.samples_per_prompt] for i in range(len(media))]
-        generator = seeded(train.seed, "eval-patches", at)
-        metrics["eval/discriminator"] = float(discriminator.score(media, prompt_of, generator).mean())
-        metrics["eval/reference_color_distance"] = mean_color_distance(media, references)
-        embeddings = discriminator.embed(media, generator)  # (E, D), unit norm
-        metrics["eval/reference_similarity"] = float((embeddings @ reference_embedding).mean())
+        patches = seeded(train.seed, "eval-patches", at)
+        metrics |= reference_metrics(discriminator, prompt_of, media, references, reference_embedding, patches)
         grid = grid_samples(samples, eval_cfg.grid_prompts * eval_cfg.samples_per_prompt, accelerator)
         if log and accelerator.is_main_process:
             if len(grid):
@@ -227,8 +229,9 @@ def main(cfg: AdvGRPOConfig) -> Path:
     while step < train.max_steps:
         start = clock(device)
         step_prompts = iteration_prompts(prompts, step, layout.prompts, train.seed)
-        batch = rollout_groups(model, step_prompts, layout, rollout_cfg, **size, iteration=step, seed=train.seed,
-                               accelerator=accelerator)  # fmt: skip
+        batch = rollout_groups(
+            model, step_prompts, layout, rollout_cfg, **size, iteration=step, seed=train.seed, accelerator=accelerator
+        )
         local_prompts = [step_prompts[int(g)] for g in batch.group]
         rolled = clock(device)
 
@@ -238,10 +241,10 @@ def main(cfg: AdvGRPOConfig) -> Path:
         # rollouts rather than these samples' own noise.
         count = disc_cfg.references_per_step
         drawn = references[draw(count, len(references), seeded(train.seed, "references", step, rank, "score"))]
-        paired_prompts = [local_prompts[i % len(local_prompts)] for i in range(count)]
         patches = seeded(train.seed, "patches", step, rank, "score")
-        ref_scores = accelerator.gather(discriminator.score(drawn, paired_prompts, patches).to(device)).cpu()
-        sample_scores = accelerator.gather(discriminator.score(batch.media, local_prompts, patches).to(device)).cpu()
+        ref_scores, sample_scores = score_rollout(
+            discriminator, drawn, batch.media, local_prompts, patches, accelerator
+        )
         logged = discrimination_metrics(ref_scores, sample_scores)
         train_disc, train_gen = iteration_plan(disc_cfg, step)
         if disc_cfg.update_when == "generator_wins":  # the same decision on every process (gathered scores)
@@ -251,11 +254,12 @@ def main(cfg: AdvGRPOConfig) -> Path:
 
         logged["generator/updated"] = float(train_gen)
         if train_gen:
-            reward.generator = seeded(train.seed, "patches", step, rank, "reward")
-            rewards = compute_rewards(reward, batch, layout, accelerator)
+            patches = seeded(train.seed, "patches", step, rank, "reward")
+            rewards = compute_rewards(reward, batch, layout, accelerator, generator=patches)
             check = cfg.check_on_policy and step == first_step
-            adv, updated = train_policy(cfg, policy, batch, rewards, layout, step=step, accelerator=accelerator,
-                                        check=check)  # fmt: skip
+            adv, updated = update_policy(
+                cfg, policy, batch, rewards, layout, step=step, accelerator=accelerator, check=check
+            )
             if check and accelerator.is_main_process:
                 print(f"adv_grpo: on-policy check passed (max |ratio - 1| = {updated['ratio/first_dev']:.2e})")
             failed_total += int(rewards.failed.sum())
@@ -268,20 +272,26 @@ def main(cfg: AdvGRPOConfig) -> Path:
         if train_disc:
             for k in range(disc_cfg.steps):
                 positives = references[draw(count, len(references), seeded(train.seed, "references", step, rank, k))]
-                losses.append(trainer.step(positives, batch.media, local_prompts,
-                                           seeded(train.seed, "patches", step, rank, k)))  # fmt: skip
+                losses.append(
+                    trainer.step(positives, batch.media, local_prompts, seeded(train.seed, "patches", step, rank, k))
+                )
             logged["disc/loss"] = sum(losses) / len(losses)
         logged["disc/steps"] = float(len(losses))
 
         done = clock(device)
         step += 1
         if step % train.log_every == 0:
-            logged.update({
-                "lr": policy.lr_scheduler.get_last_lr()[0], "nonfinite_skipped": policy.guard.skipped,
-                "time/rollout": rolled - start, "time/disc_score": scored - rolled,
-                "time/policy_update": updated_policy - scored, "time/disc_update": done - updated_policy,
-                "time/step": done - start,
-            })  # fmt: skip
+            logged.update(
+                {
+                    "lr": policy.lr_scheduler.get_last_lr()[0],
+                    "nonfinite_skipped": policy.guard.skipped,
+                    "time/rollout": rolled - start,
+                    "time/disc_score": scored - rolled,
+                    "time/policy_update": updated_policy - scored,
+                    "time/disc_update": done - updated_policy,
+                    "time/step": done - start,
+                }
+            )
             if device.type == "cuda":
                 logged["memory/peak_gb"] = torch.cuda.max_memory_allocated(device) / 2**30
             tracker.log(step, logged)
@@ -289,19 +299,24 @@ def main(cfg: AdvGRPOConfig) -> Path:
             run_eval(step, base_scores=base_scores)
         if step % train.save_every == 0 or step == train.max_steps:
             save_checkpoint(
-                output / "checkpoints", step, modules=modules, states=states,
+                output / "checkpoints",
+                step,
+                modules=modules,
+                states=states,
                 extra={"failed_total": failed_total, "nonfinite_skipped": policy.guard.skipped},
-                keep_last=train.keep_checkpoints, rank=rank, barrier=accelerator.wait_for_everyone,
-            )  # fmt: skip
+                keep_last=train.keep_checkpoints,
+                rank=rank,
+                barrier=accelerator.wait_for_everyone,
+            )
 
     # -- the discriminator (the same on every process), then the adapter in the diffusers LoRA format
     if accelerator.is_main_process:
         save_file(module_state(discriminator.trainable()), str(output / "discriminator.safetensors"))
-    return finish_lora_run(accelerator, model, policy.unwrapped, ema, output, tracker)
+    return finish_lora_run(run, policy)
 
 
 if __name__ == "__main__":
-    config = parse_config(AdvGRPOConfig, description=__doc__.splitlines()[0], switches=SWITCHES)
+    config = parse_config(AdvGRPOConfig, description=__doc__.splitlines()[0], switches=ON_POLICY_SWITCHES)
     try:
         main(config)
     except ConfigError as err:  # bad references, prompts or backbone: named in the message, no traceback

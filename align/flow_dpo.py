@@ -29,137 +29,51 @@ the diffusers format under ``lora/`` (EMA weights when EMA is on): ``pipeline.lo
 
 from __future__ import annotations
 
-import hashlib
 import json
-import math
 import sys
-from collections.abc import Iterable, Iterator
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Literal, NamedTuple
 
 import torch
-import torch.nn.functional as F
-from accelerate import Accelerator
-from diffusers.optimization import get_scheduler
-from safetensors import safe_open
-from safetensors.torch import save_file
 
-from mmreward.data.media_pairs import SkippedPair, load_fitted, read_pairs
+from mmreward.alignment.flow_dpo_objective import DPOLossConfig, dpo_loss, rwr_loss
+from mmreward.alignment.group_rollout import check_sampler_config
+from mmreward.alignment.online_pairs import OnlineConfig, build_online_round, round_prompts
+from mmreward.alignment.preference_sets import PairDataConfig, TrainingSet, batch_rows, build_offline_set
+from mmreward.data.media_pairs import SkippedPair
 from mmreward.data.prompts import read_prompts
-from mmreward.errors import ConfigError, MediaError
-from mmreward.flow.models import DEFAULT_LORA_TARGETS, FlowModel, PromptEmbeds, check_attention, load_flow_model
-from mmreward.flow.noising import logit_normal, noisy_latents, velocity_target
-from mmreward.flow.rollout import sample, seeded
-from mmreward.losses import flow_dpo_loss, flow_matching_error, flow_rwr_loss, rwr_weights
+from mmreward.errors import ConfigError
+from mmreward.flow.rollout import seeded
 from mmreward.rewards.mix import RewardMix
 from mmreward.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from mmreward.train.config import parse_config, save_config
-from mmreward.train.distributed import require_ddp
-from mmreward.train.ema import EMA
-from mmreward.train.guards import NonFiniteGuard, finite_everywhere
-from mmreward.train.lora import LoraReference, add_lora, save_lora
-from mmreward.train.tracking import Tracker
+from mmreward.train.config import parse_config
+from mmreward.train.guards import finite_everywhere
+from mmreward.train.policy import encode_prompts_once, load_lora_policy
+from mmreward.train.run import finish_lora_run, open_run, start_processes
+from mmreward.train.sections import FlowModelConfig, LoraConfig, TrainConfig, check_media_kind
 
 # ----------------------------------------------------------------------------------------------------- config
 
 
 @dataclass
-class ModelConfig:
-    family: Literal["sd3", "flux", "wan"] = "sd3"
-    path: str = "stabilityai/stable-diffusion-3.5-medium"  # hub id, local directory, or "tiny"
-    height: int = 512
-    width: int = 512
-    num_frames: int | None = None  # videos (wan) only: 4k + 1 frames
-    max_sequence_length: int = 256  # T5 tokens
-    prompt_cache_size: int = 1024  # prompt embeddings kept in CPU memory (3-8 MB each for T5-XXL)
-    vae_dtype: str = "float32"  # frozen VAE precision (Flow-GRPO keeps it fp32)
-    attention: Literal["auto", "sdpa", "xformers"] = "auto"
-    gradient_checkpointing: bool = False  # recompute activations in backward: less memory, ~30% slower
+class DPOTrainConfig(TrainConfig):
+    """``train:``: the shared optimizer settings and the pair batches (one optimizer step per training step)."""
 
-
-@dataclass
-class LoraSettings:
-    rank: int = 32
-    alpha: float = 64.0
-    init: str = "gaussian"  # B = 0: the adapted model starts equal to the base (the reference)
-    target_modules: list[str] = field(default_factory=lambda: list(DEFAULT_LORA_TARGETS))
-
-
-@dataclass
-class DataConfig:
-    source: Literal["offline", "synthetic", "online"] = "online"
-    pairs: str | None = None  # offline: pair table (.csv / .jsonl)
-    media_root: str | None = None  # offline: base of relative paths (default: the table's directory)
-    label_columns: list[str] = field(default_factory=list)  # VideoAlign schema: dimensions that vote, e.g. [TA]
-    video_fps: float | None = 16.0  # videos are read at the generator's frame rate (Wan 2.1: 16); None: spread
-    num_synthetic: int = 32  # synthetic: number of pairs
-    prompts: str | None = None  # online: text file, one prompt per line
-    encode_batch_size: int = 8  # media per VAE call when caching latents
-
-
-@dataclass
-class OnlineConfig:
-    rewards: dict[str, float] = field(default_factory=dict)  # e.g. {pickscore: 1.0}
-    prompts_per_round: int = 8  # per process
-    samples_per_prompt: int = 24  # N; best vs worst becomes a pair (Flow-GRPO's DPO: 24)
-    round_steps: int = 50  # optimizer steps trained on one round's pairs before new samples are drawn
-    ref_refresh_every: int = 0  # steps; 0 = the base model stays the reference (offline DPO)
-    num_steps: int = 40
-    guidance_scale: float = 4.5
-    negative_prompt: str = ""
-    sde_type: Literal["flow", "dance", "cps", "ode"] = "flow"
-    noise_level: float = 0.7
-    sample_batch_size: int = 8  # samples per transformer call while drawing
-
-
-@dataclass
-class LossConfig:
-    type: Literal["sigmoid", "hinge", "ipo", "rwr"] = "sigmoid"
-    beta: float = 100.0  # for the chosen reduction: beta_sum = beta_mean / (elements per sample)
-    beta_schedule: Literal["constant", "one_minus_t_squared"] = "constant"
-    reduction: Literal["mean", "sum"] = "mean"
-    logit_mean: float = 0.0  # noise levels: u = sigmoid(N(logit_mean, logit_std^2)) -> shifted grid
-    logit_std: float = 1.0
-    rwr_temperature: float = 1.0
-
-
-@dataclass
-class TrainConfig:
-    max_steps: int = 1000
     batch_size: int = 2  # pairs per process per micro-batch
     gradient_accumulation_steps: int = 1
-    learning_rate: float = 3e-4
-    lr_scheduler: Literal["constant", "constant_with_warmup", "linear", "cosine"] = "constant"
-    lr_warmup_steps: int = 0
-    adam_beta1: float = 0.9
-    adam_beta2: float = 0.999
-    weight_decay: float = 1e-4
-    adam_epsilon: float = 1e-8
-    max_grad_norm: float = 1.0
-    mixed_precision: Literal["no", "fp16", "bf16"] = "bf16"
-    seed: int = 0
-    ema: bool = True
-    ema_decay: float = 0.9
-    ema_every: int = 8
-    max_nonfinite_steps: int = 10  # consecutive non-finite steps before the run stops
-    save_every: int = 100
-    keep_checkpoints: int = 2
-    resume: bool = True  # continue from output_dir/checkpoints/latest when it exists
-    log_every: int = 1
 
 
 @dataclass
 class FlowDPOConfig:
     output_dir: str = "outputs/flow_dpo"
     logging: list[str] = field(default_factory=lambda: ["jsonl"])  # jsonl, tensorboard, wandb
-    model: ModelConfig = field(default_factory=ModelConfig)
-    lora: LoraSettings = field(default_factory=LoraSettings)
-    data: DataConfig = field(default_factory=DataConfig)
+    model: FlowModelConfig = field(default_factory=FlowModelConfig)
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    data: PairDataConfig = field(default_factory=PairDataConfig)
     online: OnlineConfig = field(default_factory=OnlineConfig)
-    loss: LossConfig = field(default_factory=LossConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
+    loss: DPOLossConfig = field(default_factory=DPOLossConfig)
+    train: DPOTrainConfig = field(default_factory=DPOTrainConfig)
 
     def __post_init__(self) -> None:
         """Cross-field rules, checked before anything is loaded."""
@@ -173,6 +87,7 @@ class FlowDPOConfig:
                 raise ConfigError("data.source=online needs online.rewards, e.g. {pickscore: 1.0}")
             if online.samples_per_prompt < 2:
                 raise ConfigError(f"online.samples_per_prompt must be >= 2, got {online.samples_per_prompt}")
+            check_sampler_config(online.sampling, "online.sampling")
             if train.save_every % online.round_steps:
                 raise ConfigError(
                     f"train.save_every ({train.save_every}) must be a multiple of online.round_steps "
@@ -188,334 +103,18 @@ class FlowDPOConfig:
                 "loss.type=ipo with beta_schedule=one_minus_t_squared: IPO's target 1/(2 beta_t) is infinite where "
                 "(1 - t)^2 = 0; use beta_schedule=constant"
             )
-        if model.family == "wan" and not model.num_frames:
-            raise ConfigError("model.family=wan generates videos; set model.num_frames (4k + 1, e.g. 33)")
-        if model.family != "wan" and model.num_frames:
-            raise ConfigError(f"model.family={model.family} generates images; remove model.num_frames")
-        for name, value in [("train.max_steps", train.max_steps), ("train.batch_size", train.batch_size),
-                            ("train.gradient_accumulation_steps", train.gradient_accumulation_steps),
-                            ("train.save_every", train.save_every), ("online.round_steps", online.round_steps),
-                            ("loss.beta", loss.beta), ("lora.rank", self.lora.rank)]:  # fmt: skip
+        check_media_kind(model)
+        for name, value in [
+            ("train.max_steps", train.max_steps),
+            ("train.batch_size", train.batch_size),
+            ("train.gradient_accumulation_steps", train.gradient_accumulation_steps),
+            ("train.save_every", train.save_every),
+            ("online.round_steps", online.round_steps),
+            ("loss.beta", loss.beta),
+            ("lora.rank", self.lora.rank),
+        ]:
             if value <= 0:
                 raise ConfigError(f"{name} must be > 0, got {value}")
-
-
-# ------------------------------------------------------------------------------------------------- pair sets
-
-
-class MappedLatents:
-    """Rows of cached latents read on demand from memory-mapped safetensors shards (``latents[rows]``), so a pair
-    set larger than host memory trains without loading it."""
-
-    def __init__(self, slices: list, index: list[tuple[int, int]]) -> None:
-        self.slices, self.index = slices, index  # index[i] = (shard, row in shard)
-
-    def __len__(self) -> int:
-        return len(self.index)
-
-    def __getitem__(self, rows: list[int]) -> torch.Tensor:
-        return torch.stack([self.slices[self.index[i][0]][self.index[i][1]] for i in rows])
-
-
-@dataclass
-class TrainingSet:
-    """What the loss trains on: ``chosen`` latents with their prompts, and for DPO ``rejected`` ones (pairs);
-    for RWR per-sample ``weights`` instead."""
-
-    prompts: list[str]
-    chosen: torch.Tensor | MappedLatents  # (N, *latent)
-    rejected: torch.Tensor | MappedLatents | None = None  # (N, *latent)
-    weights: torch.Tensor | None = None  # (N,)
-
-    def __len__(self) -> int:
-        return len(self.prompts)
-
-    def select(self, rows: list[int]) -> TrainingSet:
-        return TrainingSet(
-            [self.prompts[i] for i in rows],
-            self.chosen[rows],
-            None if self.rejected is None else self.rejected[rows],
-            None if self.weights is None else self.weights[rows],
-        )
-
-
-def synthetic_pairs(
-    cfg: FlowDPOConfig, kind: str, rank: int, world: int
-) -> Iterator[tuple[int, str, torch.Tensor, torch.Tensor]]:
-    """Random smooth textures; the chosen one is the same texture brighter (mean ~0.7 vs ~0.3). Yields
-    ``(id, prompt, chosen, rejected)`` for this process's share (ids ``rank, rank + world, ...``)."""
-    g = seeded(cfg.train.seed, "synthetic")
-    frames = cfg.model.num_frames if kind == "video" else 1
-    words = ["a cat", "a red car", "a mountain lake", "a city street at night", "a bowl of fruit", "a forest"]
-    for i in range(cfg.data.num_synthetic):
-        coarse = torch.rand(frames, 3, 4, 4, generator=g)  # drawn for every pair, so all shares see one stream
-        if i % world != rank:
-            continue
-        texture = F.interpolate(coarse, size=(cfg.model.height, cfg.model.width), mode="bilinear")  # (T, 3, H, W)
-        bright, dark = 0.45 + 0.5 * texture, 0.05 + 0.5 * texture
-        yield i, words[i % len(words)], *((bright, dark) if kind == "video" else (bright[0], dark[0]))
-
-
-def file_pairs(
-    cfg: FlowDPOConfig, kind: str, rank: int, world: int, skipped: list[SkippedPair]
-) -> Iterator[tuple[int, str, torch.Tensor, torch.Tensor]]:
-    """This process's share of the pair table (rows ``r`` with ``r % world == rank``) at the model's size (see
-    mmreward.data.media_pairs for the rule); rows that cannot be used go to ``skipped`` with their reason."""
-    data, size = cfg.data, cfg.model
-    table = read_pairs(data.pairs, media_root=data.media_root, label_columns=data.label_columns)
-    skipped.extend(s for s in table.skipped if s.row % world == rank)
-    for pair in table.pairs:
-        if pair.row % world != rank:
-            continue
-        try:
-            sides = [load_fitted(p, kind=kind, height=size.height, width=size.width, num_frames=size.num_frames,
-                                 fps=data.video_fps) for p in (pair.chosen, pair.rejected)]  # fmt: skip
-        except MediaError as err:
-            skipped.append(SkippedPair(pair.row, str(err)))
-            continue
-        yield pair.row, pair.prompt, sides[0], sides[1]
-
-
-def encode_shard(
-    model: FlowModel, pairs: Iterable[tuple[int, str, torch.Tensor, torch.Tensor]], batch_size: int, empty: tuple
-) -> tuple[list[int], list[str], torch.Tensor, torch.Tensor]:
-    """VAE latents of streamed pairs, ``batch_size`` pairs per call (media are never all in memory at once)."""
-    ids, prompts, chosen, rejected, buffer = [], [], [torch.zeros(empty)], [torch.zeros(empty)], []
-
-    def flush() -> None:
-        if buffer:
-            with torch.no_grad():
-                chosen.append(model.encode_media(torch.stack([b[2] for b in buffer])).cpu())
-                rejected.append(model.encode_media(torch.stack([b[3] for b in buffer])).cpu())
-            ids.extend(b[0] for b in buffer)
-            prompts.extend(b[1] for b in buffer)
-            buffer.clear()
-
-    for pair in pairs:
-        buffer.append(pair)
-        if len(buffer) == batch_size:
-            flush()
-    flush()
-    return ids, prompts, torch.cat(chosen).contiguous(), torch.cat(rejected).contiguous()
-
-
-def build_offline_set(
-    cfg: FlowDPOConfig, model: FlowModel, accelerator: Accelerator
-) -> tuple[TrainingSet, list[SkippedPair]]:
-    """Bring the pairs (files or synthetic) to the model's size and VAE-encode them once into
-    ``output_dir/cache``: each process encodes its share into a shard file; training then reads every shard
-    memory-mapped, in table order (so 1 or N processes see the same data)."""
-    data, size = cfg.data, cfg.model
-    rank, world = accelerator.process_index, accelerator.num_processes
-    fingerprint = {"data": asdict(data), "family": size.family, "path": size.path, "height": size.height,
-                   "width": size.width, "num_frames": size.num_frames, "seed": cfg.train.seed}  # fmt: skip
-    if data.source == "offline":
-        table_path = Path(data.pairs)
-        fingerprint["table"] = [table_path.stat().st_size, table_path.stat().st_mtime_ns]
-    key = hashlib.sha256(json.dumps(fingerprint, sort_keys=True).encode()).hexdigest()[:16]
-    shards = [Path(cfg.output_dir) / "cache" / f"pairs-{key}-{r}of{world}.safetensors" for r in range(world)]
-    if not shards[rank].is_file():
-        skipped: list[SkippedPair] = []
-        source = (
-            synthetic_pairs(cfg, model.media_kind, rank, world)
-            if data.source == "synthetic"
-            else file_pairs(cfg, model.media_kind, rank, world, skipped)
-        )
-        empty = model.latent_shape(0, size.height, size.width, size.num_frames)
-        ids, prompts, chosen, rejected = encode_shard(model, source, data.encode_batch_size, empty)
-        meta = {"ids": json.dumps(ids), "prompts": json.dumps(prompts),
-                "skipped": json.dumps([asdict(s) for s in skipped])}  # fmt: skip
-        shards[rank].parent.mkdir(parents=True, exist_ok=True)
-        tmp = shards[rank].with_suffix(".tmp")
-        save_file({"chosen": chosen, "rejected": rejected}, str(tmp), metadata=meta)
-        tmp.replace(shards[rank])
-    accelerator.wait_for_everyone()
-    handles = [safe_open(str(path), "pt") for path in shards]
-    entries, skipped = [], []
-    for shard, handle in enumerate(handles):
-        meta = handle.metadata()
-        ids, prompts = json.loads(meta["ids"]), json.loads(meta["prompts"])
-        entries += [
-            (pair_id, prompt, shard, row) for row, (pair_id, prompt) in enumerate(zip(ids, prompts, strict=True))
-        ]
-        skipped += [SkippedPair(**s) for s in json.loads(meta["skipped"])]
-    skipped.sort(key=lambda s: s.row)
-    if not entries:
-        reasons = "; ".join(f"row {s.row}: {s.reason}" for s in skipped[:5])
-        raise ConfigError(f"no usable pairs in {data.pairs!r}; all {len(skipped)} rows were skipped ({reasons})")
-    entries.sort()  # table order
-    index = [(shard, row) for _, _, shard, row in entries]
-    chosen = MappedLatents([h.get_slice("chosen") for h in handles], index)
-    rejected = MappedLatents([h.get_slice("rejected") for h in handles], index)
-    return TrainingSet([e[1] for e in entries], chosen, rejected), skipped
-
-
-def round_prompts(prompts: list[str], round_index: int, per_process: int, rank: int, world: int, seed: int):
-    """This process's prompts for one round: consecutive slices of a stream of seeded permutations."""
-    chosen = []
-    for k in range(per_process):
-        position = (round_index * world + rank) * per_process + k
-        epoch, offset = divmod(position, len(prompts))
-        order = torch.randperm(len(prompts), generator=seeded(seed, "prompts", epoch))
-        chosen.append(prompts[int(order[offset])])
-    return chosen
-
-
-def build_online_round(
-    cfg: FlowDPOConfig,
-    model: FlowModel,
-    rewards: RewardMix,
-    reference: LoraReference,
-    prompts: list[str],
-    round_index: int,
-    accelerator: Accelerator,
-) -> tuple[TrainingSet, dict[str, float]]:
-    """Sample with the reference, score with the reward mix, keep best-vs-worst pairs (DPO) or all (RWR)."""
-    online, group = cfg.online, cfg.online.samples_per_prompt
-    with reference.active(), accelerator.autocast():
-        rollout = sample(
-            model, prompts, group_size=group, num_steps=online.num_steps, height=cfg.model.height,
-            width=cfg.model.width, num_frames=cfg.model.num_frames, guidance_scale=online.guidance_scale,
-            negative_prompt=online.negative_prompt, sde_type=online.sde_type, noise_level=online.noise_level,
-            generator=seeded(cfg.train.seed, accelerator.process_index, "round", round_index),
-            batch_size=online.sample_batch_size,
-        )  # fmt: skip
-    scored = rewards.score(rollout.prompts, rollout.media)
-    total = scored.total.view(len(prompts), group)  # (P, N)
-    valid = ~scored.failed.view(len(prompts), group)
-    stats = {"round/reward_mean": float(total[valid].mean()) if valid.any() else math.nan,
-             "round/failed_samples": float((~valid).sum())}  # fmt: skip
-    for name, values in scored.scores.items():
-        stats[f"round/reward_{name}"] = float(values[~scored.failed].mean()) if valid.any() else math.nan
-    final = rollout.final.cpu()
-    if cfg.loss.type == "rwr":
-        keep = valid.flatten().nonzero().flatten()
-        weights = rwr_weights(scored.total[keep], cfg.loss.rwr_temperature)
-        return TrainingSet([rollout.prompts[i] for i in keep], final[keep], weights=weights), stats
-    best, worst, kept_prompts, unusable = [], [], [], 0
-    for p in range(len(prompts)):
-        rows = valid[p].nonzero().flatten()
-        if len(rows) < 2 or total[p, rows].max() == total[p, rows].min():
-            unusable += 1  # fewer than two scored samples, or all rewards equal: no preference to learn
-            continue
-        best.append(p * group + int(rows[total[p, rows].argmax()]))
-        worst.append(p * group + int(rows[total[p, rows].argmin()]))
-        kept_prompts.append(prompts[p])
-    stats["round/unusable_prompts"] = float(unusable)
-    if best:
-        stats["round/best_minus_worst"] = float((scored.total[best] - scored.total[worst]).mean())
-    chosen = final[best] if best else final[:0]
-    return TrainingSet(kept_prompts, chosen, final[worst] if best else final[:0]), stats
-
-
-# ---------------------------------------------------------------------------------------------------- losses
-
-
-def draw_noise(cfg: FlowDPOConfig, model: FlowModel, shape: torch.Size, generators: list[torch.Generator]):
-    """Per sample: a noise level (logit-normal on the shifted grid) and a Gaussian noise tensor, each from the
-    sample's own generator, so a sample's draws do not depend on how the batch is split across processes."""
-    u = torch.cat([logit_normal(1, mean=cfg.loss.logit_mean, std=cfg.loss.logit_std, generator=g) for g in generators])
-    noise = torch.stack([torch.randn(shape[1:], generator=g) for g in generators])
-    return model.training_sigmas(u), noise
-
-
-def dpo_loss(cfg, model, transformer, reference, batch: TrainingSet, generators, accelerator):
-    """Flow-DPO on a batch of pairs: one shared noise and noise level per pair, reference first (no graph kept)."""
-    size = len(batch)
-    sigma, noise = draw_noise(cfg, model, batch.chosen.shape, generators)
-    x0 = torch.cat([batch.chosen, batch.rejected]).to(accelerator.device)  # (2B, *latent): chosen, then rejected
-    noise2, sigma2 = torch.cat([noise, noise]).to(accelerator.device), torch.cat([sigma, sigma]).to(accelerator.device)
-    x_t, target = noisy_latents(x0, noise2, sigma2), velocity_target(x0, noise2)
-    cond = model.encode_prompts(batch.prompts)
-    cond2 = PromptEmbeds.cat([cond, cond])
-    with reference.active(), accelerator.autocast():
-        ref_error = flow_matching_error(model.velocity(x_t, sigma2, cond2), target, cfg.loss.reduction)
-    with accelerator.autocast():
-        policy_error = flow_matching_error(
-            model.velocity(x_t, sigma2, cond2, transformer=transformer), target, cfg.loss.reduction
-        )
-    out = flow_dpo_loss(
-        policy_error[:size], policy_error[size:], ref_error[:size], ref_error[size:], beta=cfg.loss.beta,
-        loss_type=cfg.loss.type, beta_schedule=cfg.loss.beta_schedule, sigma=sigma.to(accelerator.device),
-    )  # fmt: skip
-    metrics = {"implicit_acc": out.accuracy, "reward_chosen": out.chosen_reward.mean(),
-               "reward_rejected": out.rejected_reward.mean(), "reward_margin": out.reward_margin.mean(),
-               "margin": out.margin.mean(), "beta_t": out.beta.mean(), "sigma": sigma.mean()}  # fmt: skip
-    return out.loss, metrics
-
-
-def rwr_loss(cfg, model, transformer, reference, batch: TrainingSet, generators, accelerator):
-    """Flow-RWR: reward-weighted flow matching on generated samples (no reference pass)."""
-    sigma, noise = draw_noise(cfg, model, batch.chosen.shape, generators)
-    x0, noise, sigma = batch.chosen.to(accelerator.device), noise.to(accelerator.device), sigma.to(accelerator.device)
-    with accelerator.autocast():
-        prediction = model.velocity(
-            noisy_latents(x0, noise, sigma), sigma, model.encode_prompts(batch.prompts), transformer=transformer
-        )
-    error = flow_matching_error(prediction, velocity_target(x0, noise), cfg.loss.reduction)
-    return flow_rwr_loss(error, batch.weights), {"weight_max": batch.weights.max(), "sigma": sigma.mean()}
-
-
-# ------------------------------------------------------------------------------------- the adapter being trained
-
-
-class LoraModel(NamedTuple):
-    """A flow model with a trainable LoRA adapter and what an optimizer step on it needs (shared by the alignment
-    programs: Flow-DPO, Pref-GRPO, Adv-GRPO)."""
-
-    model: FlowModel
-    unwrapped: torch.nn.Module  # the transformer with its adapter
-    transformer: torch.nn.Module  # the same module, prepared by accelerate (DDP-wrapped with several processes)
-    reference: LoraReference  # the adapter switched off: the reference model
-    params: list[torch.nn.Parameter]  # the adapter's weights
-    optimizer: Any  # AdamW, prepared by accelerate
-    lr_scheduler: Any
-    ema: EMA | None
-    guard: NonFiniteGuard
-
-
-def load_lora_model(cfg: Any, accelerator: Accelerator, optimizer_steps: int) -> LoraModel:
-    """Load ``cfg.model``, add the adapter of ``cfg.lora``, and build the AdamW optimizer, the learning-rate schedule
-    (over ``optimizer_steps`` steps), the EMA and the non-finite guard of ``cfg.train``."""
-    train = cfg.train
-    weight_dtype = {"no": "float32", "fp16": "float16", "bf16": "bfloat16"}[accelerator.mixed_precision]
-    model = load_flow_model(
-        cfg.model.family, cfg.model.path, device=accelerator.device, dtype=weight_dtype,
-        vae_dtype=cfg.model.vae_dtype, attention=cfg.model.attention,
-        max_sequence_length=cfg.model.max_sequence_length, prompt_cache_size=cfg.model.prompt_cache_size,
-    )  # fmt: skip
-    model.check_size(cfg.model.height, cfg.model.width, cfg.model.num_frames)
-    if cfg.model.gradient_checkpointing:
-        model.transformer.enable_gradient_checkpointing()
-    add_lora(model.transformer, rank=cfg.lora.rank, alpha=cfg.lora.alpha, target_modules=cfg.lora.target_modules,
-             init=cfg.lora.init)  # fmt: skip
-    unwrapped = model.transformer
-    reference = LoraReference(unwrapped)
-    params = [p for p in unwrapped.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=train.learning_rate, betas=(train.adam_beta1, train.adam_beta2),
-                                  weight_decay=train.weight_decay, eps=train.adam_epsilon)  # fmt: skip
-    # Stepped once per optimizer step by the program (not prepared: accelerate would step it once per process).
-    lr_scheduler = get_scheduler(train.lr_scheduler, optimizer, num_warmup_steps=train.lr_warmup_steps,
-                                 num_training_steps=optimizer_steps)  # fmt: skip
-    transformer, optimizer = accelerator.prepare(unwrapped, optimizer)
-    ema = EMA(unwrapped, decay=train.ema_decay, update_every=train.ema_every) if train.ema else None
-    guard = NonFiniteGuard(train.max_nonfinite_steps)
-    return LoraModel(model, unwrapped, transformer, reference, params, optimizer, lr_scheduler, ema, guard)
-
-
-def finish_lora_run(
-    accelerator: Accelerator, model: FlowModel, unwrapped: torch.nn.Module, ema: EMA | None, output: Path, tracker: Any
-) -> Path:
-    """The end of a run: once every process is done, the main process saves the adapter of ``unwrapped`` in the
-    diffusers LoRA format to ``output/lora`` (the EMA weights when EMA is on); then the tracker closes and the process
-    group ends."""
-    accelerator.wait_for_everyone()
-    lora_dir = output / "lora"
-    if accelerator.is_main_process:
-        save_lora(model.pipeline_class, unwrapped, lora_dir, weights=ema.shadow if ema is not None else None)
-    tracker.close()
-    accelerator.end_training()
-    return lora_dir
 
 
 # ------------------------------------------------------------------------------------------------------ main
@@ -523,28 +122,22 @@ def finish_lora_run(
 
 def main(cfg: FlowDPOConfig) -> Path:
     train = cfg.train
-    accelerator = Accelerator(mixed_precision=train.mixed_precision)
-    require_ddp(accelerator, "flow_dpo")
-    check_attention(cfg.model.attention, accelerator.device)
-    output = Path(cfg.output_dir)
-    if accelerator.is_main_process:
-        save_config(cfg, output)
-    tracker = Tracker(output, cfg.logging, run_name=output.name, config=asdict(cfg),
-                      enabled=accelerator.is_main_process)  # fmt: skip
+    accelerator = start_processes(cfg, "flow_dpo")
     rank, world = accelerator.process_index, accelerator.num_processes
     prompt_list = read_prompts(cfg.data.prompts) if cfg.data.source == "online" else []
+    run = open_run(cfg, accelerator)
+    output, tracker = run.output, run.tracker
 
     # -- model, adapter, reference, optimizer (one optimizer step per training step)
-    lora = load_lora_model(cfg, accelerator, optimizer_steps=train.max_steps)
-    model, unwrapped, transformer, reference = lora.model, lora.unwrapped, lora.transformer, lora.reference
-    params, optimizer, lr_scheduler, ema, guard = lora.params, lora.optimizer, lora.lr_scheduler, lora.ema, lora.guard
+    policy = load_lora_policy(cfg, accelerator, optimizer_steps=train.max_steps)
+    model, transformer, reference = policy.model, policy.transformer, policy.reference
 
     # -- data
     rewards = None
     skipped: list[SkippedPair] = []
     if cfg.data.source == "online":
         rewards = RewardMix(cfg.online.rewards, device=accelerator.device)
-        data, needed = None, {*prompt_list, cfg.online.negative_prompt}
+        data, needed = None, {*prompt_list, cfg.online.sampling.negative_prompt}
     else:
         data, skipped = build_offline_set(cfg, model, accelerator)
         needed = set(data.prompts)
@@ -552,9 +145,7 @@ def main(cfg: FlowDPOConfig) -> Path:
             raise ConfigError(
                 f"{len(data)} usable pairs, fewer than one batch ({train.batch_size} x {world} processes)"
             )
-    if len(needed) <= cfg.model.prompt_cache_size:  # every prompt fits the cache: encode once, free the encoders
-        model.encode_prompts(sorted(needed))
-        model.release_text_encoders()
+    encode_prompts_once(model, needed, cfg.model.prompt_cache_size)
     if accelerator.is_main_process:
         with (output / "skipped_pairs.jsonl").open("w", encoding="utf-8") as f:
             f.writelines(json.dumps(asdict(s)) + "\n" for s in skipped)
@@ -566,14 +157,12 @@ def main(cfg: FlowDPOConfig) -> Path:
 
     # -- resume
     step, refreshes = 0, 0
-    states = {"optimizer": optimizer, "lr_scheduler": lr_scheduler, "reference": reference}
-    if ema is not None:
-        states["ema"] = ema
+    states = {**policy.states(), "reference": reference}
     checkpoint = latest_checkpoint(output / "checkpoints") if train.resume else None
     if checkpoint is not None:
-        state = load_checkpoint(checkpoint, modules={"transformer": unwrapped}, states=states, rank=rank)
+        state = load_checkpoint(checkpoint, modules={"transformer": policy.unwrapped}, states=states, rank=rank)
         step, refreshes = state["step"], state["refreshes"]
-        guard.skipped = state["nonfinite_skipped"]
+        policy.guard.skipped = state["nonfinite_skipped"]
 
     # -- loop
     compute_loss = rwr_loss if cfg.loss.type == "rwr" else dpo_loss
@@ -583,10 +172,14 @@ def main(cfg: FlowDPOConfig) -> Path:
         if cfg.data.source == "online" and (current is None or step % cfg.online.round_steps == 0):
             round_index = step // cfg.online.round_steps
             current, round_stats = build_online_round(
-                cfg, model, rewards, reference,
+                cfg,
+                model,
+                rewards,
+                reference,
                 round_prompts(prompt_list, round_index, cfg.online.prompts_per_round, rank, world, train.seed),
-                round_index, accelerator,
-            )  # fmt: skip
+                round_index,
+                accelerator,
+            )
             counts = accelerator.gather(torch.tensor([len(current)], device=accelerator.device))
             if int(counts.min()) == 0:
                 raise ConfigError(
@@ -612,57 +205,40 @@ def main(cfg: FlowDPOConfig) -> Path:
             for name, value in {"loss": loss, **metrics}.items():
                 step_metrics.setdefault(name, []).append(value.detach().float().reshape(()))
         # A non-finite micro-batch skips the whole step (counted; the run stops after too many in a row).
-        applied = guard.ok(torch.stack(step_metrics["loss"]).mean() if window_ok else float("nan"))
-        if applied:
-            grad_norm = accelerator.clip_grad_norm_(params, train.max_grad_norm)
-            optimizer.step()
-            lr_scheduler.step()
-            if ema is not None:
-                ema.step()
-        optimizer.zero_grad(set_to_none=True)
+        step_loss = torch.stack(step_metrics["loss"]).mean() if window_ok else float("nan")
+        applied, grad_norm = policy.optimizer.step_if_loss_finite(step_loss, accelerator)
         step += 1
         if cfg.online.ref_refresh_every and step % cfg.online.ref_refresh_every == 0:
             reference.refresh()
             refreshes += 1
         if applied and step % train.log_every == 0:
-            logged = {name: accelerator.reduce(torch.stack(v).mean().to(accelerator.device), "mean").item()
-                      for name, v in step_metrics.items()}  # fmt: skip
-            logged |= {"grad_norm": float(grad_norm), "lr": lr_scheduler.get_last_lr()[0],
-                       "nonfinite_skipped": guard.skipped, "skipped_pairs": len(skipped),
-                       "reference_refreshes": refreshes, **round_stats}  # fmt: skip
+            logged = {
+                name: accelerator.reduce(torch.stack(v).mean().to(accelerator.device), "mean").item()
+                for name, v in step_metrics.items()
+            }
+            logged |= {
+                "grad_norm": grad_norm,
+                "lr": policy.lr_scheduler.get_last_lr()[0],
+                "nonfinite_skipped": policy.guard.skipped,
+                "skipped_pairs": len(skipped),
+                "reference_refreshes": refreshes,
+                **round_stats,
+            }
             round_stats = {}
             tracker.log(step, logged)
         if step % train.save_every == 0 or step == train.max_steps:
             save_checkpoint(
-                output / "checkpoints", step, modules={"transformer": unwrapped}, states=states,
-                extra={"refreshes": refreshes, "nonfinite_skipped": guard.skipped},
-                keep_last=train.keep_checkpoints, rank=rank, barrier=accelerator.wait_for_everyone,
-            )  # fmt: skip
+                output / "checkpoints",
+                step,
+                modules={"transformer": policy.unwrapped},
+                states=states,
+                extra={"refreshes": refreshes, "nonfinite_skipped": policy.guard.skipped},
+                keep_last=train.keep_checkpoints,
+                rank=rank,
+                barrier=accelerator.wait_for_everyone,
+            )
 
-    return finish_lora_run(accelerator, model, unwrapped, ema, output, tracker)
-
-
-def batch_rows(
-    size: int, step: int, micro: int, cfg: FlowDPOConfig, rank: int, world: int, online: bool
-) -> tuple[list[int], list[str]]:
-    """This process's micro-batch: row indices, and a label per sample that seeds its noise.
-
-    Offline: consecutive global batches of a seeded permutation per epoch, each process taking its slice, and
-    noise seeded by the position in the global batch (the same run on 1 or N processes draws the same noise).
-    Online: each process cycles through its own round's pairs.
-    """
-    b, accum = cfg.train.batch_size, cfg.train.gradient_accumulation_steps
-    if online:
-        position = ((step % cfg.online.round_steps) * accum + micro) * b
-        order = torch.randperm(
-            size, generator=seeded(cfg.train.seed, rank, "round-order", step // cfg.online.round_steps)
-        )
-        return [int(order[(position + k) % size]) for k in range(b)], [f"rank{rank}-{k}" for k in range(b)]
-    per_epoch = size // (b * world)  # global batches per epoch (the incomplete tail is dropped)
-    epoch, index = divmod(step * accum + micro, per_epoch)
-    order = torch.randperm(size, generator=seeded(cfg.train.seed, "epoch", epoch))
-    start = index * b * world + rank * b
-    return order[start : start + b].tolist(), [str(rank * b + k) for k in range(b)]
+    return finish_lora_run(run, policy)
 
 
 if __name__ == "__main__":

@@ -32,10 +32,10 @@ load_latent_reward``; guide with ``mmreward generate --method nrg --guide output
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import sys
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Literal
@@ -43,14 +43,23 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
-from safetensors import safe_open
-from safetensors.torch import save_file
 
-from mmreward.data.media_pairs import SkippedPair, load_fitted, read_pairs
+from mmreward.data.latent_cache import (
+    MappedRows,
+    cache_key,
+    encode_streamed,
+    file_fingerprint,
+    open_shards,
+    shard_paths,
+    write_shard,
+)
+from mmreward.data.media_pairs import SkippedPair, load_fitted, read_pair_table
+from mmreward.data.prompts import read_prompts
+from mmreward.data.synthetic_brightness import PROMPTS, graded_texture
 from mmreward.errors import ConfigError, MediaError
 from mmreward.flow.models import FlowModel, load_flow_model
-from mmreward.flow.noising import noisy_latents
-from mmreward.flow.rollout import sample_ode
+from mmreward.flow.noising import noisy_latents, per_sample_noise
+from mmreward.flow.rollout import sample_ode, seeded
 from mmreward.guidance.latent_reward import LatentRewardModel, LatentRewardSpec, pooled_text
 from mmreward.rewards.registry import load_reward, resolve_reward
 from mmreward.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
@@ -166,25 +175,11 @@ class Plan:
     skipped: list[SkippedPair] = field(default_factory=list)
 
 
-def read_prompts(path: str) -> list[str]:
-    file = Path(path)
-    if not file.is_file():
-        raise ConfigError(f"prompt file {path!r} does not exist")
-    try:
-        prompts = [line.strip() for line in file.read_text(encoding="utf-8").splitlines() if line.strip()]
-    except (OSError, UnicodeDecodeError) as err:
-        raise ConfigError(f"cannot read prompt file {path!r}: {err}") from err
-    if not prompts:
-        raise ConfigError(f"prompt file {path!r} has no prompts")
-    return prompts
-
-
 def plan_data(cfg: TrainLatentRewardConfig) -> Plan:
     """Read the pair table or prompts and check them (and the rewards' names) before any model loads."""
     data = cfg.data
     if data.source == "synthetic":
-        words = ["a cat", "a red car", "a mountain lake", "a city street at night", "a bowl of fruit", "a forest"]
-        prompts = [words[i % len(words)] for i in range(data.num_synthetic) for _ in range(2)]
+        prompts = [PROMPTS[i % len(PROMPTS)] for i in range(data.num_synthetic) for _ in range(2)]
         pairs = [(0, 2 * i, 2 * i + 1) for i in range(data.num_synthetic)]  # orientation fixed when drawn
         return Plan(["brightness"], [""] * len(prompts), prompts, pairs)
     if data.source == "distill":
@@ -197,7 +192,8 @@ def plan_data(cfg: TrainLatentRewardConfig) -> Plan:
     prompts: list[str] = []
     plan = Plan(dims, [], prompts)
     for k, dim in enumerate(dims):
-        table = read_pairs(data.pairs, media_root=data.media_root, label_columns=[dim] if data.label_columns else [])
+        columns = [dim] if data.label_columns else []
+        table = read_pair_table(data.pairs, media_root=data.media_root, label_columns=columns)
         if data.label_columns:
             plan.skipped += [SkippedPair(s.row, f"{dim}: {s.reason}") for s in table.skipped]
         elif k == 0:
@@ -218,26 +214,13 @@ def plan_data(cfg: TrainLatentRewardConfig) -> Plan:
     return plan
 
 
-def seeded(*parts: object) -> torch.Generator:
-    """A CPU generator seeded from ``parts``: randomness a resumed or differently sharded run reproduces."""
-    digest = hashlib.sha256("/".join(map(str, parts)).encode()).hexdigest()
-    return torch.Generator().manual_seed(int(digest[:15], 16))
-
-
 def synthetic_media(cfg: TrainLatentRewardConfig, item: int, kind: str) -> torch.Tensor:
     """Pair ``i`` is items ``2i`` (chosen) and ``2i + 1``: one random smooth texture (coarse and fine detail,
     random contrast) at two brightness levels at least 0.1 apart, the chosen one brighter. Only brightness
     differs inside a pair, so brightness is the only thing the preference teaches."""
-    g = seeded(cfg.train.seed, "synthetic", item // 2)
     frames = cfg.model.num_frames if kind == "video" else 1
-    size = (cfg.model.height, cfg.model.width)
-    coarse = F.interpolate(torch.rand(frames, 3, 4, 4, generator=g), size=size, mode="bilinear")  # (T, 3, H, W)
-    fine = F.interpolate(torch.rand(frames, 3, 16, 16, generator=g), size=size, mode="bilinear")
-    contrast = 0.2 + 0.4 * torch.rand(1, generator=g)
-    low = 0.15 + 0.45 * float(torch.rand(1, generator=g))
-    gap = 0.1 + 0.2 * float(torch.rand(1, generator=g))
-    level = low + gap if item % 2 == 0 else low
-    media = (level + contrast * (0.7 * coarse + 0.3 * fine - 0.5)).clamp(0, 1)
+    generator = seeded(cfg.train.seed, "synthetic", item // 2)
+    media = graded_texture(generator, frames, cfg.model.height, cfg.model.width, brighter=item % 2 == 0)
     return media if kind == "video" else media[0]
 
 
@@ -252,30 +235,22 @@ def encode_share(
     failed: dict[int, str] = {}
     if data.source == "distill":
         return (*_distill_share(cfg, plan, model, mine), failed)
-    ids, latents, batch = [], [torch.zeros(shape)], []
 
-    def flush() -> None:
-        if batch:
-            with torch.no_grad():
-                latents.append(model.encode_media(torch.stack([m for _, m in batch])).float().cpu())
-            ids.extend(i for i, _ in batch)
-            batch.clear()
+    def readable() -> Iterator[tuple[int, list[torch.Tensor]]]:
+        for i in mine:
+            try:
+                if data.source == "synthetic":
+                    media = synthetic_media(cfg, i, model.media_kind)
+                else:
+                    media = load_fitted(plan.items[i], kind=model.media_kind, height=size.height, width=size.width,
+                                        num_frames=size.num_frames, fps=data.video_fps)  # fmt: skip
+            except MediaError as err:
+                failed[i] = str(err)
+                continue
+            yield i, [media]
 
-    for i in mine:
-        try:
-            if data.source == "synthetic":
-                media = synthetic_media(cfg, i, model.media_kind)
-            else:
-                media = load_fitted(plan.items[i], kind=model.media_kind, height=size.height, width=size.width,
-                                    num_frames=size.num_frames, fps=data.video_fps)  # fmt: skip
-        except MediaError as err:
-            failed[i] = str(err)
-            continue
-        batch.append((i, media))
-        if len(batch) == data.encode_batch_size:
-            flush()
-    flush()
-    return ids, torch.cat(latents), torch.zeros(len(ids), 0), failed
+    ids, (latents,) = encode_streamed(model, readable(), data.encode_batch_size, shape)
+    return ids, latents, torch.zeros(len(ids), 0), failed
 
 
 def _distill_share(cfg, plan: Plan, model: FlowModel, mine: list[int]) -> tuple[list[int], torch.Tensor, torch.Tensor]:
@@ -314,41 +289,39 @@ def distill_dims(names: list[str]) -> list[str]:
 
 
 class Latents:
-    """Clean latents by item id, read on demand from the memory-mapped shards of every process."""
+    """Clean latents by item id (``latents[items]``), read on demand from the memory-mapped shards of every
+    process, with each item's distillation targets and the reasons of items that could not be read."""
 
     def __init__(self, paths: list[Path]) -> None:
-        self.handles = [safe_open(str(p), "pt") for p in paths]
-        self.slices = [h.get_slice("latents") for h in self.handles]
-        self.where: dict[int, tuple[int, int]] = {}
+        handles = open_shards(paths)
+        where: dict[int, tuple[int, int]] = {}
         self.failed: dict[int, str] = {}
         self.targets: dict[int, torch.Tensor] = {}
-        for shard, handle in enumerate(self.handles):
+        for shard, handle in enumerate(handles):
             meta = handle.metadata()
             ids = json.loads(meta["ids"])
-            self.where.update({item: (shard, row) for row, item in enumerate(ids)})
+            where.update({item: (shard, row) for row, item in enumerate(ids)})
             self.failed.update({int(k): v for k, v in json.loads(meta["failed"]).items()})
             targets = handle.get_tensor("targets")
             self.targets.update({item: targets[row] for row, item in enumerate(ids)})
+        self.where = where
+        self.rows = MappedRows([h.get_slice("latents") for h in handles], where)
 
     def __getitem__(self, items: list[int]) -> torch.Tensor:
-        return torch.stack([self.slices[self.where[i][0]][self.where[i][1]] for i in items])
+        return self.rows[items]
 
 
 def build_cache(cfg: TrainLatentRewardConfig, plan: Plan, model: FlowModel, accelerator: Accelerator) -> Latents:
+    """Encode this process's items once into ``output_dir/cache`` (see :mod:`mmreward.data.latent_cache`)."""
     rank, world = accelerator.process_index, accelerator.num_processes
     fingerprint = {"data": asdict(cfg.data), "model": asdict(cfg.model), "seed": cfg.train.seed}
     if cfg.data.source == "pairs":
-        table = Path(cfg.data.pairs)
-        fingerprint["table"] = [table.stat().st_size, table.stat().st_mtime_ns]
-    key = hashlib.sha256(json.dumps(fingerprint, sort_keys=True).encode()).hexdigest()[:16]
-    shards = [Path(cfg.output_dir) / "cache" / f"latents-{key}-{r}of{world}.safetensors" for r in range(world)]
+        fingerprint["table"] = file_fingerprint(cfg.data.pairs)
+    shards = shard_paths(Path(cfg.output_dir) / "cache", "latents", cache_key(fingerprint), world)
     if not shards[rank].is_file():
         ids, latents, targets, failed = encode_share(cfg, plan, model, rank, world)
-        shards[rank].parent.mkdir(parents=True, exist_ok=True)
-        tmp = shards[rank].with_suffix(".tmp")
         meta = {"ids": json.dumps(ids), "failed": json.dumps(failed)}
-        save_file({"latents": latents.contiguous(), "targets": targets.contiguous()}, str(tmp), metadata=meta)
-        tmp.replace(shards[rank])
+        write_shard(shards[rank], {"latents": latents, "targets": targets}, meta)
     accelerator.wait_for_everyone()
     return Latents(shards)
 
@@ -403,11 +376,10 @@ def split_data(cfg: TrainLatentRewardConfig, plan: Plan, latents: Latents) -> Tr
 def draw_noise(
     model: FlowModel, shape: list[int], generators: list[torch.Generator], kind: str, sides: int
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per sample, from its own generator: a noise level (``u ~ U(0, 1)`` through the generator's shifted training
-    grid; 0 for ``kind="clean"``) and ``sides`` noise tensors. Returns ``sigma (B,)`` and noise
-    ``(sides, B, *shape)``: a sample's draws do not depend on how the batch is split across processes."""
-    u = torch.cat([torch.rand(1, generator=g) for g in generators])
-    noise = torch.stack([torch.randn(sides, *shape, generator=g) for g in generators], dim=1)
+    """Per sample, from its own generator (:func:`per_sample_noise`): a noise level (``u ~ U(0, 1)`` through the
+    generator's shifted training grid; 0 for ``kind="clean"``) and ``sides`` noise tensors. Returns ``sigma (B,)``
+    and noise ``(sides, B, *shape)``."""
+    u, noise = per_sample_noise(generators, shape, lambda g: torch.rand(1, generator=g), sides)
     return (model.training_sigmas(u) if kind == "sampling" else torch.zeros(len(generators))), noise
 
 

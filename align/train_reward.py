@@ -40,7 +40,7 @@ import yaml
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from mmreward.data.pairs import INVALID, PreferencePair, read_pairs, split_pairs
+from mmreward.data.pairs import INVALID, LabeledPair, read_pairs, split_pairs
 from mmreward.errors import ConfigError, MediaError
 from mmreward.evaluation.metrics import accuracy_with_ties, accuracy_without_ties
 from mmreward.losses import preference_loss
@@ -158,7 +158,7 @@ class TrainRewardConfig:
 class PairDataset(Dataset):
     """Pair ``i`` -> both sides prepared by the task, prompt, labels and margins ``(D,)``; None if unusable."""
 
-    def __init__(self, pairs: list[PreferencePair], task, dims: list[str], margin: float) -> None:
+    def __init__(self, pairs: list[LabeledPair], task, dims: list[str], margin: float) -> None:
         self.pairs, self.task, self.dims, self.margin = pairs, task, dims, margin
 
     def __len__(self) -> int:
@@ -593,7 +593,7 @@ def main(cfg: TrainRewardConfig) -> Path:
     total_steps = steps_per_epoch * train.epochs
     scheduler = warmup_constant(optimizer, round(train.warmup_ratio * total_steps))
 
-    def loader(pairs: list[PreferencePair], sampler: Sampler | None = None) -> DataLoader:
+    def loader(pairs: list[LabeledPair], sampler: Sampler | None = None) -> DataLoader:
         dataset = PairDataset(pairs, task, dims, train.margin)
         return DataLoader(dataset, batch_size=train.batch_size, sampler=sampler, num_workers=cfg.data.num_workers,
                           collate_fn=functools.partial(collate, task=task))  # fmt: skip

@@ -36,28 +36,20 @@ import torch  # noqa: E402
 from accelerate import Accelerator  # noqa: E402
 from bench_grpo import build, sync  # noqa: E402
 
-from mmreward.flow.adversarial import (  # noqa: E402
-    AdversarialReward,
-    DinoDiscriminator,
-    DiscriminatorConfig,
-    DiscriminatorTrainer,
-    draw,
-)
-from mmreward.flow.grpo import (  # noqa: E402
-    GroupLayout,
-    GRPOLossConfig,
-    MixReward,
-    PolicyOptimizer,
-    RolloutConfig,
-    compute_rewards,
-    group_advantages,
-    grpo_update,
-    rollout_groups,
-)
+from mmreward.alignment.advantages import group_advantages  # noqa: E402
+from mmreward.alignment.adversarial import AdversarialReward, DiscriminatorTrainer  # noqa: E402
+from mmreward.alignment.clipped_update import grpo_update  # noqa: E402
+from mmreward.alignment.discriminators import DinoDiscriminator, DiscriminatorConfig  # noqa: E402
+from mmreward.alignment.group_rewards import PointwiseGroupReward, compute_rewards  # noqa: E402
+from mmreward.alignment.group_rollout import RolloutConfig, rollout_groups  # noqa: E402
+from mmreward.alignment.layout import GroupLayout  # noqa: E402
+from mmreward.alignment.references import draw  # noqa: E402
+from mmreward.alignment.update_schedule import GRPOLossConfig  # noqa: E402
 from mmreward.flow.rollout import seeded  # noqa: E402
 from mmreward.rewards.mix import RewardMix  # noqa: E402
 from mmreward.train.guards import NonFiniteGuard  # noqa: E402
 from mmreward.train.lora import LoraReference  # noqa: E402
+from mmreward.train.policy import PolicyOptimizer  # noqa: E402
 
 
 def dinov2(directory: Path, args) -> Path:
@@ -111,7 +103,7 @@ def main() -> None:
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda _: 1.0)
     policy_optimizer = PolicyOptimizer(params, optimizer, scheduler, 1.0, NonFiniteGuard())
     reference = LoraReference(model.transformer)
-    brightness = MixReward(RewardMix({"mmreward.rewards.brightness:BrightnessReward": 1.0}, device=device))
+    brightness = PointwiseGroupReward(RewardMix({"mmreward.rewards.brightness:BrightnessReward": 1.0}, device=device))
 
     with tempfile.TemporaryDirectory() as root:
         backbone = str(dinov2(Path(root) / "dinov2", args))
@@ -143,9 +135,9 @@ def main() -> None:
         local_prompts = [prompts[int(gr)] for gr in batch.group]
         patches = seeded(0, "patches", iteration)
         forget()
-        discriminator.score(pool[draw(args.references, len(pool), g)], local_prompts[: args.references], patches)
+        discriminator.score(local_prompts[: args.references], pool[draw(args.references, len(pool), g)], patches)
         forget()
-        discriminator.score(batch.media, local_prompts, patches)
+        discriminator.score(local_prompts, batch.media, patches)
         forget()
         compute_rewards(adversarial, batch, layout, accelerator)
         for k in range(args.disc_steps):

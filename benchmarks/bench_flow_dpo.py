@@ -26,9 +26,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from align.flow_dpo import DataConfig, FlowDPOConfig, TrainingSet, dpo_loss, draw_noise, seeded  # noqa: E402
+from align.flow_dpo import FlowDPOConfig  # noqa: E402
+from mmreward.alignment.flow_dpo_objective import dpo_loss, draw_noise  # noqa: E402
+from mmreward.alignment.preference_sets import PairDataConfig, TrainingSet  # noqa: E402
 from mmreward.flow.models import DEFAULT_LORA_TARGETS, PromptEmbeds, SD3Model  # noqa: E402
 from mmreward.flow.noising import noisy_latents, velocity_target  # noqa: E402
+from mmreward.flow.rollout import seeded  # noqa: E402
 from mmreward.losses import flow_dpo_loss, flow_matching_error  # noqa: E402
 from mmreward.tiny_models import tiny_pipeline  # noqa: E402
 from mmreward.train.ema import EMA  # noqa: E402
@@ -115,7 +118,7 @@ def main() -> None:
     dtype = getattr(torch, args.dtype)
     model, optimizer, reference, ema = build(args)
     accelerator = _Accelerator(device, dtype)
-    cfg = FlowDPOConfig(data=DataConfig(source="synthetic"))
+    cfg = FlowDPOConfig(data=PairDataConfig(source="synthetic"))
     params = [p for p in model.transformer.parameters() if p.requires_grad]
     latent = (args.pairs * 4, 16, args.latent_size, args.latent_size)
     pool = torch.randn(latent, generator=torch.Generator().manual_seed(0))  # 2x the pairs needed, indexed per step

@@ -48,24 +48,19 @@ import torch  # noqa: E402
 from accelerate import Accelerator  # noqa: E402
 
 from mmreward import testing, tiny_models  # noqa: E402
-from mmreward.flow.grpo import (  # noqa: E402
-    GroupLayout,
-    GRPOLossConfig,
-    MixReward,
-    PolicyOptimizer,
-    RolloutConfig,
-    WinRateReward,
-    compute_rewards,
-    group_advantages,
-    grpo_update,
-    rollout_groups,
-)
+from mmreward.alignment.advantages import group_advantages  # noqa: E402
+from mmreward.alignment.clipped_update import grpo_update  # noqa: E402
+from mmreward.alignment.group_rewards import PointwiseGroupReward, WinRateGroupReward, compute_rewards  # noqa: E402
+from mmreward.alignment.group_rollout import RolloutConfig, rollout_groups  # noqa: E402
+from mmreward.alignment.layout import GroupLayout  # noqa: E402
+from mmreward.alignment.update_schedule import GRPOLossConfig  # noqa: E402
 from mmreward.flow.models import DEFAULT_LORA_TARGETS, SD3Model  # noqa: E402
 from mmreward.flow.rollout import sample, seeded  # noqa: E402
 from mmreward.rewards.mix import RewardMix  # noqa: E402
 from mmreward.train.ema import EMA  # noqa: E402
 from mmreward.train.guards import NonFiniteGuard  # noqa: E402
 from mmreward.train.lora import LoraReference, adapters_disabled, add_lora  # noqa: E402
+from mmreward.train.policy import PolicyOptimizer  # noqa: E402
 
 
 def build(args, device: torch.device) -> SD3Model:
@@ -118,8 +113,10 @@ def main() -> None:
     model = build(args, device)
     root = tiny_models.scratch_dir()
     rewards = {
-        "pointwise": MixReward(RewardMix({str(testing.tiny_reward_preset("clip-score", root)): 1.0}, device=device)),
-        "pairwise": WinRateReward(testing.tiny_judge("pairwise", root=root, device=device), orders="both"),
+        "pointwise": PointwiseGroupReward(
+            RewardMix({str(testing.tiny_reward_preset("clip-score", root)): 1.0}, device=device)
+        ),
+        "pairwise": WinRateGroupReward(testing.tiny_judge("pairwise", root=root, device=device), orders="both"),
     }
     prompts = [f"a photo of object number {i}" for i in range(args.prompts)]
     model.encode_prompts([*prompts, ""])

@@ -1,6 +1,6 @@
-"""Adv-GRPO's discriminators (mmreward.flow.adversarial): the losses and metrics against hand-derived values, the
-DINOv2 reward against its formula on the same features as training, learning of both discriminators, reference
-loading and its errors."""
+"""Adv-GRPO's discriminators (mmreward.alignment: discriminators, discriminator_losses, references, adversarial):
+the losses and metrics against hand-derived values, the DINOv2 reward against its formula on the same features as
+training, learning of both discriminators, reference loading and its errors."""
 
 from __future__ import annotations
 
@@ -12,22 +12,16 @@ import torch
 import torch.nn.functional as F
 from accelerate import Accelerator
 
-from align.adv_grpo import iteration_plan
-from mmreward.errors import ConfigError, WeightsNotFoundError
-from mmreward.flow.adversarial import (
+from mmreward.alignment.adversarial import DiscriminatorTrainer, iteration_plan
+from mmreward.alignment.discriminator_losses import discrimination_metrics, hinge_loss, reference_preference_loss
+from mmreward.alignment.discriminators import (
     DinoDiscriminator,
     DiscriminatorConfig,
-    DiscriminatorTrainer,
     PickScoreDiscriminator,
     check_discriminator_config,
-    discrimination_metrics,
-    draw,
-    find_reference_files,
-    hinge_loss,
-    load_references,
-    mean_color_distance,
-    preference_loss,
 )
+from mmreward.alignment.references import draw, find_reference_files, load_references, mean_color_distance
+from mmreward.errors import ConfigError, WeightsNotFoundError
 from mmreward.testing import tiny_reward_preset, warm_reference_images
 from mmreward.tiny_models import tiny_dinov2_dir
 
@@ -65,7 +59,7 @@ def test_hinge_loss_by_hand():
 def test_preference_loss_by_hand():
     """s_ref [1, 0], s_gen [0, 0]: CE of softmax([s_ref, s_gen]) with label 0 = softplus(s_gen - s_ref) =
     [log(1 + e^-1), log 2] = [0.313262, 0.693147], mean 0.503204."""
-    value = float(preference_loss(torch.tensor([1.0, 0.0]), torch.tensor([0.0, 0.0])))
+    value = float(reference_preference_loss(torch.tensor([1.0, 0.0]), torch.tensor([0.0, 0.0])))
     assert value == pytest.approx((math.log1p(math.exp(-1)) + math.log(2)) / 2)
     assert value == pytest.approx(0.503204, abs=1e-6)
     logits = torch.tensor([[1.0, 0.0], [0.0, 0.0]])
@@ -126,7 +120,7 @@ def test_dino_reward_is_the_formula_on_the_training_features(dino, references):
     patches = F.normalize(torch.stack([hidden[i, 1:][picks[i]] for i in range(4)]), dim=-1)  # (4, 8, 32)
     with torch.no_grad():
         expected = 0.7 * dino.head(cls).squeeze(-1) + 0.3 * dino.head(patches).squeeze(-1).mean(-1)
-    got = dino.score(images, [""] * 4, torch.Generator().manual_seed(3))
+    got = dino.score([""] * 4, images, torch.Generator().manual_seed(3)).scores
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
     # The loss is the hinge loss of the same head outputs (references real, samples fake).
     shared = _g(4)  # the loss draws the references' patches, then the samples', from one generator
@@ -146,16 +140,16 @@ def test_the_backbone_encodes_a_batch_once_until_it_changes(dino, references):
     try:
         dino._recent = []  # other tests' batches (module fixture)
         samples, refs = _gray_samples(4), references[:3].clone()
-        first = dino.score(samples, [""] * 4, _g(5))
-        dino.score(refs, [""] * 3, _g(5))
-        again = dino.score(samples, [""] * 4, _g(5))
+        first = dino.score([""] * 4, samples, _g(5)).scores
+        dino.score([""] * 3, refs, _g(5))
+        again = dino.score([""] * 4, samples, _g(5)).scores
         dino.loss(refs, samples, [""] * 4, _g(6))
         assert len(calls) == 2 and torch.equal(first, again)
         samples[0] = 255 - samples[0]  # in place: the version counter moves
-        changed = dino.score(samples, [""] * 4, _g(5))
+        changed = dino.score([""] * 4, samples, _g(5)).scores
         assert len(calls) == 3 and not torch.equal(changed[0], first[0]) and torch.equal(changed[1:], first[1:])
-        dino.score(references[3:5].clone(), [""] * 2, _g(5))  # a third batch pushes out the least recent (refs)
-        dino.score(refs, [""] * 3, _g(5))
+        dino.score([""] * 2, references[3:5].clone(), _g(5))  # a third batch pushes out the least recent (refs)
+        dino.score([""] * 3, refs, _g(5))
         assert len(calls) == 5
     finally:
         hook.remove()
@@ -168,10 +162,14 @@ def test_dino_discriminator_learns_to_tell_references_from_samples(references, a
     dino = DinoDiscriminator(cfg)
     trainer = DiscriminatorTrainer(dino, cfg, accelerator)
     samples = _gray_samples()
-    before = discrimination_metrics(dino.score(references, [""] * 6, _g(0)), dino.score(samples, [""] * 6, _g(0)))
+    before = discrimination_metrics(
+        dino.score([""] * 6, references, _g(0)).scores, dino.score([""] * 6, samples, _g(0)).scores
+    )
     frozen = {k: v.clone() for k, v in dino.backbone.state_dict().items()}
     losses = [trainer.step(references, samples, [""] * 6, _g(k)) for k in range(30)]
-    after = discrimination_metrics(dino.score(references, [""] * 6, _g(0)), dino.score(samples, [""] * 6, _g(0)))
+    after = discrimination_metrics(
+        dino.score([""] * 6, references, _g(0)).scores, dino.score([""] * 6, samples, _g(0)).scores
+    )
     assert losses[-1] < 0.5 * losses[0], (losses[0], losses[-1])
     assert before["disc/reward_gap"] < 0.1 and after["disc/reward_gap"] > 1.0, (before, after)
     assert after["disc/accuracy"] == 1.0
@@ -212,9 +210,13 @@ def test_pickscore_discriminator_trains_its_last_blocks_to_prefer_references(ref
     text_before = pick.model.text_model.embeddings.token_embedding.weight.clone()
     trainer = DiscriminatorTrainer(pick, cfg, accelerator)
     samples, prompts = _gray_samples(), ["a cat"] * 6
-    before = discrimination_metrics(pick.score(references, prompts, _g(0)), pick.score(samples, prompts, _g(0)))
+    before = discrimination_metrics(
+        pick.score(prompts, references, _g(0)).scores, pick.score(prompts, samples, _g(0)).scores
+    )
     losses = [trainer.step(references, samples, prompts, _g(0)) for _ in range(15)]
-    after = discrimination_metrics(pick.score(references, prompts, _g(0)), pick.score(samples, prompts, _g(0)))
+    after = discrimination_metrics(
+        pick.score(prompts, references, _g(0)).scores, pick.score(prompts, samples, _g(0)).scores
+    )
     assert losses[-1] < 0.5 * losses[0], (losses[0], losses[-1])
     assert after["disc/reward_gap"] > before["disc/reward_gap"] + 1.0 and after["disc/accuracy"] == 1.0
     assert torch.equal(text_before, pick.model.text_model.embeddings.token_embedding.weight)

@@ -65,7 +65,7 @@ def test_policy_samples_get_brighter_and_implicit_accuracy_rises(tmp_path):
             "200",
             "--online.ref_refresh_every",
             "0",
-            "--online.num_steps",
+            "--online.sampling.num_steps",
             "6",
             "--train.max_steps",
             "200",

@@ -14,15 +14,15 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from align import flow_dpo
 from align.flow_dpo import FlowDPOConfig, main
-from mmreward.data.media_pairs import fit_frames, read_pairs
+from mmreward.alignment import flow_dpo_objective
+from mmreward.data.media_pairs import fit_frames, read_pair_table
 from mmreward.errors import ConfigError
 from mmreward.testing import sample_images, sample_videos
 from mmreward.tiny_models import tiny_pipeline
 from mmreward.train.config import load_config, parse_config
 from mmreward.train.guards import NonFiniteLossError
-from mmreward.train.tracking import read_metrics
+from mmreward.train.tracking import Tracker, read_metrics
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "configs" / "tiny" / "flow_dpo.yaml"
@@ -49,14 +49,15 @@ def test_every_align_and_tiny_config_loads_into_its_programs_config():
     walked = [Path(d) / f for sub in ("align", "tiny") for d, _, fs in os.walk(REPO / "configs" / sub) for f in fs]
     assert len(files) == len([f for f in walked if f.suffix == ".yaml"]) and len(files) >= 20
     names = {f.stem for f in files}
-    grpo = {f"{kind}_grpo_{family}" for kind in ("flow", "pref") for family in ("sd3", "flux", "wan")}
-    assert grpo | {"flow_grpo", "pref_grpo", "pref_grpo_wan"} <= names  # both GRPO modes for every family + tiny
+    grpo = {f"pref_grpo_{recipe}{family}" for recipe in ("flow_grpo_", "") for family in ("sd3", "flux", "wan")}
+    assert grpo | {"pref_grpo_flow_grpo", "pref_grpo", "pref_grpo_wan"} <= names  # both GRPO modes, every family
     checked = 0
     for path in files:
         header = path.read_text().split("\n\n")[0]
         assert header.startswith("#"), f"{path} must start with a header comment"
         program = re.search(r"align/(\w+)\.py", header)
         assert program, f"the header of {path} must show how to launch it (align/<program>.py)"
+        assert path.stem.startswith(program.group(1)), f"{path.name} must be named after its program {program[0]}"
         module = __import__(f"align.{program.group(1)}", fromlist=["main"])
         schema = typing.get_type_hints(module.main)["cfg"]
         load_config(schema, path)
@@ -174,17 +175,17 @@ def test_resume_after_a_stop_gives_the_same_parameters(tmp_path, monkeypatch):
     straight = tmp_path / "straight"
     _run(straight)
     interrupted = tmp_path / "interrupted"
-    real_log = flow_dpo.Tracker.log
+    real_log = Tracker.log
 
     def crash_at_step_5(self, step, metrics):
         if step == 5:
             raise KeyboardInterrupt("simulated stop after the step-3 checkpoint")
         real_log(self, step, metrics)
 
-    monkeypatch.setattr(flow_dpo.Tracker, "log", crash_at_step_5)
+    monkeypatch.setattr(Tracker, "log", crash_at_step_5)
     with pytest.raises(KeyboardInterrupt):
         _run(interrupted)
-    monkeypatch.setattr(flow_dpo.Tracker, "log", real_log)
+    monkeypatch.setattr(Tracker, "log", real_log)
     assert (interrupted / "checkpoints" / "latest").read_text() == "step-00000003"
     _run(interrupted)
     a, b = load_file(straight / LORA_FILE), load_file(interrupted / LORA_FILE)
@@ -195,7 +196,7 @@ def test_resume_after_a_stop_gives_the_same_parameters(tmp_path, monkeypatch):
 
 
 def test_nonfinite_losses_skip_the_step_then_stop_the_run(tmp_path, monkeypatch):
-    real = flow_dpo.flow_dpo_loss
+    real = flow_dpo_objective.flow_dpo_loss
     calls = {"n": 0}
 
     def nan_on_second_call(*args, **kwargs):
@@ -205,7 +206,7 @@ def test_nonfinite_losses_skip_the_step_then_stop_the_run(tmp_path, monkeypatch)
             out.loss = out.loss * float("nan")
         return out
 
-    monkeypatch.setattr(flow_dpo, "flow_dpo_loss", nan_on_second_call)
+    monkeypatch.setattr(flow_dpo_objective, "flow_dpo_loss", nan_on_second_call)
     _run(tmp_path / "one-bad", "--train.max_steps", "3", "--train.save_every", "3")
     rows = read_metrics(tmp_path / "one-bad")
     assert [r["step"] for r in rows] == [1, 3]  # step 2 was skipped, not logged, not applied
@@ -218,7 +219,7 @@ def test_nonfinite_losses_skip_the_step_then_stop_the_run(tmp_path, monkeypatch)
         out.loss = out.loss * float("nan")
         return out
 
-    monkeypatch.setattr(flow_dpo, "flow_dpo_loss", always_nan)
+    monkeypatch.setattr(flow_dpo_objective, "flow_dpo_loss", always_nan)
     with pytest.raises(NonFiniteLossError, match="3 steps in a row"):
         _run(tmp_path / "all-bad", "--train.max_nonfinite_steps", "2")
 
@@ -319,10 +320,10 @@ def test_videoalign_schema_needs_label_columns(tmp_path):
     csv = tmp_path / "t.csv"
     csv.write_text("path_A,path_B,prompt,VQ,MQ,TA\na.mp4,b.mp4,p,A,A,A\n")
     with pytest.raises(ConfigError, match=r"set data.label_columns .*\['MQ', 'TA', 'VQ'\]"):
-        read_pairs(csv)
+        read_pair_table(csv)
     (tmp_path / "a.mp4").write_bytes(b"")
     (tmp_path / "b.mp4").write_bytes(b"")
-    table = read_pairs(csv, label_columns=["TA"])
+    table = read_pair_table(csv, label_columns=["TA"])
     assert table.pairs[0].chosen == tmp_path / "a.mp4" and table.pairs[0].rejected == tmp_path / "b.mp4"
 
 
@@ -347,7 +348,7 @@ def test_online_rwr_runs_with_more_prompts_than_the_embedding_cache(tmp_path):
         str(REPO / "configs/tiny/flow_dpo_prompts.txt"),
         "--model.prompt_cache_size",
         "3",
-        config=REPO / "configs/tiny/flow_rwr.yaml",
+        config=REPO / "configs/tiny/flow_dpo_rwr.yaml",
     )
     rows = read_metrics(output)
     assert len(rows) == 4 and "round/reward_mean" in rows[0] and rows[-1]["reference_refreshes"] == 2

@@ -9,28 +9,20 @@ import pytest
 import torch
 from accelerate import Accelerator
 
-from mmreward.flow.grpo import (
-    GroupLayout,
-    GRPOLossConfig,
-    MixReward,
-    OffPolicyError,
-    PolicyOptimizer,
-    RewardBatch,
-    RolloutConfig,
-    WinRateReward,
-    compute_rewards,
-    diagnose_off_policy,
-    grpo_update,
-    rollout_groups,
-    rollout_window,
-    training_guidance,
-)
+from mmreward.alignment.clipped_update import OffPolicyError, grpo_update
+from mmreward.alignment.group_rewards import PointwiseGroupReward, WinRateGroupReward, compute_rewards
+from mmreward.alignment.group_rollout import RolloutConfig, rollout_groups, rollout_window
+from mmreward.alignment.layout import GroupLayout
+from mmreward.alignment.off_policy import diagnose_off_policy
+from mmreward.alignment.update_schedule import GRPOLossConfig, training_guidance
 from mmreward.flow.models import load_flow_model
 from mmreward.flow.rollout import policy_step, sample, seeded
+from mmreward.rewards.base import RewardOutput
 from mmreward.rewards.mix import RewardMix
 from mmreward.rewards.registry import load_reward
 from mmreward.train.guards import NonFiniteGuard
 from mmreward.train.lora import LoraReference, add_lora
+from mmreward.train.policy import PolicyOptimizer
 
 SIZE = {"height": 32, "width": 32}
 
@@ -120,32 +112,32 @@ class _FlakyBrightness:
     """Brightness, failing on samples 1 and 6 (a reward that cannot read some media)."""
 
     whole_groups = False
-    components = ("brightness",)
+    dims = ("brightness",)
 
-    def __call__(self, prompts, media, groups):
+    def score(self, prompts, media, *, groups, generator=None):
         scores = media.float().mean(dim=(1, 2, 3)) / 255
         failed = torch.zeros(len(scores), dtype=torch.bool)
         failed[[1, 6]] = True
         errors = ["unreadable" if f else None for f in failed]
         scores = torch.where(failed, math.nan, scores)
-        return RewardBatch(scores, failed, errors, {"brightness": scores})
+        return RewardOutput(scores, {"brightness": scores}, failed, errors)
 
 
 def test_rewards_pointwise_pairwise_and_failures(model, accelerator, tmp_path):
     batch = _batch(model, accelerator)
     layout = GroupLayout(2, 4)
     brightness = batch.media.float().mean(dim=(1, 2, 3)) / 255
-    mix = MixReward(RewardMix({"mmreward.rewards.brightness:BrightnessReward": 2.0}))
+    mix = PointwiseGroupReward(RewardMix({"mmreward.rewards.brightness:BrightnessReward": 2.0}))
     pointwise = compute_rewards(mix, batch, layout, accelerator)
     torch.testing.assert_close(pointwise.scores, 2 * brightness)
-    assert pointwise.components == {"mmreward.rewards.brightness:BrightnessReward": pytest.approx(brightness)}
+    assert pointwise.dims == {"mmreward.rewards.brightness:BrightnessReward": pytest.approx(brightness)}
     judge = load_reward("mmreward.rewards.brightness:BrighterImageJudge", sharpness=50.0)
-    pairwise = compute_rewards(WinRateReward(judge), batch, layout, accelerator)
+    pairwise = compute_rewards(WinRateGroupReward(judge), batch, layout, accelerator)
     # win rate of i = mean over the 3 others j of its group of sigmoid(50 (b_i - b_j)) (no position bias)
     gaps = brightness.view(2, 4, 1) - brightness.view(2, 1, 4)  # (group, i, j)
     expected = ((torch.sigmoid(50 * gaps).sum(dim=2) - 0.5) / 3).flatten()  # the diagonal adds sigmoid(0) = 0.5
     torch.testing.assert_close(pairwise.scores, expected, atol=1e-5, rtol=0)
-    torch.testing.assert_close(pairwise.components["win_rate"], pairwise.scores)
+    torch.testing.assert_close(pairwise.dims["win_rate"], pairwise.scores)
     flaky = compute_rewards(_FlakyBrightness(), batch, layout, accelerator)
     assert flaky.failed.nonzero().flatten().tolist() == [1, 6] and flaky.scores[[1, 6]].isnan().all()
     assert flaky.errors == [(1, "unreadable"), (6, "unreadable")]

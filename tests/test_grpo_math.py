@@ -28,17 +28,13 @@ import pytest
 import torch
 
 from mmreward import win_rate
+from mmreward.alignment.advantages import group_advantages
+from mmreward.alignment.layout import GroupLayout, exchange_rows, iteration_prompts
+from mmreward.alignment.update_schedule import GRPOLossConfig, split_sizes, trained_steps, update_schedule
 from mmreward.data.prompts import read_prompts
 from mmreward.errors import ConfigError
 from mmreward.evaluation.diversity import pixel_features, within_group_diversity
-from mmreward.flow.grpo import (
-    GroupLayout,
-    GRPOLossConfig,
-    exchange_rows,
-    group_advantages,
-    iteration_prompts,
-    trained_steps,
-)
+from mmreward.flow.rollout import seeded
 from mmreward.flow.sde import sde_step
 from mmreward.losses import grpo_clip_loss, step_kl
 from mmreward.rewards.registry import load_reward
@@ -185,6 +181,52 @@ def test_trained_steps():
     random = GRPOLossConfig(timestep_fraction=0.6, timestep_order="random")
     steps = trained_steps(10, random, torch.Generator().manual_seed(0))
     assert len(steps) == 6 and steps == sorted(set(steps)) and steps != list(range(6))
+
+
+def test_split_sizes_match_tensor_split():
+    assert split_sizes(5, 2) == [3, 2] and split_sizes(2, 3) == [1, 1, 0] and split_sizes(0, 2) == [0, 0]
+    for count in range(7):
+        for parts in range(1, 4):
+            assert split_sizes(count, parts) == [len(p) for p in torch.tensor_split(torch.arange(count), parts)]
+
+
+def test_update_schedule_by_hand():
+    """Two processes keep 5 and 3 samples; 2 updates, micro-batches of 2, 2 of 4 stored steps trained.
+
+    Process 0 shuffles its kept rows [0, 2, 3, 5, 6] (order o) and splits them 3 + 2; process 1 splits its 3 as 2 + 1.
+    Update 0: 5 samples in all, the largest part 3 -> ceil(3 / 2) = 2 micro-batches: [o0, o1] and [o2], scale
+    world / (total x steps) = 2 / (5 x 2) = 0.2. Update 1: 3 samples, largest 2 -> 1 micro-batch [o3, o4], scale
+    2 / (3 x 2) = 1/3. Process 1 runs as many micro-batches: [a, b] -> [a], [b] in update 0 and [c] in update 1.
+    """
+    loss = GRPOLossConfig(timestep_fraction=0.5)
+    kept = torch.tensor([0, 2, 3, 5, 6])
+    plan = update_schedule(kept, [5, 3], stored_steps=4, loss=loss, micro_batch_size=2, updates=2, seed=(7,))
+    o = kept[torch.randperm(5, generator=seeded(7, "shuffle", 0))].tolist()
+    assert [[m.rows for m in step] for step in plan] == [[o[0:2], o[2:3]], [o[3:5]]]
+    assert [[m.scale for m in step] for step in plan] == [[0.2, 0.2], [pytest.approx(1 / 3)]]
+    assert [[m.last for m in step] for step in plan] == [[False, True], [True]]
+    assert all(m.steps == [0, 1] and m.weight == 1.0 and m.epoch == 0 for step in plan for m in step)
+    assert [m.update for step in plan for m in step] == [0, 0, 1]
+    other = update_schedule(torch.tensor([1, 4, 7]), [5, 3], stored_steps=4, loss=loss, micro_batch_size=2, updates=2)
+    assert [[len(m.rows) for m in step] for step in other] == [[1, 1], [1]]
+
+
+def test_update_schedule_pads_empty_processes_and_skips_empty_updates():
+    """A process with nothing to train in an update still runs the other's micro-batch count, on row 0 with weight
+    0 (DDP needs the same backward calls everywhere); an update empty on every process is left out."""
+    loss = GRPOLossConfig(timestep_fraction=1.0)
+    plan = update_schedule(torch.zeros(0, dtype=torch.long), [0, 3], stored_steps=2, loss=loss, micro_batch_size=2)
+    assert [[(m.rows, m.weight, m.scale) for m in step] for step in plan] == [
+        [([0], 0.0, 2 / (3 * 2)), ([0], 0.0, 2 / (3 * 2))]
+    ]
+    assert (
+        update_schedule(torch.zeros(0, dtype=torch.long), [0, 0], stored_steps=2, loss=loss, micro_batch_size=2) == []
+    )
+    two_epochs = update_schedule(
+        torch.tensor([0, 1]), [2], stored_steps=2, loss=loss, micro_batch_size=1, inner_epochs=2
+    )
+    assert [[m.epoch for m in step] for step in two_epochs] == [[0, 0], [1, 1]]
+    assert [m.scale for step in two_epochs for m in step] == [1 / 4] * 4  # world 1 / (2 samples x 2 steps)
 
 
 # ---------------------------------------------------------------------------------- test judge, prompts, metrics

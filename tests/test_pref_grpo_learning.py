@@ -39,7 +39,7 @@ def _train(config: str, output: Path) -> tuple[list[dict], dict, dict]:
 
 
 def test_pointwise_brightness_reward_brightens_held_out_samples(tmp_path):
-    train, base, final = _train("configs/tiny/flow_grpo.yaml", tmp_path)
+    train, base, final = _train("configs/tiny/pref_grpo_flow_grpo.yaml", tmp_path)
     gain = final[BRIGHTNESS] - base[BRIGHTNESS]
     assert gain > 0.002, gain  # seeds 0-3: 0.0082 0.0116 0.0066 0.0058 (mean 0.0081, sd 0.0026)
     assert final[f"{BRIGHTNESS}_gain"] == pytest.approx(gain, abs=1e-6)  # paired on the same prompts and seeds

@@ -16,15 +16,15 @@ import torch
 from safetensors.torch import load_file
 
 from align.pref_grpo import PrefGRPOConfig, main
+from mmreward.alignment.clipped_update import OffPolicyError
 from mmreward.errors import ConfigError
-from mmreward.flow.grpo import OffPolicyError
 from mmreward.media import load_video
 from mmreward.tiny_models import tiny_pipeline
 from mmreward.train.config import parse_config
 from mmreward.train.tracking import read_metrics
 
 REPO = Path(__file__).resolve().parents[1]
-POINTWISE = REPO / "configs" / "tiny" / "flow_grpo.yaml"
+POINTWISE = REPO / "configs" / "tiny" / "pref_grpo_flow_grpo.yaml"
 PAIRWISE = REPO / "configs" / "tiny" / "pref_grpo.yaml"
 LORA_FILE = Path("lora") / "pytorch_lora_weights.safetensors"
 # 3 prompts x 4 samples over 2 processes: 6 samples each, so the middle group is split across the processes.
@@ -79,7 +79,8 @@ def test_a_missing_prompt_column_fails_before_the_model_loads(tmp_path):
 
 @pytest.fixture(scope="module")
 def python_run(tmp_path_factory) -> tuple[Path, str]:
-    """``python align/pref_grpo.py --config configs/tiny/flow_grpo.yaml --check-on-policy`` with TensorBoard."""
+    """``python align/pref_grpo.py --config configs/tiny/pref_grpo_flow_grpo.yaml --check-on-policy`` with
+    TensorBoard."""
     output = tmp_path_factory.mktemp("python-run")
     result = subprocess.run(
         [sys.executable, "align/pref_grpo.py", "--config", str(POINTWISE), "--output_dir", str(output),

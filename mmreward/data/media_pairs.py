@@ -82,7 +82,7 @@ def _vote(row: dict, label_columns: Sequence[str]) -> str | None:
     return "A" if score > 0 else "B" if score < 0 else None
 
 
-def read_pairs(
+def read_pair_table(
     path: str | Path, *, media_root: str | Path | None = None, label_columns: Sequence[str] = ()
 ) -> PairTable:
     """Read a pair table (see the module docstring). Missing files and ties are skipped, with reasons."""

@@ -27,7 +27,7 @@ _LABELS = {"a": 1, "b": -1, "same": 0, "tie": 0}
 
 
 @dataclass
-class PreferencePair:
+class LabeledPair:
     """One annotated pair: media paths, the prompt, per-dimension labels and optional MOS gaps (A minus B)."""
 
     path_a: str
@@ -56,7 +56,7 @@ def _rows(path: Path) -> list[dict[str, str]]:
 
 def read_pairs(
     path: str | Path, dims: list[str] | tuple[str, ...], media_root: str | Path | None = None
-) -> list[PreferencePair]:
+) -> list[LabeledPair]:
     """Read a pair file (CSV, or JSONL with the same keys) and check every media file exists.
 
     Raises:
@@ -90,7 +90,7 @@ def read_pairs(
                 gap = float(a) - float(b)
                 if math.isfinite(gap):
                     gaps[d] = gap
-        pairs.append(PreferencePair(media[0], media[1], row["prompt"], labels, gaps))
+        pairs.append(LabeledPair(media[0], media[1], row["prompt"], labels, gaps))
     if absent:
         raise ConfigError(
             f"{len(absent)} media file(s) named in {str(path)!r} do not exist (relative paths are read from "
@@ -99,7 +99,7 @@ def read_pairs(
     return pairs
 
 
-def split_pairs(pairs: list[PreferencePair], fraction: float, seed: int) -> tuple[list, list]:
+def split_pairs(pairs: list[LabeledPair], fraction: float, seed: int) -> tuple[list, list]:
     """A seeded ``(train, validation)`` split with ``fraction`` (at least one pair) held out."""
     if not 0.0 < fraction < 1.0:
         raise ConfigError(f"validation_fraction must be in (0, 1), got {fraction}")

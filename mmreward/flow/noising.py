@@ -7,6 +7,8 @@ puts most training signal at intermediate noise.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+
 import torch
 
 
@@ -26,3 +28,18 @@ def noisy_latents(x0: torch.Tensor, noise: torch.Tensor, sigma: torch.Tensor) ->
 def velocity_target(x0: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
     """The flow-matching regression target ``noise - x0`` (float32)."""
     return noise.float() - x0.float()
+
+
+def per_sample_noise(
+    generators: Sequence[torch.Generator],
+    shape: Sequence[int],
+    level: Callable[[torch.Generator], torch.Tensor],
+    sides: int = 1,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per sample, from its own generator: a noise level ``u = level(g)`` (one number), then ``sides`` Gaussian
+    noise tensors of ``shape`` (the two sides of a pair share the level). Returns ``u (B,)`` and noise
+    ``(sides, B, *shape)``. A sample's draws do not depend on how the batch is split across processes; every
+    level is drawn before any noise, so the draws of a generator come in a fixed order."""
+    u = torch.cat([level(g) for g in generators])
+    noise = torch.stack([torch.randn(sides, *shape, generator=g) for g in generators], dim=1)
+    return u, noise

@@ -20,28 +20,26 @@ positives, the policy's rollouts the negatives. Two discriminators are published
   step; :class:`DiscriminatorConfig.update_when` ``generator_wins`` selects that rule.
 
 Images reach a discriminator as uint8 ``(n, 3, H, W)`` batches; references are loaded once by
-:func:`load_references`, resized and centre-cropped to the generator's size, so samples and references then go
-through exactly the same preprocessing.
+:func:`mmreward.alignment.references.load_references`, resized and centre-cropped to the generator's size, so
+samples and references then go through exactly the same preprocessing.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mmreward import media as media_io
-from mmreward.errors import ConfigError, MediaError
-from mmreward.flow.grpo import RewardBatch
+from mmreward.alignment.discriminator_losses import hinge_loss, reference_preference_loss
+from mmreward.errors import ConfigError
 from mmreward.hub import resolve_dir
-from mmreward.rewards.clip_preprocess import normalize, resize_shortest_center_crop
-from mmreward.rewards.mix import RewardMix
+from mmreward.rewards.base import RewardOutput
+from mmreward.rewards.clip_preprocess import normalize
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -76,8 +74,15 @@ class DiscriminatorConfig:
 
 def check_discriminator_config(cfg: DiscriminatorConfig) -> None:
     """Errors that can be found before any model loads."""
-    for name in ("hidden_dim", "num_patches", "steps", "generator_every", "references_per_step", "batch_size",
-                 "trainable_layers"):  # fmt: skip
+    for name in (
+        "hidden_dim",
+        "num_patches",
+        "steps",
+        "generator_every",
+        "references_per_step",
+        "batch_size",
+        "trainable_layers",
+    ):
         if getattr(cfg, name) < 1:
             raise ConfigError(f"discriminator.{name} must be >= 1, got {getattr(cfg, name)}")
     if cfg.image_size < 0:
@@ -94,91 +99,6 @@ def check_discriminator_config(cfg: DiscriminatorConfig) -> None:
             "discriminator.update_when=generator_wins decides every iteration between the discriminator and the "
             f"policy; set discriminator.generator_every: 1 (got {cfg.generator_every})"
         )
-
-
-# ------------------------------------------------------------------------------------------------- references
-
-
-def find_reference_files(path: str | Path) -> list[Path]:
-    """The image files of a reference folder (recursively, sorted), or of a text manifest (one path per line,
-    relative to the manifest). Raises :class:`ConfigError` when there are none."""
-    path = Path(path).expanduser()
-    if path.is_dir():
-        files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in media_io.IMAGE_EXTENSIONS)
-        where = f"folder {str(path)!r}"
-    elif path.is_file():
-        lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
-        files = [(path.parent / line) for line in lines if line and not line.startswith("#")]
-        where = f"manifest {str(path)!r}"
-    else:
-        raise ConfigError(f"references.path {str(path)!r} does not exist; give a folder of images or a manifest")
-    if not files:
-        extensions = ", ".join(sorted(media_io.IMAGE_EXTENSIONS))
-        raise ConfigError(f"the reference {where} holds no images ({extensions}); Adv-GRPO needs reference images")
-    return files
-
-
-def load_references(files: Sequence[Path], height: int, width: int, max_failed: float = 0.0) -> torch.Tensor:
-    """``(R, 3, height, width)`` uint8 reference images: each file read with :func:`mmreward.media.load_image`,
-    resized (shortest side) and centre-cropped to the generator's size.
-
-    Unreadable files are skipped and named in the error when more than ``max_failed`` of them (a fraction) fail
-    or none is left."""
-    images, errors = [], []
-    for file in files:
-        try:
-            image = media_io.load_image(file)
-        except MediaError as err:
-            errors.append(str(err))
-            continue
-        side = max(height, width)
-        square = resize_shortest_center_crop(image[None], side)  # (1, 3, side, side)
-        resized = F.interpolate(square, size=(height, width), mode="bicubic", antialias=True, align_corners=False)
-        images.append((resized[0].clamp(0, 1) * 255).round().to(torch.uint8))
-    if not images or len(errors) > max_failed * len(files):
-        shown = "; ".join(errors[:3]) + (f"; ... ({len(errors)} in all)" if len(errors) > 3 else "")
-        raise ConfigError(f"{len(errors)} of {len(files)} reference images could not be read: {shown}")
-    return torch.stack(images)
-
-
-def draw(count: int, total: int, generator: torch.Generator) -> torch.Tensor:
-    """``count`` indices into ``total`` items: a random permutation, repeated when ``count > total``."""
-    rounds = math.ceil(count / total)
-    return torch.cat([torch.randperm(total, generator=generator) for _ in range(rounds)])[:count]
-
-
-def mean_color_distance(media: torch.Tensor, references: torch.Tensor) -> float:
-    """RMS distance (in [0, 1] pixel units) between each sample's mean RGB colour and the mean RGB colour of the
-    reference set, averaged over samples: a weight-free check that samples move towards the references' look."""
-    sample_colors = media.float().mean(dim=(-2, -1)) / 255  # (n, 3)
-    reference_color = references.float().mean(dim=(0, 2, 3)) / 255  # (3,)
-    return float((sample_colors - reference_color).pow(2).mean(dim=-1).sqrt().mean())
-
-
-# --------------------------------------------------------------------------------------------------- losses
-
-
-def hinge_loss(real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
-    """The hinge GAN discriminator loss ``1/2 [mean relu(1 - real) + mean relu(1 + fake)]`` (Lim & Ye 2017)."""
-    return 0.5 * (F.relu(1 - real.float()).mean() + F.relu(1 + fake.float()).mean())
-
-
-def preference_loss(reference: torch.Tensor, generated: torch.Tensor) -> torch.Tensor:
-    """PickScore's preference cross-entropy with the reference preferred: ``mean softplus(s_gen - s_ref)``
-    (= CE of ``softmax([s_ref, s_gen])`` against label 0; the scores carry the logit scale)."""
-    return F.softplus(generated.float() - reference.float()).mean()
-
-
-def discrimination_metrics(reference: torch.Tensor, generated: torch.Tensor) -> dict[str, float]:
-    """``disc/accuracy``: the fraction of (reference, sample) pairs with the reference scored higher (ties count
-    one half); ``disc/reward_gap``: mean reference score minus mean sample score."""
-    r, g = reference.float().flatten()[:, None], generated.float().flatten()[None, :]
-    accuracy = ((r > g).float() + 0.5 * (r == g).float()).mean()
-    return {"disc/accuracy": float(accuracy), "disc/reward_gap": float(reference.mean() - generated.mean()),
-            "disc/reference_score": float(reference.mean()), "disc/sample_score": float(generated.mean())}  # fmt: skip
-
-
-# ------------------------------------------------------------------------------------------- discriminators
 
 
 class DinoDiscriminator(nn.Module):
@@ -243,8 +163,10 @@ class DinoDiscriminator(nn.Module):
             if entry[0] is images and entry[1] == images._version:
                 self._recent = [entry, *(e for e in self._recent if e is not entry)]
                 return entry[2]
-        chunks = [self.backbone(pixel_values=self.preprocess(images[start : start + self.cfg.batch_size]))
-                  .last_hidden_state for start in range(0, len(images), self.cfg.batch_size)]  # fmt: skip
+        chunks = [
+            self.backbone(pixel_values=self.preprocess(images[start : start + self.cfg.batch_size])).last_hidden_state
+            for start in range(0, len(images), self.cfg.batch_size)
+        ]
         hidden = torch.cat(chunks)
         self._recent = [(images, images._version, hidden), *self._recent[:1]]
         return hidden
@@ -255,8 +177,9 @@ class DinoDiscriminator(nn.Module):
         L2-normalized when ``l2_normalize``: the one place features are made, for training and for the reward."""
         hidden = self.hidden_states(images).float()  # (n, 1 + P, D)
         count = hidden.shape[1] - 1
-        pick = torch.stack([torch.randperm(count, generator=generator)[: self.cfg.num_patches]
-                            for _ in range(len(hidden))]).to(self.device)  # fmt: skip  # (n, K)
+        pick = torch.stack(
+            [torch.randperm(count, generator=generator)[: self.cfg.num_patches] for _ in range(len(hidden))]
+        ).to(self.device)  # (n, K)
         index = pick[..., None].expand(-1, -1, hidden.shape[-1])  # (n, K, D)
         cls_t, patch_t = hidden[:, 0], torch.gather(hidden[:, 1:], 1, index)  # (n, D), (n, K, D)
         if self.cfg.l2_normalize:
@@ -271,9 +194,11 @@ class DinoDiscriminator(nn.Module):
         return self.cfg.cls_weight * cls_scores + self.cfg.patch_weight * patch_scores.mean(dim=-1)
 
     @torch.no_grad()
-    def score(self, images: torch.Tensor, prompts: Sequence[str], generator: torch.Generator) -> torch.Tensor:
-        """``(n,)`` rewards ``cls_weight * D(CLS) + patch_weight * mean_k D(patch_k)`` on the CPU."""
-        return self.combine(*self.head_scores(*self.tokens(images, generator))).cpu()
+    def score(self, prompts: Sequence[str], images: torch.Tensor, generator: torch.Generator) -> RewardOutput:
+        """Rewards ``cls_weight * D(CLS) + patch_weight * mean_k D(patch_k)``, ``(n,)`` on the CPU (the reward
+        contract; ``prompts`` are not used: the DINO head sees the image alone). ``generator`` picks the patch
+        tokens."""
+        return RewardOutput(self.combine(*self.head_scores(*self.tokens(images, generator))).cpu())
 
     def loss(self, references, samples, prompts, generator) -> torch.Tensor:
         """Hinge loss on CLS tokens + ``patch_weight`` x hinge loss on patch tokens (references real)."""
@@ -288,8 +213,9 @@ class DinoDiscriminator(nn.Module):
 
 
 class PickScoreDiscriminator(nn.Module):
-    """The PickScore scorer, its last ``trainable_layers`` vision blocks trained with :func:`preference_loss`
-    (references preferred over the samples they are paired with, under the samples' prompts)."""
+    """The PickScore scorer, its last ``trainable_layers`` vision blocks trained with
+    :func:`reference_preference_loss` (references preferred over the samples they are paired with, under the
+    samples' prompts)."""
 
     def __init__(self, cfg: DiscriminatorConfig, *, device: torch.device | str = "cpu", seed: int = 0) -> None:
         super().__init__()  # (seed: the interface of DinoDiscriminator; the scorer starts from its weights)
@@ -326,13 +252,15 @@ class PickScoreDiscriminator(nn.Module):
         return torch.cat(out)
 
     @torch.no_grad()
-    def score(self, images: torch.Tensor, prompts: Sequence[str], generator: torch.Generator) -> torch.Tensor:
-        return self._scores(images, prompts).cpu()
+    def score(self, prompts: Sequence[str], images: torch.Tensor, generator: torch.Generator) -> RewardOutput:
+        """PickScore of each image under its prompt, ``(n,)`` on the CPU (``generator``: unused, the contract of
+        :meth:`DinoDiscriminator.score`)."""
+        return RewardOutput(self._scores(images, prompts).cpu())
 
     def loss(self, references, samples, prompts, generator) -> torch.Tensor:
         # Sample i is paired with reference i mod R, both scored under the sample's prompt.
         paired = references[torch.arange(len(samples)) % len(references)]
-        return preference_loss(self._scores(paired, prompts), self._scores(samples, prompts))
+        return reference_preference_loss(self._scores(paired, prompts), self._scores(samples, prompts))
 
     @torch.no_grad()
     def embed(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -355,64 +283,3 @@ def _processor_stats(directory: Path) -> tuple[tuple[float, ...], tuple[float, .
 def load_discriminator(cfg: DiscriminatorConfig, *, device: torch.device | str = "cpu", seed: int = 0):
     """The discriminator of ``cfg.type``; ``seed`` initializes a new head (the same on every process)."""
     return (DinoDiscriminator if cfg.type == "dinov2" else PickScoreDiscriminator)(cfg, device=device, seed=seed)
-
-
-# ------------------------------------------------------------------------------------------ training and reward
-
-
-class DiscriminatorTrainer:
-    """Adam on the discriminator's trainable parameters, gradients averaged over processes by hand (the frozen
-    backbone is not wrapped in DDP); its ``state_dict`` is the optimizer's, for checkpoints."""
-
-    def __init__(self, discriminator: Any, cfg: DiscriminatorConfig, accelerator: Any) -> None:
-        self.discriminator = discriminator
-        self.params = [p for p in discriminator.trainable().parameters() if p.requires_grad]
-        self.optimizer = torch.optim.Adam(self.params, lr=cfg.learning_rate, betas=(cfg.adam_beta1, cfg.adam_beta2))
-        self.accelerator = accelerator
-
-    def step(self, references, samples, prompts, generator) -> float:
-        """One optimizer step on ``references`` (positives) against this process's ``samples`` (negatives, with
-        their ``prompts``); returns the loss averaged over processes."""
-        loss = self.discriminator.loss(references, samples, prompts, generator)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if self.accelerator.num_processes > 1:
-            for p in self.params:
-                if p.grad is not None:
-                    p.grad = self.accelerator.reduce(p.grad, "mean")
-        self.optimizer.step()
-        return float(self.accelerator.reduce(loss.detach().reshape(1), "mean"))
-
-    def state_dict(self) -> dict[str, Any]:
-        return self.optimizer.state_dict()
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.optimizer.load_state_dict(state)
-
-
-class AdversarialReward:
-    """The policy's reward (a :class:`~mmreward.flow.grpo.GroupReward`): ``weight x`` the discriminator's score,
-    plus an optional weighted mix of fixed rewards. ``generator`` (set by the program each iteration) picks the
-    DINO patch tokens, so rewards are reproducible after a resume."""
-
-    whole_groups = False
-
-    def __init__(self, discriminator: Any, weight: float = 1.0, mix: RewardMix | None = None) -> None:
-        self.discriminator = discriminator
-        self.weight = weight
-        self.mix = mix
-        self.components = ("discriminator", *(mix.weights if mix is not None else ()))
-        self.generator = torch.Generator().manual_seed(0)
-
-    def __call__(self, prompts, media, groups) -> RewardBatch:
-        scores = self.discriminator.score(media, prompts, self.generator).float()
-        components = {"discriminator": scores}
-        failed = torch.zeros(len(prompts), dtype=torch.bool)
-        errors: list[str | None] = [None] * len(prompts)
-        total = self.weight * scores
-        if self.mix is not None:
-            out = self.mix.score(prompts, media)
-            total = total + torch.nan_to_num(out.total.float())
-            failed, errors = out.failed, list(out.errors)
-            components.update(out.scores)
-        return RewardBatch(torch.where(failed, torch.nan, total), failed, errors, components)

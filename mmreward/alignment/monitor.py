@@ -1,4 +1,4 @@
-"""Evaluating a generator while it is aligned: deterministic samples on held-out prompts, reward means, the win rate
+"""Monitoring a generator while it is aligned: deterministic samples on held-out prompts, reward means, the win rate
 against the base model, within-prompt diversity, and a grid of samples on disk.
 
 Reward hacking shows as the training reward rising while held-out rewards, or a judge's win rate against the base
@@ -20,9 +20,11 @@ from typing import Any
 
 import torch
 
+from mmreward.alignment.group_rollout import quantize_uint8
+from mmreward.alignment.layout import GroupLayout, exchange_rows
+from mmreward.data.prompts import read_prompts
 from mmreward.errors import ConfigError
 from mmreward.evaluation.diversity import Features, ImageEmbeddingFeatures, pixel_features, within_group_diversity
-from mmreward.flow.grpo import GroupLayout, exchange_rows, to_uint8
 from mmreward.flow.models import FlowModel
 from mmreward.flow.rollout import sample_ode, seeded
 from mmreward.media import to_pil, write_video
@@ -65,6 +67,16 @@ def check_eval_config(cfg: EvalConfig, world: int = 1) -> None:
         )
 
 
+def read_eval_prompts(path: str | None, column: str | None, cfg: EvalConfig) -> list[str]:
+    """The first ``cfg.num_prompts`` held-out prompts of ``path`` ([] when evaluation is off)."""
+    if not cfg.every:
+        return []
+    prompts = read_prompts(path, column)[: cfg.num_prompts]
+    if len(prompts) < cfg.num_prompts:
+        raise ConfigError(f"eval.num_prompts={cfg.num_prompts} but {path!r} has {len(prompts)}")
+    return prompts
+
+
 @dataclass
 class EvalSamples:
     """This process's evaluation samples: ``index`` ``(n,)`` global sample indices (prompt-major), their
@@ -95,12 +107,19 @@ def sample_eval(
     local_prompts = [prompts[int(i) // cfg.samples_per_prompt] for i in index]
     with accelerator.autocast():
         out = sample_ode(
-            model, local_prompts, num_steps=cfg.num_steps, height=height, width=width, num_frames=num_frames,
-            guidance_scale=cfg.guidance_scale, negative_prompt=negative_prompt,
-            generator=[seeded(seed, "eval", int(i)) for i in index], batch_size=cfg.batch_size,
+            model,
+            local_prompts,
+            num_steps=cfg.num_steps,
+            height=height,
+            width=width,
+            num_frames=num_frames,
+            guidance_scale=cfg.guidance_scale,
+            negative_prompt=negative_prompt,
+            generator=[seeded(seed, "eval", int(i)) for i in index],
+            batch_size=cfg.batch_size,
             transformer=transformer,
-        )  # fmt: skip
-    return EvalSamples(index, local_prompts, to_uint8(out.media))
+        )
+    return EvalSamples(index, local_prompts, quantize_uint8(out.media))
 
 
 # ----------------------------------------------------------------------------------------------------- metrics

@@ -1,0 +1,158 @@
+"""The rollout of a GRPO iteration: this process's slice of the ``P x G`` samples, drawn with the SDE sampler (with
+per-step log-probabilities) from one seeded generator per sample, and decoded to the 8-bit media rewards see."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import torch
+from torch import nn
+
+from mmreward.alignment.layout import GroupLayout
+from mmreward.errors import ConfigError
+from mmreward.flow.models import FlowModel
+from mmreward.flow.rollout import Rollout, random_sde_window, sample, seeded
+
+
+@dataclass
+class SamplerConfig:
+    """How a program samples from the generator while it trains: steps, CFG, the SDE and its noise (Flow-DPO's
+    ``online.sampling:``; the sampling part of a GRPO program's ``rollout:``)."""
+
+    num_steps: int = 10  # denoising steps of a training rollout (Flow-GRPO SD3.5: 10; evaluation uses more)
+    guidance_scale: float = 4.5  # CFG (FLUX.1-dev: the guidance embedding)
+    negative_prompt: str = ""
+    sde_type: Literal["flow", "dance", "cps", "ode"] = "flow"  # ode: deterministic, no log-probabilities
+    noise_level: float = 0.7  # a: 0.7 SD3.5 / Pref-GRPO, 0.9 FLUX, 0.8 CPS
+    sde_window_size: int = 0  # 0: every step stochastic; k: a random window of k SDE steps (Flow-GRPO-Fast)
+    sde_window_range: list[int] = field(default_factory=list)  # [low, high) for the window; [] = all steps
+    batch_size: int = 8  # samples per transformer call
+
+
+@dataclass
+class RolloutConfig(SamplerConfig):
+    """How training samples are drawn (the ``rollout:`` section of a GRPO program's config): the sampler and the
+    ``P x G`` samples of an iteration."""
+
+    sde_type: Literal["flow", "dance", "cps"] = "flow"  # GRPO trains on per-step log-probabilities: no ODE
+    prompts_per_step: int = 48  # P, over all processes (Flow-GRPO SD3.5: 48 groups of 24 per epoch)
+    group_size: int = 24  # G samples per prompt
+
+
+def check_sampler_config(sampler: SamplerConfig, section: str) -> None:
+    """Errors that can be found before any model loads; ``section`` names the config section in messages."""
+    for name in ("num_steps", "batch_size"):
+        if getattr(sampler, name) < 1:
+            raise ConfigError(f"{section}.{name} must be >= 1, got {getattr(sampler, name)}")
+    if sampler.sde_type != "ode" and sampler.noise_level <= 0:
+        raise ConfigError(f"{section}.noise_level must be > 0 for a stochastic rollout, got {sampler.noise_level}")
+    if sampler.sde_window_range and len(sampler.sde_window_range) != 2:
+        raise ConfigError(f"{section}.sde_window_range must be [low, high], got {sampler.sde_window_range}")
+    if sampler.sde_window_range and not sampler.sde_window_size:
+        raise ConfigError(f"{section}.sde_window_range needs {section}.sde_window_size >= 1 (the window's length)")
+    if sampler.sde_window_size:
+        low, high = sampler.sde_window_range or (0, sampler.num_steps)
+        last = sampler.num_steps - 1 if sampler.sde_type == "cps" else sampler.num_steps
+        if not 0 <= low < high <= last or sampler.sde_window_size > high - low:
+            raise ConfigError(
+                f"an SDE window of {sampler.sde_window_size} steps does not fit in [{low}, {high}) of "
+                f"{sampler.num_steps} steps" + (" (CPS cannot use the last step)" if sampler.sde_type == "cps" else "")
+            )
+
+
+def check_rollout_config(rollout: RolloutConfig) -> None:
+    """Errors that can be found before any model loads."""
+    if rollout.prompts_per_step < 1:
+        raise ConfigError(f"rollout.prompts_per_step must be >= 1, got {rollout.prompts_per_step}")
+    check_sampler_config(rollout, "rollout")
+    if rollout.group_size < 2:
+        raise ConfigError(
+            f"rollout.group_size must be >= 2 (advantages compare samples of a prompt), got {rollout.group_size}"
+        )
+
+
+@dataclass
+class GroupBatch:
+    """This process's share of an iteration's samples.
+
+    Attributes:
+        rollout: the samples with their stored steps (``N`` samples, in global order).
+        index: ``(N,)`` global sample indices; ``group``: ``(N,)`` their prompt (group) indices.
+        prompts: the iteration's ``P`` prompts (group ``g`` was drawn from ``prompts[g]``).
+        media: ``(N, ...)`` uint8 decoded samples (what rewards see, like a saved 8-bit file).
+        batch_size: samples per transformer call during the rollout (the on-policy diagnosis replays it).
+    """
+
+    rollout: Rollout
+    index: torch.Tensor
+    group: torch.Tensor
+    prompts: list[str]
+    media: torch.Tensor
+    batch_size: int
+
+    def __len__(self) -> int:
+        return len(self.index)
+
+
+def quantize_uint8(media: torch.Tensor) -> torch.Tensor:
+    """Canonical float media in [0, 1] -> uint8 tensors of the same layout, rounded (Flow-GRPO hands rewards 8-bit
+    images the same way; :func:`mmreward.media.to_uint8` instead gives channels-last numpy arrays for encoders)."""
+    return (media.float().clamp(0, 1) * 255).round().to(torch.uint8)
+
+
+def rollout_window(rollout: SamplerConfig, iteration: int, seed: int) -> tuple[int, int] | None:
+    """This iteration's SDE window: None (every step stochastic) or a random window of ``sde_window_size`` steps,
+    drawn the same on every process."""
+    if not rollout.sde_window_size:
+        return None
+    low, high = rollout.sde_window_range or (0, rollout.num_steps - (1 if rollout.sde_type == "cps" else 0))
+    return random_sde_window(
+        rollout.num_steps, rollout.sde_window_size, (low, high), generator=seeded(seed, "sde-window", iteration)
+    )
+
+
+def rollout_groups(
+    model: FlowModel,
+    prompts: Sequence[str],
+    layout: GroupLayout,
+    rollout: RolloutConfig,
+    *,
+    height: int,
+    width: int,
+    num_frames: int | None = None,
+    iteration: int,
+    seed: int,
+    accelerator: Any,
+    transformer: nn.Module | None = None,
+) -> GroupBatch:
+    """Sample this process's slice of the iteration with log-probabilities (no gradients), decoded for rewards.
+
+    Sample ``i`` uses its own generator seeded by ``(seed, iteration, i)``, so the same run on any number of
+    processes draws the same samples. ``transformer`` defaults to the model's own (the live policy weights).
+    """
+    if len(prompts) != layout.prompts:
+        raise ValueError(f"{len(prompts)} prompts for a layout of {layout.prompts}")
+    index = layout.local_index()
+    group = index // layout.group_size
+    local_prompts = [prompts[int(g)] for g in group]
+    with accelerator.autocast():
+        samples = sample(
+            model,
+            local_prompts,
+            group_size=1,
+            num_steps=rollout.num_steps,
+            height=height,
+            width=width,
+            num_frames=num_frames,
+            guidance_scale=rollout.guidance_scale,
+            negative_prompt=rollout.negative_prompt,
+            sde_type=rollout.sde_type,
+            noise_level=rollout.noise_level,
+            sde_window=rollout_window(rollout, iteration, seed),
+            generator=[seeded(seed, "rollout", iteration, int(i)) for i in index],
+            batch_size=rollout.batch_size,
+            transformer=transformer,
+        )
+    return GroupBatch(samples, index, group, list(prompts), quantize_uint8(samples.media), rollout.batch_size)

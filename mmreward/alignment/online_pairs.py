@@ -1,0 +1,98 @@
+"""Online preference data for Flow-DPO and Flow-RWR: every round the reference samples ``N`` images or videos per
+prompt, a reward mix ranks them, and the best and worst of a prompt become a pair (DPO) or every sample is kept
+with the weight ``exp(reward / temperature)`` (RWR)."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from mmreward.alignment.group_rollout import SamplerConfig, rollout_window
+from mmreward.alignment.preference_sets import TrainingSet
+from mmreward.flow.models import FlowModel
+from mmreward.flow.rollout import sample, seeded
+from mmreward.losses import rwr_weights
+from mmreward.rewards.mix import RewardMix
+from mmreward.train.lora import LoraReference
+
+
+@dataclass
+class OnlineConfig:
+    rewards: dict[str, float] = field(default_factory=dict)  # e.g. {pickscore: 1.0}
+    prompts_per_round: int = 8  # per process
+    samples_per_prompt: int = 24  # N; best vs worst becomes a pair (Flow-GRPO's DPO: 24)
+    round_steps: int = 50  # optimizer steps trained on one round's pairs before new samples are drawn
+    ref_refresh_every: int = 0  # steps; 0 = the base model stays the reference (offline DPO)
+    sampling: SamplerConfig = field(default_factory=lambda: SamplerConfig(num_steps=40))  # the reference's samples
+
+
+def round_prompts(prompts: list[str], round_index: int, per_process: int, rank: int, world: int, seed: int):
+    """This process's prompts for one round: consecutive slices of a stream of seeded permutations."""
+    chosen = []
+    for k in range(per_process):
+        position = (round_index * world + rank) * per_process + k
+        epoch, offset = divmod(position, len(prompts))
+        order = torch.randperm(len(prompts), generator=seeded(seed, "prompts", epoch))
+        chosen.append(prompts[int(order[offset])])
+    return chosen
+
+
+def build_online_round(
+    cfg: Any,
+    model: FlowModel,
+    rewards: RewardMix,
+    reference: LoraReference,
+    prompts: list[str],
+    round_index: int,
+    accelerator: Any,
+) -> tuple[TrainingSet, dict[str, float]]:
+    """Sample with the reference, score with the reward mix, keep best-vs-worst pairs (DPO) or all (RWR)."""
+    group, sampler, seed = cfg.online.samples_per_prompt, cfg.online.sampling, cfg.train.seed
+    with reference.active(), accelerator.autocast():
+        rollout = sample(
+            model,
+            prompts,
+            group_size=group,
+            num_steps=sampler.num_steps,
+            height=cfg.model.height,
+            width=cfg.model.width,
+            num_frames=cfg.model.num_frames,
+            guidance_scale=sampler.guidance_scale,
+            negative_prompt=sampler.negative_prompt,
+            sde_type=sampler.sde_type,
+            noise_level=sampler.noise_level,
+            sde_window=rollout_window(sampler, round_index, seed),
+            generator=seeded(seed, accelerator.process_index, "round", round_index),
+            batch_size=sampler.batch_size,
+        )
+    scored = rewards.score(rollout.prompts, rollout.media)
+    total = scored.total.view(len(prompts), group)  # (P, N)
+    valid = ~scored.failed.view(len(prompts), group)
+    stats = {
+        "round/reward_mean": float(total[valid].mean()) if valid.any() else math.nan,
+        "round/failed_samples": float((~valid).sum()),
+    }
+    for name, values in scored.scores.items():
+        stats[f"round/reward_{name}"] = float(values[~scored.failed].mean()) if valid.any() else math.nan
+    final = rollout.final.cpu()
+    if cfg.loss.type == "rwr":
+        keep = valid.flatten().nonzero().flatten()
+        weights = rwr_weights(scored.total[keep], cfg.loss.rwr_temperature)
+        return TrainingSet([rollout.prompts[i] for i in keep], final[keep], weights=weights), stats
+    best, worst, kept_prompts, unusable = [], [], [], 0
+    for p in range(len(prompts)):
+        rows = valid[p].nonzero().flatten()
+        if len(rows) < 2 or total[p, rows].max() == total[p, rows].min():
+            unusable += 1  # fewer than two scored samples, or all rewards equal: no preference to learn
+            continue
+        best.append(p * group + int(rows[total[p, rows].argmax()]))
+        worst.append(p * group + int(rows[total[p, rows].argmin()]))
+        kept_prompts.append(prompts[p])
+    stats["round/unusable_prompts"] = float(unusable)
+    if best:
+        stats["round/best_minus_worst"] = float((scored.total[best] - scored.total[worst]).mean())
+    chosen = final[best] if best else final[:0]
+    return TrainingSet(kept_prompts, chosen, final[worst] if best else final[:0]), stats

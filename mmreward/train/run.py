@@ -1,0 +1,71 @@
+"""Start and end of a training run, the same for every alignment program: the processes, the output folder with
+the resolved config, the metrics tracker, and at the end the adapter saved in the diffusers LoRA format."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import torch
+from accelerate import Accelerator
+
+from mmreward.flow.models import check_attention
+from mmreward.train.config import save_config
+from mmreward.train.distributed import require_ddp
+from mmreward.train.lora import save_lora
+from mmreward.train.policy import LoraPolicy
+from mmreward.train.tracking import Tracker
+
+
+class Run(NamedTuple):
+    """The processes, the output folder (with the resolved config saved in it) and the metrics tracker."""
+
+    accelerator: Accelerator
+    output: Path
+    tracker: Tracker
+
+
+def start_processes(cfg: Any, program: str) -> Accelerator:
+    """The processes of a program config with ``model`` and ``train`` sections; refuses DeepSpeed/FSDP and attention
+    backends the device lacks. Nothing is written yet, so checks that need the process count (and reading the
+    prompts) can still fail cleanly before :func:`open_run`."""
+    accelerator = Accelerator(mixed_precision=cfg.train.mixed_precision)
+    require_ddp(accelerator, program)
+    check_attention(cfg.model.attention, accelerator.device)
+    return accelerator
+
+
+def open_run(cfg: Any, accelerator: Accelerator) -> Run:
+    """:class:`Run` of a program config with ``output_dir`` and ``logging``: the output folder with the resolved
+    config saved in it (by the main process) and the metrics tracker."""
+    output = Path(cfg.output_dir)
+    if accelerator.is_main_process:
+        save_config(cfg, output)
+    tracker = Tracker(
+        output, cfg.logging, run_name=output.name, config=asdict(cfg), enabled=accelerator.is_main_process
+    )
+    return Run(accelerator, output, tracker)
+
+
+def finish_lora_run(run: Run, policy: LoraPolicy) -> Path:
+    """The end of a run: once every process is done, the main process saves the adapter in the diffusers LoRA
+    format to ``output/lora`` (the EMA weights when EMA is on); then the tracker closes and the process group ends.
+    Returns the adapter's folder."""
+    accelerator = run.accelerator
+    accelerator.wait_for_everyone()
+    lora_dir = run.output / "lora"
+    if accelerator.is_main_process:
+        weights = policy.ema.shadow if policy.ema is not None else None
+        save_lora(policy.model.pipeline_class, policy.unwrapped, lora_dir, weights=weights)
+    run.tracker.close()
+    accelerator.end_training()
+    return lora_dir
+
+
+def clock(device: torch.device) -> float:
+    """Wall time after the device's queued work (CUDA runs asynchronously): for the step-time split."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()

@@ -1,0 +1,88 @@
+"""Config sections the alignment programs share: the generator (``model:``), its LoRA adapter (``lora:``), the
+optimizer, schedule, EMA and checkpoint settings (``train:``), and the prompt files (``data:`` of the GRPO programs).
+
+A program's config composes these dataclasses (and extends :class:`TrainConfig` with the batch settings of its
+loop), so one key means the same thing in every program and its YAML.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from mmreward.errors import ConfigError
+from mmreward.flow.models import DEFAULT_LORA_TARGETS
+
+
+@dataclass
+class FlowModelConfig:
+    """The rectified-flow generator being aligned (``model:``)."""
+
+    family: Literal["sd3", "flux", "wan"] = "sd3"
+    path: str = "stabilityai/stable-diffusion-3.5-medium"  # hub id, local directory, or "tiny"
+    height: int = 512
+    width: int = 512
+    num_frames: int | None = None  # videos (wan) only: 4k + 1 frames
+    max_sequence_length: int = 256  # T5 tokens
+    prompt_cache_size: int = 1024  # prompt embeddings kept in CPU memory (3-8 MB each for T5-XXL)
+    vae_dtype: str = "float32"  # frozen VAE precision (Flow-GRPO keeps it fp32)
+    attention: Literal["auto", "sdpa", "xformers"] = "auto"
+    gradient_checkpointing: bool = False  # recompute activations in backward: less memory, ~30% slower
+
+    def sample_size(self) -> dict[str, int | None]:
+        """``height``, ``width`` and ``num_frames`` of every sample, as keyword arguments of the samplers."""
+        return {"height": self.height, "width": self.width, "num_frames": self.num_frames}
+
+
+def check_media_kind(model: FlowModelConfig) -> None:
+    """Video families need a frame count and image families must not have one."""
+    if model.family == "wan" and not model.num_frames:
+        raise ConfigError("model.family=wan generates videos; set model.num_frames (4k + 1, e.g. 33)")
+    if model.family != "wan" and model.num_frames:
+        raise ConfigError(f"model.family={model.family} generates images; remove model.num_frames")
+
+
+@dataclass
+class LoraConfig:
+    """The trainable adapter on the generator's transformer (``lora:``)."""
+
+    rank: int = 32
+    alpha: float = 64.0
+    init: str = "gaussian"  # B = 0: the adapted model starts equal to the base (the reference)
+    target_modules: list[str] = field(default_factory=lambda: list(DEFAULT_LORA_TARGETS))
+
+
+@dataclass
+class TrainConfig:
+    """Optimizer (AdamW), learning-rate schedule, precision, EMA, non-finite guard, checkpoints and logging
+    (``train:``). Programs extend it with the batch settings of their loop."""
+
+    max_steps: int = 1000
+    learning_rate: float = 3e-4
+    lr_scheduler: Literal["constant", "constant_with_warmup", "linear", "cosine"] = "constant"
+    lr_warmup_steps: int = 0
+    adam_beta1: float = 0.9
+    adam_beta2: float = 0.999
+    weight_decay: float = 1e-4
+    adam_epsilon: float = 1e-8
+    max_grad_norm: float = 1.0
+    mixed_precision: Literal["no", "fp16", "bf16"] = "bf16"
+    seed: int = 0
+    ema: bool = True  # EMA of the LoRA weights, used for evaluation and the saved adapter
+    ema_decay: float = 0.9
+    ema_every: int = 8
+    max_nonfinite_steps: int = 10  # consecutive skipped optimizer steps (non-finite values) before the run stops
+    save_every: int = 100
+    keep_checkpoints: int = 2
+    resume: bool = True  # continue from output_dir/checkpoints/latest when it exists
+    log_every: int = 1
+
+
+@dataclass
+class PromptDataConfig:
+    """Training and held-out prompt files (``data:`` of the GRPO programs)."""
+
+    prompts: str | None = None  # training prompts: .txt (one per line) or a table (.csv/.jsonl/.json/.parquet)
+    prompt_column: str | None = None  # tables: the prompt column (default "prompt"; UniGenBench: prompt_en)
+    eval_prompts: str | None = None  # held-out prompts (needed when eval.every > 0)
+    eval_prompt_column: str | None = None
