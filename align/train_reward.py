@@ -25,118 +25,41 @@ the judge's merged weights with its processor.
 
 from __future__ import annotations
 
-import functools
 import math
-import shutil
-import sys
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
 
 import torch
-import torch.nn.functional as F
-import yaml
-from torch import nn
-from torch.utils.data import DataLoader, Dataset, Sampler
+from torch.utils.data import DataLoader
 
-from mmreward.data.pairs import INVALID, LabeledPair, read_pairs, split_pairs
-from mmreward.errors import ConfigError, MediaError
-from mmreward.evaluation.metrics import accuracy_with_ties, accuracy_without_ties
-from mmreward.losses import preference_loss
-from mmreward.rewards.registry import SAVED_REWARD_FILE
-from mmreward.rewards.vlm.backbone import PromptSequence
-from mmreward.rewards.vlm.checkpoints import merge_lora, save_head_checkpoint
-from mmreward.rewards.vlm.heads import VLMHeadReward
-from mmreward.rewards.vlm.judges import VLMPairwiseJudge
+from mmreward.data.pairs import LabeledPair
+from mmreward.errors import ConfigError
+from mmreward.reward_training.pair_loading import EpochShuffle, pair_loader, read_training_pairs
+from mmreward.reward_training.sections import (
+    LogConfig,
+    PairFileDataConfig,
+    RewardLoraConfig,
+    RewardModelConfig,
+    RewardTrainConfig,
+)
+from mmreward.reward_training.tasks import build_task
+from mmreward.reward_training.trainable import make_trainable, warmup_constant
+from mmreward.reward_training.validation import accuracies, gather_margins
 from mmreward.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from mmreward.train.config import parse_config, save_config
 from mmreward.train.guards import NonFiniteGuard, finite_everywhere
 from mmreward.train.tracking import Tracker
 
-# ------------------------------------------------------------------------------------------------------ config
-
-
-@dataclass
-class ModelConfig:
-    kind: Literal["head", "judge"] = "head"
-    base: str = "Qwen/Qwen2-VL-2B-Instruct"  # hub id or local dir; "tiny" builds a tiny random Qwen2-VL (CPU runs)
-    dims: list[str] = field(default_factory=lambda: ["VQ", "MQ", "TA"])  # label columns of the pair file
-    head: Literal["linear", "mlp"] = "linear"
-    judge_dim: str | None = None  # judge: the label column it learns (default: the first of dims)
-    template: str | None = None  # default: videoreward (head) / unifiedreward-pairwise (judge)
-    template_file: str | None = None  # your own template YAML (head: one <|{dim}_reward|> token per dimension)
-    dtype: str = "float32"
-    attn_implementation: str = "auto"
-    gradient_checkpointing: bool = False
-
-
-@dataclass
-class LoraConfig:
-    enabled: bool = True
-    rank: int = 64
-    alpha: int = 128
-    dropout: float = 0.05
-    target_modules: list[str] = field(
-        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-    )
-
-
-@dataclass
-class DataConfig:
-    train: str = ""  # pair file (CSV or JSONL); see mmreward/data/pairs.py
-    validation: str | None = None  # default: hold out validation_fraction of the training pairs
-    validation_fraction: float = 0.1
-    media_root: str | None = None
-    use_ties: bool = True  # False drops pairs tied on every dimension (VideoAlign use_tied_data)
-    video_fps: float = 2.0
-    frame_min_pixels: int = 128 * 28 * 28
-    frame_max_pixels: int = 448 * 448
-    image_min_pixels: int | None = None
-    image_max_pixels: int | None = None
-    video_num_frames: int = 8  # judge: frames shown per video
-    num_workers: int = 0
-
-
-@dataclass
-class TrainConfig:
-    loss: Literal["bt", "btt", "margin"] = "btt"
-    theta: float = 5.0
-    margin: float = 0.57  # constant margin where the pair file has no MOS columns
-    epochs: int = 3
-    batch_size: int = 1  # pairs per process and step
-    grad_accum: int = 4
-    lr: float = 2e-6  # LoRA
-    vision_lr: float = 2e-6
-    merger_lr: float = 2e-6
-    token_lr: float = 2e-6  # reward-token embedding rows
-    head_lr: float = 2e-6
-    train_vision: bool = True
-    train_merger: bool = True
-    weight_decay: float = 0.0
-    warmup_ratio: float = 0.05
-    max_grad_norm: float = 1.0
-    mixed_precision: Literal["no", "bf16", "fp16"] = "no"
-    seed: int = 0
-    checkpoint_every: int = 0  # optimizer steps; 0 = at the end of every epoch
-    resume: bool = True
-    max_skips: int = 10
-    stats_pairs: int = 256  # pairs whose rewards give the saved normalization stats
-
-
-@dataclass
-class LogConfig:
-    backends: list[str] = field(default_factory=lambda: ["jsonl"])
-    every: int = 10
+# ----------------------------------------------------------------------------------------------------- config
 
 
 @dataclass
 class TrainRewardConfig:
     output_dir: str = "runs/train_reward"
-    model: ModelConfig = field(default_factory=ModelConfig)
-    lora: LoraConfig = field(default_factory=LoraConfig)
-    data: DataConfig = field(default_factory=DataConfig)
-    train: TrainConfig = field(default_factory=TrainConfig)
+    model: RewardModelConfig = field(default_factory=RewardModelConfig)
+    lora: RewardLoraConfig = field(default_factory=RewardLoraConfig)
+    data: PairFileDataConfig = field(default_factory=PairFileDataConfig)
+    train: RewardTrainConfig = field(default_factory=RewardTrainConfig)
     log: LogConfig = field(default_factory=LogConfig)
 
     def __post_init__(self) -> None:
@@ -152,416 +75,7 @@ class TrainRewardConfig:
             self.model.template = "videoreward" if self.model.kind == "head" else "unifiedreward-pairwise"
 
 
-# ------------------------------------------------------------------------------------------------------- data
-
-
-class PairDataset(Dataset):
-    """Pair ``i`` -> both sides prepared by the task, prompt, labels and margins ``(D,)``; None if unusable."""
-
-    def __init__(self, pairs: list[LabeledPair], task, dims: list[str], margin: float) -> None:
-        self.pairs, self.task, self.dims, self.margin = pairs, task, dims, margin
-
-    def __len__(self) -> int:
-        return len(self.pairs)
-
-    def __getitem__(self, index: int) -> dict[str, Any] | None:
-        pair = self.pairs[index]
-        try:
-            a, b = self.task.prepare(pair.path_a), self.task.prepare(pair.path_b)
-        except MediaError as err:
-            print(f"skipping pair {index}: {err}", file=sys.stderr)
-            return None
-        labels = torch.tensor([pair.labels[d] for d in self.dims])
-        # The margin loss wants the chosen side's lead: |MOS_A - MOS_B| where the file has MOS columns.
-        margins = torch.tensor(
-            [abs(pair.mos_gap[d]) if d in pair.mos_gap else self.margin for d in self.dims], dtype=torch.float32
-        )
-        return {"a": a, "b": b, "prompt": pair.prompt, "labels": labels, "margins": margins}
-
-
-def collate(items: list[dict[str, Any] | None], task) -> dict[str, Any] | None:
-    items = [it for it in items if it is not None]
-    if not items:
-        return None
-    return {
-        **task.collate(items),
-        "labels": torch.stack([it["labels"] for it in items]),
-        "margins": torch.stack([it["margins"] for it in items]),
-    }
-
-
-class EpochShuffle(Sampler[int]):
-    """A permutation that depends only on (seed, epoch), so a resumed run sees the same batches in each epoch."""
-
-    def __init__(self, size: int, seed: int) -> None:
-        self.size, self.seed, self.epoch = size, seed, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __iter__(self) -> Iterator[int]:
-        generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-        return iter(torch.randperm(self.size, generator=generator).tolist())
-
-    def __len__(self) -> int:
-        return self.size
-
-
-# ------------------------------------------------------------------------------------------------------ tasks
-
-
-class PairScorer(nn.Module):
-    """Head task's trainable modules as one ``nn.Module`` (one DDP wrapper): raw rewards ``(2B, D)``."""
-
-    def __init__(self, reward: VLMHeadReward) -> None:
-        super().__init__()
-        self.model = reward.model
-        self.head = reward.head
-        self._reward = [reward]  # a list, so the reward is not registered as a submodule
-
-    def forward(self, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
-        return self._reward[0].forward_raw(inputs)
-
-
-class HeadTask:
-    """A per-dimension reward head (VideoReward): Bradley-Terry-type loss on ``r(A) - r(B)`` per dimension."""
-
-    def __init__(self, cfg: TrainRewardConfig, reward: VLMHeadReward, base: str) -> None:
-        self.cfg, self.reward, self.base = cfg, reward, base
-        self.module = PairScorer(reward)
-        self.dims = list(cfg.model.dims)
-        self.label_index = list(range(len(self.dims)))
-        self.model, self.extra_params, self.token_ids = reward.model, list(reward.head.parameters()), reward.token_ids
-
-    def prepare(self, path: str) -> Any:
-        return self.reward.prepare(self.reward.load_media(path))
-
-    def collate(self, items: list[dict[str, Any]]) -> dict[str, Any]:
-        # Both sides in one processor batch: rows 0..B-1 are the A sides, B..2B-1 the B sides.
-        prompts = [it["prompt"] for it in items]
-        return {
-            "inputs": self.reward._encode(prompts + prompts, [it["a"] for it in items] + [it["b"] for it in items])
-        }
-
-    def rewards(self, module: nn.Module, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
-        raw = module(batch["inputs"])  # (2B, D)
-        size = batch["labels"].shape[0]
-        return raw[:size], raw[size:]
-
-    def loss(self, module: nn.Module, batch: dict[str, Any]) -> tuple[torch.Tensor, int]:
-        r_a, r_b = self.rewards(module, batch)
-        train = self.cfg.train
-        return preference_loss(r_a, r_b, batch["labels"], train.loss, theta=train.theta, margin=batch["margins"])
-
-    def margins(self, module: nn.Module, batch: dict[str, Any]) -> torch.Tensor:
-        r_a, r_b = self.rewards(module, batch)
-        return (r_a - r_b).float()
-
-    def save(self, module: nn.Module, step: int, stats_loader: DataLoader, accelerator) -> None:
-        # Normalization stats: mean and std of each dimension's raw reward over (up to stats_pairs) training pairs.
-        r_a, r_b = gather_rewards(self, module, stats_loader, accelerator)
-        both = torch.cat([r_a, r_b])
-        stats = {
-            d: (float(both[:, k].mean()), float(both[:, k].std().clamp(min=1e-6))) for k, d in enumerate(self.dims)
-        }
-        if accelerator.is_main_process:
-            save_head_dir(self.cfg, self.reward, accelerator.unwrap_model(module), self.base, step, stats)
-
-
-class JudgeScorer(nn.Module):
-    """Judge task's model: log-probabilities of (first, second, tie) for every pair in both orders, ``(2B, 3)``."""
-
-    def __init__(self, judge: VLMPairwiseJudge) -> None:
-        super().__init__()
-        self.model = judge.backbone.model
-        self._judge = [judge]
-
-    def forward(self, visuals: list, ids: list[list[int]], kinds: list[str]) -> torch.Tensor:
-        judge = self._judge[0]
-        backbone = judge.backbone
-        encoded = backbone.encode(visuals)  # visuals[2k], visuals[2k + 1] are pair k's A and B
-        sequences = []
-        for k in range(len(kinds)):
-            a, b = encoded[2 * k], encoded[2 * k + 1]
-            sequences += [PromptSequence(ids[2 * k], [a, b]), PromptSequence(ids[2 * k + 1], [b, a])]
-        batch = backbone.assemble(sequences)
-        depth = max(len(judge._readouts[k].path) for k in kinds) + 1
-        logits = self.model(**batch.as_kwargs(), logits_to_keep=depth, use_cache=False).logits
-        rows = []
-        for row, kind in enumerate(kind for kind in kinds for _ in range(2)):
-            readout = judge._readouts[kind]
-            rows.append(readout.log_probs(logits[row : row + 1, depth - len(readout.path) - 1 :])[0])
-        return torch.stack(rows)  # rows 2k: A shown first, 2k + 1: B shown first
-
-
-class JudgeTask:
-    """A generative pairwise judge trained as a classifier over its verdict sentences, both orders per pair."""
-
-    def __init__(self, cfg: TrainRewardConfig, judge: VLMPairwiseJudge, base: str) -> None:
-        self.cfg, self.judge, self.base = cfg, judge, base
-        self.module = JudgeScorer(judge)
-        dim = cfg.model.judge_dim or cfg.model.dims[0]
-        self.dims, self.label_index = [dim], [cfg.model.dims.index(dim)]
-        self.model, self.extra_params, self.token_ids = judge.backbone.model, [], []
-
-    def prepare(self, path: str) -> Any:
-        return self.judge.prepare(self.judge.load_media(path))
-
-    def collate(self, items: list[dict[str, Any]]) -> dict[str, Any]:
-        visuals, ids, kinds = [], [], []
-        for it in items:
-            a, b = it["a"], it["b"]
-            if a.kind != b.kind:
-                raise MediaError(f"pair of an {a.kind} and a {b.kind}; a judge compares like with like")
-            section = self.judge.template.section(a.kind)
-            path = list(self.judge._readouts[a.kind].path)
-            for first, second in ((a, b), (b, a)):  # both presentation orders
-                slots = {"media_a": first.data.num_images, "media_b": second.data.num_images}
-                ids.append(self.judge._prompt_ids(section, it["prompt"], slots) + path)
-            visuals += [a.data, b.data]
-            kinds.append(a.kind)
-        return {"visuals": visuals, "ids": ids, "kinds": kinds}
-
-    def _log_probs(self, module: nn.Module, batch: dict[str, Any]) -> torch.Tensor:
-        return module(batch["visuals"], batch["ids"], batch["kinds"])
-
-    def loss(self, module: nn.Module, batch: dict[str, Any]) -> tuple[torch.Tensor, int]:
-        logp = self._log_probs(module, batch)  # (2B, 3)
-        labels = batch["labels"][:, self.label_index[0]]
-        # A better: first when A is shown first, second when B is; B better: the reverse; tie: the tie sentence.
-        target_ab = torch.where(labels == 1, 0, torch.where(labels == -1, 1, 2))
-        target_ba = torch.where(labels == 1, 1, torch.where(labels == -1, 0, 2))
-        targets = torch.stack([target_ab, target_ba], dim=1).flatten().to(logp.device)
-        usable = (labels != INVALID) & ((labels != 0) | torch.tensor(self.judge.has_tie))
-        usable = usable.repeat_interleave(2).to(logp.device)
-        count = int(usable.sum())
-        if count == 0:
-            return logp.sum() * 0.0, 0
-        return F.nll_loss(logp[usable], targets[usable]), count
-
-    def margins(self, module: nn.Module, batch: dict[str, Any]) -> torch.Tensor:
-        logp = self._log_probs(module, batch).view(-1, 2, 3)  # (B, order, outcome)
-        # Log-odds of A over B, averaged over both orders (log space: no cancellation when P(tie) is near 1).
-        log_a = (logp[:, 0, 0] + logp[:, 1, 1]) / 2
-        log_b = (logp[:, 0, 1] + logp[:, 1, 0]) / 2
-        return (log_a - log_b).unsqueeze(1).float()  # (B, 1)
-
-    def save(self, module: nn.Module, step: int, stats_loader: DataLoader, accelerator) -> None:
-        if accelerator.is_main_process:
-            save_judge_dir(self.cfg, self.judge, accelerator.unwrap_model(module), self.base)
-
-
-def build_task(cfg: TrainRewardConfig, device: torch.device, is_main: bool, wait) -> HeadTask | JudgeTask:
-    """The untrained model on the configured base; ``tiny`` builds (once) a tiny random base in output_dir."""
-    base = cfg.model.base
-    if base == "tiny":
-        from mmreward.tiny_models import tiny_vlm_backbone
-
-        tiny_dir = Path(cfg.output_dir) / "tiny-base"
-        if is_main:
-            tiny_vlm_backbone(tiny_dir)
-        wait()
-        base = str(tiny_dir)
-    common = dict(
-        template=cfg.model.template, template_file=cfg.model.template_file, image_min_pixels=cfg.data.image_min_pixels,
-        image_max_pixels=cfg.data.image_max_pixels, attn_implementation=cfg.model.attn_implementation, device=device,
-        dtype=cfg.model.dtype,
-    )  # fmt: skip
-    if cfg.model.kind == "judge":
-        judge = VLMPairwiseJudge(base, video_num_frames=cfg.data.video_num_frames, **common)
-        return JudgeTask(cfg, judge, base)
-    reward = VLMHeadReward.untrained(
-        base, dims=cfg.model.dims, head=cfg.model.head, video_fps=cfg.data.video_fps,
-        frame_min_pixels=cfg.data.frame_min_pixels, frame_max_pixels=cfg.data.frame_max_pixels, seed=cfg.train.seed,
-        **common,
-    )  # fmt: skip
-    return HeadTask(cfg, reward, base)
-
-
-def make_trainable(task: HeadTask | JudgeTask, cfg: TrainRewardConfig) -> list[dict[str, Any]]:
-    """Add LoRA, choose what trains, and return optimizer parameter groups with their learning rates."""
-    model, train = task.model, cfg.train
-    if cfg.lora.enabled:
-        from peft import LoraConfig as PeftLoraConfig
-        from peft import inject_adapter_in_model
-
-        # Only the language model's layers; the vision tower trains in full (VideoAlign ablation, issue #16).
-        names = "|".join(cfg.lora.target_modules)
-        pattern = rf"(?:.*\.)?language_model\.layers\.\d+\.(self_attn|mlp)\.({names})"
-        lora = PeftLoraConfig(r=cfg.lora.rank, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
-                              target_modules=pattern)  # fmt: skip
-        inject_adapter_in_model(lora, model)
-    model.requires_grad_(False)
-    groups: list[dict[str, Any]] = []
-
-    def group(params: list[nn.Parameter], lr: float, weight_decay: float = train.weight_decay) -> None:
-        for p in params:
-            p.requires_grad_(True)
-        if params:
-            groups.append({"params": params, "lr": lr, "weight_decay": weight_decay})
-
-    named = dict(model.named_parameters())
-    visual = {n: p for n, p in named.items() if n.startswith("visual.") or ".visual." in n}
-    group([p for n, p in named.items() if "lora_" in n], train.lr)
-    if train.train_vision:
-        group([p for n, p in visual.items() if ".merger." not in n], train.vision_lr)
-    if train.train_merger:
-        group([p for n, p in visual.items() if ".merger." in n], train.merger_lr)
-    if task.token_ids:
-        # Reward-token rows only: the gradient of every other row is zeroed, and without weight decay Adam then
-        # leaves those rows exactly as they were.
-        embeddings = model.get_input_embeddings().weight
-        mask = torch.zeros(embeddings.shape[0], 1, device=embeddings.device, dtype=embeddings.dtype)
-        mask[task.token_ids] = 1.0
-        group([embeddings], train.token_lr, weight_decay=0.0)
-        embeddings.register_hook(lambda grad: grad * mask)
-    group(task.extra_params, train.head_lr)
-    task.module.train()
-    if cfg.model.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
-    return groups
-
-
-def warmup_constant(optimizer: torch.optim.Optimizer, warmup_steps: int) -> torch.optim.lr_scheduler.LambdaLR:
-    """Linear warm-up to the configured rates, then constant (VideoAlign's ``constant_with_warmup``)."""
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: min(1.0, (step + 1) / max(1, warmup_steps)))
-
-
-# --------------------------------------------------------------------------------------------------- evaluate
-
-
-@torch.no_grad()
-def gather_margins(task, module: nn.Module, loader: DataLoader, accelerator) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(margins, labels)`` over ``loader``, each ``(N, D)`` for the task's dims, gathered across processes."""
-    module.eval()
-    margins, labels = [], []
-    for batch in loader:
-        if batch is not None:
-            margins.append(task.margins(module, batch))
-            labels.append(batch["labels"][:, task.label_index].to(margins[-1].device))
-    module.train()
-    if not margins:
-        raise ConfigError("no readable validation pairs")
-    return accelerator.gather_for_metrics(torch.cat(margins)).cpu(), accelerator.gather_for_metrics(
-        torch.cat(labels)
-    ).cpu()
-
-
-@torch.no_grad()
-def gather_rewards(
-    task: HeadTask, module: nn.Module, loader: DataLoader, accelerator
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Raw head rewards ``(r_a, r_b)`` over ``loader``, gathered across processes."""
-    module.eval()
-    outs_a, outs_b = [], []
-    for batch in loader:
-        if batch is not None:
-            r_a, r_b = task.rewards(module, batch)
-            outs_a.append(r_a.float())
-            outs_b.append(r_b.float())
-    module.train()
-    return accelerator.gather_for_metrics(torch.cat(outs_a)).cpu(), accelerator.gather_for_metrics(
-        torch.cat(outs_b)
-    ).cpu()
-
-
-def accuracies(margins: torch.Tensor, labels: torch.Tensor, dims: list[str]) -> dict[str, float]:
-    """Per dimension: accuracy without ties (pairs humans split), and tie-calibrated accuracy with its threshold."""
-    metrics: dict[str, float] = {}
-    for k, dim in enumerate(dims):
-        valid = labels[:, k] != INVALID
-        human, margin = labels[valid, k].numpy(), margins[valid, k].numpy()
-        if (human != 0).any():
-            metrics[f"val/{dim}/acc_without_ties"] = accuracy_without_ties(human, margin)
-        if valid.any():
-            metrics[f"val/{dim}/acc_with_ties"], metrics[f"val/{dim}/tie_threshold"] = accuracy_with_ties(
-                human, margin
-            )
-    return metrics
-
-
-# ------------------------------------------------------------------------------------------------------- save
-
-
-def _relative(path: str, directory: Path) -> str:
-    """``"./sub"`` for a path inside ``directory`` (a saved directory can then be moved; see find_preset)."""
-    try:
-        return "./" + Path(path).resolve().relative_to(directory.resolve()).as_posix()
-    except (ValueError, OSError):
-        return path
-
-
-def _template_and_pixels(cfg: TrainRewardConfig, out: Path) -> dict[str, Any]:
-    preset: dict[str, Any] = {}
-    if cfg.model.template_file:
-        shutil.copy(cfg.model.template_file, out / "template.yaml")
-        preset["template_file"] = "./template.yaml"
-    else:
-        preset["template"] = cfg.model.template
-    if cfg.data.image_min_pixels is not None:
-        preset["image_min_pixels"] = cfg.data.image_min_pixels
-    if cfg.data.image_max_pixels is not None:
-        preset["image_max_pixels"] = cfg.data.image_max_pixels
-    return preset
-
-
-def save_head_dir(cfg, reward: VLMHeadReward, scorer: PairScorer, base: str, step: int, stats) -> Path:
-    """Write the trained head model (VideoAlign layout) and ``mmreward_reward.yaml`` into ``output_dir``."""
-    out = Path(cfg.output_dir)
-    lora, trained = {}, {}
-    for name, param in scorer.model.named_parameters():
-        if param.requires_grad:
-            (lora if "lora_" in name else trained)[name] = param
-    trained.update({f"rm_head.{k}": v for k, v in scorer.head.state_dict().items()})
-    lora_config = None
-    if lora:
-        lora_config = {"r": cfg.lora.rank, "lora_alpha": cfg.lora.alpha, "target_modules": cfg.lora.target_modules}
-    for old in out.glob("checkpoint-*"):
-        shutil.rmtree(old)
-    save_head_checkpoint(
-        out, step=step, base_model=base, dims=tuple(cfg.model.dims), reward_tokens=tuple(reward.spec.reward_tokens),
-        head_kind=cfg.model.head, output_dim=reward.output_dim, lora=lora, lora_config=lora_config, trained=trained,
-        stats=stats, data_config={"fps": cfg.data.video_fps, "max_frame_pixels": cfg.data.frame_max_pixels},
-    )  # fmt: skip
-    preset = {
-        "type": "vlm-head",
-        "weights": "./",
-        "base_model": _relative(base, out),
-        **_template_and_pixels(cfg, out),
-    }
-    preset.update(video_fps=cfg.data.video_fps, frame_min_pixels=cfg.data.frame_min_pixels,
-                  frame_max_pixels=cfg.data.frame_max_pixels)  # fmt: skip
-    (out / SAVED_REWARD_FILE).write_text(yaml.safe_dump(preset, sort_keys=False))
-    return out
-
-
-def save_judge_dir(cfg, judge: VLMPairwiseJudge, scorer: JudgeScorer, base: str) -> Path:
-    """Merge the LoRA into a fresh copy of the base, copy the other trained tensors, save it with its processor."""
-    from transformers import AutoModelForImageTextToText
-
-    out = Path(cfg.output_dir)
-    target = out / "judge"
-    fresh = AutoModelForImageTextToText.from_pretrained(judge.backbone_dir, dtype=scorer.model.dtype)
-    lora, own = {}, fresh.state_dict()
-    with torch.no_grad():
-        for name, param in scorer.model.named_parameters():
-            if not param.requires_grad:
-                continue
-            if "lora_" in name:
-                lora[name] = param.detach().cpu()
-            else:
-                own[name].copy_(param.detach().cpu())
-    if lora:
-        merge_lora(fresh.model, lora, cfg.lora.alpha / cfg.lora.rank, source="training run")
-    fresh.save_pretrained(target)
-    judge.backbone.processor.save_pretrained(target)
-    preset = {"type": "vlm-pairwise", "weights": "./judge", **_template_and_pixels(cfg, out),
-              "video_num_frames": cfg.data.video_num_frames}  # fmt: skip
-    (out / SAVED_REWARD_FILE).write_text(yaml.safe_dump(preset, sort_keys=False))
-    return out
-
-
-# -------------------------------------------------------------------------------------------------------- main
+# ------------------------------------------------------------------------------------------------------ main
 
 
 def main(cfg: TrainRewardConfig) -> Path:
@@ -579,13 +93,7 @@ def main(cfg: TrainRewardConfig) -> Path:
     dims = list(cfg.model.dims)
 
     # Data first: a bad pair file fails before any model loads.
-    pairs = read_pairs(cfg.data.train, dims, cfg.data.media_root)
-    if not cfg.data.use_ties:
-        pairs = [p for p in pairs if any(p.labels[d] in (1, -1) for d in dims)]
-    if cfg.data.validation:
-        train_pairs, val_pairs = pairs, read_pairs(cfg.data.validation, dims, cfg.data.media_root)
-    else:
-        train_pairs, val_pairs = split_pairs(pairs, cfg.data.validation_fraction, train.seed)
+    train_pairs, val_pairs = read_training_pairs(cfg.data, dims, train.seed)
 
     task = build_task(cfg, accelerator.device, accelerator.is_main_process, accelerator.wait_for_everyone)
     optimizer = torch.optim.AdamW(make_trainable(task, cfg))
@@ -593,10 +101,8 @@ def main(cfg: TrainRewardConfig) -> Path:
     total_steps = steps_per_epoch * train.epochs
     scheduler = warmup_constant(optimizer, round(train.warmup_ratio * total_steps))
 
-    def loader(pairs: list[LabeledPair], sampler: Sampler | None = None) -> DataLoader:
-        dataset = PairDataset(pairs, task, dims, train.margin)
-        return DataLoader(dataset, batch_size=train.batch_size, sampler=sampler, num_workers=cfg.data.num_workers,
-                          collate_fn=functools.partial(collate, task=task))  # fmt: skip
+    def loader(pairs: list[LabeledPair], sampler: EpochShuffle | None = None) -> DataLoader:
+        return pair_loader(pairs, task, dims, train.margin, train.batch_size, cfg.data.num_workers, sampler)
 
     train_loader = loader(train_pairs, EpochShuffle(len(train_pairs), train.seed))
     module, optimizer, train_loader, val_loader, scheduler = accelerator.prepare(
@@ -608,17 +114,25 @@ def main(cfg: TrainRewardConfig) -> Path:
     checkpoints = out / "checkpoints"
     latest = latest_checkpoint(checkpoints) if train.resume else None
     if latest is not None:
-        state = load_checkpoint(latest, modules={"model": accelerator.unwrap_model(module)},
-                                states={"optimizer": optimizer, "scheduler": scheduler},
-                                rank=accelerator.process_index)  # fmt: skip
+        state = load_checkpoint(
+            latest,
+            modules={"model": accelerator.unwrap_model(module)},
+            states={"optimizer": optimizer, "scheduler": scheduler},
+            rank=accelerator.process_index,
+        )
         step, start_epoch, skip_batches = state["step"], state["epoch"], state["batches_done"]
         accelerator.print(f"resumed from {latest} (step {step}, epoch {start_epoch}, batch {skip_batches})")
 
     def checkpoint(epoch: int, batches_done: int) -> None:
-        save_checkpoint(checkpoints, step, modules={"model": accelerator.unwrap_model(module)},
-                        states={"optimizer": optimizer, "scheduler": scheduler},
-                        extra={"epoch": epoch, "batches_done": batches_done}, rank=accelerator.process_index,
-                        barrier=accelerator.wait_for_everyone)  # fmt: skip
+        save_checkpoint(
+            checkpoints,
+            step,
+            modules={"model": accelerator.unwrap_model(module)},
+            states={"optimizer": optimizer, "scheduler": scheduler},
+            extra={"epoch": epoch, "batches_done": batches_done},
+            rank=accelerator.process_index,
+            barrier=accelerator.wait_for_everyone,
+        )
 
     accelerator.print(
         f"{cfg.model.kind}: {len(train_pairs)} training / {len(val_pairs)} validation pairs, dims {task.dims}, "

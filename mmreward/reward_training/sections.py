@@ -1,0 +1,95 @@
+"""Config sections of ``align/train_reward.py``: the VLM reward model (``model:``), its LoRA (``lora:``), the pair
+files (``data:``), the optimizer and epochs (``train:``) and logging (``log:``).
+
+They differ from the alignment programs' sections (:mod:`mmreward.train.sections`): the model is a VLM, not a flow
+generator; training counts epochs over a pair file with one learning rate per trained part (VideoAlign's recipe),
+not optimizer steps with one schedule.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+
+@dataclass
+class RewardModelConfig:
+    """The VLM being trained (``model:``): a per-dimension reward head or a generative pairwise judge."""
+
+    kind: Literal["head", "judge"] = "head"
+    base: str = "Qwen/Qwen2-VL-2B-Instruct"  # hub id or local dir; "tiny" builds a tiny random Qwen2-VL (CPU runs)
+    dims: list[str] = field(default_factory=lambda: ["VQ", "MQ", "TA"])  # label columns of the pair file
+    head: Literal["linear", "mlp"] = "linear"
+    judge_dim: str | None = None  # judge: the label column it learns (default: the first of dims)
+    template: str | None = None  # default: videoreward (head) / unifiedreward-pairwise (judge)
+    template_file: str | None = None  # your own template YAML (head: one <|{dim}_reward|> token per dimension)
+    dtype: str = "float32"
+    attn_implementation: str = "auto"
+    gradient_checkpointing: bool = False
+
+
+@dataclass
+class RewardLoraConfig:
+    """LoRA on the language model's linear layers (``lora:``)."""
+
+    enabled: bool = True
+    rank: int = 64
+    alpha: int = 128
+    dropout: float = 0.05
+    target_modules: list[str] = field(
+        default_factory=lambda: ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+    )
+
+
+@dataclass
+class PairFileDataConfig:
+    """Training and validation pair files and how their media are read (``data:``)."""
+
+    train: str = ""  # pair file (CSV or JSONL); see mmreward/data/pairs.py
+    validation: str | None = None  # default: hold out validation_fraction of the training pairs
+    validation_fraction: float = 0.1
+    media_root: str | None = None
+    use_ties: bool = True  # False drops pairs tied on every dimension (VideoAlign use_tied_data)
+    video_fps: float = 2.0
+    frame_min_pixels: int = 128 * 28 * 28
+    frame_max_pixels: int = 448 * 448
+    image_min_pixels: int | None = None
+    image_max_pixels: int | None = None
+    video_num_frames: int = 8  # judge: frames shown per video
+    num_workers: int = 0
+
+
+@dataclass
+class RewardTrainConfig:
+    """Loss, epochs, batches, one learning rate per trained part, and checkpoints (``train:``)."""
+
+    loss: Literal["bt", "btt", "margin"] = "btt"
+    theta: float = 5.0
+    margin: float = 0.57  # constant margin where the pair file has no MOS columns
+    epochs: int = 3
+    batch_size: int = 1  # pairs per process and step
+    grad_accum: int = 4
+    lr: float = 2e-6  # LoRA
+    vision_lr: float = 2e-6
+    merger_lr: float = 2e-6
+    token_lr: float = 2e-6  # reward-token embedding rows
+    head_lr: float = 2e-6
+    train_vision: bool = True
+    train_merger: bool = True
+    weight_decay: float = 0.0
+    warmup_ratio: float = 0.05
+    max_grad_norm: float = 1.0
+    mixed_precision: Literal["no", "bf16", "fp16"] = "no"
+    seed: int = 0
+    checkpoint_every: int = 0  # optimizer steps; 0 = at the end of every epoch
+    resume: bool = True
+    max_skips: int = 10
+    stats_pairs: int = 256  # pairs whose rewards give the saved normalization stats
+
+
+@dataclass
+class LogConfig:
+    """Metric backends and how often the training loss is logged (``log:``)."""
+
+    backends: list[str] = field(default_factory=lambda: ["jsonl"])
+    every: int = 10
