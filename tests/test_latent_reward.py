@@ -25,7 +25,7 @@ from mmreward.guidance.latent_reward import (
 )
 from mmreward.testing import sample_images
 from mmreward.train.config import parse_config
-from mmreward.train.tracking import read_metrics
+from mmreward.train.tracking import Tracker, read_metrics
 
 REPO = Path(__file__).resolve().parents[1]
 TINY = REPO / "configs" / "tiny" / "train_latent_reward.yaml"
@@ -136,17 +136,17 @@ def test_resume_after_a_stop_gives_the_same_weights(tmp_path, monkeypatch):
     overrides = ["--data.num_synthetic", "24", "--train.max_steps", "6", "--train.save_every", "3",
                  "--train.eval_every", "6", "--train.log_every", "1"]  # fmt: skip
     main(_config(tmp_path / "straight", *overrides))
-    real_log = train_latent_reward.Tracker.log
+    real_log = Tracker.log
 
     def crash_at_step_5(self, step, metrics):
         if step == 5:
             raise KeyboardInterrupt("simulated stop after the step-3 checkpoint")
         real_log(self, step, metrics)
 
-    monkeypatch.setattr(train_latent_reward.Tracker, "log", crash_at_step_5)
+    monkeypatch.setattr(Tracker, "log", crash_at_step_5)
     with pytest.raises(KeyboardInterrupt):
         main(_config(tmp_path / "resumed", *overrides))
-    monkeypatch.setattr(train_latent_reward.Tracker, "log", real_log)
+    monkeypatch.setattr(Tracker, "log", real_log)
     main(_config(tmp_path / "resumed", *overrides))
     a = load_file(tmp_path / "straight" / "latent_reward" / "latent_reward.safetensors")
     b = load_file(tmp_path / "resumed" / "latent_reward" / "latent_reward.safetensors")
