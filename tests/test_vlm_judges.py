@@ -10,8 +10,8 @@ import torch.nn.functional as F
 import mmreward
 from mmreward import media, testing
 from mmreward.errors import ConfigError
-from mmreward.rewards.vlm.backbone import PromptSequence
-from mmreward.rewards.vlm.judges import VerdictReadout
+from mmreward.rewards.vlm.backbone import CPU_ACTIVATION_BYTES, PromptSequence, forward_token_budget
+from mmreward.rewards.vlm.judges import VerdictReadout, run_in_batches
 from mmreward.rewards.vlm.parsing import VerdictPhrases
 
 
@@ -221,3 +221,49 @@ def test_pairwise_score_needs_a_reference_or_groups(judge, photos):
     torch.testing.assert_close(against.scores, pair.prob_a + 0.5 * pair.tie)
     lonely = judge.score(["a", "b", "b"], photos[:3], groups="prompt")
     assert lonely.failed.tolist() == [True, False, False] and "group of one" in lonely.errors[0]
+
+
+def test_run_in_batches_keeps_chunks_within_batch_size_and_token_budget():
+    chunks = []
+    lengths = [10, 10, 20, 30, 30, 100]
+    run_in_batches(list(range(6)), 4, chunks.append, lengths=lengths, max_tokens=60)
+    # [0, 1, 2]: 3 x 20 = 60; adding 3 would give 4 x 30; [3, 4]: 2 x 30; [5] alone is over budget but runs.
+    assert chunks == [[0, 1, 2], [3, 4], [5]]
+    chunks.clear()
+    run_in_batches(list(range(6)), 4, chunks.append)
+    assert chunks == [[0, 1, 2, 3], [4, 5]]
+
+
+def test_cpu_forward_budget_keeps_the_widest_activation_within_its_bytes(judge):
+    model = judge.backbone.model
+    intermediate = model.config.get_text_config().intermediate_size
+    assert judge.backbone.max_batch_tokens == forward_token_budget(model) == CPU_ACTIVATION_BYTES // (intermediate * 4)
+
+
+def test_a_large_batch_runs_in_forwards_within_the_token_budget(judge, photos):
+    """The cliff of bench_pairwise.py: one forward over all 56 prompts of a group (both orders) page-faulted its
+    activations afresh on the CPU and was slower per judgment than batches of 8-16. A batch larger than the
+    token budget is split; the verdicts do not change."""
+    model, backbone = judge.backbone.model, judge.backbone
+    shapes = []
+    forward = model.forward
+
+    def counting(*args, **kwargs):
+        shapes.append(tuple(kwargs["input_ids"].shape))
+        return forward(*args, **kwargs)
+
+    budget, batch_size = backbone.max_batch_tokens, judge.batch_size
+    model.forward = counting
+    try:
+        judge.batch_size = 1
+        one_by_one = mmreward.win_rate(judge, "a photo", photos, details=True)
+        assert len(shapes) == 56
+        width = shapes[0][1]
+        shapes.clear()
+        judge.batch_size, backbone.max_batch_tokens = 56, 10 * width
+        batched = mmreward.win_rate(judge, "a photo", photos, details=True)
+    finally:
+        model.forward = forward
+        judge.batch_size, backbone.max_batch_tokens = batch_size, budget
+    assert shapes == [(10, width)] * 5 + [(6, width)]
+    torch.testing.assert_close(batched.rates, one_by_one.rates)

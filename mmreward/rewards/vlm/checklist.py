@@ -427,7 +427,12 @@ class VLMChecklistJudge(_LocalJudge, ChecklistJudgeBase):
                 results[n] = CheckResult([float(v) for v in torch.sigmoid(gap)])
                 row += len(plans[n][1])
 
-        run_in_batches(sorted(plans, key=lambda n: plans[n][2]), self.batch_size, run)
+        # Tokens of an item's forwards: its prefix once, then every tail padded to the longest.
+        cost = [0] * len(prompts)
+        for n, (prefix, tails, _) in plans.items():
+            cost[n] = self._length(prefix, [candidates[n].data]) + len(tails) * max(len(t) for t in tails)
+        order = sorted(plans, key=lambda n: plans[n][2])
+        run_in_batches(order, self.batch_size, run, lengths=cost, max_tokens=backbone.max_batch_tokens)
         return results
 
 

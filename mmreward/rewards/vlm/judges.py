@@ -150,17 +150,34 @@ def _to_uint8(frames: torch.Tensor) -> list[torch.Tensor]:
     return list(frames.detach().float().clamp(0, 1).mul(255).round().to(torch.uint8).cpu().unbind(0))
 
 
-def run_in_batches(order: list[int], batch_size: int, run: Callable[[list[int]], None]) -> None:
-    """Call ``run`` on consecutive chunks of ``order``; on a CUDA out-of-memory error the chunk is halved."""
+def run_in_batches(
+    order: list[int],
+    batch_size: int,
+    run: Callable[[list[int]], None],
+    *,
+    lengths: Sequence[int] | None = None,
+    max_tokens: int | None = None,
+) -> None:
+    """Call ``run`` on consecutive chunks of ``order``; on a CUDA out-of-memory error the chunk is halved.
+
+    A chunk holds at most ``batch_size`` items and, when ``max_tokens`` is given, at most ``max_tokens`` padded
+    tokens (items x the longest ``lengths[item]`` in it), but always at least one item.
+    """
     start, size = 0, batch_size
     while start < len(order):
-        chunk = order[start : start + size]
+        end, width = start + 1, 0 if lengths is None else lengths[order[start]]
+        while end < len(order) and end - start < size:
+            wider = width if lengths is None else max(width, lengths[order[end]])
+            if max_tokens is not None and (end - start + 1) * wider > max_tokens:
+                break
+            end, width = end + 1, wider
+        chunk = order[start:end]
         try:
             run(chunk)
         except torch.cuda.OutOfMemoryError:
-            if size == 1:
+            if len(chunk) == 1:
                 raise
-            size = max(1, size // 2)
+            size = max(1, len(chunk) // 2)
             torch.cuda.empty_cache()
             continue
         start += len(chunk)
@@ -225,7 +242,8 @@ class _LocalJudge:
         jobs: list[tuple[list[int], list[int], int]],
         run_batch: Callable[[list[int], list[PromptSequence]], None],
     ) -> None:
-        """Run ``jobs`` of ``(ids, candidate indices, length)`` in batches sorted by length.
+        """Run ``jobs`` of ``(ids, candidate indices, length)`` in batches sorted by length, each within the
+        backbone's ``max_batch_tokens``.
 
         Candidates are encoded by the vision tower when first needed and dropped after their last batch.
         """
@@ -247,7 +265,8 @@ class _LocalJudge:
             for c in [c for c in encoded if last_use[c] <= done]:
                 del encoded[c]
 
-        run_in_batches(order, self.batch_size, run)
+        lengths = [length for _, _, length in jobs]
+        run_in_batches(order, self.batch_size, run, lengths=lengths, max_tokens=self.backbone.max_batch_tokens)
 
 
 class VLMPairwiseJudge(_LocalJudge, PairwiseJudgeBase):
