@@ -189,6 +189,10 @@ class RewardModel(ABC):
         cannot be read fail individually (``failed``, ``errors``); the others are scored.
         """
         prompt_list, items = check_batch(prompts, media)
+        return self.score_prepared_batch(prompt_list, *self.prepare_items(items))
+
+    def prepare_items(self, items: Sequence[Any]) -> tuple[list[Any], list[str | None]]:
+        """Load and prepare each item -> ``(prepared, errors)``: an unreadable item is None with its reason."""
         prepared: list[Any] = [None] * len(items)
         errors: list[str | None] = [None] * len(items)
         for i, item in enumerate(items):
@@ -196,7 +200,7 @@ class RewardModel(ABC):
                 prepared[i] = self.prepare(self.load_media(item))
             except MediaError as err:
                 errors[i] = str(err)
-        return self.score_prepared_batch(prompt_list, prepared, errors)
+        return prepared, errors
 
     def score_prepared_batch(self, prompts: list[str], prepared: list[Any], errors: list[str | None]) -> RewardOutput:
         """Score already prepared items in chunks of ``batch_size``; items with an error are left out (NaN)."""
