@@ -13,7 +13,7 @@ A/B/same from a pair file in VideoAlign's schema (``mmreward.data.pairs``).
 With ``model.kind: judge`` the same program fine-tunes a generative pairwise judge (UnifiedReward-style) as a
 classifier over its verdict sentences: each pair is shown in both presentation orders, and the loss is the
 cross-entropy of the labelled verdict ("Image 1 is better", "Image 2 is better", the tie sentence) under the
-judge's one-pass logit read-out (``mmreward.rewards.vlm.judges.VerdictReadout``), for the dimension
+judge's one-pass logit read-out (``mmreward.rewards.vlm.local_backend.VerdictReadout``), for the dimension
 ``model.judge_dim``.
 
 Every epoch the per-dimension accuracy on the validation pairs is logged without ties (pairs humans split) and
@@ -48,7 +48,7 @@ from mmreward.rewards.registry import SAVED_REWARD_FILE
 from mmreward.rewards.vlm.backbone import PromptSequence
 from mmreward.rewards.vlm.checkpoints import merge_lora, save_head_checkpoint
 from mmreward.rewards.vlm.heads import VLMHeadReward
-from mmreward.rewards.vlm.judges import VLMPairwiseJudge
+from mmreward.rewards.vlm.pairwise import PairwiseJudge
 from mmreward.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from mmreward.train.config import parse_config, save_config
 from mmreward.train.guards import NonFiniteGuard, finite_everywhere
@@ -271,25 +271,26 @@ class HeadTask:
 class JudgeScorer(nn.Module):
     """Judge task's model: log-probabilities of (first, second, tie) for every pair in both orders, ``(2B, 3)``."""
 
-    def __init__(self, judge: VLMPairwiseJudge) -> None:
+    def __init__(self, judge: PairwiseJudge) -> None:
         super().__init__()
-        self.model = judge.backbone.model
+        self.model = judge.backend.backbone.model
         self._judge = [judge]
 
     def forward(self, visuals: list, ids: list[list[int]], kinds: list[str]) -> torch.Tensor:
         judge = self._judge[0]
-        backbone = judge.backbone
+        backend, backbone = judge.backend, judge.backend.backbone
         encoded = backbone.encode(visuals)  # visuals[2k], visuals[2k + 1] are pair k's A and B
         sequences = []
         for k in range(len(kinds)):
             a, b = encoded[2 * k], encoded[2 * k + 1]
             sequences += [PromptSequence(ids[2 * k], [a, b]), PromptSequence(ids[2 * k + 1], [b, a])]
         batch = backbone.assemble(sequences)
-        depth = max(len(judge._readouts[k].path) for k in kinds) + 1
+        readouts = {k: backend.verdict_readout(judge.template.section(k).verdicts) for k in set(kinds)}
+        depth = max(len(readouts[k].path) for k in kinds) + 1
         logits = self.model(**batch.as_kwargs(), logits_to_keep=depth, use_cache=False).logits
         rows = []
         for row, kind in enumerate(kind for kind in kinds for _ in range(2)):
-            readout = judge._readouts[kind]
+            readout = readouts[kind]
             rows.append(readout.log_probs(logits[row : row + 1, depth - len(readout.path) - 1 :])[0])
         return torch.stack(rows)  # rows 2k: A shown first, 2k + 1: B shown first
 
@@ -297,12 +298,12 @@ class JudgeScorer(nn.Module):
 class JudgeTask:
     """A generative pairwise judge trained as a classifier over its verdict sentences, both orders per pair."""
 
-    def __init__(self, cfg: TrainRewardConfig, judge: VLMPairwiseJudge, base: str) -> None:
+    def __init__(self, cfg: TrainRewardConfig, judge: PairwiseJudge, base: str) -> None:
         self.cfg, self.judge, self.base = cfg, judge, base
         self.module = JudgeScorer(judge)
         dim = cfg.model.judge_dim or cfg.model.dims[0]
         self.dims, self.label_index = [dim], [cfg.model.dims.index(dim)]
-        self.model, self.extra_params, self.token_ids = judge.backbone.model, [], []
+        self.model, self.extra_params, self.token_ids = judge.backend.backbone.model, [], []
 
     def prepare(self, path: str) -> Any:
         return self.judge.prepare(self.judge.load_media(path))
@@ -314,10 +315,10 @@ class JudgeTask:
             if a.kind != b.kind:
                 raise MediaError(f"pair of an {a.kind} and a {b.kind}; a judge compares like with like")
             section = self.judge.template.section(a.kind)
-            path = list(self.judge._readouts[a.kind].path)
+            path = list(self.judge.backend.verdict_readout(section.verdicts).path)
+            question = self.judge.ask(section, it["prompt"], {"media_a": 0, "media_b": 1})
             for first, second in ((a, b), (b, a)):  # both presentation orders
-                slots = {"media_a": first.data.num_images, "media_b": second.data.num_images}
-                ids.append(self.judge._prompt_ids(section, it["prompt"], slots) + path)
+                ids.append(self.judge.backend.prompt_ids(question, [first.data, second.data]) + path)
             visuals += [a.data, b.data]
             kinds.append(a.kind)
         return {"visuals": visuals, "ids": ids, "kinds": kinds}
@@ -368,7 +369,9 @@ def build_task(cfg: TrainRewardConfig, device: torch.device, is_main: bool, wait
         dtype=cfg.model.dtype,
     )  # fmt: skip
     if cfg.model.kind == "judge":
-        judge = VLMPairwiseJudge(base, video_num_frames=cfg.data.video_num_frames, **common)
+        judge = PairwiseJudge(
+            "local", weights=base, mode="logits", video_num_frames=cfg.data.video_num_frames, **common
+        )
         return JudgeTask(cfg, judge, base)
     reward = VLMHeadReward.untrained(
         base, dims=cfg.model.dims, head=cfg.model.head, video_fps=cfg.data.video_fps,
@@ -535,13 +538,13 @@ def save_head_dir(cfg, reward: VLMHeadReward, scorer: PairScorer, base: str, ste
     return out
 
 
-def save_judge_dir(cfg, judge: VLMPairwiseJudge, scorer: JudgeScorer, base: str) -> Path:
+def save_judge_dir(cfg, judge: PairwiseJudge, scorer: JudgeScorer, base: str) -> Path:
     """Merge the LoRA into a fresh copy of the base, copy the other trained tensors, save it with its processor."""
     from transformers import AutoModelForImageTextToText
 
     out = Path(cfg.output_dir)
     target = out / "judge"
-    fresh = AutoModelForImageTextToText.from_pretrained(judge.backbone_dir, dtype=scorer.model.dtype)
+    fresh = AutoModelForImageTextToText.from_pretrained(judge.backend.directory, dtype=scorer.model.dtype)
     lora, own = {}, fresh.state_dict()
     with torch.no_grad():
         for name, param in scorer.model.named_parameters():
@@ -554,9 +557,9 @@ def save_judge_dir(cfg, judge: VLMPairwiseJudge, scorer: JudgeScorer, base: str)
     if lora:
         merge_lora(fresh.model, lora, cfg.lora.alpha / cfg.lora.rank, source="training run")
     fresh.save_pretrained(target)
-    judge.backbone.processor.save_pretrained(target)
-    preset = {"type": "vlm-pairwise", "weights": "./judge", **_template_and_pixels(cfg, out),
-              "video_num_frames": cfg.data.video_num_frames}  # fmt: skip
+    judge.backend.backbone.processor.save_pretrained(target)
+    preset = {"type": "pairwise-judge", "backend": "local", "weights": "./judge", "mode": "logits",
+              **_template_and_pixels(cfg, out), "video_num_frames": cfg.data.video_num_frames}  # fmt: skip
     (out / SAVED_REWARD_FILE).write_text(yaml.safe_dump(preset, sort_keys=False))
     return out
 

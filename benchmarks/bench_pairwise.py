@@ -63,7 +63,7 @@ def photos(count: int, size: int) -> list[torch.Tensor]:
 
 def baseline(judge, prompt: str, group: list[torch.Tensor], new_tokens: int) -> int:
     """One processor + generate call per unordered pair, one order; returns the number of judgments."""
-    backbone = judge.backbone
+    backbone = judge.backend.backbone
     section = judge.template.section("image")
     text = backbone.chat_text(section.render(prompt), {"media_a": 1, "media_b": 1}, section.system)
     eos = backbone.eos_token_ids()
@@ -84,10 +84,10 @@ def baseline(judge, prompt: str, group: list[torch.Tensor], new_tokens: int) -> 
 
 def naive_both_orders(judge, prompt: str, group: list[torch.Tensor]) -> int:
     """All pairs in both orders as one batch with pixels per prompt (no feature reuse); logit read-out."""
-    backbone = judge.backbone
+    backbone = judge.backend.backbone
     section = judge.template.section("image")
     text = backbone.chat_text(section.render(prompt), {"media_a": 1, "media_b": 1}, section.system)
-    readout = judge._readouts["image"]
+    readout = judge.backend.verdict_readout(section.verdicts)
     path = backbone.tokenizer.decode(list(readout.path))
     pairs = [(i, j) for i, j in itertools.permutations(range(len(group)), 2)]
     images = [(group[k] * 255).round().to(torch.uint8) for pair in pairs for k in pair]
@@ -106,7 +106,8 @@ def naive_both_orders(judge, prompt: str, group: list[torch.Tensor]) -> int:
 
 
 def measure(judge, group, prompt, batch_sizes, repeats) -> dict[str, tuple[int, float]]:
-    verdict_tokens = len(judge.backbone.tokenizer("Image 1 is better", add_special_tokens=False)["input_ids"]) + 1
+    tokenizer = judge.backend.backbone.tokenizer
+    verdict_tokens = len(tokenizer("Image 1 is better", add_special_tokens=False)["input_ids"]) + 1
     pairs = len(group) * (len(group) - 1) // 2
     rows = {
         "baseline: generate per pair, one order": (
@@ -173,8 +174,8 @@ def main() -> None:
             image_max_pixels=args.size * args.size,
             device=args.device,
         )
-        params = sum(p.numel() for p in judge.backbone.model.parameters()) / 1e6
-        tokens = sum(judge.backbone.image_tokens(judge.prepare_candidate("image", group[0][None]).grid_thw))
+        params = sum(p.numel() for p in judge.backend.backbone.model.parameters()) / 1e6
+        tokens = sum(judge.backend.backbone.image_tokens(judge.backend.prepare(group[0][None]).grid_thw))
         title = (
             f"judge: Qwen2-VL hidden {args.hidden}, {args.layers} language layers, {args.vision_depth}-block vision "
             f"tower (width {args.vision_width}), {params:.1f}M params, {args.size} x {args.size} images ({tokens} "

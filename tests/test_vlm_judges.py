@@ -11,7 +11,7 @@ import mmreward
 from mmreward import media, testing
 from mmreward.errors import ConfigError
 from mmreward.rewards.vlm.backbone import CPU_ACTIVATION_BYTES, PromptSequence, forward_token_budget
-from mmreward.rewards.vlm.judges import VerdictReadout, run_in_batches
+from mmreward.rewards.vlm.local_backend import VerdictReadout, run_in_batches
 from mmreward.rewards.vlm.parsing import VerdictPhrases
 
 
@@ -33,7 +33,7 @@ def judge(tiny_root):
 def test_readout_probabilities_match_a_hand_computation(judge):
     """P(option) = product of the path conditionals up to the option's distinguishing token, renormalized."""
     phrases = VerdictPhrases("Image 1 is better", "Image 2 is better", "Both images are equally good")
-    tokenizer = judge.backbone.tokenizer
+    tokenizer = judge.backend.backbone.tokenizer
     readout = VerdictReadout.build(tokenizer, phrases)
     ids = {o: tokenizer(p, add_special_tokens=False)["input_ids"] for o, p in phrases.items()}
     # "Image" and " " are shared; "1"/"2" tell first and second apart at step 2, "Both" the tie at step 0.
@@ -54,17 +54,17 @@ def test_readout_probabilities_match_a_hand_computation(judge):
 def _fine_tune(judge, photos, steps: int = 150, lr: float = 3e-3) -> None:
     """Supervised fine-tuning so the tiny judge writes verdict sentences: the brighter image wins, and for two
     identical images it says "Image 1 is better" (a position bias, on purpose)."""
-    backbone = judge.backbone
+    backend, backbone = judge.backend, judge.backend.backbone
     model = backbone.model.train().requires_grad_(True)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
     section = judge.template.section("image")
     end = backbone.tokenizer.convert_tokens_to_ids("<|im_end|>")
-    prompt_ids = judge._prompt_ids(section, "a photo", {"media_a": 1, "media_b": 1})
+    pool = [[backend.prepare((photo * level)[None]) for level in (1.0, 0.35, 0.5, 0.65)] for photo in photos]
+    prompt_ids = backend.prompt_ids(judge.ask(section, "a photo", {"media_a": 0, "media_b": 0}), [pool[0][0]])
     answers = {
         o: backbone.tokenizer(p, add_special_tokens=False)["input_ids"] + [end] for o, p in section.verdicts.items()
     }
-    levels = (1.0, 0.35, 0.5, 0.65)  # pool[k][0] is photo k, the others darker copies of it
-    pool = [[judge.prepare_candidate("image", (photo * level)[None]) for level in levels] for photo in photos]
+    # pool[k][0] is photo k, the others darker copies of it
     generator = torch.Generator().manual_seed(0)
 
     def draw(n: int) -> int:
@@ -159,13 +159,15 @@ def test_pointwise_scores_are_expected_digit_values(tiny_root, photos):
     assert bool(((out.scores >= 1) & (out.scores <= 5)).all())
     torch.testing.assert_close(out.scores, torch.stack(list(out.dims.values())).mean(0))
     # Recompute the first two dimensions of item 0 by plain forward passes (no cache, no logits processor).
-    backbone, section = judge.backbone, judge.template.section("image")
-    candidate = judge.prepare_candidate("image", photos[0][None])
+    backend, backbone, section = judge.backend, judge.backend.backbone, judge.template.section("image")
+    candidate = backend.prepare(photos[0][None])
     visuals = backbone.encode([candidate])
     skeleton = section.answer_skeleton()
-    ids = judge._prompt_ids(section, "a photo", {"media": 1}, answer_prefix=skeleton[0])
+    question = judge.ask(section, "a photo", {"media": 0})
+    question.answer_prefix = skeleton[0]
+    ids = backend.prompt_ids(question, [candidate])
     values = torch.arange(1, 6, dtype=torch.float32)
-    digits = judge.digit_ids
+    digits = backend.score_token_ids(range(1, 6))
     expected = []
     with torch.inference_mode():
         for k in range(2):
@@ -235,16 +237,20 @@ def test_run_in_batches_keeps_chunks_within_batch_size_and_token_budget():
 
 
 def test_cpu_forward_budget_keeps_the_widest_activation_within_its_bytes(judge):
-    model = judge.backbone.model
+    model = judge.backend.backbone.model
     intermediate = model.config.get_text_config().intermediate_size
-    assert judge.backbone.max_batch_tokens == forward_token_budget(model) == CPU_ACTIVATION_BYTES // (intermediate * 4)
+    assert (
+        judge.backend.backbone.max_batch_tokens
+        == forward_token_budget(model)
+        == CPU_ACTIVATION_BYTES // (intermediate * 4)
+    )
 
 
 def test_a_large_batch_runs_in_forwards_within_the_token_budget(judge, photos):
     """The cliff of bench_pairwise.py: one forward over all 56 prompts of a group (both orders) page-faulted its
     activations afresh on the CPU and was slower per judgment than batches of 8-16. A batch larger than the
     token budget is split; the verdicts do not change."""
-    model, backbone = judge.backbone.model, judge.backbone
+    model, backbone = judge.backend.backbone.model, judge.backend.backbone
     shapes = []
     forward = model.forward
 

@@ -1,9 +1,10 @@
-"""Generative judges served by vLLM or SGLang, through their OpenAI-compatible chat completions API.
+"""The chat judge backend: a judge's checkpoint served by vLLM or SGLang, asked through their OpenAI-compatible
+chat completions API.
 
-The judge's checkpoint runs in a server (``vllm serve CodeGoat24/UnifiedReward-Think-qwen3vl-8b ...``); these
-classes send each judgment as a chat request and read the written answer with the same templates and parsers
-as the local judges (:mod:`mmreward.rewards.vlm.judging`), so local and remote judges give the same verdict for
-the same text. Pairs, presentation orders, win rates and failures behave exactly as for local judges.
+The checkpoint runs in a server (``vllm serve CodeGoat24/UnifiedReward-Think-qwen3vl-8b ...``); :class:`ChatBackend`
+sends each question as a chat request and returns the written answer, which the judge's task reads with the same
+templates and parsers as with the local backend, so both give the same verdict for the same text. Pairs,
+presentation orders, win rates and failures behave exactly as with the local backend.
 
 Transport, following the public UnifiedReward and Flow-GRPO clients but without their pitfalls:
 
@@ -25,8 +26,7 @@ import math
 import os
 import random
 import threading
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import urlparse
 
 import torch
@@ -34,28 +34,10 @@ import torch.nn.functional as F
 from PIL import Image
 
 from mmreward.errors import ConfigError
-from mmreward.rewards.vlm.judging import (
-    Candidate,
-    IfShort,
-    Judgment,
-    PairwiseJudgeBase,
-    PointwiseJudgeBase,
-    Request,
-    judgment_from_text,
-    scores_from_text,
-)
-from mmreward.rewards.vlm.templates import MediaKind, MediaPart, TemplateKind, TemplateSection, TextPart
+from mmreward.rewards.vlm.judge_base import Completion, JudgeBackend, JudgePrompt
+from mmreward.rewards.vlm.templates import MediaPart, TextPart
 
 _RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
-
-
-@dataclass
-class Completion:
-    """One chat completion: the text and whether it was cut by ``max_tokens``, or the error."""
-
-    text: str | None
-    truncated: bool = False
-    error: str | None = None
 
 
 class ChatClient:
@@ -180,24 +162,30 @@ def jpeg_data_url(image: torch.Tensor, quality: int = 95, max_pixels: int | None
     return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-class _RemoteJudge:
-    """Client setup, image encoding and chat messages shared by the remote judges."""
+class ChatBackend(JudgeBackend):
+    """A judge's checkpoint behind an OpenAI-compatible server; answers are always written.
 
-    template_kind: TemplateKind
+    Args:
+        endpoint: API base URL (loopback by default); ``model``: the served model name.
+        api_key / api_key_env: bearer token, or the name of the environment variable holding it.
+        max_concurrency, timeout_s, retries: transport limits (see :class:`ChatClient`).
+        jpeg_quality: JPEG quality of the images sent; image_max_pixels: downscale larger images first.
+    """
 
-    def _setup_remote(
+    reads_logits: ClassVar[bool] = False
+
+    def __init__(
         self,
-        endpoint: str,
+        *,
+        endpoint: str = "http://127.0.0.1:8000/v1",
         model: str,
-        api_key: str | None,
-        api_key_env: str | None,
-        max_concurrency: int,
-        timeout_s: float,
-        retries: int,
-        max_new_tokens: int,
-        temperature: float,
-        jpeg_quality: int,
-        image_max_pixels: int | None,
+        api_key: str | None = None,
+        api_key_env: str | None = None,
+        max_concurrency: int = 16,
+        timeout_s: float = 120.0,
+        retries: int = 3,
+        jpeg_quality: int = 95,
+        image_max_pixels: int | None = None,
     ) -> None:
         if api_key is None and api_key_env:
             api_key = os.environ.get(api_key_env)
@@ -206,157 +194,37 @@ class _RemoteJudge:
         self.client = ChatClient(
             endpoint, model, api_key=api_key, max_concurrency=max_concurrency, timeout_s=timeout_s, retries=retries
         )
-        self.max_new_tokens = max_new_tokens
-        self.temperature = temperature
         self.jpeg_quality = jpeg_quality
         self.image_max_pixels = image_max_pixels
         self.weights_id = f"{model} @ {endpoint}"
 
-    def prepare_candidate(self, kind: MediaKind, frames: torch.Tensor) -> list[str]:
+    def prepare(self, frames: torch.Tensor) -> list[str]:
         return [jpeg_data_url(f, self.jpeg_quality, self.image_max_pixels) for f in frames.unbind(0)]
 
-    def _request(
-        self, section: TemplateSection, prompt: str, slots: dict[str, list[str]], **fields: Any
+    def request(
+        self, prompt: JudgePrompt, candidates: list[list[str]], max_new_tokens: int, temperature: float
     ) -> dict[str, Any]:
+        """The chat request of one prompt: its text, each slot's images as data URLs, and the decoding fields."""
         content: list[dict[str, Any]] = []
-        for part in section.render(prompt, num_frames=self.video_num_frames, **fields):
+        for part in prompt.parts:
             if isinstance(part, TextPart):
                 content.append({"type": "text", "text": part.text})
             elif isinstance(part, MediaPart):
-                content.extend({"type": "image_url", "image_url": {"url": url}} for url in slots[part.slot])
+                urls = candidates[prompt.media[part.slot]]
+                content.extend({"type": "image_url", "image_url": {"url": url}} for url in urls)
         messages: list[dict[str, Any]] = [{"role": "user", "content": content}]
-        if section.system:
-            messages.insert(0, {"role": "system", "content": section.system})
-        return {"messages": messages, "max_tokens": self.max_new_tokens, "temperature": self.temperature}
+        if prompt.system:
+            messages.insert(0, {"role": "system", "content": prompt.system})
+        return {"messages": messages, "max_tokens": max_new_tokens, "temperature": temperature}
 
-
-class RemotePairwiseJudge(_RemoteJudge, PairwiseJudgeBase):
-    """A pairwise judge behind an OpenAI-compatible server; verdicts are parsed from the written answer.
-
-    Args:
-        endpoint: API base URL (loopback by default); ``model``: the served model name.
-        api_key / api_key_env: bearer token, or the name of the environment variable holding it.
-        template / template_file: as for local judges.
-        max_new_tokens, temperature: decoding (greedy by default).
-        max_concurrency, timeout_s, retries: transport limits (see :class:`ChatClient`).
-        jpeg_quality: JPEG quality of the images sent; image_max_pixels: downscale larger images first.
-        max_images, if_short: as for local judges.
-    """
-
-    def __init__(
+    def generate(
         self,
+        candidates: list[Any],
+        prompts: list[JudgePrompt],
         *,
-        endpoint: str = "http://127.0.0.1:8000/v1",
-        model: str = "UnifiedReward",
-        api_key: str | None = None,
-        api_key_env: str | None = None,
-        template: str | None = "unifiedreward-pairwise",
-        template_file: str | None = None,
-        max_new_tokens: int = 64,
-        temperature: float = 0.0,
-        max_concurrency: int = 16,
-        timeout_s: float = 120.0,
-        retries: int = 3,
-        jpeg_quality: int = 95,
-        image_max_pixels: int | None = None,
-        max_images: int | None = None,
-        if_short: IfShort = "error",
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(**kwargs)
-        self._setup_judge(template, template_file, if_short, max_images, images_per_prompt=2)
-        self._setup_remote(
-            endpoint, model, api_key, api_key_env, max_concurrency, timeout_s, retries, max_new_tokens,
-            temperature, jpeg_quality, image_max_pixels,
-        )  # fmt: skip
-
-    def run_judgments(
-        self, prompts: list[str], candidates: list[Candidate], requests: list[Request]
-    ) -> list[Judgment]:
-        payloads, sections = [], []
-        for r in requests:
-            first, second = candidates[r.first], candidates[r.second]
-            section = self.template.section(first.kind)
-            payloads.append(self._request(section, prompts[r.prompt], {"media_a": first.data, "media_b": second.data}))
-            sections.append(section)
-        judgments = []
-        for section, done in zip(sections, self.client.complete(payloads), strict=True):
-            if done.text is None:
-                judgments.append(Judgment.failure(done.error or "request failed"))
-            else:
-                judgments.append(
-                    judgment_from_text(self.template_kind, section, done.text, done.truncated, self.max_new_tokens)
-                )
-        return judgments
-
-
-class RemoteCoTJudge(RemotePairwiseJudge):
-    """A chain-of-thought pairwise judge behind an OpenAI-compatible server (UnifiedReward-Think)."""
-
-    template_kind: TemplateKind = "cot"
-
-    def __init__(
-        self,
-        *,
-        template: str | None = "unifiedreward-think",
-        model: str = "UnifiedReward-Think",
-        max_new_tokens: int = 2048,
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(template=template, model=model, max_new_tokens=max_new_tokens, **kwargs)
-
-
-class RemotePointwiseJudge(_RemoteJudge, PointwiseJudgeBase):
-    """A pointwise judge behind an OpenAI-compatible server; per-dimension scores are parsed from the answer.
-
-    Arguments as for :class:`RemotePairwiseJudge` (``template`` defaults to ``"unifiedreward-pointwise"``).
-    """
-
-    def __init__(
-        self,
-        *,
-        endpoint: str = "http://127.0.0.1:8000/v1",
-        model: str = "UnifiedReward",
-        api_key: str | None = None,
-        api_key_env: str | None = None,
-        template: str | None = "unifiedreward-pointwise",
-        template_file: str | None = None,
-        max_new_tokens: int = 128,
-        temperature: float = 0.0,
-        max_concurrency: int = 16,
-        timeout_s: float = 120.0,
-        retries: int = 3,
-        jpeg_quality: int = 95,
-        image_max_pixels: int | None = None,
-        max_images: int | None = None,
-        if_short: IfShort = "error",
-        **kwargs: Any,
-    ) -> None:
-        super().__init__(**kwargs)
-        self._setup_judge(template, template_file, if_short, max_images, images_per_prompt=1)
-        low, high = self.template.score_range
-        self.raw_range = (float(low), float(high))
-        self._setup_remote(
-            endpoint, model, api_key, api_key_env, max_concurrency, timeout_s, retries, max_new_tokens,
-            temperature, jpeg_quality, image_max_pixels,
-        )  # fmt: skip
-
-    def run_scores(
-        self, prompts: list[str], candidates: list[Candidate]
-    ) -> list[tuple[dict[str, float] | None, str | None, str | None]]:
-        sections = [self.template.section(c.kind) for c in candidates]
-        payloads = [
-            self._request(section, prompt, {"media": c.data})
-            for section, prompt, c in zip(sections, prompts, candidates, strict=True)
-        ]
-        results = []
-        for section, done in zip(sections, self.client.complete(payloads), strict=True):
-            if done.text is None:
-                results.append((None, None, done.error or "request failed"))
-            else:
-                results.append(
-                    scores_from_text(
-                        section, self.template.score_range, done.text, done.truncated, self.max_new_tokens
-                    )
-                )
-        return results
+        max_new_tokens: int,
+        temperature: float,
+        batch_size: int,
+    ) -> list[Completion]:
+        # batch_size does not apply: the server batches, and max_concurrency bounds the requests in flight.
+        return self.client.complete([self.request(p, candidates, max_new_tokens, temperature) for p in prompts])
