@@ -40,9 +40,10 @@ ATTN_IMPLEMENTATIONS = ("auto", "sdpa", "eager", "flash_attention_2")
 # Largest MLP activation (tokens x intermediate_size x element size) one CPU forward may allocate. PyTorch's CPU
 # tensors come straight from malloc, which hands blocks this large back to the OS when they are freed: every
 # forward then page-faults all of its activations afresh. Measured on the pairwise benchmark (hidden 256,
-# intermediate 512, 244-token prompts): 16 prompts (8 MB) cost ~500 page faults per prompt, 28 or 56 prompts
-# (14 / 28 MB) 1,800-3,400, which made larger batches up to 8x slower per judgment on a VM, where faults are dear.
-CPU_ACTIVATION_BYTES = 8 * 2**20
+# intermediate 512, 244-token prompts, after warm-up): 8 prompts (4 MB) fault ~0 times per judgment, 16 (8 MB)
+# ~650 times, 56 (28 MB) ~1,700 times with 3x the system time, which made larger batches up to 8x slower per
+# judgment on a VM where faults are dear; with a 4 MiB bound a batch of 56 faults as little as one of 8.
+CPU_ACTIVATION_BYTES = 4 * 2**20
 
 
 def choose_attn_implementation(requested: str, device: torch.device, dtype: torch.dtype) -> str:
