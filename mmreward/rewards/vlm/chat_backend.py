@@ -31,9 +31,9 @@ from urllib.parse import urlparse
 
 import torch
 import torch.nn.functional as F
-from PIL import Image
 
 from mmreward.errors import ConfigError
+from mmreward.media import to_pil
 from mmreward.rewards.vlm.judge_base import Completion, JudgeBackend, JudgePrompt
 from mmreward.rewards.vlm.templates import MediaPart, TextPart
 
@@ -156,9 +156,8 @@ def jpeg_data_url(image: torch.Tensor, quality: int = 95, max_pixels: int | None
         scale = math.sqrt(max_pixels / (height * width))
         size = (max(1, int(height * scale)), max(1, int(width * scale)))
         image = F.interpolate(image[None].float(), size=size, mode="bilinear", antialias=True, align_corners=False)[0]
-    array = image.detach().float().clamp(0, 1).mul(255).round().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
     buffer = io.BytesIO()
-    Image.fromarray(array).save(buffer, format="JPEG", quality=quality)
+    to_pil(image).save(buffer, format="JPEG", quality=quality)
     return "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
