@@ -18,9 +18,13 @@ The last lines print ``one-order speedup`` (C(G, 2) judgments; goal >= 2x) and `
 (2 C(G, 2) judgments, position bias controlled; goal >= 1.0x), both against the baseline, for the fastest batch
 size; the same table for the tiny test judge is printed first.
 
-Measured on the shared 2-core CPU machine (``OMP_NUM_THREADS=1``, the steadiest setting there; default sizes):
-baseline 2.43 s, naive both-order batch 2.21 s (1.1x), ``win_rate`` one order 0.61 s (4.0x), both orders 1.18 s
-(2.1x), batch sizes 8-16 fastest. With 2 threads the machine's load made timings vary by 2-3x between runs.
+Measured on the shared 2-core CPU machine (``OMP_NUM_THREADS=1``, the steadiest setting there, under a load
+average of 3-7 from other jobs; default sizes, ``--repeats 5``): ``win_rate`` one order 4.0x over the baseline,
+both orders 2.3x; batches of 28-56 are at least as fast per judgment as batches of 8-16 (both orders, batch
+8 / 16 / 28 / 56: 1.7x / 1.6x / 2.3x / 2.2x; differences under 10% are the machine's noise). Before the judges
+kept each CPU forward within ``max_batch_tokens`` (see ``mmreward.rewards.vlm.backbone.CPU_ACTIVATION_BYTES``),
+batches of 28-56 page-faulted their activations afresh on every forward and were up to 8x slower per judgment
+than batches of 8-16.
 """
 
 from __future__ import annotations
