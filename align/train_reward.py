@@ -13,7 +13,7 @@ A/B/same from a pair file in VideoAlign's schema (``mmreward.data.pairs``).
 With ``model.kind: judge`` the same program fine-tunes a generative pairwise judge (UnifiedReward-style) as a
 classifier over its verdict sentences: each pair is shown in both presentation orders, and the loss is the
 cross-entropy of the labelled verdict ("Image 1 is better", "Image 2 is better", the tie sentence) under the
-judge's one-pass logit read-out (``mmreward.rewards.vlm.judges.VerdictReadout``), for the dimension
+judge's one-pass logit read-out (``mmreward.rewards.vlm.local_backend.VerdictReadout``), for the dimension
 ``model.judge_dim``.
 
 Every epoch the per-dimension accuracy on the validation pairs is logged without ties (pairs humans split) and

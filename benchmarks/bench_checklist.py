@@ -73,8 +73,8 @@ def _uint8(image: torch.Tensor) -> torch.Tensor:
 
 def baseline(judge, prompts, images, checklists) -> int:
     """One processor call and one forward per (image, test point), batch 1; returns the number of answers."""
-    backbone, section = judge.backbone, judge.template.section("image")
-    yes, no = judge._answers["image"]
+    backbone, section = judge.backend.backbone, judge.template.section("image")
+    yes, no = judge.backend.answer_token_ids(*section.answers)
     count = 0
     for prompt, image, points in zip(prompts, images, checklists, strict=True):
         for point in points:
@@ -91,7 +91,7 @@ def baseline(judge, prompts, images, checklists) -> int:
 
 def written_list(judge, prompts, images, checklists) -> int:
     """One processor + generate call per image, generating exactly the <score> list and the end token."""
-    backbone, section = judge.backbone, judge.template.section("image")
+    backbone, section = judge.backend.backbone, judge.template.section("image")
     eos = backbone.eos_token_ids()
     for prompt, image, points in zip(prompts, images, checklists, strict=True):
         text = backbone.chat_text(judge.render_checklist(section, prompt, points), {"media": 1}, section.system)
@@ -108,7 +108,7 @@ def written_list(judge, prompts, images, checklists) -> int:
 
 def answer_tokens(judge, points: int) -> int:
     answer = "<score>[" + ", ".join(["1"] * points) + "]</score>"
-    return len(judge.backbone.tokenizer(answer, add_special_tokens=False)["input_ids"]) + 1
+    return len(judge.backend.backbone.tokenizer(answer, add_special_tokens=False)["input_ids"]) + 1
 
 
 def measure(judge, prompts, images, checklists, batch_sizes, repeats) -> dict[str, tuple[int, float]]:
@@ -172,8 +172,8 @@ def main() -> None:
             image_max_pixels=args.size * args.size, device=args.device,
         )  # fmt: skip
         images = photos(args.images, args.size)
-        params = sum(p.numel() for p in judge.backbone.model.parameters()) / 1e6
-        tokens = sum(judge.backbone.image_tokens(judge.prepare_candidate("image", images[0][None]).grid_thw))
+        params = sum(p.numel() for p in judge.backend.backbone.model.parameters()) / 1e6
+        tokens = sum(judge.backend.backbone.image_tokens(judge.backend.prepare(images[0][None]).grid_thw))
         title = (
             f"judge: Qwen2-VL hidden {args.hidden}, {args.layers} language layers, {args.vision_depth}-block vision "
             f"tower (width {args.vision_width}), {params:.1f}M params; {args.images} images of {args.size} x "

@@ -18,9 +18,13 @@ The last lines print ``one-order speedup`` (C(G, 2) judgments; goal >= 2x) and `
 (2 C(G, 2) judgments, position bias controlled; goal >= 1.0x), both against the baseline, for the fastest batch
 size; the same table for the tiny test judge is printed first.
 
-Measured on the shared 2-core CPU machine (``OMP_NUM_THREADS=1``, the steadiest setting there; default sizes):
-baseline 2.43 s, naive both-order batch 2.21 s (1.1x), ``win_rate`` one order 0.61 s (4.0x), both orders 1.18 s
-(2.1x), batch sizes 8-16 fastest. With 2 threads the machine's load made timings vary by 2-3x between runs.
+Measured on the shared 2-core CPU machine (``OMP_NUM_THREADS=1``, the steadiest setting there, under a load
+average of 3-7 from other jobs; default sizes, ``--repeats 5``): ``win_rate`` one order 4.0x over the baseline,
+both orders 2.3x; batches of 28-56 are at least as fast per judgment as batches of 8-16 (both orders, batch
+8 / 16 / 28 / 56: 1.7x / 1.6x / 2.3x / 2.2x; differences under 10% are the machine's noise). Before the judges
+kept each CPU forward within ``max_batch_tokens`` (see ``mmreward.rewards.vlm.backbone.CPU_ACTIVATION_BYTES``),
+batches of 28-56 page-faulted their activations afresh on every forward and were up to 8x slower per judgment
+than batches of 8-16.
 """
 
 from __future__ import annotations
@@ -63,7 +67,7 @@ def photos(count: int, size: int) -> list[torch.Tensor]:
 
 def baseline(judge, prompt: str, group: list[torch.Tensor], new_tokens: int) -> int:
     """One processor + generate call per unordered pair, one order; returns the number of judgments."""
-    backbone = judge.backbone
+    backbone = judge.backend.backbone
     section = judge.template.section("image")
     text = backbone.chat_text(section.render(prompt), {"media_a": 1, "media_b": 1}, section.system)
     eos = backbone.eos_token_ids()
@@ -84,10 +88,10 @@ def baseline(judge, prompt: str, group: list[torch.Tensor], new_tokens: int) -> 
 
 def naive_both_orders(judge, prompt: str, group: list[torch.Tensor]) -> int:
     """All pairs in both orders as one batch with pixels per prompt (no feature reuse); logit read-out."""
-    backbone = judge.backbone
+    backbone = judge.backend.backbone
     section = judge.template.section("image")
     text = backbone.chat_text(section.render(prompt), {"media_a": 1, "media_b": 1}, section.system)
-    readout = judge._readouts["image"]
+    readout = judge.backend.verdict_readout(section.verdicts)
     path = backbone.tokenizer.decode(list(readout.path))
     pairs = [(i, j) for i, j in itertools.permutations(range(len(group)), 2)]
     images = [(group[k] * 255).round().to(torch.uint8) for pair in pairs for k in pair]
@@ -106,7 +110,8 @@ def naive_both_orders(judge, prompt: str, group: list[torch.Tensor]) -> int:
 
 
 def measure(judge, group, prompt, batch_sizes, repeats) -> dict[str, tuple[int, float]]:
-    verdict_tokens = len(judge.backbone.tokenizer("Image 1 is better", add_special_tokens=False)["input_ids"]) + 1
+    tokenizer = judge.backend.backbone.tokenizer
+    verdict_tokens = len(tokenizer("Image 1 is better", add_special_tokens=False)["input_ids"]) + 1
     pairs = len(group) * (len(group) - 1) // 2
     rows = {
         "baseline: generate per pair, one order": (
@@ -173,8 +178,8 @@ def main() -> None:
             image_max_pixels=args.size * args.size,
             device=args.device,
         )
-        params = sum(p.numel() for p in judge.backbone.model.parameters()) / 1e6
-        tokens = sum(judge.backbone.image_tokens(judge.prepare_candidate("image", group[0][None]).grid_thw))
+        params = sum(p.numel() for p in judge.backend.backbone.model.parameters()) / 1e6
+        tokens = sum(judge.backend.backbone.image_tokens(judge.backend.prepare(group[0][None]).grid_thw))
         title = (
             f"judge: Qwen2-VL hidden {args.hidden}, {args.layers} language layers, {args.vision_depth}-block vision "
             f"tower (width {args.vision_width}), {params:.1f}M params, {args.size} x {args.size} images ({tokens} "

@@ -145,7 +145,7 @@ def _list() -> str:
         f"{f} {h}x{w}" + (f"x{n}" if n else "") for f, (h, w, n) in TINY_SIZES.items()
     )]  # fmt: skip
     lines += ["", "checklist judges (--judge): unigenbench-eval (local, Qwen3-VL-32B), unigenbench-eval-qwen72b,"]
-    lines += ["  unigenbench-eval-remote (a vLLM server), or any preset of type vlm-checklist / remote-checklist"]
+    lines += ["  unigenbench-eval-remote (a vLLM server), or any preset of type checklist-judge"]
     return "\n".join(lines)
 
 
@@ -198,20 +198,20 @@ def _checked_setup(args: argparse.Namespace, parser: argparse.ArgumentParser) ->
             raise ConfigError(f"--reward {name} scores {sorted(cls.media_kinds)}, not {media_kind}s")
     judge_remote = False
     if args.judge is not None:
-        from mmreward.rewards.vlm.checklist import ChecklistJudgeBase, RemoteChecklistJudge
+        from mmreward.rewards.vlm.checklist import ChecklistJudge
 
-        cls = resolve_reward(args.judge)[0]
-        if not issubclass(cls, ChecklistJudgeBase):
+        cls, judge_options, _ = resolve_reward(args.judge)
+        if not issubclass(cls, ChecklistJudge):
             raise ConfigError(
                 f"--judge {args.judge} is a {cls.__name__}, not a checklist judge; use unigenbench-eval, "
-                "unigenbench-eval-remote or a preset of type vlm-checklist / remote-checklist"
+                "unigenbench-eval-remote or a preset of type checklist-judge"
             )
         if not prompt_set.has_checklists:
             raise ConfigError(
                 f"--judge needs test points per prompt; --prompts {args.prompts} has none (use unigenbench, or a CSV "
                 "in UniGenBench's layout)"
             )
-        judge_remote = issubclass(cls, RemoteChecklistJudge)
+        judge_remote = judge_options.get("backend") == "chat"
         if args.judge_mode == "logits" and judge_remote:
             raise ConfigError("--judge-mode logits needs a local judge (remote judges write their verdicts)")
     elif args.judge_mode is not None:

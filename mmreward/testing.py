@@ -286,9 +286,9 @@ def tiny_vlm_preset(
     if target.is_file():
         return target
     directory.mkdir(parents=True, exist_ok=True)
-    if preset.type in ("vlm-pairwise", "vlm-pointwise", "vlm-cot", "vlm-checklist"):
+    if preset.kwargs.get("backend") == "local":
         kwargs = {**preset.kwargs, "weights": str(base), **_TINY_PIXELS}
-        if preset.type in ("vlm-cot", "vlm-checklist"):
+        if preset.type in ("cot-judge", "checklist-judge"):
             kwargs["max_new_tokens"] = 32
     elif preset.type == "vlm-head" and "filename" in preset.kwargs:
         _tiny_full_head_file(directory / preset.kwargs["filename"], base, preset.kwargs)

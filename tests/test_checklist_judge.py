@@ -13,7 +13,8 @@ import mmreward
 from mmreward import media, testing
 from mmreward.errors import ConfigError
 from mmreward.rewards.vlm.backbone import PromptSequence
-from mmreward.rewards.vlm.checklist import ChecklistJudgeBase, TestPoint
+from mmreward.rewards.vlm.checklist import ChecklistJudge, TestPoint
+from mmreward.rewards.vlm.judge_base import JudgePrompt
 from mmreward.rewards.vlm.parsing import AnswerParseError, parse_checklist
 from mmreward.rewards.vlm.templates import load_template, parse_template
 
@@ -109,15 +110,21 @@ def judge(tiny_root):
     return testing.tiny_judge("checklist", root=tiny_root, mode="logits")
 
 
+def _ids(judge, parts, candidate) -> list[int]:
+    """Token ids of a question about one candidate, as the local backend builds them."""
+    question = JudgePrompt(parts, judge.template.section(candidate.kind).system, {"media": 0})
+    return judge.backend.prompt_ids(question, [candidate.data])
+
+
 def _reference_p_yes(judge, prompt: str, image: torch.Tensor, point: TestPoint) -> float:
     """(p(Yes) + p(yes)) / (p(Yes) + p(yes) + p(No) + p(no)) after the question, from one plain forward pass over
     the whole question (no batching, no shared prefix, no cache)."""
-    backbone, section = judge.backbone, judge.template.section("image")
+    backbone, section = judge.backend.backbone, judge.template.section("image")
     tokenizer = backbone.tokenizer
     yes = [tokenizer(w, add_special_tokens=False)["input_ids"][0] for w in ("Yes", "yes")]
     no = [tokenizer(w, add_special_tokens=False)["input_ids"][0] for w in ("No", "no")]
     candidate = judge.prepare(image)
-    ids = judge._ids(judge.render_question(section, prompt, point), candidate, section)
+    ids = _ids(judge, judge.render_question(section, prompt, point), candidate)
     assert "Does the image clearly satisfy this test point?" in tokenizer.decode(ids)
     with torch.inference_mode():
         batch = backbone.assemble([PromptSequence(ids=ids, visuals=backbone.encode([candidate.data]))])
@@ -178,7 +185,7 @@ def test_bad_input_fails_per_item_or_up_front(judge, photos, tmp_path):
     with pytest.raises(ValueError, match="non-empty list"):
         judge.check(["a"], photos[:1], [[]])
     with pytest.raises(ConfigError, match="mode must be 'logits' or 'generate'"):
-        testing.tiny_judge("checklist", root=judge.backbone_dir.parent, mode="sample")
+        testing.tiny_judge("checklist", root=judge.backend.directory.parent, mode="sample")
 
 
 def test_unparseable_written_answers_fail_their_item_and_keep_the_text(tiny_root, photos):
@@ -210,7 +217,7 @@ def _toned(photo: torch.Tensor, tone: str) -> torch.Tensor:
 def _fine_tune(judge, photos, steps: int = 500, lr: float = 3e-3) -> None:
     """Teach the tiny judge both answer forms: the one-point question ("Yes"/"No") and the written checklist
     ("<score>[1, 0]</score>" for the points in their listed order). The decisions are learned after ~350 steps."""
-    backbone = judge.backbone
+    backbone = judge.backend.backbone
     tokenizer = backbone.tokenizer
     model = backbone.model.train().requires_grad_(True)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
@@ -222,11 +229,9 @@ def _fine_tune(judge, photos, steps: int = 500, lr: float = 3e-3) -> None:
     def encode(text: str) -> list[int]:
         return tokenizer(text, add_special_tokens=False)["input_ids"] + [end]
 
-    questions = {t: judge._ids(judge.render_question(section, "x", p), some, section) for t, p in _POINTS.items()}
+    questions = {t: _ids(judge, judge.render_question(section, "x", p), some) for t, p in _POINTS.items()}
     orders = (("bright", "dark"), ("dark", "bright"))
-    lists = {
-        o: judge._ids(judge.render_checklist(section, "x", [_POINTS[t] for t in o]), some, section) for o in orders
-    }
+    lists = {o: _ids(judge, judge.render_checklist(section, "x", [_POINTS[t] for t in o]), some) for o in orders}
     generator = torch.Generator().manual_seed(0)
 
     def draw(n: int) -> int:
@@ -309,7 +314,7 @@ def checklist_server():
 
 def test_remote_checklist_judge_parses_written_verdicts(checklist_server, photos):
     judge = mmreward.load_reward("unigenbench-eval-remote", endpoint=checklist_server)
-    assert isinstance(judge, ChecklistJudgeBase) and judge.mode == "generate"
+    assert isinstance(judge, ChecklistJudge) and judge.mode == "generate"
     bright, dark = photos[0].clamp(min=0.8), photos[1] * 0.2
     points = [("Style", "a photo"), ("World Knowledge", "the Eiffel tower"), ("Attribute - Color", "red")]
     out = judge.check(["a photo", "a photo", "garbage"], [bright, dark, bright], [points, points[:2], points])

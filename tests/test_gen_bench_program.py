@@ -262,7 +262,10 @@ def test_remote_judge_through_a_preset_file(tmp_path):
         "--steps", "2", "--judge", str(preset), "--judge-mode", "generate", "--out", str(out), "--no-progress",
     ]  # fmt: skip
     with fake_checklist_server() as url:
-        preset.write_text(f"type: remote-checklist\nendpoint: {url}\nmodel: UniGenBench-EvalModel\n")
+        preset.write_text(
+            f"type: checklist-judge\nbackend: chat\nendpoint: {url}\nmodel: UniGenBench-EvalModel\n"
+            "template: unigenbench-checklist\n"
+        )
         assert gen_bench.main(args) == 0
     judge = _results(out)["judge"]
     assert judge["mode"] == "generate" and judge["scoring"]["failed"] == 0

@@ -19,7 +19,8 @@ from mmreward.testing import tiny_clip_reward
 # VLM rewards (reward heads, generative judges, remote judges) see a video as a whole rather than frame by frame,
 # pairwise judges have no absolute score, and remote ones need a server: tests/test_vlm_*.py and
 # tests/test_win_rate.py check their contract.
-REGISTERED = [n for n in mmreward.list_rewards() if not find_preset(n).type.startswith(("vlm-", "remote-"))]
+_VLM_TYPES = {"vlm-head", "pairwise-judge", "cot-judge", "pointwise-judge", "checklist-judge"}
+REGISTERED = [n for n in mmreward.list_rewards() if find_preset(n).type not in _VLM_TYPES]
 PROMPTS = ["an astronaut in a space suit", "a brick wall", "a grey cat on a sofa"]
 
 

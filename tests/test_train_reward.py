@@ -171,7 +171,7 @@ def test_judge_learns_as_a_verdict_classifier(tmp_path, pairs_csv):
     final = [r for r in read_metrics(out) if "val/VQ/acc_without_ties" in r][-1]
     assert final["val/VQ/acc_without_ties"] >= 0.85, final
     judge = mmreward.load_reward(str(out))
-    assert type(judge).__name__ == "VLMPairwiseJudge"
+    assert type(judge).__name__ == "PairwiseJudge" and type(judge.backend).__name__ == "LocalVLMBackend"
     pairs = read_pairs(pairs_csv, ["VQ"])[:40]
     compared = judge.compare([p.prompt for p in pairs], [p.path_a for p in pairs], [p.path_b for p in pairs])
     evidence = compared.prob_a - (1 - compared.prob_a - compared.tie)

@@ -10,8 +10,8 @@ import torch.nn.functional as F
 import mmreward
 from mmreward import media, testing
 from mmreward.errors import ConfigError
-from mmreward.rewards.vlm.backbone import PromptSequence
-from mmreward.rewards.vlm.judges import VerdictReadout
+from mmreward.rewards.vlm.backbone import CPU_ACTIVATION_BYTES, PromptSequence, forward_token_budget
+from mmreward.rewards.vlm.local_backend import VerdictReadout, run_in_batches
 from mmreward.rewards.vlm.parsing import VerdictPhrases
 
 
@@ -33,7 +33,7 @@ def judge(tiny_root):
 def test_readout_probabilities_match_a_hand_computation(judge):
     """P(option) = product of the path conditionals up to the option's distinguishing token, renormalized."""
     phrases = VerdictPhrases("Image 1 is better", "Image 2 is better", "Both images are equally good")
-    tokenizer = judge.backbone.tokenizer
+    tokenizer = judge.backend.backbone.tokenizer
     readout = VerdictReadout.build(tokenizer, phrases)
     ids = {o: tokenizer(p, add_special_tokens=False)["input_ids"] for o, p in phrases.items()}
     # "Image" and " " are shared; "1"/"2" tell first and second apart at step 2, "Both" the tie at step 0.
@@ -54,17 +54,17 @@ def test_readout_probabilities_match_a_hand_computation(judge):
 def _fine_tune(judge, photos, steps: int = 150, lr: float = 3e-3) -> None:
     """Supervised fine-tuning so the tiny judge writes verdict sentences: the brighter image wins, and for two
     identical images it says "Image 1 is better" (a position bias, on purpose)."""
-    backbone = judge.backbone
+    backend, backbone = judge.backend, judge.backend.backbone
     model = backbone.model.train().requires_grad_(True)
     optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
     section = judge.template.section("image")
     end = backbone.tokenizer.convert_tokens_to_ids("<|im_end|>")
-    prompt_ids = judge._prompt_ids(section, "a photo", {"media_a": 1, "media_b": 1})
+    pool = [[backend.prepare((photo * level)[None]) for level in (1.0, 0.35, 0.5, 0.65)] for photo in photos]
+    prompt_ids = backend.prompt_ids(judge.ask(section, "a photo", {"media_a": 0, "media_b": 0}), [pool[0][0]])
     answers = {
         o: backbone.tokenizer(p, add_special_tokens=False)["input_ids"] + [end] for o, p in section.verdicts.items()
     }
-    levels = (1.0, 0.35, 0.5, 0.65)  # pool[k][0] is photo k, the others darker copies of it
-    pool = [[judge.prepare_candidate("image", (photo * level)[None]) for level in levels] for photo in photos]
+    # pool[k][0] is photo k, the others darker copies of it
     generator = torch.Generator().manual_seed(0)
 
     def draw(n: int) -> int:
@@ -159,13 +159,15 @@ def test_pointwise_scores_are_expected_digit_values(tiny_root, photos):
     assert bool(((out.scores >= 1) & (out.scores <= 5)).all())
     torch.testing.assert_close(out.scores, torch.stack(list(out.dims.values())).mean(0))
     # Recompute the first two dimensions of item 0 by plain forward passes (no cache, no logits processor).
-    backbone, section = judge.backbone, judge.template.section("image")
-    candidate = judge.prepare_candidate("image", photos[0][None])
+    backend, backbone, section = judge.backend, judge.backend.backbone, judge.template.section("image")
+    candidate = backend.prepare(photos[0][None])
     visuals = backbone.encode([candidate])
     skeleton = section.answer_skeleton()
-    ids = judge._prompt_ids(section, "a photo", {"media": 1}, answer_prefix=skeleton[0])
+    question = judge.ask(section, "a photo", {"media": 0})
+    question.answer_prefix = skeleton[0]
+    ids = backend.prompt_ids(question, [candidate])
     values = torch.arange(1, 6, dtype=torch.float32)
-    digits = judge.digit_ids
+    digits = backend.score_token_ids(range(1, 6))
     expected = []
     with torch.inference_mode():
         for k in range(2):
@@ -221,3 +223,53 @@ def test_pairwise_score_needs_a_reference_or_groups(judge, photos):
     torch.testing.assert_close(against.scores, pair.prob_a + 0.5 * pair.tie)
     lonely = judge.score(["a", "b", "b"], photos[:3], groups="prompt")
     assert lonely.failed.tolist() == [True, False, False] and "group of one" in lonely.errors[0]
+
+
+def test_run_in_batches_keeps_chunks_within_batch_size_and_token_budget():
+    chunks = []
+    lengths = [10, 10, 20, 30, 30, 100]
+    run_in_batches(list(range(6)), 4, chunks.append, lengths=lengths, max_tokens=60)
+    # [0, 1, 2]: 3 x 20 = 60; adding 3 would give 4 x 30; [3, 4]: 2 x 30; [5] alone is over budget but runs.
+    assert chunks == [[0, 1, 2], [3, 4], [5]]
+    chunks.clear()
+    run_in_batches(list(range(6)), 4, chunks.append)
+    assert chunks == [[0, 1, 2, 3], [4, 5]]
+
+
+def test_cpu_forward_budget_keeps_the_widest_activation_within_its_bytes(judge):
+    model = judge.backend.backbone.model
+    intermediate = model.config.get_text_config().intermediate_size
+    assert (
+        judge.backend.backbone.max_batch_tokens
+        == forward_token_budget(model)
+        == CPU_ACTIVATION_BYTES // (intermediate * 4)
+    )
+
+
+def test_a_large_batch_runs_in_forwards_within_the_token_budget(judge, photos):
+    """The cliff of bench_pairwise.py: one forward over all 56 prompts of a group (both orders) page-faulted its
+    activations afresh on the CPU and was slower per judgment than batches of 8-16. A batch larger than the
+    token budget is split; the verdicts do not change."""
+    model, backbone = judge.backend.backbone.model, judge.backend.backbone
+    shapes = []
+    forward = model.forward
+
+    def counting(*args, **kwargs):
+        shapes.append(tuple(kwargs["input_ids"].shape))
+        return forward(*args, **kwargs)
+
+    budget, batch_size = backbone.max_batch_tokens, judge.batch_size
+    model.forward = counting
+    try:
+        judge.batch_size = 1
+        one_by_one = mmreward.win_rate(judge, "a photo", photos, details=True)
+        assert len(shapes) == 56
+        width = shapes[0][1]
+        shapes.clear()
+        judge.batch_size, backbone.max_batch_tokens = 56, 10 * width
+        batched = mmreward.win_rate(judge, "a photo", photos, details=True)
+    finally:
+        model.forward = forward
+        judge.batch_size, backbone.max_batch_tokens = batch_size, budget
+    assert shapes == [(10, width)] * 5 + [(6, width)]
+    torch.testing.assert_close(batched.rates, one_by_one.rates)

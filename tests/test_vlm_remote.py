@@ -18,7 +18,7 @@ from PIL import Image
 
 import mmreward
 from mmreward.errors import ConfigError
-from mmreward.rewards.vlm.judging import judgment_from_text, scores_from_text
+from mmreward.rewards.vlm.parsing import parse_scores
 from mmreward.rewards.vlm.templates import load_template
 
 COT = (
@@ -120,7 +120,7 @@ def test_verdicts_match_the_local_parser_and_concurrency_is_bounded(server):
     texts = ["Image 1 is better.", "So: **Image 2 is better**", "Both images are equally good", "no idea"]
     remote = judge.compare([f"echo:{t}" for t in texts], [_gray(0.5)] * 4, [_gray(0.6)] * 4, orders="ab")
     for k, text in enumerate(texts):
-        local = judgment_from_text("pairwise", section, text, False, judge.max_new_tokens)
+        local = judge.judgment_from_text(section, text, False)  # what the local backend's answers go through
         assert bool(remote.failed[k]) == local.failed and remote.rationales[k] == text
         if local.failed:
             assert remote.errors[k] == local.error
@@ -132,7 +132,7 @@ def test_verdicts_match_the_local_parser_and_concurrency_is_bounded(server):
 
 def test_retries_failures_and_truncation(server):
     judge = mmreward.load_reward("unifiedreward-pairwise-remote", endpoint=server.url, retries=2, api_key="t0k")
-    judge.client.backoff_s = 0.01
+    judge.backend.client.backoff_s = 0.01
     server.attempts.clear()
     out = judge.compare(
         ["flaky", "broken", "bad request", "cut", "garbage"],
@@ -158,7 +158,11 @@ def test_pointwise_and_chain_of_thought(server):
     )
     section = load_template("unifiedreward-pointwise", kind="pointwise").section("image")
     text = "Alignment Score (1-5): 4\nCoherence Score (1-5): 2.5\nStyle Score (1-5): 3"
-    assert scores_from_text(section, (1, 5), text, False, 128)[0] == {"Alignment": 4.0, "Coherence": 2.5, "Style": 3.0}
+    assert parse_scores(text, section.dims, section.score_line, (1, 5)) == {
+        "Alignment": 4.0,
+        "Coherence": 2.5,
+        "Style": 3.0,
+    }
     cot = mmreward.load_reward("unifiedreward-think-remote", endpoint=server.url)
     pair = cot.compare(["think"], [_gray(0.5)], [_gray(0.5)])
     # Both orders get the same canned text ("Image 1 is better"): the first slot always wins, so A's P is 1/2.

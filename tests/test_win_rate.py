@@ -9,39 +9,66 @@ import torch
 import mmreward
 from mmreward import testing
 from mmreward.rewards.base import PairwiseOutput, RewardModel
-from mmreward.rewards.vlm.judging import Judgment, PairwiseJudgeBase
+from mmreward.rewards.vlm.judge_base import Completion, JudgeBackend
+from mmreward.rewards.vlm.pairwise import PairwiseJudge
 
 
-class SlotJudge(PairwiseJudgeBase):
+class SlotTable(JudgeBackend):
     """Verdict probabilities from a table: fixed by presentation slot unless the pair has its own entry.
 
     Candidates are images whose value (mean pixel) identifies them; an image of value 0.9 cannot be judged.
     """
 
-    def __init__(self, slot_probs=(0.7, 0.2, 0.1), table=None, **kwargs):
-        super().__init__(**kwargs)
-        self._setup_judge("unifiedreward-pairwise", None, "error", None, images_per_prompt=2)
+    reads_logits = True
+    weights_id = "slot table"
+
+    def __init__(self, slot_probs=(0.7, 0.2, 0.1), table=None):
         self.slot_probs = slot_probs
         self.table = table or {}
         self.calls = 0
 
-    def prepare_candidate(self, kind, frames):
+    def prepare(self, frames):
         return round(float(frames.mean()), 2)
 
-    def run_judgments(self, prompts, candidates, requests):
+    def check_verdicts(self, phrases):
+        """Any verdict sentences do: the table holds probabilities."""
+
+    def read_verdicts(self, candidates, prompts, phrases, *, batch_size):
         self.calls += 1
         out = []
-        for r in requests:
-            a, b = candidates[r.first].data, candidates[r.second].data
-            if 0.9 in (a, b):
-                out.append(Judgment.failure("unreadable verdict"))
-            else:
-                out.append(Judgment(probs=self.table.get((a, b), self.slot_probs)))
+        for prompt in prompts:
+            a, b = candidates[prompt.media["media_a"]], candidates[prompt.media["media_b"]]
+            out.append("unreadable verdict" if 0.9 in (a, b) else self.table.get((a, b), self.slot_probs))
         return out
+
+    def generate(self, candidates, prompts, *, max_new_tokens, temperature, batch_size):
+        # Written verdicts: the more likely of the first two sentences (the table's ties are never written).
+        read = self.read_verdicts(candidates, prompts, [], batch_size=batch_size)
+        return [
+            Completion(None, error=p)
+            if isinstance(p, str)
+            else Completion(f"Image {1 if p[0] >= p[1] else 2} is better")
+            for p in read
+        ]
+
+
+def slot_judge(slot_probs=(0.7, 0.2, 0.1), table=None, mode="logits"):
+    """A pairwise judge whose backend is a :class:`SlotTable`."""
+    return PairwiseJudge(SlotTable(slot_probs, table), template="unifiedreward-pairwise", mode=mode)
 
 
 def _images(*values):
     return [torch.full((3, 8, 8), v) for v in values]
+
+
+def test_written_verdicts_count_one_win_each():
+    """mode='generate' parses "Image 1 is better" for every pair (P(first) = 0.7 > P(second) = 0.2): one order gives
+    item 0 two wins of two, item 1 one of two, item 2 none; a failed judgment keeps its backend's reason."""
+    judge = slot_judge(mode="generate")
+    rates = mmreward.win_rate(judge, "p", _images(0.1, 0.2, 0.3), orders="ab", details=True)
+    torch.testing.assert_close(rates.rates, torch.tensor([1.0, 0.5, 0.0]))
+    out = judge.compare(["p"], _images(0.9), _images(0.1), orders="ab")
+    assert out.failed.tolist() == [True] and out.errors == ["unreadable verdict"]
 
 
 def test_hand_derived_win_rates_and_position_bias():
@@ -51,11 +78,11 @@ def test_hand_derived_win_rates_and_position_bias():
     (0.2 + 0.05 = 0.25) and first once (0.75) -> 0.5; item 2 is second twice -> 0.25. Both orders: every item is
     first and second equally often -> (0.75 + 0.25) / 2 = 0.5 for all.
     """
-    judge = SlotJudge()
+    judge = slot_judge()
     group = _images(0.1, 0.2, 0.3)
     torch.testing.assert_close(mmreward.win_rate(judge, "p", group, orders="ab"), torch.tensor([0.75, 0.5, 0.25]))
     torch.testing.assert_close(mmreward.win_rate(judge, "p", group), torch.full((3,), 0.5))
-    assert judge.calls == 2  # each call judged all pairs (and orders) in one batch
+    assert judge.backend.calls == 2  # each call judged all pairs (and orders) in one batch
 
 
 def test_expected_wins_use_the_judge_probabilities():
@@ -68,7 +95,7 @@ def test_expected_wins_use_the_judge_probabilities():
     for low, high in itertools.combinations((0.1, 0.2, 0.3), 2):
         table[(high, low)] = (0.8, 0.1, 0.1)
         table[(low, high)] = (0.1, 0.8, 0.1)
-    result = mmreward.win_rate(SlotJudge(table=table), "p", _images(0.1, 0.2, 0.3), details=True)
+    result = mmreward.win_rate(slot_judge(table=table), "p", _images(0.1, 0.2, 0.3), details=True)
     torch.testing.assert_close(result.rates, torch.tensor([0.15, 0.5, 0.85]))
     torch.testing.assert_close(result.judgments, torch.full((3,), 4.0))
     assert result.failed == 0 and result.consistency == 1.0
@@ -76,7 +103,7 @@ def test_expected_wins_use_the_judge_probabilities():
 
 def test_failed_judgments_leave_both_denominators():
     """Value 0.9 cannot be judged: its judgments fail and count for nobody; the others keep their rates."""
-    judge = SlotJudge()
+    judge = slot_judge()
     with pytest.warns(UserWarning, match="4 judgment"):
         result = mmreward.win_rate(judge, "p", _images(0.1, 0.9, 0.3), details=True)
     assert result.failed == 4 and result.errors[0] == "unreadable verdict"

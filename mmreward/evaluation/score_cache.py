@@ -363,7 +363,7 @@ def check_into_cache(
     retry_failed: bool = False,
     progress: bool = True,
 ) -> ScoringStats:
-    """Ask a checklist judge (:class:`~mmreward.rewards.vlm.checklist.ChecklistJudgeBase`) about the items missing
+    """Ask a checklist judge (:class:`~mmreward.rewards.vlm.checklist.ChecklistJudge`) about the items missing
     from ``cache``, ``judge.batch_size`` items per call.
 
     Records: ``{key, prompt, path, points, p_yes, passed, error, text}``; ``p_yes``/``passed`` are per test point, None

@@ -21,31 +21,32 @@ from mmreward.reward_training.saved_presets import template_and_pixels
 from mmreward.rewards.registry import SAVED_REWARD_FILE
 from mmreward.rewards.vlm.backbone import PromptSequence
 from mmreward.rewards.vlm.checkpoints import merge_lora
-from mmreward.rewards.vlm.judges import VLMPairwiseJudge
+from mmreward.rewards.vlm.pairwise import PairwiseJudge
 
 
 class JudgeScorer(nn.Module):
     """Judge task's model: log-probabilities of (first, second, tie) for every pair in both orders, ``(2B, 3)``."""
 
-    def __init__(self, judge: VLMPairwiseJudge) -> None:
+    def __init__(self, judge: PairwiseJudge) -> None:
         super().__init__()
-        self.model = judge.backbone.model
+        self.model = judge.backend.backbone.model
         self._judge = [judge]
 
     def forward(self, visuals: list, ids: list[list[int]], kinds: list[str]) -> torch.Tensor:
         judge = self._judge[0]
-        backbone = judge.backbone
+        backend, backbone = judge.backend, judge.backend.backbone
         encoded = backbone.encode(visuals)  # visuals[2k], visuals[2k + 1] are pair k's A and B
         sequences = []
         for k in range(len(kinds)):
             a, b = encoded[2 * k], encoded[2 * k + 1]
             sequences += [PromptSequence(ids[2 * k], [a, b]), PromptSequence(ids[2 * k + 1], [b, a])]
         batch = backbone.assemble(sequences)
-        depth = max(len(judge._readouts[k].path) for k in kinds) + 1
+        readouts = {k: backend.verdict_readout(judge.template.section(k).verdicts) for k in set(kinds)}
+        depth = max(len(readouts[k].path) for k in kinds) + 1
         logits = self.model(**batch.as_kwargs(), logits_to_keep=depth, use_cache=False).logits
         rows = []
         for row, kind in enumerate(kind for kind in kinds for _ in range(2)):
-            readout = judge._readouts[kind]
+            readout = readouts[kind]
             rows.append(readout.log_probs(logits[row : row + 1, depth - len(readout.path) - 1 :])[0])
         return torch.stack(rows)  # rows 2k: A shown first, 2k + 1: B shown first
 
@@ -53,17 +54,18 @@ class JudgeScorer(nn.Module):
 class JudgeTask:
     """A generative pairwise judge trained as a classifier over its verdict sentences, both orders per pair."""
 
-    def __init__(self, cfg: Any, judge: VLMPairwiseJudge, base: str) -> None:
+    def __init__(self, cfg: Any, judge: PairwiseJudge, base: str) -> None:
         self.cfg, self.judge, self.base = cfg, judge, base
         self.module = JudgeScorer(judge)
         dim = cfg.model.judge_dim or cfg.model.dims[0]
         self.dims, self.label_index = [dim], [cfg.model.dims.index(dim)]
-        self.model, self.extra_params, self.token_ids = judge.backbone.model, [], []
+        self.model, self.extra_params, self.token_ids = judge.backend.backbone.model, [], []
 
     @classmethod
     def untrained(cls, cfg: Any, base: str, common: dict[str, Any]) -> JudgeTask:
         """The task on the judge over ``base`` (``common``: the constructor arguments heads and judges share)."""
-        return cls(cfg, VLMPairwiseJudge(base, video_num_frames=cfg.data.video_num_frames, **common), base)
+        frames = cfg.data.video_num_frames
+        return cls(cfg, PairwiseJudge("local", weights=base, mode="logits", video_num_frames=frames, **common), base)
 
     def prepare(self, path: str) -> Any:
         return self.judge.prepare(self.judge.load_media(path))
@@ -75,10 +77,10 @@ class JudgeTask:
             if a.kind != b.kind:
                 raise MediaError(f"pair of an {a.kind} and a {b.kind}; a judge compares like with like")
             section = self.judge.template.section(a.kind)
-            path = list(self.judge._readouts[a.kind].path)
+            path = list(self.judge.backend.verdict_readout(section.verdicts).path)
+            question = self.judge.ask(section, it["prompt"], {"media_a": 0, "media_b": 1})
             for first, second in ((a, b), (b, a)):  # both presentation orders
-                slots = {"media_a": first.data.num_images, "media_b": second.data.num_images}
-                ids.append(self.judge._prompt_ids(section, it["prompt"], slots) + path)
+                ids.append(self.judge.backend.prompt_ids(question, [first.data, second.data]) + path)
             visuals += [a.data, b.data]
             kinds.append(a.kind)
         return {"visuals": visuals, "ids": ids, "kinds": kinds}
@@ -112,13 +114,13 @@ class JudgeTask:
             save_judge_dir(self.cfg, self.judge, accelerator.unwrap_model(module))
 
 
-def save_judge_dir(cfg: Any, judge: VLMPairwiseJudge, scorer: JudgeScorer) -> Path:
+def save_judge_dir(cfg: Any, judge: PairwiseJudge, scorer: JudgeScorer) -> Path:
     """Merge the LoRA into a fresh copy of the base, copy the other trained tensors, save it with its processor."""
     from transformers import AutoModelForImageTextToText
 
     out = Path(cfg.output_dir)
     target = out / "judge"
-    fresh = AutoModelForImageTextToText.from_pretrained(judge.backbone_dir, dtype=scorer.model.dtype)
+    fresh = AutoModelForImageTextToText.from_pretrained(judge.backend.directory, dtype=scorer.model.dtype)
     lora, own = {}, fresh.state_dict()
     with torch.no_grad():
         for name, param in scorer.model.named_parameters():
@@ -131,10 +133,12 @@ def save_judge_dir(cfg: Any, judge: VLMPairwiseJudge, scorer: JudgeScorer) -> Pa
     if lora:
         merge_lora(fresh.model, lora, cfg.lora.alpha / cfg.lora.rank, source="training run")
     fresh.save_pretrained(target)
-    judge.backbone.processor.save_pretrained(target)
+    judge.backend.backbone.processor.save_pretrained(target)
     preset = {
-        "type": "vlm-pairwise",
+        "type": "pairwise-judge",
+        "backend": "local",
         "weights": "./judge",
+        "mode": "logits",
         **template_and_pixels(cfg, out),
         "video_num_frames": cfg.data.video_num_frames,
     }

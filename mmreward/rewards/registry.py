@@ -35,14 +35,11 @@ REWARD_TYPES: dict[str, str] = {
     "jpeg-compressibility": "mmreward.rewards.compressibility:JpegCompressibility",
     "jpeg-incompressibility": "mmreward.rewards.compressibility:JpegIncompressibility",
     "vlm-head": "mmreward.rewards.vlm.heads:VLMHeadReward",
-    "vlm-pairwise": "mmreward.rewards.vlm.judges:VLMPairwiseJudge",
-    "vlm-pointwise": "mmreward.rewards.vlm.judges:VLMPointwiseJudge",
-    "vlm-cot": "mmreward.rewards.vlm.judges:VLMCoTJudge",
-    "remote-pairwise": "mmreward.rewards.vlm.remote:RemotePairwiseJudge",
-    "remote-pointwise": "mmreward.rewards.vlm.remote:RemotePointwiseJudge",
-    "remote-cot": "mmreward.rewards.vlm.remote:RemoteCoTJudge",
-    "vlm-checklist": "mmreward.rewards.vlm.checklist:VLMChecklistJudge",
-    "remote-checklist": "mmreward.rewards.vlm.checklist:RemoteChecklistJudge",
+    # Judges: a task class; the preset's `backend:` names the model behind it (local or chat).
+    "pairwise-judge": "mmreward.rewards.vlm.pairwise:PairwiseJudge",
+    "cot-judge": "mmreward.rewards.vlm.pairwise:ChainOfThoughtJudge",
+    "pointwise-judge": "mmreward.rewards.vlm.pointwise:PointwiseJudge",
+    "checklist-judge": "mmreward.rewards.vlm.checklist:ChecklistJudge",
 }
 
 PRESET_DIR = Path(__file__).resolve().parent.parent / "presets"
@@ -175,6 +172,8 @@ def load_reward(name: str, **overrides: Any) -> RewardModel:
     cls, kwargs, display_name = resolve_reward(name)
     kwargs.update(overrides)
     valid = _init_params(cls)
+    if hasattr(cls, "backend_options"):  # judges: the backend the preset names takes the rest of the options
+        valid |= cls.backend_options(kwargs.get("backend"))
     unknown = sorted(set(kwargs) - valid)
     if unknown:
         raise ConfigError(f"unknown option(s) {unknown} for reward {name!r} ({cls.__name__}); valid: {sorted(valid)}")

@@ -37,6 +37,13 @@ from mmreward.rewards.vlm.templates import MediaPart, Part, TextPart
 
 SUPPORTED_MODEL_TYPES = {"qwen2_vl": "Qwen2-VL", "qwen2_5_vl": "Qwen2.5-VL", "qwen3_vl": "Qwen3-VL"}
 ATTN_IMPLEMENTATIONS = ("auto", "sdpa", "eager", "flash_attention_2")
+# Largest MLP activation (tokens x intermediate_size x element size) one CPU forward may allocate. PyTorch's CPU
+# tensors come straight from malloc, which hands blocks this large back to the OS when they are freed: every
+# forward then page-faults all of its activations afresh. Measured on the pairwise benchmark (hidden 256,
+# intermediate 512, 244-token prompts, after warm-up): 8 prompts (4 MB) fault ~0 times per judgment, 16 (8 MB)
+# ~650 times, 56 (28 MB) ~1,700 times with 3x the system time, which made larger batches up to 8x slower per
+# judgment on a VM where faults are dear; with a 4 MiB bound a batch of 56 faults as little as one of 8.
+CPU_ACTIVATION_BYTES = 4 * 2**20
 
 
 def choose_attn_implementation(requested: str, device: torch.device, dtype: torch.dtype) -> str:
@@ -54,6 +61,17 @@ def choose_attn_implementation(requested: str, device: torch.device, dtype: torc
     if device.type == "cuda" and dtype in (torch.bfloat16, torch.float16) and has_flash:
         return "flash_attention_2"
     return "sdpa"
+
+
+def forward_token_budget(model) -> int | None:
+    """The most tokens (prompts x padded width) one language-model forward should take: no limit on accelerators,
+    whose allocators cache memory; on the CPU as many as keep the widest activation within
+    :data:`CPU_ACTIVATION_BYTES` (see there why)."""
+    parameter = next(model.parameters())
+    if parameter.device.type != "cpu":
+        return None
+    width = int(model.config.get_text_config().intermediate_size) * parameter.element_size()
+    return max(1, CPU_ACTIVATION_BYTES // width)
 
 
 def read_model_type(directory: Path) -> str:
@@ -187,6 +205,7 @@ class VLMBackbone:
                 f"image_min_pixels ({size['shortest_edge']}) > image_max_pixels ({size['longest_edge']})"
             )
         self.image_size = size
+        self.max_batch_tokens = forward_token_budget(model)
         self._text_cache: dict[str, list[int]] = {}
 
     # -- loading ---------------------------------------------------------------------------------------------

@@ -1,8 +1,7 @@
-"""What every generative judge shares, local or remote: candidates, presentation orders, verdict aggregation.
+"""Pairwise judges: which of two candidates is better, in one or both presentation orders.
 
-A *judgment* is one prompt shown to the judge: two candidates in one presentation order (pairwise) or one
-candidate (pointwise). Subclasses only say how to run a list of judgments (:meth:`PairwiseJudgeBase.run_judgments`,
-:meth:`PointwiseJudgeBase.run_scores`); this module turns the results into the reward contract:
+A *judgment* is one prompt shown to the judge: two candidates in one presentation order. This module turns
+judgments into the reward contract:
 
 - ``compare(prompts, media_a, media_b, orders)``: with ``orders="both"`` each pair is judged as (A, B) and as
   (B, A) in the same batch and the two verdicts are averaged, which cancels a judge's position bias (a judge
@@ -11,6 +10,12 @@ candidate (pointwise). Subclasses only say how to run a list of judgments (:meth
   reference)) or within ``groups`` (win rates); called without either it raises and says what to call instead.
 - Failures are per judgment (unparseable answer, prompt longer than the context, unreadable media) and are
   never replaced by a made-up score.
+
+:class:`PairwiseJudge` (UnifiedReward-style pair ranking) reads the verdict in ``mode="logits"`` from one forward
+pass (local backends; see :meth:`~mmreward.rewards.vlm.local_backend.LocalVLMBackend.read_verdicts`) or parses the
+written answer in ``mode="generate"``. :class:`ChainOfThoughtJudge` (UnifiedReward-Think-style) writes
+``<think>...</think><answer>...</answer>``; the verdict and any per-dimension scores are parsed, and an answer
+without a readable verdict fails with its text kept in ``rationales``.
 """
 
 from __future__ import annotations
@@ -18,22 +23,20 @@ from __future__ import annotations
 import math
 import os
 import random
-from abc import abstractmethod
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 
-from mmreward import media as media_io
-from mmreward.errors import ConfigError, MediaError
-from mmreward.rewards.base import Orders, PairwiseOutput, RewardModel, RewardOutput, check_batch
-from mmreward.rewards.vlm.parsing import AnswerParseError, parse_chain_of_thought, parse_scores, parse_verdict
-from mmreward.rewards.vlm.templates import MediaKind, Template, TemplateKind, TemplateSection, load_template
+from mmreward.errors import ConfigError
+from mmreward.rewards.base import Orders, PairwiseOutput, RewardOutput, check_batch
+from mmreward.rewards.vlm.judge_base import Candidate, Judge, JudgeBackend
+from mmreward.rewards.vlm.parsing import AnswerParseError, parse_chain_of_thought, parse_verdict
+from mmreward.rewards.vlm.templates import TemplateKind, TemplateSection
 
 Outcome = Literal["first", "second", "tie"]
 _OUTCOMES: tuple[Outcome, ...] = ("first", "second", "tie")
-IfShort = Literal["error", "repeat"]
 
 
 @dataclass
@@ -84,15 +87,6 @@ class PairJudgment:
     first: int
     second: int
     judgment: Judgment
-
-
-@dataclass
-class Candidate:
-    """A prepared candidate: its media kind and the judge-specific input (or the error that stopped it)."""
-
-    kind: MediaKind | None
-    data: Any = None
-    error: str | None = None
 
 
 def media_key(item: Any) -> Hashable:
@@ -181,82 +175,59 @@ def aggregate_pairs(judgments: list[PairJudgment], a_index: list[int], count: in
     )
 
 
-class JudgeMixin:
-    """Template and frame settings shared by local and remote judges (mixed into a :class:`RewardModel`)."""
+class PairwiseJudge(Judge):
+    """A judge that compares two candidates (UnifiedReward-style pair ranking): ``compare``, ``judge_pairs`` (for
+    win rates) and ``score`` via a reference or groups.
 
-    template_kind: TemplateKind
-
-    def _setup_judge(
-        self,
-        template: str | None,
-        template_file: str | None,
-        if_short: IfShort,
-        max_images: int | None,
-        images_per_prompt: int,
-    ) -> None:
-        self.template: Template = load_template(template, template_file=template_file, kind=self.template_kind)
-        if if_short not in ("error", "repeat"):
-            raise ConfigError(f"if_short must be 'error' or 'repeat', got {if_short!r}")
-        self.if_short = if_short
-        if self.video_num_frames is None:
-            raise ConfigError("judges show videos as video_num_frames frames; set video_num_frames (e.g. 8)")
-        if max_images is not None and "video" in self.template.sections:
-            needed = images_per_prompt * self.video_num_frames
-            if needed > max_images:
-                raise ConfigError(
-                    f"video_num_frames={self.video_num_frames} puts {needed} images in one prompt, more than this "
-                    f"checkpoint accepts (max_images={max_images}); lower video_num_frames to "
-                    f"{max_images // images_per_prompt} or less"
-                )
-        self.max_images = max_images
-
-    def load_media(self, item: Any) -> torch.Tensor:
-        # Judges see a video as video_num_frames frames; a shorter video is refused (or repeats frames).
-        return media_io.to_tensor(
-            item, num_frames=self.video_num_frames, if_short=self.if_short, max_pixels=self.max_pixels
-        )
-
-    def frames_of(self, media: torch.Tensor) -> tuple[MediaKind, torch.Tensor]:
-        """``("image", (1, 3, H, W))`` or ``("video", (N, 3, H, W))`` with exactly ``video_num_frames`` frames."""
-        if media.ndim == 3:
-            return "image", media.unsqueeze(0)
-        count = self.video_num_frames
-        total = media.shape[0]
-        if total < count and self.if_short == "error":
-            raise MediaError(
-                f"video has {total} frames, fewer than video_num_frames={count}; lower video_num_frames or pass "
-                "if_short='repeat'"
-            )
-        index = torch.tensor(media_io.sample_frame_indices(total, 1.0, num_frames=count, if_short="repeat"))
-        return "video", media.index_select(0, index.to(media.device))
-
-
-class PairwiseJudgeBase(JudgeMixin, RewardModel):
-    """Base of pairwise judges: ``compare``, ``judge_pairs`` (for win rates) and ``score`` via a reference or groups.
-
-    Subclasses implement :meth:`prepare_candidate` and :meth:`run_judgments`.
+    Takes the arguments of :class:`~mmreward.rewards.vlm.judge_base.Judge`; ``batch_size`` counts prompts (pairs x
+    orders) per language-model forward.
     """
 
     kind = "pairwise"
-    template_kind: TemplateKind = "pairwise"
+    template_kind: ClassVar[TemplateKind] = "pairwise"
+    images_per_prompt: ClassVar[int] = 2
 
-    @abstractmethod
-    def prepare_candidate(self, kind: MediaKind, frames: torch.Tensor) -> Any:
-        """Frames ``(n, 3, H, W)`` of one candidate -> this judge's input (CPU, no model)."""
-
-    @abstractmethod
-    def run_judgments(
-        self, prompts: list[str], candidates: list[Candidate], requests: list[Request]
-    ) -> list[Judgment]:
-        """Run ``requests`` (all candidates in them prepared without error) -> one judgment each."""
+    def __init__(self, backend: str | JudgeBackend, **options: Any) -> None:
+        super().__init__(backend, **options)
+        if self.mode == "logits":
+            for section in self.template.sections.values():
+                self.backend.check_verdicts(section.verdicts)
 
     @property
     def has_tie(self) -> bool:
         return any(s.verdicts is not None and s.verdicts.tie for s in self.template.sections.values())
 
-    def prepare(self, media: torch.Tensor) -> Candidate:
-        kind, frames = self.frames_of(media)
-        return Candidate(kind=kind, data=self.prepare_candidate(kind, frames))
+    def run_judgments(
+        self, prompts: list[str], candidates: list[Candidate], requests: list[Request]
+    ) -> list[Judgment]:
+        """Run ``requests`` (all candidates in them prepared without error) -> one judgment each."""
+        sections = [self.template.section(candidates[r.first].kind) for r in requests]
+        asked = [
+            self.ask(section, prompts[r.prompt], {"media_a": r.first, "media_b": r.second})
+            for r, section in zip(requests, sections, strict=True)
+        ]
+        if self.mode == "logits":
+            read = self.backend.read_verdicts(
+                [c.data for c in candidates], asked, [s.verdicts for s in sections], batch_size=self.batch_size
+            )
+            return [Judgment.failure(out) if isinstance(out, str) else Judgment(probs=out) for out in read]
+        judgments = []
+        for section, done in zip(sections, self.generate(candidates, asked), strict=True):
+            if done.text is None:
+                judgments.append(Judgment.failure(done.error or "request failed"))
+            else:
+                judgments.append(self.judgment_from_text(section, done.text, done.truncated))
+        return judgments
+
+    def judgment_from_text(self, section: TemplateSection, text: str, truncated: bool) -> Judgment:
+        """A judgment from the judge's written answer, or a failure saying why."""
+        verdict = parse_verdict(text, section.verdicts)
+        if verdict is None:
+            allowed = " / ".join(repr(p) for _, p in section.verdicts.items())
+            return Judgment.failure(
+                f"no verdict ({allowed}) in the answer {text[:200]!r}{self.truncation_note(truncated)}", text
+            )
+        return Judgment.from_outcome(verdict, text)
 
     def score_prepared(self, prompts, inputs):
         raise TypeError(self._score_help())
@@ -284,12 +255,10 @@ class PairwiseJudgeBase(JudgeMixin, RewardModel):
         for key in keys:
             unique.setdefault(key, len(unique))
         first_item = {unique[key]: media[i] for i, key in reversed(list(enumerate(keys)))}
-        candidates = []
-        for u in range(len(unique)):
-            try:
-                candidates.append(self.prepare(self.load_media(first_item[u])))
-            except MediaError as err:
-                candidates.append(Candidate(kind=None, error=str(err)))
+        prepared, failures = self.prepare_items([first_item[u] for u in range(len(unique))])
+        candidates = [
+            c if e is None else Candidate(kind=None, error=e) for c, e in zip(prepared, failures, strict=True)
+        ]
         remap = [unique[key] for key in keys]
         plans: list[tuple[int, int, int, int]] = []  # (pair, prompt, first, second) in candidate indices
         for k, ((p, i, j), pair_orders) in enumerate(zip(pairs, presentation_orders(orders, len(pairs)), strict=True)):
@@ -361,90 +330,23 @@ class PairwiseJudgeBase(JudgeMixin, RewardModel):
         return group_win_rates(self, prompt_list, items, labels, orders)
 
 
-class PointwiseJudgeBase(JudgeMixin, RewardModel):
-    """Base of pointwise judges: per-dimension scores from one candidate; ``compare`` comes from score gaps.
+class ChainOfThoughtJudge(PairwiseJudge):
+    """A chain-of-thought pairwise judge (UnifiedReward-Think-style): reasons in ``<think>``, answers in ``<answer>``.
 
-    Subclasses implement :meth:`prepare_candidate` and :meth:`run_scores`. ``scores`` is the mean of the
-    template's dimensions (same range as each dimension).
+    Always writes (greedy by default). Per-dimension scores found in the reasoning are reported in
+    ``PairwiseOutput.dims``. Takes the arguments of :class:`PairwiseJudge` (``mode`` must be ``"generate"``).
     """
 
-    kind = "pointwise"
-    template_kind: TemplateKind = "pointwise"
+    template_kind: ClassVar[TemplateKind] = "cot"
 
-    @abstractmethod
-    def prepare_candidate(self, kind: MediaKind, frames: torch.Tensor) -> Any:
-        """Frames ``(n, 3, H, W)`` of one candidate -> this judge's input (CPU, no model)."""
+    def __init__(self, backend: str | JudgeBackend, **options: Any) -> None:
+        if options.get("mode") == "logits":
+            raise ConfigError("a chain-of-thought judge writes its reasoning; use mode='generate'")
+        super().__init__(backend, **options)
 
-    @abstractmethod
-    def run_scores(
-        self, prompts: list[str], candidates: list[Candidate]
-    ) -> list[tuple[dict[str, float] | None, str | None, str | None]]:
-        """Score candidates -> ``(dim scores or None, text or None, error or None)`` each."""
-
-    def prepare(self, media: torch.Tensor) -> Candidate:
-        kind, frames = self.frames_of(media)
-        return Candidate(kind=kind, data=self.prepare_candidate(kind, frames))
-
-    def score_prepared(self, prompts, inputs):
-        dims_list = [d for d, _, _ in self.run_scores(prompts, inputs)]
-        return self._collect(dims_list)[:2]
-
-    def _collect(self, dims_list: list[dict[str, float] | None]):
-        names = list(dict.fromkeys(name for d in dims_list if d for name in d))
-        dims = {name: torch.tensor([d.get(name, math.nan) if d else math.nan for d in dims_list]) for name in names}
-        scores = torch.tensor([sum(d.values()) / len(d) if d else math.nan for d in dims_list])
-        return scores, dims, names
-
-    def score_prepared_batch(self, prompts: list[str], prepared: list[Any], errors: list[str | None]) -> RewardOutput:
-        # Overrides the base to record per-item judge failures (unparseable answers) and the judge's text.
-        size = len(prepared)
-        errors = list(errors)
-        rationales: list[str | None] = [None] * size
-        results: list[dict[str, float] | None] = [None] * size
-        valid = [i for i in range(size) if errors[i] is None]
-        with torch.inference_mode():
-            for start in range(0, len(valid), self.batch_size):
-                chunk = valid[start : start + self.batch_size]
-                outs = self.run_scores([prompts[i] for i in chunk], [prepared[i] for i in chunk])
-                for i, (dims, text, error) in zip(chunk, outs, strict=True):
-                    results[i], rationales[i] = dims, text
-                    if dims is None:
-                        errors[i] = error or "no score"
-        scores, dims, _ = self._collect(results)
-        failed = torch.tensor([e is not None for e in errors], dtype=torch.bool)
-        has_text = any(r is not None for r in rationales)
-        return RewardOutput(
-            scores=scores, dims=dims, failed=failed, errors=errors, rationales=rationales if has_text else None
-        )
-
-
-# -- reading written answers (shared by local generation and remote judges) ---------------------------------
-
-
-def judgment_from_text(
-    kind: TemplateKind, section: TemplateSection, text: str, truncated: bool, max_new_tokens: int | None
-) -> Judgment:
-    """A pairwise (or chain-of-thought) judgment from the judge's written answer, or a failure saying why."""
-    cut = f" (the answer was cut at max_new_tokens={max_new_tokens}; raise it)" if truncated else ""
-    if kind == "cot":
+    def judgment_from_text(self, section: TemplateSection, text: str, truncated: bool) -> Judgment:
         try:
             parsed = parse_chain_of_thought(text, section.verdicts, section.noun)
         except AnswerParseError as err:
-            return Judgment.failure(f"{err}{cut}", text)
+            return Judgment.failure(f"{err}{self.truncation_note(truncated)}", text)
         return Judgment.from_outcome(parsed.verdict, text, parsed.dims)
-    verdict = parse_verdict(text, section.verdicts)
-    if verdict is None:
-        allowed = " / ".join(repr(p) for _, p in section.verdicts.items())
-        return Judgment.failure(f"no verdict ({allowed}) in the answer {text[:200]!r}{cut}", text)
-    return Judgment.from_outcome(verdict, text)
-
-
-def scores_from_text(
-    section: TemplateSection, score_range: tuple[int, int], text: str, truncated: bool, max_new_tokens: int | None
-) -> tuple[dict[str, float] | None, str | None, str | None]:
-    """Per-dimension scores from a pointwise judge's written answer: ``(scores or None, text, error or None)``."""
-    try:
-        return parse_scores(text, section.dims, section.score_line, score_range), text, None
-    except AnswerParseError as err:
-        cut = f" (the answer was cut at max_new_tokens={max_new_tokens}; raise it)" if truncated else ""
-        return None, text, f"{err}{cut}: {text[:200]!r}"
