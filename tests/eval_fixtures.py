@@ -1,8 +1,9 @@
 """Helpers for the evaluation tests: small benchmarks in the real file formats, built from real sample media, and
 a deterministic pairwise judge.
 
-Imported by the test modules (pytest puts tests/ on sys.path) and, for the judge, by ``eval/reward_bench.py``
-subprocesses through ``--reward eval_fixtures:BrightnessJudge`` with tests/ on PYTHONPATH.
+Imported by the test modules as ``tests.eval_fixtures`` (tests/ is a package; pytest puts the repository root on
+sys.path) and, for the judge, by ``eval/reward_bench.py`` subprocesses through
+``--reward tests.eval_fixtures:BrightnessJudge`` with the repository root on PYTHONPATH.
 """
 
 from __future__ import annotations

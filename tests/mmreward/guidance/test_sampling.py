@@ -27,7 +27,7 @@ from mmreward.guidance.sampling import (
 )
 from mmreward.rewards.registry import load_reward
 from mmreward.train.config import parse_config
-from tests.test_latent_reward import REPO, TINY
+from tests.align.test_train_latent_reward import REPO, TINY
 
 SEEDS = range(4)
 SAMPLING = SamplingSettings(num_steps=8, height=32, width=32)

@@ -17,8 +17,8 @@ from mmreward.rewards.registry import find_preset
 from mmreward.testing import tiny_clip_reward
 
 # VLM rewards (reward heads, generative judges, remote judges) see a video as a whole rather than frame by frame,
-# pairwise judges have no absolute score, and remote ones need a server: tests/test_vlm_*.py and
-# tests/test_win_rate.py check their contract.
+# pairwise judges have no absolute score, and remote ones need a server: tests/mmreward/rewards/vlm/ and
+# tests/mmreward/rewards/test_win_rate.py check their contract.
 REGISTERED = [n for n in mmreward.list_rewards() if not find_preset(n).type.startswith(("vlm-", "remote-"))]
 PROMPTS = ["an astronaut in a space suit", "a brick wall", "a grey cat on a sofa"]
 

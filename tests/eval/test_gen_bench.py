@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from fake_servers import fake_checklist_server
 
 from eval import gen_bench
 from mmreward import media, testing
@@ -22,8 +21,9 @@ from mmreward.evaluation import gen_results
 from mmreward.evaluation.diversity import per_group_diversity, pixel_features
 from mmreward.evaluation.generation import GenerationSettings, Sample, load_samples
 from mmreward.evaluation.unigenbench import unigenbench_scores
+from tests.fake_servers import fake_checklist_server
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 PROGRAM = REPO / "eval" / "gen_bench.py"
 
 

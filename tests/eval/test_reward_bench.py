@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from eval_fixtures import pickapic_rows, write_imagereward_fixture, write_parquet, write_videogen_fixture
 
 from mmreward import load_reward
 from mmreward.errors import ConfigError
@@ -27,13 +26,14 @@ from mmreward.evaluation.results import (
 )
 from mmreward.evaluation.score_cache import MediaItem, ScoreCache, media_key, reward_fingerprint, score_into_cache
 from mmreward.testing import sample_images, tiny_reward_preset
+from tests.eval_fixtures import pickapic_rows, write_imagereward_fixture, write_parquet, write_videogen_fixture
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 PROGRAM = REPO / "eval" / "reward_bench.py"
 
 
 def run_program(*args: str, module: bool = False) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "tests")]), "HF_HUB_OFFLINE": "1"}
+    env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"}
     command = [sys.executable, "-m", "eval.reward_bench"] if module else [sys.executable, str(PROGRAM)]
     return subprocess.run([*command, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
 
@@ -58,7 +58,7 @@ def test_videogen_end_to_end_with_judge_and_resume(tmp_path, tiny_root):
     out = tmp_path / "out"
     args = [
         "--benchmark", "videogen-rewardbench", "--data-dir", str(data), "--reward", str(clip),
-        "--reward", "eval_fixtures:BrightnessJudge", "--output-dir", str(out), "--video-num-frames", "2",
+        "--reward", "tests.eval_fixtures:BrightnessJudge", "--output-dir", str(out), "--video-num-frames", "2",
         # One item per forward pass: rescored items then get bit-identical scores, whatever else is in the batch.
         "--batch-size", "1", "--bootstrap", "200", "--device", "cpu", "--no-progress",
     ]  # fmt: skip

@@ -17,7 +17,7 @@ from mmreward import cli, media
 from mmreward.guidance.latent_reward import LatentRewardModel, LatentRewardSpec
 from mmreward.tiny_models import tiny_pipeline_dir
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 BRIGHTNESS = "mmreward.rewards.brightness:DifferentiableBrightnessReward"
 
 

@@ -8,15 +8,6 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from eval_fixtures import (
-    VIDEO_NAMES,
-    jpeg_bytes,
-    pickapic_rows,
-    png_bytes,
-    write_imagereward_fixture,
-    write_parquet,
-    write_videogen_fixture,
-)
 
 from mmreward.evaluation.benchmarks import (
     BenchmarkDataError,
@@ -27,8 +18,17 @@ from mmreward.evaluation.benchmarks import (
 )
 from mmreward.evaluation.benchmarks.base import SHIPPED_LABELS, extract_archive, unpack_once
 from mmreward.testing import sample_images, sample_videos
+from tests.eval_fixtures import (
+    VIDEO_NAMES,
+    jpeg_bytes,
+    pickapic_rows,
+    png_bytes,
+    write_imagereward_fixture,
+    write_parquet,
+    write_videogen_fixture,
+)
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[3]
 SHIPPED_VOTES = json.loads((SHIPPED_LABELS / "genaibench_image_generation_votes.json").read_text())
 MJ_RECORDS = json.loads((SHIPPED_LABELS / "mjbench_video_test.json").read_text())
 

@@ -23,7 +23,7 @@ from mmreward.tiny_models import tiny_pipeline
 from mmreward.train.config import parse_config
 from mmreward.train.tracking import read_metrics
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 TINY = REPO / "configs" / "tiny" / "adv_grpo.yaml"
 LORA_FILE = Path("lora") / "pytorch_lora_weights.safetensors"
 

@@ -20,7 +20,7 @@ from mmreward.train.tracking import read_metrics
 
 pytestmark = pytest.mark.learning
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 BRIGHTNESS = "eval/mmreward.rewards.brightness:BrightnessReward"
 FAST = ["--train.max_steps", "24", "--train.learning_rate", "3e-2", "--train.ema", "false", "--train.save_every", "24",
         "--train.micro_batch_size", "16", "--train.updates_per_step", "1", "--rollout.batch_size", "16",
