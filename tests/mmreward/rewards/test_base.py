@@ -25,9 +25,14 @@ PROMPTS = ["an astronaut in a space suit", "a brick wall", "a grey cat on a sofa
 
 def test_registry_lists_the_shipped_presets():
     assert set(REGISTERED) >= {
-        "clip-score", "pickscore", "hpsv2", "hpsv2.1", "laion-aesthetic", "jpeg-compressibility",
+        "clip-score",
+        "pickscore",
+        "hpsv2",
+        "hpsv2.1",
+        "laion-aesthetic",
+        "jpeg-compressibility",
         "jpeg-incompressibility",
-    }  # fmt: skip
+    }
 
 
 @pytest.fixture(scope="module", params=REGISTERED)
