@@ -57,9 +57,14 @@ def dinov2(directory: Path, args) -> Path:
     from safetensors.torch import save_file
     from transformers import Dinov2Config, Dinov2Model
 
-    config = Dinov2Config(hidden_size=args.dino_width, num_hidden_layers=args.dino_layers,
-                          num_attention_heads=args.dino_width // 64, intermediate_size=4 * args.dino_width,
-                          patch_size=14, image_size=args.dino_size)  # fmt: skip
+    config = Dinov2Config(
+        hidden_size=args.dino_width,
+        num_hidden_layers=args.dino_layers,
+        num_attention_heads=args.dino_width // 64,
+        intermediate_size=4 * args.dino_width,
+        patch_size=14,
+        image_size=args.dino_size,
+    )
     torch.manual_seed(0)
     directory.mkdir(parents=True, exist_ok=True)
     save_file(Dinov2Model(config).state_dict(), str(directory / "model.safetensors"), metadata={"format": "pt"})
@@ -88,14 +93,20 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
-    accelerator = Accelerator(cpu=device.type == "cpu", mixed_precision={"float32": "no", "bfloat16": "bf16",
-                                                                        "float16": "fp16"}[args.dtype])  # fmt: skip
+    accelerator = Accelerator(
+        cpu=device.type == "cpu", mixed_precision={"float32": "no", "bfloat16": "bf16", "float16": "fp16"}[args.dtype]
+    )
     model = build(args, device)
     prompts = [f"a photo of object number {i}" for i in range(args.prompts)]
     model.encode_prompts([*prompts, ""])
     layout = GroupLayout(args.prompts, args.group)
-    rollout_cfg = RolloutConfig(prompts_per_step=args.prompts, group_size=args.group, num_steps=args.steps,
-                                guidance_scale=4.5, batch_size=layout.total)  # fmt: skip
+    rollout_cfg = RolloutConfig(
+        prompts_per_step=args.prompts,
+        group_size=args.group,
+        num_steps=args.steps,
+        guidance_scale=4.5,
+        batch_size=layout.total,
+    )
     loss_cfg = GRPOLossConfig(kl_beta=0.01, timestep_fraction=args.trained / args.steps)
     size = {"height": 2 * args.latent_size, "width": 2 * args.latent_size}
     params = [p for p in model.transformer.parameters() if p.requires_grad]
@@ -107,24 +118,37 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as root:
         backbone = str(dinov2(Path(root) / "dinov2", args))
-        cfg = DiscriminatorConfig(backbone=backbone, references_per_step=args.references, steps=args.disc_steps,
-                                  batch_size=layout.total)  # fmt: skip
+        cfg = DiscriminatorConfig(
+            backbone=backbone, references_per_step=args.references, steps=args.disc_steps, batch_size=layout.total
+        )
         discriminator = DinoDiscriminator(cfg, device=device)
     trainer = DiscriminatorTrainer(discriminator, cfg, accelerator)
     adversarial = AdversarialReward(discriminator)
     g = torch.Generator().manual_seed(0)
-    pool = torch.randint(0, 256, (4 * args.references, 3, size["height"], size["width"]), generator=g,
-                         dtype=torch.uint8)  # fmt: skip  # the reference set; each use draws from it, as the program
+    pool = torch.randint(
+        0, 256, (4 * args.references, 3, size["height"], size["width"]), generator=g, dtype=torch.uint8
+    )  # the reference set; each use draws from it, as the program
 
     def grpo_step(iteration: int):
-        batch = rollout_groups(model, prompts, layout, rollout_cfg, **size, iteration=iteration, seed=0,
-                               accelerator=accelerator)  # fmt: skip
+        batch = rollout_groups(
+            model, prompts, layout, rollout_cfg, **size, iteration=iteration, seed=0, accelerator=accelerator
+        )
         rewards = compute_rewards(brightness, batch, layout, accelerator)
         groups = torch.arange(layout.prompts).repeat_interleave(layout.group_size)
         adv = group_advantages(rewards.scores, groups)
-        grpo_update(model, batch, adv.values, adv.keep, transformer=model.transformer, reference=reference,
-                    optimizer=policy_optimizer, loss=loss_cfg, micro_batch_size=layout.total, accelerator=accelerator,
-                    seed=(0, iteration))  # fmt: skip
+        grpo_update(
+            model,
+            batch,
+            adv.values,
+            adv.keep,
+            transformer=model.transformer,
+            reference=reference,
+            optimizer=policy_optimizer,
+            loss=loss_cfg,
+            micro_batch_size=layout.total,
+            accelerator=accelerator,
+            seed=(0, iteration),
+        )
         return batch
 
     def discriminator_work(batch, iteration: int, reuse: bool) -> None:
@@ -142,8 +166,9 @@ def main() -> None:
         compute_rewards(adversarial, batch, layout, accelerator)
         for k in range(args.disc_steps):
             forget()
-            trainer.step(pool[draw(args.references, len(pool), g)], batch.media, local_prompts,
-                         seeded(0, "d", iteration, k))  # fmt: skip
+            trainer.step(
+                pool[draw(args.references, len(pool), g)], batch.media, local_prompts, seeded(0, "d", iteration, k)
+            )
 
     best = {"grpo": float("inf"), "disc": float("inf"), "disc_baseline": float("inf")}
     for r in range(args.repeats + 1):  # round 0 warms up
@@ -161,8 +186,10 @@ def main() -> None:
     what = f"{args.references} refs, {layout.total} samples, {args.disc_steps} steps"
     print(f"GRPO step (rollout, reward, advantages, update): {best['grpo']:.3f} s")
     print(f"discriminator work, one backbone pass per use ({what}): {best['disc_baseline']:.3f} s")
-    print(f"discriminator work, backbone outputs reused ({what}): {best['disc']:.3f} s "
-          f"({best['disc_baseline'] / best['disc']:.2f}x)")  # fmt: skip
+    print(
+        f"discriminator work, backbone outputs reused ({what}): {best['disc']:.3f} s "
+        f"({best['disc_baseline'] / best['disc']:.2f}x)"
+    )
     print(f"discriminator/step: {100 * best['disc'] / best['grpo']:.0f}%")
 
 

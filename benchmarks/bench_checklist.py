@@ -115,18 +115,21 @@ def measure(judge, prompts, images, checklists, batch_sizes, repeats) -> dict[st
     answers = sum(len(p) for p in checklists)
     rows = {
         "baseline: forward per test point": (
-            answers, timed(lambda: baseline(judge, prompts, images, checklists), repeats)
+            answers,
+            timed(lambda: baseline(judge, prompts, images, checklists), repeats),
         ),
         "written list: generate per image": (
-            answers, timed(lambda: written_list(judge, prompts, images, checklists), repeats)
+            answers,
+            timed(lambda: written_list(judge, prompts, images, checklists), repeats),
         ),
-    }  # fmt: skip
+    }
     judge.mode = "logits"
     for size in batch_sizes:
         judge.batch_size = size
         rows[f"check(mode=logits), batch {size}"] = (
-            answers, timed(lambda: judge.check(prompts, images, checklists), repeats)
-        )  # fmt: skip
+            answers,
+            timed(lambda: judge.check(prompts, images, checklists), repeats),
+        )
     judge.mode, judge.batch_size = "generate", len(images)
     judge.max_new_tokens = max(answer_tokens(judge, len(p)) for p in checklists)
     rows["check(mode=generate), one batch"] = (
@@ -164,13 +167,22 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         weights = tiny_models.tiny_vlm_backbone(
-            root / "judge", "qwen2_vl", hidden_size=args.hidden, num_layers=args.layers,
-            vision_depth=args.vision_depth, vision_width=args.vision_width, max_pixels=args.size * args.size,
-        )  # fmt: skip
+            root / "judge",
+            "qwen2_vl",
+            hidden_size=args.hidden,
+            num_layers=args.layers,
+            vision_depth=args.vision_depth,
+            vision_width=args.vision_width,
+            max_pixels=args.size * args.size,
+        )
         judge = mmreward.load_reward(
-            "unigenbench-eval", weights=str(weights), mode="logits", image_min_pixels=args.size * args.size,
-            image_max_pixels=args.size * args.size, device=args.device,
-        )  # fmt: skip
+            "unigenbench-eval",
+            weights=str(weights),
+            mode="logits",
+            image_min_pixels=args.size * args.size,
+            image_max_pixels=args.size * args.size,
+            device=args.device,
+        )
         images = photos(args.images, args.size)
         params = sum(p.numel() for p in judge.backend.backbone.model.parameters()) / 1e6
         tokens = sum(judge.backend.backbone.image_tokens(judge.backend.prepare(images[0][None]).grid_thw))

@@ -55,10 +55,18 @@ def build(args) -> tuple[SD3Model, torch.optim.Optimizer, LoraReference, EMA]:
     pipeline = tiny_pipeline("sd3")  # tiny text encoders and VAE; the transformer below is the benchmarked one
     torch.manual_seed(0)
     pipeline.transformer = SD3Transformer2DModel(
-        sample_size=args.latent_size, patch_size=2, in_channels=16, out_channels=16, num_layers=args.layers,
-        attention_head_dim=64, num_attention_heads=args.heads, joint_attention_dim=32,
-        caption_projection_dim=64 * args.heads, pooled_projection_dim=64, pos_embed_max_size=args.latent_size,
-    )  # fmt: skip
+        sample_size=args.latent_size,
+        patch_size=2,
+        in_channels=16,
+        out_channels=16,
+        num_layers=args.layers,
+        attention_head_dim=64,
+        num_attention_heads=args.heads,
+        joint_attention_dim=32,
+        caption_projection_dim=64 * args.heads,
+        pooled_projection_dim=64,
+        pos_embed_max_size=args.latent_size,
+    )
     device = torch.device(args.device)
     weight_dtype = getattr(torch, args.dtype)
     pipeline.transformer.requires_grad_(False).eval().to(device)
@@ -169,8 +177,13 @@ def main() -> None:
     hidden = torch.randn(2 * args.pairs, *latent[1:], device=device, dtype=dtype_in)
     timestep = torch.full((2 * args.pairs,), 500.0, device=device)
     cond = model.encode_prompts(prompts[: 2 * args.pairs])
-    inputs = {"hidden_states": hidden, "timestep": timestep, "encoder_hidden_states": cond.embeds.to(dtype_in),
-              "pooled_projections": cond.pooled.to(dtype_in), "return_dict": False}  # fmt: skip
+    inputs = {
+        "hidden_states": hidden,
+        "timestep": timestep,
+        "encoder_hidden_states": cond.embeds.to(dtype_in),
+        "pooled_projections": cond.pooled.to(dtype_in),
+        "return_dict": False,
+    }
 
     def bare_calls() -> None:
         with torch.no_grad(), adapters_disabled(model.transformer), accelerator.autocast():
@@ -202,9 +215,11 @@ def main() -> None:
 
     step, bare = min(step_times), min(bare_times)
     tokens = (args.latent_size // 2) ** 2
-    print(f"Flow-DPO step on {args.device} ({args.dtype}): SD3 MM-DiT {args.layers} layers x {args.heads} heads x 64, "
-          f"{args.latent_size}x{args.latent_size} latents ({tokens} image tokens), {args.pairs} pairs, LoRA r32, "
-          f"best of {args.repeats}")  # fmt: skip
+    print(
+        f"Flow-DPO step on {args.device} ({args.dtype}): SD3 MM-DiT {args.layers} layers x {args.heads} heads x 64, "
+        f"{args.latent_size}x{args.latent_size} latents ({tokens} image tokens), {args.pairs} pairs, LoRA r32, "
+        f"best of {args.repeats}"
+    )
     phases = {name: timer.best(name) for name in timer.repeats[0]}
     print(f"{'phase':<26}{'seconds':>10}{'share':>9}")
     for name, seconds in phases.items():

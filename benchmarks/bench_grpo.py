@@ -70,10 +70,18 @@ def build(args, device: torch.device) -> SD3Model:
     pipeline = tiny_models.tiny_pipeline("sd3")
     torch.manual_seed(0)
     pipeline.transformer = SD3Transformer2DModel(
-        sample_size=args.latent_size, patch_size=2, in_channels=4, out_channels=4, num_layers=args.layers,
-        attention_head_dim=64, num_attention_heads=args.heads, joint_attention_dim=32,
-        caption_projection_dim=64 * args.heads, pooled_projection_dim=64, pos_embed_max_size=args.latent_size,
-    )  # fmt: skip
+        sample_size=args.latent_size,
+        patch_size=2,
+        in_channels=4,
+        out_channels=4,
+        num_layers=args.layers,
+        attention_head_dim=64,
+        num_attention_heads=args.heads,
+        joint_attention_dim=32,
+        caption_projection_dim=64 * args.heads,
+        pooled_projection_dim=64,
+        pos_embed_max_size=args.latent_size,
+    )
     pipeline.transformer.requires_grad_(False).eval().to(device, getattr(torch, args.dtype))
     pipeline.vae.requires_grad_(False).eval().to(device)
     model = SD3Model(pipeline, device=device)
@@ -108,8 +116,9 @@ def main() -> None:
     torch.set_num_threads(args.threads)
 
     device = torch.device(args.device)
-    accelerator = Accelerator(cpu=device.type == "cpu", mixed_precision={"float32": "no", "bfloat16": "bf16",
-                                                                        "float16": "fp16"}[args.dtype])  # fmt: skip
+    accelerator = Accelerator(
+        cpu=device.type == "cpu", mixed_precision={"float32": "no", "bfloat16": "bf16", "float16": "fp16"}[args.dtype]
+    )
     model = build(args, device)
     root = tiny_models.scratch_dir()
     rewards = {
@@ -122,8 +131,13 @@ def main() -> None:
     model.encode_prompts([*prompts, ""])
     layout = GroupLayout(args.prompts, args.group)
     samples = layout.total
-    rollout_cfg = RolloutConfig(prompts_per_step=args.prompts, group_size=args.group, num_steps=args.steps,
-                                guidance_scale=4.5, batch_size=samples)  # fmt: skip
+    rollout_cfg = RolloutConfig(
+        prompts_per_step=args.prompts,
+        group_size=args.group,
+        num_steps=args.steps,
+        guidance_scale=4.5,
+        batch_size=samples,
+    )
     loss_cfg = GRPOLossConfig(kl_beta=0.01, timestep_fraction=args.trained / args.steps)
     size = {"height": 2 * args.latent_size, "width": 2 * args.latent_size}  # the tiny VAE compresses 2x
     transformer = model.transformer
@@ -136,18 +150,27 @@ def main() -> None:
     def program_step(mode: str, iteration: int, phases: dict[str, float]) -> None:
         """One step of align/pref_grpo.py (one process), its phases timed."""
         start = sync(device)
-        batch = rollout_groups(model, prompts, layout, rollout_cfg, **size, iteration=iteration, seed=0,
-                               accelerator=accelerator)  # fmt: skip
+        batch = rollout_groups(
+            model, prompts, layout, rollout_cfg, **size, iteration=iteration, seed=0, accelerator=accelerator
+        )
         rolled = sync(device)
         out = compute_rewards(rewards[mode], batch, layout, accelerator)
         rewarded = sync(device)
         groups = torch.arange(layout.prompts).repeat_interleave(layout.group_size)
         adv = group_advantages(out.scores, groups)
         grpo_update(
-            model, batch, adv.values, torch.ones(samples, dtype=torch.bool), transformer=transformer,
-            reference=reference, optimizer=policy_optimizer, loss=loss_cfg, micro_batch_size=samples,
-            accelerator=accelerator, seed=(0, iteration),
-        )  # fmt: skip
+            model,
+            batch,
+            adv.values,
+            torch.ones(samples, dtype=torch.bool),
+            transformer=transformer,
+            reference=reference,
+            optimizer=policy_optimizer,
+            loss=loss_cfg,
+            micro_batch_size=samples,
+            accelerator=accelerator,
+            seed=(0, iteration),
+        )
         done = sync(device)
         for name, value in (("rollout", rolled - start), ("reward", rewarded - rolled), ("update", done - rewarded)):
             phases[name] = min(phases.get(name, float("inf")), value)
@@ -165,11 +188,15 @@ def main() -> None:
         "pooled_projections": torch.cat([negative.pooled, cond.pooled]).to(dtype_in),
         "return_dict": False,
     }
-    reference_batch = rollout_groups(model, prompts, layout, rollout_cfg, **size, iteration=0, seed=0,
-                                     accelerator=accelerator)  # fmt: skip
+    reference_batch = rollout_groups(
+        model, prompts, layout, rollout_cfg, **size, iteration=0, seed=0, accelerator=accelerator
+    )
     items = list(reference_batch.media)
-    pairs = [(i, i, j) for g in range(args.prompts)
-             for i, j in itertools.combinations(range(g * args.group, (g + 1) * args.group), 2)]  # fmt: skip
+    pairs = [
+        (i, i, j)
+        for g in range(args.prompts)
+        for i, j in itertools.combinations(range(g * args.group, (g + 1) * args.group), 2)
+    ]
     step_prompts = reference_batch.rollout.prompts
 
     def bare(mode: str, phases: dict[str, float]) -> None:
@@ -217,16 +244,32 @@ def main() -> None:
 
     def ours() -> None:
         with accelerator.autocast():
-            sample(model, prompts, group_size=args.group, num_steps=args.steps, **size, guidance_scale=4.5,
-                   sde_type="flow", noise_level=0.7, generator=[seeded(0, i) for i in range(samples)],
-                   batch_size=samples)  # fmt: skip
+            sample(
+                model,
+                prompts,
+                group_size=args.group,
+                num_steps=args.steps,
+                **size,
+                guidance_scale=4.5,
+                sde_type="flow",
+                noise_level=0.7,
+                generator=[seeded(0, i) for i in range(samples)],
+                batch_size=samples,
+            )
 
     def plain() -> None:
         with accelerator.autocast():
-            pipeline(prompt_embeds=cond.embeds, pooled_prompt_embeds=cond.pooled,
-                     negative_prompt_embeds=negative.embeds, negative_pooled_prompt_embeds=negative.pooled,
-                     num_inference_steps=args.steps, guidance_scale=4.5, latents=noise.clone(), output_type="pt",
-                     **size)  # fmt: skip
+            pipeline(
+                prompt_embeds=cond.embeds,
+                pooled_prompt_embeds=cond.pooled,
+                negative_prompt_embeds=negative.embeds,
+                negative_pooled_prompt_embeds=negative.pooled,
+                num_inference_steps=args.steps,
+                guidance_scale=4.5,
+                latents=noise.clone(),
+                output_type="pt",
+                **size,
+            )
 
     ours(), plain()
     rollout_times, pipeline_times = [], []
@@ -239,10 +282,12 @@ def main() -> None:
         rollout_times.append(sync(device) - start)
 
     tokens = (args.latent_size // 2) ** 2
-    print(f"GRPO step on {args.device} ({args.dtype}): SD3 MM-DiT {args.layers} layers x {args.heads} heads x 64, "
-          f"{args.latent_size}x{args.latent_size} latents ({tokens} image tokens), {args.prompts} prompts x "
-          f"{args.group} samples, CFG 4.5, {args.steps} SDE steps, {args.trained} trained + KL, LoRA r32, "
-          f"best of {args.repeats}")  # fmt: skip
+    print(
+        f"GRPO step on {args.device} ({args.dtype}): SD3 MM-DiT {args.layers} layers x {args.heads} heads x 64, "
+        f"{args.latent_size}x{args.latent_size} latents ({tokens} image tokens), {args.prompts} prompts x "
+        f"{args.group} samples, CFG 4.5, {args.steps} SDE steps, {args.trained} trained + KL, LoRA r32, "
+        f"best of {args.repeats}"
+    )
     print(f"{'mode':<10}{'phase':<10}{'program s':>11}{'bare calls s':>14}{'overhead':>10}")
     overheads = {}
     for mode in rewards:
@@ -256,8 +301,10 @@ def main() -> None:
     if device.type != "cuda":
         print(f"peak RSS (whole process): {resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20:.2f} GiB")
     rollout, plain_time = min(rollout_times), min(pipeline_times)
-    print(f"rollout with log-probs {rollout:.4f} s vs StableDiffusion3Pipeline {plain_time:.4f} s: "
-          f"bookkeeping {rollout / plain_time - 1:.1%}")  # fmt: skip
+    print(
+        f"rollout with log-probs {rollout:.4f} s vs StableDiffusion3Pipeline {plain_time:.4f} s: "
+        f"bookkeeping {rollout / plain_time - 1:.1%}"
+    )
     worst = max(overheads, key=overheads.get)
     print(f"overhead: {100 * overheads[worst]:.0f}%")
 

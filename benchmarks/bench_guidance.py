@@ -71,11 +71,21 @@ def memory_table(size: int) -> None:
 
     pipeline = tiny_pipeline("sd3")
     torch.manual_seed(0)
-    pipeline.vae = AutoencoderKL(
-        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
-        block_out_channels=(128, 256, 512, 512), layers_per_block=2, latent_channels=16, use_quant_conv=False,
-        use_post_quant_conv=False, shift_factor=0.0609, scaling_factor=1.5305,
-    ).eval().requires_grad_(False)  # fmt: skip
+    pipeline.vae = (
+        AutoencoderKL(
+            down_block_types=("DownEncoderBlock2D",) * 4,
+            up_block_types=("UpDecoderBlock2D",) * 4,
+            block_out_channels=(128, 256, 512, 512),
+            layers_per_block=2,
+            latent_channels=16,
+            use_quant_conv=False,
+            use_post_quant_conv=False,
+            shift_factor=0.0609,
+            scaling_factor=1.5305,
+        )
+        .eval()
+        .requires_grad_(False)
+    )
     model = SD3Model(pipeline)
     objective = GuidanceObjective([PixelTerm(load_reward(BRIGHTNESS))])
     x, v = torch.randn(1, 16, size // 8, size // 8), torch.randn(1, 16, size // 8, size // 8)
@@ -129,21 +139,28 @@ def main() -> None:
         ("pixel 0.5", "pixel", brightness, "pixel", k, GuidanceSettings(scale=0.5)),
         ("pixel 0.5, best of 4", "pixel", brightness, "pixel", 4 * k, GuidanceSettings(scale=0.5)),
         ("pixel 2.0", "pixel (other scales)", brightness, "pixel", k, GuidanceSettings(scale=2.0)),
-        ("pixel 0.5 through model", "pixel through model", brightness, "pixel", k,
-         GuidanceSettings(scale=0.5, through_model=True)),
+        (
+            "pixel 0.5 through model",
+            "pixel through model",
+            brightness,
+            "pixel",
+            k,
+            GuidanceSettings(scale=0.5, through_model=True),
+        ),
         ("nrg 0.25", "nrg", noised, "nrg", k, GuidanceSettings(scale=0.25)),
         ("nrg 0.25, best of 4", "nrg", noised, "nrg", 4 * k, GuidanceSettings(scale=0.25)),
         ("nrg 1.0", "nrg (other scales)", noised, "nrg", k, GuidanceSettings(scale=1.0)),
         ("nrg 4.0", "nrg (other scales)", noised, "nrg", k, GuidanceSettings(scale=4.0)),
         ("nrg 0.25, clean-trained", "nrg clean-trained", clean, "nrg", k, GuidanceSettings(scale=0.25)),
-    ]  # fmt: skip
+    ]
     results = []
     for label, family, objective, method, budget, guidance in runs:
         values, seconds, counts = [], [], []
         for seed in range(args.seeds):
             start = time.perf_counter()
-            out = generate(model, "a cat", objective, method, budget=budget, seed=seed, sampling=sampling,
-                           guidance=guidance)  # fmt: skip
+            out = generate(
+                model, "a cat", objective, method, budget=budget, seed=seed, sampling=sampling, guidance=guidance
+            )
             seconds.append(time.perf_counter() - start)
             values.append(float(out.media.mean()))
             counts.append(out.count)
@@ -151,11 +168,21 @@ def main() -> None:
 
     base_values, base_time = results[0][2], results[0][3]
     spread = statistics.pstdev(base_values)
-    columns = [("method", "<26"), ("forward", ">8"), ("backward", ">9"), ("decode", ">7"), ("gain", ">10"),
-               ("sem", ">9"), ("improved", ">9"), ("time", ">7")]  # fmt: skip
+    columns = [
+        ("method", "<26"),
+        ("forward", ">8"),
+        ("backward", ">9"),
+        ("decode", ">7"),
+        ("gain", ">10"),
+        ("sem", ">9"),
+        ("improved", ">9"),
+        ("time", ">7"),
+    ]
     header = "".join(f"{name:{align}}" for name, align in columns)
-    print(f"tiny SD3, {k} steps, {args.seeds} seeds; unguided brightness {statistics.fmean(base_values):.4f} "
-          f"(std over seeds {spread:.4f})")  # fmt: skip
+    print(
+        f"tiny SD3, {k} steps, {args.seeds} seeds; unguided brightness {statistics.fmean(base_values):.4f} "
+        f"(std over seeds {spread:.4f})"
+    )
     print(header)
     rows = []
     for label, family, values, best_time, counts in results:
@@ -165,8 +192,10 @@ def main() -> None:
         forward = statistics.fmean(c.forward for c in counts)
         backward = statistics.fmean(c.backward for c in counts)
         decode = statistics.fmean(c.decode for c in counts)
-        print(f"{label:<26}{forward:>8.0f}{backward:>9.0f}{decode:>7.0f}{gain:>+10.4f}{sem:>9.4f}{improved:>9.0%}"
-              f"{best_time / base_time:>6.1f}x")  # fmt: skip
+        print(
+            f"{label:<26}{forward:>8.0f}{backward:>9.0f}{decode:>7.0f}{gain:>+10.4f}{sem:>9.4f}{improved:>9.0%}"
+            f"{best_time / base_time:>6.1f}x"
+        )
         rows.append((family, forward, gain, sem))
     print("gain: mean brightness minus the unguided sample's, same seed; time: best wall time per output / unguided's")
 

@@ -115,12 +115,14 @@ def measure(judge, group, prompt, batch_sizes, repeats) -> dict[str, tuple[int, 
     pairs = len(group) * (len(group) - 1) // 2
     rows = {
         "baseline: generate per pair, one order": (
-            pairs, timed(lambda: baseline(judge, prompt, group, verdict_tokens), repeats)
+            pairs,
+            timed(lambda: baseline(judge, prompt, group, verdict_tokens), repeats),
         ),
         "naive batch, both orders, pixels per prompt": (
-            2 * pairs, timed(lambda: naive_both_orders(judge, prompt, group), repeats)
+            2 * pairs,
+            timed(lambda: naive_both_orders(judge, prompt, group), repeats),
         ),
-    }  # fmt: skip
+    }
     for size in batch_sizes:
         judge.batch_size = size
         for orders, count in (("ab", pairs), ("both", 2 * pairs)):

@@ -92,8 +92,10 @@ def main() -> None:
         reward.batch_size = args.batch_size
         prompt = "a photo"
         n = len(paths)
-        print(f"{n} photos, CLIP {args.architecture} (random weights), batch {args.batch_size}, "
-              f"torch threads {torch.get_num_threads()}, loader workers {default_workers()}")  # fmt: skip
+        print(
+            f"{n} photos, CLIP {args.architecture} (random weights), batch {args.batch_size}, "
+            f"torch threads {torch.get_num_threads()}, loader workers {default_workers()}"
+        )
 
         def end_to_end():
             items = expand_inputs([str(root / "photos")])
@@ -139,10 +141,11 @@ def main() -> None:
     print(f"\n{'video (16 frames)':<22} {'decord s':>9} {'pyav s':>9} {'pyav/decord':>12}")
     for name, path in videos.items():
         t_decord, t_pyav = (
-            statistics.median(timed(lambda b=backend, p=path: media.load_video(p, num_frames=16, backend=b), 1)
-                              for _ in range(3))
+            statistics.median(
+                timed(lambda b=backend, p=path: media.load_video(p, num_frames=16, backend=b), 1) for _ in range(3)
+            )
             for backend in ("decord", "pyav")
-        )  # fmt: skip
+        )
         print(f"{name:<22} {t_decord:>9.3f} {t_pyav:>9.3f} {t_pyav / t_decord:>11.2f}x")
 
     a, b, c, d = rates.values()

@@ -91,9 +91,11 @@ def main() -> None:
     print("3. media to score, ImageReward test (shipped labels)")
     records = json.loads(Path(SHIPPED_LABELS / "imagereward_test.json").read_text())
     pair_sides = sum(
-        2 for r in records for i, j in itertools.combinations(range(len(r["ranking"])), 2)
+        2
+        for r in records
+        for i, j in itertools.combinations(range(len(r["ranking"])), 2)
         if r["ranking"][i] != r["ranking"][j]
-    )  # fmt: skip
+    )
     distinct = len({(r["prompt"], g) for r in records for g in r["generations"]})
     print(f"   both sides of each untied pair : {pair_sides}")
     print(f"   distinct (prompt, image)       : {distinct}")

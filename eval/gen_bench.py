@@ -141,9 +141,10 @@ def _list() -> str:
     lines += [f"  {name:14s} {e.media_kind:5s}  {e.summary}" for name, e in PROMPT_SETS.items()]
     lines += ["", "sampling defaults per family (override with --steps, --guidance-scale, --height, --width):"]
     lines += [f"  {family:5s} {d.source}" for family, d in EVAL_DEFAULTS.items()]
-    lines += ["  --model tiny uses the same steps and guidance at " + ", ".join(
-        f"{f} {h}x{w}" + (f"x{n}" if n else "") for f, (h, w, n) in TINY_SIZES.items()
-    )]  # fmt: skip
+    lines += [
+        "  --model tiny uses the same steps and guidance at "
+        + ", ".join(f"{f} {h}x{w}" + (f"x{n}" if n else "") for f, (h, w, n) in TINY_SIZES.items())
+    ]
     lines += ["", "checklist judges (--judge): unigenbench-eval (local, Qwen3-VL-32B), unigenbench-eval-qwen72b,"]
     lines += ["  unigenbench-eval-remote (a vLLM server), or any preset of type checklist-judge"]
     return "\n".join(lines)
@@ -157,10 +158,13 @@ def _checked_setup(args: argparse.Namespace, parser: argparse.ArgumentParser) ->
     if not (args.model and args.family and args.prompts and args.out):
         parser.error("--model, --family, --prompts and --out are required (or --list, or the compare command)")
     for flag, value, minimum in (
-        ("--limit", args.limit, 1), ("--images-per-prompt", args.images_per_prompt, 1), ("--steps", args.steps, 1),
-        ("--batch-size", args.batch_size, 1), ("--bootstrap", args.bootstrap, 0),
+        ("--limit", args.limit, 1),
+        ("--images-per-prompt", args.images_per_prompt, 1),
+        ("--steps", args.steps, 1),
+        ("--batch-size", args.batch_size, 1),
+        ("--bootstrap", args.bootstrap, 0),
         ("--grid-prompts", args.grid_prompts, 0),
-    ):  # fmt: skip
+    ):
         if value is not None and value < minimum:
             raise ConfigError(f"{flag} must be >= {minimum}, got {value}")
     if args.guidance_scale is not None and args.guidance_scale < 0:
@@ -173,9 +177,9 @@ def _checked_setup(args: argparse.Namespace, parser: argparse.ArgumentParser) ->
             f"{media_kind}s; use a {media_kind} set or pass the prompts as a file"
         )
     defaults = EVAL_DEFAULTS[args.family]
-    height, width, frames = TINY_SIZES[args.family] if args.model == "tiny" else (
-        defaults.height, defaults.width, defaults.num_frames
-    )  # fmt: skip
+    height, width, frames = (
+        TINY_SIZES[args.family] if args.model == "tiny" else (defaults.height, defaults.width, defaults.num_frames)
+    )
     height, width = args.height or height, args.width or width
     frames = args.num_frames if args.num_frames is not None else (frames if args.family == "wan" else None)
     generation.check_size(args.family, args.model, height, width, frames)
@@ -238,9 +242,13 @@ def _checked_setup(args: argparse.Namespace, parser: argparse.ArgumentParser) ->
     )
     _check_run_file(args.out, settings)
     return {
-        "prompts": prompt_set, "settings": settings, "lora": lora, "rewards": rewards, "device": device,
+        "prompts": prompt_set,
+        "settings": settings,
+        "lora": lora,
+        "rewards": rewards,
+        "device": device,
         "judge_remote": judge_remote,
-    }  # fmt: skip
+    }
 
 
 def _check_run_file(out: Path, settings: GenerationSettings) -> None:
@@ -458,18 +466,23 @@ def write_run_files(run: dict[str, Any], out: Path, grid_prompts: int) -> None:
     if prompts:
         columns = min(GRID_COLUMNS, run["prompt_set"]["images_per_prompt"])
         plot_image_grid(
-            out / "samples_grid.png", _grid_rows(run, out, prompts),
-            row_labels=[_prompt_text(run)[p] for p in prompts], column_labels=[f"#{k}" for k in range(columns)],
+            out / "samples_grid.png",
+            _grid_rows(run, out, prompts),
+            row_labels=[_prompt_text(run)[p] for p in prompts],
+            column_labels=[f"#{k}" for k in range(columns)],
             title=f"{run['settings']['model']} samples",
-        )  # fmt: skip
+        )
         grids.append("samples_grid.png")
     if run.get("judge") and run["judge"]["unigenbench"]["primary"]:
         u = run["judge"]["unigenbench"]
         series = {"score": [{"value": e["accuracy"]} for e in u["primary"].values()]}
         plot_grouped_bars(
-            out / "unigenbench.png", list(u["primary"]), series, ylabel="score (%)",
+            out / "unigenbench.png",
+            list(u["primary"]),
+            series,
+            ylabel="score (%)",
             title=f"UniGenBench primary dimensions (Overall {100 * u['overall']['value']:.2f})",
-        )  # fmt: skip
+        )
         plots.append("unigenbench.png")
     run["grids"], run["plots"] = grids, plots
 
@@ -490,11 +503,13 @@ def write_comparison(
         left, right = _grid_rows(base, base_root, prompts), _grid_rows(other, other_root, prompts)
         columns = min(GRID_COLUMNS, base["prompt_set"]["images_per_prompt"], other["prompt_set"]["images_per_prompt"])
         plot_image_grid(
-            out / "side_by_side.png", [a[:columns] + b[:columns] for a, b in zip(left, right, strict=True)],
+            out / "side_by_side.png",
+            [a[:columns] + b[:columns] for a, b in zip(left, right, strict=True)],
             row_labels=[_prompt_text(other)[p] for p in prompts],
             column_labels=[f"{names[0]} #{k}" for k in range(columns)] + [f"{names[1]} #{k}" for k in range(columns)],
-            title=f"{names[0]} (left) vs {names[1]} (right): same prompts, same noise", gap_after=columns,
-        )  # fmt: skip
+            title=f"{names[0]} (left) vs {names[1]} (right): same prompts, same noise",
+            gap_after=columns,
+        )
         files.append("side_by_side.png")
     judge = comparison.get("judge")
     dims = [d for d in judge["base"]["primary"] if d in judge["other"]["primary"]] if judge else []
@@ -508,10 +523,13 @@ def write_comparison(
     wins = {n: r["paired"]["beats_base"] for n, r in comparison["rewards"].items() if r["paired"]}
     if wins:
         plot_grouped_bars(
-            out / "reward_wins.png", list(wins), {f"{names[1]} beats {names[0]}": list(wins.values())},
+            out / "reward_wins.png",
+            list(wins),
+            {f"{names[1]} beats {names[0]}": list(wins.values())},
             title=f"Samples where {names[1]} beats {names[0]} (same prompt and noise)",
-            ylabel="share (%)", reference=0.5,
-        )  # fmt: skip
+            ylabel="share (%)",
+            reference=0.5,
+        )
         files.append("reward_wins.png")
     comparison["files"] = files
     comparison["runs"] = {names[0]: str(base_root), names[1]: str(other_root)}
@@ -561,7 +579,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser, argv: list[st
                 "path": s.path.relative_to(out).as_posix(),
             }
             for s in samples
-        ],  # fmt: skip
+        ],
         "rewards": {},
     }
     prompt_of = {s.id: s.prompt_id for s in samples}
@@ -570,9 +588,14 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser, argv: list[st
         cache, stats, kind = _score_reward(spec, samples, out, overrides, args)
         scores = {s.id: cache.get(media_key(s.prompt, s.path, out))["score"] for s in samples}
         result["rewards"][label] = {
-            "spec": spec, "weight": weight, "kind": kind, "cache": cache.path.name, "scoring": stats,
-            "mean": gen_results.mean_estimate(scores, prompt_of, n_boot=args.bootstrap), "scores": scores,
-        }  # fmt: skip
+            "spec": spec,
+            "weight": weight,
+            "kind": kind,
+            "cache": cache.path.name,
+            "scoring": stats,
+            "mean": gen_results.mean_estimate(scores, prompt_of, n_boot=args.bootstrap),
+            "scores": scores,
+        }
     if len(plan["rewards"]) > 1:
         weights = {name: r["weight"] for name, r in result["rewards"].items()}
         total = {
@@ -584,9 +607,11 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser, argv: list[st
             for s in samples
         }
         result["total"] = {
-            "weights": weights, "scores": total, "failed": sum(v is None for v in total.values()),
+            "weights": weights,
+            "scores": total,
+            "failed": sum(v is None for v in total.values()),
             "mean": gen_results.mean_estimate(total, prompt_of, n_boot=args.bootstrap),
-        }  # fmt: skip
+        }
     if args.judge is not None:
         result["judge"] = _run_judge(plan, samples, out, overrides, args)
         result["judge"]["unigenbench"] = gen_results.summarize_judge(result, n_boot=args.bootstrap)

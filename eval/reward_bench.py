@@ -245,9 +245,13 @@ def write_plots(run: dict[str, Any], output_dir: Path) -> list[str]:
         )
         path = output_dir / f"{metric}.png"
         plot_grouped_bars(
-            path, groups, series, title=f"{bench['title']}: accuracy {label}", ylabel="accuracy (%)",
+            path,
+            groups,
+            series,
+            title=f"{bench['title']}: accuracy {label}",
+            ylabel="accuracy (%)",
             reference=0.5 if metric == "accuracy_without_ties" else None,
-        )  # fmt: skip
+        )
         written.append(str(path))
     panels: dict[str, dict[str, Any]] = {}
     for dim in dims:
@@ -267,9 +271,12 @@ def write_plots(run: dict[str, Any], output_dir: Path) -> list[str]:
     if panels:
         path = output_dir / "tie_threshold.png"
         plot_curves(
-            path, panels, title=f"{bench['title']}: accuracy against the tie threshold",
-            xlabel="share of pairs predicted as ties (|margin| <= eps)", ylabel="3-class accuracy (%)",
-        )  # fmt: skip
+            path,
+            panels,
+            title=f"{bench['title']}: accuracy against the tie threshold",
+            xlabel="share of pairs predicted as ties (|margin| <= eps)",
+            ylabel="3-class accuracy (%)",
+        )
         written.append(str(path))
     return written
 

@@ -100,27 +100,53 @@ def _add_generate_parser(sub: Any) -> None:
         "velocity evaluations (transformer forward passes, one per sample per step) per output.",
     )
     gen.add_argument("--model", required=True, help="hub id, local pipeline directory, or 'tiny' (tiny random)")
-    gen.add_argument("--family", choices=("sd3", "flux", "wan"), help="generator family (default: from the "
-                     "directory's model_index.json; sd3 for tiny)")  # fmt: skip
+    gen.add_argument(
+        "--family",
+        choices=("sd3", "flux", "wan"),
+        help="generator family (default: from the directory's model_index.json; sd3 for tiny)",
+    )
     prompts = gen.add_mutually_exclusive_group(required=True)
     prompts.add_argument("--prompt", action="append", help="a prompt (repeatable)")
-    prompts.add_argument("--prompts", metavar="FILE", help="prompts: a .txt file, one per line, or a "
-                         ".csv/.tsv/.jsonl/.json/.parquet table with a 'prompt' column")  # fmt: skip
-    gen.add_argument("--guide", action="append", required=True, metavar="REWARD[=WEIGHT]",
-                     help="reward to steer with: a latent reward directory (nrg), a reward name, preset YAML or "
-                     "module:Class (repeatable; weights multiply each reward in the total)")  # fmt: skip
-    gen.add_argument("--dim", action="append", default=[], metavar="NAME=WEIGHT",
-                     help="weight of a latent reward's dimension (e.g. --dim TA=0.8); others keep 1")  # fmt: skip
+    prompts.add_argument(
+        "--prompts",
+        metavar="FILE",
+        help="prompts: a .txt file, one per line, or a .csv/.tsv/.jsonl/.json/.parquet table with a 'prompt' column",
+    )
+    gen.add_argument(
+        "--guide",
+        action="append",
+        required=True,
+        metavar="REWARD[=WEIGHT]",
+        help="reward to steer with: a latent reward directory (nrg), a reward name, preset YAML or "
+        "module:Class (repeatable; weights multiply each reward in the total)",
+    )
+    gen.add_argument(
+        "--dim",
+        action="append",
+        default=[],
+        metavar="NAME=WEIGHT",
+        help="weight of a latent reward's dimension (e.g. --dim TA=0.8); others keep 1",
+    )
     gen.add_argument("--method", choices=("nrg", "pixel", "best-of-n", "search"), default="best-of-n")
-    gen.add_argument("--budget", type=int, help="velocity evaluations per output (default: steps for nrg/pixel, "
-                     "4 x steps for best-of-n/search)")  # fmt: skip
+    gen.add_argument(
+        "--budget",
+        type=int,
+        help="velocity evaluations per output (default: steps for nrg/pixel, 4 x steps for best-of-n/search)",
+    )
     gen.add_argument("--steps", type=int, help="denoising steps (default: the pipeline's; 8 for tiny)")
     gen.add_argument("--scale", type=float, default=0.5, help="guidance scale lambda (nrg, pixel; default 0.5)")
-    gen.add_argument("--schedule", choices=("constant", "sigma", "one_minus_sigma", "classifier"),
-                     default="constant", help="g(t) of the velocity shift (default constant)")  # fmt: skip
+    gen.add_argument(
+        "--schedule",
+        choices=("constant", "sigma", "one_minus_sigma", "classifier"),
+        default="constant",
+        help="g(t) of the velocity shift (default constant)",
+    )
     gen.add_argument("--no-normalize", action="store_true", help="use the raw reward gradient (default: unit RMS)")
-    gen.add_argument("--through-model", action="store_true",
-                     help="pixel: backpropagate through the transformer too (one backward per step)")  # fmt: skip
+    gen.add_argument(
+        "--through-model",
+        action="store_true",
+        help="pixel: backpropagate through the transformer too (one backward per step)",
+    )
     gen.add_argument("--prune-at", default="0.25,0.5", help="search: fractions of the steps where it prunes")
     gen.add_argument("--keep", type=float, default=0.5, help="search: fraction kept at each pruning (default 0.5)")
     gen.add_argument("--num-outputs", type=int, default=1, help="outputs per prompt (seeds seed, seed+1, ...)")
@@ -242,17 +268,20 @@ def _score(args: argparse.Namespace) -> int:
     with tqdm(total=valid, unit="item", disable=args.no_progress, file=sys.stderr, desc="scoring") as bar:
         rows = [
             row.as_dict()
-            for row in score_items(items, rewards, weights, batch_size=args.batch_size, num_workers=args.workers,
-                                   progress=bar.update)
-        ]  # fmt: skip
+            for row in score_items(
+                items, rewards, weights, batch_size=args.batch_size, num_workers=args.workers, progress=bar.update
+            )
+        ]
     _write_rows(rows, args.output)
     score_columns = ["score", *rewards] if len(rewards) > 1 else list(rewards)
     dim_columns = list(dict.fromkeys(k for row in rows for k in row if "." in k and k.split(".")[0] in rewards))
     _summary(rows, score_columns + dim_columns)
     failed = [row for row in rows if row["failed"]]
     if failed:
-        print(f"mmreward: {len(failed)} of {len(rows)} items failed; first: {failed[0]['path']}: "
-              f"{failed[0]['error']}", file=sys.stderr)  # fmt: skip
+        print(
+            f"mmreward: {len(failed)} of {len(rows)} items failed; first: {failed[0]['path']}: {failed[0]['error']}",
+            file=sys.stderr,
+        )
         if args.on_error == "fail":
             return 1
     return 0
@@ -289,12 +318,22 @@ def _serve(args: argparse.Namespace) -> int:
         if getattr(args, flag) < 1:
             raise InputError(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(args, flag)}")
     if args.host not in ("127.0.0.1", "localhost", "::1"):
-        print(f"mmreward: warning: serving on {args.host}, reachable beyond this machine; the server has no "
-              "authentication", file=sys.stderr)  # fmt: skip
+        print(
+            f"mmreward: warning: serving on {args.host}, reachable beyond this machine; the server has no "
+            "authentication",
+            file=sys.stderr,
+        )
     device, dtype = resolve_device_and_dtype(args.device, args.dtype)
     reward = load_reward(args.reward, device=device, dtype=dtype, batch_size=args.max_batch)
-    serve(reward, host=args.host, port=args.port, max_batch=args.max_batch, max_wait_ms=args.max_wait_ms,
-          max_queue=args.max_queue, max_items=args.max_items)  # fmt: skip
+    serve(
+        reward,
+        host=args.host,
+        port=args.port,
+        max_batch=args.max_batch,
+        max_wait_ms=args.max_wait_ms,
+        max_queue=args.max_queue,
+        max_items=args.max_items,
+    )
     return 0
 
 
@@ -313,8 +352,12 @@ def _generate(args: argparse.Namespace) -> int:
     dim_weights = dict(_parse_dim(d) for d in args.dim)
     specs = plan_guides([parse_reward_spec(g) for g in args.guide], args.method, family, dim_weights)
     prompts = args.prompt or read_prompts(args.prompts)
-    for name, value in [("--steps", steps), ("--budget", budget), ("--num-outputs", args.num_outputs),
-                        ("--batch-size", args.batch_size)]:  # fmt: skip
+    for name, value in [
+        ("--steps", steps),
+        ("--budget", budget),
+        ("--num-outputs", args.num_outputs),
+        ("--batch-size", args.batch_size),
+    ]:
         if value < 1:
             raise MMRewardError(f"{name} must be >= 1, got {value}")
     if budget < steps:
@@ -330,29 +373,48 @@ def _generate(args: argparse.Namespace) -> int:
     from mmreward.guidance.sampling import GuidanceSettings, SamplingSettings, SearchSettings
 
     device, dtype = resolve_device_and_dtype(args.device, args.dtype)
-    guidance = GuidanceSettings(scale=args.scale, schedule=args.schedule, normalize=not args.no_normalize,
-                                through_model=args.through_model)  # fmt: skip
+    guidance = GuidanceSettings(
+        scale=args.scale, schedule=args.schedule, normalize=not args.no_normalize, through_model=args.through_model
+    )
     search = SearchSettings(prune_at=tuple(_parse_fractions(args.prune_at)), keep=args.keep)
     model = load_flow_model(family, args.model, device=device, dtype=dtype)
     sampling = SamplingSettings(
-        num_steps=steps, height=args.height or defaults["height"], width=args.width or defaults["width"],
-        num_frames=num_frames, guidance_scale=defaults["cfg"] if args.cfg is None else args.cfg,
-        negative_prompt=args.negative_prompt, batch_size=args.batch_size,
-    )  # fmt: skip
+        num_steps=steps,
+        height=args.height or defaults["height"],
+        width=args.width or defaults["width"],
+        num_frames=num_frames,
+        guidance_scale=defaults["cfg"] if args.cfg is None else args.cfg,
+        negative_prompt=args.negative_prompt,
+        batch_size=args.batch_size,
+    )
     model.check_size(sampling.height, sampling.width, sampling.num_frames)
     objective = build_objective(specs, dim_weights, device=device, dtype=dtype)
     # Latent shape and text encoder of latent rewards against this generator, before the first step.
     objective.check(model, model.latent_shape(1, sampling.height, sampling.width, sampling.num_frames)[1:])
     total = budget * len(prompts) * args.num_outputs
     with tqdm(total=total, unit="eval", disable=args.no_progress, file=sys.stderr, desc=args.method) as bar:
-        rows = run(model, objective, prompts, args.method, out_dir=args.out, budget=budget, seed=args.seed,
-                   num_outputs=args.num_outputs, sampling=sampling, guidance=guidance, search=search, fps=args.fps,
-                   progress=bar.update)  # fmt: skip
+        rows = run(
+            model,
+            objective,
+            prompts,
+            args.method,
+            out_dir=args.out,
+            budget=budget,
+            seed=args.seed,
+            num_outputs=args.num_outputs,
+            sampling=sampling,
+            guidance=guidance,
+            search=search,
+            fps=args.fps,
+            progress=bar.update,
+        )
     failed = [row for row in rows if row["failed"]]
     print(f"mmreward: wrote {len(rows)} outputs and rewards.jsonl to {args.out}", file=sys.stderr)
     if failed:
-        print(f"mmreward: {len(failed)} outputs could not be scored; first: {failed[0]['file']}: "
-              f"{failed[0]['error']}", file=sys.stderr)  # fmt: skip
+        print(
+            f"mmreward: {len(failed)} outputs could not be scored; first: {failed[0]['file']}: {failed[0]['error']}",
+            file=sys.stderr,
+        )
         return 1
     return 0
 

@@ -46,8 +46,14 @@ def _from_manifest(path: Path) -> list[Item]:
     try:
         text = path.read_text(encoding="utf-8")
     except UnicodeDecodeError as err:
-        return [Item(source, None, source, f"manifest is not UTF-8 text ({err.reason} at byte {err.start}); "
-                     "re-save it as UTF-8")]  # fmt: skip
+        return [
+            Item(
+                source,
+                None,
+                source,
+                f"manifest is not UTF-8 text ({err.reason} at byte {err.start}); re-save it as UTF-8",
+            )
+        ]
     if path.suffix == ".csv":
         reader = csv.DictReader(text.splitlines())
         columns = reader.fieldnames or []
@@ -66,8 +72,14 @@ def _from_manifest(path: Path) -> list[Item]:
             rows.append(row)
         columns = sorted({key for row in rows for key in row})
     if "path" not in columns:
-        return [Item(source, None, source, f"manifest has columns {columns}; it needs a 'path' column (and "
-                     "optionally 'prompt')")]  # fmt: skip
+        return [
+            Item(
+                source,
+                None,
+                source,
+                f"manifest has columns {columns}; it needs a 'path' column (and optionally 'prompt')",
+            )
+        ]
     if not rows:
         return [Item(source, None, source, "manifest has no rows")]
     items = []
@@ -84,8 +96,13 @@ def _check_file(path: Path, source: str) -> Item:
     if not path.exists():
         return Item(str(path), None, source, "file not found")
     if path.suffix.lower() not in MEDIA_EXTENSIONS:
-        return Item(str(path), None, source, f"unsupported extension {path.suffix or '(none)'!r}; images: "
-                    f"{' '.join(sorted(IMAGE_EXTENSIONS))}; videos: {' '.join(sorted(VIDEO_EXTENSIONS))}")  # fmt: skip
+        return Item(
+            str(path),
+            None,
+            source,
+            f"unsupported extension {path.suffix or '(none)'!r}; images: "
+            f"{' '.join(sorted(IMAGE_EXTENSIONS))}; videos: {' '.join(sorted(VIDEO_EXTENSIONS))}",
+        )
     return Item(str(path), None, source)
 
 

@@ -91,16 +91,26 @@ def _tiny_hf_clip(directory: Path) -> None:
     tokenizer = tiny_clip_tokenizer()
     config = CLIPConfig(
         text_config={
-            "hidden_size": 32, "intermediate_size": 37, "num_attention_heads": 4, "num_hidden_layers": 2,
-            "vocab_size": len(tokenizer), "max_position_embeddings": 77, "bos_token_id": 0, "eos_token_id": 1,
+            "hidden_size": 32,
+            "intermediate_size": 37,
+            "num_attention_heads": 4,
+            "num_hidden_layers": 2,
+            "vocab_size": len(tokenizer),
+            "max_position_embeddings": 77,
+            "bos_token_id": 0,
+            "eos_token_id": 1,
             "pad_token_id": 1,
         },
         vision_config={
-            "hidden_size": 32, "intermediate_size": 37, "num_attention_heads": 4, "num_hidden_layers": 2,
-            "image_size": 32, "patch_size": 8,
+            "hidden_size": 32,
+            "intermediate_size": 37,
+            "num_attention_heads": 4,
+            "num_hidden_layers": 2,
+            "image_size": 32,
+            "patch_size": 8,
         },
         projection_dim=16,
-    )  # fmt: skip
+    )
     torch.manual_seed(0)
     CLIPModel(config).save_pretrained(directory)
     tokenizer.save_pretrained(directory)
@@ -244,12 +254,14 @@ def _tiny_head_checkpoint(directory: Path, base: Path, dims: tuple[str, ...], lo
     config = {
         "data_config": {"eval_dim": list(dims), "fps": 2.0, "max_frame_pixels": 112 * 112, "sample_type": "uniform"},
         "model_config": {
-            "model_name_or_path": "Qwen/Qwen2-VL-2B-Instruct", "output_dim": len(dims), "use_special_tokens": True,
+            "model_name_or_path": "Qwen/Qwen2-VL-2B-Instruct",
+            "output_dim": len(dims),
+            "use_special_tokens": True,
             "reward_token": "special",
         },
         "peft_lora_config": {"lora_enable": True, "lora_r": lora_rank, "lora_alpha": 2 * lora_rank},
         "inference_config": stats,
-    }  # fmt: skip
+    }
     (directory / "model_config.json").write_text(json.dumps(config, indent=2))
 
 

@@ -55,9 +55,14 @@ TINY_CHAT_TEMPLATE = (
     "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
 )
 _VLM_SPECIAL_TOKENS = (
-    "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>", "<|image_pad|>",
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|image_pad|>",
     "<|video_pad|>",
-)  # fmt: skip
+)
 # Qwen2's pre-tokenizer split: digits one by one, words with their leading space, newlines apart.
 _QWEN_SPLIT = (
     r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+"
@@ -134,28 +139,60 @@ def tiny_vlm_backbone(
     half = head_dim // 2
     section = [half - 2 * (half * 3 // 8), half * 3 // 8, half * 3 // 8]
     text = {
-        "vocab_size": len(tokenizer), "hidden_size": hidden_size, "intermediate_size": 2 * hidden_size,
-        "num_hidden_layers": num_layers, "num_attention_heads": heads, "num_key_value_heads": 2,
-        "max_position_embeddings": 4096, "bos_token_id": ids["<|endoftext|>"], "eos_token_id": ids["<|im_end|>"],
-        "pad_token_id": ids["<|endoftext|>"], "tie_word_embeddings": True,
+        "vocab_size": len(tokenizer),
+        "hidden_size": hidden_size,
+        "intermediate_size": 2 * hidden_size,
+        "num_hidden_layers": num_layers,
+        "num_attention_heads": heads,
+        "num_key_value_heads": 2,
+        "max_position_embeddings": 4096,
+        "bos_token_id": ids["<|endoftext|>"],
+        "eos_token_id": ids["<|im_end|>"],
+        "pad_token_id": ids["<|endoftext|>"],
+        "tie_word_embeddings": True,
         "rope_parameters": {"rope_type": "default", "rope_theta": 1e4, "mrope_section": section},
-    }  # fmt: skip
+    }
     patch = 16 if family == "qwen3_vl" else 14
     if family == "qwen2_vl":
-        vision = {"depth": vision_depth, "embed_dim": vision_width, "hidden_size": hidden_size, "num_heads": 4,
-                  "mlp_ratio": 2, "patch_size": patch, "spatial_merge_size": 2, "temporal_patch_size": 2}  # fmt: skip
+        vision = {
+            "depth": vision_depth,
+            "embed_dim": vision_width,
+            "hidden_size": hidden_size,
+            "num_heads": 4,
+            "mlp_ratio": 2,
+            "patch_size": patch,
+            "spatial_merge_size": 2,
+            "temporal_patch_size": 2,
+        }
     elif family == "qwen2_5_vl":
-        vision = {"depth": vision_depth, "hidden_size": vision_width, "intermediate_size": 2 * vision_width,
-                  "num_heads": 4, "out_hidden_size": hidden_size, "window_size": 56,
-                  "fullatt_block_indexes": [vision_depth - 1], "tokens_per_second": 2, "patch_size": patch,
-                  "spatial_merge_size": 2, "temporal_patch_size": 2}  # fmt: skip
+        vision = {
+            "depth": vision_depth,
+            "hidden_size": vision_width,
+            "intermediate_size": 2 * vision_width,
+            "num_heads": 4,
+            "out_hidden_size": hidden_size,
+            "window_size": 56,
+            "fullatt_block_indexes": [vision_depth - 1],
+            "tokens_per_second": 2,
+            "patch_size": patch,
+            "spatial_merge_size": 2,
+            "temporal_patch_size": 2,
+        }
     else:
         text["head_dim"] = head_dim
         text["rope_parameters"]["mrope_interleaved"] = True
-        vision = {"depth": vision_depth, "hidden_size": vision_width, "intermediate_size": 2 * vision_width,
-                  "num_heads": 4, "out_hidden_size": hidden_size, "patch_size": patch, "spatial_merge_size": 2,
-                  "temporal_patch_size": 2, "num_position_embeddings": 256,
-                  "deepstack_visual_indexes": [vision_depth - 1]}  # fmt: skip
+        vision = {
+            "depth": vision_depth,
+            "hidden_size": vision_width,
+            "intermediate_size": 2 * vision_width,
+            "num_heads": 4,
+            "out_hidden_size": hidden_size,
+            "patch_size": patch,
+            "spatial_merge_size": 2,
+            "temporal_patch_size": 2,
+            "num_position_embeddings": 256,
+            "deepstack_visual_indexes": [vision_depth - 1],
+        }
     config = AutoConfig.for_model(
         family,
         text_config=text,
@@ -219,9 +256,17 @@ def _tiny_clip_text_encoder(tokenizer, *, projection: bool):
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
     config = CLIPTextConfig(
-        hidden_size=32, intermediate_size=37, num_attention_heads=4, num_hidden_layers=2, projection_dim=32,
-        vocab_size=len(tokenizer), bos_token_id=0, eos_token_id=1, pad_token_id=1, max_position_embeddings=77,
-    )  # fmt: skip
+        hidden_size=32,
+        intermediate_size=37,
+        num_attention_heads=4,
+        num_hidden_layers=2,
+        projection_dim=32,
+        vocab_size=len(tokenizer),
+        bos_token_id=0,
+        eos_token_id=1,
+        pad_token_id=1,
+        max_position_embeddings=77,
+    )
     return (CLIPTextModelWithProjection if projection else CLIPTextModel)(config)
 
 
@@ -230,10 +275,17 @@ def _tiny_image_vae():
 
     # Two blocks: 2x spatial compression, 4 latent channels; shift/scale as SD3's VAE config.
     return AutoencoderKL(
-        block_out_channels=(8, 16), down_block_types=("DownEncoderBlock2D",) * 2,
-        up_block_types=("UpDecoderBlock2D",) * 2, latent_channels=4, norm_num_groups=4, sample_size=32,
-        use_quant_conv=False, use_post_quant_conv=False, shift_factor=0.0609, scaling_factor=1.5035,
-    )  # fmt: skip
+        block_out_channels=(8, 16),
+        down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2,
+        latent_channels=4,
+        norm_num_groups=4,
+        sample_size=32,
+        use_quant_conv=False,
+        use_post_quant_conv=False,
+        shift_factor=0.0609,
+        scaling_factor=1.5035,
+    )
 
 
 def tiny_pipeline(family: str, *, seed: int = 0):
@@ -267,7 +319,7 @@ def _build_tiny_pipeline(family: str, seed: int):
         UniPCMultistepScheduler,
         WanPipeline,
         WanTransformer3DModel,
-    )  # fmt: skip
+    )
     from transformers import T5Config, T5EncoderModel, UMT5Config, UMT5EncoderModel
 
     clip_tokenizer, t5_tokenizer = tiny_clip_tokenizer(), _tiny_t5_tokenizer()
@@ -282,45 +334,90 @@ def _build_tiny_pipeline(family: str, seed: int):
     torch.manual_seed(seed)
     if family == "sd3":
         transformer = SD3Transformer2DModel(
-            sample_size=32, patch_size=2, in_channels=4, num_layers=2, attention_head_dim=8, num_attention_heads=4,
-            joint_attention_dim=32, caption_projection_dim=32, pooled_projection_dim=64, out_channels=4,
+            sample_size=32,
+            patch_size=2,
+            in_channels=4,
+            num_layers=2,
+            attention_head_dim=8,
+            num_attention_heads=4,
+            joint_attention_dim=32,
+            caption_projection_dim=32,
+            pooled_projection_dim=64,
+            out_channels=4,
             pos_embed_max_size=32,
-        )  # fmt: skip
+        )
         return StableDiffusion3Pipeline(
-            transformer=transformer, scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0), vae=_tiny_image_vae(),
-            text_encoder=_tiny_clip_text_encoder(clip_tokenizer, projection=True), tokenizer=clip_tokenizer,
-            text_encoder_2=_tiny_clip_text_encoder(clip_tokenizer, projection=True), tokenizer_2=clip_tokenizer,
-            text_encoder_3=T5EncoderModel(T5Config(**t5_kwargs)), tokenizer_3=t5_tokenizer,
-        )  # fmt: skip
+            transformer=transformer,
+            scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0),
+            vae=_tiny_image_vae(),
+            text_encoder=_tiny_clip_text_encoder(clip_tokenizer, projection=True),
+            tokenizer=clip_tokenizer,
+            text_encoder_2=_tiny_clip_text_encoder(clip_tokenizer, projection=True),
+            tokenizer_2=clip_tokenizer,
+            text_encoder_3=T5EncoderModel(T5Config(**t5_kwargs)),
+            tokenizer_3=t5_tokenizer,
+        )
     if family == "flux":
         transformer = FluxTransformer2DModel(
-            patch_size=1, in_channels=16, num_layers=1, num_single_layers=1, attention_head_dim=16,
-            num_attention_heads=2, joint_attention_dim=32, pooled_projection_dim=32, guidance_embeds=True,
+            patch_size=1,
+            in_channels=16,
+            num_layers=1,
+            num_single_layers=1,
+            attention_head_dim=16,
+            num_attention_heads=2,
+            joint_attention_dim=32,
+            pooled_projection_dim=32,
+            guidance_embeds=True,
             axes_dims_rope=(4, 4, 8),
-        )  # fmt: skip
+        )
         scheduler = FlowMatchEulerDiscreteScheduler(
-            shift=3.0, use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15, base_image_seq_len=256,
+            shift=3.0,
+            use_dynamic_shifting=True,
+            base_shift=0.5,
+            max_shift=1.15,
+            base_image_seq_len=256,
             max_image_seq_len=4096,
-        )  # fmt: skip
+        )
         return FluxPipeline(
-            transformer=transformer, scheduler=scheduler, vae=_tiny_image_vae(),
-            text_encoder=_tiny_clip_text_encoder(clip_tokenizer, projection=False), tokenizer=clip_tokenizer,
-            text_encoder_2=T5EncoderModel(T5Config(**t5_kwargs)), tokenizer_2=t5_tokenizer,
-        )  # fmt: skip
+            transformer=transformer,
+            scheduler=scheduler,
+            vae=_tiny_image_vae(),
+            text_encoder=_tiny_clip_text_encoder(clip_tokenizer, projection=False),
+            tokenizer=clip_tokenizer,
+            text_encoder_2=T5EncoderModel(T5Config(**t5_kwargs)),
+            tokenizer_2=t5_tokenizer,
+        )
     vae = AutoencoderKLWan(
-        base_dim=3, z_dim=4, dim_mult=[1, 1, 1, 1], num_res_blocks=1, temperal_downsample=[False, True, True],
-        latents_mean=[0.1, -0.2, 0.0, 0.3], latents_std=[1.5, 0.8, 1.0, 1.2],
-    )  # fmt: skip
+        base_dim=3,
+        z_dim=4,
+        dim_mult=[1, 1, 1, 1],
+        num_res_blocks=1,
+        temperal_downsample=[False, True, True],
+        latents_mean=[0.1, -0.2, 0.0, 0.3],
+        latents_std=[1.5, 0.8, 1.0, 1.2],
+    )
     transformer = WanTransformer3DModel(
-        patch_size=(1, 2, 2), num_attention_heads=2, attention_head_dim=12, in_channels=4, out_channels=4,
-        text_dim=32, freq_dim=32, ffn_dim=32, num_layers=2, cross_attn_norm=True, qk_norm="rms_norm_across_heads",
+        patch_size=(1, 2, 2),
+        num_attention_heads=2,
+        attention_head_dim=12,
+        in_channels=4,
+        out_channels=4,
+        text_dim=32,
+        freq_dim=32,
+        ffn_dim=32,
+        num_layers=2,
+        cross_attn_norm=True,
+        qk_norm="rms_norm_across_heads",
         rope_max_seq_len=32,
-    )  # fmt: skip
+    )
     scheduler = UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=3.0)
     return WanPipeline(
-        tokenizer=t5_tokenizer, text_encoder=UMT5EncoderModel(UMT5Config(**t5_kwargs)), vae=vae, scheduler=scheduler,
+        tokenizer=t5_tokenizer,
+        text_encoder=UMT5EncoderModel(UMT5Config(**t5_kwargs)),
+        vae=vae,
+        scheduler=scheduler,
         transformer=transformer,
-    )  # fmt: skip
+    )
 
 
 def tiny_pipeline_dir(family: str, root: str | Path) -> Path:
@@ -345,9 +442,13 @@ def tiny_dinov2_dir(root: str | Path | None = None) -> Path:
     directory = Path(root or scratch_dir()) / "tiny-dinov2"
     if not (directory / "config.json").is_file():
         config = Dinov2Config(
-            hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37, patch_size=8,
+            hidden_size=32,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            intermediate_size=37,
+            patch_size=8,
             image_size=32,
-        )  # fmt: skip
+        )
         torch.manual_seed(0)
         model = Dinov2Model(config)
         # The weights file is written directly: under torch.distributed, save_pretrained writes weights on rank 0
@@ -356,7 +457,9 @@ def tiny_dinov2_dir(root: str | Path | None = None) -> Path:
         save_file(model.state_dict(), str(directory / "model.safetensors"), metadata={"format": "pt"})
         config.save_pretrained(directory)
         BitImageProcessor(
-            size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}, image_mean=[0.485, 0.456, 0.406],
+            size={"shortest_edge": 32},
+            crop_size={"height": 32, "width": 32},
+            image_mean=[0.485, 0.456, 0.406],
             image_std=[0.229, 0.224, 0.225],
-        ).save_pretrained(directory)  # fmt: skip
+        ).save_pretrained(directory)
     return directory

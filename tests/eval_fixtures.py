@@ -1,8 +1,9 @@
 """Helpers for the evaluation tests: small benchmarks in the real file formats, built from real sample media, and
 a deterministic pairwise judge.
 
-Imported by the test modules (pytest puts tests/ on sys.path) and, for the judge, by ``eval/reward_bench.py``
-subprocesses through ``--reward eval_fixtures:BrightnessJudge`` with tests/ on PYTHONPATH.
+Imported by the test modules as ``tests.eval_fixtures`` (tests/ is a package; pytest puts the repository root on
+sys.path) and, for the judge, by ``eval/reward_bench.py`` subprocesses through
+``--reward tests.eval_fixtures:BrightnessJudge`` with the repository root on PYTHONPATH.
 """
 
 from __future__ import annotations
@@ -71,9 +72,20 @@ class BrightnessJudge(RewardModel):
 # ----------------------------------------------------------------------------------------- VideoGen-RewardBench
 
 VIDEOGEN_COLUMNS = [
-    "path_A", "path_B", "A_model", "B_model", "prompt", "fps_A", "num_frames_A", "fps_B", "num_frames_B",
-    "VQ", "MQ", "TA", "Overall",
-]  # fmt: skip
+    "path_A",
+    "path_B",
+    "A_model",
+    "B_model",
+    "prompt",
+    "fps_A",
+    "num_frames_A",
+    "fps_B",
+    "num_frames_B",
+    "VQ",
+    "MQ",
+    "TA",
+    "Overall",
+]
 
 
 def write_videogen_fixture(root: Path, rows: Sequence[dict] | None = None) -> Path:
@@ -95,12 +107,21 @@ def write_videogen_fixture(root: Path, rows: Sequence[dict] | None = None) -> Pa
                 rows.append(
                     {
                         # VideoAlign's CSVs mix "videos/x.mp4" and "./videos/x.mp4"; both must resolve.
-                        "path_A": f"videos/{a}.mp4", "path_B": f"./videos/{b}.mp4", "A_model": "m1", "B_model": "m2",
-                        "prompt": prompt, "fps_A": 25.0, "num_frames_A": 120, "fps_B": 25.0, "num_frames_B": 120,
-                        "VQ": cycle[n % 5], "MQ": cycle[(n + 1) % 5], "TA": cycle[(n + 2) % 5],
+                        "path_A": f"videos/{a}.mp4",
+                        "path_B": f"./videos/{b}.mp4",
+                        "A_model": "m1",
+                        "B_model": "m2",
+                        "prompt": prompt,
+                        "fps_A": 25.0,
+                        "num_frames_A": 120,
+                        "fps_B": 25.0,
+                        "num_frames_B": 120,
+                        "VQ": cycle[n % 5],
+                        "MQ": cycle[(n + 1) % 5],
+                        "TA": cycle[(n + 2) % 5],
                         "Overall": cycle[(n + 3) % 5],
                     }
-                )  # fmt: skip
+                )
     with (root / "videogen-rewardbench.csv").open("w", newline="", encoding="utf-8") as handle:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()
@@ -173,10 +194,19 @@ def pickapic_rows(labels: list[float], offset: int) -> list[dict]:
     photos = sample_images()
     return [
         {
-            "are_different": True, "best_image_uid": "", "caption": f"caption {offset + i}", "has_label": True,
-            "image_0_uid": f"uid-{offset + i}-0", "image_1_uid": f"uid-{offset + i}-1",
-            "jpg_0": jpeg_bytes(photos[i]), "jpg_1": jpeg_bytes(photos[i + 1]), "label_0": label, "label_1": 1 - label,
-            "model_0": "sdxl", "model_1": "sd15", "ranking_id": offset + i,
+            "are_different": True,
+            "best_image_uid": "",
+            "caption": f"caption {offset + i}",
+            "has_label": True,
+            "image_0_uid": f"uid-{offset + i}-0",
+            "image_1_uid": f"uid-{offset + i}-1",
+            "jpg_0": jpeg_bytes(photos[i]),
+            "jpg_1": jpeg_bytes(photos[i + 1]),
+            "label_0": label,
+            "label_1": 1 - label,
+            "model_0": "sdxl",
+            "model_1": "sd15",
+            "ranking_id": offset + i,
         }
         for i, label in enumerate(labels)
-    ]  # fmt: skip
+    ]

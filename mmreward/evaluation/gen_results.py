@@ -145,9 +145,11 @@ def compare_runs(
                 image_verdicts(base), image_verdicts(other), n_boot=n_boot, seed=seed
             ),
         }
-    if base.get("diversity") and other.get("diversity") and base["diversity"]["features"] == other["diversity"][
-        "features"
-    ]:  # fmt: skip
+    if (
+        base.get("diversity")
+        and other.get("diversity")
+        and base["diversity"]["features"] == other["diversity"]["features"]
+    ):
         per_a, per_b = base["diversity"]["per_prompt"], other["diversity"]["per_prompt"]
         as_samples = {p: p for p in (*per_a, *per_b)}  # one value per prompt: prompts are their own units
         out["diversity"] = {
@@ -313,17 +315,27 @@ def render_comparison_markdown(
     rewards = comparison["rewards"]
     if rewards:
         rows = [
-            [name, _number(r["base"]), _number(r["other"]), _number((r["paired"] or {}).get("gain")),
-             _percent((r["paired"] or {}).get("beats_base"))]
+            [
+                name,
+                _number(r["base"]),
+                _number(r["other"]),
+                _number((r["paired"] or {}).get("gain")),
+                _percent((r["paired"] or {}).get("beats_base")),
+            ]
             for name, r in rewards.items()
-        ]  # fmt: skip
+        ]
         if comparison.get("total"):
             t = comparison["total"]
             paired = t["paired"] or {}
             rows.append(
-                ["weighted total", _number(t["base"]), _number(t["other"]), _number(paired.get("gain")),
-                 _percent(paired.get("beats_base"))]
-            )  # fmt: skip
+                [
+                    "weighted total",
+                    _number(t["base"]),
+                    _number(t["other"]),
+                    _number(paired.get("gain")),
+                    _percent(paired.get("beats_base")),
+                ]
+            )
         headers = ["reward", f"{a} mean", f"{b} mean", f"gain ({b} - {a}, paired)", f"{b} beats {a} (%)"]
         lines += ["", "## Rewards", "", markdown_table(headers, rows)]
     judge = comparison.get("judge")

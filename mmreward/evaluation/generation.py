@@ -319,11 +319,17 @@ def generate_samples(
             chunk = samples[start : start + batch_size]
             with torch.no_grad(), autocast() if autocast is not None else nullcontext():
                 out = sample_ode(
-                    model, [s.prompt for s in chunk], num_steps=settings.num_steps, height=settings.height,
-                    width=settings.width, num_frames=settings.num_frames, guidance_scale=settings.guidance_scale,
+                    model,
+                    [s.prompt for s in chunk],
+                    num_steps=settings.num_steps,
+                    height=settings.height,
+                    width=settings.width,
+                    num_frames=settings.num_frames,
+                    guidance_scale=settings.guidance_scale,
                     negative_prompt=settings.negative_prompt,
-                    generator=[seeded(settings.seed, s.prompt_id, s.index) for s in chunk], batch_size=batch_size,
-                )  # fmt: skip
+                    generator=[seeded(settings.seed, s.prompt_id, s.index) for s in chunk],
+                    batch_size=batch_size,
+                )
             for s, media in zip(chunk, out.media.float().cpu(), strict=True):
                 s.path.parent.mkdir(parents=True, exist_ok=True)
                 media_io.save_media(media, s.path, fps or 16.0)

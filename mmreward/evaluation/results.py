@@ -386,8 +386,14 @@ def _scoring_table(rewards: Mapping[str, Any]) -> str:
         s = reward["scoring"]
         rows.append(
             [
-                name, f"`{reward['spec']}`", reward["kind"], s["total"], s["from_cache"], s["newly_scored"],
-                s["failed"], _left_out(reward["metrics"]),
+                name,
+                f"`{reward['spec']}`",
+                reward["kind"],
+                s["total"],
+                s["from_cache"],
+                s["newly_scored"],
+                s["failed"],
+                _left_out(reward["metrics"]),
             ]
-        )  # fmt: skip
+        )
     return markdown_table(headers, rows)

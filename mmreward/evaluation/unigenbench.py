@@ -136,9 +136,13 @@ def unigenbench_scores(
         }
 
     overall = float(_overall(passed.sum(0, keepdims=True), total.sum(0, keepdims=True), len(primaries))[0])
-    low, high = metrics.bootstrap_interval(
-        lambda w: _overall(w @ passed, w @ total, len(primaries)), len(prompts), n_boot=n_boot, seed=seed
-    ) if prompts else (math.nan, math.nan)  # fmt: skip
+    low, high = (
+        metrics.bootstrap_interval(
+            lambda w: _overall(w @ passed, w @ total, len(primaries)), len(prompts), n_boot=n_boot, seed=seed
+        )
+        if prompts
+        else (math.nan, math.nan)
+    )
     failed = [image for image in images if image.passed is None]
     return {
         "overall": {"value": overall, "low": low, "high": high, "n": len(prompts), "dimensions": len(primaries)},

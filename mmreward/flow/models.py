@@ -40,8 +40,15 @@ Attention = Literal["auto", "sdpa", "xformers"]
 # Attention projections of the joint (MM-DiT) and cross/self attention blocks: the LoRA targets Flow-GRPO and
 # the diffusers LoRA scripts use. Names absent from a family (Wan has no add_*_proj) are simply not matched.
 DEFAULT_LORA_TARGETS = (
-    "to_q", "to_k", "to_v", "to_out.0", "add_q_proj", "add_k_proj", "add_v_proj", "to_add_out",
-)  # fmt: skip
+    "to_q",
+    "to_k",
+    "to_v",
+    "to_out.0",
+    "add_q_proj",
+    "add_k_proj",
+    "add_v_proj",
+    "to_add_out",
+)
 
 
 @dataclass
@@ -294,9 +301,13 @@ class SD3Model(FlowModel):
 
     def _encode(self, prompts: list[str]) -> PromptEmbeds:
         embeds, _, pooled, _ = self.pipeline.encode_prompt(
-            prompt=prompts, prompt_2=None, prompt_3=None, device=self.device, do_classifier_free_guidance=False,
+            prompt=prompts,
+            prompt_2=None,
+            prompt_3=None,
+            device=self.device,
+            do_classifier_free_guidance=False,
             max_sequence_length=self.max_sequence_length,
-        )  # fmt: skip
+        )
         return PromptEmbeds(embeds, pooled)
 
     def latent_shape(self, batch, height, width, num_frames=None):
@@ -423,9 +434,11 @@ class WanModel(FlowModel):
 
     def _encode(self, prompts):
         embeds, _ = self.pipeline.encode_prompt(
-            prompt=prompts, do_classifier_free_guidance=False, max_sequence_length=self.max_sequence_length,
+            prompt=prompts,
+            do_classifier_free_guidance=False,
+            max_sequence_length=self.max_sequence_length,
             device=self.device,
-        )  # fmt: skip
+        )
         return PromptEmbeds(embeds)
 
     def latent_shape(self, batch, height, width, num_frames=None):

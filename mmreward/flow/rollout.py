@@ -177,14 +177,25 @@ def sample(
             rows = slice(start, start + chunk)
             index = torch.arange(total)[rows]
             velocity = model.velocity(
-                latents[rows], sigmas[i], cond.select(index), guidance_scale=guidance_scale,
-                negative=negative.select(index) if negative is not None else None, transformer=transformer,
-            )  # fmt: skip
+                latents[rows],
+                sigmas[i],
+                cond.select(index),
+                guidance_scale=guidance_scale,
+                negative=negative.select(index) if negative is not None else None,
+                transformer=transformer,
+            )
             noise_gen = (list(generator[rows]) if per_sample else generator) if stochastic else None
             parts.append(
-                sde_step(velocity, latents[rows], sigmas[i], sigmas[i + 1], noise_level=noise_level,
-                         sde_type=step_type, generator=noise_gen)
-            )  # fmt: skip
+                sde_step(
+                    velocity,
+                    latents[rows],
+                    sigmas[i],
+                    sigmas[i + 1],
+                    noise_level=noise_level,
+                    sde_type=step_type,
+                    generator=noise_gen,
+                )
+            )
         next_latents = torch.cat([p.prev_sample for p in parts])
         if stochastic:
             stored.append(latents)
@@ -246,10 +257,19 @@ def policy_step(
     scale = rollout.guidance_scale if guidance_scale is None else guidance_scale
     use_negative = rollout.negative is not None and scale > 1.0
     velocity = model.velocity(
-        latents, sigma, rollout.cond.select(index), guidance_scale=scale,
-        negative=rollout.negative.select(index) if use_negative else None, transformer=transformer,
-    )  # fmt: skip
+        latents,
+        sigma,
+        rollout.cond.select(index),
+        guidance_scale=scale,
+        negative=rollout.negative.select(index) if use_negative else None,
+        transformer=transformer,
+    )
     return sde_step(
-        velocity, latents, sigma, sigma_next, noise_level=rollout.noise_level, sde_type=rollout.sde_type,
+        velocity,
+        latents,
+        sigma,
+        sigma_next,
+        noise_level=rollout.noise_level,
+        sde_type=rollout.sde_type,
         prev_sample=rollout.next_latents[index.to(rollout.next_latents.device), j],
-    )  # fmt: skip
+    )

@@ -147,8 +147,15 @@ class RewardGuidanceCallback:
             shifts = []
             chunk = self.guidance.grad_batch_size
             for s in range(0, x.shape[0], chunk):
-                grad = reward_gradient(self.model, self.objective, x[s : s + chunk], sigma, velocity[s : s + chunk],
-                                       prompts[s : s + chunk], self.count)  # fmt: skip
+                grad = reward_gradient(
+                    self.model,
+                    self.objective,
+                    x[s : s + chunk],
+                    sigma,
+                    velocity[s : s + chunk],
+                    prompts[s : s + chunk],
+                    self.count,
+                )
                 shifts.append(velocity_shift(grad, sigma, self.guidance))
             x_next = x_next + dt * torch.cat(shifts)
         self.previous = x_next

@@ -167,9 +167,17 @@ def run(
                 index, output_seed = p * num_outputs + j, seed + j
                 start = time.perf_counter()
                 result = generate(
-                    model, prompt, objective, method, budget=budget, seed=output_seed, sampling=sampling,
-                    guidance=guidance, search=search, progress=progress,
-                )  # fmt: skip
+                    model,
+                    prompt,
+                    objective,
+                    method,
+                    budget=budget,
+                    seed=output_seed,
+                    sampling=sampling,
+                    guidance=guidance,
+                    search=search,
+                    progress=progress,
+                )
                 if progress is not None:
                     progress(budget - result.count.forward)  # search may spend a little less than its budget
                 path = out / f"{index:05d}{suffix}"
@@ -177,15 +185,26 @@ def run(
                 scores = result.scores
                 failed = bool(scores.failed[0])
                 row = {
-                    "file": path.name, "prompt": prompt, "seed": output_seed, "method": method, "budget": budget,
-                    "steps": sampling.num_steps, "score": None if failed else float(scores.total[0]),
-                    "rewards": {k: _number(v[0]) for k, v in scores.parts.items()}, "failed": failed,
-                    "error": scores.errors[0], "candidate": result.candidate,
+                    "file": path.name,
+                    "prompt": prompt,
+                    "seed": output_seed,
+                    "method": method,
+                    "budget": budget,
+                    "steps": sampling.num_steps,
+                    "score": None if failed else float(scores.total[0]),
+                    "rewards": {k: _number(v[0]) for k, v in scores.parts.items()},
+                    "failed": failed,
+                    "error": scores.errors[0],
+                    "candidate": result.candidate,
                     "candidates": result.started,
-                    "evaluations": {"forward": result.count.forward, "backward": result.count.backward,
-                                    "decode": result.count.decode, "reward": result.count.reward},
+                    "evaluations": {
+                        "forward": result.count.forward,
+                        "backward": result.count.backward,
+                        "decode": result.count.decode,
+                        "reward": result.count.reward,
+                    },
                     "seconds": round(time.perf_counter() - start, 3),
-                }  # fmt: skip
+                }
                 jsonl.write(json.dumps(row) + "\n")
                 jsonl.flush()
                 rows.append(row)

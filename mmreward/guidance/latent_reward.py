@@ -72,8 +72,9 @@ class LatentRewardSpec:
         if not self.dims or len(set(self.dims)) != len(self.dims):
             raise ConfigError(f"dims must be distinct names, at least one; got {self.dims}")
         if self.width < 1 or self.depth < 1 or self.text_dim < 0:
-            raise ConfigError(f"width and depth must be >= 1 and text_dim >= 0; got {self.width}, {self.depth}, "
-                              f"{self.text_dim}")  # fmt: skip
+            raise ConfigError(
+                f"width and depth must be >= 1 and text_dim >= 0; got {self.width}, {self.depth}, {self.text_dim}"
+            )
 
 
 def noise_level_features(sigma: torch.Tensor) -> torch.Tensor:
@@ -130,8 +131,9 @@ class LatentRewardModel(nn.Module):
         if self.text is not None:
             if text is None or text.shape != (batch, self.spec.text_dim):
                 got = None if text is None else tuple(text.shape)
-                raise ValueError(f"this latent reward is prompt-conditioned: pass text ({batch}, "
-                                 f"{self.spec.text_dim}), got {got}")  # fmt: skip
+                raise ValueError(
+                    f"this latent reward is prompt-conditioned: pass text ({batch}, {self.spec.text_dim}), got {got}"
+                )
             embed = embed + self.text(text.to(param.device, param.dtype))
         embed = nn.functional.silu(embed)
         h = self.stem(latents.to(param.device, param.dtype))

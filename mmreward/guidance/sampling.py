@@ -92,8 +92,9 @@ class GuidanceSettings:
         if self.schedule not in SCHEDULES:
             raise ConfigError(f"unknown guidance schedule {self.schedule!r}; use one of {', '.join(SCHEDULES)}")
         if self.grad_batch_size < 1 or self.max_weight <= 0:
-            raise ConfigError(f"grad_batch_size must be >= 1 and max_weight > 0; got {self.grad_batch_size}, "
-                              f"{self.max_weight}")  # fmt: skip
+            raise ConfigError(
+                f"grad_batch_size must be >= 1 and max_weight > 0; got {self.grad_batch_size}, {self.max_weight}"
+            )
 
 
 @dataclass
@@ -103,8 +104,10 @@ class SearchSettings:
 
     def __post_init__(self) -> None:
         if not 0 < self.keep < 1 or not self.prune_at or not all(0 <= f < 1 for f in self.prune_at):
-            raise ConfigError(f"search needs 0 < keep < 1 and prune_at fractions in [0, 1); got keep={self.keep}, "
-                              f"prune_at={self.prune_at}")  # fmt: skip
+            raise ConfigError(
+                f"search needs 0 < keep < 1 and prune_at fractions in [0, 1); got keep={self.keep}, "
+                f"prune_at={self.prune_at}"
+            )
 
 
 @dataclass
@@ -226,10 +229,17 @@ def guided_velocity(
     if not through_model:
         step = guidance.grad_batch_size
         grads = [
-            reward_gradient(model, objective, latents[s : s + step], sigma, v[s : s + step],
-                            [prompt] * latents[s : s + step].shape[0], count)
+            reward_gradient(
+                model,
+                objective,
+                latents[s : s + step],
+                sigma,
+                v[s : s + step],
+                [prompt] * latents[s : s + step].shape[0],
+                count,
+            )
             for s in range(0, latents.shape[0], step)
-        ]  # fmt: skip
+        ]
     return v, v + velocity_shift(torch.cat(grads), sigma, guidance)
 
 
@@ -376,9 +386,16 @@ def generate(
         population = budget // steps
     noise = candidate_noise(model, sampling, seed, range(population))
     final, alive = _trajectory(
-        model, prompt, noise, sampling, count, objective, guidance=guidance if gradient_method else None,
-        prune=prune, progress=progress,
-    )  # fmt: skip
+        model,
+        prompt,
+        noise,
+        sampling,
+        count,
+        objective,
+        guidance=guidance if gradient_method else None,
+        prune=prune,
+        progress=progress,
+    )
     media = decode_latents(model, final, sampling.batch_size).cpu()
     count.decode += final.shape[0]
     zero = torch.zeros_like(final)  # at t = 0 the predicted clean sample is the sample

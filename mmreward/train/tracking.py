@@ -19,9 +19,13 @@ Backend = Literal["jsonl", "tensorboard", "wandb"]
 
 class Tracker:
     def __init__(
-        self, output_dir: str | Path, backends: list[str] | tuple[str, ...] = ("jsonl",), run_name: str = "run",
-        config: dict[str, Any] | None = None, enabled: bool = True,
-    ) -> None:  # fmt: skip
+        self,
+        output_dir: str | Path,
+        backends: list[str] | tuple[str, ...] = ("jsonl",),
+        run_name: str = "run",
+        config: dict[str, Any] | None = None,
+        enabled: bool = True,
+    ) -> None:
         self.enabled = enabled
         self.path = Path(output_dir) / "metrics.jsonl"
         self._writers: list[Any] = []

@@ -71,10 +71,13 @@ TASKS: dict[str, _TaskSpec] = {
     "image": _TaskSpec("image_generation", "prompt", "left_image", "right_image", ()),
     "video": _TaskSpec("video_generation", "prompt", "left_video", "right_video", ()),
     "edit": _TaskSpec(
-        "image_edition", "target_prompt", "left_output_image", "right_output_image",
+        "image_edition",
+        "target_prompt",
+        "left_output_image",
+        "right_output_image",
         ("source_prompt", "instruct_prompt", "source_image"),
     ),
-}  # fmt: skip
+}
 
 # UnifiedReward README @838b1cd (eval.md 2.2): tau / diff, percent, test split of the RM papers.
 REFERENCES = {

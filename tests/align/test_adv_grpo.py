@@ -23,7 +23,7 @@ from mmreward.tiny_models import tiny_pipeline
 from mmreward.train.config import parse_config
 from mmreward.train.tracking import read_metrics
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 TINY = REPO / "configs" / "tiny" / "adv_grpo.yaml"
 LORA_FILE = Path("lora") / "pytorch_lora_weights.safetensors"
 
@@ -45,15 +45,19 @@ def _run(output: Path, *args: str) -> subprocess.CompletedProcess:
     ("overrides", "message"),
     [
         (["--references.path", "null"], "references.path is required"),
-        (["--model.family", "wan", "--model.num_frames", "5"], "discriminators score images"),
-        (["--discriminator.update_when", "generator_wins", "--discriminator.generator_every", "3"],
-         "set discriminator.generator_every: 1"),
+        ("--model.family wan --model.num_frames 5".split(), "discriminators score images"),
+        (
+            "--discriminator.update_when generator_wins --discriminator.generator_every 3".split(),
+            "set discriminator.generator_every: 1",
+        ),
         (["--reward.discriminator_weight", "0"], "discriminator_weight must be > 0"),
-        (["--discriminator.update_when", "generator_wins", "--train.lr_scheduler", "cosine"],
-         "decays over a known number of policy updates"),
+        (
+            "--discriminator.update_when generator_wins --train.lr_scheduler cosine".split(),
+            "decays over a known number of policy updates",
+        ),
         (["--discriminator.type", "clip"], "invalid value for 'discriminator.type'"),
     ],
-)  # fmt: skip
+)
 def test_incompatible_options_fail_before_anything_loads(overrides, message):
     with pytest.raises(ConfigError, match=re.escape(message)):
         parse_config(AdvGRPOConfig, ["--config", str(TINY), *overrides])
@@ -70,8 +74,13 @@ def test_an_empty_reference_folder_stops_the_program_before_any_model_loads(tmp_
 def test_a_decaying_schedule_spans_the_policy_updates_not_the_iterations(tmp_path):
     """With the policy trained on every 2nd of 4 iterations (2 iterations x 2 updates = 4 optimizer steps), a linear
     schedule reaches 0 at the last update; sized by iterations (8 steps) it would stop halfway, at lr / 2."""
-    main(_cfg(tmp_path, "--discriminator.generator_every", "2", "--train.lr_scheduler", "linear", "--eval.every", "0",
-              "--train.ema", "false", "--train.save_every", "4"))  # fmt: skip
+    main(
+        _cfg(
+            tmp_path,
+            *"--discriminator.generator_every 2 --train.lr_scheduler linear --eval.every 0".split(),
+            *"--train.ema false --train.save_every 4".split(),
+        )
+    )
     rows = {r["step"]: r for r in read_metrics(tmp_path) if "lr" in r}
     learning_rate = 3.0e-3  # configs/tiny/adv_grpo.yaml
     assert [rows[s]["generator/updated"] for s in (1, 2, 3, 4)] == [0.0, 1.0, 0.0, 1.0]
@@ -110,19 +119,31 @@ def test_python_run_logs_the_discriminator_checkpoints_it_and_its_lora_loads(pyt
     assert train_rows[-1]["disc/loss"] < train_rows[0]["disc/loss"]
     eval_rows = [r for r in rows if "eval/reference_color_distance" in r]
     assert [r["step"] for r in eval_rows] == [0, 2, 4]
-    assert all(0 < r["eval/reference_color_distance"] < 1 and -1 <= r["eval/reference_similarity"] <= 1
-               for r in eval_rows)  # fmt: skip
+    assert all(
+        0 < r["eval/reference_color_distance"] < 1 and -1 <= r["eval/reference_similarity"] <= 1 for r in eval_rows
+    )
     assert sorted(p.name for p in (output / "eval").iterdir()) == [f"step-0000000{s}.png" for s in (0, 2, 4)]
     checkpoint = output / "checkpoints" / "step-00000004"
-    assert {"transformer.safetensors", "discriminator.safetensors", "discriminator_optimizer.state.pt",
-            "optimizer.state.pt", "ema.state.pt"} <= {p.name for p in checkpoint.iterdir()}  # fmt: skip
+    assert {
+        "transformer.safetensors",
+        "discriminator.safetensors",
+        "discriminator_optimizer.state.pt",
+        "optimizer.state.pt",
+        "ema.state.pt",
+    } <= {p.name for p in checkpoint.iterdir()}
     head = load_file(checkpoint / "discriminator.safetensors")
     assert sorted(head) == ["0.bias", "0.weight", "2.bias", "2.weight"]
     final = load_file(output / "discriminator.safetensors")
     assert all(torch.equal(final[k], head[k]) for k in head)
     pipeline = tiny_pipeline("sd3")
-    kwargs = {"height": 32, "width": 32, "num_inference_steps": 2, "guidance_scale": 1.0, "output_type": "pt",
-              "max_sequence_length": 32}  # fmt: skip
+    kwargs = {
+        "height": 32,
+        "width": 32,
+        "num_inference_steps": 2,
+        "guidance_scale": 1.0,
+        "output_type": "pt",
+        "max_sequence_length": 32,
+    }
     before = pipeline("a cat", generator=torch.Generator().manual_seed(0), **kwargs).images
     pipeline.load_lora_weights(output / "lora")
     after = pipeline("a cat", generator=torch.Generator().manual_seed(0), **kwargs).images
@@ -153,9 +174,15 @@ def test_resume_continues_bit_for_bit(python_run, tmp_path):
 def test_accelerate_launch_on_two_processes(tmp_path):
     """``accelerate launch`` with 2 processes: each scores and trains on its own rollout slice and references, the
     discriminator's gradients are averaged by hand (its frozen backbone is not in DDP), the metrics gathered."""
-    command = ["accelerate", "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-               "--mixed_precision", "no", "--dynamo_backend", "no", "align/adv_grpo.py", "--config", str(TINY),
-               "--output_dir", str(tmp_path), "--eval.every", "0"]  # fmt: skip
+    command = [
+        *"accelerate launch --multi_gpu --num_processes 2 --num_machines 1".split(),
+        *"--mixed_precision no --dynamo_backend no align/adv_grpo.py --config".split(),
+        str(TINY),
+        "--output_dir",
+        str(tmp_path),
+        "--eval.every",
+        "0",
+    ]
     env = {**_env(), "ACCELERATE_USE_CPU": "1"}
     result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
@@ -174,9 +201,15 @@ def test_pickscore_discriminator_trains_only_while_the_policy_wins(tmp_path):
     """Adv-GRPO's PickScore rule: each step either the scorer trains (samples out-scored the references) and the
     policy waits, or the policy trains on the scorer's rewards."""
     preset = tiny_reward_preset("pickscore", tmp_path / "weights")
-    main(_cfg(tmp_path / "out", "--discriminator.type", "pickscore", "--discriminator.backbone", str(preset),
-              "--discriminator.update_when", "generator_wins", "--discriminator.steps", "1",
-              "--discriminator.learning_rate", "1e-3", "--train.max_steps", "4", "--eval.every", "0"))  # fmt: skip
+    main(
+        _cfg(
+            tmp_path / "out",
+            *"--discriminator.type pickscore --discriminator.backbone".split(),
+            str(preset),
+            *"--discriminator.update_when generator_wins --discriminator.steps 1".split(),
+            *"--discriminator.learning_rate 1e-3 --train.max_steps 4 --eval.every 0".split(),
+        )
+    )
     rows = read_metrics(tmp_path / "out")
     assert [r["step"] for r in rows] == [1, 2, 3, 4]
     for row in rows:
@@ -190,10 +223,12 @@ def test_pickscore_discriminator_trains_only_while_the_policy_wins(tmp_path):
 
 # ---------------------------------------------------------------------------------------------------- learning
 
-LEARN = ["--train.max_steps", "64", "--train.learning_rate", "5e-2", "--train.ema", "false", "--train.save_every",
-         "64", "--train.micro_batch_size", "16", "--rollout.batch_size", "16", "--loss.clip_range", "1e-3",
-         "--discriminator.learning_rate", "1e-2", "--discriminator.steps", "4", "--eval.every", "64",
-         "--eval.num_prompts", "4", "--eval.samples_per_prompt", "4"]  # fmt: skip
+LEARN = [
+    *"--train.max_steps 64 --train.learning_rate 5e-2 --train.ema false".split(),
+    *"--train.save_every 64 --train.micro_batch_size 16 --rollout.batch_size 16".split(),
+    *"--loss.clip_range 1e-3 --discriminator.learning_rate 1e-2 --discriminator.steps 4".split(),
+    *"--eval.every 64 --eval.num_prompts 4 --eval.samples_per_prompt 4".split(),
+]
 
 
 @pytest.mark.learning

@@ -27,7 +27,7 @@ from mmreward.testing import sample_images
 from mmreward.train.config import parse_config
 from mmreward.train.tracking import Tracker, read_metrics
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 TINY = REPO / "configs" / "tiny" / "train_latent_reward.yaml"
 
 

@@ -8,15 +8,6 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from eval_fixtures import (
-    VIDEO_NAMES,
-    jpeg_bytes,
-    pickapic_rows,
-    png_bytes,
-    write_imagereward_fixture,
-    write_parquet,
-    write_videogen_fixture,
-)
 
 from mmreward.evaluation.benchmarks import (
     BenchmarkDataError,
@@ -27,17 +18,32 @@ from mmreward.evaluation.benchmarks import (
 )
 from mmreward.evaluation.benchmarks.base import SHIPPED_LABELS, extract_archive, unpack_once
 from mmreward.testing import sample_images, sample_videos
+from tests.eval_fixtures import (
+    VIDEO_NAMES,
+    jpeg_bytes,
+    pickapic_rows,
+    png_bytes,
+    write_imagereward_fixture,
+    write_parquet,
+    write_videogen_fixture,
+)
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[3]
 SHIPPED_VOTES = json.loads((SHIPPED_LABELS / "genaibench_image_generation_votes.json").read_text())
 MJ_RECORDS = json.loads((SHIPPED_LABELS / "mjbench_video_test.json").read_text())
 
 
 def test_registry_lists_every_benchmark_of_the_issue():
     assert list_benchmarks() == [
-        "genai-bench-edit", "genai-bench-image", "genai-bench-video", "hpdv2-test", "imagereward-test",
-        "mjbench-video", "pickapic-v2", "videogen-rewardbench",
-    ]  # fmt: skip
+        "genai-bench-edit",
+        "genai-bench-image",
+        "genai-bench-video",
+        "hpdv2-test",
+        "imagereward-test",
+        "mjbench-video",
+        "pickapic-v2",
+        "videogen-rewardbench",
+    ]
     with pytest.raises(BenchmarkDataError, match="unknown benchmark 'nope'; available: genai-bench-edit"):
         load_benchmark("nope", "/tmp")
 
@@ -48,8 +54,11 @@ def test_registry_lists_every_benchmark_of_the_issue():
 def test_videogen_rewardbench_loads_pairs(tmp_path):
     bench = load_benchmark("videogen-rewardbench", write_videogen_fixture(tmp_path))
     assert (bench.protocol, bench.dims, bench.media_kind, len(bench.pairs)) == (
-        "pairwise", ("VQ", "MQ", "TA", "Overall"), "video", 12
-    )  # fmt: skip
+        "pairwise",
+        ("VQ", "MQ", "TA", "Overall"),
+        "video",
+        12,
+    )
     first = bench.pairs[0]
     # Row 0: A=bigbuckbunny, B=bikes; labels cycle A, B, same, A, B from the dimension's offset.
     assert first.media_a == tmp_path / "videos" / "bigbuckbunny.mp4"
@@ -106,11 +115,15 @@ def _genai_image_rows(count: int) -> list[dict]:
     photos = sample_images()
     return [
         {
-            "prompt": vote["prompt"], "left_model": "SDXL", "left_image": _image(photos[2 * i]),
-            "right_model": "PixArt", "right_image": _image(photos[2 * i + 1]), "vote_type": vote["human_vote"],
+            "prompt": vote["prompt"],
+            "left_model": "SDXL",
+            "left_image": _image(photos[2 * i]),
+            "right_model": "PixArt",
+            "right_image": _image(photos[2 * i + 1]),
+            "vote_type": vote["human_vote"],
         }
         for i, vote in enumerate(SHIPPED_VOTES[:count])
-    ]  # fmt: skip
+    ]
 
 
 def _votes(tmp_path: Path, count: int) -> Path:
@@ -159,11 +172,17 @@ def test_genai_bench_edit_scores_the_target_caption(tmp_path):
     photos = sample_images()
     rows = [
         {
-            "source_prompt": "a cat", "target_prompt": "a cat wearing a hat", "instruct_prompt": "add a hat",
-            "source_image": _image(photos[0]), "left_model": "m1", "left_output_image": _image(photos[1]),
-            "right_model": "m2", "right_output_image": _image(photos[2]), "vote_type": "bothbad_vote",
+            "source_prompt": "a cat",
+            "target_prompt": "a cat wearing a hat",
+            "instruct_prompt": "add a hat",
+            "source_image": _image(photos[0]),
+            "left_model": "m1",
+            "left_output_image": _image(photos[1]),
+            "right_model": "m2",
+            "right_output_image": _image(photos[2]),
+            "vote_type": "bothbad_vote",
         }
-    ]  # fmt: skip
+    ]
     write_parquet(tmp_path / "data" / "image_edition" / "test_v1" / "0000.parquet", rows)
     votes = tmp_path / "votes.json"
     votes.write_text(json.dumps([{"idx": 0, "human_vote": "bothbad_vote"}]))
@@ -176,9 +195,15 @@ def test_genai_bench_edit_scores_the_target_caption(tmp_path):
 def test_genai_bench_video_lists_missing_urls_then_loads(tmp_path):
     base = "https://huggingface.co/datasets/org/arena-videos/resolve/main/videos"
     rows = [
-        {"prompt": "a dog", "left_model": "m1", "left_video": f"{base}/a1.mp4", "right_model": "m2",
-         "right_video": f"{base}/b1.mp4", "vote_type": "tievote"},
-    ]  # fmt: skip
+        {
+            "prompt": "a dog",
+            "left_model": "m1",
+            "left_video": f"{base}/a1.mp4",
+            "right_model": "m2",
+            "right_video": f"{base}/b1.mp4",
+            "vote_type": "tievote",
+        },
+    ]
     write_parquet(tmp_path / "video_generation" / "test_v1-00000-of-00001.parquet", rows)
     votes = tmp_path / "votes.json"
     votes.write_text(json.dumps([{"idx": 0, "prompt": "a dog", "human_vote": "tievote"}]))

@@ -57,8 +57,16 @@ def test_score_directory_with_weight_free_reward(photos, tmp_path):
 def test_weighted_total_dims_and_formats(photos, tiny_clip, tmp_path, sample_videos):
     video = tmp_path / "clip.mp4"
     shutil.copy(sample_videos["carphone_distorted"], video)
-    args = ["score", photos, video, "--prompt", "a photo", "--reward", f"{tiny_clip}=2", "--reward",
-            "jpeg-incompressibility=0.5", "--num-frames", "4", "--batch-size", "2", "--no-progress"]  # fmt: skip
+    args = [
+        "score",
+        photos,
+        video,
+        "--prompt",
+        "a photo",
+        "--reward",
+        f"{tiny_clip}=2",
+        *"--reward jpeg-incompressibility=0.5 --num-frames 4 --batch-size 2 --no-progress".split(),
+    ]
     result = run_cli(*args, "-o", tmp_path / "s.csv")
     assert result.returncode == 0, result.stderr
     rows = list(csv.DictReader((tmp_path / "s.csv").open()))
@@ -111,7 +119,7 @@ def test_prompt_required_for_prompt_dependent_rewards(photos):
 
 
 def test_missing_weights_exit_cleanly(photos):
-    result = run_cli("score", photos, "--prompt", "x", "--reward", "pickscore")
+    result = run_cli("score", photos, *"--prompt x --reward pickscore".split())
     assert result.returncode == 2
     assert "yuvalkirstain/PickScore_v1" in result.stderr and "Traceback" not in result.stderr
 
@@ -177,21 +185,30 @@ def test_every_bad_input_is_recorded_and_the_rest_scored(bad_inputs, tmp_path):
 
 def test_on_error_fail_names_the_first_bad_input(bad_inputs, tmp_path):
     # An input problem known before decoding: exit 1 at once, without loading anything.
-    result = run_cli("score", bad_inputs["good"], bad_inputs["missing"], "--reward", "jpeg-compressibility",
-                     "--on-error", "fail")  # fmt: skip
+    result = run_cli(
+        "score", bad_inputs["good"], bad_inputs["missing"], *"--reward jpeg-compressibility --on-error fail".split()
+    )
     assert result.returncode == 1 and "missing.png: file not found" in result.stderr
     # A decoding problem: the output is still written, then exit 1 naming the item.
     out = tmp_path / "s.jsonl"
-    result = run_cli("score", bad_inputs["good"], bad_inputs["truncated"], "--reward", "jpeg-compressibility",
-                     "--on-error", "fail", "-o", out, "--no-progress")  # fmt: skip
+    result = run_cli(
+        "score",
+        bad_inputs["good"],
+        bad_inputs["truncated"],
+        *"--reward jpeg-compressibility --on-error fail -o".split(),
+        out,
+        "--no-progress",
+    )
     assert result.returncode == 1 and "truncated.png" in result.stderr
     assert len(read_jsonl(out)) == 2
 
 
 def test_bad_arguments(photos):
     assert "--output must end in one of" in run_cli("score", photos, "-o", "x.txt").stderr
-    assert "given twice" in run_cli("score", photos, "--reward", "jpeg-compressibility", "--reward",
-                                    "jpeg-compressibility").stderr  # fmt: skip
+    assert (
+        "given twice"
+        in run_cli("score", photos, *"--reward jpeg-compressibility --reward jpeg-compressibility".split()).stderr
+    )
     result = run_cli("score", photos, "--reward", "nope")
     assert result.returncode == 2 and "Registered rewards:" in result.stderr
 

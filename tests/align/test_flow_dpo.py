@@ -24,7 +24,7 @@ from mmreward.train.config import load_config, parse_config
 from mmreward.train.guards import NonFiniteLossError
 from mmreward.train.tracking import Tracker, read_metrics
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 TINY = REPO / "configs" / "tiny" / "flow_dpo.yaml"
 LORA_FILE = Path("lora") / "pytorch_lora_weights.safetensors"
 

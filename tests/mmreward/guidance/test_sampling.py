@@ -27,7 +27,7 @@ from mmreward.guidance.sampling import (
 )
 from mmreward.rewards.registry import load_reward
 from mmreward.train.config import parse_config
-from tests.test_latent_reward import REPO, TINY
+from tests.align.test_train_latent_reward import REPO, TINY
 
 SEEDS = range(4)
 SAMPLING = SamplingSettings(num_steps=8, height=32, width=32)
@@ -59,8 +59,17 @@ def unguided(sd3, brightness):
 
 
 def _brightness(model, objective, method, budget, seed, guidance=None, search=None):
-    out = generate(model, "a cat", objective, method, budget=budget, seed=seed, sampling=SAMPLING, guidance=guidance,
-                   search=search)  # fmt: skip
+    out = generate(
+        model,
+        "a cat",
+        objective,
+        method,
+        budget=budget,
+        seed=seed,
+        sampling=SAMPLING,
+        guidance=guidance,
+        search=search,
+    )
     value = float(out.media.mean())
     if all(isinstance(t, PixelTerm) for t in objective.terms):
         assert abs(float(out.scores.total[0]) - value) < 1e-5  # the reported score is the returned sample's
@@ -110,8 +119,15 @@ def test_seeds_make_candidate_zero_the_plain_sample_and_smaller_budgets_a_prefix
 
     plain = sample_ode(sd3, ["a cat"], num_steps=2, height=32, width=32, generator=torch.Generator().manual_seed(3))
     settings = SamplingSettings(num_steps=2, height=32, width=32)
-    ours = generate(sd3, "a cat", GuidanceObjective([PixelTerm(load_reward("jpeg-compressibility"))]), "best-of-n",
-                    budget=2, seed=3, sampling=settings)  # fmt: skip
+    ours = generate(
+        sd3,
+        "a cat",
+        GuidanceObjective([PixelTerm(load_reward("jpeg-compressibility"))]),
+        "best-of-n",
+        budget=2,
+        seed=3,
+        sampling=settings,
+    )
     torch.testing.assert_close(ours.latents, plain.final)
     torch.testing.assert_close(candidate_noise(sd3, settings, 3, range(2)), candidate_noise(sd3, settings, 3, [0, 1]))
     assert not torch.equal(*candidate_noise(sd3, settings, 3, range(2)))
@@ -134,8 +150,16 @@ def test_pixel_guidance_raises_a_clip_family_reward(sd3, tiny_root):
     pickscore = GuidanceObjective([PixelTerm(tiny_clip_reward("pickscore", tiny_root))])
     for seed in SEEDS[:2]:
         plain = generate(sd3, "a cat", pickscore, "best-of-n", budget=8, seed=seed, sampling=SAMPLING)
-        guided = generate(sd3, "a cat", pickscore, "pixel", budget=8, seed=seed, sampling=SAMPLING,
-                          guidance=GuidanceSettings(scale=0.5))  # fmt: skip
+        guided = generate(
+            sd3,
+            "a cat",
+            pickscore,
+            "pixel",
+            budget=8,
+            seed=seed,
+            sampling=SAMPLING,
+            guidance=GuidanceSettings(scale=0.5),
+        )
         assert float(guided.scores.total[0]) > float(plain.scores.total[0]) + 1.0
 
 
@@ -149,10 +173,26 @@ def test_pixel_guidance_through_the_model_raises_brightness(sd3, brightness, ung
 
 def test_pixel_guidance_bounds_memory_by_chunks_and_checkpointing(sd3, brightness):
     """Same samples whatever the gradient chunk size; the VAE decoder checkpoints its blocks."""
-    a = generate(sd3, "a cat", brightness, "pixel", budget=16, seed=0, sampling=SAMPLING,
-                 guidance=GuidanceSettings(grad_batch_size=1))  # fmt: skip
-    b = generate(sd3, "a cat", brightness, "pixel", budget=16, seed=0, sampling=SAMPLING,
-                 guidance=GuidanceSettings(grad_batch_size=2, gradient_checkpointing=False))  # fmt: skip
+    a = generate(
+        sd3,
+        "a cat",
+        brightness,
+        "pixel",
+        budget=16,
+        seed=0,
+        sampling=SAMPLING,
+        guidance=GuidanceSettings(grad_batch_size=1),
+    )
+    b = generate(
+        sd3,
+        "a cat",
+        brightness,
+        "pixel",
+        budget=16,
+        seed=0,
+        sampling=SAMPLING,
+        guidance=GuidanceSettings(grad_batch_size=2, gradient_checkpointing=False),
+    )
     torch.testing.assert_close(a.latents, b.latents, rtol=1e-4, atol=1e-5)
     assert a.started == 2 and a.count.forward == 16
     assert sd3.vae.decoder.gradient_checkpointing
@@ -189,8 +229,16 @@ def test_nrg_raises_brightness_over_seeds(sd3, latent_reward):
     objective = GuidanceObjective([LatentTerm(latent_reward)])
     gain, latent_gain = [], []
     for seed in range(8):
-        out = generate(sd3, "a cat", objective, "nrg", budget=8, seed=seed, sampling=SAMPLING,
-                       guidance=GuidanceSettings(scale=0.25))  # fmt: skip
+        out = generate(
+            sd3,
+            "a cat",
+            objective,
+            "nrg",
+            budget=8,
+            seed=seed,
+            sampling=SAMPLING,
+            guidance=GuidanceSettings(scale=0.25),
+        )
         assert (out.count.forward, out.count.backward, out.count.decode) == (8, 0, 1)  # no decode while guiding
         plain = generate(sd3, "a cat", objective, "best-of-n", budget=8, seed=seed, sampling=SAMPLING)
         gain.append(float(out.media.mean() - plain.media.mean()))
@@ -244,8 +292,9 @@ def test_failed_candidates_never_win(sd3):
             scores, dims = super().score_prepared(prompts, inputs)
             return torch.where(scores > scores.median(), torch.full_like(scores, float("nan")), scores), dims
 
-    out = generate(sd3, "a cat", GuidanceObjective([PixelTerm(Flaky())]), "best-of-n", budget=32, seed=0,
-                   sampling=SAMPLING)  # fmt: skip
+    out = generate(
+        sd3, "a cat", GuidanceObjective([PixelTerm(Flaky())]), "best-of-n", budget=32, seed=0, sampling=SAMPLING
+    )
     totals = torch.tensor(out.candidate_totals)
     assert bool(torch.isnan(totals).any()) and not bool(out.scores.failed[0])
     assert float(out.scores.total[0]) == pytest.approx(float(totals[~torch.isnan(totals)].max()))
@@ -258,8 +307,10 @@ def test_gradient_methods_refuse_rewards_they_cannot_use(sd3, latent_reward):
     with pytest.raises(ConfigError, match="nrg guides with latent rewards"):
         generate(sd3, "a cat", jpeg, "nrg", budget=8, seed=0, sampling=SAMPLING)
     latent = GuidanceObjective([LatentTerm(latent_reward)])
-    with pytest.raises(ConfigError, match="shape \\[4, 16, 16\\] \\(per sample\\), but this run samples latents of "
-                                          "shape \\[4, 8, 8\\]"):  # fmt: skip
+    with pytest.raises(
+        ConfigError,
+        match="shape \\[4, 16, 16\\] \\(per sample\\), but this run samples latents of shape \\[4, 8, 8\\]",
+    ):
         generate(sd3, "a cat", latent, "nrg", budget=8, seed=0, sampling=SamplingSettings(8, 16, 16))
     flux = load_flow_model("flux", "tiny", max_sequence_length=32)
     with pytest.raises(ConfigError, match="trained on sd3 latents, but the generator is flux"):
@@ -270,8 +321,11 @@ def test_gradient_methods_refuse_rewards_they_cannot_use(sd3, latent_reward):
 
 # ------------------------------------------------------------------------------------------------- callbacks
 
-SIZES = {"sd3": {"height": 32, "width": 32}, "flux": {"height": 32, "width": 32},
-         "wan": {"height": 32, "width": 32, "num_frames": 5}}  # fmt: skip
+SIZES = {
+    "sd3": {"height": 32, "width": 32},
+    "flux": {"height": 32, "width": 32},
+    "wan": {"height": 32, "width": 32, "num_frames": 5},
+}
 
 
 @pytest.mark.parametrize("family", ["sd3", "flux", "wan"])
@@ -288,10 +342,19 @@ def test_callback_on_the_diffusers_pipeline_equals_the_sampler(family, brightnes
         use_euler_scheduler(pipe)
     noise = candidate_noise(model, settings, 0, [0])
     latents = pipe._pack_latents(noise, 1, *noise.shape[1:]) if family == "flux" else noise
-    callback = RewardGuidanceCallback(pipe, brightness, method="pixel", prompts="a cat", guidance=guidance,
-                                      latents=latents, **SIZES[family])  # fmt: skip
-    pixels = pipe("a cat", num_inference_steps=3, guidance_scale=1.0, max_sequence_length=16, latents=latents,
-                  output_type="pt", callback_on_step_end=callback, **SIZES[family])[0]  # fmt: skip
+    callback = RewardGuidanceCallback(
+        pipe, brightness, method="pixel", prompts="a cat", guidance=guidance, latents=latents, **SIZES[family]
+    )
+    pixels = pipe(
+        "a cat",
+        num_inference_steps=3,
+        guidance_scale=1.0,
+        max_sequence_length=16,
+        latents=latents,
+        output_type="pt",
+        callback_on_step_end=callback,
+        **SIZES[family],
+    )[0]
     torch.testing.assert_close(pixels.float(), ours.media, rtol=1e-4, atol=1e-4)
     assert callback.count.decode == 3
 
@@ -302,17 +365,33 @@ def test_nrg_callback_equals_the_sampler_and_unsupported_methods_say_why(sd3, la
     guidance = GuidanceSettings(scale=0.25)
     ours = generate(sd3, "a cat", objective, "nrg", budget=3, seed=0, sampling=settings, guidance=guidance)
     noise = candidate_noise(sd3, settings, 0, [0])
-    callback = RewardGuidanceCallback(sd3.pipeline, objective, method="nrg", prompts=["a cat"], guidance=guidance,
-                                      latents=noise, height=32, width=32)  # fmt: skip
-    latents = sd3.pipeline("a cat", num_inference_steps=3, guidance_scale=1.0, max_sequence_length=32,
-                           latents=noise, output_type="latent", height=32, width=32,
-                           callback_on_step_end=callback)[0]  # fmt: skip
+    callback = RewardGuidanceCallback(
+        sd3.pipeline, objective, method="nrg", prompts=["a cat"], guidance=guidance, latents=noise, height=32, width=32
+    )
+    latents = sd3.pipeline(
+        "a cat",
+        num_inference_steps=3,
+        guidance_scale=1.0,
+        max_sequence_length=32,
+        latents=noise,
+        output_type="latent",
+        height=32,
+        width=32,
+        callback_on_step_end=callback,
+    )[0]
     torch.testing.assert_close(latents.float(), ours.latents, rtol=1e-4, atol=1e-4)
     for method in ("best-of-n", "search"):
         with pytest.raises(ConfigError, match="cannot run as a step callback"):
             RewardGuidanceCallback(sd3.pipeline, objective, method=method, prompts="a", height=32, width=32)
     with pytest.raises(ConfigError, match="transformer's graph"):
-        RewardGuidanceCallback(sd3.pipeline, objective, method="pixel", prompts="a", height=32, width=32,
-                               guidance=GuidanceSettings(through_model=True))  # fmt: skip
+        RewardGuidanceCallback(
+            sd3.pipeline,
+            objective,
+            method="pixel",
+            prompts="a",
+            height=32,
+            width=32,
+            guidance=GuidanceSettings(through_model=True),
+        )
     with pytest.raises(ConfigError, match="shape"):
         RewardGuidanceCallback(sd3.pipeline, objective, method="nrg", prompts="a", height=64, width=64)

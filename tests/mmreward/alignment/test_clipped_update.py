@@ -159,9 +159,20 @@ def test_update_gradient_is_the_mean_policy_gradient_over_trained_samples_and_st
     reference = LoraReference(model.transformer)
     optimizer, recorder = _optimizer(model)
     metrics = grpo_update(
-        model, batch, advantages, keep, transformer=model.transformer, reference=reference, optimizer=optimizer,
-        loss=loss, micro_batch_size=2, updates=2, accelerator=accelerator, seed=(0,), on_policy_tolerance=1e-5,
-    )  # fmt: skip
+        model,
+        batch,
+        advantages,
+        keep,
+        transformer=model.transformer,
+        reference=reference,
+        optimizer=optimizer,
+        loss=loss,
+        micro_batch_size=2,
+        updates=2,
+        accelerator=accelerator,
+        seed=(0,),
+        on_policy_tolerance=1e-5,
+    )
     assert metrics["update/optimizer_steps"] == 2 and metrics["ratio/first_dev"] < 1e-6
     assert metrics["update/kl"] > 0 and metrics["update/clipfrac"] == 0
     order = keep.nonzero().flatten()[torch.randperm(5, generator=seeded(0, "shuffle", 0))]
@@ -186,9 +197,17 @@ def test_processes_without_trained_samples_still_step_together(model, accelerato
     batch = _batch(model, accelerator)
     optimizer, recorder = _optimizer(model)
     metrics = grpo_update(
-        model, batch, torch.zeros(8), torch.zeros(8, dtype=torch.bool), transformer=model.transformer,
-        reference=None, optimizer=optimizer, loss=GRPOLossConfig(), micro_batch_size=4, accelerator=accelerator,
-    )  # fmt: skip
+        model,
+        batch,
+        torch.zeros(8),
+        torch.zeros(8, dtype=torch.bool),
+        transformer=model.transformer,
+        reference=None,
+        optimizer=optimizer,
+        loss=GRPOLossConfig(),
+        micro_batch_size=4,
+        accelerator=accelerator,
+    )
     assert metrics["update/optimizer_steps"] == 0 and recorder.steps == [] and math.isnan(metrics["grad_norm"])
 
 
@@ -200,16 +219,32 @@ def test_on_policy_check_names_a_cfg_mismatch(model, accelerator):
     optimizer, recorder = _optimizer(model)
     with pytest.raises(OffPolicyError, match=r"deviates from 1 by .*Cause: CFG mismatch.*loss.cfg=true"):
         grpo_update(
-            model, batch, torch.ones(8), torch.ones(8, dtype=torch.bool), transformer=model.transformer,
-            reference=None, optimizer=optimizer, loss=GRPOLossConfig(cfg=False), micro_batch_size=4,
-            accelerator=accelerator, on_policy_tolerance=1e-4,
-        )  # fmt: skip
+            model,
+            batch,
+            torch.ones(8),
+            torch.ones(8, dtype=torch.bool),
+            transformer=model.transformer,
+            reference=None,
+            optimizer=optimizer,
+            loss=GRPOLossConfig(cfg=False),
+            micro_batch_size=4,
+            accelerator=accelerator,
+            on_policy_tolerance=1e-4,
+        )
     assert recorder.steps == []  # stopped before any optimizer step
     metrics = grpo_update(
-        model, batch, torch.ones(8), torch.ones(8, dtype=torch.bool), transformer=model.transformer,
-        reference=None, optimizer=optimizer, loss=GRPOLossConfig(cfg=True), micro_batch_size=4,
-        accelerator=accelerator, on_policy_tolerance=1e-4,
-    )  # fmt: skip
+        model,
+        batch,
+        torch.ones(8),
+        torch.ones(8, dtype=torch.bool),
+        transformer=model.transformer,
+        reference=None,
+        optimizer=optimizer,
+        loss=GRPOLossConfig(cfg=True),
+        micro_batch_size=4,
+        accelerator=accelerator,
+        on_policy_tolerance=1e-4,
+    )
     assert metrics["ratio/first_dev"] < 1e-6
 
 
@@ -223,8 +258,9 @@ def test_diagnosis_of_batch_size_precision_and_unknown_causes(model, accelerator
 
     monkeypatch.setattr(type(model), "velocity", batch_dependent)
     batch = _batch(model, accelerator, batch_size=4)  # sampled in batches of 4: the offset is 4e-3
-    message = diagnose_off_policy(model, batch, rows, 0, loss=GRPOLossConfig(), accelerator=accelerator,
-                                  tolerance=1e-4, mixed_precision="no")  # fmt: skip
+    message = diagnose_off_policy(
+        model, batch, rows, 0, loss=GRPOLossConfig(), accelerator=accelerator, tolerance=1e-4, mixed_precision="no"
+    )
     assert message.startswith("Cause: batch size") and "(4 samples per transformer call)" in message
 
     def noisy(self, latents, *args, **kwargs):  # a policy that changes between calls (dropout)
@@ -234,6 +270,14 @@ def test_diagnosis_of_batch_size_precision_and_unknown_causes(model, accelerator
     batch = _batch(model, accelerator, batch_size=4)
     monkeypatch.setattr(type(model), "velocity", noisy)
     for precision, start in (("bf16", "Cause: precision"), ("no", "Cause unknown")):
-        message = diagnose_off_policy(model, batch, rows, 0, loss=GRPOLossConfig(), accelerator=accelerator,
-                                      tolerance=1e-4, mixed_precision=precision)  # fmt: skip
+        message = diagnose_off_policy(
+            model,
+            batch,
+            rows,
+            0,
+            loss=GRPOLossConfig(),
+            accelerator=accelerator,
+            tolerance=1e-4,
+            mixed_precision=precision,
+        )
         assert message.startswith(start), message

@@ -17,8 +17,8 @@ from mmreward.rewards.registry import find_preset
 from mmreward.testing import tiny_clip_reward
 
 # VLM rewards (reward heads, generative judges, remote judges) see a video as a whole rather than frame by frame,
-# pairwise judges have no absolute score, and remote ones need a server: tests/test_vlm_*.py and
-# tests/test_win_rate.py check their contract.
+# pairwise judges have no absolute score, and remote ones need a server: tests/mmreward/rewards/vlm/ and
+# tests/mmreward/rewards/test_win_rate.py check their contract.
 _VLM_TYPES = {"vlm-head", "pairwise-judge", "cot-judge", "pointwise-judge", "checklist-judge"}
 REGISTERED = [n for n in mmreward.list_rewards() if find_preset(n).type not in _VLM_TYPES]
 PROMPTS = ["an astronaut in a space suit", "a brick wall", "a grey cat on a sofa"]
@@ -26,9 +26,14 @@ PROMPTS = ["an astronaut in a space suit", "a brick wall", "a grey cat on a sofa
 
 def test_registry_lists_the_shipped_presets():
     assert set(REGISTERED) >= {
-        "clip-score", "pickscore", "hpsv2", "hpsv2.1", "laion-aesthetic", "jpeg-compressibility",
+        "clip-score",
+        "pickscore",
+        "hpsv2",
+        "hpsv2.1",
+        "laion-aesthetic",
+        "jpeg-compressibility",
         "jpeg-incompressibility",
-    }  # fmt: skip
+    }
 
 
 @pytest.fixture(scope="module", params=REGISTERED)

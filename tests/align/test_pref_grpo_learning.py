@@ -20,13 +20,17 @@ from mmreward.train.tracking import read_metrics
 
 pytestmark = pytest.mark.learning
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 BRIGHTNESS = "eval/mmreward.rewards.brightness:BrightnessReward"
-FAST = ["--train.max_steps", "24", "--train.learning_rate", "3e-2", "--train.ema", "false", "--train.save_every", "24",
-        "--train.micro_batch_size", "16", "--train.updates_per_step", "1", "--rollout.batch_size", "16",
-        "--rollout.num_steps", "4", "--rollout.sde_window_size", "0", "--rollout.sde_window_range", "[]",
-        "--loss.timestep_fraction", "0.99", "--loss.kl_beta", "0", "--eval.every", "24", "--eval.num_prompts", "4",
-        "--eval.samples_per_prompt", "4", "--eval.num_steps", "4"]  # fmt: skip
+FAST = [
+    *"--train.max_steps 24 --train.learning_rate 3e-2 --train.ema false".split(),
+    *"--train.save_every 24 --train.micro_batch_size 16 --train.updates_per_step 1".split(),
+    *"--rollout.batch_size 16 --rollout.num_steps 4 --rollout.sde_window_size 0".split(),
+    "--rollout.sde_window_range",
+    "[]",
+    *"--loss.timestep_fraction 0.99 --loss.kl_beta 0 --eval.every 24".split(),
+    *"--eval.num_prompts 4 --eval.samples_per_prompt 4 --eval.num_steps 4".split(),
+]
 
 
 def _train(config: str, output: Path) -> tuple[list[dict], dict, dict]:

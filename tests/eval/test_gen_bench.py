@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from fake_servers import fake_checklist_server
 
 from eval import gen_bench
 from mmreward import media, testing
@@ -22,8 +21,9 @@ from mmreward.evaluation import gen_results
 from mmreward.evaluation.diversity import per_group_diversity, pixel_features
 from mmreward.evaluation.generation import GenerationSettings, Sample, load_samples
 from mmreward.evaluation.unigenbench import unigenbench_scores
+from tests.fake_servers import fake_checklist_server
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 PROGRAM = REPO / "eval" / "gen_bench.py"
 
 
@@ -59,11 +59,17 @@ def assets(tiny_root, tmp_path_factory):
 
 def _args(assets, out: Path, *extra: str, limit: int = 2) -> list[str]:
     return [
-        "--model", "tiny", "--family", "sd3", "--prompts", "unigenbench", "--limit", str(limit),
-        "--images-per-prompt", "2", "--steps", "3", "--reward", assets["clip"],
-        "--reward", "mmreward.rewards.brightness:BrightnessReward=0.5", "--judge", assets["judge"],
-        "--judge-mode", "logits", "--bootstrap", "200", "--out", str(out), "--no-progress", *extra,
-    ]  # fmt: skip
+        *"--model tiny --family sd3 --prompts unigenbench --limit".split(),
+        str(limit),
+        *"--images-per-prompt 2 --steps 3 --reward".split(),
+        assets["clip"],
+        *"--reward mmreward.rewards.brightness:BrightnessReward=0.5 --judge".split(),
+        assets["judge"],
+        *"--judge-mode logits --bootstrap 200 --out".split(),
+        str(out),
+        "--no-progress",
+        *extra,
+    ]
 
 
 def _results(out: Path) -> dict:
@@ -195,7 +201,7 @@ def test_errors_come_before_any_model_loads(assets, tmp_path, capsys):
         (["--prompts", "drawbench"], "unknown prompt set 'drawbench'"),
         (["--prompts", "vbench"], "is a video prompt set, but --family sd3 generates images"),
         (["--height", "30"], "--height 30 does not fit sd3: use a positive multiple of 4 (32)"),
-        (["--family", "wan", "--prompts", str(tmp_path / "p.txt")], "the LoRA in"),
+        ([*"--family wan --prompts".split(), str(tmp_path / "p.txt")], "the LoRA in"),
         (["--prompts", "pickscore"], "--judge needs test points per prompt"),
         (["--reward", "unifiedreward-pairwise"], "a pairwise judge has no per-sample score"),
         (["--reward", "no-such-reward"], "unknown reward 'no-such-reward'"),
@@ -239,9 +245,11 @@ def test_errors_come_before_any_model_loads(assets, tmp_path, capsys):
 def test_wan_videos_on_video_prompts(tmp_path):
     out = tmp_path / "wan"
     args = [
-        "--model", "tiny", "--family", "wan", "--prompts", "ta-hard", "--limit", "1", "--images-per-prompt", "2",
-        "--steps", "2", "--reward", "mmreward.rewards.brightness:BrightnessReward", "--out", str(out), "--no-progress",
-    ]  # fmt: skip
+        *"--model tiny --family wan --prompts ta-hard --limit 1 --images-per-prompt 2".split(),
+        *"--steps 2 --reward mmreward.rewards.brightness:BrightnessReward --out".split(),
+        str(out),
+        "--no-progress",
+    ]
     assert gen_bench.main(args) == 0
     run = _results(out)
     assert run["settings"]["num_frames"] == 5 and run["prompt_set"]["media_kind"] == "video"
@@ -258,9 +266,13 @@ def test_remote_judge_through_a_preset_file(tmp_path):
     preset = tmp_path / "my-judge.yaml"
     out = tmp_path / "out"
     args = [
-        "--model", "tiny", "--family", "sd3", "--prompts", "unigenbench", "--limit", "1", "--images-per-prompt", "2",
-        "--steps", "2", "--judge", str(preset), "--judge-mode", "generate", "--out", str(out), "--no-progress",
-    ]  # fmt: skip
+        *"--model tiny --family sd3 --prompts unigenbench --limit 1 --images-per-prompt 2".split(),
+        *"--steps 2 --judge".split(),
+        str(preset),
+        *"--judge-mode generate --out".split(),
+        str(out),
+        "--no-progress",
+    ]
     with fake_checklist_server() as url:
         preset.write_text(
             f"type: checklist-judge\nbackend: chat\nendpoint: {url}\nmodel: UniGenBench-EvalModel\n"

@@ -57,9 +57,13 @@ def test_unigenbench_scores_pool_test_points_and_average_primary_dimensions():
     expected_primary = {"Style": (2, 2), "World Knowledge": (1, 2), "Attribute": (2, 5), "Action": (3, 3)}
     assert {k: (v["passed"], v["total"]) for k, v in scores["primary"].items()} == expected_primary
     expected_sub = {
-        "Style": (2, 2), "World Knowledge": (1, 2), "Attribute - Color": (2, 3), "Attribute - Quantity": (0, 2),
-        "Action - Animal": (1, 1), "Action - State": (2, 2),
-    }  # fmt: skip
+        "Style": (2, 2),
+        "World Knowledge": (1, 2),
+        "Attribute - Color": (2, 3),
+        "Attribute - Quantity": (0, 2),
+        "Action - Animal": (1, 1),
+        "Action - State": (2, 2),
+    }
     assert {k: (v["passed"], v["total"]) for k, v in scores["sub"].items()} == expected_sub
     assert scores["primary"]["Attribute"]["accuracy"] == pytest.approx(0.4)
     assert scores["sub"]["Attribute - Color"]["accuracy"] == pytest.approx(2 / 3)
@@ -226,10 +230,13 @@ def _lora_file(directory, keys: dict[str, tuple[int, int]]):
 
 
 def test_lora_family_is_read_from_layer_names_and_training_config(tmp_path):
-    flux = _lora_file(tmp_path / "flux", {
-        "transformer.single_transformer_blocks.0.attn.to_q.lora_A.weight": (4, 32),
-        "transformer.transformer_blocks.0.attn.to_q.lora_A.weight": (4, 32),
-    })  # fmt: skip
+    flux = _lora_file(
+        tmp_path / "flux",
+        {
+            "transformer.single_transformer_blocks.0.attn.to_q.lora_A.weight": (4, 32),
+            "transformer.transformer_blocks.0.attn.to_q.lora_A.weight": (4, 32),
+        },
+    )
     info = generation.inspect_lora(flux)
     assert info.families == {"flux"} and info.rank == 4 and len(info.digest) == 64
     with pytest.raises(ConfigError, match="layers of a flux transformer, not sd3"):
@@ -266,8 +273,10 @@ def tiny_sd3():
 def test_lora_shapes_must_fit_the_transformer(tmp_path, tiny_sd3):
     transformer = tiny_sd3.transformer
     layer = transformer.transformer_blocks[0].attn.to_q
-    ok = {"transformer.transformer_blocks.0.attn.to_q.lora_A.weight": (4, layer.in_features),
-          "transformer.transformer_blocks.0.attn.to_q.lora_B.weight": (layer.out_features, 4)}  # fmt: skip
+    ok = {
+        "transformer.transformer_blocks.0.attn.to_q.lora_A.weight": (4, layer.in_features),
+        "transformer.transformer_blocks.0.attn.to_q.lora_B.weight": (layer.out_features, 4),
+    }
     generation.check_lora_shapes(transformer, _lora_file(tmp_path / "ok", ok) / generation.LORA_WEIGHTS_NAME)
     wide = {**ok, "transformer.transformer_blocks.0.attn.to_q.lora_A.weight": (4, 2 * layer.in_features)}
     with pytest.raises(

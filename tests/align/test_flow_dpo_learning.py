@@ -20,7 +20,7 @@ from mmreward.train.tracking import read_metrics
 
 pytestmark = pytest.mark.learning
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 PROMPTS = [
     f"a {color} {thing}" for color in ("red", "blue", "green", "small") for thing in ("cat", "dog", "car", "tree")
 ]

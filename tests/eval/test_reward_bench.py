@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from eval_fixtures import pickapic_rows, write_imagereward_fixture, write_parquet, write_videogen_fixture
 
 from mmreward import load_reward
 from mmreward.errors import ConfigError
@@ -27,13 +26,14 @@ from mmreward.evaluation.results import (
 )
 from mmreward.evaluation.score_cache import MediaItem, ScoreCache, media_key, reward_fingerprint, score_into_cache
 from mmreward.testing import sample_images, tiny_reward_preset
+from tests.eval_fixtures import pickapic_rows, write_imagereward_fixture, write_parquet, write_videogen_fixture
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 PROGRAM = REPO / "eval" / "reward_bench.py"
 
 
 def run_program(*args: str, module: bool = False) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), str(REPO / "tests")]), "HF_HUB_OFFLINE": "1"}
+    env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"}
     command = [sys.executable, "-m", "eval.reward_bench"] if module else [sys.executable, str(PROGRAM)]
     return subprocess.run([*command, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
 
@@ -57,11 +57,23 @@ def test_videogen_end_to_end_with_judge_and_resume(tmp_path, tiny_root):
     clip = tiny_reward_preset("clip-score", tiny_root)
     out = tmp_path / "out"
     args = [
-        "--benchmark", "videogen-rewardbench", "--data-dir", str(data), "--reward", str(clip),
-        "--reward", "eval_fixtures:BrightnessJudge", "--output-dir", str(out), "--video-num-frames", "2",
+        *"--benchmark videogen-rewardbench --data-dir".split(),
+        str(data),
+        "--reward",
+        str(clip),
+        *"--reward tests.eval_fixtures:BrightnessJudge --output-dir".split(),
+        str(out),
+        "--video-num-frames",
+        "2",
         # One item per forward pass: rescored items then get bit-identical scores, whatever else is in the batch.
-        "--batch-size", "1", "--bootstrap", "200", "--device", "cpu", "--no-progress",
-    ]  # fmt: skip
+        "--batch-size",
+        "1",
+        "--bootstrap",
+        "200",
+        "--device",
+        "cpu",
+        "--no-progress",
+    ]
     first = run_program(*args)
     assert first.returncode == 0, first.stderr
     results = json.loads((out / "results.json").read_text())
@@ -125,9 +137,14 @@ def test_imagereward_end_to_end_with_a_broken_image(tmp_path, tiny_root):
     pickscore = tiny_reward_preset("pickscore", tiny_root)
     out = tmp_path / "out"
     done = run_program(
-        "--benchmark", "imagereward-test", "--data-dir", str(data), "--reward", str(pickscore), "--output-dir",
-        str(out), "--bootstrap", "100", "--device", "cpu", "--on-error", "fail",
-    )  # fmt: skip
+        *"--benchmark imagereward-test --data-dir".split(),
+        str(data),
+        "--reward",
+        str(pickscore),
+        "--output-dir",
+        str(out),
+        *"--bootstrap 100 --device cpu --on-error fail".split(),
+    )
     assert done.returncode == 1 and "1 item(s) failed to score (--on-error fail)" in done.stderr
     result = json.loads((out / "results.json").read_text())["rewards"]["pickscore"]
     assert result["scoring"]["failed"] == 1 and "not an image PIL can read" in result["scoring"]["errors"][0]
@@ -154,9 +171,12 @@ def test_pickapic_end_to_end_with_a_weight_free_reward(tmp_path):
     write_parquet(data / "data" / "validation_unique-00000-of-00001-y.parquet", pickapic_rows([1, 0.5, 0, 1], 10))
     out = tmp_path / "out"
     done = run_program(
-        "--benchmark", "pickapic-v2", "--data-dir", str(data), "--reward", "jpeg-compressibility",
-        "--output-dir", str(out), "--bootstrap", "50", "--device", "cpu", "--no-progress",
-    )  # fmt: skip
+        *"--benchmark pickapic-v2 --data-dir".split(),
+        str(data),
+        *"--reward jpeg-compressibility --output-dir".split(),
+        str(out),
+        *"--bootstrap 50 --device cpu --no-progress".split(),
+    )
     assert done.returncode == 0, done.stderr
     result = json.loads((out / "results.json").read_text())["rewards"]["jpeg-compressibility"]
     assert result["metrics"]["pickscore_accuracy"]["threshold"] in metrics.PICKSCORE_THRESHOLDS
@@ -168,15 +188,17 @@ def test_pickapic_end_to_end_with_a_weight_free_reward(tmp_path):
 
 
 def test_errors_come_before_any_model_loads(tmp_path):
-    missing = run_program("--benchmark", "hpdv2-test", "--data-dir", str(tmp_path), "--reward", "pickscore")
+    missing = run_program(*"--benchmark hpdv2-test --data-dir".split(), str(tmp_path), "--reward", "pickscore")
     assert missing.returncode == 2 and "test.json' not found" in missing.stderr and "ymhao/HPDv2" in missing.stderr
     offline = run_program(
-        "--benchmark", "mjbench-video", "--data-dir", str(tmp_path / "new"), "--reward", "pickscore", "--download"
+        *"--benchmark mjbench-video --data-dir".split(),
+        str(tmp_path / "new"),
+        *"--reward pickscore --download".split(),
     )
     assert offline.returncode == 2 and "cannot download" in offline.stderr
     assert "HF_HUB_OFFLINE is set" in offline.stderr
     vg = str(write_videogen_fixture(tmp_path / "vg"))
-    typo = run_program("--benchmark", "videogen-rewardbench", "--data-dir", vg, "--reward", "pikscore")
+    typo = run_program(*"--benchmark videogen-rewardbench --data-dir".split(), vg, "--reward", "pikscore")
     assert typo.returncode == 2 and "unknown reward 'pikscore'" in typo.stderr
     listing = run_program("--list", module=True)
     assert listing.returncode == 0 and "KlingTeam/VideoGen-RewardBench" in listing.stdout
@@ -225,9 +247,16 @@ def _tiny_benchmark(protocol: str = "pairwise") -> Benchmark:
     ]
     validation = [PreferencePair("v0", "p", a, b, {"Overall": 1}), PreferencePair("v1", "p", b, c, {"Overall": 0})]
     return Benchmark(
-        "tiny", "tiny", "image", protocol, ("VQ", "Overall"), source, "accuracy_without_ties", pairs,
+        "tiny",
+        "tiny",
+        "image",
+        protocol,
+        ("VQ", "Overall"),
+        source,
+        "accuracy_without_ties",
+        pairs,
         validation if protocol == "pickscore" else [],
-    )  # fmt: skip
+    )
 
 
 def test_pointwise_margins_use_matching_dimensions():

@@ -19,7 +19,7 @@ from mmreward.errors import ConfigError
 from mmreward.rewards.vlm.checkpoints import normalize_key
 from mmreward.train.tracking import read_metrics
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 PROGRAM = ROOT / "align" / "train_reward.py"
 CONFIG = ROOT / "configs" / "tiny" / "train_reward.yaml"
 # A model this small trains several times faster on one thread, and far faster on a busy shared machine.

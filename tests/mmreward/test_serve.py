@@ -113,8 +113,10 @@ def test_serve_command_end_to_end(tiny_root, sample_images):
     preset = tiny_reward_preset("clip-score", tiny_root)
     process = subprocess.Popen(
         [sys.executable, "-m", "mmreward.cli", "serve", "--reward", str(preset), "--port", str(port)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         url = f"http://127.0.0.1:{port}"
         deadline = time.time() + 90

@@ -7,7 +7,6 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from fake_servers import fake_checklist_server
 
 import mmreward
 from mmreward import media, testing
@@ -17,6 +16,7 @@ from mmreward.rewards.vlm.checklist import ChecklistJudge, TestPoint
 from mmreward.rewards.vlm.judge_base import JudgePrompt
 from mmreward.rewards.vlm.parsing import AnswerParseError, parse_checklist
 from mmreward.rewards.vlm.templates import load_template, parse_template
+from tests.fake_servers import fake_checklist_server
 
 # ------------------------------------------------------------------------------------------------ the parser
 

@@ -23,13 +23,16 @@ from mmreward.tiny_models import tiny_pipeline
 from mmreward.train.config import parse_config
 from mmreward.train.tracking import read_metrics
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 POINTWISE = REPO / "configs" / "tiny" / "pref_grpo_flow_grpo.yaml"
 PAIRWISE = REPO / "configs" / "tiny" / "pref_grpo.yaml"
 LORA_FILE = Path("lora") / "pytorch_lora_weights.safetensors"
 # 3 prompts x 4 samples over 2 processes: 6 samples each, so the middle group is split across the processes.
-SPLIT_GROUPS = ["--rollout.prompts_per_step", "3", "--rollout.batch_size", "6", "--train.micro_batch_size", "6",
-                "--eval.every", "4"]  # fmt: skip
+SPLIT_GROUPS = [
+    *"--rollout.prompts_per_step 3 --rollout.batch_size 6 --train.micro_batch_size 6".split(),
+    "--eval.every",
+    "4",
+]
 
 
 def _env() -> dict[str, str]:
@@ -41,9 +44,13 @@ def _cfg(config: Path, output: Path, *overrides: str) -> PrefGRPOConfig:
 
 
 def _launch(output: Path, *args: str, processes: int = 2) -> subprocess.CompletedProcess:
-    command = ["accelerate", "launch", "--multi_gpu", "--num_processes", str(processes), "--num_machines", "1",
-               "--mixed_precision", "no", "--dynamo_backend", "no", "align/pref_grpo.py",
-               "--output_dir", str(output), *args]  # fmt: skip
+    command = [
+        *"accelerate launch --multi_gpu --num_processes".split(),
+        str(processes),
+        *"--num_machines 1 --mixed_precision no --dynamo_backend no align/pref_grpo.py --output_dir".split(),
+        str(output),
+        *args,
+    ]
     env = {**_env(), "ACCELERATE_USE_CPU": "1"}
     return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
 
@@ -83,10 +90,23 @@ def python_run(tmp_path_factory) -> tuple[Path, str]:
     TensorBoard."""
     output = tmp_path_factory.mktemp("python-run")
     result = subprocess.run(
-        [sys.executable, "align/pref_grpo.py", "--config", str(POINTWISE), "--output_dir", str(output),
-         "--check-on-policy", "--logging", "[jsonl,tensorboard]"],
-        cwd=REPO, env=_env(), capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "align/pref_grpo.py",
+            "--config",
+            str(POINTWISE),
+            "--output_dir",
+            str(output),
+            "--check-on-policy",
+            "--logging",
+            "[jsonl,tensorboard]",
+        ],
+        cwd=REPO,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     return output, result.stdout
 
@@ -112,8 +132,14 @@ def test_python_run_logs_evaluates_saves_and_its_lora_loads(python_run):
     weights = load_file(output / LORA_FILE)
     assert any("lora_B" in k and v.abs().sum() > 0 for k, v in weights.items())
     pipeline = tiny_pipeline("sd3")
-    kwargs = {"height": 32, "width": 32, "num_inference_steps": 2, "guidance_scale": 1.0, "output_type": "pt",
-              "max_sequence_length": 32}  # fmt: skip
+    kwargs = {
+        "height": 32,
+        "width": 32,
+        "num_inference_steps": 2,
+        "guidance_scale": 1.0,
+        "output_type": "pt",
+        "max_sequence_length": 32,
+    }
     before = pipeline("a cat", generator=torch.Generator().manual_seed(0), **kwargs).images
     pipeline.load_lora_weights(output / "lora")
     after = pipeline("a cat", generator=torch.Generator().manual_seed(0), **kwargs).images
@@ -138,8 +164,15 @@ def test_groups_split_over_two_processes_are_judged_whole(two_process_run, tmp_p
     single, ddp = read_metrics(tmp_path), read_metrics(two_process_run)
     assert [r["step"] for r in ddp] == [r["step"] for r in single]
     for a, b in zip(single, ddp, strict=True):
-        for key in ("reward/std", "reward/group_spread", "adv/mean_abs", "update/policy_loss", "eval/diversity",
-                    "eval/win_rate_vs_base", "eval/mmreward.rewards.brightness:BrightnessReward"):  # fmt: skip
+        for key in (
+            "reward/std",
+            "reward/group_spread",
+            "adv/mean_abs",
+            "update/policy_loss",
+            "eval/diversity",
+            "eval/win_rate_vs_base",
+            "eval/mmreward.rewards.brightness:BrightnessReward",
+        ):
             if key in a:
                 assert b[key] == pytest.approx(a[key], rel=1e-3, abs=1e-6), (a["step"], key)
         assert b.get("reward/failed", 0) == 0
@@ -172,8 +205,12 @@ def test_resume_of_a_two_process_run_is_exact(two_process_run, tmp_path):
 
 
 def test_on_policy_check_stops_a_cfg_mismatch_before_training(tmp_path):
-    cfg = _cfg(PAIRWISE, tmp_path, "--check_on_policy", "true", "--rollout.guidance_scale", "4.5", "--loss.cfg",
-               "false", "--train.max_steps", "1", "--eval.every", "0")  # fmt: skip
+    cfg = _cfg(
+        PAIRWISE,
+        tmp_path,
+        *"--check_on_policy true --rollout.guidance_scale 4.5 --loss.cfg false".split(),
+        *"--train.max_steps 1 --eval.every 0".split(),
+    )
     with pytest.raises(OffPolicyError, match=r"Cause: CFG mismatch. The rollout sampled with guidance_scale=4.5"):
         main(cfg)
     assert not (tmp_path / "checkpoints").exists()
@@ -186,9 +223,13 @@ def test_video_and_guidance_distilled_families_train_on_policy(family, tmp_path)
     if family == "wan":
         cfg = _cfg(REPO / "configs" / "tiny" / "pref_grpo_wan.yaml", tmp_path, "--check_on_policy", "true")
     else:
-        cfg = _cfg(PAIRWISE, tmp_path, "--model.family", "flux", "--rollout.guidance_scale", "3.5", "--loss.cfg",
-                   "false", "--eval.guidance_scale", "3.5", "--train.max_steps", "1", "--check_on_policy", "true",
-                   "--eval.every", "1", "--train.save_every", "1")  # fmt: skip
+        cfg = _cfg(
+            PAIRWISE,
+            tmp_path,
+            *"--model.family flux --rollout.guidance_scale 3.5 --loss.cfg false".split(),
+            *"--eval.guidance_scale 3.5 --train.max_steps 1 --check_on_policy true".split(),
+            *"--eval.every 1 --train.save_every 1".split(),
+        )
     main(cfg)
     rows = read_metrics(tmp_path)
     train_row = next(r for r in rows if "reward/mean" in r)
