@@ -75,7 +75,7 @@ from mmreward.errors import ConfigError
 from mmreward.flow.rollout import seeded
 from mmreward.rewards.mix import RewardMix
 from mmreward.train.checkpoint import latest_checkpoint, load_checkpoint, module_state, save_checkpoint
-from mmreward.train.config import parse_config
+from mmreward.train.config import parse_config, require_positive
 from mmreward.train.policy import encode_prompts_once, load_lora_policy
 from mmreward.train.run import clock, finish_lora_run, open_run, start_processes
 from mmreward.train.sections import FlowModelConfig, LoraConfig, PromptDataConfig
@@ -120,19 +120,18 @@ class AdvGRPOConfig:
             raise ConfigError("Adv-GRPO's discriminators score images; use an image family (sd3, flux)")
         if self.eval.every and not self.data.eval_prompts:
             raise ConfigError("eval.every > 0 needs data.eval_prompts (held-out prompts); or set eval.every: 0")
-        if self.reward.discriminator_weight <= 0:
-            raise ConfigError(f"reward.discriminator_weight must be > 0, got {self.reward.discriminator_weight}")
         train = self.train
-        for name, value in [
-            ("train.max_steps", train.max_steps),
-            ("train.micro_batch_size", train.micro_batch_size),
-            ("train.updates_per_step", train.updates_per_step),
-            ("train.save_every", train.save_every),
-            ("train.inner_epochs", train.inner_epochs),
-            ("lora.rank", self.lora.rank),
-        ]:
-            if value <= 0:
-                raise ConfigError(f"{name} must be > 0, got {value}")
+        require_positive(
+            {
+                "reward.discriminator_weight": self.reward.discriminator_weight,
+                "train.max_steps": train.max_steps,
+                "train.micro_batch_size": train.micro_batch_size,
+                "train.updates_per_step": train.updates_per_step,
+                "train.save_every": train.save_every,
+                "train.inner_epochs": train.inner_epochs,
+                "lora.rank": self.lora.rank,
+            }
+        )
         if self.discriminator.update_when == "generator_wins" and train.lr_scheduler in ("linear", "cosine"):
             raise ConfigError(
                 f"train.lr_scheduler={train.lr_scheduler} decays over a known number of policy updates, but "

@@ -47,7 +47,7 @@ from mmreward.errors import ConfigError
 from mmreward.flow.rollout import seeded
 from mmreward.rewards.mix import RewardMix
 from mmreward.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from mmreward.train.config import parse_config
+from mmreward.train.config import parse_config, require_positive
 from mmreward.train.guards import finite_everywhere
 from mmreward.train.policy import encode_prompts_once, load_lora_policy
 from mmreward.train.run import finish_lora_run, open_run, start_processes
@@ -104,17 +104,17 @@ class FlowDPOConfig:
                 "(1 - t)^2 = 0; use beta_schedule=constant"
             )
         check_media_kind(model)
-        for name, value in [
-            ("train.max_steps", train.max_steps),
-            ("train.batch_size", train.batch_size),
-            ("train.gradient_accumulation_steps", train.gradient_accumulation_steps),
-            ("train.save_every", train.save_every),
-            ("online.round_steps", online.round_steps),
-            ("loss.beta", loss.beta),
-            ("lora.rank", self.lora.rank),
-        ]:
-            if value <= 0:
-                raise ConfigError(f"{name} must be > 0, got {value}")
+        require_positive(
+            {
+                "train.max_steps": train.max_steps,
+                "train.batch_size": train.batch_size,
+                "train.gradient_accumulation_steps": train.gradient_accumulation_steps,
+                "train.save_every": train.save_every,
+                "online.round_steps": online.round_steps,
+                "loss.beta": loss.beta,
+                "lora.rank": self.lora.rank,
+            }
+        )
 
 
 # ------------------------------------------------------------------------------------------------------ main

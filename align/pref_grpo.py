@@ -66,7 +66,7 @@ from mmreward.errors import ConfigError
 from mmreward.rewards.mix import RewardMix
 from mmreward.rewards.registry import load_reward
 from mmreward.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from mmreward.train.config import parse_config
+from mmreward.train.config import parse_config, require_positive
 from mmreward.train.policy import encode_prompts_once, load_lora_policy
 from mmreward.train.run import clock, finish_lora_run, open_run, start_processes
 from mmreward.train.sections import FlowModelConfig, LoraConfig, PromptDataConfig, check_media_kind
@@ -112,17 +112,17 @@ class PrefGRPOConfig:
         if self.eval.every and not self.data.eval_prompts:
             raise ConfigError("eval.every > 0 needs data.eval_prompts (held-out prompts); or set eval.every: 0")
         check_media_kind(model)
-        for name, value in [
-            ("train.max_steps", train.max_steps),
-            ("train.micro_batch_size", train.micro_batch_size),
-            ("train.updates_per_step", train.updates_per_step),
-            ("train.inner_epochs", train.inner_epochs),
-            ("train.save_every", train.save_every),
-            ("train.on_policy_tolerance", train.on_policy_tolerance),
-            ("lora.rank", self.lora.rank),
-        ]:
-            if value <= 0:
-                raise ConfigError(f"{name} must be > 0, got {value}")
+        require_positive(
+            {
+                "train.max_steps": train.max_steps,
+                "train.micro_batch_size": train.micro_batch_size,
+                "train.updates_per_step": train.updates_per_step,
+                "train.inner_epochs": train.inner_epochs,
+                "train.save_every": train.save_every,
+                "train.on_policy_tolerance": train.on_policy_tolerance,
+                "lora.rank": self.lora.rank,
+            }
+        )
         check_rollout_config(self.rollout)
         check_loss_config(self.loss)
         check_eval_config(self.eval)
@@ -173,9 +173,18 @@ def main(cfg: PrefGRPOConfig) -> Path:
     first_step = step
 
     # -- held-out evaluation: ODE samples from fixed seeds, scored, compared with the base model's, saved as a grid
-    def run_eval(at: int, samples_of: Any, base=None, base_scores=None, log: bool = True):
+    def run_eval(at: int, base_model: bool = False, base=None, base_scores=None, log: bool = True):
         start = clock(device)
-        samples = samples_of()
+        with reference.active() if base_model else ema.swapped_in() if ema is not None else nullcontext():
+            samples = sample_eval(
+                model,
+                eval_prompts,
+                eval_cfg,
+                **size,
+                negative_prompt=rollout_cfg.negative_prompt,
+                accelerator=accelerator,
+                seed=train.seed,
+            )
         metrics, scores = evaluate(
             samples,
             eval_cfg.samples_per_prompt,
@@ -194,33 +203,9 @@ def main(cfg: PrefGRPOConfig) -> Path:
             tracker.log(at, {**metrics, "time/eval": clock(device) - start})
         return samples, scores
 
-    def policy_eval_samples():
-        with ema.swapped_in() if ema is not None else nullcontext():
-            return sample_eval(
-                model,
-                eval_prompts,
-                eval_cfg,
-                **size,
-                negative_prompt=rollout_cfg.negative_prompt,
-                accelerator=accelerator,
-                seed=train.seed,
-            )
-
-    def base_eval_samples():
-        with reference.active():
-            return sample_eval(
-                model,
-                eval_prompts,
-                eval_cfg,
-                **size,
-                negative_prompt=rollout_cfg.negative_prompt,
-                accelerator=accelerator,
-                seed=train.seed,
-            )
-
     base = base_scores = None  # the base model's samples on the same seeds: the comparison point of every evaluation
     if eval_cfg.every:
-        base, base_scores = run_eval(0, base_eval_samples, log=step == 0)
+        base, base_scores = run_eval(0, base_model=True, log=step == 0)
 
     # -- loop: rollout, rewards, advantages, update
     while step < train.max_steps:
@@ -259,7 +244,7 @@ def main(cfg: PrefGRPOConfig) -> Path:
                 logged["memory/peak_gb"] = torch.cuda.max_memory_allocated(device) / 2**30
             tracker.log(step, logged)
         if eval_cfg.every and (step % eval_cfg.every == 0 or step == train.max_steps):
-            run_eval(step, policy_eval_samples, base, base_scores)
+            run_eval(step, base=base, base_scores=base_scores)
         if step % train.save_every == 0 or step == train.max_steps:
             save_checkpoint(
                 output / "checkpoints",

@@ -55,7 +55,7 @@ from mmreward.reward_training.latent_sections import (
 )
 from mmreward.reward_training.latent_split import global_rows, split_data
 from mmreward.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from mmreward.train.config import parse_config
+from mmreward.train.config import parse_config, require_positive
 from mmreward.train.distributed import check_launched_processes
 from mmreward.train.guards import NonFiniteGuard, finite_everywhere
 from mmreward.train.run import open_run
@@ -86,16 +86,16 @@ class TrainLatentRewardConfig:
         check_media_kind(model)
         if any(not 0 <= s <= 1 for s in train.eval_sigmas):
             raise ConfigError(f"train.eval_sigmas must lie in [0, 1], got {train.eval_sigmas}")
-        for name, value in [
-            ("train.max_steps", train.max_steps),
-            ("train.batch_size", train.batch_size),
-            ("train.eval_every", train.eval_every),
-            ("train.save_every", train.save_every),
-            ("reward_model.width", self.reward_model.width),
-            ("reward_model.depth", self.reward_model.depth),
-        ]:
-            if value <= 0:
-                raise ConfigError(f"{name} must be > 0, got {value}")
+        require_positive(
+            {
+                "train.max_steps": train.max_steps,
+                "train.batch_size": train.batch_size,
+                "train.eval_every": train.eval_every,
+                "train.save_every": train.save_every,
+                "reward_model.width": self.reward_model.width,
+                "reward_model.depth": self.reward_model.depth,
+            }
+        )
 
 
 # ------------------------------------------------------------------------------------------------------ main

@@ -14,6 +14,7 @@ from mmreward.alignment.layout import GroupLayout
 from mmreward.errors import ConfigError
 from mmreward.flow.models import FlowModel
 from mmreward.flow.rollout import Rollout, random_sde_window, sample, seeded
+from mmreward.media import to_uint8
 
 
 @dataclass
@@ -96,12 +97,6 @@ class GroupBatch:
         return len(self.index)
 
 
-def quantize_uint8(media: torch.Tensor) -> torch.Tensor:
-    """Canonical float media in [0, 1] -> uint8 tensors of the same layout, rounded (Flow-GRPO hands rewards 8-bit
-    images the same way; :func:`mmreward.media.to_uint8` instead gives channels-last numpy arrays for encoders)."""
-    return (media.float().clamp(0, 1) * 255).round().to(torch.uint8)
-
-
 def rollout_window(rollout: SamplerConfig, iteration: int, seed: int) -> tuple[int, int] | None:
     """This iteration's SDE window: None (every step stochastic) or a random window of ``sde_window_size`` steps,
     drawn the same on every process."""
@@ -155,4 +150,4 @@ def rollout_groups(
             batch_size=rollout.batch_size,
             transformer=transformer,
         )
-    return GroupBatch(samples, index, group, list(prompts), quantize_uint8(samples.media), rollout.batch_size)
+    return GroupBatch(samples, index, group, list(prompts), to_uint8(samples.media), rollout.batch_size)

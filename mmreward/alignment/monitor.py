@@ -20,14 +20,13 @@ from typing import Any
 
 import torch
 
-from mmreward.alignment.group_rollout import quantize_uint8
 from mmreward.alignment.layout import GroupLayout, exchange_rows
 from mmreward.data.prompts import read_prompts
 from mmreward.errors import ConfigError
 from mmreward.evaluation.diversity import Features, ImageEmbeddingFeatures, pixel_features, within_group_diversity
 from mmreward.flow.models import FlowModel
 from mmreward.flow.rollout import sample_ode, seeded
-from mmreward.media import to_pil, write_video
+from mmreward.media import to_pil, to_uint8, write_video
 from mmreward.rewards.mix import RewardMix
 
 
@@ -119,7 +118,7 @@ def sample_eval(
             batch_size=cfg.batch_size,
             transformer=transformer,
         )
-    return EvalSamples(index, local_prompts, quantize_uint8(out.media))
+    return EvalSamples(index, local_prompts, to_uint8(out.media))
 
 
 # ----------------------------------------------------------------------------------------------------- metrics

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 from diffusers import FlowMatchEulerDiscreteScheduler
 
+from mmreward.devices import resolve_dtype
 from mmreward.errors import ConfigError, WeightsNotFoundError
 
 Family = Literal["sd3", "flux", "wan"]
@@ -540,7 +541,6 @@ def load_flow_model(
     scaled-dot-product attention (which itself picks flash or memory-efficient kernels on GPUs); ``xformers``
     needs the xformers package and a CUDA device.
     """
-    from mmreward.rewards.base import resolve_dtype
 
     device = torch.device(device)
     check_attention(attention, device)

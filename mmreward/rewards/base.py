@@ -17,6 +17,7 @@ from typing import Any, ClassVar, Literal
 import torch
 
 from mmreward import media as media_io
+from mmreward.devices import resolve_dtype
 from mmreward.errors import ConfigError, MediaError
 
 Orders = Literal["both", "ab", "random"]
@@ -78,25 +79,6 @@ class PairwiseOutput:
 
     def __len__(self) -> int:
         return self.prob_a.shape[0]
-
-
-def resolve_dtype(dtype: str | torch.dtype) -> torch.dtype:
-    """``"bfloat16"``/``"bf16"``/``torch.bfloat16`` -> ``torch.bfloat16`` (likewise float16, float32)."""
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    names = {
-        "float32": torch.float32,
-        "fp32": torch.float32,
-        "float": torch.float32,
-        "bfloat16": torch.bfloat16,
-        "bf16": torch.bfloat16,
-        "float16": torch.float16,
-        "fp16": torch.float16,
-        "half": torch.float16,
-    }
-    if dtype not in names:
-        raise ConfigError(f"unknown dtype {dtype!r}; use one of {sorted(names)}")
-    return names[dtype]
 
 
 def check_batch(prompts: Sequence[str] | str, media: Any) -> tuple[list[str], list[Any]]:

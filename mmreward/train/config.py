@@ -137,3 +137,10 @@ def save_config(cfg: Any, output_dir: str | Path) -> Path:
     tmp.write_text(to_yaml(cfg), encoding="utf-8")
     tmp.replace(target)
     return target
+
+
+def require_positive(values: dict[str, float]) -> None:
+    """Refuse the first of ``values`` (``{"section.key": value}``) that is not > 0, naming the key and the value."""
+    for name, value in values.items():
+        if value <= 0:
+            raise ConfigError(f"{name} must be > 0, got {value}")

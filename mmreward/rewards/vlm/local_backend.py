@@ -235,8 +235,7 @@ class LocalVLMBackend(JudgeBackend):
 
     def prepare(self, frames: torch.Tensor) -> VisualInput:
         # (n, 3, H, W) float in [0, 1] -> n uint8 (3, H, W) tensors, what the image processor takes.
-        images = torch.from_numpy(to_uint8(frames)).permute(0, 3, 1, 2)
-        return self.backbone.process_images(list(images.unbind(0)))
+        return self.backbone.process_images(list(to_uint8(frames).unbind(0)))
 
     # -- prompts ---------------------------------------------------------------------------------------------
 

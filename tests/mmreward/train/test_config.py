@@ -13,7 +13,7 @@ from torch import nn
 
 from mmreward.errors import ConfigError
 from mmreward.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from mmreward.train.config import load_config, parse_config, save_config
+from mmreward.train.config import load_config, parse_config, require_positive, save_config
 from mmreward.train.ema import EMA
 from mmreward.train.guards import NonFiniteGuard, NonFiniteLossError
 from mmreward.train.tracking import Tracker, read_metrics
@@ -55,6 +55,14 @@ def test_config_errors_name_the_key_and_list_valid_ones(tmp_path):
         load_config(DemoConfig, overrides=["seed=-1"])
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(DemoConfig, tmp_path / "missing.yaml")
+
+
+def test_require_positive_names_the_first_bad_value():
+    require_positive({"train.max_steps": 1, "loss.beta": 0.5})
+    with pytest.raises(ConfigError, match=r"^train.save_every must be > 0, got 0$"):
+        require_positive({"train.max_steps": 3, "train.save_every": 0, "lora.rank": -1})
+    with pytest.raises(ConfigError, match=r"^lora.rank must be > 0, got -1$"):
+        require_positive({"lora.rank": -1})
 
 
 def test_save_config_round_trips(tmp_path):
