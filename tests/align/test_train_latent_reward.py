@@ -41,8 +41,13 @@ def one_thread():
 
 
 def _env() -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
-            "OMP_NUM_THREADS": "1"}  # fmt: skip
+    return {
+        **os.environ,
+        "PYTHONPATH": str(REPO),
+        "HF_HUB_OFFLINE": "1",
+        "TOKENIZERS_PARALLELISM": "false",
+        "OMP_NUM_THREADS": "1",
+    }
 
 
 def _config(output: Path, *overrides: str, config: Path = TINY) -> TrainLatentRewardConfig:
@@ -63,8 +68,9 @@ def test_noise_level_features_are_the_sinusoidal_embedding_of_1000_t():
 
 @pytest.mark.parametrize("shape", [[4, 16, 16], [4, 2, 4, 4]])
 def test_latent_reward_scores_images_and_videos_and_round_trips(shape, tmp_path):
-    spec = LatentRewardSpec(family="wan" if len(shape) == 4 else "sd3", latent_shape=shape, dims=["VQ", "TA"],
-                            text_dim=8, width=8, depth=2)  # fmt: skip
+    spec = LatentRewardSpec(
+        family="wan" if len(shape) == 4 else "sd3", latent_shape=shape, dims=["VQ", "TA"], text_dim=8, width=8, depth=2
+    )
     torch.manual_seed(0)
     model = LatentRewardModel(spec)
     for p in model.parameters():  # FiLM starts at zero; move every weight so the round trip checks all of them
@@ -87,8 +93,10 @@ def test_compatibility_errors_name_the_family_and_the_shape(tmp_path):
     model.check_compatible("sd3", [4, 16, 16])
     with pytest.raises(ConfigError, match="trained on sd3 latents, but the generator is flux"):
         model.check_compatible("flux", [16, 16, 16])
-    with pytest.raises(ConfigError, match=re.escape("shape [4, 16, 16] (per sample), but this run samples latents of "
-                                                    "shape [4, 32, 32]")):  # fmt: skip
+    with pytest.raises(
+        ConfigError,
+        match=re.escape("shape [4, 16, 16] (per sample), but this run samples latents of shape [4, 32, 32]"),
+    ):
         model.check_compatible("sd3", [4, 32, 32])
     with pytest.raises(WeightsNotFoundError, match="not a latent reward directory"):
         load_latent_reward(tmp_path)
@@ -133,8 +141,18 @@ def test_learns_to_rank_noised_latents_well_above_chance(trained):
 
 
 def test_resume_after_a_stop_gives_the_same_weights(tmp_path, monkeypatch):
-    overrides = ["--data.num_synthetic", "24", "--train.max_steps", "6", "--train.save_every", "3",
-                 "--train.eval_every", "6", "--train.log_every", "1"]  # fmt: skip
+    overrides = [
+        "--data.num_synthetic",
+        "24",
+        "--train.max_steps",
+        "6",
+        "--train.save_every",
+        "3",
+        "--train.eval_every",
+        "6",
+        "--train.log_every",
+        "1",
+    ]
     main(_config(tmp_path / "straight", *overrides))
     real_log = Tracker.log
 
@@ -171,8 +189,23 @@ def _pair_table(tmp_path: Path) -> Path:
 def test_pair_tables_train_one_dimension_per_label_column(tmp_path):
     table = _pair_table(tmp_path)
     output = tmp_path / "run"
-    main(_config(output, "--data.source", "pairs", "--data.pairs", str(table), "--data.label_columns", "[VQ,TA]",
-                 "--train.max_steps", "2", "--train.batch_size", "2", "--train.eval_every", "2"))  # fmt: skip
+    main(
+        _config(
+            output,
+            "--data.source",
+            "pairs",
+            "--data.pairs",
+            str(table),
+            "--data.label_columns",
+            "[VQ,TA]",
+            "--train.max_steps",
+            "2",
+            "--train.batch_size",
+            "2",
+            "--train.eval_every",
+            "2",
+        )
+    )
     spec = read_latent_reward_spec(output / "latent_reward")
     assert spec.dims == ["VQ", "TA"]
     skipped = [json.loads(line) for line in (output / "skipped_pairs.jsonl").read_text().splitlines()]
@@ -185,10 +218,29 @@ def test_distill_trains_a_dimension_per_reward(tmp_path):
     prompts = tmp_path / "prompts.txt"
     prompts.write_text("a cat\na dog\n")
     output = tmp_path / "run"
-    main(_config(output, "--data.source", "distill", "--data.prompts", str(prompts), "--data.rewards",
-                 "[mmreward.rewards.brightness:BrightnessReward,jpeg-compressibility]",
-                 "--data.samples_per_prompt", "4", "--data.num_steps", "2", "--data.holdout", "0.25",
-                 "--train.max_steps", "2", "--train.batch_size", "4", "--train.eval_every", "2"))  # fmt: skip
+    main(
+        _config(
+            output,
+            "--data.source",
+            "distill",
+            "--data.prompts",
+            str(prompts),
+            "--data.rewards",
+            "[mmreward.rewards.brightness:BrightnessReward,jpeg-compressibility]",
+            "--data.samples_per_prompt",
+            "4",
+            "--data.num_steps",
+            "2",
+            "--data.holdout",
+            "0.25",
+            "--train.max_steps",
+            "2",
+            "--train.batch_size",
+            "4",
+            "--train.eval_every",
+            "2",
+        )
+    )
     spec = read_latent_reward_spec(output / "latent_reward")
     assert spec.dims == ["mmreward.rewards.brightness:BrightnessReward", "jpeg-compressibility"]
     assert (spec.training["train_size"], spec.training["heldout_size"]) == (6, 2)
@@ -200,21 +252,52 @@ def test_distill_trains_a_dimension_per_reward(tmp_path):
 def test_two_process_accelerate_run_matches_one_process(tmp_path):
     """``accelerate launch`` of the tiny config on 2 CPU processes (4 pairs each) against one process with 8 pairs in
     process: same global batches and per-sample noise, so the same losses and gradient norms at every step."""
-    overrides = ["--train.max_steps", "6", "--train.eval_every", "6", "--train.log_every", "1",
-                 "--data.num_synthetic", "16"]  # fmt: skip
+    overrides = [
+        "--train.max_steps",
+        "6",
+        "--train.eval_every",
+        "6",
+        "--train.log_every",
+        "1",
+        "--data.num_synthetic",
+        "16",
+    ]
     result = subprocess.run(
-        ["accelerate", "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision",
-         "no", "--dynamo_backend", "no", "align/train_latent_reward.py", "--config", str(TINY), "--output_dir",
-         str(tmp_path / "ddp"), "--train.batch_size", "4", *overrides],
-        cwd=REPO, env={**_env(), "ACCELERATE_USE_CPU": "1"}, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+        [
+            "accelerate",
+            "launch",
+            "--multi_gpu",
+            "--num_processes",
+            "2",
+            "--num_machines",
+            "1",
+            "--mixed_precision",
+            "no",
+            "--dynamo_backend",
+            "no",
+            "align/train_latent_reward.py",
+            "--config",
+            str(TINY),
+            "--output_dir",
+            str(tmp_path / "ddp"),
+            "--train.batch_size",
+            "4",
+            *overrides,
+        ],
+        cwd=REPO,
+        env={**_env(), "ACCELERATE_USE_CPU": "1"},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     main(_config(tmp_path / "single", "--train.batch_size", "8", *overrides))
     ddp, single = read_metrics(tmp_path / "ddp"), read_metrics(tmp_path / "single")
     assert [r["step"] for r in ddp] == [1, 2, 3, 4, 5, 6, 6]  # six training rows (main process only), one eval
     for a, b in zip(ddp[:6], single[:6], strict=True):
-        assert a["loss"] == pytest.approx(b["loss"], rel=1e-4) and a["grad_norm"] == pytest.approx(b["grad_norm"],
-                                                                                                 rel=1e-3)  # fmt: skip
+        assert a["loss"] == pytest.approx(b["loss"], rel=1e-4) and a["grad_norm"] == pytest.approx(
+            b["grad_norm"], rel=1e-3
+        )
     assert (tmp_path / "ddp" / "checkpoints" / "step-00000006" / "rng-rank1.pt").is_file()
     reward = load_latent_reward(tmp_path / "ddp" / "latent_reward")
     assert reward.dims == ["brightness"] and reward.spec.latent_shape == [4, 16, 16]
@@ -251,8 +334,17 @@ def test_bad_prompts_and_rewards_fail_before_any_model_loads(tmp_path, monkeypat
         main(_config(tmp_path / "out", *distill, "--data.prompts", str(tmp_path / "nope.txt")))
     empty.write_text("a cat\n")
     with pytest.raises(Exception, match="unknown reward 'no-such-reward'"):
-        main(_config(tmp_path / "out", "--data.source", "distill", "--data.prompts", str(empty),
-                     "--data.rewards", "[no-such-reward]"))  # fmt: skip
+        main(
+            _config(
+                tmp_path / "out",
+                "--data.source",
+                "distill",
+                "--data.prompts",
+                str(empty),
+                "--data.rewards",
+                "[no-such-reward]",
+            )
+        )
 
 
 @pytest.mark.parametrize(
@@ -277,11 +369,33 @@ def test_video_generator_latents_train_and_guide(tmp_path):
     from mmreward.guidance.objective import GuidanceObjective, LatentTerm
     from mmreward.guidance.sampling import SamplingSettings, generate
 
-    main(_config(tmp_path, "--model.family", "wan", "--model.num_frames", "5", "--data.num_synthetic", "8",
-                 "--train.max_steps", "2", "--train.batch_size", "2", "--train.eval_every", "2"))  # fmt: skip
+    main(
+        _config(
+            tmp_path,
+            "--model.family",
+            "wan",
+            "--model.num_frames",
+            "5",
+            "--data.num_synthetic",
+            "8",
+            "--train.max_steps",
+            "2",
+            "--train.batch_size",
+            "2",
+            "--train.eval_every",
+            "2",
+        )
+    )
     reward = load_latent_reward(tmp_path / "latent_reward")
     assert (reward.spec.family, reward.spec.latent_shape) == ("wan", [4, 2, 4, 4])
     wan = load_flow_model("wan", "tiny", max_sequence_length=32)
-    out = generate(wan, "a cat", GuidanceObjective([LatentTerm(reward)]), "nrg", budget=2, seed=0,
-                   sampling=SamplingSettings(num_steps=2, height=32, width=32, num_frames=5))  # fmt: skip
+    out = generate(
+        wan,
+        "a cat",
+        GuidanceObjective([LatentTerm(reward)]),
+        "nrg",
+        budget=2,
+        seed=0,
+        sampling=SamplingSettings(num_steps=2, height=32, width=32, num_frames=5),
+    )
     assert out.media.shape == (1, 5, 3, 32, 32) and out.count.forward == 2

@@ -143,8 +143,19 @@ def test_resume_continues_exactly(tmp_path):
 def test_accelerate_launch_and_early_errors(tmp_path):
     data = testing.synthetic_preference_pairs(tmp_path / "data", pairs=24, images=16)
     out = tmp_path / "accelerated"
-    launcher = ("accelerate", "launch", "--num_processes", "1", "--num_machines", "1", "--mixed_precision", "no",
-                "--dynamo_backend", "no", "--cpu")  # fmt: skip
+    launcher = (
+        "accelerate",
+        "launch",
+        "--num_processes",
+        "1",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--cpu",
+    )
     result = run("--data.train", str(data), "--output_dir", str(out), "--train.epochs", "1", launcher=launcher)
     assert result.returncode == 0, result.stderr[-3000:]
     assert (
@@ -165,8 +176,20 @@ def test_judge_learns_as_a_verdict_classifier(tmp_path, pairs_csv):
     """model.kind=judge: the tiny generative judge learns "brighter" (VQ) from its verdict logits in both
     presentation orders; the saved judge (merged LoRA) loads and its compare() agrees with the labels."""
     out = tmp_path / "judge"
-    result = run("--data.train", str(pairs_csv), "--output_dir", str(out), "--model.kind", "judge",
-                 "--model.judge_dim", "VQ", "--train.epochs", "3", "--train.lr", "3e-3")  # fmt: skip
+    result = run(
+        "--data.train",
+        str(pairs_csv),
+        "--output_dir",
+        str(out),
+        "--model.kind",
+        "judge",
+        "--model.judge_dim",
+        "VQ",
+        "--train.epochs",
+        "3",
+        "--train.lr",
+        "3e-3",
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     final = [r for r in read_metrics(out) if "val/VQ/acc_without_ties" in r][-1]
     assert final["val/VQ/acc_without_ties"] >= 0.85, final

@@ -155,13 +155,27 @@ class VLMHeadReward(RewardModel):
     ) -> None:
         spec = self._read_spec(weights, filename, checkpoint_step)
         self._construct(
-            spec, weights=weights, filename=filename, base_model=base_model, dims=dims, reward_tokens=reward_tokens,
-            head=head, head_output_dim=head_output_dim, template=template, template_file=template_file,
-            normalize=normalize, video_fps=video_fps, video_num_frames=video_num_frames,
-            input_video_fps=input_video_fps, frame_min_pixels=frame_min_pixels, frame_max_pixels=frame_max_pixels,
-            image_min_pixels=image_min_pixels, image_max_pixels=image_max_pixels,
-            attn_implementation=attn_implementation, **kwargs,
-        )  # fmt: skip
+            spec,
+            weights=weights,
+            filename=filename,
+            base_model=base_model,
+            dims=dims,
+            reward_tokens=reward_tokens,
+            head=head,
+            head_output_dim=head_output_dim,
+            template=template,
+            template_file=template_file,
+            normalize=normalize,
+            video_fps=video_fps,
+            video_num_frames=video_num_frames,
+            input_video_fps=input_video_fps,
+            frame_min_pixels=frame_min_pixels,
+            frame_max_pixels=frame_max_pixels,
+            image_min_pixels=image_min_pixels,
+            image_max_pixels=image_max_pixels,
+            attn_implementation=attn_implementation,
+            **kwargs,
+        )
 
     @classmethod
     def untrained(cls, base_model: str, *, dims: list[str] | tuple[str, ...], seed: int = 0, **kwargs: Any):

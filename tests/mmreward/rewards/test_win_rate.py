@@ -145,9 +145,12 @@ def test_compare_only_and_pointwise_judges_give_the_same_rates():
     group = _images(0.1, 0.2, 0.4)
     s = torch.sigmoid
     expected = torch.tensor(
-        [(s(torch.tensor(-1.0)) + s(torch.tensor(-3.0))) / 2, (s(torch.tensor(1.0)) + s(torch.tensor(-2.0))) / 2,
-         (s(torch.tensor(3.0)) + s(torch.tensor(2.0))) / 2]
-    )  # fmt: skip
+        [
+            (s(torch.tensor(-1.0)) + s(torch.tensor(-3.0))) / 2,
+            (s(torch.tensor(1.0)) + s(torch.tensor(-2.0))) / 2,
+            (s(torch.tensor(3.0)) + s(torch.tensor(2.0))) / 2,
+        ]
+    )
     torch.testing.assert_close(mmreward.win_rate(CompareOnly(), "p", group), expected)
     torch.testing.assert_close(mmreward.win_rate(MeanPixel(), "p", group), expected)
 

@@ -86,10 +86,15 @@ def test_shipped_template_and_its_validation():
             parse_template({"kind": "checklist", "image": section_data}, name="bad", kind="checklist")
     with pytest.raises(ConfigError, match="is for checklist templates"):
         parse_template(
-            {"kind": "pointwise", "score_range": [1, 5], "definitions": {"Style": "x"},
-             "image": {"user": "{media}", "dims": ["A"]}},
-            name="bad", kind="pointwise",
-        )  # fmt: skip
+            {
+                "kind": "pointwise",
+                "score_range": [1, 5],
+                "definitions": {"Style": "x"},
+                "image": {"user": "{media}", "dims": ["A"]},
+            },
+            name="bad",
+            kind="pointwise",
+        )
 
 
 # ----------------------------------------------------------------------------------------- local judges
