@@ -111,7 +111,7 @@ class AdversarialReward:
         total = self.weight * scores
         if self.mix is not None:
             out = self.mix.score(prompts, media)
-            total = total + torch.nan_to_num(out.total.float())
+            total = total + torch.nan_to_num(out.scores.float())
             failed, errors = out.failed, list(out.errors)
-            dims.update(out.scores)
+            dims.update(out.dims)
         return RewardOutput(torch.where(failed, torch.nan, total), dims, failed, errors)

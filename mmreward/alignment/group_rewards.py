@@ -54,8 +54,7 @@ class PointwiseGroupReward:
         self.dims = tuple(mix.weights)
 
     def score(self, prompts, media, *, groups=None, generator=None) -> RewardOutput:
-        out = self.mix.score(prompts, media)
-        return RewardOutput(out.total.float(), dict(out.scores), out.failed, list(out.errors))
+        return self.mix.score(prompts, media)
 
 
 class WinRateGroupReward:

@@ -162,7 +162,7 @@ def evaluate(
     scores: dict[str, torch.Tensor] = {}
     if rewards is not None:
         out = rewards.score(samples.prompts, samples.media)
-        local = {name: torch.where(out.failed, torch.nan, values.float()) for name, values in out.scores.items()}
+        local = {name: torch.where(out.failed, torch.nan, values.float()) for name, values in out.dims.items()}
         for name, values in local.items():
             scores[name] = accelerator.gather(values.to(device)).cpu()
             metrics[f"eval/{name}"] = float(scores[name].nanmean())

@@ -69,18 +69,18 @@ def build_online_round(
             batch_size=sampler.batch_size,
         )
     scored = rewards.score(rollout.prompts, rollout.media)
-    total = scored.total.view(len(prompts), group)  # (P, N)
+    total = scored.scores.view(len(prompts), group)  # (P, N)
     valid = ~scored.failed.view(len(prompts), group)
     stats = {
         "round/reward_mean": float(total[valid].mean()) if valid.any() else math.nan,
         "round/failed_samples": float((~valid).sum()),
     }
-    for name, values in scored.scores.items():
+    for name, values in scored.dims.items():
         stats[f"round/reward_{name}"] = float(values[~scored.failed].mean()) if valid.any() else math.nan
     final = rollout.final.cpu()
     if cfg.loss.type == "rwr":
         keep = valid.flatten().nonzero().flatten()
-        weights = rwr_weights(scored.total[keep], cfg.loss.rwr_temperature)
+        weights = rwr_weights(scored.scores[keep], cfg.loss.rwr_temperature)
         return TrainingSet([rollout.prompts[i] for i in keep], final[keep], weights=weights), stats
     best, worst, kept_prompts, unusable = [], [], [], 0
     for p in range(len(prompts)):
@@ -93,6 +93,6 @@ def build_online_round(
         kept_prompts.append(prompts[p])
     stats["round/unusable_prompts"] = float(unusable)
     if best:
-        stats["round/best_minus_worst"] = float((scored.total[best] - scored.total[worst]).mean())
+        stats["round/best_minus_worst"] = float((scored.scores[best] - scored.scores[worst]).mean())
     chosen = final[best] if best else final[:0]
     return TrainingSet(kept_prompts, chosen, final[worst] if best else final[:0]), stats

@@ -1,19 +1,19 @@
 """A weighted mix of rewards, the form alignment configs give them: ``rewards: {pickscore: 1.0, clip-score: 0.2}``.
 
-``total = sum_k weight_k * score_k``. An item fails (NaN total, ``failed`` True) when any component failed on it:
-a mix never silently treats a missing score as 0.
+It speaks the reward contract: ``score(prompts, media) -> RewardOutput`` with ``scores = sum_k weight_k * score_k``
+and each reward's own (unweighted) scores in ``dims[name]``. An item fails (NaN score, ``failed`` True) when any
+component failed on it: a mix never silently treats a missing score as 0.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import torch
 
 from mmreward.errors import ConfigError
-from mmreward.rewards.base import RewardModel
+from mmreward.rewards.base import RewardModel, RewardOutput
 from mmreward.rewards.registry import load_reward
 
 
@@ -29,14 +29,6 @@ def parse_reward_spec(spec: str) -> tuple[str, float]:
     return spec, 1.0
 
 
-@dataclass
-class MixOutput:
-    total: torch.Tensor  # (B,) float32, NaN where failed
-    scores: dict[str, torch.Tensor]  # (B,) per reward, unweighted
-    failed: torch.Tensor  # (B,) bool
-    errors: list[str | None]
-
-
 class RewardMix:
     def __init__(self, weights: Mapping[str, float], **load_kwargs: Any) -> None:
         """Load every reward of ``weights`` (names as :func:`mmreward.load_reward` takes them)."""
@@ -45,19 +37,19 @@ class RewardMix:
         self.weights = dict(weights)
         self.models: dict[str, RewardModel] = {name: load_reward(name, **load_kwargs) for name in self.weights}
 
-    def score(self, prompts: Sequence[str], media: Any) -> MixOutput:
+    def score(self, prompts: Sequence[str], media: Any) -> RewardOutput:
         size = len(prompts)
         total = torch.zeros(size)
         failed = torch.zeros(size, dtype=torch.bool)
         errors: list[str | None] = [None] * size
-        scores = {}
+        dims = {}
         for name, model in self.models.items():
             out = model.score(list(prompts), media)
-            scores[name] = out.scores
+            dims[name] = out.scores
             total += self.weights[name] * torch.nan_to_num(out.scores)
             failed |= out.failed
             for i, error in enumerate(out.errors or []):
                 if error is not None and errors[i] is None:
                     errors[i] = f"{name}: {error}"
         total[failed] = float("nan")
-        return MixOutput(total=total, scores=scores, failed=failed, errors=errors)
+        return RewardOutput(total, dims, failed, errors)

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from mmreward.errors import ConfigError
+from mmreward.rewards.base import RewardOutput
 from mmreward.rewards.mix import RewardMix, parse_reward_spec
 
 
@@ -17,11 +18,12 @@ def test_weighted_total_and_failed_items(tmp_path):
     mix = RewardMix({"mmreward.rewards.brightness:BrightnessReward": 2.0, "jpeg-compressibility": 0.5})
     images = [torch.full((3, 16, 16), 0.25), torch.full((3, 16, 16), 0.75), bad]
     out = mix.score(["a", "b", "c"], images)
-    brightness = out.scores["mmreward.rewards.brightness:BrightnessReward"]
-    jpeg = out.scores["jpeg-compressibility"]
+    assert isinstance(out, RewardOutput)  # the reward contract
+    brightness = out.dims["mmreward.rewards.brightness:BrightnessReward"]
+    jpeg = out.dims["jpeg-compressibility"]
     torch.testing.assert_close(brightness[:2], torch.tensor([0.25, 0.75]))
-    torch.testing.assert_close(out.total[:2], 2.0 * brightness[:2] + 0.5 * jpeg[:2])
-    assert out.failed.tolist() == [False, False, True] and math.isnan(out.total[2])
+    torch.testing.assert_close(out.scores[:2], 2.0 * brightness[:2] + 0.5 * jpeg[:2])
+    assert out.failed.tolist() == [False, False, True] and math.isnan(out.scores[2])
     assert "broken.png" in out.errors[2] and out.errors[2].startswith("mmreward.rewards.brightness:BrightnessReward: ")
 
 
