@@ -181,6 +181,10 @@ def test_trained_steps():
     random = GRPOLossConfig(timestep_fraction=0.6, timestep_order="random")
     steps = trained_steps(10, random, torch.Generator().manual_seed(0))
     assert len(steps) == 6 and steps == sorted(set(steps)) and steps != list(range(6))
+    # The draw comes from the generator passed in, not from torch's global one.
+    torch.manual_seed(123)
+    assert trained_steps(10, random, torch.Generator().manual_seed(0)) == steps
+    assert trained_steps(10, random, torch.Generator().manual_seed(1)) != steps
 
 
 def test_split_sizes_match_tensor_split():
@@ -227,6 +231,29 @@ def test_update_schedule_pads_empty_processes_and_skips_empty_updates():
     )
     assert [[m.epoch for m in step] for step in two_epochs] == [[0, 0], [1, 1]]
     assert [m.scale for step in two_epochs for m in step] == [1 / 4] * 4  # world 1 / (2 samples x 2 steps)
+
+
+def test_random_trained_steps_follow_their_seed_stream():
+    """With timestep_order=random, micro-batch m of update u in inner epoch e trains the steps drawn from
+    ``seeded(*seed, "steps", e, u, m)``: reproducible on resume and on every process, different per micro-batch,
+    update, epoch and run seed."""
+    loss = GRPOLossConfig(timestep_fraction=0.25, timestep_order="random")
+
+    def plan(seed):
+        return update_schedule(
+            torch.arange(8), [8], stored_steps=40, loss=loss, micro_batch_size=2, updates=2, inner_epochs=2, seed=seed
+        )
+
+    drawn = plan((3,))
+    assert [len(step) for step in drawn] == [2, 2, 2, 2]
+    for step in drawn:
+        for m, micro in enumerate(step):
+            expected = trained_steps(40, loss, seeded(3, "steps", micro.epoch, micro.update, m))
+            assert micro.steps == expected and len(expected) == 10
+    steps = [tuple(micro.steps) for step in drawn for micro in step]
+    assert len(set(steps)) == len(steps)  # every (epoch, update, micro-batch) draws its own steps
+    assert [micro.steps for step in plan((3,)) for micro in step] == [list(s) for s in steps]
+    assert [tuple(micro.steps) for step in plan((4,)) for micro in step] != steps
 
 
 # ---------------------------------------------------------------------------------- test judge, prompts, metrics
