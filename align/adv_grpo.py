@@ -36,7 +36,6 @@ optimizer; the final discriminator is also saved as ``discriminator.safetensors`
 from __future__ import annotations
 
 import sys
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -176,7 +175,7 @@ def main(cfg: AdvGRPOConfig) -> Path:
     encode_prompts_once(
         policy.model, {*prompts, *eval_prompts, rollout_cfg.negative_prompt}, cfg.model.prompt_cache_size
     )
-    model, ema, size = policy.model, policy.ema, cfg.model.sample_size()
+    model, size = policy.model, cfg.model.sample_size()
 
     # -- resume
     step, failed_total = 0, 0
@@ -193,16 +192,16 @@ def main(cfg: AdvGRPOConfig) -> Path:
 
     def run_eval(at: int, base_model: bool = False, base_scores=None, log: bool = True):
         start = clock(device)
-        with policy.reference.active() if base_model else ema.swapped_in() if ema is not None else nullcontext():
-            samples = sample_eval(
-                model,
-                eval_prompts,
-                eval_cfg,
-                **size,
-                negative_prompt=rollout_cfg.negative_prompt,
-                accelerator=accelerator,
-                seed=train.seed,
-            )
+        samples = sample_eval(
+            policy,
+            eval_prompts,
+            eval_cfg,
+            base_model=base_model,
+            **size,
+            negative_prompt=rollout_cfg.negative_prompt,
+            accelerator=accelerator,
+            seed=train.seed,
+        )
         metrics, scores = evaluate(
             samples,
             eval_cfg.samples_per_prompt,

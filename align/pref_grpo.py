@@ -32,7 +32,6 @@ when EMA is on): ``pipeline.load_lora_weights(output_dir/lora)``.
 from __future__ import annotations
 
 import sys
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -160,7 +159,7 @@ def main(cfg: PrefGRPOConfig) -> Path:
     encode_prompts_once(
         policy.model, {*prompts, *eval_prompts, rollout_cfg.negative_prompt}, cfg.model.prompt_cache_size
     )
-    model, reference, ema, guard = policy.model, policy.reference, policy.ema, policy.guard
+    model, guard = policy.model, policy.guard
     size = cfg.model.sample_size()
 
     # -- resume
@@ -175,16 +174,16 @@ def main(cfg: PrefGRPOConfig) -> Path:
     # -- held-out evaluation: ODE samples from fixed seeds, scored, compared with the base model's, saved as a grid
     def run_eval(at: int, base_model: bool = False, base=None, base_scores=None, log: bool = True):
         start = clock(device)
-        with reference.active() if base_model else ema.swapped_in() if ema is not None else nullcontext():
-            samples = sample_eval(
-                model,
-                eval_prompts,
-                eval_cfg,
-                **size,
-                negative_prompt=rollout_cfg.negative_prompt,
-                accelerator=accelerator,
-                seed=train.seed,
-            )
+        samples = sample_eval(
+            policy,
+            eval_prompts,
+            eval_cfg,
+            base_model=base_model,
+            **size,
+            negative_prompt=rollout_cfg.negative_prompt,
+            accelerator=accelerator,
+            seed=train.seed,
+        )
         metrics, scores = evaluate(
             samples,
             eval_cfg.samples_per_prompt,

@@ -14,6 +14,7 @@ samples`` evaluation samples are split over the processes like training samples 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,10 +25,10 @@ from mmreward.alignment.layout import GroupLayout, exchange_rows
 from mmreward.data.prompts import read_prompts
 from mmreward.errors import ConfigError
 from mmreward.evaluation.diversity import Features, ImageEmbeddingFeatures, pixel_features, within_group_diversity
-from mmreward.flow.models import FlowModel
 from mmreward.flow.rollout import sample_ode, seeded
 from mmreward.media import to_pil, to_uint8, write_video
 from mmreward.rewards.mix import RewardMix
+from mmreward.train.policy import LoraPolicy
 
 
 @dataclass
@@ -87,26 +88,29 @@ class EvalSamples:
 
 
 def sample_eval(
-    model: FlowModel,
+    policy: LoraPolicy,
     prompts: Sequence[str],
     cfg: EvalConfig,
     *,
+    base_model: bool = False,
     height: int,
     width: int,
     num_frames: int | None = None,
     negative_prompt: str = "",
     accelerator: Any,
     seed: int,
-    transformer: torch.nn.Module | None = None,
 ) -> EvalSamples:
     """ODE samples of this process's share of ``prompts x cfg.samples_per_prompt``, sample ``i`` from the noise
-    of ``seeded(seed, "eval", i)`` (the same at every evaluation)."""
+    of ``seeded(seed, "eval", i)`` (the same at every evaluation), drawn by the base model (``base_model``: the
+    policy's adapter disabled) or by the policy (its EMA weights when EMA is on)."""
     layout = GroupLayout(len(prompts), cfg.samples_per_prompt, accelerator.num_processes, accelerator.process_index)
     index = layout.local_index()
     local_prompts = [prompts[int(i) // cfg.samples_per_prompt] for i in index]
-    with accelerator.autocast():
+    ema = policy.ema
+    weights = policy.reference.active() if base_model else ema.swapped_in() if ema is not None else nullcontext()
+    with weights, accelerator.autocast():
         out = sample_ode(
-            model,
+            policy.model,
             local_prompts,
             num_steps=cfg.num_steps,
             height=height,
@@ -116,7 +120,6 @@ def sample_eval(
             negative_prompt=negative_prompt,
             generator=[seeded(seed, "eval", int(i)) for i in index],
             batch_size=cfg.batch_size,
-            transformer=transformer,
         )
     return EvalSamples(index, local_prompts, to_uint8(out.media))
 
