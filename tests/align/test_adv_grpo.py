@@ -19,9 +19,9 @@ from safetensors.torch import load_file
 from align.adv_grpo import AdvGRPOConfig, main
 from mmreward.errors import ConfigError
 from mmreward.testing import tiny_reward_preset
-from mmreward.tiny_models import tiny_pipeline
 from mmreward.train.config import parse_config
 from mmreward.train.tracking import read_metrics
+from tests.program_runs import accelerate_launch, assert_lora_changes_tiny_sd3
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = REPO / "configs" / "tiny" / "adv_grpo.yaml"
@@ -135,19 +135,7 @@ def test_python_run_logs_the_discriminator_checkpoints_it_and_its_lora_loads(pyt
     assert sorted(head) == ["0.bias", "0.weight", "2.bias", "2.weight"]
     final = load_file(output / "discriminator.safetensors")
     assert all(torch.equal(final[k], head[k]) for k in head)
-    pipeline = tiny_pipeline("sd3")
-    kwargs = {
-        "height": 32,
-        "width": 32,
-        "num_inference_steps": 2,
-        "guidance_scale": 1.0,
-        "output_type": "pt",
-        "max_sequence_length": 32,
-    }
-    before = pipeline("a cat", generator=torch.Generator().manual_seed(0), **kwargs).images
-    pipeline.load_lora_weights(output / "lora")
-    after = pipeline("a cat", generator=torch.Generator().manual_seed(0), **kwargs).images
-    assert not torch.allclose(before, after)
+    assert_lora_changes_tiny_sd3(output / "lora")
 
 
 def test_resume_continues_bit_for_bit(python_run, tmp_path):
@@ -175,8 +163,9 @@ def test_accelerate_launch_on_two_processes(tmp_path):
     """``accelerate launch`` with 2 processes: each scores and trains on its own rollout slice and references, the
     discriminator's gradients are averaged by hand (its frozen backbone is not in DDP), the metrics gathered."""
     command = [
-        *"accelerate launch --multi_gpu --num_processes 2 --num_machines 1".split(),
-        *"--mixed_precision no --dynamo_backend no align/adv_grpo.py --config".split(),
+        *accelerate_launch(2),
+        "align/adv_grpo.py",
+        "--config",
         str(TINY),
         "--output_dir",
         str(tmp_path),

@@ -19,10 +19,10 @@ from mmreward.alignment import flow_dpo_objective
 from mmreward.data.media_pairs import fit_frames, read_pair_table
 from mmreward.errors import ConfigError
 from mmreward.testing import sample_images, sample_videos
-from mmreward.tiny_models import tiny_pipeline
 from mmreward.train.config import load_config, parse_config
 from mmreward.train.guards import NonFiniteLossError
 from mmreward.train.tracking import Tracker, read_metrics
+from tests.program_runs import accelerate_launch, assert_lora_changes_tiny_sd3
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = REPO / "configs" / "tiny" / "flow_dpo.yaml"
@@ -118,36 +118,14 @@ def test_python_run_logs_saves_and_its_lora_loads(python_run):
     assert sorted(p.name for p in (python_run / "checkpoints").glob("step-*")) == ["step-00000003", "step-00000006"]
     weights = load_file(python_run / LORA_FILE)
     assert any("lora_B" in k and v.abs().sum() > 0 for k, v in weights.items())  # trained away from B = 0
-    pipeline = tiny_pipeline("sd3")
-    kwargs = {
-        "height": 32,
-        "width": 32,
-        "num_inference_steps": 2,
-        "guidance_scale": 1.0,
-        "output_type": "pt",
-        "max_sequence_length": 32,
-    }
-    before = pipeline("a cat", generator=torch.Generator().manual_seed(0), **kwargs).images
-    pipeline.load_lora_weights(python_run / "lora")
-    after = pipeline("a cat", generator=torch.Generator().manual_seed(0), **kwargs).images
-    assert not torch.allclose(before, after)
+    assert_lora_changes_tiny_sd3(python_run / "lora")
 
 
 def test_two_process_accelerate_run_matches_one_process(python_run, tmp_path):
     """DDP over 2 CPU processes with 1 pair each equals one process with 2 pairs (same global batch and noise)."""
     result = subprocess.run(
         [
-            "accelerate",
-            "launch",
-            "--multi_gpu",
-            "--num_processes",
-            "2",
-            "--num_machines",
-            "1",
-            "--mixed_precision",
-            "no",
-            "--dynamo_backend",
-            "no",
+            *accelerate_launch(2),
             "align/flow_dpo.py",
             "--config",
             str(TINY),

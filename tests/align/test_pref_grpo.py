@@ -19,9 +19,9 @@ from align.pref_grpo import PrefGRPOConfig, main
 from mmreward.alignment.clipped_update import OffPolicyError
 from mmreward.errors import ConfigError
 from mmreward.media import load_video
-from mmreward.tiny_models import tiny_pipeline
 from mmreward.train.config import parse_config
 from mmreward.train.tracking import read_metrics
+from tests.program_runs import accelerate_launch, assert_lora_changes_tiny_sd3
 
 REPO = Path(__file__).resolve().parents[2]
 POINTWISE = REPO / "configs" / "tiny" / "pref_grpo_flow_grpo.yaml"
@@ -44,13 +44,7 @@ def _cfg(config: Path, output: Path, *overrides: str) -> PrefGRPOConfig:
 
 
 def _launch(output: Path, *args: str, processes: int = 2) -> subprocess.CompletedProcess:
-    command = [
-        *"accelerate launch --multi_gpu --num_processes".split(),
-        str(processes),
-        *"--num_machines 1 --mixed_precision no --dynamo_backend no align/pref_grpo.py --output_dir".split(),
-        str(output),
-        *args,
-    ]
+    command = [*accelerate_launch(processes), "align/pref_grpo.py", "--output_dir", str(output), *args]
     env = {**_env(), "ACCELERATE_USE_CPU": "1"}
     return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
 
@@ -131,19 +125,7 @@ def test_python_run_logs_evaluates_saves_and_its_lora_loads(python_run):
     assert sorted(p.name for p in (output / "checkpoints").glob("step-*")) == ["step-00000002", "step-00000004"]
     weights = load_file(output / LORA_FILE)
     assert any("lora_B" in k and v.abs().sum() > 0 for k, v in weights.items())
-    pipeline = tiny_pipeline("sd3")
-    kwargs = {
-        "height": 32,
-        "width": 32,
-        "num_inference_steps": 2,
-        "guidance_scale": 1.0,
-        "output_type": "pt",
-        "max_sequence_length": 32,
-    }
-    before = pipeline("a cat", generator=torch.Generator().manual_seed(0), **kwargs).images
-    pipeline.load_lora_weights(output / "lora")
-    after = pipeline("a cat", generator=torch.Generator().manual_seed(0), **kwargs).images
-    assert not torch.allclose(before, after)
+    assert_lora_changes_tiny_sd3(output / "lora")
 
 
 # ---------------------------------------------------------------------------------- two processes and resume

@@ -26,6 +26,7 @@ from mmreward.guidance.latent_reward import (
 from mmreward.testing import sample_images
 from mmreward.train.config import parse_config
 from mmreward.train.tracking import Tracker, read_metrics
+from tests.program_runs import accelerate_launch
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = REPO / "configs" / "tiny" / "train_latent_reward.yaml"
@@ -264,17 +265,7 @@ def test_two_process_accelerate_run_matches_one_process(tmp_path):
     ]
     result = subprocess.run(
         [
-            "accelerate",
-            "launch",
-            "--multi_gpu",
-            "--num_processes",
-            "2",
-            "--num_machines",
-            "1",
-            "--mixed_precision",
-            "no",
-            "--dynamo_backend",
-            "no",
+            *accelerate_launch(2),
             "align/train_latent_reward.py",
             "--config",
             str(TINY),

@@ -18,6 +18,7 @@ from mmreward.data.pairs import INVALID, read_pairs, split_pairs
 from mmreward.errors import ConfigError
 from mmreward.rewards.vlm.checkpoints import normalize_key
 from mmreward.train.tracking import read_metrics
+from tests.program_runs import accelerate_launch
 
 ROOT = Path(__file__).resolve().parents[2]
 PROGRAM = ROOT / "align" / "train_reward.py"
@@ -143,19 +144,7 @@ def test_resume_continues_exactly(tmp_path):
 def test_accelerate_launch_and_early_errors(tmp_path):
     data = testing.synthetic_preference_pairs(tmp_path / "data", pairs=24, images=16)
     out = tmp_path / "accelerated"
-    launcher = (
-        "accelerate",
-        "launch",
-        "--num_processes",
-        "1",
-        "--num_machines",
-        "1",
-        "--mixed_precision",
-        "no",
-        "--dynamo_backend",
-        "no",
-        "--cpu",
-    )
+    launcher = tuple(accelerate_launch(1))
     result = run("--data.train", str(data), "--output_dir", str(out), "--train.epochs", "1", launcher=launcher)
     assert result.returncode == 0, result.stderr[-3000:]
     assert (
