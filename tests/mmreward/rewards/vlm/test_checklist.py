@@ -219,9 +219,13 @@ def _toned(photo: torch.Tensor, tone: str) -> torch.Tensor:
     return photo * 0.25 + (0.75 if tone == "bright" else 0.0)
 
 
-def _fine_tune(judge, photos, steps: int = 500, lr: float = 3e-3) -> None:
+def _fine_tune(judge, photos, steps: int = 1000, lr: float = 3e-3) -> None:
     """Teach the tiny judge both answer forms: the one-point question ("Yes"/"No") and the written checklist
-    ("<score>[1, 0]</score>" for the points in their listed order). The decisions are learned after ~350 steps."""
+    ("<score>[1, 0]</score>" for the points in their listed order).
+
+    The decisions are learned suddenly, at a step that depends on the CPU's instruction set: measured, decisive
+    (every P(yes) within 0.01 of 0 or 1) after 500 steps natively (AVX512) but not under avx2 (400 and 500 steps:
+    one point near 0.6), decisive there after 650 and 800 steps, and after 800 under torch's portable kernels."""
     backbone = judge.backend.backbone
     tokenizer = backbone.tokenizer
     model = backbone.model.train().requires_grad_(True)
@@ -284,6 +288,7 @@ def trained_judge(tiny_root, photos, tmp_path_factory):
     return judge
 
 
+@pytest.mark.learning
 def test_logit_readout_agrees_with_the_written_verdicts(trained_judge, photos):
     """The same judge, both modes, on six images it was trained on and two it never saw: identical pass/fail per
     test point, and the verdicts follow the images (bright images pass "bright" and fail "dark")."""
