@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 import mmreward
-from mmreward import media, testing
+from mmreward import testing
 from mmreward.errors import ConfigError
 from mmreward.rewards.vlm.backbone import PromptSequence
 from mmreward.rewards.vlm.checklist import ChecklistJudge, TestPoint
@@ -98,16 +98,6 @@ def test_shipped_template_and_its_validation():
 
 
 # ----------------------------------------------------------------------------------------- local judges
-
-
-@pytest.fixture(scope="module")
-def photos():
-    """Eight real photos at 56 x 56 (4 visual tokens each), float in [0, 1]."""
-    out = []
-    for path in testing.sample_images()[:8]:
-        image = F.interpolate(media.load_image(path)[None], size=(56, 56), mode="bilinear", antialias=True)
-        out.append(image[0].clamp(0, 1))
-    return out
 
 
 @pytest.fixture(scope="module")

@@ -8,21 +8,11 @@ import torch
 import torch.nn.functional as F
 
 import mmreward
-from mmreward import media, testing
+from mmreward import testing
 from mmreward.errors import ConfigError
 from mmreward.rewards.vlm.backbone import CPU_ACTIVATION_BYTES, PromptSequence, forward_token_budget
 from mmreward.rewards.vlm.local_backend import VerdictReadout, run_in_batches
 from mmreward.rewards.vlm.parsing import VerdictPhrases
-
-
-@pytest.fixture(scope="module")
-def photos():
-    """Eight real photos at 56 x 56 (4 visual tokens each), float in [0, 1]."""
-    out = []
-    for path in testing.sample_images()[:8]:
-        image = F.interpolate(media.load_image(path)[None], size=(56, 56), mode="bilinear", antialias=True)
-        out.append(image[0].clamp(0, 1))
-    return out
 
 
 @pytest.fixture(scope="module")
