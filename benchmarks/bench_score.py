@@ -98,7 +98,7 @@ def main() -> None:
         )
 
         def end_to_end():
-            items = expand_inputs([str(root / "photos")])
+            items = expand_inputs([str(root / "photos")]).items
             for item in items:
                 item.prompt = prompt
             rows = list(score_items(items, {"clip": reward}, {"clip": 1.0}, batch_size=args.batch_size))

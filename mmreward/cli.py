@@ -18,6 +18,7 @@ import argparse
 import csv
 import io
 import json
+import math
 import os
 import statistics
 import sys
@@ -216,6 +217,10 @@ def _score(args: argparse.Namespace) -> int:
 
     if args.batch_size < 1:
         raise InputError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if args.num_frames is not None and args.num_frames < 1:
+        raise InputError(f"--num-frames must be >= 1, got {args.num_frames}")
+    if args.fps is not None and not (math.isfinite(args.fps) and args.fps > 0):
+        raise InputError(f"--fps must be a positive number of frames per second, got {args.fps}")
     if args.output and Path(args.output).suffix not in OUTPUT_FORMATS:
         raise InputError(f"--output must end in one of {', '.join(OUTPUT_FORMATS)}, got {args.output!r}")
     if args.output and args.output.endswith(".parquet"):
@@ -229,7 +234,8 @@ def _score(args: argparse.Namespace) -> int:
         raise InputError(f"a reward was given twice: {names}")
 
     # Everything that can be checked without weights is checked before any model loads.
-    items = expand_inputs(args.inputs)
+    expansion = expand_inputs(args.inputs)
+    items = expansion.items
     prompts = read_prompts_file(args.prompts) if args.prompts else None
     assign_prompts(items, args.prompt, prompts)
     bad = next((item for item in items if item.error), None)
@@ -276,6 +282,8 @@ def _score(args: argparse.Namespace) -> int:
     score_columns = ["score", *rewards] if len(rewards) > 1 else list(rewards)
     dim_columns = list(dict.fromkeys(k for row in rows for k in row if "." in k and k.split(".")[0] in rewards))
     _summary(rows, score_columns + dim_columns)
+    for note in expansion.skipped:
+        print(f"mmreward: {note}", file=sys.stderr)
     failed = [row for row in rows if row["failed"]]
     if failed:
         print(

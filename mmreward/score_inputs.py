@@ -1,9 +1,10 @@
 """What ``mmreward score`` scores: files, directories, globs and manifests -> (path, prompt) items.
 
 Every problem with an input is recorded on the item it concerns (``Item.error``) instead of stopping the run:
-a missing file, an unsupported extension, a directory with no media, a glob that matches nothing, a manifest
-that is not UTF-8 or lacks the ``path`` column. Only a prompt count that does not match the media count is
-fatal, because then no item's prompt can be trusted.
+a missing file, a broken link, an unsupported extension, a directory with no media, a glob that matches nothing,
+a manifest that is not UTF-8 or lacks the ``path`` column, one manifest line that is not a row (the manifest's
+other rows are still scored). Files in a directory that are not media are counted in the summary. Only a prompt
+count that does not match the media count is fatal, because then no item's prompt can be trusted.
 """
 
 from __future__ import annotations
@@ -29,61 +30,88 @@ class InputError(MMRewardError, ValueError):
 
 @dataclass
 class Item:
-    """One thing to score. ``source`` is the argument that produced it (for messages)."""
+    """One thing to score. ``source`` is the argument that produced it (for messages).
+
+    ``takes_prompt`` says whether the item has a place in the ``--prompts`` order: every media item does, even a
+    failed one; an input that stands for no media (an unreadable manifest, an empty directory, a glob without
+    matches) does not, nor does a row of a manifest that has a ``prompt`` column (its prompt comes from there,
+    even when the row itself could not be parsed).
+    """
 
     path: str
     prompt: str | None
     source: str
     error: str | None = None
+    takes_prompt: bool = True
+
+
+@dataclass
+class Expansion:
+    """The items of all inputs, in order, and what was left out on purpose (files in a directory that are not
+    images or videos), as lines for the run's summary."""
+
+    items: list[Item]
+    skipped: list[str]
+
+
+def _manifest_failure(source: str, reason: str) -> list[Item]:
+    return [Item(source, None, source, reason, takes_prompt=False)]
+
+
+def _jsonl_rows(text: str) -> list[tuple[int, dict | str]]:
+    """``(line number, row or the reason the line is not a row)`` for every non-blank line."""
+    rows: list[tuple[int, dict | str]] = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except (json.JSONDecodeError, RecursionError) as err:
+            reason = err.msg if isinstance(err, json.JSONDecodeError) else "nested too deeply"
+            rows.append((number, f"line {number} is not valid JSON: {reason}"))
+            continue
+        rows.append((number, row if isinstance(row, dict) else f"line {number} is not a JSON object"))
+    return rows
 
 
 def _from_manifest(path: Path) -> list[Item]:
     """Rows of a CSV or JSONL manifest with a ``path`` column and an optional ``prompt`` column.
 
-    Relative paths are relative to the manifest's directory.
+    Relative paths are relative to the manifest's directory. A CSV saved with a byte-order mark ("CSV UTF-8" in
+    spreadsheet programs) is read like any other. A JSONL line that is not a JSON object, or a row without a path,
+    fails on its own (as ``manifest:line``); the other rows are scored.
     """
     source = str(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8-sig")
     except UnicodeDecodeError as err:
-        return [
-            Item(
-                source,
-                None,
-                source,
-                f"manifest is not UTF-8 text ({err.reason} at byte {err.start}); re-save it as UTF-8",
-            )
-        ]
+        return _manifest_failure(
+            source, f"manifest is not UTF-8 text ({err.reason} at byte {err.start}); re-save it as UTF-8"
+        )
     if path.suffix == ".csv":
         reader = csv.DictReader(text.splitlines())
         columns = reader.fieldnames or []
-        rows = list(reader)
+        # DictReader numbers rows by line; the header is line 1.
+        rows: list[tuple[int, dict | str]] = [(reader.line_num, row) for row in reader]
     else:
-        rows = []
-        for number, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as err:
-                return [Item(source, None, source, f"line {number} is not valid JSON: {err.msg}")]
-            if not isinstance(row, dict):
-                return [Item(source, None, source, f"line {number} is not a JSON object")]
-            rows.append(row)
-        columns = sorted({key for row in rows for key in row})
-    if "path" not in columns:
-        return [
-            Item(
-                source,
-                None,
-                source,
-                f"manifest has columns {columns}; it needs a 'path' column (and optionally 'prompt')",
-            )
-        ]
+        rows = _jsonl_rows(text)
+        columns = sorted({key for _, row in rows if isinstance(row, dict) for key in row})
     if not rows:
-        return [Item(source, None, source, "manifest has no rows")]
+        return _manifest_failure(source, "manifest has no rows")
+    if "path" not in columns:
+        return _manifest_failure(
+            source, f"manifest has columns {columns}; it needs a 'path' column (and optionally 'prompt')"
+        )
+    prompt_column = "prompt" in columns
     items = []
-    for row in rows:
+    for number, row in rows:
+        where = f"{source}:{number}"
+        if isinstance(row, str):
+            items.append(Item(where, None, source, row, takes_prompt=not prompt_column))
+            continue
+        if row.get("path") in (None, ""):
+            items.append(Item(where, None, source, f"line {number} has no path", takes_prompt=not prompt_column))
+            continue
         media = Path(str(row["path"])).expanduser()
         if not media.is_absolute():
             media = path.parent / media
@@ -106,26 +134,47 @@ def _check_file(path: Path, source: str) -> Item:
     return Item(str(path), None, source)
 
 
-def expand_inputs(inputs: list[str]) -> list[Item]:
+def _from_directory(path: Path, raw: str) -> tuple[list[Item], str | None]:
+    """The directory's images and videos, sorted by name, and a summary line for the other files it holds.
+
+    A link named like media whose target is missing becomes a failed item (not silently nothing)."""
+    media, other = [], []
+    for entry in sorted(path.iterdir()):
+        if entry.suffix.lower() in MEDIA_EXTENSIONS and (entry.is_file() or entry.is_symlink()):
+            media.append(entry)
+        elif entry.is_file():
+            other.append(entry.name)
+    items = [Item(str(p), None, raw, None if p.exists() else "broken link: its target does not exist") for p in media]
+    if not items:
+        items.append(Item(raw, None, raw, "directory has no image or video files", takes_prompt=False))
+    note = None
+    if other:
+        shown = ", ".join(other[:3]) + (", ..." if len(other) > 3 else "")
+        note = f"{raw}: skipped {len(other)} file(s) that are not images or videos ({shown})"
+    return items, note
+
+
+def expand_inputs(inputs: list[str]) -> Expansion:
     """Expand command-line inputs into items, in order; directories and globs are sorted."""
     items: list[Item] = []
+    skipped: list[str] = []
     for raw in inputs:
         path = Path(raw).expanduser()
         if path.is_dir():
-            found = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in MEDIA_EXTENSIONS)
-            if not found:
-                items.append(Item(raw, None, raw, "directory has no image or video files"))
-            items.extend(Item(str(p), None, raw) for p in found)
+            found, note = _from_directory(path, raw)
+            items.extend(found)
+            if note:
+                skipped.append(note)
         elif path.suffix.lower() in MANIFEST_EXTENSIONS and path.is_file():
             items.extend(_from_manifest(path))
         elif _GLOB_CHARS & set(raw) and not path.exists():
             matches = sorted(Path(m) for m in glob.glob(str(path), recursive=True) if Path(m).is_file())
             if not matches:
-                items.append(Item(raw, None, raw, "pattern matches no files"))
+                items.append(Item(raw, None, raw, "pattern matches no files", takes_prompt=False))
             items.extend(_check_file(p, raw) for p in matches)
         else:
             items.append(_check_file(path, raw))
-    return items
+    return Expansion(items, skipped)
 
 
 def read_prompts_file(path: str) -> list[str]:
@@ -133,7 +182,7 @@ def read_prompts_file(path: str) -> list[str]:
     lines are prompts too, to keep the lines aligned with the items). Prompt *sets* for generators, where blank
     lines are dropped and tables are read too, come from :func:`mmreward.data.prompts.read_prompts`."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        text = Path(path).read_text(encoding="utf-8-sig")
     except FileNotFoundError as err:
         raise InputError(f"prompts file {path!r} not found") from err
     except UnicodeDecodeError as err:
@@ -145,11 +194,11 @@ def assign_prompts(items: list[Item], prompt: str | None, prompts: list[str] | N
     """Give every item without a manifest prompt its prompt: ``--prompt`` for all, or ``--prompts`` in order.
 
     Items that already failed (missing files, ...) still take their place in the ``--prompts`` order, so one
-    bad path does not shift every later prompt.
+    bad path does not shift every later prompt; inputs that stand for no media take none (``Item.takes_prompt``).
     """
     if prompt is not None and prompts is not None:
         raise InputError("give --prompt or --prompts, not both")
-    needing = [item for item in items if item.prompt is None and not _is_manifest_error(item)]
+    needing = [item for item in items if item.prompt is None and item.takes_prompt]
     if prompts is not None:
         if len(prompts) != len(needing):
             raise InputError(
@@ -161,10 +210,6 @@ def assign_prompts(items: list[Item], prompt: str | None, prompts: list[str] | N
     elif prompt is not None:
         for item in needing:
             item.prompt = prompt
-
-
-def _is_manifest_error(item: Item) -> bool:
-    return item.error is not None and item.path == item.source and Path(item.source).suffix in MANIFEST_EXTENSIONS
 
 
 def content_key(path: str) -> str:

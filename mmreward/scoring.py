@@ -13,6 +13,7 @@ import math
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -119,9 +120,10 @@ def score_items(
         weights: weight of each reward in the total ``score = sum(w * reward)``.
         progress: called with the number of items finished after each batch.
     """
-    # Unique work: one entry per distinct (file bytes, prompt).
-    keys: list[tuple[str, str] | None] = []
-    unique: dict[tuple[str, str], int] = {}
+    # Unique work: one entry per distinct (file bytes, extension, prompt). The extension is part of the key because
+    # it decides how the bytes are decoded (two empty files a.png and b.mp4 fail for different reasons).
+    keys: list[tuple[str, str, str] | None] = []
+    unique: dict[tuple[str, str, str], int] = {}
     unique_paths: list[str] = []
     unique_prompts: list[str] = []
     for item in items:
@@ -129,7 +131,7 @@ def score_items(
             keys.append(None)
             continue
         try:
-            key = (content_key(item.path), item.prompt or "")
+            key = (content_key(item.path), Path(item.path).suffix.lower(), item.prompt or "")
         except OSError as err:
             item.error = f"cannot read file: {err.strerror or err}"
             keys.append(None)
@@ -146,8 +148,10 @@ def score_items(
         if key is None:
             yield ScoredRow(item.path, item.prompt, math.nan, {n: math.nan for n in names}, True, item.error)
             continue
-        per_reward, dims, errors = results[unique[key]]
-        error = "; ".join(f"{n}: {e}" for n, e in errors.items()) or None
+        index = unique[key]
+        per_reward, dims, errors = results[index]
+        # A copy's error is about the copy: the scored file's name in the message becomes this item's.
+        error = "; ".join(f"{n}: {e}" for n, e in errors.items()).replace(unique_paths[index], item.path) or None
         total = math.nan if error else sum(weights[n] * per_reward[n] for n in names)
         yield ScoredRow(item.path, item.prompt, total, per_reward, error is not None, error, dims)
 

@@ -24,6 +24,7 @@ import torch
 import yaml
 
 from mmreward.errors import MMRewardError
+from mmreward.rewards.framewise import FramewiseReward
 from mmreward.tiny_models import scratch_dir, tiny_clip_tokenizer, tiny_vlm_backbone
 
 # ------------------------------------------------------------------------------------------------ sample media
@@ -418,6 +419,19 @@ def synthetic_preference_pairs(
             writer.writerow([f"images/{a:03d}.png", f"./images/{b:03d}.png", "a photo", vq, mq, ta])
             written += 1
     return target
+
+
+class GreyAndPromptReward(FramewiseReward):
+    """``mean pixel value in [0, 1] + len(prompt)``: a weight-free reward whose score identifies both the file and the
+    prompt it was scored with, so a test can tell whether each score landed on its own item."""
+
+    raw_range = None
+
+    def prepare_images(self, images: torch.Tensor) -> torch.Tensor:
+        return images
+
+    def score_images(self, prompts: list[str], frames: list[torch.Tensor]) -> torch.Tensor:
+        return torch.tensor([float(f.mean()) + len(p) for p, f in zip(prompts, frames, strict=True)])
 
 
 def warm_reference_images(directory: str | Path, count: int = 8, size: int = 32) -> list[Path]:

@@ -239,7 +239,7 @@ def test_identical_files_are_scored_once(tmp_path, sample_images):
     for name in ("a.png", "b.png"):
         shutil.copy(sample_images[0], tmp_path / name)
     shutil.copy(sample_images[1], tmp_path / "c.png")
-    items = expand_inputs([str(tmp_path)])
+    items = expand_inputs([str(tmp_path)]).items
     rows = list(score_items(items, {"jpeg": Counting()}, {"jpeg": 1.0}, num_workers=0))
     assert Counting.calls == 2
     assert rows[0].score == rows[1].score != rows[2].score

@@ -1,0 +1,185 @@
+"""Which prompt goes with which file: input expansion, manifests and ``--prompts`` pairing (`mmreward.score_inputs`).
+
+Bad lines and files fail alone, with their reason, in their place; every other item keeps its own prompt.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mmreward.score_inputs import InputError, Item, assign_prompts, expand_inputs, read_prompts_file
+
+
+def media_item(name: str, error: str | None = None) -> Item:
+    return Item(f"/m/{name}.png", None, f"/m/{name}.png", error)
+
+
+def test_prompts_follow_the_input_order_and_failed_items_keep_their_place():
+    items = [media_item("a"), media_item("b", "file not found"), media_item("c")]
+    assign_prompts(items, None, ["for a", "for b", "for c"])
+    assert [item.prompt for item in items] == ["for a", "for b", "for c"]
+
+
+@given(
+    st.lists(
+        st.tuples(st.sampled_from(["ok", "failed", "manifest prompt", "no media"]), st.text(max_size=8)),
+        max_size=12,
+    )
+)
+def test_each_media_item_takes_the_next_prompts_line_whatever_else_is_in_the_list(kinds):
+    """Items with a manifest prompt keep it, inputs that stand for no media take no line, every other item (failed
+    or not) takes the next line, in order."""
+    items = []
+    for i, (kind, manifest_prompt) in enumerate(kinds):
+        if kind == "manifest prompt":
+            items.append(Item(f"/m/{i}.png", manifest_prompt, "/m/list.csv"))
+        elif kind == "no media":
+            items.append(Item(f"/m/empty{i}", None, f"/m/empty{i}", "directory has no image or video files", False))
+        else:
+            items.append(media_item(str(i), "file not found" if kind == "failed" else None))
+    lines = [f"line {i}" for i, (kind, _) in enumerate(kinds) if kind in ("ok", "failed")]
+    assign_prompts(items, None, lines)
+    for i, ((kind, manifest_prompt), item) in enumerate(zip(kinds, items, strict=True)):
+        expected = {"manifest prompt": manifest_prompt, "no media": None}.get(kind, f"line {i}")
+        assert item.prompt == expected
+
+
+def test_prompt_count_mismatch_and_both_options_are_refused():
+    with pytest.raises(InputError, match="--prompts has 1 lines for 2 media items"):
+        assign_prompts([media_item("a"), media_item("b")], None, ["x"])
+    with pytest.raises(InputError, match="not both"):
+        assign_prompts([media_item("a")], "x", ["x"])
+    items = [media_item("a"), Item("/m/list.csv", "kept", "/m/list.csv")]
+    assign_prompts(items, "for all", None)
+    assert [item.prompt for item in items] == ["for all", "kept"]
+
+
+def test_prompts_file_errors_and_byte_order_mark(tmp_path):
+    with pytest.raises(InputError, match="not found"):
+        read_prompts_file(str(tmp_path / "missing.txt"))
+    latin = tmp_path / "latin1.txt"
+    latin.write_bytes("caf\xe9\n".encode("latin-1"))
+    with pytest.raises(InputError, match="not UTF-8"):
+        read_prompts_file(str(latin))
+    bom = tmp_path / "bom.txt"
+    bom.write_bytes("\ufefffirst\n\nthird\n".encode())
+    assert read_prompts_file(str(bom)) == ["first", "", "third"]  # blank lines keep their place
+
+
+def write_png(path, value: int = 128):
+    from PIL import Image
+
+    Image.new("RGB", (4, 4), (value,) * 3).save(path)
+
+
+def test_csv_manifest_with_byte_order_mark_is_read(tmp_path):
+    write_png(tmp_path / "a.png")
+    (tmp_path / "m.csv").write_bytes("\ufeffpath,prompt\na.png,a cat\n".encode())
+    [item] = expand_inputs([str(tmp_path / "m.csv")]).items
+    assert (item.path, item.prompt, item.error) == (str(tmp_path / "a.png"), "a cat", None)
+
+
+def test_bad_jsonl_lines_fail_alone_in_their_place(tmp_path):
+    manifest = tmp_path / "m.jsonl"
+    lines = [
+        json.dumps({"path": "a.png", "prompt": "first"}),
+        "{not json",
+        "",
+        json.dumps(["a", "list"]),
+        json.dumps({"prompt": "no path"}),
+        "[" * 100_000,  # nested past the parser's recursion limit
+        json.dumps({"path": "b.png", "prompt": "last"}),
+    ]
+    manifest.write_text("\n".join(lines) + "\n")
+    items = expand_inputs([str(manifest)]).items
+    assert [(i.path, i.prompt) for i in items] == [
+        (str(tmp_path / "a.png"), "first"),
+        (f"{manifest}:2", None),
+        (f"{manifest}:4", None),
+        (f"{manifest}:5", None),
+        (f"{manifest}:6", None),
+        (str(tmp_path / "b.png"), "last"),
+    ]
+    assert [i.error for i in items] == [
+        None,
+        "line 2 is not valid JSON: Expecting property name enclosed in double quotes",
+        "line 4 is not a JSON object",
+        "line 5 has no path",
+        "line 6 is not valid JSON: nested too deeply",
+        None,
+    ]
+    # The manifest has a prompt column: its bad lines take no --prompts line.
+    assert not any(i.takes_prompt for i in items[1:5])
+
+
+def test_bad_line_of_a_manifest_without_prompts_keeps_its_prompts_line(tmp_path):
+    manifest = tmp_path / "m.jsonl"
+    manifest.write_text('{"path": "a.png"}\n{oops\n{"path": "b.png"}\n')
+    items = expand_inputs([str(manifest)]).items
+    assign_prompts(items, None, ["pa", "pbad", "pb"])
+    assert [(i.path.rsplit("/", 1)[1], i.prompt) for i in items] == [
+        ("a.png", "pa"),
+        ("m.jsonl:2", "pbad"),
+        ("b.png", "pb"),
+    ]
+
+
+def test_manifest_errors_stand_for_the_whole_manifest(tmp_path):
+    cases = {
+        "latin.csv": ("path,prompt\nx.png,caf\xe9\n".encode("latin-1"), "not UTF-8"),
+        "cols.csv": (b"file,caption\nx.png,y\n", "manifest has columns ['file', 'caption']; it needs a 'path' column"),
+        "empty.csv": (b"path,prompt\n", "manifest has no rows"),
+        "empty.jsonl": (b"\n\n", "manifest has no rows"),
+    }
+    for name, (data, reason) in cases.items():
+        (tmp_path / name).write_bytes(data)
+        [item] = expand_inputs([str(tmp_path / name)]).items
+        assert item.path == str(tmp_path / name) and reason in item.error and not item.takes_prompt, name
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.permutations(range(5)), st.sampled_from([".csv", ".jsonl"]))
+def test_a_manifest_row_and_its_prompt_stay_together(tmp_path_factory, order, suffix):
+    root = tmp_path_factory.mktemp("manifest")
+    rows = [(f"img{i}.png", f"prompt number {i}") for i in order]
+    if suffix == ".csv":
+        text = "prompt,path\n" + "".join(f'"{p}",{f}\n' for f, p in rows)  # prompt column first
+    else:
+        text = "".join(json.dumps({"prompt": p, "path": f}) + "\n" for f, p in rows)
+    (root / f"m{suffix}").write_text(text)
+    items = expand_inputs([str(root / f"m{suffix}")]).items
+    assert [i.path for i in items] == [str(root / f) for f, _ in rows]  # the manifest's order
+    for item in items:
+        number = item.path.removesuffix(".png").rsplit("img", 1)[1]
+        assert item.prompt == f"prompt number {number}"
+
+
+def test_directory_lists_media_sorted_reports_broken_links_and_counts_the_rest(tmp_path):
+    for name in ("b.png", "a.jpg", "c.mp4"):
+        (tmp_path / name).write_bytes(b"x")
+    (tmp_path / "notes.txt").write_text("n")
+    (tmp_path / "data.json").write_text("{}")
+    (tmp_path / "gone.png").symlink_to(tmp_path / "deleted.png")
+    (tmp_path / "sub").mkdir()
+    expansion = expand_inputs([str(tmp_path)])
+    assert [(i.path.rsplit("/", 1)[1], i.error) for i in expansion.items] == [
+        ("a.jpg", None),
+        ("b.png", None),
+        ("c.mp4", None),
+        ("gone.png", "broken link: its target does not exist"),
+    ]
+    assert expansion.skipped == [f"{tmp_path}: skipped 2 file(s) that are not images or videos (data.json, notes.txt)"]
+
+
+def test_inputs_that_stand_for_no_media_fail_and_take_no_prompt(tmp_path):
+    (tmp_path / "empty").mkdir()
+    items = expand_inputs([str(tmp_path / "empty"), str(tmp_path / "none-*.png"), str(tmp_path / "x.gif")]).items
+    assert [(i.error, i.takes_prompt) for i in items] == [
+        ("directory has no image or video files", False),
+        ("pattern matches no files", False),
+        ("file not found", True),
+    ]
