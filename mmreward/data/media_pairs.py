@@ -8,8 +8,9 @@ Two table layouts are accepted (``.csv``, ``.jsonl`` or ``.json`` lines):
   among them is chosen (``[TA]`` for text alignment only, ``[VQ, MQ, TA]`` for the majority of the three); rows
   without a winner are skipped as ties.
 
-Relative paths resolve against ``media_root`` (default: the table's directory). Rows whose files are missing
-are skipped with their reason; the caller reports the list (never a silent drop).
+Relative paths resolve against ``media_root`` (default: the table's directory). Rows whose files are missing,
+and JSONL lines that are not JSON objects, are skipped with their reason; the caller reports the list (never a
+silent drop).
 
 The size rule (:func:`load_fitted`): every image or video frame is scaled so that it covers
 ``height x width`` and center-cropped to exactly that size (aspect ratio kept, nothing stretched). Videos are
@@ -56,21 +57,25 @@ class PairTable:
     skipped: list[SkippedPair] = field(default_factory=list)
 
 
-def _read_rows(path: Path) -> list[dict[str, str]]:
+def _read_rows(path: Path) -> list[dict | str]:
+    """The table's rows in order; a JSONL line that is not a JSON object stands as the reason it is skipped."""
     if not path.is_file():
         raise ConfigError(f"pairs file {str(path)!r} does not exist")
     if path.suffix.lower() == ".csv":
-        with path.open(newline="", encoding="utf-8") as f:
+        # utf-8-sig: spreadsheet programs save "CSV UTF-8" with a byte-order mark before the first column name.
+        with path.open(newline="", encoding="utf-8-sig") as f:
             return [dict(row) for row in csv.DictReader(f)]
     if path.suffix.lower() in (".jsonl", ".json"):
-        rows = []
-        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        rows: list[dict | str] = []
+        for number, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), start=1):
             if not line.strip():
                 continue
             try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as err:
-                raise ConfigError(f"{str(path)!r} line {number} is not JSON: {err}") from err
+                row = json.loads(line)
+            except (json.JSONDecodeError, RecursionError) as err:
+                rows.append(f"line {number} is not JSON: {err}")
+                continue
+            rows.append(row if isinstance(row, dict) else f"line {number} is not a JSON object")
         return rows
     raise ConfigError(f"pairs file {str(path)!r} must be .csv or .jsonl (one JSON object per line)")
 
@@ -88,9 +93,9 @@ def read_pair_table(
     """Read a pair table (see the module docstring). Missing files and ties are skipped, with reasons."""
     path = Path(path)
     rows = _read_rows(path)
-    if not rows:
-        raise ConfigError(f"pairs file {str(path)!r} has no rows")
-    columns = set(rows[0])
+    if not any(isinstance(row, dict) for row in rows):
+        raise ConfigError(f"pairs file {str(path)!r} has no rows" + (f" ({rows[0]})" if rows else ""))
+    columns = set(next(row for row in rows if isinstance(row, dict)))
     root = Path(media_root) if media_root else path.parent
     videoalign = {"path_A", "path_B", "prompt"} <= columns
     if videoalign:
@@ -112,8 +117,16 @@ def read_pair_table(
             f"{str(path)!r} has columns {sorted(columns)}; expected prompt, chosen, rejected (paths) or the "
             "VideoAlign schema path_A, path_B, prompt and label columns"
         )
+    required = {"path_A", "path_B", *label_columns} if videoalign else {"chosen", "rejected"}
     table = PairTable()
     for number, row in enumerate(rows, start=1):
+        if isinstance(row, str):
+            table.skipped.append(SkippedPair(number, row))
+            continue
+        absent = sorted(c for c in required if row.get(c) in (None, ""))
+        if absent:
+            table.skipped.append(SkippedPair(number, f"no value for {', '.join(absent)}"))
+            continue
         prompt = str(row.get("prompt") or "").strip()
         if not prompt:
             table.skipped.append(SkippedPair(number, "empty prompt"))
