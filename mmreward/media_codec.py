@@ -47,6 +47,8 @@ def media_from_json(item: Any, max_pixels: int | None) -> torch.Tensor:
             raise MediaError(f"invalid base64: {err}") from err
         except (UnidentifiedImageError, OSError) as err:
             raise MediaError(f"not a decodable image: {err}") from err
+        except Image.DecompressionBombError as err:
+            raise MediaError(f"image too large: {err}") from err
 
     if isinstance(item, dict) and set(item) == {"image"}:
         return frame(item["image"])

@@ -178,7 +178,7 @@ def create_app(
             return error(413, f"request body of {len(body):,} bytes is over the server's {max_body_bytes:,}")
         try:
             payload = json.loads(body)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested deeper than the parser's recursion limit
             return error(400, "body is not valid JSON")
         prompts = payload.get("prompts") if isinstance(payload, dict) else None
         items = payload.get("media") if isinstance(payload, dict) else None

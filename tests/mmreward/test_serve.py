@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import math
 import socket
 import subprocess
 import sys
@@ -14,13 +15,15 @@ import httpx
 import pytest
 import torch
 import uvicorn
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import mmreward
 from mmreward import media
 from mmreward.errors import MMRewardError
 from mmreward.media_codec import media_to_json
 from mmreward.serve import create_app
-from mmreward.testing import tiny_reward_preset
+from mmreward.testing import GreyAndPromptReward, tiny_reward_preset
 
 
 def free_port() -> int:
@@ -135,3 +138,152 @@ def test_serve_command_end_to_end(tiny_root, sample_images):
     finally:
         process.terminate()
         process.wait(timeout=30)
+
+
+# ------------------------------------------------------------------------------- item identity and bad input
+
+
+@pytest.fixture(scope="module")
+def grey_server():
+    """A weight-free reward whose score identifies the item (grey level + prompt length), served with at most 3
+    items per request."""
+    reward = GreyAndPromptReward()
+    with Server(create_app(reward, max_batch=4, max_wait_ms=1, max_items=3)) as url:
+        yield reward, url
+
+
+GREY_LEVELS = [0, 50, 100, 150, 200, 250]
+
+
+@settings(max_examples=15, deadline=None)
+@given(data=st.data())
+def test_remote_equals_local_item_by_item_with_failed_items_and_several_requests(grey_server, data):
+    """Up to 10 items (more than the server's 3 per request): some already failed on the client, some the server
+    cannot decode. Every score lands on its own item; failed items keep their place and their reason."""
+    reward, url = grey_server
+    remote = mmreward.load_reward(url)
+    size = data.draw(st.integers(1, 10))
+    kinds = data.draw(st.lists(st.sampled_from(["ok", "ok", "client", "server"]), min_size=size, max_size=size))
+    levels = data.draw(st.lists(st.sampled_from(GREY_LEVELS), min_size=size, max_size=size))
+    prompts = data.draw(st.lists(st.text(max_size=5), min_size=size, max_size=size))
+    images = [torch.full((3, 4, 4), level / 255) for level in levels]
+    prepared = [
+        {"image": "@@not base64"} if kind == "server" else remote.prepare(image)
+        for kind, image in zip(kinds, images, strict=True)
+    ]
+    errors = ["decoding failed on the client" if kind == "client" else None for kind in kinds]
+    out = remote.score_prepared_batch(prompts, prepared, errors)
+    local = reward.score_prepared_batch(prompts, [reward.prepare(image) for image in images], [None] * size)
+    for i, kind in enumerate(kinds):
+        if kind == "ok":
+            assert not out.failed[i] and out.errors[i] is None
+            assert out.scores[i].item() == pytest.approx(local.scores[i].item(), abs=1e-6)
+            assert out.scores[i].item() == pytest.approx(levels[i] / 255 + len(prompts[i]), abs=1e-6)
+        else:
+            assert out.failed[i] and math.isnan(out.scores[i])
+            expected = "decoding failed on the client" if kind == "client" else "server: invalid base64"
+            assert out.errors[i].startswith(expected), out.errors[i]
+
+
+def test_every_malformed_body_is_a_400_and_malformed_items_fail_alone(grey_server):
+    _, url = grey_server
+    good = media_to_json(torch.full((3, 4, 4), 128 / 255))
+
+    def post(body=None, **kwargs):
+        return (
+            httpx.post(f"{url}/score", json=body, **kwargs)
+            if body is not None
+            else httpx.post(f"{url}/score", **kwargs)
+        )
+
+    json_headers = {"content-type": "application/json"}
+    assert post(content=b"{not json", headers=json_headers).status_code == 400
+    nested = post(content=b"[" * 100_000 + b"]" * 100_000, headers=json_headers)
+    assert nested.status_code == 400 and nested.json()["detail"] == "body is not valid JSON"
+    assert post({"prompts": [1], "media": [good]}).status_code == 400
+    assert post({"prompts": "a", "media": [good]}).status_code == 400
+    assert post({"prompts": ["a"]}).status_code == 400
+    items = [
+        good,
+        {"image": "%%%"},
+        {"video": []},
+        {"video": [123]},
+        {"video": [good["image"], media_to_json(torch.full((3, 8, 8), 0.5))["image"]]},
+        {"image": good["image"], "extra": 1},
+    ]
+    reply = post({"prompts": ["ab"] * len(items[:3]), "media": items[:3]}).json()
+    assert reply["failed"] == [False, True, True] and reply["scores"][0] == pytest.approx(128 / 255 + 2, abs=1e-6)
+    assert reply["errors"][1].startswith("invalid base64") and "a media item must be" in reply["errors"][2]
+    reply = post({"prompts": ["ab"] * 3, "media": items[3:]}).json()
+    assert reply["failed"] == [True, True, True]
+    assert reply["errors"] == [
+        "frames must be base64 strings",
+        "video frames differ in size",
+        'a media item must be {"image": <base64>} or {"video": [<base64 frame>, ...]}',
+    ]
+
+
+class Gate(GreyAndPromptReward):
+    """Blocks every model call until ``release`` is set; the prompt "boom" raises as a broken model would."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def score_images(self, prompts, frames):
+        self.entered.set()
+        assert self.release.wait(30)
+        if "boom" in prompts:
+            raise RuntimeError("the model broke")
+        return super().score_images(prompts, frames)
+
+
+def test_full_queue_is_a_503_and_a_model_error_is_a_500_the_server_survives():
+    gate = Gate()
+    app = create_app(gate, max_batch=1, max_wait_ms=1, max_queue=1)
+    body = {"prompts": ["x"], "media": [media_to_json(torch.full((3, 4, 4), 51 / 255))]}
+    with Server(app) as url:
+        replies = {}
+
+        def send(name, payload):
+            replies[name] = httpx.post(f"{url}/score", json=payload, timeout=60)
+
+        first = threading.Thread(target=send, args=("first", {**body, "prompts": ["boom"]}))
+        first.start()
+        assert gate.entered.wait(30)  # the first request is in the model
+        second = threading.Thread(target=send, args=("second", body))
+        second.start()
+        deadline = time.time() + 30
+        while not app.state.batcher.full():  # the second waits in the queue of one
+            assert time.time() < deadline
+            time.sleep(0.01)
+        third = httpx.post(f"{url}/score", json=body, timeout=60)
+        assert third.status_code == 503 and "queue is full" in third.json()["detail"]
+        gate.release.set()
+        first.join(60)
+        second.join(60)
+        assert replies["first"].status_code == 500
+        assert replies["first"].json()["detail"] == "scoring failed: RuntimeError: the model broke"
+        assert replies["second"].status_code == 200
+        assert replies["second"].json()["scores"][0] == pytest.approx(51 / 255 + 1, abs=1e-6)
+        assert httpx.post(f"{url}/score", json=body).status_code == 200  # still serving
+
+
+def test_serve_command_checks_its_limits_and_warns_on_a_public_host():
+    for flag in ("--max-batch", "--max-queue", "--max-items"):
+        result = subprocess.run(
+            [sys.executable, "-m", "mmreward.cli", "serve", "--reward", "jpeg-compressibility", flag, "0"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert result.returncode == 2 and f"{flag} must be >= 1, got 0" in result.stderr
+    result = subprocess.run(
+        [sys.executable, "-m", "mmreward.cli", "serve", "--host", "0.0.0.0", "--reward", "no-such-reward"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert "warning: serving on 0.0.0.0, reachable beyond this machine" in result.stderr
+    assert result.returncode == 2 and "no-such-reward" in result.stderr
