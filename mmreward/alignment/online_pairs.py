@@ -15,6 +15,7 @@ from mmreward.alignment.preference_sets import TrainingSet
 from mmreward.flow.models import FlowModel
 from mmreward.flow.rollout import sample, seeded
 from mmreward.losses import rwr_weights
+from mmreward.rewards.base import RewardOutput
 from mmreward.rewards.mix import RewardMix
 from mmreward.train.lora import LoraReference
 
@@ -69,6 +70,29 @@ def build_online_round(
             batch_size=sampler.batch_size,
         )
     scored = rewards.score(rollout.prompts, rollout.media)
+    return round_training_set(prompts, rollout.final.cpu(), scored, group, cfg.loss.type, cfg.loss.rwr_temperature)
+
+
+def round_training_set(
+    prompts: list[str],
+    final: torch.Tensor,
+    scored: RewardOutput,
+    group: int,
+    loss_type: str,
+    rwr_temperature: float,
+) -> tuple[TrainingSet, dict[str, float]]:
+    """One round's training data from its scored samples, and the round's statistics.
+
+    Args:
+        prompts: the ``P`` prompts of the round.
+        final: ``(P * N, *latent)`` final latents, prompt-major (sample ``j`` of prompt ``p`` is row ``p * N + j``).
+        scored: the reward mix's output on the ``P * N`` decoded samples, in the same order.
+        group: ``N``, samples per prompt.
+        loss_type: ``"rwr"`` keeps every scored sample with its weight ``N' * softmax(r / rwr_temperature)``
+            (over the ``N'`` scored samples of the round); any DPO loss keeps, per prompt, the best scored sample
+            as chosen and the worst as rejected, skipping prompts with fewer than two scored samples or no reward
+            difference.
+    """
     total = scored.scores.view(len(prompts), group)  # (P, N)
     valid = ~scored.failed.view(len(prompts), group)
     stats = {
@@ -77,11 +101,10 @@ def build_online_round(
     }
     for name, values in scored.dims.items():
         stats[f"round/reward_{name}"] = float(values[~scored.failed].mean()) if valid.any() else math.nan
-    final = rollout.final.cpu()
-    if cfg.loss.type == "rwr":
+    if loss_type == "rwr":
         keep = valid.flatten().nonzero().flatten()
-        weights = rwr_weights(scored.scores[keep], cfg.loss.rwr_temperature)
-        return TrainingSet([rollout.prompts[i] for i in keep], final[keep], weights=weights), stats
+        weights = rwr_weights(scored.scores[keep], rwr_temperature)
+        return TrainingSet([prompts[int(i) // group] for i in keep], final[keep], weights=weights), stats
     best, worst, kept_prompts, unusable = [], [], [], 0
     for p in range(len(prompts)):
         rows = valid[p].nonzero().flatten()

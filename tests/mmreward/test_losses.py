@@ -93,3 +93,15 @@ def test_gradients_push_the_chosen_side_up():
     loss.backward()
     assert a.grad[0, 0] < 0 < b.grad[0, 0]  # descending raises A on dim 0
     assert a.grad[0, 1] > 0 > b.grad[0, 1]  # and B on dim 1
+
+
+def test_preference_loss_without_usable_labels_still_backpropagates_to_every_reward():
+    """Every process of a distributed step must run the same backward: with no usable label the loss is a zero that
+    depends on the rewards, so their gradients exist (and are zero)."""
+    a = torch.tensor([[0.3, -1.0]], requires_grad=True)
+    b = torch.tensor([[2.0, 0.5]], requires_grad=True)
+    for kind in ("bt", "btt", "margin"):
+        loss, count = preference_loss(a, b, torch.tensor([[0, 7]]) if kind != "btt" else torch.tensor([[7, 9]]), kind)
+        assert count == 0 and float(loss) == 0.0 and loss.requires_grad
+        ga, gb = torch.autograd.grad(loss, (a, b))
+        assert torch.equal(ga, torch.zeros_like(a)) and torch.equal(gb, torch.zeros_like(b))
