@@ -30,7 +30,7 @@ class InputError(MMRewardError, ValueError):
 
 @dataclass
 class Item:
-    """One thing to score. ``source`` is the argument that produced it (for messages).
+    """One thing to score: a media file (or, when ``error`` is set, the input that failed) and its prompt.
 
     ``takes_prompt`` says whether the item has a place in the ``--prompts`` order: every media item does, even a
     failed one; an input that stands for no media (an unreadable manifest, an empty directory, a glob without
@@ -40,7 +40,6 @@ class Item:
 
     path: str
     prompt: str | None
-    source: str
     error: str | None = None
     takes_prompt: bool = True
 
@@ -55,7 +54,7 @@ class Expansion:
 
 
 def _manifest_failure(source: str, reason: str) -> list[Item]:
-    return [Item(source, None, source, reason, takes_prompt=False)]
+    return [Item(source, None, reason, takes_prompt=False)]
 
 
 def _jsonl_rows(text: str) -> list[tuple[int, dict | str]]:
@@ -107,31 +106,30 @@ def _from_manifest(path: Path) -> list[Item]:
     for number, row in rows:
         where = f"{source}:{number}"
         if isinstance(row, str):
-            items.append(Item(where, None, source, row, takes_prompt=not prompt_column))
+            items.append(Item(where, None, row, takes_prompt=not prompt_column))
             continue
         if row.get("path") in (None, ""):
-            items.append(Item(where, None, source, f"line {number} has no path", takes_prompt=not prompt_column))
+            items.append(Item(where, None, f"line {number} has no path", takes_prompt=not prompt_column))
             continue
         media = Path(str(row["path"])).expanduser()
         if not media.is_absolute():
             media = path.parent / media
         prompt = row.get("prompt")
-        items.append(Item(str(media), None if prompt is None else str(prompt), source))
+        items.append(Item(str(media), None if prompt is None else str(prompt)))
     return items
 
 
-def _check_file(path: Path, source: str) -> Item:
+def _check_file(path: Path) -> Item:
     if not path.exists():
-        return Item(str(path), None, source, "file not found")
+        return Item(str(path), None, "file not found")
     if path.suffix.lower() not in MEDIA_EXTENSIONS:
         return Item(
             str(path),
             None,
-            source,
             f"unsupported extension {path.suffix or '(none)'!r}; images: "
             f"{' '.join(sorted(IMAGE_EXTENSIONS))}; videos: {' '.join(sorted(VIDEO_EXTENSIONS))}",
         )
-    return Item(str(path), None, source)
+    return Item(str(path), None)
 
 
 def _from_directory(path: Path, raw: str) -> tuple[list[Item], str | None]:
@@ -144,9 +142,9 @@ def _from_directory(path: Path, raw: str) -> tuple[list[Item], str | None]:
             media.append(entry)
         elif entry.is_file():
             other.append(entry.name)
-    items = [Item(str(p), None, raw, None if p.exists() else "broken link: its target does not exist") for p in media]
+    items = [Item(str(p), None, None if p.exists() else "broken link: its target does not exist") for p in media]
     if not items:
-        items.append(Item(raw, None, raw, "directory has no image or video files", takes_prompt=False))
+        items.append(Item(raw, None, "directory has no image or video files", takes_prompt=False))
     note = None
     if other:
         shown = ", ".join(other[:3]) + (", ..." if len(other) > 3 else "")
@@ -170,10 +168,10 @@ def expand_inputs(inputs: list[str]) -> Expansion:
         elif _GLOB_CHARS & set(raw) and not path.exists():
             matches = sorted(Path(m) for m in glob.glob(str(path), recursive=True) if Path(m).is_file())
             if not matches:
-                items.append(Item(raw, None, raw, "pattern matches no files", takes_prompt=False))
-            items.extend(_check_file(p, raw) for p in matches)
+                items.append(Item(raw, None, "pattern matches no files", takes_prompt=False))
+            items.extend(_check_file(p) for p in matches)
         else:
-            items.append(_check_file(path, raw))
+            items.append(_check_file(path))
     return Expansion(items, skipped)
 
 

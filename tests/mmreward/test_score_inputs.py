@@ -15,7 +15,7 @@ from mmreward.score_inputs import InputError, Item, assign_prompts, expand_input
 
 
 def media_item(name: str, error: str | None = None) -> Item:
-    return Item(f"/m/{name}.png", None, f"/m/{name}.png", error)
+    return Item(f"/m/{name}.png", None, error)
 
 
 def test_prompts_follow_the_input_order_and_failed_items_keep_their_place():
@@ -36,9 +36,9 @@ def test_each_media_item_takes_the_next_prompts_line_whatever_else_is_in_the_lis
     items = []
     for i, (kind, manifest_prompt) in enumerate(kinds):
         if kind == "manifest prompt":
-            items.append(Item(f"/m/{i}.png", manifest_prompt, "/m/list.csv"))
+            items.append(Item(f"/m/{i}.png", manifest_prompt))
         elif kind == "no media":
-            items.append(Item(f"/m/empty{i}", None, f"/m/empty{i}", "directory has no image or video files", False))
+            items.append(Item(f"/m/empty{i}", None, "directory has no image or video files", False))
         else:
             items.append(media_item(str(i), "file not found" if kind == "failed" else None))
     lines = [f"line {i}" for i, (kind, _) in enumerate(kinds) if kind in ("ok", "failed")]
@@ -53,7 +53,7 @@ def test_prompt_count_mismatch_and_both_options_are_refused():
         assign_prompts([media_item("a"), media_item("b")], None, ["x"])
     with pytest.raises(InputError, match="not both"):
         assign_prompts([media_item("a")], "x", ["x"])
-    items = [media_item("a"), Item("/m/list.csv", "kept", "/m/list.csv")]
+    items = [media_item("a"), Item("/m/list.csv", "kept")]
     assign_prompts(items, "for all", None)
     assert [item.prompt for item in items] == ["for all", "kept"]
 
@@ -138,7 +138,9 @@ def test_manifest_errors_stand_for_the_whole_manifest(tmp_path):
     for name, (data, reason) in cases.items():
         (tmp_path / name).write_bytes(data)
         [item] = expand_inputs([str(tmp_path / name)]).items
-        assert item.path == str(tmp_path / name) and reason in item.error and not item.takes_prompt, name
+        assert (item.path, item.takes_prompt) == (str(tmp_path / name), False) and reason in item.error, name
+        if "no rows" in reason:
+            assert item.error == reason
 
 
 @settings(max_examples=25, deadline=None)
@@ -178,8 +180,67 @@ def test_directory_lists_media_sorted_reports_broken_links_and_counts_the_rest(t
 def test_inputs_that_stand_for_no_media_fail_and_take_no_prompt(tmp_path):
     (tmp_path / "empty").mkdir()
     items = expand_inputs([str(tmp_path / "empty"), str(tmp_path / "none-*.png"), str(tmp_path / "x.gif")]).items
-    assert [(i.error, i.takes_prompt) for i in items] == [
-        ("directory has no image or video files", False),
-        ("pattern matches no files", False),
-        ("file not found", True),
+    assert [(i.path, i.error, i.takes_prompt) for i in items] == [
+        (str(tmp_path / "empty"), "directory has no image or video files", False),
+        (str(tmp_path / "none-*.png"), "pattern matches no files", False),
+        (str(tmp_path / "x.gif"), "file not found", True),
     ]
+
+
+def test_single_files_globs_and_extensions(tmp_path):
+    for name in ("one.PNG", "two.mp4", "sub/three.jpg", "sub/deeper/four.jpg", "notes.md", "data.csv.bak"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"x")
+    expansion = expand_inputs([str(tmp_path / "one.PNG"), str(tmp_path / "**" / "*.jpg"), str(tmp_path / "notes.md")])
+    assert [(i.path, i.prompt, i.error, i.takes_prompt) for i in expansion.items] == [
+        (str(tmp_path / "one.PNG"), None, None, True),  # extensions are matched without case
+        (str(tmp_path / "sub" / "deeper" / "four.jpg"), None, None, True),  # ** reaches every depth
+        (str(tmp_path / "sub" / "three.jpg"), None, None, True),
+        (
+            str(tmp_path / "notes.md"),
+            None,
+            "unsupported extension '.md'; images: .bmp .gif .jpeg .jpg .png .tif .tiff .webp; videos: .avi .m4v .mkv "
+            ".mov .mp4 .webm",
+            True,
+        ),
+    ]
+    assert expansion.skipped == []
+    [glob_item] = expand_inputs([str(tmp_path / "*.md")]).items
+    assert glob_item.error.startswith("unsupported extension '.md'")
+    (tmp_path / "README").write_text("x")
+    [bare] = expand_inputs([str(tmp_path / "README")]).items
+    assert bare.error.startswith("unsupported extension '(none)'; images: ")
+
+
+def test_a_long_list_of_skipped_files_is_shortened(tmp_path):
+    (tmp_path / "a.png").write_bytes(b"x")
+    for name in ("n1.txt", "n2.txt", "n3.txt"):
+        (tmp_path / name).write_text("x")
+    assert expand_inputs([str(tmp_path)]).skipped == [
+        f"{tmp_path}: skipped 3 file(s) that are not images or videos (n1.txt, n2.txt, n3.txt)"
+    ]
+    (tmp_path / "n4.txt").write_text("x")
+    assert expand_inputs([str(tmp_path)]).skipped == [
+        f"{tmp_path}: skipped 4 file(s) that are not images or videos (n1.txt, n2.txt, n3.txt, ...)"
+    ]
+
+
+def test_empty_path_in_a_manifest_row_fails_alone(tmp_path):
+    (tmp_path / "m.csv").write_text("path,prompt\n,empty\na.png,x\n")
+    items = expand_inputs([str(tmp_path / "m.csv")]).items
+    assert [(i.path, i.error, i.takes_prompt) for i in items] == [
+        (f"{tmp_path / 'm.csv'}:2", "line 2 has no path", False),
+        (str(tmp_path / "a.png"), None, True),
+    ]
+
+
+def test_exact_messages_for_prompt_options():
+    with pytest.raises(InputError) as both:
+        assign_prompts([media_item("a")], "x", ["x"])
+    assert str(both.value) == "give --prompt or --prompts, not both"
+    with pytest.raises(InputError) as count:
+        assign_prompts([media_item("a")], None, [])
+    assert str(count.value) == (
+        "--prompts has 0 lines for 1 media items; give exactly one prompt per item, in the order the inputs expand "
+        "(directories and globs sorted by name)"
+    )

@@ -38,7 +38,7 @@ def test_scores_follow_their_file_and_prompt(files, data, batch_size):
     paths = data.draw(st.lists(st.sampled_from(sorted(files)), min_size=1, max_size=10))
     prompts = data.draw(st.lists(st.text(max_size=6), min_size=len(paths), max_size=len(paths)))
     items = [
-        Item(p, q, p, "file not found" if p.endswith("missing.png") else None)
+        Item(p, q, "file not found" if p.endswith("missing.png") else None)
         for p, q in zip(paths, prompts, strict=True)
     ]
     reward = GreyAndPrompt(batch_size=batch_size)
@@ -58,7 +58,7 @@ def test_a_copy_that_fails_is_reported_under_its_own_name(tmp_path):
     """Same bytes under two names and two extensions: each row's error names its own file."""
     for name in ("a.png", "b.png", "c.mp4"):
         (tmp_path / name).write_bytes(b"")
-    items = [Item(str(tmp_path / n), "p", "x") for n in ("a.png", "b.png", "c.mp4")]
+    items = [Item(str(tmp_path / n), "p") for n in ("a.png", "b.png", "c.mp4")]
     rows = list(score_items(items, {"r": GreyAndPrompt()}, {"r": 1.0}, num_workers=0))
     assert all(row.failed for row in rows)
     for row, name in zip(rows, ("a.png", "b.png", "c.mp4"), strict=True):
