@@ -158,7 +158,7 @@ class _Field:
     name: str
 
 
-_Text = tuple  # of str and _Field pieces
+_Text = tuple[str | _Field, ...]  # literal pieces and field holes, in order
 
 
 def extract_prompt(source: str, expression: str, bindings: dict[str, str], where: str) -> str:
