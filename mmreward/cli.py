@@ -306,14 +306,13 @@ def _list(args: argparse.Namespace) -> int:
     from rich.table import Table
 
     table = Table()
-    for header in ("name", "kind", "dims", "weights", "differentiable", "raw range"):
+    for header in ("name", "kind", "dims", "weights", "differentiable", "raw range", "template"):
         table.add_column(header)
     for e in entries:
         raw = "-" if e["raw_range"] is None else f"{e['raw_range'][0]:g} .. {e['raw_range'][1]:g}"
         dims = ", ".join(e["dims"]) or "-"
-        table.add_row(
-            e["name"], e["kind"], dims, str(e["weights"] or "-"), "yes" if e["differentiable"] else "no", raw
-        )
+        differentiable = "yes" if e["differentiable"] else "no"
+        table.add_row(e["name"], e["kind"], dims, str(e["weights"] or "-"), differentiable, raw, e["template"] or "-")
     Console(width=200).print(table)
     return 0
 

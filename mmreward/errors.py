@@ -18,6 +18,15 @@ class WeightsNotFoundError(MMRewardError, FileNotFoundError):
     """Model weights are neither a local path nor obtainable from the hub (offline, missing file, typo)."""
 
 
+class ReferenceNotAvailableError(MMRewardError, FileNotFoundError):
+    """A checkpoint's published training prompt is neither cached nor downloadable (offline, unreachable, or a local
+    clone without the file)."""
+
+
+class ReferenceMismatchError(MMRewardError, ValueError):
+    """A reference prompt file's bytes differ from the sha256 its template pins (another revision, or edited)."""
+
+
 class UnknownRewardError(MMRewardError, KeyError):
     """A reward name that is neither registered, a preset file, nor an importable ``module:Class``."""
 

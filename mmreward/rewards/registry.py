@@ -68,6 +68,8 @@ class Preset:
         weights = next((self.kwargs[k] for k in ("weights", "pretrained") if k in self.kwargs), None)
         if self.type == "clip-score":
             weights = f"{self.kwargs.get('model', 'ViT-B-32')}/{self.kwargs.get('pretrained', 'openai')}"
+        from mmreward.rewards.vlm.templates import describe_choice
+
         return {
             "name": self.name,
             "kind": cls.kind,
@@ -75,6 +77,7 @@ class Preset:
             "weights": weights,
             "differentiable": cls.differentiable,
             "raw_range": cls.raw_range,
+            "template": describe_choice(self.kwargs),
         }
 
 

@@ -219,8 +219,11 @@ def test_list_prints_the_registry():
     entries = {e["name"]: e for e in json.loads(result.stdout)}
     assert entries["pickscore"]["weights"] == "yuvalkirstain/PickScore_v1" and entries["pickscore"]["differentiable"]
     assert entries["jpeg-compressibility"]["raw_range"] == [-200.0, 0.0]
+    assert entries["videoreward"]["template"] == "reference (KwaiVGI/VideoAlign@219ab9d)"
+    assert entries["unigenbench-eval"]["template"] == "ours (unigenbench-checklist)"
     table = run_cli("list").stdout
     assert "hpsv2.1" in table and "laion-aesthetic" in table
+    assert "reference (MizzenAI/HPSv3@77e8fa3)" in table
 
 
 def test_identical_files_are_scored_once(tmp_path, sample_images):

@@ -117,7 +117,12 @@ class VLMHeadReward(RewardModel):
         dims: dimension names (default: the checkpoint's ``eval_dim``).
         reward_tokens: special tokens read by the head, one per dim (default ``<|{dim}_reward|>``).
         head: ``linear`` or ``mlp``; ``head_output_dim``: its outputs (default: one per reward token).
-        template / template_file: the prompt (must contain every reward token once).
+        template: ``"reference"`` (the checkpoint's published training prompt, fetched once and cached),
+            ``"ours"`` (our wording) or a shipped template name (our wording); ``template_name``: the shipped template
+            that ``reference`` / ``ours`` apply to; ``template_file``: your own template YAML; ``template_source_dir``:
+            a local clone of the reference's repository, read instead of downloading; ``reference_prompt``: where
+            the training prompt is published, per section (presets give it; see ``templates``). The prompt must
+            contain every reward token once.
         normalize: z-score each dimension with the checkpoint's stats (when it has them).
         video_fps: frames per second sampled from videos (VideoAlign rule); or ``video_num_frames``.
         input_video_fps: frame rate of in-memory video tensors; when given they are resampled to ``video_fps``,
@@ -141,7 +146,10 @@ class VLMHeadReward(RewardModel):
         head: HeadKind | None = None,
         head_output_dim: int | None = None,
         template: str | None = "videoreward",
+        template_name: str | None = None,
         template_file: str | None = None,
+        reference_prompt: dict[str, Any] | None = None,
+        template_source_dir: str | None = None,
         normalize: bool = True,
         video_fps: float | None = 2.0,
         video_num_frames: int | None = None,
@@ -164,7 +172,10 @@ class VLMHeadReward(RewardModel):
             head=head,
             head_output_dim=head_output_dim,
             template=template,
+            template_name=template_name,
             template_file=template_file,
+            reference_prompt=reference_prompt,
+            template_source_dir=template_source_dir,
             normalize=normalize,
             video_fps=video_fps,
             video_num_frames=video_num_frames,
@@ -199,7 +210,10 @@ class VLMHeadReward(RewardModel):
         head: HeadKind | None = None,
         head_output_dim: int | None = None,
         template: str | None = "videoreward",
+        template_name: str | None = None,
         template_file: str | None = None,
+        reference_prompt: dict[str, Any] | None = None,
+        template_source_dir: str | None = None,
         normalize: bool = True,
         video_fps: float | None = 2.0,
         video_num_frames: int | None = None,
@@ -212,7 +226,14 @@ class VLMHeadReward(RewardModel):
         **kwargs: Any,
     ) -> None:
         RewardModel.__init__(self, video_fps=video_fps, video_num_frames=video_num_frames, **kwargs)
-        self.template = load_template(template, template_file=template_file, kind="head")
+        self.template = load_template(
+            template,
+            template_file=template_file,
+            kind="head",
+            template_name=template_name,
+            reference_prompt=reference_prompt,
+            source_dir=template_source_dir,
+        )
         spec.base_model = base_model or spec.base_model
         if spec.base_model is None:
             raise ConfigError(f"{weights!r} does not name its base VLM; pass base_model='Qwen/Qwen2-VL-2B-Instruct'")

@@ -146,7 +146,12 @@ class Judge(RewardModel):
 
     Args:
         backend: ``"local"`` / ``"chat"`` (built from ``options``, as presets do) or a :class:`JudgeBackend`.
-        template: shipped template name; ``template_file``: your own template YAML (overrides ``template``).
+        template: ``"reference"`` (the checkpoint's published training prompt, fetched once and cached), ``"ours"``
+            (our wording) or a shipped template name (our wording); ``template_name``: the shipped template that
+            ``reference`` / ``ours`` apply to; ``template_file``: your own template YAML (overrides the shipped one);
+            ``template_source_dir``: a local clone of the reference's repository, read instead of downloading;
+            ``reference_prompt``: where the training prompt is published, per section (presets give it; see
+            ``templates``).
         mode: ``"logits"`` (read the answer from the next-token distribution; local backends) or ``"generate"``
             (write, then parse).
         max_new_tokens, temperature: generation budget and decoding (0: greedy) in ``"generate"`` mode.
@@ -164,7 +169,10 @@ class Judge(RewardModel):
         backend: str | JudgeBackend,
         *,
         template: str | None = None,
+        template_name: str | None = None,
         template_file: str | None = None,
+        reference_prompt: dict[str, Any] | None = None,
+        template_source_dir: str | None = None,
         mode: Mode = "generate",
         max_new_tokens: int = 1024,
         temperature: float = 0.0,
@@ -179,7 +187,14 @@ class Judge(RewardModel):
             raise ConfigError(f"if_short must be 'error' or 'repeat', got {if_short!r}")
         if self.video_num_frames is None:
             raise ConfigError("judges show videos as video_num_frames frames; set video_num_frames (e.g. 8)")
-        self.template: Template = load_template(template, template_file=template_file, kind=self.template_kind)
+        self.template: Template = load_template(
+            template,
+            template_file=template_file,
+            kind=self.template_kind,
+            template_name=template_name,
+            reference_prompt=reference_prompt,
+            source_dir=template_source_dir,
+        )
         if max_images is not None and "video" in self.template.sections:
             needed = self.images_per_prompt * self.video_num_frames
             if needed > max_images:

@@ -1,9 +1,28 @@
 """Prompt templates for VLM rewards, kept as data (YAML files in ``configs/rewards/templates/``).
 
-A checkpoint scores best with the wording it was trained on, so presets name a template and users can swap in
-their own file (``template_file:`` in a preset, or ``load_reward(..., template_file="my.yaml")``). The shipped
-wording is ours; it follows the structure of the public recipes (UnifiedReward, VideoAlign, HPSv3) described in
-``research/reward_models.md``.
+A checkpoint scores best with the wording it was trained on. That wording is its authors', so it is not shipped
+here: a preset can name where it is published (``reference_prompt:``, below) and
+:mod:`mmreward.rewards.vlm.reference` fetches it at a pinned commit, verifies it and reads it without running it.
+A preset chooses the wording with ``template:``
+
+- ``reference``: the checkpoint's published training prompt, placed into the sections of the shipped template
+  ``template_name`` (media slots, verdicts, dims and score lines stay the template's);
+- ``ours``: our own wording of ``template_name``, which follows the structure of the public recipes (UnifiedReward,
+  VideoAlign, HPSv3) described in ``research/reward_models.md``; a shipped template's name alone means the same;
+
+or a file of your own (``template_file:`` in a preset, or ``load_reward(..., template_file="my.yaml")``).
+
+A preset's ``reference_prompt`` gives one published prompt per section of the template::
+
+    reference_prompt:
+      video:
+        repository: owner/name
+        commit: <40-digit hash>
+        path: file.py         # a Python file; parsed, never executed
+        sha256: <of the file's bytes at that commit>
+        expression: PROMPT.format(text_prompt=prompt)   # what builds the prompt there (see reference.py)
+        caption: prompt       # the reference's name for the caption (default prompt); becomes {prompt}
+        user: "{media}{reference}"   # where the media and the reference text go
 
 File layout (one section per media kind; a section may be left out when the template has no video form)::
 
@@ -25,6 +44,7 @@ File layout (one section per media kind; a section may be left out when the temp
     video:
       ...
 
+
 A checklist template's ``user`` text shows every test point at once (``{checklist}``, ``{count}``) and asks for a
 written list of verdicts; its ``question`` asks about one test point, answered with one word.
 
@@ -35,7 +55,7 @@ from __future__ import annotations
 
 import re
 import string
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -43,9 +63,12 @@ import yaml
 
 from mmreward.errors import ConfigError
 from mmreward.rewards.vlm.parsing import VerdictPhrases
+from mmreward.rewards.vlm.reference import ReferenceFile, extract_prompt, parse_reference_file, read_reference_file
 
 TemplateKind = Literal["pairwise", "pointwise", "cot", "head", "checklist"]
 MediaKind = Literal["image", "video"]
+Wording = Literal["reference", "ours"]
+WORDINGS = ("reference", "ours")
 
 TEMPLATE_DIR = Path(__file__).resolve().parent.parent.parent / "presets" / "templates"
 _SLOTS = {
@@ -108,8 +131,19 @@ class TemplateSection:
 
 
 @dataclass(frozen=True)
+class ReferenceSection:
+    """Where one section's training prompt is published and how it is placed between the media slots."""
+
+    file: ReferenceFile
+    expression: str
+    caption: str
+    user: str
+
+
+@dataclass(frozen=True)
 class Template:
-    """A prompt template: its kind, where it came from, and one section per media kind."""
+    """A prompt template: its kind, where it came from, and one section per media kind. ``wording`` says whose
+    wording the sections hold; for ``"reference"``, ``references`` says where each section's text was read."""
 
     name: str
     kind: TemplateKind
@@ -117,6 +151,38 @@ class Template:
     score_range: tuple[int, int] | None = None
     source: Path | None = None
     definitions: dict[str, str] = field(default_factory=dict)
+    references: dict[str, ReferenceSection] = field(default_factory=dict)
+    wording: Wording = "ours"
+
+    def describe(self) -> str:
+        """``reference (owner/repo@commit:path, ...)`` or ``ours (name)``: whose wording this is."""
+        if self.wording == "reference":
+            files = sorted({r.file.describe() for r in self.references.values()})
+            return f"reference ({', '.join(files)})"
+        return f"ours ({self.name})"
+
+    def with_reference(self, reference_prompt: Any, source_dir: str | Path | None = None) -> Template:
+        """This template with every section's user text replaced by the checkpoint's published prompt, as a
+        preset's ``reference_prompt`` names it (fetched, verified and parsed on first use; see
+        :mod:`mmreward.rewards.vlm.reference`). The published recipes send no system message, so neither do these
+        sections."""
+        if reference_prompt is None:
+            raise ConfigError(
+                f"template='reference' needs reference_prompt= (where the checkpoint's training prompt is published); "
+                f"this preset names none, so use template='ours' (our wording of {self.name!r})"
+            )
+        references = parse_references(reference_prompt, self)
+        sections = {}
+        for media_kind, section in self.sections.items():
+            ref = references[media_kind]
+            where = f"template {self.name!r} [{media_kind}] reference {ref.file.describe()}"
+            text = extract_prompt(
+                read_reference_file(ref.file, source_dir), ref.expression, {ref.caption: "prompt"}, where
+            )
+            user = ref.user.replace("{reference}", text)
+            _check_text(user, self.kind, _FIELDS, where)
+            sections[media_kind] = replace(section, user=user, system=None)
+        return replace(self, sections=sections, references=references, wording="reference")
 
     def section(self, media_kind: MediaKind) -> TemplateSection:
         if media_kind not in self.sections:
@@ -127,26 +193,70 @@ class Template:
         return self.sections[media_kind]
 
 
-def load_template(name: str | None = None, *, template_file: str | Path | None = None, kind: TemplateKind) -> Template:
-    """Read a template by shipped name (``configs/rewards/templates/<name>.yaml``) or from ``template_file``.
+def describe_choice(options: dict[str, Any]) -> str | None:
+    """Which wording a preset's options choose, for ``mmreward list``, without reading or fetching anything:
+    ``reference (owner/repo@commit)``, ``ours (template name)``, ``file (path)``; None without template options."""
+    if options.get("template_file"):
+        return f"file ({options['template_file']})"
+    template = options.get("template")
+    if template == "reference":
+        entries = (options.get("reference_prompt") or {}).values()
+        sources = sorted({f"{e.get('repository')}@{str(e.get('commit'))[:7]}" for e in entries if isinstance(e, dict)})
+        return f"reference ({', '.join(sources)})"
+    if template == "ours":
+        return f"ours ({options.get('template_name')})"
+    return f"ours ({template})" if template else None
+
+
+def template_path(
+    template: str | None = None, *, template_file: str | Path | None = None, template_name: str | None = None
+) -> tuple[Path, Wording]:
+    """The template file and the wording that ``template`` (``reference``, ``ours`` or a shipped name),
+    ``template_file`` and ``template_name`` choose; nothing is read or fetched."""
+    wording: Wording = "reference" if template == "reference" else "ours"
+    name = template_name if template in WORDINGS else template
+    if template_file is not None:
+        return Path(template_file).expanduser(), wording
+    if name is None:
+        if template in WORDINGS:
+            raise ConfigError(
+                f"template={template!r} needs template_name= (the shipped template it applies to, e.g. "
+                "'videoreward'), or a template_file="
+            )
+        raise ConfigError("give a template name or a template_file")
+    path = TEMPLATE_DIR / f"{name}.yaml"
+    if not path.is_file():
+        shipped = sorted(p.stem for p in TEMPLATE_DIR.glob("*.yaml"))
+        raise ConfigError(f"unknown template {name!r}; shipped templates: {shipped}, or pass template_file=")
+    return path, wording
+
+
+def load_template(
+    template: str | None = None,
+    *,
+    template_file: str | Path | None = None,
+    kind: TemplateKind,
+    template_name: str | None = None,
+    reference_prompt: Any = None,
+    source_dir: str | Path | None = None,
+) -> Template:
+    """Read a template: ``template`` is ``"reference"`` / ``"ours"`` (the wording of the shipped template
+    ``template_name``) or a shipped name (our wording); ``template_file`` replaces the shipped file. With
+    ``"reference"`` the checkpoint's published prompt that ``reference_prompt`` names is fetched (or read from the
+    local clone ``source_dir``).
 
     Raises:
         ConfigError: the file is missing, malformed, of another kind, or uses unknown fields.
+        ReferenceNotAvailableError, ReferenceMismatchError: see
+            :func:`~mmreward.rewards.vlm.reference.read_reference_file`.
     """
-    if template_file is not None:
-        path = Path(template_file).expanduser()
-    elif name is not None:
-        path = TEMPLATE_DIR / f"{name}.yaml"
-        if not path.is_file():
-            shipped = sorted(p.stem for p in TEMPLATE_DIR.glob("*.yaml"))
-            raise ConfigError(f"unknown template {name!r}; shipped templates: {shipped}, or pass template_file=")
-    else:
-        raise ConfigError("give a template name or a template_file")
+    path, wording = template_path(template, template_file=template_file, template_name=template_name)
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as err:
         raise ConfigError(f"cannot read template {str(path)!r}: {err}") from err
-    return parse_template(data, name=path.stem, source=path, kind=kind)
+    parsed = parse_template(data, name=path.stem, source=path, kind=kind)
+    return parsed.with_reference(reference_prompt, source_dir) if wording == "reference" else parsed
 
 
 def parse_template(data: Any, *, name: str, kind: TemplateKind, source: Path | None = None) -> Template:
@@ -190,6 +300,33 @@ def parse_template(data: Any, *, name: str, kind: TemplateKind, source: Path | N
         source=source,
         definitions={str(k): v.strip() for k, v in definitions.items()},
     )
+
+
+def parse_references(raw: Any, template: Template) -> dict[str, ReferenceSection]:
+    """A preset's ``reference_prompt``: one published prompt per section of ``template``, covering every section (a
+    template is either wholly the checkpoint's wording or wholly ours)."""
+    where, kind = f"reference_prompt for template {template.name!r}", template.kind
+    sections = set(template.sections)
+    if not isinstance(raw, dict) or set(raw) != sections:
+        got = sorted(raw) if isinstance(raw, dict) else raw
+        raise ConfigError(f"{where} must map each section {sorted(sections)} to its source, got {got}")
+    references = {}
+    for media_kind, entry in raw.items():
+        here = f"{where} [{media_kind}]"
+        if not isinstance(entry, dict):
+            raise ConfigError(f"{here} must be a mapping")
+        extra = set(entry) - {"repository", "commit", "path", "sha256", "expression", "caption", "user"}
+        if extra:
+            raise ConfigError(f"{here} has unknown keys {sorted(extra)}")
+        expression, caption, user = entry.get("expression"), entry.get("caption", "prompt"), entry.get("user")
+        if not isinstance(expression, str) or not isinstance(caption, str) or not isinstance(user, str):
+            raise ConfigError(f"{here} needs 'expression' and 'user' texts (and 'caption', a name, if not prompt)")
+        if user.count("{reference}") != 1:
+            raise ConfigError(f"{here}: user must contain {{reference}} exactly once, got {user!r}")
+        _check_text(user.replace("{reference}", ""), kind, _FIELDS, f"{here}: user")
+        file = parse_reference_file({k: entry.get(k) for k in ("repository", "commit", "path", "sha256")}, here)
+        references[media_kind] = ReferenceSection(file, expression, caption, user)
+    return references
 
 
 def _parse_section(raw: Any, system: str | None, kind: TemplateKind, where: str) -> TemplateSection:

@@ -78,4 +78,4 @@ def test_attention_choice_and_clear_errors(tmp_path, tiny_root):
         read_model_type(tmp_path)
     # A hub id that is not in the offline cache names the id and how to use local weights.
     with pytest.raises(WeightsNotFoundError, match="CodeGoat24/UnifiedReward-2.0-qwen3vl-8b"):
-        mmreward.load_reward("unifiedreward-pairwise")
+        mmreward.load_reward("unifiedreward-pairwise", template="ours")

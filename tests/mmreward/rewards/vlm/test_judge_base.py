@@ -33,14 +33,16 @@ def test_presets_name_the_backend_and_unknown_options_name_the_valid_ones():
         build_backend("chat", {"model": "m", "weights": "w"}, device=torch.device("cpu"), dtype=torch.float32)
     # load_reward accepts the task's, the reward's and the named backend's options, and no others.
     with pytest.raises(ConfigError, match=r"unknown option\(s\) \['weights'\].*'endpoint'.*'video_num_frames'"):
-        mmreward.load_reward("unifiedreward-pairwise-remote", weights="/models/judge")
-    judge = mmreward.load_reward("unifiedreward-pairwise-remote", endpoint="http://127.0.0.1:9/v1", batch_size=4)
+        mmreward.load_reward("unifiedreward-pairwise-remote", template="ours", weights="/models/judge")
+    judge = mmreward.load_reward(
+        "unifiedreward-pairwise-remote", template="ours", endpoint="http://127.0.0.1:9/v1", batch_size=4
+    )
     assert isinstance(judge.backend, ChatBackend) and judge.batch_size == 4
     assert judge.weights_id == "UnifiedReward @ http://127.0.0.1:9/v1"
     with pytest.raises(ConfigError, match="cannot read answers from logits; use mode='generate'"):
-        mmreward.load_reward("unifiedreward-pairwise-remote", mode="logits")
+        mmreward.load_reward("unifiedreward-pairwise-remote", template="ours", mode="logits")
     with pytest.raises(ConfigError, match="writes its reasoning"):
-        mmreward.load_reward("unifiedreward-think-remote", mode="logits")
+        mmreward.load_reward("unifiedreward-think-remote", template="ours", mode="logits")
     with pytest.raises(ConfigError, match=r"unknown option\(s\) \['endpoint'\]; a backend object takes its options"):
         PairwiseJudge(ChatBackend(model="m"), template="unifiedreward-pairwise", endpoint="http://127.0.0.1:9/v1")
 

@@ -108,7 +108,9 @@ def _gray(value: float, size: int = 32) -> torch.Tensor:
 
 
 def test_verdicts_match_the_local_parser_and_concurrency_is_bounded(server):
-    judge = mmreward.load_reward("unifiedreward-pairwise-remote", endpoint=server.url, max_concurrency=3)
+    judge = mmreward.load_reward(
+        "unifiedreward-pairwise-remote", template="ours", endpoint=server.url, max_concurrency=3
+    )
     server.max_in_flight = 0
     values = [0.2, 0.8, 0.5, 0.3, 0.9, 0.1]
     out = judge.compare(["brightness"] * 3, [_gray(v) for v in values[:3]], [_gray(v) for v in values[3:]])
@@ -131,7 +133,9 @@ def test_verdicts_match_the_local_parser_and_concurrency_is_bounded(server):
 
 
 def test_retries_failures_and_truncation(server):
-    judge = mmreward.load_reward("unifiedreward-pairwise-remote", endpoint=server.url, retries=2, api_key="t0k")
+    judge = mmreward.load_reward(
+        "unifiedreward-pairwise-remote", template="ours", endpoint=server.url, retries=2, api_key="t0k"
+    )
     judge.backend.client.backoff_s = 0.01
     server.attempts.clear()
     out = judge.compare(
@@ -150,7 +154,7 @@ def test_retries_failures_and_truncation(server):
 
 
 def test_pointwise_and_chain_of_thought(server):
-    pointwise = mmreward.load_reward("unifiedreward-pointwise-remote", endpoint=server.url)
+    pointwise = mmreward.load_reward("unifiedreward-pointwise-remote", template="ours", endpoint=server.url)
     out = pointwise.score(["scores", "garbage"], [_gray(0.5), _gray(0.5)])
     assert out.failed.tolist() == [False, True]
     assert (
@@ -163,7 +167,7 @@ def test_pointwise_and_chain_of_thought(server):
         "Coherence": 2.5,
         "Style": 3.0,
     }
-    cot = mmreward.load_reward("unifiedreward-think-remote", endpoint=server.url)
+    cot = mmreward.load_reward("unifiedreward-think-remote", template="ours", endpoint=server.url)
     pair = cot.compare(["think"], [_gray(0.5)], [_gray(0.5)])
     # Both orders get the same canned text ("Image 1 is better"): the first slot always wins, so A's P is 1/2.
     assert float(pair.prob_a[0]) == 0.5 and not bool(pair.consistent[0])
@@ -171,12 +175,16 @@ def test_pointwise_and_chain_of_thought(server):
 
 
 def test_timeouts_and_bad_configuration(server):
-    judge = mmreward.load_reward("unifiedreward-pairwise-remote", endpoint=server.url, timeout_s=0.01, retries=0)
+    judge = mmreward.load_reward(
+        "unifiedreward-pairwise-remote", template="ours", endpoint=server.url, timeout_s=0.01, retries=0
+    )
     out = judge.compare(["brightness"], [_gray(0.5)], [_gray(0.4)], orders="ab")
     assert bool(out.failed[0]) and "timed out" in out.errors[0]
     with pytest.raises(ConfigError, match="http"):
-        mmreward.load_reward("unifiedreward-pairwise-remote", endpoint="127.0.0.1:8000")
+        mmreward.load_reward("unifiedreward-pairwise-remote", template="ours", endpoint="127.0.0.1:8000")
     with pytest.raises(ConfigError, match="NO_SUCH_KEY_VARIABLE"):
-        mmreward.load_reward("unifiedreward-pairwise-remote", endpoint=server.url, api_key_env="NO_SUCH_KEY_VARIABLE")
+        mmreward.load_reward(
+            "unifiedreward-pairwise-remote", template="ours", endpoint=server.url, api_key_env="NO_SUCH_KEY_VARIABLE"
+        )
     with pytest.raises(ConfigError, match="max_images=16"):
-        mmreward.load_reward("unifiedreward-think-remote", endpoint=server.url, video_num_frames=12)
+        mmreward.load_reward("unifiedreward-think-remote", template="ours", endpoint=server.url, video_num_frames=12)

@@ -1,0 +1,314 @@
+"""A checkpoint's training prompt, read at run time from where its authors publish it.
+
+A reward token's hidden state (and a judge's verdict) depends on every word before it, so a checkpoint scores on
+distribution only with the wording it was trained on. That wording belongs to the checkpoint's authors and is not
+copied into this repository: a template names where it is published (a GitHub repository, a pinned commit, a file
+and the expression that builds the prompt there), and this module
+
+1. fetches the file once at that commit and verifies its sha256 (so a moved branch or an edited file is refused,
+   never silently used), caching it under ``$HF_HOME/mmreward/templates/<owner>/<repo>/<commit>/<path>`` next to
+   the weights; ``HF_HUB_OFFLINE`` is honoured, and ``source_dir`` reads a local clone instead;
+2. reads the prompt out of the Python source **without executing it**: the file is parsed with :mod:`ast`, and the
+   expression (``INSTRUCTION.format(text_prompt=prompt) + SUFFIX``, ``problem``,
+   ``messages[0]["content"][2]["text"]``) is evaluated over the parsed module by a small interpreter that knows
+   string constants, f-strings, ``+``, ``str.format`` with keyword arguments, names bound by module-level
+   assignments, and subscripts of literal lists and dicts; anything else is refused;
+3. returns the text in our template syntax: the reference's caption variable becomes ``{prompt}`` and literal
+   braces are doubled, so :mod:`mmreward.rewards.vlm.templates` places it between the media slots.
+"""
+
+from __future__ import annotations
+
+import ast
+import hashlib
+import os
+import re
+import string
+import urllib.request
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from mmreward.errors import ConfigError, ReferenceMismatchError, ReferenceNotAvailableError
+
+# Raw file at a commit; a commit (not a branch) so that the bytes never change under a pinned sha256.
+RAW_URL = "https://raw.githubusercontent.com/{repository}/{commit}/{path}"
+_TIMEOUT_S = 30
+
+
+@dataclass(frozen=True)
+class ReferenceFile:
+    """Where one reference prompt is published: ``repository`` ("owner/name"), a full ``commit`` hash, the file's
+    ``path`` in the repository and the ``sha256`` of its bytes at that commit."""
+
+    repository: str
+    commit: str
+    path: str
+    sha256: str
+
+    @property
+    def url(self) -> str:
+        return RAW_URL.format(repository=self.repository, commit=self.commit, path=self.path)
+
+    def describe(self) -> str:
+        return f"{self.repository}@{self.commit[:7]}:{self.path}"
+
+
+def parse_reference_file(raw: Any, where: str) -> ReferenceFile:
+    """Validate a ``{repository, commit, path, sha256}`` mapping from a template file."""
+    keys = {"repository", "commit", "path", "sha256"}
+    if not isinstance(raw, dict) or set(raw) != keys or not all(isinstance(raw[k], str) for k in keys):
+        raise ConfigError(f"{where} must map exactly {sorted(keys)} to strings, got {raw!r}")
+    if not re.fullmatch(r"[A-Za-z0-9][\w.-]*/[\w.-]+", raw["repository"]):
+        raise ConfigError(f"{where}: repository must be 'owner/name', got {raw['repository']!r}")
+    if not re.fullmatch(r"[0-9a-f]{40}", raw["commit"]):
+        raise ConfigError(f"{where}: commit must be a full 40-digit hash (a branch can move), got {raw['commit']!r}")
+    if not re.fullmatch(r"[0-9a-f]{64}", raw["sha256"]):
+        raise ConfigError(f"{where}: sha256 must be 64 hex digits, got {raw['sha256']!r}")
+    if raw["path"].startswith("/") or ".." in Path(raw["path"]).parts:
+        raise ConfigError(f"{where}: path must be relative inside the repository, got {raw['path']!r}")
+    return ReferenceFile(raw["repository"], raw["commit"], raw["path"], raw["sha256"])
+
+
+def cache_root() -> Path:
+    """``$HF_HOME/mmreward/templates``: beside the hub cache, so copying HF_HOME carries the prompts along."""
+    from huggingface_hub import constants
+
+    return Path(constants.HF_HOME) / "mmreward" / "templates"
+
+
+def cache_path(ref: ReferenceFile) -> Path:
+    return cache_root() / ref.repository / ref.commit / ref.path
+
+
+def _download(url: str) -> bytes:
+    with urllib.request.urlopen(url, timeout=_TIMEOUT_S) as response:  # noqa: S310 (the URL is built from RAW_URL)
+        return response.read()
+
+
+def _offline() -> bool:
+    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def _verify(data: bytes, ref: ReferenceFile, origin: str) -> None:
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != ref.sha256:
+        raise ReferenceMismatchError(
+            f"reference prompt file {ref.describe()} read from {origin} has sha256 {digest}, but the template pins "
+            f"{ref.sha256}: it is not the file at commit {ref.commit}, so it is not used. For a local clone run "
+            f"`git checkout {ref.commit}` there; for a cached copy delete {cache_path(ref)} to download it again; "
+            "or keep our wording with template='ours'"
+        )
+
+
+def read_reference_file(ref: ReferenceFile, source_dir: str | Path | None = None) -> str:
+    """The verified text of ``ref``: from ``source_dir`` (a local clone) when given, else the cache, else a download
+    (which is then cached).
+
+    Raises:
+        ReferenceNotAvailableError: offline (or unreachable) with no cached copy, or ``source_dir`` lacks the file.
+        ReferenceMismatchError: the bytes found do not have the pinned sha256.
+    """
+    if source_dir is not None:
+        path = Path(source_dir).expanduser() / ref.path
+        if not path.is_file():
+            raise ReferenceNotAvailableError(
+                f"template_source_dir {str(source_dir)!r} has no file {ref.path!r}; point it at a clone of "
+                f"https://github.com/{ref.repository} checked out at {ref.commit}"
+            )
+        data = path.read_bytes()
+        _verify(data, ref, str(path))
+        return data.decode("utf-8")
+    cached = cache_path(ref)
+    if cached.is_file():
+        data = cached.read_bytes()
+        _verify(data, ref, str(cached))
+        return data.decode("utf-8")
+    if _offline():
+        raise _not_available(ref, "HF_HUB_OFFLINE is set, so nothing is downloaded")
+    try:
+        data = _download(ref.url)
+    except OSError as err:  # URLError, HTTPError and timeouts are all OSErrors
+        raise _not_available(ref, f"downloading it failed ({type(err).__name__}: {err})") from err
+    _verify(data, ref, ref.url)
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    partial = cached.with_name(cached.name + ".partial")
+    partial.write_bytes(data)
+    partial.replace(cached)  # atomic: a concurrent reader sees the whole file or none
+    return data.decode("utf-8")
+
+
+def _not_available(ref: ReferenceFile, reason: str) -> ReferenceNotAvailableError:
+    return ReferenceNotAvailableError(
+        f"the checkpoint's reference prompt {ref.describe()} is not available: {reason}, and there is no cached copy "
+        f"at {cache_path(ref)}. Either download it once where GitHub is reachable (load the reward once, or fetch "
+        f"{ref.url} to that path) and copy HF_HOME along with the weights, or pass "
+        f"template_source_dir=/path/to/a/clone of https://github.com/{ref.repository} at commit {ref.commit}, "
+        "or use our own wording with template='ours'"
+    )
+
+
+# -- reading a prompt out of Python source without running it -----------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Field:
+    """A hole in the reference text that we fill: one of our template fields (``prompt``)."""
+
+    name: str
+
+
+_Text = tuple[str | _Field, ...]  # literal pieces and field holes, in order
+
+
+def extract_prompt(source: str, expression: str, bindings: dict[str, str], where: str) -> str:
+    """The prompt that ``expression`` builds in the Python module ``source``, in our template syntax.
+
+    Args:
+        source: the reference file's text; parsed, never executed.
+        expression: a Python expression over the module's names, e.g. ``"INSTRUCTION.format(text_prompt=prompt)"``.
+        bindings: free names of the reference -> our template field, e.g. ``{"prompt": "prompt"}``: where the
+            reference puts the caption. They take precedence over module-level assignments of the same name.
+        where: the template and section, for messages.
+
+    Returns:
+        the text with ``{field}`` holes and literal braces doubled.
+    """
+    try:
+        module = ast.parse(source)
+    except SyntaxError as err:
+        raise ConfigError(f"{where}: the reference file does not parse as Python: {err}") from err
+    try:
+        tree = ast.parse(expression, mode="eval").body
+    except SyntaxError as err:
+        raise ConfigError(f"{where}: expression {expression!r} is not a Python expression: {err}") from err
+    evaluator = _Evaluator(module, bindings, where)
+    value = evaluator.eval(tree)
+    if not isinstance(value, tuple):
+        raise ConfigError(f"{where}: expression {expression!r} gives a {type(value).__name__}, not a text")
+    used = {p.name for p in value if isinstance(p, _Field)}
+    if set(bindings.values()) - used:
+        raise ConfigError(
+            f"{where}: expression {expression!r} never uses {sorted(set(bindings.values()) - used)}; the reference "
+            "prompt must show the caption"
+        )
+    return "".join(p.replace("{", "{{").replace("}", "}}") if isinstance(p, str) else f"{{{p.name}}}" for p in value)
+
+
+class _Evaluator:
+    """Evaluates the few expression forms prompt builders use, over a parsed module, without executing it."""
+
+    def __init__(self, module: ast.Module, bindings: dict[str, str], where: str) -> None:
+        self.bindings = bindings
+        self.where = where
+        self.assignments: dict[str, ast.expr] = {}
+        for node in module.body:  # module level only; the last assignment wins, as at import time
+            if isinstance(node, ast.Assign):
+                for target in node.targets:
+                    if isinstance(target, ast.Name):
+                        self.assignments[target.id] = node.value
+            elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and node.value is not None:
+                self.assignments[node.target.id] = node.value
+        self.resolving: list[str] = []
+
+    def fail(self, node: ast.AST, what: str) -> ConfigError:
+        return ConfigError(
+            f"{self.where}: cannot read the reference prompt: {what} (`{ast.unparse(node)}`); only string constants, "
+            "f-strings, '+', str.format(name=...), module-level names and subscripts of literal lists and dicts "
+            "are read"
+        )
+
+    def eval(self, node: ast.expr) -> _Text | ast.expr:
+        """A text (tuple of str / _Field) or a literal container node (list, tuple, dict) to subscript."""
+        if isinstance(node, ast.Constant):
+            if isinstance(node.value, str):
+                return (node.value,)
+            if isinstance(node.value, int) and not isinstance(node.value, bool):
+                return node
+            raise self.fail(node, f"a {type(node.value).__name__} constant")
+        if isinstance(node, ast.JoinedStr):
+            pieces: list[Any] = []
+            for value in node.values:
+                if isinstance(value, ast.Constant):
+                    pieces.append(value.value)
+                elif isinstance(value, ast.FormattedValue):
+                    if value.conversion != -1 or value.format_spec is not None:
+                        raise self.fail(value, "a conversion or format spec in an f-string")
+                    pieces.extend(self.text(value.value))
+            return tuple(pieces)
+        if isinstance(node, ast.BinOp) and isinstance(node.op, ast.Add):
+            return self.text(node.left) + self.text(node.right)
+        if isinstance(node, ast.Name):
+            return self.name(node)
+        if isinstance(node, (ast.List, ast.Tuple, ast.Dict)):
+            return node
+        if isinstance(node, ast.Subscript):
+            return self.subscript(node)
+        if isinstance(node, ast.Call):
+            return self.format_call(node)
+        raise self.fail(node, f"a {type(node).__name__} expression")
+
+    def text(self, node: ast.expr) -> _Text:
+        value = self.eval(node)
+        if not isinstance(value, tuple):
+            raise self.fail(node, "not a text")
+        return value
+
+    def name(self, node: ast.Name) -> _Text | ast.expr:
+        if node.id in self.bindings:
+            return (_Field(self.bindings[node.id]),)
+        if node.id not in self.assignments:
+            raise self.fail(node, f"name {node.id!r} is neither assigned at module level nor bound to a field")
+        if node.id in self.resolving:
+            raise self.fail(node, f"name {node.id!r} refers to itself")
+        self.resolving.append(node.id)
+        try:
+            return self.eval(self.assignments[node.id])
+        finally:
+            self.resolving.pop()
+
+    def subscript(self, node: ast.Subscript) -> _Text | ast.expr:
+        container = self.eval(node.value)
+        key_node = self.eval(node.slice)
+        key = key_node.value if isinstance(key_node, ast.Constant) else _literal(key_node, node, self)
+        if isinstance(container, (ast.List, ast.Tuple)) and isinstance(key, int):
+            if not -len(container.elts) <= key < len(container.elts):
+                raise self.fail(node, f"index {key} outside a list of {len(container.elts)}")
+            return self.eval(container.elts[key])
+        if isinstance(container, ast.Dict) and isinstance(key, str):
+            for k, v in zip(container.keys, container.values, strict=True):
+                if k is not None and isinstance(k, ast.Constant) and k.value == key:
+                    return self.eval(v)
+            raise self.fail(node, f"no key {key!r} in the dict")
+        raise self.fail(node, "a subscript of something other than a literal list or dict")
+
+    def format_call(self, node: ast.Call) -> _Text:
+        func = node.func
+        if not (isinstance(func, ast.Attribute) and func.attr == "format") or node.args:
+            raise self.fail(node, "a call other than str.format with keyword arguments")
+        receiver = _literal(self.text(func.value), node, self)
+        values: dict[str, _Text] = {}
+        for keyword in node.keywords:
+            if keyword.arg is None:
+                raise self.fail(node, "**kwargs in str.format")
+            values[keyword.arg] = self.text(keyword.value)
+        pieces: list[Any] = []
+        try:
+            parsed = list(string.Formatter().parse(receiver))
+        except ValueError as err:
+            raise self.fail(node, f"a malformed format string ({err})") from err
+        for literal, field, spec, conversion in parsed:
+            pieces.append(literal)
+            if field is None:
+                continue
+            if spec or conversion or field not in values:
+                raise self.fail(node, f"format field {{{field}}} with no keyword argument, or with a spec")
+            pieces.extend(values[field])
+        return tuple(p for p in pieces if p != "")
+
+
+def _literal(value: Any, node: ast.AST, evaluator: _Evaluator) -> str:
+    """A text with no field holes (a format string or a dict key)."""
+    if not isinstance(value, tuple) or not all(isinstance(p, str) for p in value):
+        raise evaluator.fail(node, "a format string or key that itself depends on a field")
+    return "".join(value)
