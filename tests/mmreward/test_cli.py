@@ -12,7 +12,7 @@ import time
 import pytest
 import torch
 
-from mmreward import media
+from mmreward import cli, media
 from mmreward.rewards.compressibility import jpeg_size_kb
 from mmreward.testing import tiny_reward_preset
 
@@ -211,6 +211,22 @@ def test_bad_arguments(photos):
     )
     result = run_cli("score", photos, "--reward", "nope")
     assert result.returncode == 2 and "Registered rewards:" in result.stderr
+
+
+def test_bad_numbers_and_prompt_files_stop_before_anything_loads(photos, tmp_path, capsys):
+    latin = tmp_path / "latin1.txt"
+    latin.write_bytes("caf\xe9\n".encode("latin-1"))
+    cases = {
+        "--batch-size 0": "--batch-size must be >= 1, got 0",
+        "--num-frames 0": "--num-frames must be >= 1, got 0",
+        "--fps -2": "--fps must be a positive number of frames per second, got -2.0",
+        "--fps nan": "--fps must be a positive number of frames per second, got nan",
+        f"--prompts {tmp_path / 'missing.txt'}": f"prompts file '{tmp_path / 'missing.txt'}' not found",
+        f"--prompts {latin}": f"prompts file '{latin}' is not UTF-8 text; re-save it as UTF-8",
+    }
+    for flags, message in cases.items():  # in process: these stop before any model or file is loaded
+        assert cli.main(["score", str(photos), *flags.split(), "--reward", "jpeg-compressibility"]) == 2, flags
+        assert f"mmreward: error: {message}" in capsys.readouterr().err, flags
 
 
 def test_list_prints_the_registry():
