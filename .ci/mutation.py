@@ -24,9 +24,13 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # Python 3.10: the same parser from PyPI
+    import tomli as tomllib
 
 REPO = Path(__file__).resolve().parents[1]
 # mutmut's status words (``mutmut results --all true``) grouped the way the summary reports them.
@@ -128,9 +132,8 @@ def run_module(module: str, tests: list[str], children: int, show: bool, keep: b
         counts, survivors = parse_results(results)
         if show:
             for name in survivors:
-                diff = subprocess.run(
-                    [sys.executable, "-m", "mutmut", "show", name], cwd=scratch, env=env, capture_output=True, text=True
-                )
+                command = [sys.executable, "-m", "mutmut", "show", name]
+                diff = subprocess.run(command, cwd=scratch, env=env, capture_output=True, text=True)
                 print(diff.stdout)
         return ModuleResult(module, counts, survivors)
     finally:
