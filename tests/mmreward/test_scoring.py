@@ -6,10 +6,14 @@ from __future__ import annotations
 import math
 
 import pytest
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+from mmreward import media
+from mmreward.errors import MediaError
+from mmreward.rewards.base import RewardModel
 from mmreward.score_inputs import Item
 from mmreward.scoring import score_items
 from mmreward.testing import GreyAndPromptReward as GreyAndPrompt
@@ -65,3 +69,76 @@ def test_a_copy_that_fails_is_reported_under_its_own_name(tmp_path):
         others = {"a.png", "b.png", "c.mp4"} - {name}
         assert name in row.error and not any(o in row.error for o in others), row.error
     assert "video" in rows[2].error and "video" not in rows[0].error
+
+
+class ImagesOnly(GreyAndPrompt):
+    """Refuses videos when loading them (as judges refuse clips that are too short)."""
+
+    def load_media(self, item):
+        if str(item).endswith(".mp4"):
+            raise MediaError("this reward scores images only")
+        return super().load_media(item)
+
+
+class WithDim(RewardModel):
+    """Score = grey level, one dimension ``double`` = twice the grey level."""
+
+    dims = ("double",)
+
+    def score_prepared(self, prompts, inputs):
+        grey = torch.stack([x.float().mean() for x in inputs])
+        return grey, {"double": 2 * grey}
+
+
+def test_each_reward_sees_media_sampled_its_own_way_and_fails_alone(tmp_path):
+    """A 4-frame clip (grey 0, 0, 0, 240): 2 sampled frames (first and last) average 120, all 4 average 60; a
+    reward that refuses videos fails on it without stopping the others, and an image is scored by all three."""
+    clip = tmp_path / "clip.mp4"
+    frames = torch.zeros(4, 3, 16, 16)
+    frames[3] = 240 / 255
+    media.write_video(clip, frames, fps=4)
+    image = tmp_path / "grey.png"
+    Image.new("RGB", (4, 4), (80,) * 3).save(image)
+    rewards = {
+        "images": ImagesOnly(),
+        "two": GreyAndPrompt(video_num_frames=2),
+        "four": GreyAndPrompt(video_num_frames=4),
+    }
+    weights = {"images": 1.0, "two": 1.0, "four": 1.0}
+    finished = []
+    rows = list(
+        score_items(
+            [Item(str(clip), ""), Item(str(image), "")], rewards, weights, batch_size=1, progress=finished.append
+        )
+    )
+    assert finished == [1, 1]
+    video_row, image_row = rows
+    assert video_row.failed and video_row.error == "images: this reward scores images only" and video_row.prompt == ""
+    assert video_row.rewards["two"] == pytest.approx(120 / 255, abs=0.03)
+    assert video_row.rewards["four"] == pytest.approx(60 / 255, abs=0.03)
+    assert math.isnan(video_row.rewards["images"]) and math.isnan(video_row.score)
+    assert not image_row.failed and image_row.score == pytest.approx(3 * 80 / 255, abs=1e-6)
+
+
+def test_every_failing_reward_is_named_and_unreadable_files_fail_alone(tmp_path):
+    (tmp_path / "folder.png").mkdir()  # a path that cannot be read as a file
+    clip = tmp_path / "broken.mp4"
+    clip.write_bytes(b"\x00" * 64)
+    good = tmp_path / "good.png"
+    Image.new("RGB", (4, 4), (40,) * 3).save(good)
+    rewards = {"a": GreyAndPrompt(), "b": ImagesOnly()}
+    items = [Item(str(tmp_path / "folder.png"), "p"), Item(str(clip), "q"), Item(str(good), "r")]
+    rows = list(score_items(items, rewards, {"a": 1.0, "b": 1.0}, num_workers=0))
+    assert rows[0].failed and rows[0].error == "cannot read file: Is a directory" and rows[0].prompt == "p"
+    assert rows[1].error.startswith("a: ") and "; b: this reward scores images only" in rows[1].error
+    assert not rows[2].failed and rows[2].score == pytest.approx(2 * (40 / 255 + 1), abs=1e-6)
+
+
+def test_dimensions_are_reported_and_loader_workers_give_the_same_rows(files):
+    paths = [p for p, grey in files.items() if grey is not None][:3]
+    items = [Item(p, "") for p in paths]
+    in_process = [r.as_dict() for r in score_items(items, {"g": WithDim()}, {"g": 1.0}, num_workers=0)]
+    with_workers = [r.as_dict() for r in score_items(items, {"g": WithDim()}, {"g": 1.0}, num_workers=None)]
+    assert in_process == with_workers
+    for row, path in zip(in_process, paths, strict=True):
+        assert row["g.double"] == pytest.approx(2 * files[path], abs=1e-6) and row["g"] == pytest.approx(files[path])
