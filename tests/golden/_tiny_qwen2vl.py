@@ -66,15 +66,28 @@ def build_tokenizer(directory: Path, corpus: list[str], vocab_size: int = 400) -
     tokenizer.model.save(str(directory), None)  # vocab.json and merges.txt for the slow tokenizer
     ids = {t: tokenizer.token_to_id(t) for t in SPECIAL_TOKENS}
     added = {
-        str(ids[t]): {"content": t, "lstrip": False, "normalized": False, "rstrip": False, "single_word": False,
-                      "special": True}
+        str(ids[t]): {
+            "content": t,
+            "lstrip": False,
+            "normalized": False,
+            "rstrip": False,
+            "single_word": False,
+            "special": True,
+        }
         for t in SPECIAL_TOKENS
     }
     config = {
         "tokenizer_class": "Qwen2Tokenizer",
         "added_tokens_decoder": added,
-        "additional_special_tokens": ["<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>",
-                                      "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>"],
+        "additional_special_tokens": [
+            "<|im_start|>",
+            "<|im_end|>",
+            "<|vision_start|>",
+            "<|vision_end|>",
+            "<|vision_pad|>",
+            "<|image_pad|>",
+            "<|video_pad|>",
+        ],
         "bos_token": None,
         "eos_token": "<|im_end|>",
         "pad_token": "<|endoftext|>",

@@ -56,7 +56,6 @@ def main() -> None:
     os.environ["FORCE_QWENVL_VIDEO_READER"] = "decord"
     import inference as va_inference
     import train_reward as va_train
-    from data import DataConfig
     from utils import ModelConfig, PEFTLoraConfig, TrainingConfig
 
     base = HERE / "base"
@@ -107,12 +106,18 @@ def main() -> None:
     step_dir.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(str(step_dir))  # peft: adapter_model.safetensors + adapter_config.json
     # VideoAlign's trainer keeps every trainable non-LoRA parameter under its peft name (its helper needs deepspeed).
-    non_lora = {k: v.detach().cpu().clone() for k, v in model.named_parameters() if "lora_" not in k and v.requires_grad}
+    non_lora = {
+        k: v.detach().cpu().clone() for k, v in model.named_parameters() if "lora_" not in k and v.requires_grad
+    }
     torch.save(non_lora, step_dir / "non_lora_state_dict.pth")
     (reward_dir / "model_config.json").write_text(
         json.dumps(
-            {"data_config": data_config, "model_config": model_config, "peft_lora_config": lora_config,
-             "inference_config": STATS},
+            {
+                "data_config": data_config,
+                "model_config": model_config,
+                "peft_lora_config": lora_config,
+                "inference_config": STATS,
+            },
             indent=2,
         )
     )
@@ -132,7 +137,7 @@ def main() -> None:
     with torch.no_grad():
         normalized = inferencer.reward(paths, list(PROMPTS), use_norm=True)
         raw = inferencer.reward(paths, list(PROMPTS), use_norm=False)
-        singles = [inferencer.reward([p], [q], use_norm=True)[0] for p, q in zip(paths, PROMPTS)]
+        singles = [inferencer.reward([p], [q], use_norm=True)[0] for p, q in zip(paths, PROMPTS, strict=True)]
     # The released files name the hub base, not a local path; the offline test passes base_model= itself.
     for path in (reward_dir / "model_config.json", step_dir / "adapter_config.json"):
         text = path.read_text().replace(json.dumps(str(base)), json.dumps("Qwen/Qwen2-VL-2B-Instruct"))
@@ -141,8 +146,11 @@ def main() -> None:
     golden = {
         "reference": "KlingTeam/VideoAlign inference.VideoVLMRewardInference.reward (CPU, float32)",
         "videoalign_commit": os.environ.get("VIDEOALIGN_COMMIT", "unknown"),
-        "versions": {"transformers": __import__("transformers").__version__, "peft": __import__("peft").__version__,
-                     "torch": torch.__version__},
+        "versions": {
+            "transformers": __import__("transformers").__version__,
+            "peft": __import__("peft").__version__,
+            "torch": torch.__version__,
+        },
         "videos": list(VIDEOS),
         "prompts": list(PROMPTS),
         "batched": normalized,
