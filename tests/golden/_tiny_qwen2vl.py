@@ -102,8 +102,13 @@ def build_tokenizer(directory: Path, corpus: list[str], vocab_size: int = 400) -
     return ids
 
 
-def build_base(directory: Path, corpus: list[str], *, min_pixels: int, max_pixels: int, seed: int = 0) -> Path:
-    """Save a tiny random Qwen2-VL-Instruct-like checkpoint (hidden 64, 2 layers, vision depth 2) to ``directory``."""
+def build_base(
+    directory: Path, corpus: list[str], *, min_pixels: int, max_pixels: int, tie_embeddings: bool = True, seed: int = 0
+) -> Path:
+    """Save a tiny random Qwen2-VL-Instruct-like checkpoint (hidden 64, 2 layers, vision depth 2) to ``directory``.
+
+    ``tie_embeddings``: Qwen2-VL-2B ties the LM head to the token embeddings (VideoReward's base), 7B does not
+    (HPSv3's base)."""
     import torch
     from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
 
@@ -138,7 +143,7 @@ def build_base(directory: Path, corpus: list[str], *, min_pixels: int, max_pixel
         video_token_id=ids["<|video_pad|>"],
         vision_start_token_id=ids["<|vision_start|>"],
         vision_end_token_id=ids["<|vision_end|>"],
-        tie_word_embeddings=True,
+        tie_word_embeddings=tie_embeddings,
         torch_dtype="float32",
     )
     torch.manual_seed(seed)

@@ -58,7 +58,7 @@ def main() -> None:
 
     base = HERE / "base"
     corpus = [instruction().format(text_prompt=p) for p in PROMPTS]
-    build_base(base, corpus, min_pixels=56 * 56, max_pixels=28 * 28 * 1280)
+    build_base(base, corpus, min_pixels=56 * 56, max_pixels=28 * 28 * 1280, tie_embeddings=False)  # as 7B
     # HPSv3's released configuration (HPSv3_7B.yaml) with the tiny base, float32 and no flash-attention / deepspeed.
     config = {
         "rm_head_type": "ranknet",
