@@ -55,6 +55,9 @@ class HeadTask:
             video_fps=data.video_fps,
             frame_min_pixels=data.frame_min_pixels,
             frame_max_pixels=data.frame_max_pixels,
+            positions=cfg.model.positions,
+            frame_resize=cfg.model.frame_resize,
+            image_resize=cfg.model.image_resize,
             seed=cfg.train.seed,
             **common,
         )
@@ -121,6 +124,9 @@ def save_head_dir(cfg: Any, reward: VLMHeadReward, scorer: PairScorer, base: str
         trained=trained,
         stats=stats,
         data_config={"fps": cfg.data.video_fps, "max_frame_pixels": cfg.data.frame_max_pixels},
+        positions=reward.positions,
+        frame_resize=reward.frame_resize,
+        image_resize=reward.image_resize,
     )
     preset = {
         "type": "vlm-head",

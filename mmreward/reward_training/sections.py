@@ -26,6 +26,13 @@ class RewardModelConfig:
     dtype: str = "float32"
     attn_implementation: str = "auto"
     gradient_checkpointing: bool = False
+    # Head only, recorded in the saved model_config.json and used when it loads. positions: "mrope" (Qwen's 3-D
+    # multimodal positions) or "sequential" (0..n-1 for every token, as VideoAlign and HPSv3 trained);
+    # frame_resize: "processor" or "videoalign" (antialiased bicubic on the uint8 frames, VideoAlign's pipeline);
+    # image_resize: "processor" or "pil" (PIL bicubic to the image pixel bounds, HPSv3's pipeline).
+    positions: Literal["mrope", "sequential"] = "mrope"
+    frame_resize: Literal["processor", "videoalign"] = "processor"
+    image_resize: Literal["processor", "pil"] = "processor"
 
 
 @dataclass

@@ -111,6 +111,11 @@ def test_output_directory_loads_and_scores(trained, pairs_csv):
     original = base["language_model.embed_tokens.weight"]
     torch.testing.assert_close(embeddings[: original.shape[0]], original, rtol=0, atol=0)
     assert (step_dir / "adapter_model.safetensors").is_file()
+    # The position mode and resizing it was trained with are recorded and used again at load.
+    recorded = json.loads((out / "model_config.json").read_text())["mmreward"]
+    modes = ("mrope", "processor", "processor")
+    assert (recorded["positions"], recorded["frame_resize"], recorded["image_resize"]) == modes
+    assert (reward.positions, reward.frame_resize, reward.image_resize) == modes
     # The directory can be moved: its preset refers to "./" paths.
     moved = out.parent / "moved"
     shutil.copytree(out, moved)
