@@ -110,17 +110,18 @@ def main() -> None:
         k: v.detach().cpu().clone() for k, v in model.named_parameters() if "lora_" not in k and v.requires_grad
     }
     torch.save(non_lora, step_dir / "non_lora_state_dict.pth")
-    (reward_dir / "model_config.json").write_text(
-        json.dumps(
-            {
-                "data_config": data_config,
-                "model_config": model_config,
-                "peft_lora_config": lora_config,
-                "inference_config": STATS,
-            },
-            indent=2,
-        )
-    )
+    # VideoAlign's other layout (save_full_model): the whole state dict of the peft-wrapped model in model.pth.
+    full_dir = HERE / "reward_full"
+    (full_dir / f"checkpoint-{STEP}").mkdir(parents=True, exist_ok=True)
+    torch.save(model.state_dict(), full_dir / f"checkpoint-{STEP}" / "model.pth")
+    model_json = {
+        "data_config": data_config,
+        "model_config": model_config,
+        "peft_lora_config": lora_config,
+        "inference_config": STATS,
+    }
+    for directory in (reward_dir, full_dir):
+        (directory / "model_config.json").write_text(json.dumps(model_json, indent=2))
 
     # Score with VideoAlign's inference class. Its prompt builder is replaced by our wording, and its hard-wired
     # flash-attention request by SDPA (the CPU has no flash-attention; the numbers are the same).
@@ -138,8 +139,10 @@ def main() -> None:
         normalized = inferencer.reward(paths, list(PROMPTS), use_norm=True)
         raw = inferencer.reward(paths, list(PROMPTS), use_norm=False)
         singles = [inferencer.reward([p], [q], use_norm=True)[0] for p, q in zip(paths, PROMPTS, strict=True)]
+        full = va_inference.VideoVLMRewardInference(str(full_dir), device="cpu", dtype=torch.float32)
+        full_model = full.reward(paths, list(PROMPTS), use_norm=True)
     # The released files name the hub base, not a local path; the offline test passes base_model= itself.
-    for path in (reward_dir / "model_config.json", step_dir / "adapter_config.json"):
+    for path in (reward_dir / "model_config.json", step_dir / "adapter_config.json", full_dir / "model_config.json"):
         text = path.read_text().replace(json.dumps(str(base)), json.dumps("Qwen/Qwen2-VL-2B-Instruct"))
         path.write_text(text)
     (step_dir / "README.md").unlink(missing_ok=True)  # peft's model-card stub
@@ -156,6 +159,7 @@ def main() -> None:
         "batched": normalized,
         "batched_raw": raw,
         "single": singles,
+        "full_model": full_model,
     }
     (HERE / "golden.json").write_text(json.dumps(golden, indent=2))
     print(json.dumps(golden, indent=2))
