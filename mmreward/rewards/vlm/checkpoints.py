@@ -12,6 +12,11 @@
       adapter_config.json        r, lora_alpha, use_rslora
       non_lora_state_dict.pth    every other trained tensor: vision tower, merger, token embeddings (with the
                                  added reward tokens), rm_head
+      model.pth                  instead of the two above when trained with save_full_model: the whole state dict
+                                 of the peft-wrapped model (base weights as ``...base_layer.weight`` next to their
+                                 LoRA matrices); it takes precedence, as in VideoAlign's loader. The LoRA scale
+                                 then comes from ``peft_lora_config`` (lora_r, lora_alpha; VideoAlign's defaults
+                                 16 and 32 where absent)
 
 The newest ``checkpoint-<step>`` is used unless a step is given. mmreward's own training program writes the same
 layout (with ``non_lora_state_dict.safetensors`` instead of the pickle) plus an ``mmreward`` section recording how
@@ -52,6 +57,7 @@ MODEL_CONFIG_FILE = "model_config.json"
 ADAPTER_FILE = "adapter_model.safetensors"
 ADAPTER_CONFIG_FILE = "adapter_config.json"
 NON_LORA_FILES = ("non_lora_state_dict.safetensors", "non_lora_state_dict.pth")
+FULL_MODEL_FILE = "model.pth"
 # "sequential": positions 0..n-1 for every token (VideoAlign, HPSv3); "mrope": Qwen's 3-D multimodal positions.
 POSITION_MODES = ("sequential", "mrope")
 # "videoalign": antialiased bicubic resize of the uint8 frames before the processor; "processor": its own resize.
@@ -69,7 +75,7 @@ def check_mode(name: str, value: str, allowed: tuple[str, ...], source: str) -> 
 
 def normalize_key(key: str) -> str | None:
     """Map a checkpoint key to the bare ``*VLModel`` naming; None for tensors heads do not use (``lm_head``)."""
-    key = key.removeprefix("base_model.model.")
+    key = key.removeprefix("base_model.model.").replace(".base_layer.", ".")  # peft keeps wrapped weights there
     if key.startswith("lm_head."):
         return None
     if key.startswith(("rm_head.", "language_model.", "visual.")):
@@ -211,6 +217,25 @@ def load_into(model: torch.nn.Module, head: torch.nn.Module, state: dict[str, to
             targets[name].copy_(value.to(targets[name].dtype))
             loaded += 1
     return loaded
+
+
+def load_full(model: torch.nn.Module, head: torch.nn.Module, state: dict[str, torch.Tensor], *, source: str) -> None:
+    """:func:`load_into` for a file that must hold every tensor of ``model`` and ``head`` (LoRA matrices aside)."""
+    loaded = load_into(model, head, state, source=source)
+    expected = len(model.state_dict()) + len(head.state_dict())
+    if loaded < expected:
+        raise ConfigError(f"{source} holds {loaded} of the model's {expected} tensors; is it a full checkpoint?")
+
+
+def videoalign_lora_config(raw: dict[str, Any]) -> dict[str, Any]:
+    """The adapter settings of a full-model VideoAlign checkpoint, from ``peft_lora_config`` of its
+    model_config.json (VideoAlign's defaults r=16, alpha=32 where absent, as its config class fills them)."""
+    peft = raw.get("peft_lora_config") or {}
+    return {
+        "r": peft.get("lora_r", 16),
+        "lora_alpha": peft.get("lora_alpha", 32),
+        "use_rslora": peft.get("use_rslora"),
+    }
 
 
 def lora_scale(adapter_config: dict[str, Any]) -> float:

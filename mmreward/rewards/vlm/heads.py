@@ -50,17 +50,20 @@ from mmreward.rewards.vlm.checkpoints import (
     ADAPTER_CONFIG_FILE,
     ADAPTER_FILE,
     FRAME_RESIZE_MODES,
+    FULL_MODEL_FILE,
     IMAGE_RESIZE_MODES,
     MODEL_CONFIG_FILE,
     POSITION_MODES,
     HeadCheckpoint,
     check_mode,
+    load_full,
     load_into,
     load_state_dict_file,
     lora_scale,
     merge_lora,
     non_lora_state,
     read_model_config,
+    videoalign_lora_config,
 )
 from mmreward.rewards.vlm.templates import MediaPart, TextPart, load_template
 
@@ -358,7 +361,14 @@ class VLMHeadReward(RewardModel):
         head = build_head(spec.head, hidden, output_dim).float()
         source = str(spec.checkpoint_dir)
         # Without a checkpoint (untrained()) the model keeps the base weights, new token rows and a fresh head.
-        if spec.checkpoint_dir is not None and filename is None:
+        if spec.checkpoint_dir is not None and filename is None and (spec.checkpoint_dir / FULL_MODEL_FILE).is_file():
+            state = load_state_dict_file(spec.checkpoint_dir / FULL_MODEL_FILE)
+            source = str(spec.checkpoint_dir / FULL_MODEL_FILE)
+            load_full(model, head, state, source=source)
+            lora = {k: v for k, v in state.items() if ".lora_" in k}
+            if lora:
+                merge_lora(model, lora, lora_scale(videoalign_lora_config(spec.raw)), source=source)
+        elif spec.checkpoint_dir is not None and filename is None:
             directory = spec.checkpoint_dir
             load_into(model, head, non_lora_state(directory), source=source)
             if (directory / ADAPTER_FILE).is_file():
@@ -366,13 +376,7 @@ class VLMHeadReward(RewardModel):
                 adapter = load_state_dict_file(directory / ADAPTER_FILE)
                 merge_lora(model, adapter, lora_scale(adapter_config), source=source)
         elif spec.checkpoint_dir is not None:
-            state = load_state_dict_file(spec.checkpoint_dir)
-            loaded = load_into(model, head, state, source=source)
-            expected = len(model.state_dict()) + len(head.state_dict())
-            if loaded < expected:
-                raise ConfigError(
-                    f"{source} holds {loaded} of the model's {expected} tensors; is it a full checkpoint?"
-                )
+            load_full(model, head, load_state_dict_file(spec.checkpoint_dir), source=source)
         model.to(self.device).eval().requires_grad_(False)
         head.to(self.device).eval().requires_grad_(False)
         return model, head

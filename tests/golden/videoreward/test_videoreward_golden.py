@@ -68,3 +68,13 @@ def test_layout_defaults_are_the_references_and_the_alternatives_one_option_away
         out = load(normalize=False, **option).score(GOLDEN["prompts"][:1], videos()[:1])
         gap = max(abs(out.dims[dim][0].item() - expected[dim]) for dim in ("VQ", "MQ", "TA"))
         assert gap > 1e-3, option
+
+
+def test_full_model_layout_matches_videoalign():
+    """VideoAlign's save_full_model layout (checkpoint-<step>/model.pth, peft-wrapped keys with the LoRA matrices
+    beside their base weights) scores as VideoAlign scores it."""
+    out = load(weights=str(HERE / "reward_full")).score(GOLDEN["prompts"], videos())
+    for i, expected in enumerate(GOLDEN["full_model"]):
+        assert out.scores[i].item() == pytest.approx(expected["Overall"], abs=TOLERANCE)
+        for dim in ("VQ", "MQ", "TA"):
+            assert out.dims[dim][i].item() == pytest.approx(expected[dim], abs=TOLERANCE), (i, dim)

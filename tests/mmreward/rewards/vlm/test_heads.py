@@ -47,6 +47,11 @@ def test_key_naming_of_every_writer_maps_to_the_bare_model():
     assert normalize_key("model.visual.blocks.0.attn.qkv.weight") == "visual.blocks.0.attn.qkv.weight"
     assert normalize_key("base_model.model.rm_head.weight") == "rm_head.weight"
     assert normalize_key("lm_head.weight") is None
+    # VideoAlign's full-model file: peft keeps the wrapped layer's own weight under base_layer.
+    assert (
+        normalize_key("base_model.model.model.layers.0.self_attn.q_proj.base_layer.weight")
+        == "language_model.layers.0.self_attn.q_proj.weight"
+    )
 
 
 def test_position_mode_and_frame_resize_follow_the_writer(tmp_path):
