@@ -146,6 +146,25 @@ def test_resume_continues_exactly(tmp_path):
         torch.testing.assert_close(again[key], final[key], rtol=1e-5, atol=1e-6)
 
 
+def test_hpsv3_recipe_trains_saves_and_loads_with_its_modes(tmp_path):
+    """One (mu, log sigma) head on one token with HPSv3's uncertainty loss, VideoAlign's loss averaging, sequential
+    positions and PIL resizing: the saved model records its output size and modes and loads with them."""
+    data = testing.synthetic_preference_pairs(tmp_path / "data", pairs=24, images=16)
+    out = tmp_path / "hpsv3"
+    settings = ("--model.dims", "[VQ]", "--model.head", "mlp", "--train.loss", "uncertainty")
+    modes = ("--model.positions", "sequential", "--model.image_resize", "pil", "--train.loss_reduction", "all")
+    args = ("--data.train", str(data), "--output_dir", str(out), "--train.epochs", "1", *settings, *modes)
+    result = run(*args, "--model.head_output_dim", "2")
+    assert result.returncode == 0, result.stderr[-3000:]
+    config = json.loads((out / "model_config.json").read_text())
+    assert config["model_config"]["output_dim"] == 2 and config["mmreward"]["positions"] == "sequential"
+    reward = mmreward.load_reward(str(out))
+    assert (reward.positions, reward.image_resize, reward.output_dim) == ("sequential", "pil", 2)
+    assert reward.score(["a photo"], [next((data.parent / "images").glob("*.png"))]).scores.isfinite().all()
+    wrong = run(*args)
+    assert wrong.returncode != 0 and "set model.head_output_dim: 2" in wrong.stderr
+
+
 def test_accelerate_launch_and_early_errors(tmp_path):
     data = testing.synthetic_preference_pairs(tmp_path / "data", pairs=24, images=16)
     out = tmp_path / "accelerated"
