@@ -23,7 +23,7 @@ layout's default). The current processors resize differently. HPSv3's default sy
 checkpoint's chat template, and both heads run in float32.
 
 One class, :class:`VLMHeadReward`, covers both (presets ``videoreward`` and ``hpsv3``) and the models
-``align/train_reward.py`` writes, which record the position mode and frame resizing they were trained with.
+``align/train_reward.py`` writes, which record the position mode and resizing they were trained with.
 Raw scores are unbounded Bradley-Terry utilities: compare them within one checkpoint, and use ``compare``
 (``sigmoid`` of the gap) for preference probabilities.
 """
