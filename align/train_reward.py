@@ -102,7 +102,9 @@ def main(cfg: TrainRewardConfig) -> Path:
     scheduler = warmup_constant(optimizer, round(train.warmup_ratio * total_steps))
 
     def loader(pairs: list[LabeledPair], sampler: EpochShuffle | None = None) -> DataLoader:
-        return pair_loader(pairs, task, dims, train.margin, train.batch_size, cfg.data.num_workers, sampler)
+        return pair_loader(
+            pairs, task, dims, train.margin, train.batch_size, cfg.data.num_workers, sampler, train.signed_margin
+        )
 
     train_loader = loader(train_pairs, EpochShuffle(len(train_pairs), train.seed))
     module, optimizer, train_loader, val_loader, scheduler = accelerator.prepare(

@@ -2,7 +2,8 @@
 
 - Generator alignment: flow-matching errors, Flow-DPO and Flow-RWR (VideoAlign, arXiv 2501.13918); the clipped
   policy-gradient objective and step KL of Flow-GRPO (arXiv 2505.05470) and Pref-GRPO (arXiv 2508.20751).
-- Reward-model training: Bradley-Terry, Bradley-Terry with ties (Rao-Kupper) and margin losses on reward gaps.
+- Reward-model training: Bradley-Terry, Bradley-Terry with ties (Rao-Kupper) and margin losses on reward gaps, and
+  HPSv3's uncertainty-aware loss on Gaussian rewards.
 """
 
 from __future__ import annotations
@@ -228,10 +229,17 @@ def step_kl(
 #   loss is the negative log-probability of the observed outcome.
 # - Margin (VideoAlign ``margin`` / ``constant_margin``): -log sigmoid(d - m); the chosen side must win by m (a MOS
 #   gap, or a constant such as 0.57).
+# - Uncertainty (HPSv3, Ma et al. 2025, arXiv 2508.03789, Sec. 3.2): each side's reward is N(mu, sigma^2) with
+#   sigma = exp(the head's second output), so d ~ N(mu_c - mu_r, sigma_c^2 + sigma_r^2); the loss is
+#   E_d[-log sigmoid(d)], the expected Bradley-Terry loss.
 # :func:`preference_loss` applies them to per-dimension labels in VideoAlign's encoding (+1 A better, -1 B better,
-# 0 tie, anything else invalid) and averages over the valid entries.
+# 0 tie, anything else invalid) and averages over the valid entries (``reduction="valid"``) or, as VideoAlign
+# does, over all B x D entries with the unused ones counting as zero (``reduction="all"``).
 
-LossKind = Literal["bt", "btt", "margin"]
+LossKind = Literal["bt", "btt", "margin", "uncertainty"]
+LossReduction = Literal["valid", "all"]
+# Gauss-Hermite rule for E[f(m + s eps)], eps ~ N(0, 1): sum_i w_i f(m + sqrt(2) s x_i) / sqrt(pi).
+_HERMITE_NODES = 64
 
 
 def bradley_terry_loss(diff: torch.Tensor) -> torch.Tensor:
@@ -258,6 +266,23 @@ def margin_loss(diff: torch.Tensor, margin: torch.Tensor | float) -> torch.Tenso
     return F.softplus(-(diff - margin))
 
 
+def uncertainty_loss(mean_diff: torch.Tensor, log_sigma_chosen: torch.Tensor, log_sigma_rejected: torch.Tensor):
+    """``E[-log sigmoid(d)]`` for ``d ~ N(mean_diff, exp(log_sigma_c)^2 + exp(log_sigma_r)^2)``, elementwise.
+
+    HPSv3 estimates this expectation with 1000 Monte Carlo samples per pair (drawn in float16); here it is computed
+    with a 64-node Gauss-Hermite rule, deterministic and accurate to about 1e-4 for ``sigma_d`` up to 10 (the
+    integrand is smooth). As ``sigma_d -> 0`` it becomes the Bradley-Terry loss ``-log sigmoid(mean_diff)``.
+    """
+    import numpy as np
+
+    nodes, weights = np.polynomial.hermite.hermgauss(_HERMITE_NODES)
+    x = torch.as_tensor(nodes, dtype=mean_diff.dtype, device=mean_diff.device)
+    w = torch.as_tensor(weights / math.sqrt(math.pi), dtype=mean_diff.dtype, device=mean_diff.device)
+    sigma = torch.sqrt(torch.exp(2 * log_sigma_chosen) + torch.exp(2 * log_sigma_rejected))
+    samples = mean_diff.unsqueeze(-1) + math.sqrt(2.0) * sigma.unsqueeze(-1) * x  # (..., nodes)
+    return (F.softplus(-samples) * w).sum(-1)
+
+
 def rao_kupper_probabilities(diff: torch.Tensor, theta: float = 5.0) -> torch.Tensor:
     """``(P(A wins), P(B wins), P(tie))`` stacked on the last dim for ``diff = r_A - r_B``."""
     log_theta = math.log(theta)
@@ -274,24 +299,38 @@ def preference_loss(
     *,
     theta: float = 5.0,
     margin: torch.Tensor | float = 0.0,
+    reduction: LossReduction = "valid",
 ) -> tuple[torch.Tensor, int]:
     """Mean loss over valid (pair, dimension) entries and the number of entries it averaged.
 
     Args:
-        reward_a, reward_b: ``(B, D)`` rewards of the two sides.
+        reward_a, reward_b: ``(B, D)`` rewards of the two sides; ``(B, D, 2)`` ``(mu, log sigma)`` for
+            ``kind="uncertainty"``.
         labels: ``(B, D)`` +1 (A better), -1 (B better), 0 (tie); other values are ignored.
-        kind: ``bt`` (ties ignored), ``btt`` (ties modelled) or ``margin`` (ties ignored).
+        kind: ``bt`` (ties ignored), ``btt`` (ties modelled), ``margin`` or ``uncertainty`` (ties ignored).
         margin: ``(B, D)`` or a constant, for ``kind="margin"``.
+        reduction: ``valid`` averages over the used entries; ``all`` over all ``B x D`` entries, the unused ones
+            counting as zero (VideoAlign's ``(loss * mask).mean()``), and the count is ``B x D``.
 
     With no usable entry the loss is a zero that still depends on the rewards (so every process in a
     distributed step runs the same backward), and the count is 0.
     """
-    if reward_a.shape != reward_b.shape or reward_a.shape != labels.shape:
+    expected = (*labels.shape, 2) if kind == "uncertainty" else tuple(labels.shape)
+    if reward_a.shape != reward_b.shape or tuple(reward_a.shape) != expected:
         raise ValueError(
             f"shapes differ: rewards {tuple(reward_a.shape)}, {tuple(reward_b.shape)}, labels {tuple(labels.shape)}"
+            + (" (uncertainty wants rewards (B, D, 2): mu and log sigma)" if kind == "uncertainty" else "")
         )
+    if reduction not in ("valid", "all"):
+        raise ConfigError(f"reduction must be 'valid' or 'all', got {reduction!r}")
     decided = (labels == 1) | (labels == -1)
     sign = torch.where(labels == -1, -1.0, 1.0).to(reward_a.dtype)
+    if kind == "uncertainty":
+        a_wins = labels != -1  # for decided entries: which side's sigma belongs to the chosen one
+        mean_diff = sign * (reward_a[..., 0] - reward_b[..., 0])
+        log_sigma_c = torch.where(a_wins, reward_a[..., 1], reward_b[..., 1])
+        log_sigma_r = torch.where(a_wins, reward_b[..., 1], reward_a[..., 1])
+        return _reduce(uncertainty_loss(mean_diff, log_sigma_c, log_sigma_r), decided, reduction, reward_a - reward_b)
     diff = sign * (reward_a - reward_b)  # r_chosen - r_rejected for decided pairs; r_A - r_B for ties
     if kind == "bt":
         losses, used = bradley_terry_loss(diff), decided
@@ -300,8 +339,16 @@ def preference_loss(
     elif kind == "margin":
         losses, used = margin_loss(diff, margin), decided
     else:
-        raise ConfigError(f"loss must be 'bt', 'btt' or 'margin', got {kind!r}")
+        raise ConfigError(f"loss must be 'bt', 'btt', 'margin' or 'uncertainty', got {kind!r}")
+    return _reduce(losses, used, reduction, diff)
+
+
+def _reduce(
+    losses: torch.Tensor, used: torch.Tensor, reduction: LossReduction, gap: torch.Tensor
+) -> tuple[torch.Tensor, int]:
     count = int(used.sum())
     if count == 0:
-        return (reward_a - reward_b).sum() * 0.0, 0
+        return gap.sum() * 0.0, 0
+    if reduction == "all":
+        return torch.where(used, losses, torch.zeros_like(losses)).sum() / used.numel(), used.numel()
     return losses[used].mean(), count

@@ -1,6 +1,7 @@
 """The head task (VideoReward, Liu et al. 2025): one reward token per dimension whose last hidden state a head
-reads; a Bradley-Terry-type loss (``mmreward.losses.preference_loss``) on ``r(A) - r(B)`` per dimension. Saved in
-VideoAlign's checkpoint layout with the dimensions' normalization stats."""
+reads; a Bradley-Terry-type loss (``mmreward.losses.preference_loss``) on ``r(A) - r(B)`` per dimension, or
+HPSv3's uncertainty loss for one token read as ``(mu, log sigma)``. Saved in VideoAlign's checkpoint layout with
+the dimensions' normalization stats."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import yaml
 from torch import nn
 from torch.utils.data import DataLoader
 
+from mmreward.errors import ConfigError
 from mmreward.losses import preference_loss
 from mmreward.reward_training.saved_presets import relative_to_output, template_and_pixels
 from mmreward.reward_training.validation import gather_rewards
@@ -48,13 +50,22 @@ class HeadTask:
     def untrained(cls, cfg: Any, base: str, common: dict[str, Any]) -> HeadTask:
         """The task on a fresh head over ``base`` (``common``: the constructor arguments heads and judges share)."""
         data = cfg.data
+        if cfg.train.loss == "uncertainty" and (cfg.model.head_output_dim != 2 or len(cfg.model.dims) != 1):
+            raise ConfigError(
+                f"train.loss=uncertainty reads (mu, log sigma) from one reward token: set model.head_output_dim: 2 "
+                f"(got {cfg.model.head_output_dim}) and one dimension in model.dims (got {list(cfg.model.dims)})"
+            )
         reward = VLMHeadReward.untrained(
             base,
             dims=cfg.model.dims,
             head=cfg.model.head,
+            head_output_dim=cfg.model.head_output_dim,
             video_fps=data.video_fps,
             frame_min_pixels=data.frame_min_pixels,
             frame_max_pixels=data.frame_max_pixels,
+            positions=cfg.model.positions,
+            frame_resize=cfg.model.frame_resize,
+            image_resize=cfg.model.image_resize,
             seed=cfg.train.seed,
             **common,
         )
@@ -71,23 +82,39 @@ class HeadTask:
         }
 
     def rewards(self, module: nn.Module, batch: dict[str, Any]) -> tuple[torch.Tensor, torch.Tensor]:
-        raw = module(batch["inputs"])  # (2B, D)
+        """Both sides' raw rewards, ``(B, D)``; ``(B, 1, 2)`` ``(mu, log sigma)`` for the uncertainty loss."""
+        raw = module(batch["inputs"])  # (2B, D), or (2B, 2) for one token read as (mu, log sigma)
         size = batch["labels"].shape[0]
+        if self.cfg.train.loss == "uncertainty":
+            raw = raw.view(2 * size, 1, 2)
         return raw[:size], raw[size:]
 
     def loss(self, module: nn.Module, batch: dict[str, Any]) -> tuple[torch.Tensor, int]:
         r_a, r_b = self.rewards(module, batch)
         train = self.cfg.train
-        return preference_loss(r_a, r_b, batch["labels"], train.loss, theta=train.theta, margin=batch["margins"])
+        return preference_loss(
+            r_a,
+            r_b,
+            batch["labels"],
+            train.loss,
+            theta=train.theta,
+            margin=batch["margins"],
+            reduction=train.loss_reduction,
+        )
 
     def margins(self, module: nn.Module, batch: dict[str, Any]) -> torch.Tensor:
+        """``(B, D)`` reward gaps (of mu for the uncertainty loss)."""
         r_a, r_b = self.rewards(module, batch)
+        if self.cfg.train.loss == "uncertainty":
+            r_a, r_b = r_a[..., 0], r_b[..., 0]
         return (r_a - r_b).float()
 
     def save(self, module: nn.Module, step: int, stats_loader: DataLoader, accelerator) -> None:
         # Normalization stats: mean and std of each dimension's raw reward over (up to stats_pairs) training pairs.
         r_a, r_b = gather_rewards(self, module, stats_loader, accelerator)
-        both = torch.cat([r_a, r_b])
+        both = torch.cat([r_a, r_b])  # (2N, D), or (2N, 1, 2) with the uncertainty loss: the stats are mu's
+        if self.cfg.train.loss == "uncertainty":
+            both = both[..., 0]
         stats = {
             d: (float(both[:, k].mean()), float(both[:, k].std().clamp(min=1e-6))) for k, d in enumerate(self.dims)
         }
@@ -121,6 +148,9 @@ def save_head_dir(cfg: Any, reward: VLMHeadReward, scorer: PairScorer, base: str
         trained=trained,
         stats=stats,
         data_config={"fps": cfg.data.video_fps, "max_frame_pixels": cfg.data.frame_max_pixels},
+        positions=reward.positions,
+        frame_resize=reward.frame_resize,
+        image_resize=reward.image_resize,
     )
     preset = {
         "type": "vlm-head",

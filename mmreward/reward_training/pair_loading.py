@@ -32,8 +32,11 @@ def read_training_pairs(
 class PairDataset(Dataset):
     """Pair ``i`` -> both sides prepared by the task, prompt, labels and margins ``(D,)``; None if unusable."""
 
-    def __init__(self, pairs: list[LabeledPair], task: Any, dims: list[str], margin: float) -> None:
+    def __init__(
+        self, pairs: list[LabeledPair], task: Any, dims: list[str], margin: float, signed_margin: bool = False
+    ) -> None:
         self.pairs, self.task, self.dims, self.margin = pairs, task, dims, margin
+        self.signed_margin = signed_margin
 
     def __len__(self) -> int:
         return len(self.pairs)
@@ -46,11 +49,18 @@ class PairDataset(Dataset):
             print(f"skipping pair {index}: {err}", file=sys.stderr)
             return None
         labels = torch.tensor([pair.labels[d] for d in self.dims])
-        # The margin loss wants the chosen side's lead: |MOS_A - MOS_B| where the file has MOS columns.
-        margins = torch.tensor(
-            [abs(pair.mos_gap[d]) if d in pair.mos_gap else self.margin for d in self.dims], dtype=torch.float32
-        )
+        # The margin loss wants the chosen side's lead where the file has MOS columns: |MOS_A - MOS_B|, or signed
+        # as VideoAlign computes it (MOS of the labelled winner minus the other's; negative where they disagree).
+        margins = torch.tensor([self._margin(pair, d) for d in self.dims], dtype=torch.float32)
         return {"a": a, "b": b, "prompt": pair.prompt, "labels": labels, "margins": margins}
+
+    def _margin(self, pair: LabeledPair, dim: str) -> float:
+        if dim not in pair.mos_gap:
+            return self.margin
+        gap = pair.mos_gap[dim]  # MOS_A - MOS_B
+        if not self.signed_margin:
+            return abs(gap)
+        return -gap if pair.labels[dim] == -1 else gap
 
 
 def collate_pairs(items: list[dict[str, Any] | None], task: Any) -> dict[str, Any] | None:
@@ -90,10 +100,11 @@ def pair_loader(
     batch_size: int,
     num_workers: int,
     sampler: Sampler | None = None,
+    signed_margin: bool = False,
 ) -> DataLoader:
     """Batches of :func:`collate_pairs` over ``pairs`` (in order, or in ``sampler``'s order)."""
     return DataLoader(
-        PairDataset(pairs, task, dims, margin),
+        PairDataset(pairs, task, dims, margin, signed_margin),
         batch_size=batch_size,
         sampler=sampler,
         num_workers=num_workers,

@@ -20,12 +20,20 @@ class RewardModelConfig:
     base: str = "Qwen/Qwen2-VL-2B-Instruct"  # hub id or local dir; "tiny" builds a tiny random Qwen2-VL (CPU runs)
     dims: list[str] = field(default_factory=lambda: ["VQ", "MQ", "TA"])  # label columns of the pair file
     head: Literal["linear", "mlp"] = "linear"
+    head_output_dim: int | None = None  # default: one per reward token; 2 with one dimension for (mu, log sigma)
     judge_dim: str | None = None  # judge: the label column it learns (default: the first of dims)
     template: str | None = None  # default: videoreward (head) / unifiedreward-pairwise (judge)
     template_file: str | None = None  # your own template YAML (head: one <|{dim}_reward|> token per dimension)
     dtype: str = "float32"
     attn_implementation: str = "auto"
     gradient_checkpointing: bool = False
+    # Head only, recorded in the saved model_config.json and used when it loads. positions: "mrope" (Qwen's 3-D
+    # multimodal positions) or "sequential" (0..n-1 for every token, as VideoAlign and HPSv3 trained);
+    # frame_resize: "processor" or "videoalign" (antialiased bicubic on the uint8 frames, VideoAlign's pipeline);
+    # image_resize: "processor" or "pil" (PIL bicubic to the image pixel bounds, HPSv3's pipeline).
+    positions: Literal["mrope", "sequential"] = "mrope"
+    frame_resize: Literal["processor", "videoalign"] = "processor"
+    image_resize: Literal["processor", "pil"] = "processor"
 
 
 @dataclass
@@ -63,9 +71,15 @@ class PairFileDataConfig:
 class RewardTrainConfig:
     """Loss, epochs, batches, one learning rate per trained part, and checkpoints (``train:``)."""
 
-    loss: Literal["bt", "btt", "margin"] = "btt"
+    # uncertainty: HPSv3's loss on (mu, log sigma) heads (model.head_output_dim: 2, one dimension)
+    loss: Literal["bt", "btt", "margin", "uncertainty"] = "btt"
+    # valid: mean over the used (pair, dimension) entries; all: over all B x D entries, unused ones as zero
+    # (VideoAlign's averaging, which weakens batches with many ties or invalid labels)
+    loss_reduction: Literal["valid", "all"] = "valid"
     theta: float = 5.0
     margin: float = 0.57  # constant margin where the pair file has no MOS columns
+    # margin loss: the MOS gap signed by the label as VideoAlign computes it, instead of its absolute value
+    signed_margin: bool = False
     epochs: int = 3
     batch_size: int = 1  # pairs per process and step
     grad_accum: int = 4

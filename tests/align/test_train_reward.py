@@ -111,6 +111,11 @@ def test_output_directory_loads_and_scores(trained, pairs_csv):
     original = base["language_model.embed_tokens.weight"]
     torch.testing.assert_close(embeddings[: original.shape[0]], original, rtol=0, atol=0)
     assert (step_dir / "adapter_model.safetensors").is_file()
+    # The position mode and resizing it was trained with are recorded and used again at load.
+    recorded = json.loads((out / "model_config.json").read_text())["mmreward"]
+    modes = ("mrope", "processor", "processor")
+    assert (recorded["positions"], recorded["frame_resize"], recorded["image_resize"]) == modes
+    assert (reward.positions, reward.frame_resize, reward.image_resize) == modes
     # The directory can be moved: its preset refers to "./" paths.
     moved = out.parent / "moved"
     shutil.copytree(out, moved)
@@ -139,6 +144,25 @@ def test_resume_continues_exactly(tmp_path):
     assert set(again) == set(final)
     for key in final:
         torch.testing.assert_close(again[key], final[key], rtol=1e-5, atol=1e-6)
+
+
+def test_hpsv3_recipe_trains_saves_and_loads_with_its_modes(tmp_path):
+    """One (mu, log sigma) head on one token with HPSv3's uncertainty loss, VideoAlign's loss averaging, sequential
+    positions and PIL resizing: the saved model records its output size and modes and loads with them."""
+    data = testing.synthetic_preference_pairs(tmp_path / "data", pairs=24, images=16)
+    out = tmp_path / "hpsv3"
+    settings = ("--model.dims", "[VQ]", "--model.head", "mlp", "--train.loss", "uncertainty")
+    modes = ("--model.positions", "sequential", "--model.image_resize", "pil", "--train.loss_reduction", "all")
+    args = ("--data.train", str(data), "--output_dir", str(out), "--train.epochs", "1", *settings, *modes)
+    result = run(*args, "--model.head_output_dim", "2")
+    assert result.returncode == 0, result.stderr[-3000:]
+    config = json.loads((out / "model_config.json").read_text())
+    assert config["model_config"]["output_dim"] == 2 and config["mmreward"]["positions"] == "sequential"
+    reward = mmreward.load_reward(str(out))
+    assert (reward.positions, reward.image_resize, reward.output_dim) == ("sequential", "pil", 2)
+    assert reward.score(["a photo"], [next((data.parent / "images").glob("*.png"))]).scores.isfinite().all()
+    wrong = run(*args)
+    assert wrong.returncode != 0 and "set model.head_output_dim: 2" in wrong.stderr
 
 
 def test_accelerate_launch_and_early_errors(tmp_path):

@@ -15,6 +15,7 @@ from mmreward.losses import (
     margin_loss,
     preference_loss,
     rao_kupper_probabilities,
+    uncertainty_loss,
 )
 
 
@@ -82,7 +83,7 @@ def test_preference_loss_on_labelled_dimensions():
     assert count == 2 and math.isclose(float(loss), math.log(2), rel_tol=1e-6)  # both at d == m
     empty, zero = preference_loss(a, b, torch.full((1, 4), 22), "btt")
     assert zero == 0 and float(empty) == 0.0 and empty.requires_grad is False
-    with pytest.raises(ConfigError, match="'bt', 'btt' or 'margin'"):
+    with pytest.raises(ConfigError, match="'bt', 'btt', 'margin' or 'uncertainty'"):
         preference_loss(a, b, labels, "hinge")
 
 
@@ -105,3 +106,45 @@ def test_preference_loss_without_usable_labels_still_backpropagates_to_every_rew
         assert count == 0 and float(loss) == 0.0 and loss.requires_grad
         ga, gb = torch.autograd.grad(loss, (a, b))
         assert torch.equal(ga, torch.zeros_like(a)) and torch.equal(gb, torch.zeros_like(b))
+
+
+def test_videoalign_reduction_averages_over_all_entries():
+    """VideoAlign's (loss * mask).mean(): the bt entries above, ln(1 + e^-1) and ln 2, summed over all 4 entries."""
+    a = torch.tensor([[1.0, 0.0, 2.0, 5.0]])
+    b = torch.tensor([[0.0, 0.0, 2.0, 0.0]])
+    loss, count = preference_loss(a, b, torch.tensor([[1, 0, -1, 22]]), "bt", reduction="all")
+    assert count == 4
+    assert math.isclose(float(loss), (math.log(1 + math.exp(-1)) + math.log(2)) / 4, rel_tol=1e-6)
+
+
+def _expected_bt_loss(mean: float, sigma: float) -> float:
+    """E[softplus(-d)], d ~ N(mean, sigma^2), by the trapezoid rule on a fine grid (+-12 sigma)."""
+    d = torch.linspace(mean - 12 * sigma, mean + 12 * sigma, 400_001, dtype=torch.float64)
+    density = torch.exp(-0.5 * ((d - mean) / sigma) ** 2) / (sigma * math.sqrt(2 * math.pi))
+    return float(torch.trapezoid(torch.nn.functional.softplus(-d) * density, d))
+
+
+@pytest.mark.parametrize(("mean", "sigma_c", "sigma_r"), [(0.5, 0.3, 0.4), (-2.0, 2.0, 1.0), (3.0, 6.0, 8.0)])
+def test_uncertainty_loss_is_the_expected_bradley_terry_loss(mean, sigma_c, sigma_r):
+    """d ~ N(mu_c - mu_r, sigma_c^2 + sigma_r^2): the loss is E[-log s(d)] (HPSv3's objective), to 1e-4."""
+    value = uncertainty_loss(
+        torch.tensor(mean, dtype=torch.float64),
+        torch.tensor(math.log(sigma_c), dtype=torch.float64),
+        torch.tensor(math.log(sigma_r), dtype=torch.float64),
+    )
+    assert abs(float(value) - _expected_bt_loss(mean, math.hypot(sigma_c, sigma_r))) < 1e-4
+
+
+def test_uncertainty_preference_loss_orders_the_sides_by_label():
+    """(mu, log sigma) per side: label +1 uses d = mu_A - mu_B, -1 d = mu_B - mu_A; a vanishing sigma gives the
+    Bradley-Terry loss, a larger one flattens it towards ln 2 (here mu_A - mu_B = 1; ties are ignored)."""
+    tiny = math.log(1e-6)
+    a = torch.tensor([[[1.0, tiny]], [[1.0, tiny]], [[1.0, 0.0]], [[1.0, tiny]]], dtype=torch.float64)
+    b = torch.tensor([[[0.0, tiny]], [[0.0, tiny]], [[0.0, 0.0]], [[0.0, tiny]]], dtype=torch.float64)
+    labels = torch.tensor([[1], [-1], [1], [0]])
+    loss, count = preference_loss(a, b, labels, "uncertainty")
+    expected = [math.log(1 + math.exp(-1)), math.log(1 + math.e), _expected_bt_loss(1.0, math.sqrt(2))]
+    assert count == 3 and math.isclose(float(loss), sum(expected) / 3, rel_tol=1e-6)
+    assert math.log(1 + math.exp(-1)) < expected[2] < math.log(2)
+    with pytest.raises(ValueError, match=r"uncertainty wants rewards \(B, D, 2\)"):
+        preference_loss(a[..., 0], b[..., 0], labels, "uncertainty")

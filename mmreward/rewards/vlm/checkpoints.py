@@ -12,9 +12,25 @@
       adapter_config.json        r, lora_alpha, use_rslora
       non_lora_state_dict.pth    every other trained tensor: vision tower, merger, token embeddings (with the
                                  added reward tokens), rm_head
+      model.pth                  instead of the two above when trained with save_full_model: the whole state dict
+                                 of the peft-wrapped model (base weights as ``...base_layer.weight`` next to their
+                                 LoRA matrices); it takes precedence, as in VideoAlign's loader. The LoRA scale
+                                 then comes from ``peft_lora_config`` (lora_r, lora_alpha; VideoAlign's defaults
+                                 16 and 32 where absent)
 
 The newest ``checkpoint-<step>`` is used unless a step is given. mmreward's own training program writes the same
-layout (with ``non_lora_state_dict.safetensors`` instead of the pickle), so both load through this module.
+layout (with ``non_lora_state_dict.safetensors`` instead of the pickle) plus an ``mmreward`` section recording how
+the model was trained (head, reward tokens, position mode, frame resizing), so both load through this module.
+
+**How a checkpoint expects its inputs** (:class:`HeadCheckpoint` ``positions``, ``frame_resize``,
+``image_resize``).
+VideoAlign's reward forward calls the language model with ``position_ids=None``, which under its pinned
+transformers 4.45 gives every token, visual ones included, the sequential positions ``0..n-1`` (no 3-D M-RoPE),
+in training and inference; its data pipeline resizes 8-bit frames with torchvision's antialiased bicubic before
+the processor. A VideoAlign-layout directory without the ``mmreward`` section is therefore read as
+``positions="sequential"``, ``frame_resize="videoalign"``. mmreward checkpoints say what they were trained with;
+ones written before the record existed were trained with M-RoPE and the processor's resize. HPSv3's single file
+(no config of its own) is read as sequential positions with its PIL bicubic image resize (``image_resize="pil"``).
 
 **Full state dict** (``MizzenAI/HPSv3``, ``HPSv3.safetensors``): every tensor of the fine-tuned model, including
 ``rm_head``; the base checkpoint supplies only the config and processor.
@@ -41,11 +57,25 @@ MODEL_CONFIG_FILE = "model_config.json"
 ADAPTER_FILE = "adapter_model.safetensors"
 ADAPTER_CONFIG_FILE = "adapter_config.json"
 NON_LORA_FILES = ("non_lora_state_dict.safetensors", "non_lora_state_dict.pth")
+FULL_MODEL_FILE = "model.pth"
+# "sequential": positions 0..n-1 for every token (VideoAlign, HPSv3); "mrope": Qwen's 3-D multimodal positions.
+POSITION_MODES = ("sequential", "mrope")
+# "videoalign": antialiased bicubic resize of the uint8 frames before the processor; "processor": its own resize.
+FRAME_RESIZE_MODES = ("videoalign", "processor")
+# "pil": PIL bicubic resize of the uint8 image before the processor (HPSv3); "processor": its own resize.
+IMAGE_RESIZE_MODES = ("pil", "processor")
+
+
+def check_mode(name: str, value: str, allowed: tuple[str, ...], source: str) -> str:
+    """``value`` if it is one of ``allowed``, else a ConfigError naming ``source`` and the choices."""
+    if value not in allowed:
+        raise ConfigError(f"{source}: {name}={value!r} is not one of {allowed}")
+    return value
 
 
 def normalize_key(key: str) -> str | None:
     """Map a checkpoint key to the bare ``*VLModel`` naming; None for tensors heads do not use (``lm_head``)."""
-    key = key.removeprefix("base_model.model.")
+    key = key.removeprefix("base_model.model.").replace(".base_layer.", ".")  # peft keeps wrapped weights there
     if key.startswith("lm_head."):
         return None
     if key.startswith(("rm_head.", "language_model.", "visual.")):
@@ -70,6 +100,9 @@ class HeadCheckpoint:
     stats: dict[str, tuple[float, float]] = field(default_factory=dict)
     fps: float | None = None
     max_frame_pixels: int | None = None
+    positions: str | None = None
+    frame_resize: str | None = None
+    image_resize: str | None = None
     checkpoint_dir: Path | None = None
     raw: dict[str, Any] = field(default_factory=dict)
 
@@ -100,6 +133,12 @@ def read_model_config(directory: Path, checkpoint_step: int | None = None) -> He
         )
     if reward_token == "special" and not model.get("use_special_tokens", True):
         raise ConfigError(f"{str(path)!r}: reward_token='special' needs use_special_tokens=true")
+    if "mmreward" in raw:  # written by mmreward: what it was trained with (M-RoPE before this was recorded)
+        positions = extra.get("positions", "mrope")
+        frame_resize = extra.get("frame_resize", "processor")
+        image_resize = extra.get("image_resize", "processor")
+    else:  # written by VideoAlign (see the module docstring); it trained on videos, images keep the processor's
+        positions, frame_resize, image_resize = "sequential", "videoalign", "processor"
     return HeadCheckpoint(
         base_model=model.get("model_name_or_path"),
         dims=dims,
@@ -110,6 +149,9 @@ def read_model_config(directory: Path, checkpoint_step: int | None = None) -> He
         stats=stats,
         fps=data.get("fps"),
         max_frame_pixels=data.get("max_frame_pixels"),
+        positions=check_mode("positions", positions, POSITION_MODES, str(path)),
+        frame_resize=check_mode("frame_resize", frame_resize, FRAME_RESIZE_MODES, str(path)),
+        image_resize=check_mode("image_resize", image_resize, IMAGE_RESIZE_MODES, str(path)),
         checkpoint_dir=find_checkpoint_dir(directory, checkpoint_step),
         raw=raw,
     )
@@ -177,6 +219,25 @@ def load_into(model: torch.nn.Module, head: torch.nn.Module, state: dict[str, to
     return loaded
 
 
+def load_full(model: torch.nn.Module, head: torch.nn.Module, state: dict[str, torch.Tensor], *, source: str) -> None:
+    """:func:`load_into` for a file that must hold every tensor of ``model`` and ``head`` (LoRA matrices aside)."""
+    loaded = load_into(model, head, state, source=source)
+    expected = len(model.state_dict()) + len(head.state_dict())
+    if loaded < expected:
+        raise ConfigError(f"{source} holds {loaded} of the model's {expected} tensors; is it a full checkpoint?")
+
+
+def videoalign_lora_config(raw: dict[str, Any]) -> dict[str, Any]:
+    """The adapter settings of a full-model VideoAlign checkpoint, from ``peft_lora_config`` of its
+    model_config.json (VideoAlign's defaults r=16, alpha=32 where absent, as its config class fills them)."""
+    peft = raw.get("peft_lora_config") or {}
+    return {
+        "r": peft.get("lora_r", 16),
+        "lora_alpha": peft.get("lora_alpha", 32),
+        "use_rslora": peft.get("use_rslora"),
+    }
+
+
 def lora_scale(adapter_config: dict[str, Any]) -> float:
     """``lora_alpha / r`` (``/ sqrt(r)`` with rsLoRA), peft's scaling of ``B @ A``."""
     if adapter_config.get("rank_pattern") or adapter_config.get("alpha_pattern"):
@@ -224,6 +285,9 @@ def save_head_checkpoint(
     trained: dict[str, torch.Tensor],
     stats: dict[str, tuple[float, float]],
     data_config: dict[str, Any],
+    positions: str,
+    frame_resize: str,
+    image_resize: str,
 ) -> Path:
     """Write a head model in the VideoAlign layout (see the module docstring); returns ``checkpoint-<step>``.
 
@@ -233,6 +297,8 @@ def save_head_checkpoint(
         trained: every other trained tensor by bare ``*VLModel`` name (vision tower, embeddings) plus ``rm_head.*``.
         stats: ``{dim: (mean, std)}`` of the raw outputs, written as ``inference_config``.
         data_config: fps, frame pixels and other sampling settings, kept for the record.
+        positions, frame_resize, image_resize: the position mode and the frame and image resizing the model was
+            trained with; loading uses them.
     """
     from safetensors.torch import save_file
 
@@ -258,7 +324,14 @@ def save_head_checkpoint(
         },
         "peft_lora_config": {"lora_enable": bool(lora), **({"lora_r": lora_config["r"]} if lora_config else {})},
         "inference_config": inference,
-        "mmreward": {"head": head_kind, "reward_tokens": list(reward_tokens), "dims": list(dims)},
+        "mmreward": {
+            "head": head_kind,
+            "reward_tokens": list(reward_tokens),
+            "dims": list(dims),
+            "positions": check_mode("positions", positions, POSITION_MODES, "save_head_checkpoint"),
+            "frame_resize": check_mode("frame_resize", frame_resize, FRAME_RESIZE_MODES, "save_head_checkpoint"),
+            "image_resize": check_mode("image_resize", image_resize, IMAGE_RESIZE_MODES, "save_head_checkpoint"),
+        },
     }
     tmp = directory / f".{MODEL_CONFIG_FILE}.tmp"
     tmp.write_text(json.dumps(config, indent=2))

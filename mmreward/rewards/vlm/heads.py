@@ -12,9 +12,20 @@
   with one ``<|Reward|>`` token and an MLP head ``hidden -> 1024 -> ReLU -> 16 -> ReLU -> 2`` in float32 giving
   ``(mu, log sigma)``; the score is ``mu``. Images are resized to 256 x 28 x 28 pixels (about 448 x 448).
 
+**Reproducing the reference code** (golden tests in ``tests/golden`` hold both to their authors' numbers):
+both references call the language model without position ids, so under their transformers 4.45 every token,
+visual ones included, gets the sequential position ``0..n-1`` instead of Qwen2-VL's 3-D M-RoPE; ``positions``
+(``"sequential"`` by default for both layouts, ``"mrope"`` one option away) reproduces that. VideoAlign resizes
+the uint8 frames with torchvision's antialiased bicubic to ``smart_resize`` of its pixel bounds before the
+processor (``frame_resize="videoalign"``, its layout's default); HPSv3 resizes each image with PIL's bicubic
+to ``smart_resize`` of 256 x 28 x 28 pixels, small images upscaled (``image_resize="pil"``, the full-file
+layout's default). The current processors resize differently. HPSv3's default system turn comes from the base
+checkpoint's chat template, and both heads run in float32.
+
 One class, :class:`VLMHeadReward`, covers both (presets ``videoreward`` and ``hpsv3``) and the models
-``align/train_reward.py`` writes. Raw scores are unbounded Bradley-Terry utilities: compare them within one
-checkpoint, and use ``compare`` (``sigmoid`` of the gap) for preference probabilities.
+``align/train_reward.py`` writes, which record the position mode and resizing they were trained with.
+Raw scores are unbounded Bradley-Terry utilities: compare them within one checkpoint, and use ``compare``
+(``sigmoid`` of the gap) for preference probabilities.
 """
 
 from __future__ import annotations
@@ -26,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -37,18 +49,28 @@ from mmreward.rewards.vlm.backbone import choose_attn_implementation, load_proce
 from mmreward.rewards.vlm.checkpoints import (
     ADAPTER_CONFIG_FILE,
     ADAPTER_FILE,
+    FRAME_RESIZE_MODES,
+    FULL_MODEL_FILE,
+    IMAGE_RESIZE_MODES,
     MODEL_CONFIG_FILE,
+    POSITION_MODES,
     HeadCheckpoint,
+    check_mode,
+    load_full,
     load_into,
     load_state_dict_file,
     lora_scale,
     merge_lora,
     non_lora_state,
     read_model_config,
+    videoalign_lora_config,
 )
 from mmreward.rewards.vlm.templates import MediaPart, TextPart, load_template
 
 HeadKind = Literal["linear", "mlp"]
+PositionMode = Literal["sequential", "mrope"]
+FrameResize = Literal["videoalign", "processor"]
+ImageResize = Literal["pil", "processor"]
 _HINT = "load_reward('<preset>', weights='/path/to/checkpoint', base_model='/path/to/base VLM')"
 
 
@@ -83,6 +105,25 @@ def videoalign_num_frames(
     wanted = total / source_fps * fps
     count = int(round(min(max(wanted, low), high) / 2) * 2)
     return max(2, min(count, total))
+
+
+def qwen_smart_resize(height: int, width: int, factor: int, min_pixels: int, max_pixels: int) -> tuple[int, int]:
+    """Size VideoAlign and HPSv3 resize to (qwen-vl-utils' ``smart_resize``): each side rounded to a multiple of
+    ``factor``; scaled down (sides floored) to at most ``max_pixels``, else up (sides ceiled) to ``min_pixels``.
+    The upper bound is checked first, so it wins when ``min_pixels > max_pixels``."""
+    if max(height, width) / min(height, width) > 200:
+        raise MediaError(f"aspect ratio {max(height, width) / min(height, width):.0f} exceeds 200")
+    h_bar = max(factor, round(height / factor) * factor)
+    w_bar = max(factor, round(width / factor) * factor)
+    if h_bar * w_bar > max_pixels:
+        beta = math.sqrt(height * width / max_pixels)
+        h_bar = math.floor(height / beta / factor) * factor
+        w_bar = math.floor(width / beta / factor) * factor
+    elif h_bar * w_bar < min_pixels:
+        beta = math.sqrt(min_pixels / (height * width))
+        h_bar = math.ceil(height * beta / factor) * factor
+        w_bar = math.ceil(width * beta / factor) * factor
+    return h_bar, w_bar
 
 
 def _size(default: dict, min_pixels: int | None, max_pixels: int | None) -> dict[str, int]:
@@ -130,6 +171,13 @@ class VLMHeadReward(RewardModel):
         frame_min_pixels, frame_max_pixels: per-frame resize bounds for videos.
         image_min_pixels, image_max_pixels: resize bounds for images.
         attn_implementation: ``auto`` (flash-attention 2 when available on CUDA), ``sdpa``, ``eager``.
+        positions: ``sequential`` (0..n-1 for every token, as VideoAlign and HPSv3 ran their models) or ``mrope``
+            (Qwen's 3-D multimodal positions). None: the checkpoint's own (sequential for the VideoAlign and
+            full-file layouts, the recorded mode for models mmreward trained).
+        frame_resize: ``videoalign`` (antialiased bicubic resize of the uint8 frames to VideoAlign's size before
+            the processor) or ``processor`` (the processor's own resize). None: the checkpoint's own.
+        image_resize: ``pil`` (PIL bicubic resize of the uint8 image to ``smart_resize`` of the image pixel bounds
+            before the processor, as HPSv3) or ``processor``. None: the checkpoint's own.
     """
 
     raw_range = None
@@ -159,6 +207,9 @@ class VLMHeadReward(RewardModel):
         image_min_pixels: int | None = None,
         image_max_pixels: int | None = None,
         attn_implementation: str = "auto",
+        positions: PositionMode | None = None,
+        frame_resize: FrameResize | None = None,
+        image_resize: ImageResize | None = None,
         **kwargs: Any,
     ) -> None:
         spec = self._read_spec(weights, filename, checkpoint_step)
@@ -185,6 +236,9 @@ class VLMHeadReward(RewardModel):
             image_min_pixels=image_min_pixels,
             image_max_pixels=image_max_pixels,
             attn_implementation=attn_implementation,
+            positions=positions,
+            frame_resize=frame_resize,
+            image_resize=image_resize,
             **kwargs,
         )
 
@@ -192,10 +246,14 @@ class VLMHeadReward(RewardModel):
     def untrained(cls, base_model: str, *, dims: list[str] | tuple[str, ...], seed: int = 0, **kwargs: Any):
         """A head model on ``base_model`` with new reward tokens (embeddings initialized from the vocabulary's
         mean and covariance) and a freshly initialized head: where ``align/train_reward.py`` starts. ``load_reward``
-        never builds one, so random heads cannot be loaded by accident. Other arguments as for the constructor."""
+        never builds one, so random heads cannot be loaded by accident. Other arguments as for the constructor;
+        a new model defaults to Qwen's own M-RoPE positions and the processor's resize."""
         reward = cls.__new__(cls)
         torch.manual_seed(seed)
-        reward._construct(HeadCheckpoint(base_model=base_model), weights=None, dims=dims, **kwargs)
+        spec = HeadCheckpoint(
+            base_model=base_model, positions="mrope", frame_resize="processor", image_resize="processor"
+        )
+        reward._construct(spec, weights=None, dims=dims, **kwargs)
         return reward
 
     def _construct(
@@ -223,9 +281,19 @@ class VLMHeadReward(RewardModel):
         image_min_pixels: int | None = None,
         image_max_pixels: int | None = None,
         attn_implementation: str = "auto",
+        positions: PositionMode | None = None,
+        frame_resize: FrameResize | None = None,
+        image_resize: ImageResize | None = None,
         **kwargs: Any,
     ) -> None:
         RewardModel.__init__(self, video_fps=video_fps, video_num_frames=video_num_frames, **kwargs)
+        self.positions = check_mode("positions", positions or spec.positions, POSITION_MODES, "VLMHeadReward")
+        self.frame_resize = check_mode(
+            "frame_resize", frame_resize or spec.frame_resize, FRAME_RESIZE_MODES, "VLMHeadReward"
+        )
+        self.image_resize = check_mode(
+            "image_resize", image_resize or spec.image_resize, IMAGE_RESIZE_MODES, "VLMHeadReward"
+        )
         self.template = load_template(
             template,
             template_file=template_file,
@@ -258,6 +326,9 @@ class VLMHeadReward(RewardModel):
         self.token_ids = [self.tokenizer.convert_tokens_to_ids(t) for t in spec.reward_tokens]
         self.image_size = _size(self.processor.image_processor.size, image_min_pixels, image_max_pixels)
         self.frame_size = _size(self.processor.video_processor.size, frame_min_pixels, frame_max_pixels)
+        video_processor, image_processor = self.processor.video_processor, self.processor.image_processor
+        self.frame_factor = int(video_processor.patch_size) * int(video_processor.merge_size)
+        self.image_factor = int(image_processor.patch_size) * int(image_processor.merge_size)
         self.output_dim = head_output_dim or spec.output_dim or max(1, len(spec.reward_tokens))
         self.model, self.head = self._build(base_dir, filename, spec, self.output_dim, attn_implementation)
         self.context_length = int(self.model.config.get_text_config().max_position_embeddings)
@@ -268,7 +339,11 @@ class VLMHeadReward(RewardModel):
     @staticmethod
     def _read_spec(weights: str, filename: str | None, step: int | None) -> HeadCheckpoint:
         if filename is not None:
-            return HeadCheckpoint(checkpoint_dir=resolve_file(weights, filename, what="reward head", hint=_HINT))
+            # HPSv3's layout: its forward gives sequential positions too; it scores images only.
+            path = resolve_file(weights, filename, what="reward head", hint=_HINT)
+            return HeadCheckpoint(
+                checkpoint_dir=path, positions="sequential", frame_resize="processor", image_resize="pil"
+            )
         directory = resolve_dir(weights, what="reward head", hint=_HINT, extra_patterns=("*.pth",))
         if not (directory / MODEL_CONFIG_FILE).is_file():
             raise ConfigError(
@@ -307,7 +382,14 @@ class VLMHeadReward(RewardModel):
         head = build_head(spec.head, hidden, output_dim).float()
         source = str(spec.checkpoint_dir)
         # Without a checkpoint (untrained()) the model keeps the base weights, new token rows and a fresh head.
-        if spec.checkpoint_dir is not None and filename is None:
+        if spec.checkpoint_dir is not None and filename is None and (spec.checkpoint_dir / FULL_MODEL_FILE).is_file():
+            state = load_state_dict_file(spec.checkpoint_dir / FULL_MODEL_FILE)
+            source = str(spec.checkpoint_dir / FULL_MODEL_FILE)
+            load_full(model, head, state, source=source)
+            lora = {k: v for k, v in state.items() if ".lora_" in k}
+            if lora:
+                merge_lora(model, lora, lora_scale(videoalign_lora_config(spec.raw)), source=source)
+        elif spec.checkpoint_dir is not None and filename is None:
             directory = spec.checkpoint_dir
             load_into(model, head, non_lora_state(directory), source=source)
             if (directory / ADAPTER_FILE).is_file():
@@ -315,13 +397,7 @@ class VLMHeadReward(RewardModel):
                 adapter = load_state_dict_file(directory / ADAPTER_FILE)
                 merge_lora(model, adapter, lora_scale(adapter_config), source=source)
         elif spec.checkpoint_dir is not None:
-            state = load_state_dict_file(spec.checkpoint_dir)
-            loaded = load_into(model, head, state, source=source)
-            expected = len(model.state_dict()) + len(head.state_dict())
-            if loaded < expected:
-                raise ConfigError(
-                    f"{source} holds {loaded} of the model's {expected} tensors; is it a full checkpoint?"
-                )
+            load_full(model, head, load_state_dict_file(spec.checkpoint_dir), source=source)
         model.to(self.device).eval().requires_grad_(False)
         head.to(self.device).eval().requires_grad_(False)
         return model, head
@@ -372,7 +448,35 @@ class VLMHeadReward(RewardModel):
         if section.system:
             messages.insert(0, {"role": "system", "content": [{"type": "text", "text": section.system}]})
         uint8 = pixels.clamp(0, 1).mul(255).round().to(torch.uint8).cpu()
+        if kind == "video" and self.frame_resize == "videoalign":
+            uint8 = self._videoalign_resize(uint8)
+        elif kind == "image" and self.image_resize == "pil":
+            uint8 = self._pil_resize(uint8)
         return {"messages": messages, "kind": kind, "pixels": uint8, "fps": media.fps}
+
+    def _videoalign_resize(self, frames: torch.Tensor) -> torch.Tensor:
+        """uint8 ``(T, 3, H, W)`` -> uint8 ``(T, 3, h, w)`` resized as VideoAlign's data pipeline does (torchvision
+        bicubic with antialiasing to :func:`qwen_smart_resize`); the processor then leaves the size alone."""
+        from torchvision.transforms import InterpolationMode
+        from torchvision.transforms.functional import resize
+
+        size = self.frame_size
+        height, width = qwen_smart_resize(
+            frames.shape[-2], frames.shape[-1], self.frame_factor, size["shortest_edge"], size["longest_edge"]
+        )
+        return resize(frames, [height, width], interpolation=InterpolationMode.BICUBIC, antialias=True)
+
+    def _pil_resize(self, image: torch.Tensor) -> torch.Tensor:
+        """uint8 ``(3, H, W)`` -> uint8 ``(3, h, w)`` resized as HPSv3 does (PIL bicubic to
+        :func:`qwen_smart_resize` of the image pixel bounds, so small images are upscaled)."""
+        from PIL import Image
+
+        size = self.image_size
+        height, width = qwen_smart_resize(
+            image.shape[-2], image.shape[-1], self.image_factor, size["shortest_edge"], size["longest_edge"]
+        )
+        pil = Image.fromarray(image.permute(1, 2, 0).numpy()).resize((width, height), Image.BICUBIC)
+        return torch.from_numpy(np.asarray(pil).copy()).permute(2, 0, 1)
 
     def _encode(self, prompts: list[str], prepared: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
         """Processor inputs for a batch: text with the prompt filled in, images and videos, left-padded."""
@@ -397,9 +501,13 @@ class VLMHeadReward(RewardModel):
         if images:
             kwargs["images"] = images
             kwargs["images_kwargs"] = {"size": self.image_size}
+            if self.image_resize == "pil":  # already resized in prepare()
+                kwargs["images_kwargs"]["do_resize"] = False
         if videos:
             kwargs["videos"] = videos
             kwargs["videos_kwargs"] = {"video_metadata": metadata, "do_sample_frames": False, "size": self.frame_size}
+            if self.frame_resize == "videoalign":  # already resized in prepare()
+                kwargs["videos_kwargs"]["do_resize"] = False
         self.tokenizer.padding_side = "left"
         batch = self.processor(text=texts, padding=True, return_tensors="pt", **kwargs)
         return dict(batch)
@@ -412,6 +520,11 @@ class VLMHeadReward(RewardModel):
         ``n`` is the number of dimensions (diagonal read-out), or the head's outputs for a single token.
         """
         inputs = {k: (v.to(self.device) if isinstance(v, torch.Tensor) else v) for k, v in batch.items()}
+        if self.positions == "sequential":
+            # 0..n-1 over each row's real tokens (rows are left-padded): what the references' right-padded rows
+            # get from position_ids=None. (B, L); the model repeats it over M-RoPE's three axes.
+            mask = inputs["attention_mask"].long()
+            inputs["position_ids"] = (mask.cumsum(-1) - 1).clamp(min=0)
         hidden = self.model(**inputs).last_hidden_state  # (B, L, H)
         input_ids = inputs["input_ids"]
         if self.spec.reward_token == "last":

@@ -12,7 +12,7 @@ from safetensors.torch import load_file
 import mmreward
 from mmreward import testing
 from mmreward.errors import ConfigError, WeightsNotFoundError
-from mmreward.rewards.vlm.checkpoints import normalize_key
+from mmreward.rewards.vlm.checkpoints import normalize_key, read_model_config
 from mmreward.rewards.vlm.heads import videoalign_num_frames
 
 
@@ -47,6 +47,31 @@ def test_key_naming_of_every_writer_maps_to_the_bare_model():
     assert normalize_key("model.visual.blocks.0.attn.qkv.weight") == "visual.blocks.0.attn.qkv.weight"
     assert normalize_key("base_model.model.rm_head.weight") == "rm_head.weight"
     assert normalize_key("lm_head.weight") is None
+    # VideoAlign's full-model file: peft keeps the wrapped layer's own weight under base_layer.
+    assert (
+        normalize_key("base_model.model.model.layers.0.self_attn.q_proj.base_layer.weight")
+        == "language_model.layers.0.self_attn.q_proj.weight"
+    )
+
+
+def test_position_mode_and_frame_resize_follow_the_writer(tmp_path):
+    """VideoAlign's own files mean its sequential positions and frame resize; mmreward's files say what they were
+    trained with (M-RoPE and the processor's resize when written before that was recorded)."""
+    (tmp_path / "checkpoint-3").mkdir()
+    config = {"data_config": {"eval_dim": ["VQ"]}, "model_config": {"reward_token": "special"}}
+    recorded = {"positions": "sequential", "frame_resize": "videoalign", "image_resize": "pil"}
+    layouts = [
+        (config, ("sequential", "videoalign", "processor")),
+        ({**config, "mmreward": {"head": "linear"}}, ("mrope", "processor", "processor")),
+        ({**config, "mmreward": recorded}, ("sequential", "videoalign", "pil")),
+    ]
+    for raw, expected in layouts:
+        (tmp_path / "model_config.json").write_text(json.dumps(raw))
+        spec = read_model_config(tmp_path)
+        assert (spec.positions, spec.frame_resize, spec.image_resize) == expected
+    (tmp_path / "model_config.json").write_text(json.dumps({**config, "mmreward": {"positions": "1d"}}))
+    with pytest.raises(ConfigError, match=r"positions='1d' is not one of \('sequential', 'mrope'\)"):
+        read_model_config(tmp_path)
 
 
 def test_videoalign_layout_loads_lora_merged_and_trained_tensors(head, tiny_root):
