@@ -9,7 +9,7 @@ The modules and the tests that guard each are listed in ``[tool.mmreward.mutatio
 module, mutmut runs in a scratch copy of the checkout (tracked and untracked, non-ignored files) with a
 ``[tool.mutmut]`` section restricted to that module and its tests, so modules do not pay for each other's tests
 and the checkout is never touched. The last lines are one row per module: mutants, killed, survived, timeouts and
-the names of the survivors (``mutmut show NAME`` in the scratch copy, or ``--show``, prints one).
+the names of the survivors and of the mutants no selected test reaches (``--show`` prints their diffs).
 
 A surviving mutant is either a missing test (write it) or equivalent to the original (the note on the change says
 why). Exit status: 0 when no mutant survived, 1 otherwise.
@@ -36,6 +36,7 @@ REPO = Path(__file__).resolve().parents[1]
 # mutmut's status words (``mutmut results --all true``) grouped the way the summary reports them.
 KILLED = {"killed"}
 SURVIVED = {"survived"}
+UNTESTED = {"no tests"}  # no selected test even runs the mutated function: as bad as a survivor
 TIMEOUT = {"timeout"}
 
 
@@ -98,7 +99,7 @@ def parse_results(text: str) -> tuple[dict[str, int], list[str]]:
         if not sep or not name:
             continue
         counts[status] = counts.get(status, 0) + 1
-        if status in SURVIVED:
+        if status in SURVIVED | UNTESTED:
             survivors.append(name)
     return counts, survivors
 
@@ -155,12 +156,12 @@ def main(argv: list[str] | None = None) -> int:
     if unknown:
         parser.error(f"{unknown} not in [tool.mmreward.mutation] of pyproject.toml; listed: {', '.join(table)}")
     results = [run_module(m, table[m], args.children, args.show, args.keep) for m in args.modules or table]
-    print(f"\n{'module':45} {'mutants':>8} {'killed':>7} {'survived':>9} {'timeout':>8}  survivors")
+    print(f"\n{'module':45} {'mutants':>8} {'killed':>7} {'survived':>9} {'no tests':>9} {'timeout':>8}  survivors")
     for r in results:
         total = sum(r.counts.values())
         print(
-            f"{r.module:45} {total:8d} {r.count(KILLED):7d} {r.count(SURVIVED):9d} {r.count(TIMEOUT):8d}  "
-            + " ".join(name.rsplit(".", 1)[-1] for name in r.survivors)
+            f"{r.module:45} {total:8d} {r.count(KILLED):7d} {r.count(SURVIVED):9d} {r.count(UNTESTED):9d} "
+            f"{r.count(TIMEOUT):8d}  " + " ".join(name.rsplit(".", 1)[-1] for name in r.survivors)
         )
     return 1 if any(r.survivors for r in results) else 0
 

@@ -80,11 +80,11 @@ def _read_rows(path: Path) -> list[dict | str]:
     raise ConfigError(f"pairs file {str(path)!r} must be .csv or .jsonl (one JSON object per line)")
 
 
-def _vote(row: dict, label_columns: Sequence[str]) -> str | None:
-    """``"A"``, ``"B"`` or None (tie) from the labels in ``label_columns``."""
+def _vote_margin(row: dict, label_columns: Sequence[str]) -> int:
+    """Votes for A minus votes for B among ``label_columns`` (labels ``A``, ``B`` or ``same``, any case): positive
+    when A is preferred, negative when B is, zero for a tie."""
     votes = [str(row[c]).strip().upper() for c in label_columns]
-    score = votes.count("A") - votes.count("B")
-    return "A" if score > 0 else "B" if score < 0 else None
+    return votes.count("A") - votes.count("B")
 
 
 def read_pair_table(
@@ -132,11 +132,11 @@ def read_pair_table(
             table.skipped.append(SkippedPair(number, "empty prompt"))
             continue
         if videoalign:
-            winner = _vote(row, label_columns)
-            if winner is None:
+            margin = _vote_margin(row, label_columns)
+            if margin == 0:
                 table.skipped.append(SkippedPair(number, f"tie on {', '.join(label_columns)}"))
                 continue
-            chosen, rejected = (row["path_A"], row["path_B"]) if winner == "A" else (row["path_B"], row["path_A"])
+            chosen, rejected = (row["path_A"], row["path_B"]) if margin > 0 else (row["path_B"], row["path_A"])
         else:
             chosen, rejected = row["chosen"], row["rejected"]
         paths = [Path(p) if Path(p).is_absolute() else root / p for p in (str(chosen), str(rejected))]

@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 
 from align.flow_dpo import FlowDPOConfig, main
 from mmreward.alignment import flow_dpo_objective
-from mmreward.data.media_pairs import fit_frames, read_pair_table
+from mmreward.data.media_pairs import read_pair_table
 from mmreward.errors import ConfigError
 from mmreward.testing import sample_images, sample_videos
 from mmreward.train.config import load_config, parse_config
@@ -303,18 +303,6 @@ def test_videoalign_schema_needs_label_columns(tmp_path):
     (tmp_path / "b.mp4").write_bytes(b"")
     table = read_pair_table(csv, label_columns=["TA"])
     assert table.pairs[0].chosen == tmp_path / "a.mp4" and table.pairs[0].rejected == tmp_path / "b.mp4"
-
-
-def test_fit_frames_covers_then_center_crops():
-    """A 40x80 image to 32x32: scale 0.8 -> 32x64, crop columns 16..48. A horizontal ramp keeps its middle."""
-    ramp = torch.linspace(0, 1, 80).expand(3, 40, 80)
-    out = fit_frames(ramp, 32, 32)
-    assert out.shape == (3, 32, 32)
-    assert out[0, 0, 0].item() == pytest.approx(16.5 / 64, abs=0.02) and out[0, 0, -1].item() == pytest.approx(
-        47.5 / 64, abs=0.02
-    )
-    video = torch.rand(5, 3, 50, 30)
-    assert fit_frames(video, 32, 32).shape == (5, 3, 32, 32)
 
 
 def test_online_rwr_runs_with_more_prompts_than_the_embedding_cache(tmp_path):

@@ -6,10 +6,11 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mmreward.data.media_pairs import read_pair_table
+from mmreward.data.media_pairs import fit_frames, load_fitted, read_pair_table
 from mmreward.errors import ConfigError
 
 DIMS = ["VQ", "MQ", "TA"]
@@ -93,3 +94,114 @@ def test_a_table_without_rows_is_a_config_error(media_dir):
     (media_dir / "empty.jsonl").write_text("{oops\n")
     with pytest.raises(ConfigError, match=r"has no rows \(line 1 is not JSON"):
         read_pair_table(media_dir / "empty.jsonl")
+
+
+def test_table_errors_name_the_file_and_the_fix(tmp_path):
+    def error(name: str, text: str | None, **kwargs) -> str:
+        path = tmp_path / name
+        if text is not None:
+            path.write_text(text)
+        with pytest.raises(ConfigError) as raised:
+            read_pair_table(path, **kwargs)
+        return str(raised.value)
+
+    missing = tmp_path / "missing.csv"
+    assert error("missing.csv", None) == f"pairs file {str(missing)!r} does not exist"
+    txt = tmp_path / "t.txt"
+    assert error("t.txt", "x") == f"pairs file {str(txt)!r} must be .csv or .jsonl (one JSON object per line)"
+    empty = tmp_path / "empty.jsonl"
+    assert error("empty.jsonl", "\n") == f"pairs file {str(empty)!r} has no rows"
+    va = tmp_path / "va.csv"
+    assert error("va.csv", "path_A,path_B,prompt,TA,VQ,fps_A,num_frames_B\na,b,p,A,A,8,16\n") == (
+        f"{str(va)!r} uses the VideoAlign schema; set data.label_columns to the dimensions that decide which side "
+        "is preferred (available: ['TA', 'VQ']), e.g. [TA] or [VQ, MQ, TA]"
+    )
+    bare = tmp_path / "bare.csv"
+    assert "uses the VideoAlign schema" in error("bare.csv", "path_A,path_B,prompt\na,b,p\n")
+    assert error("bare.csv", "path_A,path_B,prompt\na,b,p\n", label_columns=["TA"]) == (
+        f"label columns ['TA'] are not in {str(bare)!r} (columns: ['path_A', 'path_B', 'prompt'])"
+    )
+    odd = tmp_path / "odd.csv"
+    assert error("odd.csv", "prompt,good,bad\np,a,b\n") == (
+        f"{str(odd)!r} has columns ['bad', 'good', 'prompt']; expected prompt, chosen, rejected (paths) or the "
+        "VideoAlign schema path_A, path_B, prompt and label columns"
+    )
+
+
+def test_media_root_json_suffix_blank_lines_bom_and_lowercase_labels(tmp_path, media_dir):
+    table_path = tmp_path / "pairs.json"
+    rows = [
+        {"path_A": "x.mp4", "path_B": "y.mp4", "prompt": "first", "TA": "b"},
+        {"path_A": "x.mp4", "path_B": "y.mp4", "prompt": "second", "TA": "a"},
+    ]
+    table_path.write_bytes(("\ufeff" + json.dumps(rows[0]) + "\n\n" + json.dumps(rows[1]) + "\n").encode())
+    table = read_pair_table(table_path, media_root=media_dir, label_columns=["TA"])
+    assert [(p.prompt, p.chosen, p.rejected, p.row) for p in table.pairs] == [
+        ("first", media_dir / "y.mp4", media_dir / "x.mp4", 1),
+        ("second", media_dir / "x.mp4", media_dir / "y.mp4", 2),
+    ]
+    assert table.skipped == []
+
+
+def test_csv_prompts_keep_quoted_line_breaks(media_dir):
+    table_path = media_dir / "multiline.csv"
+    table_path.write_bytes(b'prompt,chosen,rejected\r\n"two\r\nlines",x.mp4,y.mp4\r\n')
+    [pair] = read_pair_table(table_path).pairs
+    assert pair.prompt == "two\r\nlines"
+
+
+def test_ties_incomplete_rows_absolute_paths_and_missing_files_keep_their_row_numbers(tmp_path, media_dir):
+    table_path = tmp_path / "rows.jsonl"
+    lines = [
+        {"path_A": "x.mp4", "path_B": "y.mp4", "prompt": "tie", "TA": "same"},
+        {"path_A": str(media_dir / "x.mp4"), "path_B": str(media_dir / "y.mp4"), "prompt": "absolute", "TA": "B"},
+        {"path_A": "", "path_B": "y.mp4", "prompt": "p", "TA": "A"},
+        {"prompt": "p", "TA": "A"},
+        {"path_A": "gone1.mp4", "path_B": "gone2.mp4", "prompt": "p", "TA": "A"},
+        {"path_A": "x.mp4", "path_B": "y.mp4", "prompt": None, "TA": "A"},
+    ]
+    table_path.write_text("".join(json.dumps(line) + "\n" for line in lines))
+    table = read_pair_table(table_path, label_columns=["TA"])
+    assert [(p.row, p.chosen, p.rejected) for p in table.pairs] == [(2, media_dir / "y.mp4", media_dir / "x.mp4")]
+    assert [(s.row, s.reason) for s in table.skipped] == [
+        (1, "tie on TA"),
+        (3, "no value for path_A"),
+        (4, "no value for path_A, path_B"),
+        (5, f"missing file(s): {tmp_path / 'gone1.mp4'}, {tmp_path / 'gone2.mp4'}"),
+        (6, "empty prompt"),
+    ]
+
+
+def test_fit_frames_covers_then_center_crops():
+    """A 40x80 image to 32x32: scale 0.8 -> 32x64, crop columns 16..48. A horizontal ramp keeps its middle."""
+    ramp = torch.linspace(0, 1, 80).expand(3, 40, 80)
+    out = fit_frames(ramp, 32, 32)
+    assert out.shape == (3, 32, 32)
+    assert out[0, 0, 0].item() == pytest.approx(16.5 / 64, abs=0.02) and out[0, 0, -1].item() == pytest.approx(
+        47.5 / 64, abs=0.02
+    )
+    video = torch.rand(5, 3, 50, 30)
+    assert fit_frames(video, 32, 32).shape == (5, 3, 32, 32)
+
+
+def test_load_fitted_brings_images_and_videos_to_the_pair_size(tmp_path):
+    from mmreward import media
+    from mmreward.errors import MediaError
+
+    image = tmp_path / "wide.png"
+    media.save_media(torch.linspace(0, 1, 80).expand(3, 40, 80).contiguous(), image)
+    fitted = load_fitted(image, kind="image", height=32, width=32)
+    assert fitted.shape == (3, 32, 32) and fitted[0, 0, 0].item() == pytest.approx(16.5 / 64, abs=0.03)
+    clip = tmp_path / "clip.mp4"
+    frames = torch.stack([torch.full((3, 16, 24), i / 10) for i in range(10)])  # 10 frames at 10 fps: 1 s
+    media.write_video(clip, frames, fps=10)
+    spread = load_fitted(clip, kind="video", height=16, width=16, num_frames=4)
+    assert spread.shape == (4, 3, 16, 16) and spread[-1].mean().item() == pytest.approx(0.9, abs=0.05)
+    first = load_fitted(clip, kind="video", height=16, width=16, num_frames=3, fps=10)
+    assert first.shape == (3, 3, 16, 16) and first[2].mean().item() == pytest.approx(0.2, abs=0.05)
+    with pytest.raises(MediaError, match=r"gives 5 frames at 5 fps \(1.00 s\), fewer than num_frames=8"):
+        load_fitted(clip, kind="video", height=16, width=16, num_frames=8, fps=5)
+    with pytest.raises(MediaError, match="is an image, but this model generates videos"):
+        load_fitted(image, kind="video", height=16, width=16, num_frames=2)
+    with pytest.raises(ConfigError, match="video pairs need num_frames"):
+        load_fitted(clip, kind="video", height=16, width=16)
