@@ -113,7 +113,13 @@ def grpo_update(
                             ref_mean = policy_step(model, rollout, j, rows=rows, guidance_scale=guidance).mean
                     with accelerator.autocast():
                         step = policy_step(
-                            model, rollout, j, rows=rows, transformer=transformer, guidance_scale=guidance
+                            model,
+                            rollout,
+                            j,
+                            rows=rows,
+                            transformer=transformer,
+                            guidance_scale=guidance,
+                            cfg_grad=loss.cfg_grad,
                         )
                     out = grpo_clip_loss(step.log_prob, old_log_probs[rows, j], advantages[rows], loss.clip_range)
                     per_sample = out.losses

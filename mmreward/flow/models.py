@@ -37,6 +37,8 @@ from mmreward.errors import ConfigError, WeightsNotFoundError
 Family = Literal["sd3", "flux", "wan"]
 FAMILIES = ("sd3", "flux", "wan")
 Attention = Literal["auto", "sdpa", "xformers"]
+CFGGrad = Literal["detach_uncond", "both"]
+CFG_GRADS = ("detach_uncond", "both")
 
 # Attention projections of the joint (MM-DiT) and cross/self attention blocks: the LoRA targets Flow-GRPO and
 # the diffusers LoRA scripts use. Names absent from a family (Wan has no add_*_proj) are simply not matched.
@@ -227,18 +229,26 @@ class FlowModel(ABC):
         guidance_scale: float = 1.0,
         negative: PromptEmbeds | None = None,
         transformer: torch.nn.Module | None = None,
+        cfg_grad: CFGGrad = "both",
     ) -> torch.Tensor:
         """Velocity at ``(latents, sigma)`` for ``cond``; shaped like ``latents``, in the transformer's dtype.
 
         With ``guidance_scale > 1`` on a batch-CFG family, ``negative`` embeddings are required and the negative
         and positive halves run as one batch: ``v = v_neg + w (v_pos - v_neg)``. ``transformer`` overrides the
         module called (the accelerate-wrapped one during training).
+
+        ``cfg_grad`` decides where a training forward's gradient flows (the value is the same either way):
+        ``"both"`` through both halves, ``d v = (1 - w) d v_neg + w d v_pos``; ``"detach_uncond"`` treats
+        ``v_neg`` as a constant, so ``d v = w d v_pos`` (Flow-GRPO's ``compute_log_prob`` in train_sd3.py detaches
+        the unconditional prediction).
         """
         module = transformer if transformer is not None else self.transformer
         batch = latents.shape[0]
         sigma = torch.as_tensor(sigma, dtype=torch.float32, device=latents.device).reshape(-1).expand(batch)
         if len(cond) != batch:
             raise ValueError(f"{len(cond)} prompt embeddings for {batch} latents")
+        if cfg_grad not in CFG_GRADS:
+            raise ValueError(f"cfg_grad must be one of {', '.join(CFG_GRADS)}, got {cfg_grad!r}")
         if guidance_scale > 1.0 and self.batch_cfg:
             if negative is None:
                 raise ValueError("guidance_scale > 1 needs negative prompt embeddings (encode the negative prompt)")
@@ -250,6 +260,8 @@ class FlowModel(ABC):
                 guidance_scale,
             )
             v_neg, v_pos = both.chunk(2)  # (B, ...) each
+            if cfg_grad == "detach_uncond":
+                v_neg = v_neg.detach()
             return v_neg + guidance_scale * (v_pos - v_neg)
         return self._forward(module, latents, sigma, cond, guidance_scale)
 

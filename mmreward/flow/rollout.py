@@ -22,7 +22,7 @@ from dataclasses import dataclass
 import torch
 
 from mmreward.errors import ConfigError
-from mmreward.flow.models import FlowModel, PromptEmbeds
+from mmreward.flow.models import CFGGrad, FlowModel, PromptEmbeds
 from mmreward.flow.sde import SDE_TYPES, SDEStep, SDEType, sde_step
 
 
@@ -242,6 +242,7 @@ def policy_step(
     rows: torch.Tensor | Sequence[int] | None = None,
     transformer: torch.nn.Module | None = None,
     guidance_scale: float | None = None,
+    cfg_grad: CFGGrad = "both",
 ) -> SDEStep:
     """Re-evaluate stored stochastic step ``j`` (of ``rollout.sde_steps``) under the current weights.
 
@@ -249,6 +250,7 @@ def policy_step(
     whose ``mean`` carries gradients (call it with grad enabled). ``rows`` selects samples (default: all).
     ``guidance_scale`` overrides the rollout's (e.g. 1.0 for a CFG-free training forward; the log-probability is
     then that of the conditional policy, which equals the sampling policy only if the rollout had no CFG either).
+    ``cfg_grad``: where the gradient of a CFG forward flows (:meth:`FlowModel.velocity`); values do not change.
     """
     index = torch.arange(len(rollout)) if rows is None else torch.as_tensor(rows, dtype=torch.long)
     i = int(rollout.sde_steps[j])
@@ -263,6 +265,7 @@ def policy_step(
         guidance_scale=scale,
         negative=rollout.negative.select(index) if use_negative else None,
         transformer=transformer,
+        cfg_grad=cfg_grad,
     )
     return sde_step(
         velocity,

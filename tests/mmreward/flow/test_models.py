@@ -193,3 +193,39 @@ def test_prompt_cache_is_bounded_and_least_recently_used_leaves():
     batch = model.encode_prompts(["two", "one", "three", "two"])  # a batch larger than the cache still works
     torch.testing.assert_close(batch.embeds[0], first.embeds[1])
     torch.testing.assert_close(batch.embeds[3], first.embeds[1])
+
+
+def test_cfg_gradient_detaches_the_unconditional_branch_on_request():
+    """Flow-GRPO's training forward detaches v_neg: the gradient of ``v = v_neg + g (v_pos - v_neg)`` is then
+    ``g`` times the gradient through the conditional branch alone; with both branches it is
+    ``(1 - g) d v_neg + g d v_pos``. The values are the same either way."""
+    torch.manual_seed(0)
+    model = load_flow_model("sd3", "tiny", max_sequence_length=16)
+    add_lora(model.transformer, rank=4, alpha=4, target_modules=DEFAULT_LORA_TARGETS)
+    params = trainable_parameters(model.transformer)
+    with torch.no_grad():
+        for p in params.values():
+            p.add_(0.1 * torch.randn_like(p))
+    latents = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    cond, negative = model.encode_prompts(["a cat", "a dog"]), model.encode_prompts(["", ""])
+    weights = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(1))
+    g = 4.5
+
+    def gradient(**kwargs) -> tuple[torch.Tensor, torch.Tensor]:
+        velocity = model.velocity(latents, 0.6, **kwargs)
+        (velocity * weights).sum().backward()
+        grad = torch.cat([p.grad.flatten() for p in params.values()])
+        for p in params.values():
+            p.grad = None
+        return velocity.detach(), grad
+
+    guided_detached, detached = gradient(cond=cond, guidance_scale=g, negative=negative, cfg_grad="detach_uncond")
+    guided_both, both = gradient(cond=cond, guidance_scale=g, negative=negative, cfg_grad="both")
+    _, conditional = gradient(cond=cond)
+    _, unconditional = gradient(cond=negative)
+    torch.testing.assert_close(guided_detached, guided_both)
+    torch.testing.assert_close(detached, g * conditional, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(both, (1 - g) * unconditional + g * conditional, rtol=1e-4, atol=1e-5)
+    assert not torch.allclose(detached, both, rtol=1e-2)
+    with pytest.raises(ValueError, match="cfg_grad must be one of"):
+        model.velocity(latents, 0.6, cond, guidance_scale=g, negative=negative, cfg_grad="none")
