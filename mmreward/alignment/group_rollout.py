@@ -27,6 +27,9 @@ class SamplerConfig:
     negative_prompt: str = ""
     sde_type: Literal["flow", "dance", "cps", "ode"] = "flow"  # ode: deterministic, no log-probabilities
     noise_level: float = 0.7  # a: 0.7 SD3.5 / Pref-GRPO, 0.9 FLUX, 0.8 CPS
+    # what a CPS step's log-probability is: surrogate -mean((x' - mean)^2) (Flow-GRPO's and Adv-GRPO's CPS recipes;
+    # its log-ratios are 2 std^2 x the Gaussian ones, so loss.clip_range bounds that scaled ratio) or gaussian
+    cps_log_prob: Literal["surrogate", "gaussian"] = "surrogate"
     sde_window_size: int = 0  # 0: every step stochastic; k: a random window of k SDE steps (Flow-GRPO-Fast)
     sde_window_range: list[int] = field(default_factory=list)  # [low, high) for the window; [] = all steps
     batch_size: int = 8  # samples per transformer call
@@ -49,6 +52,8 @@ def check_sampler_config(sampler: SamplerConfig, section: str) -> None:
             raise ConfigError(f"{section}.{name} must be >= 1, got {getattr(sampler, name)}")
     if sampler.sde_type != "ode" and sampler.noise_level <= 0:
         raise ConfigError(f"{section}.noise_level must be > 0 for a stochastic rollout, got {sampler.noise_level}")
+    if sampler.cps_log_prob not in ("surrogate", "gaussian"):
+        raise ConfigError(f"{section}.cps_log_prob must be surrogate or gaussian, got {sampler.cps_log_prob!r}")
     if sampler.sde_window_range and len(sampler.sde_window_range) != 2:
         raise ConfigError(f"{section}.sde_window_range must be [low, high], got {sampler.sde_window_range}")
     if sampler.sde_window_range and not sampler.sde_window_size:
@@ -149,5 +154,6 @@ def rollout_groups(
             generator=[seeded(seed, "rollout", iteration, int(i)) for i in index],
             batch_size=rollout.batch_size,
             transformer=transformer,
+            cps_log_prob=rollout.cps_log_prob,
         )
     return GroupBatch(samples, index, group, list(prompts), to_uint8(samples.media), rollout.batch_size)

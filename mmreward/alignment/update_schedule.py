@@ -21,7 +21,10 @@ from mmreward.train.sections import TrainConfig
 class GRPOLossConfig:
     """The policy-gradient objective (``loss:``)."""
 
-    clip_range: float = 1e-4  # PPO clip on the per-step ratio (Flow-GRPO 1e-4; Fast/CPS 1e-5)
+    # PPO clip on the per-step ratio (Flow-GRPO 1e-4; Fast/CPS 1e-5). Under CPS with rollout.cps_log_prob=surrogate
+    # the ratio is exp(-mean (x' - mean)^2 + old), whose log is 2 std^2 x the Gaussian log-ratio: eps there equals
+    # eps / (2 std^2) on the Gaussian ratio (see mmreward.flow.sde)
+    clip_range: float = 1e-4
     kl_beta: float = 0.0  # weight of the KL to the reference (adapter disabled); 0 skips the reference pass
     kl_includes_dt: bool = False  # False: Flow-GRPO's KL (no step size, = -dt * KL); True: the true KL (Pref-GRPO)
     cfg: bool = True  # the training forward uses the rollout's CFG (Flow-GRPO train.cfg); False: conditional only

@@ -23,7 +23,7 @@ import torch
 
 from mmreward.errors import ConfigError
 from mmreward.flow.models import CFGGrad, FlowModel, PromptEmbeds
-from mmreward.flow.sde import SDE_TYPES, SDEStep, SDEType, sde_step
+from mmreward.flow.sde import LOG_PROB_KINDS, SDE_TYPES, LogProbKind, SDEStep, SDEType, sde_step
 
 
 @dataclass
@@ -35,6 +35,8 @@ class Rollout:
         group: ``(B,)`` long, the index of each sample's prompt (samples with equal index form a group).
         cond, negative: prompt embeddings ``(B, ...)`` used, and negative ones when CFG was on (else None).
         guidance_scale, sde_type, noise_level: how the samples were drawn.
+        log_prob_kind: what ``log_probs`` hold (``"gaussian"`` or the CPS ``"surrogate"``, see
+            :mod:`mmreward.flow.sde`); :func:`policy_step` recomputes the same kind.
         sigmas: ``(K + 1,)`` float32 grid, 1 down to 0.
         sde_steps: ``(S,)`` long, indices ``i`` of the stochastic steps (sigma ``sigmas[i] -> sigmas[i + 1]``).
         latents: ``(B, S, *latent)`` float32, the latents at the start of each stochastic step.
@@ -58,6 +60,7 @@ class Rollout:
     log_probs: torch.Tensor
     final: torch.Tensor
     media: torch.Tensor | None = None
+    log_prob_kind: LogProbKind = "gaussian"
 
     def __len__(self) -> int:
         return len(self.prompts)
@@ -134,6 +137,7 @@ def sample(
     decode: bool = True,
     batch_size: int | None = None,
     transformer: torch.nn.Module | None = None,
+    cps_log_prob: LogProbKind = "surrogate",
 ) -> Rollout:
     """Draw ``group_size`` samples for each prompt; see the module docstring.
 
@@ -144,10 +148,15 @@ def sample(
             does not depend on which other samples share its batch or process.
         batch_size: samples per transformer call (default: all at once).
         transformer: the module to call (e.g. the accelerate-wrapped one); default ``model.transformer``.
+        cps_log_prob: the log-probability a CPS rollout records: ``"surrogate"`` ``-mean((x' - mean)^2)`` (Flow-GRPO's
+            and Adv-GRPO's CPS recipes) or ``"gaussian"`` (the log-density); other SDEs record the log-density.
     Mixed precision is the caller's: wrap the call in ``accelerator.autocast()``; the SDE math is float32.
     """
     if group_size < 1:
         raise ConfigError(f"group_size must be >= 1, got {group_size}")
+    if cps_log_prob not in LOG_PROB_KINDS:
+        raise ConfigError(f"cps_log_prob must be one of {', '.join(LOG_PROB_KINDS)}, got {cps_log_prob!r}")
+    log_prob_kind = cps_log_prob if sde_type == "cps" else "gaussian"
     window = default_sde_window(num_steps, sde_type) if sde_window is None else tuple(sde_window)
     check_sde_window(window, num_steps, sde_type)
     prompt_list = [p for p in prompts for _ in range(group_size)]
@@ -194,6 +203,7 @@ def sample(
                     noise_level=noise_level,
                     sde_type=step_type,
                     generator=noise_gen,
+                    log_prob_kind=log_prob_kind,
                 )
             )
         next_latents = torch.cat([p.prev_sample for p in parts])
@@ -218,6 +228,7 @@ def sample(
         log_probs=torch.stack(stored_logp, dim=1) if stored else torch.zeros(total, 0, device=model.device),
         final=latents,
         media=decode_latents(model, latents, chunk) if decode else None,
+        log_prob_kind=log_prob_kind,
     )
 
 
@@ -275,4 +286,5 @@ def policy_step(
         noise_level=rollout.noise_level,
         sde_type=rollout.sde_type,
         prev_sample=rollout.next_latents[index.to(rollout.next_latents.device), j],
+        log_prob_kind=rollout.log_prob_kind,
     )
