@@ -27,7 +27,8 @@ and Adv-GRPO's CPS code (``sde_step_with_logprob`` with ``sde_type='cps'``, ``sd
 ``mean_elems[-(x' - mean)^2]``, no variance and no constants. With the same std on both sides of a ratio, the
 surrogate's log-ratio is the Gaussian one times ``2 std^2`` (its gradient with respect to the mean likewise), so a
 clip range ``eps`` on the surrogate ratio equals a clip range ``eps / (2 std^2)`` on the Gaussian one: for CPS
-(``std = sigma_next sin(a pi / 2)``, a = 0.8) ``2 std^2 = 1.81 sigma_next^2``, 1.47 at ``sigma_next = 0.9``, 0.16 at 0.3.
+(``std = sigma_next sin(a pi / 2)``, a = 0.8) ``2 std^2 = 1.81 sigma_next^2``, 1.47 at ``sigma_next = 0.9``, 0.16 at
+``sigma_next = 0.3``.
 
 All arithmetic is float32 whatever the input dtype (bf16 overflows in the mean; Flow-GRPO makes the same cast).
 Works for image latents ``(B, C, H, W)``, video latents ``(B, C, T, H, W)`` and packed latents ``(B, L, D)``.
