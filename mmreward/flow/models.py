@@ -20,6 +20,7 @@ An adapter hides what differs between families behind one interface used by roll
 from __future__ import annotations
 
 import importlib.util
+import json
 from abc import ABC, abstractmethod
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -524,14 +525,32 @@ def load_pipeline(family: str, path: str, *, dtype: torch.dtype = torch.float32)
             f"{family} pipeline {path!r} is neither a local directory nor a hub id like 'org/name'; pass the "
             "directory that holds model_index.json, or 'tiny' for the tiny random pipeline"
         )
+    if local.is_dir() and (local / "model_index.json").is_file():
+        refuse_two_experts(family, path, json.loads((local / "model_index.json").read_text(encoding="utf-8")))
     try:
-        return pipeline_class.from_pretrained(str(local) if local.is_dir() else path, dtype=dtype)
+        pipeline = pipeline_class.from_pretrained(str(local) if local.is_dir() else path, dtype=dtype)
     except (OSError, ValueError) as err:
         raise WeightsNotFoundError(
             f"cannot load the {family} pipeline {path!r} ({type(err).__name__}: {str(err).splitlines()[0]}). "
             f"Download it once where the hub is reachable (`hf download {path}`) and copy the cache (HF_HOME), "
             "or pass the local directory holding model_index.json as model.path"
         ) from err
+    refuse_two_experts(family, path, {"transformer_2": getattr(pipeline, "transformer_2", None)})
+    return pipeline
+
+
+def refuse_two_experts(family: str, path: str, components: dict[str, Any]) -> None:
+    """Refuse a two-expert pipeline (Wan2.2 A14B: ``transformer`` for high noise, ``transformer_2`` for low noise,
+    switched at ``boundary_ratio``). The adapters call one transformer at every noise level, so such a model would
+    silently run and train its high-noise expert alone. ``components``: the pipeline's ``model_index.json`` or its
+    loaded components (a null entry is an absent component)."""
+    if components.get("transformer_2") in (None, [None, None]):
+        return
+    raise ConfigError(
+        f"{family} model {path!r} has two transformer experts (transformer and transformer_2, as Wan2.2 A14B); "
+        "Wan2.2 two-expert support is not implemented: the high-noise expert alone would be sampled and trained. "
+        "Use a single-transformer Wan2.1 checkpoint (e.g. Wan-AI/Wan2.1-T2V-1.3B-Diffusers)"
+    )
 
 
 def load_flow_model(
