@@ -43,6 +43,9 @@ class RolloutConfig(SamplerConfig):
     sde_type: Literal["flow", "dance", "cps"] = "flow"  # GRPO trains on per-step log-probabilities: no ODE
     prompts_per_step: int = 48  # P, over all processes (Flow-GRPO SD3.5: 48 groups of 24 per epoch)
     group_size: int = 24  # G samples per prompt
+    # the samples of a group start from one initial noise and differ only by the SDE noise (Pref-GRPO
+    # --init_same_noise, Flow-GRPO sample.same_latent); false: one initial noise per sample
+    same_noise: bool = False
 
 
 def check_sampler_config(sampler: SamplerConfig, section: str) -> None:
@@ -113,6 +116,16 @@ def rollout_window(rollout: SamplerConfig, iteration: int, seed: int) -> tuple[i
     )
 
 
+def group_initial_noise(shape: tuple[int, ...], groups: torch.Tensor, seed: int, iteration: int) -> torch.Tensor:
+    """``shape = (N, *latent)`` float32 initial noise where every sample of a group gets the same draw, from a
+    generator seeded by ``(seed, "group-noise", iteration, group)``: the same on any number of processes."""
+    draws = {
+        int(g): torch.randn(shape[1:], generator=seeded(seed, "group-noise", iteration, int(g)), dtype=torch.float32)
+        for g in groups.unique()
+    }
+    return torch.stack([draws[int(g)] for g in groups])
+
+
 def rollout_groups(
     model: FlowModel,
     prompts: Sequence[str],
@@ -130,13 +143,16 @@ def rollout_groups(
     """Sample this process's slice of the iteration with log-probabilities (no gradients), decoded for rewards.
 
     Sample ``i`` uses its own generator seeded by ``(seed, iteration, i)``, so the same run on any number of
-    processes draws the same samples. ``transformer`` defaults to the model's own (the live policy weights).
+    processes draws the same samples. With ``rollout.same_noise`` the initial noise of every sample of group ``g``
+    comes from one generator seeded by ``(seed, iteration, g)`` (:func:`group_initial_noise`).
+    ``transformer`` defaults to the model's own (the live policy weights).
     """
     if len(prompts) != layout.prompts:
         raise ValueError(f"{len(prompts)} prompts for a layout of {layout.prompts}")
     index = layout.local_index()
     group = index // layout.group_size
     local_prompts = [prompts[int(g)] for g in group]
+    latent_shape = model.latent_shape(len(index), height, width, num_frames)
     with accelerator.autocast():
         samples = sample(
             model,
@@ -155,5 +171,6 @@ def rollout_groups(
             batch_size=rollout.batch_size,
             transformer=transformer,
             cps_log_prob=rollout.cps_log_prob,
+            initial_noise=group_initial_noise(latent_shape, group, seed, iteration) if rollout.same_noise else None,
         )
     return GroupBatch(samples, index, group, list(prompts), to_uint8(samples.media), rollout.batch_size)

@@ -107,6 +107,8 @@ class FlowModel(ABC):
         self._prompt_cache: OrderedDict[tuple[str, int], PromptEmbeds] = OrderedDict()
         self.max_sequence_length = 256
         self.train_sigmas = self._flow_scheduler().sigmas.float()  # (1000,) from sigma = 1 down
+        # None: the pipeline's own inference schedule; a number: a fixed shift (see :func:`fixed_shift_sigmas`)
+        self.sampling_shift: float | None = None
 
     # -- components -----------------------------------------------------------------------------------------------
 
@@ -275,9 +277,12 @@ class FlowModel(ABC):
     # -- schedules --------------------------------------------------------------------------------------------------
 
     def sampling_sigmas(self, num_steps: int, latent_shape: Sequence[int]) -> torch.Tensor:
-        """``(num_steps + 1,)`` float32 noise levels from 1 down to 0 (the pipeline's inference schedule)."""
+        """``(num_steps + 1,)`` float32 noise levels from 1 down to 0 (the pipeline's inference schedule, or the
+        fixed-shift one of :func:`fixed_shift_sigmas` when ``sampling_shift`` is set)."""
         if num_steps < 1:
             raise ConfigError(f"num_steps must be >= 1, got {num_steps}")
+        if self.sampling_shift is not None:
+            return fixed_shift_sigmas(num_steps, self.sampling_shift)
         scheduler = self._flow_scheduler()
         scheduler.set_timesteps(num_steps)
         return scheduler.sigmas.float().cpu()
@@ -414,9 +419,11 @@ class FluxModel(SD3Model):
 
     def sampling_sigmas(self, num_steps, latent_shape):
         """FluxPipeline's schedule: ``linspace(1, 1/N, N)`` shifted by ``mu``, which grows linearly with the number
-        of image tokens (diffusers ``calculate_shift``)."""
+        of image tokens (diffusers ``calculate_shift``); with ``sampling_shift`` set, :func:`fixed_shift_sigmas`."""
         if num_steps < 1:
             raise ConfigError(f"num_steps must be >= 1, got {num_steps}")
+        if self.sampling_shift is not None:
+            return fixed_shift_sigmas(num_steps, self.sampling_shift)
         config = self.pipeline.scheduler.config
         kwargs: dict[str, Any] = {}
         if config.get("use_dynamic_shifting", False):
@@ -494,6 +501,16 @@ class WanModel(FlowModel):
         return (video.float() / 2 + 0.5).clamp(0, 1).permute(0, 2, 1, 3, 4).to(latents.device)
 
 
+def fixed_shift_sigmas(num_steps: int, shift: float) -> torch.Tensor:
+    """``(num_steps + 1,)`` float32: ``t = linspace(1, 0, num_steps + 1)`` shifted by ``shift``,
+    ``sigma = shift t / (1 + (shift - 1) t)`` (SD3's time shift). Pref-GRPO samples FLUX and Wan on this grid with
+    ``shift = 3`` (its ``sd3_time_shift``); FLUX's own pipeline instead shifts by a resolution-dependent ``mu``."""
+    if shift <= 0:
+        raise ConfigError(f"sampling shift must be > 0, got {shift}")
+    t = torch.linspace(1.0, 0.0, num_steps + 1, dtype=torch.float64)
+    return (shift * t / (1 + (shift - 1) * t)).float()
+
+
 ADAPTERS: dict[str, type[FlowModel]] = {"sd3": SD3Model, "flux": FluxModel, "wan": WanModel}
 PIPELINE_CLASSES = {"sd3": "StableDiffusion3Pipeline", "flux": "FluxPipeline", "wan": "WanPipeline"}
 
@@ -564,13 +581,15 @@ def load_flow_model(
     attention: Attention = "auto",
     max_sequence_length: int | None = None,
     prompt_cache_size: int = 1024,
+    sampling_shift: float | None = None,
 ) -> FlowModel:
     """Load a pipeline and wrap it in its family's adapter; all weights frozen, on ``device``.
 
     ``dtype`` is the transformer's weight dtype, ``vae_dtype`` the VAE's (float32 by default, as Flow-GRPO),
     ``text_dtype`` the text encoders' (defaults to ``dtype``). ``attention``: ``auto``/``sdpa`` use PyTorch's
     scaled-dot-product attention (which itself picks flash or memory-efficient kernels on GPUs); ``xformers``
-    needs the xformers package and a CUDA device.
+    needs the xformers package and a CUDA device. ``sampling_shift``: sample on :func:`fixed_shift_sigmas` with this
+    shift instead of the pipeline's schedule.
     """
 
     device = torch.device(device)
@@ -594,6 +613,9 @@ def load_flow_model(
     model = ADAPTERS[family](pipeline, device=device, prompt_cache_size=prompt_cache_size)
     if max_sequence_length is not None:
         model.max_sequence_length = max_sequence_length
+    if sampling_shift is not None:
+        fixed_shift_sigmas(1, sampling_shift)  # validates the value before a run starts
+        model.sampling_shift = sampling_shift
     return model
 
 

@@ -138,6 +138,7 @@ def sample(
     batch_size: int | None = None,
     transformer: torch.nn.Module | None = None,
     cps_log_prob: LogProbKind = "surrogate",
+    initial_noise: torch.Tensor | None = None,
 ) -> Rollout:
     """Draw ``group_size`` samples for each prompt; see the module docstring.
 
@@ -150,6 +151,8 @@ def sample(
         transformer: the module to call (e.g. the accelerate-wrapped one); default ``model.transformer``.
         cps_log_prob: the log-probability a CPS rollout records: ``"surrogate"`` ``-mean((x' - mean)^2)`` (Flow-GRPO's
             and Adv-GRPO's CPS recipes) or ``"gaussian"`` (the log-density); other SDEs record the log-density.
+        initial_noise: ``(len(prompts) * group_size, *latent)`` starting latents at sigma 1 (e.g. one noise shared
+            by a group); default drawn from ``generator``.
     Mixed precision is the caller's: wrap the call in ``accelerator.autocast()``; the SDE math is float32.
     """
     if group_size < 1:
@@ -170,7 +173,11 @@ def sample(
     if per_sample and len(generator) != total:
         raise ValueError(f"got {len(generator)} generators for {total} samples; pass one per sample or a single one")
     # Initial noise drawn on the CPU from the generator(s), so samples do not depend on the device.
-    if per_sample:
+    if initial_noise is not None:
+        if tuple(initial_noise.shape) != tuple(shape):
+            raise ValueError(f"initial_noise {tuple(initial_noise.shape)} must have the latent shape {tuple(shape)}")
+        latents = initial_noise.float()
+    elif per_sample:
         latents = torch.stack([torch.randn(shape[1:], generator=g, dtype=torch.float32) for g in generator])
     else:
         latents = torch.randn(shape, generator=generator, dtype=torch.float32)

@@ -9,7 +9,13 @@ import pytest
 import torch
 
 from mmreward.errors import ConfigError, WeightsNotFoundError
-from mmreward.flow.models import DEFAULT_LORA_TARGETS, check_attention, load_flow_model, refuse_two_experts
+from mmreward.flow.models import (
+    DEFAULT_LORA_TARGETS,
+    check_attention,
+    fixed_shift_sigmas,
+    load_flow_model,
+    refuse_two_experts,
+)
 from mmreward.tiny_models import tiny_pipeline, tiny_pipeline_dir
 from mmreward.train.lora import LoraReference, add_lora, save_lora, trainable_parameters
 
@@ -249,3 +255,17 @@ def test_two_expert_wan22_checkpoints_are_refused(tmp_path):
     with pytest.raises(ConfigError, match="'Wan-AI/Wan2.2-T2V-A14B-Diffusers' has two transformer experts"):
         refuse_two_experts("wan", "Wan-AI/Wan2.2-T2V-A14B-Diffusers", {"transformer_2": torch.nn.Linear(1, 1)})
     refuse_two_experts("wan", "Wan-AI/Wan2.1-T2V-1.3B-Diffusers", {"transformer_2": None})
+
+
+def test_fixed_shift_schedule_replaces_the_pipelines_own():
+    """Pref-GRPO samples on sd3_time_shift(3, linspace(1, 0, N + 1)): for N = 4, t = 1, .75, .5, .25, 0 gives
+    sigma = 3t / (1 + 2t) = 1, 0.9, 0.75, 0.5, 0 -- not FLUX's resolution-dependent shift."""
+    torch.testing.assert_close(fixed_shift_sigmas(4, 3.0), torch.tensor([1.0, 0.9, 0.75, 0.5, 0.0]))
+    flux = load_flow_model("flux", "tiny", max_sequence_length=16)
+    shape = flux.latent_shape(1, 32, 32)
+    dynamic = flux.sampling_sigmas(4, shape)
+    shifted = load_flow_model("flux", "tiny", max_sequence_length=16, sampling_shift=3.0)
+    torch.testing.assert_close(shifted.sampling_sigmas(4, shape), torch.tensor([1.0, 0.9, 0.75, 0.5, 0.0]))
+    assert not torch.allclose(dynamic, shifted.sampling_sigmas(4, shape))
+    with pytest.raises(ConfigError, match="sampling shift must be > 0"):
+        load_flow_model("sd3", "tiny", sampling_shift=0.0)
