@@ -266,9 +266,11 @@ def main(cfg: PrefGRPOConfig) -> Path:
 
 
 if __name__ == "__main__":
-    config = parse_config(PrefGRPOConfig, description=__doc__.splitlines()[0], switches=ON_POLICY_SWITCHES)
     try:
-        main(config)
+        main(parse_config(PrefGRPOConfig, description=__doc__.splitlines()[0], switches=ON_POLICY_SWITCHES))
+    except ConfigError as err:  # a bad option, prompt file, judge or model: named in the message, no traceback
+        print(f"pref_grpo: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
     except OffPolicyError as err:
         print(f"pref_grpo: {err}", file=sys.stderr)
         raise SystemExit(3) from None

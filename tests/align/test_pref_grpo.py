@@ -75,6 +75,27 @@ def test_a_missing_prompt_column_fails_before_the_model_loads(tmp_path):
         main(_cfg(PAIRWISE, tmp_path / "out", "--data.prompts", str(tmp_path / "p.csv")))
 
 
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["--data.prompts", "missing-prompts.txt"], "pref_grpo: prompt file 'missing-prompts.txt' does not exist"),
+        (["--reward.judge", "null"], "pref_grpo: reward.mode=pairwise needs reward.judge"),
+    ],
+)
+def test_config_errors_are_one_line_messages(tmp_path, overrides, message):
+    result = subprocess.run(
+        [sys.executable, "align/pref_grpo.py", "--config", str(PAIRWISE), "--output_dir", str(tmp_path), *overrides],
+        cwd=REPO,
+        env=_env(),
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines()[-1].startswith(message)
+    assert "Traceback" not in result.stderr
+
+
 @pytest.mark.parametrize("config", sorted((REPO / "configs" / "align").glob("pref_grpo_*.yaml")), ids=lambda p: p.stem)
 def test_real_model_configs_load_and_name_their_recipe(config):
     cfg = parse_config(PrefGRPOConfig, ["--config", str(config)])
