@@ -4,7 +4,8 @@ Paper: "Improving Video Generation with Human Feedback" (VideoAlign), arXiv 2501
 Diffusion-DPO written for velocity prediction, Flow-RWR reward-weighted flow matching. The only public Flow-DPO
 code is yifan123/flow_grpo ``scripts/train_sd3_dpo.py`` (SD3.5, images); this program follows its recipe (shared
 noise and noise level for the two sides of a pair, logit-normal levels on the shifted 1000-step grid, per-element
-mean errors, constant beta = 100, conditional velocity without CFG, reference = the model without its adapter)
+mean errors, constant beta = 100, conditional velocity without CFG (FLUX.1-dev: at the guidance embedding it samples
+with, ``loss.guidance_scale``), reference = the model without its adapter)
 and adds what it lacks: offline pairs (images or videos, VideoAlign's pair schema), video generators, hinge/IPO
 losses, the paper's (1 - t)^2 beta as an option, and exact resume.
 

@@ -7,7 +7,9 @@ al. 2025, arXiv 2508.20751): the reward is each sample's win rate against the re
 judge (UnifiedReward-Think in the paper), which resists reward hacking. ``reward.mode`` picks one:
 
 - ``pairwise``: :func:`mmreward.win_rate` of every sample in its group (all pairs, both presentation orders) under
-  ``reward.judge`` (a local or remote judge preset, or ``module:Class``);
+  ``reward.judge`` (a local or remote judge preset, or ``module:Class``), weighted by ``reward.judge_weight``, plus
+  the optional weighted pointwise ``reward.rewards`` (Pref-GRPO's FLUX recipe: 0.4 x the win rate + 0.6 x CLIP;
+  ``advantage.per_reward`` normalizes each within its group before weighting, as Pref-GRPO);
 - ``pointwise``: the weighted mix ``reward.rewards: {name: weight}`` of any registered rewards.
 
     accelerate launch --config_file configs/accelerate/multi_gpu.yaml align/pref_grpo.py \\
@@ -79,7 +81,10 @@ class RewardConfig:
     judge: str | None = None  # pairwise: a judge preset (unifiedreward-think, *-remote), preset file or module:Class
     judge_options: dict[str, Any] = field(default_factory=dict)  # overrides for the judge (dtype, endpoint, ...)
     orders: Literal["both", "ab", "random"] = "both"  # presentation orders per pair (both cancels position bias)
-    rewards: dict[str, float] = field(default_factory=dict)  # pointwise: {reward name: weight}
+    judge_weight: float = 1.0  # pairwise: weight of the win rate in the reward
+    # pointwise: {reward name: weight}; pairwise: pointwise rewards added to judge_weight x the win rate
+    # (Pref-GRPO's FLUX recipe: 0.4 x UnifiedReward-Think + 0.6 x CLIP)
+    rewards: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -144,11 +149,12 @@ def main(cfg: PrefGRPOConfig) -> Path:
     # -- rewards (before the generator: a wrong reward name fails in seconds)
     if cfg.reward.mode == "pairwise":
         judge = load_reward(cfg.reward.judge, **{"device": device, **cfg.reward.judge_options})
-        reward = WinRateGroupReward(judge, cfg.reward.orders)
+        mix = RewardMix(cfg.reward.rewards, device=device) if cfg.reward.rewards else None
+        reward = WinRateGroupReward(judge, cfg.reward.orders, weight=cfg.reward.judge_weight, mix=mix)
     else:
         judge = None
         reward = PointwiseGroupReward(RewardMix(cfg.reward.rewards, device=device))
-    eval_weights = eval_cfg.rewards or (cfg.reward.rewards if cfg.reward.mode == "pointwise" else {})
+    eval_weights = eval_cfg.rewards or cfg.reward.rewards
     eval_rewards = None
     if eval_cfg.every and eval_weights:
         eval_rewards = reward.mix if eval_weights == cfg.reward.rewards else RewardMix(eval_weights, device=device)
@@ -260,9 +266,11 @@ def main(cfg: PrefGRPOConfig) -> Path:
 
 
 if __name__ == "__main__":
-    config = parse_config(PrefGRPOConfig, description=__doc__.splitlines()[0], switches=ON_POLICY_SWITCHES)
     try:
-        main(config)
+        main(parse_config(PrefGRPOConfig, description=__doc__.splitlines()[0], switches=ON_POLICY_SWITCHES))
+    except ConfigError as err:  # a bad option, prompt file, judge or model: named in the message, no traceback
+        print(f"pref_grpo: {err}", file=sys.stderr)
+        raise SystemExit(2) from None
     except OffPolicyError as err:
         print(f"pref_grpo: {err}", file=sys.stderr)
         raise SystemExit(3) from None

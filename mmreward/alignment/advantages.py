@@ -1,5 +1,11 @@
 """Group-relative advantages (Flow-GRPO, arXiv 2505.05470; Pref-GRPO, arXiv 2508.20751): each reward normalized
-within the group of samples of its prompt."""
+within the group of samples of its prompt.
+
+With several rewards, Flow-GRPO normalizes their weighted sum (:func:`group_advantages` of the mix); Pref-GRPO
+(``compute_weighted_advantages`` in its rewards dispatcher) normalizes each reward within the group first and then
+weights the advantages (``per_reward``), and with ``--apply_gdpo`` standardizes the weighted advantages over all
+samples of the step (``batch_normalize``): :func:`weighted_group_advantages`.
+"""
 
 from __future__ import annotations
 
@@ -21,6 +27,8 @@ class AdvantageConfig:
     eps: float = 1e-4  # added to the std (Flow-GRPO 1e-4, Pref-GRPO 1e-8)
     clip: float = 5.0  # |A| <= clip (Flow-GRPO adv_clip_max); 0 = no clipping
     drop_zero_groups: bool = True  # groups whose advantages are all zero (equal rewards) are not trained
+    per_reward: bool = False  # Pref-GRPO: normalize each reward within its group, then weight (else: the weighted sum)
+    batch_normalize: bool = False  # GDPO (Pref-GRPO --apply_gdpo): standardize the advantages over the step's samples
 
 
 @dataclass
@@ -98,3 +106,102 @@ def group_advantages(
     if std == "global":
         stats["reward/std_used"] = float(global_std)
     return Advantages(values, keep, stats)
+
+
+def weighted_group_advantages(
+    dims: dict[str, torch.Tensor],
+    weights: dict[str, float],
+    groups: torch.Tensor,
+    *,
+    std: Literal["global", "group"] = "group",
+    ddof: int = 1,
+    eps: float = 1e-8,
+    clip: float = 5.0,
+    drop_zero_groups: bool = True,
+    batch_normalize: bool = False,
+) -> Advantages:
+    """Pref-GRPO's advantages of several rewards: ``A_i = sum_k w_k (r_ki - mean_g r_k) / (std_k + eps)``, each
+    reward ``dims[k]`` normalized within the groups as :func:`group_advantages` does (``std``, ``ddof``, ``eps``),
+    then weighted by ``weights[k]``. ``batch_normalize`` (GDPO) then standardizes the weighted advantages over every
+    sample that has them, ``(A - mean) / (std(ddof) + eps)``; ``clip`` bounds the result (Pref-GRPO clips at the
+    loss, after both). A sample failed in any reward (NaN) gets advantage 0 and is not trained; groups with fewer
+    than 2 complete samples, or (``drop_zero_groups``) whose weighted advantages are all 0, are not trained.
+    """
+    if not weights:
+        raise ConfigError("per-reward advantages need the weight of each reward (an empty weight mapping was given)")
+    missing = [name for name in weights if name not in dims]
+    if missing:
+        raise ConfigError(
+            f"per-reward advantages: no per-sample values for {missing}; the reward returns {list(dims)}"
+        )
+    valid = torch.stack([torch.isfinite(dims[name].float()) for name in weights]).all(dim=0)
+    nan = torch.tensor(math.nan)
+    total = torch.zeros(len(groups))
+    keep = torch.zeros(len(groups), dtype=torch.bool)
+    for name, weight in weights.items():
+        one = group_advantages(
+            torch.where(valid, dims[name].float(), nan),
+            groups,
+            std=std,
+            ddof=ddof,
+            eps=eps,
+            clip=0.0,
+            drop_zero_groups=False,
+        )
+        total += weight * one.values
+        keep = one.keep  # the same for every reward: groups with >= 2 complete samples
+    zero_groups = torch.zeros_like(keep)
+    for g in groups.unique():
+        members = (groups == g) & keep
+        if drop_zero_groups and bool(members.any()) and bool((total[members] == 0).all()):
+            zero_groups |= members
+    if batch_normalize and int(keep.sum()) > ddof:
+        trained = total[keep]
+        total = torch.where(keep, (total - trained.mean()) / (trained.std(correction=ddof) + eps), torch.zeros(()))
+    if clip > 0:
+        total = total.clamp(-clip, clip)
+    total = torch.where(keep & ~zero_groups, total, torch.zeros(()))
+    keep &= ~zero_groups
+    trained = total[keep]
+    stats = {
+        "adv/mean_abs": float(trained.abs().mean()) if len(trained) else 0.0,
+        "adv/max_abs": float(trained.abs().max()) if len(trained) else 0.0,
+        "adv/clipped_frac": float((trained.abs() >= clip).float().mean()) if len(trained) and clip > 0 else 0.0,
+        "groups/dropped": float(len(groups.unique()) - len(groups[keep].unique())),
+        "samples/trained": float(keep.sum()),
+    }
+    return Advantages(total, keep, stats)
+
+
+def step_advantages(
+    scores: torch.Tensor,
+    dims: dict[str, torch.Tensor],
+    weights: dict[str, float],
+    groups: torch.Tensor,
+    config: AdvantageConfig,
+) -> Advantages:
+    """The advantages ``config`` (``advantage:``) asks for: of the weighted reward ``scores`` (Flow-GRPO), or per
+    reward then weighted (``per_reward``, Pref-GRPO), optionally standardized over the step (``batch_normalize``)."""
+    if config.per_reward or config.batch_normalize:
+        per_reward = weights if config.per_reward else {"score": 1.0}
+        values = dims if config.per_reward else {"score": scores}
+        return weighted_group_advantages(
+            values,
+            per_reward,
+            groups,
+            std=config.std,
+            ddof=config.ddof,
+            eps=config.eps,
+            clip=config.clip,
+            drop_zero_groups=config.drop_zero_groups,
+            batch_normalize=config.batch_normalize,
+        )
+    return group_advantages(
+        scores,
+        groups,
+        std=config.std,
+        ddof=config.ddof,
+        eps=config.eps,
+        clip=config.clip,
+        drop_zero_groups=config.drop_zero_groups,
+    )

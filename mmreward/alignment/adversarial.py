@@ -101,7 +101,8 @@ class AdversarialReward:
         self.discriminator = discriminator
         self.weight = weight
         self.mix = mix
-        self.dims = ("discriminator", *(mix.weights if mix is not None else ()))
+        self.weights = {"discriminator": weight, **(mix.weights if mix is not None else {})}
+        self.dims = tuple(self.weights)
 
     def score(self, prompts, media, *, groups=None, generator: torch.Generator) -> RewardOutput:
         scores = self.discriminator.score(prompts, media, generator).scores.float()

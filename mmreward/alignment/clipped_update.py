@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from mmreward.alignment.advantages import Advantages, group_advantages
+from mmreward.alignment.advantages import Advantages, step_advantages
 from mmreward.alignment.group_rewards import IterationRewards
 from mmreward.alignment.group_rollout import GroupBatch
 from mmreward.alignment.layout import GroupLayout
@@ -113,7 +113,13 @@ def grpo_update(
                             ref_mean = policy_step(model, rollout, j, rows=rows, guidance_scale=guidance).mean
                     with accelerator.autocast():
                         step = policy_step(
-                            model, rollout, j, rows=rows, transformer=transformer, guidance_scale=guidance
+                            model,
+                            rollout,
+                            j,
+                            rows=rows,
+                            transformer=transformer,
+                            guidance_scale=guidance,
+                            cfg_grad=loss.cfg_grad,
                         )
                     out = grpo_clip_loss(step.log_prob, old_log_probs[rows, j], advantages[rows], loss.clip_range)
                     per_sample = out.losses
@@ -190,16 +196,7 @@ def update_policy(
     (``cfg.loss``, ``cfg.train``); ``check`` runs the on-policy check. Returns the advantages and the update's
     metrics."""
     groups = torch.arange(layout.prompts).repeat_interleave(layout.group_size)  # (P G,) group of each sample
-    advantage = cfg.advantage
-    adv = group_advantages(
-        rewards.scores,
-        groups,
-        std=advantage.std,
-        ddof=advantage.ddof,
-        eps=advantage.eps,
-        clip=advantage.clip,
-        drop_zero_groups=advantage.drop_zero_groups,
-    )
+    adv = step_advantages(rewards.scores, rewards.dims, rewards.weights, groups, cfg.advantage)
     train = cfg.train
     metrics = grpo_update(
         policy.model,

@@ -24,6 +24,19 @@ class DPOLossConfig:
     logit_mean: float = 0.0  # noise levels: u = sigmoid(N(logit_mean, logit_std^2)) -> shifted grid
     logit_std: float = 1.0
     rwr_temperature: float = 1.0
+    # FLUX.1-dev's guidance embedding in the training forward (it is part of the conditioning the model is deployed
+    # with); None: online.sampling.guidance_scale. Batch-CFG families (SD3, Wan) train the conditional velocity.
+    guidance_scale: float | None = None
+
+
+def training_guidance(cfg: Any, model: FlowModel) -> float:
+    """The guidance of the DPO/RWR training forward: 1 (conditional velocity, no CFG batch, as Flow-GRPO's
+    train_sd3_dpo.py) for batch-CFG families; for a guidance-distilled model the guidance embedding it samples and
+    is deployed with (``loss.guidance_scale``, else ``online.sampling.guidance_scale``), not the embedding's 1.0."""
+    if model.batch_cfg:
+        return 1.0
+    configured = cfg.loss.guidance_scale
+    return float(cfg.online.sampling.guidance_scale if configured is None else configured)
 
 
 def draw_noise(cfg: Any, model: FlowModel, shape: torch.Size, generators: list[torch.Generator]):
@@ -45,11 +58,15 @@ def dpo_loss(cfg, model, transformer, reference, batch: TrainingSet, generators,
     x_t, target = noisy_latents(x0, noise2, sigma2), velocity_target(x0, noise2)
     cond = model.encode_prompts(batch.prompts)
     cond2 = PromptEmbeds.cat([cond, cond])
+    guidance = training_guidance(cfg, model)
     with reference.active(), accelerator.autocast():
-        ref_error = flow_matching_error(model.velocity(x_t, sigma2, cond2), target, cfg.loss.reduction)
+        ref_velocity = model.velocity(x_t, sigma2, cond2, guidance_scale=guidance)
+        ref_error = flow_matching_error(ref_velocity, target, cfg.loss.reduction)
     with accelerator.autocast():
         policy_error = flow_matching_error(
-            model.velocity(x_t, sigma2, cond2, transformer=transformer), target, cfg.loss.reduction
+            model.velocity(x_t, sigma2, cond2, guidance_scale=guidance, transformer=transformer),
+            target,
+            cfg.loss.reduction,
         )
     out = flow_dpo_loss(
         policy_error[:size],
@@ -79,7 +96,11 @@ def rwr_loss(cfg, model, transformer, reference, batch: TrainingSet, generators,
     x0, noise, sigma = batch.chosen.to(accelerator.device), noise.to(accelerator.device), sigma.to(accelerator.device)
     with accelerator.autocast():
         prediction = model.velocity(
-            noisy_latents(x0, noise, sigma), sigma, model.encode_prompts(batch.prompts), transformer=transformer
+            noisy_latents(x0, noise, sigma),
+            sigma,
+            model.encode_prompts(batch.prompts),
+            guidance_scale=training_guidance(cfg, model),
+            transformer=transformer,
         )
     error = flow_matching_error(prediction, velocity_target(x0, noise), cfg.loss.reduction)
     return flow_rwr_loss(error, batch.weights), {"weight_max": batch.weights.max(), "sigma": sigma.mean()}

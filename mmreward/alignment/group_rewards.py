@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -32,11 +32,13 @@ class GroupReward(Protocol):
     ``(n,)`` group index of each sample, ``generator`` the randomness a learned reward draws (Adv-GRPO's patch
     tokens), seeded by the program so rewards are reproducible after a resume. ``whole_groups``: True if the
     reward compares samples within a group (each call then holds complete groups); ``dims``: the names of the
-    per-sample values it returns in :attr:`RewardOutput.dims` (each reward of a mix, the win rate), logged.
+    per-sample values it returns in :attr:`RewardOutput.dims` (each reward of a mix, the win rate), logged;
+    ``weights``: the weight of each of them in ``scores`` (a weighted sum), for per-reward advantages.
     """
 
     whole_groups: bool
     dims: tuple[str, ...]
+    weights: dict[str, float]
 
     def score(
         self, prompts: list[str], media: torch.Tensor, *, groups: torch.Tensor, generator: torch.Generator | None
@@ -52,6 +54,7 @@ class PointwiseGroupReward:
     def __init__(self, mix: RewardMix) -> None:
         self.mix = mix
         self.dims = tuple(mix.weights)
+        self.weights = dict(mix.weights)
 
     def score(self, prompts, media, *, groups=None, generator=None) -> RewardOutput:
         return self.mix.score(prompts, media)
@@ -60,30 +63,46 @@ class PointwiseGroupReward:
 class WinRateGroupReward:
     """Pref-GRPO's reward: each sample's win rate against the other samples of its group under a pairwise judge
     (:func:`mmreward.rewards.win_rate.group_win_rates`, the batched form of :func:`mmreward.win_rate`; every
-    pair in both presentation orders by default, all groups of a call in as few judge batches as it allows)."""
+    pair in both presentation orders by default, all groups of a call in as few judge batches as it allows),
+    times ``weight``, plus an optional weighted mix of pointwise rewards (Pref-GRPO's FLUX recipe: 0.4 x the
+    UnifiedReward-Think win rate + 0.6 x CLIP). A sample fails when its win rate or any reward of the mix fails."""
 
     whole_groups = True
-    dims = ("win_rate",)
 
-    def __init__(self, judge: Any, orders: str = "both") -> None:
+    def __init__(self, judge: Any, orders: str = "both", weight: float = 1.0, mix: RewardMix | None = None) -> None:
         self.judge = judge
         self.orders = orders
+        self.weight = weight
+        self.mix = mix
+        self.weights = {"win_rate": weight, **(mix.weights if mix is not None else {})}
+        self.dims = tuple(self.weights)
 
     def score(self, prompts, media, *, groups, generator=None) -> RewardOutput:
         out = group_win_rates(self.judge, list(prompts), media_io.as_items(media), groups.tolist(), self.orders)
-        return RewardOutput(out.scores.float(), {"win_rate": out.scores.float()}, out.failed, list(out.errors))
+        win_rate = out.scores.float()
+        dims = {"win_rate": win_rate}
+        failed, errors = out.failed.bool(), list(out.errors)
+        total = self.weight * torch.nan_to_num(win_rate)
+        if self.mix is not None:
+            mixed = self.mix.score(prompts, media)
+            total = total + torch.nan_to_num(mixed.scores.float())
+            dims.update(mixed.dims)
+            errors = [a or b for a, b in zip(errors, mixed.errors, strict=True)]
+            failed = failed | mixed.failed.bool()
+        return RewardOutput(torch.where(failed, torch.nan, total), dims, failed, errors)
 
 
 @dataclass
 class IterationRewards:
     """Every sample's reward of an iteration, on every process (``(P G,)`` tensors on the CPU): ``scores`` (NaN
-    where failed), ``failed``, the per-sample ``dims`` of the reward (NaN where missing) and the failures' reasons
-    (``errors``: ``[(global index, reason)]``, all processes' failures)."""
+    where failed), ``failed``, the per-sample ``dims`` of the reward (NaN where missing), the failures' reasons
+    (``errors``: ``[(global index, reason)]``, all processes' failures) and the weight of each dim in ``scores``."""
 
     scores: torch.Tensor
     failed: torch.Tensor
     dims: dict[str, torch.Tensor]
     errors: list[tuple[int, str]]
+    weights: dict[str, float] = field(default_factory=dict)
 
 
 def compute_rewards(
@@ -134,7 +153,8 @@ def compute_rewards(
         from accelerate.utils import gather_object
 
         errors = gather_object(errors)
-    return IterationRewards(torch.where(failed, torch.full_like(scores, math.nan), scores), failed, dims, errors)
+    scores = torch.where(failed, torch.full_like(scores, math.nan), scores)
+    return IterationRewards(scores, failed, dims, errors, dict(reward.weights))
 
 
 def reward_metrics(rewards: IterationRewards, failed_total: int) -> dict[str, float]:

@@ -27,6 +27,9 @@ class SamplerConfig:
     negative_prompt: str = ""
     sde_type: Literal["flow", "dance", "cps", "ode"] = "flow"  # ode: deterministic, no log-probabilities
     noise_level: float = 0.7  # a: 0.7 SD3.5 / Pref-GRPO, 0.9 FLUX, 0.8 CPS
+    # what a CPS step's log-probability is: surrogate -mean((x' - mean)^2) (Flow-GRPO's and Adv-GRPO's CPS recipes;
+    # its log-ratios are 2 std^2 x the Gaussian ones, so loss.clip_range bounds that scaled ratio) or gaussian
+    cps_log_prob: Literal["surrogate", "gaussian"] = "surrogate"
     sde_window_size: int = 0  # 0: every step stochastic; k: a random window of k SDE steps (Flow-GRPO-Fast)
     sde_window_range: list[int] = field(default_factory=list)  # [low, high) for the window; [] = all steps
     batch_size: int = 8  # samples per transformer call
@@ -40,6 +43,9 @@ class RolloutConfig(SamplerConfig):
     sde_type: Literal["flow", "dance", "cps"] = "flow"  # GRPO trains on per-step log-probabilities: no ODE
     prompts_per_step: int = 48  # P, over all processes (Flow-GRPO SD3.5: 48 groups of 24 per epoch)
     group_size: int = 24  # G samples per prompt
+    # the samples of a group start from one initial noise and differ only by the SDE noise (Pref-GRPO
+    # --init_same_noise, Flow-GRPO sample.same_latent); false: one initial noise per sample
+    same_noise: bool = False
 
 
 def check_sampler_config(sampler: SamplerConfig, section: str) -> None:
@@ -49,6 +55,8 @@ def check_sampler_config(sampler: SamplerConfig, section: str) -> None:
             raise ConfigError(f"{section}.{name} must be >= 1, got {getattr(sampler, name)}")
     if sampler.sde_type != "ode" and sampler.noise_level <= 0:
         raise ConfigError(f"{section}.noise_level must be > 0 for a stochastic rollout, got {sampler.noise_level}")
+    if sampler.cps_log_prob not in ("surrogate", "gaussian"):
+        raise ConfigError(f"{section}.cps_log_prob must be surrogate or gaussian, got {sampler.cps_log_prob!r}")
     if sampler.sde_window_range and len(sampler.sde_window_range) != 2:
         raise ConfigError(f"{section}.sde_window_range must be [low, high], got {sampler.sde_window_range}")
     if sampler.sde_window_range and not sampler.sde_window_size:
@@ -108,6 +116,16 @@ def rollout_window(rollout: SamplerConfig, iteration: int, seed: int) -> tuple[i
     )
 
 
+def group_initial_noise(shape: tuple[int, ...], groups: torch.Tensor, seed: int, iteration: int) -> torch.Tensor:
+    """``shape = (N, *latent)`` float32 initial noise where every sample of a group gets the same draw, from a
+    generator seeded by ``(seed, "group-noise", iteration, group)``: the same on any number of processes."""
+    draws = {
+        int(g): torch.randn(shape[1:], generator=seeded(seed, "group-noise", iteration, int(g)), dtype=torch.float32)
+        for g in groups.unique()
+    }
+    return torch.stack([draws[int(g)] for g in groups])
+
+
 def rollout_groups(
     model: FlowModel,
     prompts: Sequence[str],
@@ -125,13 +143,16 @@ def rollout_groups(
     """Sample this process's slice of the iteration with log-probabilities (no gradients), decoded for rewards.
 
     Sample ``i`` uses its own generator seeded by ``(seed, iteration, i)``, so the same run on any number of
-    processes draws the same samples. ``transformer`` defaults to the model's own (the live policy weights).
+    processes draws the same samples. With ``rollout.same_noise`` the initial noise of every sample of group ``g``
+    comes from one generator seeded by ``(seed, iteration, g)`` (:func:`group_initial_noise`).
+    ``transformer`` defaults to the model's own (the live policy weights).
     """
     if len(prompts) != layout.prompts:
         raise ValueError(f"{len(prompts)} prompts for a layout of {layout.prompts}")
     index = layout.local_index()
     group = index // layout.group_size
     local_prompts = [prompts[int(g)] for g in group]
+    latent_shape = model.latent_shape(len(index), height, width, num_frames)
     with accelerator.autocast():
         samples = sample(
             model,
@@ -149,5 +170,7 @@ def rollout_groups(
             generator=[seeded(seed, "rollout", iteration, int(i)) for i in index],
             batch_size=rollout.batch_size,
             transformer=transformer,
+            cps_log_prob=rollout.cps_log_prob,
+            initial_noise=group_initial_noise(latent_shape, group, seed, iteration) if rollout.same_noise else None,
         )
     return GroupBatch(samples, index, group, list(prompts), to_uint8(samples.media), rollout.batch_size)

@@ -12,7 +12,7 @@ from typing import Literal
 import torch
 
 from mmreward.errors import ConfigError
-from mmreward.flow.models import FlowModel
+from mmreward.flow.models import CFG_GRADS, FlowModel
 from mmreward.flow.rollout import Rollout, seeded
 from mmreward.train.sections import TrainConfig
 
@@ -21,10 +21,16 @@ from mmreward.train.sections import TrainConfig
 class GRPOLossConfig:
     """The policy-gradient objective (``loss:``)."""
 
-    clip_range: float = 1e-4  # PPO clip on the per-step ratio (Flow-GRPO 1e-4; Fast/CPS 1e-5)
+    # PPO clip on the per-step ratio (Flow-GRPO 1e-4; Fast/CPS 1e-5). Under CPS with rollout.cps_log_prob=surrogate
+    # the ratio is exp(-mean (x' - mean)^2 + old), whose log is 2 std^2 x the Gaussian log-ratio: eps there equals
+    # eps / (2 std^2) on the Gaussian ratio (see mmreward.flow.sde)
+    clip_range: float = 1e-4
     kl_beta: float = 0.0  # weight of the KL to the reference (adapter disabled); 0 skips the reference pass
     kl_includes_dt: bool = False  # False: Flow-GRPO's KL (no step size, = -dt * KL); True: the true KL (Pref-GRPO)
     cfg: bool = True  # the training forward uses the rollout's CFG (Flow-GRPO train.cfg); False: conditional only
+    # where the CFG forward's gradient flows: detach_uncond (Flow-GRPO detaches the unconditional prediction, so the
+    # gradient is g x that of the conditional branch) or both (Pref-GRPO's Wan trainer; d v = (1-g) dv_neg + g dv_pos)
+    cfg_grad: Literal["detach_uncond", "both"] = "detach_uncond"
     timestep_fraction: float = 0.99  # trains int(S * fraction) of the S stored SDE steps (>= 1)
     timestep_order: Literal["first", "random"] = "first"  # first: Flow-GRPO; random subset: Pref-GRPO/DanceGRPO
 
@@ -34,6 +40,8 @@ def check_loss_config(loss: GRPOLossConfig) -> None:
         raise ConfigError(f"loss.clip_range must be > 0, got {loss.clip_range}")
     if loss.kl_beta < 0:
         raise ConfigError(f"loss.kl_beta must be >= 0, got {loss.kl_beta}")
+    if loss.cfg_grad not in CFG_GRADS:
+        raise ConfigError(f"loss.cfg_grad must be one of {', '.join(CFG_GRADS)}, got {loss.cfg_grad!r}")
     if not 0 < loss.timestep_fraction <= 1:
         raise ConfigError(f"loss.timestep_fraction must be in (0, 1], got {loss.timestep_fraction}")
 

@@ -20,6 +20,7 @@ An adapter hides what differs between families behind one interface used by roll
 from __future__ import annotations
 
 import importlib.util
+import json
 from abc import ABC, abstractmethod
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -37,6 +38,8 @@ from mmreward.errors import ConfigError, WeightsNotFoundError
 Family = Literal["sd3", "flux", "wan"]
 FAMILIES = ("sd3", "flux", "wan")
 Attention = Literal["auto", "sdpa", "xformers"]
+CFGGrad = Literal["detach_uncond", "both"]
+CFG_GRADS = ("detach_uncond", "both")
 
 # Attention projections of the joint (MM-DiT) and cross/self attention blocks: the LoRA targets Flow-GRPO and
 # the diffusers LoRA scripts use. Names absent from a family (Wan has no add_*_proj) are simply not matched.
@@ -104,6 +107,8 @@ class FlowModel(ABC):
         self._prompt_cache: OrderedDict[tuple[str, int], PromptEmbeds] = OrderedDict()
         self.max_sequence_length = 256
         self.train_sigmas = self._flow_scheduler().sigmas.float()  # (1000,) from sigma = 1 down
+        # None: the pipeline's own inference schedule; a number: a fixed shift (see :func:`fixed_shift_sigmas`)
+        self.sampling_shift: float | None = None
 
     # -- components -----------------------------------------------------------------------------------------------
 
@@ -227,18 +232,26 @@ class FlowModel(ABC):
         guidance_scale: float = 1.0,
         negative: PromptEmbeds | None = None,
         transformer: torch.nn.Module | None = None,
+        cfg_grad: CFGGrad = "both",
     ) -> torch.Tensor:
         """Velocity at ``(latents, sigma)`` for ``cond``; shaped like ``latents``, in the transformer's dtype.
 
         With ``guidance_scale > 1`` on a batch-CFG family, ``negative`` embeddings are required and the negative
         and positive halves run as one batch: ``v = v_neg + w (v_pos - v_neg)``. ``transformer`` overrides the
         module called (the accelerate-wrapped one during training).
+
+        ``cfg_grad`` decides where a training forward's gradient flows (the value is the same either way):
+        ``"both"`` through both halves, ``d v = (1 - w) d v_neg + w d v_pos``; ``"detach_uncond"`` treats
+        ``v_neg`` as a constant, so ``d v = w d v_pos`` (Flow-GRPO's ``compute_log_prob`` in train_sd3.py detaches
+        the unconditional prediction).
         """
         module = transformer if transformer is not None else self.transformer
         batch = latents.shape[0]
         sigma = torch.as_tensor(sigma, dtype=torch.float32, device=latents.device).reshape(-1).expand(batch)
         if len(cond) != batch:
             raise ValueError(f"{len(cond)} prompt embeddings for {batch} latents")
+        if cfg_grad not in CFG_GRADS:
+            raise ValueError(f"cfg_grad must be one of {', '.join(CFG_GRADS)}, got {cfg_grad!r}")
         if guidance_scale > 1.0 and self.batch_cfg:
             if negative is None:
                 raise ValueError("guidance_scale > 1 needs negative prompt embeddings (encode the negative prompt)")
@@ -250,6 +263,8 @@ class FlowModel(ABC):
                 guidance_scale,
             )
             v_neg, v_pos = both.chunk(2)  # (B, ...) each
+            if cfg_grad == "detach_uncond":
+                v_neg = v_neg.detach()
             return v_neg + guidance_scale * (v_pos - v_neg)
         return self._forward(module, latents, sigma, cond, guidance_scale)
 
@@ -262,9 +277,12 @@ class FlowModel(ABC):
     # -- schedules --------------------------------------------------------------------------------------------------
 
     def sampling_sigmas(self, num_steps: int, latent_shape: Sequence[int]) -> torch.Tensor:
-        """``(num_steps + 1,)`` float32 noise levels from 1 down to 0 (the pipeline's inference schedule)."""
+        """``(num_steps + 1,)`` float32 noise levels from 1 down to 0 (the pipeline's inference schedule, or the
+        fixed-shift one of :func:`fixed_shift_sigmas` when ``sampling_shift`` is set)."""
         if num_steps < 1:
             raise ConfigError(f"num_steps must be >= 1, got {num_steps}")
+        if self.sampling_shift is not None:
+            return fixed_shift_sigmas(num_steps, self.sampling_shift)
         scheduler = self._flow_scheduler()
         scheduler.set_timesteps(num_steps)
         return scheduler.sigmas.float().cpu()
@@ -401,9 +419,11 @@ class FluxModel(SD3Model):
 
     def sampling_sigmas(self, num_steps, latent_shape):
         """FluxPipeline's schedule: ``linspace(1, 1/N, N)`` shifted by ``mu``, which grows linearly with the number
-        of image tokens (diffusers ``calculate_shift``)."""
+        of image tokens (diffusers ``calculate_shift``); with ``sampling_shift`` set, :func:`fixed_shift_sigmas`."""
         if num_steps < 1:
             raise ConfigError(f"num_steps must be >= 1, got {num_steps}")
+        if self.sampling_shift is not None:
+            return fixed_shift_sigmas(num_steps, self.sampling_shift)
         config = self.pipeline.scheduler.config
         kwargs: dict[str, Any] = {}
         if config.get("use_dynamic_shifting", False):
@@ -481,6 +501,16 @@ class WanModel(FlowModel):
         return (video.float() / 2 + 0.5).clamp(0, 1).permute(0, 2, 1, 3, 4).to(latents.device)
 
 
+def fixed_shift_sigmas(num_steps: int, shift: float) -> torch.Tensor:
+    """``(num_steps + 1,)`` float32: ``t = linspace(1, 0, num_steps + 1)`` shifted by ``shift``,
+    ``sigma = shift t / (1 + (shift - 1) t)`` (SD3's time shift). Pref-GRPO samples FLUX and Wan on this grid with
+    ``shift = 3`` (its ``sd3_time_shift``); FLUX's own pipeline instead shifts by a resolution-dependent ``mu``."""
+    if shift <= 0:
+        raise ConfigError(f"sampling shift must be > 0, got {shift}")
+    t = torch.linspace(1.0, 0.0, num_steps + 1, dtype=torch.float64)
+    return (shift * t / (1 + (shift - 1) * t)).float()
+
+
 ADAPTERS: dict[str, type[FlowModel]] = {"sd3": SD3Model, "flux": FluxModel, "wan": WanModel}
 PIPELINE_CLASSES = {"sd3": "StableDiffusion3Pipeline", "flux": "FluxPipeline", "wan": "WanPipeline"}
 
@@ -512,14 +542,32 @@ def load_pipeline(family: str, path: str, *, dtype: torch.dtype = torch.float32)
             f"{family} pipeline {path!r} is neither a local directory nor a hub id like 'org/name'; pass the "
             "directory that holds model_index.json, or 'tiny' for the tiny random pipeline"
         )
+    if local.is_dir() and (local / "model_index.json").is_file():
+        refuse_two_experts(family, path, json.loads((local / "model_index.json").read_text(encoding="utf-8")))
     try:
-        return pipeline_class.from_pretrained(str(local) if local.is_dir() else path, dtype=dtype)
+        pipeline = pipeline_class.from_pretrained(str(local) if local.is_dir() else path, dtype=dtype)
     except (OSError, ValueError) as err:
         raise WeightsNotFoundError(
             f"cannot load the {family} pipeline {path!r} ({type(err).__name__}: {str(err).splitlines()[0]}). "
             f"Download it once where the hub is reachable (`hf download {path}`) and copy the cache (HF_HOME), "
             "or pass the local directory holding model_index.json as model.path"
         ) from err
+    refuse_two_experts(family, path, {"transformer_2": getattr(pipeline, "transformer_2", None)})
+    return pipeline
+
+
+def refuse_two_experts(family: str, path: str, components: dict[str, Any]) -> None:
+    """Refuse a two-expert pipeline (Wan2.2 A14B: ``transformer`` for high noise, ``transformer_2`` for low noise,
+    switched at ``boundary_ratio``). The adapters call one transformer at every noise level, so such a model would
+    silently run and train its high-noise expert alone. ``components``: the pipeline's ``model_index.json`` or its
+    loaded components (a null entry is an absent component)."""
+    if components.get("transformer_2") in (None, [None, None]):
+        return
+    raise ConfigError(
+        f"{family} model {path!r} has two transformer experts (transformer and transformer_2, as Wan2.2 A14B); "
+        "Wan2.2 two-expert support is not implemented: the high-noise expert alone would be sampled and trained. "
+        "Use a single-transformer Wan2.1 checkpoint (e.g. Wan-AI/Wan2.1-T2V-1.3B-Diffusers)"
+    )
 
 
 def load_flow_model(
@@ -533,13 +581,15 @@ def load_flow_model(
     attention: Attention = "auto",
     max_sequence_length: int | None = None,
     prompt_cache_size: int = 1024,
+    sampling_shift: float | None = None,
 ) -> FlowModel:
     """Load a pipeline and wrap it in its family's adapter; all weights frozen, on ``device``.
 
     ``dtype`` is the transformer's weight dtype, ``vae_dtype`` the VAE's (float32 by default, as Flow-GRPO),
     ``text_dtype`` the text encoders' (defaults to ``dtype``). ``attention``: ``auto``/``sdpa`` use PyTorch's
     scaled-dot-product attention (which itself picks flash or memory-efficient kernels on GPUs); ``xformers``
-    needs the xformers package and a CUDA device.
+    needs the xformers package and a CUDA device. ``sampling_shift``: sample on :func:`fixed_shift_sigmas` with this
+    shift instead of the pipeline's schedule.
     """
 
     device = torch.device(device)
@@ -563,6 +613,9 @@ def load_flow_model(
     model = ADAPTERS[family](pipeline, device=device, prompt_cache_size=prompt_cache_size)
     if max_sequence_length is not None:
         model.max_sequence_length = max_sequence_length
+    if sampling_shift is not None:
+        fixed_shift_sigmas(1, sampling_shift)  # validates the value before a run starts
+        model.sampling_shift = sampling_shift
     return model
 
 

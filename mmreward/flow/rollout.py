@@ -22,8 +22,8 @@ from dataclasses import dataclass
 import torch
 
 from mmreward.errors import ConfigError
-from mmreward.flow.models import FlowModel, PromptEmbeds
-from mmreward.flow.sde import SDE_TYPES, SDEStep, SDEType, sde_step
+from mmreward.flow.models import CFGGrad, FlowModel, PromptEmbeds
+from mmreward.flow.sde import LOG_PROB_KINDS, SDE_TYPES, LogProbKind, SDEStep, SDEType, sde_step
 
 
 @dataclass
@@ -35,6 +35,8 @@ class Rollout:
         group: ``(B,)`` long, the index of each sample's prompt (samples with equal index form a group).
         cond, negative: prompt embeddings ``(B, ...)`` used, and negative ones when CFG was on (else None).
         guidance_scale, sde_type, noise_level: how the samples were drawn.
+        log_prob_kind: what ``log_probs`` hold (``"gaussian"`` or the CPS ``"surrogate"``, see
+            :mod:`mmreward.flow.sde`); :func:`policy_step` recomputes the same kind.
         sigmas: ``(K + 1,)`` float32 grid, 1 down to 0.
         sde_steps: ``(S,)`` long, indices ``i`` of the stochastic steps (sigma ``sigmas[i] -> sigmas[i + 1]``).
         latents: ``(B, S, *latent)`` float32, the latents at the start of each stochastic step.
@@ -58,6 +60,7 @@ class Rollout:
     log_probs: torch.Tensor
     final: torch.Tensor
     media: torch.Tensor | None = None
+    log_prob_kind: LogProbKind = "gaussian"
 
     def __len__(self) -> int:
         return len(self.prompts)
@@ -134,6 +137,8 @@ def sample(
     decode: bool = True,
     batch_size: int | None = None,
     transformer: torch.nn.Module | None = None,
+    cps_log_prob: LogProbKind = "surrogate",
+    initial_noise: torch.Tensor | None = None,
 ) -> Rollout:
     """Draw ``group_size`` samples for each prompt; see the module docstring.
 
@@ -144,10 +149,17 @@ def sample(
             does not depend on which other samples share its batch or process.
         batch_size: samples per transformer call (default: all at once).
         transformer: the module to call (e.g. the accelerate-wrapped one); default ``model.transformer``.
+        cps_log_prob: the log-probability a CPS rollout records: ``"surrogate"`` ``-mean((x' - mean)^2)`` (Flow-GRPO's
+            and Adv-GRPO's CPS recipes) or ``"gaussian"`` (the log-density); other SDEs record the log-density.
+        initial_noise: ``(len(prompts) * group_size, *latent)`` starting latents at sigma 1 (e.g. one noise shared
+            by a group); default drawn from ``generator``.
     Mixed precision is the caller's: wrap the call in ``accelerator.autocast()``; the SDE math is float32.
     """
     if group_size < 1:
         raise ConfigError(f"group_size must be >= 1, got {group_size}")
+    if cps_log_prob not in LOG_PROB_KINDS:
+        raise ConfigError(f"cps_log_prob must be one of {', '.join(LOG_PROB_KINDS)}, got {cps_log_prob!r}")
+    log_prob_kind = cps_log_prob if sde_type == "cps" else "gaussian"
     window = default_sde_window(num_steps, sde_type) if sde_window is None else tuple(sde_window)
     check_sde_window(window, num_steps, sde_type)
     prompt_list = [p for p in prompts for _ in range(group_size)]
@@ -161,7 +173,11 @@ def sample(
     if per_sample and len(generator) != total:
         raise ValueError(f"got {len(generator)} generators for {total} samples; pass one per sample or a single one")
     # Initial noise drawn on the CPU from the generator(s), so samples do not depend on the device.
-    if per_sample:
+    if initial_noise is not None:
+        if tuple(initial_noise.shape) != tuple(shape):
+            raise ValueError(f"initial_noise {tuple(initial_noise.shape)} must have the latent shape {tuple(shape)}")
+        latents = initial_noise.float()
+    elif per_sample:
         latents = torch.stack([torch.randn(shape[1:], generator=g, dtype=torch.float32) for g in generator])
     else:
         latents = torch.randn(shape, generator=generator, dtype=torch.float32)
@@ -194,6 +210,7 @@ def sample(
                     noise_level=noise_level,
                     sde_type=step_type,
                     generator=noise_gen,
+                    log_prob_kind=log_prob_kind,
                 )
             )
         next_latents = torch.cat([p.prev_sample for p in parts])
@@ -218,6 +235,7 @@ def sample(
         log_probs=torch.stack(stored_logp, dim=1) if stored else torch.zeros(total, 0, device=model.device),
         final=latents,
         media=decode_latents(model, latents, chunk) if decode else None,
+        log_prob_kind=log_prob_kind,
     )
 
 
@@ -242,6 +260,7 @@ def policy_step(
     rows: torch.Tensor | Sequence[int] | None = None,
     transformer: torch.nn.Module | None = None,
     guidance_scale: float | None = None,
+    cfg_grad: CFGGrad = "both",
 ) -> SDEStep:
     """Re-evaluate stored stochastic step ``j`` (of ``rollout.sde_steps``) under the current weights.
 
@@ -249,6 +268,7 @@ def policy_step(
     whose ``mean`` carries gradients (call it with grad enabled). ``rows`` selects samples (default: all).
     ``guidance_scale`` overrides the rollout's (e.g. 1.0 for a CFG-free training forward; the log-probability is
     then that of the conditional policy, which equals the sampling policy only if the rollout had no CFG either).
+    ``cfg_grad``: where the gradient of a CFG forward flows (:meth:`FlowModel.velocity`); values do not change.
     """
     index = torch.arange(len(rollout)) if rows is None else torch.as_tensor(rows, dtype=torch.long)
     i = int(rollout.sde_steps[j])
@@ -263,6 +283,7 @@ def policy_step(
         guidance_scale=scale,
         negative=rollout.negative.select(index) if use_negative else None,
         transformer=transformer,
+        cfg_grad=cfg_grad,
     )
     return sde_step(
         velocity,
@@ -272,4 +293,5 @@ def policy_step(
         noise_level=rollout.noise_level,
         sde_type=rollout.sde_type,
         prev_sample=rollout.next_latents[index.to(rollout.next_latents.device), j],
+        log_prob_kind=rollout.log_prob_kind,
     )

@@ -19,11 +19,16 @@ Stochastic samplers turn the ODE into an SDE with the same marginals, so each st
 ``ode``: plain Euler; a point mass has no density, so ``log_prob`` is None (as for any step whose std is 0:
     ``noise_level = 0``, or the last CPS step where ``sigma_next = 0``).
 
-``log_prob`` is the Gaussian log-density of ``prev_sample`` *averaged* over the non-batch elements (what Flow-GRPO
-and Pref-GRPO use, so that ``exp(logp_new - logp_old)`` stays near 1 and PPO clip ranges of 1e-4 make sense):
-``mean_elems[-(x' - mean)^2 / (2 std^2) - log std - log sqrt(2 pi)]``, with ``prev_sample`` detached so gradients
-reach only the mean. Flow-GRPO's CPS code uses the surrogate ``-mean((x' - mean)^2)`` instead (no variance, no
-constants); it is ``-(x' - mean).pow(2).mean(dims)`` from the returned fields.
+``log_prob`` (``log_prob_kind="gaussian"``) is the Gaussian log-density of ``prev_sample`` *averaged* over the
+non-batch elements (what Flow-GRPO and Pref-GRPO use for the flow SDE, so that ``exp(logp_new - logp_old)`` stays
+near 1 and PPO clip ranges of 1e-4 make sense): ``mean_elems[-(x' - mean)^2 / (2 std^2) - log std - log sqrt(2 pi)]``,
+with ``prev_sample`` detached so gradients reach only the mean. ``log_prob_kind="surrogate"`` is what Flow-GRPO's
+and Adv-GRPO's CPS code (``sde_step_with_logprob`` with ``sde_type='cps'``, ``sde_step_with_logprob_new``) train on:
+``mean_elems[-(x' - mean)^2]``, no variance and no constants. With the same std on both sides of a ratio, the
+surrogate's log-ratio is the Gaussian one times ``2 std^2`` (its gradient with respect to the mean likewise), so a
+clip range ``eps`` on the surrogate ratio equals a clip range ``eps / (2 std^2)`` on the Gaussian one: for CPS
+(``std = sigma_next sin(a pi / 2)``, a = 0.8) ``2 std^2 = 1.81 sigma_next^2``, 1.47 at ``sigma_next = 0.9``, 0.16 at
+``sigma_next = 0.3``.
 
 All arithmetic is float32 whatever the input dtype (bf16 overflows in the mean; Flow-GRPO makes the same cast).
 Works for image latents ``(B, C, H, W)``, video latents ``(B, C, T, H, W)`` and packed latents ``(B, L, D)``.
@@ -39,6 +44,8 @@ from diffusers.utils.torch_utils import randn_tensor
 
 SDEType = Literal["flow", "dance", "cps", "ode"]
 SDE_TYPES = ("flow", "dance", "cps", "ode")
+LogProbKind = Literal["gaussian", "surrogate"]
+LOG_PROB_KINDS = ("gaussian", "surrogate")
 
 _LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
 
@@ -49,7 +56,8 @@ class SDEStep(NamedTuple):
     prev_sample: the next sample ``x'`` (drawn, or the one passed in), shaped like ``sample``.
     mean: the step's mean, shaped like ``sample`` (carries gradients from ``velocity``).
     std: the full standard deviation of the step's noise, ``(B, 1, ..., 1)``; zeros for deterministic steps.
-    log_prob: ``(B,)`` per-element mean Gaussian log-density of ``prev_sample``; None for deterministic steps.
+    log_prob: ``(B,)`` per-element mean Gaussian log-density of ``prev_sample`` (or the CPS surrogate
+        ``-mean((x' - mean)^2)``); None for deterministic steps.
     """
 
     prev_sample: torch.Tensor
@@ -78,6 +86,14 @@ def gaussian_log_prob(sample: torch.Tensor, mean: torch.Tensor, std: torch.Tenso
     return per_element.mean(dim=tuple(range(1, per_element.ndim)))
 
 
+def surrogate_log_prob(sample: torch.Tensor, mean: torch.Tensor) -> torch.Tensor:
+    """``(B,)`` ``-mean((sample - mean)^2)`` over the non-batch elements, ``sample`` detached: the CPS recipes'
+    stand-in for the log-density (Flow-GRPO / Adv-GRPO "remove all constants"); ``2 std^2`` times the Gaussian
+    log-density up to a constant."""
+    per_element = -((sample.detach().float() - mean.float()) ** 2)
+    return per_element.mean(dim=tuple(range(1, per_element.ndim)))
+
+
 def sde_step(
     velocity: torch.Tensor,
     sample: torch.Tensor,
@@ -88,6 +104,7 @@ def sde_step(
     sde_type: SDEType = "flow",
     prev_sample: torch.Tensor | None = None,
     generator: torch.Generator | list[torch.Generator] | None = None,
+    log_prob_kind: LogProbKind = "gaussian",
 ) -> SDEStep:
     """One step from ``sigma`` to ``sigma_next`` (see the module docstring for the formulas).
 
@@ -100,9 +117,13 @@ def sde_step(
         prev_sample: evaluate the log-probability of this given next sample instead of drawing one (training:
             the latents stored at rollout time).
         generator: random generator(s) for the drawn noise (one per sample for batch-independent noise).
+        log_prob_kind: ``"gaussian"`` (the log-density) or ``"surrogate"`` (``-mean((x' - mean)^2)``, the CPS
+            recipes'); see the module docstring for how the two ratios relate.
     """
     if sde_type not in SDE_TYPES:
         raise ValueError(f"unknown sde_type {sde_type!r}; use one of {', '.join(SDE_TYPES)}")
+    if log_prob_kind not in LOG_PROB_KINDS:
+        raise ValueError(f"unknown log_prob_kind {log_prob_kind!r}; use one of {', '.join(LOG_PROB_KINDS)}")
     if noise_level < 0:
         raise ValueError(f"noise_level must be >= 0, got {noise_level}")
     if velocity.shape != sample.shape:
@@ -150,5 +171,10 @@ def sde_step(
         if prev_sample.shape != x.shape:
             raise ValueError(f"prev_sample {tuple(prev_sample.shape)} must be shaped like sample {tuple(x.shape)}")
         prev_sample = prev_sample.float()
-    log_prob = None if bool(deterministic.all()) else gaussian_log_prob(prev_sample, mean, std)
+    if bool(deterministic.all()):
+        log_prob = None
+    elif log_prob_kind == "surrogate":
+        log_prob = surrogate_log_prob(prev_sample, mean)
+    else:
+        log_prob = gaussian_log_prob(prev_sample, mean, std)
     return SDEStep(prev_sample=prev_sample, mean=mean, std=std, log_prob=log_prob)

@@ -1,9 +1,16 @@
 """Exponential moving average of trainable parameters (for evaluation and the saved weights).
 
-``ema = decay_k * ema + (1 - decay_k) * param`` every ``update_every`` optimizer steps, with the warm-up
-``decay_k = min(decay, (1 + k) / (10 + k))`` where ``k`` counts EMA updates (the schedule Flow-GRPO uses), so
-early averages are not dominated by the initial weights. Only parameters with ``requires_grad`` are tracked (LoRA
+Flow-GRPO's schedule (``flow_grpo/ema.py``, ``EMAModuleWrapper``): after optimizer step ``k`` (the count of optimizer
+steps taken so far), when ``(k + 1) % update_every == 0``,
+``ema = decay_k * ema + (1 - decay_k) * param`` with the warm-up ``decay_k = min(decay, (1 + k) / (10 + k))``.
+``k`` counts optimizer steps, not EMA updates: with ``decay = 0.9`` the warm-up ends at step 80 whatever
+``update_every`` is (counting updates, it would end after 80 updates, 640 steps at ``update_every = 8``), and early
+averages are not dominated by the initial weights. Only parameters with ``requires_grad`` are tracked (LoRA
 weights), so the EMA of a LoRA run costs as little memory as the adapter.
+
+Deliberate difference: Flow-GRPO's ``train_sd3.py`` calls the EMA once per training batch, so with gradient
+accumulation a qualifying step is averaged in once per batch of that step; here it is averaged in once per
+optimizer step.
 """
 
 from __future__ import annotations
@@ -18,6 +25,11 @@ from torch import nn
 from mmreward.errors import ConfigError
 
 
+def ema_decay(decay: float, optimizer_steps: int) -> float:
+    """The decay applied after ``optimizer_steps`` optimizer steps: ``min(decay, (1 + k) / (10 + k))``."""
+    return min(decay, (1 + optimizer_steps) / (10 + optimizer_steps))
+
+
 class EMA:
     def __init__(self, module: nn.Module, decay: float = 0.9, update_every: int = 8) -> None:
         if not 0.0 <= decay < 1.0:
@@ -29,18 +41,16 @@ class EMA:
         self.params = {name: p for name, p in module.named_parameters() if p.requires_grad}
         self.shadow = {name: p.detach().clone().float() for name, p in self.params.items()}
         self.optimizer_steps = 0
-        self.updates = 0
 
     def step(self) -> None:
-        """Call after every optimizer step; averages every ``update_every`` calls."""
+        """Call after every optimizer step; averages after steps ``k`` with ``(k + 1) % update_every == 0``."""
         self.optimizer_steps += 1
-        if self.optimizer_steps % self.update_every:
+        if (self.optimizer_steps + 1) % self.update_every:
             return
-        decay = min(self.decay, (1 + self.updates) / (10 + self.updates))
+        decay = ema_decay(self.decay, self.optimizer_steps)
         with torch.no_grad():
             for name, param in self.params.items():
                 self.shadow[name].lerp_(param.detach().float(), 1.0 - decay)
-        self.updates += 1
 
     @contextmanager
     def swapped_in(self) -> Iterator[None]:
@@ -57,7 +67,7 @@ class EMA:
                     param.copy_(live[name])
 
     def state_dict(self) -> dict[str, Any]:
-        return {"shadow": self.shadow, "optimizer_steps": self.optimizer_steps, "updates": self.updates}
+        return {"shadow": self.shadow, "optimizer_steps": self.optimizer_steps}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if set(state["shadow"]) != set(self.shadow):
@@ -65,4 +75,3 @@ class EMA:
         for name, value in state["shadow"].items():
             self.shadow[name].copy_(value)
         self.optimizer_steps = state["optimizer_steps"]
-        self.updates = state["updates"]

@@ -90,20 +90,26 @@ class LoraPolicy:
         return {"optimizer": self.optimizer.optimizer, "lr_scheduler": self.lr_scheduler, **ema}
 
 
+PRECISION_DTYPES = {"no": "float32", "fp16": "float16", "bf16": "bfloat16"}  # train.mixed_precision -> weights
+
+
 def load_lora_policy(cfg: Any, accelerator: Any, optimizer_steps: int) -> LoraPolicy:
-    """Load ``cfg.model``, add the adapter of ``cfg.lora``, and build the AdamW optimizer, the learning-rate schedule
+    """Load ``cfg.model`` (frozen weights in ``model.weight_dtype``, default the mixed-precision dtype), add the
+    adapter of ``cfg.lora``, and build the AdamW optimizer, the learning-rate schedule
     (over ``optimizer_steps`` steps), the EMA and the non-finite guard of ``cfg.train``."""
     train = cfg.train
-    weight_dtype = {"no": "float32", "fp16": "float16", "bf16": "bfloat16"}[accelerator.mixed_precision]
+    precision_dtype = PRECISION_DTYPES[accelerator.mixed_precision]
     model = load_flow_model(
         cfg.model.family,
         cfg.model.path,
         device=accelerator.device,
-        dtype=weight_dtype,
+        dtype=cfg.model.weight_dtype or precision_dtype,
+        text_dtype=precision_dtype,
         vae_dtype=cfg.model.vae_dtype,
         attention=cfg.model.attention,
         max_sequence_length=cfg.model.max_sequence_length,
         prompt_cache_size=cfg.model.prompt_cache_size,
+        sampling_shift=cfg.model.sampling_shift,
     )
     model.check_size(cfg.model.height, cfg.model.width, cfg.model.num_frames)
     if cfg.model.gradient_checkpointing:

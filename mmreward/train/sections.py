@@ -24,6 +24,12 @@ class FlowModelConfig:
     width: int = 512
     num_frames: int | None = None  # videos (wan) only: 4k + 1 frames
     max_sequence_length: int = 256  # T5 tokens
+    # frozen transformer weights: None = the dtype of train.mixed_precision; float32 keeps them in fp32 and the
+    # forward runs under autocast (Flow-GRPO: the LoRA base is never cast to half precision)
+    weight_dtype: Literal["float32", "float16", "bfloat16"] | None = None
+    # sampling schedule: None = the pipeline's (FLUX: resolution-dependent shift); a number = the fixed-shift grid
+    # shift t / (1 + (shift - 1) t), t = linspace(1, 0, N + 1) (Pref-GRPO's FLUX and Wan trainers: 3)
+    sampling_shift: float | None = None
     prompt_cache_size: int = 1024  # prompt embeddings kept in CPU memory (3-8 MB each for T5-XXL)
     vae_dtype: str = "float32"  # frozen VAE precision (Flow-GRPO keeps it fp32)
     attention: Literal["auto", "sdpa", "xformers"] = "auto"

@@ -248,3 +248,12 @@ def test_held_out_samples_move_towards_the_reference_set(tmp_path):
         assert final["eval/diversity"] > 0.5 * base["eval/diversity"]  # no collapse
     assert sum(distance) / 2 < -0.0015, distance
     assert sum(similarity) / 2 > 0.004, similarity
+
+
+def test_real_model_config_is_the_reference_recipe():
+    """showlab/Adv-GRPO config/grpo.py dino_cotrain_sd3_patch_fast and train_sd3_fast_dino_patch.py."""
+    cfg = parse_config(AdvGRPOConfig, ["--config", str(REPO / "configs" / "align" / "adv_grpo_sd3.yaml")])
+    assert (cfg.rollout.prompts_per_step, cfg.rollout.group_size, cfg.train.updates_per_step) == (48, 16, 2)
+    assert (cfg.rollout.sde_type, cfg.rollout.cps_log_prob, cfg.loss.clip_range) == ("cps", "surrogate", 1e-5)
+    assert cfg.loss.cfg_grad == "both"  # its compute_log_prob keeps the unconditional branch's gradient
+    assert (cfg.model.max_sequence_length, cfg.model.weight_dtype) == (128, "float32")

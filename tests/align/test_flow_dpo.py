@@ -330,3 +330,10 @@ def test_accelerate_configs_are_valid_accelerate_configs():
         assert path.read_text().startswith("#"), f"{path} needs a header comment"
         config = load_config_from_file(str(path))  # unknown keys raise
         assert config.compute_environment.value == "LOCAL_MACHINE"
+
+
+@pytest.mark.parametrize("config", sorted((REPO / "configs" / "align").glob("flow_dpo_*.yaml")), ids=lambda p: p.stem)
+def test_real_model_configs_load(config):
+    cfg = parse_config(FlowDPOConfig, ["--config", str(config)])
+    if config.stem in ("flow_dpo_sd3", "flow_dpo_rwr_sd3"):  # Flow-GRPO's train_sd3_dpo.py: 128 T5 tokens, fp32 base
+        assert (cfg.model.max_sequence_length, cfg.model.weight_dtype) == (128, "float32")

@@ -113,6 +113,7 @@ class _FlakyBrightness:
 
     whole_groups = False
     dims = ("brightness",)
+    weights = {"brightness": 1.0}
 
     def score(self, prompts, media, *, groups, generator=None):
         scores = media.float().mean(dim=(1, 2, 3)) / 255

@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+import json
+import shutil
+
 import pytest
 import torch
 
 from mmreward.errors import ConfigError, WeightsNotFoundError
-from mmreward.flow.models import DEFAULT_LORA_TARGETS, check_attention, load_flow_model
+from mmreward.flow.models import (
+    DEFAULT_LORA_TARGETS,
+    check_attention,
+    fixed_shift_sigmas,
+    load_flow_model,
+    refuse_two_experts,
+)
 from mmreward.tiny_models import tiny_pipeline, tiny_pipeline_dir
 from mmreward.train.lora import LoraReference, add_lora, save_lora, trainable_parameters
 
@@ -193,3 +202,70 @@ def test_prompt_cache_is_bounded_and_least_recently_used_leaves():
     batch = model.encode_prompts(["two", "one", "three", "two"])  # a batch larger than the cache still works
     torch.testing.assert_close(batch.embeds[0], first.embeds[1])
     torch.testing.assert_close(batch.embeds[3], first.embeds[1])
+
+
+def test_cfg_gradient_detaches_the_unconditional_branch_on_request():
+    """Flow-GRPO's training forward detaches v_neg: the gradient of ``v = v_neg + g (v_pos - v_neg)`` is then
+    ``g`` times the gradient through the conditional branch alone; with both branches it is
+    ``(1 - g) d v_neg + g d v_pos``. The values are the same either way."""
+    torch.manual_seed(0)
+    model = load_flow_model("sd3", "tiny", max_sequence_length=16)
+    add_lora(model.transformer, rank=4, alpha=4, target_modules=DEFAULT_LORA_TARGETS)
+    params = trainable_parameters(model.transformer)
+    with torch.no_grad():
+        for p in params.values():
+            p.add_(0.1 * torch.randn_like(p))
+    latents = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(0))
+    cond, negative = model.encode_prompts(["a cat", "a dog"]), model.encode_prompts(["", ""])
+    weights = torch.randn(2, 4, 8, 8, generator=torch.Generator().manual_seed(1))
+    g = 4.5
+
+    def gradient(**kwargs) -> tuple[torch.Tensor, torch.Tensor]:
+        velocity = model.velocity(latents, 0.6, **kwargs)
+        (velocity * weights).sum().backward()
+        grad = torch.cat([p.grad.flatten() for p in params.values()])
+        for p in params.values():
+            p.grad = None
+        return velocity.detach(), grad
+
+    guided_detached, detached = gradient(cond=cond, guidance_scale=g, negative=negative, cfg_grad="detach_uncond")
+    guided_both, both = gradient(cond=cond, guidance_scale=g, negative=negative, cfg_grad="both")
+    _, conditional = gradient(cond=cond)
+    _, unconditional = gradient(cond=negative)
+    torch.testing.assert_close(guided_detached, guided_both)
+    torch.testing.assert_close(detached, g * conditional, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(both, (1 - g) * unconditional + g * conditional, rtol=1e-4, atol=1e-5)
+    assert not torch.allclose(detached, both, rtol=1e-2)
+    with pytest.raises(ValueError, match="cfg_grad must be one of"):
+        model.velocity(latents, 0.6, cond, guidance_scale=g, negative=negative, cfg_grad="none")
+
+
+def test_two_expert_wan22_checkpoints_are_refused(tmp_path):
+    """Wan2.2 A14B ships a high-noise ``transformer`` and a low-noise ``transformer_2``; one-transformer adapters
+    would use the first at every noise level. Refused before the weights load, naming the model."""
+    path = tiny_pipeline_dir("wan", tmp_path)
+    index_file = path / "model_index.json"
+    index = json.loads(index_file.read_text())
+    assert index["transformer_2"] == [None, None]  # a Wan2.1 pipeline saves the slot empty
+    load_flow_model("wan", str(path), max_sequence_length=16)
+    shutil.copytree(path / "transformer", path / "transformer_2")
+    index_file.write_text(json.dumps({**index, "transformer_2": index["transformer"], "boundary_ratio": 0.875}))
+    with pytest.raises(ConfigError, match=r"wan model '.*' has two transformer experts.*Wan2.2 two-expert support"):
+        load_flow_model("wan", str(path), max_sequence_length=16)
+    with pytest.raises(ConfigError, match="'Wan-AI/Wan2.2-T2V-A14B-Diffusers' has two transformer experts"):
+        refuse_two_experts("wan", "Wan-AI/Wan2.2-T2V-A14B-Diffusers", {"transformer_2": torch.nn.Linear(1, 1)})
+    refuse_two_experts("wan", "Wan-AI/Wan2.1-T2V-1.3B-Diffusers", {"transformer_2": None})
+
+
+def test_fixed_shift_schedule_replaces_the_pipelines_own():
+    """Pref-GRPO samples on sd3_time_shift(3, linspace(1, 0, N + 1)): for N = 4, t = 1, .75, .5, .25, 0 gives
+    sigma = 3t / (1 + 2t) = 1, 0.9, 0.75, 0.5, 0 -- not FLUX's resolution-dependent shift."""
+    torch.testing.assert_close(fixed_shift_sigmas(4, 3.0), torch.tensor([1.0, 0.9, 0.75, 0.5, 0.0]))
+    flux = load_flow_model("flux", "tiny", max_sequence_length=16)
+    shape = flux.latent_shape(1, 32, 32)
+    dynamic = flux.sampling_sigmas(4, shape)
+    shifted = load_flow_model("flux", "tiny", max_sequence_length=16, sampling_shift=3.0)
+    torch.testing.assert_close(shifted.sampling_sigmas(4, shape), torch.tensor([1.0, 0.9, 0.75, 0.5, 0.0]))
+    assert not torch.allclose(dynamic, shifted.sampling_sigmas(4, shape))
+    with pytest.raises(ConfigError, match="sampling shift must be > 0"):
+        load_flow_model("sd3", "tiny", sampling_shift=0.0)

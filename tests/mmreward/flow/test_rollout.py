@@ -118,6 +118,10 @@ def test_policy_step_reproduces_the_stored_log_probs(model, sde_type):
         torch.testing.assert_close(torch.exp(step.log_prob - rollout.log_probs[:, j]), torch.ones(2))
     one = policy_step(model, rollout, 0, rows=[1])
     torch.testing.assert_close(one.log_prob, rollout.log_probs[1:, 0], rtol=1e-5, atol=1e-6)
+    # CPS records the references' surrogate -mean((x' - mean)^2) by default; the others the Gaussian log-density.
+    surrogate = -(rollout.next_latents[:, 0] - policy_step(model, rollout, 0).mean).pow(2).flatten(1).mean(1)
+    assert rollout.log_prob_kind == ("surrogate" if sde_type == "cps" else "gaussian")
+    assert torch.allclose(rollout.log_probs[:, 0], surrogate, rtol=1e-5, atol=1e-7) == (sde_type == "cps")
 
 
 def test_rollouts_are_reproducible_and_groups_differ(model):

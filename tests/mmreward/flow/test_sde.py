@@ -103,6 +103,30 @@ def test_cps_matches_the_formula(grid, i):
     torch.testing.assert_close(out.log_prob.double(), _normal_log_prob(next_sample, mean, std), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.parametrize("i", [0, NUM_STEPS - 3])  # 2 std^2 = 1.67 and 0.14: both far from 1
+def test_cps_surrogate_is_the_squared_error_and_scales_the_log_ratio_by_two_variances(grid, i):
+    """Flow-GRPO's and Adv-GRPO's CPS code trains on ``-mean((x' - mean)^2)``. Against the Gaussian log-density
+    with the same std, log-ratios (and gradients in the mean) differ by the factor ``2 std^2``."""
+    _, sigmas = grid
+    x, v, next_sample = _tensors((2, 4, 8, 8), seed=40 + i)
+    sigma, sigma_next, a = float(sigmas[i]), float(sigmas[i + 1]), 0.8
+    kwargs = {"noise_level": a, "sde_type": "cps", "prev_sample": next_sample}
+    out = sde_step(v, x, sigma, sigma_next, log_prob_kind="surrogate", **kwargs)
+    expected = -((next_sample.double() - out.mean.double()) ** 2).mean(dim=(1, 2, 3))
+    torch.testing.assert_close(out.log_prob.double(), expected, rtol=1e-6, atol=1e-7)
+    shifted = v + 0.01 * torch.randn(v.shape, generator=torch.Generator().manual_seed(i))
+    surrogate = sde_step(shifted, x, sigma, sigma_next, log_prob_kind="surrogate", **kwargs).log_prob - out.log_prob
+    gaussian = (
+        sde_step(shifted, x, sigma, sigma_next, log_prob_kind="gaussian", **kwargs).log_prob
+        - sde_step(v, x, sigma, sigma_next, log_prob_kind="gaussian", **kwargs).log_prob
+    )
+    two_var = 2 * (sigma_next * math.sin(a * math.pi / 2)) ** 2
+    torch.testing.assert_close(surrogate.double(), two_var * gaussian.double(), rtol=1e-3, atol=1e-7)
+    assert not torch.allclose(surrogate, gaussian, rtol=0.1)
+    with pytest.raises(ValueError, match="unknown log_prob_kind"):
+        sde_step(v, x, sigma, sigma_next, log_prob_kind="mse", **kwargs)
+
+
 def test_last_cps_step_is_deterministic_and_has_no_log_prob(grid):
     _, sigmas = grid
     x, v, _ = _tensors((2, 4, 8, 8))

@@ -23,7 +23,9 @@ class Brightness(RewardModel):
 
 
 def test_unknown_name_lists_the_registered_rewards():
-    with pytest.raises(UnknownRewardError, match=r"unknown reward 'pikscore'. Registered rewards: clip-score"):
+    with pytest.raises(
+        UnknownRewardError, match=r"unknown reward 'pikscore'. Registered rewards: clip-h14, clip-score, "
+    ):
         mmreward.load_reward("pikscore")
 
 

@@ -1,4 +1,4 @@
-"""Shared training glue: typed configs, atomic checkpoints with exact resume, EMA, non-finite guard, tracking."""
+"""Shared training glue: typed configs, atomic checkpoints with exact resume, non-finite guard, tracking."""
 
 from __future__ import annotations
 
@@ -14,7 +14,6 @@ from torch import nn
 from mmreward.errors import ConfigError
 from mmreward.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from mmreward.train.config import load_config, parse_config, require_positive, save_config
-from mmreward.train.ema import EMA
 from mmreward.train.guards import NonFiniteGuard, NonFiniteLossError
 from mmreward.train.tracking import Tracker, read_metrics
 
@@ -116,23 +115,6 @@ def test_checkpoint_keeps_last_and_ignores_incomplete(tmp_path):
     assert latest_checkpoint(tmp_path).name == "step-00000003"
     with pytest.raises(Exception, match="lacks"):
         load_checkpoint(tmp_path / "step-00000003", modules={"model": nn.Linear(2, 2)})
-
-
-def test_ema_matches_hand_computed_warmup():
-    """decay_k = min(decay, (1+k)/(10+k)): first update uses 0.1, so ema = 0.1*w0 + 0.9*w1."""
-    param = nn.Parameter(torch.tensor([1.0]))
-    module = nn.Module()
-    module.w = param
-    ema = EMA(module, decay=0.9, update_every=2)
-    with torch.no_grad():
-        param.fill_(3.0)
-    ema.step()  # optimizer step 1: no update
-    assert ema.shadow["w"].item() == 1.0
-    ema.step()  # step 2: update k=0, decay 0.1 -> 0.1*1 + 0.9*3 = 2.8
-    assert ema.shadow["w"].item() == pytest.approx(2.8)
-    with ema.swapped_in():
-        assert param.item() == pytest.approx(2.8)
-    assert param.item() == 3.0
 
 
 def test_non_finite_guard_skips_then_stops():

@@ -1,0 +1,58 @@
+"""A GRPO iteration's rollout: same-noise groups (Pref-GRPO --init_same_noise, Flow-GRPO sample.same_latent)."""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+
+import pytest
+import torch
+
+from mmreward.alignment.group_rollout import RolloutConfig, group_initial_noise, rollout_groups
+from mmreward.alignment.layout import GroupLayout
+from mmreward.flow.models import load_flow_model
+
+
+class _Accelerator:
+    device = torch.device("cpu")
+
+    @staticmethod
+    def autocast():
+        return nullcontext()
+
+
+def test_group_initial_noise_is_shared_within_a_group_and_independent_of_the_split():
+    groups = torch.tensor([0, 0, 0, 1, 1, 1])
+    noise = group_initial_noise((6, 4, 8, 8), groups, seed=3, iteration=5)
+    assert torch.equal(noise[0], noise[1]) and torch.equal(noise[0], noise[2]) and torch.equal(noise[3], noise[5])
+    assert not torch.allclose(noise[0], noise[3])
+    # The second process of a 2-process run (samples 3..5) draws what the single process drew for them.
+    torch.testing.assert_close(group_initial_noise((3, 4, 8, 8), groups[3:], seed=3, iteration=5), noise[3:])
+    assert not torch.allclose(group_initial_noise((6, 4, 8, 8), groups, seed=3, iteration=6), noise)
+    assert noise.std().item() == pytest.approx(1.0, abs=0.1)
+
+
+@pytest.mark.parametrize("same_noise", [True, False])
+def test_same_noise_groups_start_together_and_differ_by_the_sde_noise(same_noise):
+    model = load_flow_model("sd3", "tiny", max_sequence_length=16)
+    config = RolloutConfig(
+        prompts_per_step=2, group_size=3, num_steps=3, guidance_scale=1.0, batch_size=6, same_noise=same_noise
+    )
+    batch = rollout_groups(
+        model,
+        ["a cat", "a dog"],
+        GroupLayout(2, 3),
+        config,
+        height=32,
+        width=32,
+        iteration=1,
+        seed=0,
+        accelerator=_Accelerator(),
+    )
+    start = batch.rollout.latents[:, 0]  # (6, *latent): the initial noise (the first step is stochastic)
+    if same_noise:
+        shape = model.latent_shape(6, 32, 32)
+        torch.testing.assert_close(start, group_initial_noise(shape, batch.group, seed=0, iteration=1))
+    assert torch.equal(start[0], start[1]) == same_noise and torch.equal(start[3], start[5]) == same_noise
+    assert not torch.allclose(start[0], start[3])
+    final = batch.rollout.final
+    assert not torch.allclose(final[0], final[1], atol=1e-3)  # the SDE noise still separates a group's samples
