@@ -103,7 +103,7 @@ def test_preference_loss_without_usable_labels_still_backpropagates_to_every_rew
     b = torch.tensor([[2.0, 0.5]], requires_grad=True)
     for kind in ("bt", "btt", "margin"):
         loss, count = preference_loss(a, b, torch.tensor([[0, 7]]) if kind != "btt" else torch.tensor([[7, 9]]), kind)
-        assert count == 0 and float(loss) == 0.0 and loss.requires_grad
+        assert count == 0 and loss.item() == 0.0 and loss.requires_grad
         ga, gb = torch.autograd.grad(loss, (a, b))
         assert torch.equal(ga, torch.zeros_like(a)) and torch.equal(gb, torch.zeros_like(b))
 
