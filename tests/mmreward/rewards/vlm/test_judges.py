@@ -11,7 +11,7 @@ import mmreward
 from mmreward import testing
 from mmreward.errors import ConfigError
 from mmreward.rewards.vlm.backbone import CPU_ACTIVATION_BYTES, PromptSequence, forward_token_budget
-from mmreward.rewards.vlm.local_backend import VerdictReadout, run_in_batches
+from mmreward.rewards.vlm.local_backend import VerdictReadout, expected_score, run_in_batches
 from mmreward.rewards.vlm.parsing import VerdictPhrases
 
 
@@ -140,15 +140,41 @@ def test_logit_readout_agrees_with_the_generated_verdict(trained_judge, photos):
     assert 0 < int((verdict_written == 0).sum()) < 8  # the verdicts depend on the images
 
 
-def test_pointwise_scores_are_expected_digit_values(tiny_root, photos):
-    """Dimension k's score is E[digit] at its hole, after the previous lines with their most likely digits."""
+def test_expected_score_by_hand():
+    """A judge torn between "2.97" (P=0.6) and "3.01" (P=0.4) expects 0.6 * 2.97 + 0.4 * 3.01 = 2.986.
+
+    After "2." it writes 9 for sure, then 6 or 8 (0.5 each): 0.9 + 0.07; after "3." it writes 0 then 1: 0.01.
+    Reading the integer digit's expectation (2.4) and adding the greedy integer's decimals (0.97) would give 3.37,
+    above both numbers the judge would write. The top value 5 has no in-range decimals: its row's digits are
+    ignored (5.9 would be out of the 1-5 range).
+    """
+    values = range(1, 6)
+    integer = torch.tensor([0.0, 0.6, 0.4, 0.0, 0.0])
+    fraction = torch.full((5, 2, 10), 0.1)  # the rows of values 1, 4 and 5 are weighted by 0
+    fraction[1] = 0.0
+    fraction[1, 0, 9] = 1.0
+    fraction[1, 1, 6] = fraction[1, 1, 8] = 0.5
+    fraction[2] = 0.0
+    fraction[2, 0, 0] = fraction[2, 1, 1] = 1.0
+    assert math.isclose(float(expected_score(integer, fraction, values, 2)), 2.986, abs_tol=1e-6)
+    top = torch.tensor([0.0, 0.0, 0.0, 0.5, 0.5])
+    # 0.5 * (4 + 0.45 + 0.045) + 0.5 * 5: the uniform decimals of value 4 expect 4.5 in each place.
+    assert math.isclose(float(expected_score(top, torch.full((5, 2, 10), 0.1), values, 2)), 4.7475, abs_tol=1e-6)
+    # Without decimals: the plain expected digit.
+    assert math.isclose(float(expected_score(integer, torch.zeros(5, 0, 10), values, 0)), 2.4, abs_tol=1e-6)
+
+
+def test_pointwise_scores_are_expected_written_numbers(tiny_root, photos):
+    """Dimension k's score is the expected number written at its place ("d.dddd", four decimals for UnifiedReward
+    2.0): P(d) at the integer digit, and for each d the decimals' expected values after "d." and the most likely
+    decimals before them; later lines see the most likely number. Recomputed here by plain forward passes."""
     judge = testing.tiny_judge("pointwise", root=tiny_root)
+    assert judge.score_decimals == 4
     out = judge.score(["a photo", "a cat"], photos[:2])
     assert set(out.dims) == {"Alignment", "Coherence", "Style"}
     assert not bool(out.failed.any())
     assert bool(((out.scores >= 1) & (out.scores <= 5)).all())
     torch.testing.assert_close(out.scores, torch.stack(list(out.dims.values())).mean(0))
-    # Recompute the first two dimensions of item 0 by plain forward passes (no cache, no logits processor).
     backend, backbone, section = judge.backend, judge.backend.backbone, judge.template.section("image")
     candidate = backend.prepare(photos[0][None])
     visuals = backbone.encode([candidate])
@@ -156,18 +182,45 @@ def test_pointwise_scores_are_expected_digit_values(tiny_root, photos):
     question = judge.ask(section, "a photo", {"media": 0})
     question.answer_prefix = skeleton[0]
     ids = backend.prompt_ids(question, [candidate])
-    values = torch.arange(1, 6, dtype=torch.float32)
-    digits = backend.score_token_ids(range(1, 6))
+    values, digits = backend.score_token_ids(range(1, 6)), backend.score_token_ids(range(10))
+    point = backbone.tokenizer(".", add_special_tokens=False)["input_ids"]
+
+    def next_probs(prefix, allowed):
+        batch = backbone.assemble([PromptSequence(ids=prefix, visuals=visuals)])
+        probs = backbone.model(**batch.as_kwargs(), logits_to_keep=1).logits[0, -1].softmax(-1)[allowed]
+        return probs / probs.sum()
+
+    def greedy_decimals(prefix):
+        """Four decimals written greedily after ``prefix`` -> (their tokens, sum_k 10^-k E[d_k])."""
+        tokens, tail = [], 0.0
+        for k in range(1, 5):
+            probs = next_probs(prefix + tokens, digits)
+            tail += 10.0**-k * float((probs * torch.arange(10.0)).sum())
+            tokens.append(digits[int(probs.argmax())])
+        return tokens, tail
+
     expected = []
     with torch.inference_mode():
         for k in range(2):
-            batch = backbone.assemble([PromptSequence(ids=ids, visuals=visuals)])
-            probs = backbone.model(**batch.as_kwargs(), logits_to_keep=1).logits[0, -1].softmax(-1)[digits]
-            expected.append(float((probs / probs.sum() * values).sum()))
-            best = digits[int(probs.argmax())]
-            ids = ids + [best] + backbone.tokenizer(skeleton[k + 1], add_special_tokens=False)["input_ids"]
+            p_int = next_probs(ids, values)
+            total = 0.0
+            for v in range(1, 6):
+                tail = 0.0 if v == 5 else greedy_decimals(ids + [values[v - 1]] + point)[1]
+                total += float(p_int[v - 1]) * (v + tail)
+            expected.append(total)
+            best = values[int(p_int.argmax())]
+            written, _ = greedy_decimals(ids + [best] + point)
+            ids = (
+                ids
+                + [best]
+                + point
+                + written
+                + backbone.tokenizer(skeleton[k + 1], add_special_tokens=False)["input_ids"]
+            )
     assert math.isclose(float(out.dims["Alignment"][0]), expected[0], abs_tol=1e-4)
     assert math.isclose(float(out.dims["Coherence"][0]), expected[1], abs_tol=1e-4)
+    with pytest.raises(ConfigError, match="score_decimals must be an integer from 0 to 8, got -1"):
+        testing.tiny_judge("pointwise", root=tiny_root, score_decimals=-1)
 
 
 def test_written_answers_that_do_not_parse_fail_and_keep_their_text(tiny_root, photos):
