@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import torch
 
@@ -264,7 +264,8 @@ class LocalVLMBackend(JudgeBackend):
         device, dtype: where and in what precision the model runs (the judge passes its own).
         attn_implementation: ``"auto"`` (flash-attention 2 when available on CUDA, else SDPA), ``"sdpa"``, ...
         image_min_pixels, image_max_pixels: per-image resize bounds (video frames included); None keeps the
-            checkpoint processor's.
+            checkpoint processor's; ``image_max_pixels="reference"``: the reference clients' bound of 16384 visual
+            tokens (see :class:`~mmreward.rewards.vlm.backbone.VLMBackbone`).
         vision_batch_size: images per vision-tower call.
         max_batch_tokens: the most padded tokens in one language-model forward; None: the backbone's default
             (no limit on accelerators; a CPU bound, see :data:`~mmreward.rewards.vlm.backbone.CPU_ACTIVATION_BYTES`).
@@ -280,7 +281,7 @@ class LocalVLMBackend(JudgeBackend):
         dtype: torch.dtype = torch.float32,
         attn_implementation: str = "auto",
         image_min_pixels: int | None = None,
-        image_max_pixels: int | None = None,
+        image_max_pixels: int | Literal["reference"] | None = None,
         vision_batch_size: int = 32,
         max_batch_tokens: int | None = None,
     ) -> None:
