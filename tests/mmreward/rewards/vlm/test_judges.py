@@ -316,3 +316,35 @@ def test_a_large_batch_runs_in_forwards_within_the_token_budget(judge, photos):
         judge.batch_size, backbone.max_batch_tokens = batch_size, budget
     assert shapes == [(10, width)] * 5 + [(6, width)]
     torch.testing.assert_close(batched.rates, one_by_one.rates)
+
+
+def test_reference_parsing_counts_no_verdict_as_a_tie():
+    """parsing='reference-pref-grpo': Pref-GRPO's reading (first <answer>, case-sensitive), and an answer without a
+    verdict is half a win each instead of a failure; the robust default reads the last answer and fails instead."""
+    from mmreward.rewards.vlm.chat_backend import ChatBackend
+    from mmreward.rewards.vlm.pairwise import ChainOfThoughtJudge, PairwiseJudge
+
+    reference = ChainOfThoughtJudge(
+        ChatBackend(model="m"), template="unifiedreward-think", parsing="reference-pref-grpo"
+    )
+    robust = ChainOfThoughtJudge(ChatBackend(model="m"), template="unifiedreward-think")
+    section = reference.template.section("image")
+    two_answers = (
+        "<think>1. Aesthetics: Image 1 (9/10) - a; Image 2 (7/10) - b</think><answer>Image 2 is better</answer>"
+    )
+    two_answers += "<answer>Image 1 is better</answer>"
+    assert reference.judgment_from_text(section, two_answers, False).probs == (0.0, 1.0, 0.0)
+    assert reference.judgment_from_text(section, two_answers, False).dims == {"Aesthetics": (9.0, 7.0)}
+    assert robust.judgment_from_text(section, two_answers, False).probs == (1.0, 0.0, 0.0)
+    for text in ("<answer>image 1 is better</answer>", "<think>cut short", ""):
+        judged = reference.judgment_from_text(section, text, False)
+        assert judged.probs == (0.5, 0.5, 0.0) and judged.error is None
+    assert robust.judgment_from_text(section, "<think>cut short", False).failed
+    plain = PairwiseJudge(ChatBackend(model="m"), template="unifiedreward-pairwise", parsing="reference-pref-grpo")
+    pair_section = plain.template.section("image")
+    assert plain.judgment_from_text(pair_section, "Both images are equally good.", False).probs == (0.0, 0.0, 1.0)
+    assert plain.judgment_from_text(pair_section, "IMAGE 1 IS BETTER", False).probs == (0.5, 0.5, 0.0)
+    with pytest.raises(ConfigError, match=r"parsing must be one of \['robust', 'reference-pref-grpo'\], got 'strict'"):
+        PairwiseJudge(ChatBackend(model="m"), template="unifiedreward-pairwise", parsing="strict")
+    with pytest.raises(ConfigError, match="mode='logits' reads verdicts from the logits"):
+        mmreward.load_reward("unifiedreward-pairwise", weights="/nonexistent", parsing="reference-pref-grpo")
