@@ -56,3 +56,12 @@ def test_the_text_encoder_sees_the_caption_prefix(tmp_path, pixels):
     # A prefix without its trailing space gets one, as in the reference code.
     spaced = testing.tiny_clip_reward("clip-score", root=tmp_path, caption_prefix="An image of")
     assert spaced.caption_prefix == "An image of "
+
+
+@pytest.mark.parametrize("name", ["hpsv2", "hpsv2.1"])
+def test_hps_is_the_plain_cosine(tmp_path, pixels, name):
+    """HPSv2 = cos(E_img, E_txt): no logit scale, no clamp, no caption prefix (Wu et al. 2023)."""
+    reward = testing.tiny_clip_reward(name, root=tmp_path)
+    cos = cosines(reward, PROMPTS, pixels)
+    assert bool((cos < -0.01).any()) and bool((cos > 0.01).any()), cos
+    torch.testing.assert_close(reward.score(PROMPTS, list(pixels)).scores, cos, rtol=1e-4, atol=1e-5)
