@@ -183,6 +183,29 @@ class ScoreSkeleton:
         return forced
 
 
+def score_branches(lines: int, count: int, decimals: int) -> list[ScoreBranch]:
+    """The rows of one prompt's pointwise read-out: with decimals, one per (line, integer value) in that order, so
+    each value's decimals are read after that value; without, one greedy row."""
+    if not decimals:
+        return [ScoreBranch()]
+    return [ScoreBranch(line, k) for line in range(lines) for k in range(count)]
+
+
+def read_branches(integer: torch.Tensor, fraction: torch.Tensor, values: Sequence[int], decimals: int) -> list[float]:
+    """One prompt's expected scores, one per line, from the records of its :func:`score_branches` rows
+    (``integer`` ``(rows, lines, n_values)``, ``fraction`` ``(rows, lines, decimals, 10)``)."""
+    lines = integer.shape[1]
+    if not decimals:
+        return [float(expected_score(integer[0, line], fraction[0, line], values, 0)) for line in range(lines)]
+    scores = []
+    for line in range(lines):
+        # Rows (line, v) for every value v share the prompt and the answer up to this integer digit, so any one of
+        # them holds P(v); row (line, v) holds the decimals written after v.
+        rows = slice(line * len(values), (line + 1) * len(values))
+        scores.append(float(expected_score(integer[rows.start, line], fraction[rows, line], values, decimals)))
+    return scores
+
+
 def expected_score(
     integer: torch.Tensor, fraction: torch.Tensor, values: Sequence[int], decimals: int
 ) -> torch.Tensor:
@@ -484,11 +507,7 @@ class LocalVLMBackend(JudgeBackend):
         for skeleton in dict.fromkeys(skeletons):
             steps = self.skeleton_steps(skeleton, decimals)
             lines = len(skeleton)
-            branches = (
-                [ScoreBranch(line, k) for line in range(lines) for k in range(len(values))]
-                if decimals
-                else [ScoreBranch()]
-            )
+            branches = score_branches(lines, len(values), decimals)
             indices = [n for n, s in enumerate(skeletons) if s == skeleton]
             rows = [prompts[n] for n in indices for _ in branches]  # row r: prompt indices[r // len(branches)]
             jobs, owners, errors = self._jobs(candidates, rows, len(steps), [()] * len(rows))
@@ -515,18 +534,8 @@ class LocalVLMBackend(JudgeBackend):
                 if error is not None:
                     results[n] = error
                     continue
-                first = m * count
-                scores = []
-                for line in range(lines):
-                    if decimals:
-                        # Rows (line, v) for every value v: they share the prompt and the answer up to this
-                        # integer digit, so any one of them holds P(v); row (line, v) holds v's decimals.
-                        mine = slice(first + line * len(values), first + (line + 1) * len(values))
-                        probs, tails = integer[mine.start, line], fraction[mine, line]
-                    else:
-                        probs, tails = integer[first, line], torch.zeros(len(values), 0, 10)
-                    scores.append(float(expected_score(probs, tails, values, decimals)))
-                results[n] = scores
+                mine = slice(m * count, (m + 1) * count)
+                results[n] = read_branches(integer[mine], fraction[mine], values, decimals)
         return results
 
     def answer_token_ids(self, yes: Sequence[str], no: Sequence[str]) -> tuple[list[int], list[int]]:

@@ -11,7 +11,15 @@ import mmreward
 from mmreward import testing
 from mmreward.errors import ConfigError
 from mmreward.rewards.vlm.backbone import CPU_ACTIVATION_BYTES, PromptSequence, forward_token_budget
-from mmreward.rewards.vlm.local_backend import VerdictReadout, expected_score, run_in_batches
+from mmreward.rewards.vlm.local_backend import (
+    ScoreBranch,
+    ScoreSkeleton,
+    VerdictReadout,
+    expected_score,
+    read_branches,
+    run_in_batches,
+    score_branches,
+)
 from mmreward.rewards.vlm.parsing import VerdictPhrases
 
 
@@ -162,6 +170,54 @@ def test_expected_score_by_hand():
     assert math.isclose(float(expected_score(top, torch.full((5, 2, 10), 0.1), values, 2)), 4.7475, abs_tol=1e-6)
     # Without decimals: the plain expected digit.
     assert math.isclose(float(expected_score(integer, torch.zeros(5, 0, 10), values, 0)), 2.4, abs_tol=1e-6)
+
+
+def test_score_skeleton_branches_on_a_fake_judge():
+    """Two lines "d.dd" written by a fake judge whose logits depend on what it wrote, decoded greedily through the
+    logits processor as transformers does, one row per (line, integer value).
+
+    Line 1: P(2) = 0.6, P(3) = 0.4; after "2." it writes 9 then 6 or 8 (0.5 each), after "3." 0 then 1:
+    0.6 * 2.97 + 0.4 * 3.01 = 2.986. Line 2 follows the greedy "2.9x": it writes 4 for sure, then uniform decimals
+    (4.5 expected in each place): 4 + 0.45 + 0.045 = 4.495. A read-out that did not branch (every row greedy)
+    would give 0.6 * 2 + 0.4 * 3 + 0.97 = 3.37 for line 1.
+    """
+    point, newline, word = 10, 11, 12  # token ids: digits 0-9 are themselves
+    integer, decimal = ScoreSkeleton.INTEGER, ScoreSkeleton.DECIMAL
+    steps = [integer, point, decimal, decimal, newline, word, integer, point, decimal, decimal]
+    branches = score_branches(lines=2, count=5, decimals=2)
+    assert len(branches) == 10 and branches[6] == ScoreBranch(line=1, value=1)
+
+    def one_hot(*digits):
+        logits = torch.full((13,), -1e4)
+        logits[list(digits)] = 0.0
+        return logits
+
+    def fake_logits(written: list[int]) -> torch.Tensor:
+        t = len(written)
+        if t == 0:
+            logits = torch.full((13,), -1e4)
+            logits[2], logits[3] = math.log(0.6), math.log(0.4)
+            return logits
+        first = written[0]
+        if t == 2:
+            return one_hot(9) if first == 2 else one_hot(0) if first == 3 else torch.zeros(13)
+        if t == 3:
+            return one_hot(6, 8) if first == 2 else one_hot(1) if first == 3 else torch.zeros(13)
+        if t == 6:
+            return one_hot(4) if first == 2 else one_hot(1)
+        return torch.zeros(13)  # forced tokens, and uniform decimals on line 2
+
+    prompt = torch.full((len(branches), 3), word)
+    forcing = ScoreSkeleton(steps, list(range(1, 6)), list(range(10)), branches, prompt_width=3)
+    ids = prompt
+    for _ in steps:
+        scores = torch.stack([fake_logits(row[3:].tolist()) for row in ids])
+        ids = torch.cat([ids, forcing(ids, scores).argmax(-1, keepdim=True)], dim=1)
+    # Row (line 0, value 3) wrote "3.01" on line 1; the rows of line 1 all wrote the greedy "2.96" first (a tie
+    # between 6 and 8 goes to the first).
+    assert ids[2, 3:7].tolist() == [3, point, 0, 1] and ids[7, 3:7].tolist() == [2, point, 9, 6]
+    scores = read_branches(forcing.integer, forcing.fraction, range(1, 6), decimals=2)
+    assert scores == pytest.approx([2.986, 4.495], abs=1e-6)
 
 
 def test_pointwise_scores_are_expected_written_numbers(tiny_root, photos):
