@@ -477,7 +477,7 @@ class LocalVLMBackend(JudgeBackend):
             point = self.backbone.tokenizer(".", add_special_tokens=False)["input_ids"]
             if len(point) != 1:
                 raise ConfigError("the decimal point is not one token for this tokenizer; use mode='generate'")
-        score = [ScoreSkeleton.INTEGER] + (point + [ScoreSkeleton.DECIMAL] * decimals if decimals else [])
+        score = [ScoreSkeleton.INTEGER] + point + [ScoreSkeleton.DECIMAL] * decimals
         steps = list(score)
         for piece in skeleton[1:]:
             steps += self.backbone.tokenizer(piece, add_special_tokens=False)["input_ids"] + score

@@ -32,8 +32,9 @@ class PointwiseJudge(Judge):
 
     Args:
         score_decimals: how many decimals the checkpoint writes after each score's integer digit (a property of
-            the checkpoint, not of the wording: UnifiedReward 2.0 writes four); ``mode="logits"`` reads that many.
-            0 reads the integer digit only.
+            the checkpoint, not of the wording: UnifiedReward 2.0 writes four); ``mode="logits"`` reads that many,
+            running each candidate's prompt once per (dimension, integer value): 15 rows for three 1-5 scores
+            (their forwards are batched; ``batch_size`` counts rows). 0 reads the integer digit only, in one row.
         options: the arguments of :class:`~mmreward.rewards.vlm.judge_base.Judge`.
     """
 
