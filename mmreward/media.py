@@ -48,6 +48,8 @@ _PLAUSIBLE_FPS = (1.0, 240.0)
 
 MediaKind = Literal["image", "video"]
 IfShort = Literal["error", "repeat", "all"]
+FrameRule = Literal["round", "floor", "segment"]
+FRAME_RULES: tuple[str, ...] = ("round", "floor", "segment")
 
 
 # --------------------------------------------------------------------------------------------------- images
@@ -222,11 +224,14 @@ def sample_frame_indices(
     fps: float | None = None,
     num_frames: int | None = None,
     if_short: IfShort = "error",
+    frame_rule: FrameRule = "round",
 ) -> list[int]:
     """Choose which frames of a ``total_frames``-long stream to decode.
 
-    - ``num_frames=N``: N indices spread uniformly from the first to the last frame
-      (``round(linspace(0, total - 1, N))``), the convention of UnifiedReward and qwen-vl-utils.
+    - ``num_frames=N``: N indices spread uniformly over the stream, by ``frame_rule`` (:func:`uniform_indices`):
+      ``"round"`` (the library's default, ``linspace(0, total - 1, N)`` rounded, halves up), ``"floor"`` (the same
+      positions rounded down: UnifiedReward-Think's and Pref-GRPO's scripts) or ``"segment"`` (``floor(i * total /
+      N)``, the first frame of each of N equal segments: UnifiedReward 2.0's point- and pair-score scripts).
     - ``fps=f``: one frame every ``1/f`` seconds of the source clock, starting at frame 0:
       index ``k`` is ``round(k * source_fps / f)``. When ``f >= source_fps`` every frame is returned.
     - neither: every frame.
@@ -249,7 +254,7 @@ def sample_frame_indices(
                 )
             if if_short == "all":
                 return list(range(total_frames))
-        return _round_half_up(np.linspace(0, total_frames - 1, num_frames))
+        return uniform_indices(total_frames, num_frames, frame_rule)
     if fps is not None:
         if fps <= 0:
             raise FrameSamplingError(f"fps must be > 0, got {fps}")
@@ -264,6 +269,23 @@ def sample_frame_indices(
         count = math.floor((total_frames - 1) / step) + 1
         return [min(i, total_frames - 1) for i in _round_half_up(np.arange(count) * step)]
     return list(range(total_frames))
+
+
+def uniform_indices(total: int, count: int, rule: FrameRule = "round") -> list[int]:
+    """``count`` frame indices spread uniformly over ``total`` frames, by ``rule`` (see :func:`sample_frame_indices`).
+
+    ``"floor"`` and ``"segment"`` are computed with the same floating-point expressions as the reference scripts
+    (``np.linspace(0, total - 1, count).astype(int)`` and ``int(i * total / count)``), so they pick the same frames
+    where a position lands a rounding error below an integer. The rules differ for most lengths: for 8 frames,
+    ``"round"`` and ``"floor"`` pick different frames for 336 of the 392 lengths from 8 to 399 frames.
+    """
+    if rule == "round":
+        return _round_half_up(np.linspace(0, total - 1, count))
+    if rule == "floor":
+        return [int(i) for i in np.linspace(0, total - 1, count).astype(int)]
+    if rule == "segment":
+        return [int(i * total / count) for i in range(count)]
+    raise FrameSamplingError(f"frame_rule must be one of {list(FRAME_RULES)}, got {rule!r}")
 
 
 def _round_half_up(values: np.ndarray) -> list[int]:
@@ -291,6 +313,7 @@ def load_video(
     *,
     backend: Literal["auto", "decord", "pyav"] = "auto",
     if_short: IfShort = "error",
+    frame_rule: FrameRule = "round",
 ) -> tuple[torch.Tensor, VideoInfo]:
     """Decode frames of a video file into a float32 ``(T, 3, H, W)`` tensor in [0, 1].
 
@@ -313,7 +336,7 @@ def load_video(
     for name in backends:
         decode = _decode_decord if name == "decord" else _decode_pyav
         try:
-            frames, info = decode(path, fps=fps, num_frames=num_frames, if_short=if_short)
+            frames, info = decode(path, fps=fps, num_frames=num_frames, if_short=if_short, frame_rule=frame_rule)
         except FrameSamplingError:
             # Too short, bad fps: the same with any decoder, so report it as it is.
             raise
@@ -332,7 +355,7 @@ def _frames_to_tensor(frames: np.ndarray) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(frames)).permute(0, 3, 1, 2).float().div_(255.0)
 
 
-def _decode_decord(path: Path, *, fps, num_frames, if_short) -> tuple[torch.Tensor, VideoInfo]:
+def _decode_decord(path: Path, *, fps, num_frames, if_short, frame_rule) -> tuple[torch.Tensor, VideoInfo]:
     import decord
 
     # decord raises DECORDError from its C++ layer and a plain RuntimeError when it cannot open the file.
@@ -342,7 +365,9 @@ def _decode_decord(path: Path, *, fps, num_frames, if_short) -> tuple[torch.Tens
         raise MediaError(f"decord could not open the file: {str(err).splitlines()[0]}") from err
     total = len(reader)
     source_fps = float(reader.get_avg_fps())
-    indices = sample_frame_indices(total, source_fps, fps=fps, num_frames=num_frames, if_short=if_short)
+    indices = sample_frame_indices(
+        total, source_fps, fps=fps, num_frames=num_frames, if_short=if_short, frame_rule=frame_rule
+    )
     try:
         frames = reader.get_batch(indices).asnumpy()
     except (decord.DECORDError, RuntimeError) as err:
@@ -350,7 +375,7 @@ def _decode_decord(path: Path, *, fps, num_frames, if_short) -> tuple[torch.Tens
     return _frames_to_tensor(frames), VideoInfo(source_fps, total, tuple(indices), "decord")
 
 
-def _decode_pyav(path: Path, *, fps, num_frames, if_short) -> tuple[torch.Tensor, VideoInfo]:
+def _decode_pyav(path: Path, *, fps, num_frames, if_short, frame_rule) -> tuple[torch.Tensor, VideoInfo]:
     import av
 
     try:
@@ -366,7 +391,9 @@ def _decode_pyav(path: Path, *, fps, num_frames, if_short) -> tuple[torch.Tensor
         try:
             # stream.frames is 0 for containers that do not record a count; counting packets needs no decoding.
             total = stream.frames or sum(1 for packet in container.demux(stream) if packet.size > 0)
-            indices = sample_frame_indices(total, source_fps, fps=fps, num_frames=num_frames, if_short=if_short)
+            indices = sample_frame_indices(
+                total, source_fps, fps=fps, num_frames=num_frames, if_short=if_short, frame_rule=frame_rule
+            )
             container.seek(0)
             wanted: dict[int, int] = {}
             for position, index in enumerate(indices):
@@ -421,16 +448,17 @@ def to_tensor(
     num_frames: int | None = None,
     if_short: IfShort = "error",
     max_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS,
+    frame_rule: FrameRule = "round",
 ) -> torch.Tensor:
     """Convert any accepted media item to its canonical tensor (``(3, H, W)`` or ``(T, 3, H, W)``).
 
-    Tensors keep their device, so media produced on a GPU by a generator stay there. ``fps``, ``num_frames``
-    and ``if_short`` apply to video files only; in-memory videos are returned whole.
+    Tensors keep their device, so media produced on a GPU by a generator stay there. ``fps``, ``num_frames``,
+    ``if_short`` and ``frame_rule`` apply to video files only; in-memory videos are returned whole.
     """
     if isinstance(item, (str, os.PathLike)):
         if media_kind(item) == "image":
             return load_image(item, max_pixels=max_pixels)
-        return load_video(item, fps=fps, num_frames=num_frames, if_short=if_short)[0]
+        return load_video(item, fps=fps, num_frames=num_frames, if_short=if_short, frame_rule=frame_rule)[0]
     if isinstance(item, Image.Image):
         _check_pixels(item, max_pixels, "PIL image")
         return pil_to_tensor(item)

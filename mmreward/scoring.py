@@ -55,7 +55,9 @@ def _finite_or_none(value: float) -> float | None:
 def _sampling_key(reward: RewardModel) -> tuple:
     # Rewards that override load_media (VLM heads sample videos VideoAlign's way and keep the fps; judges refuse
     # short videos) convert media their own way, so they share decoded media only with rewards of their class.
-    return (type(reward).load_media, reward.video_fps, reward.video_num_frames, reward.max_pixels)
+    # Judges also choose their frames by a rule (other rewards have none).
+    frame_rule = getattr(reward, "frame_rule", None)
+    return (type(reward).load_media, reward.video_fps, reward.video_num_frames, frame_rule, reward.max_pixels)
 
 
 class PreparedMedia(Dataset):

@@ -162,6 +162,7 @@ def tiny_reward_preset(name: str, root: str | Path, *, architecture: str = "tiny
     if preset.type == "clip-score":
         model_arg, checkpoint = _open_clip_weights(directory, architecture)
         kwargs = {"model": model_arg, "pretrained": str(checkpoint), "w": preset.kwargs.get("w", 2.5)}
+        kwargs["caption_prefix"] = preset.kwargs.get("caption_prefix", "A photo depicts")
     elif preset.type == "hpsv2":
         from mmreward.rewards.open_clip_rewards import HPS_FILES
 

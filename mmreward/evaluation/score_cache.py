@@ -24,6 +24,7 @@ from typing import Any, Protocol
 
 from mmreward.errors import ConfigError
 from mmreward.rewards.base import PairwiseOutput, RewardModel, RewardOutput
+from mmreward.rewards.registry import PRESET_DIR
 
 CACHE_VERSION = 1
 _SHOWN_ERRORS = 5
@@ -34,9 +35,11 @@ def _digest(value: Any) -> str:
 
 
 def _spec_contents(spec: str) -> dict[str, str]:
-    """A digest of what a reward named by a path holds: a preset file's text, or a saved directory's file names,
-    sizes and modification times (nothing for registry names)."""
-    path = Path(spec).expanduser()
+    """A digest of what a reward's name stands for: a preset file's text (a registry name's shipped preset
+    included, so scores cached before a preset changed are not reused), or a saved directory's file names, sizes and
+    modification times."""
+    registered = PRESET_DIR / f"{spec}.yaml"
+    path = registered if "/" not in spec and registered.is_file() else Path(spec).expanduser()
     if path.is_file():
         return {"spec_file": _digest(path.read_text(encoding="utf-8", errors="replace"))}
     if path.is_dir():
@@ -59,6 +62,8 @@ def reward_fingerprint(reward: RewardModel, spec: str) -> dict[str, Any]:
         "dtype": str(reward.dtype),
         "video_fps": reward.video_fps,
         "video_num_frames": reward.video_num_frames,
+        # Judges choose their video frames by a rule (other rewards have none).
+        "frame_rule": getattr(reward, "frame_rule", None),
         "max_pixels": reward.max_pixels,
         "pairwise_scale": reward.pairwise_scale,
         **_spec_contents(spec),

@@ -1,8 +1,9 @@
 """Rewards on open_clip models: CLIPScore (any architecture and weights) and HPSv2 / HPSv2.1.
 
 - **CLIPScore** (Hessel et al. 2021, "CLIPScore: A Reference-free Evaluation Metric for Image Captioning",
-  arXiv 2104.08718): ``w * max(cos(E_img, E_txt), 0)`` with ``w = 2.5``. Raw range [0, 2.5]; real image-caption
-  pairs mostly land in 0.5-1.0.
+  arXiv 2104.08718): ``w * max(cos(E_img, E_txt), 0)`` with ``w = 2.5``, the caption prefixed with
+  ``"A photo depicts"`` as in the reference code (``caption_prefix=""`` scores the bare caption). Raw range
+  [0, 2.5]; real image-caption pairs mostly land in 0.5-1.0.
 - **HPSv2** (Wu et al. 2023, "Human Preference Score v2", arXiv 2306.09341): an open_clip ViT-H-14 fine-tuned on
   HPDv2; the score is the plain cosine ``cos(E_img, E_txt)`` (no logit scale), typically 0.2-0.35. Images are
   preprocessed with the longest side resized to 224 and zero padding to a square, as the released
@@ -80,12 +81,25 @@ class ClipScore(OpenClipReward):
         pretrained: an open_clip pretrained tag for that architecture (``openai``, ``laion2b_s34b_b79k``, ...;
             see ``open_clip.list_pretrained_tags_by_model``), or a local checkpoint file.
         w: the CLIPScore weight (2.5 in the paper, which stretches scores towards [0, 1] for typical pairs).
+        caption_prefix: text put before every caption, followed by a space: ``"A photo depicts"`` as in the
+            reference implementation (the paper found that this prompt slightly improves the correlation with
+            human judgments); ``""`` scores the caption alone.
     """
 
     raw_range = (0.0, 2.5)
 
-    def __init__(self, model: str = "ViT-B-32", pretrained: str = "openai", w: float = 2.5, **kwargs) -> None:
+    def __init__(
+        self,
+        model: str = "ViT-B-32",
+        pretrained: str = "openai",
+        w: float = 2.5,
+        caption_prefix: str = "A photo depicts",
+        **kwargs,
+    ) -> None:
         import open_clip
+
+        if not isinstance(caption_prefix, str):
+            raise ConfigError(f"caption_prefix must be a string ('' for none), got {caption_prefix!r}")
 
         architecture = _register_architecture(model)
         tag_cfg = open_clip.get_pretrained_cfg(architecture, pretrained)
@@ -116,12 +130,17 @@ class ClipScore(OpenClipReward):
             **kwargs,
         )
         self.w = w
+        # The reference appends a space to a prefix that lacks one, then the caption.
+        self.caption_prefix = (
+            caption_prefix if not caption_prefix or caption_prefix.endswith(" ") else caption_prefix + " "
+        )
         # Bradley-Terry scale for compare(): CLIP's logit scale is 100 on the cosine, i.e. 100 / w on w * cos.
         self.pairwise_scale = 100.0 / w
         self.weights_id = f"{architecture}/{pretrained}"
 
     def forward_pixels(self, prompts: list[str], inputs: torch.Tensor) -> torch.Tensor:
-        return self.w * self.cosine(prompts, inputs).clamp(min=0.0)
+        captions = [self.caption_prefix + prompt for prompt in prompts]
+        return self.w * self.cosine(captions, inputs).clamp(min=0.0)
 
 
 HPS_FILES = {"v2.0": "HPS_v2_compressed.pt", "v2.1": "HPS_v2.1_compressed.pt"}

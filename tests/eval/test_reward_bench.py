@@ -228,6 +228,12 @@ def test_score_cache_scores_distinct_items_once_and_resumes(tmp_path):
     # Another configuration gets another file; a file tampered with is refused.
     other = reward_fingerprint(load_reward("jpeg-compressibility", video_num_frames=4), "jpeg-compressibility")
     assert ScoreCache(tmp_path / "cache", reward.name, other).path != cache.path
+    # A registry name stands for its shipped preset's text; a judge's frame rule is part of its configuration.
+    assert fingerprint["spec_file"] and "spec_file" not in reward_fingerprint(reward, "no-such-reward")
+    judge = load_reward("unifiedreward-think-remote")
+    floor = reward_fingerprint(judge, "unifiedreward-think-remote")
+    judge.frame_rule = "round"
+    assert reward_fingerprint(judge, "unifiedreward-think-remote") != floor and floor["frame_rule"] == "floor"
     lines = cache.path.read_text().splitlines()
     cache.path.write_text("\n".join([json.dumps({"fingerprint": {"spec": "x"}}), *lines[1:]]) + "\n")
     with pytest.raises(ConfigError, match="written for another reward configuration"):

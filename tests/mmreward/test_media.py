@@ -153,6 +153,40 @@ def test_frame_indices_by_count_and_by_fps():
         media.sample_frame_indices(100, 90000.0, fps=2.0)
 
 
+def test_frame_rules_by_hand():
+    """10 frames, 4 shown: linspace(0, 9, 4) = [0, 3, 6, 9]; 11 frames: [0, 3.33, 6.67, 10].
+
+    round -> [0, 3, 7, 10]; floor (the reference scripts' astype(int)) -> [0, 3, 6, 10]; segment (int(i * 11 / 4))
+    -> [0, 2, 5, 8], the first frame of each quarter.
+    """
+    assert media.uniform_indices(11, 4, "round") == [0, 3, 7, 10]
+    assert media.uniform_indices(11, 4, "floor") == [0, 3, 6, 10]
+    assert media.uniform_indices(11, 4, "segment") == [0, 2, 5, 8]
+    assert media.sample_frame_indices(11, 25.0, num_frames=4, frame_rule="floor") == [0, 3, 6, 10]
+    assert media.sample_frame_indices(3, 25.0, num_frames=5, if_short="repeat", frame_rule="floor") == [0, 0, 1, 1, 2]
+    assert media.sample_frame_indices(3, 25.0, num_frames=5, if_short="repeat", frame_rule="segment") == [
+        0,
+        0,
+        1,
+        1,
+        2,
+    ]
+    with pytest.raises(MediaError, match=r"frame_rule must be one of \['round', 'floor', 'segment'\], got 'ceil'"):
+        media.uniform_indices(11, 4, "ceil")
+
+
+def test_floor_rule_is_the_reference_expression_and_differs_from_rounding():
+    """The floor rule is numpy's linspace truncated, computed the same way (a position that lands a rounding error
+    below an integer stays below it), and it picks other frames than rounding for 336 of 392 lengths."""
+    differ = 0
+    for total in range(8, 400):
+        floor = media.uniform_indices(total, 8, "floor")
+        assert floor == [int(v) for v in np.linspace(0, total - 1, 8).astype(int)]
+        assert media.uniform_indices(total, 8, "segment") == [int(i * total / 8) for i in range(8)]
+        differ += floor != media.uniform_indices(total, 8, "round")
+    assert differ == 336
+
+
 def test_decord_and_pyav_agree_on_real_video(sample_videos):
     path = sample_videos["carphone_pristine"]
     frames_d, info_d = media.load_video(path, num_frames=8, backend="decord")
@@ -162,6 +196,16 @@ def test_decord_and_pyav_agree_on_real_video(sample_videos):
     assert info_d.indices == info_p.indices == (0, 17, 34, 51, 68, 85, 102, 119)
     assert frames_d.shape == frames_p.shape == (8, 3, 144, 176)
     assert (frames_d - frames_p).abs().mean() < 0.01  # same frames, decoder rounding aside
+    # linspace(0, 119, 8) = 0, 17, 34, 51, 68, 85, 102, 119 exactly: floor agrees; segments start at i * 15.
+    for backend in ("decord", "pyav"):
+        _, floor = media.load_video(path, num_frames=8, backend=backend, frame_rule="floor")
+        _, segment = media.load_video(path, num_frames=8, backend=backend, frame_rule="segment")
+        assert floor.indices == info_d.indices and segment.indices == (0, 15, 30, 45, 60, 75, 90, 105)
+    # linspace(0, 119, 7) = 0, 19.83, 39.67, 59.5, 79.33, 99.17, 119: floor and round differ in three frames.
+    floor7, info7 = media.load_video(path, num_frames=7, frame_rule="floor")
+    assert info7.indices == (0, 19, 39, 59, 79, 99, 119)
+    assert media.load_video(path, num_frames=7)[1].indices == (0, 20, 40, 60, 79, 99, 119)
+    torch.testing.assert_close(media.to_tensor(path, num_frames=7, frame_rule="floor"), floor7, rtol=0, atol=0)
 
 
 def test_video_sampled_by_real_fps(sample_videos):

@@ -11,11 +11,12 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+import mmreward
 from mmreward import media
 from mmreward.errors import MediaError
 from mmreward.rewards.base import RewardModel
 from mmreward.score_inputs import Item
-from mmreward.scoring import score_items
+from mmreward.scoring import PreparedMedia, score_items
 from mmreward.testing import GreyAndPromptReward as GreyAndPrompt
 
 GREYS = [0, 40, 80, 120, 160, 200]
@@ -142,3 +143,12 @@ def test_dimensions_are_reported_and_loader_workers_give_the_same_rows(files):
     assert in_process == with_workers
     for row, path in zip(in_process, paths, strict=True):
         assert row["g.double"] == pytest.approx(2 * files[path], abs=1e-6) and row["g"] == pytest.approx(files[path])
+
+
+def test_judges_with_other_frame_rules_decode_videos_apart():
+    """Rewards share decoded media only when they would decode it alike (here: the frame rule)."""
+    floor = mmreward.load_reward("unifiedreward-think-remote", template="ours")
+    rounded = mmreward.load_reward("unifiedreward-think-remote", template="ours", frame_rule="round")
+    again = mmreward.load_reward("unifiedreward-think-remote", template="ours")
+    groups = PreparedMedia([], {"floor": floor, "round": rounded, "again": again}).groups
+    assert sorted(groups.values()) == [["floor", "again"], ["round"]]

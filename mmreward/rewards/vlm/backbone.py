@@ -28,7 +28,7 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -37,6 +37,8 @@ from mmreward.rewards.vlm.templates import MediaPart, Part, TextPart
 
 SUPPORTED_MODEL_TYPES = {"qwen2_vl": "Qwen2-VL", "qwen2_5_vl": "Qwen2.5-VL", "qwen3_vl": "Qwen3-VL"}
 ATTN_IMPLEMENTATIONS = ("auto", "sdpa", "eager", "flash_attention_2")
+# qwen-vl-utils' default bound on an image's visual tokens (after merging), the reference clients' resize bound.
+REFERENCE_IMAGE_TOKENS = 16384
 # Largest MLP activation (tokens x intermediate_size x element size) one CPU forward may allocate. PyTorch's CPU
 # tensors come straight from malloc, which hands blocks this large back to the OS when they are freed: every
 # forward then page-faults all of its activations afresh. Measured on the pairwise benchmark (hidden 256,
@@ -171,7 +173,10 @@ class VLMBackbone:
         processor: the checkpoint's processor (tokenizer, image and video processors, chat template).
         model_type: ``qwen2_vl``, ``qwen2_5_vl`` or ``qwen3_vl``.
         image_min_pixels, image_max_pixels: resize bounds per image (Qwen's ``smart_resize``); None keeps the
-            processor's own.
+            processor's own. ``image_max_pixels="reference"`` is the bound of the reference clients: 16384 visual
+            tokens (qwen-vl-utils' default, ``16384 * 28 * 28`` for Qwen2/2.5-VL and ``16384 * 32 * 32`` for
+            Qwen3-VL's 16-pixel patches; also the released processors' default, which vLLM applies), so generated
+            images are seen at their native resolution.
         vision_batch_size: images per vision-tower call in :meth:`encode`.
     """
 
@@ -182,7 +187,7 @@ class VLMBackbone:
         *,
         model_type: str,
         image_min_pixels: int | None = None,
-        image_max_pixels: int | None = None,
+        image_max_pixels: int | Literal["reference"] | None = None,
         vision_batch_size: int = 32,
     ) -> None:
         self.model = model
@@ -196,6 +201,10 @@ class VLMBackbone:
         self.context_length = int(config.get_text_config().max_position_embeddings)
         self.vision_batch_size = vision_batch_size
         size = dict(processor.image_processor.size)
+        if image_max_pixels == "reference":
+            image_max_pixels = REFERENCE_IMAGE_TOKENS * (int(config.vision_config.patch_size) * self.merge) ** 2
+        elif isinstance(image_max_pixels, str):
+            raise ConfigError(f"image_max_pixels must be a number, 'reference' or None, got {image_max_pixels!r}")
         if image_min_pixels is not None:
             size["shortest_edge"] = int(image_min_pixels)
         if image_max_pixels is not None:

@@ -157,6 +157,10 @@ class Judge(RewardModel):
         max_new_tokens, temperature: generation budget and decoding (0: greedy) in ``"generate"`` mode.
         max_images: the most images the checkpoint takes in one prompt; too many video frames is an error here.
         if_short: a video with fewer frames than ``video_num_frames`` fails (``"error"``) or repeats frames.
+        frame_rule: which ``video_num_frames`` frames of a video are shown (:func:`mmreward.media.uniform_indices`):
+            ``"round"`` (the library's default), ``"floor"`` (``np.linspace(0, n - 1, k).astype(int)``, as
+            UnifiedReward-Think's and Pref-GRPO's scripts) or ``"segment"`` (``int(i * n / k)``, as UnifiedReward
+            2.0's point- and pair-score scripts). Presets name their checkpoint's rule.
         options: :class:`~mmreward.rewards.base.RewardModel` options (device, dtype, batch_size,
             video_num_frames, ...) and, for a named backend, its options (weights, endpoint, ...).
     """
@@ -178,6 +182,7 @@ class Judge(RewardModel):
         temperature: float = 0.0,
         max_images: int | None = None,
         if_short: IfShort = "error",
+        frame_rule: media_io.FrameRule = "round",
         **options: Any,
     ) -> None:
         super().__init__(**{k: options.pop(k) for k in list(options) if k in _REWARD_OPTIONS})
@@ -185,6 +190,8 @@ class Judge(RewardModel):
             raise ConfigError(f"mode must be 'logits' or 'generate', got {mode!r}")
         if if_short not in ("error", "repeat"):
             raise ConfigError(f"if_short must be 'error' or 'repeat', got {if_short!r}")
+        if frame_rule not in media_io.FRAME_RULES:
+            raise ConfigError(f"frame_rule must be one of {list(media_io.FRAME_RULES)}, got {frame_rule!r}")
         if self.video_num_frames is None:
             raise ConfigError("judges show videos as video_num_frames frames; set video_num_frames (e.g. 8)")
         self.template: Template = load_template(
@@ -215,6 +222,7 @@ class Judge(RewardModel):
         self.temperature = temperature
         self.max_images = max_images
         self.if_short = if_short
+        self.frame_rule = frame_rule
         self.weights_id = backend.weights_id
 
     @classmethod
@@ -223,9 +231,14 @@ class Judge(RewardModel):
         return backend_option_names(backend) if isinstance(backend, str) and backend in BACKENDS else set()
 
     def load_media(self, item: Any) -> torch.Tensor:
-        # Judges see a video as video_num_frames frames; a shorter video is refused (or repeats frames).
+        # Judges see a video as video_num_frames frames, chosen by frame_rule; a shorter video is refused (or
+        # repeats frames).
         return media_io.to_tensor(
-            item, num_frames=self.video_num_frames, if_short=self.if_short, max_pixels=self.max_pixels
+            item,
+            num_frames=self.video_num_frames,
+            if_short=self.if_short,
+            max_pixels=self.max_pixels,
+            frame_rule=self.frame_rule,
         )
 
     def frames_of(self, media: torch.Tensor) -> tuple[MediaKind, torch.Tensor]:
@@ -239,7 +252,10 @@ class Judge(RewardModel):
                 f"video has {total} frames, fewer than video_num_frames={count}; lower video_num_frames or pass "
                 "if_short='repeat'"
             )
-        index = torch.tensor(media_io.sample_frame_indices(total, 1.0, num_frames=count, if_short="repeat"))
+        index = media_io.sample_frame_indices(
+            total, 1.0, num_frames=count, if_short="repeat", frame_rule=self.frame_rule
+        )
+        index = torch.tensor(index)
         return "video", media.index_select(0, index.to(media.device))
 
     def prepare(self, media: torch.Tensor) -> Candidate:

@@ -10,10 +10,12 @@ sorted by length (each distinct candidate through the vision tower once per call
   sentence's probability is the product of the conditionals along that path down to the first token that tells
   it apart (so "Both images are equally good" is read from its first token, "Image 1 is better" from "Image",
   " ", "1"); the three are renormalized: calibrated, no sampling, no parsing.
-- :meth:`LocalVLMBackend.read_scores` (pointwise): the answer skeleton ("Alignment Score (1-5): _\\n...") is
-  decoded with its text forced and only the score digits free; each score is the expected value of the digit
-  distribution at its hole (the digit kept for the following lines is the most likely one, as greedy decoding
-  would pick), so scores of 1.0-5.0 are continuous, like UnifiedReward 2.0's decimals.
+- :meth:`LocalVLMBackend.read_scores` (pointwise): the answer skeleton ("Alignment Score (1-5): _._ _ _ _\\n...")
+  is decoded with its text forced and only the score digits free; each score is the expected value of the number
+  written there: exact over the integer digit, and within each integer the decimals' expected values after the
+  most likely digits before them (:func:`expected_score`). Presets say how many decimals their checkpoint
+  writes (UnifiedReward 2.0 writes four, e.g. ``2.6947``); the following lines see the most likely digits, as
+  greedy decoding would write them.
 - :meth:`LocalVLMBackend.read_yes_no` (checklist): ``P(yes) = p(yes words) / (p(yes words) + p(no words))`` for
   each question; the questions about one image share their start (image and caption), which runs once.
 """
@@ -23,7 +25,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import torch
 
@@ -108,32 +110,125 @@ class VerdictReadout:
         return self.log_probs(logits).exp().cpu()
 
 
-class ScoreSkeleton:
-    """A logits processor that forces the fixed text of a pointwise answer and leaves only score digits free.
+@dataclass(frozen=True)
+class ScoreBranch:
+    """One row of a pointwise read-out: it writes the answer skeleton with the most likely digit at every place,
+    except that it writes ``value`` at the integer place of line ``line`` (None: no exception)."""
 
-    At every hole it records the distribution over the digit tokens (renormalized) and keeps only the digits,
-    so greedy decoding continues with the most likely one.
+    line: int | None = None
+    value: int = 0
+
+
+class ScoreSkeleton:
+    """A logits processor that writes a pointwise answer skeleton: its fixed text is forced, only score digits are
+    free, and each row follows its :class:`ScoreBranch`.
+
+    ``steps`` holds a token id to force, :attr:`INTEGER` (a score's integer digit, one of ``value_ids``) or
+    :attr:`DECIMAL` (one decimal digit, one of ``digit_ids`` for 0-9). At each free step the distribution over the
+    allowed digits is recorded (renormalized over them) and the row's digit is forced: its branch's value at its
+    line's integer place, else the most likely digit (what greedy decoding would write).
+
+    Records: ``integer`` ``(B, lines, n_values)`` and ``fraction`` ``(B, lines, decimals, 10)``.
     """
 
-    HOLE = -1
+    INTEGER = -1
+    DECIMAL = -2
 
-    def __init__(self, steps: list[int], digit_ids: list[int], prompt_width: int) -> None:
+    def __init__(
+        self,
+        steps: list[int],
+        value_ids: list[int],
+        digit_ids: list[int],
+        branches: list[ScoreBranch],
+        prompt_width: int,
+    ) -> None:
         self.steps = steps
+        self.value_ids = torch.tensor(value_ids)
         self.digit_ids = torch.tensor(digit_ids)
         self.prompt_width = prompt_width
-        self.records: list[torch.Tensor] = []
+        # Where each step sits: (line, decimal place counted from 0) of the score it belongs to.
+        self.place: list[tuple[int, int]] = []
+        line, decimal = -1, 0
+        for step in steps:
+            if step == self.INTEGER:
+                line, decimal = line + 1, 0
+            self.place.append((line, decimal))
+            if step == self.DECIMAL:
+                decimal += 1
+        lines, decimals = line + 1, steps.count(self.DECIMAL) // max(line + 1, 1)
+        self.forced_value = torch.tensor([-1 if b.line is None else b.value for b in branches])
+        self.branch_line = torch.tensor([-1 if b.line is None else b.line for b in branches])
+        self.integer = torch.zeros(len(branches), lines, len(value_ids))
+        self.fraction = torch.zeros(len(branches), lines, decimals, len(digit_ids))
 
     def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
-        step = self.steps[input_ids.shape[1] - self.prompt_width]
-        digits = self.digit_ids.to(scores.device)
+        t = input_ids.shape[1] - self.prompt_width
+        step, (line, decimal) = self.steps[t], self.place[t]
         forced = torch.full_like(scores, -math.inf)
-        if step == self.HOLE:
-            probs = torch.softmax(scores.float(), dim=-1)[:, digits]
-            self.records.append((probs / probs.sum(-1, keepdim=True)).cpu())
-            forced[:, digits] = scores[:, digits]
-        else:
+        rows = torch.arange(scores.shape[0], device=scores.device)
+        if step >= 0:
             forced[:, step] = 0.0
+            return forced
+        allowed = (self.value_ids if step == self.INTEGER else self.digit_ids).to(scores.device)
+        probs = torch.softmax(scores.float(), dim=-1)[:, allowed]
+        probs = probs / probs.sum(-1, keepdim=True)
+        choice = probs.argmax(-1)
+        if step == self.INTEGER:
+            self.integer[:, line] = probs.cpu()
+            mine = (self.branch_line == line).to(scores.device)
+            choice = torch.where(mine, self.forced_value.to(scores.device), choice)
+        else:
+            self.fraction[:, line, decimal] = probs.cpu()
+        forced[rows, allowed[choice]] = 0.0
         return forced
+
+
+def score_branches(lines: int, count: int, decimals: int) -> list[ScoreBranch]:
+    """The rows of one prompt's pointwise read-out: with decimals, one per (line, integer value) in that order, so
+    each value's decimals are read after that value; without, one greedy row."""
+    if not decimals:
+        return [ScoreBranch()]
+    return [ScoreBranch(line, k) for line in range(lines) for k in range(count)]
+
+
+def read_branches(integer: torch.Tensor, fraction: torch.Tensor, values: Sequence[int], decimals: int) -> list[float]:
+    """One prompt's expected scores, one per line, from the records of its :func:`score_branches` rows
+    (``integer`` ``(rows, lines, n_values)``, ``fraction`` ``(rows, lines, decimals, 10)``)."""
+    lines = integer.shape[1]
+    if not decimals:
+        return [float(expected_score(integer[0, line], fraction[0, line], values, 0)) for line in range(lines)]
+    scores = []
+    for line in range(lines):
+        # Rows (line, v) for every value v share the prompt and the answer up to this integer digit, so any one of
+        # them holds P(v); row (line, v) holds the decimals written after v.
+        rows = slice(line * len(values), (line + 1) * len(values))
+        scores.append(float(expected_score(integer[rows.start, line], fraction[rows, line], values, decimals)))
+    return scores
+
+
+def expected_score(
+    integer: torch.Tensor, fraction: torch.Tensor, values: Sequence[int], decimals: int
+) -> torch.Tensor:
+    """The expected number a pointwise judge writes at one score, from a :class:`ScoreSkeleton` 's records.
+
+    ``integer`` ``(n_values,)``: P(integer digit = v); ``fraction`` ``(n_values, decimals, 10)``: for the row that
+    wrote v, the distribution of each decimal digit after ``"v."`` and the most likely digits before it. Then
+
+        E[score] = sum_v P(v) * (v + sum_k 10^-k * E[d_k | v, greedy d_1..d_{k-1}])
+
+    which is exact over the integer digit and, within each integer, takes each decimal digit's expected value
+    given the greedy digits before it (the decimals an integer's row writes do not branch). The top value of the
+    range has no in-range decimals (``5.0000`` is the only score that starts with 5 on 1-5), so none are read.
+    With ``decimals=0`` this is ``sum_v P(v) * v``.
+    """
+    value = torch.tensor(list(values), dtype=torch.float32)
+    if decimals == 0:
+        return (integer * value).sum()
+    digits = torch.arange(10, dtype=torch.float32)
+    place = 10.0 ** -torch.arange(1, decimals + 1, dtype=torch.float32)  # (decimals,)
+    tail = ((fraction * digits).sum(-1) * place).sum(-1)  # (n_values,) the expected fraction after each value
+    tail = torch.where(value == value.max(), torch.zeros_like(tail), tail)
+    return (integer * (value + tail)).sum()
 
 
 def run_in_batches(
@@ -192,7 +287,8 @@ class LocalVLMBackend(JudgeBackend):
         device, dtype: where and in what precision the model runs (the judge passes its own).
         attn_implementation: ``"auto"`` (flash-attention 2 when available on CUDA, else SDPA), ``"sdpa"``, ...
         image_min_pixels, image_max_pixels: per-image resize bounds (video frames included); None keeps the
-            checkpoint processor's.
+            checkpoint processor's; ``image_max_pixels="reference"``: the reference clients' bound of 16384 visual
+            tokens (see :class:`~mmreward.rewards.vlm.backbone.VLMBackbone`).
         vision_batch_size: images per vision-tower call.
         max_batch_tokens: the most padded tokens in one language-model forward; None: the backbone's default
             (no limit on accelerators; a CPU bound, see :data:`~mmreward.rewards.vlm.backbone.CPU_ACTIVATION_BYTES`).
@@ -208,7 +304,7 @@ class LocalVLMBackend(JudgeBackend):
         dtype: torch.dtype = torch.float32,
         attn_implementation: str = "auto",
         image_min_pixels: int | None = None,
-        image_max_pixels: int | None = None,
+        image_max_pixels: int | Literal["reference"] | None = None,
         vision_batch_size: int = 32,
         max_batch_tokens: int | None = None,
     ) -> None:
@@ -373,11 +469,18 @@ class LocalVLMBackend(JudgeBackend):
             ids.append(tokens[0])
         return ids
 
-    def skeleton_steps(self, skeleton: Sequence[str]) -> list[int]:
-        """Hole, then the forced tokens of each following line, then its hole: ``[H, t, t, ..., H, ..., H]``."""
-        steps = [ScoreSkeleton.HOLE]
+    def skeleton_steps(self, skeleton: Sequence[str], decimals: int) -> list[int]:
+        """The steps of an answer skeleton whose first line is in the prompt: the first score's integer digit, its
+        ``"."`` and decimals (if any), then per following line its forced tokens, integer digit and decimals."""
+        point = []
+        if decimals:
+            point = self.backbone.tokenizer(".", add_special_tokens=False)["input_ids"]
+            if len(point) != 1:
+                raise ConfigError("the decimal point is not one token for this tokenizer; use mode='generate'")
+        score = [ScoreSkeleton.INTEGER] + point + [ScoreSkeleton.DECIMAL] * decimals
+        steps = list(score)
         for piece in skeleton[1:]:
-            steps += self.backbone.tokenizer(piece, add_special_tokens=False)["input_ids"] + [ScoreSkeleton.HOLE]
+            steps += self.backbone.tokenizer(piece, add_special_tokens=False)["input_ids"] + score
         return steps
 
     def read_scores(
@@ -387,31 +490,52 @@ class LocalVLMBackend(JudgeBackend):
         skeletons: list[tuple[str, ...]],
         values: Sequence[int],
         *,
+        decimals: int = 0,
         batch_size: int,
     ) -> list[list[float] | str]:
-        """The expected score at each hole of each prompt's answer skeleton (``prompt.answer_prefix`` is its first
-        line, already in the prompt), or why not. Prompts are run in batches of one skeleton each."""
-        digit_ids = self.score_token_ids(values)
-        value_tensor = torch.tensor(list(values), dtype=torch.float32)
+        """The expected score at each line of each prompt's answer skeleton (``prompt.answer_prefix`` is its first
+        line, already in the prompt), or why not; see :func:`expected_score`.
+
+        Each score is written as an integer digit from ``values`` followed by ``"."`` and ``decimals`` digits. With
+        decimals, every prompt runs as one row per (line, integer value): the row writes that value at that line and
+        the most likely digits elsewhere, so each value's decimals are read after that value (``lines x values``
+        rows, e.g. 15 for three 1-5 scores; without decimals one row). Rows are run in batches of one skeleton.
+        """
+        value_ids = self.score_token_ids(values)
+        digit_ids = self.score_token_ids(range(10)) if decimals else []
         results: list[list[float] | str | None] = [None] * len(prompts)
         for skeleton in dict.fromkeys(skeletons):
-            steps = self.skeleton_steps(skeleton)
+            steps = self.skeleton_steps(skeleton, decimals)
+            lines = len(skeleton)
+            branches = score_branches(lines, len(values), decimals)
             indices = [n for n, s in enumerate(skeletons) if s == skeleton]
-            subset = [prompts[n] for n in indices]
-            jobs, owners, errors = self._jobs(candidates, subset, len(steps), [()] * len(subset))
-            for n, error in zip(indices, errors, strict=True):
-                results[n] = error
+            rows = [prompts[n] for n in indices for _ in branches]  # row r: prompt indices[r // len(branches)]
+            jobs, owners, errors = self._jobs(candidates, rows, len(steps), [()] * len(rows))
+            integer = torch.zeros(len(rows), lines, len(values))
+            fraction = torch.zeros(len(rows), lines, decimals, 10)
 
-            def run_batch(chunk, sequences, steps=steps, indices=indices, owners=owners) -> None:
+            def run_batch(chunk, sequences, steps=steps, branches=branches, owners=owners, into=(integer, fraction)):
                 batch = self.backbone.assemble(sequences)
-                forcing = ScoreSkeleton(steps, digit_ids, prompt_width=batch.input_ids.shape[1])
+                mine = [owners[j] for j in chunk]
+                forcing = ScoreSkeleton(
+                    steps,
+                    value_ids,
+                    digit_ids,
+                    [branches[r % len(branches)] for r in mine],
+                    prompt_width=batch.input_ids.shape[1],
+                )
                 self.backbone.generate(batch, max_new_tokens=len(steps), logits_processor=[forcing])
-                # records: one (B, n_values) distribution per hole -> expected value per row and hole.
-                expected = torch.stack([(probs * value_tensor).sum(-1) for probs in forcing.records], dim=1)
-                for row, j in enumerate(chunk):
-                    results[indices[owners[j]]] = [float(v) for v in expected[row]]
+                into[0][mine], into[1][mine] = forcing.integer, forcing.fraction
 
             self.run_sequences(candidates, jobs, run_batch, batch_size)
+            count = len(branches)
+            for m, n in enumerate(indices):
+                error = errors[m * count]
+                if error is not None:
+                    results[n] = error
+                    continue
+                mine = slice(m * count, (m + 1) * count)
+                results[n] = read_branches(integer[mine], fraction[mine], values, decimals)
         return results
 
     def answer_token_ids(self, yes: Sequence[str], no: Sequence[str]) -> tuple[list[int], list[int]]:

@@ -32,7 +32,15 @@ import torch
 from mmreward.errors import ConfigError
 from mmreward.rewards.base import Orders, PairwiseOutput, RewardOutput, check_batch
 from mmreward.rewards.vlm.judge_base import Candidate, Judge, JudgeBackend
-from mmreward.rewards.vlm.parsing import AnswerParseError, parse_chain_of_thought, parse_verdict
+from mmreward.rewards.vlm.parsing import (
+    PARSING_STYLES,
+    AnswerParseError,
+    Parsing,
+    parse_chain_of_thought,
+    parse_dim_scores,
+    parse_verdict,
+    reference_verdict,
+)
 from mmreward.rewards.vlm.templates import TemplateKind, TemplateSection
 
 Outcome = Literal["first", "second", "tie"]
@@ -179,16 +187,33 @@ class PairwiseJudge(Judge):
     """A judge that compares two candidates (UnifiedReward-style pair ranking): ``compare``, ``judge_pairs`` (for
     win rates) and ``score`` via a reference or groups.
 
-    Takes the arguments of :class:`~mmreward.rewards.vlm.judge_base.Judge`; ``batch_size`` counts prompts (pairs x
-    orders) per language-model forward.
+    Args:
+        parsing: how a written answer becomes a verdict. ``"robust"`` (default, :func:`~mmreward.rewards.vlm.parsing.
+            parse_verdict`): the last verdict sentence, tolerant of case, spacing and Markdown; an answer without
+            one fails. ``"reference-pref-grpo"`` (:func:`~mmreward.rewards.vlm.parsing.reference_verdict`): as
+            Pref-GRPO's reward code, the first case-sensitive verdict substring (of the first ``<answer>`` block
+            for chain-of-thought judges), and an answer without one counts as a tie (half a win each), not a
+            failure. Written answers only: ``mode="logits"`` reads no text.
+        options: the arguments of :class:`~mmreward.rewards.vlm.judge_base.Judge`; ``batch_size`` counts prompts
+            (pairs x orders) per language-model forward.
     """
 
     kind = "pairwise"
     template_kind: ClassVar[TemplateKind] = "pairwise"
     images_per_prompt: ClassVar[int] = 2
+    answer_block: ClassVar[bool] = False  # whether the verdict sits in an <answer> block
 
-    def __init__(self, backend: str | JudgeBackend, **options: Any) -> None:
+    def __init__(self, backend: str | JudgeBackend, *, parsing: Parsing = "robust", **options: Any) -> None:
+        if parsing not in PARSING_STYLES:
+            raise ConfigError(f"parsing must be one of {list(PARSING_STYLES)}, got {parsing!r}")
+        # Checked before the backend loads its weights.
+        if parsing != "robust" and options.get("mode") == "logits":
+            raise ConfigError(
+                f"parsing={parsing!r} reads written answers, but mode='logits' reads verdicts from the logits; "
+                "use mode='generate' or leave parsing at 'robust'"
+            )
         super().__init__(backend, **options)
+        self.parsing = parsing
         if self.mode == "logits":
             for section in self.template.sections.values():
                 self.backend.check_verdicts(section.verdicts)
@@ -219,8 +244,19 @@ class PairwiseJudge(Judge):
                 judgments.append(self.judgment_from_text(section, done.text, done.truncated))
         return judgments
 
+    def reference_judgment(self, section: TemplateSection, text: str) -> Judgment:
+        """``parsing="reference-pref-grpo"``: Pref-GRPO's verdict, or half a win each when there is none."""
+        verdict = reference_verdict(text, section.verdicts, answer_block=self.answer_block)
+        # Per-dimension scores are extra information Pref-GRPO does not read; they come from the reasoning.
+        dims = parse_dim_scores(text.split("<answer>", 1)[0], section.noun) if self.answer_block else {}
+        if verdict is None:
+            return Judgment(probs=(0.5, 0.5, 0.0), text=text, dims=dims)
+        return Judgment.from_outcome(verdict, text, dims)
+
     def judgment_from_text(self, section: TemplateSection, text: str, truncated: bool) -> Judgment:
         """A judgment from the judge's written answer, or a failure saying why."""
+        if self.parsing == "reference-pref-grpo":
+            return self.reference_judgment(section, text)
         verdict = parse_verdict(text, section.verdicts)
         if verdict is None:
             allowed = " / ".join(repr(p) for _, p in section.verdicts.items())
@@ -338,6 +374,7 @@ class ChainOfThoughtJudge(PairwiseJudge):
     """
 
     template_kind: ClassVar[TemplateKind] = "cot"
+    answer_block: ClassVar[bool] = True
 
     def __init__(self, backend: str | JudgeBackend, **options: Any) -> None:
         if options.get("mode") == "logits":
@@ -345,6 +382,8 @@ class ChainOfThoughtJudge(PairwiseJudge):
         super().__init__(backend, **options)
 
     def judgment_from_text(self, section: TemplateSection, text: str, truncated: bool) -> Judgment:
+        if self.parsing == "reference-pref-grpo":
+            return self.reference_judgment(section, text)
         try:
             parsed = parse_chain_of_thought(text, section.verdicts, section.noun)
         except AnswerParseError as err:

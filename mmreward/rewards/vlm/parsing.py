@@ -11,6 +11,10 @@ changes the meaning (another language, a different sentence, a number outside th
 When a verdict sentence occurs several times the **last** occurrence counts, because judges that reason first
 restate the options before they commit (UnifiedReward's scripts test for substrings, which breaks on such
 restatements).
+
+``parsing="reference-pref-grpo"`` on the pairwise and chain-of-thought judges reads verdicts exactly as Pref-GRPO's
+reward code does instead (:func:`reference_verdict`): the first ``<answer>`` block, case-sensitive substrings, and
+no verdict counted as a tie.
 """
 
 from __future__ import annotations
@@ -18,9 +22,13 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass, field
+from typing import Literal
 
 _MARKDOWN = re.compile(r"[*_`]+")
 _NUMBER = r"[+-]?\d+(?:\.\d+)?"
+
+Parsing = Literal["robust", "reference-pref-grpo"]
+PARSING_STYLES: tuple[str, ...] = ("robust", "reference-pref-grpo")
 
 
 class AnswerParseError(ValueError):
@@ -170,38 +178,80 @@ def split_think_answer(text: str | None) -> tuple[str | None, str]:
     return (thinks[-1].strip() if thinks else None), answers[-1].strip()
 
 
-def dim_score_pattern(noun: str) -> re.Pattern[str]:
-    """Regex for a per-dimension line that scores both candidates, e.g.
-    ``"Aesthetics: Image 1 7/10, Image 2 5/10 - ..."`` (also ``"Image 1: 7"``, ``"Image 1 = 7"``, ``"7 / 10"``).
-
-    Groups: ``dim``, ``a``, ``b``.
-    """
-    noun_re = re.escape(noun)
-    out_of = r"(?:\s*/\s*\d+)?"  # an optional "/10"
+def score_mention_pattern(noun: str) -> re.Pattern[str]:
+    """Regex for one candidate's score in a per-dimension line: ``"Image 1 (9/10)"`` (UnifiedReward-Think's form),
+    ``"Image 1 7/10"``, ``"Image 1: 7"``, ``"Image 1 = 7 / 10"``. Groups: ``k`` (1 or 2) and ``score``."""
+    out_of = r"(?:\s*/\s*\d+(?:\.\d+)?)?"  # an optional "/10"
     return re.compile(
-        # An optional list marker ("-", "*", "1.", "2)") and the dimension name up to the colon.
-        rf"^[ \t]*(?:[-*\d.)]+[ \t]*)?(?P<dim>[^\n:]{{1,60}}?)[ \t]*:[ \t]*"
-        rf"{noun_re}\s*1\s*[:=]?\s*(?P<a>{_NUMBER}){out_of}\s*[,;]\s*"
-        rf"{noun_re}\s*2\s*[:=]?\s*(?P<b>{_NUMBER}){out_of}",
-        re.IGNORECASE | re.MULTILINE,
+        rf"(?<![\w]){re.escape(noun)}[ \t]*(?P<k>[12])(?![\w.])[ \t]*[:=]?[ \t]*"
+        rf"(?:\([ \t]*(?P<paren>{_NUMBER}){out_of}[ \t]*\)|(?P<bare>{_NUMBER}){out_of})",
+        re.IGNORECASE,
     )
+
+
+# A dimension header: an optional list marker ("-", "*", "1.", "2)"), a name, a colon; what follows (on the same
+# line or the next ones, up to the next header) holds the two candidates' scores.
+_DIM_HEADER = re.compile(r"^[ \t]*(?:[-*]|\d+[.)])?[ \t]*(?P<dim>[^\n:]{1,60}?)[ \t]*:", re.MULTILINE)
+_TOTAL = re.compile(r"(total|sum|overall total)(\s+score)?", re.IGNORECASE)
 
 
 def parse_dim_scores(text: str | None, noun: str) -> dict[str, tuple[float, float]]:
     """Per-dimension scores of both candidates from reasoning text; ``{}`` when there are none.
 
-    Lines whose dimension name is a total (``"Total"``, ``"Total score"``, ``"Sum"``) are left out. A dimension
-    scored twice keeps its last line.
+    A dimension is a header ``"<name>:"`` (after an optional list marker) followed, on its line or the next ones up
+    to the next header, by one score for each candidate in either order: UnifiedReward-Think writes
+    ``"1. Semantic consistency: Image 1 (9/10) - ...; Image 2 (7/10) - ..."``, its Qwen3-VL version puts each
+    candidate on a line of its own, and extra dimensions may name Image 2 first. Lines that start with a candidate
+    (``"Image 1: 9+8+7=24"``) are not headers; totals (``"Total"``, ``"Total score"``, ``"Sum"``) are left out; a
+    block without a score for both candidates is skipped. A dimension scored twice keeps its last block.
     """
     if not text:
         return {}
+    # Tags are not text: "<think>1. Aesthetics: ..." starts a dimension like a line of its own.
+    clean = re.sub(r"</?(?:think|answer)>", "\n", strip_markdown(text), flags=re.IGNORECASE)
+    mention = score_mention_pattern(noun)
+    starts_with_candidate = re.compile(rf"{re.escape(noun)}\s*[12](?!\d)", re.IGNORECASE)
+    headers = [h for h in _DIM_HEADER.finditer(clean) if not starts_with_candidate.match(h.group("dim").strip())]
+    if not headers:
+        return {}
     scores: dict[str, tuple[float, float]] = {}
-    for match in dim_score_pattern(noun).finditer(strip_markdown(text)):
-        dim = match.group("dim").strip()
-        if re.fullmatch(r"(total|sum|overall total)(\s+score)?", dim, re.IGNORECASE):
+    ends = [h.start() for h in headers[1:]] + [len(clean)]
+    for header, end in zip(headers, ends, strict=True):
+        dim = header.group("dim").strip()
+        if _TOTAL.fullmatch(dim):
             continue
-        scores[dim] = (float(match.group("a")), float(match.group("b")))
+        block = clean[header.end() : end]
+        found: dict[str, float] = {}
+        for match in mention.finditer(block):
+            found.setdefault(match.group("k"), float(match.group("paren") or match.group("bare")))
+        if len(found) == 2:
+            scores[dim] = (found["1"], found["2"])
     return scores
+
+
+_FIRST_ANSWER = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
+
+
+def reference_verdict(text: str | None, phrases: VerdictPhrases, *, answer_block: bool) -> str | None:
+    """The verdict as Pref-GRPO's reward code reads it (``fastvideo/rewards/unifiedreward_think.py``), or None.
+
+    With ``answer_block`` only the **first** ``<answer>...</answer>`` (lower-case tags) counts, and none means no
+    verdict; without, the whole text. The outcome is the first of the first, second and tie sentences that occurs
+    in it as a case-sensitive substring (so ``"Image 1 is better"`` wins over a later ``"Image 2 is better"``, and
+    ``"image 1 is better"`` is no verdict). Pref-GRPO counts no verdict as a tie (half a win each); the caller does
+    the same.
+    """
+    if not text:
+        return None
+    if answer_block:
+        match = _FIRST_ANSWER.search(text)
+        if match is None:
+            return None
+        text = match.group(1).strip()
+    for outcome, phrase in phrases.items():
+        if phrase in text:
+            return outcome
+    return None
 
 
 def parse_chain_of_thought(text: str | None, phrases: VerdictPhrases, noun: str) -> ChainOfThought:

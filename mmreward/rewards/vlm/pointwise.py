@@ -1,9 +1,12 @@
 """Pointwise judges: per-dimension scores of one candidate (UnifiedReward-style point scores).
 
-In ``mode="logits"`` (local backends) each score is the expected value of the score digits at its place in the
-answer skeleton ("Alignment Score (1-5): _\\nCoherence Score (1-5): _ ..."; see
-:meth:`~mmreward.rewards.vlm.local_backend.LocalVLMBackend.read_scores`), so scores are continuous; in
-``mode="generate"`` the written "<Dim> Score (1-5): x" lines are parsed. ``scores`` is the mean of the template's
+In ``mode="logits"`` (local backends) each score is the expected value of the number the judge writes at its place
+in the answer skeleton ("Alignment Score (1-5): _._ _ _ _\\nCoherence Score (1-5): ..."): exact over the integer
+digit, then each decimal digit's expected value after the integer and the most likely decimals before it, for as
+many decimals as the judge's ``score_decimals`` (UnifiedReward 2.0 writes four, e.g. ``2.6947``; see
+:func:`~mmreward.rewards.vlm.local_backend.expected_score`). Scores are continuous and, for a confident judge,
+equal to what greedy decoding writes (what the authors' scripts parse). In ``mode="generate"`` the written
+"<Dim> Score (1-5): x" lines are parsed (decimals included). ``scores`` is the mean of the template's
 dimensions (same range as each dimension); ``dims`` holds each; ``compare`` comes from score gaps.
 """
 
@@ -14,6 +17,7 @@ from typing import Any, ClassVar
 
 import torch
 
+from mmreward.errors import ConfigError
 from mmreward.rewards.base import RewardOutput
 from mmreward.rewards.vlm.judge_base import Candidate, Judge, JudgeBackend
 from mmreward.rewards.vlm.parsing import AnswerParseError, parse_scores
@@ -24,19 +28,31 @@ ScoreResult = tuple[dict[str, float] | None, str | None, str | None]
 
 
 class PointwiseJudge(Judge):
-    """A judge that scores one candidate per dimension. Takes the arguments of
-    :class:`~mmreward.rewards.vlm.judge_base.Judge`."""
+    """A judge that scores one candidate per dimension.
+
+    Args:
+        score_decimals: how many decimals the checkpoint writes after each score's integer digit (a property of
+            the checkpoint, not of the wording: UnifiedReward 2.0 writes four); ``mode="logits"`` reads that many,
+            running each candidate's prompt once per (dimension, integer value): 15 rows for three 1-5 scores
+            (their forwards are batched; ``batch_size`` counts rows). 0 reads the integer digit only, in one row.
+        options: the arguments of :class:`~mmreward.rewards.vlm.judge_base.Judge`.
+    """
 
     kind = "pointwise"
     template_kind: ClassVar[TemplateKind] = "pointwise"
 
-    def __init__(self, backend: str | JudgeBackend, **options: Any) -> None:
+    def __init__(self, backend: str | JudgeBackend, *, score_decimals: int = 0, **options: Any) -> None:
+        if not (isinstance(score_decimals, int) and 0 <= score_decimals <= 8):
+            raise ConfigError(f"score_decimals must be an integer from 0 to 8, got {score_decimals!r}")
         super().__init__(backend, **options)
         low, high = self.template.score_range
         self.raw_range = (float(low), float(high))
         self.score_values = list(range(low, high + 1))
+        self.score_decimals = score_decimals
         if self.mode == "logits":
             self.backend.score_token_ids(self.score_values)
+            if score_decimals:
+                self.backend.score_token_ids(range(10))
 
     def run_scores(self, prompts: list[str], candidates: list[Candidate]) -> list[ScoreResult]:
         """Score candidates (all prepared without error) -> one :data:`ScoreResult` each."""
@@ -47,7 +63,14 @@ class PointwiseJudge(Judge):
             skeletons = [tuple(s.answer_skeleton()) for s in sections]
             for question, skeleton in zip(asked, skeletons, strict=True):
                 question.answer_prefix = skeleton[0]  # the first line's text, up to its score
-            read = self.backend.read_scores(data, asked, skeletons, self.score_values, batch_size=self.batch_size)
+            read = self.backend.read_scores(
+                data,
+                asked,
+                skeletons,
+                self.score_values,
+                decimals=self.score_decimals,
+                batch_size=self.batch_size,
+            )
             return [
                 (None, None, out) if isinstance(out, str) else (dict(zip(section.dims, out, strict=True)), None, None)
                 for section, out in zip(sections, read, strict=True)

@@ -80,3 +80,38 @@ def test_local_backend_prepares_uint8_frames_and_takes_a_token_budget(tiny_root)
     torch.testing.assert_close(prepared.pixel_values, expected.pixel_values, rtol=0, atol=0)
     with pytest.raises(ConfigError, match="max_batch_tokens must be >= 1"):
         testing.tiny_judge("pairwise", root=tiny_root, max_batch_tokens=0)
+
+
+def test_judges_show_the_frames_their_checkpoint_was_shown(tiny_root):
+    """Presets name the authors' frame rule: UnifiedReward-Think (and Pref-GRPO) floor np.linspace, UnifiedReward
+    2.0's point- and pair-score scripts take the first frame of each segment, 16 of them for pointwise videos."""
+    from mmreward.rewards.registry import find_preset
+
+    rules = {name: find_preset(name).kwargs for name in ("unifiedreward-think", "unifiedreward-think-remote")}
+    assert all(k["frame_rule"] == "floor" and k["video_num_frames"] == 8 for k in rules.values())
+    for name in ("unifiedreward-pointwise", "unifiedreward-pointwise-remote"):
+        assert find_preset(name).kwargs["frame_rule"] == "segment"
+        assert find_preset(name).kwargs["video_num_frames"] == 16
+    assert find_preset("unifiedreward-pairwise").kwargs["frame_rule"] == "segment"
+    # Frame i of this in-memory video holds the value i; 11 frames shown as 4 (see test_media's hand values).
+    video = torch.arange(11, dtype=torch.float32).view(11, 1, 1, 1).expand(11, 3, 56, 56)
+    shown = {}
+    for rule in ("round", "floor", "segment"):
+        judge = testing.tiny_judge("pairwise", root=tiny_root, video_num_frames=4, frame_rule=rule)
+        shown[rule] = judge.frames_of(video)[1][:, 0, 0, 0].tolist()
+    assert shown == {"round": [0, 3, 7, 10], "floor": [0, 3, 6, 10], "segment": [0, 2, 5, 8]}
+    with pytest.raises(ConfigError, match=r"frame_rule must be one of \['round', 'floor', 'segment'\], got 'ceil'"):
+        testing.tiny_judge("pairwise", root=tiny_root, frame_rule="ceil")
+
+
+def test_reference_pixel_bound_is_16384_visual_tokens(tiny_root):
+    """image_max_pixels='reference': qwen-vl-utils' 16384 tokens of (patch x merge)^2 pixels each."""
+    from mmreward.rewards.registry import find_preset
+
+    assert find_preset("unifiedreward-pointwise").kwargs["image_max_pixels"] == "reference"
+    judge = testing.tiny_judge("pairwise", root=tiny_root, image_max_pixels="reference")
+    backbone = judge.backend.backbone
+    side = backbone.model.config.vision_config.patch_size * backbone.merge
+    assert backbone.image_size["longest_edge"] == 16384 * side * side
+    with pytest.raises(ConfigError, match="image_max_pixels must be a number, 'reference' or None, got 'native'"):
+        testing.tiny_judge("pairwise", root=tiny_root, image_max_pixels="native")

@@ -11,7 +11,15 @@ import mmreward
 from mmreward import testing
 from mmreward.errors import ConfigError
 from mmreward.rewards.vlm.backbone import CPU_ACTIVATION_BYTES, PromptSequence, forward_token_budget
-from mmreward.rewards.vlm.local_backend import VerdictReadout, run_in_batches
+from mmreward.rewards.vlm.local_backend import (
+    ScoreBranch,
+    ScoreSkeleton,
+    VerdictReadout,
+    expected_score,
+    read_branches,
+    run_in_batches,
+    score_branches,
+)
 from mmreward.rewards.vlm.parsing import VerdictPhrases
 
 
@@ -140,15 +148,89 @@ def test_logit_readout_agrees_with_the_generated_verdict(trained_judge, photos):
     assert 0 < int((verdict_written == 0).sum()) < 8  # the verdicts depend on the images
 
 
-def test_pointwise_scores_are_expected_digit_values(tiny_root, photos):
-    """Dimension k's score is E[digit] at its hole, after the previous lines with their most likely digits."""
+def test_expected_score_by_hand():
+    """A judge torn between "2.97" (P=0.6) and "3.01" (P=0.4) expects 0.6 * 2.97 + 0.4 * 3.01 = 2.986.
+
+    After "2." it writes 9 for sure, then 6 or 8 (0.5 each): 0.9 + 0.07; after "3." it writes 0 then 1: 0.01.
+    Reading the integer digit's expectation (2.4) and adding the greedy integer's decimals (0.97) would give 3.37,
+    above both numbers the judge would write. The top value 5 has no in-range decimals: its row's digits are
+    ignored (5.9 would be out of the 1-5 range).
+    """
+    values = range(1, 6)
+    integer = torch.tensor([0.0, 0.6, 0.4, 0.0, 0.0])
+    fraction = torch.full((5, 2, 10), 0.1)  # the rows of values 1, 4 and 5 are weighted by 0
+    fraction[1] = 0.0
+    fraction[1, 0, 9] = 1.0
+    fraction[1, 1, 6] = fraction[1, 1, 8] = 0.5
+    fraction[2] = 0.0
+    fraction[2, 0, 0] = fraction[2, 1, 1] = 1.0
+    assert math.isclose(float(expected_score(integer, fraction, values, 2)), 2.986, abs_tol=1e-6)
+    top = torch.tensor([0.0, 0.0, 0.0, 0.5, 0.5])
+    # 0.5 * (4 + 0.45 + 0.045) + 0.5 * 5: the uniform decimals of value 4 expect 4.5 in each place.
+    assert math.isclose(float(expected_score(top, torch.full((5, 2, 10), 0.1), values, 2)), 4.7475, abs_tol=1e-6)
+    # Without decimals: the plain expected digit.
+    assert math.isclose(float(expected_score(integer, torch.zeros(5, 0, 10), values, 0)), 2.4, abs_tol=1e-6)
+
+
+def test_score_skeleton_branches_on_a_fake_judge():
+    """Two lines "d.dd" written by a fake judge whose logits depend on what it wrote, decoded greedily through the
+    logits processor as transformers does, one row per (line, integer value).
+
+    Line 1: P(2) = 0.6, P(3) = 0.4; after "2." it writes 9 then 6 or 8 (0.5 each), after "3." 0 then 1:
+    0.6 * 2.97 + 0.4 * 3.01 = 2.986. Line 2 follows the greedy "2.9x": it writes 4 for sure, then uniform decimals
+    (4.5 expected in each place): 4 + 0.45 + 0.045 = 4.495. A read-out that did not branch (every row greedy)
+    would give 0.6 * 2 + 0.4 * 3 + 0.97 = 3.37 for line 1.
+    """
+    point, newline, word = 10, 11, 12  # token ids: digits 0-9 are themselves
+    integer, decimal = ScoreSkeleton.INTEGER, ScoreSkeleton.DECIMAL
+    steps = [integer, point, decimal, decimal, newline, word, integer, point, decimal, decimal]
+    branches = score_branches(lines=2, count=5, decimals=2)
+    assert len(branches) == 10 and branches[6] == ScoreBranch(line=1, value=1)
+
+    def one_hot(*digits):
+        logits = torch.full((13,), -1e4)
+        logits[list(digits)] = 0.0
+        return logits
+
+    def fake_logits(written: list[int]) -> torch.Tensor:
+        t = len(written)
+        if t == 0:
+            logits = torch.full((13,), -1e4)
+            logits[2], logits[3] = math.log(0.6), math.log(0.4)
+            return logits
+        first = written[0]
+        if t == 2:
+            return one_hot(9) if first == 2 else one_hot(0) if first == 3 else torch.zeros(13)
+        if t == 3:
+            return one_hot(6, 8) if first == 2 else one_hot(1) if first == 3 else torch.zeros(13)
+        if t == 6:
+            return one_hot(4) if first == 2 else one_hot(1)
+        return torch.zeros(13)  # forced tokens, and uniform decimals on line 2
+
+    prompt = torch.full((len(branches), 3), word)
+    forcing = ScoreSkeleton(steps, list(range(1, 6)), list(range(10)), branches, prompt_width=3)
+    ids = prompt
+    for _ in steps:
+        scores = torch.stack([fake_logits(row[3:].tolist()) for row in ids])
+        ids = torch.cat([ids, forcing(ids, scores).argmax(-1, keepdim=True)], dim=1)
+    # Row (line 0, value 3) wrote "3.01" on line 1; the rows of line 1 all wrote the greedy "2.96" first (a tie
+    # between 6 and 8 goes to the first).
+    assert ids[2, 3:7].tolist() == [3, point, 0, 1] and ids[7, 3:7].tolist() == [2, point, 9, 6]
+    scores = read_branches(forcing.integer, forcing.fraction, range(1, 6), decimals=2)
+    assert scores == pytest.approx([2.986, 4.495], abs=1e-6)
+
+
+def test_pointwise_scores_are_expected_written_numbers(tiny_root, photos):
+    """Dimension k's score is the expected number written at its place ("d.dddd", four decimals for UnifiedReward
+    2.0): P(d) at the integer digit, and for each d the decimals' expected values after "d." and the most likely
+    decimals before them; later lines see the most likely number. Recomputed here by plain forward passes."""
     judge = testing.tiny_judge("pointwise", root=tiny_root)
+    assert judge.score_decimals == 4
     out = judge.score(["a photo", "a cat"], photos[:2])
     assert set(out.dims) == {"Alignment", "Coherence", "Style"}
     assert not bool(out.failed.any())
     assert bool(((out.scores >= 1) & (out.scores <= 5)).all())
     torch.testing.assert_close(out.scores, torch.stack(list(out.dims.values())).mean(0))
-    # Recompute the first two dimensions of item 0 by plain forward passes (no cache, no logits processor).
     backend, backbone, section = judge.backend, judge.backend.backbone, judge.template.section("image")
     candidate = backend.prepare(photos[0][None])
     visuals = backbone.encode([candidate])
@@ -156,18 +238,45 @@ def test_pointwise_scores_are_expected_digit_values(tiny_root, photos):
     question = judge.ask(section, "a photo", {"media": 0})
     question.answer_prefix = skeleton[0]
     ids = backend.prompt_ids(question, [candidate])
-    values = torch.arange(1, 6, dtype=torch.float32)
-    digits = backend.score_token_ids(range(1, 6))
+    values, digits = backend.score_token_ids(range(1, 6)), backend.score_token_ids(range(10))
+    point = backbone.tokenizer(".", add_special_tokens=False)["input_ids"]
+
+    def next_probs(prefix, allowed):
+        batch = backbone.assemble([PromptSequence(ids=prefix, visuals=visuals)])
+        probs = backbone.model(**batch.as_kwargs(), logits_to_keep=1).logits[0, -1].softmax(-1)[allowed]
+        return probs / probs.sum()
+
+    def greedy_decimals(prefix):
+        """Four decimals written greedily after ``prefix`` -> (their tokens, sum_k 10^-k E[d_k])."""
+        tokens, tail = [], 0.0
+        for k in range(1, 5):
+            probs = next_probs(prefix + tokens, digits)
+            tail += 10.0**-k * float((probs * torch.arange(10.0)).sum())
+            tokens.append(digits[int(probs.argmax())])
+        return tokens, tail
+
     expected = []
     with torch.inference_mode():
         for k in range(2):
-            batch = backbone.assemble([PromptSequence(ids=ids, visuals=visuals)])
-            probs = backbone.model(**batch.as_kwargs(), logits_to_keep=1).logits[0, -1].softmax(-1)[digits]
-            expected.append(float((probs / probs.sum() * values).sum()))
-            best = digits[int(probs.argmax())]
-            ids = ids + [best] + backbone.tokenizer(skeleton[k + 1], add_special_tokens=False)["input_ids"]
+            p_int = next_probs(ids, values)
+            total = 0.0
+            for v in range(1, 6):
+                tail = 0.0 if v == 5 else greedy_decimals(ids + [values[v - 1]] + point)[1]
+                total += float(p_int[v - 1]) * (v + tail)
+            expected.append(total)
+            best = values[int(p_int.argmax())]
+            written, _ = greedy_decimals(ids + [best] + point)
+            ids = (
+                ids
+                + [best]
+                + point
+                + written
+                + backbone.tokenizer(skeleton[k + 1], add_special_tokens=False)["input_ids"]
+            )
     assert math.isclose(float(out.dims["Alignment"][0]), expected[0], abs_tol=1e-4)
     assert math.isclose(float(out.dims["Coherence"][0]), expected[1], abs_tol=1e-4)
+    with pytest.raises(ConfigError, match="score_decimals must be an integer from 0 to 8, got -1"):
+        testing.tiny_judge("pointwise", root=tiny_root, score_decimals=-1)
 
 
 def test_written_answers_that_do_not_parse_fail_and_keep_their_text(tiny_root, photos):
@@ -263,3 +372,35 @@ def test_a_large_batch_runs_in_forwards_within_the_token_budget(judge, photos):
         judge.batch_size, backbone.max_batch_tokens = batch_size, budget
     assert shapes == [(10, width)] * 5 + [(6, width)]
     torch.testing.assert_close(batched.rates, one_by_one.rates)
+
+
+def test_reference_parsing_counts_no_verdict_as_a_tie():
+    """parsing='reference-pref-grpo': Pref-GRPO's reading (first <answer>, case-sensitive), and an answer without a
+    verdict is half a win each instead of a failure; the robust default reads the last answer and fails instead."""
+    from mmreward.rewards.vlm.chat_backend import ChatBackend
+    from mmreward.rewards.vlm.pairwise import ChainOfThoughtJudge, PairwiseJudge
+
+    reference = ChainOfThoughtJudge(
+        ChatBackend(model="m"), template="unifiedreward-think", parsing="reference-pref-grpo"
+    )
+    robust = ChainOfThoughtJudge(ChatBackend(model="m"), template="unifiedreward-think")
+    section = reference.template.section("image")
+    two_answers = (
+        "<think>1. Aesthetics: Image 1 (9/10) - a; Image 2 (7/10) - b</think><answer>Image 2 is better</answer>"
+    )
+    two_answers += "<answer>Image 1 is better</answer>"
+    assert reference.judgment_from_text(section, two_answers, False).probs == (0.0, 1.0, 0.0)
+    assert reference.judgment_from_text(section, two_answers, False).dims == {"Aesthetics": (9.0, 7.0)}
+    assert robust.judgment_from_text(section, two_answers, False).probs == (1.0, 0.0, 0.0)
+    for text in ("<answer>image 1 is better</answer>", "<think>cut short", ""):
+        judged = reference.judgment_from_text(section, text, False)
+        assert judged.probs == (0.5, 0.5, 0.0) and judged.error is None
+    assert robust.judgment_from_text(section, "<think>cut short", False).failed
+    plain = PairwiseJudge(ChatBackend(model="m"), template="unifiedreward-pairwise", parsing="reference-pref-grpo")
+    pair_section = plain.template.section("image")
+    assert plain.judgment_from_text(pair_section, "Both images are equally good.", False).probs == (0.0, 0.0, 1.0)
+    assert plain.judgment_from_text(pair_section, "IMAGE 1 IS BETTER", False).probs == (0.5, 0.5, 0.0)
+    with pytest.raises(ConfigError, match=r"parsing must be one of \['robust', 'reference-pref-grpo'\], got 'strict'"):
+        PairwiseJudge(ChatBackend(model="m"), template="unifiedreward-pairwise", parsing="strict")
+    with pytest.raises(ConfigError, match="mode='logits' reads verdicts from the logits"):
+        mmreward.load_reward("unifiedreward-pairwise", weights="/nonexistent", parsing="reference-pref-grpo")

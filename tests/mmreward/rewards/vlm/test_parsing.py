@@ -1,6 +1,10 @@
 """Parsers of judge answers and prompt templates: real-looking, malformed, truncated and foreign answers."""
 
+import string
+
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from mmreward.errors import ConfigError
 from mmreward.rewards.vlm.parsing import (
@@ -10,6 +14,7 @@ from mmreward.rewards.vlm.parsing import (
     parse_dim_scores,
     parse_scores,
     parse_verdict,
+    reference_verdict,
     split_think_answer,
 )
 from mmreward.rewards.vlm.templates import MediaPart, TextPart, load_template, parse_template
@@ -121,6 +126,110 @@ def test_think_block_is_optional_and_last_answer_counts():
     think, answer = split_think_answer("<answer>Image 2 is better</answer> then <answer>Image 1 is better</answer>")
     assert think is None and answer == "Image 1 is better"
     assert parse_dim_scores("no scores here", "Image") == {}
+
+
+# UnifiedReward-Think's Qwen3-VL layout: each candidate on a line of its own (with trailing spaces, as written).
+THINK_QWEN3 = "\n".join(
+    [
+        "<think>",
+        "1. Semantic consistency: ",
+        "    Video 1 (9/10) - The cat is there; the light: warm. ",
+        "    Video 2 (7/10) - No cat",
+        "2. Temporal coherence: ",
+        "    Video 1 (8/10) - smooth; ",
+        "    Video 2 (6/10) - jerky",
+        "Camera stability: Video 2 (8/10) - steady; Video 1 (6/10) - shaky",
+        "Total score:",
+        "Video 1: 9+8+6=23",
+        "Video 2: 7+6+8=21",
+        "</think>",
+        "<answer>Video 1 is better</answer>",
+    ]
+)
+
+
+def test_unifiedreward_think_dimension_lines():
+    """UnifiedReward-Think's "Image 1 (9/10) - ...; Image 2 (7/10) - ..." lines, also one candidate per line (its
+    Qwen3-VL scripts) and with Image 2 first (its extra dimensions); totals and "Video 1: 9+8" lines are not dims."""
+    inline = (
+        "1. Semantic consistency: Image 1 (9/10) - a red car; Image 2 (7/10) - blue\n"
+        "2. Authenticity: Image 1 (5/10) - x; Image 2 (6/10) - y"
+    )
+    assert parse_dim_scores(inline, "Image") == {"Semantic consistency": (9.0, 7.0), "Authenticity": (5.0, 6.0)}
+    assert parse_chain_of_thought(THINK_QWEN3, VIDEO, "Video").dims == {
+        "Semantic consistency": (9.0, 7.0),
+        "Temporal coherence": (8.0, 6.0),
+        "Camera stability": (6.0, 8.0),
+    }
+    # A block that scores only one candidate is skipped rather than paired with the next dimension's score.
+    assert parse_dim_scores("Aesthetics: Image 1 (9/10)\nRealism: Image 1 (4/10); Image 2 (3/10)", "Image") == {
+        "Realism": (4.0, 3.0)
+    }
+
+
+_NAMES = (
+    st.text(alphabet=string.ascii_letters + " ", min_size=1, max_size=24)
+    .map(str.strip)
+    .filter(lambda name: name and name.split()[0].lower() not in ("total", "sum", "overall", "image", "video"))
+)
+_RATIONALE = st.text(alphabet=string.ascii_letters + " ,.'", max_size=30)
+
+
+@st.composite
+def _think_blocks(draw):
+    """Per-dimension score blocks in random layouts, and the scores they hold."""
+    noun = draw(st.sampled_from(["Image", "Video"]))
+    names = draw(st.lists(_NAMES, min_size=1, max_size=5, unique_by=str.lower))
+    expected, blocks = {}, []
+    for n, name in enumerate(names):
+        a, b = draw(st.integers(1, 10)), draw(st.integers(1, 10))
+        expected[name] = (float(a), float(b))
+        form = draw(st.sampled_from(["({s}/10)", "{s}/10", ": {s}", "= {s} / 10", "({s})"]))
+        mentions = [f"{noun} {k} " + form.format(s=s) + " - " + draw(_RATIONALE) for k, s in ((1, a), (2, b))]
+        if draw(st.booleans()):
+            mentions.reverse()  # the order of the A and B lines does not matter
+        indent = " " * draw(st.integers(0, 8))
+        separator = draw(st.sampled_from(["; ", ";\n" + indent, "\n" + indent, ", "]))
+        marker = draw(st.sampled_from(["", f"{n + 1}. ", "- ", f"{n + 1}) "]))
+        after_colon = draw(st.sampled_from([" ", "", " \n" + indent, "\n\n" + indent]))
+        blocks.append(f"{marker}{name}:{after_colon}" + separator.join(mentions))
+    totals = f"Total score:\n{noun} 1: 1+2=3\n{noun} 2: 2+2=4"
+    return noun, "\n".join(blocks) + "\n" + totals, expected
+
+
+@given(_think_blocks())
+def test_dimension_scores_survive_layout_and_order(case):
+    noun, text, expected = case
+    assert parse_dim_scores(text, noun) == expected
+    assert parse_dim_scores(f"<think>\n{text}\n</think>", noun) == expected
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("<think>x</think><answer>Image 2 is better</answer>", "second"),
+        # The first <answer> block counts (the robust parser takes the last).
+        ("<answer>Image 1 is better</answer> then <answer>Image 2 is better</answer>", "first"),
+        # Substrings, case-sensitive, the first phrase tested first.
+        ("<answer>Image 2 is better than Image 1 is better</answer>", "first"),
+        ("<answer>image 1 is better</answer>", None),
+        ("<answer>Image 1 is better", None),  # no closed block: no verdict
+        ("<ANSWER>Image 1 is better</ANSWER>", None),
+        ("Image 1 is better", None),
+        ("<answer>Image1 is better</answer>", None),
+        ("<answer>Image 12 is better</answer>", None),
+        ("", None),
+    ],
+)
+def test_reference_verdict_reads_like_pref_grpo(text, expected):
+    assert reference_verdict(text, NO_TIE, answer_block=True) == expected
+
+
+def test_reference_verdict_without_answer_block_reads_the_whole_text():
+    assert reference_verdict("Both images are equally good, Image 1 is better", IMAGE, answer_block=False) == "first"
+    assert reference_verdict("So: Both images are equally good.", IMAGE, answer_block=False) == "tie"
+    assert reference_verdict("image 2 is better", IMAGE, answer_block=False) is None
+    assert parse_verdict("image 2 is better", IMAGE) == "second"  # what the robust parser makes of it
 
 
 def test_shipped_templates_render_media_slots_and_fields():

@@ -1,0 +1,52 @@
+"""PickScore and the LAION aesthetic predictor on tiny random transformers CLIP models: the scores against values
+computed here from the models' own embeddings and weights, so a changed formula fails."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from mmreward import testing
+
+PROMPTS = ["a red car on a beach", "an astronaut riding a horse", "a bowl of fruit", "two dogs in the snow"]
+
+
+@pytest.fixture(scope="module")
+def pixels():
+    return torch.rand(len(PROMPTS), 3, 40, 48, generator=torch.Generator().manual_seed(5))
+
+
+def projected(output) -> torch.Tensor:
+    # transformers 5 returns a model output holding the projected embedding; 4.x the tensor itself.
+    return output if isinstance(output, torch.Tensor) else output.pooler_output
+
+
+def test_pickscore_is_the_exponentiated_logit_scale_times_the_cosine(tmp_path, pixels):
+    """PickScore = exp(logit_scale) * cos (Kirstain et al. 2023); the tiny model's logit_scale is log(1 / 0.07)."""
+    reward = testing.tiny_clip_reward("pickscore", root=tmp_path)
+    model = reward.model
+    with torch.no_grad():
+        tokens = reward.tokenizer(PROMPTS, padding=True, truncation=True, max_length=77, return_tensors="pt")
+        text = projected(model.get_text_features(**tokens)).float()
+        image = projected(model.get_image_features(pixel_values=reward.preprocess_pixels(pixels))).float()
+    scale = float(model.logit_scale)
+    assert scale == pytest.approx(2.6592, abs=1e-4)  # exp(scale) = 14.29: without exp() the scores change
+    expected = torch.exp(torch.tensor(scale)) * F.cosine_similarity(image, text, dim=-1)
+    torch.testing.assert_close(reward.score(PROMPTS, list(pixels)).scores, expected, rtol=1e-4, atol=1e-5)
+
+
+def test_laion_aesthetic_is_the_linear_head_on_the_normalized_image_embedding(tmp_path, pixels):
+    """score = W5 (W4 (W3 (W2 (W1 e + b1) + b2) + b3) + b4) + b5 with e = E_img / |E_img| (the head has no
+    nonlinearity; its dropouts are off at inference); the prompt is not used."""
+    reward = testing.tiny_clip_reward("laion-aesthetic", root=tmp_path)
+    with torch.no_grad():
+        pooled = reward.vision(pixel_values=reward.preprocess_pixels(pixels)).pooler_output
+        embedding = pooled @ reward.projection.weight.T  # CLIP's visual projection has no bias
+        assert not torch.allclose(embedding.norm(dim=-1), torch.ones(len(PROMPTS)), atol=0.05)
+        x = embedding / embedding.norm(dim=-1, keepdim=True)
+        state = reward.head.state_dict()
+        for index in (0, 2, 4, 6, 7):  # the Linear layers of the released nn.Sequential
+            x = x @ state[f"layers.{index}.weight"].T + state[f"layers.{index}.bias"]
+    expected = x.squeeze(-1)
+    scores = reward.score(["ignored"] * len(PROMPTS), list(pixels)).scores
+    torch.testing.assert_close(scores, expected, rtol=1e-4, atol=1e-5)
+    assert float(expected.std()) > 1e-4  # the images score differently
