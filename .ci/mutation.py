@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import re
 import shutil
 import subprocess
 import sys
@@ -85,11 +84,6 @@ def module_config(module: str, tests: list[str]) -> str:
     )
 
 
-def without_mutmut_section(pyproject: str) -> str:
-    """pyproject.toml without its ``[tool.mutmut]`` table (the scratch copy gets a per-module one)."""
-    return re.sub(r"\n\[tool\.mutmut\]\n(?:(?!\n\[).)*", "\n", pyproject, flags=re.S)
-
-
 def parse_results(text: str) -> tuple[dict[str, int], list[str]]:
     """``mutmut results --all true`` lines ``name: status`` -> (count per status, names of survivors)."""
     counts: dict[str, int] = {}
@@ -113,7 +107,7 @@ def run_module(module: str, tests: list[str], children: int, show: bool, keep: b
         # import system before the copy).
         copy_checkout(scratch / "mutants")
         pyproject = scratch / "pyproject.toml"
-        pyproject.write_text(without_mutmut_section(pyproject.read_text()) + module_config(module, tests))
+        pyproject.write_text(pyproject.read_text() + module_config(module, tests))
         env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(scratch / "mutants")}
         print(f"== {module}: mutmut on {len(tests)} test selection(s) in {scratch}", flush=True)
         subprocess.run(
