@@ -20,8 +20,9 @@ from hypothesis import strategies as st
 
 import mmreward
 from mmreward import media
-from mmreward.errors import MMRewardError
+from mmreward.errors import ConfigError, MMRewardError
 from mmreward.media_codec import media_to_json
+from mmreward.rewards.base import RewardModel
 from mmreward.serve import create_app
 from mmreward.testing import GreyAndPromptReward, tiny_reward_preset
 
@@ -143,13 +144,24 @@ def test_serve_command_end_to_end(tiny_root, sample_images):
 # ------------------------------------------------------------------------------- item identity and bad input
 
 
+class GreyWithDim(RewardModel):
+    """Score = grey level + prompt length (identifies the item and its prompt); dimension ``grey`` = grey level."""
+
+    dims = ("grey",)
+    raw_range = (0.0, 100.0)
+
+    def score_prepared(self, prompts, inputs):
+        grey = torch.stack([x.float().mean() for x in inputs])
+        return grey + torch.tensor([float(len(p)) for p in prompts]), {"grey": grey}
+
+
 @pytest.fixture(scope="module")
 def grey_server():
-    """A weight-free reward whose score identifies the item (grey level + prompt length), served with at most 3
-    items per request."""
-    reward = GreyAndPromptReward()
-    with Server(create_app(reward, max_batch=4, max_wait_ms=1, max_items=3)) as url:
-        yield reward, url
+    """A weight-free reward whose score identifies the item, served with at most 3 items per request."""
+    reward = GreyWithDim()
+    app = create_app(reward, max_batch=4, max_wait_ms=1, max_items=3)
+    with Server(app) as url:
+        yield reward, url, app
 
 
 GREY_LEVELS = [0, 50, 100, 150, 200, 250]
@@ -160,7 +172,7 @@ GREY_LEVELS = [0, 50, 100, 150, 200, 250]
 def test_remote_equals_local_item_by_item_with_failed_items_and_several_requests(grey_server, data):
     """Up to 10 items (more than the server's 3 per request): some already failed on the client, some the server
     cannot decode. Every score lands on its own item; failed items keep their place and their reason."""
-    reward, url = grey_server
+    reward, url, _ = grey_server
     remote = mmreward.load_reward(url)
     size = data.draw(st.integers(1, 10))
     kinds = data.draw(st.lists(st.sampled_from(["ok", "ok", "client", "server"]), min_size=size, max_size=size))
@@ -179,14 +191,15 @@ def test_remote_equals_local_item_by_item_with_failed_items_and_several_requests
             assert not out.failed[i] and out.errors[i] is None
             assert out.scores[i].item() == pytest.approx(local.scores[i].item(), abs=1e-6)
             assert out.scores[i].item() == pytest.approx(levels[i] / 255 + len(prompts[i]), abs=1e-6)
+            assert out.dims["grey"][i].item() == pytest.approx(levels[i] / 255, abs=1e-6)
         else:
-            assert out.failed[i] and math.isnan(out.scores[i])
+            assert out.failed[i] and math.isnan(out.scores[i]) and math.isnan(out.dims["grey"][i])
             expected = "decoding failed on the client" if kind == "client" else "server: invalid base64"
             assert out.errors[i].startswith(expected), out.errors[i]
 
 
 def test_every_malformed_body_is_a_400_and_malformed_items_fail_alone(grey_server):
-    _, url = grey_server
+    _, url, _ = grey_server
     good = media_to_json(torch.full((3, 4, 4), 128 / 255))
 
     def post(body=None, **kwargs):
@@ -287,3 +300,53 @@ def test_serve_command_checks_its_limits_and_warns_on_a_public_host():
     )
     assert "warning: serving on 0.0.0.0, reachable beyond this machine" in result.stderr
     assert result.returncode == 2 and "no-such-reward" in result.stderr
+
+
+def test_client_reads_the_servers_description_and_splits_requests_at_its_bound(grey_server):
+    _, url, app = grey_server
+    remote = mmreward.load_reward(url + "/")
+    assert (remote.url, remote.timeout, remote.weights_id) == (url, 120.0, f"{url} (GreyWithDim)")
+    assert (remote.dims, remote.raw_range, remote.uses_prompt, remote.max_items) == (("grey",), (0.0, 100.0), True, 3)
+    before = len(app.state.batcher.batch_sizes)
+    out = remote.score(["p"] * 7, [torch.full((3, 4, 4), 128 / 255)] * 7)
+    assert out.scores.tolist() == pytest.approx([128 / 255 + 1] * 7, abs=1e-6)
+    assert app.state.batcher.batch_sizes[before:] == [3, 3, 1]  # sequential requests of at most max_items
+
+
+def test_client_errors_name_the_server_and_its_answer():
+    class Pairwise(GreyAndPromptReward):
+        kind = "pairwise"
+
+    with Server(create_app(Pairwise())) as url:
+        with pytest.raises(ConfigError) as raised:
+            mmreward.load_reward(url)
+    assert str(raised.value) == f"{url} serves a 'pairwise' reward; RemoteReward supports pointwise rewards"
+
+    gate = Gate()
+    gate.release.set()
+    with Server(create_app(gate, max_wait_ms=1)) as url:
+        remote = mmreward.load_reward(url)
+        with pytest.raises(MMRewardError) as raised:
+            remote.score(["boom"], [torch.zeros(3, 4, 4)])
+        assert str(raised.value) == f"reward server {url} answered 500: scoring failed: RuntimeError: the model broke"
+        gate.release.clear()
+        slow = mmreward.load_reward(url, timeout=0.5)
+        with pytest.raises(MMRewardError, match=rf"^reward server {url} is unreachable: ReadTimeout: "):
+            slow.score(["x"], [torch.zeros(3, 4, 4)])
+        gate.release.set()
+
+
+def test_a_plain_text_error_is_quoted():
+    from fastapi import FastAPI
+    from fastapi.responses import PlainTextResponse
+
+    app = FastAPI()
+    info = {"name": "t", "kind": "pointwise", "dims": [], "raw_range": None, "uses_prompt": False, "max_items": 4}
+    app.get("/info")(lambda: info)
+    app.post("/score")(lambda: PlainTextResponse("overloaded", status_code=502))
+    with Server(app) as url:
+        remote = mmreward.load_reward(url)
+        assert remote.raw_range is None and remote.dims == ()
+        with pytest.raises(MMRewardError) as raised:
+            remote.score(["x"], [torch.zeros(3, 4, 4)])
+    assert str(raised.value) == f"reward server {url} answered 502: overloaded"
