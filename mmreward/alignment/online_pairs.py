@@ -4,7 +4,6 @@ with the weight ``exp(reward / temperature)`` (RWR)."""
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -95,12 +94,10 @@ def round_training_set(
     """
     total = scored.scores.view(len(prompts), group)  # (P, N)
     valid = ~scored.failed.view(len(prompts), group)
-    stats = {
-        "round/reward_mean": float(total[valid].mean()) if valid.any() else math.nan,
-        "round/failed_samples": float((~valid).sum()),
-    }
+    # The mean of no values is NaN: a round where every sample failed reports NaN rewards.
+    stats = {"round/reward_mean": float(total[valid].mean()), "round/failed_samples": float((~valid).sum())}
     for name, values in scored.dims.items():
-        stats[f"round/reward_{name}"] = float(values[~scored.failed].mean()) if valid.any() else math.nan
+        stats[f"round/reward_{name}"] = float(values[~scored.failed].mean())
     if loss_type == "rwr":
         keep = valid.flatten().nonzero().flatten()
         weights = rwr_weights(scored.scores[keep], rwr_temperature)
@@ -117,5 +114,4 @@ def round_training_set(
     stats["round/unusable_prompts"] = float(unusable)
     if best:
         stats["round/best_minus_worst"] = float((scored.scores[best] - scored.scores[worst]).mean())
-    chosen = final[best] if best else final[:0]
-    return TrainingSet(kept_prompts, chosen, final[worst] if best else final[:0]), stats
+    return TrainingSet(kept_prompts, final[best], final[worst]), stats  # no usable prompt: (0, *latent) each

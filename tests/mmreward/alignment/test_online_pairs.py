@@ -52,20 +52,27 @@ def test_rwr_weights_rank_like_the_rewards(tenths):
 
 
 def test_dpo_pairs_best_with_worst_per_prompt_and_skips_unusable_prompts():
-    # prompt a: rewards 1, 3, 2 -> best row 1, worst row 0; prompt b: equal -> unusable;
+    # prompt a: rewards 1, 4, 2 -> best row 1, worst row 0; prompt b: equal -> unusable;
     # prompt c: one scored sample -> unusable; prompt d: best row 9 (failed row 11 ignored), worst row 10.
     out = scored(
-        [1, 3, 2, 4, 4, 4, 7, 0, 0, 9, -1, 50],
+        [1, 4, 2, 4, 4, 4, 7, 0, 0, 9, -1, 50],
         failed=[False] * 6 + [False, True, True] + [False, False, True],
     )
     data, stats = round_training_set(["a", "b", "c", "d"], latents(12), out, 3, "sigmoid", 1.0)
     assert data.prompts == ["a", "d"]
     assert data.chosen.flatten().tolist() == [1.0, 9.0] and data.rejected.flatten().tolist() == [0.0, 10.0]
     assert stats["round/unusable_prompts"] == 2.0
-    assert stats["round/best_minus_worst"] == pytest.approx(((3 - 1) + (9 + 1)) / 2)
+    assert stats["round/best_minus_worst"] == pytest.approx(((4 - 1) + (9 + 1)) / 2)
 
 
 def test_a_round_with_no_usable_prompt_is_empty():
     data, stats = round_training_set(["a"], latents(2), scored([1.0, 1.0]), 2, "sigmoid", 1.0)
     assert len(data) == 0 and data.chosen.shape == (0, 1, 1, 1) and data.rejected.shape == (0, 1, 1, 1)
     assert "round/best_minus_worst" not in stats
+
+
+def test_a_round_where_every_sample_failed_reports_nan_rewards():
+    out = scored([1.0, 2.0], failed=[True, True])
+    data, stats = round_training_set(["a"], latents(2), out, 2, "rwr", 1.0)
+    assert len(data) == 0 and math.isnan(stats["round/reward_mean"]) and math.isnan(stats["round/reward_d"])
+    assert stats["round/failed_samples"] == 2.0

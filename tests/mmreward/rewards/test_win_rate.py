@@ -85,6 +85,20 @@ def test_hand_derived_win_rates_and_position_bias():
     assert judge.backend.calls == 2  # each call judged all pairs (and orders) in one batch
 
 
+def test_two_items_are_the_smallest_group_and_the_prompt_is_one_string():
+    """A pair, one order: the first item gets P(first) + P(tie) / 2 = 0.75, the second 0.25."""
+    judge = slot_judge()
+    torch.testing.assert_close(
+        mmreward.win_rate(judge, "p", _images(0.1, 0.2), orders="ab"), torch.tensor([0.75, 0.25])
+    )
+    with pytest.raises(ValueError) as one:
+        mmreward.win_rate(judge, "p", _images(0.1))
+    assert str(one.value) == "a group needs at least 2 items to compare, got 1"
+    with pytest.raises(TypeError) as prompts:
+        mmreward.win_rate(judge, ["p", "q"], _images(0.1, 0.2))
+    assert str(prompts.value) == "prompt must be one str for the whole group, got list"
+
+
 def test_expected_wins_use_the_judge_probabilities():
     """Item values 0.1 < 0.2 < 0.3, the judge prefers the larger value with P = 0.8 / 0.1 / tie 0.1 in either slot.
 
