@@ -110,7 +110,7 @@ def _win_rates(
             consistency = sum(v[0] == v[1] for v in both) / len(both)
     elif getattr(judge, "kind", None) == "pointwise":
         out = judge.score(prompts, items)
-        scale = float(getattr(judge, "pairwise_scale", 1.0))
+        scale = float(judge.pairwise_scale)  # RewardModel's Bradley-Terry scale (1.0 unless the reward sets it)
         for i, j in pairs:
             if out.failed[i] or out.failed[j]:
                 errors.append(out.errors[i] or out.errors[j] or "failed")

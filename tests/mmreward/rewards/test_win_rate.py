@@ -2,6 +2,8 @@
 and every kind of judge (pairwise base class, compare-only objects, pointwise rewards, the tiny VLM judge)."""
 
 import itertools
+import math
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -178,3 +180,109 @@ def test_tiny_vlm_judge_group(tiny_root, sample_images):
     assert result.consistency is not None
     with pytest.raises(ValueError, match="at least 2"):
         mmreward.win_rate(judge, "a photo", sample_images[:1])
+
+
+def test_order_consistency_of_pairwise_judges_counts_ties_as_their_own_verdict():
+    """Pair (0, 1) of values (0.1, 0.2): shown as (0, 1) the judge prefers the second slot, i.e. item 1; shown as
+    (1, 0) the table says tie. A tie and "item 1 wins" disagree, even though item 1's index equals a tie's marker
+    plus two. Pair (0, 2) and (1, 2): both orders pick item 2 -> consistency 2 / 3."""
+    table = {
+        (0.1, 0.2): (0.1, 0.8, 0.1),
+        (0.2, 0.1): (0.2, 0.2, 0.6),
+        (0.1, 0.3): (0.1, 0.8, 0.1),
+        (0.3, 0.1): (0.8, 0.1, 0.1),
+        (0.2, 0.3): (0.1, 0.8, 0.1),
+        (0.3, 0.2): (0.8, 0.1, 0.1),
+    }
+    result = mmreward.win_rate(slot_judge(table=table), "p", _images(0.1, 0.2, 0.3), details=True)
+    assert result.consistency == pytest.approx(2 / 3)
+    # Expected wins: item 0 gets 0.1 + 0.05 and 0.2 + 0.3 from pair (0, 1), 0.15 twice from pair (0, 2).
+    torch.testing.assert_close(result.wins, torch.tensor([0.15 + 0.5 + 0.15 + 0.15, 0.85 + 0.5 + 0.15 + 0.15, 3.4]))
+    one_order = mmreward.win_rate(slot_judge(table=table), "p", _images(0.1, 0.2, 0.3), orders="ab", details=True)
+    assert one_order.consistency is None
+    torch.testing.assert_close(one_order.judgments, torch.full((3,), 2.0))
+
+
+class SilentFailures:
+    """A judge with ``judge_pairs`` whose judgments all fail without a reason."""
+
+    def judge_pairs(self, prompts, items, triples, orders):
+        failed = SimpleNamespace(failed=True, error=None, probs=None)
+        return [SimpleNamespace(judgment=failed, first=i, second=j, pair=k) for k, (_, i, j) in enumerate(triples)]
+
+
+def test_failed_judgments_without_a_reason_say_failed_and_the_warning_points_at_the_caller():
+    with pytest.warns(UserWarning) as caught:
+        result = mmreward.win_rate(SilentFailures(), "p", _images(0.1, 0.2), details=True)
+    assert result.failed == 1 and result.errors == ["failed"]
+    assert str(caught[0].message).endswith("first reason: failed")
+    assert caught[0].filename == __file__
+    assert torch.isnan(result.rates).all() and result.consistency is None
+
+
+class Flaky(MeanPixel):
+    """Pointwise: an image of value 0.9 fails, with or without a reason; counts its score calls."""
+
+    calls: list[int]
+
+    def __init__(self, reason):
+        super().__init__()
+        self.reason = reason
+        self.calls = []
+
+    def score(self, prompts, media):
+        self.calls.append(len(media))
+        out = super().score(prompts, media)
+        bad = torch.tensor([float(m.mean()) == pytest.approx(0.9) for m in media])
+        out.scores[bad] = math.nan
+        out.failed = bad
+        out.errors = [self.reason if b else None for b in bad.tolist()]
+        return out
+
+
+def test_pointwise_rewards_score_each_item_once_and_failed_items_fail_their_pairs():
+    """Values (0.1, 0.9, 0.3): 0.9 fails, so only pair (0, 2) counts: P(2 beats 0) = sigmoid(10 * 0.2)."""
+    for reason, expected_error in (("decode error", "decode error"), (None, "failed")):
+        reward = Flaky(reason)
+        with pytest.warns(UserWarning):
+            result = mmreward.win_rate(reward, "p", _images(0.1, 0.9, 0.3), details=True)
+        assert reward.calls == [3]  # one score call for the whole group, not one per pair
+        assert result.errors == [expected_error, expected_error]
+        p = float(torch.sigmoid(torch.tensor(2.0)))
+        torch.testing.assert_close(result.rates[[0, 2]], torch.tensor([1 - p, p]))
+        assert torch.isnan(result.rates[1]) and result.judgments.tolist() == [1.0, 0.0, 1.0]
+
+
+class CompareWithTies(CompareOnly):
+    """compare-only judge with P(tie) = 0.2, failing pairs that contain value 0.9 (reason optional), and reporting
+    the orders as inconsistent for pairs whose first item has value 0.1."""
+
+    def __init__(self, reason):
+        self.reason = reason
+
+    def compare(self, prompts, media_a, media_b, orders="both"):
+        out = super().compare(prompts, media_a, media_b, orders)
+        out.prob_a = out.prob_a * 0.8
+        out.tie = torch.full_like(out.prob_a, 0.2)
+        out.failed = torch.tensor(
+            [
+                0.9 in (round(float(a.mean()), 1), round(float(b.mean()), 1))
+                for a, b in zip(media_a, media_b, strict=True)
+            ]
+        )
+        out.consistent = torch.tensor([round(float(a.mean()), 1) != 0.1 for a in media_a]) | out.failed
+        out.errors = [self.reason if f else None for f in out.failed.tolist()]
+        return out
+
+
+def test_compare_only_judges_count_ties_failures_and_consistency():
+    """Values (0.1, 0.3, 0.9): pair (0, 1) only succeeds. P(0 wins) = 0.8 s(-2), tie 0.2 -> item 0 gets
+    0.8 s(-2) + 0.1, item 1 gets 1 - 0.8 s(-2) - 0.2 + 0.1; consistency over the successful pair: 0."""
+    for reason, expected_error in (("judge down", "judge down"), (None, "failed")):
+        with pytest.warns(UserWarning):
+            result = mmreward.win_rate(CompareWithTies(reason), "p", _images(0.1, 0.3, 0.9), details=True)
+        p = 0.8 * float(torch.sigmoid(torch.tensor(-2.0)))
+        torch.testing.assert_close(result.wins, torch.tensor([p + 0.1, 1 - p - 0.2 + 0.1, 0.0]))
+        assert result.errors == [expected_error, expected_error] and result.consistency == 0.0
+    result = mmreward.win_rate(CompareWithTies(None), "p", _images(0.3, 0.1), orders="ab", details=True)
+    assert result.consistency is None
