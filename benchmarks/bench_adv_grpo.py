@@ -8,7 +8,7 @@ call, and the discriminator's optimizer steps, against the GRPO step itself (rol
 The generator is the one of ``benchmarks/bench_grpo.py`` (SD3 MM-DiT, LoRA r32, CFG, KL); its step is what
 align/pref_grpo.py runs with a pointwise brightness reward (a free reward, so the step is the generator's own cost).
 The discriminator is a random ``Dinov2Model`` of the given shape with the Adv-GRPO head (512 hidden, 64 patch
-tokens), run through the same functions align/adv_grpo.py calls (``DinoDiscriminator.score``,
+tokens: ``--dino-patches``), run through the same functions align/adv_grpo.py calls (``DinoDiscriminator.score``,
 ``AdversarialReward``, ``DiscriminatorTrainer.step``). The two are timed interleaved, best of ``--repeats``, CPU time
 of the process on a CPU (one thread), wall time on a GPU. The last line is ``discriminator/step: NN%``.
 
