@@ -3,11 +3,12 @@ call, and the discriminator's optimizer steps, against the GRPO step itself (rol
 
     python benchmarks/bench_adv_grpo.py          # CPU; the bench_grpo.py generator, a ViT-S/14-shaped DINOv2
     python benchmarks/bench_adv_grpo.py --device cuda --latent-size 64 --dino-width 768 --dino-size 518
+    python benchmarks/bench_adv_grpo.py --smoke  # bench_grpo.py's smoke generator, 1-layer DINOv2 at 28 px, once
 
 The generator is the one of ``benchmarks/bench_grpo.py`` (SD3 MM-DiT, LoRA r32, CFG, KL); its step is what
 align/pref_grpo.py runs with a pointwise brightness reward (a free reward, so the step is the generator's own cost).
 The discriminator is a random ``Dinov2Model`` of the given shape with the Adv-GRPO head (512 hidden, 64 patch
-tokens), run through the same functions align/adv_grpo.py calls (``DinoDiscriminator.score``,
+tokens: ``--dino-patches``), run through the same functions align/adv_grpo.py calls (``DinoDiscriminator.score``,
 ``AdversarialReward``, ``DiscriminatorTrainer.step``). The two are timed interleaved, best of ``--repeats``, CPU time
 of the process on a CPU (one thread), wall time on a GPU. The last line is ``discriminator/step: NN%``.
 
@@ -34,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 from accelerate import Accelerator  # noqa: E402
+from bench_grpo import SMOKE as BENCH_GRPO_SMOKE  # noqa: E402
 from bench_grpo import build, sync  # noqa: E402
 
 from mmreward.alignment.advantages import group_advantages  # noqa: E402
@@ -72,6 +74,18 @@ def dinov2(directory: Path, args) -> Path:
     return directory
 
 
+# ``--smoke``: every call above at the smallest sizes (a group of 2, two 14-px patches a side, 2 references), once.
+SMOKE = {
+    **BENCH_GRPO_SMOKE,
+    "dino_width": 64,
+    "dino_layers": 1,
+    "dino_size": 28,
+    "dino_patches": 4,
+    "references": 2,
+    "disc_steps": 1,
+}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -86,11 +100,15 @@ def main() -> None:
     parser.add_argument("--dino-width", type=int, default=384)
     parser.add_argument("--dino-layers", type=int, default=12)
     parser.add_argument("--dino-size", type=int, default=224)
+    parser.add_argument("--dino-patches", type=int, default=64, help="random patch tokens the head sees per image")
     parser.add_argument("--references", type=int, default=16, help="reference images per discriminator step")
     parser.add_argument("--disc-steps", type=int, default=1, help="discriminator steps per iteration")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--smoke", action="store_true", help="smallest sizes, one repeat (the test suite's run)")
     args = parser.parse_args()
+    if args.smoke:
+        vars(args).update(SMOKE)
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     accelerator = Accelerator(
@@ -119,7 +137,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as root:
         backbone = str(dinov2(Path(root) / "dinov2", args))
         cfg = DiscriminatorConfig(
-            backbone=backbone, references_per_step=args.references, steps=args.disc_steps, batch_size=layout.total
+            backbone=backbone,
+            references_per_step=args.references,
+            steps=args.disc_steps,
+            num_patches=args.dino_patches,
+            batch_size=layout.total,
         )
         discriminator = DinoDiscriminator(cfg, device=device)
     trainer = DiscriminatorTrainer(discriminator, cfg, accelerator)

@@ -1,6 +1,7 @@
 """Checklist judging (UniGenBench test points): the logit read-out against per-test-point and written-list baselines.
 
     python benchmarks/bench_checklist.py [--images 8] [--hidden 256] [--layers 4] [--vision-depth 4] [--size 224]
+    python benchmarks/bench_checklist.py --smoke   # one prompt's 4 images at 56 px, a 1-layer judge: checks it runs
 
 The first ``--images // 4`` UniGenBench prompts with 4 real photos each (scikit-image, resized to --size x --size,
 through the real Qwen2-VL image processor) are checked against their prompts' test points (2-5 each) by a
@@ -149,6 +150,20 @@ def report(title: str, rows: dict[str, tuple[int, float]]) -> float:
     return base / min(s for name, (_, s) in rows.items() if name.startswith("check(mode=logits)"))
 
 
+# ``--smoke``: every method at the smallest judge and images the processor takes (56 px), one repeat; batches of 2
+# so that a call spans several batches.
+SMOKE = {
+    "images": 4,
+    "hidden": 64,
+    "layers": 1,
+    "vision_depth": 1,
+    "vision_width": 32,
+    "size": 56,
+    "batch_sizes": [2],
+    "repeats": 1,
+}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--images", type=int, default=8, help="images (4 per UniGenBench prompt)")
@@ -160,7 +175,10 @@ def main() -> None:
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[2, 4, 8])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--smoke", action="store_true", help="smallest sizes, one repeat (the test suite's run)")
     args = parser.parse_args()
+    if args.smoke:
+        vars(args).update(SMOKE)
     items = load_prompt_set("unigenbench").limited(max(1, args.images // 4)).items
     prompts = [items[k // 4].prompt for k in range(args.images)]
     checklists = [list(items[k // 4].checklist) for k in range(args.images)]

@@ -6,6 +6,7 @@ x_t, the loss, LoRA bookkeeping, the adapter-disabled reference, gradient clippi
 
     python benchmarks/bench_flow_dpo.py        # CPU; SD3 MM-DiT, 4 layers, 4 heads x 64, 64x64 latents
     python benchmarks/bench_flow_dpo.py --device cuda --dtype bfloat16
+    python benchmarks/bench_flow_dpo.py --smoke   # 1 layer, 1 head, 8x8 latents, 1 pair, once: checks it runs
 
 The step is timed with the functions align/flow_dpo.py uses (``dpo_loss`` then clip, AdamW, EMA), and split into
 phases with the same calls. The baseline is the same transformer calls made directly on prepared inputs, timed in
@@ -109,6 +110,10 @@ class Timer:
         return min(r[name] for r in self.repeats)
 
 
+# ``--smoke``: every phase of the step and the baseline at the smallest sizes, one repeat.
+SMOKE = {"pairs": 1, "layers": 1, "heads": 1, "latent_size": 8, "repeats": 1}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -120,7 +125,10 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--gradient-checkpointing", action="store_true")
     parser.add_argument("--attention", default="sdpa", choices=["sdpa", "xformers"])
+    parser.add_argument("--smoke", action="store_true", help="smallest sizes, one repeat (the test suite's run)")
     args = parser.parse_args()
+    if args.smoke:
+        vars(args).update(SMOKE)
 
     device = torch.device(args.device)
     dtype = getattr(torch, args.dtype)

@@ -3,6 +3,7 @@ calls it has to make; and the log-prob rollout against a plain diffusers pipelin
 
     python benchmarks/bench_grpo.py            # CPU; SD3 MM-DiT 2 layers, 4 heads x 64, 32x32 latents
     python benchmarks/bench_grpo.py --device cuda --dtype bfloat16 --latent-size 64 --steps 10
+    python benchmarks/bench_grpo.py --smoke    # 1 layer, 8x8 latents, 1 prompt x 2, 2 steps, once: checks it runs
 
 A step is what align/pref_grpo.py runs, with the same functions (``rollout_groups``, ``compute_rewards``,
 ``group_advantages``, ``grpo_update``, one process): P prompts x G samples with CFG, K SDE steps, the first T
@@ -99,6 +100,10 @@ def sync(device: torch.device) -> float:
     return time.process_time()
 
 
+# ``--smoke``: every phase and both reward modes at the smallest sizes that still form a group and train a step.
+SMOKE = {"layers": 1, "heads": 1, "latent_size": 8, "prompts": 1, "group": 2, "steps": 2, "trained": 1, "repeats": 1}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
@@ -112,7 +117,10 @@ def main() -> None:
     parser.add_argument("--trained", type=int, default=3, help="trained steps per sample")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1, help="CPU threads (1: CPU time = work done)")
+    parser.add_argument("--smoke", action="store_true", help="smallest sizes, one repeat (the test suite's run)")
     args = parser.parse_args()
+    if args.smoke:
+        vars(args).update(SMOKE)
     torch.set_num_threads(args.threads)
 
     device = torch.device(args.device)

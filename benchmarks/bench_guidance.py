@@ -1,6 +1,7 @@
 """Reward gained against model evaluations spent, for every guidance method, on the tiny SD3 pipeline.
 
     python benchmarks/bench_guidance.py [--seeds 16] [--steps 8] [--plot outputs/bench_guidance.png]
+    python benchmarks/bench_guidance.py --smoke   # 2 seeds, 2 steps, 2 candidates, 2 training steps: checks it runs
 
 The known reward is brightness (the mean pixel value, differentiable). Every method draws one output per seed for
 the prompt "a cat" from the same initial noise; the baseline is plain Euler sampling from the same seeds, in the
@@ -57,8 +58,12 @@ REPO = Path(__file__).resolve().parents[1]
 BRIGHTNESS = "mmreward.rewards.brightness:DifferentiableBrightnessReward"
 
 
-def latent_reward(root: Path, *overrides: str):
+def latent_reward(root: Path, args, *overrides: str):
     config = ["--config", str(REPO / "configs/tiny/train_latent_reward.yaml"), "--output_dir", str(root)]
+    if args.reward_steps:
+        overrides = ("--train.max_steps", str(args.reward_steps), *overrides)
+    if args.reward_pairs:
+        overrides = ("--data.num_synthetic", str(args.reward_pairs), *overrides)
     train_latent_reward(parse_config(TrainLatentRewardConfig, [*config, *overrides]))
     return load_latent_reward(root / "latent_reward")
 
@@ -111,6 +116,10 @@ def memory_table(size: int) -> None:
         print(f"{'on' if checkpointing else 'off':<20}{saved[0] / 2**20:>16.0f} MiB{peak:>17.0f} MiB{seconds:>7.1f}s")
 
 
+# ``--smoke``: every method and both tables at the smallest sizes (two seeds: the gain's standard error needs them).
+SMOKE = {"seeds": 2, "steps": 2, "candidates": [2], "memory_size": 16, "reward_steps": 2, "reward_pairs": 16}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seeds", type=int, default=16)
@@ -118,7 +127,15 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--plot", default="outputs/bench_guidance.png")
     parser.add_argument("--memory-size", type=int, default=256, help="pixels of the memory table (0: skip it)")
+    parser.add_argument(
+        "--candidates", type=int, nargs="+", default=[2, 4, 8, 16], help="N of best-of-N, and search budgets N x K"
+    )
+    parser.add_argument("--reward-steps", type=int, default=0, help="latent-reward training steps (0: the config's)")
+    parser.add_argument("--reward-pairs", type=int, default=0, help="latent-reward synthetic pairs (0: the config's)")
+    parser.add_argument("--smoke", action="store_true", help="smallest sizes (the test suite's run)")
     args = parser.parse_args()
+    if args.smoke:
+        vars(args).update(SMOKE)
     torch.set_num_threads(args.threads)
     if args.memory_size:
         memory_table(args.memory_size)  # first: the peak resident memory only grows
@@ -127,14 +144,15 @@ def main() -> None:
     model = load_flow_model("sd3", "tiny", max_sequence_length=32)
     brightness = GuidanceObjective([PixelTerm(load_reward(BRIGHTNESS))])
     with tempfile.TemporaryDirectory() as tmp:
-        noised = GuidanceObjective([LatentTerm(latent_reward(Path(tmp) / "noised"))])
-        clean = GuidanceObjective([LatentTerm(latent_reward(Path(tmp) / "clean", "--train.noise_levels", "clean"))])
+        noised = GuidanceObjective([LatentTerm(latent_reward(Path(tmp) / "noised", args))])
+        clean_reward = latent_reward(Path(tmp) / "clean", args, "--train.noise_levels", "clean")
+        clean = GuidanceObjective([LatentTerm(clean_reward)])
     sampling = SamplingSettings(num_steps=k, height=32, width=32)
 
     # (label, family for the plot, objective, method, budget, guidance settings)
     runs = [("unguided", "unguided", brightness, "best-of-n", k, None)]
-    runs += [(f"best-of-{n}", "best-of-n", brightness, "best-of-n", n * k, None) for n in (2, 4, 8, 16)]
-    runs += [(f"search {n}K", "search", brightness, "search", n * k, None) for n in (2, 4, 8, 16)]
+    runs += [(f"best-of-{n}", "best-of-n", brightness, "best-of-n", n * k, None) for n in args.candidates]
+    runs += [(f"search {n}K", "search", brightness, "search", n * k, None) for n in args.candidates]
     runs += [
         ("pixel 0.5", "pixel", brightness, "pixel", k, GuidanceSettings(scale=0.5)),
         ("pixel 0.5, best of 4", "pixel", brightness, "pixel", 4 * k, GuidanceSettings(scale=0.5)),

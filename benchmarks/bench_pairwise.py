@@ -1,6 +1,7 @@
 """Pairwise judging of a group: ``mmreward.win_rate`` against the per-pair ``generate`` loop of public scripts.
 
     python benchmarks/bench_pairwise.py [--group 8] [--hidden 256] [--layers 4] [--vision-depth 4] [--size 224]
+    python benchmarks/bench_pairwise.py --smoke   # a group of 3 at 56 px, a 1-layer judge, batch 2: checks it runs
 
 A group of G real photos (scikit-image, resized to --size x --size and passed through the real Qwen2-VL image
 processor) is judged by a random-weight Qwen2-VL judge (weights do not change speed) built offline at the given
@@ -142,6 +143,20 @@ def report(title: str, rows: dict[str, tuple[int, float]]) -> tuple[float, float
     return base / one, base / both
 
 
+# ``--smoke``: every method at the smallest judge and images the processor takes (56 px), one repeat; batches of 2
+# so that a call spans several batches.
+SMOKE = {
+    "group": 3,
+    "hidden": 64,
+    "layers": 1,
+    "vision_depth": 1,
+    "vision_width": 32,
+    "size": 56,
+    "batch_sizes": [2],
+    "repeats": 1,
+}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--group", type=int, default=8)
@@ -153,7 +168,10 @@ def main() -> None:
     parser.add_argument("--batch-sizes", type=int, nargs="+", default=[8, 16, 28, 56])
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--smoke", action="store_true", help="smallest sizes, one repeat (the test suite's run)")
     args = parser.parse_args()
+    if args.smoke:
+        vars(args).update(SMOKE)
     prompt = "a photo of the scene"
     group = photos(args.group, args.size)
     with tempfile.TemporaryDirectory() as tmp:

@@ -1,6 +1,7 @@
 """Throughput of `mmreward score` against its parts and against the naive per-image loop.
 
     python benchmarks/bench_score.py [--images 128] [--batch-size 32] [--architecture ViT-B-32]
+    python benchmarks/bench_score.py --smoke   # 4 photos, batches of 2, tiny CLIP, one repeat: checks it runs
 
 128 real photos (the scikit-image photos, each copy cropped by a few pixels so no two files are identical and
 the deduplication cannot skip work) are scored with a real-size open_clip CLIP (random weights; weights do not
@@ -12,8 +13,8 @@ change speed). Measured in one process, on the same machine state:
 (d) the naive loop: decode, preprocess and score one image at a time.
 
 The last lines print ``efficiency: a / min(b, c)`` (how well decoding is hidden behind compute; goal >= 0.9)
-and ``speedup: a / d`` (goal >= 1.5x on 2 CPU cores). A second table compares decord and PyAV sampling 16
-frames from each sample mp4.
+and ``speedup: a / d`` (goal >= 1.5x on 2 CPU cores). A second table compares decord and PyAV sampling
+--video-frames frames (16) from each sample mp4 (median of --repeats).
 
 Measured on the 2-core CPU machine, quiet (``python benchmarks/bench_score.py --repeats 3``): (a) 15.5, (b) 90.8,
 (c) 19.3, (d) 7.0 images/s: ``efficiency: 0.80``, ``speedup: 2.2x``. On two cores the decoding worker and the
@@ -76,13 +77,21 @@ def best_interleaved(fns: dict[str, object], repeats: int) -> dict[str, float]:
     return best
 
 
+# ``--smoke``: every path above at the smallest size (two batches, so loading overlaps scoring), run once.
+SMOKE = {"images": 4, "batch_size": 2, "architecture": "tiny", "repeats": 1, "video_frames": 2}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--images", type=int, default=128)
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--architecture", default="ViT-B-32")
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--video-frames", type=int, default=16)
+    parser.add_argument("--smoke", action="store_true", help="smallest sizes, one repeat (the test suite's run)")
     args = parser.parse_args()
+    if args.smoke:
+        vars(args).update(SMOKE)
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
@@ -138,11 +147,12 @@ def main() -> None:
         print(f"{name:<36} {rate:>9.1f}")
 
     videos = sample_videos()
-    print(f"\n{'video (16 frames)':<22} {'decord s':>9} {'pyav s':>9} {'pyav/decord':>12}")
+    print(f"\n{f'video ({args.video_frames} frames)':<22} {'decord s':>9} {'pyav s':>9} {'pyav/decord':>12}")
     for name, path in videos.items():
         t_decord, t_pyav = (
             statistics.median(
-                timed(lambda b=backend, p=path: media.load_video(p, num_frames=16, backend=b), 1) for _ in range(3)
+                timed(lambda b=backend, p=path: media.load_video(p, num_frames=args.video_frames, backend=b), 1)
+                for _ in range(args.repeats)
             )
             for backend in ("decord", "pyav")
         )

@@ -1,6 +1,7 @@
 """Speed of the benchmark metrics, and the scoring work that de-duplicating media saves.
 
     PYTHONPATH=. python benchmarks/eval_metrics.py [--pairs 26500] [--replicates 200]
+    PYTHONPATH=. python benchmarks/eval_metrics.py --smoke   # 200 pairs, 2 replicates: checks it runs
 
 Prints, each against a baseline run in the same process on the same data:
 
@@ -48,11 +49,18 @@ def timed(function, *args, repeat: int = 3):
     return best, value
 
 
+# ``--smoke``: every comparison above on a set small enough that the pair-by-pair baseline takes milliseconds.
+SMOKE = {"pairs": 200, "replicates": 2}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--pairs", type=int, default=26_500, help="pairs (VideoGen-RewardBench has 26.5k)")
     parser.add_argument("--replicates", type=int, default=200, help="bootstrap replicates for the interval timing")
+    parser.add_argument("--smoke", action="store_true", help="smallest sizes (the test suite's run)")
     args = parser.parse_args()
+    if args.smoke:
+        vars(args).update(SMOKE)
 
     rng = np.random.default_rng(0)
     human = rng.choice([-1, 0, 1], size=args.pairs, p=[0.4, 0.2, 0.4])

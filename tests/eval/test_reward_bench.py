@@ -2,7 +2,9 @@
 metrics plumbing. Numbers in results.json are recomputed here from the cached scores with the metric functions, so
 a sign or pairing mistake between scores and pairs cannot hide."""
 
+import io
 import json
+import math
 import os
 import subprocess
 import sys
@@ -11,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from mmreward import load_reward
 from mmreward.errors import ConfigError
@@ -165,10 +168,25 @@ def test_imagereward_end_to_end_with_a_broken_image(tmp_path, tiny_root):
     assert (out / "ranking_accuracy.png").stat().st_size > 10_000
 
 
+def _pickscore_credit_by_hand(human: list[int], prob_margin: list[float], threshold: float) -> float:
+    """PickScore's tie-aware accuracy, spelled out: predict a tie iff |P(A) - P(B)| <= threshold, else the side
+    with the larger probability; 1 when prediction and label agree, 0.5 when exactly one of them is a tie."""
+    credit = 0.0
+    for h, m in zip(human, prob_margin, strict=True):
+        predicted = 0 if abs(m) <= threshold else (1 if m > 0 else -1)
+        credit += 1.0 if predicted == h else 0.5 if 0 in (predicted, h) else 0.0
+    return credit / len(human)
+
+
 def test_pickapic_end_to_end_with_a_weight_free_reward(tmp_path):
+    """The tie-aware accuracy and the accuracy without ties in results.json equal the ones computed here from the
+    photos' JPEG sizes (threshold chosen on validation_unique, first maximum), so a flipped side, a mixed-up split
+    or a threshold chosen on the test set fails."""
+    test_labels, validation_labels = [1, 0, 0.5, 1, 0, 0], [1, 0.5, 0, 1]
+    test_rows, validation_rows = pickapic_rows(test_labels, 0), pickapic_rows(validation_labels, 10)
     data = tmp_path / "data"
-    write_parquet(data / "data" / "test_unique-00000-of-00001-x.parquet", pickapic_rows([1, 0, 0.5, 1, 0, 0], 0))
-    write_parquet(data / "data" / "validation_unique-00000-of-00001-y.parquet", pickapic_rows([1, 0.5, 0, 1], 10))
+    write_parquet(data / "data" / "test_unique-00000-of-00001-x.parquet", test_rows)
+    write_parquet(data / "data" / "validation_unique-00000-of-00001-y.parquet", validation_rows)
     out = tmp_path / "out"
     done = run_program(
         *"--benchmark pickapic-v2 --data-dir".split(),
@@ -178,10 +196,38 @@ def test_pickapic_end_to_end_with_a_weight_free_reward(tmp_path):
         *"--bootstrap 50 --device cpu --no-progress".split(),
     )
     assert done.returncode == 0, done.stderr
-    result = json.loads((out / "results.json").read_text())["rewards"]["jpeg-compressibility"]
-    assert result["metrics"]["pickscore_accuracy"]["threshold"] in metrics.PICKSCORE_THRESHOLDS
-    assert "## PickScore tie-aware accuracy" in (out / "report.md").read_text()
-    assert "pickscore_accuracy" in done.stdout
+    result = json.loads((out / "results.json").read_text())["rewards"]["jpeg-compressibility"]["metrics"]
+
+    reward = load_reward("jpeg-compressibility")
+
+    def margins(rows: list[dict]) -> list[float]:
+        """P(image 0) - P(image 1) per row: the reward's Bradley-Terry gap on the decoded JPEG bytes."""
+        images = [Image.open(io.BytesIO(row[f"jpg_{k}"])) for row in rows for k in (0, 1)]
+        scores = reward.score(["p"] * len(images), images).scores.double()
+        return [
+            math.tanh(reward.pairwise_scale * float(a - b) / 2) for a, b in zip(scores[::2], scores[1::2], strict=True)
+        ]
+
+    def human(labels: list[float]) -> list[int]:
+        return [{1: 1, 0: -1, 0.5: 0}[label] for label in labels]
+
+    test_margin, validation_margin = margins(test_rows), margins(validation_rows)
+    validation_credit = [
+        _pickscore_credit_by_hand(human(validation_labels), validation_margin, t) for t in metrics.PICKSCORE_THRESHOLDS
+    ]
+    threshold = metrics.PICKSCORE_THRESHOLDS[validation_credit.index(max(validation_credit))]
+    expected = _pickscore_credit_by_hand(human(test_labels), test_margin, threshold)
+    assert result["pickscore_accuracy"]["threshold"] == threshold
+    assert result["pickscore_accuracy"]["value"] == pytest.approx(expected, abs=1e-9)
+    assert result["pickscore_accuracy"]["n"] == len(test_labels)
+    decided = [(h, m) for h, m in zip(human(test_labels), test_margin, strict=True) if h != 0]
+    without_ties = result["dims"]["Overall"]["accuracy_without_ties"]
+    assert without_ties["n"] == len(decided)
+    assert without_ties["value"] == pytest.approx(sum(h * m > 0 for h, m in decided) / len(decided), abs=1e-9)
+    assert result["validation_pairs"] == {"total": len(validation_labels), "failed": 0}
+    assert (
+        f"{100 * expected:.2f}" in done.stdout and "## PickScore tie-aware accuracy" in (out / "report.md").read_text()
+    )
 
 
 # -------------------------------------------------------------------------------------------- errors, no model

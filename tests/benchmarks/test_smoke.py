@@ -1,0 +1,143 @@
+"""Every script in ``benchmarks/`` runs end to end with ``--smoke`` and prints its ratio lines.
+
+Each benchmark runs once, in its own interpreter, the way a user starts it (``python benchmarks/NAME.py --smoke``
+from the repository root, offline), and each test checks the lines that benchmark's docstring promises, by their
+format: a benchmark whose code rots (a renamed function, a changed signature, a division by an empty table) fails
+here instead of on the next person who measures with it. The numbers of a smoke run mean nothing (the sizes are
+the smallest that exercise every timed path), so only their form is checked, and values that do not depend on
+timing (counts from shipped labels, evaluations per method) are checked exactly.
+
+The benchmarks are started together on a pool of ``os.cpu_count()`` workers when the first test asks for one
+(only those whose tests were selected), so the module's wall time is about the sum of their CPU times divided by
+the cores, not the sum of their wall times; most of that is importing torch, diffusers and transformers.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+NUMBER = r"-?\d+(\.\d+)?"
+PERCENT = rf"{NUMBER}%"
+TIMES = rf"{NUMBER}x"
+
+# ``--smoke`` best-of-N candidates and steps of bench_guidance.py (its SMOKE table): N = 2, K = 2.
+GUIDANCE_ROWS = {  # label: (forward evaluations, backward passes, VAE decodes) per output, fixed by the method
+    "unguided": (2, 0, 1),
+    "best-of-2": (4, 0, 2),
+    "search 2K": (3, 0, 3),
+    "pixel 0.5": (2, 0, 3),
+    "pixel 0.5, best of 4": (8, 0, 12),
+    "pixel 2.0": (2, 0, 3),
+    "pixel 0.5 through model": (2, 2, 3),
+    "nrg 0.25": (2, 0, 1),
+    "nrg 0.25, best of 4": (8, 0, 4),
+    "nrg 1.0": (2, 0, 1),
+    "nrg 4.0": (2, 0, 1),
+    "nrg 0.25, clean-trained": (2, 0, 1),
+}
+
+# benchmark: lines its output must contain (full-line regexes, in order); the last one must be the last line.
+EXPECTED = {
+    "bench_adv_grpo": [
+        rf"GRPO step \(rollout, reward, advantages, update\): {NUMBER} s",
+        rf"discriminator work, backbone outputs reused \(2 refs, 2 samples, 1 steps\): {NUMBER} s \({TIMES}\)",
+        rf"discriminator/step: {PERCENT}",
+    ],
+    "bench_checklist": [
+        rf"baseline: forward per test point\s+12\s+{NUMBER}\s+1\.00x",
+        rf"check\(mode=logits\), batch 2\s+12\s+{NUMBER}\s+{TIMES}",
+        rf"check\(mode=generate\), one batch\s+12\s+{NUMBER}\s+{TIMES}",
+        rf"speedup: {TIMES}",
+    ],
+    "bench_flow_dpo": [
+        *(rf"{phase}\s+{NUMBER}\s+{PERCENT}" for phase in ("data", "reference forward", "optimizer")),
+        rf"program step\s+{NUMBER}",
+        rf"bare transformer calls\s+{NUMBER}",
+        rf"overhead: {PERCENT}",
+    ],
+    "bench_grpo": [
+        *(
+            rf"{mode}\s+{phase}\s+{NUMBER}\s+{NUMBER}\s+{PERCENT}"
+            for mode in ("pointwise", "pairwise")
+            for phase in ("rollout", "reward", "update", "step")
+        ),
+        rf"rollout with log-probs {NUMBER} s vs StableDiffusion3Pipeline {NUMBER} s: bookkeeping {PERCENT}",
+        rf"overhead: {PERCENT}",
+    ],
+    "bench_guidance": [
+        rf"on\s+{NUMBER} MiB\s+{NUMBER} MiB\s+{NUMBER}s",
+        rf"off\s+{NUMBER} MiB\s+{NUMBER} MiB\s+{NUMBER}s",
+        *(
+            rf"{re.escape(label)}\s+{f}\s+{b}\s+{d}\s+[+-]\d\.\d{{4}}\s+\d\.\d{{4}}\s+\d+%\s+{TIMES}"
+            for label, (f, b, d) in GUIDANCE_ROWS.items()
+        ),
+        r"plot: .+\.png",
+    ],
+    "bench_pairwise": [
+        rf"tiny judge: one-order speedup {TIMES}, both-orders speedup {TIMES}",
+        rf"win_rate orders=both, batch 2\s+6\s+{NUMBER}\s+{TIMES}",
+        rf"one-order speedup: {TIMES}",
+        rf"speedup: {TIMES}",
+    ],
+    "bench_score": [
+        *(rf"\({k}\) [a-z +,-]+\s+{NUMBER}" for k in "abcd"),
+        *(rf"{name}\s+{NUMBER}\s+{NUMBER}\s+{TIMES}" for name in ("bigbuckbunny", "carphone_pristine")),
+        rf"efficiency: {NUMBER}",
+        rf"speedup: {TIMES}",
+    ],
+    "eval_metrics": [
+        rf"   speed-up\s+:\s+{TIMES}",
+        # counted from the shipped ImageReward test labels, so exact
+        r"   both sides of each untied pair : 12798",
+        r"   distinct \(prompt, image\)       : 2720",
+        r"   fewer forward passes           : 4\.7x",
+    ],
+}
+
+
+def test_every_benchmark_is_covered():
+    assert sorted(EXPECTED) == sorted(p.stem for p in (REPO / "benchmarks").glob("*.py"))
+
+
+def run_benchmark(name: str, out_dir: Path) -> subprocess.CompletedProcess:
+    extra = ["--plot", str(out_dir / "bench_guidance.png")] if name == "bench_guidance" else []
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
+    command = [sys.executable, str(REPO / "benchmarks" / f"{name}.py"), "--smoke", *extra]
+    return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def smoke_runs(request, tmp_path_factory) -> dict[str, Future]:
+    """The selected benchmarks' smoke runs, started together; each test waits for its own."""
+    selected = [
+        item.callspec.params["name"]
+        for item in request.session.items
+        if item.module is request.module and "name" in getattr(getattr(item, "callspec", None), "params", {})
+    ]
+    out_dir = tmp_path_factory.mktemp("benchmarks")
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+        yield {name: pool.submit(run_benchmark, name, out_dir) for name in dict.fromkeys(selected)}
+
+
+@pytest.mark.parametrize("name", sorted(EXPECTED))
+def test_benchmark_smoke_run(name, smoke_runs):
+    result = smoke_runs[name].result()
+    assert result.returncode == 0, f"{name} --smoke failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    lines = result.stdout.strip().splitlines()
+    position = 0
+    for pattern in EXPECTED[name]:
+        found = next((i for i in range(position, len(lines)) if re.fullmatch(pattern, lines[i])), None)
+        assert found is not None, f"{name}: no line matching {pattern!r} after line {position}:\n{result.stdout}"
+        position = found + 1
+    assert position == len(lines), f"{name}: the last line is not {EXPECTED[name][-1]!r}:\n{result.stdout}"
+    if name == "bench_guidance":
+        plot = Path(re.fullmatch(r"plot: (.+)", lines[-1]).group(1))
+        assert plot.is_file() and plot.stat().st_size > 0
