@@ -194,6 +194,7 @@ def main() -> None:
         judge = mmreward.load_reward(
             "unifiedreward-pairwise",
             weights=str(weights),
+            template="ours",  # random weights: the wording only sets the prompt length, and needs no download
             image_min_pixels=args.size * args.size,
             image_max_pixels=args.size * args.size,
             device=args.device,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import shlex
 import subprocess
@@ -62,8 +63,10 @@ def test_readme_quick_start_scores_the_sample_photos(tmp_path):
     command = score.replace("python -m", f"{python} -m").replace(
         "mmreward score", f"{python} -m mmreward.cli score", 1
     )
+    # PYTHONPATH: this checkout, whichever checkout the environment's editable install points to.
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
     result = subprocess.run(
-        ["bash", "-c", command + " --no-progress"], cwd=tmp_path, capture_output=True, text=True, timeout=300
+        ["bash", "-c", command + " --no-progress"], cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env
     )
     assert result.returncode == 0, result.stderr
     output = tmp_path / re.search(r"--output (\S+)", score).group(1)
