@@ -276,7 +276,7 @@ def test_score_cache_scores_distinct_items_once_and_resumes(tmp_path):
     assert ScoreCache(tmp_path / "cache", reward.name, other).path != cache.path
     # A registry name stands for its shipped preset's text; a judge's frame rule is part of its configuration.
     assert fingerprint["spec_file"] and "spec_file" not in reward_fingerprint(reward, "no-such-reward")
-    judge = load_reward("unifiedreward-think-remote")
+    judge = load_reward("unifiedreward-think-remote", template="ours")  # offline: our wording, no download
     floor = reward_fingerprint(judge, "unifiedreward-think-remote")
     judge.frame_rule = "round"
     assert reward_fingerprint(judge, "unifiedreward-think-remote") != floor and floor["frame_rule"] == "floor"
