@@ -76,7 +76,7 @@ from mmreward.rewards.mix import RewardMix
 from mmreward.train.checkpoint import latest_checkpoint, load_checkpoint, module_state, save_checkpoint
 from mmreward.train.config import parse_config, require_positive
 from mmreward.train.policy import encode_prompts_once, load_lora_policy
-from mmreward.train.run import clock, finish_lora_run, open_run, start_processes
+from mmreward.train.run import clock, data_checked, finish_lora_run, open_run, require_steps, start_processes
 from mmreward.train.sections import FlowModelConfig, LoraConfig, PromptDataConfig
 
 
@@ -120,10 +120,10 @@ class AdvGRPOConfig:
         if self.eval.every and not self.data.eval_prompts:
             raise ConfigError("eval.every > 0 needs data.eval_prompts (held-out prompts); or set eval.every: 0")
         train = self.train
+        require_steps(train.max_steps)
         require_positive(
             {
                 "reward.discriminator_weight": self.reward.discriminator_weight,
-                "train.max_steps": train.max_steps,
                 "train.micro_batch_size": train.micro_batch_size,
                 "train.updates_per_step": train.updates_per_step,
                 "train.save_every": train.save_every,
@@ -143,7 +143,8 @@ class AdvGRPOConfig:
         check_eval_config(self.eval)
 
 
-def main(cfg: AdvGRPOConfig) -> Path:
+def main(cfg: AdvGRPOConfig) -> Path | None:
+    """Train; returns the adapter's folder, or None for ``train.max_steps 0`` (the data is read, nothing else)."""
     train, rollout_cfg, eval_cfg, disc_cfg = cfg.train, cfg.rollout, cfg.eval, cfg.discriminator
     # Reference images first: an empty or unreadable set fails before any model loads.
     references = load_references(
@@ -155,6 +156,10 @@ def main(cfg: AdvGRPOConfig) -> Path:
     check_eval_config(eval_cfg, world)
     prompts = read_prompts(cfg.data.prompts, cfg.data.prompt_column)
     eval_prompts = read_eval_prompts(cfg.data.eval_prompts, cfg.data.eval_prompt_column, eval_cfg)
+    if train.max_steps == 0:
+        counts = {"references": len(references), "data.prompts": len(prompts), "data.eval_prompts": len(eval_prompts)}
+        data_checked("adv_grpo", counts, accelerator)
+        return None
     run = open_run(cfg, accelerator)
     output, tracker = run.output, run.tracker
 

@@ -42,7 +42,7 @@ from mmreward.alignment.flow_dpo_objective import DPOLossConfig, dpo_loss, rwr_l
 from mmreward.alignment.group_rollout import check_sampler_config
 from mmreward.alignment.online_pairs import OnlineConfig, build_online_round, round_prompts
 from mmreward.alignment.preference_sets import PairDataConfig, TrainingSet, batch_rows, build_offline_set
-from mmreward.data.media_pairs import SkippedPair
+from mmreward.data.media_pairs import SkippedPair, read_pair_table
 from mmreward.data.prompts import read_prompts
 from mmreward.errors import ConfigError
 from mmreward.flow.rollout import seeded
@@ -51,7 +51,7 @@ from mmreward.train.checkpoint import latest_checkpoint, load_checkpoint, save_c
 from mmreward.train.config import parse_config, require_positive
 from mmreward.train.guards import finite_everywhere
 from mmreward.train.policy import encode_prompts_once, load_lora_policy
-from mmreward.train.run import finish_lora_run, open_run, start_processes
+from mmreward.train.run import data_checked, finish_lora_run, open_run, require_steps, start_processes
 from mmreward.train.sections import FlowModelConfig, LoraConfig, TrainConfig, check_media_kind
 
 # ----------------------------------------------------------------------------------------------------- config
@@ -105,9 +105,9 @@ class FlowDPOConfig:
                 "(1 - t)^2 = 0; use beta_schedule=constant"
             )
         check_media_kind(model)
+        require_steps(train.max_steps)
         require_positive(
             {
-                "train.max_steps": train.max_steps,
                 "train.batch_size": train.batch_size,
                 "train.gradient_accumulation_steps": train.gradient_accumulation_steps,
                 "train.save_every": train.save_every,
@@ -121,11 +121,22 @@ class FlowDPOConfig:
 # ------------------------------------------------------------------------------------------------------ main
 
 
-def main(cfg: FlowDPOConfig) -> Path:
+def main(cfg: FlowDPOConfig) -> Path | None:
+    """Train; returns the adapter's folder, or None for ``train.max_steps 0`` (the data is read, nothing else)."""
     train = cfg.train
     accelerator = start_processes(cfg, "flow_dpo")
     rank, world = accelerator.process_index, accelerator.num_processes
     prompt_list = read_prompts(cfg.data.prompts) if cfg.data.source == "online" else []
+    if train.max_steps == 0:
+        if cfg.data.source == "offline":
+            table = read_pair_table(
+                cfg.data.pairs, media_root=cfg.data.media_root, label_columns=cfg.data.label_columns
+            )
+            counts = {"data.pairs": len(table.pairs)}
+        else:
+            counts = {"data.prompts": len(prompt_list)}
+        data_checked("flow_dpo", counts, accelerator)
+        return None
     run = open_run(cfg, accelerator)
     output, tracker = run.output, run.tracker
 
@@ -243,4 +254,8 @@ def main(cfg: FlowDPOConfig) -> Path:
 
 
 if __name__ == "__main__":
-    main(parse_config(FlowDPOConfig, description=__doc__.splitlines()[0]))
+    try:
+        main(parse_config(FlowDPOConfig, description=__doc__.splitlines()[0]))
+    except ConfigError as err:  # a bad option, prompt or pair file, or a prompt set not available: no traceback
+        print(f"flow_dpo: {err}", file=sys.stderr)
+        raise SystemExit(2) from None

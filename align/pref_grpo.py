@@ -16,6 +16,7 @@ judge (UnifiedReward-Think in the paper), which resists reward hacking. ``reward
         --config configs/align/pref_grpo_sd3.yaml [--train.learning_rate 1e-4 ...]
     python align/pref_grpo.py --config configs/tiny/pref_grpo.yaml        # tiny random SD3 on the CPU
     python align/pref_grpo.py --config ... --check-on-policy --train.max_steps 1   # the "ratio == 1" self-test
+    python align/pref_grpo.py --config ... --train.max_steps 0   # read the data (fetching pinned prompt sets), stop
 
 One step: P prompts (``rollout.prompts_per_step``, over all processes) x G samples, laid out prompt-major over the
 processes; rewards of a group are computed with the whole group in hand (media are gathered to the group's owner
@@ -69,7 +70,7 @@ from mmreward.rewards.registry import load_reward
 from mmreward.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from mmreward.train.config import parse_config, require_positive
 from mmreward.train.policy import encode_prompts_once, load_lora_policy
-from mmreward.train.run import clock, finish_lora_run, open_run, start_processes
+from mmreward.train.run import clock, data_checked, finish_lora_run, open_run, require_steps, start_processes
 from mmreward.train.sections import FlowModelConfig, LoraConfig, PromptDataConfig, check_media_kind
 
 # ----------------------------------------------------------------------------------------------------- config
@@ -116,9 +117,9 @@ class PrefGRPOConfig:
         if self.eval.every and not self.data.eval_prompts:
             raise ConfigError("eval.every > 0 needs data.eval_prompts (held-out prompts); or set eval.every: 0")
         check_media_kind(model)
+        require_steps(train.max_steps)
         require_positive(
             {
-                "train.max_steps": train.max_steps,
                 "train.micro_batch_size": train.micro_batch_size,
                 "train.updates_per_step": train.updates_per_step,
                 "train.inner_epochs": train.inner_epochs,
@@ -135,7 +136,8 @@ class PrefGRPOConfig:
 # ------------------------------------------------------------------------------------------------------ main
 
 
-def main(cfg: PrefGRPOConfig) -> Path:
+def main(cfg: PrefGRPOConfig) -> Path | None:
+    """Train; returns the adapter's folder, or None for ``train.max_steps 0`` (the data is read, nothing else)."""
     train, rollout_cfg, eval_cfg = cfg.train, cfg.rollout, cfg.eval
     accelerator = start_processes(cfg, "pref_grpo")
     rank, world, device = accelerator.process_index, accelerator.num_processes, accelerator.device
@@ -143,6 +145,9 @@ def main(cfg: PrefGRPOConfig) -> Path:
     check_eval_config(eval_cfg, world)
     prompts = read_prompts(cfg.data.prompts, cfg.data.prompt_column)
     eval_prompts = read_eval_prompts(cfg.data.eval_prompts, cfg.data.eval_prompt_column, eval_cfg)
+    if train.max_steps == 0:
+        data_checked("pref_grpo", {"data.prompts": len(prompts), "data.eval_prompts": len(eval_prompts)}, accelerator)
+        return None
     run = open_run(cfg, accelerator)
     output, tracker = run.output, run.tracker
 

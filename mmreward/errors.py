@@ -43,3 +43,8 @@ class FrameSamplingError(MediaError):
 
     Independent of the decoder, so decoders do not fall back to one another on it.
     """
+
+
+class DataNotAvailableError(ConfigError, FileNotFoundError):
+    """A pinned prompt file (``github:...``) is neither cached nor downloadable (offline or unreachable). A
+    ConfigError, so the training programs report it in one line."""

@@ -8,6 +8,12 @@
 - ``.parquet``: the ``column`` column (Hugging Face dataset shards).
 
 Blank prompts are dropped; duplicates are kept (a prompt listed twice is drawn twice as often).
+
+``path`` may also name a file published on GitHub at a pinned commit,
+``github:<owner>/<repo>@<full commit>/<path>#sha256=<hex>`` (the recipes' training sets, which are large or under
+licences we do not redistribute). It is downloaded once, verified and cached under
+``$HF_HOME/mmreward/data/<owner>/<repo>/<commit>/<path>`` (:mod:`mmreward.pinned_files`); offline
+(``HF_HUB_OFFLINE``) without a cached copy the error names the URL, the cache path and both fixes.
 """
 
 from __future__ import annotations
@@ -16,14 +22,16 @@ import csv
 import json
 from pathlib import Path
 
-from mmreward.errors import ConfigError
+from mmreward import pinned_files
+from mmreward.errors import ConfigError, DataNotAvailableError
+from mmreward.pinned_files import PinnedFile
 
 TABLE_SUFFIXES = (".csv", ".tsv", ".jsonl", ".json", ".parquet")
 
 
 def read_prompts(path: str | Path, column: str | None = None) -> list[str]:
     """The prompts of ``path`` (see the module docstring); raises ConfigError naming the file and the fix."""
-    path = Path(path)
+    path = resolve_prompt_file(path)
     if not path.is_file():
         raise ConfigError(f"prompt file {str(path)!r} does not exist")
     suffix = path.suffix.lower()
@@ -45,6 +53,37 @@ def read_prompts(path: str | Path, column: str | None = None) -> list[str]:
     if not prompts:
         raise ConfigError(f"prompt file {str(path)!r} has no prompts")
     return prompts
+
+
+def resolve_prompt_file(path: str | Path) -> Path:
+    """A local path as given; a ``github:...#sha256=...`` spec as the path of its verified cached copy."""
+    if not pinned_files.is_spec(path):
+        return Path(path)
+    pinned = pinned_files.parse_spec(str(path), "prompt file")
+    return pinned_files.read_pinned(
+        pinned,
+        pinned_files.hf_cache_root("data"),
+        unavailable=lambda reason: _not_available(pinned, reason),
+        mismatch=lambda digest, origin: ConfigError(
+            f"prompt file {pinned.describe()} read from {origin} has sha256 {digest}, but the config pins "
+            f"{pinned.sha256}: it is not the file at commit {pinned.commit}, so it is not used. Delete "
+            f"{_cache_path(pinned)} to download it again, or pass a local file as the prompt path"
+        ),
+    )
+
+
+def _cache_path(pinned: PinnedFile) -> Path:
+    return pinned_files.cache_path(pinned, pinned_files.hf_cache_root("data"))
+
+
+def _not_available(pinned: PinnedFile, reason: str) -> DataNotAvailableError:
+    # One line: the training programs print it as their whole error.
+    return DataNotAvailableError(
+        f"prompt file {pinned.describe()} is not available: {reason}, and there is no cached copy at "
+        f"{_cache_path(pinned)}. Either download it once where GitHub is reachable (run once online, or save "
+        f"{pinned.url} to that path) and copy HF_HOME along, or pass a local copy of the file as the prompt path "
+        "(e.g. --data.prompts /path/to/prompts.txt)"
+    )
 
 
 def _table_column(path: Path, suffix: str, column: str) -> list[str]:

@@ -11,6 +11,7 @@ from typing import Any, NamedTuple
 import torch
 from accelerate import Accelerator
 
+from mmreward.errors import ConfigError
 from mmreward.flow.models import check_attention
 from mmreward.train.config import save_config
 from mmreward.train.distributed import require_ddp
@@ -35,6 +36,23 @@ def start_processes(cfg: Any, program: str) -> Accelerator:
     require_ddp(accelerator, program)
     check_attention(cfg.model.attention, accelerator.device)
     return accelerator
+
+
+def require_steps(max_steps: int) -> None:
+    """``train.max_steps`` >= 0; 0 asks for a data check (:func:`data_checked`)."""
+    if max_steps < 0:
+        raise ConfigError(
+            f"train.max_steps must be >= 0, got {max_steps} (0 reads the data and stops before any model loads)"
+        )
+
+
+def data_checked(program: str, counts: dict[str, int], accelerator: Accelerator) -> None:
+    """The end of a ``train.max_steps 0`` run: the data was read (downloading pinned prompt sets on first use), so
+    a recipe is known to start; one line per run says what was read. Nothing is written and no model loads."""
+    if accelerator.is_main_process:
+        read = ", ".join(f"{name}: {count}" for name, count in counts.items())
+        print(f"{program}: data read ({read}); train.max_steps is 0, so no model is loaded and nothing is written")
+    accelerator.end_training()
 
 
 def open_run(cfg: Any, accelerator: Accelerator) -> Run:

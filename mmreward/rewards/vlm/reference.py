@@ -7,7 +7,8 @@ and the expression that builds the prompt there), and this module
 
 1. fetches the file once at that commit and verifies its sha256 (so a moved branch or an edited file is refused,
    never silently used), caching it under ``$HF_HOME/mmreward/templates/<owner>/<repo>/<commit>/<path>`` next to
-   the weights; ``HF_HUB_OFFLINE`` is honoured, and ``source_dir`` reads a local clone instead;
+   the weights (:mod:`mmreward.pinned_files`); ``HF_HUB_OFFLINE`` is honoured, and ``source_dir`` reads a local
+   clone instead;
 2. reads the prompt out of the Python source **without executing it**: the file is parsed with :mod:`ast`, and the
    expression (``INSTRUCTION.format(text_prompt=prompt) + SUFFIX``, ``problem``,
    ``messages[0]["content"][2]["text"]``) is evaluated over the parsed module by a small interpreter that knows
@@ -20,85 +21,44 @@ and the expression that builds the prompt there), and this module
 from __future__ import annotations
 
 import ast
-import hashlib
-import os
-import re
 import string
-import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from mmreward import pinned_files
 from mmreward.errors import ConfigError, ReferenceMismatchError, ReferenceNotAvailableError
+from mmreward.pinned_files import PinnedFile
 
-# Raw file at a commit; a commit (not a branch) so that the bytes never change under a pinned sha256.
-RAW_URL = "https://raw.githubusercontent.com/{repository}/{commit}/{path}"
-_TIMEOUT_S = 30
-
-
-@dataclass(frozen=True)
-class ReferenceFile:
-    """Where one reference prompt is published: ``repository`` ("owner/name"), a full ``commit`` hash, the file's
-    ``path`` in the repository and the ``sha256`` of its bytes at that commit."""
-
-    repository: str
-    commit: str
-    path: str
-    sha256: str
-
-    @property
-    def url(self) -> str:
-        return RAW_URL.format(repository=self.repository, commit=self.commit, path=self.path)
-
-    def describe(self) -> str:
-        return f"{self.repository}@{self.commit[:7]}:{self.path}"
+# A template's pinned source file; the generic fetch/verify/cache lives in mmreward.pinned_files.
+ReferenceFile = PinnedFile
 
 
 def parse_reference_file(raw: Any, where: str) -> ReferenceFile:
     """Validate a ``{repository, commit, path, sha256}`` mapping from a template file."""
-    keys = {"repository", "commit", "path", "sha256"}
-    if not isinstance(raw, dict) or set(raw) != keys or not all(isinstance(raw[k], str) for k in keys):
-        raise ConfigError(f"{where} must map exactly {sorted(keys)} to strings, got {raw!r}")
-    if not re.fullmatch(r"[A-Za-z0-9][\w.-]*/[\w.-]+", raw["repository"]):
-        raise ConfigError(f"{where}: repository must be 'owner/name', got {raw['repository']!r}")
-    if not re.fullmatch(r"[0-9a-f]{40}", raw["commit"]):
-        raise ConfigError(f"{where}: commit must be a full 40-digit hash (a branch can move), got {raw['commit']!r}")
-    if not re.fullmatch(r"[0-9a-f]{64}", raw["sha256"]):
-        raise ConfigError(f"{where}: sha256 must be 64 hex digits, got {raw['sha256']!r}")
-    if raw["path"].startswith("/") or ".." in Path(raw["path"]).parts:
-        raise ConfigError(f"{where}: path must be relative inside the repository, got {raw['path']!r}")
-    return ReferenceFile(raw["repository"], raw["commit"], raw["path"], raw["sha256"])
+    return pinned_files.parse_mapping(raw, where)
 
 
 def cache_root() -> Path:
     """``$HF_HOME/mmreward/templates``: beside the hub cache, so copying HF_HOME carries the prompts along."""
-    from huggingface_hub import constants
-
-    return Path(constants.HF_HOME) / "mmreward" / "templates"
+    return pinned_files.hf_cache_root("templates")
 
 
 def cache_path(ref: ReferenceFile) -> Path:
-    return cache_root() / ref.repository / ref.commit / ref.path
+    return pinned_files.cache_path(ref, cache_root())
 
 
-def _download(url: str) -> bytes:
-    with urllib.request.urlopen(url, timeout=_TIMEOUT_S) as response:  # noqa: S310 (the URL is built from RAW_URL)
-        return response.read()
-
-
-def _offline() -> bool:
-    return os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
-
-
-def _verify(data: bytes, ref: ReferenceFile, origin: str) -> None:
-    digest = hashlib.sha256(data).hexdigest()
-    if digest != ref.sha256:
-        raise ReferenceMismatchError(
+def _mismatch(ref: ReferenceFile) -> Callable[[str, str], ReferenceMismatchError]:
+    def error(digest: str, origin: str) -> ReferenceMismatchError:
+        return ReferenceMismatchError(
             f"reference prompt file {ref.describe()} read from {origin} has sha256 {digest}, but the template pins "
             f"{ref.sha256}: it is not the file at commit {ref.commit}, so it is not used. For a local clone run "
             f"`git checkout {ref.commit}` there; for a cached copy delete {cache_path(ref)} to download it again; "
             "or keep our wording with template='ours'"
         )
+
+    return error
 
 
 def read_reference_file(ref: ReferenceFile, source_dir: str | Path | None = None) -> str:
@@ -116,26 +76,11 @@ def read_reference_file(ref: ReferenceFile, source_dir: str | Path | None = None
                 f"template_source_dir {str(source_dir)!r} has no file {ref.path!r}; point it at a clone of "
                 f"https://github.com/{ref.repository} checked out at {ref.commit}"
             )
-        data = path.read_bytes()
-        _verify(data, ref, str(path))
-        return data.decode("utf-8")
-    cached = cache_path(ref)
-    if cached.is_file():
-        data = cached.read_bytes()
-        _verify(data, ref, str(cached))
-        return data.decode("utf-8")
-    if _offline():
-        raise _not_available(ref, "HF_HUB_OFFLINE is set, so nothing is downloaded")
-    try:
-        data = _download(ref.url)
-    except OSError as err:  # URLError, HTTPError and timeouts are all OSErrors
-        raise _not_available(ref, f"downloading it failed ({type(err).__name__}: {err})") from err
-    _verify(data, ref, ref.url)
-    cached.parent.mkdir(parents=True, exist_ok=True)
-    partial = cached.with_name(cached.name + ".partial")
-    partial.write_bytes(data)
-    partial.replace(cached)  # atomic: a concurrent reader sees the whole file or none
-    return data.decode("utf-8")
+        return pinned_files.verify(path.read_bytes(), ref, str(path), _mismatch(ref)).decode("utf-8")
+    cached = pinned_files.read_pinned(
+        ref, cache_root(), unavailable=lambda reason: _not_available(ref, reason), mismatch=_mismatch(ref)
+    )
+    return cached.read_text(encoding="utf-8")
 
 
 def _not_available(ref: ReferenceFile, reason: str) -> ReferenceNotAvailableError:

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 import mmreward
-from mmreward import testing
+from mmreward import pinned_files, testing
 from mmreward.errors import ConfigError, ReferenceMismatchError, ReferenceNotAvailableError
 from mmreward.rewards.vlm import reference
 from mmreward.rewards.vlm.reference import ReferenceFile, extract_prompt, read_reference_file
@@ -79,7 +79,7 @@ def cache(tmp_path, monkeypatch):
     """A private template cache, and downloads served from ``tmp_path/remote`` through file:// URLs."""
     root = tmp_path / "hf_home" / "mmreward" / "templates"
     monkeypatch.setattr(reference, "cache_root", lambda: root)
-    monkeypatch.setattr(reference, "RAW_URL", (tmp_path / "remote").as_uri() + "/{repository}/{commit}/{path}")
+    monkeypatch.setattr(pinned_files, "RAW_URL", (tmp_path / "remote").as_uri() + "/{repository}/{commit}/{path}")
     monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
     return root
 
@@ -98,7 +98,7 @@ def test_fetch_verifies_caches_and_then_needs_no_network(cache, tmp_path, monkey
     def no_network(url):
         raise AssertionError(f"downloaded {url} although a verified copy is cached")
 
-    monkeypatch.setattr(reference, "_download", no_network)
+    monkeypatch.setattr(pinned_files, "_download", no_network)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     assert read_reference_file(ref) == HEAD_SOURCE
 
