@@ -77,7 +77,9 @@ class TrainRewardConfig:
         if self.model.init_filename is not None and self.model.init_from is None:
             raise ConfigError("model.init_filename names a file inside model.init_from; set model.init_from too")
         if self.train.stats == "keep" and self.model.init_from is None:
-            raise ConfigError("train.stats=keep keeps the stats of model.init_from; set it, or use train.stats: measure")
+            raise ConfigError(
+                "train.stats=keep keeps the stats of model.init_from; set it, or use train.stats: measure"
+            )
         if self.model.base is None and self.model.init_from is None:
             self.model.base = "Qwen/Qwen2-VL-2B-Instruct"
         if not 0.0 <= self.train.warmup_ratio < 1.0:

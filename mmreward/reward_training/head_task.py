@@ -135,8 +135,7 @@ class HeadTask:
             if self.cfg.train.loss == "uncertainty":
                 both = both[..., 0]
             stats = {
-                d: (float(both[:, k].mean()), float(both[:, k].std().clamp(min=1e-6)))
-                for k, d in enumerate(self.dims)
+                d: (float(both[:, k].mean()), float(both[:, k].std().clamp(min=1e-6))) for k, d in enumerate(self.dims)
             }
         if accelerator.is_main_process:
             save_head_dir(self.cfg, self.reward, accelerator.unwrap_model(module), self.options, step, stats)
