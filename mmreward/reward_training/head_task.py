@@ -175,8 +175,9 @@ def init_arguments(init_from: str, filename: str | None, base: str | None, optio
         arguments["filename"] = filename
     if base is not None:
         arguments["base_model"] = base
-    if options.get("template") is not None or options.get("template_file") is not None:
-        # The run's own template replaces the preset's whole template choice.
+    if options.get("template_file") is not None:
+        # The run's own template file replaces the preset's whole template choice; a template name given alone
+        # keeps the preset's template_name and reference_prompt, which "ours" and "reference" apply to.
         arguments = {k: v for k, v in arguments.items() if k not in TEMPLATE_OPTIONS}
     arguments.update({k: v for k, v in options.items() if v is not None})
     return arguments
