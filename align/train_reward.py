@@ -16,6 +16,11 @@ cross-entropy of the labelled verdict ("Image 1 is better", "Image 2 is better",
 judge's one-pass logit read-out (``mmreward.rewards.vlm.local_backend.VerdictReadout``), for the dimension
 ``model.judge_dim``.
 
+``model.init_from`` continues a trained head model (VideoReward, HPSv3, a VideoAlign-layout checkpoint or a
+directory this program saved) instead of starting a fresh head: its weights with its LoRA merged, head, reward
+tokens, stats, position mode and resizing are the start; the saved directory adds the tensors it changed from
+the base weights, so it loads on the base alone.
+
 Every epoch the per-dimension accuracy on the validation pairs is logged without ties (pairs humans split) and
 with ties (tie-calibrated, with its threshold), as in VideoGen-RewardBench. Checkpoints are atomic and resume
 exactly (model, optimizer, scheduler, RNG, data position). The output directory loads with

@@ -1,10 +1,12 @@
 """The head task (VideoReward, Liu et al. 2025): one reward token per dimension whose last hidden state a head
 reads; a Bradley-Terry-type loss (``mmreward.losses.preference_loss``) on ``r(A) - r(B)`` per dimension, or
-HPSv3's uncertainty loss for one token read as ``(mu, log sigma)``. Saved in VideoAlign's checkpoint layout with
-the dimensions' normalization stats."""
+HPSv3's uncertainty loss for one token read as ``(mu, log sigma)``. Starts from a fresh head or continues a trained
+head model (``model.init_from``). Saved in VideoAlign's checkpoint layout with the dimensions' normalization
+stats."""
 
 from __future__ import annotations
 
+import inspect
 import shutil
 from pathlib import Path
 from typing import Any
@@ -75,6 +77,10 @@ class HeadTask:
             "image_resize": model.image_resize,
         }
         if model.init_from is None:
+            options = {
+                **FRAME_DEFAULTS,
+                **{k: v for k, v in options.items() if v is not None or k not in FRAME_DEFAULTS},
+            }
             reward = VLMHeadReward.untrained(base, seed=cfg.train.seed, **options)
         else:
             options = init_arguments(model.init_from, model.init_filename, base, options)
@@ -155,6 +161,11 @@ PRESET_OPTIONS = (
     "image_max_pixels",
 )
 TEMPLATE_OPTIONS = PRESET_OPTIONS[:5]
+# Frame sampling where neither the run nor the starting checkpoint's preset sets it: the reward's own defaults.
+FRAME_DEFAULTS = {
+    name: inspect.signature(VLMHeadReward.__init__).parameters[name].default
+    for name in ("video_fps", "frame_min_pixels", "frame_max_pixels")
+}
 
 
 def init_arguments(init_from: str, filename: str | None, base: str | None, options: dict[str, Any]) -> dict[str, Any]:
@@ -162,15 +173,16 @@ def init_arguments(init_from: str, filename: str | None, base: str | None, optio
     names (a registered name, a preset file or a saved directory), or ``{"weights": init_from}`` for a checkpoint;
     then ``filename``, ``base`` and every option of ``options`` that is set (None: the checkpoint's own)."""
     preset = find_preset(init_from)
+    arguments: dict[str, Any] = dict(FRAME_DEFAULTS)
     if preset is None:
-        arguments: dict[str, Any] = {"weights": init_from}
+        arguments["weights"] = init_from
     elif preset.type != "vlm-head":
         raise ConfigError(
             f"model.init_from={init_from!r} is a {preset.type!r} reward; training continues only vlm-head models "
             "(videoreward, hpsv3, a directory align/train_reward.py saved, or a VideoAlign-layout checkpoint)"
         )
     else:
-        arguments = dict(preset.kwargs)
+        arguments.update(preset.kwargs)
     if filename is not None:
         arguments["filename"] = filename
     if base is not None:
@@ -231,7 +243,9 @@ def save_head_dir(
         **options,
     }
     if "template_file" in options:
-        shutil.copy(options["template_file"], out / "template.yaml")
+        copy = out / "template.yaml"
+        if Path(options["template_file"]).resolve() != copy.resolve():  # continuing in the directory it came from
+            shutil.copy(options["template_file"], copy)
         preset["template_file"] = "./template.yaml"
     (out / SAVED_REWARD_FILE).write_text(yaml.safe_dump(preset, sort_keys=False))
     return out

@@ -69,9 +69,11 @@ class PairFileDataConfig:
     validation_fraction: float = 0.1
     media_root: str | None = None
     use_ties: bool = True  # False drops pairs tied on every dimension (VideoAlign use_tied_data)
-    video_fps: float = 2.0
-    frame_min_pixels: int = 128 * 28 * 28
-    frame_max_pixels: int = 448 * 448
+    # Head: frames per second sampled from videos and per-frame pixel bounds. Unset: 2.0, 128 * 28 * 28 and
+    # 448 * 448 (VideoAlign's), or with model.init_from its preset's values.
+    video_fps: float | None = None
+    frame_min_pixels: int | None = None
+    frame_max_pixels: int | None = None
     image_min_pixels: int | None = None
     image_max_pixels: int | None = None
     video_num_frames: int = 8  # judge: frames shown per video

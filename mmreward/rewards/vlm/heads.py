@@ -178,6 +178,11 @@ class VLMHeadReward(RewardModel):
             the processor) or ``processor`` (the processor's own resize). None: the checkpoint's own.
         image_resize: ``pil`` (PIL bicubic resize of the uint8 image to ``smart_resize`` of the image pixel bounds
             before the processor, as HPSv3) or ``processor``. None: the checkpoint's own.
+
+    Attributes:
+        checkpoint_tensors: names (bare ``*VLModel`` naming) of the model tensors the checkpoint changed from the
+            base weights (merged LoRA layers, fine-tuned tensors; every tensor for a full state-dict file); a
+            model trained further from this one saves them (``align/train_reward.py`` with ``model.init_from``).
     """
 
     raw_range = None
