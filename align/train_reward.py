@@ -16,6 +16,11 @@ cross-entropy of the labelled verdict ("Image 1 is better", "Image 2 is better",
 judge's one-pass logit read-out (``mmreward.rewards.vlm.local_backend.VerdictReadout``), for the dimension
 ``model.judge_dim``.
 
+``model.init_from`` continues a trained head model (VideoReward, HPSv3, a VideoAlign-layout checkpoint or a
+directory this program saved) instead of starting a fresh head: its weights with its LoRA merged, head, reward
+tokens, stats, position mode and resizing are the start; the saved directory adds the tensors it changed from
+the base weights, so it loads on the base alone.
+
 Every epoch the per-dimension accuracy on the validation pairs is logged without ties (pairs humans split) and
 with ties (tie-calibrated, with its threshold), as in VideoGen-RewardBench. Checkpoints are atomic and resume
 exactly (model, optimizer, scheduler, RNG, data position). The output directory loads with
@@ -65,13 +70,29 @@ class TrainRewardConfig:
     def __post_init__(self) -> None:
         if not self.model.dims:
             raise ConfigError("model.dims must name at least one dimension")
-        if self.train.epochs < 1 or self.train.batch_size < 1 or self.train.grad_accum < 1:
-            raise ConfigError("train.epochs, train.batch_size and train.grad_accum must be >= 1")
+        if self.train.batch_size < 1 or self.train.grad_accum < 1:
+            raise ConfigError("train.batch_size and train.grad_accum must be >= 1")
+        if self.train.epochs < (0 if self.model.init_from else 1):
+            raise ConfigError(
+                f"train.epochs must be >= 1 (0 only with model.init_from, to save that checkpoint untrained), got "
+                f"{self.train.epochs}"
+            )
+        if self.model.init_from is not None and self.model.kind != "head":
+            raise ConfigError("model.init_from continues a head model; a judge starts from model.base")
+        if self.model.init_filename is not None and self.model.init_from is None:
+            raise ConfigError("model.init_filename names a file inside model.init_from; set model.init_from too")
+        if self.train.stats == "keep" and self.model.init_from is None:
+            raise ConfigError(
+                "train.stats=keep keeps the stats of model.init_from; set it, or use train.stats: measure"
+            )
+        if self.model.base is None and self.model.init_from is None:
+            self.model.base = "Qwen/Qwen2-VL-2B-Instruct"
         if not 0.0 <= self.train.warmup_ratio < 1.0:
             raise ConfigError(f"train.warmup_ratio must be in [0, 1), got {self.train.warmup_ratio}")
         if self.model.judge_dim is not None and self.model.judge_dim not in self.model.dims:
             raise ConfigError(f"model.judge_dim {self.model.judge_dim!r} is not one of model.dims {self.model.dims}")
-        if self.model.template is None and self.model.template_file is None:
+        # With init_from an unset template is the checkpoint preset's (videoreward for a bare checkpoint).
+        if self.model.template is None and self.model.template_file is None and self.model.init_from is None:
             self.model.template = "videoreward" if self.model.kind == "head" else "unifiedreward-pairwise"
 
 

@@ -17,10 +17,20 @@ class RewardModelConfig:
     """The VLM being trained (``model:``): a per-dimension reward head or a generative pairwise judge."""
 
     kind: Literal["head", "judge"] = "head"
-    base: str = "Qwen/Qwen2-VL-2B-Instruct"  # hub id or local dir; "tiny" builds a tiny random Qwen2-VL (CPU runs)
+    # Hub id or local dir; "tiny" builds a tiny random Qwen2-VL (CPU runs). Default: Qwen/Qwen2-VL-2B-Instruct, or
+    # with init_from the base its checkpoint names.
+    base: str | None = None
+    # Head only: continue training a trained head model instead of a fresh head. A reward preset of type vlm-head
+    # (a name such as videoreward or hpsv3, a preset YAML file, a directory align/train_reward.py saved) or a
+    # checkpoint (hub id or directory) in the VideoAlign layout; with init_filename, a hub id or directory holding
+    # that full state-dict file. Its weights (LoRA merged), head, reward tokens, normalization stats, position mode
+    # and resizing are the start; the options below left unset take the checkpoint's values.
+    init_from: str | None = None
+    init_filename: str | None = None
     dims: list[str] = field(default_factory=lambda: ["VQ", "MQ", "TA"])  # label columns of the pair file
-    head: Literal["linear", "mlp"] = "linear"
+    head: Literal["linear", "mlp"] | None = None  # default: linear, or the checkpoint's head
     head_output_dim: int | None = None  # default: one per reward token; 2 with one dimension for (mu, log sigma)
+    reward_tokens: list[str] | None = None  # head: default <|{dim}_reward|> per dim, or the checkpoint's tokens
     judge_dim: str | None = None  # judge: the label column it learns (default: the first of dims)
     template: str | None = None  # default: videoreward (head) / unifiedreward-pairwise (judge)
     template_file: str | None = None  # your own template YAML (head: one <|{dim}_reward|> token per dimension)
@@ -30,10 +40,11 @@ class RewardModelConfig:
     # Head only, recorded in the saved model_config.json and used when it loads. positions: "mrope" (Qwen's 3-D
     # multimodal positions) or "sequential" (0..n-1 for every token, as VideoAlign and HPSv3 trained);
     # frame_resize: "processor" or "videoalign" (antialiased bicubic on the uint8 frames, VideoAlign's pipeline);
-    # image_resize: "processor" or "pil" (PIL bicubic to the image pixel bounds, HPSv3's pipeline).
-    positions: Literal["mrope", "sequential"] = "mrope"
-    frame_resize: Literal["processor", "videoalign"] = "processor"
-    image_resize: Literal["processor", "pil"] = "processor"
+    # image_resize: "processor" or "pil" (PIL bicubic to the image pixel bounds, HPSv3's pipeline). Unset: mrope
+    # and the processor's resizing for a fresh head, the checkpoint's own modes with init_from.
+    positions: Literal["mrope", "sequential"] | None = None
+    frame_resize: Literal["processor", "videoalign"] | None = None
+    image_resize: Literal["processor", "pil"] | None = None
 
 
 @dataclass
@@ -58,9 +69,11 @@ class PairFileDataConfig:
     validation_fraction: float = 0.1
     media_root: str | None = None
     use_ties: bool = True  # False drops pairs tied on every dimension (VideoAlign use_tied_data)
-    video_fps: float = 2.0
-    frame_min_pixels: int = 128 * 28 * 28
-    frame_max_pixels: int = 448 * 448
+    # Head: frames per second sampled from videos and per-frame pixel bounds. Unset: 2.0, 128 * 28 * 28 and
+    # 448 * 448 (VideoAlign's), or with model.init_from its preset's values.
+    video_fps: float | None = None
+    frame_min_pixels: int | None = None
+    frame_max_pixels: int | None = None
     image_min_pixels: int | None = None
     image_max_pixels: int | None = None
     video_num_frames: int = 8  # judge: frames shown per video
@@ -80,7 +93,7 @@ class RewardTrainConfig:
     margin: float = 0.57  # constant margin where the pair file has no MOS columns
     # margin loss: the MOS gap signed by the label as VideoAlign computes it, instead of its absolute value
     signed_margin: bool = False
-    epochs: int = 3
+    epochs: int = 3  # 0 with model.init_from: save the checkpoint in this program's layout, untrained
     batch_size: int = 1  # pairs per process and step
     grad_accum: int = 4
     lr: float = 2e-6  # LoRA
@@ -99,6 +112,9 @@ class RewardTrainConfig:
     resume: bool = True
     max_skips: int = 10
     stats_pairs: int = 256  # pairs whose rewards give the saved normalization stats
+    # Normalization stats saved with a head: "measure" them on stats_pairs training pairs, or "keep" those of
+    # model.init_from (none if it has none, as HPSv3). Default: keep with init_from, measure otherwise.
+    stats: Literal["measure", "keep"] | None = None
 
 
 @dataclass

@@ -260,3 +260,23 @@ def test_judge_learns_as_a_verdict_classifier(tmp_path, pairs_csv):
     evidence = compared.prob_a - (1 - compared.prob_a - compared.tie)
     labels = torch.tensor([p.labels["VQ"] for p in pairs])
     assert float(((evidence > 0) == (labels > 0)).float().mean()) >= 0.85
+
+
+def test_continues_from_a_released_checkpoint(tmp_path):
+    """model.init_from with zero epochs: the program saves the released VideoReward checkpoint (LoRA layout, tiny
+    golden one) in its own layout, and the directory scores the golden clips as VideoAlign did."""
+    golden_dir = ROOT / "tests" / "golden" / "videoreward"
+    golden = json.loads((golden_dir / "golden.json").read_text())
+    data = testing.synthetic_preference_pairs(tmp_path / "data", pairs=8, images=4)
+    out = tmp_path / "continued"
+    init = ("--model.init_from", str(golden_dir / "reward"), "--model.base", str(golden_dir / "base"))
+    frames = ("--data.frame_min_pixels", "3136", "--data.frame_max_pixels", "12544")
+    template = ("--model.template_file", str(golden_dir / "template.yaml"))
+    result = run("--data.train", str(data), "--output_dir", str(out), "--train.epochs", "0", *init, *frames, *template)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "0 epoch(s)" in result.stdout and f"saved to {out}" in result.stdout
+    found = testing.sample_videos()
+    scores = mmreward.load_reward(str(out)).score(golden["prompts"], [str(found[n]) for n in golden["videos"]])
+    expected = torch.tensor([row["Overall"] for row in golden["batched"]])
+    torch.testing.assert_close(scores.scores, expected, rtol=0, atol=1e-4)
+    assert json.loads((out / "model_config.json").read_text())["inference_config"]["VQ_std"] == 1.7

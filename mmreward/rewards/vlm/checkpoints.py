@@ -194,10 +194,19 @@ def non_lora_state(checkpoint_dir: Path) -> dict[str, torch.Tensor]:
     raise WeightsNotFoundError(f"{str(checkpoint_dir)!r} has none of {list(NON_LORA_FILES)}")
 
 
-def load_into(model: torch.nn.Module, head: torch.nn.Module, state: dict[str, torch.Tensor], *, source: str) -> int:
+def load_into(
+    model: torch.nn.Module,
+    head: torch.nn.Module,
+    state: dict[str, torch.Tensor],
+    *,
+    source: str,
+    changed: set[str] | None = None,
+) -> int:
     """Copy ``state`` (any naming, see :func:`normalize_key`) into ``model`` and ``head``; returns tensors loaded.
 
     Every tensor must find its parameter with the same shape; a mismatch names the key and the likely cause.
+    ``changed``, when given, collects the model tensors (bare names) whose values the copy altered: what a
+    model continued from this checkpoint must save beside the base weights.
     """
     targets = dict(model.state_dict())
     targets.update({f"rm_head.{k}": v for k, v in head.state_dict().items()})
@@ -214,14 +223,24 @@ def load_into(model: torch.nn.Module, head: torch.nn.Module, state: dict[str, to
                     f"{source}: tensor {key!r} has shape {tuple(value.shape)}, the model expects "
                     f"{tuple(targets[name].shape)} (is base_model the checkpoint's base?)"
                 )
-            targets[name].copy_(value.to(targets[name].dtype))
+            value = value.to(targets[name].dtype)
+            if changed is not None and not name.startswith("rm_head.") and not torch.equal(targets[name], value):
+                changed.add(name)
+            targets[name].copy_(value)
             loaded += 1
     return loaded
 
 
-def load_full(model: torch.nn.Module, head: torch.nn.Module, state: dict[str, torch.Tensor], *, source: str) -> None:
+def load_full(
+    model: torch.nn.Module,
+    head: torch.nn.Module,
+    state: dict[str, torch.Tensor],
+    *,
+    source: str,
+    changed: set[str] | None = None,
+) -> None:
     """:func:`load_into` for a file that must hold every tensor of ``model`` and ``head`` (LoRA matrices aside)."""
-    loaded = load_into(model, head, state, source=source)
+    loaded = load_into(model, head, state, source=source, changed=changed)
     expected = len(model.state_dict()) + len(head.state_dict())
     if loaded < expected:
         raise ConfigError(f"{source} holds {loaded} of the model's {expected} tensors; is it a full checkpoint?")
@@ -247,8 +266,9 @@ def lora_scale(adapter_config: dict[str, Any]) -> float:
     return alpha / rank**0.5 if adapter_config.get("use_rslora") else alpha / rank
 
 
-def merge_lora(model: torch.nn.Module, adapter: dict[str, torch.Tensor], scale: float, *, source: str) -> int:
-    """Add ``scale * B @ A`` to each adapted linear layer of ``model``; returns the number of layers merged."""
+def merge_lora(model: torch.nn.Module, adapter: dict[str, torch.Tensor], scale: float, *, source: str) -> list[str]:
+    """Add ``scale * B @ A`` to each adapted linear layer of ``model``; returns the weights changed
+    (``<layer>.weight``, bare names)."""
     pairs: dict[str, dict[str, torch.Tensor]] = {}
     for key, value in adapter.items():
         match = re.fullmatch(r"(.+)\.lora_([AB])(?:\.[^.]+)?\.weight", key)
@@ -268,7 +288,7 @@ def merge_lora(model: torch.nn.Module, adapter: dict[str, torch.Tensor], scale: 
             if delta.shape != layer.weight.shape:
                 raise ConfigError(f"{source}: LoRA delta for {module_name!r} has shape {tuple(delta.shape)}")
             layer.weight.add_(delta.to(layer.weight.device, layer.weight.dtype))
-    return len(pairs)
+    return [f"{name}.weight" for name in pairs]
 
 
 def save_head_checkpoint(

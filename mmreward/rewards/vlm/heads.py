@@ -178,6 +178,11 @@ class VLMHeadReward(RewardModel):
             the processor) or ``processor`` (the processor's own resize). None: the checkpoint's own.
         image_resize: ``pil`` (PIL bicubic resize of the uint8 image to ``smart_resize`` of the image pixel bounds
             before the processor, as HPSv3) or ``processor``. None: the checkpoint's own.
+
+    Attributes:
+        checkpoint_tensors: names (bare ``*VLModel`` naming) of the model tensors the checkpoint changed from the
+            base weights (merged LoRA layers, fine-tuned tensors; every tensor for a full state-dict file); a
+            model trained further from this one saves them (``align/train_reward.py`` with ``model.init_from``).
     """
 
     raw_range = None
@@ -381,23 +386,29 @@ class VLMHeadReward(RewardModel):
         hidden = int(model.config.get_text_config().hidden_size)
         head = build_head(spec.head, hidden, output_dim).float()
         source = str(spec.checkpoint_dir)
+        # The model's tensors the checkpoint changed from the base weights (LoRA merged, fine-tuned tensors): a
+        # model trained further from this one saves them so that its directory loads on the base alone.
+        changed: set[str] = set()
         # Without a checkpoint (untrained()) the model keeps the base weights, new token rows and a fresh head.
         if spec.checkpoint_dir is not None and filename is None and (spec.checkpoint_dir / FULL_MODEL_FILE).is_file():
             state = load_state_dict_file(spec.checkpoint_dir / FULL_MODEL_FILE)
             source = str(spec.checkpoint_dir / FULL_MODEL_FILE)
-            load_full(model, head, state, source=source)
+            load_full(model, head, state, source=source, changed=changed)
             lora = {k: v for k, v in state.items() if ".lora_" in k}
             if lora:
-                merge_lora(model, lora, lora_scale(videoalign_lora_config(spec.raw)), source=source)
+                changed.update(merge_lora(model, lora, lora_scale(videoalign_lora_config(spec.raw)), source=source))
         elif spec.checkpoint_dir is not None and filename is None:
             directory = spec.checkpoint_dir
-            load_into(model, head, non_lora_state(directory), source=source)
+            load_into(model, head, non_lora_state(directory), source=source, changed=changed)
             if (directory / ADAPTER_FILE).is_file():
                 adapter_config = json.loads((directory / ADAPTER_CONFIG_FILE).read_text(encoding="utf-8"))
                 adapter = load_state_dict_file(directory / ADAPTER_FILE)
-                merge_lora(model, adapter, lora_scale(adapter_config), source=source)
+                changed.update(merge_lora(model, adapter, lora_scale(adapter_config), source=source))
         elif spec.checkpoint_dir is not None:
             load_full(model, head, load_state_dict_file(spec.checkpoint_dir), source=source)
+            # Built without the base weights: every tensor comes from the file, none can be assumed equal.
+            changed.update(model.state_dict())
+        self.checkpoint_tensors = tuple(sorted(changed))
         model.to(self.device).eval().requires_grad_(False)
         head.to(self.device).eval().requires_grad_(False)
         return model, head
