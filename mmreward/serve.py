@@ -88,11 +88,8 @@ class MicroBatcher:
             size = len(jobs[0].prompts)
             deadline = loop.time() + self.max_wait
             while size < self.max_batch:
-                timeout = deadline - loop.time()
-                if timeout <= 0:
-                    break
-                try:
-                    job = await asyncio.wait_for(self.queue.get(), timeout)
+                try:  # a deadline already past times out at once, without taking a job from the queue
+                    job = await asyncio.wait_for(self.queue.get(), deadline - loop.time())
                 except asyncio.TimeoutError:
                     break
                 jobs.append(job)

@@ -350,3 +350,51 @@ def test_a_plain_text_error_is_quoted():
         with pytest.raises(MMRewardError) as raised:
             remote.score(["x"], [torch.zeros(3, 4, 4)])
     assert str(raised.value) == f"reward server {url} answered 502: overloaded"
+
+
+def test_batches_close_when_full_and_every_job_gets_its_own_items():
+    """Jobs of 1, 2, 1, 3 and 2 items arrive together under max_batch 4 and a long wait: a batch takes whole jobs
+    until it holds at least 4 items (1 + 2 + 1 = 4, then 3 + 2 = 5), and each reply carries its own items' scores."""
+    reward = GreyWithDim()
+    app = create_app(reward, max_batch=4, max_wait_ms=2000)
+    sizes = [1, 2, 1, 3, 2]
+    jobs = [[(20 * (j + 1) + i) / 255 for i in range(n)] for j, n in enumerate(sizes)]
+
+    async def send_all(url):
+        async with httpx.AsyncClient(base_url=url, timeout=60) as client:
+            replies = []
+            for j, levels in enumerate(jobs):  # in order, without waiting for the answers
+                body = {
+                    "prompts": ["p" * j] * len(levels),
+                    "media": [media_to_json(torch.full((3, 4, 4), v)) for v in levels],
+                }
+                replies.append(asyncio.create_task(client.post("/score", json=body)))
+                await asyncio.sleep(0.05)
+            return [(await r).json() for r in replies]
+
+    with Server(app) as url:
+        replies = asyncio.run(send_all(url))
+    assert app.state.batcher.batch_sizes == [4, 5]
+    for j, (levels, reply) in enumerate(zip(jobs, replies, strict=True)):
+        assert reply["scores"] == pytest.approx([v + j for v in levels], abs=1e-6)
+        assert reply["dims"]["grey"] == pytest.approx(levels, abs=1e-6) and reply["failed"] == [False] * len(levels)
+
+
+def test_server_defaults_and_lifecycle(monkeypatch):
+    from fastapi.testclient import TestClient
+
+    import mmreward.serve as serve_module
+
+    app = create_app(GreyWithDim())
+    batcher = app.state.batcher
+    assert app.title == "mmreward reward server"
+    assert (batcher.max_batch, batcher.max_wait, batcher.queue.maxsize) == (32, 0.01, 256)
+    with TestClient(app) as client:  # startup starts the batcher, shutdown cancels it without error
+        assert client.get("/info").json()["max_items"] == 256
+    calls = []
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kwargs: calls.append((app, kwargs)))
+    serve_module.serve(GreyWithDim(), host="127.0.0.2", port=8123, max_items=7, max_batch=3)
+    [(served, kwargs)] = calls
+    assert kwargs == {"host": "127.0.0.2", "port": 8123, "log_level": "info"}
+    assert served.state.batcher.max_batch == 3 and TestClient(served).get("/info").json()["max_items"] == 7
+    assert served.state.batcher.reward.name == "GreyWithDim"
