@@ -9,6 +9,10 @@
   embedding of OpenAI CLIP ViT-L/14 goes through a linear MLP 768-1024-128-64-16-1 (dropout only, no
   nonlinearity) trained with MSE on AVA ratings; scores are on the AVA 1-10 scale, typically 4-7. The head
   weights are the ``sac+logos+ava1-l14-linearMSE`` checkpoint as published in ``trl-lib/ddpo-aesthetic-predictor``.
+
+Both references preprocess with transformers' ``CLIPImageProcessor``, which resizes 8-bit PIL images and centre-crops
+at offset ``(H - S) // 2``; ``resize="pil"`` (the default, see :mod:`mmreward.rewards.clip_preprocess`) does exactly
+that in :meth:`score`, ``resize="torch"`` the differentiable float resize ``score_pixels`` always uses.
 """
 
 from __future__ import annotations
@@ -18,8 +22,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from mmreward.hub import resolve_dir, resolve_file
-from mmreward.rewards.clip_preprocess import clip_preprocess
-from mmreward.rewards.framewise import DifferentiableImageReward
+from mmreward.rewards.clip_preprocess import ClipImageReward, ResizeBackend
 
 
 def _features(output) -> torch.Tensor:
@@ -43,24 +46,27 @@ def _image_settings(processor_dir) -> tuple[int, tuple, tuple]:
     return size, tuple(processor.image_mean), tuple(processor.image_std)
 
 
-class PickScore(DifferentiableImageReward):
+class PickScore(ClipImageReward):
     """PickScore: ``logit_scale.exp() * cos`` under a CLIP fine-tuned on Pick-a-Pic preferences.
 
     Args:
         weights: model hub id (``yuvalkirstain/PickScore_v1``) or local directory.
         processor: processor hub id (``laion/CLIP-ViT-H-14-laion2B-s32B-b79K``) or local directory.
+        resize: ``"pil"`` (the processor's 8-bit PIL resize, as the reference scores) or ``"torch"`` (differentiable).
     """
 
     raw_range = (15.0, 25.0)
     pairwise_scale = 1.0
+    crop_rounding = "floor"  # CLIPImageProcessor's centre crop
 
     def __init__(
         self,
         weights: str = "yuvalkirstain/PickScore_v1",
         processor: str = "laion/CLIP-ViT-H-14-laion2B-s32B-b79K",
+        resize: ResizeBackend = "pil",
         **kwargs,
     ) -> None:
-        super().__init__(**kwargs)
+        super().__init__(resize=resize, **kwargs)
         from transformers import AutoTokenizer
 
         hint = "load_reward('pickscore', weights='/path/to/PickScore_v1', processor='/path/to/CLIP-ViT-H-14')"
@@ -70,9 +76,6 @@ class PickScore(DifferentiableImageReward):
         self.tokenizer = AutoTokenizer.from_pretrained(processor_dir)
         self.image_size, self.mean, self.std = _image_settings(processor_dir)
         self.weights_id = weights
-
-    def preprocess_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
-        return clip_preprocess(pixels, size=self.image_size, mean=self.mean, std=self.std)
 
     def forward_pixels(self, prompts: list[str], inputs: torch.Tensor) -> torch.Tensor:
         unique = list(dict.fromkeys(prompts))
@@ -104,27 +107,30 @@ class AestheticHead(nn.Module):
         return self.layers(embeddings).squeeze(-1)
 
 
-class LaionAesthetic(DifferentiableImageReward):
+class LaionAesthetic(ClipImageReward):
     """LAION aesthetic score (AVA 1-10 scale) of each image; the prompt is not used.
 
     Args:
         weights: hub id or local path of the MLP head checkpoint (``trl-lib/ddpo-aesthetic-predictor``).
         filename: the head's file name inside ``weights``.
         clip: hub id or local directory of the CLIP backbone and its processor (``openai/clip-vit-large-patch14``).
+        resize: ``"pil"`` (the processor's 8-bit PIL resize, as the reference scores) or ``"torch"`` (differentiable).
     """
 
     raw_range = (1.0, 10.0)
     uses_prompt = False
     pairwise_scale = 1.0
+    crop_rounding = "floor"  # CLIPImageProcessor's centre crop
 
     def __init__(
         self,
         weights: str = "trl-lib/ddpo-aesthetic-predictor",
         filename: str = "aesthetic-model.pth",
         clip: str = "openai/clip-vit-large-patch14",
+        resize: ResizeBackend = "pil",
         **kwargs,
     ) -> None:
-        super().__init__(**kwargs)
+        super().__init__(resize=resize, **kwargs)
         hint = (
             "load_reward('laion-aesthetic', weights='/path/to/aesthetic-model.pth', "
             "clip='/path/to/clip-vit-large-patch14')"
@@ -141,9 +147,6 @@ class LaionAesthetic(DifferentiableImageReward):
             module.to(self.device, self.dtype).eval().requires_grad_(False)
         self.image_size, self.mean, self.std = _image_settings(clip_dir)
         self.weights_id = f"{weights}:{filename}"
-
-    def preprocess_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
-        return clip_preprocess(pixels, size=self.image_size, mean=self.mean, std=self.std)
 
     def forward_pixels(self, prompts: list[str], inputs: torch.Tensor) -> torch.Tensor:
         pooled = self.vision(pixel_values=inputs).pooler_output

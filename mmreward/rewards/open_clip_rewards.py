@@ -8,6 +8,11 @@
   HPDv2; the score is the plain cosine ``cos(E_img, E_txt)`` (no logit scale), typically 0.2-0.35. Images are
   preprocessed with the longest side resized to 224 and zero padding to a square, as the released
   ``hpsv2.score`` does. v2.0 and v2.1 scores are not comparable with each other.
+
+``resize`` (see :mod:`mmreward.rewards.clip_preprocess`): CLIPScore's reference (OpenAI's ``clip`` preprocess) and
+open_clip's transform resize 8-bit PIL images, so ``clip-score`` defaults to ``pil``. The hpsv2 package converts
+the image to a float tensor *before* resizing (``ToTensor`` then ``ResizeMaxSize`` on the tensor), which is what
+``torch`` does, so ``hpsv2`` defaults to ``torch``; ``pil`` there gives open_clip's usual PIL-first order instead.
 """
 
 from __future__ import annotations
@@ -19,8 +24,7 @@ import torch.nn.functional as F
 
 from mmreward.errors import ConfigError, WeightsNotFoundError
 from mmreward.hub import resolve_file
-from mmreward.rewards.clip_preprocess import ResizeMode, clip_preprocess
-from mmreward.rewards.framewise import DifferentiableImageReward
+from mmreward.rewards.clip_preprocess import ClipImageReward, ResizeBackend, ResizeMode
 
 
 def _register_architecture(model: str) -> str:
@@ -41,7 +45,7 @@ def _register_architecture(model: str) -> str:
     return model
 
 
-class OpenClipReward(DifferentiableImageReward):
+class OpenClipReward(ClipImageReward):
     """An open_clip image/text model with a read-out of the cosine similarity (see subclasses)."""
 
     def __init__(
@@ -57,11 +61,6 @@ class OpenClipReward(DifferentiableImageReward):
         self.image_size = int(cfg["size"][0] if isinstance(cfg["size"], (tuple, list)) else cfg["size"])
         self.mean, self.std = tuple(cfg["mean"]), tuple(cfg["std"])
         self.resize_mode = resize_mode
-
-    def preprocess_pixels(self, pixels: torch.Tensor) -> torch.Tensor:
-        return clip_preprocess(
-            pixels, size=self.image_size, mean=self.mean, std=self.std, resize_mode=self.resize_mode
-        )
 
     def cosine(self, prompts: list[str], inputs: torch.Tensor) -> torch.Tensor:
         """``(N,)`` cosine similarity of each preprocessed image with its prompt (unique prompts encoded once)."""
@@ -84,6 +83,8 @@ class ClipScore(OpenClipReward):
         caption_prefix: text put before every caption, followed by a space: ``"A photo depicts"`` as in the
             reference implementation (the paper found that this prompt slightly improves the correlation with
             human judgments); ``""`` scores the caption alone.
+        resize: how :meth:`score` resizes: ``"pil"`` (8-bit PIL bicubic, then centre crop, as the reference and
+            open_clip's transform do) or ``"torch"`` (the differentiable float resize ``score_pixels`` uses).
     """
 
     raw_range = (0.0, 2.5)
@@ -94,6 +95,7 @@ class ClipScore(OpenClipReward):
         pretrained: str = "openai",
         w: float = 2.5,
         caption_prefix: str = "A photo depicts",
+        resize: ResizeBackend = "pil",
         **kwargs,
     ) -> None:
         import open_clip
@@ -127,6 +129,7 @@ class ClipScore(OpenClipReward):
             checkpoint=checkpoint,
             quick_gelu=bool(tag_cfg.get("quick_gelu", False)),
             resize_mode="shortest",
+            resize=resize,
             **kwargs,
         )
         self.w = w
@@ -155,13 +158,22 @@ class HPSv2(OpenClipReward):
             checkpoint file itself.
         version: ``"v2.0"`` or ``"v2.1"``, selecting the file within ``weights``.
         model: the architecture (``ViT-H-14`` for the released checkpoints).
+        resize: how :meth:`score` resizes: ``"torch"`` (float tensor, as the hpsv2 package does after
+            ``ToTensor``; also what ``score_pixels`` uses) or ``"pil"`` (8-bit PIL bicubic before padding).
     """
 
     raw_range = (0.15, 0.40)
     # HPS was trained with CLIP's logit scale 100 on the cosine.
     pairwise_scale = 100.0
 
-    def __init__(self, weights: str = "xswu/HPSv2", version: str = "v2.1", model: str = "ViT-H-14", **kwargs) -> None:
+    def __init__(
+        self,
+        weights: str = "xswu/HPSv2",
+        version: str = "v2.1",
+        model: str = "ViT-H-14",
+        resize: ResizeBackend = "torch",
+        **kwargs,
+    ) -> None:
         if version not in HPS_FILES:
             raise ConfigError(f"HPSv2 version must be one of {sorted(HPS_FILES)}, got {version!r}")
         architecture = _register_architecture(model)
@@ -172,7 +184,12 @@ class HPSv2(OpenClipReward):
             hint=f"load_reward('{_HPS_PRESETS[version]}', weights='/path/to/{HPS_FILES[version]}')",
         )
         super().__init__(
-            architecture=architecture, checkpoint=checkpoint, quick_gelu=False, resize_mode="longest", **kwargs
+            architecture=architecture,
+            checkpoint=checkpoint,
+            quick_gelu=False,
+            resize_mode="longest",
+            resize=resize,
+            **kwargs,
         )
         self.weights_id = f"{weights}:{HPS_FILES[version]}" if not Path(weights).is_file() else weights
 
