@@ -184,6 +184,8 @@ def tiny_reward_preset(name: str, root: str | Path, *, architecture: str = "tiny
         kwargs = {"weights": str(directory), "filename": "aesthetic-model.pth", "clip": str(directory / "clip")}
     else:
         raise MMRewardError(f"no tiny builder for reward type {preset.type!r}")
+    if "resize" in preset.kwargs:  # the preset's choice of resize path, so tests score as the preset does
+        kwargs["resize"] = preset.kwargs["resize"]
     target.write_text(yaml.safe_dump({"type": preset.type, **kwargs}, sort_keys=False))
     return target
 

@@ -27,7 +27,7 @@ def test_pickscore_is_the_exponentiated_logit_scale_times_the_cosine(tmp_path, p
     with torch.no_grad():
         tokens = reward.tokenizer(PROMPTS, padding=True, truncation=True, max_length=77, return_tensors="pt")
         text = projected(model.get_text_features(**tokens)).float()
-        image = projected(model.get_image_features(pixel_values=reward.preprocess_pixels(pixels))).float()
+        image = projected(model.get_image_features(pixel_values=reward.prepare_images(pixels))).float()
     scale = float(model.logit_scale)
     assert scale == pytest.approx(2.6592, abs=1e-4)  # exp(scale) = 14.29: without exp() the scores change
     expected = torch.exp(torch.tensor(scale)) * F.cosine_similarity(image, text, dim=-1)
@@ -39,7 +39,7 @@ def test_laion_aesthetic_is_the_linear_head_on_the_normalized_image_embedding(tm
     nonlinearity; its dropouts are off at inference); the prompt is not used."""
     reward = testing.tiny_clip_reward("laion-aesthetic", root=tmp_path)
     with torch.no_grad():
-        pooled = reward.vision(pixel_values=reward.preprocess_pixels(pixels)).pooler_output
+        pooled = reward.vision(pixel_values=reward.prepare_images(pixels)).pooler_output
         embedding = pooled @ reward.projection.weight.T  # CLIP's visual projection has no bias
         assert not torch.allclose(embedding.norm(dim=-1), torch.ones(len(PROMPTS)), atol=0.05)
         x = embedding / embedding.norm(dim=-1, keepdim=True)

@@ -27,7 +27,7 @@ def pixels():
 def cosines(reward, captions: list[str], pixels: torch.Tensor) -> torch.Tensor:
     """``(N,)`` cosine of each image's and caption's embeddings, straight from the open_clip model."""
     with torch.no_grad():
-        image = reward.model.encode_image(reward.preprocess_pixels(pixels)).float()
+        image = reward.model.encode_image(reward.prepare_images(pixels)).float()
         text = reward.model.encode_text(reward.tokenizer(captions)).float()
     return F.cosine_similarity(image, text, dim=-1)
 
