@@ -6,6 +6,7 @@ aggregation, and differentiability where declared.
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
@@ -118,8 +119,11 @@ def test_differentiable_rewards_give_useful_pixel_gradients(differentiable_rewar
     # definition. Take the photo with the highest score, which is off that clamp for this tiny model.
     pixels = square[reward.score(prompts * len(square), square).scores.argmax()].unsqueeze(0)
     assert reward.score(prompts, pixels).scores.item() != 0
-    # score_pixels agrees with score on the same pixels.
-    torch.testing.assert_close(reward.score_pixels(prompts, pixels), reward.score(prompts, pixels).scores)
+    # score_pixels agrees with score on the same pixels when score resizes in torch too (the presets' default
+    # resize may be the references' 8-bit PIL one; the same reward with resize="torch" shares the model).
+    torch_resize = copy.copy(reward)
+    torch_resize.resize = "torch"
+    torch.testing.assert_close(reward.score_pixels(prompts, pixels), torch_resize.score(prompts, pixels).scores)
     x = pixels.clone().requires_grad_(True)
     total = reward.score_pixels(prompts, x).sum()
     (grad,) = torch.autograd.grad(total, x)
