@@ -82,7 +82,9 @@ def _crop_offset(excess: int, rounding: CropRounding) -> int:
     raise ValueError(f"crop_rounding must be 'round' (torchvision) or 'floor' (transformers), got {rounding!r}")
 
 
-def resize_shortest_center_crop(images: torch.Tensor, size: int, crop_rounding: CropRounding = "round") -> torch.Tensor:
+def resize_shortest_center_crop(
+    images: torch.Tensor, size: int, crop_rounding: CropRounding = "round"
+) -> torch.Tensor:
     """``(N, 3, H, W)`` -> ``(N, 3, size, size)``: shortest side to ``size``, then a centre crop."""
     new_h, new_w = _shortest_side_size(*images.shape[-2:], size)
     images = _resize(images, new_h, new_w)
