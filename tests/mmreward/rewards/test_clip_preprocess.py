@@ -81,7 +81,8 @@ def test_pil_path_with_floor_crop_is_the_clip_image_processor_exactly(sample_ima
 
 
 def test_torch_path_crops_with_the_same_offset_rules():
-    # 224 x 227 needs no resize; 3 columns go, 1 on the left when flooring (transformers), 2 when rounding (torchvision).
+    # 224 x 227 needs no resize; 3 columns go: 1 on the left when flooring (transformers), 2 when rounding
+    # (torchvision).
     image = torch.rand(1, 3, 224, 227, generator=torch.Generator().manual_seed(1))
     assert torch.equal(resize_shortest_center_crop(image, 224, "floor"), image[..., 1:225])
     assert torch.equal(resize_shortest_center_crop(image, 224, "round"), image[..., 2:226])
