@@ -266,8 +266,9 @@ def margin_loss(diff: torch.Tensor, margin: torch.Tensor | float) -> torch.Tenso
     return F.softplus(-(diff - margin))
 
 
-def uncertainty_loss(mean_diff: torch.Tensor, log_sigma_chosen: torch.Tensor, log_sigma_rejected: torch.Tensor):
-    """``E[-log sigmoid(d)]`` for ``d ~ N(mean_diff, exp(log_sigma_c)^2 + exp(log_sigma_r)^2)``, elementwise.
+def uncertainty_loss(mean_diff: torch.Tensor, log_sigma_a: torch.Tensor, log_sigma_b: torch.Tensor):
+    """``E[-log sigmoid(d)]`` for ``d ~ N(mean_diff, exp(log_sigma_a)^2 + exp(log_sigma_b)^2)``, elementwise
+    (symmetric in the two sides' sigmas).
 
     HPSv3 estimates this expectation with 1000 Monte Carlo samples per pair (drawn in float16); here it is computed
     with a 64-node Gauss-Hermite rule, deterministic and accurate to about 1e-4 for ``sigma_d`` up to 10 (the
@@ -278,7 +279,7 @@ def uncertainty_loss(mean_diff: torch.Tensor, log_sigma_chosen: torch.Tensor, lo
     nodes, weights = np.polynomial.hermite.hermgauss(_HERMITE_NODES)
     x = torch.as_tensor(nodes, dtype=mean_diff.dtype, device=mean_diff.device)
     w = torch.as_tensor(weights / math.sqrt(math.pi), dtype=mean_diff.dtype, device=mean_diff.device)
-    sigma = torch.sqrt(torch.exp(2 * log_sigma_chosen) + torch.exp(2 * log_sigma_rejected))
+    sigma = torch.sqrt(torch.exp(2 * log_sigma_a) + torch.exp(2 * log_sigma_b))
     samples = mean_diff.unsqueeze(-1) + math.sqrt(2.0) * sigma.unsqueeze(-1) * x  # (..., nodes)
     return (F.softplus(-samples) * w).sum(-1)
 
@@ -326,11 +327,10 @@ def preference_loss(
     decided = (labels == 1) | (labels == -1)
     sign = torch.where(labels == -1, -1.0, 1.0).to(reward_a.dtype)
     if kind == "uncertainty":
-        a_wins = labels != -1  # for decided entries: which side's sigma belongs to the chosen one
+        # d = mu_chosen - mu_rejected; its variance sigma_A^2 + sigma_B^2 does not depend on which side won.
         mean_diff = sign * (reward_a[..., 0] - reward_b[..., 0])
-        log_sigma_c = torch.where(a_wins, reward_a[..., 1], reward_b[..., 1])
-        log_sigma_r = torch.where(a_wins, reward_b[..., 1], reward_a[..., 1])
-        return _reduce(uncertainty_loss(mean_diff, log_sigma_c, log_sigma_r), decided, reduction, reward_a - reward_b)
+        losses = uncertainty_loss(mean_diff, reward_a[..., 1], reward_b[..., 1])
+        return _reduce(losses, decided, reduction, reward_a - reward_b)
     diff = sign * (reward_a - reward_b)  # r_chosen - r_rejected for decided pairs; r_A - r_B for ties
     if kind == "bt":
         losses, used = bradley_terry_loss(diff), decided

@@ -148,3 +148,68 @@ def test_uncertainty_preference_loss_orders_the_sides_by_label():
     assert math.log(1 + math.exp(-1)) < expected[2] < math.log(2)
     with pytest.raises(ValueError, match=r"uncertainty wants rewards \(B, D, 2\)"):
         preference_loss(a[..., 0], b[..., 0], labels, "uncertainty")
+
+
+def test_uncertainty_preference_loss_for_either_winner_and_nonzero_means():
+    """A = (mu 1.5, sigma 0.5), B = (mu -0.5, sigma 2): A wins -> d ~ N(2, 0.25 + 4), B wins -> d ~ N(-2, 4.25);
+    both to 1e-4 of the numerical integral. Ties are ignored, and a batch with no decided entry is a zero with a
+    gradient path."""
+    a = torch.tensor([[[1.5, math.log(0.5)]] * 3], dtype=torch.float64)  # (1, 3, 2): three dimensions
+    b = torch.tensor([[[-0.5, math.log(2.0)]] * 3], dtype=torch.float64)
+    loss, count = preference_loss(a, b, torch.tensor([[1, -1, 0]]), "uncertainty")
+    sigma = math.sqrt(0.25 + 4.0)
+    assert count == 2
+    assert abs(float(loss) - (_expected_bt_loss(2.0, sigma) + _expected_bt_loss(-2.0, sigma)) / 2) < 1e-4
+    every, count_all = preference_loss(a, b, torch.tensor([[1, -1, 0]]), "uncertainty", reduction="all")
+    assert count_all == 3 and abs(float(every) - float(loss) * 2 / 3) < 1e-12
+    grad_a = a.clone().requires_grad_(True)
+    empty, zero = preference_loss(grad_a, b, torch.tensor([[0, 0, 5]]), "uncertainty")
+    assert (
+        zero == 0 and empty.item() == 0.0 and torch.equal(torch.autograd.grad(empty, grad_a)[0], torch.zeros_like(a))
+    )
+
+
+def test_uncertainty_loss_is_the_64_node_gauss_hermite_sum_in_the_inputs_precision():
+    """In float64 the quadrature equals an independent numpy evaluation to 1e-12 (nodes and weights kept in the
+    input's precision)."""
+    import numpy as np
+
+    nodes, weights = np.polynomial.hermite.hermgauss(64)
+    mean, log_a, log_b = 0.7, math.log(1.3), math.log(0.4)
+    sigma = math.sqrt(math.exp(2 * log_a) + math.exp(2 * log_b))
+    d = mean + math.sqrt(2) * sigma * nodes
+    expected = float(np.sum(np.logaddexp(0.0, -d) * weights) / math.sqrt(math.pi))
+    value = uncertainty_loss(*(torch.tensor(v, dtype=torch.float64) for v in (mean, log_a, log_b)))
+    assert value.dtype == torch.float64 and abs(float(value) - expected) < 1e-12
+
+
+def test_loss_defaults_messages_and_shapes():
+    a, b = torch.tensor([[1.0, 0.0]]), torch.tensor([[0.0, 0.0]])
+    labels = torch.tensor([[1, 0]])
+    btt, _ = preference_loss(a, b, labels)  # default kind: Bradley-Terry with ties, theta 5
+    assert float(btt) == pytest.approx(
+        float(bt_with_ties_loss(torch.tensor([1.0, 0.0]), torch.tensor([False, True])).mean())
+    )
+    theta2, _ = preference_loss(a, b, labels, "btt", theta=2.0)
+    expected2 = bt_with_ties_loss(torch.tensor([1.0, 0.0]), torch.tensor([False, True]), theta=2.0).mean()
+    assert float(theta2) == pytest.approx(float(expected2)) and float(theta2) != pytest.approx(float(btt))
+    plain, _ = preference_loss(a, b, labels, "margin")  # default margin 0: the Bradley-Terry loss
+    assert float(plain) == pytest.approx(math.log(1 + math.exp(-1.0)))
+    assert float(margin_loss(torch.tensor(1.0), 0.25)) == pytest.approx(math.log(1 + math.exp(-0.75)))
+    # theta just above 1 is allowed: a small tie probability.
+    assert float(bt_with_ties_loss(torch.tensor([0.0]), torch.tensor([False]), theta=1.5)) == pytest.approx(
+        math.log(1 + 1.5)
+    )
+    probs = rao_kupper_probabilities(torch.zeros(4, 2))
+    assert probs.shape == (4, 2, 3)
+    with pytest.raises(ValueError) as shape:
+        preference_loss(a, b, labels, "uncertainty")
+    assert str(shape.value) == (
+        "shapes differ: rewards (1, 2), (1, 2), labels (1, 2) (uncertainty wants rewards (B, D, 2): mu and log sigma)"
+    )
+    with pytest.raises(ValueError) as plain_shape:
+        preference_loss(a, b[:, :1], labels, "bt")
+    assert str(plain_shape.value) == "shapes differ: rewards (1, 2), (1, 1), labels (1, 2)"
+    with pytest.raises(ConfigError) as reduction:
+        preference_loss(a, b, labels, "bt", reduction="sum")
+    assert str(reduction.value) == "reduction must be 'valid' or 'all', got 'sum'"

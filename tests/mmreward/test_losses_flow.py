@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from diffusers import FlowMatchEulerDiscreteScheduler
 
 from mmreward.flow.noising import logit_normal, noisy_latents, velocity_target
-from mmreward.losses import flow_dpo_loss, flow_matching_error, flow_rwr_loss, rwr_weights
+from mmreward.losses import flow_dpo_beta, flow_dpo_loss, flow_matching_error, flow_rwr_loss, rwr_weights
 
 E = {"pw": torch.tensor([0.3]), "rw": torch.tensor([0.5]), "pl": torch.tensor([0.6]), "rl": torch.tensor([0.4])}
 
@@ -112,3 +112,24 @@ def test_training_sigmas_index_the_shifted_grid():
     expected = grid[[0, 250, 500, 999]]
     torch.testing.assert_close(model.training_sigmas(u), expected)
     assert model.training_sigmas(torch.tensor([0.0])).item() == 1.0
+
+
+def test_flow_dpo_hinge_beta_dtype_and_messages():
+    """Hinge: relu(1 - beta m) with m = -d / 2; errors (chosen 0.5 vs ref 1.0, rejected 1.0 vs ref 1.0) give
+    d = -0.5, m = 0.25; beta 2 -> 0.5."""
+    one = torch.tensor([1.0])
+    out = flow_dpo_loss(torch.tensor([0.5]), one, one, one, beta=2.0, loss_type="hinge")
+    assert float(out.loss) == pytest.approx(0.5)
+    assert flow_dpo_beta(0.5, None).dtype == torch.float32
+    with pytest.raises(ValueError) as unknown_type:
+        flow_dpo_loss(one, one, one, one, beta=1.0, loss_type="kto")
+    assert str(unknown_type.value) == "unknown Flow-DPO loss type 'kto'; use sigmoid, hinge or ipo"
+    with pytest.raises(ValueError) as no_sigma:
+        flow_dpo_beta(1.0, None, "one_minus_t_squared")
+    assert str(no_sigma.value) == "the one_minus_t_squared beta schedule needs each pair's sigma"
+    with pytest.raises(ValueError) as schedule:
+        flow_dpo_beta(1.0, None, "cosine")
+    assert str(schedule.value) == "unknown beta schedule 'cosine'; use constant or one_minus_t_squared"
+    with pytest.raises(ValueError) as reduction:
+        flow_matching_error(one, one, reduction="max")
+    assert str(reduction.value) == "reduction must be 'mean' or 'sum', got 'max'"
