@@ -65,3 +65,42 @@ def test_hps_is_the_plain_cosine(tmp_path, pixels, name):
     cos = cosines(reward, PROMPTS, pixels)
     assert bool((cos < -0.01).any()) and bool((cos > 0.01).any()), cos
     torch.testing.assert_close(reward.score(PROMPTS, list(pixels)).scores, cos, rtol=1e-4, atol=1e-5)
+
+
+def test_constructor_defaults_are_the_papers_and_the_model_is_frozen(tmp_path, pixels):
+    """ClipScore built directly (Python API) with only the weights given uses w 2.5, the reference caption prefix
+    and PIL resizing, and scores as the preset does; its weights never require gradients."""
+    import yaml
+
+    from mmreward.rewards.open_clip_rewards import ClipScore
+
+    preset = yaml.safe_load(testing.tiny_reward_preset("clip-score", tmp_path).read_text())
+    direct = ClipScore(model=preset["model"], pretrained=preset["pretrained"])
+    assert (direct.w, direct.caption_prefix, direct.resize) == (2.5, "A photo depicts ", "pil")
+    assert not any(p.requires_grad for p in direct.model.parameters())
+    loaded = testing.tiny_clip_reward("clip-score", root=tmp_path)
+    torch.testing.assert_close(direct.score(PROMPTS, list(pixels)).scores, loaded.score(PROMPTS, list(pixels)).scores)
+
+
+def test_architecture_and_weights_errors_name_the_fix(tmp_path):
+    from mmreward.errors import ConfigError, WeightsNotFoundError
+    from mmreward.rewards.open_clip_rewards import ClipScore
+
+    with pytest.raises(ConfigError) as unknown:
+        ClipScore(model="ViT-Q-99")
+    assert str(unknown.value) == (
+        "unknown open_clip architecture 'ViT-Q-99'; use one of open_clip.list_models() (e.g. ViT-B-32, ViT-L-14, "
+        "ViT-H-14) or a path to an architecture .json"
+    )
+    missing = str(tmp_path / "nope.json")
+    with pytest.raises(ConfigError) as no_json:
+        ClipScore(model=missing)
+    assert str(no_json.value) == f"open_clip architecture config {missing!r} does not exist"
+    with pytest.raises(ConfigError) as prefix:
+        ClipScore(caption_prefix=None)
+    assert str(prefix.value) == "caption_prefix must be a string ('' for none), got None"
+    with pytest.raises(WeightsNotFoundError) as offline:  # the suite runs with HF_HUB_OFFLINE=1
+        ClipScore()
+    message = str(offline.value)
+    assert message.startswith("open_clip weights ViT-B-32/openai (from timm/vit_base_patch32_clip_224.openai/) are")
+    assert "copy the Hugging Face cache (HF_HOME), or pass a local checkpoint: load_reward('clip-score', " in message
