@@ -50,3 +50,36 @@ def test_laion_aesthetic_is_the_linear_head_on_the_normalized_image_embedding(tm
     scores = reward.score(["ignored"] * len(PROMPTS), list(pixels)).scores
     torch.testing.assert_close(scores, expected, rtol=1e-4, atol=1e-5)
     assert float(expected.std()) > 1e-4  # the images score differently
+
+
+def test_long_prompts_are_cut_at_77_tokens_and_the_weights_stay_frozen(tmp_path, pixels):
+    """CLIP's text encoder has 77 positions: a prompt longer than that scores as its first 77 tokens."""
+    reward = testing.tiny_clip_reward("pickscore", root=tmp_path)
+    assert not any(p.requires_grad for p in reward.model.parameters())
+    long = " ".join(["a very long prompt about a red car"] * 20)
+    cut = reward.tokenizer.decode(reward.tokenizer(long, truncation=True, max_length=77)["input_ids"][1:-1])
+    scores = reward.score([long, cut], [pixels[0], pixels[0]]).scores
+    assert torch.isfinite(scores).all()
+    assert len(reward.tokenizer(long)["input_ids"]) > 77 and scores[0] == pytest.approx(float(scores[1]), abs=1e-5)
+
+
+def test_missing_weights_name_the_default_checkpoints_and_how_to_pass_local_ones():
+    """The suite runs offline: the defaults name the released checkpoints and the local-path call."""
+    from mmreward.errors import WeightsNotFoundError
+    from mmreward.rewards.hf_clip_rewards import LaionAesthetic, PickScore
+
+    with pytest.raises(WeightsNotFoundError) as pick:
+        PickScore()
+    assert "yuvalkirstain/PickScore_v1" in str(pick.value) and "PickScore" in str(pick.value)
+    assert "load_reward('pickscore', weights='/path/to/PickScore_v1', processor='/path/to/CLIP-ViT-H-14')" in str(
+        pick.value
+    )
+    with pytest.raises(WeightsNotFoundError) as aesthetic:
+        LaionAesthetic()
+    message = str(aesthetic.value)
+    assert "openai/clip-vit-large-patch14" in message and "LAION aesthetic CLIP backbone" in message
+    hint = (
+        "load_reward('laion-aesthetic', weights='/path/to/aesthetic-model.pth', "
+        "clip='/path/to/clip-vit-large-patch14')"
+    )
+    assert hint in message
