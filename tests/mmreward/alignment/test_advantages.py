@@ -317,13 +317,16 @@ def test_step_advantages_passes_every_setting_to_group_advantages():
 
 def test_step_advantages_passes_every_setting_to_the_per_reward_path():
     config = AdvantageConfig(std="global", ddof=0, eps=0.5, clip=1.0, drop_zero_groups=False, per_reward=True)
-    dims, weights = {"a": REWARDS, "b": REWARDS.flip(0)}, {"a": 0.7, "b": 0.3}
+    dims, weights = {"a": REWARDS, "b": REWARDS.flip(0)}, {"a": 1.0, "b": 0.3}
     out = step_advantages(torch.zeros(12), dims, weights, STEP_GROUPS, config)
     direct = weighted_group_advantages(
         dims, weights, STEP_GROUPS, std="global", ddof=0, eps=0.5, clip=1.0, drop_zero_groups=False
     )
     torch.testing.assert_close(out.values, direct.values)
     assert out.keep.all() and out.stats == direct.stats
+    # a (and b, its reverse) has mean 4 and ddof-0 std sqrt(108 / 12) = 3; group 0 of a is [1, 2, 3, 10] - 4, of b
+    # [9, 2, 1, 0] - 3. The last sample of groups 0 and 2: (6 - 0.3 * 3) / (3 + 0.5) = 1.457 > 1: 2 of 12 clipped.
+    assert out.stats["adv/max_abs"] == 1.0 and out.stats["adv/clipped_frac"] == pytest.approx(2 / 12)
     # per_reward alone (no GDPO), default config (global std, ddof 0, eps 1e-4): the scores are not used. a = [1, 1,
     # 0, 2] has std sqrt(1/2), b = [5, 5, 3, 1] std sqrt(11/4); group 0 is constant in both (dropped), group 1 gives
     # a -+1 / (sqrt(1/2) + eps) and b +-1 / (sqrt(11/4) + eps), weighted 1 and 0.5.
