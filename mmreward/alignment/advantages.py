@@ -137,7 +137,6 @@ def weighted_group_advantages(
     valid = torch.stack([torch.isfinite(dims[name].float()) for name in weights]).all(dim=0)
     nan = torch.tensor(math.nan)
     total = torch.zeros(len(groups))
-    keep = torch.zeros(len(groups), dtype=torch.bool)
     for name, weight in weights.items():
         one = group_advantages(
             torch.where(valid, dims[name].float(), nan),
@@ -149,7 +148,8 @@ def weighted_group_advantages(
             drop_zero_groups=False,
         )
         total += weight * one.values
-        keep = one.keep  # the same for every reward: groups with >= 2 complete samples
+    # The same for every reward (NaN in any reward is NaN in all): the groups with >= 2 complete samples.
+    keep = one.keep
     zero_groups = torch.zeros_like(keep)
     for g in groups.unique():
         members = (groups == g) & keep
@@ -160,8 +160,9 @@ def weighted_group_advantages(
         total = torch.where(keep, (total - trained.mean()) / (trained.std(correction=ddof) + eps), torch.zeros(()))
     if clip > 0:
         total = total.clamp(-clip, clip)
-    total = torch.where(keep & ~zero_groups, total, torch.zeros(()))
     keep &= ~zero_groups
+    # Zero groups stay 0: the batch mean is 0 in exact arithmetic (each group's advantages sum to 0), not in floats.
+    total = torch.where(keep, total, torch.zeros(()))
     trained = total[keep]
     stats = {
         "adv/mean_abs": float(trained.abs().mean()) if len(trained) else 0.0,
