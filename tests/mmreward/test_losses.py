@@ -213,3 +213,8 @@ def test_loss_defaults_messages_and_shapes():
     with pytest.raises(ConfigError) as reduction:
         preference_loss(a, b, labels, "bt", reduction="sum")
     assert str(reduction.value) == "reduction must be 'valid' or 'all', got 'sum'"
+
+
+def test_uncertainty_loss_keeps_float32_inputs_in_float32():
+    values = [torch.tensor(v, dtype=torch.float32) for v in (0.3, -0.2, 0.1)]
+    assert uncertainty_loss(*values).dtype == torch.float32

@@ -301,3 +301,17 @@ def test_diversity_is_the_mean_pairwise_distance_within_prompts():
     assert within_group_diversity(features, torch.tensor([0, 0, 1, 1])) == pytest.approx((0.4 + 0.0) / 2, abs=3e-3)
     videos = media[:, None].expand(4, 5, 3, 16, 16)  # a still video has the distance of its frames
     assert within_group_diversity(pixel_features(videos), torch.tensor([0, 0, 1, 1])) == pytest.approx(0.2, abs=3e-3)
+
+
+def test_step_kl_conventions_accept_dance_and_refuse_other_samplers_and_non_negative_steps():
+    """includes_dt=False multiplies the Gaussian KL by -dt for the flow and dance SDEs; any other sampler, or a
+    step that does not go towards data (dt >= 0), is refused with its message."""
+    mean, ref, std = torch.tensor([[0.2, 0.0]]), torch.tensor([[0.0, 0.0]]), torch.tensor([[0.5, 0.5]])
+    full = step_kl(mean, ref, std, -0.25, sde_type="dance")
+    torch.testing.assert_close(step_kl(mean, ref, std, -0.25, sde_type="dance", includes_dt=False), 0.25 * full)
+    with pytest.raises(ValueError) as other:
+        step_kl(mean, ref, std, -0.25, sde_type="ode", includes_dt=False)
+    assert str(other.value) == "step KL is defined for the flow, dance and cps SDEs, not 'ode'"
+    with pytest.raises(ValueError) as zero:
+        step_kl(mean, ref, std, 0.0, sde_type="flow", includes_dt=False)
+    assert str(zero.value) == "dt = sigma_next - sigma must be negative (sampling runs from noise to data)"
