@@ -12,6 +12,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from tqdm import std as tqdm_std
 
 from mmreward.errors import ConfigError
 from mmreward.evaluation import score_cache
@@ -35,6 +36,13 @@ from mmreward.evaluation.score_cache import (
 )
 from mmreward.rewards.base import PairwiseOutput, RewardOutput
 from mmreward.testing import GreyAndPromptReward
+
+
+@pytest.fixture(autouse=True)
+def no_progress_monitor_thread(monkeypatch):
+    """Progress bars start a monitor thread by default; a thread left running in a process that is later forked (as
+    the mutation runner forks one child per mutant) can deadlock the child, so these tests run bars without it."""
+    monkeypatch.setattr(tqdm_std.tqdm, "monitor_interval", 0)
 
 
 def sha1_json(text: str) -> str:
@@ -502,7 +510,7 @@ def test_check_into_cache(tmp_path, capsys):
 
 def test_mark_finished_and_finished_cache(tmp_path):
     assert finished_cache(tmp_path, "req") is None  # no index yet
-    cache = ScoreCache(tmp_path, "r", {"k": 1})
+    cache = ScoreCache(tmp_path, "my-re-ward", {"k": 1})  # the name is what precedes the last dash
     cache.add([{"key": "a"}])
     mark_finished(tmp_path, "req", cache)
     mark_finished(tmp_path, "other", cache)
@@ -513,7 +521,7 @@ def test_mark_finished_and_finished_cache(tmp_path):
     assert (found.path, found.records) == (cache.path, {"a": {"key": "a"}})
     assert finished_cache(tmp_path, "unknown") is None
     # A cache renamed by hand, or with an unreadable header, is scored again rather than trusted.
-    renamed = cache.path.with_name("r-000000000000.jsonl")
+    renamed = cache.path.with_name("my-re-ward-000000000000.jsonl")
     renamed.write_text(cache.path.read_text())
     index.write_text(json.dumps({"req": renamed.name}))
     assert finished_cache(tmp_path, "req") is None
