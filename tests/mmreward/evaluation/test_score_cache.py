@@ -5,6 +5,7 @@ import hashlib
 import json
 import math
 import os
+import threading
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -39,9 +40,11 @@ from mmreward.testing import GreyAndPromptReward
 
 
 @pytest.fixture(autouse=True)
-def no_progress_monitor_thread(monkeypatch):
-    """Progress bars start a monitor thread by default; a thread left running in a process that is later forked (as
-    the mutation runner forks one child per mutant) can deadlock the child, so these tests run bars without it."""
+def private_progress_lock(monkeypatch):
+    """Progress bars share one inter-process lock and a monitor thread by default. The mutation runner forks a child
+    per mutant and kills the ones that run too long; a child killed while holding that lock would hang every later
+    child, so each test gets its own in-process lock and no monitor thread."""
+    monkeypatch.setattr(tqdm_std.tqdm, "_lock", threading.RLock())
     monkeypatch.setattr(tqdm_std.tqdm, "monitor_interval", 0)
 
 
