@@ -44,7 +44,7 @@ def private_progress_lock(monkeypatch):
     """Progress bars share one inter-process lock and a monitor thread by default. The mutation runner forks a child
     per mutant and kills the ones that run too long; a child killed while holding that lock would hang every later
     child, so each test gets its own in-process lock and no monitor thread."""
-    monkeypatch.setattr(tqdm_std.tqdm, "_lock", threading.RLock())
+    monkeypatch.setattr(tqdm_std.tqdm, "_lock", threading.RLock(), raising=False)
     monkeypatch.setattr(tqdm_std.tqdm, "monitor_interval", 0)
 
 
