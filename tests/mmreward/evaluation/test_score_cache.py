@@ -13,6 +13,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from tqdm import auto as tqdm_auto
 from tqdm import std as tqdm_std
 
 from mmreward.errors import ConfigError
@@ -44,8 +45,9 @@ def private_progress_lock(monkeypatch):
     """Progress bars share one inter-process lock and a monitor thread by default. The mutation runner forks a child
     per mutant and kills the ones that run too long; a child killed while holding that lock would hang every later
     child, so each test gets its own in-process lock and no monitor thread."""
-    monkeypatch.setattr(tqdm_std.tqdm, "_lock", threading.RLock(), raising=False)
-    monkeypatch.setattr(tqdm_std.tqdm, "monitor_interval", 0)
+    for bar in (tqdm_std.tqdm, tqdm_auto.tqdm):  # a subclass that made its own lock keeps it, so patch both
+        monkeypatch.setattr(bar, "_lock", threading.RLock(), raising=False)
+        monkeypatch.setattr(bar, "monitor_interval", 0)
 
 
 def sha1_json(text: str) -> str:
