@@ -133,6 +133,10 @@ def test_pair_and_checklist_keys():
     assert checklist_key("p", [("color", "is it red"), ("count", "two cats")], path) == sha1_json(
         json.dumps([1, inner, [["color", "is it red"], ["count", "two cats"]]])
     )
+    inner = sha1_json('[1, "p", "x.png", -1]')  # relative to the root given
+    assert checklist_key("p", [("color", "red")], path, Path("/nowhere")) == sha1_json(
+        json.dumps([1, inner, [["color", "red"]]])
+    )
 
 
 @settings(max_examples=30, deadline=None)
@@ -226,6 +230,7 @@ def test_cache_path_slug_and_fingerprint_digest(tmp_path):
     )
     assert cache_path(tmp_path, "__a__", fingerprint).name == f"a-{digest}.jsonl"
     assert cache_path(tmp_path, "!!!", fingerprint).name == f"reward-{digest}.jsonl"
+    assert cache_path(tmp_path, "X_a_X", fingerprint).name == f"X_a_X-{digest}.jsonl"  # only underscores are trimmed
     assert cache_path(str(tmp_path), "b" * 70, fingerprint).name == f"{'b' * 60}-{digest}.jsonl"
     assert cache_path(tmp_path, "a", {"z": 2}) != cache_path(tmp_path, "a", {"z": 1})
 
@@ -474,7 +479,8 @@ class ScriptedChecker:
         return SimpleNamespace(
             p_yes=p_yes,
             failed=failed,
-            errors=["no answer" if f else None for f in failed],
+            # A reason on an item not marked failed is not a failure.
+            errors=["no answer" if f else "a remark" for f in failed],
             rationales=[f"text {p}" for p in paths] if self.rationales else None,
         )
 
