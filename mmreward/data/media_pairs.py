@@ -139,7 +139,7 @@ def read_pair_table(
             chosen, rejected = (row["path_A"], row["path_B"]) if margin > 0 else (row["path_B"], row["path_A"])
         else:
             chosen, rejected = row["chosen"], row["rejected"]
-        paths = [Path(p) if Path(p).is_absolute() else root / p for p in (str(chosen), str(rejected))]
+        paths = [root / str(p) for p in (chosen, rejected)]  # an absolute path replaces the root
         missing = [str(p) for p in paths if not p.is_file()]
         if missing:
             table.skipped.append(SkippedPair(number, f"missing file(s): {', '.join(missing)}"))
@@ -157,7 +157,7 @@ def fit_frames(frames: torch.Tensor, height: int, width: int) -> torch.Tensor:
     if (new_h, new_w) != (h, w):
         flat = F.interpolate(flat, size=(new_h, new_w), mode="bilinear", antialias=True, align_corners=False)
     top, left = (new_h - height) // 2, (new_w - width) // 2
-    flat = flat[..., top : top + height, left : left + width].clamp(0, 1)
+    flat = flat[..., top : top + height, left : left + width]  # bilinear weights are convex: stays in [0, 1]
     return flat.reshape(*frames.shape[:-2], height, width)
 
 

@@ -11,7 +11,8 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mmreward.alignment.online_pairs import round_training_set
+from mmreward.alignment.online_pairs import round_prompts, round_training_set
+from mmreward.flow.rollout import seeded
 from mmreward.rewards.base import RewardOutput
 
 
@@ -76,3 +77,31 @@ def test_a_round_where_every_sample_failed_reports_nan_rewards():
     data, stats = round_training_set(["a"], latents(2), out, 2, "rwr", 1.0)
     assert len(data) == 0 and math.isnan(stats["round/reward_mean"]) and math.isnan(stats["round/reward_d"])
     assert stats["round/failed_samples"] == 2.0
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    count=st.integers(1, 9),
+    per_process=st.integers(1, 4),
+    world=st.integers(1, 3),
+    rounds=st.integers(1, 5),
+    seed=st.integers(0, 5),
+)
+def test_round_prompts_walk_through_seeded_permutations_without_overlap(count, per_process, world, rounds, seed):
+    """Concatenated over rounds and then ranks, the prompts drawn are consecutive slices of one stream: each block of
+    ``count`` positions is a permutation of the prompt list (every prompt once per epoch), the same for a seed."""
+    prompts = [f"p{i}" for i in range(count)]
+    stream = [
+        p
+        for r in range(rounds)
+        for rank in range(world)
+        for p in round_prompts(prompts, r, per_process, rank, world, seed)
+    ]
+    assert len(stream) == rounds * world * per_process
+    for start in range(0, len(stream) - count + 1, count):
+        assert sorted(stream[start : start + count]) == prompts
+    assert round_prompts(prompts, rounds, per_process, 0, world, seed) == round_prompts(
+        prompts, rounds, per_process, 0, world, seed
+    )
+    order = torch.randperm(count, generator=seeded(seed, "prompts", 0))
+    assert stream[: min(count, len(stream))] == [prompts[int(i)] for i in order][: min(count, len(stream))]

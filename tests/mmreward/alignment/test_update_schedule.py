@@ -315,3 +315,9 @@ def test_step_kl_conventions_accept_dance_and_refuse_other_samplers_and_non_nega
     with pytest.raises(ValueError) as zero:
         step_kl(mean, ref, std, 0.0, sde_type="flow", includes_dt=False)
     assert str(zero.value) == "dt = sigma_next - sigma must be negative (sampling runs from noise to data)"
+
+
+def test_step_kl_keeps_the_kl_in_float32_whatever_dtype_dt_comes_in():
+    mean, ref, std = torch.tensor([[0.2]]), torch.tensor([[0.0]]), torch.tensor([[0.5]])
+    dt = torch.tensor([-0.25], dtype=torch.float64)
+    assert step_kl(mean, ref, std, dt, sde_type="flow", includes_dt=False).dtype == torch.float32

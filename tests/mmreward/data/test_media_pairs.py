@@ -7,6 +7,7 @@ import json
 
 import pytest
 import torch
+import torch.nn.functional as F
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -205,3 +206,30 @@ def test_load_fitted_brings_images_and_videos_to_the_pair_size(tmp_path):
         load_fitted(image, kind="video", height=16, width=16, num_frames=2)
     with pytest.raises(ConfigError, match="video pairs need num_frames"):
         load_fitted(clip, kind="video", height=16, width=16)
+
+
+@pytest.mark.parametrize(("shape", "top", "left"), [((3, 30, 50), 0, 6), ((3, 50, 30), 6, 0)])
+def test_fit_frames_is_an_antialiased_bilinear_cover_then_a_centred_crop(shape, top, left):
+    """To 20 x 20: scale 2/3 -> 20 x 33 (or 33 x 20), crop offset (33 - 20) // 2 = 6 on the long side."""
+    image = torch.rand(shape, generator=torch.Generator().manual_seed(0))
+    size = (20, 33) if shape[1] < shape[2] else (33, 20)
+    scaled = F.interpolate(image[None], size=size, mode="bilinear", antialias=True, align_corners=False)[0]
+    torch.testing.assert_close(fit_frames(image, 20, 20), scaled[:, top : top + 20, left : left + 20])
+
+
+def test_load_fitted_errors_name_the_file(tmp_path):
+    from mmreward import media
+    from mmreward.errors import MediaError
+
+    image = tmp_path / "still.png"
+    media.save_media(torch.full((3, 8, 8), 0.5), image)
+    with pytest.raises(MediaError) as kind:
+        load_fitted(image, kind="video", height=8, width=8, num_frames=2)
+    assert str(kind.value) == f"{str(image)!r} is an image, but this model generates videos"
+    clip = tmp_path / "short.mp4"
+    media.write_video(clip, torch.full((3, 3, 16, 16), 0.5), fps=3)
+    with pytest.raises(MediaError):  # 3 frames cannot be spread into 6: refused, never padded
+        load_fitted(clip, kind="video", height=8, width=8, num_frames=6)
+    with pytest.raises(ConfigError) as frames:
+        load_fitted(clip, kind="video", height=8, width=8)
+    assert str(frames.value) == "video pairs need num_frames"
