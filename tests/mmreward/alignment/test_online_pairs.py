@@ -56,14 +56,14 @@ def test_dpo_pairs_best_with_worst_per_prompt_and_skips_unusable_prompts():
     # prompt a: rewards 1, 4, 2 -> best row 1, worst row 0; prompt b: equal -> unusable;
     # prompt c: one scored sample -> unusable; prompt d: best row 9 (failed row 11 ignored), worst row 10.
     out = scored(
-        [1, 4, 2, 4, 4, 4, 7, 0, 0, 9, -1, 50],
+        [1, 4, 2, 4, 4, 4, 7, 0, 0, 9, -2, 50],
         failed=[False] * 6 + [False, True, True] + [False, False, True],
     )
     data, stats = round_training_set(["a", "b", "c", "d"], latents(12), out, 3, "sigmoid", 1.0)
     assert data.prompts == ["a", "d"]
     assert data.chosen.flatten().tolist() == [1.0, 9.0] and data.rejected.flatten().tolist() == [0.0, 10.0]
     assert stats["round/unusable_prompts"] == 2.0
-    assert stats["round/best_minus_worst"] == pytest.approx(((4 - 1) + (9 + 1)) / 2)
+    assert stats["round/best_minus_worst"] == pytest.approx(((4 - 1) + (9 + 2)) / 2)
 
 
 def test_a_round_with_no_usable_prompt_is_empty():
