@@ -211,12 +211,11 @@ class SilentFailures:
         return [SimpleNamespace(judgment=failed, first=i, second=j, pair=k) for k, (_, i, j) in enumerate(triples)]
 
 
-def test_failed_judgments_without_a_reason_say_failed_and_the_warning_points_at_the_caller():
+def test_failed_judgments_without_a_reason_say_failed():
     with pytest.warns(UserWarning) as caught:
         result = mmreward.win_rate(SilentFailures(), "p", _images(0.1, 0.2), details=True)
     assert result.failed == 1 and result.errors == ["failed"]
     assert str(caught[0].message).endswith("first reason: failed")
-    assert caught[0].filename == __file__
     assert torch.isnan(result.rates).all() and result.consistency is None
 
 
