@@ -152,3 +152,37 @@ def test_judges_with_other_frame_rules_decode_videos_apart():
     again = mmreward.load_reward("unifiedreward-think-remote", template="ours")
     groups = PreparedMedia([], {"floor": floor, "round": rounded, "again": again}).groups
     assert sorted(groups.values()) == [["floor", "again"], ["round"]]
+
+
+def test_rows_as_dicts_and_loader_worker_count(monkeypatch):
+    from mmreward.scoring import ScoredRow, default_workers
+
+    row = ScoredRow("a.png", "p", math.nan, {"r": 1.5, "s": math.inf}, True, "s: bad", {"r.d": -math.nan})
+    assert row.as_dict() == {
+        "path": "a.png",
+        "prompt": "p",
+        "score": None,
+        "r": 1.5,
+        "s": None,
+        "r.d": None,
+        "failed": True,
+        "error": "s: bad",
+    }
+    for cores, expected in ((None, 1), (1, 1), (2, 1), (3, 2), (5, 4), (16, 4)):
+        monkeypatch.setattr("os.cpu_count", lambda cores=cores: cores)
+        assert default_workers() == expected, cores
+
+
+class RefusesSmall(GreyAndPrompt):
+    """Decodes everything but refuses, when preparing, images smaller than 8 pixels on a side."""
+
+    def prepare(self, media):
+        if media.shape[-1] < 8:
+            raise MediaError(f"too small: {media.shape[-1]} px")
+        return super().prepare(media)
+
+
+def test_a_reward_that_refuses_an_item_while_preparing_fails_it_with_its_reason(files):
+    path = next(p for p, grey in files.items() if grey is not None)
+    rows = list(score_items([Item(path, "")], {"r": RefusesSmall()}, {"r": 1.0}, num_workers=0))
+    assert rows[0].failed and rows[0].error == "r: too small: 4 px"
