@@ -173,7 +173,9 @@ def test_clipped_fraction_counts_values_at_the_clip():
     assert out.stats["adv/clipped_frac"] == 0.25 and out.stats["adv/max_abs"] == 1.0
 
 
-rewards_lists = st.lists(st.floats(-100, 100, allow_nan=False), min_size=2, max_size=8)
+# Hundredths in [-100, 100]: float32 represents their differences well (subnormal gaps such as 1e-45 would not
+# survive the mean subtraction, which says nothing about the code).
+rewards_lists = st.lists(st.integers(-10_000, 10_000).map(lambda v: v / 100), min_size=2, max_size=8)
 
 
 @settings(max_examples=40, deadline=None)
