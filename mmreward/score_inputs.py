@@ -12,11 +12,11 @@ from __future__ import annotations
 import csv
 import glob
 import hashlib
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 from mmreward.errors import MMRewardError
+from mmreward.jsonl import json_object_lines
 from mmreward.media import IMAGE_EXTENSIONS, VIDEO_EXTENSIONS
 
 MANIFEST_EXTENSIONS = (".csv", ".jsonl")
@@ -57,22 +57,6 @@ def _manifest_failure(source: str, reason: str) -> list[Item]:
     return [Item(source, None, reason, takes_prompt=False)]
 
 
-def _jsonl_rows(text: str) -> list[tuple[int, dict | str]]:
-    """``(line number, row or the reason the line is not a row)`` for every non-blank line."""
-    rows: list[tuple[int, dict | str]] = []
-    for number, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except (json.JSONDecodeError, RecursionError) as err:
-            reason = err.msg if isinstance(err, json.JSONDecodeError) else "nested too deeply"
-            rows.append((number, f"line {number} is not valid JSON: {reason}"))
-            continue
-        rows.append((number, row if isinstance(row, dict) else f"line {number} is not a JSON object"))
-    return rows
-
-
 def _from_manifest(path: Path) -> list[Item]:
     """Rows of a CSV or JSONL manifest with a ``path`` column and an optional ``prompt`` column.
 
@@ -93,7 +77,7 @@ def _from_manifest(path: Path) -> list[Item]:
         # DictReader numbers rows by line; the header is line 1.
         rows: list[tuple[int, dict | str]] = [(reader.line_num, row) for row in reader]
     else:
-        rows = _jsonl_rows(text)
+        rows = json_object_lines(text)
         columns = sorted({key for _, row in rows if isinstance(row, dict) for key in row})
     if not rows:
         return _manifest_failure(source, "manifest has no rows")

@@ -22,7 +22,6 @@ sides of a pair therefore always have the same shape.
 from __future__ import annotations
 
 import csv
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +31,7 @@ import torch.nn.functional as F
 
 from mmreward import media as media_io
 from mmreward.errors import ConfigError, MediaError
+from mmreward.jsonl import json_object_lines
 
 
 @dataclass(frozen=True)
@@ -66,17 +66,7 @@ def _read_rows(path: Path) -> list[dict | str]:
         with path.open(newline="", encoding="utf-8-sig") as f:
             return [dict(row) for row in csv.DictReader(f)]
     if path.suffix.lower() in (".jsonl", ".json"):
-        rows: list[dict | str] = []
-        for number, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except (json.JSONDecodeError, RecursionError) as err:
-                rows.append(f"line {number} is not JSON: {err}")
-                continue
-            rows.append(row if isinstance(row, dict) else f"line {number} is not a JSON object")
-        return rows
+        return [row for _, row in json_object_lines(path.read_text(encoding="utf-8-sig"))]
     raise ConfigError(f"pairs file {str(path)!r} must be .csv or .jsonl (one JSON object per line)")
 
 

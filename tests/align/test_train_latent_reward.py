@@ -302,7 +302,7 @@ def _no_model(*args, **kwargs):
     ("content", "message"),
     [
         ("", "has no rows"),
-        ('{"prompt": "a", "chosen": "x.png"\n', "is not JSON"),
+        ('{"prompt": "a", "chosen": "x.png"\n', "is not valid JSON"),
         ('{"prompt": "a", "chosen": "missing1.png", "rejected": "missing2.png"}\n', "no usable pairs"),
     ],
 )

@@ -84,7 +84,7 @@ def test_bad_lines_and_rows_are_skipped_alone_with_their_reason(media_dir):
     table = read_pair_table(table_path)
     assert [(p.row, p.chosen.name) for p in table.pairs] == [(1, "x.mp4"), (7, "y.mp4")]
     reasons = {s.row: s.reason for s in table.skipped}
-    assert reasons[2].startswith("line 2 is not JSON")
+    assert reasons[2].startswith("line 2 is not valid JSON")
     assert reasons[3] == "line 3 is not a JSON object"
     assert reasons[4] == "no value for rejected"
     assert reasons[5] == f"missing file(s): {media_dir / 'gone.mp4'}"
@@ -93,7 +93,7 @@ def test_bad_lines_and_rows_are_skipped_alone_with_their_reason(media_dir):
 
 def test_a_table_without_rows_is_a_config_error(media_dir):
     (media_dir / "empty.jsonl").write_text("{oops\n")
-    with pytest.raises(ConfigError, match=r"has no rows \(line 1 is not JSON"):
+    with pytest.raises(ConfigError, match=r"has no rows \(line 1 is not valid JSON"):
         read_pair_table(media_dir / "empty.jsonl")
 
 
