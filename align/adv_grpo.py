@@ -67,7 +67,7 @@ from mmreward.alignment.monitor import (
     sample_eval,
     save_grid,
 )
-from mmreward.alignment.references import draw, find_reference_files, load_references
+from mmreward.alignment.references import ReferenceSet
 from mmreward.alignment.update_schedule import GRPOLossConfig, GRPOTrainConfig, check_loss_config
 from mmreward.data.prompts import read_prompts
 from mmreward.errors import ConfigError
@@ -82,7 +82,10 @@ from mmreward.train.sections import FlowModelConfig, LoraConfig, PromptDataConfi
 
 @dataclass
 class ReferenceConfig:
-    path: str | None = None  # a folder of reference images (searched recursively) or a manifest (one path a line)
+    # A folder of reference images (searched recursively), a manifest (one path a line), or a .json object
+    # {prompt: [image, ...]} (Adv-GRPO's prompt2img layout): each step then uses its own prompts' references.
+    path: str | None = None
+    root: str | None = None  # the folder the .json's file names are relative to (default: the .json's folder)
     max_failed: float = 0.0  # fraction of unreadable reference files tolerated (skipped) before the run stops
 
 
@@ -147,14 +150,20 @@ def main(cfg: AdvGRPOConfig) -> Path | None:
     """Train; returns the adapter's folder, or None for ``train.max_steps 0`` (the data is read, nothing else)."""
     train, rollout_cfg, eval_cfg, disc_cfg = cfg.train, cfg.rollout, cfg.eval, cfg.discriminator
     # Reference images first: an empty or unreadable set fails before any model loads.
-    references = load_references(
-        find_reference_files(cfg.references.path), cfg.model.height, cfg.model.width, cfg.references.max_failed
-    )  # (R, 3, H, W) uint8
+    reference_set = ReferenceSet.from_path(
+        cfg.references.path,
+        cfg.model.height,
+        cfg.model.width,
+        root=cfg.references.root,
+        max_failed=cfg.references.max_failed,
+    )
+    references = reference_set.images  # (R, 3, H, W) uint8
     accelerator = start_processes(cfg, "adv_grpo")
     rank, world, device = accelerator.process_index, accelerator.num_processes, accelerator.device
     layout = GroupLayout(rollout_cfg.prompts_per_step, rollout_cfg.group_size, world, rank)
     check_eval_config(eval_cfg, world)
     prompts = read_prompts(cfg.data.prompts, cfg.data.prompt_column)
+    reference_set.check_prompts(prompts, "data.prompts")
     eval_prompts = read_eval_prompts(cfg.data.eval_prompts, cfg.data.eval_prompt_column, eval_cfg)
     if train.max_steps == 0:
         counts = {"references": len(references), "data.prompts": len(prompts), "data.eval_prompts": len(eval_prompts)}
@@ -243,7 +252,7 @@ def main(cfg: AdvGRPOConfig) -> Path | None:
         # rollouts are never ones the discriminator trained on), so rewards reflect what it learned from earlier
         # rollouts rather than these samples' own noise.
         count = disc_cfg.references_per_step
-        drawn = references[draw(count, len(references), seeded(train.seed, "references", step, rank, "score"))]
+        drawn = reference_set.draw(count, local_prompts, seeded(train.seed, "references", step, rank, "score"))
         patches = seeded(train.seed, "patches", step, rank, "score")
         ref_scores, sample_scores = score_rollout(
             discriminator, drawn, batch.media, local_prompts, patches, accelerator
@@ -274,7 +283,7 @@ def main(cfg: AdvGRPOConfig) -> Path | None:
         losses = []
         if train_disc:
             for k in range(disc_cfg.steps):
-                positives = references[draw(count, len(references), seeded(train.seed, "references", step, rank, k))]
+                positives = reference_set.draw(count, local_prompts, seeded(train.seed, "references", step, rank, k))
                 losses.append(
                     trainer.step(positives, batch.media, local_prompts, seeded(train.seed, "patches", step, rank, k))
                 )

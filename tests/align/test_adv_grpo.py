@@ -5,6 +5,7 @@ policy's held-out samples move towards the reference images."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -14,9 +15,11 @@ from pathlib import Path
 
 import pytest
 import torch
+from PIL import Image
 from safetensors.torch import load_file
 
 from align.adv_grpo import AdvGRPOConfig, main
+from mmreward.alignment.adversarial import DiscriminatorTrainer
 from mmreward.errors import ConfigError
 from mmreward.testing import tiny_reward_preset
 from mmreward.train.config import parse_config
@@ -68,6 +71,50 @@ def test_an_empty_reference_folder_stops_the_program_before_any_model_loads(tmp_
     result = _run(tmp_path / "out", "--references.path", str(tmp_path / "refs"))
     assert result.returncode == 2, result.stderr[-2000:]
     assert "holds no images" in result.stderr and str(tmp_path / "refs") in result.stderr
+    assert "Traceback" not in result.stderr and not (tmp_path / "out").exists()
+
+
+def _solid_references_by_prompt(directory: Path, prompts: list[str]) -> Path:
+    """One solid image per prompt (grey level 20 * (index + 1)) and the prompt2img JSON that keys them."""
+    directory.mkdir(parents=True, exist_ok=True)
+    table = {}
+    for index, prompt in enumerate(prompts):
+        name = f"ref-{index}.png"
+        Image.new("RGB", (32, 32), (20 * (index + 1),) * 3).save(directory / name)
+        table[prompt] = [name]
+    (directory / "prompt2img.json").write_text(json.dumps(table))
+    return directory / "prompt2img.json"
+
+
+def test_prompt_keyed_references_go_with_their_own_prompts(tmp_path, monkeypatch):
+    """references.path as Adv-GRPO's {prompt: [image]} JSON: every discriminator step gets, for sample j, a
+    reference of sample j's prompt (PickScore scores the pair under that prompt; random references would teach it
+    to prefer off-prompt images)."""
+    prompts = (REPO / "configs" / "tiny" / "flow_dpo_prompts.txt").read_text().split("\n")
+    prompts = [p for p in prompts if p.strip()]
+    keyed = _solid_references_by_prompt(tmp_path / "refs", prompts)
+    seen = []
+    original = DiscriminatorTrainer.step
+
+    def recording_step(self, references, samples, step_prompts, generator):
+        seen.append((references.clone(), list(step_prompts)))
+        return original(self, references, samples, step_prompts, generator)
+
+    monkeypatch.setattr(DiscriminatorTrainer, "step", recording_step)
+    main(_cfg(tmp_path / "out", "--references.path", str(keyed), *"--train.max_steps 2 --eval.every 0".split()))
+    assert len(seen) == 2 * 2  # 2 iterations x discriminator.steps 2
+    for references, step_prompts in seen:
+        assert len(references) >= len(step_prompts)
+        for j, image in enumerate(references):
+            level = 20 * (prompts.index(step_prompts[j % len(step_prompts)]) + 1)
+            assert torch.all(image == level), (j, step_prompts[j % len(step_prompts)], image.float().mean())
+
+
+def test_prompts_without_keyed_references_stop_the_program_before_any_model_loads(tmp_path):
+    keyed = _solid_references_by_prompt(tmp_path / "refs", ["a red cat", "a blue car"])
+    result = _run(tmp_path / "out", "--references.path", str(keyed))
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert "of the prompts in data.prompts have no reference images (first: 'a green tree')" in result.stderr
     assert "Traceback" not in result.stderr and not (tmp_path / "out").exists()
 
 

@@ -4,6 +4,7 @@ training, learning of both discriminators, reference loading and its errors."""
 
 from __future__ import annotations
 
+import json
 import math
 import re
 
@@ -20,7 +21,14 @@ from mmreward.alignment.discriminators import (
     PickScoreDiscriminator,
     check_discriminator_config,
 )
-from mmreward.alignment.references import draw, find_reference_files, load_references, mean_color_distance
+from mmreward.alignment.references import (
+    ReferenceSet,
+    draw,
+    find_reference_files,
+    load_references,
+    mean_color_distance,
+    read_prompt_references,
+)
 from mmreward.errors import ConfigError, WeightsNotFoundError
 from mmreward.testing import tiny_reward_preset, warm_reference_images
 from mmreward.tiny_models import tiny_dinov2_dir
@@ -256,6 +264,72 @@ def test_empty_or_unreadable_reference_sets_fail_clearly(tmp_path):
     with pytest.raises(ConfigError, match=r"1 of 4 reference images could not be read: .*broken.png"):
         load_references(files, 32, 32)
     assert load_references(files, 32, 32, max_failed=0.25).shape[0] == 3
+
+
+def _keyed(tmp_path, table: dict) -> tuple:
+    """A prompt2img JSON over the warm photos in ``tmp_path/imgs``; returns (json path, {file name: image})."""
+    files = warm_reference_images(tmp_path / "imgs", count=4)
+    (tmp_path / "prompt2img.json").write_text(json.dumps(table))
+    loaded = load_references(files, 32, 32)
+    return tmp_path / "prompt2img.json", {f.name: loaded[i] for i, f in enumerate(files)}
+
+
+def test_prompt_keyed_references_draw_each_samples_own_prompt(tmp_path):
+    """Adv-GRPO's layout: {prompt: [file, ...]} relative to a root; reference j goes with sample j's prompt."""
+    names = [f"warm-{stem}.png" for stem in ("astronaut", "brick", "camera", "cell")]
+    table = {"a cat": [names[0], names[1]], "a dog": names[2], "a car": [names[3]]}
+    path, images = _keyed(tmp_path, {k: ([f"imgs/{n}" for n in v] if isinstance(v, list) else f"imgs/{v}")
+                                     for k, v in table.items()})
+    keyed = ReferenceSet.from_path(path, 32, 32)
+    assert keyed.images.shape == (4, 3, 32, 32) and keyed.by_prompt == {"a cat": [0, 1], "a dog": [2], "a car": [3]}
+    prompts = ["a dog", "a car", "a cat", "a dog", "a cat"]
+    generator = torch.Generator().manual_seed(0)
+    drawn = keyed.draw(7, prompts, generator)  # 7 >= 5 samples: slot j is for prompts[j % 5]
+    assert drawn.shape == (7, 3, 32, 32)
+    for j, image in enumerate(drawn):
+        own = table[prompts[j % 5]]
+        own = own if isinstance(own, list) else [own]
+        assert any(torch.equal(image, images[name]) for name in own), (j, prompts[j % 5])
+    # fewer references asked than samples: still one per sample, so every sample has its own prompt's reference
+    assert keyed.draw(2, prompts, generator).shape[0] == 5
+    # both references of "a cat" are drawn, not always the first
+    cats = torch.stack([keyed.draw(1, ["a cat"], generator)[0] for _ in range(40)])
+    assert all(any(torch.equal(c, images[n]) for c in cats) for n in table["a cat"])
+    # a root other than the JSON's folder
+    (tmp_path / "plain.json").write_text(json.dumps({"a cat": names[0]}))
+    assert read_prompt_references(tmp_path / "plain.json", root=tmp_path / "imgs") == {"a cat": [tmp_path / "imgs" / names[0]]}
+
+
+def test_unkeyed_draw_is_the_plain_random_draw(references):
+    unkeyed = ReferenceSet(references)
+    drawn = unkeyed.draw(9, ["any prompt"], torch.Generator().manual_seed(3))
+    expected = references[draw(9, len(references), torch.Generator().manual_seed(3))]
+    assert torch.equal(drawn, expected)
+    unkeyed.check_prompts(["a prompt with no reference"], "data.prompts")  # unkeyed references fit every prompt
+
+
+def test_prompt_keyed_reference_errors_name_the_prompt_and_the_fix(tmp_path):
+    path, _ = _keyed(tmp_path, {"a cat": "imgs/warm-astronaut.png", "a dog": ["imgs/missing.png"]})
+    with pytest.raises(ConfigError, match="1 of 2 reference images could not be read"):
+        ReferenceSet.from_path(path, 32, 32)
+    with pytest.raises(ConfigError, match="every reference image of 1 prompt\\(s\\) is unreadable \\(first: 'a dog'\\)"):
+        ReferenceSet.from_path(path, 32, 32, max_failed=0.5)
+    keyed = ReferenceSet.from_path(*_keyed(tmp_path, {"a cat": "imgs/warm-astronaut.png"})[:1], 32, 32)
+    with pytest.raises(ConfigError, match="1 of the prompts in data.prompts have no reference images \\(first: 'a dog'\\)"):
+        keyed.check_prompts(["a cat", "a dog", "a dog"], "data.prompts")
+    keyed.check_prompts(["a cat"], "data.prompts")
+    for text, message in [
+        ("[1, 2]", "must hold a non-empty JSON object"),
+        ("{}", "must hold a non-empty JSON object"),
+        ("{not json", "is not UTF-8 JSON"),
+        ('{"a cat": []}', "prompt 'a cat' must be a file name or a non-empty list"),
+        ('{"a cat": [3]}', "prompt 'a cat' must be a file name or a non-empty list"),
+    ]:
+        (tmp_path / "bad.json").write_text(text)
+        with pytest.raises(ConfigError, match=message):
+            read_prompt_references(tmp_path / "bad.json")
+    with pytest.raises(ConfigError, match="does not exist"):
+        read_prompt_references(tmp_path / "absent.json")
 
 
 @pytest.mark.parametrize(
