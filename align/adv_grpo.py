@@ -202,8 +202,6 @@ def main(cfg: AdvGRPOConfig) -> Path | None:
     first_step = step
 
     # -- held-out evaluation: ODE samples from fixed seeds; rewards, discriminator score, distance to references
-    reference_embedding = F.normalize(discriminator.embed(references, seeded(train.seed, "embed")).mean(0), dim=0)
-
     def run_eval(at: int, base_model: bool = False, base_scores=None, log: bool = True):
         start = clock(device)
         samples = sample_eval(
@@ -227,6 +225,9 @@ def main(cfg: AdvGRPOConfig) -> Path | None:
         media = accelerator.gather(samples.media.to(device)).cpu()  # (E, 3, H, W)
         prompt_of = [eval_prompts[i // eval_cfg.samples_per_prompt] for i in range(len(media))]
         patches = seeded(train.seed, "eval-patches", at)
+        # The references' mean embedding under the discriminator as it is now: the PickScore variant trains its
+        # vision blocks, so an embedding taken at the start would measure the drift of its space, not the samples'.
+        reference_embedding = F.normalize(discriminator.embed(references, seeded(train.seed, "embed")).mean(0), dim=0)
         metrics |= reference_metrics(discriminator, prompt_of, media, references, reference_embedding, patches)
         grid = grid_samples(samples, eval_cfg.grid_prompts * eval_cfg.samples_per_prompt, accelerator)
         if log and accelerator.is_main_process:

@@ -15,12 +15,14 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 from PIL import Image
 from safetensors.torch import load_file
 
 from align.adv_grpo import AdvGRPOConfig, main
 from mmreward.alignment.adversarial import DiscriminatorTrainer
 from mmreward.errors import ConfigError
+from mmreward.flow.rollout import seeded
 from mmreward.testing import tiny_reward_preset
 from mmreward.train.config import parse_config
 from mmreward.train.tracking import read_metrics
@@ -255,6 +257,35 @@ def test_pickscore_discriminator_trains_only_while_the_policy_wins(tmp_path):
     assert {r["generator/updated"] for r in rows} == {0.0, 1.0}, rows  # both branches happen in 4 steps
     weights = load_file(tmp_path / "out" / "discriminator.safetensors")
     assert weights and all(k.startswith("vision_model.encoder.layers.1.") for k in weights)
+
+
+def test_pickscore_reference_similarity_is_measured_in_the_discriminators_current_space(tmp_path, monkeypatch):
+    """The PickScore variant trains its vision blocks, so every evaluation embeds the references again: an
+    embedding kept from step 0 would compare today's samples with yesterday's space."""
+    import align.adv_grpo as program
+
+    preset = tiny_reward_preset("pickscore", tmp_path / "weights")
+    calls = []
+    original = program.reference_metrics
+
+    def recording(discriminator, prompts, media, references, reference_embedding, generator):
+        now = F.normalize(discriminator.embed(references, seeded(0, "embed")).mean(0), dim=0)
+        calls.append((reference_embedding.clone(), now))
+        return original(discriminator, prompts, media, references, reference_embedding, generator)
+
+    monkeypatch.setattr(program, "reference_metrics", recording)
+    main(
+        _cfg(
+            tmp_path / "out",
+            *"--discriminator.type pickscore --discriminator.backbone".split(),
+            str(preset),
+            *"--discriminator.steps 1 --discriminator.learning_rate 1e-2 --train.max_steps 2".split(),
+        )
+    )
+    assert len(calls) == 2  # the base model at step 0, then step 2 (eval.every 2)
+    for used, now in calls:
+        assert torch.allclose(used, now, atol=1e-6)
+    assert not torch.allclose(calls[0][1], calls[1][1], atol=1e-4)  # the space moved between the two
 
 
 # ---------------------------------------------------------------------------------------------------- learning
