@@ -104,10 +104,10 @@ def load_recipe(root: Path):
     return config
 
 
-def script_function(root: Path, name: str, namespace: dict):
-    """A top-level function of scripts/train_sd3.py, compiled from the script's source (the script itself imports
+def script_function(root: Path, name: str, namespace: dict, script: str = "train_sd3.py"):
+    """A top-level function of ``scripts/<script>``, compiled from the script's source (the script itself imports
     wandb and every reward model, so it is not imported)."""
-    path = root / "scripts" / "train_sd3.py"
+    path = root / "scripts" / script
     tree = ast.parse(path.read_text())
     (node,) = [n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == name]
     exec(compile(ast.Module(body=[node], type_ignores=[]), str(path), "exec"), namespace)
@@ -223,6 +223,10 @@ def main() -> None:
             param.copy_(torch.randn(param.shape, generator=generator) * LORA_SCALE)
     initial.save_pretrained(HERE / "lora_init")
     (HERE / "lora_init" / "README.md").unlink()  # peft's model-card template
+    adapter_config = HERE / "lora_init" / "adapter_config.json"
+    saved = json.loads(adapter_config.read_text())
+    saved["target_modules"] = sorted(saved["target_modules"])  # peft writes a set, in hash order
+    adapter_config.write_text(json.dumps(saved, indent=2, sort_keys=True) + "\n")
     config.train.lora_path = str(HERE / "lora_init")
 
     # ---- scripts/train_sd3.py main(), lines 344-471

@@ -91,10 +91,9 @@ class RecordingAccelerator(Accelerator):
         return super().clip_grad_norm_(parameters, max_norm, norm_type)
 
 
-@pytest.fixture(scope="module")
-def pipeline_dir(tmp_path_factory) -> Path:
-    """The stored transformer, VAE and scheduler with mmreward's tiny text encoders (the program's loader reads a
-    complete pipeline; the step never calls the text encoders)."""
+def complete_pipeline(directory: Path) -> Path:
+    """The stored transformer, VAE and scheduler with mmreward's tiny text encoders, saved under ``directory`` (the
+    program's loader reads a complete pipeline; the step never calls the text encoders)."""
     from diffusers import (
         AutoencoderKL,
         FlowMatchEulerDiscreteScheduler,
@@ -108,9 +107,21 @@ def pipeline_dir(tmp_path_factory) -> Path:
     components["transformer"] = SD3Transformer2DModel.from_pretrained(HERE / "pipeline", subfolder="transformer")
     components["vae"] = AutoencoderKL.from_pretrained(HERE / "pipeline", subfolder="vae")
     components["scheduler"] = FlowMatchEulerDiscreteScheduler.from_pretrained(HERE / "pipeline", subfolder="scheduler")
-    directory = tmp_path_factory.mktemp("flow-grpo-step") / "pipeline"
-    StableDiffusion3Pipeline(**components).save_pretrained(directory)
-    return directory
+    StableDiffusion3Pipeline(**components).save_pretrained(directory / "pipeline")
+    return directory / "pipeline"
+
+
+def initial_lora() -> dict[str, torch.Tensor]:
+    """lora_init/ by the names of :func:`lora_names`."""
+    return {
+        name.removeprefix("base_model.model."): tensor
+        for name, tensor in load_file(HERE / "lora_init" / "adapter_model.safetensors").items()
+    }
+
+
+@pytest.fixture(scope="module")
+def pipeline_dir(tmp_path_factory) -> Path:
+    return complete_pipeline(tmp_path_factory.mktemp("flow-grpo-step"))
 
 
 def recipe_config(pipeline_dir: Path) -> PrefGRPOConfig:
@@ -197,10 +208,7 @@ def step(pipeline_dir):
     policy = load_lora_policy(cfg, accelerator, optimizer_steps=cfg.train.optimizer_steps())
     params = lora_names(policy.unwrapped)
     accelerator.names = {id(p): name for name, p in params.items()}
-    initial = {
-        name.removeprefix("base_model.model."): tensor
-        for name, tensor in load_file(HERE / "lora_init" / "adapter_model.safetensors").items()
-    }
+    initial = initial_lora()
     assert set(initial) == set(params), "the adapter's LoRA layers differ from the reference's"
     with torch.no_grad():
         for name, param in params.items():
