@@ -202,7 +202,6 @@ def reference_rows(cfg: PrefGRPOConfig, prompt_index: torch.Tensor) -> list[int]
 @pytest.fixture(scope="module")
 def step(pipeline_dir):
     """mmreward's step on the stored rollout: its advantages, metrics and what the accelerator recorded."""
-    torch.manual_seed(0)
     cfg = recipe_config(pipeline_dir)
     accelerator = RecordingAccelerator(cpu=True, mixed_precision="no")
     policy = load_lora_policy(cfg, accelerator, optimizer_steps=cfg.train.optimizer_steps())
