@@ -351,3 +351,16 @@ def test_batch_normalize_alone_standardizes_the_weighted_score():
     )
     s = math.sqrt((2 * 0.25 + 2 * 4 / 9) / 4) + 1.0
     torch.testing.assert_close(out.values, torch.tensor([-0.5 / s, 0.5 / s, -2 / 3 / s, 2 / 3 / s]))
+
+
+def test_group_advantages_keep_the_digits_of_closely_spaced_rewards():
+    """Rewards 1e-3 apart around 0.5 (float32 inputs): the statistics run in float64 as Flow-GRPO's numpy ones, so
+    the advantages are the float64 values rounded once to float32 (in float32, r - mean keeps ~3 digits)."""
+    rewards = torch.tensor([0.5003, 0.5011, 0.4987, 0.5002, 0.4996, 0.5019, 0.4991, 0.5008])
+    groups = torch.tensor([0, 0, 0, 0, 1, 1, 1, 1])
+    r = rewards.double()
+    means = torch.stack([r[:4].mean(), r[4:].mean()]).repeat_interleave(4)
+    expected = ((r - means) / (r.std(correction=0) + 1e-4)).float()
+    out = group_advantages(rewards, groups)
+    assert out.values.dtype == torch.float32
+    torch.testing.assert_close(out.values, expected, rtol=1e-7, atol=0)
