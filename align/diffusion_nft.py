@@ -16,7 +16,7 @@ toward the trained one on the reference's decay schedule. ``reward.mode`` picks 
     accelerate launch --config_file configs/accelerate/multi_gpu.yaml align/diffusion_nft.py \\
         --config configs/align/diffusion_nft_sd3.yaml [--train.learning_rate 1e-4 ...]
     python align/diffusion_nft.py --config configs/tiny/diffusion_nft.yaml      # tiny random SD3 on the CPU
-    python align/diffusion_nft.py --config ... --train.max_steps 0   # read the data (fetching pinned prompt sets), stop
+    python align/diffusion_nft.py --config ... --train.max_steps 0   # read the data, then stop
 
 One step: P prompts (``rollout.prompts_per_step``, over all processes) x G samples laid out prompt-major over the
 processes (``rollout.policy``: drawn by the old policy, as the reference, or the current one); rewards of a group are
@@ -96,7 +96,7 @@ _FLAT, _RATE, _CAP = OLD_DECAY_PRESETS[1]
 
 @dataclass
 class NFTRolloutConfig(RolloutConfig):
-    """``rollout:``: the sampler (ODE by default, CFG off, as the reference's NFT configs) and the ``P x G`` samples."""
+    """``rollout:``: the sampler (ODE, CFG off: the reference's NFT configs) and the ``P x G`` samples."""
 
     sde_type: Literal["ode", "flow", "dance", "cps"] = "ode"
     guidance_scale: float = 1.0
