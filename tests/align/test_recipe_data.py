@@ -1,7 +1,7 @@
 """The real recipe configs get past data loading: every config of configs/align/ for pref_grpo, adv_grpo,
-flow_dpo and diffusion_nft runs with ``--train.max_steps 0`` (read the data, stop before any model loads) with its pinned training
-prompt set served by a local stand-in of GitHub (file:// URLs), and offline with no cached copy each stops with one
-line naming the URL, the cache path and both fixes.
+flow_dpo and diffusion_nft runs with ``--train.max_steps 0`` (read the data, stop before any model loads) with its
+pinned training prompt set served by a local stand-in of GitHub (file:// URLs), and offline with no cached copy each
+stops with one line naming the URL, the cache path and both fixes.
 
 The stand-in file is our own prompts, so its sha256 is not the one the config pins: each run keeps the config's
 repository, commit and path and swaps only the sha256 (the pinned sha256 values themselves were computed from the
