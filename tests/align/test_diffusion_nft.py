@@ -202,3 +202,23 @@ def test_pairwise_win_rates_and_current_policy_sampling_run(tmp_path):
     expected = 0.4 * row["reward/win_rate"] + 0.6 * row[f"reward/{BRIGHTNESS}"]
     assert row["reward/mean"] == pytest.approx(expected, rel=1e-5)
     assert row["loss/kl"] == 0.0 and row["grad_norm"] > 0
+
+
+@pytest.mark.parametrize("family", ["wan", "flux"])
+def test_video_and_guidance_distilled_families_train(family, tmp_path):
+    """Wan: videos through the rollout, the brightness reward (frames) and an mp4 grid. FLUX.1-dev: the guidance
+    embedding the samples are drawn with is also the training forward's (no CFG batch to drop)."""
+    family_args = (
+        "--model.family wan --model.num_frames 5".split()
+        if family == "wan"
+        else "--model.family flux --rollout.guidance_scale 3.5 --eval.guidance_scale 3.5".split()
+    )
+    steps = "--train.max_steps 2 --eval.every 2 --train.save_every 2 --rollout.prompts_per_step 2".split()
+    main(_cfg(tmp_path, *family_args, *steps))
+    rows = read_metrics(tmp_path)
+    train_rows = [r for r in rows if "reward/mean" in r]
+    assert [r["step"] for r in train_rows] == [1, 2]
+    assert train_rows[0]["old/deviation"] == 0.0 and train_rows[1]["old/deviation"] > 0
+    assert all(r["grad_norm"] > 0 for r in train_rows)
+    assert (tmp_path / "eval" / ("step-00000002.mp4" if family == "wan" else "step-00000002.png")).is_file()
+    assert (tmp_path / LORA_FILE).is_file()
