@@ -235,11 +235,6 @@ def nft_update(
     levels = trained_levels(cfg)
     guidance = 1.0 if model.batch_cfg else cfg.rollout.guidance_scale  # CFG-free (FLUX: its guidance embedding)
     local = len(batch)
-    if local < train.updates_per_step:
-        raise ConfigError(
-            f"train.updates_per_step {train.updates_per_step} needs at least that many samples per process, got "
-            f"{local}; lower it or raise rollout.prompts_per_step x rollout.group_size"
-        )
     weight = keep.float().to(device)
     r = r.to(device)
     totals: dict[str, float] = {}
@@ -318,6 +313,11 @@ def main(cfg: DiffusionNFTConfig) -> Path | None:
     rank, world, device = accelerator.process_index, accelerator.num_processes, accelerator.device
     layout = GroupLayout(rollout_cfg.prompts_per_step, rollout_cfg.group_size, world, rank)
     check_eval_config(eval_cfg, world)
+    if layout.per_rank < train.updates_per_step:
+        raise ConfigError(
+            f"train.updates_per_step {train.updates_per_step} needs at least that many samples per process, got "
+            f"{layout.per_rank}; lower it or raise rollout.prompts_per_step x rollout.group_size"
+        )
     prompts = read_prompts(cfg.data.prompts, cfg.data.prompt_column)
     eval_prompts = read_eval_prompts(cfg.data.eval_prompts, cfg.data.eval_prompt_column, eval_cfg)
     if train.max_steps == 0:

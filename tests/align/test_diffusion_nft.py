@@ -73,9 +73,10 @@ def test_max_steps_zero_reads_the_data_and_writes_nothing(tmp_path, capsys):
     assert not (tmp_path / "out").exists()
 
 
-def test_too_many_updates_for_the_samples_fail_with_the_fix(tmp_path):
+def test_too_many_updates_for_the_samples_fail_before_anything_is_written(tmp_path):
     with pytest.raises(ConfigError, match="train.updates_per_step 32 needs at least that many samples per process"):
-        main(_cfg(tmp_path, "--train.updates_per_step", "32", "--eval.every", "0", "--train.max_steps", "1"))
+        main(_cfg(tmp_path / "out", "--train.updates_per_step", "32"))
+    assert not (tmp_path / "out").exists()
 
 
 REAL_CONFIGS = sorted((REPO / "configs" / "align").glob("diffusion_nft_*.yaml"))
