@@ -72,14 +72,13 @@ from mmreward.alignment.nft import (
     OldPolicy,
     check_decay,
     group_optimality,
-    nft_loss,
+    level_loss,
     old_policy_decay,
     training_step_indices,
 )
 from mmreward.alignment.update_schedule import split_sizes
 from mmreward.data.prompts import read_prompts
 from mmreward.errors import ConfigError
-from mmreward.flow.noising import noisy_latents
 from mmreward.flow.rollout import seeded
 from mmreward.rewards.mix import RewardMix
 from mmreward.rewards.registry import load_reward
@@ -260,35 +259,31 @@ def nft_update(
                 for j in range(levels):
                     sigma = grid[chosen[:, j]].to(device)  # (b,)
                     noise = torch.stack([torch.randn(x0.shape[1:], generator=g) for g in gens]).to(device)
-                    x_t = noisy_latents(x0, noise, sigma)
-                    with old.active(), accelerator.autocast():
-                        v_old = model.velocity(x_t, sigma, cond, guidance_scale=guidance)
-                    v_ref = None
-                    if loss_cfg.kl_beta > 0:
-                        with policy.reference.active(), accelerator.autocast():
-                            v_ref = model.velocity(x_t, sigma, cond, guidance_scale=guidance)
                     last = m == len(micro) - 1 and j == levels - 1
                     with accelerator.no_sync(policy.transformer) if not last else nullcontext():
-                        with accelerator.autocast():
-                            v = model.velocity(
-                                x_t, sigma, cond, guidance_scale=guidance, transformer=policy.transformer
-                            )
-                        out = nft_loss(
-                            v, v_old, x_t, x0, sigma, r[rows], beta=loss_cfg.beta, clip_max=loss_cfg.adv_clip_max
+                        out = level_loss(
+                            model,
+                            x0,
+                            noise,
+                            sigma,
+                            cond,
+                            r[rows],
+                            old=old,
+                            reference=policy.reference,
+                            transformer=policy.transformer,
+                            beta=loss_cfg.beta,
+                            clip_max=loss_cfg.adv_clip_max,
+                            kl_beta=loss_cfg.kl_beta,
+                            guidance=guidance,
+                            autocast=accelerator.autocast,
                         )
-                        per_sample = out.loss
-                        kl = torch.zeros_like(per_sample)
-                        if v_ref is not None:
-                            kl = ((v.float() - v_ref.float()) ** 2).mean(dim=tuple(range(1, v.ndim)))
-                            per_sample = per_sample + loss_cfg.kl_beta * kl
-                        accelerator.backward((per_sample * weight[rows]).sum() * scale)
-                    deviate = ((v.detach().float() - v_old.float()) ** 2).mean(dim=tuple(range(1, v.ndim)))
+                        accelerator.backward((out.total * weight[rows]).sum() * scale)
                     terms = {
-                        "loss/nft": out.loss,
-                        "loss/positive": out.positive,
-                        "loss/negative": out.negative,
-                        "loss/kl": kl,
-                        "old/deviation": deviate,
+                        "loss/nft": out.nft.loss,
+                        "loss/positive": out.nft.positive,
+                        "loss/negative": out.nft.negative,
+                        "loss/kl": out.kl,
+                        "old/deviation": out.deviation,
                         "sigma": sigma,
                     }
                     for name, value in terms.items():

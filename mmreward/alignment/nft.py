@@ -24,6 +24,8 @@ snapshot of the LoRA weights (adapter-sized memory, no second model).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Literal
 
@@ -31,6 +33,8 @@ import torch
 
 from mmreward.alignment.advantages import Advantages, group_advantages
 from mmreward.errors import ConfigError
+from mmreward.flow.models import FlowModel, PromptEmbeds
+from mmreward.flow.noising import noisy_latents
 from mmreward.train.lora import LoraReference
 
 # The reference's decay_type presets: (flat steps, rate per optimizer step, cap); config/nft.py uses 1 for GenEval,
@@ -170,3 +174,57 @@ class OldPolicy(LoraReference):
         with torch.no_grad():
             for name, param in self.params.items():
                 self.snapshot[name].lerp_(param.detach().to(self.snapshot[name].dtype), 1.0 - decay)
+
+
+@dataclass
+class LevelLoss:
+    """One noise level of an NFT update, per sample ``(B,)``: ``total`` (the NFT loss plus ``kl_beta`` x ``kl``, to
+    be averaged), the NFT loss's parts ``nft``, the KL ``kl = mean (v_theta - v_base)^2`` (0 when not computed) and
+    ``deviation = mean (v_theta - v_old)^2`` (gradient-free, the reference's ``old_deviate``)."""
+
+    total: torch.Tensor
+    nft: NFTLoss
+    kl: torch.Tensor
+    deviation: torch.Tensor
+
+
+def level_loss(
+    model: FlowModel,
+    x0: torch.Tensor,
+    noise: torch.Tensor,
+    sigma: torch.Tensor,
+    cond: PromptEmbeds,
+    r: torch.Tensor,
+    *,
+    old: OldPolicy,
+    reference: LoraReference,
+    transformer: torch.nn.Module,
+    beta: float,
+    clip_max: float,
+    kl_beta: float,
+    guidance: float,
+    autocast: Callable[[], AbstractContextManager] = nullcontext,
+) -> LevelLoss:
+    """The reference's training step at one noise level (one ``j_idx`` of its loop): ``x_t = (1 - sigma) x0 + sigma
+    noise``, the old policy's velocity (no gradient), the base model's (``reference``, only when ``kl_beta > 0``)
+    and the trained one through ``transformer`` (the graph the caller back-propagates), then :func:`nft_loss`.
+
+    ``x0``/``noise``: ``(B, *latent)``; ``sigma``, ``r``: ``(B,)``; ``guidance``: the conditioning the velocity is
+    trained at (1 for CFG families: NFT trains without CFG; FLUX.1-dev: its guidance embedding). ``autocast`` gives
+    the mixed-precision context of every forward."""
+    x_t = noisy_latents(x0, noise, sigma)
+    with old.active(), autocast():
+        v_old = model.velocity(x_t, sigma, cond, guidance_scale=guidance)
+    v_ref = None
+    if kl_beta > 0:
+        with reference.active(), autocast():
+            v_ref = model.velocity(x_t, sigma, cond, guidance_scale=guidance)
+    with autocast():
+        v = model.velocity(x_t, sigma, cond, guidance_scale=guidance, transformer=transformer)
+    out = nft_loss(v, v_old, x_t, x0, sigma, r, beta=beta, clip_max=clip_max)
+    dims = tuple(range(1, v.ndim))
+    kl = torch.zeros_like(out.loss)
+    if v_ref is not None:
+        kl = ((v.float() - v_ref.float()) ** 2).mean(dim=dims)
+    deviation = ((v.detach().float() - v_old.float()) ** 2).mean(dim=dims)
+    return LevelLoss(out.loss + kl_beta * kl, out, kl, deviation)

@@ -8,6 +8,12 @@ and runs them with ``exec`` on fixed inputs; advantages come from the reference'
 (``flow_grpo/stat_tracking.py``, imported as is) with ``global_std=True`` as ``config/base.py`` sets it.
 Inputs are drawn here from a seeded generator and saved with the outputs, so the test needs no reference code.
 
+The step case runs the reference's whole per-level training block (from ``x0 = train_sample_batch[...]`` to the
+backward) on a tiny random SD3 transformer (mmreward's, saved to ``transformer.safetensors``) wrapped the
+reference's way (peft ``get_peft_model`` with adapters "default" and "old", its target modules), at 2 noise
+levels per sample with the noise its ``torch.randn_like`` draws; it saves the inputs, the adapters and the LoRA
+gradients to ``step.safetensors`` and the per-level losses to ``golden.json``.
+
     NFT_DIR=/path/to/DiffusionNFT /work/venvs/nft-ref/bin/python tests/golden/diffusion_nft/make_golden.py
 """
 
@@ -24,6 +30,7 @@ from types import SimpleNamespace
 
 import numpy as np
 import torch
+from safetensors.torch import save_file
 
 NFT_DIR = Path(os.environ["NFT_DIR"])
 sys.path.insert(0, str(NFT_DIR))
@@ -145,6 +152,88 @@ def old_update_case(g: torch.Generator) -> dict:
     return cases
 
 
+class _Wrapped:
+    """What the reference's ``transformer_ddp`` offers the block: ``.module`` (the peft model) and the call."""
+
+    def __init__(self, module: torch.nn.Module) -> None:
+        self.module = module
+
+    def __call__(self, **kwargs):
+        return self.module(**kwargs)
+
+
+def step_case(g: torch.Generator) -> dict:
+    """The reference's per-level block on a tiny SD3 transformer, 4 samples x 2 levels, one accumulation cycle."""
+    from contextlib import nullcontext
+
+    from peft import LoraConfig, get_peft_model
+
+    from mmreward.tiny_models import tiny_pipeline
+
+    here = Path(__file__).resolve().parent
+    transformer = tiny_pipeline("sd3").transformer.float()
+    save_file({k: v.contiguous() for k, v in transformer.state_dict().items()}, here / "transformer.safetensors")
+    scope = {}
+    exec(cut("target_modules = [", "]"), scope)  # noqa: S102  the reference's LoRA targets
+    targets = scope["target_modules"]
+    lora = LoraConfig(r=4, lora_alpha=8, init_lora_weights="gaussian", target_modules=targets)
+    model = get_peft_model(transformer, lora)
+    model.add_adapter("old", lora)
+    model.set_adapter("default")
+    tensors = {}
+    with torch.no_grad():  # a mid-training state: both adapters non-zero, the old one near the trained one
+        params = dict(model.named_parameters())
+        for name, param in sorted(params.items()):
+            if ".default." in name:
+                param.copy_(0.3 * torch.randn(param.shape, generator=g))
+        for name, param in sorted(params.items()):
+            if ".old." in name:
+                param.copy_(params[name.replace(".old.", ".default.")] + 0.1 * torch.randn(param.shape, generator=g))
+        for name, param in params.items():
+            if ".default." in name or ".old." in name:
+                tensors["lora/" + name.removeprefix("base_model.model.")] = param.detach().clone()
+    cfg = transformer.config
+    b, levels = 4, 2
+    x0 = torch.randn(b, cfg.in_channels, 8, 8, generator=g)
+    embeds = torch.randn(b, 6, cfg.joint_attention_dim, generator=g)
+    pooled = torch.randn(b, cfg.pooled_projection_dim, generator=g)
+    timesteps = torch.tensor([[750.0, 250.0], [500.0, 875.0], [125.0, 625.0], [937.5, 375.0]])
+    advantages = torch.tensor([-6.0, -1.0, 0.5, 3.0])[:, None].repeat(1, levels)
+    config = SimpleNamespace(
+        beta=1.0, use_lora=True, train=SimpleNamespace(adv_clip_max=5.0, adv_mode="all", beta=1e-4)
+    )
+    scope = {
+        "torch": torch,
+        "config": config,
+        "train_sample_batch": {"latents_clean": x0, "timesteps": timesteps, "advantages": advantages},
+        "transformer_ddp": _Wrapped(model),
+        "embeds": embeds,
+        "pooled_embeds": pooled,
+        "torch_autocast": lambda enabled, dtype: nullcontext(),
+        "enable_amp": False,
+        "mixed_precision_dtype": torch.float32,
+        "scaler": None,
+        "effective_grad_accum_steps": levels,  # gradient_accumulation_steps 1 x num_train_timesteps
+        "current_accumulated_steps": 0,
+    }
+    block = cut('x0 = train_sample_batch["latents_clean"]', "current_accumulated_steps += 1")
+    losses = []
+    for j in range(levels):
+        torch.manual_seed(1000 + j)
+        tensors[f"noise/{j}"] = torch.randn_like(x0.float())  # what the block's randn_like draws after this seed
+        torch.manual_seed(1000 + j)
+        level = {**scope, "j_idx": j}
+        exec(block, level)  # noqa: S102
+        losses.append(float(level["loss_terms"]["total_loss"]))
+    grads = {
+        "grad/" + n.removeprefix("base_model.model."): p.grad.clone() for n, p in params.items() if p.grad is not None
+    }
+    assert grads and all(".default." in n for n in grads)
+    tensors.update({"x0": x0, "embeds": embeds, "pooled": pooled, "timesteps": timesteps, **grads})
+    save_file({k: v.contiguous() for k, v in tensors.items()}, here / "step.safetensors")
+    return {"targets": targets, "advantages": advantages[:, 0].tolist(), "total_loss": losses, "kl_beta": 1e-4}
+
+
 def main() -> None:
     g = torch.Generator().manual_seed(18)
     sha256 = {name: hashlib.sha256((NFT_DIR / name).read_bytes()).hexdigest() for name in FILES}
@@ -154,6 +243,7 @@ def main() -> None:
         "loss": [loss_case(g, 1.0, 1e-4), loss_case(g, 0.1, 1e-4), loss_case(g, 1.0, 0.0)],
         "advantages": advantage_case(g),
         "old_update": old_update_case(g),
+        "step": step_case(g),
     }
     out = Path(__file__).with_name("golden.json")
     out.write_text(json.dumps(golden, indent=1) + "\n")

@@ -2,22 +2,27 @@
 its loss block, old-policy update and ``return_decay`` run unchanged by make_golden.py; advantages from its
 ``PerPromptStatTracker``): the optimality probabilities, the NFT loss with the KL term and its gradient with respect
 to the trained velocity (beta 1 and 0.1; advantages beyond the clip on both sides), the group advantages of 3
-interleaved prompts x 4 samples, and the old adapter after an epoch for the three decay presets."""
+interleaved prompts x 4 samples, the old adapter after an epoch for the three decay presets, and one training step
+(two noise levels) on a tiny SD3 transformer: per-level losses and the LoRA gradients."""
 
 import json
 from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 from mmreward.alignment.nft import (
     OLD_DECAY_PRESETS,
     OldPolicy,
     group_optimality,
+    level_loss,
     nft_loss,
     old_policy_decay,
     optimality_probabilities,
 )
+from mmreward.flow.models import PromptEmbeds, load_flow_model
+from mmreward.train.lora import LoraReference, add_lora
 
 HERE = Path(__file__).resolve().parent
 GOLDEN = json.loads((HERE / "golden.json").read_text())
@@ -68,3 +73,46 @@ def test_old_adapter_update_matches_the_reference(case):
     old.follow(decay)
     torch.testing.assert_close(old.snapshot["a"], _t(case["old_after"][0]), rtol=1e-6, atol=1e-6)
     torch.testing.assert_close(old.snapshot["b"], _t(case["old_after"][1]), rtol=1e-6, atol=1e-6)
+
+
+def test_one_step_on_a_tiny_sd3_matches_the_reference_loss_and_lora_gradients():
+    """The reference's per-level block (old, trained and base forwards through its peft adapters, the loss, the
+    backward scaled by 1 / (accumulation x levels)) at 2 levels on a tiny SD3 transformer, against :func:`level_loss`
+    on the same transformer with our adapter, old-policy snapshot and base reference, scaled as the program scales."""
+    golden, tensors = GOLDEN["step"], load_file(HERE / "step.safetensors")
+    model = load_flow_model("sd3", "tiny")
+    model.transformer.load_state_dict(load_file(HERE / "transformer.safetensors"))
+    add_lora(model.transformer, rank=4, alpha=8, target_modules=golden["targets"])
+    params = dict(model.transformer.named_parameters())
+    adapter = {k.removeprefix("lora/"): v for k, v in tensors.items() if k.startswith("lora/") and ".default." in k}
+    assert set(adapter) == {name for name, p in params.items() if p.requires_grad}
+    with torch.no_grad():
+        for name, value in adapter.items():
+            params[name].copy_(value)
+    old = OldPolicy(model.transformer)
+    old.snapshot = {name: tensors["lora/" + name.replace(".default.", ".old.")].clone() for name in adapter}
+    reference = LoraReference(model.transformer)
+    x0, timesteps = tensors["x0"], tensors["timesteps"]
+    cond = PromptEmbeds(tensors["embeds"], tensors["pooled"])
+    r = optimality_probabilities(torch.tensor(golden["advantages"]), 5.0)
+    levels = timesteps.shape[1]
+    for j in range(levels):
+        out = level_loss(
+            model,
+            x0,
+            tensors[f"noise/{j}"],
+            timesteps[:, j] / 1000.0,
+            cond,
+            r,
+            old=old,
+            reference=reference,
+            transformer=model.transformer,
+            beta=1.0,
+            clip_max=5.0,
+            kl_beta=golden["kl_beta"],
+            guidance=1.0,
+        )
+        assert out.total.mean().item() == pytest.approx(golden["total_loss"][j], rel=1e-5)
+        (out.total.sum() / (len(x0) * levels)).backward()
+    for name in adapter:
+        torch.testing.assert_close(params[name].grad, tensors["grad/" + name], rtol=1e-4, atol=1e-6)
