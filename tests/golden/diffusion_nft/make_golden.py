@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import ast
 import hashlib
+import importlib.metadata
 import json
 import os
 import sys
@@ -239,7 +240,13 @@ def main() -> None:
     sha256 = {name: hashlib.sha256((NFT_DIR / name).read_bytes()).hexdigest() for name in FILES}
     golden = {
         "reference": {"repository": "NVlabs/DiffusionNFT", "commit": COMMIT, "sha256": sha256},
-        "versions": {"torch": torch.__version__, "numpy": np.__version__, "python": sys.version.split()[0]},
+        "versions": {
+            "torch": torch.__version__,
+            "numpy": np.__version__,
+            "peft": importlib.metadata.version("peft"),
+            "diffusers": importlib.metadata.version("diffusers"),
+            "python": sys.version.split()[0],
+        },
         "loss": [loss_case(g, 1.0, 1e-4), loss_case(g, 0.1, 1e-4), loss_case(g, 1.0, 0.0)],
         "advantages": advantage_case(g),
         "old_update": old_update_case(g),
