@@ -4,13 +4,13 @@ NVlabs/DiffusionNFT ``scripts/train_nft_sd3.py``).
 
 No likelihoods and no SDE: samples come from any sampler (ODE by default) of the *old* policy ``v_old``; each is
 rewarded, and its reward becomes an optimality probability ``r`` in [0, 1] within its prompt's group
-(:func:`optimality_probabilities`). Training re-noises the clean samples, ``x_t = (1 - t) x0 + t eps``, and fits two
-implicit policies built from the old and the trained velocity (:func:`implicit_velocities`, paper eq. 7):
+(:func:`optimality_probabilities`). Training re-noises the clean samples, ``x_t = (1 - t) x0 + t eps``, and fits the
+paper's two implicit policies, built from the old and the trained velocity (:func:`implicit_velocities`):
 
     v+ = (1 - beta) v_old + beta v_theta        (the positive policy: should reproduce good samples)
     v- = (1 + beta) v_old - beta v_theta        (the negative policy: should reproduce bad samples)
 
-with the negative-aware loss (paper eq. 8, the reference's adaptive x0 weighting) :func:`nft_loss`
+with the negative-aware loss :func:`nft_loss` (the paper's objective with the reference's adaptive x0 weighting)
 
     L = adv_clip_max / beta * mean_i [ r_i ||x0+_i - x0_i||^2_w + (1 - r_i) ||x0-_i - x0_i||^2_w ]
 
@@ -72,7 +72,7 @@ def group_optimality(
 
 
 def implicit_velocities(v_theta: torch.Tensor, v_old: torch.Tensor, beta: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """The implicit positive and negative velocities (paper eq. 7, reference ``positive_prediction`` and
+    """The paper's implicit positive and negative velocities (reference ``positive_prediction`` and
     ``implicit_negative_prediction``): ``v+ = (1 - beta) v_old + beta v_theta`` and ``v- = (1 + beta) v_old - beta
     v_theta``; ``v_old`` is treated as a constant. Their mean is ``v_old`` whatever ``v_theta`` is."""
     v_old = v_old.detach()
