@@ -173,6 +173,7 @@ class DiffusionNFTConfig:
         if self.eval.every and not self.data.eval_prompts:
             raise ConfigError("eval.every > 0 needs data.eval_prompts (held-out prompts); or set eval.every: 0")
         check_media_kind(self.model)
+        check_rollout_config(self.rollout)
         require_steps(train.max_steps)
         require_positive(
             {
@@ -195,7 +196,6 @@ class DiffusionNFTConfig:
         if loss.kl_beta < 0 or loss.eps < 0:
             raise ConfigError(f"loss.kl_beta and loss.eps must be >= 0, got {loss.kl_beta} and {loss.eps}")
         check_decay(loss.old_decay_flat, loss.old_decay_rate, loss.old_decay_max)
-        check_rollout_config(self.rollout)
         check_eval_config(self.eval)
 
 
