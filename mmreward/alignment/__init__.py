@@ -19,4 +19,8 @@ during training: :mod:`~mmreward.alignment.monitor`.
 Flow-DPO and Flow-RWR: :mod:`~mmreward.alignment.preference_sets` (offline and synthetic pairs, cached latents),
 :mod:`~mmreward.alignment.online_pairs` (pairs ranked from the reference's samples) and
 :mod:`~mmreward.alignment.flow_dpo_objective` (the losses on a batch).
+
+DiffusionNFT (likelihood-free, on the forward process): :mod:`~mmreward.alignment.nft` (rewards to optimality
+probabilities, the implicit positive/negative velocities, the negative-aware loss, the old policy and its schedule);
+its rollout, rewards and monitor are the GRPO modules above.
 """

@@ -1,7 +1,7 @@
-"""The real recipe configs get past data loading: every config of configs/align/ for pref_grpo, adv_grpo and
-flow_dpo runs with ``--train.max_steps 0`` (read the data, stop before any model loads) with its pinned training
-prompt set served by a local stand-in of GitHub (file:// URLs), and offline with no cached copy each stops with one
-line naming the URL, the cache path and both fixes.
+"""The real recipe configs get past data loading: every config of configs/align/ for pref_grpo, adv_grpo,
+flow_dpo and diffusion_nft runs with ``--train.max_steps 0`` (read the data, stop before any model loads) with its
+pinned training prompt set served by a local stand-in of GitHub (file:// URLs), and offline with no cached copy each
+stops with one line naming the URL, the cache path and both fixes.
 
 The stand-in file is our own prompts, so its sha256 is not the one the config pins: each run keeps the config's
 repository, commit and path and swaps only the sha256 (the pinned sha256 values themselves were computed from the
@@ -21,18 +21,19 @@ import yaml
 from accelerate.state import AcceleratorState
 from PIL import Image
 
-from align import adv_grpo, flow_dpo, pref_grpo
+from align import adv_grpo, diffusion_nft, flow_dpo, pref_grpo
 from mmreward import pinned_files
 from mmreward.errors import ConfigError, DataNotAvailableError
 from mmreward.pinned_files import PinnedFile
 from mmreward.train.config import parse_config
 
 REPO = Path(__file__).resolve().parents[2]
-PROGRAMS = {"pref_grpo": pref_grpo, "adv_grpo": adv_grpo, "flow_dpo": flow_dpo}
+PROGRAMS = {"pref_grpo": pref_grpo, "adv_grpo": adv_grpo, "flow_dpo": flow_dpo, "diffusion_nft": diffusion_nft}
 CONFIG_CLASSES = {
     "pref_grpo": pref_grpo.PrefGRPOConfig,
     "adv_grpo": adv_grpo.AdvGRPOConfig,
     "flow_dpo": flow_dpo.FlowDPOConfig,
+    "diffusion_nft": diffusion_nft.DiffusionNFTConfig,
 }
 STAND_IN_PROMPTS = ["a red bicycle leaning on a brick wall", "two owls on a snowy branch", "a lighthouse at dusk"]
 
