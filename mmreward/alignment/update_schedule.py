@@ -31,6 +31,11 @@ class GRPOLossConfig:
     # where the CFG forward's gradient flows: detach_uncond (Flow-GRPO detaches the unconditional prediction, so the
     # gradient is g x that of the conditional branch) or both (Pref-GRPO's Wan trainer; d v = (1-g) dv_neg + g dv_pos)
     cfg_grad: Literal["detach_uncond", "both"] = "detach_uncond"
+    # GRPO-Guard's RatioNorm (arXiv 2510.22319; Pref-GRPO --rationorm): the clip sees exp(mean((mean - old mean) x
+    # the step's noise)) instead of the raw ratio, centred on 1 with one scale at every step (the rollout records its
+    # step means for it; see mmreward.alignment.grpo_guard); clip_range bounds that ratio (the references: 2e-6-4e-6)
+    ratio_norm: bool = False
+    ratio_norm_reweight: bool = True  # with ratio_norm: each step's policy loss / (sigma - sigma_next), as both refs
     timestep_fraction: float = 0.99  # trains int(S * fraction) of the S stored SDE steps (>= 1)
     timestep_order: Literal["first", "random"] = "first"  # first: Flow-GRPO; random subset: Pref-GRPO/DanceGRPO
 
