@@ -135,7 +135,11 @@ def grpo_update(
                     raw_ratio = torch.exp(step.log_prob.detach() - old_log_probs[rows, j])
                     if loss.ratio_norm:
                         log_ratio = ratio_norm_log_ratio(
-                            step.mean, rollout.means[rows, j], rollout.next_latents[rows, j], step.std
+                            step.mean,
+                            rollout.means[rows, j],
+                            rollout.next_latents[rows, j],
+                            step.std,
+                            shift=loss.ratio_norm_shift,
                         )
                         out = grpo_clip_loss(log_ratio, torch.zeros_like(log_ratio), advantages[rows], loss.clip_range)
                     else:

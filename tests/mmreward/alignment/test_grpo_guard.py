@@ -32,6 +32,19 @@ def test_ratio_norm_is_the_references_std_times_the_shifted_gaussian_log_ratio()
     torch.testing.assert_close(logp - old, torch.tensor([0.11, 0.5]))
 
 
+def test_batch_shift_gives_every_sample_the_batch_mean_shift():
+    """GRPO-Guard's code: log r_i = r_i + s (b_mean - b_i). With s = 0.5 for both: r = (0.04, 0.03) / 0.5 = (0.08,
+    0.06); b = mean(delta^2) / (2 s^2) = (0.025, 0.02) / 0.5 = (0.05, 0.04), b_mean 0.045; so 0.08 - 0.0025 and
+    0.06 + 0.0025."""
+    std = torch.full((2, 1), 0.5)
+    torch.testing.assert_close(ratio_norm_log_ratio(MEAN, OLD, NEXT, std), torch.tensor([0.08, 0.06]))
+    torch.testing.assert_close(
+        ratio_norm_log_ratio(MEAN, OLD, NEXT, std, shift="batch"), torch.tensor([0.0775, 0.0625])
+    )
+    with pytest.raises(ValueError, match="shift must be one of sample, batch"):
+        ratio_norm_log_ratio(MEAN, OLD, NEXT, std, shift="group")
+
+
 def test_ratio_norm_gradient_reaches_only_the_current_mean():
     """d/d mean of mean_elems((mean - old) (x' - old)) / s is (x' - old) / (n s): (0.3, -0.2) / (2 * 0.5) for sample 0
     and (-0.3, 0.3) / (2 * 0.2) for sample 1."""
