@@ -17,6 +17,7 @@ from safetensors.torch import load_file
 
 from align.pref_grpo import PrefGRPOConfig, main
 from mmreward.alignment.clipped_update import OffPolicyError
+from mmreward.alignment.group_rollout import rollout_groups
 from mmreward.errors import ConfigError
 from mmreward.media import load_video
 from mmreward.train.config import parse_config
@@ -26,6 +27,7 @@ from tests.program_runs import accelerate_launch, assert_lora_changes_tiny_sd3
 REPO = Path(__file__).resolve().parents[2]
 POINTWISE = REPO / "configs" / "tiny" / "pref_grpo_flow_grpo.yaml"
 PAIRWISE = REPO / "configs" / "tiny" / "pref_grpo.yaml"
+RECOMMENDED = REPO / "configs" / "tiny" / "pref_grpo_recommended.yaml"
 LORA_FILE = Path("lora") / "pytorch_lora_weights.safetensors"
 # 3 prompts x 4 samples over 2 processes: 6 samples each, so the middle group is split across the processes.
 SPLIT_GROUPS = [
@@ -142,6 +144,34 @@ def test_pref_grpo_recipe_options_run(tmp_path):
     expected = 0.4 * row["reward/win_rate"] + 0.6 * row["reward/mmreward.rewards.brightness:BrightnessReward"]
     assert row["reward/mean"] == pytest.approx(expected, rel=1e-5)
     assert row["update/optimizer_steps"] == 1 and row["grad_norm"] > 0
+
+
+def test_recommended_recipe_with_grpo_guard_and_a_sliding_window_runs(tmp_path, monkeypatch):
+    """configs/tiny/pref_grpo_recommended.yaml: CFG-free CPS rollouts whose 2-step SDE window slides one step later
+    per iteration inside [0, 4) (MixGRPO), trained with GRPO-Guard's RatioNorm; the rollouts record their step means
+    and store only the window's steps; on-policy the normalized ratio is 1."""
+    import align.pref_grpo as program
+
+    windows, means = [], []
+
+    def recording(*args, **kwargs):
+        batch = rollout_groups(*args, **kwargs)
+        windows.append(batch.rollout.sde_steps.tolist())
+        means.append(batch.rollout.means is not None and batch.rollout.means.shape == batch.rollout.latents.shape)
+        return batch
+
+    monkeypatch.setattr(program, "rollout_groups", recording)
+    cfg = _cfg(RECOMMENDED, tmp_path / "out", "--eval.every", "0", "--check_on_policy", "true")
+    assert cfg.loss.ratio_norm and not cfg.loss.cfg and cfg.rollout.sde_type == "cps"
+    main(cfg)
+    assert windows == [[0, 1], [1, 2], [2, 3], [3], [0, 1]] and all(means)
+    rows = [r for r in read_metrics(tmp_path / "out") if "reward/mean" in r]
+    assert [r["step"] for r in rows] == [1, 2, 3, 4, 5]
+    for row in rows:
+        assert row["update/optimizer_steps"] == 2 and row["grad_norm"] > 0
+        assert abs(row["update/ratio"] - 1) < 1e-3
+    assert rows[0]["ratio/first_dev"] < 1e-5
+    assert_lora_changes_tiny_sd3(tmp_path / "out" / "lora")
 
 
 # ------------------------------------------------------------------------------------------------ python run
