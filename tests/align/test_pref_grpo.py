@@ -116,10 +116,46 @@ def test_pref_grpo_flux_config_is_the_reference_recipe():
     assert (cfg.reward.judge_weight, cfg.reward.rewards) == (0.4, {"clip-h14": 0.6})
     assert cfg.advantage.per_reward and cfg.advantage.batch_normalize
     assert (cfg.lora.rank, cfg.lora.alpha, cfg.loss.clip_range, cfg.loss.kl_beta) == (64, 128, 1e-4, 0.0)
+    assert (
+        cfg.loss.ratio_norm and cfg.loss.ratio_norm_reweight and cfg.loss.ratio_norm_shift == "sample"
+    )  # --rationorm
+
+
+def test_recommended_and_grpo_guard_configs_are_their_recipes():
+    """Flow-GRPO's README "Training Speed" recipe (pickscore_sd3_fast_nocfg) with MixGRPO's sliding window, and
+    GRPO-Guard's pickscore_hps_sd3_ratio_norm (config/grpo_guard.py, train_sd3_GRPO_Guard.py)."""
+    configs = REPO / "configs" / "align"
+    fast = parse_config(PrefGRPOConfig, ["--config", str(configs / "pref_grpo_flow_grpo_fast_sd3.yaml")])
+    cfg = parse_config(PrefGRPOConfig, ["--config", str(configs / "pref_grpo_flow_grpo_recommended_sd3.yaml")])
+    assert (cfg.rollout.guidance_scale, cfg.loss.cfg, cfg.eval.guidance_scale) == (1.0, False, 1.0)
+    assert (cfg.rollout.sde_type, cfg.rollout.noise_level, cfg.rollout.sde_window_size) == ("cps", 0.8, 3)
+    assert cfg.rollout.sde_window_range == [0, 5] and cfg.loss.timestep_fraction == 1.0
+    assert (cfg.rollout.sde_window_schedule, cfg.rollout.sde_window_shift_every, cfg.rollout.sde_window_stride) == (
+        "sliding",
+        25,
+        1,
+    )
+    assert fast.rollout.sde_window_schedule == "random"
+    assert vars(cfg.loss) == vars(fast.loss) and vars(cfg.train) == vars(fast.train)  # only the window differs
+    guard = parse_config(PrefGRPOConfig, ["--config", str(configs / "pref_grpo_grpo_guard_sd3.yaml")])
+    assert (guard.loss.ratio_norm, guard.loss.ratio_norm_reweight, guard.loss.ratio_norm_shift) == (
+        True,
+        True,
+        "batch",
+    )
+    assert (guard.loss.clip_range, guard.loss.cfg_grad, guard.train.learning_rate) == (4e-6, "both", 1e-4)
+    assert (guard.rollout.prompts_per_step, guard.rollout.group_size, guard.rollout.sde_window_size) == (48, 24, 0)
+    assert (guard.train.micro_batch_size, guard.advantage.std, guard.rollout.guidance_scale) == (9, "group", 4.5)
+    assert (guard.model.max_sequence_length, guard.model.weight_dtype) == (128, "float32")
 
 
 def test_flow_grpo_configs_keep_the_reference_text_length_and_fp32_base():
-    for name in ("pref_grpo_flow_grpo_sd3", "pref_grpo_flow_grpo_fast_sd3", "pref_grpo_flow_grpo_flux"):
+    for name in (
+        "pref_grpo_flow_grpo_sd3",
+        "pref_grpo_flow_grpo_fast_sd3",
+        "pref_grpo_flow_grpo_flux",
+        "pref_grpo_flow_grpo_recommended_sd3",
+    ):
         cfg = parse_config(PrefGRPOConfig, ["--config", str(REPO / "configs" / "align" / f"{name}.yaml")])
         assert (cfg.model.max_sequence_length, cfg.model.weight_dtype) == (128, "float32"), name
         assert cfg.loss.cfg_grad == "detach_uncond", name
