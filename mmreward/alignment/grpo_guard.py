@@ -71,7 +71,7 @@ def ratio_norm_log_ratio(
     dims = tuple(range(1, delta.ndim))
     log_ratio = (delta * (prev_sample.detach().float() - old_mean) / std).mean(dim=dims)
     if shift == "batch":
-        std_b = std.reshape(-1) if std.ndim else std  # (B,) or (): the step's std per sample
+        std_b = std.reshape(-1)  # (B,) or (1,): the step's std per sample
         shifts = (delta**2).mean(dim=dims) / (2 * std_b**2)  # (B,) b_i
         log_ratio = log_ratio + std_b * (shifts.mean() - shifts)
     return log_ratio

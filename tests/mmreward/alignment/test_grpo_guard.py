@@ -58,10 +58,21 @@ def test_ratio_norm_gradient_reaches_only_the_current_mean():
 
 def test_ratio_norm_is_zero_on_policy_and_checks_its_inputs():
     assert ratio_norm_log_ratio(OLD, OLD, NEXT, STD).abs().max() == 0
-    with pytest.raises(ValueError, match="same shape"):
+    with pytest.raises(
+        ValueError, match=r"^mean \(2, 2\), old_mean \(2, 1\) and prev_sample \(2, 2\) must have the same"
+    ):
         ratio_norm_log_ratio(MEAN, OLD[:, :1], NEXT, STD)
-    with pytest.raises(ValueError, match="std > 0"):
+    with pytest.raises(ValueError, match=r"^RatioNorm needs a stochastic step \(std > 0\)"):
         ratio_norm_log_ratio(MEAN, OLD, NEXT, torch.zeros(2, 1))
+
+
+def test_float64_inputs_give_float32_like_the_update():
+    """The update's arithmetic is float32 whatever the schedule's or the step's dtype."""
+    double = ratio_norm_log_ratio(MEAN.double(), OLD.double(), NEXT.double(), STD.double(), shift="batch")
+    assert double.dtype == torch.float32
+    assert ratio_norm_log_ratio(MEAN, OLD, NEXT, 0.5).dtype == torch.float32
+    for sigma, sigma_next in ((torch.tensor(1.0, dtype=torch.float64), 0.75), (1.0, torch.tensor(0.75).double())):
+        assert step_reweight(sigma, sigma_next).dtype == torch.float32
 
 
 def test_step_reweight_is_one_over_the_sigma_gap():
