@@ -61,6 +61,18 @@ def _launch(output: Path, *args: str, processes: int = 2) -> subprocess.Complete
         (["--rollout.sde_window_size", "4"], "does not fit in [0, 3)"),
         (["--rollout.sde_type", "ode"], "invalid value for 'rollout.sde_type'"),
         (["--loss.timestep_fraction", "0"], "timestep_fraction must be in (0, 1]"),
+        (["--loss.ratio_norm_shift", "group"], "invalid value for 'loss.ratio_norm_shift'"),
+        (
+            [
+                "--rollout.sde_window_schedule",
+                "sliding",
+                "--rollout.sde_window_size",
+                "0",
+                "--rollout.sde_window_range",
+                "[]",
+            ],
+            "sde_window_schedule=sliding needs rollout.sde_window_size",
+        ),
         (["--eval.samples_per_prompt", "1"], "diversity compares them"),
         (["--model.family", "wan"], "set model.num_frames"),
         (["--train.micro_batch_sise", "2"], "unknown config key 'train.micro_batch_sise'"),
