@@ -132,6 +132,27 @@ def test_policy_step_reproduces_the_stored_log_probs(model, sde_type):
     assert rollout.means is None  # kept only on request
 
 
+def test_a_last_step_outside_the_window_is_the_x0_prediction_pref_grpo_decodes(model):
+    """Pref-GRPO samples every step stochastically but decodes the last step's x0 prediction x - sigma v; with the
+    window ending before the last step, mmreward's Euler step to sigma 0 gives that same image."""
+    size = SIZES[model.family]
+    rollout = sample(
+        model,
+        ["a red car"],
+        group_size=2,
+        num_steps=4,
+        guidance_scale=GUIDANCE[model.family],
+        sde_window=(0, 3),
+        generator=torch.Generator().manual_seed(4),
+        decode=False,
+        **size,
+    )
+    x, sigma = rollout.next_latents[:, -1], rollout.sigmas[3]  # the latents the last step starts from
+    v = model.velocity(x, sigma, rollout.cond, guidance_scale=GUIDANCE[model.family], negative=rollout.negative)
+    assert rollout.sigmas[4] == 0
+    torch.testing.assert_close(rollout.final, x - sigma * v.float(), rtol=1e-5, atol=1e-5)
+
+
 def test_recorded_step_means_are_the_sampling_policys(model):
     """record_means keeps each stochastic step's mean: what policy_step recomputes with unchanged weights, and what
     the drawn next latents scatter around."""
