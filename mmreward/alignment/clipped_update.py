@@ -70,7 +70,8 @@ def grpo_update(
     The objective of an optimizer step is the mean over its samples (on all processes) and trained steps of
     ``grpo_clip_loss + kl_beta * step_kl`` (with ``loss.ratio_norm``: RatioNorm's ratio in the clip, and the clip
     term of step ``i`` times ``1 / (sigma_i - sigma_i+1)`` unless ``loss.ratio_norm_reweight`` is off; the rollout
-    must hold its step means, ``rollout_groups(record_means=True)``).
+    must hold its step means, ``rollout_groups(record_means=True)``; the ``update/ratio``, ``clipfrac`` and
+    ``approx_kl`` metrics then describe the normalized ratio, the on-policy check the policy's own).
 
     ``on_policy_tolerance``: before the first optimizer step the policy *is* the sampling policy, so
     ``exp(logp - logp_old)`` must be 1; if the first micro-batch deviates by more than this, the update stops with
