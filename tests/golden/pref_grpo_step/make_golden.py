@@ -18,22 +18,23 @@ What runs as published (compiled or imported from the checkout, files pinned by 
   weighted, then ``--apply_gdpo``), ``cal_win_rate_images`` of ``fastvideo/rewards/unifiedreward_think.py`` on
   canned judge outputs (``tests/golden/pref_grpo/cases.py``).
 
-What is re-expressed, because the script is built for 64 GPUs: ``main``'s setup (lines 850-1010: the transformer in
-float32, ``add_adapter`` with the recipe's LoRA, the AdamW of lines 1041-1047, the constant scheduler), with the
+What is re-expressed, because the script is built for 64 GPUs: ``main``'s setup (lines 835-1086: the transformer in
+float32, ``add_adapter`` with the recipe's LoRA, the AdamW of lines 1060-1066, the constant scheduler), with the
 initial adapter's A and B copied in at random instead of peft's init (B = 0 would give A no gradient: the path of
-``--resume_from_lora_checkpoint``); ``sample_reference_model`` (lines 437-545) for the tiny pipeline's sizes (the
+``--resume_from_lora_checkpoint``); ``sample_reference_model`` (lines 400-535) for the tiny pipeline's sizes (the
 script hard-codes 16 latent channels and 8x VAE compression) and with the rewards canned: the judge answers each pair
 with a fixed text through the reference's own win-rate code, the CLIP scores are stand-in numbers (no image is
 decoded); the noise is drawn in bfloat16 as the script draws it and cast to float32 (the CPU has no CUDA autocast
 to do it at the first layer); ``torch.distributed`` is a one-process stand-in (rank 0, world 1, ``all_reduce`` the
-identity: it records the loss of each backward) and ``transformer.clip_grad_norm_`` (FSDP's, line 815) is
+identity: it records the loss of each backward) and ``transformer.clip_grad_norm_`` (FSDP's, line 818) is
 ``torch.nn.utils.clip_grad_norm_`` over the transformer's parameters. The raw gradients are read just before the
 clip and the LoRA weights just after each ``optimizer.step()``.
 
 Writes, next to this file: ``pipeline/`` (a tiny random FLUX.1-dev-like transformer, VAE and scheduler in the
 diffusers layout, no text encoders: the step consumes prompt embeddings), ``lora_init.safetensors`` (the initial
-adapter's A and B in peft's naming), ``rollout.safetensors`` (the rollout as ``train_one_step`` holds it before training: packed latents,
-next latents, log-probabilities, timesteps, the two rewards, the advantages and the trained step of every backward),
+adapter's A and B in peft's naming), ``rollout.safetensors`` (the rollout as ``train_one_step`` holds it before
+training: the packed latents of every step, the log-probabilities, the sigma grid, the two rewards, the advantages
+and the steps each sample trained),
 ``step.safetensors`` (per optimizer step: the gradient of every LoRA weight before clipping and every LoRA weight
 after the step) and ``golden.json`` (settings, losses, gradient norms).
 """
@@ -52,6 +53,7 @@ import shlex
 import sys
 import tempfile
 import types
+from collections import OrderedDict
 from pathlib import Path
 
 import torch
@@ -131,7 +133,9 @@ def load_judge(root: Path) -> types.ModuleType:
     sys.modules.setdefault("vllm_utils", types.ModuleType("vllm_utils"))
     sys.modules["vllm_utils.vllm_request"] = client
     sys.modules.setdefault("cv2", types.ModuleType("cv2"))
-    spec = importlib.util.spec_from_file_location("pref_grpo_unifiedreward_think", root / "fastvideo/rewards/unifiedreward_think.py")
+    spec = importlib.util.spec_from_file_location(
+        "pref_grpo_unifiedreward_think", root / "fastvideo/rewards/unifiedreward_think.py"
+    )
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -231,20 +235,33 @@ def main() -> None:
     script = root / "fastvideo/train_flux.py"
     parser = functions(script, ("build_parser",), {"argparse": argparse})["build_parser"]()
     args = parser.parse_args(recipe_arguments(root, output_dir) + ["--data_json_path", "unused"] + TINY)
-    from collections import OrderedDict
-
     dispatcher = functions(
         root / "fastvideo/rewards/dispatcher.py",
         ("parse_reward_spec", "compute_weighted_advantages"),
-        {"torch": torch, "json": json, "OrderedDict": OrderedDict, "Dict": dict, "Tuple": tuple, "List": list,
-         "Iterable": list, "_flex_get_env_float": None},
+        {
+            "torch": torch,
+            "json": json,
+            "OrderedDict": OrderedDict,
+            "Dict": dict,
+            "Tuple": tuple,
+            "List": list,
+            "Iterable": list,
+            "_flex_get_env_float": None,
+        },
     )
     args.reward_weights = dispatcher["parse_reward_spec"](args.reward_spec)
     dist = OneProcess()
     namespace = functions(
         script,
-        ("train_one_step", "grpo_one_step", "run_sample_step", "gather_tensor", "pack_latents",
-         "prepare_latent_image_ids", "assert_eq"),
+        (
+            "train_one_step",
+            "grpo_one_step",
+            "run_sample_step",
+            "gather_tensor",
+            "pack_latents",
+            "prepare_latent_image_ids",
+            "assert_eq",
+        ),
         {
             "torch": torch,
             "dist": dist,
@@ -257,9 +274,11 @@ def main() -> None:
     judge = load_judge(root)
 
     tiny_pipeline(HERE / "pipeline")
-    # ---- main(), lines 833-1047 (one process, rank 0)
+    # ---- main(), lines 835-1086 (one process, rank 0)
     set_seed(args.seed + 0)
-    transformer = FluxTransformer2DModel.from_pretrained(HERE / "pipeline", subfolder="transformer", torch_dtype=torch.float32)
+    transformer = FluxTransformer2DModel.from_pretrained(
+        HERE / "pipeline", subfolder="transformer", torch_dtype=torch.float32
+    )
     transformer.requires_grad_(False)
     default_target_modules = [
         "attn.to_k",
@@ -298,7 +317,7 @@ def main() -> None:
         args.lr_scheduler, optimizer=optimizer, num_warmup_steps=0, num_training_steps=1, last_epoch=-1
     )
 
-    # FSDP's clip_grad_norm_ (line 815), reading the raw gradients first; the weights after each optimizer.step().
+    # FSDP's clip_grad_norm_ (line 818), reading the raw gradients first; the weights after each optimizer.step().
     steps: list[dict] = []
     names = {id(p): n for n, p in lora_names(transformer).items()}
 
@@ -328,9 +347,18 @@ def main() -> None:
     caption = ["a canned caption"]
     rollout = {}
 
-    # ---- sample_reference_model (lines 437-545) at the tiny pipeline's sizes, with canned rewards.
-    def sample_reference_model(args, device, transformer, vae, encoder_hidden_states, pooled_prompt_embeds,
-                               text_ids, reward_dispatcher, caption):
+    # ---- sample_reference_model (lines 400-535) at the tiny pipeline's sizes, with canned rewards.
+    def sample_reference_model(
+        args,
+        device,
+        transformer,
+        vae,
+        encoder_hidden_states,
+        pooled_prompt_embeds,
+        text_ids,
+        reward_dispatcher,
+        caption,
+    ):
         sigma_schedule = sd3_time_shift(args.shift, torch.linspace(1, 0, args.sampling_steps + 1))
         B = encoder_hidden_states.shape[0]
         latent_channels, latent_h, latent_w = 4, args.h // 2, args.w // 2  # 2x VAE, 4 x 2 x 2 = 16 packed
@@ -346,9 +374,16 @@ def main() -> None:
             )
             with torch.no_grad():
                 _, _, batch_latents, batch_log_probs = namespace["run_sample_step"](
-                    args, input_latents_new, range(args.sampling_steps), sigma_schedule, transformer,
-                    encoder_hidden_states[batch_idx], pooled_prompt_embeds[batch_idx], text_ids[batch_idx],
-                    image_ids, True,
+                    args,
+                    input_latents_new,
+                    range(args.sampling_steps),
+                    sigma_schedule,
+                    transformer,
+                    encoder_hidden_states[batch_idx],
+                    pooled_prompt_embeds[batch_idx],
+                    text_ids[batch_idx],
+                    image_ids,
+                    True,
                 )
             all_image_ids.append(image_ids)
             all_latents.append(batch_latents)
@@ -364,9 +399,7 @@ def main() -> None:
         reward_tensors = {"unifiedreward_think": torch.cat(rates, dim=0), "clip": clip}
         all_latents = torch.cat(all_latents, dim=0)
         all_log_probs = torch.cat(all_log_probs, dim=0)
-        rollout.update(
-            latents=all_latents, log_probs=all_log_probs, sigmas=sigma_schedule, **reward_tensors
-        )
+        rollout.update(latents=all_latents, log_probs=all_log_probs, sigmas=sigma_schedule, **reward_tensors)
         return reward_tensors, all_latents, all_log_probs, sigma_schedule, torch.stack(all_image_ids), {}
 
     namespace["sample_reference_model"] = sample_reference_model

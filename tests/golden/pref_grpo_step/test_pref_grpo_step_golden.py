@@ -1,6 +1,6 @@
-"""One Pref-GRPO FLUX training step (rewards -> advantages -> two PPO-clipped AdamW steps) as CodeGoat24/Pref-GRPO's
-``fastvideo/train_flux.py`` takes it, reproduced by mmreward's GRPO step (``update_policy``, what ``align/pref_grpo.py``
-runs) under the real recipe config ``configs/align/pref_grpo_flux.yaml`` at a tiny size.
+"""One Pref-GRPO FLUX training step (rewards -> advantages -> two PPO-clipped AdamW steps) as
+CodeGoat24/Pref-GRPO's ``fastvideo/train_flux.py`` takes it, reproduced by mmreward's GRPO step (``update_policy``,
+what ``align/pref_grpo.py`` runs) under the real recipe config ``configs/align/pref_grpo_flux.yaml`` at a tiny size.
 
 make_golden.py ran the reference's ``train_one_step`` under the LoRA recipe (``lora_ur_think_prefgrpo_flux.sh``) on a
 tiny random FLUX.1-dev-like pipeline (``pipeline/``, no text encoders) with a random initial LoRA
@@ -147,7 +147,7 @@ def test_the_recipe_config_has_the_reference_settings(pipeline_dir):
         SETTINGS["max_grad_norm"],
         "constant",
     )
-    assert (train.adam_beta1, train.adam_beta2, train.adam_epsilon) == (0.9, 0.999, 1e-8)  # train_flux.py 1041-1047
+    assert (train.adam_beta1, train.adam_beta2, train.adam_epsilon) == (0.9, 0.999, 1e-8)  # train_flux.py 1060-1066
     assert train.updates_per_step == GROUP // PER_STEP and train.inner_epochs == 1
     assert (loss.clip_range, loss.kl_beta) == (SETTINGS["clip_range"], SETTINGS["kl_beta"])
     assert (loss.timestep_fraction, loss.timestep_order) == (0.6, "random")
