@@ -109,6 +109,8 @@ class FlowModel(ABC):
         self.train_sigmas = self._flow_scheduler().sigmas.float()  # (1000,) from sigma = 1 down
         # None: the pipeline's own inference schedule; a number: a fixed shift (see :func:`fixed_shift_sigmas`)
         self.sampling_shift: float | None = None
+        # True: the transformer sees floor(1000 sigma) as its timestep (see :meth:`timestep`)
+        self.integer_timesteps = False
 
     # -- components -----------------------------------------------------------------------------------------------
 
@@ -220,8 +222,13 @@ class FlowModel(ABC):
     # -- the transformer call ------------------------------------------------------------------------------------
 
     def timestep(self, sigma: torch.Tensor) -> torch.Tensor:
-        """The transformer's timestep input for noise level ``sigma`` (SD3 and Wan take ``1000 * sigma``)."""
-        return sigma * self.num_train_timesteps
+        """The transformer's timestep input for noise level ``sigma`` (SD3 and Wan take ``1000 * sigma``).
+
+        With ``integer_timesteps`` the input is ``floor(1000 sigma)`` (computed in float32), as Pref-GRPO's FLUX and
+        Wan trainers feed it (``int(sigma * 1000)`` in sampling and training); the SDE step keeps the exact sigma.
+        """
+        steps = sigma * self.num_train_timesteps
+        return torch.floor(steps) if self.integer_timesteps else steps
 
     def velocity(
         self,
@@ -385,7 +392,8 @@ class FluxModel(SD3Model):
         return (batch, self.transformer.config.in_channels // 4, height // factor, width // factor)
 
     def timestep(self, sigma):
-        return sigma  # FluxTransformer2DModel multiplies by 1000 itself
+        # FluxTransformer2DModel multiplies by 1000 itself
+        return super().timestep(sigma) / self.num_train_timesteps if self.integer_timesteps else sigma
 
     def _forward(self, module, latents, sigma, cond, guidance):
         dtype = _module_dtype(module)
@@ -507,8 +515,10 @@ def fixed_shift_sigmas(num_steps: int, shift: float) -> torch.Tensor:
     ``shift = 3`` (its ``sd3_time_shift``); FLUX's own pipeline instead shifts by a resolution-dependent ``mu``."""
     if shift <= 0:
         raise ConfigError(f"sampling shift must be > 0, got {shift}")
-    t = torch.linspace(1.0, 0.0, num_steps + 1, dtype=torch.float64)
-    return (shift * t / (1 + (shift - 1) * t)).float()
+    # In float32, as sd3_time_shift computes it: the grid is then bit-identical to Pref-GRPO's, which matters with
+    # integer_timesteps (float64 rounds 0.6 of a 6-step grid up, where Pref-GRPO's 0.59999996 truncates to 599).
+    t = torch.linspace(1.0, 0.0, num_steps + 1, dtype=torch.float32)
+    return shift * t / (1 + (shift - 1) * t)
 
 
 ADAPTERS: dict[str, type[FlowModel]] = {"sd3": SD3Model, "flux": FluxModel, "wan": WanModel}
@@ -582,6 +592,7 @@ def load_flow_model(
     max_sequence_length: int | None = None,
     prompt_cache_size: int = 1024,
     sampling_shift: float | None = None,
+    integer_timesteps: bool = False,
 ) -> FlowModel:
     """Load a pipeline and wrap it in its family's adapter; all weights frozen, on ``device``.
 
@@ -589,7 +600,8 @@ def load_flow_model(
     ``text_dtype`` the text encoders' (defaults to ``dtype``). ``attention``: ``auto``/``sdpa`` use PyTorch's
     scaled-dot-product attention (which itself picks flash or memory-efficient kernels on GPUs); ``xformers``
     needs the xformers package and a CUDA device. ``sampling_shift``: sample on :func:`fixed_shift_sigmas` with this
-    shift instead of the pipeline's schedule.
+    shift instead of the pipeline's schedule. ``integer_timesteps``: the transformer sees ``floor(1000 sigma)``
+    (see :meth:`FlowModel.timestep`).
     """
 
     device = torch.device(device)
@@ -616,6 +628,7 @@ def load_flow_model(
     if sampling_shift is not None:
         fixed_shift_sigmas(1, sampling_shift)  # validates the value before a run starts
         model.sampling_shift = sampling_shift
+    model.integer_timesteps = integer_timesteps
     return model
 
 

@@ -110,6 +110,7 @@ def load_lora_policy(cfg: Any, accelerator: Any, optimizer_steps: int) -> LoraPo
         max_sequence_length=cfg.model.max_sequence_length,
         prompt_cache_size=cfg.model.prompt_cache_size,
         sampling_shift=cfg.model.sampling_shift,
+        integer_timesteps=cfg.model.integer_timesteps,
     )
     model.check_size(cfg.model.height, cfg.model.width, cfg.model.num_frames)
     if cfg.model.gradient_checkpointing:

@@ -30,6 +30,9 @@ class FlowModelConfig:
     # sampling schedule: None = the pipeline's (FLUX: resolution-dependent shift); a number = the fixed-shift grid
     # shift t / (1 + (shift - 1) t), t = linspace(1, 0, N + 1) (Pref-GRPO's FLUX and Wan trainers: 3)
     sampling_shift: float | None = None
+    # the transformer's timestep input: floor(1000 sigma) instead of 1000 sigma (Pref-GRPO's FLUX and Wan trainers
+    # feed int(sigma * 1000)); the SDE step keeps the exact sigma
+    integer_timesteps: bool = False
     prompt_cache_size: int = 1024  # prompt embeddings kept in CPU memory (3-8 MB each for T5-XXL)
     vae_dtype: str = "float32"  # frozen VAE precision (Flow-GRPO keeps it fp32)
     attention: Literal["auto", "sdpa", "xformers"] = "auto"

@@ -269,3 +269,30 @@ def test_fixed_shift_schedule_replaces_the_pipelines_own():
     assert not torch.allclose(dynamic, shifted.sampling_sigmas(4, shape))
     with pytest.raises(ConfigError, match="sampling shift must be > 0"):
         load_flow_model("sd3", "tiny", sampling_shift=0.0)
+
+
+def test_fixed_shift_schedule_is_computed_in_float32_as_pref_grpo():
+    """sd3_time_shift runs on float32 linspace: for N = 6, t = 0.4 gives 1.2 / 1.8, which float32 rounds to
+    0.59999996, and Pref-GRPO's int(1000 sigma) is then 599 (a float64 grid rounds to 0.6000000238 and gives 600)."""
+    sigma = fixed_shift_sigmas(6, 3.0)[4]
+    assert sigma.dtype == torch.float32 and float(sigma) < 0.6
+    assert int(sigma * 1000) == 599
+
+
+@pytest.mark.parametrize("family", ["sd3", "flux"])
+def test_integer_timesteps_feed_the_transformer_floor_of_1000_sigma(family):
+    """Pref-GRPO's trainers call the transformer with int(1000 sigma): with integer_timesteps the velocity at
+    sigma 0.9379 is the plain model's velocity at 0.937, and the plain model's differs."""
+    plain = load_flow_model(family, "tiny", max_sequence_length=16)
+    integer = load_flow_model(family, "tiny", max_sequence_length=16, integer_timesteps=True)
+    assert not plain.integer_timesteps and integer.integer_timesteps
+    latents = torch.randn(LATENTS[family], generator=torch.Generator().manual_seed(0))
+    cond = plain.encode_prompts(["a cat", "a dog"])
+    sigma = torch.tensor([0.9379, 0.5])
+    with torch.no_grad():
+        got = integer.velocity(latents, sigma, cond)
+        truncated = plain.velocity(latents, torch.tensor([0.937, 0.5]), cond)
+        exact = plain.velocity(latents, sigma, cond)
+    torch.testing.assert_close(got, truncated, rtol=0, atol=0)
+    assert not torch.allclose(got[0], exact[0], rtol=0, atol=1e-6)
+    torch.testing.assert_close(got[1], exact[1], rtol=0, atol=0)  # 1000 x 0.5 is an integer already
