@@ -131,6 +131,8 @@ def recipe_config(pipeline_dir: Path) -> PrefGRPOConfig:
             f"rollout.sde_window_range=[0,{STORED}]",
             "rollout.batch_size=1",
             "train.micro_batch_size=1",
+            # The stored step was made without --rationorm (RatioNorm's own golden: tests/golden/grpo_guard).
+            "loss.ratio_norm=false",
             "train.mixed_precision='no'",
             f"train.seed={SEED}",
         ],
