@@ -151,3 +151,93 @@ def test_download_writes_the_released_layout_from_hub_parquet(tmp_path, monkeypa
     assert [p.id for p in bench.pairs] == ["edit/p0"] and bench.pairs[0].labels == {"edit": -1}
     load_benchmark("mmrb2", data, tasks="edit", download=True)  # the JSON exists: nothing is fetched again
     assert len(fetched) == 1
+
+
+def _expected(bench, forward_reverse):
+    """MMRB2's per-task (correct, counted) by hand: verdict A/B/tie by the sign of each presentation's margin."""
+
+    def verdict(m):
+        return "A" if m > 0 else "B" if m < 0 else "tie"
+
+    counts = {}
+    for pair in bench.pairs:
+        fwd, rev = forward_reverse(pair)
+        back = {"A": "B", "B": "A"}.get(verdict(rev), verdict(rev))
+        chosen = pair.meta["chosen"]
+        c, n = counts.get(pair.meta["task"], (0, 0))
+        counts[pair.meta["task"]] = (c + (verdict(fwd) == chosen) + (back == chosen), n + 2)
+    return counts
+
+
+def test_reward_bench_mmrb2_end_to_end_with_a_reward_and_a_judge(tmp_path, tiny_root):
+    data = write_mmrb2_standin(tmp_path / "data")
+    clip = tiny_reward_preset("clip-score", tiny_root)
+    out = tmp_path / "out"
+    done = run_program(
+        *"--benchmark mmrb2 --data-dir".split(),
+        str(data),
+        "--reward",
+        str(clip),
+        *"--reward tests.eval_fixtures:BrightnessJudge --output-dir".split(),
+        str(out),
+        *"--tasks t2i,edit,interleaved,reasoning --batch-size 1 --bootstrap 200 --device cpu --no-progress".split(),
+    )
+    assert done.returncode == 0, done.stderr
+    results = json.loads((out / "results.json").read_text())
+    bench = load_benchmark("mmrb2", data)
+    clip_result, judge_result = results["rewards"]["clip-score"], results["rewards"]["BrightnessJudge"]
+
+    # The reward scores each distinct (prompt, image) once; the judge sees each pair in both orders.
+    assert clip_result["scoring"]["newly_scored"] == 14 and clip_result["scoring"]["failed"] == 0
+    assert judge_result["scoring"]["newly_scored"] == 14 and judge_result["kind"] == "pairwise"
+
+    score = {(r["prompt"], r["path"]): r["score"] for r in read_cache(Path(clip_result["cache"]))}
+
+    def clip_margins(pair):
+        gap = score[(pair.prompt, str(pair.media_a))] - score[(pair.prompt, str(pair.media_b))]
+        return gap, -gap
+
+    verdicts = {(r["a"], r["b"]): r["prob_a"] for r in read_cache(Path(judge_result["cache"]))}
+
+    def judge_margins(pair):
+        a, b = str(pair.media_a), str(pair.media_b)
+        return verdicts[(a, b)] - 0.5, verdicts[(b, a)] - 0.5
+
+    sizes = {"t2i": 6, "edit": 2, "interleaved": 2, "reasoning": 1}
+    scored = {"t2i": 4, "edit": 2, "interleaved": 1, "reasoning": 0}
+    for result, margins in ((clip_result, clip_margins), (judge_result, judge_margins)):
+        expected = _expected(bench, margins)
+        tasks = result["metrics"]["mmrb2_tasks"]
+        assert list(tasks) == list(sizes)
+        for task, size in sizes.items():
+            c, n = expected.get(task, (0, 0))
+            assert tasks[task]["total_pairs"] == size and tasks[task]["missing_pairs"] == size - scored[task]
+            assert (tasks[task]["total_correct"], tasks[task]["total_evaluated"]) == (c, n)
+            assert tasks[task]["accuracy"] == (c / n if n else 0.0)
+        pooled = sum(c for c, _ in expected.values()) / sum(n for _, n in expected.values())
+        assert result["metrics"]["mmrb2_accuracy"]["value"] == pytest.approx(pooled, abs=1e-12)
+        assert result["metrics"]["mmrb2_accuracy"]["n"] == 7
+
+    # Identical responses (t3) tie for the reward: both its trials are wrong, whatever the label.
+    t3 = next(p for p in bench.pairs if p.id == "t2i/t3")
+    assert clip_margins(t3) == (0.0, -0.0)
+    # The judge's position bias flips the close pairs (t0: astronaut vs moon; t3): exactly 1 of 2 trials each.
+    flips = [p.id for p in bench.pairs if (judge_margins(p)[0] > 0) == (judge_margins(p)[1] > 0)]
+    assert "t2i/t0" in flips and "t2i/t3" in flips
+    assert judge_result["judge"]["order_consistency"] == pytest.approx(1 - len(flips) / len(bench.pairs))
+
+    report = (out / "report.md").read_text()
+    assert "## MMRB2 accuracy (both presentation orders, ties wrong, tasks pooled)" in report
+    assert "| BrightnessJudge | reasoning | 1 | 1 | 0 | n/a |" in report
+    summary = done.stdout
+    assert "MMRB2 (t2i, edit, interleaved, reasoning) - mmrb2_accuracy" in summary
+
+
+def test_tasks_flag_is_checked_before_any_model_loads(tmp_path):
+    data = write_mmrb2_standin(tmp_path / "data")
+    wrong = run_program("--benchmark", "mmrb2", "--data-dir", str(data), "--reward", "brightness", "--tasks", "video")
+    assert wrong.returncode == 2 and "distinct names among" in wrong.stderr
+    other = run_program("--benchmark", "pickapic-v2", "--data-dir", str(data), "--reward", "brightness", "--tasks", "t2i")
+    assert other.returncode == 2 and "--tasks selects MMRB2 tasks" in other.stderr
+    listing = run_program("--list")
+    assert "mmrb2: MMRB2: 1,000 pairs per task" in listing.stdout and "rl-research/multimodal-rewardbench-2" in listing.stdout
