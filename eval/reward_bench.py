@@ -31,8 +31,14 @@ from mmreward import __version__, load_reward
 from mmreward.errors import ConfigError, MMRewardError, UnknownRewardError
 from mmreward.evaluation import metrics, mmrb2_metric
 from mmreward.evaluation import results as res
-from mmreward.evaluation.benchmarks import BENCHMARKS, Benchmark, PreferencePair, list_benchmarks, load_benchmark
-from mmreward.evaluation.benchmarks import mmrb2
+from mmreward.evaluation.benchmarks import (
+    BENCHMARKS,
+    Benchmark,
+    PreferencePair,
+    list_benchmarks,
+    load_benchmark,
+    mmrb2,
+)
 from mmreward.evaluation.report import plot_curves, plot_grouped_bars, write_json, write_text
 from mmreward.evaluation.score_cache import (
     MediaItem,
@@ -200,12 +206,17 @@ def evaluate_reward(
             record = cache.get(item.key)
             return None if record is None or record["error"] is not None else float(record["prob_a"]) - 0.5
 
-        shown = {id(p): (first_shown_margin(f), first_shown_margin(r)) for p, f, r in zip(benchmark.pairs, forward, reverse, strict=True)}
+        shown = {
+            id(p): (first_shown_margin(f), first_shown_margin(r))
+            for p, f, r in zip(benchmark.pairs, forward, reverse, strict=True)
+        }
         result["dimension_sources"] = dict.fromkeys(benchmark.dims)
         result["metrics"] = res.evaluate_pairs(
             benchmark,
             # 2 * P(A better) - 1 with P averaged over the two orders: P_AB(A) - P_BA(B).
-            lambda p: None if None in shown[id(p)] else dict.fromkeys(benchmark.dims, shown[id(p)][0] - shown[id(p)][1]),
+            lambda p: (
+                None if None in shown[id(p)] else dict.fromkeys(benchmark.dims, shown[id(p)][0] - shown[id(p)][1])
+            ),
             probability_gap=lambda margins: margins,
             **boot,
         )
@@ -295,7 +306,10 @@ def _mmrb2_metrics(
         verdicts = {}
         for p in pairs:
             forward, reverse = presented(p)
-            verdicts[p.meta["pair_id"]] = (mmrb2_metric.verdict_from_margin(forward), mmrb2_metric.verdict_from_margin(reverse))
+            verdicts[p.meta["pair_id"]] = (
+                mmrb2_metric.verdict_from_margin(forward),
+                mmrb2_metric.verdict_from_margin(reverse),
+            )
             c, n = mmrb2_metric.pair_trials(p.meta["chosen"], *verdicts[p.meta["pair_id"]])
             correct.append(c)
             counted.append(n)

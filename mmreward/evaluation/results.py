@@ -272,7 +272,12 @@ def render_markdown(run: Mapping[str, Any]) -> str:
             ]
             lines.append(markdown_table(["reward", "accuracy", "threshold on P(A)-P(B)"], rows))
         if bench["protocol"] == "mmrb2":
-            lines += ["", "## MMRB2 accuracy (both presentation orders, ties wrong, tasks pooled)", "", _mmrb2_table(rewards)]
+            lines += [
+                "",
+                "## MMRB2 accuracy (both presentation orders, ties wrong, tasks pooled)",
+                "",
+                _mmrb2_table(rewards),
+            ]
         lines += ["", "## Pairwise accuracy per dimension", "", _pairwise_table(rewards, bench["dims"])]
         lines += ["", _PAIRWISE_NOTE]
         judges = {n: r for n, r in rewards.items() if r["kind"] == "pairwise"}

@@ -79,7 +79,15 @@ def write_mmrb2_standin(data: Path) -> Path:
 def test_loader_reads_the_released_layout_and_fails_bad_pairs_alone(tmp_path):
     data = write_mmrb2_standin(tmp_path / "data")
     bench = load_benchmark("mmrb2", data)
-    assert [p.id for p in bench.pairs] == ["t2i/t0", "t2i/t1", "t2i/t2", "t2i/t3", "edit/e0", "edit/e1", "interleaved/i1"]
+    assert [p.id for p in bench.pairs] == [
+        "t2i/t0",
+        "t2i/t1",
+        "t2i/t2",
+        "t2i/t3",
+        "edit/e0",
+        "edit/e1",
+        "interleaved/i1",
+    ]
     assert bench.dims == ("t2i", "edit", "interleaved")  # reasoning has no single-image pair
     assert bench.subset_sizes == {"t2i": 6, "edit": 2, "interleaved": 2, "reasoning": 1}
     t0, t2, e0 = bench.pairs[0], bench.pairs[2], bench.pairs[4]
@@ -127,7 +135,10 @@ def test_download_writes_the_released_layout_from_hub_parquet(tmp_path, monkeypa
             "response_b_model": "m2",
         }
 
-    write_parquet(data / "edit" / "test-00000-of-00001.parquet", [row("p0", "", "b"), row("p1", "here: <image_1> and the rest", "A")])
+    write_parquet(
+        data / "edit" / "test-00000-of-00001.parquet",
+        [row("p0", "", "b"), row("p1", "here: <image_1> and the rest", "A")],
+    )
     fetched = []
     monkeypatch.setattr(mmrb2, "hub_download", lambda source, folder, patterns: fetched.append(patterns))
     bench = load_benchmark("mmrb2", data, tasks="edit", download=True)
@@ -237,7 +248,12 @@ def test_tasks_flag_is_checked_before_any_model_loads(tmp_path):
     data = write_mmrb2_standin(tmp_path / "data")
     wrong = run_program("--benchmark", "mmrb2", "--data-dir", str(data), "--reward", "brightness", "--tasks", "video")
     assert wrong.returncode == 2 and "distinct names among" in wrong.stderr
-    other = run_program("--benchmark", "pickapic-v2", "--data-dir", str(data), "--reward", "brightness", "--tasks", "t2i")
+    other = run_program(
+        "--benchmark", "pickapic-v2", "--data-dir", str(data), "--reward", "brightness", "--tasks", "t2i"
+    )
     assert other.returncode == 2 and "--tasks selects MMRB2 tasks" in other.stderr
     listing = run_program("--list")
-    assert "mmrb2: MMRB2: 1,000 pairs per task" in listing.stdout and "rl-research/multimodal-rewardbench-2" in listing.stdout
+    assert (
+        "mmrb2: MMRB2: 1,000 pairs per task" in listing.stdout
+        and "rl-research/multimodal-rewardbench-2" in listing.stdout
+    )

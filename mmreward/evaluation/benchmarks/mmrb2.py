@@ -71,7 +71,8 @@ SOURCE = DatasetSource(
     hub_id=HUB_ID,
     files=tuple(f"{task}/test-*.parquet" for task in TASKS),
     layout="DIR/<task>.json ({'pairs': [...]}, task = t2i, edit, interleaved, reasoning) with the images they name "
-    "under DIR (DIR/images, DIR/input_images), as facebookresearch/MMRB2's benchmark/build_from_hf.py writes it",
+    "under DIR (DIR/images, DIR/input_images), as facebookresearch/MMRB2's benchmark/build_from_hf.py writes it; "
+    "--download fetches the Hub parquet into DIR/<task>/ and writes this layout from it",
     license="CC-BY-NC-4.0 (benchmarking only, not for training; prompts and images of source benchmarks keep "
     "their own licences)",
     paper="Hu et al. 2025, Multimodal RewardBench 2: Evaluating Omni Reward Models for Interleaved Text and Image, "
@@ -197,7 +198,9 @@ def load(
             + (f"; {len(bad)} malformed pairs are missing" if bad else "")
         )
     if bad_rows:
-        shown = "; ".join(bad_rows[:_SHOWN_BAD]) + (f"; ... and {len(bad_rows) - _SHOWN_BAD} more" if len(bad_rows) > _SHOWN_BAD else "")
+        shown = "; ".join(bad_rows[:_SHOWN_BAD]) + (
+            f"; ... and {len(bad_rows) - _SHOWN_BAD} more" if len(bad_rows) > _SHOWN_BAD else ""
+        )
         notes.append(f"malformed pairs left out: {shown}")
     if not pairs:
         raise BenchmarkDataError(
@@ -258,7 +261,9 @@ def download(data_dir: Path, tasks: Sequence[str]) -> None:
     for task in tasks:
         files = sorted((data_dir / task).glob("test-*.parquet"))
         if not files:
-            raise BenchmarkDataError(f"the download of MMRB2 {task} left no {task}/test-*.parquet in {str(data_dir)!r}")
+            raise BenchmarkDataError(
+                f"the download of MMRB2 {task} left no {task}/test-*.parquet in {str(data_dir)!r}"
+            )
         pairs = []
         for index, row in enumerate(read_parquet_rows(files, HUB_COLUMNS)):
             where = f"MMRB2 {task} row {index}"
@@ -267,22 +272,31 @@ def download(data_dir: Path, tasks: Sequence[str]) -> None:
                 {
                     "id": pair_id,
                     "prompt_content": _content_from_hub(
-                        row["prompt_text"], row["prompt_images"], data_dir / "input_images" / f"{pair_id}_prompt",
-                        "input_images", where,
+                        row["prompt_text"],
+                        row["prompt_images"],
+                        data_dir / "input_images" / f"{pair_id}_prompt",
+                        "input_images",
+                        where,
                     ),
                     "prompt_source": row.get("prompt_source", ""),
                     "response_a": {
                         "model_name": row.get("response_a_model", ""),
                         "response_content": _content_from_hub(
-                            row["response_a_text"], row["response_a_images"], data_dir / "images" / f"{pair_id}_a",
-                            "images", where,
+                            row["response_a_text"],
+                            row["response_a_images"],
+                            data_dir / "images" / f"{pair_id}_a",
+                            "images",
+                            where,
                         ),
                     },
                     "response_b": {
                         "model_name": row.get("response_b_model", ""),
                         "response_content": _content_from_hub(
-                            row["response_b_text"], row["response_b_images"], data_dir / "images" / f"{pair_id}_b",
-                            "images", where,
+                            row["response_b_text"],
+                            row["response_b_images"],
+                            data_dir / "images" / f"{pair_id}_b",
+                            "images",
+                            where,
                         ),
                     },
                     "chosen": str(row["chosen"] or "").upper(),

@@ -59,8 +59,6 @@ _ROWS = {
 }
 
 BENCHMARK = {task: [{"id": i, "chosen": c} for i, c, _, _ in rows] for task, rows in _ROWS.items()}
-PREDICTIONS = {
-    task: {i: _judged(f, r) for i, _, f, r in rows if f != "missing"} for task, rows in _ROWS.items()
-}
+PREDICTIONS = {task: {i: _judged(f, r) for i, _, f, r in rows if f != "missing"} for task, rows in _ROWS.items()}
 # A prediction for a pair no benchmark file holds: ignored by the reference.
 PREDICTIONS["t2i"]["not-in-benchmark"] = _judged("A", "B")

@@ -63,9 +63,7 @@ def test_bootstrap_estimate_is_the_pooled_ratio():
     assert estimate.low <= estimate.value <= estimate.high and estimate.n == len(per_pair)
 
 
-@pytest.mark.parametrize(
-    ("margin", "verdict"), [(0.3, "A"), (-1e-9, "B"), (0.0, "tie"), (None, None)]
-)
+@pytest.mark.parametrize(("margin", "verdict"), [(0.3, "A"), (-1e-9, "B"), (0.0, "tie"), (None, None)])
 def test_verdicts_from_margins(margin, verdict):
     assert mmrb2_metric.verdict_from_margin(margin) == verdict
 
