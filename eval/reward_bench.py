@@ -22,8 +22,10 @@ from __future__ import annotations
 
 import argparse
 import gc
+import math
 import shlex
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -291,7 +293,7 @@ def evaluate_reward(
 
 def _mmrb2_metrics(
     benchmark: Benchmark,
-    presented: Any,
+    presented: Callable[[PreferencePair], tuple[float | None, float | None]],
     *,
     n_boot: int,
     seed: int,
@@ -332,7 +334,7 @@ def _order_diagnostics(presented: list[tuple[float | None, float | None]]) -> di
     consistency = metrics.order_consistency(agree, failed=failed)
     return {
         "verdicts": len(presented),
-        "order_consistency": None if consistency != consistency else consistency,  # NaN: no pair had both verdicts
+        "order_consistency": None if math.isnan(consistency) else consistency,  # NaN: no pair had both verdicts
         "parse_failure_rate": metrics.parse_failure_rate(failed),
     }
 
