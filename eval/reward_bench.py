@@ -7,7 +7,10 @@
 Rewards are anything ``mmreward.load_reward`` takes: preset names, preset YAML files, saved reward directories,
 ``package.module:Class``. Pointwise rewards score every distinct (prompt, media file) once and margins are score
 gaps; pairwise judges (``kind == "pairwise"``) are asked once per pair in both presentation orders, their margin is
-``2 * P(A better) - 1``, and their order consistency and failure rate are reported.
+``2 * P(A better) - 1``, and their order consistency and failure rate are reported. On MMRB2 (``--tasks`` picks
+its tasks) each pair is presented in both orders as two separate verdicts and scored with MMRB2's own accuracy
+(:mod:`mmreward.evaluation.mmrb2_metric`): a pointwise reward's verdict is the sign of its score gap, a judge's is
+which side it gives ``P > 1/2``.
 
 Scores go to ``OUTPUT_DIR/cache/`` after every batch; rerunning the same command resumes where it stopped and
 does not score cached items again. Outputs: ``report.md``, ``results.json`` (every number, intervals, counts,
@@ -19,15 +22,25 @@ from __future__ import annotations
 
 import argparse
 import gc
+import math
 import shlex
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from mmreward import __version__, load_reward
 from mmreward.errors import ConfigError, MMRewardError, UnknownRewardError
+from mmreward.evaluation import metrics, mmrb2_metric
 from mmreward.evaluation import results as res
-from mmreward.evaluation.benchmarks import BENCHMARKS, Benchmark, list_benchmarks, load_benchmark
+from mmreward.evaluation.benchmarks import (
+    BENCHMARKS,
+    Benchmark,
+    PreferencePair,
+    list_benchmarks,
+    load_benchmark,
+    mmrb2,
+)
 from mmreward.evaluation.report import plot_curves, plot_grouped_bars, write_json, write_text
 from mmreward.evaluation.score_cache import (
     MediaItem,
@@ -62,6 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap replicates for 95%% intervals")
     parser.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
     parser.add_argument("--limit", type=int, default=None, help="only the first N pairs/groups (quick checks)")
+    parser.add_argument(
+        "--tasks", default=None, help="MMRB2 only: comma-separated tasks among t2i,edit,interleaved,reasoning (all)"
+    )
     parser.add_argument("--download", action="store_true", help="fetch missing benchmark files from the HF Hub")
     parser.add_argument("--retry-failed", action="store_true", help="score again items that failed in the cache")
     parser.add_argument(
@@ -92,6 +108,10 @@ def _list_benchmarks() -> str:
 def _check_args(args: argparse.Namespace, parser: argparse.ArgumentParser) -> None:
     if args.benchmark is None or args.data_dir is None or not args.reward:
         parser.error("--benchmark, --data-dir and at least one --reward are required (or --list)")
+    if args.tasks is not None:
+        if args.benchmark != "mmrb2":
+            parser.error(f"--tasks selects MMRB2 tasks; benchmark {args.benchmark!r} has none")
+        mmrb2.parse_tasks(args.tasks)  # a typo fails before any model loads
     for flag, value, minimum in (
         ("--bootstrap", args.bootstrap, 0),
         ("--batch-size", args.batch_size, 1),
@@ -175,7 +195,36 @@ def evaluate_reward(
     result: dict[str, Any] = {"spec": spec, "kind": reward.kind, "cache": str(cache.path)}
     options = {"retry_failed": args.retry_failed, "progress": not args.no_progress}
     boot = {"n_boot": args.bootstrap, "seed": args.seed}
-    if reward.kind == "pairwise":
+    if benchmark.protocol == "mmrb2" and reward.kind == "pairwise":
+        # MMRB2 asks the judge once per presentation order: (A, B) and (B, A), each verdict its own trial.
+        forward, reverse = [], []
+        for p in benchmark.pairs:
+            key_a, key_b = key_of(p.prompt, p.media_a), key_of(p.prompt, p.media_b)
+            forward.append(PairItem(p.prompt, p.media_a, p.media_b, pair_key(p.prompt, key_a, key_b, "ab")))
+            reverse.append(PairItem(p.prompt, p.media_b, p.media_a, pair_key(p.prompt, key_b, key_a, "ab")))
+        stats = judge_pairs_into_cache(reward, forward + reverse, cache, orders="ab", **options)
+
+        def first_shown_margin(item: PairItem) -> float | None:
+            record = cache.get(item.key)
+            return None if record is None or record["error"] is not None else float(record["prob_a"]) - 0.5
+
+        shown = {
+            id(p): (first_shown_margin(f), first_shown_margin(r))
+            for p, f, r in zip(benchmark.pairs, forward, reverse, strict=True)
+        }
+        result["dimension_sources"] = dict.fromkeys(benchmark.dims)
+        result["metrics"] = res.evaluate_pairs(
+            benchmark,
+            # 2 * P(A better) - 1 with P averaged over the two orders: P_AB(A) - P_BA(B).
+            lambda p: (
+                None if None in shown[id(p)] else dict.fromkeys(benchmark.dims, shown[id(p)][0] - shown[id(p)][1])
+            ),
+            probability_gap=lambda margins: margins,
+            **boot,
+        )
+        result["metrics"].update(_mmrb2_metrics(benchmark, lambda p: shown[id(p)], **boot))
+        result["judge"] = _order_diagnostics(list(shown.values()))
+    elif reward.kind == "pairwise":
         pairs = [*benchmark.pairs, *benchmark.validation_pairs]
         items = [
             PairItem(
@@ -206,7 +255,25 @@ def evaluate_reward(
         def score_of(prompt: str, path: Path):
             return cache.get(key_of(prompt, path))
 
-        if benchmark.protocol == "ranking":
+        if benchmark.protocol == "mmrb2":
+            sources = res.dimension_sources(benchmark.dims, reward.dims)
+            gap = res.pointwise_margin_fn(score_of, dict.fromkeys(benchmark.dims))
+
+            def presented(pair: PreferencePair) -> tuple[float | None, float | None]:
+                # Scores do not depend on the order: (B, A) shown is the same gap, negated.
+                margins = gap(pair)
+                margin = None if not margins else next(iter(margins.values()))
+                return (margin, None if margin is None else -margin)
+
+            result["dimension_sources"] = sources
+            result["metrics"] = res.evaluate_pairs(
+                benchmark,
+                res.pointwise_margin_fn(score_of, sources),
+                probability_gap=res.probability_gap_for_scores(reward.pairwise_scale),
+                **boot,
+            )
+            result["metrics"].update(_mmrb2_metrics(benchmark, presented, **boot))
+        elif benchmark.protocol == "ranking":
             result["dimension_sources"] = {"Overall": None}
             result["metrics"] = res.evaluate_groups(benchmark, score_of, **boot)
         else:
@@ -222,6 +289,54 @@ def evaluate_reward(
     del reward
     gc.collect()  # free the model before the next reward loads
     return result
+
+
+def _mmrb2_metrics(
+    benchmark: Benchmark,
+    presented: Callable[[PreferencePair], tuple[float | None, float | None]],
+    *,
+    n_boot: int,
+    seed: int,
+) -> dict[str, Any]:
+    """MMRB2's accuracy per task and pooled, from ``presented(pair)`` = the margins (first shown minus second, None
+    where failed) of the forward (A, B) and reverse (B, A) presentations. Pairs the loader left out (not single-image,
+    malformed) and pairs beyond --limit are the reference's missing pairs."""
+    tasks: dict[str, Any] = {}
+    correct, counted = [], []
+    for task, size in benchmark.subset_sizes.items():
+        pairs = [p for p in benchmark.pairs if p.meta["task"] == task]
+        verdicts = {}
+        for p in pairs:
+            forward, reverse = presented(p)
+            verdicts[p.meta["pair_id"]] = (
+                mmrb2_metric.verdict_from_margin(forward),
+                mmrb2_metric.verdict_from_margin(reverse),
+            )
+            c, n = mmrb2_metric.pair_trials(p.meta["chosen"], *verdicts[p.meta["pair_id"]])
+            correct.append(c)
+            counted.append(n)
+        found = mmrb2_metric.task_accuracy(task, [(p.meta["pair_id"], p.meta["chosen"]) for p in pairs], verdicts)
+        absent = size - len(pairs)
+        tasks[task] = found.to_dict() | {"total_pairs": size, "missing_pairs": found.missing_pairs + absent}
+    estimate = mmrb2_metric.accuracy_ci(correct, counted, n_boot=n_boot, seed=seed)
+    return {"mmrb2_accuracy": None if estimate is None else estimate.to_dict(), "mmrb2_tasks": tasks}
+
+
+def _order_diagnostics(presented: list[tuple[float | None, float | None]]) -> dict[str, Any]:
+    """Order consistency (the two presentations pick the same response) and failure rate of a judge's verdicts."""
+    if not presented:
+        return {"verdicts": 0, "order_consistency": None, "parse_failure_rate": None}
+    failed = [None in margins for margins in presented]
+    agree = [
+        not f and mmrb2_metric.verdict_from_margin(fwd) == mmrb2_metric.flip(mmrb2_metric.verdict_from_margin(rev))
+        for f, (fwd, rev) in zip(failed, presented, strict=True)
+    ]
+    consistency = metrics.order_consistency(agree, failed=failed)
+    return {
+        "verdicts": len(presented),
+        "order_consistency": None if math.isnan(consistency) else consistency,  # NaN: no pair had both verdicts
+        "parse_failure_rate": metrics.parse_failure_rate(failed),
+    }
 
 
 def write_plots(run: dict[str, Any], output_dir: Path) -> list[str]:
@@ -311,7 +426,8 @@ def _labels(specs: list[str]) -> list[str]:
 
 
 def run(args: argparse.Namespace) -> int:
-    benchmark = load_benchmark(args.benchmark, args.data_dir, download=args.download).limited(args.limit)
+    options = {} if args.tasks is None else {"tasks": args.tasks}
+    benchmark = load_benchmark(args.benchmark, args.data_dir, download=args.download, **options).limited(args.limit)
     output_dir = args.output_dir or Path("outputs") / "reward_bench" / benchmark.name
     output_dir.mkdir(parents=True, exist_ok=True)
     root = Path(args.data_dir).expanduser().resolve()

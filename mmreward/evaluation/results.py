@@ -237,7 +237,7 @@ def probability_gap_for_scores(scale: float) -> Callable[[np.ndarray], np.ndarra
 def headline(result: Mapping[str, Any], benchmark: Mapping[str, Any]) -> Mapping[str, Any] | None:
     """The estimate a benchmark's papers report for one reward's metrics (first dimension for pairwise ones)."""
     name = benchmark["headline"]
-    if benchmark["protocol"] == "ranking" or name == "pickscore_accuracy":
+    if benchmark["protocol"] in ("ranking", "mmrb2") or name == "pickscore_accuracy":
         return result["metrics"].get(name)
     return result["metrics"]["dims"][primary_dimension(benchmark["dims"])].get(name)
 
@@ -271,6 +271,13 @@ def render_markdown(run: Mapping[str, Any]) -> str:
                 for name, r in rewards.items()
             ]
             lines.append(markdown_table(["reward", "accuracy", "threshold on P(A)-P(B)"], rows))
+        if bench["protocol"] == "mmrb2":
+            lines += [
+                "",
+                "## MMRB2 accuracy (both presentation orders, ties wrong, tasks pooled)",
+                "",
+                _mmrb2_table(rewards),
+            ]
         lines += ["", "## Pairwise accuracy per dimension", "", _pairwise_table(rewards, bench["dims"])]
         lines += ["", _PAIRWISE_NOTE]
         judges = {n: r for n, r in rewards.items() if r["kind"] == "pairwise"}
@@ -313,6 +320,17 @@ _PAIRWISE_NOTE = (
     "fitted on this benchmark; eps is in each reward's margin units. Tie-credit accuracy gives a model tie half "
     "credit on decisive pairs (MJ-Bench-Video's tie-aware accuracy)."
 )
+
+
+def _mmrb2_table(rewards: Mapping[str, Any]) -> str:
+    headers = ["reward", "task", "pairs", "missing", "trials", "accuracy"]
+    rows = []
+    for name, reward in rewards.items():
+        for task, t in reward["metrics"]["mmrb2_tasks"].items():
+            accuracy = percent(t["accuracy"], 2) if t["total_evaluated"] else "n/a"
+            rows.append([name, task, t["total_pairs"], t["missing_pairs"], t["total_evaluated"], accuracy])
+        rows.append([name, "overall (pooled)", "", "", "", format_estimate(reward["metrics"]["mmrb2_accuracy"], 2)])
+    return markdown_table(headers, rows)
 
 
 def _threshold(estimate: Mapping[str, Any] | None) -> str:

@@ -13,7 +13,14 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from mmreward.evaluation.benchmarks import genai_bench, mjbench_video, pickapic, rankings, videogen_rewardbench
+from mmreward.evaluation.benchmarks import (
+    genai_bench,
+    mjbench_video,
+    mmrb2,
+    pickapic,
+    rankings,
+    videogen_rewardbench,
+)
 from mmreward.evaluation.benchmarks.base import (
     Benchmark,
     BenchmarkDataError,
@@ -60,6 +67,12 @@ BENCHMARKS: dict[str, BenchmarkEntry] = {
     "mjbench-video": BenchmarkEntry(
         mjbench_video.load, mjbench_video.SOURCE, "1,085 T2V pairs, 5 aspects; strict acc"
     ),
+    "mmrb2": BenchmarkEntry(
+        mmrb2.load,
+        mmrb2.SOURCE,
+        "MMRB2: 1,000 pairs per task (t2i, edit, interleaved, reasoning; --tasks); acc over both orders, "
+        "single-image pairs",
+    ),
 }
 
 
@@ -71,7 +84,7 @@ def list_benchmarks() -> list[str]:
 def load_benchmark(name: str, data_dir: str | Path, *, download: bool = False, **options: Any) -> Benchmark:
     """Load benchmark ``name`` from ``data_dir``; ``download=True`` first fetches missing files from the Hub.
 
-    ``options`` go to the loader (e.g. ``votes_file`` for GenAI-Bench).
+    ``options`` go to the loader (e.g. ``votes_file`` for GenAI-Bench, ``tasks`` for MMRB2).
     """
     if name not in BENCHMARKS:
         raise BenchmarkDataError(f"unknown benchmark {name!r}; available: {', '.join(list_benchmarks())}")

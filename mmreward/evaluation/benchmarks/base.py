@@ -25,7 +25,7 @@ from mmreward.errors import MMRewardError
 # Label files shipped with mmreward (the project's data/benchmarks, linked into the package).
 SHIPPED_LABELS = Path(__file__).resolve().parent / "labels"
 
-Protocol = Literal["pairwise", "pickscore", "ranking"]
+Protocol = Literal["pairwise", "pickscore", "ranking", "mmrb2"]
 _MISSING_SHOWN = 5
 
 
@@ -119,7 +119,8 @@ class Benchmark:
         title: human-readable name with split.
         media_kind: ``"image"`` or ``"video"``.
         protocol: which metrics apply: ``"pairwise"`` (accuracy with/without ties per dimension), ``"pickscore"``
-            (PickScore's tie accuracy with a validation split, plus the pairwise metrics) or ``"ranking"``.
+            (PickScore's tie accuracy with a validation split, plus the pairwise metrics), ``"ranking"`` or
+            ``"mmrb2"`` (MMRB2's accuracy over both presentation orders, plus the pairwise metrics per task).
         dims: label dimensions, in report order.
         pairs: test pairs (pairwise and pickscore protocols).
         validation_pairs: pairs used only to choose a threshold (Pick-a-Pic ``validation_unique``).
@@ -128,6 +129,8 @@ class Benchmark:
         source: where the data lives.
         references: published numbers, for the report.
         notes: facts about this load a reader needs (excluded pairs, split).
+        subset_sizes: pairs per subset (task) in the published files, loaded or not (MMRB2's metric reports the
+            pairs it leaves out as missing).
     """
 
     name: str
@@ -142,6 +145,7 @@ class Benchmark:
     groups: list[RankedGroup] = field(default_factory=list)
     references: tuple[ReferenceResult, ...] = ()
     notes: list[str] = field(default_factory=list)
+    subset_sizes: dict[str, int] = field(default_factory=dict)
 
     def media_paths(self) -> list[Path]:
         """Every media path the benchmark uses (with repeats)."""

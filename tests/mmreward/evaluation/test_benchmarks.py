@@ -41,6 +41,7 @@ def test_registry_lists_every_benchmark_of_the_issue():
         "hpdv2-test",
         "imagereward-test",
         "mjbench-video",
+        "mmrb2",
         "pickapic-v2",
         "videogen-rewardbench",
     ]
