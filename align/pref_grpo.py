@@ -69,8 +69,8 @@ from mmreward.rewards.mix import RewardMix
 from mmreward.rewards.registry import load_reward
 from mmreward.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from mmreward.train.config import parse_config, require_positive
-from mmreward.train.policy import encode_prompts_once, load_lora_policy
-from mmreward.train.run import clock, data_checked, finish_lora_run, open_run, require_steps, start_processes
+from mmreward.train.policy import encode_prompts_once, load_policy
+from mmreward.train.run import clock, data_checked, finish_policy_run, open_run, require_steps, start_processes
 from mmreward.train.sections import FlowModelConfig, LoraConfig, PromptDataConfig, check_media_kind
 
 # ----------------------------------------------------------------------------------------------------- config
@@ -166,7 +166,8 @@ def main(cfg: PrefGRPOConfig) -> Path | None:
     features = load_diversity_features(eval_cfg, device)
 
     # -- model, adapter, reference, optimizer
-    policy = load_lora_policy(cfg, accelerator, optimizer_steps=train.optimizer_steps())
+    needs_reference = cfg.loss.kl_beta > 0 or bool(eval_cfg.every)  # the KL term; the base model's eval samples
+    policy = load_policy(cfg, accelerator, optimizer_steps=train.optimizer_steps(), needs_reference=needs_reference)
     encode_prompts_once(
         policy.model, {*prompts, *eval_prompts, rollout_cfg.negative_prompt}, cfg.model.prompt_cache_size
     )
@@ -175,10 +176,9 @@ def main(cfg: PrefGRPOConfig) -> Path | None:
 
     # -- resume
     step, failed_total = 0, 0
-    states = policy.states()
     checkpoint = latest_checkpoint(output / "checkpoints") if train.resume else None
     if checkpoint is not None:
-        state = load_checkpoint(checkpoint, modules={"transformer": policy.unwrapped}, states=states, rank=rank)
+        state = load_checkpoint(checkpoint, **policy.checkpoint_args(), rank=rank)
         step, failed_total, guard.skipped = state["step"], state["failed_total"], state["nonfinite_skipped"]
     first_step = step
 
@@ -259,15 +259,14 @@ def main(cfg: PrefGRPOConfig) -> Path | None:
             save_checkpoint(
                 output / "checkpoints",
                 step,
-                modules={"transformer": policy.unwrapped},
-                states=states,
+                **policy.trained_state(),
                 extra={"failed_total": failed_total, "nonfinite_skipped": guard.skipped},
                 keep_last=train.keep_checkpoints,
                 rank=rank,
                 barrier=accelerator.wait_for_everyone,
             )
 
-    return finish_lora_run(run, policy)
+    return finish_policy_run(run, policy)
 
 
 if __name__ == "__main__":
