@@ -54,7 +54,8 @@ def export_policy(policy: Any, output: Path, *, is_main_process: bool) -> Path:
         elif is_main_process:
             params = dict(module.named_parameters())
             source = {n: p for n, p in params.items() if p.requires_grad} if lora else module.state_dict()
-            state = {name: t.detach().cpu().contiguous() for name, t in source.items()}
+            # A copy: on the CPU .cpu() would alias the live tensors, which the EMA swap restores on exit.
+            state = {name: t.detach().to("cpu", copy=True).contiguous() for name, t in source.items()}
         else:
             state = {}
     directory = output / (LORA_DIR if lora else TRANSFORMER_DIR)

@@ -25,6 +25,9 @@ What this module does, the way the engine is meant to be used (PyTorch FSDP2 tut
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
@@ -165,7 +168,8 @@ class ShardedState:
     def save(self, directory: Path) -> None:
         import torch.distributed.checkpoint as dcp
 
-        dcp.save(self._state(), checkpoint_id=str(directory / SHARDED_DIR), no_dist=not _distributed())
+        with _single_process_quiet():
+            dcp.save(self._state(), checkpoint_id=str(directory / SHARDED_DIR))
 
     def load(self, directory: Path) -> None:
         import torch.distributed.checkpoint as dcp
@@ -178,13 +182,18 @@ class ShardedState:
                 "train.sharding ddp; resume with the same sharding or start a new output_dir"
             )
         state = self._state()
-        dcp.load(state, checkpoint_id=str(path), no_dist=not _distributed())
+        with _single_process_quiet():
+            dcp.load(state, checkpoint_id=str(path))
         set_model_state_dict(self.module, state["model"], options=_state_options(strict=not self.trainable_only))
         set_optimizer_state_dict(self.module, self.optimizer, state["optimizer"])
         for name, obj in self.extras.items():
             obj.load_state_dict(state[name])
 
 
-def _distributed() -> bool:
-    """Whether a process group is up (one process runs without one; the checkpoint layout is the same)."""
-    return torch.distributed.is_available() and torch.distributed.is_initialized()
+@contextmanager
+def _single_process_quiet() -> Iterator[None]:
+    """Silence torch's warning that a checkpoint is saved or loaded without a process group: one process runs
+    without one on purpose (the layout is the same, so its checkpoints resume under several processes too)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled", category=UserWarning)
+        yield
