@@ -187,7 +187,9 @@ def load_policy(cfg: Any, accelerator: Any, optimizer_steps: int, *, needs_refer
     train = cfg.train
     full = cfg.model.train == "full"
     sharding = resolve_sharding(train.sharding, accelerator)
-    sharded = sharding == "fsdp2" and accelerator.num_processes > 1
+    # One process without a process group (a plain ``python`` run) trains the same model unsharded, with the same
+    # checkpoint layout; under a launcher even one process shards (the path a single GPU with fsdp.yaml takes).
+    sharded = sharding == "fsdp2" and torch.distributed.is_available() and torch.distributed.is_initialized()
     precision_dtype = PRECISION_DTYPES[accelerator.mixed_precision]
     model = load_flow_model(
         cfg.model.family,
