@@ -18,7 +18,6 @@ import math
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -29,7 +28,7 @@ from mmreward.flow.models import FlowModel, load_flow_model
 from mmreward.train.ema import EMA
 from mmreward.train.guards import NonFiniteGuard
 from mmreward.train.lora import LoraReference, add_lora
-from mmreward.train.sharding import Sharding, ShardedState, clip_grad_norm, resolve_sharding, shard_model
+from mmreward.train.sharding import ShardedState, Sharding, clip_grad_norm, resolve_sharding, shard_model
 
 
 @dataclass
@@ -161,7 +160,9 @@ class Policy:
         if self.sharding != "fsdp2":
             return None
         extras = {"ema": self.ema} if self.ema is not None else {}
-        return ShardedState(self.unwrapped, self.optimizer.optimizer, trainable_only=self.trainable_only, extras=extras)
+        return ShardedState(
+            self.unwrapped, self.optimizer.optimizer, trainable_only=self.trainable_only, extras=extras
+        )
 
     def checkpoint_args(self) -> dict[str, Any]:
         """Keyword arguments of ``save_checkpoint``/``load_checkpoint`` for this policy."""

@@ -83,7 +83,11 @@ EXPECTED = {
     ],
     "bench_sharding": [
         r"full fine-tuning, SD3 MM-DiT 2 layers x 2 heads x 16, 2 processes",
-        *(rf"{mode}\s+{rank}\s+{NUMBER}\s+{NUMBER}\s+{NUMBER}\s+{NUMBER}" for mode in ("ddp", "fsdp2") for rank in (0, 1)),
+        *(
+            rf"{mode}\s+{rank}\s+{NUMBER}\s+{NUMBER}\s+{NUMBER}\s+{NUMBER}"
+            for mode in ("ddp", "fsdp2")
+            for rank in (0, 1)
+        ),
         # The counts are tensor sizes, not timings: exactly half, as the sharding of every tensor over 2 processes
         r"fsdp2 / ddp per process \(largest process\): 0\.5[0-4]\dx \(goal <= 0\.55x\)",
     ],
