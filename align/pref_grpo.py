@@ -23,13 +23,16 @@ processes; rewards of a group are computed with the whole group in hand (media a
 when a group spans processes); advantages per prompt; ``train.updates_per_step`` optimizer steps of micro-batches
 over the trained steps (the loop pieces are functions of :mod:`mmreward.alignment`, shared with Adv-GRPO).
 ``--check-on-policy`` stops the run if the first inner step's importance ratio is not 1 and names the setting that
-breaks it (CFG, batch size, precision).
+breaks it (CFG, batch size, precision). ``model.train: full`` fine-tunes every transformer weight (KL reference: a
+frozen copy of the initial weights); ``train.sharding: fsdp2`` or ``configs/accelerate/fsdp.yaml`` shards the model,
+gradients and optimizer state with FSDP2 (``configs/tiny/pref_grpo_fsdp.yaml``; :mod:`mmreward.train.sharding`).
 
 Writes ``output_dir/config.yaml``, ``metrics.jsonl`` (reward, advantages, ratio, clip fraction, KL, grad norm,
 step-time split; ``eval/*`` rows with held-out rewards, win rate against the base model and diversity),
 ``eval/step-*.png`` (``.mp4`` for video) sample grids, ``reward_failures.jsonl``, atomic checkpoints under
 ``checkpoints/`` (resumed automatically), and the final LoRA in the diffusers format under ``lora/`` (EMA weights
-when EMA is on): ``pipeline.load_lora_weights(output_dir/lora)``.
+when EMA is on): ``pipeline.load_lora_weights(output_dir/lora)``; a full fine-tune writes the transformer in the
+diffusers model layout under ``transformer/`` instead.
 """
 
 from __future__ import annotations

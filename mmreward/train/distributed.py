@@ -20,15 +20,16 @@ def make_accelerator(**kwargs: Any) -> Any:
     return Accelerator(cpu=several and not torch.cuda.is_available(), **kwargs)
 
 
-def check_launch(accelerator: Any, sharding: str) -> None:
+def check_launch(accelerator: Any, sharding: str) -> str:
     """Fail early, with the fix, when a program is launched in a way it cannot train correctly: more processes
     than accelerate set up (:func:`check_launched_processes`), or an engine the programs do not drive
     (DeepSpeed; :func:`mmreward.train.sharding.resolve_sharding` names the alternative). DDP and FSDP2
-    (``train.sharding: fsdp2`` or an accelerate config with ``distributed_type: FSDP``) train."""
+    (``train.sharding: fsdp2`` or an accelerate config with ``distributed_type: FSDP``) train. Returns the
+    sharding the run uses."""
     from mmreward.train.sharding import resolve_sharding
 
     check_launched_processes(accelerator)
-    resolve_sharding(sharding, accelerator)
+    return resolve_sharding(sharding, accelerator)
 
 
 def check_launched_processes(accelerator: Any) -> None:

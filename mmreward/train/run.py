@@ -35,9 +35,27 @@ def start_processes(cfg: Any, program: str) -> Accelerator:
     written yet, so checks that need the process count (and reading the prompts) can still fail cleanly before
     :func:`open_run`."""
     accelerator = make_accelerator(mixed_precision=cfg.train.mixed_precision)
-    check_launch(accelerator, cfg.train.sharding)
+    check_scale_support(cfg, program, check_launch(accelerator, cfg.train.sharding))
     check_attention(cfg.model.attention, accelerator.device)
     return accelerator
+
+
+# Programs whose loop saves, resumes and exports through Policy.checkpoint_args / finish_policy_run, so that full
+# fine-tuning and FSDP2 shards are handled; the others save the adapter from the main process.
+SCALED_PROGRAMS = ("pref_grpo",)
+
+
+def check_scale_support(cfg: Any, program: str, sharding: str) -> None:
+    """Refuse ``model.train: full`` and FSDP2 (``train.sharding`` or an FSDP accelerate config) in a program whose
+    checkpoints are not written for them yet, naming the one that has them."""
+    if program in SCALED_PROGRAMS:
+        return
+    if cfg.model.train != "lora" or sharding != "ddp":
+        raise ConfigError(
+            f"{program} trains LoRA under DDP (model.train lora, train.sharding ddp, multi_gpu.yaml); got model.train "
+            f"{cfg.model.train} with {sharding}. Full fine-tuning and FSDP2 sharding are available in "
+            f"{', '.join(f'align/{p}.py' for p in SCALED_PROGRAMS)}"
+        )
 
 
 def require_steps(max_steps: int) -> None:
