@@ -77,17 +77,24 @@ def block_classes(module: nn.Module) -> set[str]:
     return names
 
 
-def shard_model(module: nn.Module, *, mixed_precision: str = "no", reshard_after_forward: bool = True) -> int:
+def shard_model(
+    module: nn.Module,
+    *,
+    mixed_precision: str = "no",
+    reshard_after_forward: bool = True,
+    blocks: set[str] | None = None,
+) -> int:
     """``fully_shard`` every block of ``module`` and then the root, in place (the module keeps its class
     interface; it becomes an ``FSDPModule`` whose parameters are DTensors sharded on dim 0). Needs the process
     group (accelerate sets it up). Returns the number of blocks sharded.
 
     ``mixed_precision`` (``train.mixed_precision``): ``no`` computes in the parameters' dtype; ``bf16``/``fp16``
     casts the gathered parameters to that dtype for compute and reduces gradients in fp32 (the master parameters
-    and the optimizer stay in their own dtype)."""
+    and the optimizer stay in their own dtype). ``blocks``: the block class names, default
+    :func:`block_classes` of ``module``."""
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
-    names = block_classes(module)
+    names = blocks or block_classes(module)
     param_dtype = _PRECISION[mixed_precision]
     policy = MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=torch.float32 if param_dtype else None)
     blocks = [m for m in module.modules() if type(m).__name__ in names and m is not module]
@@ -97,6 +104,42 @@ def shard_model(module: nn.Module, *, mixed_precision: str = "no", reshard_after
         fully_shard(block, mp_policy=policy, reshard_after_forward=reshard_after_forward)
     fully_shard(module, mp_policy=policy, reshard_after_forward=reshard_after_forward)
     return len(blocks)
+
+
+def shard_with_groups(
+    module: nn.Module, groups: list[dict[str, Any]], *, blocks_of: nn.Module | None = None, mixed_precision: str = "no"
+) -> list[dict[str, Any]]:
+    """:func:`shard_model` on ``module`` (its blocks found on ``blocks_of``, default ``module``: a wrapper such as a
+    reward scorer shards the blocks of the model it holds) and the optimizer parameter ``groups`` rebuilt on the
+    sharded parameters (``fully_shard`` replaces every parameter by a DTensor one; names stay)."""
+    names = {id(p): name for name, p in module.named_parameters()}
+    by_name = [[names[id(p)] for p in group["params"]] for group in groups]
+    shard_model(module, mixed_precision=mixed_precision, blocks=block_classes(blocks_of or module))
+    params = dict(module.named_parameters())
+    return [{**group, "params": [params[n] for n in named]} for group, named in zip(groups, by_name, strict=True)]
+
+
+class OptimizerSteps:
+    """The optimizer and learning-rate schedule of a loop with gradient accumulation, stepped as accelerate's
+    wrappers step them: once per optimizer step (when the gradients sync), the schedule ``num_processes`` times (it
+    counts per-process batches). ``prepared``: both are accelerate's wrappers already, which do this themselves;
+    otherwise (FSDP2: accelerate never sees the model) it is done here."""
+
+    def __init__(self, optimizer: Any, scheduler: Any, accelerator: Any, *, prepared: bool) -> None:
+        self.optimizer, self.scheduler, self.accelerator, self.prepared = optimizer, scheduler, accelerator, prepared
+
+    def step(self) -> None:
+        if self.prepared:
+            self.optimizer.step()
+            self.scheduler.step()
+        elif self.accelerator.sync_gradients:
+            self.optimizer.step()
+            for _ in range(self.accelerator.num_processes):
+                self.scheduler.step()
+
+    def zero_grad(self) -> None:
+        if self.prepared or self.accelerator.sync_gradients:
+            self.optimizer.zero_grad()
 
 
 def is_sharded(module: nn.Module) -> bool:
