@@ -18,18 +18,20 @@ from align.pref_grpo import PrefGRPOConfig, main
 from mmreward.tiny_models import tiny_pipeline
 from mmreward.train.config import parse_config
 from mmreward.train.tracking import read_metrics
-from tests.program_runs import accelerate_launch
+from tests.program_runs import accelerate_launch, assert_lora_changes_tiny_sd3
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG = REPO / "configs" / "tiny" / "pref_grpo_fsdp.yaml"
 WEIGHTS = Path("transformer") / "diffusion_pytorch_model.safetensors"
+LORA = ["--model.train", "lora", "--lora.rank", "4", "--lora.alpha", "8", "--train.learning_rate", "3e-3"]
 
 
-def _launch(output: Path) -> subprocess.CompletedProcess:
+def _launch(output: Path, *overrides: str) -> subprocess.CompletedProcess:
     # No ACCELERATE_USE_CPU: the programs train together over gloo when launched on a machine without GPUs.
     env = {k: v for k, v in os.environ.items() if k != "ACCELERATE_USE_CPU"}
     env |= {"PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
     command = [*accelerate_launch(2), "align/pref_grpo.py", "--config", str(CONFIG), "--output_dir", str(output)]
+    command += overrides
     return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
 
 
@@ -109,3 +111,21 @@ def test_exported_transformer_loads_into_a_pipeline_without_mmreward(sharded_run
     before = base("a cat", generator=torch.Generator().manual_seed(0), **kwargs).images
     after = tuned("a cat", generator=torch.Generator().manual_seed(0), **kwargs).images
     assert not torch.allclose(before, after)
+
+
+def test_lora_sharded_with_fsdp2_equals_one_process_and_its_adapter_loads(tmp_path):
+    """The adapter is sharded with the frozen base it sits on; the reference is the base (adapter disabled), the
+    export gathers the adapter into the diffusers LoRA format."""
+    result = _launch(tmp_path / "fsdp", *LORA)
+    assert result.returncode == 0, result.stderr[-3000:]
+    main(parse_config(PrefGRPOConfig, ["--config", str(CONFIG), "--output_dir", str(tmp_path / "one"), *LORA]))
+    single, sharded = read_metrics(tmp_path / "one"), read_metrics(tmp_path / "fsdp")
+    for a, b in zip(single, sharded, strict=True):
+        assert b["grad_norm"] == pytest.approx(a["grad_norm"], rel=1e-4)
+        assert b["update/kl"] == pytest.approx(a["update/kl"], rel=1e-3, abs=1e-12)
+    adapter = Path("lora") / "pytorch_lora_weights.safetensors"
+    one, two = load_file(tmp_path / "one" / adapter), load_file(tmp_path / "fsdp" / adapter)
+    assert set(one) == set(two) and any("lora_B" in k and v.abs().sum() > 0 for k, v in two.items())
+    for key, value in one.items():
+        assert (two[key] - value).norm() <= 1e-2 * value.norm() + 1e-7, key
+    assert_lora_changes_tiny_sd3(tmp_path / "fsdp" / "lora")
