@@ -2,7 +2,7 @@
 that each of 2 processes holds after one optimizer step of a transformer, sharded the way the training programs
 shard it (:func:`mmreward.train.sharding.shard_model`: ``fully_shard`` per block, then the root).
 
-    python benchmarks/bench_sharding.py                 # SD3 MM-DiT, 8 layers, 8 heads x 64 (~150M parameters)
+    python benchmarks/bench_sharding.py                 # SD3 MM-DiT, 8 layers, 8 heads x 64 (~74M parameters)
     python benchmarks/bench_sharding.py --layers 4 --heads 4
     python benchmarks/bench_sharding.py --smoke         # 2 layers, 2 heads x 16: checks that it runs
 
@@ -14,7 +14,9 @@ Activations and communication buffers are not counted: they depend on the batch,
 training state. The goal is ``<= 0.55x`` of DDP per process with 2 processes (ideal 0.5x; the root's small
 tensors are sharded too, so the excess is the padding only).
 
-Measured on the shared 2-core CPU machine, default size: see the printed table (bytes are exact, not timed).
+Measured on the shared 2-core CPU machine, default size (~74M parameters; bytes are exact, not timed), per process:
+DDP 282.0 MiB parameters + 282.0 gradients + 564.1 AdamW = 1128.1 MiB; FSDP2 141.0 + 141.0 + 282.0 = 564.1 MiB;
+``fsdp2 / ddp per process (largest process): 0.500x``. ZeRO-3 is not measured here (DeepSpeed needs a GPU).
 """
 
 from __future__ import annotations
