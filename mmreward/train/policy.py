@@ -155,22 +155,24 @@ class Policy:
         """The weights the main process saves (none under FSDP2: every process writes its shards)."""
         return {} if self.sharding == "fsdp2" else {"transformer": self.unwrapped}
 
-    def collective(self) -> ShardedState | None:
-        """The sharded part of a checkpoint under FSDP2: weights, optimizer and EMA state."""
+    def collective(self, extras: dict[str, Any] | None = None) -> ShardedState | None:
+        """The sharded part of a checkpoint under FSDP2: weights, optimizer, EMA state and ``extras``."""
         if self.sharding != "fsdp2":
             return None
-        extras = {"ema": self.ema} if self.ema is not None else {}
+        extras = {**({"ema": self.ema} if self.ema is not None else {}), **(extras or {})}
         return ShardedState(
             self.unwrapped, self.optimizer.optimizer, trainable_only=self.trainable_only, extras=extras
         )
 
-    def checkpoint_args(self) -> dict[str, Any]:
-        """Keyword arguments of ``save_checkpoint``/``load_checkpoint`` for this policy."""
-        return {"modules": self.modules(), "states": self.states(), "collective": self.collective()}
+    def checkpoint_args(self, extras: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Keyword arguments of ``save_checkpoint``/``load_checkpoint`` for this policy. ``extras``: more state
+        shaped like the weights (a reference snapshot): sharded under FSDP2, saved by the main process otherwise."""
+        states = {**self.states(), **(extras or {})} if self.sharding == "ddp" else self.states()
+        return {"modules": self.modules(), "states": states, "collective": self.collective(extras)}
 
-    def trained_state(self) -> dict[str, Any]:
+    def trained_state(self, extras: dict[str, Any] | None = None) -> dict[str, Any]:
         """Keyword arguments that save the trained weights in a checkpoint (``trainable_only`` included)."""
-        return {**self.checkpoint_args(), "trainable_only": self.trainable_only}
+        return {**self.checkpoint_args(extras), "trainable_only": self.trainable_only}
 
 
 LoraPolicy = Policy  # the name the GRPO update and evaluation modules annotate with

@@ -52,7 +52,7 @@ def test_blocks_are_the_classes_the_model_keeps_whole():
 @pytest.mark.parametrize(("train", "sharding"), [("full", "ddp"), ("lora", "fsdp2")])
 def test_programs_not_ported_refuse_full_training_and_fsdp2(train, sharding):
     cfg = SimpleNamespace(model=FlowModelConfig(path="tiny", train=train))
-    with pytest.raises(ConfigError, match=r"flow_dpo trains LoRA under DDP.*available in align/pref_grpo.py"):
-        check_scale_support(cfg, "flow_dpo", sharding)
-    check_scale_support(cfg, "pref_grpo", sharding)
-    check_scale_support(SimpleNamespace(model=FlowModelConfig(path="tiny")), "flow_dpo", "ddp")
+    with pytest.raises(ConfigError, match=r"adv_grpo trains LoRA under DDP.*available in align/pref_grpo.py"):
+        check_scale_support(cfg, "adv_grpo", sharding)
+    check_scale_support(cfg, "flow_dpo", sharding)
+    check_scale_support(SimpleNamespace(model=FlowModelConfig(path="tiny")), "adv_grpo", "ddp")
