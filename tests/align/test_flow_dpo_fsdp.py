@@ -64,3 +64,31 @@ def test_resume_from_the_sharded_checkpoint_is_exact(sharded_run, tmp_path):
     a, b = load_file(sharded_run / WEIGHTS), load_file(tmp_path / WEIGHTS)
     for key in a:
         torch.testing.assert_close(b[key], a[key], rtol=0, atol=0)
+
+
+def test_online_lora_resume_restores_the_refreshed_reference_snapshot(tmp_path):
+    """Online DPO with the LoRA sharded (FSDP2): the reference is refreshed at step 4 (an adapter snapshot, sharded
+    like the adapter); resuming from that step's checkpoint restores the snapshot and ends bit-identical."""
+    online = REPO / "configs" / "tiny" / "flow_dpo_online.yaml"
+    env = {k: v for k, v in os.environ.items() if k != "ACCELERATE_USE_CPU"}
+    env |= {"PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+
+    def launch(output: Path) -> None:
+        command = [*accelerate_launch(2), "align/flow_dpo.py", "--config", str(online), "--output_dir", str(output)]
+        command += ["--train.sharding", "fsdp2"]
+        result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, result.stderr[-3000:]
+
+    launch(tmp_path / "straight")
+    rows = read_metrics(tmp_path / "straight")
+    assert [r["reference_refreshes"] for r in rows] == [0, 0, 0, 1, 1, 1, 1, 2]
+    resumed = tmp_path / "resumed"
+    (resumed / "checkpoints").mkdir(parents=True)
+    shutil.copytree(tmp_path / "straight" / "checkpoints" / "step-00000004", resumed / "checkpoints" / "step-00000004")
+    (resumed / "checkpoints" / "latest").write_text("step-00000004")
+    launch(resumed)
+    assert [r["loss"] for r in read_metrics(resumed)] == [r["loss"] for r in rows[4:]]
+    adapter = Path("lora") / "pytorch_lora_weights.safetensors"
+    a, b = load_file(tmp_path / "straight" / adapter), load_file(resumed / adapter)
+    for key in a:
+        torch.testing.assert_close(b[key], a[key], rtol=0, atol=0)
