@@ -18,8 +18,9 @@ What this module does, the way the engine is meant to be used (PyTorch FSDP2 tut
   fp32. Gradient checkpointing composes: a recomputed block all-gathers its parameters again in backward.
 - :func:`clip_grad_norm`: the global gradient norm over the shards (a replicated DTensor) and the clipping.
 - :class:`ShardedState`: checkpoint save and exact resume through ``torch.distributed.checkpoint`` (each process
-  writes its shards; a resume may use another process count, the loader reshards), for the model, the optimizer
-  and sharded extras (the EMA of sharded parameters).
+  writes its shards), for the model, the optimizer and sharded extras (the EMA of sharded parameters). Exact
+  resume needs the same process count (each process's random state is restored), which
+  :func:`mmreward.train.checkpoint.load_checkpoint` checks.
 - :func:`full_state_dict`: the whole weights gathered to the main process (CPU), for the exported model.
 """
 
@@ -236,7 +237,7 @@ class ShardedState:
 @contextmanager
 def _single_process_quiet() -> Iterator[None]:
     """Silence torch's warning that a checkpoint is saved or loaded without a process group: one process runs
-    without one on purpose (the layout is the same, so its checkpoints resume under several processes too)."""
+    without one on purpose (a plain ``python`` run; the checkpoint layout is the same as under a launcher)."""
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="torch.distributed is disabled", category=UserWarning)
         yield
