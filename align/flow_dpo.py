@@ -50,8 +50,8 @@ from mmreward.rewards.mix import RewardMix
 from mmreward.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from mmreward.train.config import parse_config, require_positive
 from mmreward.train.guards import finite_everywhere
-from mmreward.train.policy import encode_prompts_once, load_lora_policy
-from mmreward.train.run import data_checked, finish_lora_run, open_run, require_steps, start_processes
+from mmreward.train.policy import encode_prompts_once, load_policy
+from mmreward.train.run import data_checked, finish_policy_run, open_run, require_steps, start_processes
 from mmreward.train.sections import FlowModelConfig, LoraConfig, TrainConfig, check_media_kind
 
 # ----------------------------------------------------------------------------------------------------- config
@@ -141,7 +141,7 @@ def main(cfg: FlowDPOConfig) -> Path | None:
     output, tracker = run.output, run.tracker
 
     # -- model, adapter, reference, optimizer (one optimizer step per training step)
-    policy = load_lora_policy(cfg, accelerator, optimizer_steps=train.max_steps)
+    policy = load_policy(cfg, accelerator, optimizer_steps=train.max_steps)
     model, transformer, reference = policy.model, policy.transformer, policy.reference
 
     # -- data
@@ -169,10 +169,12 @@ def main(cfg: FlowDPOConfig) -> Path | None:
 
     # -- resume
     step, refreshes = 0, 0
-    states = {**policy.states(), "reference": reference}
+    extras = {"reference": reference}  # its snapshot after refreshes (online DPO's moving reference)
     checkpoint = latest_checkpoint(output / "checkpoints") if train.resume else None
     if checkpoint is not None:
-        state = load_checkpoint(checkpoint, modules={"transformer": policy.unwrapped}, states=states, rank=rank)
+        if json.loads((checkpoint / "state.json").read_text())["refreshes"]:
+            reference.refresh()  # a sharded checkpoint loads into existing tensors: give the snapshot its shape
+        state = load_checkpoint(checkpoint, **policy.checkpoint_args(extras), rank=rank)
         step, refreshes = state["step"], state["refreshes"]
         policy.guard.skipped = state["nonfinite_skipped"]
 
@@ -242,15 +244,14 @@ def main(cfg: FlowDPOConfig) -> Path | None:
             save_checkpoint(
                 output / "checkpoints",
                 step,
-                modules={"transformer": policy.unwrapped},
-                states=states,
+                **policy.trained_state(extras),
                 extra={"refreshes": refreshes, "nonfinite_skipped": policy.guard.skipped},
                 keep_last=train.keep_checkpoints,
                 rank=rank,
                 barrier=accelerator.wait_for_everyone,
             )
 
-    return finish_lora_run(run, policy)
+    return finish_policy_run(run, policy)
 
 
 if __name__ == "__main__":

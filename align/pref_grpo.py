@@ -23,13 +23,16 @@ processes; rewards of a group are computed with the whole group in hand (media a
 when a group spans processes); advantages per prompt; ``train.updates_per_step`` optimizer steps of micro-batches
 over the trained steps (the loop pieces are functions of :mod:`mmreward.alignment`, shared with Adv-GRPO).
 ``--check-on-policy`` stops the run if the first inner step's importance ratio is not 1 and names the setting that
-breaks it (CFG, batch size, precision).
+breaks it (CFG, batch size, precision). ``model.train: full`` fine-tunes every transformer weight (KL reference: a
+frozen copy of the initial weights); ``train.sharding: fsdp2`` or ``configs/accelerate/fsdp.yaml`` shards the model,
+gradients and optimizer state with FSDP2 (``configs/tiny/pref_grpo_fsdp.yaml``; :mod:`mmreward.train.sharding`).
 
 Writes ``output_dir/config.yaml``, ``metrics.jsonl`` (reward, advantages, ratio, clip fraction, KL, grad norm,
 step-time split; ``eval/*`` rows with held-out rewards, win rate against the base model and diversity),
 ``eval/step-*.png`` (``.mp4`` for video) sample grids, ``reward_failures.jsonl``, atomic checkpoints under
 ``checkpoints/`` (resumed automatically), and the final LoRA in the diffusers format under ``lora/`` (EMA weights
-when EMA is on): ``pipeline.load_lora_weights(output_dir/lora)``.
+when EMA is on): ``pipeline.load_lora_weights(output_dir/lora)``; a full fine-tune writes the transformer in the
+diffusers model layout under ``transformer/`` instead.
 """
 
 from __future__ import annotations
@@ -69,8 +72,8 @@ from mmreward.rewards.mix import RewardMix
 from mmreward.rewards.registry import load_reward
 from mmreward.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from mmreward.train.config import parse_config, require_positive
-from mmreward.train.policy import encode_prompts_once, load_lora_policy
-from mmreward.train.run import clock, data_checked, finish_lora_run, open_run, require_steps, start_processes
+from mmreward.train.policy import encode_prompts_once, load_policy
+from mmreward.train.run import clock, data_checked, finish_policy_run, open_run, require_steps, start_processes
 from mmreward.train.sections import FlowModelConfig, LoraConfig, PromptDataConfig, check_media_kind
 
 # ----------------------------------------------------------------------------------------------------- config
@@ -166,7 +169,8 @@ def main(cfg: PrefGRPOConfig) -> Path | None:
     features = load_diversity_features(eval_cfg, device)
 
     # -- model, adapter, reference, optimizer
-    policy = load_lora_policy(cfg, accelerator, optimizer_steps=train.optimizer_steps())
+    needs_reference = cfg.loss.kl_beta > 0 or bool(eval_cfg.every)  # the KL term; the base model's eval samples
+    policy = load_policy(cfg, accelerator, optimizer_steps=train.optimizer_steps(), needs_reference=needs_reference)
     encode_prompts_once(
         policy.model, {*prompts, *eval_prompts, rollout_cfg.negative_prompt}, cfg.model.prompt_cache_size
     )
@@ -175,10 +179,9 @@ def main(cfg: PrefGRPOConfig) -> Path | None:
 
     # -- resume
     step, failed_total = 0, 0
-    states = policy.states()
     checkpoint = latest_checkpoint(output / "checkpoints") if train.resume else None
     if checkpoint is not None:
-        state = load_checkpoint(checkpoint, modules={"transformer": policy.unwrapped}, states=states, rank=rank)
+        state = load_checkpoint(checkpoint, **policy.checkpoint_args(), rank=rank)
         step, failed_total, guard.skipped = state["step"], state["failed_total"], state["nonfinite_skipped"]
     first_step = step
 
@@ -267,15 +270,14 @@ def main(cfg: PrefGRPOConfig) -> Path | None:
             save_checkpoint(
                 output / "checkpoints",
                 step,
-                modules={"transformer": policy.unwrapped},
-                states=states,
+                **policy.trained_state(),
                 extra={"failed_total": failed_total, "nonfinite_skipped": guard.skipped},
                 keep_last=train.keep_checkpoints,
                 rank=rank,
                 barrier=accelerator.wait_for_everyone,
             )
 
-    return finish_lora_run(run, policy)
+    return finish_policy_run(run, policy)
 
 
 if __name__ == "__main__":

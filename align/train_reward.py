@@ -48,11 +48,13 @@ from mmreward.reward_training.sections import (
     RewardTrainConfig,
 )
 from mmreward.reward_training.tasks import build_task
-from mmreward.reward_training.trainable import make_trainable, warmup_constant
+from mmreward.reward_training.trainable import TokenRowMask, make_trainable, warmup_constant
 from mmreward.reward_training.validation import accuracies, gather_margins
 from mmreward.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from mmreward.train.config import parse_config, save_config
+from mmreward.train.distributed import check_launch, make_accelerator
 from mmreward.train.guards import NonFiniteGuard, finite_everywhere
+from mmreward.train.sharding import OptimizerSteps, ShardedState, clip_grad_norm, shard_with_groups
 from mmreward.train.tracking import Tracker
 
 # ----------------------------------------------------------------------------------------------------- config
@@ -77,6 +79,11 @@ class TrainRewardConfig:
                 f"train.epochs must be >= 1 (0 only with model.init_from, to save that checkpoint untrained), got "
                 f"{self.train.epochs}"
             )
+        if self.model.kind == "judge" and (self.model.train == "full" or self.train.sharding == "fsdp2"):
+            raise ConfigError(
+                f"model.train={self.model.train} with train.sharding={self.train.sharding} is for model.kind head; "
+                "a judge trains LoRA under DDP (model.train lora, train.sharding ddp)"
+            )
         if self.model.init_from is not None and self.model.kind != "head":
             raise ConfigError("model.init_from continues a head model; a judge starts from model.base")
         if self.model.init_filename is not None and self.model.init_from is None:
@@ -100,13 +107,13 @@ class TrainRewardConfig:
 
 
 def main(cfg: TrainRewardConfig) -> Path:
-    from accelerate import Accelerator
     from accelerate.utils import set_seed
 
     if not cfg.data.train:
         raise ConfigError("data.train is required: a pair file (CSV or JSONL) in VideoAlign's schema")
     train = cfg.train
-    accelerator = Accelerator(mixed_precision=train.mixed_precision, gradient_accumulation_steps=train.grad_accum)
+    accelerator = make_accelerator(mixed_precision=train.mixed_precision, gradient_accumulation_steps=train.grad_accum)
+    sharding = check_launch(accelerator, train.sharding)
     out = Path(cfg.output_dir)
     if accelerator.is_main_process:
         save_config(cfg, out)
@@ -117,7 +124,14 @@ def main(cfg: TrainRewardConfig) -> Path:
     train_pairs, val_pairs = read_training_pairs(cfg.data, dims, train.seed)
 
     task = build_task(cfg, accelerator.device, accelerator.is_main_process, accelerator.wait_for_everyone)
-    optimizer = torch.optim.AdamW(make_trainable(task, cfg))
+    groups = make_trainable(task, cfg)
+    token_rows = TokenRowMask(task.model, task.token_ids)
+    sharded = sharding == "fsdp2" and torch.distributed.is_initialized()
+    if sharded:  # the decoder layers and vision blocks, then the scorer (head, embeddings, norms)
+        groups = shard_with_groups(
+            task.module, groups, blocks_of=task.model, mixed_precision=accelerator.mixed_precision
+        )
+    optimizer = torch.optim.AdamW(groups)
     steps_per_epoch = math.ceil(len(train_pairs) / (train.batch_size * accelerator.num_processes * train.grad_accum))
     total_steps = steps_per_epoch * train.epochs
     scheduler = warmup_constant(optimizer, round(train.warmup_ratio * total_steps))
@@ -128,21 +142,31 @@ def main(cfg: TrainRewardConfig) -> Path:
         )
 
     train_loader = loader(train_pairs, EpochShuffle(len(train_pairs), train.seed))
-    module, optimizer, train_loader, val_loader, scheduler = accelerator.prepare(
-        task.module, optimizer, train_loader, loader(val_pairs), scheduler
+    if sharding == "fsdp2":
+        # FSDP2 (mmreward.train.sharding): accelerate prepares the data only; OptimizerSteps steps as its wrappers do.
+        train_loader, val_loader = accelerator.prepare(train_loader, loader(val_pairs))
+        module = task.module
+    else:
+        module, optimizer, train_loader, val_loader, scheduler = accelerator.prepare(
+            task.module, optimizer, train_loader, loader(val_pairs), scheduler
+        )
+    steps = OptimizerSteps(optimizer, scheduler, accelerator, prepared=sharding == "ddp")
+    saved = (
+        {"modules": {}, "states": {"scheduler": scheduler}}
+        if sharding == "fsdp2"
+        else {
+            "modules": {"model": accelerator.unwrap_model(module)},
+            "states": {"optimizer": optimizer, "scheduler": scheduler},
+        }
     )
+    collective = ShardedState(module, optimizer, trainable_only=True) if sharding == "fsdp2" else None
     tracker = Tracker(out, cfg.log.backends, run_name=out.name, enabled=accelerator.is_main_process)
     guard = NonFiniteGuard(train.max_skips)
     step, start_epoch, skip_batches = 0, 0, 0
     checkpoints = out / "checkpoints"
     latest = latest_checkpoint(checkpoints) if train.resume else None
     if latest is not None:
-        state = load_checkpoint(
-            latest,
-            modules={"model": accelerator.unwrap_model(module)},
-            states={"optimizer": optimizer, "scheduler": scheduler},
-            rank=accelerator.process_index,
-        )
+        state = load_checkpoint(latest, **saved, collective=collective, rank=accelerator.process_index)
         step, start_epoch, skip_batches = state["step"], state["epoch"], state["batches_done"]
         accelerator.print(f"resumed from {latest} (step {step}, epoch {start_epoch}, batch {skip_batches})")
 
@@ -150,8 +174,8 @@ def main(cfg: TrainRewardConfig) -> Path:
         save_checkpoint(
             checkpoints,
             step,
-            modules={"model": accelerator.unwrap_model(module)},
-            states={"optimizer": optimizer, "scheduler": scheduler},
+            **saved,
+            collective=collective,
             extra={"epoch": epoch, "batches_done": batches_done},
             rank=accelerator.process_index,
             barrier=accelerator.wait_for_everyone,
@@ -172,15 +196,19 @@ def main(cfg: TrainRewardConfig) -> Path:
                 loss, used = task.loss(module, batch)
                 # Decided jointly: a NaN on one process must skip the backward on all of them (DDP would hang).
                 if not guard.ok(loss if finite_everywhere(loss, accelerator.reduce) else float("nan")):
-                    optimizer.zero_grad()
+                    steps.zero_grad()
                     continue
                 accelerator.backward(loss)
-                if accelerator.sync_gradients and train.max_grad_norm > 0:
-                    accelerator.clip_grad_norm_(module.parameters(), train.max_grad_norm)
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad()
-            running, counted = running + float(loss.detach()), counted + (used > 0)
+                if accelerator.sync_gradients:
+                    token_rows.apply()
+                    if train.max_grad_norm > 0 and sharded:
+                        clip_grad_norm([p for p in module.parameters() if p.grad is not None], train.max_grad_norm)
+                    elif train.max_grad_norm > 0:
+                        accelerator.clip_grad_norm_(module.parameters(), train.max_grad_norm)
+                steps.step()
+                steps.zero_grad()
+            # The mean over the processes: the loss of the whole global batch, as one process would log it.
+            running, counted = running + float(accelerator.reduce(loss.detach(), "mean")), counted + (used > 0)
             if accelerator.sync_gradients:
                 step += 1
                 if step % cfg.log.every == 0 and counted:

@@ -23,6 +23,7 @@ from mmreward.reward_training.validation import gather_rewards
 from mmreward.rewards.registry import SAVED_REWARD_FILE, find_preset
 from mmreward.rewards.vlm.checkpoints import normalize_key, save_head_checkpoint
 from mmreward.rewards.vlm.heads import VLMHeadReward
+from mmreward.train.sharding import full_state_dict, is_sharded
 
 
 class PairScorer(nn.Module):
@@ -143,8 +144,9 @@ class HeadTask:
             stats = {
                 d: (float(both[:, k].mean()), float(both[:, k].std().clamp(min=1e-6))) for k, d in enumerate(self.dims)
             }
+        state, trainable = scorer_state(accelerator.unwrap_model(module), accelerator.is_main_process)
         if accelerator.is_main_process:
-            save_head_dir(self.cfg, self.reward, accelerator.unwrap_model(module), self.options, step, stats)
+            save_head_dir(self.cfg, self.reward, state, trainable, self.options, step, stats)
 
 
 # Constructor arguments a saved head directory's mmreward_reward.yaml repeats so that it scores as trained.
@@ -195,25 +197,43 @@ def init_arguments(init_from: str, filename: str | None, base: str | None, optio
     return arguments
 
 
+def scorer_state(scorer: PairScorer, is_main_process: bool) -> tuple[dict[str, torch.Tensor], set[str]]:
+    """The whole weights of ``scorer`` (named as in its ``state_dict``: ``model.*``, ``head.*``) and the names of
+    the trained ones. Sharded (FSDP2): gathered to the main process, every process must call it; otherwise only the
+    main process reads them (others get an empty dict)."""
+    trainable = {name for name, p in scorer.named_parameters() if p.requires_grad}
+    if is_sharded(scorer):
+        return full_state_dict(scorer), trainable
+    return (scorer.state_dict() if is_main_process else {}), trainable
+
+
 def save_head_dir(
-    cfg: Any, reward: VLMHeadReward, scorer: PairScorer, options: dict[str, Any], step: int, stats
+    cfg: Any,
+    reward: VLMHeadReward,
+    state: dict[str, torch.Tensor],
+    trainable: set[str],
+    options: dict[str, Any],
+    step: int,
+    stats,
 ) -> Path:
-    """Write the trained head model (VideoAlign layout) and ``mmreward_reward.yaml`` into ``output_dir``.
+    """Write the trained head model (VideoAlign layout) and ``mmreward_reward.yaml`` into ``output_dir``, from the
+    scorer's weights ``state`` of which ``trainable`` name the trained ones (:func:`scorer_state`).
 
     Saved beside the new LoRA: every trained tensor, the head, and the tensors the starting checkpoint changed
     from the base weights (its merged LoRA, its fine-tuned layers), so the directory loads on the base alone.
     """
     out = Path(cfg.output_dir)
     lora, trained = {}, {}
-    for name, param in scorer.model.named_parameters():
-        if param.requires_grad:
-            (lora if "lora_" in name else trained)[name] = param
+    model_state = {k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")}
+    for name, tensor in model_state.items():
+        if f"model.{name}" in trainable:
+            (lora if "lora_" in name else trained)[name] = tensor
     if reward.checkpoint_tensors:
         # Bare names: LoRA injection renamed the adapted layers' weights to "...base_layer.weight".
-        state = {normalize_key(k): v for k, v in scorer.model.state_dict().items() if ".lora_" not in k}
+        bare = {normalize_key(k): v for k, v in model_state.items() if ".lora_" not in k}
         for name in reward.checkpoint_tensors:
-            trained.setdefault(name, state[name])
-    trained.update({f"rm_head.{k}": v for k, v in scorer.head.state_dict().items()})
+            trained.setdefault(name, bare[name])
+    trained.update({f"rm_head.{k.removeprefix('head.')}": v for k, v in state.items() if k.startswith("head.")})
     lora_config = None
     if lora:
         lora_config = {"r": cfg.lora.rank, "lora_alpha": cfg.lora.alpha, "target_modules": cfg.lora.target_modules}

@@ -37,6 +37,9 @@ class RewardModelConfig:
     dtype: str = "float32"
     attn_implementation: str = "auto"
     gradient_checkpointing: bool = False
+    # lora: LoRA on the language model's layers (``lora:``); full: the language model's weights train in full at
+    # train.lr (``lora:`` is then not used). The vision tower, merger, reward-token rows and head train either way.
+    train: Literal["lora", "full"] = "lora"
     # Head only, recorded in the saved model_config.json and used when it loads. positions: "mrope" (Qwen's 3-D
     # multimodal positions) or "sequential" (0..n-1 for every token, as VideoAlign and HPSv3 trained);
     # frame_resize: "processor" or "videoalign" (antialiased bicubic on the uint8 frames, VideoAlign's pipeline);
@@ -107,6 +110,9 @@ class RewardTrainConfig:
     warmup_ratio: float = 0.05
     max_grad_norm: float = 1.0
     mixed_precision: Literal["no", "bf16", "fp16"] = "no"
+    # ddp, or fsdp2: torch FSDP2 shards parameters, gradients and optimizer state over the processes, block by block
+    # (decoder layers and vision blocks); an accelerate config with distributed_type FSDP selects it as well
+    sharding: Literal["ddp", "fsdp2"] = "ddp"
     seed: int = 0
     checkpoint_every: int = 0  # optimizer steps; 0 = at the end of every epoch
     resume: bool = True

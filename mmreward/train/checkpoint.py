@@ -13,7 +13,9 @@ Everything is written into a hidden temporary directory that is renamed into pla
 interrupted save never leaves a checkpoint that looks valid; ``latest`` names the newest one. Resuming restores
 all of it, so a resumed run continues exactly as the uninterrupted run would have (same samples, same noise).
 Distributed runs: every rank writes its RNG state, the main process writes the rest (weights and optimizer
-states are replicated under DDP).
+states are replicated under DDP). Sharded runs (FSDP2) add a ``collective`` state that every process writes and
+reads (:class:`mmreward.train.sharding.ShardedState`: ``sharded/``, torch.distributed.checkpoint's layout) for
+what is split over the processes.
 """
 
 from __future__ import annotations
@@ -40,6 +42,14 @@ class Stateful(Protocol):
     def state_dict(self) -> dict[str, Any]: ...
 
     def load_state_dict(self, state: dict[str, Any]) -> Any: ...
+
+
+class CollectiveState(Protocol):
+    """State that every process saves and loads together (its shards), into and from a checkpoint directory."""
+
+    def save(self, directory: Path) -> None: ...
+
+    def load(self, directory: Path) -> None: ...
 
 
 def module_state(module: nn.Module, trainable_only: bool = True) -> dict[str, torch.Tensor]:
@@ -75,6 +85,7 @@ def save_checkpoint(
     keep_last: int | None = 2,
     rank: int = 0,
     barrier: Callable[[], None] = lambda: None,
+    collective: CollectiveState | None = None,
 ) -> Path:
     """Write a checkpoint for ``step`` under ``root`` atomically and return its directory.
 
@@ -85,6 +96,7 @@ def save_checkpoint(
         keep_last: delete older checkpoints beyond this many (None keeps all).
         rank, barrier: the process rank and a barrier across processes (``accelerator.wait_for_everyone``) for
             distributed runs; every rank must call this function.
+        collective: sharded state every rank writes into the checkpoint (model and optimizer under FSDP2).
     """
     root = Path(root)
     final = root / f"step-{step:08d}"
@@ -94,6 +106,8 @@ def save_checkpoint(
         tmp.mkdir(parents=True)
     barrier()
     torch.save(rng_state(), tmp / f"rng-rank{rank}.pt")
+    if collective is not None:
+        collective.save(tmp)
     if rank == 0:
         for name, module in modules.items():
             save_file(module_state(module, trainable_only), str(tmp / f"{name}.safetensors"))
@@ -130,11 +144,13 @@ def load_checkpoint(
     states: dict[str, Stateful] | None = None,
     rank: int = 0,
     restore_rng: bool = True,
+    collective: CollectiveState | None = None,
 ) -> dict[str, Any]:
     """Restore a checkpoint written by :func:`save_checkpoint`; returns its ``state.json`` (with ``step``).
 
     Module tensors are loaded with ``strict`` checking of the saved names: every saved tensor must exist in the
-    module (a mismatch means the checkpoint belongs to another model or LoRA configuration).
+    module (a mismatch means the checkpoint belongs to another model or LoRA configuration). ``collective``:
+    the sharded state saved with :func:`save_checkpoint` (every rank must call this function then).
     """
     path = Path(path)
     if not (path / "state.json").is_file():
@@ -151,6 +167,8 @@ def load_checkpoint(
         with torch.no_grad():
             for key, value in tensors.items():
                 own[key].copy_(value.to(own[key].device, own[key].dtype))
+    if collective is not None:
+        collective.load(path)
     # The .pt files below hold optimizer and RNG states (NumPy arrays, Python tuples) that weights_only loading
     # refuses; they are files this module wrote, never downloaded ones.
     for name, obj in (states or {}).items():

@@ -5,35 +5,38 @@ from __future__ import annotations
 import os
 from typing import Any
 
+import torch
+
 from mmreward.errors import ConfigError
 
 
-def require_ddp(accelerator: Any, program: str) -> None:
-    """Fail early, with the fix, when a LoRA program is launched in a way it cannot train correctly.
+def make_accelerator(**kwargs: Any) -> Any:
+    """The program's ``Accelerator``. Several processes launched on a machine without GPUs (``accelerate launch
+    --multi_gpu`` or torchrun on CPU) train together over gloo: accelerate is told to use the CPU, which it would
+    otherwise only do with ``ACCELERATE_USE_CPU=1`` (without it every process would train alone)."""
+    from accelerate import Accelerator
 
-    - More processes were launched than accelerate set up (:func:`check_launched_processes`).
-    - DeepSpeed or FSDP: the adapter-disabled reference, the EMA of the adapter and exact checkpoints need the
-      whole (small) adapter on every process, which DDP gives; the frozen base fits one GPU for the supported
-      families (bf16 weights, ``model.gradient_checkpointing`` for activations).
-    """
-    from accelerate.utils import DistributedType
+    several = int(os.environ.get("WORLD_SIZE", "1")) > 1
+    return Accelerator(cpu=several and not torch.cuda.is_available(), **kwargs)
+
+
+def check_launch(accelerator: Any, sharding: str) -> str:
+    """Fail early, with the fix, when a program is launched in a way it cannot train correctly: more processes
+    than accelerate set up (:func:`check_launched_processes`), or an engine the programs do not drive
+    (DeepSpeed; :func:`mmreward.train.sharding.resolve_sharding` names the alternative). DDP and FSDP2
+    (``train.sharding: fsdp2`` or an accelerate config with ``distributed_type: FSDP``) train. Returns the
+    sharding the run uses."""
+    from mmreward.train.sharding import resolve_sharding
 
     check_launched_processes(accelerator)
-    if accelerator.distributed_type not in (DistributedType.NO, DistributedType.MULTI_GPU, DistributedType.MULTI_CPU):
-        raise ConfigError(
-            f"{program} trains LoRA adapters under DDP (single or multi GPU); {accelerator.distributed_type} is not "
-            "supported: the adapter-disabled reference, EMA and exact checkpoints need whole adapter weights on "
-            "every process. Use configs/accelerate/single_gpu.yaml or multi_gpu.yaml with bf16 weights and "
-            "model.gradient_checkpointing for memory"
-        )
+    return resolve_sharding(sharding, accelerator)
 
 
 def check_launched_processes(accelerator: Any) -> None:
-    """Fail when more processes were launched than accelerate set up: on a machine without GPUs, ``accelerate
-    launch`` needs ``ACCELERATE_USE_CPU=1`` to run DDP over CPU processes (otherwise every process trains alone)."""
+    """Fail when more processes were launched than accelerate set up (each would train alone on its own data)."""
     launched = int(os.environ.get("WORLD_SIZE", "1"))
     if launched != accelerator.num_processes:
         raise ConfigError(
-            f"{launched} processes were launched but accelerate set up {accelerator.num_processes}; on a machine "
-            "without GPUs set ACCELERATE_USE_CPU=1 (accelerate launch --multi_gpu then runs DDP on the CPU)"
+            f"{launched} processes were launched but accelerate set up {accelerator.num_processes}; launch with "
+            "accelerate launch --multi_gpu (GPUs) or set ACCELERATE_USE_CPU=1 on a machine without GPUs"
         )

@@ -1,11 +1,22 @@
-"""The generator being aligned: a flow model with a trainable LoRA adapter, its reference (the adapter switched
-off) and the optimizer step on the adapter, built the same way for every alignment program.
+"""The generator being aligned: a flow model whose transformer trains a LoRA adapter or all of its weights
+(``model.train: lora | full``), its reference policy and the optimizer step, built the same way for every
+alignment program, under DDP or sharded with FSDP2 (``train.sharding``, :mod:`mmreward.train.sharding`).
+
+The reference policy (KL term, held-out samples of the base model) never costs a second unsharded model:
+
+- LoRA: the same weights with the adapter switched off (:class:`mmreward.train.lora.LoraReference`).
+- Full fine-tuning: a frozen copy of the initial transformer (:class:`FrozenReference`), sharded like the policy
+  under FSDP2, so each process holds 1/N of it; built only when the program needs a reference (a KL term or
+  base-model evaluation), since with neither the program never reads it. Under DDP it is a whole second copy:
+  shard with FSDP2 for models where that does not fit.
 """
 
 from __future__ import annotations
 
+import copy
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -17,6 +28,7 @@ from mmreward.flow.models import FlowModel, load_flow_model
 from mmreward.train.ema import EMA
 from mmreward.train.guards import NonFiniteGuard
 from mmreward.train.lora import LoraReference, add_lora
+from mmreward.train.sharding import ShardedState, Sharding, clip_grad_norm, resolve_sharding, shard_model
 
 
 @dataclass
@@ -31,11 +43,17 @@ class PolicyOptimizer:
     max_grad_norm: float
     guard: Any  # mmreward.train.guards.NonFiniteGuard
     ema: Any = None  # mmreward.train.ema.EMA
+    sharded: bool = False  # FSDP2 parameters: the gradient norm is reduced over the shards here, not by accelerate
+
+    def clip(self, accelerator: Any) -> float:
+        if self.sharded:
+            return clip_grad_norm(self.params, self.max_grad_norm)
+        norm = accelerator.clip_grad_norm_(self.params, self.max_grad_norm)
+        return float(norm) if norm is not None else math.nan
 
     def step(self, accelerator: Any) -> tuple[bool, float]:
         """Clip, then step when the gradient norm is finite (GRPO's order). Returns (applied, grad norm)."""
-        grad_norm = accelerator.clip_grad_norm_(self.params, self.max_grad_norm)
-        grad_norm = float(grad_norm) if grad_norm is not None else math.nan
+        grad_norm = self.clip(accelerator)
         applied = self.guard.ok(grad_norm)
         if applied:
             self._apply()
@@ -48,8 +66,7 @@ class PolicyOptimizer:
         applied = self.guard.ok(loss)
         grad_norm = math.nan
         if applied:
-            norm = accelerator.clip_grad_norm_(self.params, self.max_grad_norm)
-            grad_norm = float(norm) if norm is not None else math.nan
+            grad_norm = self.clip(accelerator)
             self._apply()
         self.optimizer.zero_grad(set_to_none=True)
         return applied, grad_norm
@@ -61,16 +78,53 @@ class PolicyOptimizer:
             self.ema.step()
 
 
+class FrozenReference:
+    """The reference of a fully fine-tuned transformer: a frozen copy of its initial weights (sharded like the
+    policy), swapped into the flow model for the duration of :meth:`active`; :meth:`refresh` copies the current
+    policy weights into it (online DPO's moving reference)."""
+
+    def __init__(self, model: FlowModel, frozen: nn.Module, live: nn.Module) -> None:
+        self.model = model
+        self.frozen = frozen
+        self.live = live
+
+    def refresh(self) -> None:
+        with torch.no_grad():
+            for ref, param in zip(self.frozen.parameters(), self.live.parameters(), strict=True):
+                ref.copy_(param)
+
+    @contextmanager
+    def active(self) -> Iterator[None]:
+        self.model.transformer = self.frozen
+        try:
+            with torch.no_grad():
+                yield
+        finally:
+            self.model.transformer = self.live
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"weights": self.frozen.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        own = self.frozen.state_dict()
+        with torch.no_grad():
+            for name, value in state["weights"].items():
+                own[name].copy_(value)
+
+
 @dataclass
-class LoraPolicy:
-    """A flow model with a trainable LoRA adapter (``unwrapped``; ``transformer`` is the same module prepared by
-    accelerate, DDP-wrapped with several processes), the reference (adapter disabled) and the optimizer step."""
+class Policy:
+    """A flow model whose transformer trains (``unwrapped``: the module itself, sharded in place under FSDP2;
+    ``transformer``: the module the training forward calls, DDP-wrapped under DDP with several processes), the
+    reference policy (None when a full fine-tuning program asked for none) and the optimizer step."""
 
     model: FlowModel
     unwrapped: nn.Module
     transformer: nn.Module
-    reference: LoraReference
+    reference: LoraReference | FrozenReference | None
     optimizer: PolicyOptimizer
+    train_mode: str = "lora"  # model.train
+    sharding: Sharding = "ddp"
 
     @property
     def ema(self) -> EMA | None:
@@ -84,26 +138,67 @@ class LoraPolicy:
     def lr_scheduler(self) -> Any:
         return self.optimizer.lr_scheduler
 
+    @property
+    def trainable_only(self) -> bool:
+        """Checkpoints of a LoRA run hold the adapter; of a full fine-tuning run, every weight."""
+        return self.train_mode == "lora"
+
     def states(self) -> dict[str, Any]:
-        """What a checkpoint saves besides the adapter weights."""
+        """What the main process saves in a checkpoint besides the weights (under FSDP2 the optimizer and EMA are
+        sharded and go into :meth:`collective` instead)."""
+        if self.sharding == "fsdp2":
+            return {"lr_scheduler": self.lr_scheduler}
         ema = {"ema": self.ema} if self.ema is not None else {}
         return {"optimizer": self.optimizer.optimizer, "lr_scheduler": self.lr_scheduler, **ema}
+
+    def modules(self) -> dict[str, nn.Module]:
+        """The weights the main process saves (none under FSDP2: every process writes its shards)."""
+        return {} if self.sharding == "fsdp2" else {"transformer": self.unwrapped}
+
+    def collective(self, extras: dict[str, Any] | None = None) -> ShardedState | None:
+        """The sharded part of a checkpoint under FSDP2: weights, optimizer, EMA state and ``extras``."""
+        if self.sharding != "fsdp2":
+            return None
+        extras = {**({"ema": self.ema} if self.ema is not None else {}), **(extras or {})}
+        return ShardedState(
+            self.unwrapped, self.optimizer.optimizer, trainable_only=self.trainable_only, extras=extras
+        )
+
+    def checkpoint_args(self, extras: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Keyword arguments of ``save_checkpoint``/``load_checkpoint`` for this policy. ``extras``: more state
+        shaped like the weights (a reference snapshot): sharded under FSDP2, saved by the main process otherwise."""
+        states = {**self.states(), **(extras or {})} if self.sharding == "ddp" else self.states()
+        return {"modules": self.modules(), "states": states, "collective": self.collective(extras)}
+
+    def trained_state(self, extras: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Keyword arguments that save the trained weights in a checkpoint (``trainable_only`` included)."""
+        return {**self.checkpoint_args(extras), "trainable_only": self.trainable_only}
+
+
+LoraPolicy = Policy  # the name the GRPO update and evaluation modules annotate with
 
 
 PRECISION_DTYPES = {"no": "float32", "fp16": "float16", "bf16": "bfloat16"}  # train.mixed_precision -> weights
 
 
-def load_lora_policy(cfg: Any, accelerator: Any, optimizer_steps: int) -> LoraPolicy:
-    """Load ``cfg.model`` (frozen weights in ``model.weight_dtype``, default the mixed-precision dtype), add the
-    adapter of ``cfg.lora``, and build the AdamW optimizer, the learning-rate schedule
-    (over ``optimizer_steps`` steps), the EMA and the non-finite guard of ``cfg.train``."""
+def load_policy(cfg: Any, accelerator: Any, optimizer_steps: int, *, needs_reference: bool = True) -> Policy:
+    """Load ``cfg.model``, make it trainable (``model.train``: the adapter of ``cfg.lora`` on frozen weights in
+    ``model.weight_dtype``, default the mixed-precision dtype; or every transformer weight, fp32), shard it
+    (``train.sharding``), and build the AdamW optimizer, the learning-rate schedule (over ``optimizer_steps``
+    steps), the EMA and the non-finite guard of ``cfg.train``. ``needs_reference``: whether a full fine-tuning
+    program reads the reference policy (a KL term, base-model samples); LoRA's reference is free."""
     train = cfg.train
+    full = cfg.model.train == "full"
+    sharding = resolve_sharding(train.sharding, accelerator)
+    # One process without a process group (a plain ``python`` run) trains the same model unsharded, with the same
+    # checkpoint layout; under a launcher even one process shards (the path a single GPU with fsdp.yaml takes).
+    sharded = sharding == "fsdp2" and torch.distributed.is_available() and torch.distributed.is_initialized()
     precision_dtype = PRECISION_DTYPES[accelerator.mixed_precision]
     model = load_flow_model(
         cfg.model.family,
         cfg.model.path,
         device=accelerator.device,
-        dtype=cfg.model.weight_dtype or precision_dtype,
+        dtype="float32" if full else cfg.model.weight_dtype or precision_dtype,
         text_dtype=precision_dtype,
         vae_dtype=cfg.model.vae_dtype,
         attention=cfg.model.attention,
@@ -115,10 +210,21 @@ def load_lora_policy(cfg: Any, accelerator: Any, optimizer_steps: int) -> LoraPo
     model.check_size(cfg.model.height, cfg.model.width, cfg.model.num_frames)
     if cfg.model.gradient_checkpointing:
         model.transformer.enable_gradient_checkpointing()
-    lora = cfg.lora
-    add_lora(model.transformer, rank=lora.rank, alpha=lora.alpha, target_modules=lora.target_modules, init=lora.init)
     unwrapped = model.transformer
-    reference = LoraReference(unwrapped)
+    if full:
+        unwrapped.requires_grad_(True)
+        frozen = copy.deepcopy(unwrapped).requires_grad_(False) if needs_reference else None
+    else:
+        lora = cfg.lora
+        add_lora(unwrapped, rank=lora.rank, alpha=lora.alpha, target_modules=lora.target_modules, init=lora.init)
+    if sharded:
+        shard_model(unwrapped, mixed_precision=accelerator.mixed_precision)
+        if full and frozen is not None:
+            shard_model(frozen, mixed_precision=accelerator.mixed_precision)
+    if full:
+        reference = FrozenReference(model, frozen, unwrapped) if frozen is not None else None
+    else:
+        reference = LoraReference(unwrapped)
     params = [p for p in unwrapped.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(
         params,
@@ -131,11 +237,19 @@ def load_lora_policy(cfg: Any, accelerator: Any, optimizer_steps: int) -> LoraPo
     lr_scheduler = get_scheduler(
         train.lr_scheduler, optimizer, num_warmup_steps=train.lr_warmup_steps, num_training_steps=optimizer_steps
     )
-    transformer, optimizer = accelerator.prepare(unwrapped, optimizer)
+    if sharding == "fsdp2":
+        # The sharded module is called as it is (FSDP2 reduce-scatters the gradients in its backward hooks);
+        # accelerate must not wrap it in DDP, and the optimizer steps plain torch tensors.
+        transformer = unwrapped
+    else:
+        transformer, optimizer = accelerator.prepare(unwrapped, optimizer)
     ema = EMA(unwrapped, decay=train.ema_decay, update_every=train.ema_every) if train.ema else None
     guard = NonFiniteGuard(train.max_nonfinite_steps)
-    step = PolicyOptimizer(params, optimizer, lr_scheduler, train.max_grad_norm, guard, ema)
-    return LoraPolicy(model, unwrapped, transformer, reference, step)
+    step = PolicyOptimizer(params, optimizer, lr_scheduler, train.max_grad_norm, guard, ema, sharded=sharded)
+    return Policy(model, unwrapped, transformer, reference, step, train_mode=cfg.model.train, sharding=sharding)
+
+
+load_lora_policy = load_policy  # the name the other alignment programs call
 
 
 def encode_prompts_once(model: FlowModel, prompts: Iterable[str], cache_size: int) -> None:

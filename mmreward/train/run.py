@@ -1,5 +1,6 @@
 """Start and end of a training run, the same for every alignment program: the processes, the output folder with
-the resolved config, the metrics tracker, and at the end the adapter saved in the diffusers LoRA format."""
+the resolved config, the metrics tracker, and at the end the trained weights exported in the diffusers format
+(the LoRA adapter, or the whole fine-tuned transformer), gathered from the shards under FSDP2."""
 
 from __future__ import annotations
 
@@ -14,9 +15,9 @@ from accelerate import Accelerator
 from mmreward.errors import ConfigError
 from mmreward.flow.models import check_attention
 from mmreward.train.config import save_config
-from mmreward.train.distributed import require_ddp
-from mmreward.train.lora import save_lora
-from mmreward.train.policy import LoraPolicy
+from mmreward.train.distributed import check_launch, make_accelerator
+from mmreward.train.export import export_policy
+from mmreward.train.policy import Policy
 from mmreward.train.tracking import Tracker
 
 
@@ -29,13 +30,32 @@ class Run(NamedTuple):
 
 
 def start_processes(cfg: Any, program: str) -> Accelerator:
-    """The processes of a program config with ``model`` and ``train`` sections; refuses DeepSpeed/FSDP and attention
-    backends the device lacks. Nothing is written yet, so checks that need the process count (and reading the
-    prompts) can still fail cleanly before :func:`open_run`."""
-    accelerator = Accelerator(mixed_precision=cfg.train.mixed_precision)
-    require_ddp(accelerator, program)
+    """The processes of a program config with ``model`` and ``train`` sections; refuses launches the program cannot
+    train under (DeepSpeed, fewer processes than launched) and attention backends the device lacks. Nothing is
+    written yet, so checks that need the process count (and reading the prompts) can still fail cleanly before
+    :func:`open_run`."""
+    accelerator = make_accelerator(mixed_precision=cfg.train.mixed_precision)
+    check_scale_support(cfg, program, check_launch(accelerator, cfg.train.sharding))
     check_attention(cfg.model.attention, accelerator.device)
     return accelerator
+
+
+# Programs whose loop saves, resumes and exports through Policy.checkpoint_args / finish_policy_run, so that full
+# fine-tuning and FSDP2 shards are handled; the others save the adapter from the main process.
+SCALED_PROGRAMS = ("pref_grpo", "flow_dpo")
+
+
+def check_scale_support(cfg: Any, program: str, sharding: str) -> None:
+    """Refuse ``model.train: full`` and FSDP2 (``train.sharding`` or an FSDP accelerate config) in a program whose
+    checkpoints are not written for them yet, naming the one that has them."""
+    if program in SCALED_PROGRAMS:
+        return
+    if cfg.model.train != "lora" or sharding != "ddp":
+        raise ConfigError(
+            f"{program} trains LoRA under DDP (model.train lora, train.sharding ddp, multi_gpu.yaml); got model.train "
+            f"{cfg.model.train} with {sharding}. Full fine-tuning and FSDP2 sharding are available in "
+            f"{', '.join(f'align/{p}.py' for p in SCALED_PROGRAMS)}"
+        )
 
 
 def require_steps(max_steps: int) -> None:
@@ -67,19 +87,21 @@ def open_run(cfg: Any, accelerator: Accelerator) -> Run:
     return Run(accelerator, output, tracker)
 
 
-def finish_lora_run(run: Run, policy: LoraPolicy) -> Path:
-    """The end of a run: once every process is done, the main process saves the adapter in the diffusers LoRA
-    format to ``output/lora`` (the EMA weights when EMA is on); then the tracker closes and the process group ends.
-    Returns the adapter's folder."""
+def finish_policy_run(run: Run, policy: Policy) -> Path:
+    """The end of a run: once every process is done, the trained weights (the EMA weights when EMA is on) are
+    exported by :func:`mmreward.train.export.export_policy`: the adapter in the diffusers LoRA format to
+    ``output/lora``, or the fine-tuned transformer in the diffusers model format to ``output/transformer``; then
+    the tracker closes and the process group ends. Returns the exported folder."""
     accelerator = run.accelerator
     accelerator.wait_for_everyone()
-    lora_dir = run.output / "lora"
-    if accelerator.is_main_process:
-        weights = policy.ema.shadow if policy.ema is not None else None
-        save_lora(policy.model.pipeline_class, policy.unwrapped, lora_dir, weights=weights)
+    exported = export_policy(policy, run.output, is_main_process=accelerator.is_main_process)
+    accelerator.wait_for_everyone()
     run.tracker.close()
     accelerator.end_training()
-    return lora_dir
+    return exported
+
+
+finish_lora_run = finish_policy_run  # the name the other alignment programs call
 
 
 def clock(device: torch.device) -> float:

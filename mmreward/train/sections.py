@@ -37,10 +37,28 @@ class FlowModelConfig:
     vae_dtype: str = "float32"  # frozen VAE precision (Flow-GRPO keeps it fp32)
     attention: Literal["auto", "sdpa", "xformers"] = "auto"
     gradient_checkpointing: bool = False  # recompute activations in backward: less memory, ~30% slower
+    # lora: a trainable adapter on the frozen transformer (``lora:``); full: every transformer weight trains (fp32
+    # master weights; shard them with train.sharding: fsdp2 when they do not fit one device with DDP)
+    train: Literal["lora", "full"] = "lora"
+
+    def __post_init__(self) -> None:
+        check_train_mode(self)
 
     def sample_size(self) -> dict[str, int | None]:
         """``height``, ``width`` and ``num_frames`` of every sample, as keyword arguments of the samplers."""
         return {"height": self.height, "width": self.width, "num_frames": self.num_frames}
+
+
+def check_train_mode(model: FlowModelConfig) -> None:
+    """Full fine-tuning updates the transformer's own weights, so they must be fp32 masters (AdamW steps of a
+    bf16 weight are mostly rounded away); compute still runs in the mixed-precision dtype."""
+    if model.train not in ("lora", "full"):
+        raise ConfigError(f"model.train must be lora or full, got {model.train!r}")
+    if model.train == "full" and model.weight_dtype not in (None, "float32"):
+        raise ConfigError(
+            f"model.train=full keeps fp32 master weights; model.weight_dtype={model.weight_dtype} would train "
+            "half-precision weights. Remove model.weight_dtype (compute follows train.mixed_precision)"
+        )
 
 
 def check_media_kind(model: FlowModelConfig) -> None:
@@ -85,6 +103,10 @@ class TrainConfig:
     keep_checkpoints: int = 2
     resume: bool = True  # continue from output_dir/checkpoints/latest when it exists
     log_every: int = 1
+    # ddp: every process holds the whole model (the trained part's gradients are averaged); fsdp2: torch FSDP2
+    # shards parameters, gradients and optimizer state block by block (mmreward.train.sharding). An accelerate
+    # config with distributed_type FSDP selects fsdp2 as well.
+    sharding: Literal["ddp", "fsdp2"] = "ddp"
 
 
 @dataclass

@@ -325,7 +325,8 @@ def test_accelerate_configs_are_valid_accelerate_configs():
     from accelerate.commands.config.config_args import load_config_from_file
 
     files = sorted((REPO / "configs" / "accelerate").glob("*.yaml"))
-    assert [f.stem for f in files] == ["deepspeed_zero2", "deepspeed_zero3", "fsdp", "multi_gpu", "single_gpu"]
+    stems = ["deepspeed_zero2", "deepspeed_zero3", "fsdp", "fsdp_2nodes", "multi_gpu", "single_gpu"]
+    assert [f.stem for f in files] == stems
     for path in files:
         assert path.read_text().startswith("#"), f"{path} needs a header comment"
         config = load_config_from_file(str(path))  # unknown keys raise

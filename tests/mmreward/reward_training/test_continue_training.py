@@ -14,10 +14,10 @@ import mmreward
 from align.train_reward import TrainRewardConfig
 from mmreward import testing
 from mmreward.errors import ConfigError
-from mmreward.reward_training.head_task import init_arguments, save_head_dir
+from mmreward.reward_training.head_task import init_arguments, save_head_dir, scorer_state
 from mmreward.reward_training.pair_loading import pair_loader, read_training_pairs
 from mmreward.reward_training.tasks import build_task
-from mmreward.reward_training.trainable import make_trainable
+from mmreward.reward_training.trainable import TokenRowMask, make_trainable
 from mmreward.rewards.registry import PRESET_DIR
 from mmreward.train.config import load_config
 
@@ -83,10 +83,12 @@ def continue_training(out: Path, pairs: Path, steps: int, *overrides: str):
     for _, batch in zip(range(steps), loader, strict=False):
         loss, _ = task.loss(task.module, batch)
         loss.backward()
+        TokenRowMask(task.model, task.token_ids).apply()
         optimizer.step()
         optimizer.zero_grad()
     task.module.eval()
-    save_head_dir(cfg, task.reward, task.module, task.options, steps, dict(task.reward.reference_stats))
+    state, trainable = scorer_state(task.module, True)
+    save_head_dir(cfg, task.reward, state, trainable, task.options, steps, dict(task.reward.reference_stats))
     return task
 
 
