@@ -8,12 +8,15 @@ checkout::
 What runs as published (compiled or imported from the checkout, files pinned by sha256):
 
 - the recipe: the arguments of ``scripts/lora/lora_ur_think_prefgrpo_flux.sh`` and ``scripts/_common_finetune.sh``
-  parsed by ``build_parser`` of ``fastvideo/train_flux.py``; only the sizes are made tiny (``TINY`` below) and
-  ``--rationorm`` is left out (mmreward has no RatioNorm yet: the plain PPO ratio is the comparison);
+  parsed by ``build_parser`` of ``fastvideo/train_flux.py``, ``--rationorm`` included; only the sizes are made tiny
+  (``TINY`` below). The step is taken twice from the same state: as published, and with ``--rationorm`` left out
+  (the plain PPO ratio; the same rollout, since RatioNorm draws nothing);
 - ``train_one_step`` of ``fastvideo/train_flux.py`` (advantages, per-sample timestep permutation, ``grpo_one_step``
-  with its quantized timestep and guidance 3.5, ``flow_grpo_step`` of ``fastvideo/grpo/steps.py``, the clipped loss
-  scaled by ``1 / (gradient_accumulation_steps * train_timesteps)``, gradient clipping and the AdamW step every 4
-  samples), with ``run_sample_step``, ``gather_tensor``, ``pack_latents`` and ``prepare_latent_image_ids``;
+  with its quantized timestep and guidance 3.5, ``flow_grpo_step`` of ``fastvideo/grpo/steps.py``, with
+  ``--rationorm`` the ratio ``exp(s (logp - logp_old + mean((mu - mu_old)^2) / (2 s^2)))`` against each step's
+  rollout mean ``mu_old`` and the policy loss divided by ``-dt``, the loss scaled by
+  ``1 / (gradient_accumulation_steps * train_timesteps)``, gradient clipping and the AdamW step every 4 samples),
+  with ``run_sample_step``, ``gather_tensor``, ``pack_latents`` and ``prepare_latent_image_ids``;
 - ``compute_weighted_advantages`` of ``fastvideo/rewards/dispatcher.py`` (each reward normalized in its group, then
   weighted, then ``--apply_gdpo``), ``cal_win_rate_images`` of ``fastvideo/rewards/unifiedreward_think.py`` on
   canned judge outputs (``tests/golden/pref_grpo/cases.py``).
@@ -33,10 +36,11 @@ clip and the LoRA weights just after each ``optimizer.step()``.
 Writes, next to this file: ``pipeline/`` (a tiny random FLUX.1-dev-like transformer, VAE and scheduler in the
 diffusers layout, no text encoders: the step consumes prompt embeddings), ``lora_init.safetensors`` (the initial
 adapter's A and B in peft's naming), ``rollout.safetensors`` (the rollout as ``train_one_step`` holds it before
-training: the packed latents of every step, the log-probabilities, the sigma grid, the two rewards, the advantages
-and the steps each sample trained),
-``step.safetensors`` (per optimizer step: the gradient of every LoRA weight before clipping and every LoRA weight
-after the step) and ``golden.json`` (settings, losses, gradient norms).
+training: the packed latents of every step, the rollout's mean of every step (``prev_sample_mean``, what
+``--rationorm`` compares with), the log-probabilities, the sigma grid, the two rewards, the advantages and the steps
+each sample trained), ``step.safetensors`` (the recipe as published; per optimizer step: the gradient of every LoRA
+weight before clipping and every LoRA weight after the step), ``step_no_rationorm.safetensors`` (the same without
+``--rationorm``) and ``golden.json`` (settings, losses, gradient norms of both).
 """
 
 from __future__ import annotations
@@ -70,9 +74,10 @@ SHA256 = {
 }
 RECIPE = "scripts/lora/lora_ur_think_prefgrpo_flux.sh"
 # The recipe at a CPU size: one prompt (one GPU's share) x 8 generations, 6 sampling steps (5 stored after
-# --ignore_last, int(5 * 0.6) = 3 trained per sample), 32 px; --rationorm left out (see the module docstring).
+# --ignore_last, int(5 * 0.6) = 3 trained per sample), 32 px.
 TINY = ["--h", "32", "--w", "32", "--sampling_steps", "6", "--mixed_precision", "no"]
-DROPPED = ("--rationorm",)
+# The second case: the recipe without RatioNorm (the plain PPO ratio exp(logp - logp_old), no step reweighting).
+WITHOUT_RATIONORM = ("--rationorm",)
 TEXT_TOKENS = 12  # length of the stand-in prompt embeddings
 LORA_SCALE = 0.05  # std of the random initial A and B
 # The canned judge: pair k of the group (itertools.combinations order) is answered by cases.ANSWERS[JUDGE[k]]
@@ -108,8 +113,9 @@ def functions(path: Path, names: tuple[str, ...], namespace: dict) -> dict:
     return namespace
 
 
-def recipe_arguments(root: Path, output_dir: str) -> list[str]:
-    """The command line the recipe passes: ``COMMON_TRAIN_ARGS`` then ``TRAIN_ARGS``, shell variables filled in."""
+def recipe_arguments(root: Path, output_dir: str, dropped: tuple[str, ...] = ()) -> list[str]:
+    """The command line the recipe passes: ``COMMON_TRAIN_ARGS`` then ``TRAIN_ARGS``, shell variables filled in,
+    less the flags in ``dropped``."""
     variables = {"EXP_NAME": "pref_flux_lora", "API_URL": "http://unused", "OUTPUT_DIR": output_dir}
     tokens = []
     for script in ("scripts/_common_finetune.sh", RECIPE):
@@ -121,7 +127,7 @@ def recipe_arguments(root: Path, output_dir: str) -> list[str]:
                 continue
             line = re.sub(r"\$\{(\w+)\}", lambda m: variables[m.group(1)], line)
             tokens += shlex.split(line)
-    for flag in DROPPED:
+    for flag in dropped:
         tokens.remove(flag)
     return tokens
 
@@ -217,24 +223,24 @@ class OneProcess:
         pass
 
 
-def main() -> None:
-    root = checkout()
-    import accelerate
-    import diffusers
-    import peft
+def train_step(root: Path, judge: types.ModuleType, dropped: tuple[str, ...]) -> dict:
+    """``main()``'s setup and one ``train_one_step`` under the recipe less ``dropped``, from the seeded state; returns
+    the rollout as ``train_one_step`` holds it, the steps each sample trained, and per optimizer step the raw
+    gradients, the weights after it and its loss."""
     from accelerate.utils import set_seed
     from diffusers import FluxTransformer2DModel
     from diffusers.optimization import get_scheduler
     from fastvideo.grpo.steps import dance_grpo_step, flow_grpo_step, sd3_time_shift
     from peft import LoraConfig
     from peft.utils import get_peft_model_state_dict
-    from safetensors.torch import save_file
     from tqdm.auto import tqdm
 
     output_dir = tempfile.mkdtemp(prefix="pref-grpo-step-")
     script = root / "fastvideo/train_flux.py"
     parser = functions(script, ("build_parser",), {"argparse": argparse})["build_parser"]()
-    args = parser.parse_args(recipe_arguments(root, output_dir) + ["--data_json_path", "unused"] + TINY)
+    args = parser.parse_args(recipe_arguments(root, output_dir, dropped) + ["--data_json_path", "unused"] + TINY)
+    rationorm = getattr(args, "rationorm", False)
+    assert rationorm == ("--rationorm" not in dropped)
     dispatcher = functions(
         root / "fastvideo/rewards/dispatcher.py",
         ("parse_reward_spec", "compute_weighted_advantages"),
@@ -271,9 +277,7 @@ def main() -> None:
             "compute_weighted_advantages": dispatcher["compute_weighted_advantages"],
         },
     )
-    judge = load_judge(root)
 
-    tiny_pipeline(HERE / "pipeline")
     # ---- main(), lines 835-1086 (one process, rank 0)
     set_seed(args.seed + 0)
     transformer = FluxTransformer2DModel.from_pretrained(
@@ -304,10 +308,7 @@ def main() -> None:
     with torch.no_grad():
         for _, param in sorted(lora_names(transformer).items()):
             param.copy_(torch.randn(param.shape, generator=generator) * LORA_SCALE)
-    save_file(
-        {k: v.contiguous() for k, v in get_peft_model_state_dict(transformer).items()},
-        str(HERE / "lora_init.safetensors"),
-    )
+    lora_init = {k: v.detach().clone().contiguous() for k, v in get_peft_model_state_dict(transformer).items()}
     transformer.train()
     params_to_optimize = list(filter(lambda p: p.requires_grad, transformer.parameters()))
     optimizer = torch.optim.AdamW(
@@ -345,7 +346,7 @@ def main() -> None:
     pooled_prompt_embeds = torch.randn(1, 32, generator=embed_generator)
     text_ids = torch.zeros(1, 3)
     caption = ["a canned caption"]
-    rollout = {}
+    rollout = {"prompt_embeds": prompt_embeds, "pooled_prompt_embeds": pooled_prompt_embeds}
 
     # ---- sample_reference_model (lines 400-535) at the tiny pipeline's sizes, with canned rewards.
     def sample_reference_model(
@@ -362,7 +363,7 @@ def main() -> None:
         sigma_schedule = sd3_time_shift(args.shift, torch.linspace(1, 0, args.sampling_steps + 1))
         B = encoder_hidden_states.shape[0]
         latent_channels, latent_h, latent_w = 4, args.h // 2, args.w // 2  # 2x VAE, 4 x 2 x 2 = 16 packed
-        all_latents, all_log_probs, all_image_ids = [], [], []
+        all_latents, all_log_probs, all_prev_sample_mean, all_image_ids = [], [], [], []
         assert args.init_same_noise
         input_latents = torch.randn((1, latent_channels, latent_h, latent_w), device=device, dtype=torch.bfloat16)
         for batch_idx in torch.chunk(torch.arange(B), B):
@@ -373,7 +374,8 @@ def main() -> None:
                 len(batch_idx), latent_h // 2, latent_w // 2, device, torch.bfloat16
             )
             with torch.no_grad():
-                _, _, batch_latents, batch_log_probs = namespace["run_sample_step"](
+                # with --rationorm a fifth output: the mean of every step (batch, steps, tokens, 4C)
+                _, _, batch_latents, batch_log_probs, *batch_prev_sample_mean = namespace["run_sample_step"](
                     args,
                     input_latents_new,
                     range(args.sampling_steps),
@@ -388,6 +390,7 @@ def main() -> None:
             all_image_ids.append(image_ids)
             all_latents.append(batch_latents)
             all_log_probs.append(batch_log_probs)
+            all_prev_sample_mean += batch_prev_sample_mean
         # The rewards (dispatcher.compute_rewards): the judge's win rates from its canned answers, stand-in CLIP.
         outputs = dict(zip(itertools.combinations(range(B), 2), (cases.ANSWERS[k] for k in JUDGE), strict=True))
         judge.evaluate_batch = lambda payload, api_url: [
@@ -399,8 +402,13 @@ def main() -> None:
         reward_tensors = {"unifiedreward_think": torch.cat(rates, dim=0), "clip": clip}
         all_latents = torch.cat(all_latents, dim=0)
         all_log_probs = torch.cat(all_log_probs, dim=0)
+        all_image_ids = torch.stack(all_image_ids)
         rollout.update(latents=all_latents, log_probs=all_log_probs, sigmas=sigma_schedule, **reward_tensors)
-        return reward_tensors, all_latents, all_log_probs, sigma_schedule, torch.stack(all_image_ids), {}
+        if not rationorm:
+            return reward_tensors, all_latents, all_log_probs, sigma_schedule, all_image_ids, {}
+        all_prev_sample_mean = torch.cat(all_prev_sample_mean, dim=0)
+        rollout["prev_sample_mean"] = all_prev_sample_mean
+        return reward_tensors, all_latents, all_log_probs, all_prev_sample_mean, sigma_schedule, all_image_ids, {}
 
     namespace["sample_reference_model"] = sample_reference_model
     # compute_weighted_advantages' output, as train_one_step stores it
@@ -424,27 +432,67 @@ def main() -> None:
     backwards_per_step = args.gradient_accumulation_steps * per_sample
     losses = [sum(dist.reduced[s * backwards_per_step : (s + 1) * backwards_per_step]) for s in range(len(steps))]
     assert abs(sum(losses) - total_loss) < 1e-12
+    rollout["trained_steps"] = torch.tensor(trained).reshape(samples, per_sample)
+    return {
+        "args": args,
+        "lora_init": lora_init,
+        "target_modules": default_target_modules,
+        "rollout": rollout,
+        "steps": steps,
+        "losses": losses,
+        "grad_norm_last": float(grad_norm),
+        "train_timesteps": per_sample,
+    }
 
+
+def step_tensors(run: dict) -> dict[str, torch.Tensor]:
+    """``step{k}.grads.<name>`` and ``step{k}.weights.<name>`` of each optimizer step ``k``."""
     tensors = {}
-    for s, step in enumerate(steps):
+    for s, step in enumerate(run["steps"]):
         for kind in ("grads", "weights"):
             for name, value in step[kind].items():
                 tensors[f"step{s}.{kind}.{name}"] = value.float().contiguous()
-    save_file(tensors, str(HERE / "step.safetensors"))
+    return tensors
+
+
+def main() -> None:
+    root = checkout()
+    import accelerate
+    import diffusers
+    import peft
+    from safetensors.torch import save_file
+
+    judge = load_judge(root)
+    tiny_pipeline(HERE / "pipeline")
+    published = train_step(root, judge, ())
+    plain = train_step(root, judge, WITHOUT_RATIONORM)
+    # RatioNorm draws nothing: both runs start from the same adapter and sample the same rollout, advantages and steps.
+    for key, value in plain["lora_init"].items():
+        assert torch.equal(value, published["lora_init"][key]), key
+    for key, value in plain["rollout"].items():
+        assert torch.equal(value, published["rollout"][key]), key
+    assert "prev_sample_mean" in published["rollout"] and "prev_sample_mean" not in plain["rollout"]
+
+    save_file(published["lora_init"], str(HERE / "lora_init.safetensors"))
+    save_file(step_tensors(published), str(HERE / "step.safetensors"))
+    save_file(step_tensors(plain), str(HERE / "step_no_rationorm.safetensors"))
+    rollout = published["rollout"]
     save_file(
         {
-            "prompt_embeds": prompt_embeds,
-            "pooled_prompt_embeds": pooled_prompt_embeds,
+            "prompt_embeds": rollout["prompt_embeds"],
+            "pooled_prompt_embeds": rollout["pooled_prompt_embeds"],
             "latents": rollout["latents"].float(),  # (8, 7, 64, 16): packed, every step's input and the final
+            "prev_sample_mean": rollout["prev_sample_mean"].float(),  # (8, 6, 64, 16): the mean of every step
             "log_probs": rollout["log_probs"].float(),  # (8, 6): every sampled step (the last is not trained)
             "sigmas": rollout["sigmas"].float(),  # (7,)
             "win_rate": rollout["unifiedreward_think"].float(),
             "clip": rollout["clip"].float(),
             "advantages": rollout["advantages"].float(),
-            "trained_steps": torch.tensor(trained).reshape(samples, per_sample),
+            "trained_steps": rollout["trained_steps"],  # (8, 3)
         },
         str(HERE / "rollout.safetensors"),
     )
+    args = published["args"]
     golden = {
         "reference": f"CodeGoat24/Pref-GRPO@{COMMIT}: fastvideo/train_flux.py train_one_step (CPU, float32)",
         "recipe": RECIPE,
@@ -456,10 +504,10 @@ def main() -> None:
         },
         "settings": {
             "arguments": recipe_arguments(root, "<output_dir>") + TINY,
-            "dropped": list(DROPPED),
+            "rationorm": args.rationorm,
             "num_generations": args.num_generations,
             "sampling_steps": args.sampling_steps,
-            "train_timesteps": per_sample,
+            "train_timesteps": published["train_timesteps"],
             "resolution": args.h,
             "shift": args.shift,
             "eta": args.eta,
@@ -474,10 +522,16 @@ def main() -> None:
             "apply_gdpo": args.apply_gdpo,
             "lora_rank": args.lora_rank,
             "lora_alpha": args.lora_alpha,
-            "lora_target_modules": default_target_modules,
+            "lora_target_modules": published["target_modules"],
         },
-        "steps": [{"loss": loss} for loss in losses],
-        "grad_norm_last": grad_norm,
+        "steps": [{"loss": loss} for loss in published["losses"]],
+        "grad_norm_last": published["grad_norm_last"],
+        "without_rationorm": {
+            "dropped": list(WITHOUT_RATIONORM),
+            "tensors": "step_no_rationorm.safetensors",
+            "steps": [{"loss": loss} for loss in plain["losses"]],
+            "grad_norm_last": plain["grad_norm_last"],
+        },
     }
     (HERE / "golden.json").write_text(json.dumps(golden, indent=2) + "\n")
     print(json.dumps(golden, indent=2))

@@ -7,15 +7,19 @@ tiny random FLUX.1-dev-like pipeline (``pipeline/``, no text encoders) with a ra
 (``lora_init.safetensors``): one prompt x 8 generations from one shared noise, 6 Flow-SDE steps (eta 0.7, shift 3,
 guidance embedding 3.5), the last one not trained, 3 of the other 5 trained per sample at random; rewards 0.4 x the
 UnifiedReward-Think win rate (canned answers read by the reference's own code) + 0.6 x CLIP (stand-in scores), each
-normalized in its group, weighted and standardized over the step (GDPO); PPO clip 1e-4, no KL, an AdamW step (1e-5,
-weight decay 1e-4, gradient clipping at 1) every 4 samples (``rollout.safetensors``: latents, log-probabilities,
-rewards, advantages, the steps each sample trained; ``step.safetensors``: the gradient of every LoRA weight before
-clipping and every LoRA weight after each step; ``golden.json``: the loss of each step).
+normalized in its group, weighted and standardized over the step (GDPO); RatioNorm (``--rationorm``: the ratio
+against each step's rollout mean, each step's policy loss / (sigma - sigma_next)), PPO clip 1e-4, no KL, an AdamW step
+(1e-5, weight decay 1e-4, gradient clipping at 1) every 4 samples (``rollout.safetensors``: latents, each step's
+rollout mean, log-probabilities, rewards, advantages, the steps each sample trained; ``step.safetensors``: the
+gradient of every LoRA weight before clipping and every LoRA weight after each step; ``golden.json``: the loss of each
+step). The same step without ``--rationorm`` (``step_no_rationorm.safetensors``) is the second case, run with
+``loss.ratio_norm=false``.
 
 mmreward loads the same files: the pipeline through the program's loader (its text encoders are mmreward's tiny
 ones: the step reads the stored embeddings), the adapter through ``load_lora_policy`` with the recipe's LoRA settings
-and the initial weights copied in, the stored rollout as its :class:`Rollout` (unpacked from FLUX's 2x2 patches) and
-the two rewards as the program's reward dims; advantages come from mmreward's own normalization. Two random draws
+and the initial weights copied in, the stored rollout as its :class:`Rollout` (unpacked from FLUX's 2x2 patches; the
+step means in ``Rollout.means``, where ``rollout_groups(record_means=True)`` puts them) and the two rewards as the
+program's reward dims; advantages come from mmreward's own normalization. Two random draws
 cannot be shared and are made equal: the rows are laid out so that each of mmreward's seeded optimizer steps trains
 the reference step's samples, and each sample (a micro-batch of 1, as the reference trains) trains the steps the
 reference drew for it. Everything must agree to 1e-4 relative; what was measured is in README.md.
@@ -52,6 +56,15 @@ GROUP = SETTINGS["num_generations"]
 STORED = SETTINGS["sampling_steps"] - 1  # --ignore_last
 PER_STEP = SETTINGS["gradient_accumulation_steps"]  # samples per optimizer step
 SEED = 0
+# The recipe as published, and the same step without --rationorm: (the config override, the stored tensors, losses).
+CASES = {
+    "recipe": ([], "step.safetensors", GOLDEN["steps"]),
+    "without_rationorm": (
+        ["loss.ratio_norm=false"],
+        GOLDEN["without_rationorm"]["tensors"],
+        GOLDEN["without_rationorm"]["steps"],
+    ),
+}
 
 
 def relative_error(got: torch.Tensor, expected: torch.Tensor) -> float:
@@ -114,9 +127,9 @@ def pipeline_dir(tmp_path_factory) -> Path:
     return complete_pipeline(tmp_path_factory.mktemp("pref-grpo-step"))
 
 
-def recipe_config(pipeline_dir: Path) -> PrefGRPOConfig:
+def recipe_config(pipeline_dir: Path, overrides: list[str] = ()) -> PrefGRPOConfig:
     """The real Pref-GRPO FLUX recipe config, at the golden's size, in float32 on the CPU; a micro-batch of one
-    sample, as the reference trains."""
+    sample, as the reference trains; then ``overrides``."""
     return load_config(
         PrefGRPOConfig,
         RECIPE,
@@ -131,10 +144,9 @@ def recipe_config(pipeline_dir: Path) -> PrefGRPOConfig:
             f"rollout.sde_window_range=[0,{STORED}]",
             "rollout.batch_size=1",
             "train.micro_batch_size=1",
-            # The stored step was made without --rationorm (RatioNorm's own golden: tests/golden/grpo_guard).
-            "loss.ratio_norm=false",
             "train.mixed_precision='no'",
             f"train.seed={SEED}",
+            *overrides,
         ],
     )
 
@@ -153,6 +165,12 @@ def test_the_recipe_config_has_the_reference_settings(pipeline_dir):
     assert train.updates_per_step == GROUP // PER_STEP and train.inner_epochs == 1
     assert (loss.clip_range, loss.kl_beta) == (SETTINGS["clip_range"], SETTINGS["kl_beta"])
     assert (loss.timestep_fraction, loss.timestep_order) == (0.6, "random")
+    # --rationorm: GRPO-Guard's ratio with Pref-GRPO's per-sample mean shift, each step's loss / (sigma - sigma_next)
+    assert SETTINGS["rationorm"] and (loss.ratio_norm, loss.ratio_norm_shift, loss.ratio_norm_reweight) == (
+        True,
+        "sample",
+        True,
+    )
     assert int(STORED * loss.timestep_fraction) == SETTINGS["train_timesteps"]
     assert (rollout.sde_type, rollout.noise_level, rollout.guidance_scale, rollout.same_noise) == (
         "flow",
@@ -208,10 +226,11 @@ def unpack(latents: torch.Tensor, size: int) -> torch.Tensor:
     return out.reshape(b, s, c, size, size)
 
 
-@pytest.fixture(scope="module")
-def step(pipeline_dir):
+@pytest.fixture(scope="module", params=list(CASES))
+def step(request, pipeline_dir):
     """mmreward's step on the stored rollout: its advantages, metrics and what the accelerator recorded."""
-    cfg = recipe_config(pipeline_dir)
+    overrides, tensors, losses = CASES[request.param]
+    cfg = recipe_config(pipeline_dir, overrides)
     accelerator = RecordingAccelerator(cpu=True, mixed_precision="no")
     policy = load_lora_policy(cfg, accelerator, optimizer_steps=cfg.train.optimizer_steps())
     params = lora_names(policy.unwrapped)
@@ -227,7 +246,10 @@ def step(pipeline_dir):
     model = policy.model
     shape = model.latent_shape(GROUP, cfg.model.height, cfg.model.width)
     sigmas = model.sampling_sigmas(cfg.rollout.num_steps, shape)
-    latents = unpack(stored["latents"][rows], cfg.model.height // model.pipeline.vae_scale_factor)
+    size = cfg.model.height // model.pipeline.vae_scale_factor
+    latents = unpack(stored["latents"][rows], size)
+    # each step's rollout mean, recorded (as align/pref_grpo.py samples) only when RatioNorm needs it
+    means = unpack(stored["prev_sample_mean"][rows], size)[:, :STORED] if cfg.loss.ratio_norm else None
     group = torch.zeros(GROUP, dtype=torch.long)
     rollout = Rollout(
         prompts=["a canned caption"] * GROUP,
@@ -245,6 +267,7 @@ def step(pipeline_dir):
         next_latents=latents[:, 1 : STORED + 1],
         log_probs=stored["log_probs"][rows, :STORED],
         final=latents[:, -1],
+        means=means,
     )
     batch = GroupBatch(
         rollout,
@@ -276,6 +299,8 @@ def step(pipeline_dir):
             cfg, policy, batch, rewards, GroupLayout(1, GROUP), step=0, accelerator=accelerator
         )
     return {
+        "expected": load_file(HERE / tensors),
+        "losses": losses,
         "stored": stored,
         "rows": rows,
         "sigmas": sigmas,
@@ -295,13 +320,13 @@ def test_the_sampling_schedule_and_the_advantages_match(step):
 
 
 def test_the_loss_of_each_optimizer_step_matches(step):
-    assert len(step["steps"]) == len(GOLDEN["steps"]) == 2
-    for ours, theirs in zip(step["steps"], GOLDEN["steps"], strict=True):
+    assert len(step["steps"]) == len(step["losses"]) == 2
+    for ours, theirs in zip(step["steps"], step["losses"], strict=True):
         assert ours["loss"] == pytest.approx(theirs["loss"], rel=TOLERANCE)
 
 
 def test_the_gradient_of_every_lora_weight_matches(step):
-    expected = load_file(HERE / "step.safetensors")
+    expected = step["expected"]
     for s, ours in enumerate(step["steps"]):
         assert set(ours["grads"]) == {k.split(".grads.", 1)[1] for k in expected if k.startswith(f"step{s}.grads.")}
         for name, grad in ours["grads"].items():
@@ -309,7 +334,7 @@ def test_the_gradient_of_every_lora_weight_matches(step):
 
 
 def test_the_weights_after_each_optimizer_step_match(step):
-    expected = load_file(HERE / "step.safetensors")
+    expected = step["expected"]
     initial = step["steps"][0]["weights"]
     after = [step["steps"][1]["weights"], step["final"]]
     for s, weights in enumerate(after):
