@@ -243,7 +243,15 @@ def main(cfg: AdvGRPOConfig) -> Path | None:
         start = clock(device)
         step_prompts = iteration_prompts(prompts, step, layout.prompts, train.seed)
         batch = rollout_groups(
-            model, step_prompts, layout, rollout_cfg, **size, iteration=step, seed=train.seed, accelerator=accelerator
+            model,
+            step_prompts,
+            layout,
+            rollout_cfg,
+            **size,
+            iteration=step,
+            seed=train.seed,
+            accelerator=accelerator,
+            record_means=cfg.loss.ratio_norm,
         )
         local_prompts = [step_prompts[int(g)] for g in batch.group]
         rolled = clock(device)

@@ -222,7 +222,15 @@ def main(cfg: PrefGRPOConfig) -> Path | None:
         start = clock(device)
         step_prompts = iteration_prompts(prompts, step, layout.prompts, train.seed)
         batch = rollout_groups(
-            model, step_prompts, layout, rollout_cfg, **size, iteration=step, seed=train.seed, accelerator=accelerator
+            model,
+            step_prompts,
+            layout,
+            rollout_cfg,
+            **size,
+            iteration=step,
+            seed=train.seed,
+            accelerator=accelerator,
+            record_means=cfg.loss.ratio_norm,
         )
         rolled = clock(device)
         rewards = compute_rewards(reward, batch, layout, accelerator)

@@ -3,8 +3,10 @@ reference (the model without its LoRA adapter) and the "ratio == 1" on-policy ch
 
 Flow-GRPO (arXiv 2505.05470) re-evaluates each stored SDE step under the current weights, forms the per-step
 ratio ``rho = exp(logp - logp_old)`` and minimizes ``max(-A rho, -A clip(rho, 1 - eps, 1 + eps))``
-(:func:`mmreward.losses.grpo_clip_loss`). Which rows and steps go into which micro-batch and optimizer step is
-decided up front by :func:`mmreward.alignment.update_schedule.update_schedule`.
+(:func:`mmreward.losses.grpo_clip_loss`). With ``loss.ratio_norm`` the ratio is GRPO-Guard's normalized one and each
+step's policy loss is reweighted by ``1 / (sigma - sigma_next)`` (:mod:`mmreward.alignment.grpo_guard`). Which rows
+and steps go into which micro-batch and optimizer step is decided up front by
+:func:`mmreward.alignment.update_schedule.update_schedule`.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from torch import nn
 from mmreward.alignment.advantages import Advantages, step_advantages
 from mmreward.alignment.group_rewards import IterationRewards
 from mmreward.alignment.group_rollout import GroupBatch
+from mmreward.alignment.grpo_guard import ratio_norm_log_ratio, step_reweight
 from mmreward.alignment.layout import GroupLayout
 from mmreward.alignment.off_policy import diagnose_off_policy
 from mmreward.alignment.update_schedule import GRPOLossConfig, training_guidance, update_schedule
@@ -65,7 +68,10 @@ def grpo_update(
     The trained samples (``keep``, ``(N,)``) go through the micro-batches of :func:`update_schedule`; each
     micro-batch runs one forward and backward per trained step, so activations of one step are alive at a time.
     The objective of an optimizer step is the mean over its samples (on all processes) and trained steps of
-    ``grpo_clip_loss + kl_beta * step_kl``.
+    ``grpo_clip_loss + kl_beta * step_kl`` (with ``loss.ratio_norm``: RatioNorm's ratio in the clip, and the clip
+    term of step ``i`` times ``1 / (sigma_i - sigma_i+1)`` unless ``loss.ratio_norm_reweight`` is off; the rollout
+    must hold its step means, ``rollout_groups(record_means=True)``; the ``update/ratio``, ``clipfrac`` and
+    ``approx_kl`` metrics then describe the normalized ratio, the on-policy check the policy's own).
 
     ``on_policy_tolerance``: before the first optimizer step the policy *is* the sampling policy, so
     ``exp(logp - logp_old)`` must be 1; if the first micro-batch deviates by more than this, the update stops with
@@ -77,6 +83,11 @@ def grpo_update(
     stored = rollout.log_probs.shape[1]
     if stored == 0:
         raise ConfigError("the rollout stored no SDE steps (sde_type 'ode' or an empty window); nothing to train")
+    if loss.ratio_norm and rollout.means is None:
+        raise ConfigError(
+            "loss.ratio_norm compares each step's mean with the rollout's, but this rollout did not record its means; "
+            "sample it with rollout_groups(..., record_means=True)"
+        )
     guidance = training_guidance(model, rollout, loss)
     advantages = advantages.to(device).float()
     old_log_probs = rollout.log_probs.to(device)
@@ -121,10 +132,23 @@ def grpo_update(
                             guidance_scale=guidance,
                             cfg_grad=loss.cfg_grad,
                         )
-                    out = grpo_clip_loss(step.log_prob, old_log_probs[rows, j], advantages[rows], loss.clip_range)
+                    i = int(rollout.sde_steps[j])
+                    raw_ratio = torch.exp(step.log_prob.detach() - old_log_probs[rows, j])
+                    if loss.ratio_norm:
+                        log_ratio = ratio_norm_log_ratio(
+                            step.mean,
+                            rollout.means[rows, j],
+                            rollout.next_latents[rows, j],
+                            step.std,
+                            shift=loss.ratio_norm_shift,
+                        )
+                        out = grpo_clip_loss(log_ratio, torch.zeros_like(log_ratio), advantages[rows], loss.clip_range)
+                    else:
+                        out = grpo_clip_loss(step.log_prob, old_log_probs[rows, j], advantages[rows], loss.clip_range)
                     per_sample = out.losses
+                    if loss.ratio_norm and loss.ratio_norm_reweight:
+                        per_sample = per_sample * step_reweight(rollout.sigmas[i], rollout.sigmas[i + 1]).to(device)
                     if ref_mean is not None:
-                        i = int(rollout.sde_steps[j])
                         dt = rollout.sigmas[i + 1] - rollout.sigmas[i]
                         kl = step_kl(
                             step.mean,
@@ -143,7 +167,7 @@ def grpo_update(
                 add("approx_kl", out.approx_kl, weights)
                 add("loss", per_sample, weights)
                 count += float(weights.sum())
-                deviations.append((out.ratio - 1).abs().max())
+                deviations.append((raw_ratio - 1).abs().max())  # the policy's own ratio, whatever the clip sees
             if first_dev is None:
                 first_dev = global_max(torch.stack(deviations).max(), accelerator)
                 if on_policy_tolerance is not None and first_dev > on_policy_tolerance:

@@ -13,7 +13,7 @@ from torch import nn
 from mmreward.alignment.layout import GroupLayout
 from mmreward.errors import ConfigError
 from mmreward.flow.models import FlowModel
-from mmreward.flow.rollout import Rollout, random_sde_window, sample, seeded
+from mmreward.flow.rollout import Rollout, random_sde_window, sample, seeded, sliding_sde_window
 from mmreward.media import to_uint8
 
 
@@ -30,8 +30,14 @@ class SamplerConfig:
     # what a CPS step's log-probability is: surrogate -mean((x' - mean)^2) (Flow-GRPO's and Adv-GRPO's CPS recipes;
     # its log-ratios are 2 std^2 x the Gaussian ones, so loss.clip_range bounds that scaled ratio) or gaussian
     cps_log_prob: Literal["surrogate", "gaussian"] = "surrogate"
-    sde_window_size: int = 0  # 0: every step stochastic; k: a random window of k SDE steps (Flow-GRPO-Fast)
+    sde_window_size: int = 0  # 0: every step stochastic; k: a window of k SDE steps, the others ODE
     sde_window_range: list[int] = field(default_factory=list)  # [low, high) for the window; [] = all steps
+    # where the window goes each iteration: random (a new random place, Flow-GRPO-Fast) or sliding (MixGRPO: from the
+    # range's start, sde_window_stride steps later every sde_window_shift_every iterations; see sliding_sde_window)
+    sde_window_schedule: Literal["random", "sliding"] = "random"
+    sde_window_shift_every: int = 25  # sliding: iterations before the window moves (MixGRPO iters_per_group)
+    sde_window_stride: int = 1  # sliding: steps it moves by (MixGRPO prog_overlap_step; its no-overlap mode: size)
+    sde_window_roll_back: bool = True  # sliding: after the range's end start again (MixGRPO --roll_back); else stay
     batch_size: int = 8  # samples per transformer call
 
 
@@ -61,6 +67,18 @@ def check_sampler_config(sampler: SamplerConfig, section: str) -> None:
         raise ConfigError(f"{section}.sde_window_range must be [low, high], got {sampler.sde_window_range}")
     if sampler.sde_window_range and not sampler.sde_window_size:
         raise ConfigError(f"{section}.sde_window_range needs {section}.sde_window_size >= 1 (the window's length)")
+    if sampler.sde_window_schedule not in ("random", "sliding"):
+        raise ConfigError(
+            f"{section}.sde_window_schedule must be random or sliding, got {sampler.sde_window_schedule!r}"
+        )
+    if sampler.sde_window_schedule == "sliding":
+        if not sampler.sde_window_size:
+            raise ConfigError(
+                f"{section}.sde_window_schedule=sliding needs {section}.sde_window_size >= 1 (the window's length)"
+            )
+        for name in ("sde_window_shift_every", "sde_window_stride"):
+            if getattr(sampler, name) < 1:
+                raise ConfigError(f"{section}.{name} must be >= 1, got {getattr(sampler, name)}")
     if sampler.sde_window_size:
         low, high = sampler.sde_window_range or (0, sampler.num_steps)
         last = sampler.num_steps - 1 if sampler.sde_type == "cps" else sampler.num_steps
@@ -106,11 +124,21 @@ class GroupBatch:
 
 
 def rollout_window(rollout: SamplerConfig, iteration: int, seed: int) -> tuple[int, int] | None:
-    """This iteration's SDE window: None (every step stochastic) or a random window of ``sde_window_size`` steps,
-    drawn the same on every process."""
+    """This iteration's SDE window: None (every step stochastic) or a window of ``sde_window_size`` steps, at a
+    random place drawn the same on every process, or where MixGRPO's sliding schedule puts it at ``iteration``
+    (:func:`mmreward.flow.rollout.sliding_sde_window`; a function of the iteration, so a resumed run continues it)."""
     if not rollout.sde_window_size:
         return None
     low, high = rollout.sde_window_range or (0, rollout.num_steps - (1 if rollout.sde_type == "cps" else 0))
+    if rollout.sde_window_schedule == "sliding":
+        return sliding_sde_window(
+            iteration,
+            rollout.sde_window_size,
+            (low, high),
+            shift_every=rollout.sde_window_shift_every,
+            stride=rollout.sde_window_stride,
+            roll_back=rollout.sde_window_roll_back,
+        )
     return random_sde_window(
         rollout.num_steps, rollout.sde_window_size, (low, high), generator=seeded(seed, "sde-window", iteration)
     )
@@ -139,13 +167,15 @@ def rollout_groups(
     seed: int,
     accelerator: Any,
     transformer: nn.Module | None = None,
+    record_means: bool = False,
 ) -> GroupBatch:
     """Sample this process's slice of the iteration with log-probabilities (no gradients), decoded for rewards.
 
     Sample ``i`` uses its own generator seeded by ``(seed, iteration, i)``, so the same run on any number of
     processes draws the same samples. With ``rollout.same_noise`` the initial noise of every sample of group ``g``
     comes from one generator seeded by ``(seed, iteration, g)`` (:func:`group_initial_noise`).
-    ``transformer`` defaults to the model's own (the live policy weights).
+    ``transformer`` defaults to the model's own (the live policy weights). ``record_means`` keeps each stochastic
+    step's mean in the rollout (``loss.ratio_norm`` needs it).
     """
     if len(prompts) != layout.prompts:
         raise ValueError(f"{len(prompts)} prompts for a layout of {layout.prompts}")
@@ -172,5 +202,6 @@ def rollout_groups(
             transformer=transformer,
             cps_log_prob=rollout.cps_log_prob,
             initial_noise=group_initial_noise(latent_shape, group, seed, iteration) if rollout.same_noise else None,
+            record_means=record_means,
         )
     return GroupBatch(samples, index, group, list(prompts), to_uint8(samples.media), rollout.batch_size)

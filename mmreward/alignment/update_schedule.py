@@ -11,6 +11,7 @@ from typing import Literal
 
 import torch
 
+from mmreward.alignment.grpo_guard import RATIO_NORM_SHIFTS
 from mmreward.errors import ConfigError
 from mmreward.flow.models import CFG_GRADS, FlowModel
 from mmreward.flow.rollout import Rollout, seeded
@@ -31,6 +32,14 @@ class GRPOLossConfig:
     # where the CFG forward's gradient flows: detach_uncond (Flow-GRPO detaches the unconditional prediction, so the
     # gradient is g x that of the conditional branch) or both (Pref-GRPO's Wan trainer; d v = (1-g) dv_neg + g dv_pos)
     cfg_grad: Literal["detach_uncond", "both"] = "detach_uncond"
+    # GRPO-Guard's RatioNorm (arXiv 2510.22319; Pref-GRPO --rationorm): the clip sees exp(mean((mean - old mean) x
+    # the step's noise)) instead of the raw ratio, centred on 1 with one scale at every step (the rollout records its
+    # step means for it; see mmreward.alignment.grpo_guard); clip_range bounds that ratio (the references: 2e-6-4e-6)
+    ratio_norm: bool = False
+    ratio_norm_reweight: bool = True  # with ratio_norm: each step's policy loss / (sigma - sigma_next), as both refs
+    # with ratio_norm: the mean-shift term per sample (Pref-GRPO, the derivation) or the micro-batch's mean (what
+    # GRPO-Guard's code computes: its mean over dim=() reduces the whole batch)
+    ratio_norm_shift: Literal["sample", "batch"] = "sample"
     timestep_fraction: float = 0.99  # trains int(S * fraction) of the S stored SDE steps (>= 1)
     timestep_order: Literal["first", "random"] = "first"  # first: Flow-GRPO; random subset: Pref-GRPO/DanceGRPO
 
@@ -42,6 +51,10 @@ def check_loss_config(loss: GRPOLossConfig) -> None:
         raise ConfigError(f"loss.kl_beta must be >= 0, got {loss.kl_beta}")
     if loss.cfg_grad not in CFG_GRADS:
         raise ConfigError(f"loss.cfg_grad must be one of {', '.join(CFG_GRADS)}, got {loss.cfg_grad!r}")
+    if loss.ratio_norm_shift not in RATIO_NORM_SHIFTS:
+        raise ConfigError(
+            f"loss.ratio_norm_shift must be one of {', '.join(RATIO_NORM_SHIFTS)}, got {loss.ratio_norm_shift!r}"
+        )
     if not 0 < loss.timestep_fraction <= 1:
         raise ConfigError(f"loss.timestep_fraction must be in (0, 1], got {loss.timestep_fraction}")
 

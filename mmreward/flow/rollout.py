@@ -3,8 +3,9 @@
 ``sample(model, prompts, group_size=G, ...)`` draws ``G`` images or videos per prompt. Steps inside the SDE window
 are stochastic (``sde_type`` ``flow``/``dance``/``cps`` with ``noise_level``) and record the latents before and
 after the step and the step's log-probability under the sampling policy; steps outside are plain Euler. A full
-window is Flow-GRPO; a short one (1-3 steps early in the schedule) is Flow-GRPO-Fast / MixGRPO; ``sde_type="ode"``
-(or :func:`sample_ode`) is deterministic sampling for evaluation.
+window is Flow-GRPO; a short one (1-3 steps early in the schedule) is Flow-GRPO-Fast (:func:`random_sde_window`, a
+new place every iteration) or MixGRPO (:func:`sliding_sde_window`, a window that slides over the schedule as training
+goes on); ``sde_type="ode"`` (or :func:`sample_ode`) is deterministic sampling for evaluation.
 
 The :class:`Rollout` holds everything a policy-gradient update needs: prompts and their group index, the prompt
 and negative embeddings used, the sigma grid and which steps were stochastic, per-step latents, next latents and
@@ -44,6 +45,8 @@ class Rollout:
         log_probs: ``(B, S)`` float32, their log-probabilities under the sampling policy.
         final: ``(B, *latent)`` float32, the clean latents ``x0``.
         media: decoded ``final`` (canonical media on the model's device) or None.
+        means: ``(B, S, *latent)`` float32, the mean of each stochastic step under the sampling policy (recorded on
+            request: GRPO-Guard's RatioNorm compares the current policy's mean with it), or None.
     """
 
     prompts: list[str]
@@ -61,6 +64,7 @@ class Rollout:
     final: torch.Tensor
     media: torch.Tensor | None = None
     log_prob_kind: LogProbKind = "gaussian"
+    means: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return len(self.prompts)
@@ -105,6 +109,39 @@ def random_sde_window(
     return (start, start + size)
 
 
+def sliding_sde_window(
+    iteration: int, size: int, within: tuple[int, int], *, shift_every: int, stride: int, roll_back: bool = True
+) -> tuple[int, int]:
+    """MixGRPO's sliding SDE window (arXiv 2507.21802; Tencent-Hunyuan/MixGRPO ``GRPOTrainingStates``, strategy
+    ``progressive``): the window of iteration ``iteration`` (0-based) inside ``within = [low, high)``.
+
+    The window starts at ``low`` and moves ``stride`` steps later every ``shift_every`` iterations (MixGRPO's
+    ``iters_per_group``; ``stride`` is ``prog_overlap_step``, or ``size`` for its non-overlapping mode), so iteration
+    ``k`` has made ``m = k // shift_every`` moves. Its start is ``low + m' stride`` and its end
+    ``min(start + size, high)`` (it shrinks at the end of the range, as MixGRPO's). The possible starts are those
+    below ``high``: ``M = ceil((high - low) / stride)`` of them; past the last, ``roll_back`` starts again at ``low``
+    (``m' = m mod M``, MixGRPO's ``--roll_back``), otherwise the window stays at the last start (``m' = min(m, M-1)``).
+
+    E.g. size 4, every 25 iterations, stride 1, within [0, 23) (MixGRPO's FLUX script, 25 steps): iterations 0-24
+    use (0, 4), 25-49 (1, 5), ..., 500-524 (20, 23), 550-574 (22, 23), then (0, 4) again.
+
+    Deliberate difference: MixGRPO's state machine also visits the start ``high`` itself, an empty window that trains
+    nothing for ``shift_every`` iterations (stride 1 always reaches it; with ``roll_back`` off it stays there); the
+    window here always holds at least one step.
+    """
+    low, high = within
+    if not 0 <= low < high or size < 1 or shift_every < 1 or stride < 1 or iteration < 0:
+        raise ConfigError(
+            f"a sliding SDE window needs 0 <= low < high (got [{low}, {high})), size >= 1 (got {size}), "
+            f"shift_every >= 1 (got {shift_every}), stride >= 1 (got {stride}) and iteration >= 0 (got {iteration})"
+        )
+    starts = -(-(high - low) // stride)  # ceil: the starts low, low + stride, ... below high
+    moves = iteration // shift_every
+    move = moves % starts if roll_back else min(moves, starts - 1)
+    start = low + move * stride
+    return (start, min(start + size, high))
+
+
 def check_sde_window(window: tuple[int, int], num_steps: int, sde_type: str) -> None:
     start, end = window
     if sde_type not in SDE_TYPES:
@@ -139,6 +176,7 @@ def sample(
     transformer: torch.nn.Module | None = None,
     cps_log_prob: LogProbKind = "surrogate",
     initial_noise: torch.Tensor | None = None,
+    record_means: bool = False,
 ) -> Rollout:
     """Draw ``group_size`` samples for each prompt; see the module docstring.
 
@@ -153,6 +191,7 @@ def sample(
             and Adv-GRPO's CPS recipes) or ``"gaussian"`` (the log-density); other SDEs record the log-density.
         initial_noise: ``(len(prompts) * group_size, *latent)`` starting latents at sigma 1 (e.g. one noise shared
             by a group); default drawn from ``generator``.
+        record_means: also keep each stochastic step's mean (``Rollout.means``; the memory of ``latents`` again).
     Mixed precision is the caller's: wrap the call in ``accelerator.autocast()``; the SDE math is float32.
     """
     if group_size < 1:
@@ -184,7 +223,7 @@ def sample(
     latents = latents.to(model.device)
     sde_steps = torch.arange(window[0], window[1])
     chunk = batch_size or total
-    stored, stored_next, stored_logp = [], [], []
+    stored, stored_next, stored_logp, stored_means = [], [], [], []
     for i in range(num_steps):
         stochastic = window[0] <= i < window[1]
         step_type = sde_type if stochastic else "ode"
@@ -218,6 +257,8 @@ def sample(
             stored.append(latents)
             stored_next.append(next_latents)
             stored_logp.append(torch.cat([p.log_prob for p in parts]))
+            if record_means:
+                stored_means.append(torch.cat([p.mean for p in parts]))
         latents = next_latents
     empty = torch.zeros(total, 0, *shape[1:], device=model.device)
     return Rollout(
@@ -236,6 +277,7 @@ def sample(
         final=latents,
         media=decode_latents(model, latents, chunk) if decode else None,
         log_prob_kind=log_prob_kind,
+        means=(torch.stack(stored_means, dim=1) if stored else empty) if record_means else None,
     )
 
 

@@ -17,6 +17,7 @@ from safetensors.torch import load_file
 
 from align.pref_grpo import PrefGRPOConfig, main
 from mmreward.alignment.clipped_update import OffPolicyError
+from mmreward.alignment.group_rollout import rollout_groups
 from mmreward.errors import ConfigError
 from mmreward.media import load_video
 from mmreward.train.config import parse_config
@@ -26,6 +27,7 @@ from tests.program_runs import accelerate_launch, assert_lora_changes_tiny_sd3
 REPO = Path(__file__).resolve().parents[2]
 POINTWISE = REPO / "configs" / "tiny" / "pref_grpo_flow_grpo.yaml"
 PAIRWISE = REPO / "configs" / "tiny" / "pref_grpo.yaml"
+RECOMMENDED = REPO / "configs" / "tiny" / "pref_grpo_recommended.yaml"
 LORA_FILE = Path("lora") / "pytorch_lora_weights.safetensors"
 # 3 prompts x 4 samples over 2 processes: 6 samples each, so the middle group is split across the processes.
 SPLIT_GROUPS = [
@@ -59,6 +61,18 @@ def _launch(output: Path, *args: str, processes: int = 2) -> subprocess.Complete
         (["--rollout.sde_window_size", "4"], "does not fit in [0, 3)"),
         (["--rollout.sde_type", "ode"], "invalid value for 'rollout.sde_type'"),
         (["--loss.timestep_fraction", "0"], "timestep_fraction must be in (0, 1]"),
+        (["--loss.ratio_norm_shift", "group"], "invalid value for 'loss.ratio_norm_shift'"),
+        (
+            [
+                "--rollout.sde_window_schedule",
+                "sliding",
+                "--rollout.sde_window_size",
+                "0",
+                "--rollout.sde_window_range",
+                "[]",
+            ],
+            "sde_window_schedule=sliding needs rollout.sde_window_size",
+        ),
         (["--eval.samples_per_prompt", "1"], "diversity compares them"),
         (["--model.family", "wan"], "set model.num_frames"),
         (["--train.micro_batch_sise", "2"], "unknown config key 'train.micro_batch_sise'"),
@@ -114,10 +128,46 @@ def test_pref_grpo_flux_config_is_the_reference_recipe():
     assert (cfg.reward.judge_weight, cfg.reward.rewards) == (0.4, {"clip-h14": 0.6})
     assert cfg.advantage.per_reward and cfg.advantage.batch_normalize
     assert (cfg.lora.rank, cfg.lora.alpha, cfg.loss.clip_range, cfg.loss.kl_beta) == (64, 128, 1e-4, 0.0)
+    assert (
+        cfg.loss.ratio_norm and cfg.loss.ratio_norm_reweight and cfg.loss.ratio_norm_shift == "sample"
+    )  # --rationorm
+
+
+def test_recommended_and_grpo_guard_configs_are_their_recipes():
+    """Flow-GRPO's README "Training Speed" recipe (pickscore_sd3_fast_nocfg) with MixGRPO's sliding window, and
+    GRPO-Guard's pickscore_hps_sd3_ratio_norm (config/grpo_guard.py, train_sd3_GRPO_Guard.py)."""
+    configs = REPO / "configs" / "align"
+    fast = parse_config(PrefGRPOConfig, ["--config", str(configs / "pref_grpo_flow_grpo_fast_sd3.yaml")])
+    cfg = parse_config(PrefGRPOConfig, ["--config", str(configs / "pref_grpo_flow_grpo_recommended_sd3.yaml")])
+    assert (cfg.rollout.guidance_scale, cfg.loss.cfg, cfg.eval.guidance_scale) == (1.0, False, 1.0)
+    assert (cfg.rollout.sde_type, cfg.rollout.noise_level, cfg.rollout.sde_window_size) == ("cps", 0.8, 3)
+    assert cfg.rollout.sde_window_range == [0, 5] and cfg.loss.timestep_fraction == 1.0
+    assert (cfg.rollout.sde_window_schedule, cfg.rollout.sde_window_shift_every, cfg.rollout.sde_window_stride) == (
+        "sliding",
+        25,
+        1,
+    )
+    assert fast.rollout.sde_window_schedule == "random"
+    assert vars(cfg.loss) == vars(fast.loss) and vars(cfg.train) == vars(fast.train)  # only the window differs
+    guard = parse_config(PrefGRPOConfig, ["--config", str(configs / "pref_grpo_grpo_guard_sd3.yaml")])
+    assert (guard.loss.ratio_norm, guard.loss.ratio_norm_reweight, guard.loss.ratio_norm_shift) == (
+        True,
+        True,
+        "batch",
+    )
+    assert (guard.loss.clip_range, guard.loss.cfg_grad, guard.train.learning_rate) == (4e-6, "both", 1e-4)
+    assert (guard.rollout.prompts_per_step, guard.rollout.group_size, guard.rollout.sde_window_size) == (48, 24, 0)
+    assert (guard.train.micro_batch_size, guard.advantage.std, guard.rollout.guidance_scale) == (9, "group", 4.5)
+    assert (guard.model.max_sequence_length, guard.model.weight_dtype) == (128, "float32")
 
 
 def test_flow_grpo_configs_keep_the_reference_text_length_and_fp32_base():
-    for name in ("pref_grpo_flow_grpo_sd3", "pref_grpo_flow_grpo_fast_sd3", "pref_grpo_flow_grpo_flux"):
+    for name in (
+        "pref_grpo_flow_grpo_sd3",
+        "pref_grpo_flow_grpo_fast_sd3",
+        "pref_grpo_flow_grpo_flux",
+        "pref_grpo_flow_grpo_recommended_sd3",
+    ):
         cfg = parse_config(PrefGRPOConfig, ["--config", str(REPO / "configs" / "align" / f"{name}.yaml")])
         assert (cfg.model.max_sequence_length, cfg.model.weight_dtype) == (128, "float32"), name
         assert cfg.loss.cfg_grad == "detach_uncond", name
@@ -142,6 +192,34 @@ def test_pref_grpo_recipe_options_run(tmp_path):
     expected = 0.4 * row["reward/win_rate"] + 0.6 * row["reward/mmreward.rewards.brightness:BrightnessReward"]
     assert row["reward/mean"] == pytest.approx(expected, rel=1e-5)
     assert row["update/optimizer_steps"] == 1 and row["grad_norm"] > 0
+
+
+def test_recommended_recipe_with_grpo_guard_and_a_sliding_window_runs(tmp_path, monkeypatch):
+    """configs/tiny/pref_grpo_recommended.yaml: CFG-free CPS rollouts whose 2-step SDE window slides one step later
+    per iteration inside [0, 4) (MixGRPO), trained with GRPO-Guard's RatioNorm; the rollouts record their step means
+    and store only the window's steps; on-policy the normalized ratio is 1."""
+    import align.pref_grpo as program
+
+    windows, means = [], []
+
+    def recording(*args, **kwargs):
+        batch = rollout_groups(*args, **kwargs)
+        windows.append(batch.rollout.sde_steps.tolist())
+        means.append(batch.rollout.means is not None and batch.rollout.means.shape == batch.rollout.latents.shape)
+        return batch
+
+    monkeypatch.setattr(program, "rollout_groups", recording)
+    cfg = _cfg(RECOMMENDED, tmp_path / "out", "--eval.every", "0", "--check_on_policy", "true")
+    assert cfg.loss.ratio_norm and not cfg.loss.cfg and cfg.rollout.sde_type == "cps"
+    main(cfg)
+    assert windows == [[0, 1], [1, 2], [2, 3], [3], [0, 1]] and all(means)
+    rows = [r for r in read_metrics(tmp_path / "out") if "reward/mean" in r]
+    assert [r["step"] for r in rows] == [1, 2, 3, 4, 5]
+    for row in rows:
+        assert row["update/optimizer_steps"] == 2 and row["grad_norm"] > 0
+        assert abs(row["update/ratio"] - 1) < 1e-3
+    assert rows[0]["ratio/first_dev"] < 1e-5
+    assert_lora_changes_tiny_sd3(tmp_path / "out" / "lora")
 
 
 # ------------------------------------------------------------------------------------------------ python run

@@ -15,6 +15,7 @@ from mmreward.alignment.group_rollout import RolloutConfig, rollout_groups, roll
 from mmreward.alignment.layout import GroupLayout
 from mmreward.alignment.off_policy import diagnose_off_policy
 from mmreward.alignment.update_schedule import GRPOLossConfig, training_guidance
+from mmreward.errors import ConfigError
 from mmreward.flow.models import load_flow_model
 from mmreward.flow.rollout import policy_step, sample, seeded
 from mmreward.rewards.base import RewardOutput
@@ -43,12 +44,24 @@ def model():
     return model
 
 
-def _batch(model, accelerator, guidance=1.0, batch_size=4, prompts=("a red cat", "a blue car"), group=4):
+def _batch(
+    model, accelerator, guidance=1.0, batch_size=4, prompts=("a red cat", "a blue car"), group=4, record_means=False
+):
     layout = GroupLayout(len(prompts), group)
     config = RolloutConfig(
         prompts_per_step=len(prompts), group_size=group, num_steps=3, guidance_scale=guidance, batch_size=batch_size
     )
-    return rollout_groups(model, list(prompts), layout, config, **SIZE, iteration=0, seed=0, accelerator=accelerator)
+    return rollout_groups(
+        model,
+        list(prompts),
+        layout,
+        config,
+        **SIZE,
+        iteration=0,
+        seed=0,
+        accelerator=accelerator,
+        record_means=record_means,
+    )
 
 
 class _Recorder(torch.optim.SGD):
@@ -192,6 +205,70 @@ def test_update_gradient_is_the_mean_policy_gradient_over_trained_samples_and_st
         expected = torch.autograd.grad(objective, params)
         for got, want in zip(recorder.steps[update], expected, strict=True):
             torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-7)
+
+
+def _update(model, batch, advantages, loss, accelerator):
+    optimizer, recorder = _optimizer(model)
+    keep = torch.ones(len(advantages), dtype=torch.bool)
+    metrics = grpo_update(
+        model,
+        batch,
+        advantages,
+        keep,
+        transformer=model.transformer,
+        reference=None,
+        optimizer=optimizer,
+        loss=loss,
+        micro_batch_size=8,
+        accelerator=accelerator,
+        on_policy_tolerance=1e-5,
+    )
+    (grads,) = recorder.steps
+    return grads, metrics
+
+
+def test_ratio_norm_update_is_grpo_guards_objective(model, accelerator):
+    """With loss.ratio_norm the clip sees r_ij = exp(mean((mu - mu_old)(x' - mu_old)) / s_j) (the rollout's recorded
+    means) and step j's term is divided by sigma_j - sigma_j+1: on-policy the gradient is
+    -(1 / (K T)) sum A_i grad r_ij / (sigma_j - sigma_j+1). At mu = mu_old, grad log r = s_j grad logp, so the
+    one-step gradient is the plain update's times s_j / (sigma_j - sigma_j+1)."""
+    batch = _batch(model, accelerator, record_means=True)
+    params = [p for p in model.transformer.parameters() if p.requires_grad]
+    advantages = torch.tensor([1.0, -0.5, 0.2, 2.0, -1.0, 0.3, -0.4, -2.0])
+    rollout = batch.rollout
+    grads, metrics = _update(
+        model, batch, advantages, GRPOLossConfig(timestep_fraction=1.0, ratio_norm=True), accelerator
+    )
+    assert metrics["ratio/first_dev"] < 1e-5 and abs(metrics["update/ratio"] - 1) < 1e-6
+    objective = 0.0
+    for j in range(3):
+        step = policy_step(model, rollout, j)
+        log_ratio = ((step.mean - rollout.means[:, j]) * (rollout.next_latents[:, j] - rollout.means[:, j])).mean(
+            dim=(1, 2, 3)
+        ) / step.std.flatten()
+        gap = rollout.sigmas[j] - rollout.sigmas[j + 1]
+        objective = objective + (-advantages * torch.exp(log_ratio)).sum() / (8 * 3 * gap)
+    for got, want in zip(grads, torch.autograd.grad(objective, params), strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-8)
+
+    one_step = {"timestep_fraction": 0.34}  # int(3 * 0.34) = 1: the first stored step only
+    plain, _ = _update(model, batch, advantages, GRPOLossConfig(**one_step), accelerator)
+    guard, _ = _update(model, batch, advantages, GRPOLossConfig(ratio_norm=True, **one_step), accelerator)
+    unweighted, _ = _update(
+        model, batch, advantages, GRPOLossConfig(ratio_norm=True, ratio_norm_reweight=False, **one_step), accelerator
+    )
+    std = float(policy_step(model, rollout, 0).std.flatten()[0])
+    gap = float(rollout.sigmas[0] - rollout.sigmas[1])
+    for p, g, u in zip(plain, guard, unweighted, strict=True):
+        torch.testing.assert_close(u, p * std, rtol=1e-3, atol=1e-9)
+        torch.testing.assert_close(g, p * std / gap, rtol=1e-3, atol=1e-9)
+    assert std / gap > 2  # the two updates differ measurably
+
+
+def test_ratio_norm_needs_the_rollouts_means(model, accelerator):
+    batch = _batch(model, accelerator)
+    with pytest.raises(ConfigError, match="did not record its means"):
+        _update(model, batch, torch.ones(8), GRPOLossConfig(ratio_norm=True), accelerator)
 
 
 def test_processes_without_trained_samples_still_step_together(model, accelerator):

@@ -30,7 +30,13 @@ import torch
 from mmreward import win_rate
 from mmreward.alignment.advantages import group_advantages
 from mmreward.alignment.layout import GroupLayout, exchange_rows, iteration_prompts
-from mmreward.alignment.update_schedule import GRPOLossConfig, split_sizes, trained_steps, update_schedule
+from mmreward.alignment.update_schedule import (
+    GRPOLossConfig,
+    check_loss_config,
+    split_sizes,
+    trained_steps,
+    update_schedule,
+)
 from mmreward.data.prompts import read_prompts
 from mmreward.errors import ConfigError
 from mmreward.evaluation.diversity import pixel_features, within_group_diversity
@@ -321,3 +327,9 @@ def test_step_kl_keeps_the_kl_in_float32_whatever_dtype_dt_comes_in():
     mean, ref, std = torch.tensor([[0.2]]), torch.tensor([[0.0]]), torch.tensor([[0.5]])
     dt = torch.tensor([-0.25], dtype=torch.float64)
     assert step_kl(mean, ref, std, dt, sde_type="flow", includes_dt=False).dtype == torch.float32
+
+
+def test_loss_config_checks_the_ratio_norm_shift():
+    check_loss_config(GRPOLossConfig(ratio_norm=True, ratio_norm_shift="batch"))
+    with pytest.raises(ConfigError, match=r"^loss.ratio_norm_shift must be one of sample, batch, got 'group'$"):
+        check_loss_config(GRPOLossConfig(ratio_norm=True, ratio_norm_shift="group"))

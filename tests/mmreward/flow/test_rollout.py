@@ -8,7 +8,14 @@ from diffusers import FlowMatchEulerDiscreteScheduler
 
 from mmreward.errors import ConfigError
 from mmreward.flow.models import load_flow_model
-from mmreward.flow.rollout import check_sde_window, policy_step, random_sde_window, sample, sample_ode
+from mmreward.flow.rollout import (
+    check_sde_window,
+    policy_step,
+    random_sde_window,
+    sample,
+    sample_ode,
+    sliding_sde_window,
+)
 
 SIZES = {
     "sd3": {"height": 32, "width": 32},
@@ -122,6 +129,41 @@ def test_policy_step_reproduces_the_stored_log_probs(model, sde_type):
     surrogate = -(rollout.next_latents[:, 0] - policy_step(model, rollout, 0).mean).pow(2).flatten(1).mean(1)
     assert rollout.log_prob_kind == ("surrogate" if sde_type == "cps" else "gaussian")
     assert torch.allclose(rollout.log_probs[:, 0], surrogate, rtol=1e-5, atol=1e-7) == (sde_type == "cps")
+    assert rollout.means is None  # kept only on request
+
+
+def test_a_last_step_outside_the_window_is_the_x0_prediction_pref_grpo_decodes(model):
+    """Pref-GRPO samples every step stochastically but decodes the last step's x0 prediction x - sigma v; with the
+    window ending before the last step, mmreward's Euler step to sigma 0 gives that same image."""
+    size = SIZES[model.family]
+    rollout = sample(
+        model,
+        ["a red car"],
+        group_size=2,
+        num_steps=4,
+        guidance_scale=GUIDANCE[model.family],
+        sde_window=(0, 3),
+        generator=torch.Generator().manual_seed(4),
+        decode=False,
+        **size,
+    )
+    x, sigma = rollout.next_latents[:, -1], rollout.sigmas[3]  # the latents the last step starts from
+    v = model.velocity(x, sigma, rollout.cond, guidance_scale=GUIDANCE[model.family], negative=rollout.negative)
+    assert rollout.sigmas[4] == 0
+    torch.testing.assert_close(rollout.final, x - sigma * v.float(), rtol=1e-5, atol=1e-5)
+
+
+def test_recorded_step_means_are_the_sampling_policys(model):
+    """record_means keeps each stochastic step's mean: what policy_step recomputes with unchanged weights, and what
+    the drawn next latents scatter around."""
+    size = SIZES[model.family]
+    kwargs = dict(group_size=2, num_steps=4, noise_level=0.8, sde_window=(1, 3), decode=False, **size)
+    rollout = sample(model, ["a red car"], generator=torch.Generator().manual_seed(5), record_means=True, **kwargs)
+    assert rollout.means.shape == rollout.latents.shape
+    for j in range(2):
+        torch.testing.assert_close(rollout.means[:, j], policy_step(model, rollout, j).mean, rtol=1e-5, atol=1e-6)
+    plain = sample(model, ["a red car"], generator=torch.Generator().manual_seed(5), **kwargs)
+    torch.testing.assert_close(plain.next_latents, rollout.next_latents)  # recording changes no draw
 
 
 def test_rollouts_are_reproducible_and_groups_differ(model):
@@ -143,3 +185,43 @@ def test_sde_windows():
         check_sde_window((0, 10), 10, "cps")
     with pytest.raises(ConfigError, match="unknown sde_type"):
         check_sde_window((0, 5), 10, "sde")
+
+
+def _mixgrpo_windows(iterations, size, high, shift_every, stride, roll_back):
+    """MixGRPO's progressive schedule told as its state machine: train range(cur, min(cur + size, high)), count the
+    iteration, move cur by stride after shift_every of them, past high start again (roll back) or stay at high."""
+    cur, count, windows = 0, 0, []
+    for _ in range(iterations):
+        windows.append((cur, min(cur + size, high)))
+        count += 1
+        if count >= shift_every:
+            count, cur = 0, cur + stride
+        if cur > high:
+            cur = 0 if roll_back else high
+    return windows
+
+
+def test_sliding_sde_window_hand_worked():
+    """Size 2 within [1, 6), moving by 2 every 3 iterations: starts 1, 3, 5 (ceil(5 / 2) = 3 of them)."""
+    windows = [sliding_sde_window(k, 2, (1, 6), shift_every=3, stride=2) for k in range(10)]
+    assert windows == [(1, 3)] * 3 + [(3, 5)] * 3 + [(5, 6)] * 3 + [(1, 3)]
+    stay = [sliding_sde_window(k, 2, (1, 6), shift_every=3, stride=2, roll_back=False) for k in (8, 9, 100)]
+    assert stay == [(5, 6)] * 3
+    with pytest.raises(ConfigError, match="shift_every >= 1"):
+        sliding_sde_window(0, 2, (0, 5), shift_every=0, stride=1)
+    with pytest.raises(ConfigError, match="0 <= low < high"):
+        sliding_sde_window(0, 2, (5, 5), shift_every=1, stride=1)
+
+
+@pytest.mark.parametrize(("size", "high", "every", "stride"), [(4, 23, 25, 1), (4, 23, 2, 4), (3, 9, 1, 2)])
+def test_sliding_sde_window_follows_mixgrpo_except_its_empty_window(size, high, every, stride):
+    """Equal to MixGRPO's schedule wherever that trains a step; where it reaches start == high (an empty window, no
+    step trained) this one has already rolled back, so the rest is the same sequence shifted by those iterations."""
+    reference = _mixgrpo_windows(3000, size, high, every, stride, roll_back=True)
+    trained = [w for w in reference if w[0] < w[1]]
+    ours = [sliding_sde_window(k, size, (0, high), shift_every=every, stride=stride) for k in range(len(trained))]
+    assert ours == trained
+    assert (len(trained) < len(reference)) == (high % stride == 0)  # its start reaches high exactly: empty windows
+    # MixGRPO's FLUX script: 25 steps, windows of 4 inside [0, 23) moving by 1 every 25 iterations
+    assert sliding_sde_window(0, 4, (0, 23), shift_every=25, stride=1) == (0, 4)
+    assert sliding_sde_window(299, 4, (0, 23), shift_every=25, stride=1) == (11, 15)
