@@ -80,12 +80,20 @@ METHODS: dict[str, tuple[ModuleType, type, list[str]]] = {
     "Flow-GRPO": (
         pref_grpo,
         pref_grpo.PrefGRPOConfig,
-        [*GRPO, "--rollout.sde_window_size", "0", "--rollout.sde_window_range", "[]", "--loss.timestep_fraction", "0.99"],
+        [
+            *GRPO,
+            *("--rollout.sde_window_size", "0", "--rollout.sde_window_range", "[]"),
+            *("--loss.timestep_fraction", "0.99"),
+        ],
     ),
     "Flow-GRPO-Fast": (
         pref_grpo,
         pref_grpo.PrefGRPOConfig,
-        [*GRPO, "--rollout.sde_window_size", "1", "--rollout.sde_window_range", "[0, 2]", "--loss.timestep_fraction", "1.0"],
+        [
+            *GRPO,
+            *("--rollout.sde_window_size", "1", "--rollout.sde_window_range", "[0, 2]"),
+            *("--loss.timestep_fraction", "1.0"),
+        ],
     ),
     "MixGRPO": (
         pref_grpo,
@@ -245,6 +253,25 @@ def spread(values: list[float]) -> float:
     return statistics.stdev(values) if len(values) > 1 else 0.0
 
 
+def curve(runs: list[Run]) -> tuple[list[float], list[float], list[float]]:
+    """Evaluations, mean held-out gain and its spread over the runs: at the start and at every checkpoint (the
+    checkpoints fall on the same steps in every run, and the evaluations per step are the same across seeds)."""
+    points = len(runs[0].points)
+    xs = [0.0] + [statistics.fmean(r.points[k][1] + r.points[k][2] for r in runs) for k in range(points)]
+    gains = [[0.0] + [p[3] - r.base for p in r.points] for r in runs]
+    means = [statistics.fmean(g[k] for g in gains) for k in range(len(xs))]
+    return xs, means, [spread([g[k] for g in gains]) for k in range(len(xs))]
+
+
+def reach(xs: list[float], means: list[float], target: float) -> float | None:
+    """The evaluations at which the mean gain curve first reaches ``target`` (linear between checkpoints)."""
+    for k in range(1, len(xs)):
+        if means[k] >= target:
+            fraction = (target - means[k - 1]) / (means[k] - means[k - 1])
+            return xs[k - 1] + fraction * (xs[k] - xs[k - 1])
+    return None
+
+
 # ``--smoke``: every method through one checkpoint at the smallest sizes that still form groups and pairs.
 SMOKE = {"seeds": 1, "steps": 2, "every": 2, "prompts": 2, "samples": 2, "eval_prompts": 2, "eval_samples": 2}
 
@@ -289,11 +316,22 @@ def main() -> None:
         print(
             f"{name:<17}{statistics.fmean(r.evaluations for r in method_runs):>12.0f}"
             f"{statistics.fmean(r.forward for r in method_runs):>9.0f}"
-            f"{statistics.fmean(r.base for r in method_runs):>8.4f}{statistics.fmean(gains):>+9.4f}{spread(gains):>8.4f}"
+            f"{statistics.fmean(r.base for r in method_runs):>8.4f}"
+            f"{statistics.fmean(gains):>+9.4f}{spread(gains):>8.4f}"
             f"{per_eval[name]:>+14.5f}{spread(rates):>8.5f}{statistics.fmean(r.seconds for r in method_runs):>7.0f}"
         )
     print("gain: held-out brightness after training minus before (same prompts and seeds); sd: over training seeds")
+    curves = {name: curve(method_runs) for name, method_runs in runs.items()}
     if "DiffusionNFT" in per_eval and "Flow-GRPO" in per_eval:
+        # the paper's measure: the cost of reaching the baseline's final reward
+        target = curves["Flow-GRPO"][1][-1]
+        needed = reach(*curves["DiffusionNFT"][:2], target) if target > 0 else None
+        spent = curves["Flow-GRPO"][0][-1]
+        if target <= 0:
+            outcome = "none (Flow-GRPO gained nothing)"
+        else:
+            outcome = f"{needed:.0f} ({spent / needed:.2f}x fewer)" if needed else "not reached"
+        print(f"evaluations to Flow-GRPO's final gain {target:+.4f}: Flow-GRPO {spent:.0f}, DiffusionNFT {outcome}")
         ratio = per_eval["DiffusionNFT"] / per_eval["Flow-GRPO"]
         print(f"DiffusionNFT / Flow-GRPO gain per evaluation: {ratio:.2f}x")
         print(f"goal >= 3x: {'met' if ratio >= 3 else 'not met'}")
@@ -304,12 +342,7 @@ def main() -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 4.5))
-    for name, method_runs in runs.items():
-        # the checkpoints fall on the same steps in every run; evaluations per step are the same across seeds
-        xs = [0] + [statistics.fmean(r.points[k][1] + r.points[k][2] for r in method_runs) for k in range(len(method_runs[0].points))]
-        curves = [[0.0] + [p[3] - r.base for p in r.points] for r in method_runs]
-        means = [statistics.fmean(c[k] for c in curves) for k in range(len(xs))]
-        errors = [spread([c[k] for c in curves]) for k in range(len(xs))]
+    for name, (xs, means, errors) in curves.items():
         ax.errorbar(xs, means, yerr=errors, marker="o", capsize=3, label=name)
     ax.set_xlabel("transformer evaluations (forward + backward, per sample)")
     ax.set_ylabel("held-out brightness gain")
