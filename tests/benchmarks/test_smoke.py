@@ -51,6 +51,7 @@ ALGORITHM_ROWS = {  # label: (forward + backward, forward) over the 2 steps
     "Flow-GRPO": (80, 56),
     # per step: rollout 16; the 1-step SDE window trained: 4 forward, 4 backward
     "Flow-GRPO-Fast": (48, 40),
+    "MixGRPO": (48, 40),  # the same with a sliding window
     # per step: rollout 16 (old policy); 3 levels x 4 samples: old, current and reference (KL) forward, 1 backward
     "DiffusionNFT": (128, 104),
     # one round: 2 prompts x 4 samples x 4 steps; per step 2 pairs: policy forward + backward on both sides, reference
@@ -71,6 +72,7 @@ EXPECTED = {
             rf"{re.escape(label)}\s+{total}\s+{forward}\s+{NUMBER}\s+{SIGNED}\s+{NUMBER}\s+{SIGNED}\s+{NUMBER}\s+\d+"
             for label, (total, forward) in ALGORITHM_ROWS.items()
         ),
+        rf"evaluations to Flow-GRPO's final gain {SIGNED}: Flow-GRPO 80, DiffusionNFT .+",
         rf"DiffusionNFT / Flow-GRPO gain per evaluation: {TIMES}",
         r"goal >= 3x: (met|not met)",
         r"plot: .+\.png",
