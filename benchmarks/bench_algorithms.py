@@ -58,11 +58,11 @@ forward and a backward but DiffusionNFT four (the old policy's forward, the curr
 reference's forward; without the KL 3, 208 a step: 0.98x at the same gain). 1.28x the gain per step at 1.6x the cost
 is 0.80x. The paper's gains come from what this problem does not have: its Flow-GRPO baseline samples and trains
 with CFG (two evaluations per denoising step, DiffusionNFT none), which would double the baseline's count here
-(about 1.6x, arithmetic, not measured), and from real rewards (GenEval, PickScore) on a real model, where Flow-
-GRPO's SDE exploration needs thousands of steps; a random 4-step model whose brightness moves almost linearly with
-the adapter leaves every method close to the others per step. On this problem the cheapest learners per evaluation
-are the windowed GRPO variants (one trained step instead of three; MixGRPO's sliding window steadier than Fast's
-random one) and online Flow-DPO (few, cheap pair updates; the largest spread early on).
+(about 1.6x, arithmetic, not measured), and from real rewards (GenEval, PickScore) on a real model, where
+Flow-GRPO's SDE exploration needs thousands of steps; here, a random 4-step model and a reward read straight off the
+pixels, DiffusionNFT's per-step advantage is 1.28x. On this problem the cheapest learners per evaluation are the
+windowed GRPO variants (one trained step instead of three; MixGRPO's sliding window steadier than Fast's random one)
+and online Flow-DPO (few, cheap pair updates; the largest spread early on).
 """
 
 from __future__ import annotations
