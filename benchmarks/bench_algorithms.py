@@ -235,7 +235,7 @@ def instrumented(module: ModuleType, run: Run, held_out: HeldOut):
     counter = Counter()
     state: dict[str, Any] = {}
 
-    def measure(step: int, base_model: bool = False) -> float:
+    def measure(base_model: bool = False) -> float:
         counter.paused = True
         value = held_out(state["policy"], state["cfg"], state["accelerator"], base_model=base_model)
         counter.paused = False
@@ -245,12 +245,12 @@ def instrumented(module: ModuleType, run: Run, held_out: HeldOut):
         policy = load(cfg, accelerator, optimizer_steps=optimizer_steps)
         state.update(policy=policy, cfg=cfg, accelerator=accelerator)
         policy.unwrapped.register_forward_hook(counter.hook, with_kwargs=True)
-        run.base = measure(0, base_model=True)
+        run.base = measure(base_model=True)
         return policy
 
     def measured_save(directory: Any, step: int, **kwargs: Any) -> None:
         save(directory, step, **kwargs)
-        run.points.append((step, counter.forward, counter.backward, measure(step)))
+        run.points.append((step, counter.forward, counter.backward, measure()))
 
     module.load_lora_policy, module.save_checkpoint = counted_load, measured_save
     try:
@@ -314,6 +314,20 @@ def main() -> None:
     args = parser.parse_args()
     if args.smoke:
         vars(args).update(SMOKE)
+    for name in ("seeds", "steps", "every", "prompts", "eval_prompts"):
+        if getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    for name in ("samples", "eval_samples"):
+        if getattr(args, name) < 2:
+            parser.error(
+                f"--{name.replace('_', '-')} must be >= 2 (groups and pairs need two), got {getattr(args, name)}"
+            )
+    if args.every > 4 and args.every % 4:
+        parser.error(
+            f"--every must be at most 4 or a multiple of 4 (Flow-DPO's rounds last 4 steps), got {args.every}"
+        )
+    plot = Path(args.plot).resolve()
+    os.chdir(REPO)  # the tiny configs name their prompt files relative to the repository root
     torch.set_num_threads(1)
     sizes = {"steps": args.steps, "every": args.every, "prompts": args.prompts, "samples": args.samples}
     held_out = HeldOut(args.eval_prompts, args.eval_samples)
@@ -351,13 +365,17 @@ def main() -> None:
         needed = reach(*curves["DiffusionNFT"][:2], target) if target > 0 else None
         spent = curves["Flow-GRPO"][0][-1]
         if target <= 0:
-            outcome = "none (Flow-GRPO gained nothing)"
+            outcome = "none (Flow-GRPO did not gain)"
         else:
             outcome = f"{needed:.0f} (speed-up {spent / needed:.2f}x)" if needed else "not reached"
         print(f"evaluations to Flow-GRPO's final gain {target:+.4f}: Flow-GRPO {spent:.0f}, DiffusionNFT {outcome}")
-        ratio = per_eval["DiffusionNFT"] / per_eval["Flow-GRPO"]
-        print(f"DiffusionNFT / Flow-GRPO gain per evaluation: {ratio:.2f}x")
-        print(f"goal >= 3x: {'met' if ratio >= 3 else 'not met'}")
+        if per_eval["Flow-GRPO"] > 0:
+            ratio = per_eval["DiffusionNFT"] / per_eval["Flow-GRPO"]
+            print(f"DiffusionNFT / Flow-GRPO gain per evaluation: {ratio:.2f}x")
+            print(f"goal >= 3x: {'met' if ratio >= 3 else 'not met'}")
+        else:  # no ratio against a baseline that did not learn
+            print("DiffusionNFT / Flow-GRPO gain per evaluation: none (Flow-GRPO did not gain)")
+            print("goal >= 3x: not measured")
 
     import matplotlib
 
@@ -373,9 +391,9 @@ def main() -> None:
     ax.axhline(0, color="grey", linewidth=0.8)
     ax.legend(fontsize=8)
     fig.tight_layout()
-    Path(args.plot).parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(args.plot, dpi=120)
-    print(f"plot: {args.plot}")
+    plot.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(plot, dpi=120)
+    print(f"plot: {plot}")
 
 
 if __name__ == "__main__":

@@ -73,8 +73,8 @@ EXPECTED = {
             for label, (total, forward) in ALGORITHM_ROWS.items()
         ),
         rf"evaluations to Flow-GRPO's final gain {SIGNED}: Flow-GRPO 80, DiffusionNFT .+",
-        rf"DiffusionNFT / Flow-GRPO gain per evaluation: {TIMES}",
-        r"goal >= 3x: (met|not met)",
+        rf"DiffusionNFT / Flow-GRPO gain per evaluation: ({TIMES}|none \(Flow-GRPO did not gain\))",
+        r"goal >= 3x: (met|not met|not measured)",
         r"plot: .+\.png",
     ],
     "bench_checklist": [
