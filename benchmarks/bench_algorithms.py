@@ -38,8 +38,8 @@ as error bars) against evaluations. The last lines compare DiffusionNFT with Flo
 DiffusionNFT needs to reach Flow-GRPO's final gain (the paper's kind of measure), and the ratio of gains per
 evaluation (goal: >= 3x, the smallest gain the DiffusionNFT paper claims).
 
-Measured on the shared 2-core CPU machine (one thread; 102 s of CPU, 6.3 min wall time under the usual load; the
-runs are deterministic, a rerun prints the same numbers):
+Measured on the shared 2-core CPU machine (one thread; 100-102 s of CPU, 6-8 min wall time under the usual load;
+the runs are deterministic: a rerun printed the same numbers):
 
     method            evaluations  forward    base     gain      sd  gain/1k eval      sd  cpu s
     Flow-GRPO                3840     2688  0.5982  +0.0090  0.0019      +0.00234 0.00050      8
