@@ -44,12 +44,38 @@ GUIDANCE_ROWS = {  # label: (forward evaluations, backward passes, VAE decodes) 
     "nrg 0.25, clean-trained": (2, 0, 1),
 }
 
+# ``--smoke`` of bench_algorithms.py (its SMOKE table): 2 steps of 2 prompts x 2 samples, 4 denoising steps. The
+# transformer evaluations are counted by hooks, so they are checked against the methods' arithmetic:
+ALGORITHM_ROWS = {  # label: (forward + backward, forward) over the 2 steps
+    # per step: rollout 4 samples x 4 steps; 3 trained steps x 4 samples, forward and backward (no KL)
+    "Flow-GRPO": (80, 56),
+    # per step: rollout 16; the 1-step SDE window trained: 4 forward, 4 backward
+    "Flow-GRPO-Fast": (48, 40),
+    "MixGRPO": (48, 40),  # the same with a sliding window
+    # per step: rollout 16 (old policy); 3 levels x 4 samples: old, current and reference (KL) forward, 1 backward
+    "DiffusionNFT": (128, 104),
+    # one round: 2 prompts x 4 samples x 4 steps; per step 2 pairs: policy forward + backward on both sides, reference
+    "Flow-DPO online": (56, 48),
+}
+PLOTS = ("bench_algorithms", "bench_guidance")  # benchmarks that write a plot where --plot says
+SIGNED = r"[+-]\d+\.\d+"
+
 # benchmark: lines its output must contain (full-line regexes, in order); the last one must be the last line.
 EXPECTED = {
     "bench_adv_grpo": [
         rf"GRPO step \(rollout, reward, advantages, update\): {NUMBER} s",
         rf"discriminator work, backbone outputs reused \(2 refs, 2 samples, 1 steps\): {NUMBER} s \({TIMES}\)",
         rf"discriminator/step: {PERCENT}",
+    ],
+    "bench_algorithms": [
+        *(
+            rf"{re.escape(label)}\s+{total}\s+{forward}\s+{NUMBER}\s+{SIGNED}\s+{NUMBER}\s+{SIGNED}\s+{NUMBER}\s+\d+"
+            for label, (total, forward) in ALGORITHM_ROWS.items()
+        ),
+        rf"evaluations to Flow-GRPO's final gain {SIGNED}: Flow-GRPO 80, DiffusionNFT .+",
+        rf"DiffusionNFT / Flow-GRPO gain per evaluation: ({TIMES}|none \(Flow-GRPO did not gain\))",
+        r"goal >= 3x: (met|not met|not measured)",
+        r"plot: .+\.png",
     ],
     "bench_checklist": [
         rf"baseline: forward per test point\s+12\s+{NUMBER}\s+1\.00x",
@@ -120,7 +146,7 @@ def test_every_benchmark_is_covered():
 
 
 def run_benchmark(name: str, out_dir: Path) -> subprocess.CompletedProcess:
-    extra = ["--plot", str(out_dir / "bench_guidance.png")] if name == "bench_guidance" else []
+    extra = ["--plot", str(out_dir / f"{name}.png")] if name in PLOTS else []
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(REPO)}
     command = [sys.executable, str(REPO / "benchmarks" / f"{name}.py"), "--smoke", *extra]
     return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
@@ -150,6 +176,6 @@ def test_benchmark_smoke_run(name, smoke_runs):
         assert found is not None, f"{name}: no line matching {pattern!r} after line {position}:\n{result.stdout}"
         position = found + 1
     assert position == len(lines), f"{name}: the last line is not {EXPECTED[name][-1]!r}:\n{result.stdout}"
-    if name == "bench_guidance":
+    if name in PLOTS:
         plot = Path(re.fullmatch(r"plot: (.+)", lines[-1]).group(1))
         assert plot.is_file() and plot.stat().st_size > 0
