@@ -230,8 +230,10 @@ class HeldOut:
 @contextmanager
 def instrumented(module: ModuleType, run: Run, held_out: HeldOut):
     """Run ``module.main`` with its transformer's evaluations counted and the held-out reward measured before
-    training and after every checkpoint: wraps the program's ``load_lora_policy`` and ``save_checkpoint``."""
-    load, save = module.load_lora_policy, module.save_checkpoint
+    training and after every checkpoint: wraps the program's policy loader (``load_policy``, or ``load_lora_policy``
+    in a program that trains LoRA only) and ``save_checkpoint``."""
+    loader = "load_policy" if hasattr(module, "load_policy") else "load_lora_policy"
+    load, save = getattr(module, loader), module.save_checkpoint
     counter = Counter()
     state: dict[str, Any] = {}
 
@@ -241,8 +243,8 @@ def instrumented(module: ModuleType, run: Run, held_out: HeldOut):
         counter.paused = False
         return value
 
-    def counted_load(cfg: Any, accelerator: Any, optimizer_steps: int) -> Any:
-        policy = load(cfg, accelerator, optimizer_steps=optimizer_steps)
+    def counted_load(cfg: Any, accelerator: Any, optimizer_steps: int, **options: Any) -> Any:
+        policy = load(cfg, accelerator, optimizer_steps=optimizer_steps, **options)
         state.update(policy=policy, cfg=cfg, accelerator=accelerator)
         policy.unwrapped.register_forward_hook(counter.hook, with_kwargs=True)
         run.base = measure(base_model=True)
@@ -252,11 +254,13 @@ def instrumented(module: ModuleType, run: Run, held_out: HeldOut):
         save(directory, step, **kwargs)
         run.points.append((step, counter.forward, counter.backward, measure()))
 
-    module.load_lora_policy, module.save_checkpoint = counted_load, measured_save
+    setattr(module, loader, counted_load)
+    module.save_checkpoint = measured_save
     try:
         yield counter
     finally:
-        module.load_lora_policy, module.save_checkpoint = load, save
+        setattr(module, loader, load)
+        module.save_checkpoint = save
 
 
 def train(name: str, seed: int, sizes: dict[str, int], held_out: HeldOut, root: Path) -> Run:
