@@ -20,7 +20,8 @@ judge (UnifiedReward-Think in the paper), which resists reward hacking. ``reward
 
 One step: P prompts (``rollout.prompts_per_step``, over all processes) x G samples, laid out prompt-major over the
 processes; rewards of a group are computed with the whole group in hand (media are gathered to the group's owner
-when a group spans processes); advantages per prompt; ``train.updates_per_step`` optimizer steps of micro-batches
+when a group spans processes), overlapping the rollout's micro-batches with ``reward.overlap`` (the update
+waits for all of them: on-policy); advantages per prompt; ``train.updates_per_step`` optimizer steps of micro-batches
 over the trained steps (the loop pieces are functions of :mod:`mmreward.alignment`, shared with Adv-GRPO).
 ``--check-on-policy`` stops the run if the first inner step's importance ratio is not 1 and names the setting that
 breaks it (CFG, batch size, precision).
