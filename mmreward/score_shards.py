@@ -1,4 +1,5 @@
-"""``mmreward score`` on many processes, and resuming an interrupted run.
+"""``mmreward score`` on many processes, and resuming an interrupted run (``eval/gen_bench.py`` shares the launch
+helpers and :func:`batch_share` to draw its samples on many processes).
 
 Launched by ``accelerate launch -m mmreward score ...`` or ``torchrun -m mmreward score ...`` (any launcher that sets
 ``RANK``, ``WORLD_SIZE`` and ``LOCAL_RANK``), every process expands the same inputs, takes every ``world``-th item
@@ -149,6 +150,14 @@ def my_share(keys: list[str], done: Iterable[str], processes: Processes) -> list
     recorded = set(done)
     missing = [i for i, key in enumerate(keys) if key not in recorded]
     return missing[processes.rank :: processes.world]
+
+
+def batch_share(count: int, batch_size: int, processes: Processes) -> list[int]:
+    """Positions of the items this process draws when ``count`` items are drawn ``batch_size`` at a time: every
+    ``world``-th batch, so each model call holds the items it would hold on one process (batched kernels give
+    the same numbers)."""
+    batches = [list(range(start, min(start + batch_size, count))) for start in range(0, count, batch_size)]
+    return [i for batch in batches[processes.rank :: processes.world] for i in batch]
 
 
 def merged_rows(keys: list[str], directory: Path, fingerprint: dict[str, Any]) -> Iterator[dict[str, Any]]:
