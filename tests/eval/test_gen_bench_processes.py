@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 from mmreward.evaluation.generation import MANIFEST
-from mmreward.score_shards import Processes, batch_share
 
 REPO = Path(__file__).resolve().parents[2]
 PROGRAM = REPO / "eval" / "gen_bench.py"
@@ -57,9 +56,3 @@ def test_two_processes_draw_the_one_process_samples(tmp_path):
     assert _files(resumed) == _files(one)
     assert json.loads((resumed / "results.json").read_text())["generation"] == {"total": 6, "generated": 4}
     assert json.loads((resumed / "samples" / MANIFEST).read_text()) == manifest
-
-
-def test_batch_shares():
-    assert batch_share(7, 2, Processes(0, 2)) == [0, 1, 4, 5]
-    assert batch_share(7, 2, Processes(1, 2)) == [2, 3, 6]
-    assert batch_share(3, 4, Processes(1, 2)) == []

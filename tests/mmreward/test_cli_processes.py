@@ -12,18 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from mmreward.errors import ConfigError
-from mmreward.score_inputs import Item
-from mmreward.score_shards import (
-    PartWriter,
-    Processes,
-    launched_processes,
-    merged_rows,
-    my_share,
-    parts_dir,
-    read_parts,
-    row_key,
-)
+from mmreward.score_shards import parts_dir
 from tests.program_runs import accelerate_launch
 
 REPO = Path(__file__).resolve().parents[2]
@@ -120,39 +109,3 @@ def test_several_processes_need_an_output(photos):
         command, cwd=REPO, env=_env(WORLD_SIZE="2", RANK="0"), capture_output=True, text=True, timeout=120
     )
     assert result.returncode == 2 and "scoring on 2 processes needs --output" in result.stderr
-
-
-def test_shares_cover_the_missing_items_once():
-    keys = [f"k{i}" for i in range(11)]
-    done = {"k0", "k3", "k4"}
-    shares = [my_share(keys, done, Processes(rank, 3)) for rank in range(3)]
-    assert shares == [[1, 6, 9], [2, 7, 10], [5, 8]]
-    assert my_share(keys, set(keys), Processes(0, 2)) == []
-
-
-def test_launch_environment():
-    assert launched_processes({}) == Processes(0, 1, 0)
-    assert launched_processes({"WORLD_SIZE": "4", "RANK": "3", "LOCAL_RANK": "1"}) == Processes(3, 4, 1)
-    with pytest.raises(ConfigError, match="RANK=4 does not fit WORLD_SIZE=4"):
-        launched_processes({"WORLD_SIZE": "4", "RANK": "4"})
-
-
-def test_row_keys_and_merge(tmp_path):
-    image = tmp_path / "a.png"
-    image.write_bytes(b"1234")
-    items = [Item(str(image), "a cat"), Item(str(image), "a dog"), Item("missing.png", None, error="no such file")]
-    keys = [row_key(i, item) for i, item in enumerate(items)]
-    assert json.loads(keys[0]) == [0, str(image), "a cat", 4] and json.loads(keys[2]) == [2, "missing.png", None, -1]
-    directory = tmp_path / "parts"
-    fingerprint = {"r": {"weight": 1.0}}
-    for rank, positions in ((1, [2]), (0, [1, 0])):
-        writer = PartWriter(directory, Processes(rank, 2), fingerprint)
-        for position in positions:
-            writer.write(keys[position], {"n": position})
-        writer.close()
-    assert [row["n"] for row in merged_rows(keys, directory, fingerprint)] == [0, 1, 2]
-    assert len(read_parts(directory, fingerprint)) == 3
-    with pytest.raises(ConfigError, match="1 items have no scored row"):
-        list(merged_rows([*keys, "other"], directory, fingerprint))
-    with pytest.raises(ConfigError, match="other rewards or options"):
-        read_parts(directory, {"r": {"weight": 2.0}})
