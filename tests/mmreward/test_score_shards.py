@@ -18,6 +18,7 @@ from mmreward.score_shards import (
     my_share,
     parts_dir,
     read_parts,
+    remove_parts,
     row_key,
 )
 
@@ -79,3 +80,49 @@ def test_a_part_file_per_run_and_rank_and_cut_lines_are_skipped(tmp_path):
     second.close()
     assert [first.path.name, second.path.name] == ["part-000-rank00001.jsonl", "part-001-rank00001.jsonl"]
     assert read_parts(tmp_path, {"f": 1}) == {"a": {"n": 1}}
+
+
+def test_the_launch_is_read_from_the_environment(monkeypatch):
+    monkeypatch.setenv("WORLD_SIZE", "3")
+    monkeypatch.setenv("RANK", "2")
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    assert launched_processes() == Processes(2, 3, 2)  # LOCAL_RANK defaults to RANK (one machine)
+    with pytest.raises(ConfigError, match=r"RANK / WORLD_SIZE / LOCAL_RANK must be integers: .*'two'"):
+        launched_processes({"WORLD_SIZE": "two"})
+
+
+def test_row_keys_of_unreadable_items(tmp_path):
+    image = tmp_path / "a.png"
+    image.write_bytes(b"1234")
+    # a file that failed before scoring (e.g. a bad extension) and a file that vanished: size -1, not a stat
+    assert json.loads(row_key(3, Item(str(image), None, error="unsupported")))[3] == -1
+    assert json.loads(row_key(4, Item(str(tmp_path / "gone.png"), "p")))[3] == -1
+
+
+def test_part_files_that_cannot_be_used(tmp_path):
+    fingerprint = {"reward": {"weights": tmp_path / "weights"}}  # non-JSON values are written as text
+    writer = PartWriter(tmp_path / "nested" / "parts", Processes(0, 1), fingerprint)
+    writer.write("a", {"n": 1})
+    writer.close()
+    directory = writer.path.parent
+    (directory / "part-000-rank00000.jsonl").rename(directory / "part-001-rank00000.jsonl")
+    (directory / "part-000-rank00000.jsonl").write_text("")  # an empty file (stopped before its header)
+    lines = (directory / "part-001-rank00000.jsonl").read_text().splitlines()
+    lines.insert(1, '{"key": "cut')  # a damaged line does not hide the rows after it
+    (directory / "part-001-rank00000.jsonl").write_text("\n".join(lines) + "\n")
+    assert read_parts(directory, fingerprint) == {"a": {"n": 1}}
+    (directory / "part-002-rank00000.jsonl").write_text("not json\n")
+    message = (
+        f"{directory / 'part-002-rank00000.jsonl'} holds rows scored with other rewards or options than this run's; "
+        f"delete {directory} to score everything again, or run with the options it was started with"
+    )
+    with pytest.raises(ConfigError) as err:
+        read_parts(directory, fingerprint)
+    assert str(err.value) == message
+
+
+def test_parts_are_removed_after_the_merge(tmp_path):
+    PartWriter(tmp_path / "parts", Processes(0, 1), {}).close()
+    remove_parts(tmp_path / "parts")
+    assert not (tmp_path / "parts").exists()
+    remove_parts(tmp_path / "parts")  # already gone (a rerun of a finished merge): nothing to do, no error
