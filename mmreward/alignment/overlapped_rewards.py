@@ -150,6 +150,10 @@ def rollout_and_reward(
     submitted = 0  # local rows whose reward has started
     with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="reward") as pool:
         for rows in micro_batches(len(index), rollout.batch_size):
+            # a reward call that raised (not an item that failed) stops the iteration before more is sampled
+            failed = next((job for _, job in futures if job.done() and job.exception() is not None), None)
+            if failed is not None:
+                failed.result()
             shape = model.latent_shape(rows.stop - rows.start, height, width, num_frames)
             with accelerator.autocast():
                 part = sample(

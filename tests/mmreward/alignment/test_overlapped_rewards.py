@@ -4,6 +4,7 @@ that start while later micro-batches still sample, and group rewards called on c
 from __future__ import annotations
 
 import threading
+import time
 from contextlib import nullcontext
 
 import pytest
@@ -159,13 +160,27 @@ def test_the_first_reward_runs_while_later_micro_batches_sample(model, monkeypat
     torch.testing.assert_close(rewards.scores, batch.media.float().mean(dim=(1, 2, 3)) / 255, atol=1e-6, rtol=0)
 
 
-def test_a_reward_that_raises_stops_the_iteration(model):
+def test_a_reward_that_raises_stops_the_iteration_before_more_is_sampled(model, monkeypatch):
+    raised = threading.Event()
+    calls = {"sample": 0}
+    sample = overlapped_rewards.sample
+
+    def counting_sample(*args, **kwargs):
+        calls["sample"] += 1
+        if calls["sample"] == 2:  # the first reward call has raised (and a moment later its future knows it)
+            assert raised.wait(timeout=60)
+            time.sleep(0.5)
+        return sample(*args, **kwargs)
+
     class Broken(PointwiseGroupReward):
         def score(self, prompts, media, *, groups=None, generator=None):
+            raised.set()
             raise RuntimeError("reward server unreachable")
 
+    monkeypatch.setattr(overlapped_rewards, "sample", counting_sample)
     with pytest.raises(RuntimeError, match="reward server unreachable"):
-        _run(model, Broken(RewardMix({BRIGHTNESS: 1.0})), overlap=True)
+        _run(model, Broken(RewardMix({BRIGHTNESS: 1.0})), overlap=True)  # 5 micro-batches of 2
+    assert calls["sample"] == 2
 
 
 def test_micro_batches_and_complete_groups():
