@@ -160,14 +160,16 @@ def score_items(
 
     # Rows are yielded as soon as their unique item is scored (unique items are scored in first-appearance order,
     # so a row is ready once every row before it is), which lets a caller record progress batch by batch.
+    batches = _score_unique(unique_paths, unique_prompts, rewards, batch_size, num_workers, progress)
     position = 0
-    for batch in _score_unique(unique_paths, unique_prompts, rewards, batch_size, num_workers, progress):
-        results.extend(batch)
+    while True:
         while position < len(items) and (keys[position] is None or unique[keys[position]] < len(results)):
             yield row(items[position], keys[position])
             position += 1
-    for item, key in zip(items[position:], keys[position:], strict=True):  # items after the last unique one
-        yield row(item, key)
+        batch = next(batches, None)
+        if batch is None:  # every unique item is scored, so every row was yielded
+            return
+        results.extend(batch)
 
 
 def _score_unique(
