@@ -28,7 +28,8 @@ def _torchrun(processes: int) -> list[str]:
 
 
 def _score(launcher: list[str], inputs: Path, out: Path, *extra: str, env=None) -> subprocess.CompletedProcess:
-    command = [*launcher, "-m", "mmreward.cli", "score", str(inputs), "--reward", "jpeg-compressibility"]
+    # the documented form, `<launcher> -m mmreward score ...`
+    command = [*launcher, "-m", "mmreward", "score", str(inputs), "--reward", "jpeg-compressibility"]
     command += ["--reward", f"{CRASHING}=0.5", "--batch-size", "1", "--workers", "0", "--device", "cpu"]
     command += ["--prompt", "a photo", "-o", str(out), "--no-progress", *extra]
     return subprocess.run(command, cwd=REPO, env=env or _env(), capture_output=True, text=True, timeout=300)
