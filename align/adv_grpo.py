@@ -67,6 +67,7 @@ from mmreward.alignment.monitor import (
     sample_eval,
     save_grid,
 )
+from mmreward.alignment.overlapped_rewards import rollout_and_reward
 from mmreward.alignment.references import ReferenceSet
 from mmreward.alignment.update_schedule import GRPOLossConfig, GRPOTrainConfig, check_loss_config
 from mmreward.data.prompts import read_prompts
@@ -93,6 +94,9 @@ class ReferenceConfig:
 class AdvRewardConfig:
     discriminator_weight: float = 1.0  # reward = discriminator_weight * D(sample) + the fixed mix below
     rewards: dict[str, float] = field(default_factory=dict)  # optional fixed rewards mixed in: {name: weight}
+    # on iterations that the schedule gives the policy (discriminator.update_when: always), score each rollout
+    # micro-batch while the next one samples (mmreward.alignment.overlapped_rewards); false: after the rollout
+    overlap: bool = True
 
 
 @dataclass
@@ -242,19 +246,21 @@ def main(cfg: AdvGRPOConfig) -> Path | None:
     while step < train.max_steps:
         start = clock(device)
         step_prompts = iteration_prompts(prompts, step, layout.prompts, train.seed)
-        batch = rollout_groups(
-            model,
-            step_prompts,
-            layout,
-            rollout_cfg,
-            **size,
-            iteration=step,
-            seed=train.seed,
-            accelerator=accelerator,
-            record_means=cfg.loss.ratio_norm,
-        )
+        train_disc, train_gen = iteration_plan(disc_cfg, step)
+        reward_patches = seeded(train.seed, "patches", step, rank, "reward")
+        rewards = None  # known before the rollout only when the schedule decides: then the rewards overlap it
+        if cfg.reward.overlap and train_gen and disc_cfg.update_when == "always":
+            batch, rewards, rolled = rollout_and_reward(
+                model, step_prompts, layout, rollout_cfg, reward, **size, iteration=step, seed=train.seed,
+                accelerator=accelerator, generator=reward_patches, record_means=cfg.loss.ratio_norm,
+            )  # fmt: skip
+        else:
+            batch = rollout_groups(
+                model, step_prompts, layout, rollout_cfg, **size, iteration=step, seed=train.seed,
+                accelerator=accelerator, record_means=cfg.loss.ratio_norm,
+            )  # fmt: skip
+            rolled = clock(device)
         local_prompts = [step_prompts[int(g)] for g in batch.group]
-        rolled = clock(device)
 
         # How well the discriminator tells references from this rollout. It has not seen these samples yet: the
         # policy is rewarded, and the discriminator measured, before it trains on them (in the paper the policy's
@@ -267,7 +273,6 @@ def main(cfg: AdvGRPOConfig) -> Path | None:
             discriminator, drawn, batch.media, local_prompts, patches, accelerator
         )
         logged = discrimination_metrics(ref_scores, sample_scores)
-        train_disc, train_gen = iteration_plan(disc_cfg, step)
         if disc_cfg.update_when == "generator_wins":  # the same decision on every process (gathered scores)
             train_disc = bool(sample_scores.mean() > ref_scores.mean())
             train_gen = not train_disc
@@ -275,8 +280,8 @@ def main(cfg: AdvGRPOConfig) -> Path | None:
 
         logged["generator/updated"] = float(train_gen)
         if train_gen:
-            patches = seeded(train.seed, "patches", step, rank, "reward")
-            rewards = compute_rewards(reward, batch, layout, accelerator, generator=patches)
+            if rewards is None:
+                rewards = compute_rewards(reward, batch, layout, accelerator, generator=reward_patches)
             check = cfg.check_on_policy and step == first_step
             adv, updated = update_policy(
                 cfg, policy, batch, rewards, layout, step=step, accelerator=accelerator, check=check

@@ -20,7 +20,8 @@ judge (UnifiedReward-Think in the paper), which resists reward hacking. ``reward
 
 One step: P prompts (``rollout.prompts_per_step``, over all processes) x G samples, laid out prompt-major over the
 processes; rewards of a group are computed with the whole group in hand (media are gathered to the group's owner
-when a group spans processes); advantages per prompt; ``train.updates_per_step`` optimizer steps of micro-batches
+when a group spans processes), overlapping the rollout's micro-batches with ``reward.overlap`` (the update
+waits for all of them: on-policy); advantages per prompt; ``train.updates_per_step`` optimizer steps of micro-batches
 over the trained steps (the loop pieces are functions of :mod:`mmreward.alignment`, shared with Adv-GRPO).
 ``--check-on-policy`` stops the run if the first inner step's importance ratio is not 1 and names the setting that
 breaks it (CFG, batch size, precision). ``model.train: full`` fine-tunes every transformer weight (KL reference: a
@@ -49,11 +50,10 @@ from mmreward.alignment.clipped_update import ON_POLICY_SWITCHES, OffPolicyError
 from mmreward.alignment.group_rewards import (
     PointwiseGroupReward,
     WinRateGroupReward,
-    compute_rewards,
     reward_metrics,
     write_reward_failures,
 )
-from mmreward.alignment.group_rollout import RolloutConfig, check_rollout_config, rollout_groups
+from mmreward.alignment.group_rollout import RolloutConfig, check_rollout_config
 from mmreward.alignment.layout import GroupLayout, iteration_prompts
 from mmreward.alignment.monitor import (
     EvalConfig,
@@ -65,6 +65,7 @@ from mmreward.alignment.monitor import (
     sample_eval,
     save_grid,
 )
+from mmreward.alignment.overlapped_rewards import check_overlap_workers, rollout_and_reward
 from mmreward.alignment.update_schedule import GRPOLossConfig, GRPOTrainConfig, check_loss_config
 from mmreward.data.prompts import read_prompts
 from mmreward.errors import ConfigError
@@ -89,6 +90,10 @@ class RewardConfig:
     # pointwise: {reward name: weight}; pairwise: pointwise rewards added to judge_weight x the win rate
     # (Pref-GRPO's FLUX recipe: 0.4 x UnifiedReward-Think + 0.6 x CLIP)
     rewards: dict[str, float] = field(default_factory=dict)
+    # score each rollout micro-batch (rollout.batch_size samples) while the next one samples; training still waits
+    # for every reward of the iteration (mmreward.alignment.overlapped_rewards); false: score after the rollout
+    overlap: bool = True
+    overlap_workers: int = 1  # reward calls in flight at once; > 1 for remote rewards and judges (concurrent requests)
 
 
 @dataclass
@@ -132,6 +137,7 @@ class PrefGRPOConfig:
             }
         )
         check_rollout_config(self.rollout)
+        check_overlap_workers(reward.overlap_workers)
         check_loss_config(self.loss)
         check_eval_config(self.eval)
 
@@ -224,20 +230,12 @@ def main(cfg: PrefGRPOConfig) -> Path | None:
     while step < train.max_steps:
         start = clock(device)
         step_prompts = iteration_prompts(prompts, step, layout.prompts, train.seed)
-        batch = rollout_groups(
-            model,
-            step_prompts,
-            layout,
-            rollout_cfg,
-            **size,
-            iteration=step,
-            seed=train.seed,
-            accelerator=accelerator,
+        batch, rewards, rolled = rollout_and_reward(
+            model, step_prompts, layout, rollout_cfg, reward, **size, iteration=step, seed=train.seed,
+            accelerator=accelerator, overlap=cfg.reward.overlap, workers=cfg.reward.overlap_workers,
             record_means=cfg.loss.ratio_norm,
-        )
-        rolled = clock(device)
-        rewards = compute_rewards(reward, batch, layout, accelerator)
-        rewarded = clock(device)
+        )  # fmt: skip
+        rewarded = clock(device)  # time/reward: what the rollout did not hide of the rewards
         check = cfg.check_on_policy and step == first_step
         adv, updated_metrics = update_policy(
             cfg, policy, batch, rewards, layout, step=step, accelerator=accelerator, check=check

@@ -19,6 +19,10 @@ of every image: UniGenBench scores per primary and sub-dimension (passed / total
 (the mean of the primary dimensions). Within-prompt diversity is the mean pairwise feature distance between a
 prompt's samples (``--diversity-features pixels`` or a CLIP-family reward).
 
+Many processes: ``torchrun --nproc_per_node N eval/gen_bench.py ...`` (or ``accelerate launch``) draws every N-th batch
+of the missing samples on each process (one GPU each), each batch as one process would draw it; rank 0 then scores
+and reports alone.
+
 Resuming: samples and scores stay in OUT; rerunning the same command generates and scores only what is missing
 (a finished rerun loads no model at all). Outputs: ``report.md``, ``results.json`` (every per-sample value),
 ``samples_grid.png`` and plots; with ``--compare-to`` or ``compare`` also the side-by-side ``comparison.md``,
@@ -65,6 +69,7 @@ from mmreward.evaluation.score_cache import (
 )
 from mmreward.rewards.mix import parse_reward_spec
 from mmreward.rewards.registry import resolve_reward
+from mmreward.score_shards import Processes, barrier, batch_share, end_group, launched_processes, start_group
 
 FAMILIES = tuple(EVAL_DEFAULTS)  # sd3, flux, wan (mmreward.flow.models imports diffusers: only when generating)
 RUN_FILE = "run.json"
@@ -270,27 +275,38 @@ def _check_run_file(out: Path, settings: GenerationSettings) -> None:
 # ------------------------------------------------------------------------------------------------- generation
 
 
-def _generate(plan: dict[str, Any], samples: list[Sample], args: argparse.Namespace) -> int:
-    """Draw the samples whose files are missing; the generator is loaded only when some are."""
+def _generate(plan: dict[str, Any], samples: list[Sample], args: argparse.Namespace, processes: Processes) -> int:
+    """Draw the samples whose files are missing (this process's batches of them, :func:`batch_share`); the
+    generator is loaded only when there are some. Returns how many were missing."""
     missing = [s for s in samples if not s.path.is_file()]
-    if not missing:
-        return 0
+    barrier(processes)  # every process has listed the same missing samples before any writes one
+    share = [missing[i] for i in batch_share(len(missing), args.batch_size, processes)]
+    if not share:
+        return len(missing)
     from mmreward.flow.models import load_flow_model
 
     settings: GenerationSettings = plan["settings"]
-    model = load_flow_model(settings.family, settings.model, device=plan["device"], dtype=settings.dtype)
+    device = plan["device"]
+    if processes.world > 1 and device == "cuda":  # one GPU per process of the machine
+        device = f"cuda:{processes.local_rank}"
+    model = load_flow_model(settings.family, settings.model, device=device, dtype=settings.dtype)
     model.check_size(settings.height, settings.width, settings.num_frames)
     lora: LoraInfo | None = plan["lora"]
     if lora is not None:
         generation.check_lora_shapes(model.transformer, lora.weight_file)
         with _quiet_diffusers():  # it warns that the LoRA has no text-encoder layers, which is expected
             model.pipeline.load_lora_weights(str(lora.directory), weight_name=lora.weight_file.name)
-    made = generation.generate_samples(
-        model, missing, settings, batch_size=args.batch_size, progress=not args.no_progress
+    generation.generate_samples(
+        model,
+        share,
+        settings,
+        batch_size=args.batch_size,
+        progress=not args.no_progress and processes.is_main,
+        manifest=generation.rank_manifest(processes.rank) if processes.world > 1 else generation.MANIFEST,
     )
     del model
     _free_memory()
-    return made
+    return len(missing)
 
 
 @contextmanager
@@ -549,9 +565,21 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser, argv: list[st
     media_kind = "video" if settings.family == "wan" else "image"
     samples = generation.plan_samples(prompt_set, args.images_per_prompt, out / SAMPLES_DIR, media_kind)
     generation.check_existing_samples(samples)
-    out.mkdir(parents=True, exist_ok=True)
-    write_json(out / RUN_FILE, {"settings": settings.to_dict(), "mmreward_version": __version__})
-    generated = _generate(plan, samples, args)
+    # Launched on several processes (torchrun, accelerate launch), each draws its share of the missing samples;
+    # rank 0 merges the processes' manifests and goes on alone with scoring and the report.
+    processes = launched_processes()
+    start_group(processes)
+    try:
+        if processes.is_main:
+            out.mkdir(parents=True, exist_ok=True)
+            write_json(out / RUN_FILE, {"settings": settings.to_dict(), "mmreward_version": __version__})
+        generated = _generate(plan, samples, args, processes)
+        barrier(processes)
+    finally:
+        end_group(processes)
+    if not processes.is_main:
+        return 0
+    generation.merge_manifests({s.path.parent for s in samples})
 
     overrides = _overrides(plan, args)
     result: dict[str, Any] = {

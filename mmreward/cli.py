@@ -22,6 +22,7 @@ import math
 import os
 import statistics
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -210,9 +211,23 @@ def _summary(rows: list[dict[str, Any]], columns: list[str]) -> None:
 
 
 def _score(args: argparse.Namespace) -> int:
+    from mmreward.evaluation.score_cache import reward_fingerprint
     from mmreward.rewards.mix import parse_reward_spec
     from mmreward.rewards.registry import load_reward, resolve_reward
-    from mmreward.score_inputs import assign_prompts, expand_inputs, read_prompts_file
+    from mmreward.score_inputs import Item, assign_prompts, expand_inputs, read_prompts_file
+    from mmreward.score_shards import (
+        PartWriter,
+        barrier,
+        end_group,
+        launched_processes,
+        merged_rows,
+        my_share,
+        parts_dir,
+        read_parts,
+        remove_parts,
+        row_key,
+        start_group,
+    )
     from mmreward.scoring import score_items
 
     if args.batch_size < 1:
@@ -255,7 +270,14 @@ def _score(args: argparse.Namespace) -> int:
                 "'prompt' column"
             )
 
+    processes = launched_processes()
+    if processes.world > 1 and not args.output:
+        raise InputError(
+            f"scoring on {processes.world} processes needs --output: rank 0 merges the processes' rows into it"
+        )
     device, dtype = resolve_device_and_dtype(args.device, args.dtype)
+    if processes.world > 1 and device == "cuda":  # one GPU per process of the machine
+        device = f"cuda:{processes.local_rank}"
     overrides: dict[str, Any] = {"device": device, "dtype": dtype, "batch_size": args.batch_size}
     if args.fps is not None:
         overrides.update(video_fps=args.fps, video_num_frames=None)
@@ -263,22 +285,53 @@ def _score(args: argparse.Namespace) -> int:
         overrides.update(video_num_frames=args.num_frames, video_fps=None)
     rewards = {}
     weights = {}
+    fingerprint = {}
     for name, weight in specs:
         reward = load_reward(name, **overrides)
         rewards[reward.name] = reward
         weights[reward.name] = weight
+        fingerprint[reward.name] = {**reward_fingerprint(reward, name), "weight": weight}
 
     from tqdm import tqdm
 
-    valid = sum(item.error is None for item in items)
-    with tqdm(total=valid, unit="item", disable=args.no_progress, file=sys.stderr, desc="scoring") as bar:
-        rows = [
-            row.as_dict()
+    def scored(share: list[Item], show: bool) -> Iterator[dict[str, Any]]:
+        valid = sum(item.error is None for item in share)
+        with tqdm(total=valid, unit="item", disable=not show, file=sys.stderr, desc="scoring") as bar:
             for row in score_items(
-                items, rewards, weights, batch_size=args.batch_size, num_workers=args.workers, progress=bar.update
-            )
-        ]
-    _write_rows(rows, args.output)
+                share, rewards, weights, batch_size=args.batch_size, num_workers=args.workers, progress=bar.update
+            ):
+                yield row.as_dict()
+
+    if args.output is None:
+        rows = list(scored(items, not args.no_progress))
+    else:
+        # Rows are recorded as scored (per process), so an interrupted run resumes; rank 0 merges them in order.
+        directory = parts_dir(args.output)
+        keys = [row_key(position, item) for position, item in enumerate(items)]
+        start_group(processes)
+        try:
+            done = read_parts(directory, fingerprint)
+            resumed = sum(key in done for key in keys)
+            if resumed and processes.is_main:
+                print(
+                    f"mmreward: resuming: {resumed} of {len(keys)} items already scored in {directory}",
+                    file=sys.stderr,
+                )
+            barrier(processes)  # every process has read the same rows before any writes new ones
+            mine = my_share(keys, done, processes)
+            writer = PartWriter(directory, processes, fingerprint)
+            show = not args.no_progress and processes.is_main
+            for position, row in zip(mine, scored([items[i] for i in mine], show), strict=True):
+                writer.write(keys[position], row)
+            writer.close()
+            barrier(processes)
+            if not processes.is_main:
+                return 0
+            rows = list(merged_rows(keys, directory, fingerprint))
+            _write_rows(rows, args.output)
+            remove_parts(directory)
+        finally:
+            end_group(processes)
     score_columns = ["score", *rewards] if len(rewards) > 1 else list(rewards)
     dim_columns = list(dict.fromkeys(k for row in rows for k in row if "." in k and k.split(".")[0] in rewards))
     _summary(rows, score_columns + dim_columns)

@@ -111,7 +111,8 @@ def score_items(
     num_workers: int | None = None,
     progress: Callable[[int], None] | None = None,
 ) -> Iterator[ScoredRow]:
-    """Score ``items`` with every reward; yields one row per item, in input order.
+    """Score ``items`` with every reward; yields one row per item, in input order, each as soon as its batch is
+    scored.
 
     Items that already carry an error (missing file, bad manifest) are yielded as failed rows without decoding.
     An item fails when any reward fails on it (its total would otherwise silently leave a term out); the
@@ -144,18 +145,31 @@ def score_items(
             unique_paths.append(item.path)
             unique_prompts.append(item.prompt or "")
 
-    results = _score_unique(unique_paths, unique_prompts, rewards, batch_size, num_workers, progress)
     names = list(rewards)
-    for item, key in zip(items, keys, strict=True):
+    results: list[tuple[dict[str, float], dict[str, float], dict[str, str]]] = []
+
+    def row(item: Item, key: tuple[str, str, str] | None) -> ScoredRow:
         if key is None:
-            yield ScoredRow(item.path, item.prompt, math.nan, {n: math.nan for n in names}, True, item.error)
-            continue
+            return ScoredRow(item.path, item.prompt, math.nan, {n: math.nan for n in names}, True, item.error)
         index = unique[key]
         per_reward, dims, errors = results[index]
         # A copy's error is about the copy: the scored file's name in the message becomes this item's.
         error = "; ".join(f"{n}: {e}" for n, e in errors.items()).replace(unique_paths[index], item.path) or None
         total = math.nan if error else sum(weights[n] * per_reward[n] for n in names)
-        yield ScoredRow(item.path, item.prompt, total, per_reward, error is not None, error, dims)
+        return ScoredRow(item.path, item.prompt, total, per_reward, error is not None, error, dims)
+
+    # Rows are yielded as soon as their unique item is scored (unique items are scored in first-appearance order,
+    # so a row is ready once every row before it is), which lets a caller record progress batch by batch.
+    batches = _score_unique(unique_paths, unique_prompts, rewards, batch_size, num_workers, progress)
+    position = 0
+    while True:
+        while position < len(items) and (keys[position] is None or unique[keys[position]] < len(results)):
+            yield row(items[position], keys[position])
+            position += 1
+        batch = next(batches, None)
+        if batch is None:  # every unique item is scored, so every row was yielded
+            return
+        results.extend(batch)
 
 
 def _score_unique(
@@ -165,10 +179,11 @@ def _score_unique(
     batch_size: int,
     num_workers: int | None,
     progress: Callable[[int], None] | None,
-) -> list[tuple[dict[str, float], dict[str, float], dict[str, str]]]:
-    """Per unique item: (score per reward, ``reward.dim`` values, error per failed reward)."""
+) -> Iterator[list[tuple[dict[str, float], dict[str, float], dict[str, str]]]]:
+    """Per batch of unique items, in order: per item (score per reward, ``reward.dim`` values, error per failed
+    reward)."""
     if not paths:
-        return []
+        return
     workers = default_workers() if num_workers is None else num_workers
     pin = any(r.device.type == "cuda" for r in rewards.values())
     loader = DataLoader(
@@ -185,7 +200,6 @@ def _score_unique(
         prefetch_factor=2 if workers > 0 else None,
         persistent_workers=False,
     )
-    results: list[tuple[dict[str, float], dict[str, float], dict[str, str]]] = []
     start = 0
     for batch in loader:
         batch_prompts = prompts[start : start + len(batch)]
@@ -202,9 +216,7 @@ def _score_unique(
                 scores[name][i] = float(out.scores[i])
                 for dim, values in out.dims.items():
                     dims[i][f"{name}.{dim}"] = float(values[i])
-        for i in range(len(batch)):
-            results.append(({name: scores[name][i] for name in rewards}, dims[i], errors[i]))
         start += len(batch)
         if progress is not None:
             progress(len(batch))
-    return results
+        yield [({name: scores[name][i] for name in rewards}, dims[i], errors[i]) for i in range(len(batch))]

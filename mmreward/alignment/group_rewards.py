@@ -118,19 +118,44 @@ def compute_rewards(
     Pointwise rewards score each process's own samples. Group rewards are computed by each group's owner: when
     groups span processes the media are first delivered to the owners with :func:`exchange_rows`.
     """
-    G = layout.group_size
     if not reward.whole_groups or layout.groups_are_local:  # local groups: each process owns the groups it holds
         index, media = batch.index, batch.media
     else:
         index, media = exchange_rows(batch.media, layout.owners(), accelerator)
+    parts = []
+    if len(index):
+        parts.append((index, score_rows(reward, batch.prompts, index, media, layout.group_size, generator)))
+    return share_rewards(reward, parts, layout, accelerator)
+
+
+def score_rows(
+    reward: GroupReward,
+    prompts: list[str],
+    index: torch.Tensor,
+    media: torch.Tensor,
+    group_size: int,
+    generator: torch.Generator | None = None,
+) -> RewardOutput:
+    """The reward of the samples with global indices ``index`` ``(n,)`` and media ``(n, ...)``; ``prompts`` are the
+    iteration's ``P`` prompts (sample ``i`` belongs to group ``i // group_size``)."""
+    return reward.score(
+        [prompts[int(i) // group_size] for i in index], media, groups=index // group_size, generator=generator
+    )
+
+
+def share_rewards(
+    reward: GroupReward, parts: list[tuple[torch.Tensor, RewardOutput]], layout: GroupLayout, accelerator: Any
+) -> IterationRewards:
+    """Assemble the iteration's rewards on every process from what each process scored: ``parts`` holds
+    ``(global indices (n,), their RewardOutput)`` pairs (one for the whole local share, or one per micro-batch
+    when rewards overlap the rollout); every sample is scored by exactly one process. A collective: every process
+    calls it, with or without parts."""
     scores = torch.zeros(layout.total)
     failed = torch.zeros(layout.total)
     dims = {name: torch.zeros(layout.total) for name in reward.dims}
     present = {name: torch.zeros(layout.total) for name in reward.dims}
     errors: list[tuple[int, str]] = []
-    if len(index):
-        prompts = [batch.prompts[int(i) // G] for i in index]
-        out = reward.score(prompts, media, groups=index // G, generator=generator)
+    for index, out in parts:
         scores[index] = torch.nan_to_num(out.scores.float().cpu())
         failed[index] = out.failed.float().cpu()
         for name in reward.dims:
@@ -139,7 +164,7 @@ def compute_rewards(
                 values = values.float().cpu()
                 dims[name][index] = torch.nan_to_num(values)
                 present[name][index] = torch.isfinite(values).float()
-        errors = [(int(i), e or "failed") for i, e, f in zip(index, out.errors, out.failed, strict=True) if f]
+        errors += [(int(i), e or "failed") for i, e, f in zip(index, out.errors, out.failed, strict=True) if f]
     # Each sample is computed by exactly one process: a sum over processes assembles the whole step.
     packed = torch.stack([scores, failed, *dims.values(), *present.values()]).to(accelerator.device)
     packed = accelerator.reduce(packed, "sum").cpu()

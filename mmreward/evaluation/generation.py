@@ -19,7 +19,7 @@ import hashlib
 import json
 import os
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -257,18 +257,42 @@ class GenerationSettings:
 
 
 MANIFEST = "prompts.json"  # sample id -> the prompt it was generated from, next to the samples
+RANK_MANIFESTS = "prompts.rank*.json"  # the same, per process of a multi-process run, until merged
 
 
-def _read_manifest(directory: Path) -> dict[str, str]:
-    path = directory / MANIFEST
-    if not path.is_file():
-        return {}
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as err:
-        raise ConfigError(
-            f"cannot read {str(path)!r} ({err}); remove the samples directory and generate again"
-        ) from err
+def rank_manifest(rank: int) -> str:
+    """The manifest a process of a multi-process run records its samples in (folded into ``prompts.json`` by
+    :func:`merge_manifests` when all are done; read with it until then, so an interrupted run resumes)."""
+    return f"prompts.rank{rank:05d}.json"
+
+
+def _read_manifest(directory: Path, name: str | None = None) -> dict[str, str]:
+    """``prompts.json`` and the processes' manifests of ``directory`` (or the one file ``name``), merged."""
+    paths = [directory / name] if name else [directory / MANIFEST, *sorted(directory.glob(RANK_MANIFESTS))]
+    manifest: dict[str, str] = {}
+    for path in paths:
+        if not path.is_file():
+            continue
+        try:
+            manifest.update(json.loads(path.read_text(encoding="utf-8")))
+        except json.JSONDecodeError as err:
+            raise ConfigError(
+                f"cannot read {str(path)!r} ({err}); remove the samples directory and generate again"
+            ) from err
+    return manifest
+
+
+def merge_manifests(directories: Iterable[Path]) -> None:
+    """Fold the processes' manifests of each directory into its ``prompts.json`` (atomically), then remove them."""
+    for directory in directories:
+        ranks = sorted(directory.glob(RANK_MANIFESTS))
+        if not ranks:
+            continue
+        partial = directory / f".{MANIFEST}.partial"
+        partial.write_text(json.dumps(_read_manifest(directory), indent=0, ensure_ascii=False) + "\n", "utf-8")
+        os.replace(partial, directory / MANIFEST)
+        for path in ranks:
+            path.unlink()
 
 
 def check_existing_samples(samples: Sequence[Sample]) -> None:
@@ -289,13 +313,13 @@ def check_existing_samples(samples: Sequence[Sample]) -> None:
         )
 
 
-def _record_samples(samples: Sequence[Sample]) -> None:
+def _record_samples(samples: Sequence[Sample], name: str = MANIFEST) -> None:
     for directory in {s.path.parent for s in samples}:
-        manifest = _read_manifest(directory)
+        manifest = _read_manifest(directory, name)
         manifest.update({s.id: s.prompt for s in samples if s.path.parent == directory})
-        partial = directory / f".{MANIFEST}.partial"
+        partial = directory / f".{name}.partial"
         partial.write_text(json.dumps(manifest, indent=0, ensure_ascii=False) + "\n", encoding="utf-8")
-        os.replace(partial, directory / MANIFEST)
+        os.replace(partial, directory / name)
 
 
 def generate_samples(
@@ -306,9 +330,11 @@ def generate_samples(
     batch_size: int,
     progress: bool = True,
     autocast: Callable[[], Any] | None = None,
+    manifest: str = MANIFEST,
 ) -> int:
     """Draw ``samples`` with the ODE sampler in batches, seeded per sample, and save them (recording each sample's
-    prompt in the directory's ``prompts.json``); returns how many."""
+    prompt in the directory's ``manifest``: ``prompts.json``, or :func:`rank_manifest` for a process of several);
+    returns how many."""
     from tqdm.auto import tqdm
 
     from mmreward.flow.rollout import sample_ode, seeded
@@ -333,7 +359,7 @@ def generate_samples(
             for s, media in zip(chunk, out.media.float().cpu(), strict=True):
                 s.path.parent.mkdir(parents=True, exist_ok=True)
                 media_io.save_media(media, s.path, fps or 16.0)
-            _record_samples(chunk)
+            _record_samples(chunk, manifest)
             bar.update(len(chunk))
     return len(samples)
 

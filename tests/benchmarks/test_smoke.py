@@ -77,6 +77,15 @@ EXPECTED = {
         r"goal >= 3x: (met|not met|not measured)",
         r"plot: .+\.png",
     ],
+    "bench_async_reward": [
+        r"2 samples in 2 micro-batches, 2 SDE steps, 1 trained",
+        rf"sequential: rollout {NUMBER} s, reward {NUMBER} s, update {NUMBER} s",
+        rf"sequential iteration: {NUMBER} s",
+        rf"overlapped iteration: {NUMBER} s \(rollout {NUMBER} s, reward left after it {NUMBER} s\)",
+        rf"goal 1\.15 x max\(rollout, reward\) \+ update = {NUMBER} s: (met|missed) \({TIMES} of it\)",
+        r"ideal \(1 \+ 1/M\) / 2 with no update: 0\.75x",
+        rf"overlap/sequential: {TIMES}",
+    ],
     "bench_checklist": [
         rf"baseline: forward per test point\s+12\s+{NUMBER}\s+1\.00x",
         rf"check\(mode=logits\), batch 2\s+12\s+{NUMBER}\s+{TIMES}",

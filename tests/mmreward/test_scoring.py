@@ -59,6 +59,26 @@ def test_scores_follow_their_file_and_prompt(files, data, batch_size):
             assert row.score == pytest.approx(2.0 * (grey + len(prompt)), abs=1e-5)
 
 
+@settings(max_examples=30, deadline=None)
+@given(data=st.data(), batch_size=st.integers(1, 4))
+def test_each_row_comes_as_soon_as_its_batch_is_scored(files, data, batch_size):
+    """Rows are yielded batch by batch (what lets `mmreward score` record progress and resume): row k comes right
+    after the batch that scores the last distinct item it needs, ``ceil(need_k / batch) * batch`` items in."""
+    paths = data.draw(st.lists(st.sampled_from(sorted(files)), min_size=1, max_size=10))
+    items = [Item(p, "", "file not found" if p.endswith("missing.png") else None) for p in paths]
+    scored = [0]
+    rows = score_items(
+        items, {"r": GreyAndPrompt(batch_size=batch_size)}, {"r": 1.0}, batch_size=batch_size, num_workers=0,
+        progress=lambda n: scored.__setitem__(0, scored[0] + n),
+    )  # fmt: skip
+    distinct = len({p for p in paths if not p.endswith("missing.png")})
+    seen: set[str] = set()
+    for k, row in enumerate(rows):
+        seen |= {paths[k]} - {p for p in paths if p.endswith("missing.png")}
+        need = math.ceil(len(seen) / batch_size) * batch_size
+        assert row.path == paths[k] and scored[0] == min(need, distinct), (k, paths)
+
+
 def test_a_copy_that_fails_is_reported_under_its_own_name(tmp_path):
     """Same bytes under two names and two extensions: each row's error names its own file."""
     for name in ("a.png", "b.png", "c.mp4"):
