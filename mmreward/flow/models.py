@@ -1,4 +1,5 @@
-"""Rectified-flow generators on diffusers pipelines: one small adapter per family (``sd3``, ``flux``, ``wan``).
+"""Rectified-flow generators on diffusers pipelines: one small adapter per family (``sd3``, ``flux``, ``wan``,
+``qwenimage``, ``zimage``).
 
 An adapter hides what differs between families behind one interface used by rollouts and losses:
 
@@ -7,7 +8,12 @@ An adapter hides what differs between families behind one interface used by roll
   images and ``(B, C, t, h, w)`` for Wan videos; FLUX packs its 2x2 patches inside :meth:`FlowModel.velocity`
   (packing is a reshape, so per-element means and SDE log-probabilities do not change);
 - ``velocity(latents, sigma, cond, guidance_scale=, negative=)``: one transformer call, classifier-free guidance as
-  one batch ``[negative; positive]`` (FLUX.1-dev is guidance-distilled: its scale goes into the guidance embedding);
+  one batch ``[negative; positive]`` (FLUX.1-dev is guidance-distilled: its scale goes into the guidance embedding;
+  Qwen-Image rescales the guided velocity to the conditional one's norm, :meth:`FlowModel.guide`);
+  ``guidance_scale`` is always ``w`` of ``v_neg + w (v_pos - v_neg)`` (1: no guidance), whatever the pipeline calls
+  it (:meth:`FlowModel.pipeline_guidance_kwargs` translates);
+- ``to_pipeline_latents`` / ``from_pipeline_latents``: the adapter's unpacked latents to and from the layout the
+  pipeline's ``latents=`` argument and ``output_type="latent"`` use (FLUX and Qwen-Image pack 2x2 patches);
 - ``encode_media`` / ``decode_latents``: VAE, to and from canonical media (float [0, 1], images ``(B, 3, H, W)``,
   videos ``(B, T, 3, H, W)``);
 - ``sampling_sigmas(num_steps, latent_shape)`` (the pipeline's own schedule, FLUX's resolution shift included) and
@@ -35,8 +41,9 @@ from diffusers import FlowMatchEulerDiscreteScheduler
 from mmreward.devices import resolve_dtype
 from mmreward.errors import ConfigError, WeightsNotFoundError
 
-Family = Literal["sd3", "flux", "wan"]
-FAMILIES = ("sd3", "flux", "wan")
+Family = Literal["sd3", "flux", "wan", "qwenimage", "zimage"]
+FAMILIES = ("sd3", "flux", "wan", "qwenimage", "zimage")
+VIDEO_FAMILIES = ("wan",)
 Attention = Literal["auto", "sdpa", "xformers"]
 CFGGrad = Literal["detach_uncond", "both"]
 CFG_GRADS = ("detach_uncond", "both")
@@ -57,31 +64,63 @@ DEFAULT_LORA_TARGETS = (
 
 @dataclass
 class PromptEmbeds:
-    """Text conditioning of a batch: ``embeds (B, L, D)`` and, for SD3 and FLUX, ``pooled (B, P)``."""
+    """Text conditioning of a batch: ``embeds (B, L, D)``, for SD3 and FLUX ``pooled (B, P)``, and for families
+    whose prompts have their own lengths (Qwen-Image, Z-Image) ``mask (B, L)`` bool, True at real tokens (None:
+    every token is real). Padded positions hold zeros."""
 
     embeds: torch.Tensor
     pooled: torch.Tensor | None = None
+    mask: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return self.embeds.shape[0]
 
     def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> PromptEmbeds:
         pooled = None if self.pooled is None else self.pooled.to(device, dtype)
-        return PromptEmbeds(self.embeds.to(device, dtype), pooled)
+        mask = None if self.mask is None else self.mask.to(device)
+        return PromptEmbeds(self.embeds.to(device, dtype), pooled, mask)
 
     def select(self, index: torch.Tensor | Sequence[int]) -> PromptEmbeds:
         index = torch.as_tensor(index, dtype=torch.long, device=self.embeds.device)
         pooled = None if self.pooled is None else self.pooled.index_select(0, index.to(self.pooled.device))
-        return PromptEmbeds(self.embeds.index_select(0, index), pooled)
+        mask = None if self.mask is None else self.mask.index_select(0, index.to(self.mask.device))
+        return PromptEmbeds(self.embeds.index_select(0, index), pooled, mask)
 
     def repeat_interleave(self, repeats: int) -> PromptEmbeds:
         pooled = None if self.pooled is None else self.pooled.repeat_interleave(repeats, 0)
-        return PromptEmbeds(self.embeds.repeat_interleave(repeats, 0), pooled)
+        mask = None if self.mask is None else self.mask.repeat_interleave(repeats, 0)
+        return PromptEmbeds(self.embeds.repeat_interleave(repeats, 0), pooled, mask)
+
+    def trimmed(self) -> PromptEmbeds:
+        """One prompt (``B = 1``) cut to its real tokens, mask dropped: what the prompt cache keeps, so a cached
+        embedding does not depend on which prompts shared its encoder batch."""
+        if len(self) != 1:
+            raise ValueError(f"trimmed() takes one prompt, got {len(self)}")
+        if self.mask is None:
+            return self
+        length = int(self.mask[0].sum())
+        return PromptEmbeds(self.embeds[:, :length], self.pooled)
+
+    def token_list(self) -> list[torch.Tensor]:
+        """The real tokens of each prompt, ``B`` tensors ``(L_i, D)`` (Z-Image's transformer takes them so)."""
+        if self.mask is None:
+            return list(self.embeds.unbind(0))
+        return [e[m] for e, m in zip(self.embeds, self.mask.bool())]
 
     @staticmethod
     def cat(parts: Sequence[PromptEmbeds]) -> PromptEmbeds:
+        """Concatenate along the batch; prompts of different lengths are right-padded with zeros and masked."""
         pooled = None if parts[0].pooled is None else torch.cat([p.pooled for p in parts])
-        return PromptEmbeds(torch.cat([p.embeds for p in parts]), pooled)
+        length = max(p.embeds.shape[1] for p in parts)
+        if all(p.mask is None and p.embeds.shape[1] == length for p in parts):
+            return PromptEmbeds(torch.cat([p.embeds for p in parts]), pooled)
+        embeds, masks = [], []
+        for p in parts:
+            pad = length - p.embeds.shape[1]
+            mask = p.mask if p.mask is not None else torch.ones(p.embeds.shape[:2], dtype=torch.bool)
+            embeds.append(torch.nn.functional.pad(p.embeds, (0, 0, 0, pad)))  # (B_p, length, D)
+            masks.append(torch.nn.functional.pad(mask.bool().to(p.embeds.device), (0, pad)))  # (B_p, length)
+        return PromptEmbeds(torch.cat(embeds), pooled, torch.cat(masks))
 
 
 class FlowModel(ABC):
@@ -180,7 +219,7 @@ class FlowModel(ABC):
                 with torch.no_grad():
                     encoded = self._encode(chunk)
                 for i, prompt in enumerate(chunk):
-                    found[prompt] = encoded.select([i]).to(self.prompt_cache_device)
+                    found[prompt] = encoded.select([i]).trimmed().to(self.prompt_cache_device)
                     self._prompt_cache[(prompt, key_len)] = found[prompt]
             while len(self._prompt_cache) > self.prompt_cache_size:
                 self._prompt_cache.popitem(last=False)
@@ -265,8 +304,29 @@ class FlowModel(ABC):
             v_neg, v_pos = both.chunk(2)  # (B, ...) each
             if cfg_grad == "detach_uncond":
                 v_neg = v_neg.detach()
-            return v_neg + guidance_scale * (v_pos - v_neg)
+            return self.guide(v_neg, v_pos, guidance_scale)
         return self._forward(module, latents, sigma, cond, guidance_scale)
+
+    def guide(self, v_neg: torch.Tensor, v_pos: torch.Tensor, guidance_scale: float) -> torch.Tensor:
+        """Classifier-free guidance from the two velocities (Ho & Salimans 2022): ``v_neg + w (v_pos - v_neg)``."""
+        return v_neg + guidance_scale * (v_pos - v_neg)
+
+    def pipeline_guidance_kwargs(self, guidance_scale: float, negative_prompt: str = "") -> dict[str, Any]:
+        """The keyword arguments that make the diffusers pipeline guide as :meth:`velocity` does with
+        ``guidance_scale`` (SD3, FLUX, Wan: ``guidance_scale``, the negative prompt where CFG is batched)."""
+        if self.batch_cfg:
+            return {"guidance_scale": guidance_scale, "negative_prompt": negative_prompt}
+        return {"guidance_scale": guidance_scale}
+
+    # -- latent layout ----------------------------------------------------------------------------------------------
+
+    def to_pipeline_latents(self, latents: torch.Tensor) -> torch.Tensor:
+        """Unpacked latents -> the layout of the pipeline's ``latents=`` argument (identity unless packed)."""
+        return latents
+
+    def from_pipeline_latents(self, latents: torch.Tensor, height: int, width: int) -> torch.Tensor:
+        """The pipeline's latent layout (``output_type="latent"``) -> unpacked latents for media ``height x width``."""
+        return latents
 
     @abstractmethod
     def _forward(
@@ -390,9 +450,6 @@ class FluxModel(SD3Model):
     def _forward(self, module, latents, sigma, cond, guidance):
         dtype = _module_dtype(module)
         batch, channels, height, width = latents.shape
-        # (B, C, h, w) -> (B, h/2 * w/2, 4C): FLUX's token layout
-        packed = latents.reshape(batch, channels, height // 2, 2, width // 2, 2).permute(0, 2, 4, 1, 3, 5)
-        packed = packed.reshape(batch, (height // 2) * (width // 2), channels * 4)
         rows = torch.arange(height // 2, device=latents.device)
         cols = torch.arange(width // 2, device=latents.device)
         img_ids = torch.stack(
@@ -404,7 +461,7 @@ class FluxModel(SD3Model):
         if _module_config(module).guidance_embeds:
             guidance_input = torch.full((batch,), float(guidance), device=latents.device, dtype=torch.float32)
         out = module(
-            hidden_states=packed.to(dtype),
+            hidden_states=pack_patches(latents).to(dtype),
             timestep=self.timestep(sigma),
             guidance=guidance_input,
             pooled_projections=cond.pooled.to(dtype),
@@ -413,27 +470,57 @@ class FluxModel(SD3Model):
             img_ids=img_ids.to(dtype),
             return_dict=False,
         )[0]
-        # (B, h/2 * w/2, 4C) -> (B, C, h, w)
-        out = out.reshape(batch, height // 2, width // 2, channels, 2, 2).permute(0, 3, 1, 4, 2, 5)
-        return out.reshape(batch, channels, height, width)
+        return unpack_patches(out, height, width)
+
+    def to_pipeline_latents(self, latents):
+        return pack_patches(latents)
+
+    def from_pipeline_latents(self, latents, height, width):
+        factor = self.pipeline.vae_scale_factor
+        return unpack_patches(latents, height // factor, width // factor)
 
     def sampling_sigmas(self, num_steps, latent_shape):
         """FluxPipeline's schedule: ``linspace(1, 1/N, N)`` shifted by ``mu``, which grows linearly with the number
         of image tokens (diffusers ``calculate_shift``); with ``sampling_shift`` set, :func:`fixed_shift_sigmas`."""
-        if num_steps < 1:
-            raise ConfigError(f"num_steps must be >= 1, got {num_steps}")
-        if self.sampling_shift is not None:
-            return fixed_shift_sigmas(num_steps, self.sampling_shift)
-        config = self.pipeline.scheduler.config
-        kwargs: dict[str, Any] = {}
-        if config.get("use_dynamic_shifting", False):
-            tokens = (latent_shape[-2] // 2) * (latent_shape[-1] // 2)
-            base_len, max_len = config.get("base_image_seq_len", 256), config.get("max_image_seq_len", 4096)
-            base_shift, max_shift = config.get("base_shift", 0.5), config.get("max_shift", 1.15)
-            kwargs["mu"] = base_shift + (max_shift - base_shift) / (max_len - base_len) * (tokens - base_len)
-        scheduler = self._flow_scheduler()
-        scheduler.set_timesteps(sigmas=np.linspace(1.0, 1 / num_steps, num_steps).tolist(), **kwargs)
-        return scheduler.sigmas.float().cpu()
+        return token_shift_sigmas(self, num_steps, latent_shape)
+
+
+def pack_patches(latents: torch.Tensor) -> torch.Tensor:
+    """``(B, C, h, w) -> (B, h/2 * w/2, 4C)``: the 2x2-patch token layout of FLUX and Qwen-Image (a reshape, so
+    per-element means and SDE log-probabilities are unchanged)."""
+    batch, channels, height, width = latents.shape
+    packed = latents.reshape(batch, channels, height // 2, 2, width // 2, 2).permute(0, 2, 4, 1, 3, 5)
+    return packed.reshape(batch, (height // 2) * (width // 2), channels * 4)
+
+
+def unpack_patches(packed: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """``(B, h/2 * w/2, 4C) -> (B, C, h, w)`` for latents ``h x w``; the inverse of :func:`pack_patches`."""
+    batch, tokens, features = packed.shape
+    if tokens != (height // 2) * (width // 2) or features % 4:
+        raise ValueError(f"packed latents {tuple(packed.shape)} do not hold {height} x {width} latents in 2x2 patches")
+    channels = features // 4
+    out = packed.reshape(batch, height // 2, width // 2, channels, 2, 2).permute(0, 3, 1, 4, 2, 5)
+    return out.reshape(batch, channels, height, width)
+
+
+def token_shift_sigmas(model: FlowModel, num_steps: int, latent_shape: Sequence[int]) -> torch.Tensor:
+    """The schedule of FluxPipeline, QwenImagePipeline and ZImagePipeline: ``linspace(1, 1/N, N)`` through the
+    scheduler with ``mu`` growing linearly in the number of 2x2 image tokens (diffusers ``calculate_shift``; the
+    scheduler applies ``mu`` only with ``use_dynamic_shifting``, its fixed ``shift`` otherwise); with the model's
+    ``sampling_shift`` set, :func:`fixed_shift_sigmas`."""
+    if num_steps < 1:
+        raise ConfigError(f"num_steps must be >= 1, got {num_steps}")
+    if model.sampling_shift is not None:
+        return fixed_shift_sigmas(num_steps, model.sampling_shift)
+    config = model.pipeline.scheduler.config
+    tokens = (latent_shape[-2] // 2) * (latent_shape[-1] // 2)
+    base_len, max_len = config.get("base_image_seq_len", 256), config.get("max_image_seq_len", 4096)
+    base_shift, max_shift = config.get("base_shift", 0.5), config.get("max_shift", 1.15)
+    mu = base_shift + (max_shift - base_shift) / (max_len - base_len) * (tokens - base_len)
+    kwargs = {"mu": mu} if config.get("use_dynamic_shifting", False) else {}
+    scheduler = model._flow_scheduler()
+    scheduler.set_timesteps(sigmas=np.linspace(1.0, 1 / num_steps, num_steps).tolist(), **kwargs)
+    return scheduler.sigmas.float().cpu()
 
 
 class WanModel(FlowModel):
@@ -501,6 +588,152 @@ class WanModel(FlowModel):
         return (video.float() / 2 + 0.5).clamp(0, 1).permute(0, 2, 1, 3, 4).to(latents.device)
 
 
+class QwenImageModel(FlowModel):
+    """Qwen-Image (``QwenImagePipeline``): an MM-DiT on 2x2-packed latents of a Wan-style VAE with one frame,
+    conditioned on the last hidden states of Qwen2.5-VL (prompts keep their own lengths: a mask), the FLUX-style
+    token-dependent schedule shift, and true CFG whose guided velocity is rescaled to the conditional velocity's
+    norm per packed token (:meth:`guide`). The pipeline calls the scale ``true_cfg_scale``."""
+
+    family = "qwenimage"
+
+    def __init__(self, pipeline: Any, **kwargs: Any) -> None:
+        super().__init__(pipeline, **kwargs)
+        if self.transformer.config.guidance_embeds:
+            raise ConfigError(
+                "this Qwen-Image transformer is guidance-distilled (guidance_embeds=True); the qwenimage adapter "
+                "implements the released models' true CFG only: use a checkpoint with guidance_embeds=False"
+            )
+
+    @property
+    def spatial_multiple(self) -> int:
+        return self.pipeline.vae_scale_factor * 2
+
+    def _encode(self, prompts):
+        # (B, L, D) right-padded with zeros, and the mask; None when no prompt is padded
+        embeds, mask = self.pipeline.encode_prompt(
+            prompt=list(prompts), device=self.device, max_sequence_length=self.max_sequence_length
+        )
+        return PromptEmbeds(embeds, mask=None if mask is None else mask.bool())
+
+    def latent_shape(self, batch, height, width, num_frames=None):
+        self.check_size(height, width)
+        factor = self.pipeline.vae_scale_factor
+        return (batch, self.transformer.config.in_channels // 4, height // factor, width // factor)
+
+    def timestep(self, sigma):
+        return sigma  # the pipeline passes timestep / 1000
+
+    def _forward(self, module, latents, sigma, cond, guidance):
+        dtype = _module_dtype(module)
+        batch, _, height, width = latents.shape
+        mask = cond.mask
+        out = module(
+            hidden_states=pack_patches(latents).to(dtype),
+            timestep=self.timestep(sigma).to(dtype),
+            encoder_hidden_states=cond.embeds.to(dtype),
+            encoder_hidden_states_mask=None if mask is None or bool(mask.all()) else mask,
+            img_shapes=[[(1, height // 2, width // 2)]] * batch,
+            return_dict=False,
+        )[0]
+        return unpack_patches(out, height, width)
+
+    def guide(self, v_neg, v_pos, guidance_scale):
+        """True CFG, then each packed token's guided velocity (its ``4C`` values: ``C`` channels of a 2x2 patch)
+        rescaled to the norm of the conditional one, as QwenImagePipeline does:
+        ``v = c * |v_pos| / |c|`` with ``c = v_neg + w (v_pos - v_neg)``."""
+        combined = v_neg + guidance_scale * (v_pos - v_neg)
+        batch, channels, height, width = combined.shape
+        patches = (batch, channels, height // 2, 2, width // 2, 2)
+        dims = (1, 3, 5)  # the packed token's features
+        norm = torch.linalg.vector_norm
+        scale = norm(v_pos.reshape(patches), dim=dims, keepdim=True) / norm(
+            combined.reshape(patches), dim=dims, keepdim=True
+        )  # (B, 1, h/2, 1, w/2, 1)
+        return (combined.reshape(patches) * scale).reshape(batch, channels, height, width)
+
+    def pipeline_guidance_kwargs(self, guidance_scale, negative_prompt=""):
+        return {"true_cfg_scale": guidance_scale, "negative_prompt": negative_prompt if guidance_scale > 1 else None}
+
+    def to_pipeline_latents(self, latents):
+        return pack_patches(latents)
+
+    def from_pipeline_latents(self, latents, height, width):
+        factor = self.pipeline.vae_scale_factor
+        return unpack_patches(latents, height // factor, width // factor)
+
+    def sampling_sigmas(self, num_steps, latent_shape):
+        return token_shift_sigmas(self, num_steps, latent_shape)
+
+    def _stats(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        config = self.vae.config
+        shape = (1, config.z_dim, 1, 1, 1)
+        mean = torch.tensor(config.latents_mean, device=like.device, dtype=like.dtype).view(shape)
+        std = torch.tensor(config.latents_std, device=like.device, dtype=like.dtype).view(shape)
+        return mean, std
+
+    def encode_media(self, media):
+        param = self._vae_param()
+        pixels = media.to(param.device, param.dtype).unsqueeze(2) * 2 - 1  # (B, 3, 1, H, W) in [-1, 1]
+        latents = self.vae.encode(pixels).latent_dist.mean  # (B, C, 1, h, w)
+        mean, std = self._stats(latents)
+        return ((latents - mean) / std).squeeze(2).float()
+
+    def decode_latents(self, latents):
+        param = self._vae_param()
+        z = latents.to(param.device, param.dtype).unsqueeze(2)  # (B, C, 1, h, w)
+        mean, std = self._stats(z)
+        pixels = self.vae.decode(z * std + mean, return_dict=False)[0][:, :, 0]  # (B, 3, H, W) in [-1, 1]
+        return (pixels.float() / 2 + 0.5).clamp(0, 1).to(latents.device)
+
+
+class ZImageModel(SD3Model):
+    """Z-Image (``ZImagePipeline``): a single-stream DiT on ``(C, 1, h, w)`` latents of a FLUX-style VAE,
+    conditioned on the second-to-last hidden states of a Qwen3 text model (each prompt's real tokens only).
+
+    Two sign conventions differ from the other families: the transformer takes ``t = 1 - sigma`` and predicts
+    ``x0 - eps``, so the velocity is its negated output. The pipeline's ``guidance_scale`` ``g`` guides as
+    ``v_pos + g (v_pos - v_neg)``, which is this adapter's ``guidance_scale = g + 1`` (Z-Image-Turbo's ``g = 0``
+    is 1 here: no CFG). The pipeline's ``cfg_normalization`` and ``cfg_truncation`` stay at their defaults (off).
+    """
+
+    family = "zimage"
+
+    @property
+    def spatial_multiple(self) -> int:
+        return self.pipeline.vae_scale_factor * 2
+
+    def _encode(self, prompts):
+        # The pipeline writes the chat-templated prompt into the list it is given: pass a copy.
+        tokens, _ = self.pipeline.encode_prompt(
+            prompt=list(prompts),
+            device=self.device,
+            do_classifier_free_guidance=False,
+            max_sequence_length=self.max_sequence_length,
+        )
+        return PromptEmbeds.cat([PromptEmbeds(t[None]) for t in tokens])  # (B, L_max, D), masked
+
+    def latent_shape(self, batch, height, width, num_frames=None):
+        self.check_size(height, width)
+        factor = self.pipeline.vae_scale_factor
+        return (batch, self.transformer.config.in_channels, height // factor, width // factor)
+
+    def timestep(self, sigma):
+        return 1 - sigma
+
+    def _forward(self, module, latents, sigma, cond, guidance):
+        dtype = _module_dtype(module)
+        frames = list(latents.to(dtype).unsqueeze(2).unbind(0))  # B x (C, 1, h, w)
+        captions = [t.to(dtype) for t in cond.token_list()]  # B x (L_i, D)
+        out = module(frames, self.timestep(sigma), captions, return_dict=False)[0]
+        return -torch.stack(out).squeeze(2)  # (B, C, h, w)
+
+    def pipeline_guidance_kwargs(self, guidance_scale, negative_prompt=""):
+        return {"guidance_scale": guidance_scale - 1, "negative_prompt": negative_prompt}
+
+    def sampling_sigmas(self, num_steps, latent_shape):
+        return token_shift_sigmas(self, num_steps, latent_shape)
+
+
 def fixed_shift_sigmas(num_steps: int, shift: float) -> torch.Tensor:
     """``(num_steps + 1,)`` float32: ``t = linspace(1, 0, num_steps + 1)`` shifted by ``shift``,
     ``sigma = shift t / (1 + (shift - 1) t)`` (SD3's time shift). Pref-GRPO samples FLUX and Wan on this grid with
@@ -511,8 +744,20 @@ def fixed_shift_sigmas(num_steps: int, shift: float) -> torch.Tensor:
     return (shift * t / (1 + (shift - 1) * t)).float()
 
 
-ADAPTERS: dict[str, type[FlowModel]] = {"sd3": SD3Model, "flux": FluxModel, "wan": WanModel}
-PIPELINE_CLASSES = {"sd3": "StableDiffusion3Pipeline", "flux": "FluxPipeline", "wan": "WanPipeline"}
+ADAPTERS: dict[str, type[FlowModel]] = {
+    "sd3": SD3Model,
+    "flux": FluxModel,
+    "wan": WanModel,
+    "qwenimage": QwenImageModel,
+    "zimage": ZImageModel,
+}
+PIPELINE_CLASSES = {
+    "sd3": "StableDiffusion3Pipeline",
+    "flux": "FluxPipeline",
+    "wan": "WanPipeline",
+    "qwenimage": "QwenImagePipeline",
+    "zimage": "ZImagePipeline",
+}
 
 
 def _module_dtype(module: torch.nn.Module) -> torch.dtype:
