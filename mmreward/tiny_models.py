@@ -266,17 +266,16 @@ def tiny_qwen_text_tokenizer(corpus: list[str]):
     them from the class when loading, whatever a saved tokenizer.json says), so the saved tokenizer loads back
     tokenizing the same; the merges are trained under that same pre-tokenizer, so words of ``corpus`` become
     single tokens as in the released vocabulary."""
-    from tokenizers import AddedToken, Tokenizer, models, trainers
+    from tokenizers import AddedToken, Tokenizer, models, pre_tokenizers, trainers
     from transformers import Qwen2Tokenizer
 
     reference = Qwen2Tokenizer(vocab={"<|endoftext|>": 0}, merges=[])
     trainer_tokenizer = Tokenizer(models.BPE())
     trainer_tokenizer.normalizer = reference.backend_tokenizer.normalizer
     trainer_tokenizer.pre_tokenizer = reference.backend_tokenizer.pre_tokenizer
-    from tokenizers import pre_tokenizers
-
     trainer = trainers.BpeTrainer(
         vocab_size=2048,
+        show_progress=False,
         special_tokens=list(_QWEN_TEXT_SPECIAL_TOKENS),
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
     )
