@@ -20,7 +20,10 @@ default), so that other jobs on a shared machine do not count. The last line is
 
 The rollout alone is also compared with ``StableDiffusion3Pipeline.__call__`` on the same transformer, steps,
 batch, guidance, prompt embeddings and initial noise (Euler ODE, decoded to tensors): the cost of the SDE steps'
-log-probability bookkeeping.
+log-probability bookkeeping. ``--families`` adds one such row per other image family (default FLUX.1, Qwen-Image,
+Z-Image): the family's tiny pipeline with a transformer of ``--layers`` x ``--heads`` x 64 on the same latent size,
+the rollout (prompts encoded, CFG the family's way, decoded) against the pipeline called with the same prompts,
+noise, steps and guidance (``pipeline_guidance_kwargs``).
 
 Measured on the shared 2-core CPU machine (CPU time, one thread, best of 3), 2 prompts x 4 samples, 6 SDE steps,
 3 trained with KL:
@@ -55,7 +58,7 @@ from mmreward.alignment.group_rewards import PointwiseGroupReward, WinRateGroupR
 from mmreward.alignment.group_rollout import RolloutConfig, rollout_groups  # noqa: E402
 from mmreward.alignment.layout import GroupLayout  # noqa: E402
 from mmreward.alignment.update_schedule import GRPOLossConfig  # noqa: E402
-from mmreward.flow.models import DEFAULT_LORA_TARGETS, SD3Model  # noqa: E402
+from mmreward.flow.models import ADAPTERS, DEFAULT_LORA_TARGETS, FlowModel, SD3Model  # noqa: E402
 from mmreward.flow.rollout import sample, seeded  # noqa: E402
 from mmreward.rewards.mix import RewardMix  # noqa: E402
 from mmreward.train.ema import EMA  # noqa: E402
@@ -91,6 +94,120 @@ def build(args, device: torch.device) -> SD3Model:
     return model
 
 
+def family_transformer(family: str, args) -> torch.nn.Module:
+    """The benchmarked transformer of ``family``: ``--layers`` blocks of ``--heads`` x 64, the tiny pipeline's text
+    width and latent channels (so its text encoder and VAE still fit)."""
+    from diffusers import FluxTransformer2DModel, QwenImageTransformer2DModel, ZImageTransformer2DModel
+
+    torch.manual_seed(0)
+    if family == "flux":
+        return FluxTransformer2DModel(
+            patch_size=1,
+            in_channels=16,
+            num_layers=args.layers,
+            num_single_layers=args.layers,
+            attention_head_dim=64,
+            num_attention_heads=args.heads,
+            joint_attention_dim=32,
+            pooled_projection_dim=32,
+            guidance_embeds=True,
+            axes_dims_rope=(16, 24, 24),
+        )
+    if family == "qwenimage":
+        return QwenImageTransformer2DModel(
+            patch_size=2,
+            in_channels=16,
+            out_channels=4,
+            num_layers=args.layers,
+            attention_head_dim=64,
+            num_attention_heads=args.heads,
+            joint_attention_dim=32,
+            axes_dims_rope=(16, 24, 24),
+        )
+    if family == "zimage":
+        transformer = ZImageTransformer2DModel(
+            in_channels=16,
+            dim=64 * args.heads,
+            n_layers=args.layers,
+            n_refiner_layers=1,
+            n_heads=args.heads,
+            n_kv_heads=args.heads,
+            cap_feat_dim=16,
+            axes_dims=[16, 24, 24],
+            axes_lens=[256, 128, 128],
+        )
+        with torch.no_grad():  # created with torch.empty
+            transformer.x_pad_token.fill_(1.0)
+            transformer.cap_pad_token.fill_(1.0)
+        return transformer
+    raise ValueError(f"--families takes flux, qwenimage and zimage, not {family!r}")
+
+
+def family_rollout_row(family: str, args, device: torch.device, accelerator: Accelerator) -> str:
+    """One line: the family's rollout with log-probs against its pipeline's own call, best of ``--repeats``."""
+    pipeline = tiny_models.tiny_pipeline(family)
+    pipeline.transformer = family_transformer(family, args)
+    for module in pipeline.components.values():
+        if isinstance(module, torch.nn.Module):
+            module.requires_grad_(False).eval().to(device)
+    if args.dtype != "float32":
+        pipeline.transformer.to(dtype=getattr(torch, args.dtype))
+    pipeline.set_progress_bar_config(disable=True)
+    model: FlowModel = ADAPTERS[family](pipeline, device=device)
+    model.max_sequence_length = 32
+    add_lora(model.transformer, rank=32, alpha=64, target_modules=DEFAULT_LORA_TARGETS)
+    prompts = [f"a photo of object number {i}" for i in range(args.prompts)]
+    factor = pipeline.vae_scale_factor
+    size = {"height": factor * args.latent_size, "width": factor * args.latent_size}
+    samples = args.prompts * args.group
+    noise = torch.randn(model.latent_shape(samples, **size), generator=torch.Generator().manual_seed(0))
+
+    def ours() -> None:
+        model._prompt_cache.clear()  # the pipeline encodes its prompts on every call: so does this rollout
+        with accelerator.autocast():
+            sample(
+                model,
+                prompts,
+                group_size=args.group,
+                num_steps=args.steps,
+                guidance_scale=4.0,
+                sde_type="flow",
+                noise_level=0.7,
+                generator=[seeded(0, i) for i in range(samples)],
+                batch_size=samples,
+                initial_noise=noise,
+                **size,
+            )
+
+    def plain() -> None:
+        with accelerator.autocast():
+            pipeline(
+                prompts,
+                num_images_per_prompt=args.group,
+                num_inference_steps=args.steps,
+                latents=model.to_pipeline_latents(noise.to(device)),
+                output_type="pt",
+                max_sequence_length=32,
+                **size,
+                **model.pipeline_guidance_kwargs(4.0),
+            )
+
+    ours(), plain()
+    rollout_times, pipeline_times = [], []
+    for _ in range(args.repeats):
+        start = sync(device)
+        plain()
+        pipeline_times.append(sync(device) - start)
+        start = sync(device)
+        ours()
+        rollout_times.append(sync(device) - start)
+    rollout, plain_time = min(rollout_times), min(pipeline_times)
+    return (
+        f"{family} rollout with log-probs {rollout:.4f} s vs {type(pipeline).__name__} {plain_time:.4f} s: "
+        f"bookkeeping {rollout / plain_time - 1:.1%}"
+    )
+
+
 def sync(device: torch.device) -> float:
     """GPU: wall time after the queued work. CPU: this process's CPU time, which other jobs on a shared machine do
     not inflate (wall times there swung 2-4x between identical calls)."""
@@ -118,6 +235,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1, help="CPU threads (1: CPU time = work done)")
     parser.add_argument("--smoke", action="store_true", help="smallest sizes, one repeat (the test suite's run)")
+    parser.add_argument(
+        "--families", nargs="*", default=["flux", "qwenimage", "zimage"], help="rollout-vs-pipeline rows (image)"
+    )
     args = parser.parse_args()
     if args.smoke:
         vars(args).update(SMOKE)
@@ -313,6 +433,8 @@ def main() -> None:
         f"rollout with log-probs {rollout:.4f} s vs StableDiffusion3Pipeline {plain_time:.4f} s: "
         f"bookkeeping {rollout / plain_time - 1:.1%}"
     )
+    for family in args.families:
+        print(family_rollout_row(family, args, device, accelerator))
     worst = max(overheads, key=overheads.get)
     print(f"overhead: {100 * overheads[worst]:.0f}%")
 

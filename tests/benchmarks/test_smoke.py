@@ -70,6 +70,14 @@ EXPECTED = {
             for phase in ("rollout", "reward", "update", "step")
         ),
         rf"rollout with log-probs {NUMBER} s vs StableDiffusion3Pipeline {NUMBER} s: bookkeeping {PERCENT}",
+        *(
+            rf"{family} rollout with log-probs {NUMBER} s vs {pipeline} {NUMBER} s: bookkeeping {PERCENT}"
+            for family, pipeline in (
+                ("flux", "FluxPipeline"),
+                ("qwenimage", "QwenImagePipeline"),
+                ("zimage", "ZImagePipeline"),
+            )
+        ),
         rf"overhead: {PERCENT}",
     ],
     "bench_guidance": [

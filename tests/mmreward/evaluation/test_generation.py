@@ -246,7 +246,11 @@ def test_lora_family_is_read_from_layer_names_and_training_config(tmp_path):
     joint = _lora_file(
         tmp_path / "run" / "lora", {"transformer.transformer_blocks.0.attn.add_q_proj.lora_B.weight": (32, 4)}
     )
-    assert generation.inspect_lora(joint).families == {"sd3", "flux"}  # MM-DiT layer names: either family
+    assert generation.inspect_lora(joint).families == {"sd3", "flux", "qwenimage"}  # MM-DiT names: any of them
+    qwen = _lora_file(tmp_path / "qwen", {"transformer.transformer_blocks.0.img_mlp.net.2.lora_A.weight": (2, 32)})
+    assert generation.inspect_lora(qwen).families == {"qwenimage"}
+    zimage = _lora_file(tmp_path / "zimage", {"transformer.layers.0.attention.to_q.lora_A.weight": (2, 32)})
+    assert generation.inspect_lora(zimage).families == {"zimage"}
     (tmp_path / "run" / "config.yaml").write_text("model:\n  family: sd3\n  path: tiny\n")
     info = generation.inspect_lora(joint)
     assert info.trained_on == {"family": "sd3", "path": "tiny"}

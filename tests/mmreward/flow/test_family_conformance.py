@@ -10,7 +10,8 @@ tiny random pipeline (``mmreward.tiny_models.tiny_pipeline``). A new family is a
   trained velocities;
 - the prompt-embedding cache encodes each prompt once and does not depend on batch composition;
 - packing to the pipeline's latent layout and back is exact; VAE round trip shapes;
-- a pipeline saved like a released checkpoint loads to the same model; ``mmreward generate --family F`` runs.
+- a pipeline saved like a released checkpoint loads to the same model; ``mmreward generate --family F`` and
+  ``eval/gen_bench.py --family F`` run.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import pytest
 import torch
 from diffusers import FlowMatchEulerDiscreteScheduler
 
+from eval import gen_bench
 from mmreward import cli
 from mmreward.flow.models import ADAPTERS, DEFAULT_LORA_TARGETS, FAMILIES, VIDEO_FAMILIES, FlowModel, load_flow_model
 from mmreward.flow.rollout import policy_step, sample, sample_ode
@@ -277,3 +279,18 @@ def test_generate_runs_on_the_tiny_family(model, tmp_path):
     assert code == 0
     (row,) = [json.loads(line) for line in (tmp_path / "rewards.jsonl").read_text().splitlines()]
     assert not row["failed"] and row["evaluations"]["forward"] == 2
+
+
+def test_gen_bench_runs_on_the_tiny_family(model, tmp_path):
+    prompts = "ta-hard" if model.family in VIDEO_FAMILIES else "unigenbench"
+    args = [
+        *f"--model tiny --family {model.family} --prompts {prompts} --limit 1 --images-per-prompt 2".split(),
+        *"--steps 2 --reward mmreward.rewards.brightness:BrightnessReward --diversity-features none --out".split(),
+        str(tmp_path),
+        "--no-progress",
+    ]
+    assert gen_bench.main(args) == 0
+    run = json.loads((tmp_path / "results.json").read_text())
+    scores = run["rewards"]["BrightnessReward"]["scores"]
+    assert len(scores) == 2 and all(0 < value < 1 for value in scores.values())
+    assert scores["0_0"] != scores["0_1"]  # two seeds, two samples
