@@ -105,7 +105,7 @@ class PromptEmbeds:
         """The real tokens of each prompt, ``B`` tensors ``(L_i, D)`` (Z-Image's transformer takes them so)."""
         if self.mask is None:
             return list(self.embeds.unbind(0))
-        return [e[m] for e, m in zip(self.embeds, self.mask.bool())]
+        return [e[m] for e, m in zip(self.embeds, self.mask.bool(), strict=True)]
 
     @staticmethod
     def cat(parts: Sequence[PromptEmbeds]) -> PromptEmbeds:

@@ -86,7 +86,12 @@ def test_ode_rollout_equals_the_diffusers_pipeline(model):
     size = _size(model)
     scale = 3.0
     ours = sample_ode(
-        model, ["a cat"], group_size=2, num_steps=3, guidance_scale=scale, generator=torch.Generator().manual_seed(0),
+        model,
+        ["a cat"],
+        group_size=2,
+        num_steps=3,
+        guidance_scale=scale,
+        generator=torch.Generator().manual_seed(0),
         **size,
     )
     noise = _latents(model, 2, 0)
@@ -189,8 +194,14 @@ def test_a_lora_trained_one_step_loads_with_load_lora_weights(model, tmp_path):
     params = list(trainable_parameters(trained.transformer).values())
     optimizer = torch.optim.AdamW(params, lr=0.05)
     rollout = sample(
-        trained, ["a cat"], group_size=2, num_steps=2, guidance_scale=2.0, generator=torch.Generator().manual_seed(4),
-        decode=False, **_size(trained),
+        trained,
+        ["a cat"],
+        group_size=2,
+        num_steps=2,
+        guidance_scale=2.0,
+        generator=torch.Generator().manual_seed(4),
+        decode=False,
+        **_size(trained),
     )
     step = policy_step(trained, rollout, 0)
     (-(step.log_prob * torch.tensor([1.0, -1.0])).mean()).backward()
