@@ -21,9 +21,9 @@ default), so that other jobs on a shared machine do not count. The last line is
 The rollout alone is also compared with ``StableDiffusion3Pipeline.__call__`` on the same transformer, steps,
 batch, guidance, prompt embeddings and initial noise (Euler ODE, decoded to tensors): the cost of the SDE steps'
 log-probability bookkeeping. ``--families`` adds one such row per other image family (default FLUX.1, Qwen-Image,
-Z-Image): the family's tiny pipeline with a transformer of ``--layers`` x ``--heads`` x 64 on the same latent size,
-the rollout (prompts encoded, CFG the family's way, decoded) against the pipeline called with the same prompts,
-noise, steps and guidance (``pipeline_guidance_kwargs``).
+Z-Image, FLUX.2 klein): the family's tiny pipeline with a transformer of ``--layers`` x ``--heads`` x 64 and as
+many image tokens, the rollout (prompts encoded, CFG the family's way, decoded) against the pipeline called with
+the same prompts, noise, steps and guidance (``pipeline_guidance_kwargs``).
 
 Measured on the shared 2-core CPU machine (CPU time, one thread, best of 3), 2 prompts x 4 samples, 6 SDE steps,
 3 trained with KL:
@@ -97,7 +97,12 @@ def build(args, device: torch.device) -> SD3Model:
 def family_transformer(family: str, args) -> torch.nn.Module:
     """The benchmarked transformer of ``family``: ``--layers`` blocks of ``--heads`` x 64, the tiny pipeline's text
     width and latent channels (so its text encoder and VAE still fit)."""
-    from diffusers import FluxTransformer2DModel, QwenImageTransformer2DModel, ZImageTransformer2DModel
+    from diffusers import (
+        Flux2Transformer2DModel,
+        FluxTransformer2DModel,
+        QwenImageTransformer2DModel,
+        ZImageTransformer2DModel,
+    )
 
     torch.manual_seed(0)
     if family == "flux":
@@ -140,7 +145,20 @@ def family_transformer(family: str, args) -> torch.nn.Module:
             transformer.x_pad_token.fill_(1.0)
             transformer.cap_pad_token.fill_(1.0)
         return transformer
-    raise ValueError(f"--families takes flux, qwenimage and zimage, not {family!r}")
+    if family == "flux2klein":
+        return Flux2Transformer2DModel(
+            patch_size=1,
+            in_channels=16,
+            num_layers=args.layers,
+            num_single_layers=args.layers,
+            attention_head_dim=64,
+            num_attention_heads=args.heads,
+            joint_attention_dim=48,
+            timestep_guidance_channels=64,
+            axes_dims_rope=(16, 16, 16, 16),
+            guidance_embeds=False,
+        )
+    raise ValueError(f"--families takes flux, qwenimage, zimage and flux2klein, not {family!r}")
 
 
 def family_rollout_row(family: str, args, device: torch.device, accelerator: Accelerator) -> str:
@@ -157,7 +175,7 @@ def family_rollout_row(family: str, args, device: torch.device, accelerator: Acc
     model.max_sequence_length = 32
     add_lora(model.transformer, rank=32, alpha=64, target_modules=DEFAULT_LORA_TARGETS)
     prompts = [f"a photo of object number {i}" for i in range(args.prompts)]
-    factor = pipeline.vae_scale_factor
+    factor = pipeline.vae_scale_factor  # (latent_size / 2)^2 image tokens in every family, as for SD3
     size = {"height": factor * args.latent_size, "width": factor * args.latent_size}
     samples = args.prompts * args.group
     noise = torch.randn(model.latent_shape(samples, **size), generator=torch.Generator().manual_seed(0))
@@ -182,10 +200,10 @@ def family_rollout_row(family: str, args, device: torch.device, accelerator: Acc
     def plain() -> None:
         with accelerator.autocast():
             pipeline(
-                prompts,
+                prompt=prompts,
                 num_images_per_prompt=args.group,
                 num_inference_steps=args.steps,
-                latents=model.to_pipeline_latents(noise.to(device)),
+                latents=model.pipeline_initial_latents(noise.to(device)),
                 output_type="pt",
                 max_sequence_length=32,
                 **size,
@@ -236,7 +254,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="CPU threads (1: CPU time = work done)")
     parser.add_argument("--smoke", action="store_true", help="smallest sizes, one repeat (the test suite's run)")
     parser.add_argument(
-        "--families", nargs="*", default=["flux", "qwenimage", "zimage"], help="rollout-vs-pipeline rows (image)"
+        "--families",
+        nargs="*",
+        default=["flux", "qwenimage", "zimage", "flux2klein"],
+        help="rollout-vs-pipeline rows (image families)",
     )
     args = parser.parse_args()
     if args.smoke:

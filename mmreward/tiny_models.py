@@ -242,7 +242,7 @@ def _tiny_vlm_processor(family: str, tokenizer, min_pixels: int, max_pixels: int
 
 # --------------------------------------------------------------------------------- tiny rectified-flow pipelines
 
-_PIPELINE_FAMILIES = ("sd3", "flux", "wan", "qwenimage", "zimage")
+_PIPELINE_FAMILIES = ("sd3", "flux", "wan", "qwenimage", "zimage", "flux2klein")
 _QWEN_TEXT_SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
 # A Qwen chat format without a default system turn: what Qwen3's template renders for one user message with
 # enable_thinking (the Z-Image pipeline's call).
@@ -347,6 +347,9 @@ def tiny_pipeline(family: str, *, seed: int = 0):
       with Qwen-Image's shift settings (images: multiples of 8 pixels).
     - ``zimage``: ``ZImagePipeline``, 1 refiner + 2 main layers, a 2-layer Qwen3 text model, 2x ``AutoencoderKL``
       with 16 latent channels, fixed shift 3 as Z-Image-Turbo ships (images: multiples of 4 pixels).
+    - ``flux2klein``: ``Flux2KleinPipeline`` (a base, non-distilled model: true CFG), 1 double + 1 single block, a
+      28-layer width-16 Qwen3 causal LM (the pipeline reads layers 9, 18 and 27), 2x ``AutoencoderKLFlux2`` with 4
+      latent channels and non-trivial batch-norm statistics, dynamic shifting (images: multiples of 4 pixels).
     """
     if family not in _PIPELINE_FAMILIES:
         raise MMRewardError(f"no tiny pipeline for family {family!r}; use one of {', '.join(_PIPELINE_FAMILIES)}")
@@ -440,6 +443,8 @@ def _build_tiny_pipeline(family: str, seed: int):
         return _tiny_qwenimage_pipeline()
     if family == "zimage":
         return _tiny_zimage_pipeline()
+    if family == "flux2klein":
+        return _tiny_flux2klein_pipeline()
     vae = AutoencoderKLWan(
         base_dim=3,
         z_dim=4,
@@ -603,6 +608,63 @@ def _tiny_zimage_pipeline():
         text_encoder=text_encoder,
         tokenizer=tokenizer,
         transformer=transformer,
+    )
+
+
+def _tiny_flux2klein_pipeline():
+    from diffusers import (
+        AutoencoderKLFlux2,
+        FlowMatchEulerDiscreteScheduler,
+        Flux2KleinPipeline,
+        Flux2Transformer2DModel,
+    )
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    transformer = Flux2Transformer2DModel(
+        patch_size=1,
+        in_channels=16,
+        num_layers=1,
+        num_single_layers=1,
+        attention_head_dim=16,
+        num_attention_heads=2,
+        joint_attention_dim=48,  # 3 text layers x width 16
+        timestep_guidance_channels=32,
+        axes_dims_rope=(4, 4, 4, 4),
+        guidance_embeds=False,
+    )
+    vae = AutoencoderKLFlux2(
+        block_out_channels=(8, 16),
+        down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2,
+        layers_per_block=1,
+        latent_channels=4,
+        norm_num_groups=4,
+        sample_size=32,
+        use_quant_conv=False,
+        use_post_quant_conv=False,
+    )
+    with torch.no_grad():  # released statistics are far from (0, 1): make the normalization matter
+        vae.bn.running_mean.copy_(torch.linspace(-0.5, 0.5, vae.bn.num_features))
+        vae.bn.running_var.copy_(torch.linspace(0.5, 2.0, vae.bn.num_features))
+    tokenizer = tiny_qwen_text_tokenizer(_QWEN_PIPELINE_CORPUS)
+    text_encoder = Qwen3ForCausalLM(
+        Qwen3Config(
+            vocab_size=len(tokenizer),
+            hidden_size=16,
+            intermediate_size=16,
+            num_hidden_layers=28,
+            num_attention_heads=2,
+            num_key_value_heads=2,
+            head_dim=8,
+            max_position_embeddings=512,
+            bos_token_id=None,
+            eos_token_id=tokenizer.convert_tokens_to_ids("<|im_end|>"),
+            pad_token_id=tokenizer.convert_tokens_to_ids("<|endoftext|>"),
+        )
+    )
+    scheduler = FlowMatchEulerDiscreteScheduler(shift=3.0, use_dynamic_shifting=True)
+    return Flux2KleinPipeline(
+        scheduler=scheduler, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, transformer=transformer
     )
 
 

@@ -37,6 +37,8 @@ FAMILY_DEFAULTS: dict[str, dict[str, Any]] = {
     # (v_neg + w (v_pos - v_neg); Z-Image-Turbo samples with 8 steps and no guidance: --steps 8 --cfg 1)
     "qwenimage": {"steps": 50, "cfg": 4.0, "height": 1024, "width": 1024, "num_frames": None},
     "zimage": {"steps": 50, "cfg": 6.0, "height": 1024, "width": 1024, "num_frames": None},
+    # Flux2KleinPipeline's defaults (the base models; the step-distilled ones sample 4 steps, guidance ignored)
+    "flux2klein": {"steps": 50, "cfg": 4.0, "height": 1024, "width": 1024, "num_frames": None},
 }
 TINY_DEFAULTS = {"steps": 8, "height": 32, "width": 32}
 FAMILIES = tuple(FAMILY_DEFAULTS)
@@ -47,6 +49,7 @@ PIPELINE_FAMILIES = {
     "WanPipeline": "wan",
     "QwenImagePipeline": "qwenimage",
     "ZImagePipeline": "zimage",
+    "Flux2KleinPipeline": "flux2klein",
 }
 
 

@@ -76,6 +76,7 @@ EXPECTED = {
                 ("flux", "FluxPipeline"),
                 ("qwenimage", "QwenImagePipeline"),
                 ("zimage", "ZImagePipeline"),
+                ("flux2klein", "Flux2KleinPipeline"),
             )
         ),
         rf"overhead: {PERCENT}",

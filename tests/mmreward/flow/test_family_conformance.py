@@ -37,10 +37,18 @@ SIZES = {
     "wan": (32, 32, 5),
     "qwenimage": (32, 32, None),
     "zimage": (32, 32, None),
+    "flux2klein": (32, 32, None),
 }
 # How each family guides: "cfg" (negative and positive as one batch), "cfg-rescaled" (Qwen-Image: true CFG with
 # the guided velocity rescaled to the conditional one's norm per token) or "embedded" (guidance-distilled).
-GUIDANCE_KIND = {"sd3": "cfg", "flux": "embedded", "wan": "cfg", "qwenimage": "cfg-rescaled", "zimage": "cfg"}
+GUIDANCE_KIND = {
+    "sd3": "cfg",
+    "flux": "embedded",
+    "wan": "cfg",
+    "qwenimage": "cfg-rescaled",
+    "zimage": "cfg",
+    "flux2klein": "cfg",
+}
 BRIGHTNESS = "mmreward.rewards.brightness:DifferentiableBrightnessReward"
 
 
@@ -101,7 +109,7 @@ def test_ode_rollout_equals_the_diffusers_pipeline(model):
         "max_sequence_length": 16,
         "height": size["height"],
         "width": size["width"],
-        "latents": model.to_pipeline_latents(noise),
+        "latents": model.pipeline_initial_latents(noise),
         **model.pipeline_guidance_kwargs(scale),
     }
     if size["num_frames"] is not None:
@@ -111,12 +119,18 @@ def test_ode_rollout_equals_the_diffusers_pipeline(model):
     original = pipe.scheduler
     if not isinstance(original, FlowMatchEulerDiscreteScheduler):  # Wan ships UniPC; rollouts step with Euler
         pipe.scheduler = model._flow_scheduler()
+    steps = []  # the latents after each step, in the pipeline's sampling layout
+
+    def record(pipeline, step, timestep, callback_kwargs):
+        steps.append(callback_kwargs["latents"].clone())
+        return {}
+
     try:
-        latents = pipe("a cat", output_type="latent", **kwargs)[0]
-        pixels = pipe("a cat", output_type="pt", **kwargs)[0]
+        pixels = pipe(prompt="a cat", output_type="pt", callback_on_step_end=record, **kwargs)[0]
     finally:
         pipe.scheduler = original
-    latents = model.from_pipeline_latents(latents, size["height"], size["width"])
+    assert len(steps) == 3
+    latents = model.from_pipeline_latents(steps[-1], size["height"], size["width"])
     torch.testing.assert_close(ours.final, latents.float(), rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(ours.media, pixels.float(), rtol=1e-4, atol=1e-4)
     assert not torch.allclose(ours.final[0], noise[0], atol=1e-2)  # the sampler moved
@@ -141,16 +155,19 @@ def test_sde_log_probs_are_recomputed_by_the_policy_step(model, guidance_scale):
     )
     assert rollout.log_probs.shape == (4, 3) and torch.isfinite(rollout.log_probs).all()
     assert (rollout.negative is not None) == (guidance_scale > 1 and model.batch_cfg)
+    errors = []
     with torch.no_grad():
         for j in range(3):
             step = policy_step(model, rollout, j)
             ratio = torch.exp(step.log_prob - rollout.log_probs[:, j])
             torch.testing.assert_close(ratio, torch.ones(4), rtol=0, atol=2e-5)
+            errors.append(float((step.log_prob - rollout.log_probs[:, j]).abs().max()))
     if rollout.negative is not None or not model.batch_cfg:
-        # a training forward with another guidance is another policy: the check above can fail
+        # a training forward with another guidance is another policy, told apart from the sampling one by far more
+        # than the recomputation error (the tiny random models respond weakly to their prompts)
         with torch.no_grad():
             other = policy_step(model, rollout, 1, guidance_scale=guidance_scale + 2.0)
-        assert (other.log_prob - rollout.log_probs[:, 1]).abs().max() > 1e-4  # 5x the tolerance above
+        assert (other.log_prob - rollout.log_probs[:, 1]).abs().max() > max(10 * errors[1], 1e-6)
 
 
 def test_guidance_is_the_familys_in_sampling_and_training(model):
