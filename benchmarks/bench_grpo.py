@@ -197,11 +197,16 @@ def family_rollout_row(family: str, args, device: torch.device, accelerator: Acc
                 **size,
             )
 
+    # QwenImagePipeline sizes its image-shape list by prompts, not images: with several prompts it fails for
+    # num_images_per_prompt > 1, so it gets each prompt once per sample (its text encoder then runs G times as long).
+    repeat = family == "qwenimage"
+    call_prompts = [p for p in prompts for _ in range(args.group)] if repeat else prompts
+
     def plain() -> None:
         with accelerator.autocast():
             pipeline(
-                prompt=prompts,
-                num_images_per_prompt=args.group,
+                prompt=call_prompts,
+                num_images_per_prompt=1 if repeat else args.group,
                 num_inference_steps=args.steps,
                 latents=model.pipeline_initial_latents(noise.to(device)),
                 output_type="pt",
