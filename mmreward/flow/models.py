@@ -129,6 +129,9 @@ class FlowModel(ABC):
 
     family: ClassVar[str]
     media_kind: ClassVar[Literal["image", "video"]] = "image"
+    #: Text tokens per prompt unless ``max_sequence_length`` is set (the Qwen-encoder families: their pipelines' 512;
+    #: FLUX.2 attends to its padding, so another length changes its samples).
+    default_max_sequence_length: ClassVar[int] = 256
 
     def __init__(
         self,
@@ -145,7 +148,7 @@ class FlowModel(ABC):
         self.prompt_cache_size = prompt_cache_size
         self.prompt_cache_device = torch.device(prompt_cache_device)
         self._prompt_cache: OrderedDict[tuple[str, int], PromptEmbeds] = OrderedDict()
-        self.max_sequence_length = 256
+        self.max_sequence_length = self.default_max_sequence_length
         self.train_sigmas = self._flow_scheduler().sigmas.float()  # (1000,) from sigma = 1 down
         # None: the pipeline's own inference schedule; a number: a fixed shift (see :func:`fixed_shift_sigmas`)
         self.sampling_shift: float | None = None
@@ -602,6 +605,7 @@ class QwenImageModel(FlowModel):
     norm per packed token (:meth:`guide`). The pipeline calls the scale ``true_cfg_scale``."""
 
     family = "qwenimage"
+    default_max_sequence_length = 512
 
     def __init__(self, pipeline: Any, **kwargs: Any) -> None:
         super().__init__(pipeline, **kwargs)
@@ -704,6 +708,7 @@ class ZImageModel(SD3Model):
     """
 
     family = "zimage"
+    default_max_sequence_length = 512
 
     @property
     def spatial_multiple(self) -> int:
@@ -751,6 +756,7 @@ class Flux2KleinModel(FlowModel):
     pipeline takes no other negative prompt); step-distilled ones (``is_distilled``) ignore guidance."""
 
     family = "flux2klein"
+    default_max_sequence_length = 512
 
     #: Qwen3 layers whose hidden states form a token's text feature (the pipeline's ``text_encoder_out_layers``).
     text_encoder_out_layers = (9, 18, 27)

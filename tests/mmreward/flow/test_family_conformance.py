@@ -56,6 +56,18 @@ def test_every_family_is_covered():
     assert set(SIZES) == set(FAMILIES) == set(ADAPTERS) == set(GUIDANCE_KIND)
 
 
+@pytest.mark.parametrize("family", ["sd3", "qwenimage", "zimage", "flux2klein"])
+def test_the_default_prompt_length_is_the_pipelines(family):
+    """FLUX.2 attends to its padded text tokens, so its samples depend on the length; the older FLUX.1 and Wan
+    adapters keep 256 tokens (their configs set the length)."""
+    import diffusers
+
+    from mmreward.flow.models import PIPELINE_CLASSES
+
+    call = inspect.signature(getattr(diffusers, PIPELINE_CLASSES[family]).__call__)
+    assert ADAPTERS[family].default_max_sequence_length == call.parameters["max_sequence_length"].default
+
+
 @pytest.fixture(scope="module", autouse=True)
 def one_thread():
     threads = torch.get_num_threads()
