@@ -740,7 +740,8 @@ class ZImageModel(SD3Model):
         return -torch.stack(out).squeeze(2)  # (B, C, h, w)
 
     def pipeline_guidance_kwargs(self, guidance_scale, negative_prompt=""):
-        return {"guidance_scale": guidance_scale - 1, "negative_prompt": negative_prompt}
+        # None: the pipeline's own empty negative per prompt (a single string fails for a list of prompts)
+        return {"guidance_scale": guidance_scale - 1, "negative_prompt": negative_prompt or None}
 
     def sampling_sigmas(self, num_steps, latent_shape):
         return token_shift_sigmas(self, num_steps, latent_shape)
