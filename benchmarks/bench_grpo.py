@@ -31,6 +31,10 @@ Measured on the shared 2-core CPU machine (CPU time, one thread, best of 3), 2 p
   (pairwise, -0.5%); rollout 2.09 s vs the pipeline's 2.05 s (+2.2%); ``overhead: 2%``.
 - ``--layers 4 --latent-size 48``: step 23.11 vs 23.02 s (+0.4%), 23.41 vs 23.37 s (+0.2%); rollout 8.76 s vs
   8.81 s (-0.5%); ``overhead: 0%``.
+- family rows at the default sizes (2 layers x 4 heads x 64, 256 image tokens, 2 prompts x 4 samples, 6 steps, CFG
+  4 the family's way, best of 3; two runs): FLUX.1 1.92 s vs FluxPipeline 1.91 s (+0.4%), Qwen-Image 2.16 vs
+  2.13 s (+1.7%; its pipeline encodes each prompt once per sample), Z-Image 2.77 vs 2.74 s (+1.1%), FLUX.2 klein
+  3.27 vs 3.25 s (+0.6%); SD3 in the same runs +2.2% and +2.5%.
 The tiny reward models cost milliseconds here; with a real judge the reward phase is the judge's own time plus the
 gather of a group's media to its owner (none when every process holds whole groups).
 """
