@@ -123,7 +123,9 @@ class AdvGRPOConfig:
         if not self.references.path:
             raise ConfigError("references.path is required: a folder of reference images (or a manifest of paths)")
         if self.model.family == "wan" or self.model.num_frames:
-            raise ConfigError("Adv-GRPO's discriminators score images; use an image family (sd3, flux)")
+            raise ConfigError(
+                "Adv-GRPO's discriminators score images; use an image family (sd3, flux, qwenimage, zimage)"
+            )
         if self.eval.every and not self.data.eval_prompts:
             raise ConfigError("eval.every > 0 needs data.eval_prompts (held-out prompts); or set eval.every: 0")
         train = self.train

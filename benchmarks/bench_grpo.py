@@ -20,7 +20,10 @@ default), so that other jobs on a shared machine do not count. The last line is
 
 The rollout alone is also compared with ``StableDiffusion3Pipeline.__call__`` on the same transformer, steps,
 batch, guidance, prompt embeddings and initial noise (Euler ODE, decoded to tensors): the cost of the SDE steps'
-log-probability bookkeeping.
+log-probability bookkeeping. ``--families`` adds one such row per other image family (default FLUX.1, Qwen-Image,
+Z-Image, FLUX.2 klein): the family's tiny pipeline with a transformer of ``--layers`` x ``--heads`` x 64 and as
+many image tokens, the rollout (prompts encoded, CFG the family's way, decoded) against the pipeline called with
+the same prompts, noise, steps and guidance (``pipeline_guidance_kwargs``).
 
 Measured on the shared 2-core CPU machine (CPU time, one thread, best of 3), 2 prompts x 4 samples, 6 SDE steps,
 3 trained with KL:
@@ -28,6 +31,10 @@ Measured on the shared 2-core CPU machine (CPU time, one thread, best of 3), 2 p
   (pairwise, -0.5%); rollout 2.09 s vs the pipeline's 2.05 s (+2.2%); ``overhead: 2%``.
 - ``--layers 4 --latent-size 48``: step 23.11 vs 23.02 s (+0.4%), 23.41 vs 23.37 s (+0.2%); rollout 8.76 s vs
   8.81 s (-0.5%); ``overhead: 0%``.
+- family rows at the default sizes (2 layers x 4 heads x 64, 256 image tokens, 2 prompts x 4 samples, 6 steps, CFG
+  4 the family's way, best of 3; two runs): FLUX.1 1.92 s vs FluxPipeline 1.91 s (+0.4%), Qwen-Image 2.16 vs
+  2.13 s (+1.7%; its pipeline encodes each prompt once per sample), Z-Image 2.77 vs 2.74 s (+1.1%), FLUX.2 klein
+  3.27 vs 3.25 s (+0.6%); SD3 in the same runs +2.2% and +2.5%.
 The tiny reward models cost milliseconds here; with a real judge the reward phase is the judge's own time plus the
 gather of a group's media to its owner (none when every process holds whole groups).
 """
@@ -55,7 +62,7 @@ from mmreward.alignment.group_rewards import PointwiseGroupReward, WinRateGroupR
 from mmreward.alignment.group_rollout import RolloutConfig, rollout_groups  # noqa: E402
 from mmreward.alignment.layout import GroupLayout  # noqa: E402
 from mmreward.alignment.update_schedule import GRPOLossConfig  # noqa: E402
-from mmreward.flow.models import DEFAULT_LORA_TARGETS, SD3Model  # noqa: E402
+from mmreward.flow.models import ADAPTERS, DEFAULT_LORA_TARGETS, FlowModel, SD3Model  # noqa: E402
 from mmreward.flow.rollout import sample, seeded  # noqa: E402
 from mmreward.rewards.mix import RewardMix  # noqa: E402
 from mmreward.train.ema import EMA  # noqa: E402
@@ -91,6 +98,143 @@ def build(args, device: torch.device) -> SD3Model:
     return model
 
 
+def family_transformer(family: str, args) -> torch.nn.Module:
+    """The benchmarked transformer of ``family``: ``--layers`` blocks of ``--heads`` x 64, the tiny pipeline's text
+    width and latent channels (so its text encoder and VAE still fit)."""
+    from diffusers import (
+        Flux2Transformer2DModel,
+        FluxTransformer2DModel,
+        QwenImageTransformer2DModel,
+        ZImageTransformer2DModel,
+    )
+
+    torch.manual_seed(0)
+    if family == "flux":
+        return FluxTransformer2DModel(
+            patch_size=1,
+            in_channels=16,
+            num_layers=args.layers,
+            num_single_layers=args.layers,
+            attention_head_dim=64,
+            num_attention_heads=args.heads,
+            joint_attention_dim=32,
+            pooled_projection_dim=32,
+            guidance_embeds=True,
+            axes_dims_rope=(16, 24, 24),
+        )
+    if family == "qwenimage":
+        return QwenImageTransformer2DModel(
+            patch_size=2,
+            in_channels=16,
+            out_channels=4,
+            num_layers=args.layers,
+            attention_head_dim=64,
+            num_attention_heads=args.heads,
+            joint_attention_dim=32,
+            axes_dims_rope=(16, 24, 24),
+        )
+    if family == "zimage":
+        transformer = ZImageTransformer2DModel(
+            in_channels=16,
+            dim=64 * args.heads,
+            n_layers=args.layers,
+            n_refiner_layers=1,
+            n_heads=args.heads,
+            n_kv_heads=args.heads,
+            cap_feat_dim=16,
+            axes_dims=[16, 24, 24],
+            axes_lens=[256, 128, 128],
+        )
+        with torch.no_grad():  # created with torch.empty
+            transformer.x_pad_token.fill_(1.0)
+            transformer.cap_pad_token.fill_(1.0)
+        return transformer
+    if family == "flux2klein":
+        return Flux2Transformer2DModel(
+            patch_size=1,
+            in_channels=16,
+            num_layers=args.layers,
+            num_single_layers=args.layers,
+            attention_head_dim=64,
+            num_attention_heads=args.heads,
+            joint_attention_dim=48,
+            timestep_guidance_channels=64,
+            axes_dims_rope=(16, 16, 16, 16),
+            guidance_embeds=False,
+        )
+    raise ValueError(f"--families takes flux, qwenimage, zimage and flux2klein, not {family!r}")
+
+
+def family_rollout_row(family: str, args, device: torch.device, accelerator: Accelerator) -> str:
+    """One line: the family's rollout with log-probs against its pipeline's own call, best of ``--repeats``."""
+    pipeline = tiny_models.tiny_pipeline(family)
+    pipeline.transformer = family_transformer(family, args)
+    for module in pipeline.components.values():
+        if isinstance(module, torch.nn.Module):
+            module.requires_grad_(False).eval().to(device)
+    if args.dtype != "float32":
+        pipeline.transformer.to(dtype=getattr(torch, args.dtype))
+    pipeline.set_progress_bar_config(disable=True)
+    model: FlowModel = ADAPTERS[family](pipeline, device=device)
+    model.max_sequence_length = 32
+    add_lora(model.transformer, rank=32, alpha=64, target_modules=DEFAULT_LORA_TARGETS)
+    prompts = [f"a photo of object number {i}" for i in range(args.prompts)]
+    factor = pipeline.vae_scale_factor  # (latent_size / 2)^2 image tokens in every family, as for SD3
+    size = {"height": factor * args.latent_size, "width": factor * args.latent_size}
+    samples = args.prompts * args.group
+    noise = torch.randn(model.latent_shape(samples, **size), generator=torch.Generator().manual_seed(0))
+
+    def ours() -> None:
+        model._prompt_cache.clear()  # the pipeline encodes its prompts on every call: so does this rollout
+        with accelerator.autocast():
+            sample(
+                model,
+                prompts,
+                group_size=args.group,
+                num_steps=args.steps,
+                guidance_scale=4.0,
+                sde_type="flow",
+                noise_level=0.7,
+                generator=[seeded(0, i) for i in range(samples)],
+                batch_size=samples,
+                initial_noise=noise,
+                **size,
+            )
+
+    # QwenImagePipeline sizes its image-shape list by prompts, not images: with several prompts it fails for
+    # num_images_per_prompt > 1, so it gets each prompt once per sample (its text encoder then runs G times as long).
+    repeat = family == "qwenimage"
+    call_prompts = [p for p in prompts for _ in range(args.group)] if repeat else prompts
+
+    def plain() -> None:
+        with accelerator.autocast():
+            pipeline(
+                prompt=call_prompts,
+                num_images_per_prompt=1 if repeat else args.group,
+                num_inference_steps=args.steps,
+                latents=model.pipeline_initial_latents(noise.to(device)),
+                output_type="pt",
+                max_sequence_length=32,
+                **size,
+                **model.pipeline_guidance_kwargs(4.0),
+            )
+
+    ours(), plain()
+    rollout_times, pipeline_times = [], []
+    for _ in range(args.repeats):
+        start = sync(device)
+        plain()
+        pipeline_times.append(sync(device) - start)
+        start = sync(device)
+        ours()
+        rollout_times.append(sync(device) - start)
+    rollout, plain_time = min(rollout_times), min(pipeline_times)
+    return (
+        f"{family} rollout with log-probs {rollout:.4f} s vs {type(pipeline).__name__} {plain_time:.4f} s: "
+        f"bookkeeping {rollout / plain_time - 1:.1%}"
+    )
+
+
 def sync(device: torch.device) -> float:
     """GPU: wall time after the queued work. CPU: this process's CPU time, which other jobs on a shared machine do
     not inflate (wall times there swung 2-4x between identical calls)."""
@@ -118,6 +262,12 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=1, help="CPU threads (1: CPU time = work done)")
     parser.add_argument("--smoke", action="store_true", help="smallest sizes, one repeat (the test suite's run)")
+    parser.add_argument(
+        "--families",
+        nargs="*",
+        default=["flux", "qwenimage", "zimage", "flux2klein"],
+        help="rollout-vs-pipeline rows (image families)",
+    )
     args = parser.parse_args()
     if args.smoke:
         vars(args).update(SMOKE)
@@ -313,6 +463,8 @@ def main() -> None:
         f"rollout with log-probs {rollout:.4f} s vs StableDiffusion3Pipeline {plain_time:.4f} s: "
         f"bookkeeping {rollout / plain_time - 1:.1%}"
     )
+    for family in args.families:
+        print(family_rollout_row(family, args, device, accelerator))
     worst = max(overheads, key=overheads.get)
     print(f"overhead: {100 * overheads[worst]:.0f}%")
 

@@ -71,7 +71,7 @@ from mmreward.rewards.mix import parse_reward_spec
 from mmreward.rewards.registry import resolve_reward
 from mmreward.score_shards import Processes, barrier, batch_share, end_group, launched_processes, start_group
 
-FAMILIES = tuple(EVAL_DEFAULTS)  # sd3, flux, wan (mmreward.flow.models imports diffusers: only when generating)
+FAMILIES = tuple(EVAL_DEFAULTS)  # as mmreward.flow.models.FAMILIES (which imports diffusers: only when generating)
 RUN_FILE = "run.json"
 SAMPLES_DIR = "samples"
 GRID_COLUMNS = 4  # samples per prompt shown in grids

@@ -96,15 +96,16 @@ def _add_generate_parser(sub: Any) -> None:
     gen = sub.add_parser(
         "generate",
         help="generate images or videos steered by rewards (no training)",
-        description="Sample a rectified-flow generator (SD3, FLUX, Wan) with reward guidance: Flow-NRG with a "
-        "latent reward (align/train_latent_reward.py), pixel-space gradient guidance with a differentiable "
-        "reward, best-of-N over seeds, or search that prunes candidates at intermediate steps. --budget counts "
-        "velocity evaluations (transformer forward passes, one per sample per step) per output.",
+        description="Sample a rectified-flow generator (SD3, FLUX, Wan, Qwen-Image, Z-Image, FLUX.2 "
+        "klein) with reward guidance: "
+        "Flow-NRG with a latent reward (align/train_latent_reward.py), pixel-space gradient guidance with a "
+        "differentiable reward, best-of-N over seeds, or search that prunes candidates at intermediate steps. "
+        "--budget counts velocity evaluations (transformer forward passes, one per sample per step) per output.",
     )
     gen.add_argument("--model", required=True, help="hub id, local pipeline directory, or 'tiny' (tiny random)")
     gen.add_argument(
         "--family",
-        choices=("sd3", "flux", "wan"),
+        choices=("sd3", "flux", "wan", "qwenimage", "zimage", "flux2klein"),
         help="generator family (default: from the directory's model_index.json; sd3 for tiny)",
     )
     prompts = gen.add_mutually_exclusive_group(required=True)

@@ -9,6 +9,7 @@ fixtures built on top of these (tiny reward presets, judges, sample media) live 
 
 from __future__ import annotations
 
+import json
 import re
 import tempfile
 from pathlib import Path
@@ -241,7 +242,14 @@ def _tiny_vlm_processor(family: str, tokenizer, min_pixels: int, max_pixels: int
 
 # --------------------------------------------------------------------------------- tiny rectified-flow pipelines
 
-_PIPELINE_FAMILIES = ("sd3", "flux", "wan")
+_PIPELINE_FAMILIES = ("sd3", "flux", "wan", "qwenimage", "zimage", "flux2klein")
+_QWEN_TEXT_SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
+# A Qwen chat format without a default system turn: what Qwen3's template renders for one user message with
+# enable_thinking (the Z-Image pipeline's call).
+_QWEN_TEXT_CHAT_TEMPLATE = (
+    "{% for m in messages %}<|im_start|>{{ m['role'] }}\n{{ m['content'] }}<|im_end|>\n{% endfor %}"
+    "{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
 
 
 def _tiny_t5_tokenizer():
@@ -250,6 +258,41 @@ def _tiny_t5_tokenizer():
 
     vocab = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("\u2581", -2.0)] + [(c, -3.0) for c in _TOKEN_CHARS]
     return T5Tokenizer(vocab=vocab, extra_ids=0)
+
+
+def tiny_qwen_text_tokenizer(corpus: list[str]):
+    """A ``Qwen2Tokenizer`` (the class Qwen-Image and Z-Image load) with BPE merges trained on ``corpus``, built
+    in memory. The class itself sets Qwen2's NFC normalizer and split-regex pre-tokenizer (transformers 5 rebuilds
+    them from the class when loading, whatever a saved tokenizer.json says), so the saved tokenizer loads back
+    tokenizing the same; the merges are trained under that same pre-tokenizer, so words of ``corpus`` become
+    single tokens as in the released vocabulary."""
+    from tokenizers import AddedToken, Tokenizer, models, pre_tokenizers, trainers
+    from transformers import Qwen2Tokenizer
+
+    reference = Qwen2Tokenizer(vocab={"<|endoftext|>": 0}, merges=[])
+    trainer_tokenizer = Tokenizer(models.BPE())
+    trainer_tokenizer.normalizer = reference.backend_tokenizer.normalizer
+    trainer_tokenizer.pre_tokenizer = reference.backend_tokenizer.pre_tokenizer
+    trainer = trainers.BpeTrainer(
+        vocab_size=2048,
+        show_progress=False,
+        special_tokens=list(_QWEN_TEXT_SPECIAL_TOKENS),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    trainer_tokenizer.train_from_iterator(corpus * 4, trainer)
+    state = json.loads(trainer_tokenizer.to_str())["model"]
+    merges = [tuple(m.split(" ")) if isinstance(m, str) else tuple(m) for m in state["merges"]]
+    tokenizer = Qwen2Tokenizer(
+        vocab=state["vocab"], merges=merges, chat_template=_QWEN_TEXT_CHAT_TEMPLATE, model_max_length=4096
+    )
+    tokenizer.add_tokens([AddedToken(t, special=True, normalized=False) for t in _QWEN_TEXT_SPECIAL_TOKENS])
+    return tokenizer
+
+
+_QWEN_PIPELINE_CORPUS = [
+    "a photo of a cat, a red car, a dog running on the beach, an astronaut riding a horse",
+    "a new prompt, another one, cached, not cached, bright, dark, blurry, bad quality",
+]
 
 
 def _tiny_clip_text_encoder(tokenizer, *, projection: bool):
@@ -298,6 +341,15 @@ def tiny_pipeline(family: str, *, seed: int = 0):
       channels (images: multiples of 4 pixels).
     - ``wan``: ``WanPipeline`` with ``AutoencoderKLWan`` (8x spatial, 4x temporal), UniPC flow scheduler as the
       released Wan 2.1 checkpoints ship (videos: multiples of 16 pixels, 4k + 1 frames).
+    - ``qwenimage``: ``QwenImagePipeline``, 2 MM-DiT layers, a 2-layer Qwen2.5-VL text encoder with a
+      :func:`tiny_qwen_text_tokenizer` whose merges make the pipeline's system prompt 34 tokens (the number the
+      pipeline drops, as with the released tokenizer), ``AutoencoderKLQwenImage`` (4x spatial), dynamic shifting
+      with Qwen-Image's shift settings (images: multiples of 8 pixels).
+    - ``zimage``: ``ZImagePipeline``, 1 refiner + 2 main layers, a 2-layer Qwen3 text model, 2x ``AutoencoderKL``
+      with 16 latent channels, fixed shift 3 as Z-Image-Turbo ships (images: multiples of 4 pixels).
+    - ``flux2klein``: ``Flux2KleinPipeline`` (a base, non-distilled model: true CFG), 1 double + 1 single block, a
+      28-layer width-16 Qwen3 causal LM (the pipeline reads layers 9, 18 and 27), 2x ``AutoencoderKLFlux2`` with 4
+      latent channels and non-trivial batch-norm statistics, dynamic shifting (images: multiples of 4 pixels).
     """
     if family not in _PIPELINE_FAMILIES:
         raise MMRewardError(f"no tiny pipeline for family {family!r}; use one of {', '.join(_PIPELINE_FAMILIES)}")
@@ -387,6 +439,12 @@ def _build_tiny_pipeline(family: str, seed: int):
             text_encoder_2=T5EncoderModel(T5Config(**t5_kwargs)),
             tokenizer_2=t5_tokenizer,
         )
+    if family == "qwenimage":
+        return _tiny_qwenimage_pipeline()
+    if family == "zimage":
+        return _tiny_zimage_pipeline()
+    if family == "flux2klein":
+        return _tiny_flux2klein_pipeline()
     vae = AutoencoderKLWan(
         base_dim=3,
         z_dim=4,
@@ -417,6 +475,196 @@ def _build_tiny_pipeline(family: str, seed: int):
         vae=vae,
         scheduler=scheduler,
         transformer=transformer,
+    )
+
+
+def _tiny_qwenimage_pipeline():
+    from diffusers import (
+        AutoencoderKLQwenImage,
+        FlowMatchEulerDiscreteScheduler,
+        QwenImagePipeline,
+        QwenImageTransformer2DModel,
+    )
+    from transformers import AutoConfig, Qwen2_5_VLForConditionalGeneration
+
+    transformer = QwenImageTransformer2DModel(
+        patch_size=2,
+        in_channels=16,
+        out_channels=4,
+        num_layers=2,
+        attention_head_dim=16,
+        num_attention_heads=2,
+        joint_attention_dim=32,
+        guidance_embeds=False,
+        axes_dims_rope=(8, 4, 4),
+    )
+    vae = AutoencoderKLQwenImage(
+        base_dim=8,
+        z_dim=4,
+        dim_mult=[1, 2, 2],
+        num_res_blocks=1,
+        temperal_downsample=[False, True],
+        latents_mean=[0.1, -0.2, 0.0, 0.3],
+        latents_std=[1.5, 0.8, 1.0, 1.2],
+    )
+    # Qwen-Image's released scheduler: dynamic (exponential) shifting between 0.5 and 0.9, terminal sigma 0.02.
+    scheduler = FlowMatchEulerDiscreteScheduler(
+        use_dynamic_shifting=True,
+        base_shift=0.5,
+        max_shift=0.9,
+        base_image_seq_len=256,
+        max_image_seq_len=8192,
+        shift_terminal=0.02,
+        time_shift_type="exponential",
+    )
+    # The tokenizer is trained on the pipeline's own prompt template, which the pipeline sets in __init__.
+    pipeline = QwenImagePipeline(
+        scheduler=scheduler, vae=vae, text_encoder=None, tokenizer=None, transformer=transformer
+    )
+    template = pipeline.prompt_template_encode
+    tokenizer = tiny_qwen_text_tokenizer([template.format(text) for text in _QWEN_PIPELINE_CORPUS])
+    prefix = len(tokenizer(template.split("{}")[0]).input_ids)
+    if prefix != pipeline.prompt_template_encode_start_idx:
+        raise MMRewardError(
+            f"the tiny Qwen tokenizer makes the Qwen-Image system prompt {prefix} tokens, but the pipeline drops "
+            f"{pipeline.prompt_template_encode_start_idx}: prompts would lose tokens or keep template ones"
+        )
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in _QWEN_TEXT_SPECIAL_TOKENS}
+    config = AutoConfig.for_model(
+        "qwen2_5_vl",
+        text_config={
+            "vocab_size": len(tokenizer),
+            "hidden_size": 32,
+            "intermediate_size": 37,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 2,
+            "num_key_value_heads": 2,
+            "max_position_embeddings": 1024,
+            "bos_token_id": None,
+            "eos_token_id": ids["<|im_end|>"],
+            "pad_token_id": ids["<|endoftext|>"],
+            "rope_parameters": {"rope_type": "default", "rope_theta": 1e6, "mrope_section": [2, 3, 3]},
+        },
+        vision_config={"depth": 1, "hidden_size": 16, "intermediate_size": 16, "num_heads": 2, "out_hidden_size": 32},
+        image_token_id=len(tokenizer) - 1,
+        video_token_id=len(tokenizer) - 1,
+        vision_start_token_id=len(tokenizer) - 1,
+        vision_end_token_id=len(tokenizer) - 1,
+    )
+    text_encoder = Qwen2_5_VLForConditionalGeneration(config)
+    pipeline.register_modules(text_encoder=text_encoder, tokenizer=tokenizer)
+    return pipeline
+
+
+def _tiny_zimage_pipeline():
+    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, ZImagePipeline, ZImageTransformer2DModel
+    from transformers import Qwen3Config, Qwen3Model
+
+    transformer = ZImageTransformer2DModel(
+        all_patch_size=(2,),
+        all_f_patch_size=(1,),
+        in_channels=16,
+        dim=32,
+        n_layers=2,
+        n_refiner_layers=1,
+        n_heads=2,
+        n_kv_heads=2,
+        cap_feat_dim=16,
+        axes_dims=[8, 4, 4],
+        axes_lens=[256, 32, 32],
+    )
+    with torch.no_grad():  # padding tokens are created with torch.empty: give them values
+        transformer.x_pad_token.copy_(torch.ones_like(transformer.x_pad_token))
+        transformer.cap_pad_token.copy_(torch.ones_like(transformer.cap_pad_token))
+    vae = AutoencoderKL(
+        block_out_channels=(8, 16),
+        down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2,
+        latent_channels=16,
+        norm_num_groups=4,
+        sample_size=32,
+        scaling_factor=0.3611,
+        shift_factor=0.1159,
+    )
+    tokenizer = tiny_qwen_text_tokenizer(_QWEN_PIPELINE_CORPUS)
+    text_encoder = Qwen3Model(
+        Qwen3Config(
+            vocab_size=len(tokenizer),
+            hidden_size=16,
+            intermediate_size=16,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            num_key_value_heads=2,
+            head_dim=8,
+            max_position_embeddings=512,
+            bos_token_id=None,
+            eos_token_id=tokenizer.convert_tokens_to_ids("<|im_end|>"),
+            pad_token_id=tokenizer.convert_tokens_to_ids("<|endoftext|>"),
+        )
+    )
+    return ZImagePipeline(
+        scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0),
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        transformer=transformer,
+    )
+
+
+def _tiny_flux2klein_pipeline():
+    from diffusers import (
+        AutoencoderKLFlux2,
+        FlowMatchEulerDiscreteScheduler,
+        Flux2KleinPipeline,
+        Flux2Transformer2DModel,
+    )
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    transformer = Flux2Transformer2DModel(
+        patch_size=1,
+        in_channels=16,
+        num_layers=1,
+        num_single_layers=1,
+        attention_head_dim=16,
+        num_attention_heads=2,
+        joint_attention_dim=48,  # 3 text layers x width 16
+        timestep_guidance_channels=32,
+        axes_dims_rope=(4, 4, 4, 4),
+        guidance_embeds=False,
+    )
+    vae = AutoencoderKLFlux2(
+        block_out_channels=(8, 16),
+        down_block_types=("DownEncoderBlock2D",) * 2,
+        up_block_types=("UpDecoderBlock2D",) * 2,
+        layers_per_block=1,
+        latent_channels=4,
+        norm_num_groups=4,
+        sample_size=32,
+        use_quant_conv=False,
+        use_post_quant_conv=False,
+    )
+    with torch.no_grad():  # released statistics are far from (0, 1): make the normalization matter
+        vae.bn.running_mean.copy_(torch.linspace(-0.5, 0.5, vae.bn.num_features))
+        vae.bn.running_var.copy_(torch.linspace(0.5, 2.0, vae.bn.num_features))
+    tokenizer = tiny_qwen_text_tokenizer(_QWEN_PIPELINE_CORPUS)
+    text_encoder = Qwen3ForCausalLM(
+        Qwen3Config(
+            vocab_size=len(tokenizer),
+            hidden_size=16,
+            intermediate_size=16,
+            num_hidden_layers=28,
+            num_attention_heads=2,
+            num_key_value_heads=2,
+            head_dim=8,
+            max_position_embeddings=512,
+            bos_token_id=None,
+            eos_token_id=tokenizer.convert_tokens_to_ids("<|im_end|>"),
+            pad_token_id=tokenizer.convert_tokens_to_ids("<|endoftext|>"),
+        )
+    )
+    scheduler = FlowMatchEulerDiscreteScheduler(shift=3.0, use_dynamic_shifting=True)
+    return Flux2KleinPipeline(
+        scheduler=scheduler, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, transformer=transformer
     )
 
 

@@ -32,6 +32,8 @@ from mmreward.errors import ConfigError
 from mmreward.evaluation.prompt_sets import PromptSet
 
 LORA_WEIGHTS_NAME = "pytorch_lora_weights.safetensors"  # diffusers' default name (mmreward.train.lora saves it)
+# mmreward.flow.models.FAMILIES (which imports diffusers)
+ALL_FAMILIES = ("sd3", "flux", "wan", "qwenimage", "zimage", "flux2klein")
 VIDEO_FPS = {"wan": 16.0}  # frame rate of saved videos: Wan 2.1 generates 16 fps
 
 
@@ -54,13 +56,30 @@ EVAL_DEFAULTS: dict[str, EvalDefaults] = {
     "wan": EvalDefaults(
         50, 5.0, 480, 832, 81, "Wan 2.1 release defaults (WanPipeline): 50 steps, CFG 5.0, 480 x 832, 81 frames"
     ),
+    "qwenimage": EvalDefaults(
+        50, 4.0, 1024, 1024, None, "QwenImagePipeline defaults: 50 steps, true CFG 4.0 (norm-rescaled), 1024 px"
+    ),
+    "zimage": EvalDefaults(
+        50, 6.0, 1024, 1024, None, "ZImagePipeline defaults: 50 steps, its guidance_scale 5 (CFG 6.0 here), 1024 px"
+    ),
+    "flux2klein": EvalDefaults(
+        50, 4.0, 1024, 1024, None, "Flux2KleinPipeline defaults (base models): 50 steps, CFG 4.0, 1024 px"
+    ),
 }
 # The tiny random pipelines of mmreward.tiny_models (path "tiny"): same steps and guidance, tiny sizes.
-TINY_SIZES = {"sd3": (32, 32, None), "flux": (32, 32, None), "wan": (32, 32, 5)}
-# Heights and widths must be multiples of VAE factor x patch size: 8 x 2 for every released SD3 / FLUX / Wan
-# checkpoint; 2 x 2 for the tiny SD3 and FLUX pipelines (2x VAE), 8 x 2 for tiny Wan. Wan frames are 4k + 1.
-SPATIAL_MULTIPLE = {"sd3": 16, "flux": 16, "wan": 16}
-TINY_SPATIAL_MULTIPLE = {"sd3": 4, "flux": 4, "wan": 16}
+TINY_SIZES = {
+    "sd3": (32, 32, None),
+    "flux": (32, 32, None),
+    "wan": (32, 32, 5),
+    "qwenimage": (32, 32, None),
+    "zimage": (32, 32, None),
+    "flux2klein": (32, 32, None),
+}
+# Heights and widths must be multiples of VAE factor x patch size: 8 x 2 for every released checkpoint of these
+# families; 2 x 2 for the tiny SD3, FLUX, Z-Image and FLUX.2 pipelines (2x VAE), 4 x 2 for tiny Qwen-Image, 8 x 2
+# for tiny Wan. Wan frames are 4k + 1.
+SPATIAL_MULTIPLE = {"sd3": 16, "flux": 16, "wan": 16, "qwenimage": 16, "zimage": 16, "flux2klein": 16}
+TINY_SPATIAL_MULTIPLE = {"sd3": 4, "flux": 4, "wan": 16, "qwenimage": 8, "zimage": 4, "flux2klein": 4}
 WAN_TEMPORAL = 4
 
 
@@ -108,12 +127,16 @@ class LoraInfo:
 def _family_of_key(key: str) -> set[str]:
     """Families whose transformer has the layer a diffusers LoRA key names."""
     if ".single_transformer_blocks." in key:
-        return {"flux"}
+        return {"flux", "flux2klein"}
     if re.search(r"^transformer\.blocks\.\d+\.(attn1|attn2|ffn)\.", key):
         return {"wan"}
+    if re.search(r"^transformer\.(layers|noise_refiner|context_refiner)\.\d+\.", key):
+        return {"zimage"}
+    if re.search(r"^transformer\.transformer_blocks\.\d+\.(img_mlp|txt_mlp|img_mod|txt_mod)\.", key):
+        return {"qwenimage"}
     if key.startswith("transformer.transformer_blocks."):
-        return {"sd3", "flux"}  # both have joint (MM-DiT) blocks with the same projection names
-    return {"sd3", "flux", "wan"}
+        return {"sd3", "flux", "qwenimage", "flux2klein"}  # joint (MM-DiT) blocks with the same projection names
+    return set(ALL_FAMILIES)
 
 
 def inspect_lora(directory: str | Path) -> LoraInfo:
@@ -143,7 +166,7 @@ def inspect_lora(directory: str | Path) -> LoraInfo:
             f"{str(weight_file)!r} is not a diffusers transformer LoRA (keys like "
             "'transformer.<layer>.lora_A.weight'); gen_bench loads LoRAs the way pipeline.load_lora_weights does"
         )
-    families = {"sd3", "flux", "wan"}
+    families = set(ALL_FAMILIES)
     for key in lora_keys:
         families &= _family_of_key(key)
     trained_on: dict[str, Any] = {}

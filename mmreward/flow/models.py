@@ -1,4 +1,5 @@
-"""Rectified-flow generators on diffusers pipelines: one small adapter per family (``sd3``, ``flux``, ``wan``).
+"""Rectified-flow generators on diffusers pipelines: one small adapter per family (``sd3``, ``flux``, ``wan``,
+``qwenimage``, ``zimage``, ``flux2klein``).
 
 An adapter hides what differs between families behind one interface used by rollouts and losses:
 
@@ -7,7 +8,13 @@ An adapter hides what differs between families behind one interface used by roll
   images and ``(B, C, t, h, w)`` for Wan videos; FLUX packs its 2x2 patches inside :meth:`FlowModel.velocity`
   (packing is a reshape, so per-element means and SDE log-probabilities do not change);
 - ``velocity(latents, sigma, cond, guidance_scale=, negative=)``: one transformer call, classifier-free guidance as
-  one batch ``[negative; positive]`` (FLUX.1-dev is guidance-distilled: its scale goes into the guidance embedding);
+  one batch ``[negative; positive]`` (FLUX.1-dev is guidance-distilled: its scale goes into the guidance embedding;
+  Qwen-Image rescales the guided velocity to the conditional one's norm, :meth:`FlowModel.guide`);
+  ``guidance_scale`` is always ``w`` of ``v_neg + w (v_pos - v_neg)`` (1: no guidance), whatever the pipeline calls
+  it (:meth:`FlowModel.pipeline_guidance_kwargs` translates);
+- ``to_pipeline_latents`` / ``from_pipeline_latents``: the adapter's unpacked latents to and from the layout the
+  pipeline samples in (its ``latents=`` argument and the latents its step callbacks see; FLUX and Qwen-Image pack
+  2x2 patches, FLUX.2 packs its patchified latents);
 - ``encode_media`` / ``decode_latents``: VAE, to and from canonical media (float [0, 1], images ``(B, 3, H, W)``,
   videos ``(B, T, 3, H, W)``);
 - ``sampling_sigmas(num_steps, latent_shape)`` (the pipeline's own schedule, FLUX's resolution shift included) and
@@ -35,8 +42,9 @@ from diffusers import FlowMatchEulerDiscreteScheduler
 from mmreward.devices import resolve_dtype
 from mmreward.errors import ConfigError, WeightsNotFoundError
 
-Family = Literal["sd3", "flux", "wan"]
-FAMILIES = ("sd3", "flux", "wan")
+Family = Literal["sd3", "flux", "wan", "qwenimage", "zimage", "flux2klein"]
+FAMILIES = ("sd3", "flux", "wan", "qwenimage", "zimage", "flux2klein")
+VIDEO_FAMILIES = ("wan",)
 Attention = Literal["auto", "sdpa", "xformers"]
 CFGGrad = Literal["detach_uncond", "both"]
 CFG_GRADS = ("detach_uncond", "both")
@@ -57,31 +65,63 @@ DEFAULT_LORA_TARGETS = (
 
 @dataclass
 class PromptEmbeds:
-    """Text conditioning of a batch: ``embeds (B, L, D)`` and, for SD3 and FLUX, ``pooled (B, P)``."""
+    """Text conditioning of a batch: ``embeds (B, L, D)``, for SD3 and FLUX ``pooled (B, P)``, and for families
+    whose prompts have their own lengths (Qwen-Image, Z-Image) ``mask (B, L)`` bool, True at real tokens (None:
+    every token is real). Padded positions hold zeros."""
 
     embeds: torch.Tensor
     pooled: torch.Tensor | None = None
+    mask: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return self.embeds.shape[0]
 
     def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> PromptEmbeds:
         pooled = None if self.pooled is None else self.pooled.to(device, dtype)
-        return PromptEmbeds(self.embeds.to(device, dtype), pooled)
+        mask = None if self.mask is None else self.mask.to(device)
+        return PromptEmbeds(self.embeds.to(device, dtype), pooled, mask)
 
     def select(self, index: torch.Tensor | Sequence[int]) -> PromptEmbeds:
         index = torch.as_tensor(index, dtype=torch.long, device=self.embeds.device)
         pooled = None if self.pooled is None else self.pooled.index_select(0, index.to(self.pooled.device))
-        return PromptEmbeds(self.embeds.index_select(0, index), pooled)
+        mask = None if self.mask is None else self.mask.index_select(0, index.to(self.mask.device))
+        return PromptEmbeds(self.embeds.index_select(0, index), pooled, mask)
 
     def repeat_interleave(self, repeats: int) -> PromptEmbeds:
         pooled = None if self.pooled is None else self.pooled.repeat_interleave(repeats, 0)
-        return PromptEmbeds(self.embeds.repeat_interleave(repeats, 0), pooled)
+        mask = None if self.mask is None else self.mask.repeat_interleave(repeats, 0)
+        return PromptEmbeds(self.embeds.repeat_interleave(repeats, 0), pooled, mask)
+
+    def trimmed(self) -> PromptEmbeds:
+        """One prompt (``B = 1``) cut to its real tokens, mask dropped: what the prompt cache keeps, so a cached
+        embedding does not depend on which prompts shared its encoder batch."""
+        if len(self) != 1:
+            raise ValueError(f"trimmed() takes one prompt, got {len(self)}")
+        if self.mask is None:
+            return self
+        length = int(self.mask[0].sum())
+        return PromptEmbeds(self.embeds[:, :length], self.pooled)
+
+    def token_list(self) -> list[torch.Tensor]:
+        """The real tokens of each prompt, ``B`` tensors ``(L_i, D)`` (Z-Image's transformer takes them so)."""
+        if self.mask is None:
+            return list(self.embeds.unbind(0))
+        return [e[m] for e, m in zip(self.embeds, self.mask.bool(), strict=True)]
 
     @staticmethod
     def cat(parts: Sequence[PromptEmbeds]) -> PromptEmbeds:
+        """Concatenate along the batch; prompts of different lengths are right-padded with zeros and masked."""
         pooled = None if parts[0].pooled is None else torch.cat([p.pooled for p in parts])
-        return PromptEmbeds(torch.cat([p.embeds for p in parts]), pooled)
+        length = max(p.embeds.shape[1] for p in parts)
+        if all(p.mask is None and p.embeds.shape[1] == length for p in parts):
+            return PromptEmbeds(torch.cat([p.embeds for p in parts]), pooled)
+        embeds, masks = [], []
+        for p in parts:
+            pad = length - p.embeds.shape[1]
+            mask = p.mask if p.mask is not None else torch.ones(p.embeds.shape[:2], dtype=torch.bool)
+            embeds.append(torch.nn.functional.pad(p.embeds, (0, 0, 0, pad)))  # (B_p, length, D)
+            masks.append(torch.nn.functional.pad(mask.bool().to(p.embeds.device), (0, pad)))  # (B_p, length)
+        return PromptEmbeds(torch.cat(embeds), pooled, torch.cat(masks))
 
 
 class FlowModel(ABC):
@@ -89,6 +129,9 @@ class FlowModel(ABC):
 
     family: ClassVar[str]
     media_kind: ClassVar[Literal["image", "video"]] = "image"
+    #: Text tokens per prompt unless ``max_sequence_length`` is set (the Qwen-encoder families: their pipelines' 512;
+    #: FLUX.2 attends to its padding, so another length changes its samples).
+    default_max_sequence_length: ClassVar[int] = 256
 
     def __init__(
         self,
@@ -105,7 +148,7 @@ class FlowModel(ABC):
         self.prompt_cache_size = prompt_cache_size
         self.prompt_cache_device = torch.device(prompt_cache_device)
         self._prompt_cache: OrderedDict[tuple[str, int], PromptEmbeds] = OrderedDict()
-        self.max_sequence_length = 256
+        self.max_sequence_length = self.default_max_sequence_length
         self.train_sigmas = self._flow_scheduler().sigmas.float()  # (1000,) from sigma = 1 down
         # None: the pipeline's own inference schedule; a number: a fixed shift (see :func:`fixed_shift_sigmas`)
         self.sampling_shift: float | None = None
@@ -182,7 +225,7 @@ class FlowModel(ABC):
                 with torch.no_grad():
                     encoded = self._encode(chunk)
                 for i, prompt in enumerate(chunk):
-                    found[prompt] = encoded.select([i]).to(self.prompt_cache_device)
+                    found[prompt] = encoded.select([i]).trimmed().to(self.prompt_cache_device)
                     self._prompt_cache[(prompt, key_len)] = found[prompt]
             while len(self._prompt_cache) > self.prompt_cache_size:
                 self._prompt_cache.popitem(last=False)
@@ -272,8 +315,35 @@ class FlowModel(ABC):
             v_neg, v_pos = both.chunk(2)  # (B, ...) each
             if cfg_grad == "detach_uncond":
                 v_neg = v_neg.detach()
-            return v_neg + guidance_scale * (v_pos - v_neg)
+            return self.guide(v_neg, v_pos, guidance_scale)
         return self._forward(module, latents, sigma, cond, guidance_scale)
+
+    def guide(self, v_neg: torch.Tensor, v_pos: torch.Tensor, guidance_scale: float) -> torch.Tensor:
+        """Classifier-free guidance from the two velocities (Ho & Salimans 2022): ``v_neg + w (v_pos - v_neg)``."""
+        return v_neg + guidance_scale * (v_pos - v_neg)
+
+    def pipeline_guidance_kwargs(self, guidance_scale: float, negative_prompt: str = "") -> dict[str, Any]:
+        """The keyword arguments that make the diffusers pipeline guide as :meth:`velocity` does with
+        ``guidance_scale`` (SD3, FLUX, Wan: ``guidance_scale``, the negative prompt where CFG is batched)."""
+        if self.batch_cfg:
+            return {"guidance_scale": guidance_scale, "negative_prompt": negative_prompt}
+        return {"guidance_scale": guidance_scale}
+
+    # -- latent layout ----------------------------------------------------------------------------------------------
+
+    def to_pipeline_latents(self, latents: torch.Tensor) -> torch.Tensor:
+        """Unpacked latents -> the pipeline's sampling layout (its ``latents=`` argument; identity unless packed)."""
+        return latents
+
+    def from_pipeline_latents(self, latents: torch.Tensor, height: int, width: int) -> torch.Tensor:
+        """The pipeline's sampling layout (what its step callbacks see) -> unpacked latents for media
+        ``height x width``; the inverse of :meth:`to_pipeline_latents`."""
+        return latents
+
+    def pipeline_initial_latents(self, latents: torch.Tensor) -> torch.Tensor:
+        """Unpacked initial noise -> the pipeline's ``latents=`` argument (its sampling layout, except for
+        pipelines that pack the argument themselves, as FLUX.2's)."""
+        return self.to_pipeline_latents(latents)
 
     @abstractmethod
     def _forward(
@@ -398,9 +468,6 @@ class FluxModel(SD3Model):
     def _forward(self, module, latents, sigma, cond, guidance):
         dtype = _module_dtype(module)
         batch, channels, height, width = latents.shape
-        # (B, C, h, w) -> (B, h/2 * w/2, 4C): FLUX's token layout
-        packed = latents.reshape(batch, channels, height // 2, 2, width // 2, 2).permute(0, 2, 4, 1, 3, 5)
-        packed = packed.reshape(batch, (height // 2) * (width // 2), channels * 4)
         rows = torch.arange(height // 2, device=latents.device)
         cols = torch.arange(width // 2, device=latents.device)
         img_ids = torch.stack(
@@ -412,7 +479,7 @@ class FluxModel(SD3Model):
         if _module_config(module).guidance_embeds:
             guidance_input = torch.full((batch,), float(guidance), device=latents.device, dtype=torch.float32)
         out = module(
-            hidden_states=packed.to(dtype),
+            hidden_states=pack_patches(latents).to(dtype),
             timestep=self.timestep(sigma),
             guidance=guidance_input,
             pooled_projections=cond.pooled.to(dtype),
@@ -421,27 +488,57 @@ class FluxModel(SD3Model):
             img_ids=img_ids.to(dtype),
             return_dict=False,
         )[0]
-        # (B, h/2 * w/2, 4C) -> (B, C, h, w)
-        out = out.reshape(batch, height // 2, width // 2, channels, 2, 2).permute(0, 3, 1, 4, 2, 5)
-        return out.reshape(batch, channels, height, width)
+        return unpack_patches(out, height, width)
+
+    def to_pipeline_latents(self, latents):
+        return pack_patches(latents)
+
+    def from_pipeline_latents(self, latents, height, width):
+        factor = self.pipeline.vae_scale_factor
+        return unpack_patches(latents, height // factor, width // factor)
 
     def sampling_sigmas(self, num_steps, latent_shape):
         """FluxPipeline's schedule: ``linspace(1, 1/N, N)`` shifted by ``mu``, which grows linearly with the number
         of image tokens (diffusers ``calculate_shift``); with ``sampling_shift`` set, :func:`fixed_shift_sigmas`."""
-        if num_steps < 1:
-            raise ConfigError(f"num_steps must be >= 1, got {num_steps}")
-        if self.sampling_shift is not None:
-            return fixed_shift_sigmas(num_steps, self.sampling_shift)
-        config = self.pipeline.scheduler.config
-        kwargs: dict[str, Any] = {}
-        if config.get("use_dynamic_shifting", False):
-            tokens = (latent_shape[-2] // 2) * (latent_shape[-1] // 2)
-            base_len, max_len = config.get("base_image_seq_len", 256), config.get("max_image_seq_len", 4096)
-            base_shift, max_shift = config.get("base_shift", 0.5), config.get("max_shift", 1.15)
-            kwargs["mu"] = base_shift + (max_shift - base_shift) / (max_len - base_len) * (tokens - base_len)
-        scheduler = self._flow_scheduler()
-        scheduler.set_timesteps(sigmas=np.linspace(1.0, 1 / num_steps, num_steps).tolist(), **kwargs)
-        return scheduler.sigmas.float().cpu()
+        return token_shift_sigmas(self, num_steps, latent_shape)
+
+
+def pack_patches(latents: torch.Tensor) -> torch.Tensor:
+    """``(B, C, h, w) -> (B, h/2 * w/2, 4C)``: the 2x2-patch token layout of FLUX and Qwen-Image (a reshape, so
+    per-element means and SDE log-probabilities are unchanged)."""
+    batch, channels, height, width = latents.shape
+    packed = latents.reshape(batch, channels, height // 2, 2, width // 2, 2).permute(0, 2, 4, 1, 3, 5)
+    return packed.reshape(batch, (height // 2) * (width // 2), channels * 4)
+
+
+def unpack_patches(packed: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """``(B, h/2 * w/2, 4C) -> (B, C, h, w)`` for latents ``h x w``; the inverse of :func:`pack_patches`."""
+    batch, tokens, features = packed.shape
+    if tokens != (height // 2) * (width // 2) or features % 4:
+        raise ValueError(f"packed latents {tuple(packed.shape)} do not hold {height} x {width} latents in 2x2 patches")
+    channels = features // 4
+    out = packed.reshape(batch, height // 2, width // 2, channels, 2, 2).permute(0, 3, 1, 4, 2, 5)
+    return out.reshape(batch, channels, height, width)
+
+
+def token_shift_sigmas(model: FlowModel, num_steps: int, latent_shape: Sequence[int]) -> torch.Tensor:
+    """The schedule of FluxPipeline, QwenImagePipeline and ZImagePipeline: ``linspace(1, 1/N, N)`` through the
+    scheduler with ``mu`` growing linearly in the number of 2x2 image tokens (diffusers ``calculate_shift``; the
+    scheduler applies ``mu`` only with ``use_dynamic_shifting``, its fixed ``shift`` otherwise); with the model's
+    ``sampling_shift`` set, :func:`fixed_shift_sigmas`."""
+    if num_steps < 1:
+        raise ConfigError(f"num_steps must be >= 1, got {num_steps}")
+    if model.sampling_shift is not None:
+        return fixed_shift_sigmas(num_steps, model.sampling_shift)
+    config = model.pipeline.scheduler.config
+    tokens = (latent_shape[-2] // 2) * (latent_shape[-1] // 2)
+    base_len, max_len = config.get("base_image_seq_len", 256), config.get("max_image_seq_len", 4096)
+    base_shift, max_shift = config.get("base_shift", 0.5), config.get("max_shift", 1.15)
+    mu = base_shift + (max_shift - base_shift) / (max_len - base_len) * (tokens - base_len)
+    kwargs = {"mu": mu} if config.get("use_dynamic_shifting", False) else {}
+    scheduler = model._flow_scheduler()
+    scheduler.set_timesteps(sigmas=np.linspace(1.0, 1 / num_steps, num_steps).tolist(), **kwargs)
+    return scheduler.sigmas.float().cpu()
 
 
 class WanModel(FlowModel):
@@ -509,6 +606,280 @@ class WanModel(FlowModel):
         return (video.float() / 2 + 0.5).clamp(0, 1).permute(0, 2, 1, 3, 4).to(latents.device)
 
 
+class QwenImageModel(FlowModel):
+    """Qwen-Image (``QwenImagePipeline``): an MM-DiT on 2x2-packed latents of a Wan-style VAE with one frame,
+    conditioned on the last hidden states of Qwen2.5-VL (prompts keep their own lengths: a mask), the FLUX-style
+    token-dependent schedule shift, and true CFG whose guided velocity is rescaled to the conditional velocity's
+    norm per packed token (:meth:`guide`). The pipeline calls the scale ``true_cfg_scale``."""
+
+    family = "qwenimage"
+    default_max_sequence_length = 512
+
+    def __init__(self, pipeline: Any, **kwargs: Any) -> None:
+        super().__init__(pipeline, **kwargs)
+        if self.transformer.config.guidance_embeds:
+            raise ConfigError(
+                "this Qwen-Image transformer is guidance-distilled (guidance_embeds=True); the qwenimage adapter "
+                "implements the released models' true CFG only: use a checkpoint with guidance_embeds=False"
+            )
+
+    @property
+    def spatial_multiple(self) -> int:
+        return self.pipeline.vae_scale_factor * 2
+
+    def _encode(self, prompts):
+        # (B, L, D) right-padded with zeros, and the mask; None when no prompt is padded
+        embeds, mask = self.pipeline.encode_prompt(
+            prompt=list(prompts), device=self.device, max_sequence_length=self.max_sequence_length
+        )
+        return PromptEmbeds(embeds, mask=None if mask is None else mask.bool())
+
+    def latent_shape(self, batch, height, width, num_frames=None):
+        self.check_size(height, width)
+        factor = self.pipeline.vae_scale_factor
+        return (batch, self.transformer.config.in_channels // 4, height // factor, width // factor)
+
+    def timestep(self, sigma):
+        return sigma  # the pipeline passes timestep / 1000
+
+    def _forward(self, module, latents, sigma, cond, guidance):
+        dtype = _module_dtype(module)
+        batch, _, height, width = latents.shape
+        mask = cond.mask
+        out = module(
+            hidden_states=pack_patches(latents).to(dtype),
+            timestep=self.timestep(sigma).to(dtype),
+            encoder_hidden_states=cond.embeds.to(dtype),
+            encoder_hidden_states_mask=None if mask is None or bool(mask.all()) else mask,
+            img_shapes=[[(1, height // 2, width // 2)]] * batch,
+            return_dict=False,
+        )[0]
+        return unpack_patches(out, height, width)
+
+    def guide(self, v_neg, v_pos, guidance_scale):
+        """True CFG, then each packed token's guided velocity (its ``4C`` values: ``C`` channels of a 2x2 patch)
+        rescaled to the norm of the conditional one, as QwenImagePipeline does:
+        ``v = c * |v_pos| / |c|`` with ``c = v_neg + w (v_pos - v_neg)``."""
+        combined = v_neg + guidance_scale * (v_pos - v_neg)
+        batch, channels, height, width = combined.shape
+        patches = (batch, channels, height // 2, 2, width // 2, 2)
+        dims = (1, 3, 5)  # the packed token's features
+        norm = torch.linalg.vector_norm
+        scale = norm(v_pos.reshape(patches), dim=dims, keepdim=True) / norm(
+            combined.reshape(patches), dim=dims, keepdim=True
+        )  # (B, 1, h/2, 1, w/2, 1)
+        return (combined.reshape(patches) * scale).reshape(batch, channels, height, width)
+
+    def pipeline_guidance_kwargs(self, guidance_scale, negative_prompt=""):
+        return {"true_cfg_scale": guidance_scale, "negative_prompt": negative_prompt if guidance_scale > 1 else None}
+
+    def to_pipeline_latents(self, latents):
+        return pack_patches(latents)
+
+    def from_pipeline_latents(self, latents, height, width):
+        factor = self.pipeline.vae_scale_factor
+        return unpack_patches(latents, height // factor, width // factor)
+
+    def sampling_sigmas(self, num_steps, latent_shape):
+        return token_shift_sigmas(self, num_steps, latent_shape)
+
+    def _stats(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        config = self.vae.config
+        shape = (1, config.z_dim, 1, 1, 1)
+        mean = torch.tensor(config.latents_mean, device=like.device, dtype=like.dtype).view(shape)
+        std = torch.tensor(config.latents_std, device=like.device, dtype=like.dtype).view(shape)
+        return mean, std
+
+    def encode_media(self, media):
+        param = self._vae_param()
+        pixels = media.to(param.device, param.dtype).unsqueeze(2) * 2 - 1  # (B, 3, 1, H, W) in [-1, 1]
+        latents = self.vae.encode(pixels).latent_dist.mean  # (B, C, 1, h, w)
+        mean, std = self._stats(latents)
+        return ((latents - mean) / std).squeeze(2).float()
+
+    def decode_latents(self, latents):
+        param = self._vae_param()
+        z = latents.to(param.device, param.dtype).unsqueeze(2)  # (B, C, 1, h, w)
+        mean, std = self._stats(z)
+        pixels = self.vae.decode(z * std + mean, return_dict=False)[0][:, :, 0]  # (B, 3, H, W) in [-1, 1]
+        return (pixels.float() / 2 + 0.5).clamp(0, 1).to(latents.device)
+
+
+class ZImageModel(SD3Model):
+    """Z-Image (``ZImagePipeline``): a single-stream DiT on ``(C, 1, h, w)`` latents of a FLUX-style VAE,
+    conditioned on the second-to-last hidden states of a Qwen3 text model (each prompt's real tokens only).
+
+    Two sign conventions differ from the other families: the transformer takes ``t = 1 - sigma`` and predicts
+    ``x0 - eps``, so the velocity is its negated output. The pipeline's ``guidance_scale`` ``g`` guides as
+    ``v_pos + g (v_pos - v_neg)``, which is this adapter's ``guidance_scale = g + 1`` (Z-Image-Turbo's ``g = 0``
+    is 1 here: no CFG). The pipeline's ``cfg_normalization`` and ``cfg_truncation`` stay at their defaults (off).
+    """
+
+    family = "zimage"
+    default_max_sequence_length = 512
+
+    @property
+    def spatial_multiple(self) -> int:
+        return self.pipeline.vae_scale_factor * 2
+
+    def _encode(self, prompts):
+        # The pipeline writes the chat-templated prompt into the list it is given: pass a copy.
+        tokens, _ = self.pipeline.encode_prompt(
+            prompt=list(prompts),
+            device=self.device,
+            do_classifier_free_guidance=False,
+            max_sequence_length=self.max_sequence_length,
+        )
+        return PromptEmbeds.cat([PromptEmbeds(t[None]) for t in tokens])  # (B, L_max, D), masked
+
+    def latent_shape(self, batch, height, width, num_frames=None):
+        self.check_size(height, width)
+        factor = self.pipeline.vae_scale_factor
+        return (batch, self.transformer.config.in_channels, height // factor, width // factor)
+
+    def timestep(self, sigma):
+        return 1 - sigma
+
+    def _forward(self, module, latents, sigma, cond, guidance):
+        dtype = _module_dtype(module)
+        frames = list(latents.to(dtype).unsqueeze(2).unbind(0))  # B x (C, 1, h, w)
+        captions = [t.to(dtype) for t in cond.token_list()]  # B x (L_i, D)
+        out = module(frames, self.timestep(sigma), captions, return_dict=False)[0]
+        return -torch.stack(out).squeeze(2)  # (B, C, h, w)
+
+    def pipeline_guidance_kwargs(self, guidance_scale, negative_prompt=""):
+        # None: the pipeline's own empty negative per prompt (a single string fails for a list of prompts)
+        return {"guidance_scale": guidance_scale - 1, "negative_prompt": negative_prompt or None}
+
+    def sampling_sigmas(self, num_steps, latent_shape):
+        return token_shift_sigmas(self, num_steps, latent_shape)
+
+
+class Flux2KleinModel(FlowModel):
+    """FLUX.2 [klein] (``Flux2KleinPipeline``): an MM-DiT on patchified VAE latents. The VAE's ``(C, 2h, 2w)``
+    latents are cut into 2x2 patches, ``(4C, h, w)``, and normalized by the VAE's batch-norm statistics: these are
+    the adapter's (unpacked) latents, packed to ``(h w, 4C)`` tokens with 4-D positions ``(0, row, col, 0)``. Text:
+    hidden states of three layers of a Qwen3 model, concatenated per token, padded to ``max_sequence_length`` (the
+    pipeline attends to the padding: no mask). The schedule shift ``mu`` is the pipeline's empirical function of the
+    token count and the number of steps. The base models guide with true CFG against the empty prompt (the
+    pipeline takes no other negative prompt); step-distilled ones (``is_distilled``) ignore guidance."""
+
+    family = "flux2klein"
+    default_max_sequence_length = 512
+
+    #: Qwen3 layers whose hidden states form a token's text feature (the pipeline's ``text_encoder_out_layers``).
+    text_encoder_out_layers = (9, 18, 27)
+
+    @property
+    def batch_cfg(self) -> bool:
+        return not self.pipeline.config.is_distilled
+
+    @property
+    def spatial_multiple(self) -> int:
+        return self.pipeline.vae_scale_factor * 2
+
+    def _encode(self, prompts):
+        embeds, _ = self.pipeline.encode_prompt(
+            prompt=list(prompts),
+            device=self.device,
+            max_sequence_length=self.max_sequence_length,
+            text_encoder_out_layers=self.text_encoder_out_layers,
+        )
+        return PromptEmbeds(embeds)  # (B, max_sequence_length, 3 D)
+
+    def latent_shape(self, batch, height, width, num_frames=None):
+        self.check_size(height, width)
+        factor = self.spatial_multiple
+        return (batch, self.transformer.config.in_channels, height // factor, width // factor)
+
+    def timestep(self, sigma):
+        return sigma  # the pipeline passes timestep / 1000
+
+    def _forward(self, module, latents, sigma, cond, guidance):
+        dtype = _module_dtype(module)
+        batch, channels, height, width = latents.shape
+        device = latents.device
+        rows, cols = torch.arange(height, device=device), torch.arange(width, device=device)
+        zero = torch.zeros(1, dtype=torch.long, device=device)
+        img_ids = torch.cartesian_prod(zero, rows, cols, zero).expand(batch, -1, -1)  # (B, h w, 4)
+        length = cond.embeds.shape[1]
+        txt_ids = torch.cartesian_prod(zero, zero, zero, torch.arange(length, device=device)).expand(batch, -1, -1)
+        out = module(
+            hidden_states=self.to_pipeline_latents(latents).to(dtype),
+            timestep=self.timestep(sigma).to(dtype),
+            guidance=None,
+            encoder_hidden_states=cond.embeds.to(dtype),
+            txt_ids=txt_ids,
+            img_ids=img_ids,
+            return_dict=False,
+        )[0]
+        return self.from_pipeline_latents(out, height * self.spatial_multiple, width * self.spatial_multiple)
+
+    def pipeline_guidance_kwargs(self, guidance_scale, negative_prompt=""):
+        if negative_prompt:
+            raise ConfigError(
+                f"Flux2KleinPipeline guides against the empty prompt only; negative prompt {negative_prompt!r} "
+                "cannot be reproduced by the pipeline (use negative_prompt='')"
+            )
+        return {"guidance_scale": guidance_scale}
+
+    def to_pipeline_latents(self, latents):
+        batch, channels, height, width = latents.shape
+        return latents.reshape(batch, channels, height * width).permute(0, 2, 1)  # (B, h w, 4C)
+
+    def pipeline_initial_latents(self, latents):
+        return latents  # Flux2KleinPipeline packs its latents= argument itself
+
+    def from_pipeline_latents(self, latents, height, width):
+        factor = self.spatial_multiple
+        batch, tokens, channels = latents.shape
+        if tokens != (height // factor) * (width // factor):
+            raise ValueError(f"packed latents {tuple(latents.shape)} do not hold a {height} x {width} image")
+        return latents.permute(0, 2, 1).reshape(batch, channels, height // factor, width // factor)
+
+    def sampling_sigmas(self, num_steps, latent_shape):
+        """Flux2KleinPipeline's schedule: ``linspace(1, 1/N, N)`` shifted by its empirical ``mu`` (a function of
+        the image token count and of ``N``); with ``sampling_shift`` set, :func:`fixed_shift_sigmas`."""
+        from diffusers.pipelines.flux2.pipeline_flux2_klein import compute_empirical_mu
+
+        if num_steps < 1:
+            raise ConfigError(f"num_steps must be >= 1, got {num_steps}")
+        if self.sampling_shift is not None:
+            return fixed_shift_sigmas(num_steps, self.sampling_shift)
+        mu = compute_empirical_mu(image_seq_len=latent_shape[-2] * latent_shape[-1], num_steps=num_steps)
+        kwargs = {"mu": mu} if self.pipeline.scheduler.config.get("use_dynamic_shifting", False) else {}
+        scheduler = self._flow_scheduler()
+        scheduler.set_timesteps(sigmas=np.linspace(1.0, 1 / num_steps, num_steps).tolist(), **kwargs)
+        return scheduler.sigmas.float().cpu()
+
+    def _bn_stats(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        bn = self.vae.bn
+        mean = bn.running_mean.view(1, -1, 1, 1).to(like.device, like.dtype)
+        std = torch.sqrt(bn.running_var.view(1, -1, 1, 1) + self.vae.config.batch_norm_eps).to(like.device, like.dtype)
+        return mean, std
+
+    def encode_media(self, media):
+        param = self._vae_param()
+        pixels = media.to(param.device, param.dtype) * 2 - 1  # (B, 3, H, W) in [-1, 1]
+        latents = self.vae.encode(pixels).latent_dist.mean  # (B, C, 2h, 2w)
+        batch, channels, height, width = latents.shape
+        patches = latents.reshape(batch, channels, height // 2, 2, width // 2, 2).permute(0, 1, 3, 5, 2, 4)
+        patches = patches.reshape(batch, channels * 4, height // 2, width // 2)  # (B, 4C, h, w)
+        mean, std = self._bn_stats(patches)
+        return ((patches - mean) / std).float()
+
+    def decode_latents(self, latents):
+        param = self._vae_param()
+        z = latents.to(param.device, param.dtype)
+        mean, std = self._bn_stats(z)
+        z = z * std + mean
+        batch, channels, height, width = z.shape  # (B, 4C, h, w) -> (B, C, 2h, 2w)
+        z = z.reshape(batch, channels // 4, 2, 2, height, width).permute(0, 1, 4, 2, 5, 3)
+        z = z.reshape(batch, channels // 4, height * 2, width * 2)
+        pixels = self.vae.decode(z, return_dict=False)[0]
+        return (pixels.float() / 2 + 0.5).clamp(0, 1).to(latents.device)
+
+
 def fixed_shift_sigmas(num_steps: int, shift: float) -> torch.Tensor:
     """``(num_steps + 1,)`` float32: ``t = linspace(1, 0, num_steps + 1)`` shifted by ``shift``,
     ``sigma = shift t / (1 + (shift - 1) t)`` (SD3's time shift). Pref-GRPO samples FLUX and Wan on this grid with
@@ -521,8 +892,22 @@ def fixed_shift_sigmas(num_steps: int, shift: float) -> torch.Tensor:
     return shift * t / (1 + (shift - 1) * t)
 
 
-ADAPTERS: dict[str, type[FlowModel]] = {"sd3": SD3Model, "flux": FluxModel, "wan": WanModel}
-PIPELINE_CLASSES = {"sd3": "StableDiffusion3Pipeline", "flux": "FluxPipeline", "wan": "WanPipeline"}
+ADAPTERS: dict[str, type[FlowModel]] = {
+    "sd3": SD3Model,
+    "flux": FluxModel,
+    "wan": WanModel,
+    "qwenimage": QwenImageModel,
+    "zimage": ZImageModel,
+    "flux2klein": Flux2KleinModel,
+}
+PIPELINE_CLASSES = {
+    "sd3": "StableDiffusion3Pipeline",
+    "flux": "FluxPipeline",
+    "wan": "WanPipeline",
+    "qwenimage": "QwenImagePipeline",
+    "zimage": "ZImagePipeline",
+    "flux2klein": "Flux2KleinPipeline",
+}
 
 
 def _module_dtype(module: torch.nn.Module) -> torch.dtype:

@@ -38,7 +38,13 @@ from mmreward.guidance.sampling import (
     velocity_shift,
 )
 
-PIPELINE_FAMILIES = {"StableDiffusion3Pipeline": "sd3", "FluxPipeline": "flux", "WanPipeline": "wan"}
+PIPELINE_FAMILIES = {
+    "StableDiffusion3Pipeline": "sd3",
+    "FluxPipeline": "flux",
+    "WanPipeline": "wan",
+    "QwenImagePipeline": "qwenimage",
+    "ZImagePipeline": "zimage",
+}
 
 
 def pipeline_family(pipeline: Any) -> str:
@@ -116,17 +122,10 @@ class RewardGuidanceCallback:
 
     def _unpack(self, latents: torch.Tensor) -> torch.Tensor:
         """Pipeline layout -> the adapters' unpacked float32 latents (FLUX: (B, h/2 * w/2, 4C) -> (B, C, h, w))."""
-        if self.model.family == "flux":
-            latents = self.model.pipeline._unpack_latents(
-                latents, self.height, self.width, self.model.pipeline.vae_scale_factor
-            )
-        return latents.float()
+        return self.model.from_pipeline_latents(latents, self.height, self.width).float()
 
     def _pack(self, latents: torch.Tensor) -> torch.Tensor:
-        if self.model.family == "flux":
-            batch, channels, h, w = latents.shape
-            return self.model.pipeline._pack_latents(latents, batch, channels, h, w)
-        return latents
+        return self.model.to_pipeline_latents(latents)
 
     def __call__(self, pipeline: Any, step: int, timestep: Any, callback_kwargs: dict) -> dict:
         latents = callback_kwargs["latents"]

@@ -33,11 +33,24 @@ FAMILY_DEFAULTS: dict[str, dict[str, Any]] = {
     "sd3": {"steps": 28, "cfg": 7.0, "height": 1024, "width": 1024, "num_frames": None},
     "flux": {"steps": 28, "cfg": 3.5, "height": 1024, "width": 1024, "num_frames": None},
     "wan": {"steps": 50, "cfg": 5.0, "height": 480, "width": 832, "num_frames": 81},
+    # QwenImagePipeline's true_cfg_scale 4; ZImagePipeline's guidance_scale 5, which is 6 in mmreward's convention
+    # (v_neg + w (v_pos - v_neg); Z-Image-Turbo samples with 8 steps and no guidance: --steps 8 --cfg 1)
+    "qwenimage": {"steps": 50, "cfg": 4.0, "height": 1024, "width": 1024, "num_frames": None},
+    "zimage": {"steps": 50, "cfg": 6.0, "height": 1024, "width": 1024, "num_frames": None},
+    # Flux2KleinPipeline's defaults (the base models; the step-distilled ones sample 4 steps, guidance ignored)
+    "flux2klein": {"steps": 50, "cfg": 4.0, "height": 1024, "width": 1024, "num_frames": None},
 }
 TINY_DEFAULTS = {"steps": 8, "height": 32, "width": 32}
 FAMILIES = tuple(FAMILY_DEFAULTS)
 METHODS = ("nrg", "pixel", "best-of-n", "search")
-PIPELINE_FAMILIES = {"StableDiffusion3Pipeline": "sd3", "FluxPipeline": "flux", "WanPipeline": "wan"}
+PIPELINE_FAMILIES = {
+    "StableDiffusion3Pipeline": "sd3",
+    "FluxPipeline": "flux",
+    "WanPipeline": "wan",
+    "QwenImagePipeline": "qwenimage",
+    "ZImagePipeline": "zimage",
+    "Flux2KleinPipeline": "flux2klein",
+}
 
 
 @dataclass

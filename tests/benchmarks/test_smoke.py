@@ -105,6 +105,15 @@ EXPECTED = {
             for phase in ("rollout", "reward", "update", "step")
         ),
         rf"rollout with log-probs {NUMBER} s vs StableDiffusion3Pipeline {NUMBER} s: bookkeeping {PERCENT}",
+        *(
+            rf"{family} rollout with log-probs {NUMBER} s vs {pipeline} {NUMBER} s: bookkeeping {PERCENT}"
+            for family, pipeline in (
+                ("flux", "FluxPipeline"),
+                ("qwenimage", "QwenImagePipeline"),
+                ("zimage", "ZImagePipeline"),
+                ("flux2klein", "Flux2KleinPipeline"),
+            )
+        ),
         rf"overhead: {PERCENT}",
     ],
     "bench_guidance": [

@@ -238,15 +238,19 @@ def test_lora_family_is_read_from_layer_names_and_training_config(tmp_path):
         },
     )
     info = generation.inspect_lora(flux)
-    assert info.families == {"flux"} and info.rank == 4 and len(info.digest) == 64
-    with pytest.raises(ConfigError, match="layers of a flux transformer, not sd3"):
+    assert info.families == {"flux", "flux2klein"} and info.rank == 4 and len(info.digest) == 64
+    with pytest.raises(ConfigError, match="layers of a flux or flux2klein transformer, not sd3"):
         generation.check_lora_family(info, "sd3")
     wan = _lora_file(tmp_path / "wan", {"transformer.blocks.0.attn1.to_q.lora_A.weight": (2, 32)})
     assert generation.inspect_lora(wan).families == {"wan"}
     joint = _lora_file(
         tmp_path / "run" / "lora", {"transformer.transformer_blocks.0.attn.add_q_proj.lora_B.weight": (32, 4)}
     )
-    assert generation.inspect_lora(joint).families == {"sd3", "flux"}  # MM-DiT layer names: either family
+    assert generation.inspect_lora(joint).families == {"sd3", "flux", "qwenimage", "flux2klein"}  # MM-DiT names
+    qwen = _lora_file(tmp_path / "qwen", {"transformer.transformer_blocks.0.img_mlp.net.2.lora_A.weight": (2, 32)})
+    assert generation.inspect_lora(qwen).families == {"qwenimage"}
+    zimage = _lora_file(tmp_path / "zimage", {"transformer.layers.0.attention.to_q.lora_A.weight": (2, 32)})
+    assert generation.inspect_lora(zimage).families == {"zimage"}
     (tmp_path / "run" / "config.yaml").write_text("model:\n  family: sd3\n  path: tiny\n")
     info = generation.inspect_lora(joint)
     assert info.trained_on == {"family": "sd3", "path": "tiny"}

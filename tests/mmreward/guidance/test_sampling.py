@@ -325,10 +325,12 @@ SIZES = {
     "sd3": {"height": 32, "width": 32},
     "flux": {"height": 32, "width": 32},
     "wan": {"height": 32, "width": 32, "num_frames": 5},
+    "qwenimage": {"height": 32, "width": 32},
+    "zimage": {"height": 32, "width": 32},
 }
 
 
-@pytest.mark.parametrize("family", ["sd3", "flux", "wan"])
+@pytest.mark.parametrize("family", list(SIZES))
 def test_callback_on_the_diffusers_pipeline_equals_the_sampler(family, brightness):
     """Pixel guidance as ``callback_on_step_end`` of the real pipeline gives the sampler's guided samples."""
     model = load_flow_model(family, "tiny", max_sequence_length=16)
@@ -341,14 +343,14 @@ def test_callback_on_the_diffusers_pipeline_equals_the_sampler(family, brightnes
     if family == "wan":
         use_euler_scheduler(pipe)
     noise = candidate_noise(model, settings, 0, [0])
-    latents = pipe._pack_latents(noise, 1, *noise.shape[1:]) if family == "flux" else noise
+    latents = model.pipeline_initial_latents(noise)  # FLUX and Qwen-Image: packed 2x2 patches
     callback = RewardGuidanceCallback(
         pipe, brightness, method="pixel", prompts="a cat", guidance=guidance, latents=latents, **SIZES[family]
     )
     pixels = pipe(
-        "a cat",
+        prompt="a cat",
         num_inference_steps=3,
-        guidance_scale=1.0,
+        **model.pipeline_guidance_kwargs(1.0),
         max_sequence_length=16,
         latents=latents,
         output_type="pt",

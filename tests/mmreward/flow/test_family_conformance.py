@@ -1,0 +1,336 @@
+"""The family conformance suite: what every generator adapter (``mmreward.flow.models.ADAPTERS``) must pass on its
+tiny random pipeline (``mmreward.tiny_models.tiny_pipeline``). A new family is added to ``FAMILIES`` and to
+:data:`SIZES` and must pass every test here (CONTRIBUTING.md, "Adding a model family").
+
+- the ODE rollout reproduces the diffusers pipeline's latents and pixels from the same noise and guidance;
+- an SDE rollout's stored log-probabilities are recomputed exactly by the policy step (ratio 1), guided or not;
+- guidance the family's way (batched true CFG, with Qwen-Image's norm rescale, or FLUX.1-dev's guidance
+  embedding) is the same in sampling and in a training forward;
+- a LoRA trained for one step saves in the diffusers format and ``pipeline.load_lora_weights`` reproduces the
+  trained velocities;
+- the prompt-embedding cache encodes each prompt once and does not depend on batch composition;
+- packing to the pipeline's latent layout and back is exact; VAE round trip shapes;
+- a pipeline saved like a released checkpoint loads to the same model; ``mmreward generate --family F`` and
+  ``eval/gen_bench.py --family F`` run.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+
+import pytest
+import torch
+from diffusers import FlowMatchEulerDiscreteScheduler
+
+from eval import gen_bench
+from mmreward import cli
+from mmreward.flow.models import ADAPTERS, DEFAULT_LORA_TARGETS, FAMILIES, VIDEO_FAMILIES, FlowModel, load_flow_model
+from mmreward.flow.rollout import policy_step, sample, sample_ode
+from mmreward.tiny_models import tiny_pipeline, tiny_pipeline_dir
+from mmreward.train.lora import LoraReference, add_lora, save_lora, trainable_parameters
+
+# Media size per family on the tiny pipelines (height, width, frames).
+SIZES = {
+    "sd3": (32, 32, None),
+    "flux": (32, 32, None),
+    "wan": (32, 32, 5),
+    "qwenimage": (32, 32, None),
+    "zimage": (32, 32, None),
+    "flux2klein": (32, 32, None),
+}
+# How each family guides: "cfg" (negative and positive as one batch), "cfg-rescaled" (Qwen-Image: true CFG with
+# the guided velocity rescaled to the conditional one's norm per token) or "embedded" (guidance-distilled).
+GUIDANCE_KIND = {
+    "sd3": "cfg",
+    "flux": "embedded",
+    "wan": "cfg",
+    "qwenimage": "cfg-rescaled",
+    "zimage": "cfg",
+    "flux2klein": "cfg",
+}
+BRIGHTNESS = "mmreward.rewards.brightness:DifferentiableBrightnessReward"
+
+
+def test_every_family_is_covered():
+    assert set(SIZES) == set(FAMILIES) == set(ADAPTERS) == set(GUIDANCE_KIND)
+
+
+@pytest.mark.parametrize("family", ["sd3", "qwenimage", "zimage", "flux2klein"])
+def test_the_default_prompt_length_is_the_pipelines(family):
+    """FLUX.2 attends to its padded text tokens, so its samples depend on the length; the older FLUX.1 and Wan
+    adapters keep 256 tokens (their configs set the length)."""
+    import diffusers
+
+    from mmreward.flow.models import PIPELINE_CLASSES
+
+    call = inspect.signature(getattr(diffusers, PIPELINE_CLASSES[family]).__call__)
+    assert ADAPTERS[family].default_max_sequence_length == call.parameters["max_sequence_length"].default
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module", params=FAMILIES)
+def model(request) -> FlowModel:
+    return _fresh(request.param)
+
+
+def _fresh(family: str) -> FlowModel:
+    model = ADAPTERS[family](tiny_pipeline(family))
+    model.max_sequence_length = 16
+    return model
+
+
+def _size(model: FlowModel) -> dict:
+    height, width, frames = SIZES[model.family]
+    return {"height": height, "width": width, "num_frames": frames}
+
+
+def _latents(model: FlowModel, batch: int, seed: int) -> torch.Tensor:
+    height, width, frames = SIZES[model.family]
+    return torch.randn(model.latent_shape(batch, height, width, frames), generator=torch.Generator().manual_seed(seed))
+
+
+# ------------------------------------------------------------------------------------------- sampling and training
+
+
+def test_ode_rollout_equals_the_diffusers_pipeline(model):
+    """Same noise, steps and guidance: the rollout reproduces the pipeline's latents and decoded pixels. This checks
+    prompt encoding, the sigma -> timestep map, the schedule (shifts included), guidance, packing and the VAE."""
+    size = _size(model)
+    scale = 3.0
+    ours = sample_ode(
+        model,
+        ["a cat"],
+        group_size=2,
+        num_steps=3,
+        guidance_scale=scale,
+        generator=torch.Generator().manual_seed(0),
+        **size,
+    )
+    noise = _latents(model, 2, 0)
+    pipe = model.pipeline
+    kwargs = {
+        "num_inference_steps": 3,
+        "max_sequence_length": 16,
+        "height": size["height"],
+        "width": size["width"],
+        "latents": model.pipeline_initial_latents(noise),
+        **model.pipeline_guidance_kwargs(scale),
+    }
+    if size["num_frames"] is not None:
+        kwargs["num_frames"] = size["num_frames"]
+    per_prompt = "num_videos_per_prompt" if model.family in VIDEO_FAMILIES else "num_images_per_prompt"
+    kwargs[per_prompt] = 2
+    original = pipe.scheduler
+    if not isinstance(original, FlowMatchEulerDiscreteScheduler):  # Wan ships UniPC; rollouts step with Euler
+        pipe.scheduler = model._flow_scheduler()
+    steps = []  # the latents after each step, in the pipeline's sampling layout
+
+    def record(pipeline, step, timestep, callback_kwargs):
+        steps.append(callback_kwargs["latents"].clone())
+        return {}
+
+    try:
+        pixels = pipe(prompt="a cat", output_type="pt", callback_on_step_end=record, **kwargs)[0]
+    finally:
+        pipe.scheduler = original
+    assert len(steps) == 3
+    latents = model.from_pipeline_latents(steps[-1], size["height"], size["width"])
+    torch.testing.assert_close(ours.final, latents.float(), rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(ours.media, pixels.float(), rtol=1e-4, atol=1e-4)
+    assert not torch.allclose(ours.final[0], noise[0], atol=1e-2)  # the sampler moved
+
+
+@pytest.mark.parametrize("guidance_scale", [1.0, 2.5])
+def test_sde_log_probs_are_recomputed_by_the_policy_step(model, guidance_scale):
+    """On-policy ratio 1: re-evaluating every stored SDE step under the same weights gives the stored
+    log-probability, with and without guidance; and the stored next latents differ from the ODE's (noise)."""
+    rollout = sample(
+        model,
+        ["a cat", "a red car"],
+        group_size=2,
+        num_steps=3,
+        guidance_scale=guidance_scale,
+        sde_type="flow",
+        noise_level=0.7,
+        generator=torch.Generator().manual_seed(1),
+        decode=False,
+        batch_size=3,
+        **_size(model),
+    )
+    assert rollout.log_probs.shape == (4, 3) and torch.isfinite(rollout.log_probs).all()
+    assert (rollout.negative is not None) == (guidance_scale > 1 and model.batch_cfg)
+    errors = []
+    with torch.no_grad():
+        for j in range(3):
+            step = policy_step(model, rollout, j)
+            ratio = torch.exp(step.log_prob - rollout.log_probs[:, j])
+            torch.testing.assert_close(ratio, torch.ones(4), rtol=0, atol=2e-5)
+            errors.append(float((step.log_prob - rollout.log_probs[:, j]).abs().max()))
+    if rollout.negative is not None or not model.batch_cfg:
+        # a training forward with another guidance is another policy, told apart from the sampling one by far more
+        # than the recomputation error (the tiny random models respond weakly to their prompts)
+        with torch.no_grad():
+            other = policy_step(model, rollout, 1, guidance_scale=guidance_scale + 2.0)
+        assert (other.log_prob - rollout.log_probs[:, 1]).abs().max() > max(10 * errors[1], 1e-6)
+
+
+def test_guidance_is_the_familys_in_sampling_and_training(model):
+    latents = _latents(model, 2, 3)
+    cond, negative = model.encode_prompts(["a cat", "a red car"]), model.encode_prompts(["", ""])
+    scale = 4.0
+    with torch.no_grad():
+        guided = model.velocity(latents, 0.6, cond, guidance_scale=scale, negative=negative)
+        v_pos, v_neg = model.velocity(latents, 0.6, cond), model.velocity(latents, 0.6, negative)
+    kind = GUIDANCE_KIND[model.family]
+    assert model.batch_cfg == (kind != "embedded")
+    if kind == "embedded":
+        assert "negative_prompt" not in model.pipeline_guidance_kwargs(scale)
+        assert not torch.allclose(guided, v_pos, atol=1e-4)  # the scale reaches the guidance embedding
+        return
+    combined = v_neg + scale * (v_pos - v_neg)
+    if kind == "cfg":
+        torch.testing.assert_close(guided, combined, rtol=1e-4, atol=1e-5)
+    else:  # per 2x2 patch (one packed token), the guided velocity keeps the conditional velocity's norm
+        batch, channels, h, w = guided.shape
+
+        def patch_norms(v: torch.Tensor) -> torch.Tensor:  # (B, h/2, w/2)
+            return v.reshape(batch, channels, h // 2, 2, w // 2, 2).pow(2).sum((1, 3, 5)).sqrt()
+
+        torch.testing.assert_close(patch_norms(guided), patch_norms(v_pos), rtol=1e-4, atol=1e-5)
+        cosine = torch.nn.functional.cosine_similarity(guided.flatten(1), combined.flatten(1))
+        assert not torch.allclose(guided, combined, atol=1e-3) and (cosine > 0.9).all()
+    with pytest.raises(ValueError, match="negative prompt embeddings"):
+        model.velocity(latents, 0.6, cond, guidance_scale=scale)
+
+
+# ---------------------------------------------------------------------------------------------------------- LoRA
+
+
+def test_a_lora_trained_one_step_loads_with_load_lora_weights(model, tmp_path):
+    """One AdamW step on an SDE policy-gradient surrogate, saved with alpha != rank (the saved metadata keeps the
+    scale); ``load_lora_weights`` into a fresh pipeline reproduces the trained velocities, the base ones without."""
+    family = model.family
+    trained = _fresh(family)
+    add_lora(trained.transformer, rank=4, alpha=8, target_modules=DEFAULT_LORA_TARGETS)
+    params = list(trainable_parameters(trained.transformer).values())
+    optimizer = torch.optim.AdamW(params, lr=0.05)
+    rollout = sample(
+        trained,
+        ["a cat"],
+        group_size=2,
+        num_steps=2,
+        guidance_scale=2.0,
+        generator=torch.Generator().manual_seed(4),
+        decode=False,
+        **_size(trained),
+    )
+    step = policy_step(trained, rollout, 0)
+    (-(step.log_prob * torch.tensor([1.0, -1.0])).mean()).backward()
+    optimizer.step()
+    latents = _latents(trained, 1, 5)
+    with torch.no_grad():
+        cond = trained.encode_prompts(["a cat"])
+        expected = trained.velocity(latents, 0.5, cond)
+        with LoraReference(trained.transformer).active():
+            base = trained.velocity(latents, 0.5, cond)
+    assert not torch.allclose(expected, base, atol=1e-5)
+    save_lora(trained.pipeline_class, trained.transformer, tmp_path)
+    fresh = tiny_pipeline(family)
+    fresh.load_lora_weights(tmp_path)
+    loaded = ADAPTERS[family](fresh)
+    loaded.max_sequence_length = 16
+    with torch.no_grad():
+        torch.testing.assert_close(loaded.velocity(latents, 0.5, loaded.encode_prompts(["a cat"])), expected)
+        torch.testing.assert_close(model.velocity(latents, 0.5, model.encode_prompts(["a cat"])), base)
+
+
+# -------------------------------------------------------------------------------------------- prompts and latents
+
+
+def test_prompt_cache_encodes_once_and_ignores_batch_composition(model):
+    calls = []
+    handle = model.text_encoders()[0].register_forward_hook(lambda *args: calls.append(1))
+    try:
+        together = model.encode_prompts(["a dog running on the beach", "a red car"])
+        again = model.encode_prompts(["a red car", "a dog running on the beach", "a red car"])
+    finally:
+        handle.remove()
+    assert len(calls) == 1
+    torch.testing.assert_close(again.embeds[1], together.embeds[0])
+    alone = _fresh(model.family).encode_prompts(["a red car"])  # encoded without the longer prompt beside it
+    length = alone.embeds.shape[1]
+    torch.testing.assert_close(together.embeds[1, :length], alone.embeds[0], rtol=1e-5, atol=1e-6)
+    if together.mask is not None:  # prompts keep their own lengths: the shorter one is padded and masked
+        assert together.mask[1].sum() == length and not together.mask[1, length:].any()
+        assert (together.embeds[1, length:] == 0).all()
+    assert not torch.allclose(together.embeds[0, :length], alone.embeds[0], atol=1e-3)  # prompts differ
+
+
+def test_latent_layout_round_trips_and_media_decode(model):
+    height, width, frames = SIZES[model.family]
+    latents = _latents(model, 2, 6)
+    packed = model.to_pipeline_latents(latents)
+    torch.testing.assert_close(model.from_pipeline_latents(packed, height, width), latents, rtol=0, atol=0)
+    if hasattr(model.pipeline, "_pack_latents") and packed.ndim == 3:  # the pipeline's own packing agrees
+        batch, channels, h, w = latents.shape
+        if "num_channels_latents" in inspect.signature(model.pipeline._pack_latents).parameters:
+            torch.testing.assert_close(packed, model.pipeline._pack_latents(latents, batch, channels, h, w))
+    media = model.decode_latents(latents)
+    expected = (2, 3, height, width) if frames is None else (2, frames, 3, height, width)
+    assert media.shape == expected and media.dtype == torch.float32 and 0 <= media.min() and media.max() <= 1
+    assert model.encode_media(media).shape == latents.shape
+    sigmas = model.sampling_sigmas(4, latents.shape)
+    assert sigmas.shape == (5,) and sigmas[0] == 1 and sigmas[-1] == 0 and torch.all(sigmas[1:] < sigmas[:-1])
+
+
+def test_a_saved_pipeline_loads_like_a_released_checkpoint(model, tmp_path):
+    """Saved with save_pretrained and loaded by model.path (tokenizer files included): the same velocities."""
+    directory = tiny_pipeline_dir(model.family, tmp_path)
+    assert json.loads((directory / "model_index.json").read_text())["_class_name"] == type(model.pipeline).__name__
+    loaded = load_flow_model(model.family, str(directory), max_sequence_length=16)
+    latents = _latents(model, 2, 7)
+    with torch.no_grad():
+        ours = model.velocity(latents, 0.4, model.encode_prompts(["a cat", "a red car"]))
+        theirs = loaded.velocity(latents, 0.4, loaded.encode_prompts(["a cat", "a red car"]))
+    torch.testing.assert_close(theirs, ours)
+
+
+def test_generate_runs_on_the_tiny_family(model, tmp_path):
+    height, width, _ = SIZES[model.family]
+    code = cli.main(
+        [
+            "generate",
+            *f"--model tiny --family {model.family} --prompt".split(),
+            "a cat",
+            "--guide",
+            BRIGHTNESS,
+            *f"--steps 2 --budget 2 --height {height} --width {width} --cfg 2 --no-progress --out".split(),
+            str(tmp_path),
+        ]
+    )
+    assert code == 0
+    (row,) = [json.loads(line) for line in (tmp_path / "rewards.jsonl").read_text().splitlines()]
+    assert not row["failed"] and row["evaluations"]["forward"] == 2
+
+
+def test_gen_bench_runs_on_the_tiny_family(model, tmp_path):
+    prompts = "ta-hard" if model.family in VIDEO_FAMILIES else "unigenbench"
+    args = [
+        *f"--model tiny --family {model.family} --prompts {prompts} --limit 1 --images-per-prompt 2".split(),
+        *"--steps 2 --reward mmreward.rewards.brightness:BrightnessReward --diversity-features none --out".split(),
+        str(tmp_path),
+        "--no-progress",
+    ]
+    assert gen_bench.main(args) == 0
+    run = json.loads((tmp_path / "results.json").read_text())
+    scores = run["rewards"]["BrightnessReward"]["scores"]
+    assert len(scores) == 2 and all(0 < value < 1 for value in scores.values())
+    assert scores["0_0"] != scores["0_1"]  # two seeds, two samples
