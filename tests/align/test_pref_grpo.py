@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 
 from align.pref_grpo import PrefGRPOConfig, main
 from mmreward.alignment.clipped_update import OffPolicyError
-from mmreward.alignment.group_rollout import rollout_groups
+from mmreward.alignment.overlapped_rewards import rollout_and_reward
 from mmreward.errors import ConfigError
 from mmreward.media import load_video
 from mmreward.train.config import parse_config
@@ -203,12 +203,12 @@ def test_recommended_recipe_with_grpo_guard_and_a_sliding_window_runs(tmp_path, 
     windows, means = [], []
 
     def recording(*args, **kwargs):
-        batch = rollout_groups(*args, **kwargs)
+        batch, rewards, rolled = rollout_and_reward(*args, **kwargs)
         windows.append(batch.rollout.sde_steps.tolist())
         means.append(batch.rollout.means is not None and batch.rollout.means.shape == batch.rollout.latents.shape)
-        return batch
+        return batch, rewards, rolled
 
-    monkeypatch.setattr(program, "rollout_groups", recording)
+    monkeypatch.setattr(program, "rollout_and_reward", recording)
     cfg = _cfg(RECOMMENDED, tmp_path / "out", "--eval.every", "0", "--check_on_policy", "true")
     assert cfg.loss.ratio_norm and not cfg.loss.cfg and cfg.rollout.sde_type == "cps"
     main(cfg)
