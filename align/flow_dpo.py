@@ -1,4 +1,5 @@
-"""Flow-DPO and Flow-RWR: preference alignment of rectified-flow generators (SD3, FLUX, Wan) with LoRA.
+"""Flow-DPO and Flow-RWR: preference alignment of rectified-flow generators (every family of
+:mod:`mmreward.flow.models`: SD3, FLUX.1, FLUX.2 [klein], Qwen-Image, Z-Image, Wan2.1), LoRA or full fine-tuning.
 
 Paper: "Improving Video Generation with Human Feedback" (VideoAlign), arXiv 2501.13918 -- Flow-DPO is
 Diffusion-DPO written for velocity prediction, Flow-RWR reward-weighted flow matching. The only public Flow-DPO

@@ -1,4 +1,5 @@
-"""Flow-GRPO and Pref-GRPO: group-relative policy optimization of rectified-flow generators (SD3, FLUX, Wan) with LoRA.
+"""Flow-GRPO and Pref-GRPO: group-relative policy optimization of rectified-flow generators (every family of
+:mod:`mmreward.flow.models`: SD3, FLUX.1, FLUX.2 [klein], Qwen-Image, Z-Image, Wan2.1), LoRA or full fine-tuning.
 
 Flow-GRPO (Liu et al. 2025, arXiv 2505.05470): sample a group of G images or videos per prompt with an SDE sampler
 that has per-step log-probabilities, reward them with pointwise rewards, normalize within the group, and take
