@@ -32,6 +32,7 @@ REWARD_TYPES: dict[str, str] = {
     "hpsv2": "mmreward.rewards.open_clip_rewards:HPSv2",
     "pickscore": "mmreward.rewards.hf_clip_rewards:PickScore",
     "laion-aesthetic": "mmreward.rewards.hf_clip_rewards:LaionAesthetic",
+    "imagereward": "mmreward.rewards.image_reward:ImageReward",
     "jpeg-compressibility": "mmreward.rewards.compressibility:JpegCompressibility",
     "jpeg-incompressibility": "mmreward.rewards.compressibility:JpegIncompressibility",
     "vlm-head": "mmreward.rewards.vlm.heads:VLMHeadReward",
