@@ -33,6 +33,7 @@ REWARD_TYPES: dict[str, str] = {
     "pickscore": "mmreward.rewards.hf_clip_rewards:PickScore",
     "laion-aesthetic": "mmreward.rewards.hf_clip_rewards:LaionAesthetic",
     "imagereward": "mmreward.rewards.image_reward:ImageReward",
+    "ocr": "mmreward.rewards.ocr:OcrReward",
     "jpeg-compressibility": "mmreward.rewards.compressibility:JpegCompressibility",
     "jpeg-incompressibility": "mmreward.rewards.compressibility:JpegIncompressibility",
     "vlm-head": "mmreward.rewards.vlm.heads:VLMHeadReward",

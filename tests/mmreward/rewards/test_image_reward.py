@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import mmreward
+import mmreward.testing
 from mmreward.errors import ConfigError
 from mmreward.rewards.image_reward import split_state_dict
 
@@ -77,3 +78,11 @@ def test_a_tokenizer_of_another_vocabulary_is_refused(tmp_path):
     vocab.write_text(vocab.read_text() + "extra\n")
     with pytest.raises(ConfigError, match="has 92 tokens with \\[DEC\\] and \\[ENC\\].* 91 embeddings"):
         load(tmp_path / "ir")
+
+
+def test_the_test_kits_tiny_imagereward_loads_in_the_released_layout(tiny_root, sample_images):
+    reward = mmreward.testing.tiny_clip_reward("imagereward", tiny_root)
+    photos = [str(p) for p in sample_images[:2]]
+    out = reward.score(["a cat", "a red cup on a table"], photos)
+    assert not out.failed.any() and torch.isfinite(out.scores).all()
+    assert reward.vision.config.hidden_size == 64 and reward.text.config.encoder_hidden_size == 64
