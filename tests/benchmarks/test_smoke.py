@@ -44,6 +44,14 @@ GUIDANCE_ROWS = {  # label: (forward evaluations, backward passes, VAE decodes) 
     "nrg 0.25, clean-trained": (2, 0, 1),
 }
 
+# bench_rewards.py prints one row per shipped preset, in the registry's order; served (remote) presets have no rate.
+REWARD_ROWS = [
+    rf"{re.escape(name)}\s+served\s+-\s+\(an OpenAI-compatible server's speed\)"
+    if name.endswith("-remote")
+    else rf"{re.escape(name)}\s+(pointwise|pairwise)\s+{NUMBER}\s+(items|pairs)/s"
+    for name in sorted(p.stem for p in (REPO / "configs" / "rewards").glob("*.yaml"))
+]
+
 # benchmark: lines its output must contain (full-line regexes, in order); the last one must be the last line.
 EXPECTED = {
     "bench_adv_grpo": [
@@ -87,6 +95,7 @@ EXPECTED = {
         rf"one-order speedup: {TIMES}",
         rf"speedup: {TIMES}",
     ],
+    "bench_rewards": REWARD_ROWS,
     "bench_score": [
         *(rf"\({k}\) [a-z +,-]+\s+{NUMBER}" for k in "abcd"),
         *(rf"{name}\s+{NUMBER}\s+{NUMBER}\s+{TIMES}" for name in ("bigbuckbunny", "carphone_pristine")),
