@@ -4,11 +4,11 @@
     python benchmarks/bench_rewards.py --smoke   # 2 photos, batches of 2, one repeat: checks every preset runs
 
 Each preset is built by the test kit with random weights in its released layout (``mmreward.testing``: the CLIP
-family, ImageReward, TrOCR, the JPEG rewards; the VLM heads and judges on a tiny Qwen backbone of the family the
-preset's checkpoint uses) and loaded through ``load_reward``. The scikit-image photos, decoded once into tensors, are
-scored with a prompt that quotes a text (so the OCR reward has a target); pointwise rewards by ``score`` (items/s),
-pairwise judges by ``compare`` in both presentation orders (pairs/s). Decoding is not timed. Remote presets have no
-weights of their own and are listed as served.
+family, ImageReward, TrOCR, the JPEG rewards; the VLM heads, judges and Soft-TIFA on a tiny Qwen backbone of the
+family the preset's checkpoint uses, Soft-TIFA with three questions per image) and loaded through ``load_reward``.
+The scikit-image photos, decoded once into tensors, are scored with a prompt that quotes a text (so the OCR reward
+has a target); pointwise rewards by ``score`` (items/s), pairwise judges by ``compare`` in both presentation orders
+(pairs/s). Decoding is not timed. Remote presets have no weights of their own and are listed as served.
 
 Tiny widths measure each pipeline's fixed costs (preprocessing, tokenization, generation loop), not the FLOPs of
 the released sizes: compare presets of one kind with each other, and expect the released checkpoints to be
@@ -18,6 +18,7 @@ compute-bound and far slower on a CPU.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import tempfile
@@ -31,8 +32,15 @@ import torch  # noqa: E402
 from mmreward import load_reward, media  # noqa: E402
 from mmreward.rewards.registry import find_preset, list_rewards  # noqa: E402
 from mmreward.testing import sample_images, tiny_reward_preset, tiny_vlm_preset  # noqa: E402
+from mmreward.tiny_models import tiny_vlm_backbone  # noqa: E402
 
 PROMPT = 'a shop window with a sign that says "open late"'
+# Soft-TIFA's atoms for PROMPT (our wording, in GenEval 2's data layout): three questions per image.
+PROMPT_ATOMS = [
+    ["Is there a shop window in the image?", "Yes"],
+    ["How many signs are in the image?", "one"],
+    ["Does the sign say open late?", "Yes"],
+]
 KIT_TYPES = {
     "clip-score",
     "hpsv2",
@@ -63,6 +71,11 @@ def build(name: str, root: Path, batch_size: int):
         return None
     if preset.type in KIT_TYPES:
         path = tiny_reward_preset(name, root)
+    elif preset.type == "soft-tifa":
+        data = root / "geneval2_data.jsonl"
+        data.write_text(json.dumps({"prompt": PROMPT, "vqa_list": PROMPT_ATOMS}) + "\n")
+        weights = tiny_vlm_backbone(root / "qwen3_vl-base", "qwen3_vl")
+        return load_reward(name, weights=str(weights), data=str(data), batch_size=batch_size)
     elif name in VLM_FAMILY:
         path = tiny_vlm_preset(name, root, backbone=VLM_FAMILY[name])
     else:
