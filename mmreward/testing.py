@@ -260,6 +260,13 @@ def _tiny_image_reward(directory: Path, vision_width: int = 64, text_width: int 
         state[f"blip.visual_encoder.{key}"] = value
     state.update({f"blip.text_encoder.{k}": v for k, v in text.state_dict().items()})
     state.update({f"mlp.{k}": v for k, v in AestheticHead(text_width).state_dict().items()})
+    # BLIP's initialization (std 0.02) leaves the tiny model nearly blind to the image (scores within ~1e-3,
+    # pixel gradients ~1e-11); unit-gain matrices make the score depend on the image.
+    generator = torch.Generator().manual_seed(1)
+    for key, value in state.items():
+        if value.ndim == 2 and "embeddings" not in key:
+            bound = (3 / value.shape[1]) ** 0.5
+            state[key] = (torch.rand(value.shape, generator=generator) * 2 - 1) * bound
     torch.save(state, directory / "ImageReward.pt")
 
 
