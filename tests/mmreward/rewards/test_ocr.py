@@ -9,6 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from mmreward import testing
+from mmreward.errors import ConfigError
 from mmreward.rewards.ocr import levenshtein, ocr_text_reward, quoted_text
 
 
@@ -117,3 +118,13 @@ def test_prompts_without_quoted_text_fail_alone_and_batching_does_not_matter(rew
     assert torch.isnan(out.scores[1:3]).all()
     one_by_one = testing.tiny_clip_reward("ocr", tiny_root, batch_size=1)
     torch.testing.assert_close(one_by_one.score(prompts, photos).scores, out.scores, equal_nan=True)
+
+
+def test_max_new_tokens_bounds_the_reading_and_is_validated(reward, tiny_root, sample_images):
+    frames = [reward.prepare(reward.load_media(p)) for p in sample_images[:2]]
+    full = reward.read(frames)
+    short = testing.tiny_clip_reward("ocr", tiny_root, max_new_tokens=3).read(frames)
+    assert all(len(reward.processor.tokenizer(s, add_special_tokens=False).input_ids) <= 3 for s in short)
+    assert all(f.startswith(s) for f, s in zip(full, short, strict=True)) and short != full  # greedy prefixes
+    with pytest.raises(ConfigError, match="max_new_tokens must be >= 1, got 0"):
+        testing.tiny_clip_reward("ocr", tiny_root, max_new_tokens=0)
