@@ -31,11 +31,12 @@ from typing import Literal
 
 import torch
 
+from mmreward import media as media_io
 from mmreward.errors import ConfigError
 from mmreward.hub import resolve_dir
 from mmreward.media import to_uint8_array
-from mmreward.rewards.base import RewardOutput
-from mmreward.rewards.framewise import FramewiseReward, aggregate_frames
+from mmreward.rewards.base import RewardModel, RewardOutput
+from mmreward.rewards.framewise import aggregate_frames
 
 Aggregate = Literal["gm", "am"]
 QUESTION_SUFFIX = " Answer in one word."
@@ -116,9 +117,10 @@ def read_geneval2(path: str | Path) -> dict[str, list[tuple[str, str]]]:
     return table
 
 
-class SoftTifaReward(FramewiseReward):
+class SoftTifaReward(RewardModel):
     """Soft-TIFA of each image for its GenEval 2 prompt (``dims``: both ``am`` and ``gm``; the score is
-    ``aggregate``'s). Videos are scored frame by frame and averaged.
+    ``aggregate``'s). A video is ``video_num_frames`` frames (or frames at ``video_fps``), each scored as an
+    image; an item's scores are the means over its frames.
 
     Args:
         weights: hub id or local directory of the VQA model (``Qwen/Qwen3-VL-8B-Instruct``, the paper's).
@@ -156,8 +158,11 @@ class SoftTifaReward(FramewiseReward):
         self.model.to(self.device).eval().requires_grad_(False)
         self.weights_id = weights
 
-    def prepare_images(self, images: torch.Tensor) -> torch.Tensor:
-        return torch.from_numpy(to_uint8_array(images)).permute(0, 3, 1, 2)  # (N, 3, H, W) uint8, as decoded
+    def prepare(self, media: torch.Tensor) -> torch.Tensor:
+        if media.ndim == 4 and self.video_num_frames is not None:  # video (T, 3, H, W): the sampled frames
+            media = media_io.select_frames(media, self.video_num_frames)
+        frames = media if media.ndim == 4 else media.unsqueeze(0)
+        return torch.from_numpy(to_uint8_array(frames)).permute(0, 3, 1, 2)  # (T, 3, H, W) uint8, as decoded
 
     def atom_scores(self, images: list[torch.Tensor], vqa: list[list[tuple[str, str]]]) -> list[list[float]]:
         """Each image's soft score for each of its (question, answer) atoms."""
@@ -198,28 +203,14 @@ class SoftTifaReward(FramewiseReward):
             out[n].append(p)
         return out
 
-    def score_images(self, prompts: list[str], frames: list[torch.Tensor]) -> torch.Tensor:
-        atoms = self.atom_scores(frames, [self.questions[p] for p in prompts])
-        return torch.tensor([combine(s, self.aggregate) for s in atoms])
-
     def score_prepared(self, prompts: list[str], inputs: list[torch.Tensor]) -> tuple[torch.Tensor, dict]:
         # Every frame of every item in one pass of atom scores; each aggregate is then combined per frame and
-        # averaged over an item's frames like the score.
-        frames: list[torch.Tensor] = []
-        owners: list[int] = []
-        for i, item in enumerate(inputs):
-            parts = [item] if item.ndim == self.prepared_image_ndim else list(item.unbind(0))
-            frames.extend(parts)
-            owners.extend([i] * len(parts))
-        atoms = self.atom_scores(frames, [self.questions[prompts[i]] for i in owners])
-        index = torch.tensor(owners)
+        # averaged over an item's frames.
+        frames = [frame for item in inputs for frame in item.unbind(0)]
+        owners = torch.tensor([i for i, item in enumerate(inputs) for _ in range(item.shape[0])])
+        atoms = self.atom_scores(frames, [self.questions[prompts[i]] for i in owners.tolist()])
         dims = {
-            name: aggregate_frames(
-                torch.tensor([combine(s, name) for s in atoms], dtype=torch.float64).float(),
-                index,
-                len(inputs),
-                self.video_aggregation,
-            )
+            name: aggregate_frames(torch.tensor([combine(s, name) for s in atoms]), owners, len(inputs), "mean")
             for name in self.dims
         }
         return dims[self.aggregate].clone(), dims

@@ -50,6 +50,22 @@ def test_means_by_hand():
     assert soft_score(probs, [2, 2, 0]) == pytest.approx(1.5)  # a token listed twice counts twice
     with pytest.raises(ValueError, match="'gm' or 'am'"):
         combine([0.5], "median")
+    with pytest.raises(ValueError, match="^a prompt needs at least one atom to be scored$"):
+        combine([], "am")
+    with pytest.raises(ValueError, match="^no prompts to average$"):
+        benchmark_score([], "gm")
+
+
+def test_the_question_file_skips_blank_lines_and_refuses_an_empty_one(tmp_path):
+    from mmreward.rewards.soft_tifa import read_geneval2
+
+    file = tmp_path / "data.jsonl"
+    file.write_text("\n" + json.dumps(DATA[0]) + "\n\n" + json.dumps(DATA[1]) + "\n")
+    table = read_geneval2(file)
+    assert table == {row["prompt"]: [tuple(pair) for pair in row["vqa_list"]] for row in DATA}
+    file.write_text("\n \n")
+    with pytest.raises(ConfigError, match="holds no prompts"):
+        read_geneval2(file)
 
 
 @pytest.fixture(scope="module")
@@ -103,6 +119,17 @@ def test_batched_scores_match_one_question_at_a_time(setup, sample_images):
         out.dims["gm"], torch.tensor([combine(s, "gm") for s in expected]), rtol=1e-4, atol=1e-7
     )
     torch.testing.assert_close(out.scores, out.dims["gm"])  # the preset's aggregate
+
+
+def test_a_video_scores_the_mean_of_its_frames(setup, sample_videos):
+    reward, _ = setup
+    frames, _ = mmreward.media.load_video(sample_videos["carphone_pristine"], num_frames=2)
+    frames = torch.nn.functional.interpolate(frames, size=(56, 84), mode="area")
+    video = reward.score([DATA[0]["prompt"]], [frames])
+    each = reward.score([DATA[0]["prompt"]] * 2, list(frames))
+    for name in ("am", "gm"):
+        torch.testing.assert_close(video.dims[name], each.dims[name].mean().view(1), rtol=1e-5, atol=1e-8)
+    assert each.dims["am"][0] != each.dims["am"][1]  # the frames differ, so the mean is not one frame's score
 
 
 def test_prompts_outside_the_data_fail_alone(setup, sample_images):
