@@ -26,7 +26,7 @@ import yaml
 
 from mmreward.errors import MMRewardError
 from mmreward.rewards.framewise import FramewiseReward
-from mmreward.tiny_models import scratch_dir, tiny_clip_tokenizer, tiny_vlm_backbone
+from mmreward.tiny_models import _TOKEN_CHARS, scratch_dir, tiny_clip_tokenizer, tiny_vlm_backbone
 
 # ------------------------------------------------------------------------------------------------ sample media
 
@@ -138,13 +138,146 @@ def _open_clip_weights(directory: Path, architecture: str) -> tuple[str, Path]:
     return str(model_arg), checkpoint
 
 
+def _tiny_trocr(directory: Path) -> None:
+    """Save a tiny TrOCR (ViT encoder, TrOCR decoder) with a character-level RoBERTa tokenizer and its processor."""
+    from transformers import (
+        RobertaTokenizer,
+        TrOCRConfig,
+        TrOCRProcessor,
+        VisionEncoderDecoderConfig,
+        VisionEncoderDecoderModel,
+        ViTConfig,
+        ViTImageProcessor,
+    )
+
+    directory.mkdir(parents=True, exist_ok=True)
+    vocab = {"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3}
+    for prefix in ("", "\u0120"):  # byte-level BPE marks a preceding space with U+0120
+        for char in _TOKEN_CHARS + _TOKEN_CHARS.upper()[:26]:
+            vocab.setdefault(prefix + char, len(vocab))
+    (directory / "vocab.json").write_text(json.dumps(vocab))
+    (directory / "merges.txt").write_text("#version: 0.2\n")
+    tokenizer = RobertaTokenizer(str(directory / "vocab.json"), str(directory / "merges.txt"))
+    encoder = ViTConfig(
+        hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64, image_size=32, patch_size=8
+    )
+    decoder = TrOCRConfig(
+        vocab_size=len(vocab),
+        d_model=32,
+        decoder_layers=2,
+        decoder_attention_heads=2,
+        decoder_ffn_dim=64,
+        max_position_embeddings=128,
+        pad_token_id=1,
+        bos_token_id=0,
+        eos_token_id=2,
+        decoder_start_token_id=2,
+        tie_word_embeddings=False,
+    )
+    config = VisionEncoderDecoderConfig.from_encoder_decoder_configs(encoder, decoder)
+    config.decoder_start_token_id, config.pad_token_id, config.eos_token_id = 2, 1, 2
+    torch.manual_seed(0)
+    model = VisionEncoderDecoderModel(config=config)
+    # The default initialization (std 0.02) reads the same empty text in every image; unit-gain matrices make the
+    # tiny reader's text depend on the image and run for several tokens.
+    with torch.no_grad():
+        for parameter in model.parameters():
+            if parameter.ndim == 2:
+                parameter.uniform_(-((3 / parameter.shape[1]) ** 0.5), (3 / parameter.shape[1]) ** 0.5)
+    model.generation_config.decoder_start_token_id = 2
+    model.generation_config.pad_token_id = 1
+    model.generation_config.eos_token_id = 2
+    model.save_pretrained(directory)
+    image_processor = ViTImageProcessor(size={"height": 32, "width": 32}, image_mean=[0.5] * 3, image_std=[0.5] * 3)
+    TrOCRProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(directory)
+
+
+# BLIP's ViT key names (as in ImageReward.pt) from transformers' BlipVisionModel names.
+_BLIP_VIT_NAMES = (
+    (r"^embeddings\.class_embedding$", "cls_token"),
+    (r"^embeddings\.position_embedding$", "pos_embed"),
+    (r"^embeddings\.patch_embedding\.", "patch_embed.proj."),
+    (r"^encoder\.layers\.(\d+)\.layer_norm1\.", r"blocks.\1.norm1."),
+    (r"^encoder\.layers\.(\d+)\.layer_norm2\.", r"blocks.\1.norm2."),
+    (r"^encoder\.layers\.(\d+)\.self_attn\.qkv\.", r"blocks.\1.attn.qkv."),
+    (r"^encoder\.layers\.(\d+)\.self_attn\.projection\.", r"blocks.\1.attn.proj."),
+    (r"^encoder\.layers\.(\d+)\.mlp\.", r"blocks.\1.mlp."),
+    (r"^post_layernorm\.", "norm."),
+)
+
+
+def _tiny_image_reward(directory: Path, vision_width: int = 64, text_width: int = 32) -> None:
+    """Save a tiny ImageReward in the released layout: ImageReward.pt, med_config.json and a BERT tokenizer/."""
+    import re
+
+    from transformers import BertTokenizer, BlipTextConfig, BlipTextModel, BlipVisionConfig, BlipVisionModel
+
+    from mmreward.rewards.hf_clip_rewards import AestheticHead
+
+    tokenizer_dir = directory / "tokenizer"
+    tokenizer_dir.mkdir(parents=True, exist_ok=True)
+    chars = _TOKEN_CHARS
+    words = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *chars, *(f"##{c}" for c in chars)]
+    (tokenizer_dir / "vocab.txt").write_text("\n".join(words) + "\n")
+    BertTokenizer(str(tokenizer_dir / "vocab.txt")).save_pretrained(tokenizer_dir)
+    med = {
+        "hidden_size": text_width,
+        "intermediate_size": 2 * text_width,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 2,
+        "max_position_embeddings": 40,
+        "hidden_act": "gelu",
+        "layer_norm_eps": 1e-12,
+        "pad_token_id": 0,
+        "vocab_size": len(words) + 2,  # with BLIP's [DEC] and [ENC]
+        "encoder_width": vision_width,
+        "add_cross_attention": True,
+    }
+    (directory / "med_config.json").write_text(json.dumps(med, indent=2))
+    torch.manual_seed(0)
+    vision = BlipVisionModel(
+        BlipVisionConfig(
+            hidden_size=vision_width,
+            intermediate_size=2 * vision_width,
+            num_hidden_layers=2,
+            num_attention_heads=vision_width // 64,
+            image_size=224,
+            patch_size=16,
+            layer_norm_eps=1e-6,
+        )
+    )
+    text_config = {k: v for k, v in med.items() if k not in ("encoder_width", "add_cross_attention")}
+    text = BlipTextModel(
+        BlipTextConfig(**text_config, encoder_hidden_size=vision_width, bos_token_id=None, sep_token_id=None),
+        add_pooling_layer=False,
+    )
+    state: dict[str, torch.Tensor] = {}
+    for key, value in vision.state_dict().items():
+        for pattern, replacement in _BLIP_VIT_NAMES:
+            key, count = re.subn(pattern, replacement, key)
+            if count:
+                break
+        state[f"blip.visual_encoder.{key}"] = value
+    state.update({f"blip.text_encoder.{k}": v for k, v in text.state_dict().items()})
+    state.update({f"mlp.{k}": v for k, v in AestheticHead(text_width).state_dict().items()})
+    # BLIP's initialization (std 0.02) leaves the tiny model nearly blind to the image (scores within ~1e-3,
+    # pixel gradients ~1e-11); unit-gain matrices make the score depend on the image.
+    generator = torch.Generator().manual_seed(1)
+    for key, value in state.items():
+        if value.ndim == 2 and "embeddings" not in key:
+            bound = (3 / value.shape[1]) ** 0.5
+            state[key] = (torch.rand(value.shape, generator=generator) * 2 - 1) * bound
+    torch.save(state, directory / "ImageReward.pt")
+
+
 def tiny_reward_preset(name: str, root: str | Path, *, architecture: str = "tiny") -> Path:
     """Write random weights for reward preset ``name`` under ``root`` and a preset YAML that points at them.
 
     The YAML loads with ``load_reward(path)`` and with ``mmreward score --reward path``, through the same
     loading code as the released weights. Supported: ``clip-score``, ``hpsv2``, ``hpsv2.1``, ``pickscore``,
-    ``laion-aesthetic``, and the weight-free presets (returned as they are). ``architecture`` (open_clip rewards
-    only): ``"tiny"`` or a real open_clip architecture such as ``"ViT-B-32"`` for speed measurements.
+    ``laion-aesthetic``, ``imagereward``, ``ocr``, and the weight-free presets (returned as they are).
+    ``architecture`` (open_clip rewards only): ``"tiny"`` or a real open_clip architecture such as ``"ViT-B-32"``
+    for speed measurements.
     """
     from mmreward.rewards.registry import PRESET_DIR, find_preset
 
@@ -182,6 +315,12 @@ def tiny_reward_preset(name: str, root: str | Path, *, architecture: str = "tiny
         torch.manual_seed(0)
         torch.save(AestheticHead(embed_dim=16).state_dict(), directory / "aesthetic-model.pth")
         kwargs = {"weights": str(directory), "filename": "aesthetic-model.pth", "clip": str(directory / "clip")}
+    elif preset.type == "imagereward":
+        _tiny_image_reward(directory)
+        kwargs = {"weights": str(directory), "tokenizer": str(directory / "tokenizer")}
+    elif preset.type == "ocr":
+        _tiny_trocr(directory / "trocr")
+        kwargs = {"weights": str(directory / "trocr")}
     else:
         raise MMRewardError(f"no tiny builder for reward type {preset.type!r}")
     if "resize" in preset.kwargs:  # the preset's choice of resize path, so tests score as the preset does

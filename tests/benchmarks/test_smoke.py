@@ -60,6 +60,14 @@ ALGORITHM_ROWS = {  # label: (forward + backward, forward) over the 2 steps
 PLOTS = ("bench_algorithms", "bench_guidance")  # benchmarks that write a plot where --plot says
 SIGNED = r"[+-]\d+\.\d+"
 
+# bench_rewards.py prints one row per shipped preset, in the registry's order; served (remote) presets have no rate.
+REWARD_ROWS = [
+    rf"{re.escape(name)}\s+served\s+-\s+\(an OpenAI-compatible server's speed\)"
+    if name.endswith("-remote")
+    else rf"{re.escape(name)}\s+(pointwise|pairwise)\s+{NUMBER}\s+(items|pairs)/s"
+    for name in sorted(p.stem for p in (REPO / "configs" / "rewards").glob("*.yaml"))
+]
+
 # benchmark: lines its output must contain (full-line regexes, in order); the last one must be the last line.
 EXPECTED = {
     "bench_adv_grpo": [
@@ -141,6 +149,7 @@ EXPECTED = {
         rf"one-order speedup: {TIMES}",
         rf"speedup: {TIMES}",
     ],
+    "bench_rewards": REWARD_ROWS,
     "bench_score": [
         *(rf"\({k}\) [a-z +,-]+\s+{NUMBER}" for k in "abcd"),
         *(rf"{name}\s+{NUMBER}\s+{NUMBER}\s+{TIMES}" for name in ("bigbuckbunny", "carphone_pristine")),

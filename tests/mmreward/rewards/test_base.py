@@ -21,11 +21,15 @@ from mmreward.testing import tiny_clip_reward
 # pairwise judges have no absolute score, and remote ones need a server: tests/mmreward/rewards/vlm/ and
 # tests/mmreward/rewards/test_win_rate.py check their contract.
 _VLM_TYPES = {"vlm-head", "pairwise-judge", "cot-judge", "pointwise-judge", "checklist-judge"}
-REGISTERED = [n for n in mmreward.list_rewards() if find_preset(n).type not in _VLM_TYPES]
+# Soft-TIFA asks the questions its data file lists for a prompt, so it scores only those prompts:
+# tests/mmreward/rewards/test_soft_tifa.py checks it on a file of its own.
+_PROMPT_SET_TYPES = {"soft-tifa"}
+REGISTERED = [n for n in mmreward.list_rewards() if find_preset(n).type not in _VLM_TYPES | _PROMPT_SET_TYPES]
 # Rewards whose class declares score_pixels; only these get the gradient tests below (from the class, so that no
 # model is built to find out).
 DIFFERENTIABLE = [n for n in REGISTERED if find_preset(n).reward_class().differentiable]
-PROMPTS = ["an astronaut in a space suit", "a brick wall", "a grey cat on a sofa"]
+# Each names a text in double quotes, which the OCR reward looks for (the others read the prompt as it is).
+PROMPTS = ['an astronaut with a "NASA" badge', 'a brick wall with "EXIT" painted on it', 'a grey cat, "Tom"']
 
 
 def test_registry_lists_the_shipped_presets():
@@ -48,7 +52,7 @@ def reward(request, tiny_root):
 def test_scores_shape_dtype_and_failures(reward, sample_images, sample_videos, tmp_path):
     (tmp_path / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n broken")
     batch = [sample_images[0], tmp_path / "broken.png", sample_videos["carphone_pristine"], sample_images[1]]
-    out = reward.score(["a prompt"] * 4, batch)
+    out = reward.score(['a "prompt"'] * 4, batch)
     assert out.scores.shape == (4,) and out.scores.dtype == torch.float32
     assert out.failed.tolist() == [False, True, False, False]
     assert math.isnan(out.scores[1]) and torch.isfinite(out.scores[[0, 2, 3]]).all()
@@ -86,8 +90,8 @@ def test_compare_is_sigmoid_of_score_gap_and_antisymmetric(reward, sample_images
 
 def test_video_score_is_aggregate_of_its_frames(reward, sample_videos):
     frames, _ = media.load_video(sample_videos["carphone_distorted"], num_frames=reward.video_num_frames)
-    video_score = reward.score(["a man on the phone"], [frames]).scores
-    frame_scores = reward.score(["a man on the phone"] * len(frames), list(frames)).scores
+    video_score = reward.score(['a man on the phone, "hello"'], [frames]).scores
+    frame_scores = reward.score(['a man on the phone, "hello"'] * len(frames), list(frames)).scores
     torch.testing.assert_close(video_score, frame_scores.mean().view(1), rtol=1e-5, atol=1e-5)
 
 
@@ -114,7 +118,7 @@ def test_differentiable_rewards_give_useful_pixel_gradients(differentiable_rewar
     reward = differentiable_reward
     square = [media.load_image(p) for p in sample_images if p.suffix == ".png"]
     square = torch.stack([x for x in square if x.shape[-2:] == (512, 512)])
-    prompts = [PROMPTS[0]]
+    prompts = ["an astronaut in a space suit"]
     # CLIPScore is w * max(cos, 0): with random weights most cosines are negative, where the gradient is 0 by
     # definition. Take the photo with the highest score, which is off that clamp for this tiny model.
     pixels = square[reward.score(prompts * len(square), square).scores.argmax()].unsqueeze(0)

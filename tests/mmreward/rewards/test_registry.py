@@ -65,6 +65,7 @@ def test_jpeg_rewards_are_signed_sizes(sample_images):
         ("pickscore", "yuvalkirstain/PickScore_v1"),
         ("hpsv2.1", "xswu/HPSv2' (file 'HPS_v2.1_compressed.pt')"),
         ("laion-aesthetic", "openai/clip-vit-large-patch14"),
+        ("imagereward", "THUDM/ImageReward' (file 'ImageReward.pt')"),
         ("clip-score", "ViT-B-32/openai"),
     ],
 )
