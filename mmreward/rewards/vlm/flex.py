@@ -22,9 +22,15 @@ follows, and :func:`read_flex_answer` does the same for one judgment:
   order the categories appear (missing ones 1; an all-zero list falls back to the plain mean); without any category
   (or with ``dim_weight == 0``) ``p = o``. Defaults are Pref-GRPO's: all weights 1.
 
-Win rates over a group (:func:`mmreward.win_rate`) average ``p`` over each item's judgments, which is Pref-GRPO's
-reward whenever the judgments of a group name the same categories (it pools each category's wins over the group
-before weighting, which differs when the judge names different categories for different pairs).
+``compare`` reports ``p`` per pair. Win rates over a group (:func:`mmreward.win_rate`, ``score(..., groups=...)``,
+Pref-GRPO's pairwise mode) are pooled as Pref-GRPO pools them (:func:`flex_win_rates`): each item's overall win rate
+and its win rate in each category (over the judgments that named it) are weighted as above, so a judgment without
+categories counts for the overall rate only; Pref-GRPO rounds the two rates to 3 decimals first, mmreward does not.
+
+One difference is deliberate: Pref-GRPO's code replaces ``dim_weight`` by the last category weight whenever a group
+names a category (a reused variable name); mmreward applies ``dim_weight`` as given, and ``parsing=
+"reference-pref-grpo"`` restores the reference's behaviour (``FlexWeights.reference_dim_weight``). With the default
+weights (all 1) the two agree.
 
 ``parsing="robust"`` (default) fails a judgment whose answer holds no JSON object, whose JSON is not an object of
 the expected shape, or whose overall winner names neither or both candidates, with the reason; the other judgments
@@ -38,12 +44,14 @@ import json
 import math
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar, Literal
+
+import torch
 
 from mmreward.errors import ConfigError
 from mmreward.rewards.vlm.judge_base import JudgeBackend
-from mmreward.rewards.vlm.pairwise import Judgment, PairwiseJudge
+from mmreward.rewards.vlm.pairwise import Judgment, PairJudgment, PairwiseJudge
 from mmreward.rewards.vlm.parsing import AnswerParseError
 from mmreward.rewards.vlm.templates import TemplateSection
 
@@ -61,6 +69,10 @@ class FlexWeights:
     overall: float = 1.0
     dims: float = 1.0
     categories: tuple[float, ...] | None = None
+    # Pref-GRPO's code reuses the name of its dim weight as the loop variable over the category weights, so once a
+    # group names any category the dim weight it applies is the last category's weight, not DIM_WEIGHT. True
+    # reproduces that (parsing="reference-pref-grpo"); with the default weights (all 1) both agree.
+    reference_dim_weight: bool = False
 
     def __post_init__(self) -> None:
         for name, value in (("overall_weight", self.overall), ("dim_weight", self.dims)):
@@ -86,19 +98,20 @@ class FlexVerdict:
 
     Attributes:
         overall: the first candidate's overall outcome (1, 0, or 0.5 for no clear winner).
-        categories: ``{name: first candidate's outcome}`` for the counted categories, in the judge's order (a name
-            given twice holds the mean of its outcomes).
+        categories: ``(name, first candidate's outcome)`` for the counted categories, in the judge's order (a name
+            may occur twice; it is one category whose outcomes are pooled).
         preference: the first candidate's weighted preference ``p`` (see the module docstring).
     """
 
     overall: float
-    categories: dict[str, float] = field(default_factory=dict)
+    categories: list[tuple[str, float]] = field(default_factory=list)
     preference: float = 0.5
 
 
 def winner_share(text: str) -> float | None:
     """The first candidate's share of a winner field: 1.0 (``"Image 1"``), 0.0 (``"Video 2"``), None when it names
-    neither or both (``"Image 1/2"``, ``"tie"``)."""
+    neither or both (``"tie"``, ``"Image 1 and Image 2"``). As in Pref-GRPO, ``"Image 1/2"`` names the first: the
+    ``2`` is not preceded by a noun."""
     lowered = text.lower()
     first, second = _FIRST.search(lowered), _SECOND.search(lowered)
     if first and not second:
@@ -160,26 +173,98 @@ def read_flex_answer(
     raw = data.get("categories", [])
     if not isinstance(raw, list) or not all(isinstance(c, dict) for c in raw[:MAX_CATEGORIES]):
         raise AnswerParseError(f"'categories' must be a list of objects, got {json.dumps(raw)[:120]}")
-    outcomes: dict[str, list[float]] = {}
+    categories = []
     for category in raw[:MAX_CATEGORIES]:
-        name = str(category.get("name", "")).strip() or "category"
         share = winner_share(str(category.get("cat_winner", "")))
-        outcomes.setdefault(name, []).append(0.5 if share is None else share)
-    categories = {name: sum(v) / len(v) for name, v in outcomes.items()}
-    return FlexVerdict(overall=overall, categories=categories, preference=preference(overall, categories, weights))
+        categories.append((str(category.get("name", "")).strip() or "category", 0.5 if share is None else share))
+    pooled = pool_categories(categories)
+    return FlexVerdict(
+        overall=overall, categories=categories, preference=combine(overall, list(pooled.values()), weights)
+    )
 
 
-def preference(overall: float, categories: dict[str, float], weights: FlexWeights) -> float:
-    """``p`` of the module docstring from the first candidate's overall and per-category outcomes."""
-    if weights.dims <= 0 or not categories:
+def pool_categories(outcomes: Sequence[tuple[str, float]]) -> dict[str, float]:
+    """``{name: mean outcome}`` in order of first appearance."""
+    sums: dict[str, list[float]] = {}
+    for name, share in outcomes:
+        sums.setdefault(name, []).append(share)
+    return {name: sum(v) / len(v) for name, v in sums.items()}
+
+
+def combine(
+    overall: float,
+    rates: Sequence[float],
+    weights: FlexWeights,
+    positions: Sequence[int] | None = None,
+    named: int | None = None,
+) -> float:
+    """``p`` of the module docstring from an overall rate and category ``rates``; ``positions`` are the categories'
+    places in the weight list (default 0, 1, ...) and ``named`` how many categories the group names in all (default
+    ``len(rates)``), which decides the dim weight under ``FlexWeights.reference_dim_weight``."""
+    positions = list(range(len(rates)) if positions is None else positions)
+    named = len(rates) if named is None else named
+    w = weights.for_categories(max(positions + [named - 1]) + 1)
+    dim_weight = w[named - 1] if weights.reference_dim_weight and named > 0 else weights.dims
+    if dim_weight <= 0 or not rates:
         return overall
-    rates = list(categories.values())
-    w = weights.for_categories(len(rates))
-    if sum(w) > 0:
-        dim_mean = sum(r * x for r, x in zip(rates, w, strict=True)) / sum(w)
+    chosen = [w[k] for k in positions]
+    if sum(chosen) > 0:
+        dim_mean = sum(r * x for r, x in zip(rates, chosen, strict=True)) / sum(chosen)
     else:
         dim_mean = sum(rates) / len(rates)
-    return (weights.overall * overall + weights.dims * dim_mean) / (weights.overall + weights.dims)
+    return (weights.overall * overall + dim_weight * dim_mean) / (weights.overall + dim_weight)
+
+
+def flex_win_rates(judged: Sequence[PairJudgment], size: int, weights: FlexWeights) -> torch.Tensor:
+    """Pref-GRPO's Flex group reward, ``(size,)``, from Flex judgments of pairs of items ``0 .. size - 1``.
+
+    Per item: the overall win rate over its successful judgments, and per category name its win rate over the
+    judgments that named it; the category rates are weighted by the category's place in order of first appearance
+    within the item's group (items connected by judgments), and combined with the overall rate by :func:`combine`.
+    Failed judgments count nowhere; an item without a successful judgment is NaN.
+    """
+    parent = list(range(size))
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for pj in judged:
+        parent[root(pj.first)] = root(pj.second)
+    overall_wins, overall_counts = [0.0] * size, [0] * size
+    wins: list[dict[str, float]] = [{} for _ in range(size)]
+    counts: list[dict[str, int]] = [{} for _ in range(size)]
+    order: dict[int, list[str]] = {}  # group root -> category names in order of first appearance
+    for pj in judged:
+        if pj.judgment.failed:
+            continue
+        verdict = pj.judgment.verdict
+        for item, share in ((pj.first, verdict.overall), (pj.second, 1.0 - verdict.overall)):
+            overall_wins[item] += share
+            overall_counts[item] += 1
+        names = order.setdefault(root(pj.first), [])
+        for name, share in verdict.categories:
+            if name not in names:
+                names.append(name)
+            for item, item_share in ((pj.first, share), (pj.second, 1.0 - share)):
+                wins[item][name] = wins[item].get(name, 0.0) + item_share
+                counts[item][name] = counts[item].get(name, 0) + 1
+    rates = torch.full((size,), math.nan)
+    for item in range(size):
+        if not overall_counts[item]:
+            continue
+        names = [n for n in order.get(root(item), []) if counts[item].get(n)]
+        place = {n: k for k, n in enumerate(order.get(root(item), []))}
+        rates[item] = combine(
+            overall_wins[item] / overall_counts[item],
+            [wins[item][n] / counts[item][n] for n in names],
+            weights,
+            [place[n] for n in names],
+            len(place),
+        )
+    return rates
 
 
 class FlexJudge(PairwiseJudge):
@@ -215,6 +300,8 @@ class FlexJudge(PairwiseJudge):
             overall_weight, dim_weight, None if category_weights is None else tuple(category_weights)
         )
         super().__init__(backend, **options)
+        if self.parsing == "reference-pref-grpo":
+            self.weights = replace(self.weights, reference_dim_weight=True)
 
     def judgment_from_text(self, section: TemplateSection, text: str, truncated: bool) -> Judgment:
         try:
@@ -223,5 +310,16 @@ class FlexJudge(PairwiseJudge):
             return Judgment.failure(f"{err}{self.truncation_note(truncated)}", text)
         p = verdict.preference
         # Category outcomes as (first, second) "scores", which compare() turns into per-category preferences.
-        dims = {name: (share, 1.0 - share) for name, share in verdict.categories.items()}
-        return Judgment(probs=(p, 1.0 - p, 0.0), text=text, dims=dims)
+        dims = {name: (share, 1.0 - share) for name, share in pool_categories(verdict.categories).items()}
+        return FlexJudgment(probs=(p, 1.0 - p, 0.0), text=text, dims=dims, verdict=verdict)
+
+    def group_rates(self, judged: Sequence[PairJudgment], size: int) -> torch.Tensor:
+        """Win rates of a group pooled as Pref-GRPO pools them (:func:`flex_win_rates`), for ``win_rate``."""
+        return flex_win_rates(judged, size, self.weights)
+
+
+@dataclass
+class FlexJudgment(Judgment):
+    """A :class:`~mmreward.rewards.vlm.pairwise.Judgment` that keeps the Flex verdict it came from."""
+
+    verdict: FlexVerdict | None = None
