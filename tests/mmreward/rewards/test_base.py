@@ -20,7 +20,7 @@ from mmreward.testing import tiny_clip_reward
 # VLM rewards (reward heads, generative judges, remote judges) see a video as a whole rather than frame by frame,
 # pairwise judges have no absolute score, and remote ones need a server: tests/mmreward/rewards/vlm/ and
 # tests/mmreward/rewards/test_win_rate.py check their contract.
-_VLM_TYPES = {"vlm-head", "pairwise-judge", "cot-judge", "pointwise-judge", "checklist-judge"}
+_VLM_TYPES = {"vlm-head", "pairwise-judge", "cot-judge", "pointwise-judge", "checklist-judge", "flex-judge"}
 REGISTERED = [n for n in mmreward.list_rewards() if find_preset(n).type not in _VLM_TYPES]
 # Rewards whose class declares score_pixels; only these get the gradient tests below (from the class, so that no
 # model is built to find out).
