@@ -35,7 +35,8 @@ weights (all 1) the two agree.
 ``parsing="robust"`` (default) fails a judgment whose answer holds no JSON object, whose JSON is not an object of
 the expected shape, or whose overall winner names neither or both candidates, with the reason; the other judgments
 are unaffected. ``parsing="reference-pref-grpo"`` reads as Pref-GRPO: an unreadable answer or overall winner is half
-a win each (categories count only when the JSON parsed), so nothing fails for its text.
+a win each (categories count only when the JSON parsed); only JSON that Pref-GRPO's code cannot read either (it
+raises: a non-empty value that is not an object, ``categories`` that are not a list of objects) fails.
 """
 
 from __future__ import annotations
