@@ -193,3 +193,17 @@ def test_answers_the_reference_cannot_read_fail_in_both_readings(text):
     for parsing in ("robust", "reference-pref-grpo"):
         out = judge({(0, 1): text}, 0, parsing).compare(["a caption"], images(1), [images(2)[1]], orders="ab")
         assert bool(out.failed[0]) and out.rationales[0] == text
+
+
+def test_pref_grpo_reward_gives_the_references_group_rewards():
+    """Pref-GRPO's pairwise mode (WinRateGroupReward): two groups of one training step, each pooled on its own."""
+    from mmreward.alignment.group_rewards import WinRateGroupReward
+
+    group = GROUPS[3]
+    expected = GOLDEN["settings"][4]["groups"][3]["rewards"]
+    size = group["size"]
+    reward = WinRateGroupReward(judge(group_outputs(group), 4), orders="ab", weight=0.7)
+    out = reward.score(["a caption"] * 2 * size, images(size) * 2, groups=torch.tensor([0] * size + [1] * size))
+    assert not out.failed.any()
+    assert out.dims["win_rate"].tolist() == pytest.approx(expected * 2, abs=5e-4 + 1e-7)
+    assert out.scores.tolist() == pytest.approx([0.7 * r for r in expected * 2], abs=4e-4)
