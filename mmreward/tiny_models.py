@@ -72,6 +72,9 @@ _QWEN_SPLIT = (
 VLM_FAMILIES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl")
 
 
+_NOT_IN_TOKENIZER_CORPUS = ("unifiedreward-flex",)
+
+
 def _tiny_vlm_tokenizer():
     """A byte-level BPE tokenizer with Qwen's special tokens and pre-tokenizer, trained on the shipped templates
     (so template prompts stay short) plus verdicts, score lines and answer tags."""
@@ -80,9 +83,10 @@ def _tiny_vlm_tokenizer():
 
     from mmreward.rewards.vlm.templates import TEMPLATE_DIR
 
-    # Checklist templates are left out: the merges (and with them the fine-tuned tiny judges of other tests) stay
-    # what they were before checklist judges existed; checklist prompts are just a few tokens longer.
-    texts = [p.read_text(encoding="utf-8") for p in sorted(TEMPLATE_DIR.glob("*.yaml"))]
+    # Checklist and later templates are left out: the merges (and with them the fine-tuned tiny judges of other
+    # tests) stay what they were before those judges existed; their prompts are just a few tokens longer.
+    paths = [p for p in sorted(TEMPLATE_DIR.glob("*.yaml")) if p.stem not in _NOT_IN_TOKENIZER_CORPUS]
+    texts = [p.read_text(encoding="utf-8") for p in paths]
     corpus = [text for text in texts if not re.search(r"^kind:\s*checklist\b", text, re.MULTILINE)]
     corpus += [
         "Image 1 is better. Image 2 is better. Both images are equally good. Video 1 is better. Video 2 is better.",

@@ -41,6 +41,7 @@ REWARD_TYPES: dict[str, str] = {
     # Judges: a task class; the preset's `backend:` names the model behind it (local or chat).
     "pairwise-judge": "mmreward.rewards.vlm.pairwise:PairwiseJudge",
     "cot-judge": "mmreward.rewards.vlm.pairwise:ChainOfThoughtJudge",
+    "flex-judge": "mmreward.rewards.vlm.flex:FlexJudge",
     "pointwise-judge": "mmreward.rewards.vlm.pointwise:PointwiseJudge",
     "checklist-judge": "mmreward.rewards.vlm.checklist:ChecklistJudge",
 }

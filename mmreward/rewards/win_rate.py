@@ -11,7 +11,8 @@ answer, prompt too long, unreadable media) are left out of both items' denominat
 counted as ties. Pref-GRPO judges each pair once in index order; judging both orders cancels the judge's
 position bias (UnifiedReward issue #83).
 
-Works with any judge: pairwise judges exposing ``judge_pairs`` (local and remote VLM judges: every distinct
+A judge with ``group_rates`` (UnifiedReward-Flex) pools its judgments into win rates itself, as its reference
+does. Works with any judge: pairwise judges exposing ``judge_pairs`` (local and remote VLM judges: every distinct
 image is encoded once for the whole group and all judgments run in as few batches as ``batch_size`` allows),
 any other object with ``compare``, and pointwise rewards (scored once, then ``sigmoid`` of score gaps).
 """
@@ -131,6 +132,10 @@ def _win_rates(
         if orders == "both" and bool(ok.any()):
             consistency = float(out.consistent[ok].float().mean())
     rates = torch.where(counts > 0, wins / counts.clamp(min=1), torch.full_like(wins, math.nan)).float()
+    if hasattr(judge, "group_rates") and hasattr(judge, "judge_pairs"):
+        # Judges whose reference pools a group otherwise (UnifiedReward-Flex: per-category win rates, then weighted).
+        rates = judge.group_rates(judged, size).float()
+        wins = torch.nan_to_num(rates.double()) * counts
     return WinRates(rates, wins.float(), counts.float(), len(errors), errors, consistency)
 
 
