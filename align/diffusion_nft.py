@@ -69,10 +69,12 @@ from mmreward.alignment.monitor import (
 )
 from mmreward.alignment.nft import (
     OLD_DECAY_PRESETS,
+    FrozenOldPolicy,
     OldPolicy,
     check_decay,
     group_optimality,
     level_loss,
+    old_policy,
     old_policy_decay,
     training_step_indices,
 )
@@ -84,8 +86,8 @@ from mmreward.rewards.mix import RewardMix
 from mmreward.rewards.registry import load_reward
 from mmreward.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from mmreward.train.config import parse_config, require_positive
-from mmreward.train.policy import LoraPolicy, encode_prompts_once, load_lora_policy
-from mmreward.train.run import clock, data_checked, finish_lora_run, open_run, require_steps, start_processes
+from mmreward.train.policy import Policy, encode_prompts_once, load_policy
+from mmreward.train.run import clock, data_checked, finish_policy_run, open_run, require_steps, start_processes
 from mmreward.train.sections import FlowModelConfig, LoraConfig, PromptDataConfig, TrainConfig, check_media_kind
 
 # ----------------------------------------------------------------------------------------------------- config
@@ -209,8 +211,8 @@ def trained_levels(cfg: DiffusionNFTConfig) -> int:
 
 def nft_update(
     cfg: DiffusionNFTConfig,
-    policy: LoraPolicy,
-    old: OldPolicy,
+    policy: Policy,
+    old: OldPolicy | FrozenOldPolicy,
     batch: GroupBatch,
     r: torch.Tensor,
     keep: torch.Tensor,
@@ -302,7 +304,7 @@ def nft_update(
 
 
 def main(cfg: DiffusionNFTConfig) -> Path | None:
-    """Train; returns the adapter's folder, or None for ``train.max_steps 0`` (the data is read, nothing else)."""
+    """Train; returns the exported folder (``lora/`` or ``transformer/``), or None for ``train.max_steps 0`` (the data is read, nothing else)."""
     train, rollout_cfg, eval_cfg, loss_cfg = cfg.train, cfg.rollout, cfg.eval, cfg.loss
     accelerator = start_processes(cfg, "diffusion_nft")
     rank, world, device = accelerator.process_index, accelerator.num_processes, accelerator.device
@@ -336,22 +338,26 @@ def main(cfg: DiffusionNFTConfig) -> Path | None:
         eval_rewards = reward.mix if eval_weights == cfg.reward.rewards else RewardMix(eval_weights, device=device)
     features = load_diversity_features(eval_cfg, device)
 
-    # -- model, adapter, old policy (a snapshot of the adapter), optimizer
-    policy = load_lora_policy(cfg, accelerator, optimizer_steps=train.optimizer_steps())
+    # -- model, adapter or full weights, old policy (a snapshot of the adapter, or a frozen copy of the full weights
+    # sharded like them), base model (full fine-tuning: a frozen copy, only for the KL term or base-model samples)
+    needs_reference = loss_cfg.kl_beta > 0 or bool(eval_cfg.every)
+    policy = load_policy(
+        cfg, accelerator, optimizer_steps=train.optimizer_steps(), needs_reference=needs_reference, frozen_copy=True
+    )
     encode_prompts_once(
         policy.model, {*prompts, *eval_prompts, rollout_cfg.negative_prompt}, cfg.model.prompt_cache_size
     )
     model, guard = policy.model, policy.guard
-    old = OldPolicy(policy.unwrapped)
+    old = old_policy(policy)
     size = cfg.model.sample_size()
     steps_per_iteration = train.updates_per_step * train.inner_epochs
 
     # -- resume
     step, failed_total = 0, 0
-    states = {**policy.states(), "old_policy": old}
+    extras = {"old_policy": old}  # shaped like the trained weights: sharded with them under FSDP2
     checkpoint = latest_checkpoint(output / "checkpoints") if train.resume else None
     if checkpoint is not None:
-        state = load_checkpoint(checkpoint, modules={"transformer": policy.unwrapped}, states=states, rank=rank)
+        state = load_checkpoint(checkpoint, **policy.checkpoint_args(extras), rank=rank)
         step, failed_total, guard.skipped = state["step"], state["failed_total"], state["nonfinite_skipped"]
 
     # -- held-out evaluation: ODE samples from fixed seeds, scored, compared with the base model's, saved as a grid
@@ -453,15 +459,14 @@ def main(cfg: DiffusionNFTConfig) -> Path | None:
             save_checkpoint(
                 output / "checkpoints",
                 step,
-                modules={"transformer": policy.unwrapped},
-                states=states,
+                **policy.trained_state(extras),
                 extra={"failed_total": failed_total, "nonfinite_skipped": guard.skipped},
                 keep_last=train.keep_checkpoints,
                 rank=rank,
                 barrier=accelerator.wait_for_everyone,
             )
 
-    return finish_lora_run(run, policy)
+    return finish_policy_run(run, policy)
 
 
 if __name__ == "__main__":
