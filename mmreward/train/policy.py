@@ -258,7 +258,14 @@ def load_policy(
     guard = NonFiniteGuard(train.max_nonfinite_steps)
     step = PolicyOptimizer(params, optimizer, lr_scheduler, train.max_grad_norm, guard, ema, sharded=sharded)
     return Policy(
-        model, unwrapped, transformer, reference, step, train_mode=cfg.model.train, sharding=sharding, frozen_copy=second
+        model,
+        unwrapped,
+        transformer,
+        reference,
+        step,
+        train_mode=cfg.model.train,
+        sharding=sharding,
+        frozen_copy=second,
     )
 
 
