@@ -75,8 +75,8 @@ from mmreward.flow.rollout import seeded
 from mmreward.rewards.mix import RewardMix
 from mmreward.train.checkpoint import latest_checkpoint, load_checkpoint, module_state, save_checkpoint
 from mmreward.train.config import parse_config, require_positive
-from mmreward.train.policy import encode_prompts_once, load_lora_policy
-from mmreward.train.run import clock, data_checked, finish_lora_run, open_run, require_steps, start_processes
+from mmreward.train.policy import encode_prompts_once, load_policy
+from mmreward.train.run import clock, data_checked, finish_policy_run, open_run, require_steps, start_processes
 from mmreward.train.sections import FlowModelConfig, LoraConfig, PromptDataConfig
 
 
@@ -185,7 +185,10 @@ def main(cfg: AdvGRPOConfig) -> Path | None:
 
     # -- policy
     policy_iterations = sum(iteration_plan(disc_cfg, i)[1] for i in range(train.max_steps))
-    policy = load_lora_policy(cfg, accelerator, optimizer_steps=train.optimizer_steps(policy_iterations))
+    needs_reference = cfg.loss.kl_beta > 0 or bool(eval_cfg.every)  # full fine-tuning: the base model's copy
+    policy = load_policy(
+        cfg, accelerator, optimizer_steps=train.optimizer_steps(policy_iterations), needs_reference=needs_reference
+    )
     encode_prompts_once(
         policy.model, {*prompts, *eval_prompts, rollout_cfg.negative_prompt}, cfg.model.prompt_cache_size
     )
@@ -193,11 +196,14 @@ def main(cfg: AdvGRPOConfig) -> Path | None:
 
     # -- resume
     step, failed_total = 0, 0
-    modules = {"transformer": policy.unwrapped, "discriminator": discriminator.trainable()}
-    states = {**policy.states(), "discriminator_optimizer": trainer}
+    # The policy's part (sharded under FSDP2), and the discriminator, the same on every process (its gradients are
+    # averaged over the processes), saved by the main process whatever the policy's sharding.
+    saved = policy.checkpoint_args()
+    saved["modules"] = {**saved["modules"], "discriminator": discriminator.trainable()}
+    saved["states"] = {**saved["states"], "discriminator_optimizer": trainer}
     checkpoint = latest_checkpoint(output / "checkpoints") if train.resume else None
     if checkpoint is not None:
-        state = load_checkpoint(checkpoint, modules=modules, states=states, rank=rank)
+        state = load_checkpoint(checkpoint, **saved, rank=rank)
         step, failed_total, policy.guard.skipped = state["step"], state["failed_total"], state["nonfinite_skipped"]
     first_step = step
 
@@ -322,8 +328,8 @@ def main(cfg: AdvGRPOConfig) -> Path | None:
             save_checkpoint(
                 output / "checkpoints",
                 step,
-                modules=modules,
-                states=states,
+                **saved,
+                trainable_only=policy.trainable_only,
                 extra={"failed_total": failed_total, "nonfinite_skipped": policy.guard.skipped},
                 keep_last=train.keep_checkpoints,
                 rank=rank,
@@ -333,7 +339,7 @@ def main(cfg: AdvGRPOConfig) -> Path | None:
     # -- the discriminator (the same on every process), then the adapter in the diffusers LoRA format
     if accelerator.is_main_process:
         save_file(module_state(discriminator.trainable()), str(output / "discriminator.safetensors"))
-    return finish_lora_run(run, policy)
+    return finish_policy_run(run, policy)
 
 
 if __name__ == "__main__":

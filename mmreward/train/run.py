@@ -42,7 +42,7 @@ def start_processes(cfg: Any, program: str) -> Accelerator:
 
 # Programs whose loop saves, resumes and exports through Policy.checkpoint_args / finish_policy_run, so that full
 # fine-tuning and FSDP2 shards are handled; the others save the adapter from the main process.
-SCALED_PROGRAMS = ("pref_grpo", "flow_dpo", "diffusion_nft")
+SCALED_PROGRAMS = ("pref_grpo", "flow_dpo", "diffusion_nft", "adv_grpo")
 
 
 def check_scale_support(cfg: Any, program: str, sharding: str) -> None:
