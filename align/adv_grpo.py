@@ -25,12 +25,20 @@ these samples). The discriminator scores a rollout before it trains on it, as in
 rollouts are never ones the discriminator was trained on. Random choices (references, patch tokens) come from
 generators seeded by (seed, step, process), so a resumed run continues bit for bit.
 
+``model.train: full`` and ``train.sharding: fsdp2`` (or ``configs/accelerate/fsdp.yaml``) work as in
+align/pref_grpo.py (``configs/tiny/adv_grpo_fsdp.yaml``): the policy, its KL reference (a frozen copy, only with
+``loss.kl_beta > 0`` or evaluation), gradients and optimizer sharded; the discriminator stays whole on every process
+(its gradients averaged over them) and is saved by the main process. With several processes each draws its own
+references and patch tokens, so a run depends on the process count (not on the sharding).
+
 Writes what align/pref_grpo.py writes (``metrics.jsonl``, evaluation grids, checkpoints, ``lora/``) plus
 ``disc/accuracy`` (fraction of (reference, sample) pairs the discriminator orders right, before its update),
 ``disc/reward_gap`` (mean reference score - mean sample score), ``disc/loss``, and at evaluation
 ``eval/reference_color_distance`` and ``eval/reference_similarity`` (cosine of the samples' backbone embeddings to
 the references' mean embedding). Checkpoints hold the LoRA adapter, the discriminator's trainable weights and its
-optimizer; the final discriminator is also saved as ``discriminator.safetensors``.
+optimizer (under FSDP2 the policy's part is sharded: ``checkpoints/step-*/sharded/``); the final discriminator is
+also saved as ``discriminator.safetensors``, and a full fine-tune's transformer in the diffusers model layout under
+``transformer/`` instead of ``lora/``.
 """
 
 from __future__ import annotations
@@ -147,7 +155,8 @@ class AdvGRPOConfig:
 
 
 def main(cfg: AdvGRPOConfig) -> Path | None:
-    """Train; returns the adapter's folder, or None for ``train.max_steps 0`` (the data is read, nothing else)."""
+    """Train; returns the exported folder (``lora/`` or ``transformer/``), or None for ``train.max_steps 0`` (the
+    data is read, nothing else)."""
     train, rollout_cfg, eval_cfg, disc_cfg = cfg.train, cfg.rollout, cfg.eval, cfg.discriminator
     # Reference images first: an empty or unreadable set fails before any model loads.
     reference_set = ReferenceSet.from_path(
