@@ -25,12 +25,20 @@ these samples). The discriminator scores a rollout before it trains on it, as in
 rollouts are never ones the discriminator was trained on. Random choices (references, patch tokens) come from
 generators seeded by (seed, step, process), so a resumed run continues bit for bit.
 
+``model.train: full`` and ``train.sharding: fsdp2`` (or ``configs/accelerate/fsdp.yaml``) work as in
+align/pref_grpo.py (``configs/tiny/adv_grpo_fsdp.yaml``): the policy, its KL reference (a frozen copy, only with
+``loss.kl_beta > 0`` or evaluation), gradients and optimizer sharded; the discriminator stays whole on every process
+(its gradients averaged over them) and is saved by the main process. With several processes each draws its own
+references and patch tokens, so a run depends on the process count (not on the sharding).
+
 Writes what align/pref_grpo.py writes (``metrics.jsonl``, evaluation grids, checkpoints, ``lora/``) plus
 ``disc/accuracy`` (fraction of (reference, sample) pairs the discriminator orders right, before its update),
 ``disc/reward_gap`` (mean reference score - mean sample score), ``disc/loss``, and at evaluation
 ``eval/reference_color_distance`` and ``eval/reference_similarity`` (cosine of the samples' backbone embeddings to
 the references' mean embedding). Checkpoints hold the LoRA adapter, the discriminator's trainable weights and its
-optimizer; the final discriminator is also saved as ``discriminator.safetensors``.
+optimizer (under FSDP2 the policy's part is sharded: ``checkpoints/step-*/sharded/``); the final discriminator is
+also saved as ``discriminator.safetensors``, and a full fine-tune's transformer in the diffusers model layout under
+``transformer/`` instead of ``lora/``.
 """
 
 from __future__ import annotations
@@ -76,8 +84,8 @@ from mmreward.flow.rollout import seeded
 from mmreward.rewards.mix import RewardMix
 from mmreward.train.checkpoint import latest_checkpoint, load_checkpoint, module_state, save_checkpoint
 from mmreward.train.config import parse_config, require_positive
-from mmreward.train.policy import encode_prompts_once, load_lora_policy
-from mmreward.train.run import clock, data_checked, finish_lora_run, open_run, require_steps, start_processes
+from mmreward.train.policy import encode_prompts_once, load_policy
+from mmreward.train.run import clock, data_checked, finish_policy_run, open_run, require_steps, start_processes
 from mmreward.train.sections import FlowModelConfig, LoraConfig, PromptDataConfig
 
 
@@ -153,7 +161,8 @@ class AdvGRPOConfig:
 
 
 def main(cfg: AdvGRPOConfig) -> Path | None:
-    """Train; returns the adapter's folder, or None for ``train.max_steps 0`` (the data is read, nothing else)."""
+    """Train; returns the exported folder (``lora/`` or ``transformer/``), or None for ``train.max_steps 0`` (the
+    data is read, nothing else)."""
     train, rollout_cfg, eval_cfg, disc_cfg = cfg.train, cfg.rollout, cfg.eval, cfg.discriminator
     # Reference images first: an empty or unreadable set fails before any model loads.
     reference_set = ReferenceSet.from_path(
@@ -191,7 +200,10 @@ def main(cfg: AdvGRPOConfig) -> Path | None:
 
     # -- policy
     policy_iterations = sum(iteration_plan(disc_cfg, i)[1] for i in range(train.max_steps))
-    policy = load_lora_policy(cfg, accelerator, optimizer_steps=train.optimizer_steps(policy_iterations))
+    needs_reference = cfg.loss.kl_beta > 0 or bool(eval_cfg.every)  # full fine-tuning: the base model's copy
+    policy = load_policy(
+        cfg, accelerator, optimizer_steps=train.optimizer_steps(policy_iterations), needs_reference=needs_reference
+    )
     encode_prompts_once(
         policy.model, {*prompts, *eval_prompts, rollout_cfg.negative_prompt}, cfg.model.prompt_cache_size
     )
@@ -199,11 +211,14 @@ def main(cfg: AdvGRPOConfig) -> Path | None:
 
     # -- resume
     step, failed_total = 0, 0
-    modules = {"transformer": policy.unwrapped, "discriminator": discriminator.trainable()}
-    states = {**policy.states(), "discriminator_optimizer": trainer}
+    # The policy's part (sharded under FSDP2), and the discriminator, the same on every process (its gradients are
+    # averaged over the processes), saved by the main process whatever the policy's sharding.
+    saved = policy.checkpoint_args()
+    saved["modules"] = {**saved["modules"], "discriminator": discriminator.trainable()}
+    saved["states"] = {**saved["states"], "discriminator_optimizer": trainer}
     checkpoint = latest_checkpoint(output / "checkpoints") if train.resume else None
     if checkpoint is not None:
-        state = load_checkpoint(checkpoint, modules=modules, states=states, rank=rank)
+        state = load_checkpoint(checkpoint, **saved, rank=rank)
         step, failed_total, policy.guard.skipped = state["step"], state["failed_total"], state["nonfinite_skipped"]
     first_step = step
 
@@ -329,8 +344,8 @@ def main(cfg: AdvGRPOConfig) -> Path | None:
             save_checkpoint(
                 output / "checkpoints",
                 step,
-                modules=modules,
-                states=states,
+                **saved,
+                trainable_only=policy.trainable_only,
                 extra={"failed_total": failed_total, "nonfinite_skipped": policy.guard.skipped},
                 keep_last=train.keep_checkpoints,
                 rank=rank,
@@ -340,7 +355,7 @@ def main(cfg: AdvGRPOConfig) -> Path | None:
     # -- the discriminator (the same on every process), then the adapter in the diffusers LoRA format
     if accelerator.is_main_process:
         save_file(module_state(discriminator.trainable()), str(output / "discriminator.safetensors"))
-    return finish_lora_run(run, policy)
+    return finish_policy_run(run, policy)
 
 
 if __name__ == "__main__":

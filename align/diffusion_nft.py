@@ -1,4 +1,4 @@
-"""DiffusionNFT: online RL of rectified-flow generators (SD3, FLUX, Wan) on the forward process, with LoRA.
+"""DiffusionNFT: online RL of rectified-flow generators (SD3, FLUX, Wan) on the forward process, LoRA or full.
 
 DiffusionNFT (Zheng et al. 2025, arXiv 2509.16117; reference NVlabs/DiffusionNFT ``scripts/train_nft_sd3.py``)
 needs no log-probabilities and no SDE sampler and trains without CFG: each iteration the *old* policy samples a
@@ -6,8 +6,8 @@ group of G images or videos per prompt (deterministic ODE by default), every sam
 reward or weighted mix, or its win rate in its group under a pairwise judge), rewards become optimality
 probabilities ``r`` in [0, 1] per group, and the clean samples are re-noised at several of the sampling grid's noise
 levels to fit the implicit positive and negative policies built from the old and current velocity (the loss and its
-formulas: :mod:`mmreward.alignment.nft`). After each iteration the old policy (a snapshot of the LoRA weights) moves
-toward the trained one on the reference's decay schedule. ``reward.mode`` picks the reward:
+formulas: :mod:`mmreward.alignment.nft`). After each iteration the old policy (a snapshot of the LoRA weights, or of
+the full weights) moves toward the trained one on the reference's decay schedule. ``reward.mode`` picks the reward:
 
 - ``pointwise``: the weighted mix ``reward.rewards: {name: weight}`` of any registered rewards;
 - ``pairwise``: :func:`mmreward.win_rate` of every sample in its group under ``reward.judge`` (weighted by
@@ -17,6 +17,8 @@ toward the trained one on the reference's decay schedule. ``reward.mode`` picks 
         --config configs/align/diffusion_nft_sd3.yaml [--train.learning_rate 1e-4 ...]
     python align/diffusion_nft.py --config configs/tiny/diffusion_nft.yaml      # tiny random SD3 on the CPU
     python align/diffusion_nft.py --config ... --train.max_steps 0   # read the data, then stop
+    accelerate launch --multi_gpu --num_processes 2 --num_machines 1 --mixed_precision no --dynamo_backend no \\
+        align/diffusion_nft.py --config configs/tiny/diffusion_nft_fsdp.yaml   # full fine-tuning, FSDP2, CPU
 
 One step: P prompts (``rollout.prompts_per_step``, over all processes) x G samples laid out prompt-major over the
 processes (``rollout.policy``: drawn by the old policy, as the reference, or the current one); rewards of a group are
@@ -25,6 +27,13 @@ computed with the whole group in hand; ``train.updates_per_step`` optimizer step
 noise levels of the sampling grid with a fresh noise each; ``loss.kl_beta`` adds the reference's velocity KL to the
 base model (adapter off). Samples whose reward failed contribute nothing.
 
+``model.train: full`` fine-tunes every transformer weight: the old policy is then a frozen copy of the transformer
+moved by the same rule, and the base model for the KL (or the base-model evaluation samples) a second frozen copy of
+the initial weights, made only when ``loss.kl_beta > 0`` or ``eval.every > 0``. ``train.sharding: fsdp2`` or
+``configs/accelerate/fsdp.yaml`` shards the model, both copies, gradients, optimizer and EMA with FSDP2
+(:mod:`mmreward.train.sharding`); checkpoints are then sharded (``checkpoints/step-*/sharded/``, the old policy
+included) and resume exactly on the same process count.
+
 Deliberate difference: the reference samples with a 2nd-order DPM solver (``sample.solver = "dpm2"``); the samplers
 here are Euler (ODE) and the SDEs of :mod:`mmreward.flow.sde` (``rollout.sde_type``). NFT accepts samples from any
 sampler; more ODE steps (``rollout.num_steps``) bring Euler samples closer.
@@ -32,9 +41,10 @@ sampler; more ODE steps (``rollout.num_steps``) bring Euler samples closer.
 Writes ``output_dir/config.yaml``, ``metrics.jsonl`` (reward, advantages, optimality, loss, positive/negative
 errors, old-policy deviation, KL, old-policy decay, grad norm, step-time split; ``eval/*`` rows with held-out rewards,
 win rate or reward gain against the base model and diversity), ``eval/step-*.png`` (``.mp4`` for video) sample
-grids, ``reward_failures.jsonl``, atomic checkpoints under ``checkpoints/`` (adapter, old policy, optimizer, EMA;
-resumed automatically), and the final LoRA in the diffusers format under ``lora/`` (EMA weights when EMA is on):
-``pipeline.load_lora_weights(output_dir/lora)``.
+grids, ``reward_failures.jsonl``, atomic checkpoints under ``checkpoints/`` (adapter or weights, old policy, optimizer,
+EMA; resumed automatically), and the final LoRA in the diffusers format under ``lora/`` (EMA weights when EMA is on):
+``pipeline.load_lora_weights(output_dir/lora)``; a full fine-tune writes the transformer in the diffusers model layout
+under ``transformer/`` instead.
 """
 
 from __future__ import annotations
@@ -69,10 +79,12 @@ from mmreward.alignment.monitor import (
 )
 from mmreward.alignment.nft import (
     OLD_DECAY_PRESETS,
+    FrozenOldPolicy,
     OldPolicy,
     check_decay,
     group_optimality,
     level_loss,
+    old_policy,
     old_policy_decay,
     training_step_indices,
 )
@@ -84,8 +96,8 @@ from mmreward.rewards.mix import RewardMix
 from mmreward.rewards.registry import load_reward
 from mmreward.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from mmreward.train.config import parse_config, require_positive
-from mmreward.train.policy import LoraPolicy, encode_prompts_once, load_lora_policy
-from mmreward.train.run import clock, data_checked, finish_lora_run, open_run, require_steps, start_processes
+from mmreward.train.policy import Policy, encode_prompts_once, load_policy
+from mmreward.train.run import clock, data_checked, finish_policy_run, open_run, require_steps, start_processes
 from mmreward.train.sections import FlowModelConfig, LoraConfig, PromptDataConfig, TrainConfig, check_media_kind
 
 # ----------------------------------------------------------------------------------------------------- config
@@ -209,8 +221,8 @@ def trained_levels(cfg: DiffusionNFTConfig) -> int:
 
 def nft_update(
     cfg: DiffusionNFTConfig,
-    policy: LoraPolicy,
-    old: OldPolicy,
+    policy: Policy,
+    old: OldPolicy | FrozenOldPolicy,
     batch: GroupBatch,
     r: torch.Tensor,
     keep: torch.Tensor,
@@ -302,7 +314,8 @@ def nft_update(
 
 
 def main(cfg: DiffusionNFTConfig) -> Path | None:
-    """Train; returns the adapter's folder, or None for ``train.max_steps 0`` (the data is read, nothing else)."""
+    """Train; returns the exported folder (``lora/`` or ``transformer/``), or None for ``train.max_steps 0`` (the
+    data is read, nothing else)."""
     train, rollout_cfg, eval_cfg, loss_cfg = cfg.train, cfg.rollout, cfg.eval, cfg.loss
     accelerator = start_processes(cfg, "diffusion_nft")
     rank, world, device = accelerator.process_index, accelerator.num_processes, accelerator.device
@@ -336,22 +349,26 @@ def main(cfg: DiffusionNFTConfig) -> Path | None:
         eval_rewards = reward.mix if eval_weights == cfg.reward.rewards else RewardMix(eval_weights, device=device)
     features = load_diversity_features(eval_cfg, device)
 
-    # -- model, adapter, old policy (a snapshot of the adapter), optimizer
-    policy = load_lora_policy(cfg, accelerator, optimizer_steps=train.optimizer_steps())
+    # -- model, adapter or full weights, old policy (a snapshot of the adapter, or a frozen copy of the full weights
+    # sharded like them), base model (full fine-tuning: a frozen copy, only for the KL term or base-model samples)
+    needs_reference = loss_cfg.kl_beta > 0 or bool(eval_cfg.every)
+    policy = load_policy(
+        cfg, accelerator, optimizer_steps=train.optimizer_steps(), needs_reference=needs_reference, frozen_copy=True
+    )
     encode_prompts_once(
         policy.model, {*prompts, *eval_prompts, rollout_cfg.negative_prompt}, cfg.model.prompt_cache_size
     )
     model, guard = policy.model, policy.guard
-    old = OldPolicy(policy.unwrapped)
+    old = old_policy(policy)
     size = cfg.model.sample_size()
     steps_per_iteration = train.updates_per_step * train.inner_epochs
 
     # -- resume
     step, failed_total = 0, 0
-    states = {**policy.states(), "old_policy": old}
+    extras = {"old_policy": old}  # shaped like the trained weights: sharded with them under FSDP2
     checkpoint = latest_checkpoint(output / "checkpoints") if train.resume else None
     if checkpoint is not None:
-        state = load_checkpoint(checkpoint, modules={"transformer": policy.unwrapped}, states=states, rank=rank)
+        state = load_checkpoint(checkpoint, **policy.checkpoint_args(extras), rank=rank)
         step, failed_total, guard.skipped = state["step"], state["failed_total"], state["nonfinite_skipped"]
 
     # -- held-out evaluation: ODE samples from fixed seeds, scored, compared with the base model's, saved as a grid
@@ -453,15 +470,14 @@ def main(cfg: DiffusionNFTConfig) -> Path | None:
             save_checkpoint(
                 output / "checkpoints",
                 step,
-                modules={"transformer": policy.unwrapped},
-                states=states,
+                **policy.trained_state(extras),
                 extra={"failed_total": failed_total, "nonfinite_skipped": guard.skipped},
                 keep_last=train.keep_checkpoints,
                 rank=rank,
                 barrier=accelerator.wait_for_everyone,
             )
 
-    return finish_lora_run(run, policy)
+    return finish_policy_run(run, policy)
 
 
 if __name__ == "__main__":

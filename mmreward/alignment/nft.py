@@ -19,7 +19,8 @@ weight, clipped below at 1e-5). Moving ``v_theta`` along ``v+ - v_old`` pulls go
 ones out: the implied policy improvement direction is ``(2r - 1)`` times the flow-matching direction. After each
 iteration the old policy moves toward the trained one, ``old <- decay old + (1 - decay) theta``, with the
 reference's warm-up schedule of ``decay`` (:func:`old_policy_decay`); :class:`OldPolicy` keeps the old adapter as a
-snapshot of the LoRA weights (adapter-sized memory, no second model).
+snapshot of the LoRA weights (adapter-sized memory, no second model), :class:`FrozenOldPolicy` the old weights of a
+full fine-tuning run as a frozen copy of the transformer (sharded like the trained one under FSDP2).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ from mmreward.errors import ConfigError
 from mmreward.flow.models import FlowModel, PromptEmbeds
 from mmreward.flow.noising import noisy_latents
 from mmreward.train.lora import LoraReference
+from mmreward.train.policy import FrozenReference, Policy
 
 # The reference's decay_type presets: (flat steps, rate per optimizer step, cap); config/nft.py uses 1 for GenEval,
 # PickScore, HPSv2 and the multi-reward run, 2 for OCR.
@@ -176,6 +178,29 @@ class OldPolicy(LoraReference):
                 self.snapshot[name].lerp_(param.detach().to(self.snapshot[name].dtype), 1.0 - decay)
 
 
+class FrozenOldPolicy(FrozenReference):
+    """The old policy of a full fine-tuning run: a frozen copy of the initial transformer (``Policy.frozen_copy``),
+    swapped into the flow model by :meth:`active` (inherited), following the trained weights with :meth:`follow`.
+    Under FSDP2 the copy is sharded exactly like the trained module, so each process holds and moves only its own
+    1/N of it (the lerp is elementwise on matching shards)."""
+
+    def follow(self, decay: float) -> None:
+        """``old <- decay old + (1 - decay) theta`` for every transformer weight."""
+        with torch.no_grad():
+            for old, param in zip(self.frozen.parameters(), self.live.parameters(), strict=True):
+                old.lerp_(param.detach(), 1.0 - decay)
+
+
+def old_policy(policy: Policy) -> OldPolicy | FrozenOldPolicy:
+    """The old policy of ``policy``: a snapshot of the adapter (LoRA), or of the full weights when
+    :func:`mmreward.train.policy.load_policy` was asked for a frozen copy (``model.train: full``)."""
+    if policy.frozen_copy is not None:
+        return FrozenOldPolicy(policy.model, policy.frozen_copy, policy.unwrapped)
+    if policy.train_mode != "lora":
+        raise ConfigError("a full fine-tuning policy needs load_policy(..., frozen_copy=True) for its old policy")
+    return OldPolicy(policy.unwrapped)
+
+
 @dataclass
 class LevelLoss:
     """One noise level of an NFT update, per sample ``(B,)``: ``total`` (the NFT loss plus ``kl_beta`` x ``kl``, to
@@ -196,8 +221,8 @@ def level_loss(
     cond: PromptEmbeds,
     r: torch.Tensor,
     *,
-    old: OldPolicy,
-    reference: LoraReference,
+    old: OldPolicy | FrozenOldPolicy,
+    reference: LoraReference | FrozenReference | None,
     transformer: torch.nn.Module,
     beta: float,
     clip_max: float,
@@ -206,7 +231,7 @@ def level_loss(
     autocast: Callable[[], AbstractContextManager] = nullcontext,
 ) -> LevelLoss:
     """The reference's training step at one noise level (one ``j_idx`` of its loop): ``x_t = (1 - sigma) x0 + sigma
-    noise``, the old policy's velocity (no gradient), the base model's (``reference``, only when ``kl_beta > 0``)
+    noise``, the old policy's velocity (no gradient), the base model's (``reference``, read only when ``kl_beta > 0``)
     and the trained one through ``transformer`` (the graph the caller back-propagates), then :func:`nft_loss`.
 
     ``x0``/``noise``: ``(B, *latent)``; ``sigma``, ``r``: ``(B,)``; ``guidance``: the conditioning the velocity is
@@ -217,6 +242,8 @@ def level_loss(
         v_old = model.velocity(x_t, sigma, cond, guidance_scale=guidance)
     v_ref = None
     if kl_beta > 0:
+        if reference is None:
+            raise ConfigError("loss.kl_beta > 0 needs the base model: load the policy with needs_reference=True")
         with reference.active(), autocast():
             v_ref = model.velocity(x_t, sigma, cond, guidance_scale=guidance)
     with autocast():

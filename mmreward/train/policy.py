@@ -9,6 +9,9 @@ The reference policy (KL term, held-out samples of the base model) never costs a
   under FSDP2, so each process holds 1/N of it; built only when the program needs a reference (a KL term or
   base-model evaluation), since with neither the program never reads it. Under DDP it is a whole second copy:
   shard with FSDP2 for models where that does not fit.
+
+A program that keeps a moving copy of the full weights (DiffusionNFT's old policy) asks :func:`load_policy` for one
+more frozen copy (``frozen_copy``), sharded the same way.
 """
 
 from __future__ import annotations
@@ -125,6 +128,7 @@ class Policy:
     optimizer: PolicyOptimizer
     train_mode: str = "lora"  # model.train
     sharding: Sharding = "ddp"
+    frozen_copy: nn.Module | None = None  # full fine-tuning: the copy of the initial transformer asked for
 
     @property
     def ema(self) -> EMA | None:
@@ -181,12 +185,16 @@ LoraPolicy = Policy  # the name the GRPO update and evaluation modules annotate 
 PRECISION_DTYPES = {"no": "float32", "fp16": "float16", "bf16": "bfloat16"}  # train.mixed_precision -> weights
 
 
-def load_policy(cfg: Any, accelerator: Any, optimizer_steps: int, *, needs_reference: bool = True) -> Policy:
+def load_policy(
+    cfg: Any, accelerator: Any, optimizer_steps: int, *, needs_reference: bool = True, frozen_copy: bool = False
+) -> Policy:
     """Load ``cfg.model``, make it trainable (``model.train``: the adapter of ``cfg.lora`` on frozen weights in
     ``model.weight_dtype``, default the mixed-precision dtype; or every transformer weight, fp32), shard it
     (``train.sharding``), and build the AdamW optimizer, the learning-rate schedule (over ``optimizer_steps``
     steps), the EMA and the non-finite guard of ``cfg.train``. ``needs_reference``: whether a full fine-tuning
-    program reads the reference policy (a KL term, base-model samples); LoRA's reference is free."""
+    program reads the reference policy (a KL term, base-model samples); LoRA's reference is free. ``frozen_copy``:
+    a full fine-tuning program also gets a second frozen copy of the initial transformer, sharded like it
+    (``Policy.frozen_copy``; None for LoRA, whose snapshots are adapter-sized)."""
     train = cfg.train
     full = cfg.model.train == "full"
     sharding = resolve_sharding(train.sharding, accelerator)
@@ -211,16 +219,19 @@ def load_policy(cfg: Any, accelerator: Any, optimizer_steps: int, *, needs_refer
     if cfg.model.gradient_checkpointing:
         model.transformer.enable_gradient_checkpointing()
     unwrapped = model.transformer
+    frozen = second = None
     if full:
         unwrapped.requires_grad_(True)
         frozen = copy.deepcopy(unwrapped).requires_grad_(False) if needs_reference else None
+        second = copy.deepcopy(unwrapped).requires_grad_(False) if frozen_copy else None
     else:
         lora = cfg.lora
         add_lora(unwrapped, rank=lora.rank, alpha=lora.alpha, target_modules=lora.target_modules, init=lora.init)
     if sharded:
         shard_model(unwrapped, mixed_precision=accelerator.mixed_precision)
-        if full and frozen is not None:
-            shard_model(frozen, mixed_precision=accelerator.mixed_precision)
+        for copied in (frozen, second):
+            if copied is not None:
+                shard_model(copied, mixed_precision=accelerator.mixed_precision)
     if full:
         reference = FrozenReference(model, frozen, unwrapped) if frozen is not None else None
     else:
@@ -246,7 +257,16 @@ def load_policy(cfg: Any, accelerator: Any, optimizer_steps: int, *, needs_refer
     ema = EMA(unwrapped, decay=train.ema_decay, update_every=train.ema_every) if train.ema else None
     guard = NonFiniteGuard(train.max_nonfinite_steps)
     step = PolicyOptimizer(params, optimizer, lr_scheduler, train.max_grad_norm, guard, ema, sharded=sharded)
-    return Policy(model, unwrapped, transformer, reference, step, train_mode=cfg.model.train, sharding=sharding)
+    return Policy(
+        model,
+        unwrapped,
+        transformer,
+        reference,
+        step,
+        train_mode=cfg.model.train,
+        sharding=sharding,
+        frozen_copy=second,
+    )
 
 
 load_lora_policy = load_policy  # the name the other alignment programs call

@@ -41,8 +41,8 @@ def start_processes(cfg: Any, program: str) -> Accelerator:
 
 
 # Programs whose loop saves, resumes and exports through Policy.checkpoint_args / finish_policy_run, so that full
-# fine-tuning and FSDP2 shards are handled; the others save the adapter from the main process.
-SCALED_PROGRAMS = ("pref_grpo", "flow_dpo")
+# fine-tuning and FSDP2 shards are handled: every alignment program; a new one is refused them until it is listed.
+SCALED_PROGRAMS = ("pref_grpo", "flow_dpo", "diffusion_nft", "adv_grpo")
 
 
 def check_scale_support(cfg: Any, program: str, sharding: str) -> None:
