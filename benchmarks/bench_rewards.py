@@ -59,6 +59,7 @@ VLM_FAMILY = {
     "unifiedreward-pointwise": "qwen3_vl",
     "unifiedreward-think": "qwen3_vl",
     "unifiedreward-think-qwen2.5": "qwen2_5_vl",
+    "unifiedreward-flex": "qwen3_vl",
     "unigenbench-eval": "qwen3_vl",
     "unigenbench-eval-qwen72b": "qwen2_5_vl",
 }
