@@ -319,8 +319,9 @@ def test_prompt_keyed_references_draw_each_samples_own_prompt(tmp_path):
     """Adv-GRPO's layout: {prompt: [file, ...]} relative to a root; reference j goes with sample j's prompt."""
     names = [f"warm-{stem}.png" for stem in ("astronaut", "brick", "camera", "cell")]
     table = {"a cat": [names[0], names[1]], "a dog": names[2], "a car": [names[3]]}
-    path, images = _keyed(tmp_path, {k: ([f"imgs/{n}" for n in v] if isinstance(v, list) else f"imgs/{v}")
-                                     for k, v in table.items()})
+    path, images = _keyed(
+        tmp_path, {k: ([f"imgs/{n}" for n in v] if isinstance(v, list) else f"imgs/{v}") for k, v in table.items()}
+    )
     keyed = ReferenceSet.from_path(path, 32, 32)
     assert keyed.images.shape == (4, 3, 32, 32) and keyed.by_prompt == {"a cat": [0, 1], "a dog": [2], "a car": [3]}
     prompts = ["a dog", "a car", "a cat", "a dog", "a cat"]
@@ -338,7 +339,9 @@ def test_prompt_keyed_references_draw_each_samples_own_prompt(tmp_path):
     assert all(any(torch.equal(c, images[n]) for c in cats) for n in table["a cat"])
     # a root other than the JSON's folder
     (tmp_path / "plain.json").write_text(json.dumps({"a cat": names[0]}))
-    assert read_prompt_references(tmp_path / "plain.json", root=tmp_path / "imgs") == {"a cat": [tmp_path / "imgs" / names[0]]}
+    assert read_prompt_references(tmp_path / "plain.json", root=tmp_path / "imgs") == {
+        "a cat": [tmp_path / "imgs" / names[0]]
+    }
 
 
 def test_unkeyed_draw_is_the_plain_random_draw(references):
@@ -353,10 +356,14 @@ def test_prompt_keyed_reference_errors_name_the_prompt_and_the_fix(tmp_path):
     path, _ = _keyed(tmp_path, {"a cat": "imgs/warm-astronaut.png", "a dog": ["imgs/missing.png"]})
     with pytest.raises(ConfigError, match="1 of 2 reference images could not be read"):
         ReferenceSet.from_path(path, 32, 32)
-    with pytest.raises(ConfigError, match="every reference image of 1 prompt\\(s\\) is unreadable \\(first: 'a dog'\\)"):
+    with pytest.raises(
+        ConfigError, match="every reference image of 1 prompt\\(s\\) is unreadable \\(first: 'a dog'\\)"
+    ):
         ReferenceSet.from_path(path, 32, 32, max_failed=0.5)
     keyed = ReferenceSet.from_path(*_keyed(tmp_path, {"a cat": "imgs/warm-astronaut.png"})[:1], 32, 32)
-    with pytest.raises(ConfigError, match="1 of the prompts in data.prompts have no reference images \\(first: 'a dog'\\)"):
+    with pytest.raises(
+        ConfigError, match="1 of the prompts in data.prompts have no reference images \\(first: 'a dog'\\)"
+    ):
         keyed.check_prompts(["a cat", "a dog", "a dog"], "data.prompts")
     keyed.check_prompts(["a cat"], "data.prompts")
     for text, message in [
