@@ -4,6 +4,7 @@ loads into a fresh tiny SD3 pipeline with diffusers' own ``load_lora_weights`` a
 
 from __future__ import annotations
 
+import socket
 import sys
 from pathlib import Path
 
@@ -12,10 +13,18 @@ import torch
 from mmreward.tiny_models import tiny_pipeline
 
 
+def free_port() -> int:
+    """A TCP port nothing listens on now (the OS picks it), so that launches running side by side (parallel test
+    workers) do not all rendezvous on accelerate's default 29500."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 def accelerate_launch(processes: int) -> list[str]:
     """``accelerate launch`` on ``processes`` CPU processes (gloo DDP with ``--multi_gpu`` when there are several;
-    the caller sets ``ACCELERATE_USE_CPU=1`` for those), without mixed precision or dynamo."""
-    kind = ["--multi_gpu"] if processes > 1 else ["--cpu"]
+    the caller sets ``ACCELERATE_USE_CPU=1`` for those), without mixed precision or dynamo, on a free port."""
+    kind = ["--multi_gpu", "--main_process_port", str(free_port())] if processes > 1 else ["--cpu"]
     options = ["--num_processes", str(processes), "--num_machines", "1", "--mixed_precision", "no"]
     return [sys.executable, "-m", "accelerate.commands.launch", *kind, *options, "--dynamo_backend", "no"]
 

@@ -84,4 +84,4 @@ def test_readme_quick_start_scores_the_sample_photos(tmp_path):
 def test_readme_quick_start_second_line_runs_the_suite_offline():
     install, tests = quick_start_commands()[1].split(" && ", 1)
     assert install == 'pip install -e ".[dev]"'
-    assert tests == "HF_HUB_OFFLINE=1 python -m pytest -q"
+    assert tests == "HF_HUB_OFFLINE=1 python -m pytest -q -n auto --dist worksteal"
