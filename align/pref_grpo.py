@@ -58,13 +58,10 @@ from mmreward.alignment.group_rollout import RolloutConfig, check_rollout_config
 from mmreward.alignment.layout import GroupLayout, iteration_prompts
 from mmreward.alignment.monitor import (
     EvalConfig,
+    HeldOutEvaluation,
     check_eval_config,
-    evaluate,
-    grid_samples,
     load_diversity_features,
     read_eval_prompts,
-    sample_eval,
-    save_grid,
 )
 from mmreward.alignment.overlapped_rewards import check_overlap_workers, rollout_and_reward
 from mmreward.alignment.update_schedule import GRPOLossConfig, GRPOTrainConfig, check_loss_config
@@ -193,35 +190,21 @@ def main(cfg: PrefGRPOConfig) -> Path | None:
     first_step = step
 
     # -- held-out evaluation: ODE samples from fixed seeds, scored, compared with the base model's, saved as a grid
-    def run_eval(at: int, base_model: bool = False, base=None, base_scores=None, log: bool = True):
-        start = clock(device)
-        samples = sample_eval(
-            policy,
-            eval_prompts,
-            eval_cfg,
-            base_model=base_model,
-            **size,
-            negative_prompt=rollout_cfg.negative_prompt,
-            accelerator=accelerator,
-            seed=train.seed,
-        )
-        metrics, scores = evaluate(
-            samples,
-            eval_cfg.samples_per_prompt,
-            accelerator=accelerator,
-            rewards=eval_rewards,
-            judge=judge if eval_cfg.compare_to_base else None,
-            orders=cfg.reward.orders,
-            base=base,
-            base_scores=base_scores if eval_cfg.compare_to_base else None,
-            features=features,
-        )
-        grid = grid_samples(samples, eval_cfg.grid_prompts * eval_cfg.samples_per_prompt, accelerator)
-        if log and accelerator.is_main_process:
-            if len(grid):
-                save_grid(output / "eval" / f"step-{at:08d}", grid, eval_cfg.samples_per_prompt, eval_cfg.video_fps)
-            tracker.log(at, {**metrics, "time/eval": clock(device) - start})
-        return samples, scores
+    run_eval = HeldOutEvaluation(
+        policy,
+        eval_prompts,
+        eval_cfg,
+        size,
+        rollout_cfg.negative_prompt,
+        accelerator,
+        train.seed,
+        output,
+        tracker,
+        rewards=eval_rewards,
+        judge=judge,
+        orders=cfg.reward.orders,
+        features=features,
+    )
 
     base = base_scores = None  # the base model's samples on the same seeds: the comparison point of every evaluation
     if eval_cfg.every:

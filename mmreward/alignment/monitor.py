@@ -29,6 +29,7 @@ from mmreward.flow.rollout import sample_ode, seeded
 from mmreward.media import to_pil, to_uint8, write_video
 from mmreward.rewards.mix import RewardMix
 from mmreward.train.policy import LoraPolicy
+from mmreward.train.run import clock
 
 
 @dataclass
@@ -182,6 +183,69 @@ def evaluate(
     index = accelerator.gather(samples.index.to(device)).cpu()
     metrics["eval/diversity"] = within_group_diversity(feats, index // samples_per_prompt)
     return metrics, scores
+
+
+@dataclass
+class HeldOutEvaluation:
+    """One held-out evaluation of a training program, as Pref-GRPO and DiffusionNFT run it: ODE samples of the
+    evaluation prompts from fixed seeds (:func:`sample_eval`), their metrics (:func:`evaluate`; the judge's win rate
+    against the base model's samples when ``cfg.compare_to_base``), the sample grid saved under
+    ``output/eval/step-N`` and the metrics logged at step ``at`` with ``time/eval``."""
+
+    policy: Any
+    prompts: list[str]
+    cfg: EvalConfig
+    size: dict[str, Any]
+    negative_prompt: str
+    accelerator: Any
+    seed: int
+    output: Path
+    tracker: Any
+    rewards: RewardMix | None = None
+    judge: Any = None
+    orders: str = "both"
+    features: Features = pixel_features
+
+    def __call__(
+        self,
+        at: int,
+        *,
+        base_model: bool = False,
+        base: EvalSamples | None = None,
+        base_scores: dict[str, torch.Tensor] | None = None,
+        log: bool = True,
+    ) -> tuple[EvalSamples, dict[str, torch.Tensor]]:
+        """Evaluate the policy (the base model with ``base_model``); returns the samples and per-sample scores,
+        the comparison point ``base``/``base_scores`` of later evaluations."""
+        cfg, accelerator = self.cfg, self.accelerator
+        start = clock(accelerator.device)
+        samples = sample_eval(
+            self.policy,
+            self.prompts,
+            cfg,
+            base_model=base_model,
+            **self.size,
+            negative_prompt=self.negative_prompt,
+            accelerator=accelerator,
+            seed=self.seed,
+        )
+        metrics, scores = evaluate(
+            samples,
+            cfg.samples_per_prompt,
+            accelerator=accelerator,
+            rewards=self.rewards,
+            judge=self.judge if cfg.compare_to_base else None,
+            orders=self.orders,
+            base=base,
+            base_scores=base_scores if cfg.compare_to_base else None,
+            features=self.features,
+        )
+        grid = grid_samples(samples, cfg.grid_prompts * cfg.samples_per_prompt, accelerator)
+        if log and accelerator.is_main_process:
+            if len(grid):
+                save_grid(self.output / "eval" / f"step-{at:08d}", grid, cfg.samples_per_prompt, cfg.video_fps)
+            self.tracker.log(at, {**metrics, "time/eval": clock(accelerator.device) - start})
+        return samples, scores
 
 
 # ------------------------------------------------------------------------------------------------- sample grids
