@@ -13,6 +13,7 @@ import json
 import re
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -299,6 +300,26 @@ _QWEN_PIPELINE_CORPUS = [
 ]
 
 
+def _tiny_qwen3_config(tokenizer: Any, layers: int) -> Any:
+    """A 16-wide Qwen3 text encoder's config on ``tokenizer`` (Z-Image's and FLUX.2 klein's encoders differ only in
+    how many layers the pipeline reads hidden states from)."""
+    from transformers import Qwen3Config
+
+    return Qwen3Config(
+        vocab_size=len(tokenizer),
+        hidden_size=16,
+        intermediate_size=16,
+        num_hidden_layers=layers,
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        head_dim=8,
+        max_position_embeddings=512,
+        bos_token_id=None,
+        eos_token_id=tokenizer.convert_tokens_to_ids("<|im_end|>"),
+        pad_token_id=tokenizer.convert_tokens_to_ids("<|endoftext|>"),
+    )
+
+
 def _tiny_clip_text_encoder(tokenizer, *, projection: bool):
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
@@ -562,7 +583,7 @@ def _tiny_qwenimage_pipeline():
 
 def _tiny_zimage_pipeline():
     from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, ZImagePipeline, ZImageTransformer2DModel
-    from transformers import Qwen3Config, Qwen3Model
+    from transformers import Qwen3Model
 
     transformer = ZImageTransformer2DModel(
         all_patch_size=(2,),
@@ -591,21 +612,7 @@ def _tiny_zimage_pipeline():
         shift_factor=0.1159,
     )
     tokenizer = tiny_qwen_text_tokenizer(_QWEN_PIPELINE_CORPUS)
-    text_encoder = Qwen3Model(
-        Qwen3Config(
-            vocab_size=len(tokenizer),
-            hidden_size=16,
-            intermediate_size=16,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            num_key_value_heads=2,
-            head_dim=8,
-            max_position_embeddings=512,
-            bos_token_id=None,
-            eos_token_id=tokenizer.convert_tokens_to_ids("<|im_end|>"),
-            pad_token_id=tokenizer.convert_tokens_to_ids("<|endoftext|>"),
-        )
-    )
+    text_encoder = Qwen3Model(_tiny_qwen3_config(tokenizer, layers=2))
     return ZImagePipeline(
         scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0),
         vae=vae,
@@ -622,7 +629,7 @@ def _tiny_flux2klein_pipeline():
         Flux2KleinPipeline,
         Flux2Transformer2DModel,
     )
-    from transformers import Qwen3Config, Qwen3ForCausalLM
+    from transformers import Qwen3ForCausalLM
 
     transformer = Flux2Transformer2DModel(
         patch_size=1,
@@ -651,21 +658,7 @@ def _tiny_flux2klein_pipeline():
         vae.bn.running_mean.copy_(torch.linspace(-0.5, 0.5, vae.bn.num_features))
         vae.bn.running_var.copy_(torch.linspace(0.5, 2.0, vae.bn.num_features))
     tokenizer = tiny_qwen_text_tokenizer(_QWEN_PIPELINE_CORPUS)
-    text_encoder = Qwen3ForCausalLM(
-        Qwen3Config(
-            vocab_size=len(tokenizer),
-            hidden_size=16,
-            intermediate_size=16,
-            num_hidden_layers=28,
-            num_attention_heads=2,
-            num_key_value_heads=2,
-            head_dim=8,
-            max_position_embeddings=512,
-            bos_token_id=None,
-            eos_token_id=tokenizer.convert_tokens_to_ids("<|im_end|>"),
-            pad_token_id=tokenizer.convert_tokens_to_ids("<|endoftext|>"),
-        )
-    )
+    text_encoder = Qwen3ForCausalLM(_tiny_qwen3_config(tokenizer, layers=28))
     scheduler = FlowMatchEulerDiscreteScheduler(shift=3.0, use_dynamic_shifting=True)
     return Flux2KleinPipeline(
         scheduler=scheduler, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, transformer=transformer
