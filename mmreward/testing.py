@@ -448,7 +448,7 @@ def tiny_vlm_preset(
         preset = replace(preset, kwargs={**preset.kwargs, "template": "ours"})
     if preset.kwargs.get("backend") == "local":
         kwargs = {**preset.kwargs, "weights": str(base), **_TINY_PIXELS}
-        if preset.type in ("cot-judge", "checklist-judge", "flex-judge"):
+        if preset.type in ("cot-judge", "checklist-judge", "flex-judge", "critique-judge"):
             kwargs["max_new_tokens"] = 32
     elif preset.type == "vlm-head" and "filename" in preset.kwargs:
         _tiny_full_head_file(directory / preset.kwargs["filename"], base, preset.kwargs)

@@ -44,6 +44,7 @@ REWARD_TYPES: dict[str, str] = {
     "flex-judge": "mmreward.rewards.vlm.flex:FlexJudge",
     "pointwise-judge": "mmreward.rewards.vlm.pointwise:PointwiseJudge",
     "checklist-judge": "mmreward.rewards.vlm.checklist:ChecklistJudge",
+    "critique-judge": "mmreward.rewards.vlm.critique:RationalRewardsJudge",
 }
 
 PRESET_DIR = Path(__file__).resolve().parent.parent / "presets"
