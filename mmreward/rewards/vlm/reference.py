@@ -248,8 +248,10 @@ class _Evaluator:
         if isinstance(node, ast.Subscript):
             return self.subscript(node)
         if isinstance(node, ast.Call):
-            if isinstance(node.func, ast.Name) and node.func.id in self.template_names and node.func.id not in (
-                self.assignments
+            if (
+                isinstance(node.func, ast.Name)
+                and node.func.id in self.template_names
+                and node.func.id not in (self.assignments)
             ):
                 if len(node.args) != 1 or node.keywords:
                     raise self.fail(node, "string.Template with other than one text argument")
@@ -316,7 +318,6 @@ class _Evaluator:
                 raise self.fail(node, f"format field {{{field}}} with no keyword argument, or with a spec")
             pieces.extend(values[field])
         return tuple(p for p in pieces if p != "")
-
 
     def substitute_call(self, node: ast.Call) -> _Text:
         """``Template(text).substitute(name=...)``: ``$name`` / ``${name}`` filled, ``$$`` a dollar sign."""
