@@ -172,9 +172,9 @@ class RationalRewardsJudge(Judge):
                             dims[name][i] = value
                     if reward is None and self.parsing == "robust":
                         errors[i] = (
-                            f"no aspect score (a '## Score: <number>' line under '1. Text Faithfulness:', '2. "
-                            f"Physical and Visual Quality:' or '3. Text Rendering:'){self.truncation_note(done.truncated)}"
-                            f": {done.text[:200]!r}"
+                            "no aspect score (a '## Score: <number>' line under '1. Text Faithfulness:', '2. "
+                            "Physical and Visual Quality:' or '3. Text Rendering:')"
+                            f"{self.truncation_note(done.truncated)}: {done.text[:200]!r}"
                         )
                         continue
                     scores[i] = 0.0 if reward is None else reward
