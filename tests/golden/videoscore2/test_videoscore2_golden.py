@@ -75,6 +75,7 @@ def test_tiny_reward_reads_the_scores_of_the_steps_that_wrote_each_token(tiny_ro
     )  # 40 x 56 scaled up to min pixels, sides multiples of 28
     batch = reward._encode(["a red fox", "a cat in the snow"], prepared)
     assert batch["video_grid_thw"][:, 0].tolist() == [3, 3]  # 6 frames, 2 per temporal patch: a video, not images
+    assert batch["second_per_grid_ts"].tolist() == [1.0, 1.0]  # told 2 fps, as the script tells the processor
     tokens_, scores = reward._generate(batch)
     for ids, steps in zip(tokens_, scores, strict=True):
         assert steps.shape[0] == len(ids) and steps.argmax(-1).tolist() == ids  # greedy: each token its step's best
