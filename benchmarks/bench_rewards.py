@@ -9,7 +9,8 @@ family the preset's checkpoint uses, Soft-TIFA with three questions per image) a
 The scikit-image photos, decoded once into tensors, are scored with a prompt that quotes a text (so the OCR reward
 has a target); pointwise rewards by ``score`` (items/s), pairwise judges by ``compare`` in both presentation orders
 (pairs/s). Video-only rewards (VideoScore2) score one clip per photo instead: 8 frames panning across it, taken as
-sampled at the reward's frame rate (items/s are clips/s). Decoding is not timed. Remote presets have no weights of their own and are listed as served.
+sampled at the reward's frame rate (items/s are clips/s). Decoding is not timed. Remote presets have no weights of
+their own and are listed as served.
 
 Tiny widths measure each pipeline's fixed costs (preprocessing, tokenization, generation loop), not the FLOPs of
 the released sizes: compare presets of one kind with each other, and expect the released checkpoints to be
