@@ -62,7 +62,7 @@ def test_cases_cover_the_quirks():
     assert GOLDEN["flat digits"]["soft"][2] < 1.0  # a 1 written with low confidence falls below the scale
 
 
-def test_tiny_reward_reads_the_scores_of_the_steps_that_wrote_each_token(tiny_root):
+def test_tiny_reward_reads_the_scores_of_the_steps_that_wrote_each_token(tiny_root, sample_videos):
     reward = mmreward.load_reward(
         str(testing.tiny_vlm_preset("videoscore2", tiny_root, backbone="qwen2_5_vl")), temperature=0
     )
@@ -83,5 +83,9 @@ def test_tiny_reward_reads_the_scores_of_the_steps_that_wrote_each_token(tiny_ro
     assert out.failed.all() and torch.isnan(out.scores).all()
     assert all("visual quality: <score>" in e and "max_new_tokens" in e for e in out.errors)
     assert out.rationales is not None and all(r for r in out.rationales)
+    # A 4.0 s clip at 29.97 fps: 2 fps gives 8 frames (qwen-vl-utils' rule), read from the file.
+    assert reward.load_media(sample_videos["carphone_pristine"]).shape[0] == 8
+    from_file = reward.score(["a phone call"], [sample_videos["carphone_pristine"]])
+    assert from_file.failed.all() and "visual quality: <score>" in from_file.errors[0]
     image = reward.score(["a red fox"], [torch.rand(3, 32, 32)])
     assert image.failed.all() and "scores videos; got an image" in image.errors[0]
