@@ -8,7 +8,9 @@ family, ImageReward, TrOCR, the JPEG rewards; the VLM heads, judges and Soft-TIF
 family the preset's checkpoint uses, Soft-TIFA with three questions per image) and loaded through ``load_reward``.
 The scikit-image photos, decoded once into tensors, are scored with a prompt that quotes a text (so the OCR reward
 has a target); pointwise rewards by ``score`` (items/s), pairwise judges by ``compare`` in both presentation orders
-(pairs/s). Decoding is not timed. Remote presets have no weights of their own and are listed as served.
+(pairs/s). Video-only rewards (VideoScore2) score one clip per photo instead: 8 frames panning across it, taken as
+sampled at the reward's frame rate (items/s are clips/s). Decoding is not timed. Remote presets have no weights of
+their own and are listed as served.
 
 Tiny widths measure each pipeline's fixed costs (preprocessing, tokenization, generation loop), not the FLOPs of
 the released sizes: compare presets of one kind with each other, and expect the released checkpoints to be
@@ -62,7 +64,10 @@ VLM_FAMILY = {
     "unifiedreward-flex": "qwen3_vl",
     "unigenbench-eval": "qwen3_vl",
     "unigenbench-eval-qwen72b": "qwen2_5_vl",
+    "videoscore2": "qwen2_5_vl",
+    "rationalrewards": "qwen3_vl",
 }
+CLIP_FRAMES = 8  # frames of each clip a video-only reward scores
 
 
 def build(name: str, root: Path, batch_size: int):
@@ -84,9 +89,16 @@ def build(name: str, root: Path, batch_size: int):
     return load_reward(str(path), batch_size=batch_size)
 
 
+def pan(image: torch.Tensor, frames: int = CLIP_FRAMES) -> torch.Tensor:
+    """``(3, H, W)`` -> a clip ``(frames, 3, H, W)`` whose frames shift the photo 4 pixels to the left each."""
+    return torch.stack([torch.roll(image, shifts=-4 * k, dims=-1) for k in range(frames)])
+
+
 def throughput(reward, images: list[torch.Tensor], repeats: int) -> tuple[str, float]:
     """(unit, median items per second over ``repeats`` runs)."""
     prompts = [PROMPT] * len(images)
+    if "image" not in reward.media_kinds:
+        images = [pan(image) for image in images]
     if reward.kind == "pairwise":
         other = images[1:] + images[:1]
 

@@ -422,7 +422,8 @@ def _head_template(directory: Path, dims: tuple[str, ...]) -> Path:
 def tiny_vlm_preset(
     name: str, root: str | Path, *, backbone: str = "qwen2_vl", dims: tuple[str, ...] = ("VQ", "MQ", "TA")
 ) -> Path:
-    """Tiny random weights for a VLM preset (``videoreward``, ``hpsv3``, ``unifiedreward-*``, ``unigenbench-eval``) and
+    """Tiny random weights for a VLM preset (``videoreward``, ``hpsv3``, ``unifiedreward-*``, ``unigenbench-eval``,
+    ``videoscore2``, ``rationalrewards``) and
     a preset YAML pointing at them; it loads with ``load_reward(path)`` through the real loading code.
 
     Judges get a tiny ``backbone`` checkpoint; ``videoreward`` a VideoAlign-layout checkpoint (LoRA adapter,
@@ -448,8 +449,11 @@ def tiny_vlm_preset(
         preset = replace(preset, kwargs={**preset.kwargs, "template": "ours"})
     if preset.kwargs.get("backend") == "local":
         kwargs = {**preset.kwargs, "weights": str(base), **_TINY_PIXELS}
-        if preset.type in ("cot-judge", "checklist-judge", "flex-judge"):
+        if preset.type in ("cot-judge", "checklist-judge", "flex-judge", "critique-judge"):
             kwargs["max_new_tokens"] = 32
+    elif preset.type == "videoscore2":
+        kwargs = {**preset.kwargs, "weights": str(base), "max_new_tokens": 32}
+        kwargs.update(frame_min_pixels=56 * 56, frame_max_pixels=112 * 112)
     elif preset.type == "vlm-head" and "filename" in preset.kwargs:
         _tiny_full_head_file(directory / preset.kwargs["filename"], base, preset.kwargs)
         kwargs = {**preset.kwargs, "weights": str(directory), "base_model": str(base), **_TINY_PIXELS}
