@@ -67,13 +67,10 @@ from mmreward.alignment.group_rollout import RolloutConfig, check_rollout_config
 from mmreward.alignment.layout import GroupLayout, iteration_prompts
 from mmreward.alignment.monitor import (
     EvalConfig,
+    HeldOutEvaluation,
     check_eval_config,
-    evaluate,
-    grid_samples,
     load_diversity_features,
     read_eval_prompts,
-    sample_eval,
-    save_grid,
 )
 from mmreward.alignment.overlapped_rewards import rollout_and_reward
 from mmreward.alignment.references import ReferenceSet
@@ -223,41 +220,31 @@ def main(cfg: AdvGRPOConfig) -> Path | None:
     first_step = step
 
     # -- held-out evaluation: ODE samples from fixed seeds; rewards, discriminator score, distance to references
-    def run_eval(at: int, base_model: bool = False, base_scores=None, log: bool = True):
-        start = clock(device)
-        samples = sample_eval(
-            policy,
-            eval_prompts,
-            eval_cfg,
-            base_model=base_model,
-            **size,
-            negative_prompt=rollout_cfg.negative_prompt,
-            accelerator=accelerator,
-            seed=train.seed,
-        )
-        metrics, scores = evaluate(
-            samples,
-            eval_cfg.samples_per_prompt,
-            accelerator=accelerator,
-            rewards=eval_rewards,
-            base_scores=base_scores if eval_cfg.compare_to_base else None,
-            features=features,
-        )
+    def distances_to_references(at: int, samples) -> dict[str, float]:
         media = accelerator.gather(samples.media.to(device)).cpu()  # (E, 3, H, W)
         prompt_of = [eval_prompts[i // eval_cfg.samples_per_prompt] for i in range(len(media))]
         patches = seeded(train.seed, "eval-patches", at)
         # The references' mean embedding under the discriminator as it is now: the PickScore variant trains its
         # vision blocks, so an embedding taken at the start would measure the drift of its space, not the samples'.
         reference_embedding = F.normalize(discriminator.embed(references, seeded(train.seed, "embed")).mean(0), dim=0)
-        metrics |= reference_metrics(discriminator, prompt_of, media, references, reference_embedding, patches)
-        grid = grid_samples(samples, eval_cfg.grid_prompts * eval_cfg.samples_per_prompt, accelerator)
-        if log and accelerator.is_main_process:
-            if len(grid):
-                save_grid(output / "eval" / f"step-{at:08d}", grid, eval_cfg.samples_per_prompt)
-            tracker.log(at, {**metrics, "time/eval": clock(device) - start})
-        return scores
+        return reference_metrics(discriminator, prompt_of, media, references, reference_embedding, patches)
 
-    base_scores = run_eval(0, base_model=True, log=step == 0) if eval_cfg.every else None
+    run_eval = HeldOutEvaluation(
+        policy,
+        eval_prompts,
+        eval_cfg,
+        size,
+        rollout_cfg.negative_prompt,
+        accelerator,
+        train.seed,
+        output,
+        tracker,
+        rewards=eval_rewards,
+        features=features,
+        extra_metrics=distances_to_references,
+    )
+
+    base_scores = run_eval(0, base_model=True, log=step == 0)[1] if eval_cfg.every else None
 
     # -- loop: rollout, discriminator scores, discriminator steps and/or the policy update
     while step < train.max_steps:
