@@ -26,7 +26,7 @@ import yaml
 
 from mmreward.errors import MMRewardError
 from mmreward.rewards.framewise import FramewiseReward
-from mmreward.tiny_models import _TOKEN_CHARS, scratch_dir, tiny_hf_clip, tiny_vlm_backbone
+from mmreward.tiny_models import _TOKEN_CHARS, scratch_dir, tiny_geneval_models, tiny_hf_clip, tiny_vlm_backbone
 
 # ------------------------------------------------------------------------------------------------ sample media
 
@@ -242,7 +242,7 @@ def tiny_reward_preset(name: str, root: str | Path, *, architecture: str = "tiny
 
     The YAML loads with ``load_reward(path)`` and with ``mmreward score --reward path``, through the same
     loading code as the released weights. Supported: ``clip-score``, ``hpsv2``, ``hpsv2.1``, ``pickscore``,
-    ``laion-aesthetic``, ``imagereward``, ``ocr``, and the weight-free presets (returned as they are).
+    ``laion-aesthetic``, ``imagereward``, ``ocr``, ``geneval``, and the weight-free presets (returned as they are).
     ``architecture`` (open_clip rewards only): ``"tiny"`` or a real open_clip architecture such as ``"ViT-B-32"``
     for speed measurements.
     """
@@ -288,6 +288,9 @@ def tiny_reward_preset(name: str, root: str | Path, *, architecture: str = "tiny
     elif preset.type == "ocr":
         _tiny_trocr(directory / "trocr")
         kwargs = {"weights": str(directory / "trocr")}
+    elif preset.type == "geneval":
+        detector, clip = tiny_geneval_models(directory)
+        kwargs = {"weights": str(detector), "clip": str(clip)}
     else:
         raise MMRewardError(f"no tiny builder for reward type {preset.type!r}")
     if "resize" in preset.kwargs:  # the preset's choice of resize path, so tests score as the preset does

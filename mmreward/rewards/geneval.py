@@ -258,6 +258,13 @@ def colour_requests(detected: Mapping[str, Sequence[Box]], metadata: Mapping[str
     return needed
 
 
+def crop_box(box: Sequence[float], width: int, height: int) -> tuple[int, int, int, int]:
+    """The pixel rectangle PIL crops for ``box`` (its corners rounded), grown to at least one pixel inside the
+    image: a detector box can be thinner than a pixel or lie on the border, and CLIP cannot resize an empty crop."""
+    x1, y1 = min(round(box[0]), width - 1), min(round(box[1]), height - 1)
+    return x1, y1, max(round(box[2]), x1 + 1), max(round(box[3]), y1 + 1)
+
+
 def read_metadata(path: str | Path) -> dict[str, dict[str, Any]]:
     """``{prompt: record}`` from a file in GenEval's ``evaluation_metadata.jsonl`` layout (a path or a
     ``github:...#sha256=...`` pin), each record checked for the fields the rules read."""
@@ -317,7 +324,7 @@ class GenevalReward(RewardModel):
         clip_batch_size: crops per CLIP forward.
     """
 
-    raw_range = (-15.0, 1.0)  # a clause of count 1 with max_objects (16) boxes found adds 1 - 15
+    raw_range = (-14.0, 1.0)  # a clause of count 1 with max_objects (16) boxes found adds 1 - 15
     dims = ("strict_accuracy", "accuracy")
     media_kinds = frozenset({"image"})
 
@@ -446,7 +453,7 @@ class GenevalReward(RewardModel):
             picture = Image.fromarray(inputs[n]["image"].numpy())
             for name, count in colour_requests(detected, record).items():
                 for box in detected[name][:count]:
-                    crops.append((name, picture.crop(tuple(box[:4]))))
+                    crops.append((name, picture.crop(crop_box(box, picture.width, picture.height))))
                     owners.append((n, name))
         found: dict[tuple[int, str], list[str]] = {}
         for owner, colour in zip(owners, self.classify_colours(crops), strict=True):
