@@ -19,9 +19,9 @@ Scoring: every ``--reward NAME[=WEIGHT]`` (anything ``mmreward.load_reward`` tak
 total), and for prompt sets with test points (UniGenBench) a checklist ``--judge`` that answers every test point
 of every image: UniGenBench scores per primary and sub-dimension (passed / total test points, pooled) and Overall
 (the mean of the primary dimensions). GenEval 2 (``--prompts geneval2``, fetched at a pinned commit: CC BY-NC 4.0)
-is scored by ``--reward geneval2`` (Soft-TIFA GM); its headline number is 100 x that reward's mean
-prompt in the paper). Within-prompt diversity is the mean pairwise feature distance between a
-prompt's samples (``--diversity-features pixels`` or a CLIP-family reward).
+is scored by ``--reward geneval2`` (Soft-TIFA GM); its headline number is 100 x that reward's mean (one image per
+prompt in the authors' script: ``--images-per-prompt 1``). Within-prompt diversity is the mean pairwise feature
+distance between a prompt's samples (``--diversity-features pixels`` or a CLIP-family reward).
 
 Many processes: ``torchrun --nproc_per_node N eval/gen_bench.py ...`` (or ``accelerate launch``) draws every N-th batch
 of the missing samples on each process (one GPU each), each batch as one process would draw it; rank 0 then scores

@@ -64,6 +64,7 @@ def test_judge_partial_credit_by_hand():
     detected = {"car": [(0, 0, 9, 9, 0.9), (20, 0, 29, 9, 0.8), (40, 0, 49, 9, 0.7)]}
     verdict = judge(detected, metadata, lambda name, n: ["red", "red", "blue"][:n], Thresholds())
     assert (verdict.correct, verdict.strict_correct, verdict.score) == (True, False, 0.25)
+    assert verdict.reasons == ("expected car==2, found 3",)  # GenEval's rule passed, so only the exact count speaks
 
 
 def test_crop_box_is_never_empty():
