@@ -371,7 +371,13 @@ class GenevalReward(RewardModel):
             truncation=True,
             return_tensors="pt",
         )
-        self.queries = {k: v.to(self.device) for k, v in queries.items()}  # (Q, L) each
+        # The class queries' text embeddings, once: every image is compared with the same ones.
+        with torch.inference_mode():
+            embeds = self.detector.owlv2.get_text_features(
+                input_ids=queries["input_ids"].to(self.device),
+                attention_mask=queries["attention_mask"].to(self.device),
+            )
+        self.query_embeds = getattr(embeds, "pooler_output", embeds)  # (Q, D)
         self._colour_weights: dict[str, torch.Tensor] = {}
         self.weights_id = weights
 
@@ -389,13 +395,17 @@ class GenevalReward(RewardModel):
     def detect(self, pixels: torch.Tensor, sizes: list[tuple[int, int]], wanted: list[set[str]]) -> list[dict]:
         """Per image, ``{class: [Box, ...]}`` of every detector box labelled with a wanted class: each box takes
         its most likely class (sigmoid of the best query logit as confidence), in pixels of the original image."""
-        batch = pixels.shape[0]
-        ids = self.queries["input_ids"].repeat(batch, 1)  # (B * Q, L): every class for every image
-        mask = self.queries["attention_mask"].repeat(batch, 1)
-        out = self.detector(input_ids=ids, attention_mask=mask, pixel_values=pixels.to(self.device, self.dtype))
-        best = out.logits.float().max(dim=-1)  # (B, P): best query per box
+        # The detector's own forward, with the class queries embedded once (Owlv2ForObjectDetection.forward
+        # embeds them again for every image).
+        feature_map = self.detector.image_embedder(pixel_values=pixels.to(self.device, self.dtype))[0]  # (B, h, w, D)
+        batch, grid_h, grid_w, dim = feature_map.shape
+        image_feats = feature_map.reshape(batch, grid_h * grid_w, dim)  # (B, P, D): one box per patch
+        queries = self.query_embeds.unsqueeze(0).expand(batch, -1, -1)  # (B, Q, D)
+        logits = self.detector.class_predictor(image_feats, queries)[0]  # (B, P, Q)
+        pred_boxes = self.detector.box_predictor(image_feats, feature_map)  # (B, P, 4) cx, cy, w, h
+        best = logits.float().max(dim=-1)  # (B, P): best query per box
         confidence, label = torch.sigmoid(best.values).cpu(), best.indices.cpu()
-        cx, cy, w, h = out.pred_boxes.float().cpu().unbind(-1)  # (B, P) each, relative to the padded square
+        cx, cy, w, h = pred_boxes.float().cpu().unbind(-1)  # (B, P) each, relative to the padded square
         corners = torch.stack((cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2), dim=-1)  # (B, P, 4)
         results = []
         for n, (height, width) in enumerate(sizes):

@@ -127,6 +127,33 @@ def test_reward_detections_lie_in_the_image_and_colours_are_unit_classifiers(rew
     assert torch.allclose(weights.norm(dim=0), torch.ones(len(COLORS)), atol=1e-5)
 
 
+def test_detections_are_the_detectors_own_forward(reward):
+    """Queries embedded once give what Owlv2ForObjectDetection's forward gives with the queries repeated per image:
+    per box its best class, sigmoid confidence and corners (x the padded square's side)."""
+    pixels = torch.stack([reward.prepare(torch.rand(3, 48, 64))["pixels"] for _ in range(2)])
+    tokens = reward.processor.tokenizer(
+        [f"a photo of a {c}" for c in reward.classes], padding="max_length", truncation=True, return_tensors="pt"
+    )
+    out = reward.detector(
+        input_ids=tokens["input_ids"].repeat(2, 1),
+        attention_mask=tokens["attention_mask"].repeat(2, 1),
+        pixel_values=pixels,
+    )
+    found = reward.detect(pixels, [(48, 64)] * 2, [set(reward.classes)] * 2)
+    for n in range(2):
+        best = out.logits[n].max(dim=-1)
+        cx, cy, w, h = out.pred_boxes[n].unbind(-1)
+        corners = torch.stack((cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2), dim=-1) * 64
+        corners[:, 0::2], corners[:, 1::2] = corners[:, 0::2].clamp(0, 64), corners[:, 1::2].clamp(0, 48)
+        expected = sorted(
+            (reward.classes[int(c)], *box, float(torch.sigmoid(v)))
+            for box, v, c in zip(corners.tolist(), best.values, best.indices, strict=True)
+        )
+        ours = sorted((name, *box) for name, boxes in found[n].items() for box in boxes)
+        assert [e[0] for e in expected] == [o[0] for o in ours]
+        torch.testing.assert_close(torch.tensor([e[1:] for e in expected]), torch.tensor([o[1:] for o in ours]))
+
+
 def test_reward_rejects_videos_and_bad_settings(reward, tmp_path):
     out = reward.score(PROMPTS[:1], [torch.rand(4, 3, 32, 32)])
     assert out.failed.tolist() == [True] and "scores images" in out.errors[0]
