@@ -4,8 +4,9 @@
     python benchmarks/bench_rewards.py --smoke   # 2 photos, batches of 2, one repeat: checks every preset runs
 
 Each preset is built by the test kit with random weights in its released layout (``mmreward.testing``: the CLIP
-family, ImageReward, TrOCR, the JPEG rewards; the VLM heads, judges and Soft-TIFA on a tiny Qwen backbone of the
-family the preset's checkpoint uses, Soft-TIFA with three questions per image) and loaded through ``load_reward``.
+family, ImageReward, TrOCR, GenEval's OWLv2 and CLIP, the JPEG rewards; the VLM heads, judges and Soft-TIFA on a tiny
+Qwen backbone of the family the preset's checkpoint uses, Soft-TIFA with three questions per image) and loaded
+through ``load_reward``. GenEval scores the prompt as one red stop sign, every box kept, so colours are classified.
 The scikit-image photos, decoded once into tensors, are scored with a prompt that quotes a text (so the OCR reward
 has a target); pointwise rewards by ``score`` (items/s), pairwise judges by ``compare`` in both presentation orders
 (pairs/s). Video-only rewards (VideoScore2) score one clip per photo instead: 8 frames panning across it, taken as
@@ -50,6 +51,7 @@ KIT_TYPES = {
     "laion-aesthetic",
     "imagereward",
     "ocr",
+    "geneval",
     "jpeg-compressibility",
     "jpeg-incompressibility",
 }
@@ -75,6 +77,23 @@ def build(name: str, root: Path, batch_size: int):
     preset = find_preset(name)
     if preset.kwargs.get("backend") == "chat":
         return None
+    if preset.type == "geneval":
+        data = root / "geneval_metadata.jsonl"
+        record = {
+            "tag": "color_attr",
+            "prompt": PROMPT,
+            "include": [{"class": "stop sign", "count": 1, "color": "red"}],
+        }
+        data.write_text(json.dumps(record) + "\n")
+        kit = find_preset(name).kwargs
+        path = tiny_reward_preset(name, root)
+        return load_reward(
+            str(path),
+            data=str(data),
+            batch_size=batch_size,
+            threshold=0.0,
+            **{k: kit[k] for k in ("max_objects", "max_overlap", "position_threshold")},
+        )
     if preset.type in KIT_TYPES:
         path = tiny_reward_preset(name, root)
     elif preset.type == "soft-tifa":

@@ -34,6 +34,7 @@ REWARD_TYPES: dict[str, str] = {
     "laion-aesthetic": "mmreward.rewards.hf_clip_rewards:LaionAesthetic",
     "imagereward": "mmreward.rewards.image_reward:ImageReward",
     "ocr": "mmreward.rewards.ocr:OcrReward",
+    "geneval": "mmreward.rewards.geneval:GenevalReward",
     "soft-tifa": "mmreward.rewards.soft_tifa:SoftTifaReward",
     "jpeg-compressibility": "mmreward.rewards.compressibility:JpegCompressibility",
     "jpeg-incompressibility": "mmreward.rewards.compressibility:JpegIncompressibility",
