@@ -6,12 +6,18 @@ the reward is a discriminator that learns to tell reference images (positives) f
 discriminator learns it. ``discriminator.type`` picks the paper's two variants
 (:mod:`mmreward.alignment.discriminators`):
 
-- ``dinov2``: frozen DINOv2 + trainable MLP head on the CLS token and ``K`` random patch tokens, hinge loss;
-  reward ``0.7 D(CLS) + 0.3 mean D(patches)``. The public code trains the head on raw tokens but scores with
-  L2-normalized ones; here training and reward use the same features (``discriminator.l2_normalize``, default on).
+- ``dinov2``: frozen DINOv2 + trainable MLP head on the CLS token and ``K`` random patch tokens (drawn with
+  replacement, as the public code), hinge loss; reward ``0.7 D(CLS) + 0.3 mean D(patches)``. The public code trains
+  the head on raw tokens but scores with L2-normalized ones; here training and reward use the same normalized
+  features by default (``discriminator.l2_normalize: always``; ``reward`` restores the public code's split).
 - ``pickscore``: PickScore with its last vision blocks trainable, trained with PickScore's preference loss
   (reference preferred) only when the policy out-scores the references, that step's policy update skipped
-  (``discriminator.update_when: generator_wins``, the paper's rule).
+  (``discriminator.update_when: generator_wins``, the paper's rule). The reward is PickScore itself; the public code
+  divides it by 26, a constant the group-normalized advantages cancel (no option).
+
+Both discriminators run in float32 (the public code's in bf16; no option). ``tests/golden/adv_grpo_disc`` checks one
+discriminator step (loss, gradients, weights after the Adam step) and the rewards of both against the authors'
+code, with ``l2_normalize: reward``.
 
     accelerate launch --config_file configs/accelerate/multi_gpu.yaml align/adv_grpo.py \\
         --config configs/align/adv_grpo_sd3.yaml [--discriminator.learning_rate 1e-4 ...]
