@@ -52,6 +52,7 @@ import torch.nn.functional as F
 from safetensors.torch import save_file
 
 from mmreward.alignment.advantages import AdvantageConfig
+from mmreward.evaluation.generation import VIDEO_FAMILIES
 from mmreward.alignment.adversarial import (
     AdversarialReward,
     DiscriminatorTrainer,
@@ -130,7 +131,7 @@ class AdvGRPOConfig:
             raise ConfigError("data.prompts is required: a .txt file (one prompt per line) or a prompt table")
         if not self.references.path:
             raise ConfigError("references.path is required: a folder of reference images (or a manifest of paths)")
-        if self.model.family == "wan" or self.model.num_frames:
+        if self.model.family in VIDEO_FAMILIES or self.model.num_frames:
             raise ConfigError(
                 "Adv-GRPO's discriminators score images; use an image family (sd3, flux, qwenimage, zimage)"
             )
