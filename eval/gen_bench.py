@@ -186,7 +186,8 @@ def _checked_setup(args: argparse.Namespace, parser: argparse.ArgumentParser) ->
         TINY_SIZES[args.family] if args.model == "tiny" else (defaults.height, defaults.width, defaults.num_frames)
     )
     height, width = args.height or height, args.width or width
-    frames = args.num_frames if args.num_frames is not None else (frames if args.family in generation.VIDEO_FAMILIES else None)
+    video = args.family in generation.VIDEO_FAMILIES
+    frames = args.num_frames if args.num_frames is not None else (frames if video else None)
     generation.check_size(args.family, args.model, height, width, frames)
     lora: LoraInfo | None = None
     if args.lora is not None:

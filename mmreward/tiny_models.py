@@ -493,7 +493,12 @@ def _build_tiny_pipeline(family: str, seed: int):
     else:
         experts = {}
     return WanPipeline(
-        tokenizer=t5_tokenizer, text_encoder=text_encoder, vae=vae, scheduler=scheduler, transformer=transformer, **experts
+        tokenizer=t5_tokenizer,
+        text_encoder=text_encoder,
+        vae=vae,
+        scheduler=scheduler,
+        transformer=transformer,
+        **experts,
     )
 
 

@@ -116,7 +116,9 @@ def check_size(family: str, path: str, height: int, width: int, num_frames: int 
             nearest = max(1, round((frames - 1) / WAN_TEMPORAL)) * WAN_TEMPORAL + 1
             raise ConfigError(f"--num-frames {num_frames} does not fit {family}: use 4k + 1 frames (e.g. {nearest})")
     elif num_frames is not None:
-        raise ConfigError(f"--num-frames is for video families ({', '.join(VIDEO_FAMILIES)}); {family} generates images")
+        raise ConfigError(
+            f"--num-frames is for video families ({', '.join(VIDEO_FAMILIES)}); {family} generates images"
+        )
 
 
 # ---------------------------------------------------------------------------------------------------------- LoRA

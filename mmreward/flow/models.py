@@ -1,6 +1,7 @@
 """Rectified-flow generators on diffusers pipelines: one small adapter per family (``sd3``, ``flux``, ``wan``,
-``qwenimage``, ``zimage``, ``flux2klein``, ``wan22``, ``wan22ti2v``), each in its module of :mod:`mmreward.flow.families`, all on the interface
-of :mod:`mmreward.flow.adapter`; this module maps family names to adapters and loads them.
+``qwenimage``, ``zimage``, ``flux2klein``, ``wan22``, ``wan22ti2v``), each in its module of
+:mod:`mmreward.flow.families`, all on the interface of :mod:`mmreward.flow.adapter`; this module maps family names
+to adapters and loads them.
 
 An adapter hides what differs between families behind one interface used by rollouts and losses:
 

@@ -151,8 +151,14 @@ def save_lora(
     if hasattr(model, "adapted_experts"):  # WanExperts: one file per adapted expert, its names without the prefix
         files = []
         for name, expert in model.adapted_experts().items():
-            own = None if weights is None else {k[len(name) + 1 :]: v for k, v in weights.items() if k.startswith(f"{name}.")}
-            files.append(save_lora(pipeline_class, expert, directory, weights=own, weight_name=EXPERT_WEIGHT_NAMES[name]))
+            own = (
+                None
+                if weights is None
+                else {k[len(name) + 1 :]: v for k, v in weights.items() if k.startswith(f"{name}.")}
+            )
+            files.append(
+                save_lora(pipeline_class, expert, directory, weights=own, weight_name=EXPERT_WEIGHT_NAMES[name])
+            )
         return files[0]
     state = None
     if weights is not None:

@@ -257,7 +257,9 @@ def test_a_lora_trained_one_step_loads_with_load_lora_weights(model, tmp_path):
     loaded = ADAPTERS[family](fresh)
     loaded.max_sequence_length = 16
     with torch.no_grad():
-        torch.testing.assert_close(loaded.velocity(latents, sigma, loaded.encode_prompts(["a cat", "a cat"])), expected)
+        torch.testing.assert_close(
+            loaded.velocity(latents, sigma, loaded.encode_prompts(["a cat", "a cat"])), expected
+        )
         torch.testing.assert_close(model.velocity(latents, sigma, model.encode_prompts(["a cat", "a cat"])), base)
 
 
