@@ -20,7 +20,7 @@ default), so that other jobs on a shared machine do not count. The last line is
 
 The rollout alone is also compared with ``StableDiffusion3Pipeline.__call__`` on the same transformer, steps,
 batch, guidance, prompt embeddings and initial noise (Euler ODE, decoded to tensors): the cost of the SDE steps'
-log-probability bookkeeping. ``--families`` adds one such row per other image family (default FLUX.1, Qwen-Image,
+log-probability bookkeeping. ``--families`` adds one such row per other family (default FLUX.1, Qwen-Image,
 Z-Image, FLUX.2 klein, Wan2.2 A14B and TI2V-5B): the family's tiny pipeline with a transformer of ``--layers`` x ``--heads`` x 64 and as
 many image tokens, the rollout (prompts encoded, CFG the family's way, decoded) against the pipeline called with
 the same prompts, noise, steps and guidance (``pipeline_guidance_kwargs``).
@@ -38,7 +38,7 @@ Measured on the shared 2-core CPU machine (CPU time, one thread, best of 3), 2 p
 - Wan2.2 rows (same sizes, one-frame videos, 256 tokens): A14B with both experts (the 6-step grid crosses the
   boundary) 3.01 s vs WanPipeline 2.70 s (+11.7%), TI2V-5B 3.85 vs 3.50 s (+10.1%). WanPipeline runs the two CFG
   halves as two calls of 8 and the rollout as one of 16, which on one CPU thread is itself 14% slower per forward
-  (0.325 vs 0.285 s, timed alone): 6 steps x 0.04 s of the 0.31 s; the rest, +2.6%, is the SDE bookkeeping.
+  (0.325 vs 0.285 s, timed alone): 6 steps x 0.04 s of A14B's 0.31 s; the rest, +2.6%, is the SDE bookkeeping.
 The tiny reward models cost milliseconds here; with a real judge the reward phase is the judge's own time plus the
 gather of a group's media to its owner (none when every process holds whole groups).
 """
