@@ -77,7 +77,13 @@ def infer_family(model: str, family: str | None) -> str:
         return "sd3"
     index = Path(model).expanduser() / "model_index.json"
     if index.is_file():
-        name = json.loads(index.read_text(encoding="utf-8")).get("_class_name", "")
+        entries = json.loads(index.read_text(encoding="utf-8"))
+        name = entries.get("_class_name", "")
+        if name == "WanPipeline":  # Wan2.2's layouts, as WanPipeline reads them (a null slot is [null, null])
+            if entries.get("transformer_2") not in (None, [None, None]):
+                return "wan22"
+            if entries.get("expand_timesteps"):
+                return "wan22ti2v"
         if name in PIPELINE_FAMILIES:
             return PIPELINE_FAMILIES[name]
         raise ConfigError(f"{str(index)!r} names pipeline {name!r}; supported: {', '.join(PIPELINE_FAMILIES)}")

@@ -218,3 +218,18 @@ def test_ti2v_feeds_one_timestep_per_token_as_the_pipeline():
     assert timestep.shape == (2, 2 * 1 * 1)
     torch.testing.assert_close(timestep, torch.tensor([[900.0] * 2, [300.0] * 2]))
     assert isinstance(model._flow_scheduler(), FlowMatchEulerDiscreteScheduler)
+
+
+@pytest.mark.parametrize(
+    ("entries", "family"),
+    [
+        ({"transformer_2": ["diffusers", "WanTransformer3DModel"], "boundary_ratio": 0.875}, "wan22"),
+        ({"transformer_2": [None, None], "expand_timesteps": True}, "wan22ti2v"),
+        ({"transformer_2": [None, None], "expand_timesteps": False}, "wan"),
+    ],
+)
+def test_generate_tells_the_wan_layout_from_model_index(tmp_path, entries, family):
+    from mmreward.guidance.generate import infer_family
+
+    (tmp_path / "model_index.json").write_text(json.dumps({"_class_name": "WanPipeline", **entries}))
+    assert infer_family(str(tmp_path), None) == family
