@@ -231,6 +231,9 @@ def load_policy(
         lora = cfg.lora
         add_lora(unwrapped, rank=lora.rank, alpha=lora.alpha, target_modules=lora.target_modules, init=lora.init)
     if sharded:
+        for module in (unwrapped, frozen, second):
+            if isinstance(module, WanExperts):
+                module.lockstep = True  # every process calls the experts any process needs (collective gathers)
         shard_model(unwrapped, mixed_precision=accelerator.mixed_precision)
         for copied in (frozen, second):
             if copied is not None:

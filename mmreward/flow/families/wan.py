@@ -39,10 +39,12 @@ class WanExperts(nn.Module):
     ``lora_experts``: the experts :meth:`add_adapter` puts a LoRA on (``both``, ``high``: ``transformer``, ``low``:
     ``transformer_2``).
 
-    Under several processes every process calls every expert that any process needs in this forward (an all-reduce
-    of two flags): FSDP2 gathers an expert's parameters collectively, so processes whose batches hold different
-    noise levels would otherwise wait on different collectives. A process with no sample for such an expert runs it
-    on its first sample and adds the result times zero (its gradient is zero, and DDP sees the parameters used).
+    ``lockstep`` (set when FSDP2 shards the experts over several processes, :func:`mmreward.train.policy.load_policy`):
+    every process calls every expert that any process needs in this forward (an all-reduce of two flags). FSDP2
+    gathers an expert's parameters collectively, so processes whose batches hold different noise levels (Flow-DPO)
+    would otherwise pair one expert's gathers with the other's. A process with no sample for such an expert runs it
+    on its first sample and adds the result times zero (a zero gradient). Off, as for DDP (whose forward has no
+    per-module collectives) and for processes that sample independently (``eval/gen_bench.py`` shares).
     """
 
     def __init__(self, transformer: nn.Module, transformer_2: nn.Module, boundary_timestep: float) -> None:
@@ -51,6 +53,7 @@ class WanExperts(nn.Module):
         self.transformer_2 = transformer_2
         self.boundary_timestep = float(boundary_timestep)
         self.lora_experts: LoraExperts = "both"
+        self.lockstep = False
         self._no_split_modules = list(getattr(transformer, "_no_split_modules", None) or [])
 
     # -- what callers read from a diffusers transformer -------------------------------------------------------------
@@ -113,8 +116,8 @@ class WanExperts(nn.Module):
     ) -> tuple[torch.Tensor]:
         high = self.is_high_noise(timestep)
         groups = [torch.nonzero(high).flatten(), torch.nonzero(~high).flatten()]  # sample indices per expert
-        needed = torch.tensor([len(g) > 0 for g in groups], device=hidden_states.device)
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
+        needed = torch.tensor([len(g) > 0 for g in groups], dtype=torch.int32, device=hidden_states.device)
+        if self.lockstep:
             torch.distributed.all_reduce(needed, op=torch.distributed.ReduceOp.MAX)  # the same experts everywhere
         outputs, order, idle = [], [], []
         for expert, index, wanted in zip(self.experts().values(), groups, needed.tolist(), strict=True):

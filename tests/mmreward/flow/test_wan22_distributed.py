@@ -32,6 +32,7 @@ def _worker(rank: int, port: int, out: str) -> None:
     experts = WanExperts(_tiny_wan_transformer(channels=4), _tiny_wan_transformer(channels=4), 875.0)
     add_lora(experts, rank=2, alpha=2, target_modules=DEFAULT_LORA_TARGETS)
     shard_model(experts)
+    experts.lockstep = True  # what load_policy sets for sharded experts
     generator = torch.Generator().manual_seed(rank)
     latents = torch.randn(2, 4, 2, 4, 4, generator=generator)  # (B, C, t, h, w)
     text = torch.randn(2, 8, 32, generator=generator)  # (B, L, text_dim)
