@@ -22,8 +22,8 @@ The rollout alone is also compared with ``StableDiffusion3Pipeline.__call__`` on
 batch, guidance, prompt embeddings and initial noise (Euler ODE, decoded to tensors): the cost of the SDE steps'
 log-probability bookkeeping. ``--families`` adds one such row per other family (default FLUX.1, Qwen-Image,
 Z-Image, FLUX.2 klein, Wan2.2 A14B and TI2V-5B): the family's tiny pipeline with a transformer of ``--layers`` x
-``--heads`` x 64 and as many image tokens, the rollout (prompts encoded, CFG the family's way, decoded) against the pipeline called with
-the same prompts, noise, steps and guidance (``pipeline_guidance_kwargs``).
+``--heads`` x 64 and as many image tokens, the rollout (prompts encoded, CFG the family's way, decoded) against the
+pipeline called with the same prompts, noise, steps and guidance (``pipeline_guidance_kwargs``).
 
 Measured on the shared 2-core CPU machine (CPU time, one thread, best of 3), 2 prompts x 4 samples, 6 SDE steps,
 3 trained with KL:
