@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import runpy
 import socket
 import subprocess
 import sys
@@ -82,6 +83,22 @@ def launch_runs(program: str, runs: list[Run], processes: int = 2) -> str:
     result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
     assert result.returncode == 0, result.stderr[-3000:]
     return result.stdout
+
+
+def run_script(program: str, *args: str, monkeypatch, capsys) -> tuple[int, str]:
+    """``python <program> ARGS`` from the repository root, in the test process: the script's ``__main__`` block (its
+    argument parsing and error handling) run with ``sys.argv`` set, without a new interpreter's start and imports
+    (what early-error tests pay for most). Returns the exit status (0 when the script returned) and its stderr; an
+    exception the script does not turn into an exit propagates (a traceback a user would see fails the test)."""
+    monkeypatch.setattr(sys, "argv", [program, *args])
+    monkeypatch.chdir(REPO)
+    capsys.readouterr()
+    try:
+        runpy.run_path(str(REPO / program), run_name="__main__")
+        code = 0
+    except SystemExit as exit_:
+        code = exit_.code if isinstance(exit_.code, int) else 1
+    return code, capsys.readouterr().err
 
 
 def assert_resumed_exactly(original: Path, resumed: Path, from_step: int, weights: list[Path]) -> None:

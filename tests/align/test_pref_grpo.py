@@ -20,7 +20,7 @@ from mmreward.errors import ConfigError
 from mmreward.media import load_video
 from mmreward.train.config import parse_config
 from mmreward.train.tracking import read_metrics
-from tests.program_runs import Run, assert_lora_changes_tiny_sd3, assert_resumed_exactly, launch_runs
+from tests.program_runs import Run, assert_lora_changes_tiny_sd3, assert_resumed_exactly, launch_runs, run_script
 
 REPO = Path(__file__).resolve().parents[2]
 POINTWISE = REPO / "configs" / "tiny" / "pref_grpo_flow_grpo.yaml"
@@ -88,18 +88,12 @@ def test_a_missing_prompt_column_fails_before_the_model_loads(tmp_path):
         (["--reward.judge", "null"], "pref_grpo: reward.mode=pairwise needs reward.judge"),
     ],
 )
-def test_config_errors_are_one_line_messages(tmp_path, overrides, message):
-    result = subprocess.run(
-        [sys.executable, "align/pref_grpo.py", "--config", str(PAIRWISE), "--output_dir", str(tmp_path), *overrides],
-        cwd=REPO,
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 2
-    assert result.stderr.strip().splitlines()[-1].startswith(message)
-    assert "Traceback" not in result.stderr
+def test_config_errors_are_one_line_messages(tmp_path, overrides, message, monkeypatch, capsys):
+    args = ("--config", str(PAIRWISE), "--output_dir", str(tmp_path), *overrides)
+    code, stderr = run_script("align/pref_grpo.py", *args, monkeypatch=monkeypatch, capsys=capsys)
+    assert code == 2
+    assert stderr.strip().splitlines()[-1].startswith(message)
+    assert "Traceback" not in stderr
 
 
 @pytest.mark.parametrize("config", sorted((REPO / "configs" / "align").glob("pref_grpo_*.yaml")), ids=lambda p: p.stem)
