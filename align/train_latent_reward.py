@@ -25,9 +25,13 @@ Data (``data.source``):
 Noise levels: ``u ~ U(0, 1)`` mapped through the generator's shifted training grid (the levels sampling visits).
 Media are VAE-encoded once, each process its share, into ``output_dir/cache`` and read memory-mapped. A share of
 the pairs (``data.holdout``) is held out; pairwise accuracy on them at ``train.eval_sigmas`` is logged and saved
-to ``eval.json``. Output: ``output_dir/latent_reward`` (load with ``mmreward.guidance.latent_reward.
-load_latent_reward``; guide with ``mmreward generate --method nrg --guide output_dir/latent_reward``), plus
-``config.yaml``, ``metrics.jsonl``, ``skipped_pairs.jsonl`` and resumable checkpoints.
+to ``eval.json``. Several processes train under DDP, or sharded with torch's FSDP2 (``train.sharding: fsdp2``, or an
+accelerate config with ``distributed_type: FSDP``; mmreward.train.sharding): each conv block and then the root are
+sharded, checkpoints hold every process's shard and resume exactly, and the saved reward is gathered. The network
+starts random and always trains whole (there is no LoRA to choose, unlike the generator programs). Output:
+``output_dir/latent_reward`` (load with ``mmreward.guidance.latent_reward.load_latent_reward``; guide with
+``mmreward generate --method nrg --guide output_dir/latent_reward``), plus ``config.yaml``, ``metrics.jsonl``,
+``skipped_pairs.jsonl`` and resumable checkpoints.
 """
 
 from __future__ import annotations
@@ -38,7 +42,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
-from accelerate import Accelerator
 
 from mmreward.errors import ConfigError
 from mmreward.flow.models import load_flow_model
@@ -56,10 +59,11 @@ from mmreward.reward_training.latent_sections import (
 from mmreward.reward_training.latent_split import global_rows, split_data
 from mmreward.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from mmreward.train.config import parse_config, require_positive
-from mmreward.train.distributed import check_launched_processes
+from mmreward.train.distributed import check_launch, make_accelerator
 from mmreward.train.guards import NonFiniteGuard, finite_everywhere
 from mmreward.train.run import open_run
 from mmreward.train.sections import check_media_kind
+from mmreward.train.sharding import ShardedState, clip_grad_norm, full_state_dict, is_sharded, shard_model
 
 # ----------------------------------------------------------------------------------------------------- config
 
@@ -104,8 +108,8 @@ class TrainLatentRewardConfig:
 def main(cfg: TrainLatentRewardConfig) -> Path:
     train = cfg.train
     plan = plan_data(cfg.data)  # bad tables, empty prompt files and unknown rewards fail before any model loads
-    accelerator = Accelerator()
-    check_launched_processes(accelerator)
+    accelerator = make_accelerator()
+    sharding = check_launch(accelerator, train.sharding)
     run = open_run(cfg, accelerator)
     output, tracker = run.output, run.tracker
     rank, world, device = accelerator.process_index, accelerator.num_processes, accelerator.device
@@ -144,17 +148,24 @@ def main(cfg: TrainLatentRewardConfig) -> Path:
         depth=cfg.reward_model.depth,
         generator=cfg.model.path,
     )
-    torch.manual_seed(train.seed)
+    torch.manual_seed(train.seed)  # the same initial weights on every process (FSDP2 keeps each one's shard)
     unwrapped = LatentRewardModel(spec).to(device)
+    if sharding == "fsdp2" and torch.distributed.is_initialized():  # the conv blocks, then the root (stem, head)
+        shard_model(unwrapped, mixed_precision=accelerator.mixed_precision)
     optimizer = torch.optim.AdamW(unwrapped.parameters(), lr=train.learning_rate, weight_decay=train.weight_decay)
-    reward, optimizer = accelerator.prepare(unwrapped, optimizer)
+    if sharding == "fsdp2":
+        # accelerate never wraps a sharded model; the checkpoint is every process's shard of the weights and of the
+        # optimizer state (sharded/), written and read by all of them.
+        reward, saved = unwrapped, {"modules": {}, "states": {}}
+        saved["collective"] = ShardedState(unwrapped, optimizer, trainable_only=False)
+    else:
+        reward, optimizer = accelerator.prepare(unwrapped, optimizer)
+        saved = {"modules": {"latent_reward": unwrapped}, "states": {"optimizer": optimizer}}
     guard = NonFiniteGuard(train.max_nonfinite_steps)
     step = 0
     checkpoint = latest_checkpoint(output / "checkpoints") if train.resume else None
     if checkpoint is not None:
-        state = load_checkpoint(
-            checkpoint, modules={"latent_reward": unwrapped}, states={"optimizer": optimizer}, rank=rank
-        )
+        state = load_checkpoint(checkpoint, **saved, rank=rank)
         step, guard.skipped = state["step"], state["nonfinite_skipped"]
 
     def evaluate() -> dict[str, float]:
@@ -177,7 +188,10 @@ def main(cfg: TrainLatentRewardConfig) -> Path:
         finite = finite_everywhere(loss, accelerator.reduce)  # every process skips the same backward
         if finite:
             accelerator.backward(loss)
-            grad_norm = accelerator.clip_grad_norm_(unwrapped.parameters(), train.max_grad_norm)
+            if is_sharded(unwrapped):  # the norm over every process's gradient shards
+                grad_norm = clip_grad_norm(list(unwrapped.parameters()), train.max_grad_norm)
+            else:
+                grad_norm = accelerator.clip_grad_norm_(unwrapped.parameters(), train.max_grad_norm)
             optimizer.step()
         applied = guard.ok(loss if finite else float("nan"))
         optimizer.zero_grad(set_to_none=True)
@@ -193,19 +207,19 @@ def main(cfg: TrainLatentRewardConfig) -> Path:
             save_checkpoint(
                 output / "checkpoints",
                 step,
-                modules={"latent_reward": unwrapped},
-                states={"optimizer": optimizer},
+                **saved,
                 extra={"nonfinite_skipped": guard.skipped},
                 keep_last=train.keep_checkpoints,
                 rank=rank,
                 barrier=accelerator.wait_for_everyone,
             )
 
-    # -- save
+    # -- save (every process evaluates and gathers: under FSDP2 a forward and the whole weights need all of them)
     accelerator.wait_for_everyone()
     target = output / "latent_reward"
+    evaluation = evaluation or evaluate()  # resumed at max_steps: evaluate what was loaded
+    weights = full_state_dict(unwrapped) if is_sharded(unwrapped) else None
     if accelerator.is_main_process:
-        evaluation = evaluation or evaluate()  # resumed at max_steps: evaluate what was loaded
         (output / "eval.json").write_text(json.dumps(evaluation, indent=2), encoding="utf-8")
         unwrapped.spec.training = {
             "source": cfg.data.source,
@@ -214,7 +228,7 @@ def main(cfg: TrainLatentRewardConfig) -> Path:
             "heldout_size": len(data.heldout),
             "heldout_accuracy": evaluation,
         }
-        unwrapped.save(target)
+        unwrapped.save(target, weights)
     tracker.close()
     accelerator.end_training()
     return target

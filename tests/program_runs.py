@@ -1,16 +1,29 @@
 """What the program tests share: an ``accelerate launch`` command for CPU processes, run through the running
-interpreter (so a test does not depend on the environment's ``bin/`` being on PATH), and the check that a saved LoRA
-loads into a fresh tiny SD3 pipeline with diffusers' own ``load_lora_weights`` and changes what it samples."""
+interpreter (so a test does not depend on the environment's ``bin/`` being on PATH); :func:`launch_runs`, several
+runs of one training program in one multi-process launch (a run, a resume from its checkpoint, a variant), so that a
+test module pays the launch and the imports once; the resume and sharded-checkpoint checks the FSDP2 tests repeat;
+and the check that a saved LoRA loads into a fresh tiny SD3 pipeline with diffusers' own ``load_lora_weights`` and
+changes what it samples."""
 
 from __future__ import annotations
 
+import json
+import os
+import runpy
 import socket
+import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_file
 
 from mmreward.tiny_models import tiny_pipeline
+from mmreward.train.tracking import read_metrics
+
+REPO = Path(__file__).resolve().parents[1]
+SEQUENCE = Path(__file__).resolve().with_name("run_in_sequence.py")
 
 
 def free_port() -> int:
@@ -27,6 +40,93 @@ def accelerate_launch(processes: int) -> list[str]:
     kind = ["--multi_gpu", "--main_process_port", str(free_port())] if processes > 1 else ["--cpu"]
     options = ["--num_processes", str(processes), "--num_machines", "1", "--mixed_precision", "no"]
     return [sys.executable, "-m", "accelerate.commands.launch", *kind, *options, "--dynamo_backend", "no"]
+
+
+@dataclass(frozen=True)
+class Run:
+    """One run of :func:`launch_runs`: the program's arguments (``--output_dir`` is added) and its output folder;
+    ``resume_from``, a checkpoint folder (``<output>/checkpoints/step-N``) written by an earlier run of the same
+    launch, is copied into this run's output as its latest checkpoint before the run starts."""
+
+    output: Path
+    args: tuple[str, ...] = ()
+    resume_from: Path | None = None
+
+
+def launch_runs(program: str, runs: list[Run], processes: int = 2) -> str:
+    """Run ``program`` (``align/<name>.py``) once per :class:`Run`, one after the other, in the same ``processes``
+    gloo CPU processes of one ``accelerate launch`` (tests/run_in_sequence.py runs each as ``__main__``, exactly as
+    the launch would run the script). No ``ACCELERATE_USE_CPU``: the programs train together over gloo when launched
+    on a machine without GPUs, as a user launches them. Asserts the launch succeeded; returns its stdout."""
+    runs[0].output.parent.mkdir(parents=True, exist_ok=True)
+    plan = runs[0].output.parent / f".{runs[0].output.name}-plan.json"
+    plan.write_text(
+        json.dumps(
+            {
+                "program": program,
+                "runs": [
+                    {
+                        "args": [*run.args, "--output_dir", str(run.output)],
+                        "output": str(run.output),
+                        "resume_from": None if run.resume_from is None else str(run.resume_from),
+                        "port": free_port(),  # the rendezvous of every run after the first
+                    }
+                    for run in runs
+                ],
+            }
+        ),
+        encoding="utf-8",
+    )
+    env = {k: v for k, v in os.environ.items() if k != "ACCELERATE_USE_CPU"}
+    env |= {"PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
+    command = [*accelerate_launch(processes), str(SEQUENCE), str(plan)]
+    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result.stdout
+
+
+def run_script(program: str, *args: str, monkeypatch, capsys) -> tuple[int, str]:
+    """``python <program> ARGS`` from the repository root, in the test process: the script's ``__main__`` block (its
+    argument parsing and error handling) run with ``sys.argv`` set, without a new interpreter's start and imports
+    (what early-error tests pay for most). Returns the exit status (0 when the script returned) and its stderr; an
+    exception the script does not turn into an exit propagates (a traceback a user would see fails the test)."""
+    monkeypatch.setattr(sys, "argv", [program, *args])
+    monkeypatch.chdir(REPO)
+    capsys.readouterr()
+    try:
+        runpy.run_path(str(REPO / program), run_name="__main__")
+        code = 0
+    except SystemExit as exit_:
+        code = exit_.code if isinstance(exit_.code, int) else 1
+    return code, capsys.readouterr().err
+
+
+def assert_resumed_exactly(original: Path, resumed: Path, from_step: int, weights: list[Path]) -> None:
+    """A run resumed from ``original``'s checkpoint at ``from_step`` logged the same metrics for the later steps
+    (wall times aside) and saved bit-identical ``weights`` (paths inside each output folder)."""
+    later = [r for r in read_metrics(original) if r["step"] > from_step]
+    rows = read_metrics(resumed)
+    assert later and [r["step"] for r in rows] == [r["step"] for r in later]
+    strip = lambda row: {k: v for k, v in row.items() if not k.startswith("time/")}  # noqa: E731
+    assert [strip(r) for r in rows] == [strip(r) for r in later]
+    for name in weights:
+        a, b = load_file(original / name), load_file(resumed / name)
+        assert set(a) == set(b), name
+        for key in a:
+            torch.testing.assert_close(b[key], a[key], rtol=0, atol=0)
+
+
+def shard_files(checkpoint: Path) -> list[str]:
+    """The per-process shard files of a sharded checkpoint (``__<rank>_0.distcp``), sorted."""
+    return sorted(p.name for p in (checkpoint / "sharded").glob("*.distcp"))
+
+
+def gathered_state(checkpoint: Path, into: Path) -> dict:
+    """A sharded checkpoint's state gathered into one dict (torch's offline converter: no process group)."""
+    from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
+
+    dcp_to_torch_save(checkpoint / "sharded", into)
+    return torch.load(into, weights_only=False)
 
 
 def assert_lora_changes_tiny_sd3(lora_dir: Path) -> None:

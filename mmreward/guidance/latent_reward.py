@@ -104,6 +104,10 @@ class _Block(nn.Module):
 class LatentRewardModel(nn.Module):
     """``forward(latents, sigma, text=None) -> (B, K)`` rewards of noisy latents, one column per dimension."""
 
+    # The unit FSDP2 shards separately (mmreward.train.sharding.shard_model): each conditioned conv block; the root
+    # keeps the stem, the embeddings and the head.
+    _no_split_modules = ["_Block"]
+
     def __init__(self, spec: LatentRewardSpec) -> None:
         super().__init__()
         self.spec = spec
@@ -149,12 +153,14 @@ class LatentRewardModel(nn.Module):
         sample, unpacked). Called before sampling: a mismatched reward would give meaningless gradients."""
         check_spec_compatible(self.spec, family, latent_shape, source=source)
 
-    def save(self, directory: str | Path) -> Path:
+    def save(self, directory: str | Path, state: dict[str, torch.Tensor] | None = None) -> Path:
         """Write ``latent_reward.json`` and ``latent_reward.safetensors`` to ``directory`` (temp files, then
-        rename); returns the directory."""
+        rename); returns the directory. ``state``: the weights to write instead of this module's own (the whole
+        weights gathered from FSDP2 shards, whose live parameters are only this process's shard)."""
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
-        tensors = {name: t.detach().float().cpu().contiguous() for name, t in self.state_dict().items()}
+        source = self.state_dict() if state is None else state
+        tensors = {name: t.detach().float().cpu().contiguous() for name, t in source.items()}
         tmp_weights, tmp_spec = directory / f".{WEIGHTS_FILE}.tmp", directory / f".{SPEC_FILE}.tmp"
         save_file(tensors, str(tmp_weights))
         tmp_spec.write_text(json.dumps(dataclasses.asdict(self.spec), indent=2), encoding="utf-8")

@@ -75,3 +75,7 @@ class LatentTrainConfig:
     keep_checkpoints: int = 2
     resume: bool = True
     log_every: int = 10
+    # ddp: every process holds the whole reward network (gradients averaged); fsdp2: torch FSDP2 shards its
+    # parameters, gradients and optimizer state block by block (mmreward.train.sharding). An accelerate config with
+    # distributed_type FSDP selects fsdp2 as well. The network is always trained whole (no LoRA: it starts random).
+    sharding: Literal["ddp", "fsdp2"] = "ddp"

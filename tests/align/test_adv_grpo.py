@@ -26,7 +26,7 @@ from mmreward.flow.rollout import seeded
 from mmreward.testing import tiny_reward_preset
 from mmreward.train.config import parse_config
 from mmreward.train.tracking import read_metrics
-from tests.program_runs import accelerate_launch, assert_lora_changes_tiny_sd3
+from tests.program_runs import accelerate_launch, assert_lora_changes_tiny_sd3, run_script
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = REPO / "configs" / "tiny" / "adv_grpo.yaml"
@@ -70,12 +70,19 @@ def test_incompatible_options_fail_before_anything_loads(overrides, message):
         parse_config(AdvGRPOConfig, ["--config", str(TINY), *overrides])
 
 
-def test_an_empty_reference_folder_stops_the_program_before_any_model_loads(tmp_path):
+def _run_script(output: Path, *args: str, monkeypatch, capsys) -> tuple[int, str]:
+    args = ("--config", str(TINY), "--output_dir", str(output), *args)
+    return run_script("align/adv_grpo.py", *args, monkeypatch=monkeypatch, capsys=capsys)
+
+
+def test_an_empty_reference_folder_stops_the_program_before_any_model_loads(tmp_path, monkeypatch, capsys):
     (tmp_path / "refs").mkdir()
-    result = _run(tmp_path / "out", "--references.path", str(tmp_path / "refs"))
-    assert result.returncode == 2, result.stderr[-2000:]
-    assert "holds no images" in result.stderr and str(tmp_path / "refs") in result.stderr
-    assert "Traceback" not in result.stderr and not (tmp_path / "out").exists()
+    code, stderr = _run_script(
+        tmp_path / "out", "--references.path", str(tmp_path / "refs"), monkeypatch=monkeypatch, capsys=capsys
+    )
+    assert code == 2, stderr[-2000:]
+    assert "holds no images" in stderr and str(tmp_path / "refs") in stderr
+    assert "Traceback" not in stderr and not (tmp_path / "out").exists()
 
 
 def _solid_references_by_prompt(directory: Path, prompts: list[str]) -> Path:
@@ -114,12 +121,14 @@ def test_prompt_keyed_references_go_with_their_own_prompts(tmp_path, monkeypatch
             assert torch.all(image == level), (j, step_prompts[j % len(step_prompts)], image.float().mean())
 
 
-def test_prompts_without_keyed_references_stop_the_program_before_any_model_loads(tmp_path):
+def test_prompts_without_keyed_references_stop_the_program_before_any_model_loads(tmp_path, monkeypatch, capsys):
     keyed = _solid_references_by_prompt(tmp_path / "refs", ["a red cat", "a blue car"])
-    result = _run(tmp_path / "out", "--references.path", str(keyed))
-    assert result.returncode == 2, result.stderr[-2000:]
-    assert "of the prompts in data.prompts have no reference images (first: 'a green tree')" in result.stderr
-    assert "Traceback" not in result.stderr and not (tmp_path / "out").exists()
+    code, stderr = _run_script(
+        tmp_path / "out", "--references.path", str(keyed), monkeypatch=monkeypatch, capsys=capsys
+    )
+    assert code == 2, stderr[-2000:]
+    assert "of the prompts in data.prompts have no reference images (first: 'a green tree')" in stderr
+    assert "Traceback" not in stderr and not (tmp_path / "out").exists()
 
 
 def test_a_decaying_schedule_spans_the_policy_updates_not_the_iterations(tmp_path):

@@ -4,14 +4,10 @@ groups span the processes), exact resume of that run, and the pairwise-judge rew
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
 from safetensors.torch import load_file
 
@@ -19,7 +15,7 @@ from align.diffusion_nft import DiffusionNFTConfig, main
 from mmreward.errors import ConfigError
 from mmreward.train.config import parse_config
 from mmreward.train.tracking import read_metrics
-from tests.program_runs import accelerate_launch, assert_lora_changes_tiny_sd3
+from tests.program_runs import Run, assert_lora_changes_tiny_sd3, assert_resumed_exactly, launch_runs
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = REPO / "configs" / "tiny" / "diffusion_nft.yaml"
@@ -29,18 +25,8 @@ BRIGHTNESS = "mmreward.rewards.brightness:BrightnessReward"
 SPLIT_GROUPS = "--rollout.prompts_per_step 3 --rollout.batch_size 6 --train.micro_batch_size 6".split()
 
 
-def _env() -> dict[str, str]:
-    return {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-
-
 def _cfg(output: Path, *overrides: str, config: Path = TINY) -> DiffusionNFTConfig:
     return parse_config(DiffusionNFTConfig, ["--config", str(config), "--output_dir", str(output), *overrides])
-
-
-def _launch(output: Path, *args: str, processes: int = 2) -> subprocess.CompletedProcess:
-    command = [*accelerate_launch(processes), "align/diffusion_nft.py", "--output_dir", str(output), *args]
-    env = {**_env(), "ACCELERATE_USE_CPU": "1"}
-    return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
 
 
 @pytest.mark.parametrize(
@@ -140,11 +126,21 @@ def test_a_run_logs_evaluates_checkpoints_and_exports_a_lora_that_loads(python_r
 
 
 @pytest.fixture(scope="module")
-def two_process_run(tmp_path_factory) -> Path:
-    output = tmp_path_factory.mktemp("ddp")
-    result = _launch(output, "--config", str(TINY), *SPLIT_GROUPS)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return output
+def launched(tmp_path_factory) -> dict[str, Path]:
+    """One 2-process launch: ``ddp``, and ``resumed`` (the same run restarted from ``ddp``'s step-2 checkpoint)."""
+    root = tmp_path_factory.mktemp("ddp")
+    args = ("--config", str(TINY), *SPLIT_GROUPS)
+    runs = {
+        "ddp": Run(root / "ddp", args),
+        "resumed": Run(root / "resumed", args, root / "ddp" / "checkpoints" / "step-00000002"),
+    }
+    launch_runs("align/diffusion_nft.py", list(runs.values()))
+    return {name: run.output for name, run in runs.items()}
+
+
+@pytest.fixture(scope="module")
+def two_process_run(launched) -> Path:
+    return launched["ddp"]
 
 
 def test_two_processes_train_like_one(two_process_run, python_run):
@@ -162,24 +158,12 @@ def test_two_processes_train_like_one(two_process_run, python_run):
         assert (two[key] - one[key]).norm() <= 1e-2 * one[key].norm(), key
 
 
-def test_resume_of_a_two_process_run_is_exact(two_process_run, tmp_path):
+def test_resume_of_a_two_process_run_is_exact(launched):
     """Restart from the step-2 checkpoint (adapter, old policy, optimizer, EMA, RNG): steps 3-4 and the final
     adapter are bit-identical."""
-    (tmp_path / "checkpoints").mkdir()
-    shutil.copytree(two_process_run / "checkpoints" / "step-00000002", tmp_path / "checkpoints" / "step-00000002")
-    (tmp_path / "checkpoints" / "latest").write_text("step-00000002")
-    result = _launch(tmp_path, "--config", str(TINY), *SPLIT_GROUPS)
-    assert result.returncode == 0, result.stderr[-3000:]
-    resumed = read_metrics(tmp_path)
+    resumed = read_metrics(launched["resumed"])
     assert [r["step"] for r in resumed] == [3, 4, 4]  # the base evaluation (step 0) is not logged again
-    original = [r for r in read_metrics(two_process_run) if r["step"] > 2]
-    for a, b in zip(original, resumed, strict=True):
-        assert {k: v for k, v in a.items() if not k.startswith("time/")} == {
-            k: v for k, v in b.items() if not k.startswith("time/")
-        }
-    a, b = load_file(two_process_run / LORA_FILE), load_file(tmp_path / LORA_FILE)
-    for key in a:
-        torch.testing.assert_close(b[key], a[key], rtol=0, atol=0)
+    assert_resumed_exactly(launched["ddp"], launched["resumed"], 2, [LORA_FILE])
 
 
 # ------------------------------------------------------------------------------------------ other rewards

@@ -1,14 +1,13 @@
 """DiffusionNFT full fine-tuning sharded with FSDP2 on 2 gloo CPU processes (configs/tiny/diffusion_nft_fsdp.yaml),
 launched as a user would on a machine without GPUs: equal to the one-process run, the old policy a sharded frozen
 copy of the transformer that follows the trained weights by the EMA rule, exact resume from the sharded checkpoint,
-and the exported transformer loads into a diffusers pipeline without mmreward; LoRA sharded the same way."""
+and the exported transformer loads into a diffusers pipeline without mmreward; LoRA sharded the same way. One launch
+runs the sharded run, its resume from the step-1 checkpoint, the LoRA run and its resume from the step-2 checkpoint
+(tests.program_runs)."""
 
 from __future__ import annotations
 
 import math
-import os
-import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -19,37 +18,43 @@ from align.diffusion_nft import DiffusionNFTConfig, main
 from mmreward.tiny_models import tiny_pipeline
 from mmreward.train.config import parse_config
 from mmreward.train.tracking import read_metrics
-from tests.program_runs import accelerate_launch, assert_lora_changes_tiny_sd3
+from tests.program_runs import (
+    Run,
+    assert_lora_changes_tiny_sd3,
+    assert_resumed_exactly,
+    gathered_state,
+    launch_runs,
+    shard_files,
+)
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG = REPO / "configs" / "tiny" / "diffusion_nft_fsdp.yaml"
 WEIGHTS = Path("transformer") / "diffusion_pytorch_model.safetensors"
-LORA = ["--model.train", "lora", "--lora.rank", "4", "--lora.alpha", "8", "--train.learning_rate", "3e-3"]
+ADAPTER = Path("lora") / "pytorch_lora_weights.safetensors"
+LORA = ("--model.train", "lora", "--lora.rank", "4", "--lora.alpha", "8", "--train.learning_rate", "3e-3")
 COMPARED = ("reward/std", "adv/mean_abs", "loss/nft", "loss/positive", "loss/negative", "grad_norm")
 
 
-def _launch(output: Path, *overrides: str) -> None:
-    # No ACCELERATE_USE_CPU: the programs train together over gloo when launched on a machine without GPUs.
-    env = {k: v for k, v in os.environ.items() if k != "ACCELERATE_USE_CPU"}
-    env |= {"PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
-    command = [*accelerate_launch(2), "align/diffusion_nft.py", "--config", str(CONFIG), "--output_dir", str(output)]
-    result = subprocess.run([*command, *overrides], cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
-    assert result.returncode == 0, result.stderr[-3000:]
-
-
-def _sharded_state(checkpoint: Path, into: Path) -> dict:
-    """A sharded checkpoint's state gathered into one dict (torch's offline converter: no process group)."""
-    from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
-
-    dcp_to_torch_save(checkpoint / "sharded", into)
-    return torch.load(into, weights_only=False)
+@pytest.fixture(scope="module")
+def launched(tmp_path_factory) -> dict[str, Path]:
+    """The 2-process runs: ``sharded`` (full fine-tuning), ``resumed`` (the same from ``sharded``'s step-1
+    checkpoint), ``lora`` (the adapter sharded) and ``lora_resumed`` (from ``lora``'s step-2 checkpoint, the first
+    whose old policy is a sharded snapshot that lags the adapter)."""
+    root = tmp_path_factory.mktemp("fsdp")
+    config = ("--config", str(CONFIG))
+    runs = {
+        "sharded": Run(root / "sharded", config),
+        "resumed": Run(root / "resumed", config, root / "sharded" / "checkpoints" / "step-00000001"),
+        "lora": Run(root / "lora", (*config, *LORA)),
+        "lora_resumed": Run(root / "lora_resumed", (*config, *LORA), root / "lora" / "checkpoints" / "step-00000002"),
+    }
+    launch_runs("align/diffusion_nft.py", list(runs.values()))
+    return {name: run.output for name, run in runs.items()}
 
 
 @pytest.fixture(scope="module")
-def sharded_run(tmp_path_factory) -> Path:
-    output = tmp_path_factory.mktemp("fsdp")
-    _launch(output)
-    return output
+def sharded_run(launched) -> Path:
+    return launched["sharded"]
 
 
 @pytest.fixture(scope="module")
@@ -90,13 +95,10 @@ def test_the_sharded_old_policy_follows_the_trained_weights_by_the_ema_rule(shar
     is decay 0.5 x the old policy after step 1 + 0.5 x the trained weights after step 2, and after step 1 it is
     0.25 x the initial weights + 0.75 x the trained ones (the config's schedule: decay = min(0.25 x steps, 0.5))."""
     checkpoints = sharded_run / "checkpoints"
-    assert sorted(p.name for p in (checkpoints / "step-00000002" / "sharded").glob("*.distcp")) == [
-        "__0_0.distcp",
-        "__1_0.distcp",
-    ]
+    assert shard_files(checkpoints / "step-00000002") == ["__0_0.distcp", "__1_0.distcp"]
     assert not list((checkpoints / "step-00000002").glob("*.safetensors"))  # no gathered copy was written
-    first = _sharded_state(checkpoints / "step-00000001", tmp_path / "1.pt")
-    second = _sharded_state(checkpoints / "step-00000002", tmp_path / "2.pt")
+    first = gathered_state(checkpoints / "step-00000001", tmp_path / "1.pt")
+    second = gathered_state(checkpoints / "step-00000002", tmp_path / "2.pt")
     initial = tiny_pipeline("sd3").transformer
     base, parameters = initial.state_dict(), {name for name, _ in initial.named_parameters()}
     old1, old2 = first["old_policy"]["weights"], second["old_policy"]["weights"]
@@ -109,19 +111,9 @@ def test_the_sharded_old_policy_follows_the_trained_weights_by_the_ema_rule(shar
     assert any(not torch.equal(old2[n], theta2[n]) for n in trained)  # the old policy lags the trained weights
 
 
-def test_resume_from_the_sharded_checkpoint_is_exact(sharded_run, tmp_path):
-    (tmp_path / "checkpoints").mkdir()
-    shutil.copytree(sharded_run / "checkpoints" / "step-00000001", tmp_path / "checkpoints" / "step-00000001")
-    (tmp_path / "checkpoints" / "latest").write_text("step-00000001")
-    _launch(tmp_path)
-    resumed = read_metrics(tmp_path)
-    original = [r for r in read_metrics(sharded_run) if r["step"] > 1]
-    assert [r["step"] for r in resumed] == [2, 3]
-    strip = lambda row: {k: v for k, v in row.items() if not k.startswith("time/")}  # noqa: E731
-    assert [strip(r) for r in resumed] == [strip(r) for r in original]
-    a, b = load_file(sharded_run / WEIGHTS), load_file(tmp_path / WEIGHTS)
-    for key in a:
-        torch.testing.assert_close(b[key], a[key], rtol=0, atol=0)
+def test_resume_from_the_sharded_checkpoint_is_exact(launched):
+    assert [r["step"] for r in read_metrics(launched["resumed"])] == [2, 3]
+    assert_resumed_exactly(launched["sharded"], launched["resumed"], 1, [WEIGHTS])
 
 
 def test_exported_transformer_loads_into_a_pipeline_without_mmreward(sharded_run):
@@ -142,33 +134,24 @@ def test_exported_transformer_loads_into_a_pipeline_without_mmreward(sharded_run
     assert not torch.allclose(before, after)
 
 
-def test_lora_sharded_with_fsdp2_equals_one_process_and_resumes_exactly(tmp_path):
+def test_lora_sharded_with_fsdp2_equals_one_process_and_resumes_exactly(launched, tmp_path):
     """The adapter is sharded with the frozen base it sits on and the old policy is an adapter snapshot sharded
     like it: the same run as one process, an exact resume from the sharded snapshot, and an adapter that loads."""
-    _launch(tmp_path / "fsdp", *LORA)
     main(parse_config(DiffusionNFTConfig, ["--config", str(CONFIG), "--output_dir", str(tmp_path / "one"), *LORA]))
-    single, sharded = read_metrics(tmp_path / "one"), read_metrics(tmp_path / "fsdp")
+    single, sharded = read_metrics(tmp_path / "one"), read_metrics(launched["lora"])
+    assert [r["step"] for r in sharded] == [r["step"] for r in single] == [1, 2, 3]
     assert single[1]["old/deviation"] > 0
     for a, b in zip(single, sharded, strict=True):
         for key in COMPARED:
             assert b[key] == pytest.approx(a[key], rel=1e-3), (a["step"], key)
         assert b["old/deviation"] == pytest.approx(a["old/deviation"], rel=1e-3, abs=1e-12)
-    adapter = Path("lora") / "pytorch_lora_weights.safetensors"
-    one, two = load_file(tmp_path / "one" / adapter), load_file(tmp_path / "fsdp" / adapter)
+    one, two = load_file(tmp_path / "one" / ADAPTER), load_file(launched["lora"] / ADAPTER)
     assert set(one) == set(two) and any("lora_B" in k and v.abs().sum() > 0 for k, v in two.items())
     for key, value in one.items():
         assert (two[key] - value).norm() <= 1e-2 * value.norm() + 1e-7, key
-    assert_lora_changes_tiny_sd3(tmp_path / "fsdp" / "lora")
-
-    resumed = tmp_path / "resumed"
-    (resumed / "checkpoints").mkdir(parents=True)
-    shutil.copytree(tmp_path / "fsdp" / "checkpoints" / "step-00000002", resumed / "checkpoints" / "step-00000002")
-    (resumed / "checkpoints" / "latest").write_text("step-00000002")
-    _launch(resumed, *LORA)
-    assert [r["loss/nft"] for r in read_metrics(resumed)] == [r["loss/nft"] for r in sharded[2:]]
-    a, b = load_file(tmp_path / "fsdp" / adapter), load_file(resumed / adapter)
-    for key in a:
-        torch.testing.assert_close(b[key], a[key], rtol=0, atol=0)
+    assert_lora_changes_tiny_sd3(launched["lora"] / "lora")
+    assert [r["step"] for r in read_metrics(launched["lora_resumed"])] == [3]
+    assert_resumed_exactly(launched["lora"], launched["lora_resumed"], 2, [ADAPTER])
 
 
 def test_full_fine_tuning_without_kl_or_evaluation_builds_no_base_model_copy(tmp_path, monkeypatch):

@@ -149,9 +149,9 @@ def test_two_process_accelerate_run_matches_one_process(python_run, tmp_path):
         torch.testing.assert_close(ddp[key], single[key], rtol=1e-4, atol=1e-6)
 
 
-def test_resume_after_a_stop_gives_the_same_parameters(tmp_path, monkeypatch):
-    straight = tmp_path / "straight"
-    _run(straight)
+def test_resume_after_a_stop_gives_the_same_parameters(python_run, tmp_path, monkeypatch):
+    """The tiny config stopped after its step-3 checkpoint and run again ends with the adapter of the uninterrupted
+    run (``python_run``: the same config and arguments, run by the script)."""
     interrupted = tmp_path / "interrupted"
     real_log = Tracker.log
 
@@ -166,7 +166,7 @@ def test_resume_after_a_stop_gives_the_same_parameters(tmp_path, monkeypatch):
     monkeypatch.setattr(Tracker, "log", real_log)
     assert (interrupted / "checkpoints" / "latest").read_text() == "step-00000003"
     _run(interrupted)
-    a, b = load_file(straight / LORA_FILE), load_file(interrupted / LORA_FILE)
+    a, b = load_file(python_run / LORA_FILE), load_file(interrupted / LORA_FILE)
     for key in a:
         torch.testing.assert_close(b[key], a[key], rtol=0, atol=0)
     steps = [r["step"] for r in read_metrics(interrupted)]

@@ -6,13 +6,11 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
-import torch
 from safetensors.torch import load_file
 
 from align.pref_grpo import PrefGRPOConfig, main
@@ -22,7 +20,7 @@ from mmreward.errors import ConfigError
 from mmreward.media import load_video
 from mmreward.train.config import parse_config
 from mmreward.train.tracking import read_metrics
-from tests.program_runs import accelerate_launch, assert_lora_changes_tiny_sd3
+from tests.program_runs import Run, assert_lora_changes_tiny_sd3, assert_resumed_exactly, launch_runs, run_script
 
 REPO = Path(__file__).resolve().parents[2]
 POINTWISE = REPO / "configs" / "tiny" / "pref_grpo_flow_grpo.yaml"
@@ -43,12 +41,6 @@ def _env() -> dict[str, str]:
 
 def _cfg(config: Path, output: Path, *overrides: str) -> PrefGRPOConfig:
     return parse_config(PrefGRPOConfig, ["--config", str(config), "--output_dir", str(output), *overrides])
-
-
-def _launch(output: Path, *args: str, processes: int = 2) -> subprocess.CompletedProcess:
-    command = [*accelerate_launch(processes), "align/pref_grpo.py", "--output_dir", str(output), *args]
-    env = {**_env(), "ACCELERATE_USE_CPU": "1"}
-    return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
 
 
 @pytest.mark.parametrize(
@@ -96,18 +88,12 @@ def test_a_missing_prompt_column_fails_before_the_model_loads(tmp_path):
         (["--reward.judge", "null"], "pref_grpo: reward.mode=pairwise needs reward.judge"),
     ],
 )
-def test_config_errors_are_one_line_messages(tmp_path, overrides, message):
-    result = subprocess.run(
-        [sys.executable, "align/pref_grpo.py", "--config", str(PAIRWISE), "--output_dir", str(tmp_path), *overrides],
-        cwd=REPO,
-        env=_env(),
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 2
-    assert result.stderr.strip().splitlines()[-1].startswith(message)
-    assert "Traceback" not in result.stderr
+def test_config_errors_are_one_line_messages(tmp_path, overrides, message, monkeypatch, capsys):
+    args = ("--config", str(PAIRWISE), "--output_dir", str(tmp_path), *overrides)
+    code, stderr = run_script("align/pref_grpo.py", *args, monkeypatch=monkeypatch, capsys=capsys)
+    assert code == 2
+    assert stderr.strip().splitlines()[-1].startswith(message)
+    assert "Traceback" not in stderr
 
 
 @pytest.mark.parametrize("config", sorted((REPO / "configs" / "align").glob("pref_grpo_*.yaml")), ids=lambda p: p.stem)
@@ -284,11 +270,21 @@ def test_python_run_logs_evaluates_saves_and_its_lora_loads(python_run):
 
 
 @pytest.fixture(scope="module")
-def two_process_run(tmp_path_factory) -> Path:
-    output = tmp_path_factory.mktemp("ddp")
-    result = _launch(output, "--config", str(PAIRWISE), *SPLIT_GROUPS)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return output
+def launched(tmp_path_factory) -> dict[str, Path]:
+    """One 2-process launch: ``ddp``, and ``resumed`` (the same run restarted from ``ddp``'s step-2 checkpoint)."""
+    root = tmp_path_factory.mktemp("ddp")
+    args = ("--config", str(PAIRWISE), *SPLIT_GROUPS)
+    runs = {
+        "ddp": Run(root / "ddp", args),
+        "resumed": Run(root / "resumed", args, root / "ddp" / "checkpoints" / "step-00000002"),
+    }
+    launch_runs("align/pref_grpo.py", list(runs.values()))
+    return {name: run.output for name, run in runs.items()}
+
+
+@pytest.fixture(scope="module")
+def two_process_run(launched) -> Path:
+    return launched["ddp"]
 
 
 def test_groups_split_over_two_processes_are_judged_whole(two_process_run, tmp_path):
@@ -316,23 +312,11 @@ def test_groups_split_over_two_processes_are_judged_whole(two_process_run, tmp_p
         assert (two[key] - one[key]).norm() <= 1e-2 * one[key].norm(), key
 
 
-def test_resume_of_a_two_process_run_is_exact(two_process_run, tmp_path):
+def test_resume_of_a_two_process_run_is_exact(launched):
     """Restart from the step-2 checkpoint: steps 3-4 and the final adapter are bit-identical."""
-    (tmp_path / "checkpoints").mkdir()
-    shutil.copytree(two_process_run / "checkpoints" / "step-00000002", tmp_path / "checkpoints" / "step-00000002")
-    (tmp_path / "checkpoints" / "latest").write_text("step-00000002")
-    result = _launch(tmp_path, "--config", str(PAIRWISE), *SPLIT_GROUPS)
-    assert result.returncode == 0, result.stderr[-3000:]
-    resumed = read_metrics(tmp_path)
+    resumed = read_metrics(launched["resumed"])
     assert [r["step"] for r in resumed] == [3, 4, 4]  # the base evaluation (step 0) is not logged again
-    original = [r for r in read_metrics(two_process_run) if r["step"] > 2]
-    for a, b in zip(original, resumed, strict=True):
-        assert {k: v for k, v in a.items() if not k.startswith("time/")} == {
-            k: v for k, v in b.items() if not k.startswith("time/")
-        }
-    a, b = load_file(two_process_run / LORA_FILE), load_file(tmp_path / LORA_FILE)
-    for key in a:
-        torch.testing.assert_close(b[key], a[key], rtol=0, atol=0)
+    assert_resumed_exactly(launched["ddp"], launched["resumed"], 2, [LORA_FILE])
 
 
 # -------------------------------------------------------------------------------------------- on-policy check

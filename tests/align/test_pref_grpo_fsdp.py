@@ -1,13 +1,11 @@
 """Pref-GRPO full fine-tuning sharded with FSDP2 on 2 gloo CPU processes (configs/tiny/pref_grpo_fsdp.yaml), launched
 exactly as a user would on a machine without GPUs: equal to the one-process run, exact resume from the sharded
-checkpoint, and the exported transformer loads into a diffusers pipeline without mmreward."""
+checkpoint, and the exported transformer loads into a diffusers pipeline without mmreward; LoRA sharded the same way.
+One launch runs the sharded run, its resume from the step-1 checkpoint and the LoRA run (tests.program_runs)."""
 
 from __future__ import annotations
 
 import math
-import os
-import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -18,29 +16,33 @@ from align.pref_grpo import PrefGRPOConfig, main
 from mmreward.tiny_models import tiny_pipeline
 from mmreward.train.config import parse_config
 from mmreward.train.tracking import read_metrics
-from tests.program_runs import accelerate_launch, assert_lora_changes_tiny_sd3
+from tests.program_runs import Run, assert_lora_changes_tiny_sd3, assert_resumed_exactly, launch_runs, shard_files
 
 REPO = Path(__file__).resolve().parents[2]
 CONFIG = REPO / "configs" / "tiny" / "pref_grpo_fsdp.yaml"
 WEIGHTS = Path("transformer") / "diffusion_pytorch_model.safetensors"
-LORA = ["--model.train", "lora", "--lora.rank", "4", "--lora.alpha", "8", "--train.learning_rate", "3e-3"]
-
-
-def _launch(output: Path, *overrides: str) -> subprocess.CompletedProcess:
-    # No ACCELERATE_USE_CPU: the programs train together over gloo when launched on a machine without GPUs.
-    env = {k: v for k, v in os.environ.items() if k != "ACCELERATE_USE_CPU"}
-    env |= {"PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    command = [*accelerate_launch(2), "align/pref_grpo.py", "--config", str(CONFIG), "--output_dir", str(output)]
-    command += overrides
-    return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+ADAPTER = Path("lora") / "pytorch_lora_weights.safetensors"
+LORA = ("--model.train", "lora", "--lora.rank", "4", "--lora.alpha", "8", "--train.learning_rate", "3e-3")
 
 
 @pytest.fixture(scope="module")
-def sharded_run(tmp_path_factory) -> Path:
-    output = tmp_path_factory.mktemp("fsdp")
-    result = _launch(output)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return output
+def launched(tmp_path_factory) -> dict[str, Path]:
+    """The 2-process runs: ``sharded`` (full fine-tuning), ``resumed`` (the same from ``sharded``'s step-1
+    checkpoint) and ``lora`` (the adapter sharded)."""
+    root = tmp_path_factory.mktemp("fsdp")
+    config = ("--config", str(CONFIG))
+    runs = {
+        "sharded": Run(root / "sharded", config),
+        "resumed": Run(root / "resumed", config, root / "sharded" / "checkpoints" / "step-00000001"),
+        "lora": Run(root / "lora", (*config, *LORA)),
+    }
+    launch_runs("align/pref_grpo.py", list(runs.values()))
+    return {name: run.output for name, run in runs.items()}
+
+
+@pytest.fixture(scope="module")
+def sharded_run(launched) -> Path:
+    return launched["sharded"]
 
 
 @pytest.fixture(scope="module")
@@ -74,25 +76,14 @@ def test_two_sharded_processes_equal_one_process(sharded_run, single_run):
 
 def test_sharded_checkpoints_hold_every_process_shard(sharded_run):
     step = sharded_run / "checkpoints" / "step-00000002"
-    assert sorted(p.name for p in (step / "sharded").glob("*.distcp")) == ["__0_0.distcp", "__1_0.distcp"]
+    assert shard_files(step) == ["__0_0.distcp", "__1_0.distcp"]
     assert {p.name for p in step.glob("rng-rank*.pt")} == {"rng-rank0.pt", "rng-rank1.pt"}
     assert not list(step.glob("*.safetensors"))  # no gathered copy: each process wrote its own shard
 
 
-def test_resume_from_the_sharded_checkpoint_is_exact(sharded_run, tmp_path):
-    (tmp_path / "checkpoints").mkdir()
-    shutil.copytree(sharded_run / "checkpoints" / "step-00000001", tmp_path / "checkpoints" / "step-00000001")
-    (tmp_path / "checkpoints" / "latest").write_text("step-00000001")
-    result = _launch(tmp_path)
-    assert result.returncode == 0, result.stderr[-3000:]
-    resumed = read_metrics(tmp_path)
-    original = [r for r in read_metrics(sharded_run) if r["step"] > 1]
-    assert [r["step"] for r in resumed] == [2]
-    strip = lambda row: {k: v for k, v in row.items() if not k.startswith("time/")}  # noqa: E731
-    assert [strip(r) for r in resumed] == [strip(r) for r in original]
-    a, b = load_file(sharded_run / WEIGHTS), load_file(tmp_path / WEIGHTS)
-    for key in a:
-        torch.testing.assert_close(b[key], a[key], rtol=0, atol=0)
+def test_resume_from_the_sharded_checkpoint_is_exact(launched):
+    assert [r["step"] for r in read_metrics(launched["resumed"])] == [2]
+    assert_resumed_exactly(launched["sharded"], launched["resumed"], 1, [WEIGHTS])
 
 
 def test_exported_transformer_loads_into_a_pipeline_without_mmreward(sharded_run):
@@ -113,19 +104,17 @@ def test_exported_transformer_loads_into_a_pipeline_without_mmreward(sharded_run
     assert not torch.allclose(before, after)
 
 
-def test_lora_sharded_with_fsdp2_equals_one_process_and_its_adapter_loads(tmp_path):
+def test_lora_sharded_with_fsdp2_equals_one_process_and_its_adapter_loads(launched, tmp_path):
     """The adapter is sharded with the frozen base it sits on; the reference is the base (adapter disabled), the
     export gathers the adapter into the diffusers LoRA format."""
-    result = _launch(tmp_path / "fsdp", *LORA)
-    assert result.returncode == 0, result.stderr[-3000:]
     main(parse_config(PrefGRPOConfig, ["--config", str(CONFIG), "--output_dir", str(tmp_path / "one"), *LORA]))
-    single, sharded = read_metrics(tmp_path / "one"), read_metrics(tmp_path / "fsdp")
+    single, sharded = read_metrics(tmp_path / "one"), read_metrics(launched["lora"])
+    assert [r["step"] for r in sharded] == [r["step"] for r in single] == [1, 2]
     for a, b in zip(single, sharded, strict=True):
         assert b["grad_norm"] == pytest.approx(a["grad_norm"], rel=1e-4)
         assert b["update/kl"] == pytest.approx(a["update/kl"], rel=1e-3, abs=1e-12)
-    adapter = Path("lora") / "pytorch_lora_weights.safetensors"
-    one, two = load_file(tmp_path / "one" / adapter), load_file(tmp_path / "fsdp" / adapter)
+    one, two = load_file(tmp_path / "one" / ADAPTER), load_file(launched["lora"] / ADAPTER)
     assert set(one) == set(two) and any("lora_B" in k and v.abs().sum() > 0 for k, v in two.items())
     for key, value in one.items():
         assert (two[key] - value).norm() <= 1e-2 * value.norm() + 1e-7, key
-    assert_lora_changes_tiny_sd3(tmp_path / "fsdp" / "lora")
+    assert_lora_changes_tiny_sd3(launched["lora"] / "lora")

@@ -1,12 +1,11 @@
 """Flow-NRG's latent reward: the model and its saved form, and align/train_latent_reward.py (learning test on noised
-tiny-SD3 latents, every data source, resume, a subprocess run, bad input before any model loads)."""
+tiny-SD3 latents, every data source, resume, bad input before any model loads); the 2-process runs (DDP and FSDP2)
+are in test_train_latent_reward_fsdp.py."""
 
 from __future__ import annotations
 
 import json
-import os
 import re
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -26,7 +25,6 @@ from mmreward.guidance.latent_reward import (
 from mmreward.testing import sample_images
 from mmreward.train.config import parse_config
 from mmreward.train.tracking import Tracker, read_metrics
-from tests.program_runs import accelerate_launch
 
 REPO = Path(__file__).resolve().parents[2]
 TINY = REPO / "configs" / "tiny" / "train_latent_reward.yaml"
@@ -39,16 +37,6 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
-
-
-def _env() -> dict[str, str]:
-    return {
-        **os.environ,
-        "PYTHONPATH": str(REPO),
-        "HF_HUB_OFFLINE": "1",
-        "TOKENIZERS_PARALLELISM": "false",
-        "OMP_NUM_THREADS": "1",
-    }
 
 
 def _config(output: Path, *overrides: str, config: Path = TINY) -> TrainLatentRewardConfig:
@@ -248,50 +236,6 @@ def test_distill_trains_a_dimension_per_reward(tmp_path):
     assert set(json.loads((output / "eval.json").read_text())) == {
         f"eval/acc_{d}_t{s:g}" for d in spec.dims for s in (0.0, 0.25, 0.5, 0.75, 0.9)
     }
-
-
-def test_two_process_accelerate_run_matches_one_process(tmp_path):
-    """``accelerate launch`` of the tiny config on 2 CPU processes (4 pairs each) against one process with 8 pairs in
-    process: same global batches and per-sample noise, so the same losses and gradient norms at every step."""
-    overrides = [
-        "--train.max_steps",
-        "6",
-        "--train.eval_every",
-        "6",
-        "--train.log_every",
-        "1",
-        "--data.num_synthetic",
-        "16",
-    ]
-    result = subprocess.run(
-        [
-            *accelerate_launch(2),
-            "align/train_latent_reward.py",
-            "--config",
-            str(TINY),
-            "--output_dir",
-            str(tmp_path / "ddp"),
-            "--train.batch_size",
-            "4",
-            *overrides,
-        ],
-        cwd=REPO,
-        env={**_env(), "ACCELERATE_USE_CPU": "1"},
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    main(_config(tmp_path / "single", "--train.batch_size", "8", *overrides))
-    ddp, single = read_metrics(tmp_path / "ddp"), read_metrics(tmp_path / "single")
-    assert [r["step"] for r in ddp] == [1, 2, 3, 4, 5, 6, 6]  # six training rows (main process only), one eval
-    for a, b in zip(ddp[:6], single[:6], strict=True):
-        assert a["loss"] == pytest.approx(b["loss"], rel=1e-4) and a["grad_norm"] == pytest.approx(
-            b["grad_norm"], rel=1e-3
-        )
-    assert (tmp_path / "ddp" / "checkpoints" / "step-00000006" / "rng-rank1.pt").is_file()
-    reward = load_latent_reward(tmp_path / "ddp" / "latent_reward")
-    assert reward.dims == ["brightness"] and reward.spec.latent_shape == [4, 16, 16]
 
 
 def _no_model(*args, **kwargs):

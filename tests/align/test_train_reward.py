@@ -3,6 +3,7 @@ and the output directory loading with load_reward."""
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -13,12 +14,14 @@ import torch
 from safetensors.torch import load_file
 
 import mmreward
+from align.train_reward import TrainRewardConfig, main
 from mmreward import testing
 from mmreward.data.pairs import INVALID, read_pairs, split_pairs
 from mmreward.errors import ConfigError
 from mmreward.evaluation.metrics import accuracy_with_ties
 from mmreward.losses import rao_kupper_probabilities
 from mmreward.rewards.vlm.checkpoints import normalize_key
+from mmreward.train.config import parse_config
 from mmreward.train.tracking import read_metrics
 from tests.program_runs import accelerate_launch
 
@@ -169,14 +172,15 @@ def test_output_directory_loads_and_scores(trained, pairs_csv):
     assert mmreward.load_reward(str(moved)).score(["a photo"], [pairs[0].path_a]).scores.isfinite().all()
 
 
-def test_resume_continues_exactly(tmp_path):
+def test_resume_continues_exactly(tmp_path, capsys):
     """A run stopped after epoch 1 and resumed ends with the same weights as the uninterrupted run (same data
-    order, optimizer, scheduler and RNG)."""
+    order, optimizer, scheduler and RNG). Both run in the test process (the script's start is covered by the other
+    tests of this file)."""
     data = testing.synthetic_preference_pairs(tmp_path / "data", pairs=48, images=32)
     out = tmp_path / "run"
-    args = ("--data.train", str(data), "--output_dir", str(out), "--train.batch_size", "4", "--train.epochs", "2")
-    straight = run(*args)
-    assert straight.returncode == 0, straight.stderr[-3000:]
+    args = ["--config", str(CONFIG), "--data.train", str(data), "--output_dir", str(out)]
+    args += ["--train.batch_size", "4", "--train.epochs", "2"]
+    main(parse_config(TrainRewardConfig, args))
     final = load_file(next(out.glob("checkpoint-*")) / "non_lora_state_dict.safetensors")
     # Simulate a stop after epoch 1: drop the last checkpoint and the saved model.
     checkpoints = sorted((out / "checkpoints").glob("step-*"))
@@ -185,8 +189,9 @@ def test_resume_continues_exactly(tmp_path):
     (out / "checkpoints" / "latest").write_text(checkpoints[0].name)
     for saved in out.glob("checkpoint-*"):
         shutil.rmtree(saved)
-    resumed = run(*args)
-    assert resumed.returncode == 0 and f"resumed from {checkpoints[0]}" in resumed.stdout, resumed.stderr[-3000:]
+    capsys.readouterr()
+    main(parse_config(TrainRewardConfig, args))
+    assert f"resumed from {checkpoints[0]}" in capsys.readouterr().out
     again = load_file(next(out.glob("checkpoint-*")) / "non_lora_state_dict.safetensors")
     assert set(again) == set(final)
     for key in final:
@@ -208,8 +213,9 @@ def test_hpsv3_recipe_trains_saves_and_loads_with_its_modes(tmp_path):
     reward = mmreward.load_reward(str(out))
     assert (reward.positions, reward.image_resize, reward.output_dim) == ("sequential", "pil", 2)
     assert reward.score(["a photo"], [next((data.parent / "images").glob("*.png"))]).scores.isfinite().all()
-    wrong = run(*args)
-    assert wrong.returncode != 0 and "set model.head_output_dim: 2" in wrong.stderr
+    # The output folder now holds a 2-output head: continuing it with the default 1 output fails, naming the fix.
+    with pytest.raises(ConfigError, match="set model.head_output_dim: 2"):
+        main(parse_config(TrainRewardConfig, ["--config", str(CONFIG), *args]))
 
 
 def test_accelerate_launch_and_early_errors(tmp_path):
@@ -224,11 +230,14 @@ def test_accelerate_launch_and_early_errors(tmp_path):
         .scores.isfinite()
         .all()
     )
-    # Bad input fails before any model loads, naming what is wrong.
-    bad = run("--data.train", str(data), "--output_dir", str(tmp_path / "bad"), "--model.dims", "[Overall]")
-    assert bad.returncode != 0 and "lacks column(s) ['Overall']" in bad.stderr
-    unknown = run("--data.train", str(data), "--train.learning_rate", "1e-3")
-    assert unknown.returncode != 0 and "valid keys here" in unknown.stderr and "head_lr" in unknown.stderr
+    # Bad input fails before any model loads, naming what is wrong (parsed and run in the test process).
+    bad = ["--data.train", str(data), "--output_dir", str(tmp_path / "bad"), "--model.dims", "[Overall]"]
+    with pytest.raises(ConfigError, match=re.escape("lacks column(s) ['Overall']")):
+        main(parse_config(TrainRewardConfig, ["--config", str(CONFIG), *bad]))
+    assert not (tmp_path / "bad" / "tiny-base").exists()  # failed before the base model was built
+    with pytest.raises(ConfigError, match="valid keys here") as unknown:
+        parse_config(TrainRewardConfig, ["--config", str(CONFIG), "--train.learning_rate", "1e-3"])
+    assert "head_lr" in str(unknown.value)
 
 
 @pytest.mark.learning

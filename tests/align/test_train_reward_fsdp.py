@@ -1,14 +1,11 @@
 """align/train_reward.py with the language model fine-tuned in full and sharded with FSDP2 on 2 gloo CPU processes
 (configs/tiny/train_reward_fsdp.yaml): the same losses and saved weights as one process with the same global batch,
 only the reward tokens' embedding rows move (each process masks the rows of its own shard), exact resume from the
-sharded checkpoint, and the saved directory loads with load_reward and scores as the one-process model does."""
+sharded checkpoint, and the saved directory loads with load_reward and scores as the one-process model does. One
+launch runs the sharded run and its resume from the step-5 checkpoint (tests.program_runs)."""
 
 from __future__ import annotations
 
-import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,24 +13,17 @@ import torch
 from safetensors.torch import load_file
 
 import mmreward
+from align.train_reward import TrainRewardConfig, main
 from mmreward import testing
 from mmreward.data.pairs import read_pairs
 from mmreward.rewards.vlm.checkpoints import normalize_key
+from mmreward.train.config import parse_config
 from mmreward.train.tracking import read_metrics
-from tests.program_runs import accelerate_launch
+from tests.program_runs import Run, launch_runs, shard_files
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ROOT / "configs" / "tiny" / "train_reward_fsdp.yaml"
 WEIGHTS = "non_lora_state_dict.safetensors"
-
-
-def _run(output: Path, pairs: Path, *args: str, processes: int) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if k != "ACCELERATE_USE_CPU"}  # gloo without it
-    env |= {"OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1"}
-    launcher = accelerate_launch(processes) if processes > 1 else [sys.executable]
-    command = [*launcher, "align/train_reward.py", "--config", str(CONFIG), "--data.train", str(pairs)]
-    command += ["--output_dir", str(output), *args]
-    return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
 
 
 @pytest.fixture(scope="module")
@@ -43,18 +33,30 @@ def pairs(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def sharded_run(tmp_path_factory, pairs) -> Path:
-    output = tmp_path_factory.mktemp("fsdp") / "reward"
-    result = _run(output, pairs, processes=2)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return output
+def launched(tmp_path_factory, pairs) -> tuple[dict[str, Path], str]:
+    """The 2-process runs, ``sharded`` and ``resumed`` (the same from its step-5 checkpoint), and the launch's
+    stdout."""
+    root = tmp_path_factory.mktemp("fsdp")
+    args = ("--config", str(CONFIG), "--data.train", str(pairs))
+    checkpoint = root / "sharded" / "reward" / "checkpoints" / "step-00000005"
+    runs = {
+        "sharded": Run(root / "sharded" / "reward", args),
+        "resumed": Run(root / "resumed" / "reward", args, checkpoint),
+    }
+    stdout = launch_runs("align/train_reward.py", list(runs.values()))
+    return {name: run.output for name, run in runs.items()}, stdout
+
+
+@pytest.fixture(scope="module")
+def sharded_run(launched) -> Path:
+    return launched[0]["sharded"]
 
 
 @pytest.fixture(scope="module")
 def single_run(tmp_path_factory, pairs) -> Path:
     output = tmp_path_factory.mktemp("single") / "reward"
-    result = _run(output, pairs, "--train.batch_size", "8", processes=1)
-    assert result.returncode == 0, result.stderr[-3000:]
+    args = ["--config", str(CONFIG), "--data.train", str(pairs), "--train.batch_size", "8"]
+    main(parse_config(TrainRewardConfig, [*args, "--output_dir", str(output)]))
     return output
 
 
@@ -83,18 +85,14 @@ def test_two_sharded_processes_equal_one_process(sharded_run, single_run):
 
 def test_sharded_checkpoints_hold_every_process_shard(sharded_run):
     step = sharded_run / "checkpoints" / "step-00000010"
-    assert sorted(p.name for p in (step / "sharded").glob("*.distcp")) == ["__0_0.distcp", "__1_0.distcp"]
+    assert shard_files(step) == ["__0_0.distcp", "__1_0.distcp"]
     assert not list(step.glob("*.safetensors"))
 
 
-def test_resume_from_the_sharded_checkpoint_is_exact(sharded_run, pairs, tmp_path):
-    output = tmp_path / "reward"
-    (output / "checkpoints").mkdir(parents=True)
-    shutil.copytree(sharded_run / "checkpoints" / "step-00000005", output / "checkpoints" / "step-00000005")
-    (output / "checkpoints" / "latest").write_text("step-00000005")
-    result = _run(output, pairs, processes=2)
-    assert result.returncode == 0 and "resumed from" in result.stdout, result.stderr[-3000:]
-    original, resumed = _saved(sharded_run), _saved(output)
+def test_resume_from_the_sharded_checkpoint_is_exact(launched):
+    outputs, stdout = launched
+    assert f"resumed from {outputs['resumed'] / 'checkpoints' / 'step-00000005'}" in stdout
+    original, resumed = _saved(outputs["sharded"]), _saved(outputs["resumed"])
     for key, value in original.items():
         torch.testing.assert_close(resumed[key], value, rtol=0, atol=0)
 
