@@ -51,6 +51,8 @@ from mmreward.flow.families.qwenimage import QwenImageModel
 from mmreward.flow.families.sd3 import SD3Model
 from mmreward.flow.families.wan import WanModel
 from mmreward.flow.families.zimage import ZImageModel
+from mmreward.flow.families.flux_kontext import FluxKontextModel
+from mmreward.flow.families.qwenimage_edit import QwenImageEditModel
 
 # The adapter interface is re-exported: callers load and type models through this one module.
 __all__ = [
@@ -73,9 +75,11 @@ __all__ = [
     "refuse_two_experts",
 ]
 
-Family = Literal["sd3", "flux", "wan", "qwenimage", "zimage", "flux2klein"]
-FAMILIES = ("sd3", "flux", "wan", "qwenimage", "zimage", "flux2klein")
+Family = Literal["sd3", "flux", "wan", "qwenimage", "zimage", "flux2klein", "qwenimage-edit", "flux-kontext"]
+FAMILIES = ("sd3", "flux", "wan", "qwenimage", "zimage", "flux2klein", "qwenimage-edit", "flux-kontext")
 VIDEO_FAMILIES = ("wan",)
+# The tiny pipelines' source resolution: the released pipelines' 1024 x 1024 would be 16k transformer tokens.
+TINY_SOURCE_AREA = 32 * 32
 
 ADAPTERS: dict[str, type[FlowModel]] = {
     "sd3": SD3Model,
@@ -84,6 +88,8 @@ ADAPTERS: dict[str, type[FlowModel]] = {
     "qwenimage": QwenImageModel,
     "zimage": ZImageModel,
     "flux2klein": Flux2KleinModel,
+    "qwenimage-edit": QwenImageEditModel,
+    "flux-kontext": FluxKontextModel,
 }
 PIPELINE_CLASSES = {
     "sd3": "StableDiffusion3Pipeline",
@@ -92,6 +98,8 @@ PIPELINE_CLASSES = {
     "qwenimage": "QwenImagePipeline",
     "zimage": "ZImagePipeline",
     "flux2klein": "Flux2KleinPipeline",
+    "qwenimage-edit": "QwenImageEditPlusPipeline",
+    "flux-kontext": "FluxKontextPipeline",
 }
 
 
@@ -154,6 +162,7 @@ def load_flow_model(
     prompt_cache_size: int = 1024,
     sampling_shift: float | None = None,
     integer_timesteps: bool = False,
+    source_area: int | None = None,
 ) -> FlowModel:
     """Load a pipeline and wrap it in its family's adapter; all weights frozen, on ``device``.
 
@@ -162,7 +171,8 @@ def load_flow_model(
     scaled-dot-product attention (which itself picks flash or memory-efficient kernels on GPUs); ``xformers``
     needs the xformers package and a CUDA device. ``sampling_shift``: sample on :func:`fixed_shift_sigmas` with this
     shift instead of the pipeline's schedule. ``integer_timesteps``: the transformer sees ``floor(1000 sigma)``
-    (see :meth:`FlowModel.timestep`).
+    (see :meth:`FlowModel.timestep`). ``source_area``: editing families resize source images to this many pixels
+    for the VAE (None: the pipeline's resolution; ``path="tiny"``: the tiny pipelines' 32 x 32).
     """
 
     device = torch.device(device)
@@ -190,6 +200,12 @@ def load_flow_model(
         fixed_shift_sigmas(1, sampling_shift)  # validates the value before a run starts
         model.sampling_shift = sampling_shift
     model.integer_timesteps = integer_timesteps
+    if model.conditional:
+        if source_area is not None and source_area < 1:
+            raise ConfigError(f"source_area must be a positive number of pixels, got {source_area}")
+        model.source_area = source_area if source_area is not None or path != "tiny" else TINY_SOURCE_AREA
+    elif source_area is not None:
+        raise ConfigError(f"source_area is for editing families; {family} takes no source images: remove it")
     return model
 
 
