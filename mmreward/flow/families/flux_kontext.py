@@ -22,7 +22,9 @@ class FluxKontextModel(FluxModel):
     the preferred Kontext resolution (about 1 megapixel) nearest its aspect ratio; with ``source_area`` set, to that
     many pixels at its aspect ratio, each side rounded to a multiple of :attr:`spatial_multiple` (what the pipeline
     does with ``_auto_resize=False`` for a source already of that size). Resizing and normalization are the
-    pipeline's own image processor's, on the 8-bit source image.
+    pipeline's own image processor's, on the 8-bit source image. The output has the requested ``height x width``;
+    the pipeline rescales a requested size to its ``max_area`` (1024 x 1024) pixels, so call it with
+    ``max_area=height * width`` to compare.
     """
 
     family = "flux-kontext"
