@@ -67,7 +67,9 @@ class PromptEmbeds:
         def pick(tensor: torch.Tensor | None) -> torch.Tensor | None:
             return None if tensor is None else tensor.index_select(0, index.to(tensor.device))
 
-        return PromptEmbeds(self.embeds.index_select(0, index), pick(self.pooled), pick(self.mask), pick(self.image_latents))
+        return PromptEmbeds(
+            self.embeds.index_select(0, index), pick(self.pooled), pick(self.mask), pick(self.image_latents)
+        )
 
     def repeat_interleave(self, repeats: int) -> PromptEmbeds:
         def rep(tensor: torch.Tensor | None) -> torch.Tensor | None:

@@ -47,12 +47,12 @@ from mmreward.flow.adapter import (
 )
 from mmreward.flow.families.flux import FluxModel
 from mmreward.flow.families.flux2klein import Flux2KleinModel
+from mmreward.flow.families.flux_kontext import FluxKontextModel
 from mmreward.flow.families.qwenimage import QwenImageModel
+from mmreward.flow.families.qwenimage_edit import QwenImageEditModel
 from mmreward.flow.families.sd3 import SD3Model
 from mmreward.flow.families.wan import WanModel
 from mmreward.flow.families.zimage import ZImageModel
-from mmreward.flow.families.flux_kontext import FluxKontextModel
-from mmreward.flow.families.qwenimage_edit import QwenImageEditModel
 
 # The adapter interface is re-exported: callers load and type models through this one module.
 __all__ = [

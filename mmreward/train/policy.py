@@ -214,6 +214,7 @@ def load_policy(
         prompt_cache_size=cfg.model.prompt_cache_size,
         sampling_shift=cfg.model.sampling_shift,
         integer_timesteps=cfg.model.integer_timesteps,
+        source_area=cfg.model.source_area,
     )
     model.check_size(cfg.model.height, cfg.model.width, cfg.model.num_frames)
     if cfg.model.gradient_checkpointing:

@@ -18,7 +18,9 @@ from mmreward.flow.models import DEFAULT_LORA_TARGETS
 class FlowModelConfig:
     """The rectified-flow generator being aligned (``model:``)."""
 
-    family: Literal["sd3", "flux", "wan", "qwenimage", "zimage", "flux2klein"] = "sd3"
+    family: Literal["sd3", "flux", "wan", "qwenimage", "zimage", "flux2klein", "qwenimage-edit", "flux-kontext"] = (
+        "sd3"
+    )
     path: str = "stabilityai/stable-diffusion-3.5-medium"  # hub id, local directory, or "tiny"
     height: int = 512
     width: int = 512
@@ -40,6 +42,9 @@ class FlowModelConfig:
     # lora: a trainable adapter on the frozen transformer (``lora:``); full: every transformer weight trains (fp32
     # master weights; shard them with train.sharding: fsdp2 when they do not fit one device with DDP)
     train: Literal["lora", "full"] = "lora"
+    # editing families: pixels the source image is resized to for the VAE (None: the pipeline's, about 1 megapixel;
+    # fewer pixels, fewer transformer tokens)
+    source_area: int | None = None
 
     def __post_init__(self) -> None:
         check_train_mode(self)
@@ -117,3 +122,5 @@ class PromptDataConfig:
     prompt_column: str | None = None  # tables: the prompt column (default "prompt"; UniGenBench: prompt_en)
     eval_prompts: str | None = None  # held-out prompts (needed when eval.every > 0)
     eval_prompt_column: str | None = None
+    # editing families: the source image column of the prompt files (.jsonl/.csv/.tsv; paths relative to the file)
+    image_column: str = "image"
