@@ -154,14 +154,19 @@ def main(cfg: PrefGRPOConfig) -> Path | None:
     # editing families: every prompt has a source image (prompt files with an image column)
     editing = ADAPTERS[cfg.model.family].conditional
     prompts, source_files = read_training_prompts(cfg.data, editing, accelerator)
-    eval_prompts = read_eval_prompts(cfg.data.eval_prompts, cfg.data.eval_prompt_column, eval_cfg)
     eval_sources = None
-    if editing and eval_cfg.every:
+    if not editing:
+        eval_prompts = read_eval_prompts(cfg.data.eval_prompts, cfg.data.eval_prompt_column, eval_cfg)
+    elif eval_cfg.every:
         eval_prompts, eval_files = read_training_prompts(cfg.data, editing, accelerator, held_out=True)
-        eval_prompts, eval_sources = (
-            eval_prompts[: eval_cfg.num_prompts],
-            load_sources(eval_files[: eval_cfg.num_prompts]),
-        )
+        if len(eval_prompts) < eval_cfg.num_prompts:
+            raise ConfigError(
+                f"eval.num_prompts={eval_cfg.num_prompts} but {cfg.data.eval_prompts!r} has {len(eval_prompts)}"
+            )
+        eval_prompts = eval_prompts[: eval_cfg.num_prompts]
+        eval_sources = load_sources(eval_files[: eval_cfg.num_prompts])
+    else:
+        eval_prompts = []
     if train.max_steps == 0:
         data_checked("pref_grpo", {"data.prompts": len(prompts), "data.eval_prompts": len(eval_prompts)}, accelerator)
         return None
