@@ -97,15 +97,7 @@ class PromptEmbeds:
     def cat(parts: Sequence[PromptEmbeds]) -> PromptEmbeds:
         """Concatenate along the batch; prompts of different lengths are right-padded with zeros and masked."""
         pooled = None if parts[0].pooled is None else torch.cat([p.pooled for p in parts])
-        image = None
-        if parts[0].image_latents is not None:
-            shapes = {tuple(p.image_latents.shape[1:]) for p in parts}
-            if len(shapes) > 1:
-                raise ConfigError(
-                    f"source images of one batch give latents of different sizes {sorted(shapes)}: give sources one "
-                    "aspect ratio, or set model.source_area so that they are resized alike"
-                )
-            image = torch.cat([p.image_latents for p in parts])
+        image = None if parts[0].image_latents is None else cat_source_latents([p.image_latents for p in parts])
         length = max(p.embeds.shape[1] for p in parts)
         if all(p.mask is None and p.embeds.shape[1] == length for p in parts):
             return PromptEmbeds(torch.cat([p.embeds for p in parts]), pooled, image_latents=image)
@@ -422,6 +414,18 @@ class FlowModel(ABC):
 
     def _vae_param(self) -> torch.Tensor:
         return next(self.vae.parameters())
+
+
+def cat_source_latents(latents: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Source-image latents ``(B_i, C, h', w')`` of the rows of one batch, concatenated: they must share ``h' x w'``
+    (the transformer's source tokens form one tensor), else a ConfigError names the sizes and the fixes."""
+    shapes = {tuple(part.shape[1:]) for part in latents}
+    if len(shapes) > 1:
+        raise ConfigError(
+            f"source images of one batch give latents of different sizes {sorted(shapes)}: give sources one aspect "
+            "ratio, or set model.source_area so that they are resized alike"
+        )
+    return torch.cat(list(latents))
 
 
 def source_digest(image: torch.Tensor) -> str:

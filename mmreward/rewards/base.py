@@ -203,7 +203,11 @@ class RewardModel(ABC):
             raise ConfigError(
                 f"{self.name} compares each item with its source image: pass score(prompts, media, sources=...)"
             )
-        _, source_items = check_batch(prompt_list, sources)
+        source_items = media_io.as_items(sources)
+        if len(source_items) != len(items):
+            raise ValueError(
+                f"got {len(source_items)} sources for {len(items)} media items; pass the source image of each item"
+            )
         prepared, errors = self.prepare_items(items)
         prepared_sources, source_errors = self.prepare_items(source_items)
         pairs = [

@@ -7,7 +7,15 @@ from typing import Any
 
 import torch
 
-from mmreward.flow.adapter import PromptEmbeds, module_config, module_dtype, pack_patches, source_pil, unpack_patches
+from mmreward.flow.adapter import (
+    PromptEmbeds,
+    cat_source_latents,
+    module_config,
+    module_dtype,
+    pack_patches,
+    source_pil,
+    unpack_patches,
+)
 from mmreward.flow.families.flux import FluxModel
 
 
@@ -58,7 +66,9 @@ class FluxKontextModel(FluxModel):
             param = self._vae_param()
             # the pipeline's own VAE step: the posterior's mode, shifted and scaled
             latents.append(self.pipeline._encode_vae_image(pixels.to(param.device, param.dtype), generator=None))
-        return PromptEmbeds(text.embeds, text.pooled, image_latents=torch.cat(latents).float())  # (B, C, h', w')
+        return PromptEmbeds(
+            text.embeds, text.pooled, image_latents=cat_source_latents(latents).float()
+        )  # (B, C, h', w')
 
     def _forward(self, module, latents, sigma, cond, guidance):
         dtype = module_dtype(module)

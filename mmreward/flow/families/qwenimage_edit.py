@@ -6,7 +6,14 @@ from typing import Any
 
 import torch
 
-from mmreward.flow.adapter import PromptEmbeds, module_dtype, pack_patches, source_pil, unpack_patches
+from mmreward.flow.adapter import (
+    PromptEmbeds,
+    cat_source_latents,
+    module_dtype,
+    pack_patches,
+    source_pil,
+    unpack_patches,
+)
 from mmreward.flow.families.qwenimage import QwenImageModel
 
 
@@ -56,7 +63,7 @@ class QwenImageEditModel(QwenImageModel):
             encoded = self.pipeline._encode_vae_image(pixels.to(param.device, param.dtype), generator=None)
             latents.append(encoded[:, :, 0].float())  # (1, C, h', w')
         text = PromptEmbeds.cat(parts)
-        return PromptEmbeds(text.embeds, mask=text.mask, image_latents=torch.cat(latents))
+        return PromptEmbeds(text.embeds, mask=text.mask, image_latents=cat_source_latents(latents))
 
     def _forward(self, module, latents, sigma, cond, guidance):
         dtype = module_dtype(module)
