@@ -123,7 +123,7 @@ class PrefGRPOConfig:
             raise ConfigError("reward.judge is for reward.mode=pairwise; remove it or set the mode to pairwise")
         if self.eval.every and not self.data.eval_prompts:
             raise ConfigError("eval.every > 0 needs data.eval_prompts (held-out prompts); or set eval.every: 0")
-        check_media_kind(model)
+        check_media_kind(model, editing=True)
         require_steps(train.max_steps)
         require_positive(
             {

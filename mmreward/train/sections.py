@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from mmreward.errors import ConfigError
-from mmreward.flow.models import DEFAULT_LORA_TARGETS
+from mmreward.flow.models import ADAPTERS, DEFAULT_LORA_TARGETS
 
 
 @dataclass
@@ -48,6 +48,10 @@ class FlowModelConfig:
 
     def __post_init__(self) -> None:
         check_train_mode(self)
+        if self.source_area is not None and not ADAPTERS[self.family].conditional:
+            raise ConfigError(f"model.source_area is for editing families; {self.family} takes no source images")
+        if self.source_area is not None and self.source_area < 1:
+            raise ConfigError(f"model.source_area must be a positive number of pixels, got {self.source_area}")
 
     def sample_size(self) -> dict[str, int | None]:
         """``height``, ``width`` and ``num_frames`` of every sample, as keyword arguments of the samplers."""
@@ -66,8 +70,15 @@ def check_train_mode(model: FlowModelConfig) -> None:
         )
 
 
-def check_media_kind(model: FlowModelConfig) -> None:
-    """Video families need a frame count and image families must not have one."""
+def check_media_kind(model: FlowModelConfig, *, editing: bool = False) -> None:
+    """Video families need a frame count and image families must not have one; editing families (a source image
+    per prompt) only in programs that take source images (``editing``)."""
+    conditional = ADAPTERS[model.family].conditional
+    if conditional and not editing:
+        raise ConfigError(
+            f"model.family={model.family} edits source images; this program does not take them yet: train editing "
+            "families with align/pref_grpo.py (Flow-GRPO or Pref-GRPO)"
+        )
     if model.family == "wan" and not model.num_frames:
         raise ConfigError("model.family=wan generates videos; set model.num_frames (4k + 1, e.g. 33)")
     if model.family != "wan" and model.num_frames:
