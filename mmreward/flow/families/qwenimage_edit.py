@@ -28,7 +28,8 @@ class QwenImageEditModel(QwenImageModel):
     (384 x 384) at its aspect ratio, the VAE sees it at ``VAE_IMAGE_SIZE`` (1024 x 1024) pixels, or at
     ``source_area`` pixels when set (a smaller source costs fewer transformer tokens; the released model was trained
     at the pipeline's), sides rounded to multiples of 32. The pipeline's own image processors do the resizing.
-    Prompts are encoded one at a time, as the pipeline (which takes one prompt per call) does.
+    Prompts are encoded one at a time, as the pipeline (which takes one prompt per call) does, and whole:
+    ``max_sequence_length`` does not apply (the pipeline accepts the argument but does not truncate).
     """
 
     family = "qwenimage-edit"
