@@ -6,12 +6,18 @@ the reward is a discriminator that learns to tell reference images (positives) f
 discriminator learns it. ``discriminator.type`` picks the paper's two variants
 (:mod:`mmreward.alignment.discriminators`):
 
-- ``dinov2``: frozen DINOv2 + trainable MLP head on the CLS token and ``K`` random patch tokens, hinge loss;
-  reward ``0.7 D(CLS) + 0.3 mean D(patches)``. The public code trains the head on raw tokens but scores with
-  L2-normalized ones; here training and reward use the same features (``discriminator.l2_normalize``, default on).
+- ``dinov2``: frozen DINOv2 + trainable MLP head on the CLS token and ``K`` random patch tokens (drawn with
+  replacement, as the public code), hinge loss; reward ``0.7 D(CLS) + 0.3 mean D(patches)``. The public code trains
+  the head on raw tokens but scores with L2-normalized ones; here training and reward use the same normalized
+  features by default (``discriminator.l2_normalize: always``; ``reward`` restores the public code's split).
 - ``pickscore``: PickScore with its last vision blocks trainable, trained with PickScore's preference loss
   (reference preferred) only when the policy out-scores the references, that step's policy update skipped
-  (``discriminator.update_when: generator_wins``, the paper's rule).
+  (``discriminator.update_when: generator_wins``, the paper's rule). The reward is PickScore itself; the public code
+  divides it by 26, a constant the group-normalized advantages cancel (no option).
+
+Both discriminators run in float32 (the public code's in bf16; no option). ``tests/golden/adv_grpo_disc`` checks one
+discriminator step (loss, gradients, weights after the Adam step) and the rewards of both against the authors'
+code, with ``l2_normalize: reward``.
 
     accelerate launch --config_file configs/accelerate/multi_gpu.yaml align/adv_grpo.py \\
         --config configs/align/adv_grpo_sd3.yaml [--discriminator.learning_rate 1e-4 ...]
@@ -67,13 +73,10 @@ from mmreward.alignment.group_rollout import RolloutConfig, check_rollout_config
 from mmreward.alignment.layout import GroupLayout, iteration_prompts
 from mmreward.alignment.monitor import (
     EvalConfig,
+    HeldOutEvaluation,
     check_eval_config,
-    evaluate,
-    grid_samples,
     load_diversity_features,
     read_eval_prompts,
-    sample_eval,
-    save_grid,
 )
 from mmreward.alignment.overlapped_rewards import rollout_and_reward
 from mmreward.alignment.references import ReferenceSet
@@ -224,41 +227,31 @@ def main(cfg: AdvGRPOConfig) -> Path | None:
     first_step = step
 
     # -- held-out evaluation: ODE samples from fixed seeds; rewards, discriminator score, distance to references
-    def run_eval(at: int, base_model: bool = False, base_scores=None, log: bool = True):
-        start = clock(device)
-        samples = sample_eval(
-            policy,
-            eval_prompts,
-            eval_cfg,
-            base_model=base_model,
-            **size,
-            negative_prompt=rollout_cfg.negative_prompt,
-            accelerator=accelerator,
-            seed=train.seed,
-        )
-        metrics, scores = evaluate(
-            samples,
-            eval_cfg.samples_per_prompt,
-            accelerator=accelerator,
-            rewards=eval_rewards,
-            base_scores=base_scores if eval_cfg.compare_to_base else None,
-            features=features,
-        )
+    def distances_to_references(at: int, samples) -> dict[str, float]:
         media = accelerator.gather(samples.media.to(device)).cpu()  # (E, 3, H, W)
         prompt_of = [eval_prompts[i // eval_cfg.samples_per_prompt] for i in range(len(media))]
         patches = seeded(train.seed, "eval-patches", at)
         # The references' mean embedding under the discriminator as it is now: the PickScore variant trains its
         # vision blocks, so an embedding taken at the start would measure the drift of its space, not the samples'.
         reference_embedding = F.normalize(discriminator.embed(references, seeded(train.seed, "embed")).mean(0), dim=0)
-        metrics |= reference_metrics(discriminator, prompt_of, media, references, reference_embedding, patches)
-        grid = grid_samples(samples, eval_cfg.grid_prompts * eval_cfg.samples_per_prompt, accelerator)
-        if log and accelerator.is_main_process:
-            if len(grid):
-                save_grid(output / "eval" / f"step-{at:08d}", grid, eval_cfg.samples_per_prompt)
-            tracker.log(at, {**metrics, "time/eval": clock(device) - start})
-        return scores
+        return reference_metrics(discriminator, prompt_of, media, references, reference_embedding, patches)
 
-    base_scores = run_eval(0, base_model=True, log=step == 0) if eval_cfg.every else None
+    run_eval = HeldOutEvaluation(
+        policy,
+        eval_prompts,
+        eval_cfg,
+        size,
+        rollout_cfg.negative_prompt,
+        accelerator,
+        train.seed,
+        output,
+        tracker,
+        rewards=eval_rewards,
+        features=features,
+        extra_metrics=distances_to_references,
+    )
+
+    base_scores = run_eval(0, base_model=True, log=step == 0)[1] if eval_cfg.every else None
 
     # -- loop: rollout, discriminator scores, discriminator steps and/or the policy update
     while step < train.max_steps:

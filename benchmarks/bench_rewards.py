@@ -4,11 +4,14 @@
     python benchmarks/bench_rewards.py --smoke   # 2 photos, batches of 2, one repeat: checks every preset runs
 
 Each preset is built by the test kit with random weights in its released layout (``mmreward.testing``: the CLIP
-family, ImageReward, TrOCR, the JPEG rewards; the VLM heads, judges and Soft-TIFA on a tiny Qwen backbone of the
-family the preset's checkpoint uses, Soft-TIFA with three questions per image) and loaded through ``load_reward``.
+family, ImageReward, TrOCR, GenEval's OWLv2 and CLIP, the JPEG rewards; the VLM heads, judges and Soft-TIFA on a tiny
+Qwen backbone of the family the preset's checkpoint uses, Soft-TIFA with three questions per image) and loaded
+through ``load_reward``. GenEval scores the prompt as one red stop sign, every box kept, so colours are classified.
 The scikit-image photos, decoded once into tensors, are scored with a prompt that quotes a text (so the OCR reward
 has a target); pointwise rewards by ``score`` (items/s), pairwise judges by ``compare`` in both presentation orders
-(pairs/s). Decoding is not timed. Remote presets have no weights of their own and are listed as served.
+(pairs/s). Video-only rewards (VideoScore2) score one clip per photo instead: 8 frames panning across it, taken as
+sampled at the reward's frame rate (items/s are clips/s). Decoding is not timed. Remote presets have no weights of
+their own and are listed as served.
 
 Tiny widths measure each pipeline's fixed costs (preprocessing, tokenization, generation loop), not the FLOPs of
 the released sizes: compare presets of one kind with each other, and expect the released checkpoints to be
@@ -48,6 +51,7 @@ KIT_TYPES = {
     "laion-aesthetic",
     "imagereward",
     "ocr",
+    "geneval",
     "jpeg-compressibility",
     "jpeg-incompressibility",
 }
@@ -62,7 +66,10 @@ VLM_FAMILY = {
     "unifiedreward-flex": "qwen3_vl",
     "unigenbench-eval": "qwen3_vl",
     "unigenbench-eval-qwen72b": "qwen2_5_vl",
+    "videoscore2": "qwen2_5_vl",
+    "rationalrewards": "qwen3_vl",
 }
+CLIP_FRAMES = 8  # frames of each clip a video-only reward scores
 
 
 def build(name: str, root: Path, batch_size: int):
@@ -70,6 +77,23 @@ def build(name: str, root: Path, batch_size: int):
     preset = find_preset(name)
     if preset.kwargs.get("backend") == "chat":
         return None
+    if preset.type == "geneval":
+        data = root / "geneval_metadata.jsonl"
+        record = {
+            "tag": "color_attr",
+            "prompt": PROMPT,
+            "include": [{"class": "stop sign", "count": 1, "color": "red"}],
+        }
+        data.write_text(json.dumps(record) + "\n")
+        kit = find_preset(name).kwargs
+        path = tiny_reward_preset(name, root)
+        return load_reward(
+            str(path),
+            data=str(data),
+            batch_size=batch_size,
+            threshold=0.0,
+            **{k: kit[k] for k in ("max_objects", "max_overlap", "position_threshold")},
+        )
     if preset.type in KIT_TYPES:
         path = tiny_reward_preset(name, root)
     elif preset.type == "soft-tifa":
@@ -84,9 +108,16 @@ def build(name: str, root: Path, batch_size: int):
     return load_reward(str(path), batch_size=batch_size)
 
 
+def pan(image: torch.Tensor, frames: int = CLIP_FRAMES) -> torch.Tensor:
+    """``(3, H, W)`` -> a clip ``(frames, 3, H, W)`` whose frames shift the photo 4 pixels to the left each."""
+    return torch.stack([torch.roll(image, shifts=-4 * k, dims=-1) for k in range(frames)])
+
+
 def throughput(reward, images: list[torch.Tensor], repeats: int) -> tuple[str, float]:
     """(unit, median items per second over ``repeats`` runs)."""
     prompts = [PROMPT] * len(images)
+    if "image" not in reward.media_kinds:
+        images = [pan(image) for image in images]
     if reward.kind == "pairwise":
         other = images[1:] + images[:1]
 

@@ -6,6 +6,8 @@
         --prompts unigenbench --judge unigenbench-eval-remote --reward pickscore --reward hpsv2.1=0.5 \\
         --out outputs/gen/sd35m-dpo --compare-to outputs/gen/sd35m
     python eval/gen_bench.py compare outputs/gen/sd35m outputs/gen/sd35m-dpo --out outputs/gen/compare
+    python eval/gen_bench.py --model stabilityai/stable-diffusion-3.5-medium --family sd3 --prompts geneval2 \\
+        --images-per-prompt 1 --reward geneval2 --out outputs/gen/sd35m-geneval2
     python eval/gen_bench.py --list          # prompt sets, per-family sampling defaults, judge presets
 
 Generation: ``--images-per-prompt`` samples per prompt (4, UniGenBench's protocol) with the ODE sampler and the
@@ -16,8 +18,10 @@ noise. Samples are saved as ``OUT/samples/{prompt id}_{k}.png`` (``.mp4`` for vi
 Scoring: every ``--reward NAME[=WEIGHT]`` (anything ``mmreward.load_reward`` takes; the weights give a weighted
 total), and for prompt sets with test points (UniGenBench) a checklist ``--judge`` that answers every test point
 of every image: UniGenBench scores per primary and sub-dimension (passed / total test points, pooled) and Overall
-(the mean of the primary dimensions). Within-prompt diversity is the mean pairwise feature distance between a
-prompt's samples (``--diversity-features pixels`` or a CLIP-family reward).
+(the mean of the primary dimensions). GenEval 2 (``--prompts geneval2``, fetched at a pinned commit: CC BY-NC 4.0)
+is scored by ``--reward geneval2`` (Soft-TIFA GM); its headline number is 100 x that reward's mean (one image per
+prompt in the authors' script: ``--images-per-prompt 1``). Within-prompt diversity is the mean pairwise feature
+distance between a prompt's samples (``--diversity-features pixels`` or a CLIP-family reward).
 
 Many processes: ``torchrun --nproc_per_node N eval/gen_bench.py ...`` (or ``accelerate launch``) draws every N-th batch
 of the missing samples on each process (one GPU each), each batch as one process would draw it; rank 0 then scores

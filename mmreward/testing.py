@@ -26,7 +26,7 @@ import yaml
 
 from mmreward.errors import MMRewardError
 from mmreward.rewards.framewise import FramewiseReward
-from mmreward.tiny_models import _TOKEN_CHARS, scratch_dir, tiny_clip_tokenizer, tiny_vlm_backbone
+from mmreward.tiny_models import _TOKEN_CHARS, scratch_dir, tiny_geneval_models, tiny_hf_clip, tiny_vlm_backbone
 
 # ------------------------------------------------------------------------------------------------ sample media
 
@@ -84,39 +84,6 @@ TINY_OPEN_CLIP = {
     "vision_cfg": {"image_size": 32, "layers": 2, "width": 64, "head_width": 16, "patch_size": 8},
     "text_cfg": {"context_length": 16, "vocab_size": 49408, "width": 32, "heads": 2, "layers": 2},
 }
-
-
-def _tiny_hf_clip(directory: Path) -> None:
-    """Save a tiny transformers CLIPModel with its tokenizer and image processor to ``directory``."""
-    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
-
-    tokenizer = tiny_clip_tokenizer()
-    config = CLIPConfig(
-        text_config={
-            "hidden_size": 32,
-            "intermediate_size": 37,
-            "num_attention_heads": 4,
-            "num_hidden_layers": 2,
-            "vocab_size": len(tokenizer),
-            "max_position_embeddings": 77,
-            "bos_token_id": 0,
-            "eos_token_id": 1,
-            "pad_token_id": 1,
-        },
-        vision_config={
-            "hidden_size": 32,
-            "intermediate_size": 37,
-            "num_attention_heads": 4,
-            "num_hidden_layers": 2,
-            "image_size": 32,
-            "patch_size": 8,
-        },
-        projection_dim=16,
-    )
-    torch.manual_seed(0)
-    CLIPModel(config).save_pretrained(directory)
-    tokenizer.save_pretrained(directory)
-    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(directory)
 
 
 def _open_clip_weights(directory: Path, architecture: str) -> tuple[str, Path]:
@@ -275,7 +242,7 @@ def tiny_reward_preset(name: str, root: str | Path, *, architecture: str = "tiny
 
     The YAML loads with ``load_reward(path)`` and with ``mmreward score --reward path``, through the same
     loading code as the released weights. Supported: ``clip-score``, ``hpsv2``, ``hpsv2.1``, ``pickscore``,
-    ``laion-aesthetic``, ``imagereward``, ``ocr``, and the weight-free presets (returned as they are).
+    ``laion-aesthetic``, ``imagereward``, ``ocr``, ``geneval``, and the weight-free presets (returned as they are).
     ``architecture`` (open_clip rewards only): ``"tiny"`` or a real open_clip architecture such as ``"ViT-B-32"``
     for speed measurements.
     """
@@ -306,12 +273,12 @@ def tiny_reward_preset(name: str, root: str | Path, *, architecture: str = "tiny
         checkpoint.unlink()
         kwargs = {"weights": str(directory), "version": version, "model": model_arg}
     elif preset.type == "pickscore":
-        _tiny_hf_clip(directory / "clip")
+        tiny_hf_clip(directory / "clip")
         kwargs = {"weights": str(directory / "clip"), "processor": str(directory / "clip")}
     elif preset.type == "laion-aesthetic":
         from mmreward.rewards.hf_clip_rewards import AestheticHead
 
-        _tiny_hf_clip(directory / "clip")
+        tiny_hf_clip(directory / "clip")
         torch.manual_seed(0)
         torch.save(AestheticHead(embed_dim=16).state_dict(), directory / "aesthetic-model.pth")
         kwargs = {"weights": str(directory), "filename": "aesthetic-model.pth", "clip": str(directory / "clip")}
@@ -321,6 +288,9 @@ def tiny_reward_preset(name: str, root: str | Path, *, architecture: str = "tiny
     elif preset.type == "ocr":
         _tiny_trocr(directory / "trocr")
         kwargs = {"weights": str(directory / "trocr")}
+    elif preset.type == "geneval":
+        detector, clip = tiny_geneval_models(directory)
+        kwargs = {"weights": str(detector), "clip": str(clip)}
     else:
         raise MMRewardError(f"no tiny builder for reward type {preset.type!r}")
     if "resize" in preset.kwargs:  # the preset's choice of resize path, so tests score as the preset does
@@ -422,7 +392,8 @@ def _head_template(directory: Path, dims: tuple[str, ...]) -> Path:
 def tiny_vlm_preset(
     name: str, root: str | Path, *, backbone: str = "qwen2_vl", dims: tuple[str, ...] = ("VQ", "MQ", "TA")
 ) -> Path:
-    """Tiny random weights for a VLM preset (``videoreward``, ``hpsv3``, ``unifiedreward-*``, ``unigenbench-eval``) and
+    """Tiny random weights for a VLM preset (``videoreward``, ``hpsv3``, ``unifiedreward-*``, ``unigenbench-eval``,
+    ``videoscore2``, ``rationalrewards``) and
     a preset YAML pointing at them; it loads with ``load_reward(path)`` through the real loading code.
 
     Judges get a tiny ``backbone`` checkpoint; ``videoreward`` a VideoAlign-layout checkpoint (LoRA adapter,
@@ -448,8 +419,11 @@ def tiny_vlm_preset(
         preset = replace(preset, kwargs={**preset.kwargs, "template": "ours"})
     if preset.kwargs.get("backend") == "local":
         kwargs = {**preset.kwargs, "weights": str(base), **_TINY_PIXELS}
-        if preset.type in ("cot-judge", "checklist-judge", "flex-judge"):
+        if preset.type in ("cot-judge", "checklist-judge", "flex-judge", "critique-judge"):
             kwargs["max_new_tokens"] = 32
+    elif preset.type == "videoscore2":
+        kwargs = {**preset.kwargs, "weights": str(base), "max_new_tokens": 32}
+        kwargs.update(frame_min_pixels=56 * 56, frame_max_pixels=112 * 112)
     elif preset.type == "vlm-head" and "filename" in preset.kwargs:
         _tiny_full_head_file(directory / preset.kwargs["filename"], base, preset.kwargs)
         kwargs = {**preset.kwargs, "weights": str(directory), "base_model": str(base), **_TINY_PIXELS}

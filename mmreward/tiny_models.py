@@ -777,3 +777,86 @@ def tiny_dinov2_dir(root: str | Path | None = None) -> Path:
             image_std=[0.229, 0.224, 0.225],
         ).save_pretrained(directory)
     return directory
+
+
+# ------------------------------------------------------------------------------------- tiny CLIP and OWLv2
+
+
+def tiny_hf_clip(directory: Path) -> Path:
+    """Save a tiny transformers CLIPModel with its tokenizer and image processor to ``directory``."""
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel
+
+    tokenizer = tiny_clip_tokenizer()
+    config = CLIPConfig(
+        text_config={
+            "hidden_size": 32,
+            "intermediate_size": 37,
+            "num_attention_heads": 4,
+            "num_hidden_layers": 2,
+            "vocab_size": len(tokenizer),
+            "max_position_embeddings": 77,
+            "bos_token_id": 0,
+            "eos_token_id": 1,
+            "pad_token_id": 1,
+        },
+        vision_config={
+            "hidden_size": 32,
+            "intermediate_size": 37,
+            "num_attention_heads": 4,
+            "num_hidden_layers": 2,
+            "image_size": 32,
+            "patch_size": 8,
+        },
+        projection_dim=16,
+    )
+    torch.manual_seed(0)
+    CLIPModel(config).save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}).save_pretrained(directory)
+    return directory
+
+
+def tiny_owlv2(directory: Path) -> Path:
+    """Save a tiny random ``Owlv2ForObjectDetection`` (64-pixel input, 16-pixel patches: 16 boxes per image) with
+    its processor. Its tokenizer puts ``!`` at id 0 as CLIP's vocabulary does: OWLv2 pads queries with id 0 and
+    treats a query whose first token is 0 as padding, so the start token must not be 0."""
+    from transformers import CLIPTokenizer, Owlv2Config, Owlv2ForObjectDetection, Owlv2ImageProcessor, Owlv2Processor
+
+    vocab = {"!": 0}
+    for suffix in ("", "</w>"):
+        for char in _TOKEN_CHARS:
+            vocab.setdefault(char + suffix, len(vocab))
+    vocab.update({"<|startoftext|>": len(vocab), "<|endoftext|>": len(vocab) + 1})
+    tokenizer = CLIPTokenizer(vocab=vocab, merges=[], model_max_length=16, pad_token="!")
+    config = Owlv2Config(
+        text_config={
+            "hidden_size": 32,
+            "intermediate_size": 37,
+            "num_attention_heads": 4,
+            "num_hidden_layers": 2,
+            "vocab_size": len(vocab),
+            "max_position_embeddings": 16,
+            "bos_token_id": vocab["<|startoftext|>"],
+            "eos_token_id": vocab["<|endoftext|>"],
+            "pad_token_id": 0,
+        },
+        vision_config={
+            "hidden_size": 32,
+            "intermediate_size": 37,
+            "num_attention_heads": 4,
+            "num_hidden_layers": 2,
+            "image_size": 64,
+            "patch_size": 16,
+        },
+        projection_dim=32,  # the class head compares text embeddings in the text width
+    )
+    torch.manual_seed(0)
+    Owlv2ForObjectDetection(config).save_pretrained(directory)
+    image_processor = Owlv2ImageProcessor(size={"height": 64, "width": 64})
+    Owlv2Processor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(directory)
+    return directory
+
+
+def tiny_geneval_models(root: Path) -> tuple[Path, Path]:
+    """``(detector, clip)`` directories of a tiny random OWLv2 and CLIP for the ``geneval`` reward, under ``root``."""
+    return tiny_owlv2(root / "owlv2"), tiny_hf_clip(root / "clip")

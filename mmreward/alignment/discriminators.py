@@ -12,7 +12,9 @@ positives, the policy's rollouts the negatives. Two discriminators are published
   ``cls_weight * D(CLS) + patch_weight * mean_k D(patch_k)`` (0.7 / 0.3, 64 patches, 518 px in the paper).
   The public code trains the head on raw DINOv2 tokens but scores with L2-normalised tokens, so the reward it
   optimizes is not the function it trained. Here one method (:meth:`DinoDiscriminator.tokens`) makes the tokens
-  for both, with the same resize, the same normalization and the same optional L2 normalization.
+  for both, with the same resize and the same normalization; ``l2_normalize: always`` (the default) normalizes them
+  for both, ``reward`` restores the public code's split. Patch tokens are drawn with replacement, as the public code
+  draws them (``torch.randint``), so the same seed picks the same tokens.
 - :class:`PickScoreDiscriminator` (the paper's PickScore co-training): the PickScore CLIP scorer with its last
   vision blocks trainable. Loss: PickScore's preference cross-entropy with the reference preferred over the sample
   it is paired with under the sample's prompt, ``softplus(s(gen) - s(ref))``. The paper trains it only when the
@@ -59,7 +61,9 @@ class DiscriminatorConfig:
     num_patches: int = 64  # K random patch tokens per image (training and reward)
     cls_weight: float = 0.7  # reward = cls_weight * D(CLS) + patch_weight * mean D(patches)
     patch_weight: float = 0.3  # also the weight of the patch hinge loss
-    l2_normalize: bool = True  # L2-normalize tokens before the head, in training and in the reward alike
+    # L2-normalize tokens before the head: "always" (training and reward alike), "reward" (the public code: the head
+    # trains on raw tokens and scores normalized ones), "never"
+    l2_normalize: Literal["always", "reward", "never"] = "always"
     trainable_layers: int = 1  # pickscore: the last vision-encoder blocks that train (the paper: 1)
     learning_rate: float = 1e-4  # Adam (the paper: 1e-4 for the DINO head, 5e-6 for PickScore)
     adam_beta1: float = 0.5
@@ -171,18 +175,24 @@ class DinoDiscriminator(nn.Module):
         self._recent = [(images, images._version, hidden), *self._recent[:1]]
         return hidden
 
+    def patch_indices(self, images: int, tokens: int, generator: torch.Generator) -> torch.Tensor:
+        """``(images, K)`` patch-token indices in ``[0, tokens)``, drawn with replacement as the public code draws them
+        (``torch.randint`` of that shape), so a generator seeded like its global generator picks the same tokens."""
+        return torch.randint(tokens, (images, self.cfg.num_patches), generator=generator)
+
     @torch.no_grad()
-    def tokens(self, images: torch.Tensor, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(n, D)`` CLS tokens and ``(n, K, D)`` random patch tokens (``generator`` picks them, per image), both
-        L2-normalized when ``l2_normalize``: the one place features are made, for training and for the reward."""
+    def tokens(
+        self, images: torch.Tensor, generator: torch.Generator, *, training: bool
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(n, D)`` CLS tokens and ``(n, K, D)`` random patch tokens (``generator`` picks them, per image),
+        L2-normalized as ``l2_normalize`` says for training (``training``) or for the reward: the one place features
+        are made."""
         hidden = self.hidden_states(images).float()  # (n, 1 + P, D)
-        count = hidden.shape[1] - 1
-        pick = torch.stack(
-            [torch.randperm(count, generator=generator)[: self.cfg.num_patches] for _ in range(len(hidden))]
-        ).to(self.device)  # (n, K)
+        pick = self.patch_indices(len(hidden), hidden.shape[1] - 1, generator).to(self.device)  # (n, K)
         index = pick[..., None].expand(-1, -1, hidden.shape[-1])  # (n, K, D)
         cls_t, patch_t = hidden[:, 0], torch.gather(hidden[:, 1:], 1, index)  # (n, D), (n, K, D)
-        if self.cfg.l2_normalize:
+        mode = self.cfg.l2_normalize
+        if mode == "always" or (mode == "reward" and not training):
             cls_t, patch_t = F.normalize(cls_t, dim=-1), F.normalize(patch_t, dim=-1)
         return cls_t, patch_t
 
@@ -198,18 +208,18 @@ class DinoDiscriminator(nn.Module):
         """Rewards ``cls_weight * D(CLS) + patch_weight * mean_k D(patch_k)``, ``(n,)`` on the CPU (the reward
         contract; ``prompts`` are not used: the DINO head sees the image alone). ``generator`` picks the patch
         tokens."""
-        return RewardOutput(self.combine(*self.head_scores(*self.tokens(images, generator))).cpu())
+        return RewardOutput(self.combine(*self.head_scores(*self.tokens(images, generator, training=False))).cpu())
 
     def loss(self, references, samples, prompts, generator) -> torch.Tensor:
         """Hinge loss on CLS tokens + ``patch_weight`` x hinge loss on patch tokens (references real)."""
-        ref_cls, ref_patch = self.head_scores(*self.tokens(references, generator))
-        gen_cls, gen_patch = self.head_scores(*self.tokens(samples, generator))
+        ref_cls, ref_patch = self.head_scores(*self.tokens(references, generator, training=True))
+        gen_cls, gen_patch = self.head_scores(*self.tokens(samples, generator, training=True))
         return hinge_loss(ref_cls, gen_cls) + self.cfg.patch_weight * hinge_loss(ref_patch, gen_patch)
 
     @torch.no_grad()
     def embed(self, images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """``(n, D)`` unit-norm CLS embeddings of the frozen backbone (reference similarity)."""
-        return F.normalize(self.tokens(images, generator)[0], dim=-1).cpu()
+        return F.normalize(self.tokens(images, generator, training=False)[0], dim=-1).cpu()
 
 
 class PickScoreDiscriminator(nn.Module):

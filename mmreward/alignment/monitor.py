@@ -13,7 +13,7 @@ samples`` evaluation samples are split over the processes like training samples 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -195,7 +195,10 @@ class HeldOutEvaluation:
     """One held-out evaluation of a training program, as Pref-GRPO and DiffusionNFT run it: ODE samples of the
     evaluation prompts from fixed seeds (:func:`sample_eval`), their metrics (:func:`evaluate`; the judge's win rate
     against the base model's samples when ``cfg.compare_to_base``), the sample grid saved under
-    ``output/eval/step-N`` and the metrics logged at step ``at`` with ``time/eval``."""
+    ``output/eval/step-N`` and the metrics logged at step ``at`` with ``time/eval``.
+
+    ``extra_metrics(at, samples)``: a program's own metrics of the same samples, merged into the logged ones
+    (Adv-GRPO's distances to its reference images); every process calls it, as :func:`evaluate` is called."""
 
     policy: Any
     prompts: list[str]
@@ -210,6 +213,7 @@ class HeldOutEvaluation:
     judge: Any = None
     orders: str = "both"
     features: Features = pixel_features
+    extra_metrics: Callable[[int, EvalSamples], dict[str, float]] | None = None
     sources: list[torch.Tensor] | None = None  # editing families: the source image of each prompt
 
     def __call__(
@@ -247,6 +251,8 @@ class HeldOutEvaluation:
             base_scores=base_scores if cfg.compare_to_base else None,
             features=self.features,
         )
+        if self.extra_metrics is not None:
+            metrics |= self.extra_metrics(at, samples)
         grid = grid_samples(samples, cfg.grid_prompts * cfg.samples_per_prompt, accelerator)
         if log and accelerator.is_main_process:
             if len(grid):

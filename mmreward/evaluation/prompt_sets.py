@@ -12,7 +12,12 @@ ocr            image Flow-GRPO's text-rendering test prompts: 1,018 prompts, the
 vbench         video VideoAlign's rewrite of the 946 VBench prompts
 videogen-eval  video VideoGen-Eval: 400 prompts
 ta-hard        video TA-Hard: 72 prompts that are hard to follow (VideoAlign)
+geneval2       image GenEval 2: 800 prompts with Soft-TIFA atoms, scored by ``--reward geneval2``
 ============== ===== =====================================================================================
+
+GenEval 2's file is CC BY-NC 4.0 and not shipped: ``geneval2`` names it at a pinned commit (the same pin the
+``geneval2`` reward reads its questions from), fetched, verified and cached on first use
+(:mod:`mmreward.data.prompts`).
 
 Files are read by suffix: ``.txt`` (one prompt per line), ``.csv`` / ``.tsv`` (a ``prompt`` column, or
 ``prompt_field``), ``.jsonl`` (a ``prompt`` key; the other keys are kept as metadata, e.g. GenEval's ``tag``). A
@@ -32,7 +37,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
+from mmreward import pinned_files
+from mmreward.data.prompts import resolve_prompt_file
 from mmreward.errors import ConfigError
+from mmreward.rewards.soft_tifa import GENEVAL2_DATA
 from mmreward.rewards.vlm.checklist import TestPoint
 
 MediaKind = Literal["image", "video"]
@@ -41,7 +49,7 @@ SHIPPED_PROMPTS = Path(__file__).resolve().parent / "prompts"
 
 @dataclass(frozen=True)
 class NamedSet:
-    file: str
+    file: str  # a file in data/prompts/, or a github:...#sha256=... pin fetched on first use
     media_kind: MediaKind
     summary: str
     prompt_field: str | None = None
@@ -55,6 +63,7 @@ PROMPT_SETS: dict[str, NamedSet] = {
     "vbench": NamedSet("vbench.csv", "video", "VBench prompts (VideoAlign's rewrite): 946"),
     "videogen-eval": NamedSet("videogen_eval.csv", "video", "VideoGen-Eval prompts: 400"),
     "ta-hard": NamedSet("ta_hard.csv", "video", "TA-Hard prompts (VideoAlign): 72"),
+    "geneval2": NamedSet(GENEVAL2_DATA, "image", "GenEval 2: 800 prompts, Soft-TIFA atoms (fetched, CC BY-NC 4.0)"),
 }
 _SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 _UNIGENBENCH_COLUMNS = {
@@ -99,14 +108,18 @@ def list_prompt_sets() -> list[str]:
 
 
 def resolve_prompt_set(spec: str) -> tuple[str, Path, MediaKind | None, str | None]:
-    """``(name, file, media kind, default prompt field)`` of a set name or a file, without reading it.
+    """``(name, file, media kind, default prompt field)`` of a set name or a file, without reading it (a pinned set
+    is fetched into its cache first).
 
     Raises:
         ConfigError: neither a known name nor an existing file; the message lists the names.
+        DataNotAvailableError: a pinned set with no cached copy that cannot be downloaded; the message says how.
     """
     if spec in PROMPT_SETS:
         entry = PROMPT_SETS[spec]
-        return spec, SHIPPED_PROMPTS / entry.file, entry.media_kind, entry.prompt_field
+        pinned = pinned_files.is_spec(entry.file)
+        file = resolve_prompt_file(entry.file) if pinned else SHIPPED_PROMPTS / entry.file
+        return spec, file, entry.media_kind, entry.prompt_field
     path = Path(spec).expanduser()
     if path.is_file():
         return path.stem, path, None, None

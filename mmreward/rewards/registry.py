@@ -34,16 +34,19 @@ REWARD_TYPES: dict[str, str] = {
     "laion-aesthetic": "mmreward.rewards.hf_clip_rewards:LaionAesthetic",
     "imagereward": "mmreward.rewards.image_reward:ImageReward",
     "ocr": "mmreward.rewards.ocr:OcrReward",
+    "geneval": "mmreward.rewards.geneval:GenevalReward",
     "soft-tifa": "mmreward.rewards.soft_tifa:SoftTifaReward",
     "jpeg-compressibility": "mmreward.rewards.compressibility:JpegCompressibility",
     "jpeg-incompressibility": "mmreward.rewards.compressibility:JpegIncompressibility",
     "vlm-head": "mmreward.rewards.vlm.heads:VLMHeadReward",
+    "videoscore2": "mmreward.rewards.vlm.videoscore2:VideoScore2Reward",
     # Judges: a task class; the preset's `backend:` names the model behind it (local or chat).
     "pairwise-judge": "mmreward.rewards.vlm.pairwise:PairwiseJudge",
     "cot-judge": "mmreward.rewards.vlm.pairwise:ChainOfThoughtJudge",
     "flex-judge": "mmreward.rewards.vlm.flex:FlexJudge",
     "pointwise-judge": "mmreward.rewards.vlm.pointwise:PointwiseJudge",
     "checklist-judge": "mmreward.rewards.vlm.checklist:ChecklistJudge",
+    "critique-judge": "mmreward.rewards.vlm.critique:RationalRewardsJudge",
 }
 
 PRESET_DIR = Path(__file__).resolve().parent.parent / "presets"

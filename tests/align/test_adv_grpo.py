@@ -61,6 +61,8 @@ def _run(output: Path, *args: str) -> subprocess.CompletedProcess:
             "decays over a known number of policy updates",
         ),
         (["--discriminator.type", "clip"], "invalid value for 'discriminator.type'"),
+        # the former boolean: the message lists the three choices ("reward" restores the public code's split)
+        (["--discriminator.l2_normalize", "true"], "expected one of ['always', 'reward', 'never']"),
     ],
 )
 def test_incompatible_options_fail_before_anything_loads(overrides, message):

@@ -287,3 +287,45 @@ def test_remote_judge_through_a_preset_file(tmp_path):
     # The fake server passes every test point of an image whose mean pixel value is over 100 / 255.
     expected = [[bool(b * 255 > 100)] * 3 for b in brightness]
     assert [judge["verdicts"][f"0_{k}"]["passed"] for k in range(2)] == expected
+
+
+def test_geneval2_prompts_scored_by_soft_tifa(tiny_root, tmp_path, monkeypatch):
+    """``--prompts geneval2 --reward geneval2`` end to end: the set and the reward read one pinned file (a cached
+    fixture of our wording under a pin of its own bytes), and every sample gets its Soft-TIFA."""
+    import hashlib
+
+    import yaml
+
+    from mmreward import pinned_files
+    from mmreward.evaluation.prompt_sets import PROMPT_SETS, NamedSet
+    from mmreward.tiny_models import tiny_vlm_backbone
+
+    lines = [
+        {"prompt": "two red apples", "vqa_list": [["How many apples are in the image?", "two"]]},
+        {"prompt": "a cat on a mat", "vqa_list": [["Is there a cat?", "Yes"], ["Is the cat on a mat?", "Yes"]]},
+    ]
+    data = "".join(json.dumps(line) + "\n" for line in lines).encode()
+    pinned = pinned_files.PinnedFile(
+        "facebookresearch/GenEval2", "b" * 40, "geneval2_data.jsonl", hashlib.sha256(data).hexdigest()
+    )
+    monkeypatch.setattr(pinned_files, "hf_cache_root", lambda kind: tmp_path / kind)
+    cached = pinned_files.cache_path(pinned, tmp_path / "data")
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(data)
+    monkeypatch.setitem(PROMPT_SETS, "geneval2", NamedSet(pinned.spec(), "image", "fixture"))
+    preset = tmp_path / "geneval2.yaml"
+    weights = tiny_vlm_backbone(tiny_root / "qwen3_vl-soft-tifa", "qwen3_vl")
+    preset.write_text(yaml.safe_dump({"type": "soft-tifa", "weights": str(weights), "data": pinned.spec()}))
+    out = tmp_path / "run"
+    args = [
+        *"--model tiny --family sd3 --prompts geneval2 --images-per-prompt 2 --steps 2 --reward".split(),
+        str(preset),
+        *"--diversity-features none --no-progress --out".split(),
+        str(out),
+    ]
+    assert gen_bench.main(args) == 0
+    run = _results(out)
+    assert [s["prompt"] for s in run["samples"]] == ["two red apples"] * 2 + ["a cat on a mat"] * 2
+    (scores,) = [r["scores"] for r in run["rewards"].values()]
+    values = [scores[s["id"]] for s in run["samples"]]
+    assert len(values) == 4 and all(0 < v < 1 for v in values)

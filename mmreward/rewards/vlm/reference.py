@@ -12,8 +12,11 @@ and the expression that builds the prompt there), and this module
 2. reads the prompt out of the Python source **without executing it**: the file is parsed with :mod:`ast`, and the
    expression (``INSTRUCTION.format(text_prompt=prompt) + SUFFIX``, ``problem``,
    ``messages[0]["content"][2]["text"]``) is evaluated over the parsed module by a small interpreter that knows
-   string constants, f-strings, ``+``, ``str.format`` with keyword arguments, names bound by module-level
-   assignments, and subscripts of literal lists and dicts; anything else is refused;
+   string constants, f-strings, ``+``, ``str.format`` with keyword arguments, ``string.Template(...).substitute``
+   with keyword arguments, names bound by module-level assignments (or, with a ``scope``, by the top-level
+   assignments of that function, which take precedence), and subscripts of literal lists and dicts; anything else is
+   refused. A Markdown file (``.md``) is read through its fenced Python code block that defines the ``scope``
+   function (authors who publish their inference recipe in a README);
 3. returns the text in our template syntax: the reference's caption variable becomes ``{prompt}`` and literal
    braces are doubled, so :mod:`mmreward.rewards.vlm.templates` places it between the media slots.
 """
@@ -21,6 +24,7 @@ and the expression that builds the prompt there), and this module
 from __future__ import annotations
 
 import ast
+import re
 import string
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -96,6 +100,23 @@ def _not_available(ref: ReferenceFile, reason: str) -> ReferenceNotAvailableErro
 # -- reading a prompt out of Python source without running it -----------------------------------------------------
 
 
+_FENCE = re.compile(r"^```(?:python|py)[ \t]*\n(.*?)^```", re.MULTILINE | re.DOTALL)
+
+
+def python_block(markdown: str, function: str | None, where: str) -> str:
+    """The fenced Python code block of ``markdown`` that defines ``function`` at its top level."""
+    if function is None:
+        raise ConfigError(f"{where}: a Markdown reference needs a scope (the function whose prompt is read)")
+    for block in _FENCE.findall(markdown):
+        try:
+            module = ast.parse(block)
+        except SyntaxError:
+            continue  # an illustrative fragment, not the recipe
+        if any(isinstance(n, ast.FunctionDef) and n.name == function for n in module.body):
+            return block
+    raise ConfigError(f"{where}: no fenced Python block of the Markdown file defines a function {function!r}")
+
+
 @dataclass(frozen=True)
 class _Field:
     """A hole in the reference text that we fill: one of our template fields (``prompt``)."""
@@ -106,19 +127,40 @@ class _Field:
 _Text = tuple[str | _Field, ...]  # literal pieces and field holes, in order
 
 
-def extract_prompt(source: str, expression: str, bindings: dict[str, str], where: str) -> str:
+@dataclass(frozen=True)
+class _StringTemplate:
+    """``string.Template(text)``: a text whose ``$name`` placeholders ``.substitute(name=...)`` fills."""
+
+    text: _Text
+
+
+def extract_prompt(
+    source: str,
+    expression: str,
+    bindings: dict[str, str],
+    where: str,
+    *,
+    scope: str | None = None,
+    markdown: bool = False,
+) -> str:
     """The prompt that ``expression`` builds in the Python module ``source``, in our template syntax.
 
     Args:
         source: the reference file's text; parsed, never executed.
         expression: a Python expression over the module's names, e.g. ``"INSTRUCTION.format(text_prompt=prompt)"``.
         bindings: free names of the reference -> our template field, e.g. ``{"prompt": "prompt"}``: where the
-            reference puts the caption. They take precedence over module-level assignments of the same name.
+            reference puts the caption. They take precedence over assignments of the same name. An empty mapping
+            reads a text without fields (a system message).
         where: the template and section, for messages.
+        scope: a module-level function whose top-level assignments are visible (before module-level ones): for
+            prompts built inside the authors' ``main``.
+        markdown: ``source`` is Markdown; the fenced Python block that defines ``scope`` is read.
 
     Returns:
         the text with ``{field}`` holes and literal braces doubled.
     """
+    if markdown:
+        source = python_block(source, scope, where)
     try:
         module = ast.parse(source)
     except SyntaxError as err:
@@ -127,7 +169,7 @@ def extract_prompt(source: str, expression: str, bindings: dict[str, str], where
         tree = ast.parse(expression, mode="eval").body
     except SyntaxError as err:
         raise ConfigError(f"{where}: expression {expression!r} is not a Python expression: {err}") from err
-    evaluator = _Evaluator(module, bindings, where)
+    evaluator = _Evaluator(module, bindings, where, scope)
     value = evaluator.eval(tree)
     if not isinstance(value, tuple):
         raise ConfigError(f"{where}: expression {expression!r} gives a {type(value).__name__}, not a text")
@@ -143,27 +185,43 @@ def extract_prompt(source: str, expression: str, bindings: dict[str, str], where
 class _Evaluator:
     """Evaluates the few expression forms prompt builders use, over a parsed module, without executing it."""
 
-    def __init__(self, module: ast.Module, bindings: dict[str, str], where: str) -> None:
+    def __init__(self, module: ast.Module, bindings: dict[str, str], where: str, scope: str | None = None) -> None:
         self.bindings = bindings
         self.where = where
         self.assignments: dict[str, ast.expr] = {}
-        for node in module.body:  # module level only; the last assignment wins, as at import time
+        self._assign(module.body)  # the last assignment wins, as at import time
+        if scope is not None:
+            functions = [n for n in module.body if isinstance(n, ast.FunctionDef) and n.name == scope]
+            if not functions:
+                raise ConfigError(f"{where}: the reference file defines no module-level function {scope!r}")
+            self._assign(functions[-1].body)  # the function's own names shadow the module's
+        # string.Template, only when the file imports it under that name (never a name of the file's own)
+        self.template_names = {
+            alias.asname or alias.name
+            for node in module.body
+            if isinstance(node, ast.ImportFrom) and node.module == "string"
+            for alias in node.names
+            if alias.name == "Template"
+        }
+        self.resolving: list[str] = []
+
+    def _assign(self, body: list[ast.stmt]) -> None:
+        for node in body:
             if isinstance(node, ast.Assign):
                 for target in node.targets:
                     if isinstance(target, ast.Name):
                         self.assignments[target.id] = node.value
             elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name) and node.value is not None:
                 self.assignments[node.target.id] = node.value
-        self.resolving: list[str] = []
 
     def fail(self, node: ast.AST, what: str) -> ConfigError:
         return ConfigError(
             f"{self.where}: cannot read the reference prompt: {what} (`{ast.unparse(node)}`); only string constants, "
-            "f-strings, '+', str.format(name=...), module-level names and subscripts of literal lists and dicts "
-            "are read"
+            "f-strings, '+', str.format(name=...), string.Template(...).substitute(name=...), assigned names and "
+            "subscripts of literal lists and dicts are read"
         )
 
-    def eval(self, node: ast.expr) -> _Text | ast.expr:
+    def eval(self, node: ast.expr) -> _Text | _StringTemplate | ast.expr:
         """A text (tuple of str / _Field) or a literal container node (list, tuple, dict) to subscript."""
         if isinstance(node, ast.Constant):
             if isinstance(node.value, str):
@@ -190,6 +248,16 @@ class _Evaluator:
         if isinstance(node, ast.Subscript):
             return self.subscript(node)
         if isinstance(node, ast.Call):
+            if (
+                isinstance(node.func, ast.Name)
+                and node.func.id in self.template_names
+                and node.func.id not in (self.assignments)
+            ):
+                if len(node.args) != 1 or node.keywords:
+                    raise self.fail(node, "string.Template with other than one text argument")
+                return _StringTemplate(self.text(node.args[0]))
+            if isinstance(node.func, ast.Attribute) and node.func.attr == "substitute":
+                return self.substitute_call(node)
             return self.format_call(node)
         raise self.fail(node, f"a {type(node).__name__} expression")
 
@@ -249,6 +317,32 @@ class _Evaluator:
             if spec or conversion or field not in values:
                 raise self.fail(node, f"format field {{{field}}} with no keyword argument, or with a spec")
             pieces.extend(values[field])
+        return tuple(p for p in pieces if p != "")
+
+    def substitute_call(self, node: ast.Call) -> _Text:
+        """``Template(text).substitute(name=...)``: ``$name`` / ``${name}`` filled, ``$$`` a dollar sign."""
+        receiver = self.eval(node.func.value)
+        if not isinstance(receiver, _StringTemplate) or node.args:
+            raise self.fail(node, "substitute of something other than string.Template, or with positional arguments")
+        template = _literal(receiver.text, node, self)
+        values: dict[str, _Text] = {}
+        for keyword in node.keywords:
+            if keyword.arg is None:
+                raise self.fail(node, "**kwargs in Template.substitute")
+            values[keyword.arg] = self.text(keyword.value)
+        pieces: list[Any] = []
+        end = 0
+        for match in string.Template.pattern.finditer(template):
+            pieces.append(template[end : match.start()])
+            end = match.end()
+            if match.group("escaped") is not None:
+                pieces.append("$")
+                continue
+            name = match.group("named") or match.group("braced")
+            if name is None or name not in values:
+                raise self.fail(node, f"placeholder {match.group(0)!r} with no keyword argument")
+            pieces.extend(values[name])
+        pieces.append(template[end:])
         return tuple(p for p in pieces if p != "")
 
 

@@ -23,10 +23,15 @@ A preset's ``reference_prompt`` gives one published prompt per section of the te
         expression: PROMPT.format(text_prompt=prompt)   # what builds the prompt there (see reference.py)
         caption: prompt       # the reference's name for the caption (default prompt); becomes {prompt}
         user: "{media}{reference}"   # where the media and the reference text go
+        scope: main           # optional: the function whose local assignments build the prompt
+        media_marker: <image> # optional: the reference text marks where the media go; it becomes the slot
+        system: SYSTEM        # optional: expression of the published system message (else none is sent)
+
+A ``path`` ending in ``.md`` is read through the fenced Python block that defines ``scope`` (a README recipe).
 
 File layout (one section per media kind; a section may be left out when the template has no video form)::
 
-    kind: pairwise            # pairwise | pointwise | cot | head | checklist
+    kind: pairwise            # pairwise | pointwise | cot | head | checklist | critique
     system: optional system message (a section may override it)
     score_range: [1, 5]       # pointwise only
     definitions: {...}        # checklist only: test-point category -> what it checks (shown to the judge)
@@ -65,7 +70,7 @@ from mmreward.errors import ConfigError
 from mmreward.rewards.vlm.parsing import VerdictPhrases
 from mmreward.rewards.vlm.reference import ReferenceFile, extract_prompt, parse_reference_file, read_reference_file
 
-TemplateKind = Literal["pairwise", "pointwise", "cot", "head", "checklist"]
+TemplateKind = Literal["pairwise", "pointwise", "cot", "head", "checklist", "critique"]
 MediaKind = Literal["image", "video"]
 Wording = Literal["reference", "ours"]
 WORDINGS = ("reference", "ours")
@@ -77,6 +82,7 @@ _SLOTS = {
     "pointwise": ("media",),
     "head": ("media",),
     "checklist": ("media",),
+    "critique": ("media",),
 }
 _FIELDS = {"prompt", "num_frames"}
 # Extra fields of checklist texts: the whole list (user) and one test point (question).
@@ -138,6 +144,9 @@ class ReferenceSection:
     expression: str
     caption: str
     user: str
+    scope: str | None = None
+    media_marker: str | None = None
+    system: str | None = None
 
 
 @dataclass(frozen=True)
@@ -164,8 +173,8 @@ class Template:
     def with_reference(self, reference_prompt: Any, source_dir: str | Path | None = None) -> Template:
         """This template with every section's user text replaced by the checkpoint's published prompt, as a
         preset's ``reference_prompt`` names it (fetched, verified and parsed on first use; see
-        :mod:`mmreward.rewards.vlm.reference`). The published recipes send no system message, so neither do these
-        sections."""
+        :mod:`mmreward.rewards.vlm.reference`). The system message is the published one where the reference names
+        it (``system:``), else none: most published recipes send none."""
         if reference_prompt is None:
             raise ConfigError(
                 f"template='reference' needs reference_prompt= (where the checkpoint's training prompt is published); "
@@ -176,12 +185,26 @@ class Template:
         for media_kind, section in self.sections.items():
             ref = references[media_kind]
             where = f"template {self.name!r} [{media_kind}] reference {ref.file.describe()}"
+            source = read_reference_file(ref.file, source_dir)
+            markdown = ref.file.path.endswith(".md")
             text = extract_prompt(
-                read_reference_file(ref.file, source_dir), ref.expression, {ref.caption: "prompt"}, where
+                source, ref.expression, {ref.caption: "prompt"}, where, scope=ref.scope, markdown=markdown
             )
+            if ref.media_marker is not None:
+                if text.count(ref.media_marker) != 1:
+                    raise ConfigError(
+                        f"{where}: media_marker {ref.media_marker!r} occurs {text.count(ref.media_marker)} times in "
+                        "the reference text; it must mark the one place the media go"
+                    )
+                (slot,) = _SLOTS[self.kind]
+                text = text.replace(ref.media_marker, "{" + slot + "}")
             user = ref.user.replace("{reference}", text)
             _check_text(user, self.kind, _FIELDS, where)
-            sections[media_kind] = replace(section, user=user, system=None)
+            system = None
+            if ref.system is not None:
+                # No fields: format() turns the doubled literal braces back into the published text.
+                system = extract_prompt(source, ref.system, {}, where, scope=ref.scope, markdown=markdown).format()
+            sections[media_kind] = replace(section, user=user, system=system)
         return replace(self, sections=sections, references=references, wording="reference")
 
     def section(self, media_kind: MediaKind) -> TemplateSection:
@@ -315,7 +338,8 @@ def parse_references(raw: Any, template: Template) -> dict[str, ReferenceSection
         here = f"{where} [{media_kind}]"
         if not isinstance(entry, dict):
             raise ConfigError(f"{here} must be a mapping")
-        extra = set(entry) - {"repository", "commit", "path", "sha256", "expression", "caption", "user"}
+        optional = {"scope", "media_marker", "system"}
+        extra = set(entry) - {"repository", "commit", "path", "sha256", "expression", "caption", "user"} - optional
         if extra:
             raise ConfigError(f"{here} has unknown keys {sorted(extra)}")
         expression, caption, user = entry.get("expression"), entry.get("caption", "prompt"), entry.get("user")
@@ -323,9 +347,18 @@ def parse_references(raw: Any, template: Template) -> dict[str, ReferenceSection
             raise ConfigError(f"{here} needs 'expression' and 'user' texts (and 'caption', a name, if not prompt)")
         if user.count("{reference}") != 1:
             raise ConfigError(f"{here}: user must contain {{reference}} exactly once, got {user!r}")
-        _check_text(user.replace("{reference}", ""), kind, _FIELDS, f"{here}: user")
+        for key in optional & set(entry):
+            if not isinstance(entry[key], str) or not entry[key]:
+                raise ConfigError(f"{here}: {key} must be a non-empty text, got {entry[key]!r}")
+        marker = entry.get("media_marker")
+        # With a media marker the reference text itself holds the media slot; otherwise `user` places it.
+        _check_text(user.replace("{reference}", ""), None if marker else kind, _FIELDS, f"{here}: user")
         file = parse_reference_file({k: entry.get(k) for k in ("repository", "commit", "path", "sha256")}, here)
-        references[media_kind] = ReferenceSection(file, expression, caption, user)
+        if file.path.endswith(".md") and "scope" not in entry:
+            raise ConfigError(f"{here}: a Markdown reference needs scope: (the function in its Python block)")
+        references[media_kind] = ReferenceSection(
+            file, expression, caption, user, entry.get("scope"), marker, entry.get("system")
+        )
     return references
 
 

@@ -33,13 +33,8 @@ from mmreward.alignment.preference_sets import TrainingSet
 from mmreward.flow.models import PromptEmbeds
 from mmreward.train.config import load_config
 from mmreward.train.policy import load_lora_policy
-from tests.golden.flow_grpo_step.test_flow_grpo_step_golden import (
-    RecordingAccelerator,
-    complete_pipeline,
-    initial_lora,
-    lora_names,
-    relative_error,
-)
+from tests.golden._flow_steps import RecordingAccelerator, complete_pipeline, lora_names, relative_error
+from tests.golden.flow_grpo_step.test_flow_grpo_step_golden import initial_lora
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[2]
@@ -66,7 +61,8 @@ def recipe_config(pipeline_dir: Path) -> FlowDPOConfig:
 
 @pytest.fixture(scope="module")
 def pipeline_dir(tmp_path_factory) -> Path:
-    return complete_pipeline(tmp_path_factory.mktemp("flow-dpo-step"))
+    stored = HERE.parent / "flow_grpo_step" / "pipeline"  # the Flow-GRPO step's tiny SD3: both references ran on it
+    return complete_pipeline("sd3", stored, tmp_path_factory.mktemp("flow-dpo-step"))
 
 
 def test_the_recipe_config_has_the_reference_settings(pipeline_dir):

@@ -33,7 +33,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from accelerate import Accelerator
 from safetensors.torch import load_file
 
 from align.pref_grpo import PrefGRPOConfig
@@ -45,6 +44,7 @@ from mmreward.flow.models import PromptEmbeds
 from mmreward.flow.rollout import Rollout
 from mmreward.train.config import load_config
 from mmreward.train.policy import load_lora_policy
+from tests.golden._flow_steps import RecordingAccelerator, complete_pipeline, lora_names, relative_error
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[2]
@@ -67,64 +67,9 @@ CASES = {
 }
 
 
-def relative_error(got: torch.Tensor, expected: torch.Tensor) -> float:
-    return float((got.double() - expected.double()).norm() / expected.double().norm())
-
-
-def lora_names(model: torch.nn.Module) -> dict[str, torch.nn.Parameter]:
-    """Trainable LoRA weights by the name make_golden.py uses: ``transformer_blocks.0.attn.to_q.lora_A.weight``."""
-    return {
-        name.removeprefix("base_model.model.").replace(".default.", "."): p
-        for name, p in model.named_parameters()
-        if p.requires_grad
-    }
-
-
-class RecordingAccelerator(Accelerator):
-    """Keeps, per optimizer step, the objective passed to backward, the gradients as the clip reads them, and the
-    weights before the step (the weights after step k are the ones before step k + 1)."""
-
-    def __init__(self, **kwargs) -> None:
-        super().__init__(**kwargs)
-        self.names: dict[int, str] = {}
-        self.steps: list[dict] = []
-        self.loss = 0.0
-
-    def backward(self, loss, **kwargs):
-        self.loss += float(loss.detach())
-        super().backward(loss, **kwargs)
-
-    def clip_grad_norm_(self, parameters, max_norm, norm_type=2):
-        parameters = list(parameters)
-        self.steps.append(
-            {
-                "loss": self.loss,
-                "grads": {self.names[id(p)]: p.grad.detach().clone() for p in parameters},
-                "weights": {self.names[id(p)]: p.detach().clone() for p in parameters},
-            }
-        )
-        self.loss = 0.0
-        return super().clip_grad_norm_(parameters, max_norm, norm_type)
-
-
-def complete_pipeline(directory: Path) -> Path:
-    """The stored transformer, VAE and scheduler with mmreward's tiny text encoders, saved under ``directory`` (the
-    program's loader reads a complete pipeline; the step never calls the text encoders)."""
-    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, FluxPipeline, FluxTransformer2DModel
-
-    from mmreward.tiny_models import tiny_pipeline
-
-    components = tiny_pipeline("flux").components
-    components["transformer"] = FluxTransformer2DModel.from_pretrained(HERE / "pipeline", subfolder="transformer")
-    components["vae"] = AutoencoderKL.from_pretrained(HERE / "pipeline", subfolder="vae")
-    components["scheduler"] = FlowMatchEulerDiscreteScheduler.from_pretrained(HERE / "pipeline", subfolder="scheduler")
-    FluxPipeline(**components).save_pretrained(directory / "pipeline")
-    return directory / "pipeline"
-
-
 @pytest.fixture(scope="module")
 def pipeline_dir(tmp_path_factory) -> Path:
-    return complete_pipeline(tmp_path_factory.mktemp("pref-grpo-step"))
+    return complete_pipeline("flux", HERE / "pipeline", tmp_path_factory.mktemp("pref-grpo-step"))
 
 
 def recipe_config(pipeline_dir: Path, overrides: list[str] = ()) -> PrefGRPOConfig:

@@ -125,7 +125,7 @@ def test_dino_reward_is_the_formula_on_the_training_features(dino, references):
     with torch.no_grad():
         hidden = dino.backbone(pixel_values=dino.preprocess(images)).last_hidden_state  # (4, 1 + 16, 32)
     generator = torch.Generator().manual_seed(3)
-    picks = torch.stack([torch.randperm(16, generator=generator)[:8] for _ in range(4)])  # (4, 8)
+    picks = torch.randint(16, (4, 8), generator=generator)  # (4, 8), with replacement as the public code
     cls = F.normalize(hidden[:, 0], dim=-1)
     patches = F.normalize(torch.stack([hidden[i, 1:][picks[i]] for i in range(4)]), dim=-1)  # (4, 8, 32)
     with torch.no_grad():
@@ -134,7 +134,10 @@ def test_dino_reward_is_the_formula_on_the_training_features(dino, references):
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-6)
     # The loss is the hinge loss of the same head outputs (references real, samples fake).
     shared = _g(4)  # the loss draws the references' patches, then the samples', from one generator
-    tokens_ref, tokens_gen = dino.tokens(images[:2], shared), dino.tokens(images[2:], shared)
+    tokens_ref, tokens_gen = (
+        dino.tokens(images[:2], shared, training=True),
+        dino.tokens(images[2:], shared, training=True),
+    )
     with torch.no_grad():
         (rc, rp), (gc, gp) = dino.head_scores(*tokens_ref), dino.head_scores(*tokens_gen)
         loss = dino.loss(images[:2], images[2:], [""] * 2, _g(4))

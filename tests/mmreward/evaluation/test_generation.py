@@ -306,3 +306,35 @@ def test_samples_are_seeded_per_prompt_and_index_not_per_batch(tmp_path, tiny_sd
     assert not list((tmp_path / "together").glob(".*"))  # atomic writes leave no temporary files behind
     assert settings.differences({**settings.to_dict(), "num_steps": 40}) == ["num_steps: 40 -> 2"]
     assert np.isfinite(a.numpy()).all()
+
+
+def test_geneval2_set_is_fetched_at_the_rewards_pin(tmp_path, monkeypatch):
+    from mmreward import pinned_files
+    from mmreward.errors import DataNotAvailableError
+    from mmreward.evaluation.prompt_sets import NamedSet
+    from mmreward.rewards.soft_tifa import GENEVAL2_DATA
+
+    # One pin for the prompts and the reward's questions: the reward's own.
+    assert PROMPT_SETS["geneval2"].file == GENEVAL2_DATA
+    monkeypatch.setattr(pinned_files, "hf_cache_root", lambda kind: tmp_path / kind)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(DataNotAvailableError, match="raw.githubusercontent.com/facebookresearch/GenEval2"):
+        load_prompt_set("geneval2")
+    # A cached copy in GenEval 2's layout (our wording) under a pin of its own bytes is read as the set.
+    data = b'{"prompt": "two red apples", "vqa_list": [["How many apples are in the image?", "two"]]}\n'
+    pinned = pinned_files.PinnedFile("facebookresearch/GenEval2", "a" * 40, "geneval2_data.jsonl", sha256_hex(data))
+    cached = pinned_files.cache_path(pinned, tmp_path / "data")
+    cached.parent.mkdir(parents=True)
+    cached.write_bytes(data)
+    monkeypatch.setitem(PROMPT_SETS, "geneval2", NamedSet(pinned.spec(), "image", "fixture"))
+    (item,) = load_prompt_set("geneval2").items
+    assert item.prompt == "two red apples" and item.meta["vqa_list"] == [["How many apples are in the image?", "two"]]
+    cached.write_bytes(data.replace(b"two red", b"six red"))
+    with pytest.raises(ConfigError, match="sha256"):
+        load_prompt_set("geneval2")
+
+
+def sha256_hex(data: bytes) -> str:
+    import hashlib
+
+    return hashlib.sha256(data).hexdigest()

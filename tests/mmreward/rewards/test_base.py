@@ -20,7 +20,16 @@ from mmreward.testing import tiny_clip_reward
 # VLM rewards (reward heads, generative judges, remote judges) see a video as a whole rather than frame by frame,
 # pairwise judges have no absolute score, and remote ones need a server: tests/mmreward/rewards/vlm/ and
 # tests/mmreward/rewards/test_win_rate.py check their contract.
-_VLM_TYPES = {"vlm-head", "pairwise-judge", "cot-judge", "pointwise-judge", "checklist-judge", "flex-judge"}
+_VLM_TYPES = {
+    "vlm-head",
+    "pairwise-judge",
+    "cot-judge",
+    "pointwise-judge",
+    "checklist-judge",
+    "flex-judge",
+    "critique-judge",
+    "videoscore2",
+}
 # Soft-TIFA asks the questions its data file lists for a prompt, so it scores only those prompts:
 # tests/mmreward/rewards/test_soft_tifa.py checks it on a file of its own.
 _PROMPT_SET_TYPES = {"soft-tifa"}

@@ -258,3 +258,103 @@ def test_presets_list_which_wording_they_use():
     assert find_preset("unifiedreward-think").describe()["template"] == "reference (CodeGoat24/UnifiedReward@ff6f520)"
     assert find_preset("unigenbench-eval").describe()["template"] == "ours (unigenbench-checklist)"
     assert find_preset("pickscore").describe()["template"] is None
+
+
+# A recipe published in a README: one fenced Python block holds the message builder (the prompt inside the function,
+# the image marked in the text) and a usage example that must never run; our own wording.
+README_SOURCE = textwrap.dedent(
+    '''
+    # A reward model
+
+    ```bash
+    serve the-model --port 8000
+    ```
+
+    ```python
+    import requests
+
+
+    def build_messages(prompt, image):
+        system_prompt = (
+            "You grade pictures. "
+            "Be strict {always}."
+        )
+        user_instruction = f"""Request: {prompt}
+    The picture: <image>
+    Grade it {{1-4}}."""
+        return [system_prompt, user_instruction]
+
+
+    print(requests.post("http://localhost:8000", json=build_messages("a fox", b"")))
+    ```
+    '''
+)
+# A query template built inside the script's main with string.Template.
+SCRIPT_SOURCE = textwrap.dedent(
+    '''
+    from string import Template
+
+    QUERY = "not this one"
+
+    def main(model, video, caption):
+        QUERY = Template("""Watch the clip.
+        Caption: $caption (costs $$0)
+        Answer: quality: <q>""")
+        user_prompt = QUERY.substitute(caption=caption)
+    '''
+)
+
+
+def test_function_scopes_templates_and_markdown_blocks_are_read_without_running_them():
+    text = extract_prompt(SCRIPT_SOURCE, "QUERY.substitute(caption=caption)", {"caption": "prompt"}, "t", scope="main")
+    assert text == "Watch the clip.\n    Caption: {prompt} (costs $0)\n    Answer: quality: <q>"
+    with pytest.raises(ConfigError, match="placeholder '\\$caption' with no keyword argument"):
+        extract_prompt(SCRIPT_SOURCE, "QUERY.substitute(text=caption)", {"caption": "prompt"}, "t", scope="main")
+    with pytest.raises(ConfigError, match="defines no module-level function 'run'"):
+        extract_prompt(SCRIPT_SOURCE, "QUERY", {}, "t", scope="run")
+    user = extract_prompt(
+        README_SOURCE, "user_instruction", {"prompt": "prompt"}, "t", scope="build_messages", markdown=True
+    )
+    assert user == "Request: {prompt}\nThe picture: <image>\nGrade it {{1-4}}."
+    system = extract_prompt(README_SOURCE, "system_prompt", {}, "t", scope="build_messages", markdown=True)
+    assert system == "You grade pictures. Be strict {{always}}."
+    with pytest.raises(ConfigError, match="no fenced Python block of the Markdown file defines a function 'build'"):
+        extract_prompt(README_SOURCE, "user_instruction", {"prompt": "prompt"}, "t", scope="build", markdown=True)
+
+
+def test_a_readme_recipe_gives_the_system_message_and_places_the_media_at_its_mark(tmp_path):
+    clone = tmp_path / "clone"
+    entry = _publish(clone, "README.md", README_SOURCE)
+    spec = {
+        "image": {
+            **entry,
+            "scope": "build_messages",
+            "expression": "user_instruction",
+            "system": "system_prompt",
+            "media_marker": "<image>",
+            "user": "{reference}",
+        }
+    }
+    template = load_template(
+        "reference", template_name="rationalrewards", kind="critique", reference_prompt=spec, source_dir=clone
+    )
+    section = template.section("image")
+    assert section.system == "You grade pictures. Be strict {always}."
+    parts = section.render("a red fox")
+    assert parts[0] == TextPart("Request: a red fox\nThe picture: ") and parts[1].slot == "media"
+    assert parts[2] == TextPart("\nGrade it {1-4}.")
+    without_scope = {"image": {k: v for k, v in spec["image"].items() if k != "scope"}}
+    with pytest.raises(ConfigError, match="a Markdown reference needs scope"):
+        load_template("reference", template_name="rationalrewards", kind="critique", reference_prompt=without_scope)
+    twice = {"image": {**spec["image"], "media_marker": "e"}}
+    with pytest.raises(ConfigError, match="media_marker 'e' occurs"):
+        load_template(
+            "reference", template_name="rationalrewards", kind="critique", reference_prompt=twice, source_dir=clone
+        )
+
+
+def test_new_presets_pin_their_published_prompts():
+    from mmreward.rewards.registry import find_preset
+
+    assert find_preset("videoscore2").describe()["template"] == "reference (TIGER-AI-Lab/VideoScore2@e6abe26)"
+    assert find_preset("rationalrewards").describe()["template"] == "reference (TIGER-AI-Lab/RationalRewards@44e27ab)"

@@ -1,0 +1,30 @@
+"""Canned RationalRewards T2I answers (our own wording) in the layout its checkpoint writes, with the edges of the
+authors' reader: N/A, text after the number, bold numbers, a lower-case "score:" inside a justification, scores out
+of 1-4, a repeated section, scores after the summary, and answers with no score at all."""
+
+BODY = "# User Request Analysis\nThe request asks for a red fox in snow.\n# Detailed Judgement\n"
+
+ANSWERS: dict[str, str] = {
+    "all three": BODY + "1. Text Faithfulness:\n## Justification: The fox is there.\n## Score: 3.5\n"
+    "2. Physical and Visual Quality:\n## Justification: Fur is clean.\n## Score: 3.25\n"
+    "3. Text Rendering:\n## Justification: A sign reads FOX.\n## Score: 4.0\n# Summary: Good.\n",
+    "text rendering not applicable": BODY + "1. Text Faithfulness:\n## Justification: Close.\n## Score: 3.0\n"
+    "2. Physical and Visual Quality:\n## Justification: Some blur.\n## Score: 2.6\n"
+    "3. Text Rendering:\n## Justification: No text asked.\n## Score: N/A\n# Summary: Fine.\n",
+    "number followed by words": BODY + "1. Text Faithfulness:\n## Justification: ok\n## Score: 2.5 (some mismatch)\n"
+    "2. Physical and Visual Quality:\n## Justification: ok\n## Score: 3 / 4\n3. Text Rendering:\n## Score: n/a\n",
+    "bold score then a plain one": BODY + "1. Text Faithfulness:\n## Justification: ok\n## Score: **3.5**\n"
+    "Score: 2.0\n2. Physical and Visual Quality:\n## Score: 4\n",
+    "score word inside the justification": BODY + "1. Text Faithfulness:\n"
+    "## Justification: I anchor at a score: 2 and then adjust upwards.\n## Score: 3.75\n"
+    "2. Physical and Visual Quality:\n## Justification: fine\n## Score: 3.0\n",
+    "out of range": BODY + "1. Text Faithfulness:\n## Score: 5.5\n2. Physical and Visual Quality:\n## Score: 0.5\n"
+    "3. Text Rendering:\n## Score: 4.5\n",
+    "section repeated": BODY + "1. Text Faithfulness:\n## Score: 1.5\n1. Text Faithfulness (revised):\n## Score: 3.5\n"
+    "2. Physical and Visual Quality:\n## Score: 2.0\n",
+    "scores after the summary": BODY + "1. Text Faithfulness:\n## Justification: unsure\n# Summary: pending\n"
+    "2. Physical and Visual Quality:\n## Score: 4.0\n",
+    "headers without numbers": "Text Faithfulness:\n## Score: 3.0\nPhysical and Visual Quality:\n## Score: 2.0\n",
+    "no score": BODY + "1. Text Faithfulness:\n## Justification: The image is empty.\n# Summary: nothing.\n",
+    "empty": "",
+}

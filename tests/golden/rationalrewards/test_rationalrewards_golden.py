@@ -1,0 +1,80 @@
+"""RationalRewards' T2I reading, reproduced by mmreward on canned answers.
+
+golden.json holds what ``parse_t2i_scores`` of the authors' README recipe (make_golden.py) gives for the answers of
+cases.py. mmreward's reader gives the same scores and reward; the judge behind a canned backend gives that reward,
+failing (parsing="robust") or scoring 0.0 (parsing="reference", the recipe's) the answers with no score.
+"""
+
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+
+import mmreward
+from mmreward import testing
+from mmreward.errors import ConfigError
+from mmreward.rewards.vlm.critique import RationalRewardsJudge, read_t2i_scores
+from mmreward.rewards.vlm.judge_base import Completion, JudgeBackend
+from tests.golden.rationalrewards.cases import ANSWERS
+
+GOLDEN = json.loads((Path(__file__).resolve().parent / "golden.json").read_text())
+NAMES = list(ANSWERS)
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_reads_each_answer_as_the_reference(name):
+    reward, written = read_t2i_scores(ANSWERS[name])
+    assert written == GOLDEN[name]["scores"]
+    assert (0.0 if reward is None else reward) == pytest.approx(GOLDEN[name]["reward"], abs=1e-12)
+    assert reward is not None or all(v is None or v == "N/A" for v in written.values())
+
+
+class CannedAnswers(JudgeBackend):
+    """Answers the n-th image (pixels filled with n / 100) with the n-th canned answer."""
+
+    weights_id = "canned answers"
+
+    def prepare(self, frames):
+        return round(float(frames.mean()) * 100)
+
+    def generate(self, candidates, prompts, *, max_new_tokens, temperature, batch_size):
+        return [Completion(ANSWERS[NAMES[candidates[p.media["media"]]]]) for p in prompts]
+
+
+@pytest.mark.parametrize("parsing", ["robust", "reference"])
+def test_judge_rewards_and_failures(parsing):
+    judge = RationalRewardsJudge(CannedAnswers(), template="rationalrewards", parsing=parsing, batch_size=4)
+    images = [torch.full((3, 8, 8), n / 100) for n in range(len(NAMES))]
+    out = judge.score(["a red fox in snow"] * len(NAMES), images)
+    for n, name in enumerate(NAMES):
+        unreadable = read_t2i_scores(ANSWERS[name])[0] is None
+        if unreadable and parsing == "robust":
+            assert out.failed[n] and "no aspect score" in out.errors[n] and math.isnan(out.scores[n])
+        else:
+            assert not out.failed[n] and out.scores[n].item() == pytest.approx(GOLDEN[name]["reward"], abs=1e-6)
+        for dim, value in GOLDEN[name]["scores"].items():
+            expected = value if isinstance(value, float) else math.nan
+            assert out.dims[dim][n].item() == pytest.approx(expected, nan_ok=True)
+    assert out.rationales[0] == ANSWERS[NAMES[0]]
+
+
+def test_settings_and_videos_are_refused_with_the_fix():
+    with pytest.raises(ConfigError, match="parsing must be one of"):
+        RationalRewardsJudge(CannedAnswers(), template="rationalrewards", parsing="lenient")
+    with pytest.raises(ConfigError, match="use mode='generate'"):
+        RationalRewardsJudge(CannedAnswers(), template="rationalrewards", mode="logits")
+    judge = RationalRewardsJudge(CannedAnswers(), template="rationalrewards")
+    out = judge.score(["a fox"], [torch.rand(4, 3, 8, 8)])
+    assert out.failed.all() and "scores images; got a video" in out.errors[0]
+
+
+def test_tiny_judge_writes_and_fails_unreadable_answers(tiny_root):
+    judge = mmreward.load_reward(str(testing.tiny_vlm_preset("rationalrewards", tiny_root, backbone="qwen3_vl")))
+    assert isinstance(judge, RationalRewardsJudge) and judge.template.describe() == "ours (rationalrewards)"
+    section = judge.template.section("image")
+    assert section.system and section.render("a red fox")[0].text.startswith("Request: a red fox")
+    out = judge.score(["a red fox"], [torch.rand(3, 48, 64, generator=torch.Generator().manual_seed(0))])
+    assert out.failed.all() and "no aspect score" in out.errors[0] and "max_new_tokens=32" in out.errors[0]
+    assert out.rationales[0] is not None
