@@ -20,10 +20,10 @@ default), so that other jobs on a shared machine do not count. The last line is
 
 The rollout alone is also compared with ``StableDiffusion3Pipeline.__call__`` on the same transformer, steps,
 batch, guidance, prompt embeddings and initial noise (Euler ODE, decoded to tensors): the cost of the SDE steps'
-log-probability bookkeeping. ``--families`` adds one such row per other image family (default FLUX.1, Qwen-Image,
-Z-Image, FLUX.2 klein): the family's tiny pipeline with a transformer of ``--layers`` x ``--heads`` x 64 and as
-many image tokens, the rollout (prompts encoded, CFG the family's way, decoded) against the pipeline called with
-the same prompts, noise, steps and guidance (``pipeline_guidance_kwargs``).
+log-probability bookkeeping. ``--families`` adds one such row per other family (default FLUX.1, Qwen-Image,
+Z-Image, FLUX.2 klein, Wan2.2 A14B and TI2V-5B): the family's tiny pipeline with a transformer of ``--layers`` x
+``--heads`` x 64 and as many image tokens, the rollout (prompts encoded, CFG the family's way, decoded) against the
+pipeline called with the same prompts, noise, steps and guidance (``pipeline_guidance_kwargs``).
 
 Measured on the shared 2-core CPU machine (CPU time, one thread, best of 3), 2 prompts x 4 samples, 6 SDE steps,
 3 trained with KL:
@@ -35,6 +35,10 @@ Measured on the shared 2-core CPU machine (CPU time, one thread, best of 3), 2 p
   4 the family's way, best of 3; two runs): FLUX.1 1.92 s vs FluxPipeline 1.91 s (+0.4%), Qwen-Image 2.16 vs
   2.13 s (+1.7%; its pipeline encodes each prompt once per sample), Z-Image 2.77 vs 2.74 s (+1.1%), FLUX.2 klein
   3.27 vs 3.25 s (+0.6%); SD3 in the same runs +2.2% and +2.5%.
+- Wan2.2 rows (same sizes, one-frame videos, 256 tokens): A14B with both experts (the 6-step grid crosses the
+  boundary) 3.01 s vs WanPipeline 2.70 s (+11.7%), TI2V-5B 3.85 vs 3.50 s (+10.1%). WanPipeline runs the two CFG
+  halves as two calls of 8 and the rollout as one of 16, which on one CPU thread is itself 14% slower per forward
+  (0.325 vs 0.285 s, timed alone): 6 steps x 0.04 s of A14B's 0.31 s; the rest, +2.6%, is the SDE bookkeeping.
 The tiny reward models cost milliseconds here; with a real judge the reward phase is the judge's own time plus the
 gather of a group's media to its owner (none when every process holds whole groups).
 """
@@ -54,6 +58,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 from accelerate import Accelerator  # noqa: E402
+from diffusers import FlowMatchEulerDiscreteScheduler  # noqa: E402
 
 from mmreward import testing, tiny_models  # noqa: E402
 from mmreward.alignment.advantages import group_advantages  # noqa: E402
@@ -62,7 +67,7 @@ from mmreward.alignment.group_rewards import PointwiseGroupReward, WinRateGroupR
 from mmreward.alignment.group_rollout import RolloutConfig, rollout_groups  # noqa: E402
 from mmreward.alignment.layout import GroupLayout  # noqa: E402
 from mmreward.alignment.update_schedule import GRPOLossConfig  # noqa: E402
-from mmreward.flow.models import ADAPTERS, DEFAULT_LORA_TARGETS, FlowModel, SD3Model  # noqa: E402
+from mmreward.flow.models import ADAPTERS, DEFAULT_LORA_TARGETS, VIDEO_FAMILIES, FlowModel, SD3Model  # noqa: E402
 from mmreward.flow.rollout import sample, seeded  # noqa: E402
 from mmreward.rewards.mix import RewardMix  # noqa: E402
 from mmreward.train.ema import EMA  # noqa: E402
@@ -105,6 +110,7 @@ def family_transformer(family: str, args) -> torch.nn.Module:
         Flux2Transformer2DModel,
         FluxTransformer2DModel,
         QwenImageTransformer2DModel,
+        WanTransformer3DModel,
         ZImageTransformer2DModel,
     )
 
@@ -162,25 +168,54 @@ def family_transformer(family: str, args) -> torch.nn.Module:
             axes_dims_rope=(16, 16, 16, 16),
             guidance_embeds=False,
         )
-    raise ValueError(f"--families takes flux, qwenimage, zimage and flux2klein, not {family!r}")
+    if family in ("wan22", "wan22ti2v"):  # 16 latent channels as Wan2.2 A14B's VAE, 48 as TI2V-5B's
+        channels = 48 if family == "wan22ti2v" else 4
+        return WanTransformer3DModel(
+            patch_size=(1, 2, 2),
+            num_attention_heads=args.heads,
+            attention_head_dim=64,
+            in_channels=channels,
+            out_channels=channels,
+            text_dim=32,
+            freq_dim=64,
+            ffn_dim=4 * 64 * args.heads,
+            num_layers=args.layers,
+            cross_attn_norm=True,
+            qk_norm="rms_norm_across_heads",
+        )
+    raise ValueError(f"--families takes flux, qwenimage, zimage, flux2klein, wan22 and wan22ti2v, not {family!r}")
 
 
 def family_rollout_row(family: str, args, device: torch.device, accelerator: Accelerator) -> str:
     """One line: the family's rollout with log-probs against its pipeline's own call, best of ``--repeats``."""
     pipeline = tiny_models.tiny_pipeline(family)
-    pipeline.transformer = family_transformer(family, args)
+    # Wan2.2 A14B: both experts benchmarked (the rollout switches at the pipeline's boundary as the pipeline does)
+    experts = [name for name in ("transformer", "transformer_2") if getattr(pipeline, name, None) is not None]
+    for name in experts:
+        setattr(pipeline, name, family_transformer(family, args))
     for module in pipeline.components.values():
         if isinstance(module, torch.nn.Module):
             module.requires_grad_(False).eval().to(device)
     if args.dtype != "float32":
-        pipeline.transformer.to(dtype=getattr(torch, args.dtype))
+        for name in experts:
+            getattr(pipeline, name).to(dtype=getattr(torch, args.dtype))
     pipeline.set_progress_bar_config(disable=True)
+    video = family in VIDEO_FAMILIES
+    if video:  # Wan ships UniPC; the rollout steps with Euler on the same shifted grid, so the pipeline does too
+        pipeline.scheduler = FlowMatchEulerDiscreteScheduler.from_config(
+            {"shift": pipeline.scheduler.config.flow_shift, "num_train_timesteps": 1000}
+        )
     model: FlowModel = ADAPTERS[family](pipeline, device=device)
     model.max_sequence_length = 32
     add_lora(model.transformer, rank=32, alpha=64, target_modules=DEFAULT_LORA_TARGETS)
     prompts = [f"a photo of object number {i}" for i in range(args.prompts)]
-    factor = pipeline.vae_scale_factor  # (latent_size / 2)^2 image tokens in every family, as for SD3
-    size = {"height": factor * args.latent_size, "width": factor * args.latent_size}
+    # (latent_size / 2)^2 image tokens in every family, as for SD3 (video: one latent frame, 1 frame)
+    factor = pipeline.vae_scale_factor_spatial if video else pipeline.vae_scale_factor
+    size = {
+        "height": factor * args.latent_size,
+        "width": factor * args.latent_size,
+        **({"num_frames": 1} if video else {}),
+    }
     samples = args.prompts * args.group
     noise = torch.randn(model.latent_shape(samples, **size), generator=torch.Generator().manual_seed(0))
 
@@ -210,7 +245,7 @@ def family_rollout_row(family: str, args, device: torch.device, accelerator: Acc
         with accelerator.autocast():
             pipeline(
                 prompt=call_prompts,
-                num_images_per_prompt=1 if repeat else args.group,
+                **{"num_videos_per_prompt" if video else "num_images_per_prompt": 1 if repeat else args.group},
                 num_inference_steps=args.steps,
                 latents=model.pipeline_initial_latents(noise.to(device)),
                 output_type="pt",
@@ -265,8 +300,8 @@ def main() -> None:
     parser.add_argument(
         "--families",
         nargs="*",
-        default=["flux", "qwenimage", "zimage", "flux2klein"],
-        help="rollout-vs-pipeline rows (image families)",
+        default=["flux", "qwenimage", "zimage", "flux2klein", "wan22", "wan22ti2v"],
+        help="rollout-vs-pipeline rows (image families; Wan2.2 with one-frame videos)",
     )
     args = parser.parse_args()
     if args.smoke:

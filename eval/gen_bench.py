@@ -179,7 +179,7 @@ def _checked_setup(args: argparse.Namespace, parser: argparse.ArgumentParser) ->
     if args.guidance_scale is not None and args.guidance_scale < 0:
         raise ConfigError(f"--guidance-scale must be >= 0, got {args.guidance_scale}")
     prompt_set = load_prompt_set(args.prompts, args.prompt_field).limited(args.limit)
-    media_kind = "video" if args.family == "wan" else "image"
+    media_kind = "video" if args.family in generation.VIDEO_FAMILIES else "image"
     if prompt_set.media_kind is not None and prompt_set.media_kind != media_kind:
         raise ConfigError(
             f"--prompts {args.prompts} is a {prompt_set.media_kind} prompt set, but --family {args.family} generates "
@@ -190,7 +190,8 @@ def _checked_setup(args: argparse.Namespace, parser: argparse.ArgumentParser) ->
         TINY_SIZES[args.family] if args.model == "tiny" else (defaults.height, defaults.width, defaults.num_frames)
     )
     height, width = args.height or height, args.width or width
-    frames = args.num_frames if args.num_frames is not None else (frames if args.family == "wan" else None)
+    video = args.family in generation.VIDEO_FAMILIES
+    frames = args.num_frames if args.num_frames is not None else (frames if video else None)
     generation.check_size(args.family, args.model, height, width, frames)
     lora: LoraInfo | None = None
     if args.lora is not None:
@@ -297,9 +298,15 @@ def _generate(plan: dict[str, Any], samples: list[Sample], args: argparse.Namesp
     model.check_size(settings.height, settings.width, settings.num_frames)
     lora: LoraInfo | None = plan["lora"]
     if lora is not None:
-        generation.check_lora_shapes(model.transformer, lora.weight_file)
+        from mmreward.train.lora import EXPERT_WEIGHT_NAMES, load_lora
+
+        # Wan2.2's experts have the same layers: the first expert's shapes check either expert's file
+        generation.check_lora_shapes(model.pipeline.transformer, lora.weight_file)
         with _quiet_diffusers():  # it warns that the LoRA has no text-encoder layers, which is expected
-            model.pipeline.load_lora_weights(str(lora.directory), weight_name=lora.weight_file.name)
+            if lora.weight_file.name in EXPERT_WEIGHT_NAMES.values():  # mmreward's names: each expert its file
+                load_lora(model.pipeline, lora.directory)
+            else:
+                model.pipeline.load_lora_weights(str(lora.directory), weight_name=lora.weight_file.name)
     generation.generate_samples(
         model,
         share,
@@ -566,7 +573,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser, argv: list[st
     out: Path = args.out
     prompt_set: PromptSet = plan["prompts"]
     settings: GenerationSettings = plan["settings"]
-    media_kind = "video" if settings.family == "wan" else "image"
+    media_kind = "video" if settings.family in generation.VIDEO_FAMILIES else "image"
     samples = generation.plan_samples(prompt_set, args.images_per_prompt, out / SAMPLES_DIR, media_kind)
     generation.check_existing_samples(samples)
     # Launched on several processes (torchrun, accelerate launch), each draws its share of the missing samples;

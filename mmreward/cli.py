@@ -105,7 +105,7 @@ def _add_generate_parser(sub: Any) -> None:
     gen.add_argument("--model", required=True, help="hub id, local pipeline directory, or 'tiny' (tiny random)")
     gen.add_argument(
         "--family",
-        choices=("sd3", "flux", "wan", "qwenimage", "zimage", "flux2klein"),
+        choices=("sd3", "flux", "wan", "qwenimage", "zimage", "flux2klein", "wan22", "wan22ti2v"),
         help="generator family (default: from the directory's model_index.json; sd3 for tiny)",
     )
     prompts = gen.add_mutually_exclusive_group(required=True)
@@ -400,13 +400,14 @@ def _serve(args: argparse.Namespace) -> int:
 
 def _generate(args: argparse.Namespace) -> int:
     from mmreward.data.prompts import read_prompts
+    from mmreward.evaluation.generation import VIDEO_FAMILIES
     from mmreward.guidance.generate import FAMILY_DEFAULTS, TINY_DEFAULTS, infer_family, plan_guides
     from mmreward.rewards.mix import parse_reward_spec
 
     # Everything that can be checked without weights is checked before any model loads.
     family = infer_family(args.model, args.family)
     defaults = {**FAMILY_DEFAULTS[family], **(TINY_DEFAULTS if args.model == "tiny" else {})}
-    if args.model == "tiny" and family == "wan":
+    if args.model == "tiny" and family in VIDEO_FAMILIES:
         defaults["num_frames"] = 5
     steps = args.steps or defaults["steps"]
     budget = args.budget or (steps if args.method in ("nrg", "pixel") else 4 * steps)
@@ -424,7 +425,7 @@ def _generate(args: argparse.Namespace) -> int:
     if budget < steps:
         raise MMRewardError(f"--budget {budget} is below one trajectory: {steps} steps cost {steps} evaluations")
     num_frames = args.num_frames or defaults["num_frames"]
-    if family != "wan" and args.num_frames:
+    if family not in VIDEO_FAMILIES and args.num_frames:
         raise MMRewardError(f"--num-frames is for video models; {family} generates images")
 
     from tqdm import tqdm

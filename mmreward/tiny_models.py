@@ -247,7 +247,18 @@ def _tiny_vlm_processor(family: str, tokenizer, min_pixels: int, max_pixels: int
 
 # --------------------------------------------------------------------------------- tiny rectified-flow pipelines
 
-_PIPELINE_FAMILIES = ("sd3", "flux", "wan", "qwenimage", "zimage", "flux2klein", "qwenimage-edit", "flux-kontext")
+_PIPELINE_FAMILIES = (
+    "sd3",
+    "flux",
+    "wan",
+    "qwenimage",
+    "zimage",
+    "flux2klein",
+    "wan22",
+    "wan22ti2v",
+    "qwenimage-edit",
+    "flux-kontext",
+)
 _QWEN_TEXT_SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
 # A Qwen chat format without a default system turn: what Qwen3's template renders for one user message with
 # enable_thinking (the Z-Image pipeline's call).
@@ -377,6 +388,11 @@ def tiny_pipeline(family: str, *, seed: int = 0):
     - ``flux2klein``: ``Flux2KleinPipeline`` (a base, non-distilled model: true CFG), 1 double + 1 single block, a
       28-layer width-16 Qwen3 causal LM (the pipeline reads layers 9, 18 and 27), 2x ``AutoencoderKLFlux2`` with 4
       latent channels and non-trivial batch-norm statistics, dynamic shifting (images: multiples of 4 pixels).
+    - ``wan22``: ``WanPipeline`` laid out as Wan2.2 T2V-A14B: the ``wan`` components plus a second expert
+      ``transformer_2`` with other random weights and ``boundary_ratio=0.875`` (its release value; with the tiny
+      shift-3 schedule a 3-step run switches experts after the first step).
+    - ``wan22ti2v``: ``WanPipeline`` laid out as Wan2.2 TI2V-5B: ``expand_timesteps`` and a Wan2.2-style VAE
+      (residual blocks, 2x2 patchified input, 48 latent channels, 16x spatial; videos: multiples of 32 pixels).
     """
     if family not in _PIPELINE_FAMILIES:
         raise MMRewardError(f"no tiny pipeline for family {family!r}; use one of {', '.join(_PIPELINE_FAMILIES)}")
@@ -398,7 +414,6 @@ def _build_tiny_pipeline(family: str, seed: int):
         StableDiffusion3Pipeline,
         UniPCMultistepScheduler,
         WanPipeline,
-        WanTransformer3DModel,
     )
     from transformers import T5Config, T5EncoderModel, UMT5Config, UMT5EncoderModel
 
@@ -474,6 +489,8 @@ def _build_tiny_pipeline(family: str, seed: int):
         return _tiny_zimage_pipeline()
     if family == "flux2klein":
         return _tiny_flux2klein_pipeline()
+    if family == "wan22ti2v":
+        return _tiny_wan22ti2v_pipeline(t5_tokenizer, UMT5EncoderModel(UMT5Config(**t5_kwargs)))
     if family == "qwenimage-edit":
         return _tiny_qwenimage_edit_pipeline()
     vae = AutoencoderKLWan(
@@ -485,12 +502,32 @@ def _build_tiny_pipeline(family: str, seed: int):
         latents_mean=[0.1, -0.2, 0.0, 0.3],
         latents_std=[1.5, 0.8, 1.0, 1.2],
     )
-    transformer = WanTransformer3DModel(
+    transformer = _tiny_wan_transformer(channels=4)
+    scheduler = UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=3.0)
+    text_encoder = UMT5EncoderModel(UMT5Config(**t5_kwargs))
+    if family == "wan22":  # drawn after the other components: the first expert is the wan pipeline's transformer
+        experts = {"transformer_2": _tiny_wan_transformer(channels=4), "boundary_ratio": 0.875}
+    else:
+        experts = {}
+    return WanPipeline(
+        tokenizer=t5_tokenizer,
+        text_encoder=text_encoder,
+        vae=vae,
+        scheduler=scheduler,
+        transformer=transformer,
+        **experts,
+    )
+
+
+def _tiny_wan_transformer(channels: int):
+    from diffusers import WanTransformer3DModel
+
+    return WanTransformer3DModel(
         patch_size=(1, 2, 2),
         num_attention_heads=2,
         attention_head_dim=12,
-        in_channels=4,
-        out_channels=4,
+        in_channels=channels,
+        out_channels=channels,
         text_dim=32,
         freq_dim=32,
         ffn_dim=32,
@@ -499,13 +536,38 @@ def _build_tiny_pipeline(family: str, seed: int):
         qk_norm="rms_norm_across_heads",
         rope_max_seq_len=32,
     )
-    scheduler = UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=3.0)
+
+
+def _tiny_wan22ti2v_pipeline(tokenizer, text_encoder):
+    """Wan2.2 TI2V-5B's layout: its VAE patchifies 2x2 pixels (12 input channels) and has residual down/up blocks
+    and 48 latent channels (the released config's z_dim, patch_size, is_residual, 16x/4x scale factors)."""
+    from diffusers import AutoencoderKLWan, UniPCMultistepScheduler, WanPipeline
+
+    rng = torch.Generator().manual_seed(48)
+    vae = AutoencoderKLWan(
+        base_dim=4,
+        decoder_base_dim=6,
+        z_dim=48,
+        dim_mult=[1, 1, 1, 1],
+        num_res_blocks=1,
+        temperal_downsample=[False, True, True],
+        is_residual=True,
+        in_channels=12,
+        out_channels=12,
+        patch_size=2,
+        scale_factor_spatial=16,
+        scale_factor_temporal=4,
+        latents_mean=(torch.randn(48, generator=rng) * 0.2).tolist(),
+        latents_std=(1 + torch.rand(48, generator=rng)).tolist(),
+    )
+    scheduler = UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=5.0)
     return WanPipeline(
-        tokenizer=t5_tokenizer,
-        text_encoder=UMT5EncoderModel(UMT5Config(**t5_kwargs)),
+        tokenizer=tokenizer,
+        text_encoder=text_encoder,
         vae=vae,
         scheduler=scheduler,
-        transformer=transformer,
+        transformer=_tiny_wan_transformer(channels=48),
+        expand_timesteps=True,
     )
 
 

@@ -33,8 +33,10 @@ from mmreward.evaluation.prompt_sets import PromptSet
 
 LORA_WEIGHTS_NAME = "pytorch_lora_weights.safetensors"  # diffusers' default name (mmreward.train.lora saves it)
 # mmreward.flow.models.FAMILIES (which imports diffusers)
-ALL_FAMILIES = ("sd3", "flux", "wan", "qwenimage", "zimage", "flux2klein")
-VIDEO_FPS = {"wan": 16.0}  # frame rate of saved videos: Wan 2.1 generates 16 fps
+ALL_FAMILIES = ("sd3", "flux", "wan", "qwenimage", "zimage", "flux2klein", "wan22", "wan22ti2v")
+VIDEO_FAMILIES = ("wan", "wan22", "wan22ti2v")  # mmreward.flow.models.VIDEO_FAMILIES
+# frame rate of saved videos: Wan 2.1 and Wan2.2 A14B generate 16 fps, Wan2.2 TI2V-5B 24 fps (the release configs)
+VIDEO_FPS = {"wan": 16.0, "wan22": 16.0, "wan22ti2v": 24.0}
 
 
 @dataclass(frozen=True)
@@ -65,6 +67,18 @@ EVAL_DEFAULTS: dict[str, EvalDefaults] = {
     "flux2klein": EvalDefaults(
         50, 4.0, 1024, 1024, None, "Flux2KleinPipeline defaults (base models): 50 steps, CFG 4.0, 1024 px"
     ),
+    "wan22": EvalDefaults(
+        40,
+        4.0,
+        720,
+        1280,
+        81,
+        "Wan2.2 T2V-A14B release (t2v_A14B config): 40 steps, CFG 4.0 high-noise / 3.0 low-noise expert "
+        "(model.guidance_scale_2), 720 x 1280, 81 frames",
+    ),
+    "wan22ti2v": EvalDefaults(
+        50, 5.0, 704, 1280, 121, "Wan2.2 TI2V-5B release (ti2v_5B config): 50 steps, CFG 5.0, 704 x 1280, 121 frames"
+    ),
 }
 # The tiny random pipelines of mmreward.tiny_models (path "tiny"): same steps and guidance, tiny sizes.
 TINY_SIZES = {
@@ -74,12 +88,16 @@ TINY_SIZES = {
     "qwenimage": (32, 32, None),
     "zimage": (32, 32, None),
     "flux2klein": (32, 32, None),
+    "wan22": (32, 32, 5),
+    "wan22ti2v": (32, 32, 5),
 }
 # Heights and widths must be multiples of VAE factor x patch size: 8 x 2 for every released checkpoint of these
 # families; 2 x 2 for the tiny SD3, FLUX, Z-Image and FLUX.2 pipelines (2x VAE), 4 x 2 for tiny Qwen-Image, 8 x 2
-# for tiny Wan. Wan frames are 4k + 1.
+# for tiny Wan; Wan2.2 TI2V-5B's VAE is 16x (2x2 patchified, then 8x): 16 x 2, tiny or not. Wan frames are 4k + 1.
 SPATIAL_MULTIPLE = {"sd3": 16, "flux": 16, "wan": 16, "qwenimage": 16, "zimage": 16, "flux2klein": 16}
 TINY_SPATIAL_MULTIPLE = {"sd3": 4, "flux": 4, "wan": 16, "qwenimage": 8, "zimage": 4, "flux2klein": 4}
+SPATIAL_MULTIPLE |= {"wan22": 16, "wan22ti2v": 32}
+TINY_SPATIAL_MULTIPLE |= {"wan22": 16, "wan22ti2v": 32}
 WAN_TEMPORAL = 4
 
 
@@ -92,13 +110,15 @@ def check_size(family: str, path: str, height: int, width: int, num_frames: int 
             raise ConfigError(
                 f"{name} {value} does not fit {family}: use a positive multiple of {multiple} ({nearest})"
             )
-    if family == "wan":
+    if family in VIDEO_FAMILIES:
         if num_frames is None or num_frames < 1 or (num_frames - 1) % WAN_TEMPORAL:
             frames = num_frames or 1
             nearest = max(1, round((frames - 1) / WAN_TEMPORAL)) * WAN_TEMPORAL + 1
-            raise ConfigError(f"--num-frames {num_frames} does not fit wan: use 4k + 1 frames (e.g. {nearest})")
+            raise ConfigError(f"--num-frames {num_frames} does not fit {family}: use 4k + 1 frames (e.g. {nearest})")
     elif num_frames is not None:
-        raise ConfigError(f"--num-frames is for video families (wan); {family} generates images")
+        raise ConfigError(
+            f"--num-frames is for video families ({', '.join(VIDEO_FAMILIES)}); {family} generates images"
+        )
 
 
 # ---------------------------------------------------------------------------------------------------------- LoRA
@@ -129,7 +149,7 @@ def _family_of_key(key: str) -> set[str]:
     if ".single_transformer_blocks." in key:
         return {"flux", "flux2klein"}
     if re.search(r"^transformer\.blocks\.\d+\.(attn1|attn2|ffn)\.", key):
-        return {"wan"}
+        return set(VIDEO_FAMILIES)
     if re.search(r"^transformer\.(layers|noise_refiner|context_refiner)\.\d+\.", key):
         return {"zimage"}
     if re.search(r"^transformer\.transformer_blocks\.\d+\.(img_mlp|txt_mlp|img_mod|txt_mod)\.", key):

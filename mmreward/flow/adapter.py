@@ -345,8 +345,15 @@ class FlowModel(ABC):
             v_neg, v_pos = both.chunk(2)  # (B, ...) each
             if cfg_grad == "detach_uncond":
                 v_neg = v_neg.detach()
-            return self.guide(v_neg, v_pos, guidance_scale)
+            return self.guided(v_neg, v_pos, sigma, guidance_scale)
         return self._forward(module, latents, sigma, cond, guidance_scale)
+
+    def guided(
+        self, v_neg: torch.Tensor, v_pos: torch.Tensor, sigma: torch.Tensor, guidance_scale: float
+    ) -> torch.Tensor:
+        """The guided velocity of samples at noise levels ``sigma (B,)``: :meth:`guide` at every level, except for
+        families whose pipeline changes the scale with the noise level (Wan2.2's low-noise expert)."""
+        return self.guide(v_neg, v_pos, guidance_scale)
 
     def guide(self, v_neg: torch.Tensor, v_pos: torch.Tensor, guidance_scale: float) -> torch.Tensor:
         """Classifier-free guidance from the two velocities (Ho & Salimans 2022): ``v_neg + w (v_pos - v_neg)``."""

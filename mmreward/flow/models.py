@@ -1,6 +1,7 @@
 """Rectified-flow generators on diffusers pipelines: one small adapter per family (``sd3``, ``flux``, ``wan``,
-``qwenimage``, ``zimage``, ``flux2klein``), each in its module of :mod:`mmreward.flow.families`, all on the interface
-of :mod:`mmreward.flow.adapter`; this module maps family names to adapters and loads them.
+``qwenimage``, ``zimage``, ``flux2klein``, ``wan22``, ``wan22ti2v``), each in its module of
+:mod:`mmreward.flow.families`, all on the interface of :mod:`mmreward.flow.adapter`; this module maps family names
+to adapters and loads them.
 
 An adapter hides what differs between families behind one interface used by rollouts and losses:
 
@@ -28,7 +29,6 @@ An adapter hides what differs between families behind one interface used by roll
 from __future__ import annotations
 
 import importlib.util
-import json
 from pathlib import Path
 from typing import Any, Literal
 
@@ -51,7 +51,7 @@ from mmreward.flow.families.flux_kontext import FluxKontextModel
 from mmreward.flow.families.qwenimage import QwenImageModel
 from mmreward.flow.families.qwenimage_edit import QwenImageEditModel
 from mmreward.flow.families.sd3 import SD3Model
-from mmreward.flow.families.wan import WanModel
+from mmreward.flow.families.wan import Wan22Model, Wan22TI2VModel, WanModel
 from mmreward.flow.families.zimage import ZImageModel
 
 # The adapter interface is re-exported: callers load and type models through this one module.
@@ -72,12 +72,24 @@ __all__ = [
     "fixed_shift_sigmas",
     "load_flow_model",
     "load_pipeline",
-    "refuse_two_experts",
 ]
 
-Family = Literal["sd3", "flux", "wan", "qwenimage", "zimage", "flux2klein", "qwenimage-edit", "flux-kontext"]
-FAMILIES = ("sd3", "flux", "wan", "qwenimage", "zimage", "flux2klein", "qwenimage-edit", "flux-kontext")
-VIDEO_FAMILIES = ("wan",)
+Family = Literal[
+    "sd3", "flux", "wan", "qwenimage", "zimage", "flux2klein", "wan22", "wan22ti2v", "qwenimage-edit", "flux-kontext"
+]
+FAMILIES = (
+    "sd3",
+    "flux",
+    "wan",
+    "qwenimage",
+    "zimage",
+    "flux2klein",
+    "wan22",
+    "wan22ti2v",
+    "qwenimage-edit",
+    "flux-kontext",
+)
+VIDEO_FAMILIES = ("wan", "wan22", "wan22ti2v")
 # The tiny pipelines' source resolution: the released pipelines' 1024 x 1024 would be 16k transformer tokens.
 TINY_SOURCE_AREA = 32 * 32
 
@@ -88,6 +100,8 @@ ADAPTERS: dict[str, type[FlowModel]] = {
     "qwenimage": QwenImageModel,
     "zimage": ZImageModel,
     "flux2klein": Flux2KleinModel,
+    "wan22": Wan22Model,
+    "wan22ti2v": Wan22TI2VModel,
     "qwenimage-edit": QwenImageEditModel,
     "flux-kontext": FluxKontextModel,
 }
@@ -98,6 +112,8 @@ PIPELINE_CLASSES = {
     "qwenimage": "QwenImagePipeline",
     "zimage": "ZImagePipeline",
     "flux2klein": "Flux2KleinPipeline",
+    "wan22": "WanPipeline",
+    "wan22ti2v": "WanPipeline",
     "qwenimage-edit": "QwenImageEditPlusPipeline",
     "flux-kontext": "FluxKontextPipeline",
 }
@@ -121,8 +137,6 @@ def load_pipeline(family: str, path: str, *, dtype: torch.dtype = torch.float32)
             f"{family} pipeline {path!r} is neither a local directory nor a hub id like 'org/name'; pass the "
             "directory that holds model_index.json, or 'tiny' for the tiny random pipeline"
         )
-    if local.is_dir() and (local / "model_index.json").is_file():
-        refuse_two_experts(family, path, json.loads((local / "model_index.json").read_text(encoding="utf-8")))
     try:
         pipeline = pipeline_class.from_pretrained(str(local) if local.is_dir() else path, dtype=dtype)
     except (OSError, ValueError) as err:
@@ -131,22 +145,7 @@ def load_pipeline(family: str, path: str, *, dtype: torch.dtype = torch.float32)
             f"Download it once where the hub is reachable (`hf download {path}`) and copy the cache (HF_HOME), "
             "or pass the local directory holding model_index.json as model.path"
         ) from err
-    refuse_two_experts(family, path, {"transformer_2": getattr(pipeline, "transformer_2", None)})
     return pipeline
-
-
-def refuse_two_experts(family: str, path: str, components: dict[str, Any]) -> None:
-    """Refuse a two-expert pipeline (Wan2.2 A14B: ``transformer`` for high noise, ``transformer_2`` for low noise,
-    switched at ``boundary_ratio``). The adapters call one transformer at every noise level, so such a model would
-    silently run and train its high-noise expert alone. ``components``: the pipeline's ``model_index.json`` or its
-    loaded components (a null entry is an absent component)."""
-    if components.get("transformer_2") in (None, [None, None]):
-        return
-    raise ConfigError(
-        f"{family} model {path!r} has two transformer experts (transformer and transformer_2, as Wan2.2 A14B); "
-        "Wan2.2 two-expert support is not implemented: the high-noise expert alone would be sampled and trained. "
-        "Use a single-transformer Wan2.1 checkpoint (e.g. Wan-AI/Wan2.1-T2V-1.3B-Diffusers)"
-    )
 
 
 def load_flow_model(
@@ -162,6 +161,8 @@ def load_flow_model(
     prompt_cache_size: int = 1024,
     sampling_shift: float | None = None,
     integer_timesteps: bool = False,
+    lora_experts: str = "both",
+    guidance_scale_2: float | None = None,
     source_area: int | None = None,
 ) -> FlowModel:
     """Load a pipeline and wrap it in its family's adapter; all weights frozen, on ``device``.
@@ -171,8 +172,11 @@ def load_flow_model(
     scaled-dot-product attention (which itself picks flash or memory-efficient kernels on GPUs); ``xformers``
     needs the xformers package and a CUDA device. ``sampling_shift``: sample on :func:`fixed_shift_sigmas` with this
     shift instead of the pipeline's schedule. ``integer_timesteps``: the transformer sees ``floor(1000 sigma)``
-    (see :meth:`FlowModel.timestep`). ``source_area``: editing families resize source images to this many pixels
-    for the VAE (None: the pipeline's resolution; ``path="tiny"``: the tiny pipelines' 32 x 32).
+    (see :meth:`FlowModel.timestep`). ``lora_experts`` (``both``, ``high``, ``low``) and ``guidance_scale_2``: which
+    experts of a two-expert Wan2.2 checkpoint get a LoRA, and the low-noise expert's CFG scale
+    (:class:`mmreward.flow.families.wan.WanModel`); other models take the defaults only.
+    ``source_area``: editing families resize source images to this many pixels for the VAE (None: the
+    pipeline's resolution; ``path="tiny"``: the tiny pipelines' 32 x 32).
     """
 
     device = torch.device(device)
@@ -181,8 +185,9 @@ def load_flow_model(
     pipeline = load_pipeline(family, path, dtype=weight_dtype)
     pipeline.set_progress_bar_config(disable=True)
     text_dtype = resolve_dtype(text_dtype) if text_dtype is not None else weight_dtype
+    experts = [m for m in (pipeline.transformer, getattr(pipeline, "transformer_2", None)) if m is not None]
     for module, module_dtype in [
-        (pipeline.transformer, weight_dtype),
+        *[(m, weight_dtype) for m in experts],
         (pipeline.vae, resolve_dtype(vae_dtype)),
         *[(m, text_dtype) for m in _text_modules(pipeline)],
     ]:
@@ -192,8 +197,17 @@ def load_flow_model(
             module.to(dtype=module_dtype)
         module.to(device)
     if attention == "xformers":
-        pipeline.transformer.set_attention_backend("xformers")
+        for expert in experts:
+            expert.set_attention_backend("xformers")
     model = ADAPTERS[family](pipeline, device=device, prompt_cache_size=prompt_cache_size)
+    if isinstance(model, WanModel):
+        model.set_lora_experts(lora_experts)
+        model.set_guidance_scale_2(guidance_scale_2)
+    elif lora_experts != "both" or guidance_scale_2 is not None:
+        raise ConfigError(
+            f"model.lora_experts and model.guidance_scale_2 choose between Wan2.2's two experts; {family} has one "
+            "transformer: remove them"
+        )
     if max_sequence_length is not None:
         model.max_sequence_length = max_sequence_length
     if sampling_shift is not None:

@@ -39,6 +39,10 @@ FAMILY_DEFAULTS: dict[str, dict[str, Any]] = {
     "zimage": {"steps": 50, "cfg": 6.0, "height": 1024, "width": 1024, "num_frames": None},
     # Flux2KleinPipeline's defaults (the base models; the step-distilled ones sample 4 steps, guidance ignored)
     "flux2klein": {"steps": 50, "cfg": 4.0, "height": 1024, "width": 1024, "num_frames": None},
+    # the Wan2.2 release configs: T2V-A14B 40 steps, CFG 4.0 (3.0 for its low-noise expert), 720 x 1280;
+    # TI2V-5B 50 steps, CFG 5.0, 704 x 1280, 121 frames
+    "wan22": {"steps": 40, "cfg": 4.0, "height": 720, "width": 1280, "num_frames": 81},
+    "wan22ti2v": {"steps": 50, "cfg": 5.0, "height": 704, "width": 1280, "num_frames": 121},
 }
 TINY_DEFAULTS = {"steps": 8, "height": 32, "width": 32}
 FAMILIES = tuple(FAMILY_DEFAULTS)
@@ -73,7 +77,13 @@ def infer_family(model: str, family: str | None) -> str:
         return "sd3"
     index = Path(model).expanduser() / "model_index.json"
     if index.is_file():
-        name = json.loads(index.read_text(encoding="utf-8")).get("_class_name", "")
+        entries = json.loads(index.read_text(encoding="utf-8"))
+        name = entries.get("_class_name", "")
+        if name == "WanPipeline":  # Wan2.2's layouts, as WanPipeline reads them (a null slot is [null, null])
+            if entries.get("transformer_2") not in (None, [None, None]):
+                return "wan22"
+            if entries.get("expand_timesteps"):
+                return "wan22ti2v"
         if name in PIPELINE_FAMILIES:
             return PIPELINE_FAMILIES[name]
         raise ConfigError(f"{str(index)!r} names pipeline {name!r}; supported: {', '.join(PIPELINE_FAMILIES)}")

@@ -1,11 +1,13 @@
 """The trained generator exported in the diffusers format, loadable without mmreward or the training engine.
 
 - LoRA (``model.train: lora``): ``<output>/lora/pytorch_lora_weights.safetensors`` with its rank/alpha metadata;
-  ``pipeline.load_lora_weights(output / "lora")`` on the original base model.
+  ``pipeline.load_lora_weights(output / "lora")`` on the original base model. Wan2.2's low-noise expert adds
+  ``pytorch_lora_weights_transformer_2.safetensors`` (:func:`mmreward.train.lora.load_lora` loads both).
 - Full fine-tuning (``model.train: full``): ``<output>/transformer/`` in the layout of a diffusers model folder
   (``config.json`` and ``diffusion_pytorch_model*.safetensors``, split into shards with an index above 10 GB, as
   ``save_pretrained`` writes); ``SD3Transformer2DModel.from_pretrained(output / "transformer")`` (or the family's
-  class), then ``StableDiffusion3Pipeline.from_pretrained(base, transformer=transformer)``.
+  class), then ``StableDiffusion3Pipeline.from_pretrained(base, transformer=transformer)``. Wan2.2's two experts
+  write ``<output>/transformer/`` and ``<output>/transformer_2/``.
 
 Under FSDP2 the weights are gathered from the shards to the main process first (every process takes part). The EMA
 weights are exported when EMA is on, as the evaluation samples use them.
@@ -62,6 +64,10 @@ def export_policy(policy: Any, output: Path, *, is_main_process: bool) -> Path:
     if is_main_process:
         if lora:
             save_lora(policy.model.pipeline_class, module, directory, weights=state)
+        elif hasattr(module, "experts"):  # Wan2.2: transformer/ and transformer_2/, the pipeline's folders
+            for name, expert in module.experts().items():
+                own = {k[len(name) + 1 :]: v for k, v in state.items() if k.startswith(f"{name}.")}
+                save_diffusers_model(expert, own, output / name)
         else:
             save_diffusers_model(module, state, directory)
     return directory

@@ -6,7 +6,11 @@
   after :meth:`LoraReference.refresh`, a frozen snapshot of the adapter weights that is swapped in for the
   reference forward pass (adapter-sized memory, as Flow-GRPO's online DPO keeps a second adapter).
 - :func:`save_lora` writes the adapter in the diffusers LoRA format (with its rank/alpha metadata) so that
-  ``pipeline.load_lora_weights(directory)`` loads it onto the original base model.
+  ``pipeline.load_lora_weights(directory)`` loads it onto the original base model. Wan2.2's two experts
+  (:class:`mmreward.flow.families.wan.WanExperts`) save one file each: the high-noise expert's under the default
+  name, the low-noise expert's as :data:`LORA_WEIGHTS_NAME_2`, which diffusers' Wan loader puts into
+  ``transformer_2`` (``load_lora_weights(directory, weight_name=LORA_WEIGHTS_NAME_2, load_into_transformer_2=True)``;
+  :func:`load_lora` does both).
 """
 
 from __future__ import annotations
@@ -22,6 +26,9 @@ from torch import nn
 from mmreward.errors import ConfigError
 
 LORA_WEIGHTS_NAME = "pytorch_lora_weights.safetensors"
+LORA_WEIGHTS_NAME_2 = "pytorch_lora_weights_transformer_2.safetensors"  # Wan2.2's low-noise expert
+# the file each expert's adapter is saved in, by the pipeline's component name
+EXPERT_WEIGHT_NAMES = {"transformer": LORA_WEIGHTS_NAME, "transformer_2": LORA_WEIGHTS_NAME_2}
 
 
 def add_lora(
@@ -130,24 +137,55 @@ def save_lora(
     directory: str | Path,
     *,
     weights: dict[str, torch.Tensor] | None = None,
+    weight_name: str = LORA_WEIGHTS_NAME,
 ) -> Path:
-    """Save the adapter of ``model`` so that ``pipeline_class.load_lora_weights(directory)`` restores it.
+    """Save the adapter of ``model`` so that ``pipeline_class.load_lora_weights(directory)`` restores it (for
+    Wan2.2's experts, :func:`load_lora`). Returns the first file written.
 
     ``weights`` overrides the adapter tensors (named like ``model.named_parameters()``), e.g. EMA weights.
     """
     from peft.utils import get_peft_model_state_dict
 
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    if hasattr(model, "adapted_experts"):  # WanExperts: one file per adapted expert, its names without the prefix
+        files = []
+        for name, expert in model.adapted_experts().items():
+            own = (
+                None
+                if weights is None
+                else {k[len(name) + 1 :]: v for k, v in weights.items() if k.startswith(f"{name}.")}
+            )
+            files.append(
+                save_lora(pipeline_class, expert, directory, weights=own, weight_name=EXPERT_WEIGHT_NAMES[name])
+            )
+        return files[0]
     state = None
     if weights is not None:
         state = {**model.state_dict(), **{name: tensor for name, tensor in weights.items()}}
     layers = get_peft_model_state_dict(model, state_dict=state)
     layers = {name: tensor.detach().float().cpu().contiguous() for name, tensor in layers.items()}
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
     pipeline_class.save_lora_weights(
         directory,
         transformer_lora_layers=layers,
         transformer_lora_adapter_metadata=lora_metadata(model),
-        weight_name=LORA_WEIGHTS_NAME,
+        weight_name=weight_name,
     )
-    return directory / LORA_WEIGHTS_NAME
+    return directory / weight_name
+
+
+def load_lora(pipeline: Any, directory: str | Path) -> None:
+    """Load what :func:`save_lora` wrote into ``pipeline`` with diffusers' ``load_lora_weights``: the default file
+    into ``transformer``, and for Wan2.2, :data:`LORA_WEIGHTS_NAME_2` into ``transformer_2``."""
+    directory = Path(directory)
+    found = [name for name, file in EXPERT_WEIGHT_NAMES.items() if (directory / file).is_file()]
+    if not found:
+        raise ConfigError(f"{str(directory)!r} holds no {LORA_WEIGHTS_NAME} (nor {LORA_WEIGHTS_NAME_2})")
+    if "transformer_2" in found and getattr(pipeline, "transformer_2", None) is None:
+        raise ConfigError(
+            f"{str(directory)!r} holds a LoRA for a low-noise expert ({LORA_WEIGHTS_NAME_2}), but "
+            f"{type(pipeline).__name__} has no transformer_2: it was trained on a two-expert Wan2.2 model"
+        )
+    for name in found:
+        extra = {"load_into_transformer_2": True} if name == "transformer_2" else {}
+        pipeline.load_lora_weights(str(directory), weight_name=EXPERT_WEIGHT_NAMES[name], **extra)

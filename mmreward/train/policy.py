@@ -27,6 +27,7 @@ import torch
 from diffusers.optimization import get_scheduler
 from torch import nn
 
+from mmreward.flow.families.wan import WanExperts
 from mmreward.flow.models import FlowModel, load_flow_model
 from mmreward.train.ema import EMA
 from mmreward.train.guards import NonFiniteGuard
@@ -214,6 +215,8 @@ def load_policy(
         prompt_cache_size=cfg.model.prompt_cache_size,
         sampling_shift=cfg.model.sampling_shift,
         integer_timesteps=cfg.model.integer_timesteps,
+        lora_experts=cfg.model.lora_experts,
+        guidance_scale_2=cfg.model.guidance_scale_2,
         source_area=cfg.model.source_area,
     )
     model.check_size(cfg.model.height, cfg.model.width, cfg.model.num_frames)
@@ -229,6 +232,9 @@ def load_policy(
         lora = cfg.lora
         add_lora(unwrapped, rank=lora.rank, alpha=lora.alpha, target_modules=lora.target_modules, init=lora.init)
     if sharded:
+        for module in (unwrapped, frozen, second):
+            if isinstance(module, WanExperts):
+                module.lockstep = True  # every process calls the experts any process needs (collective gathers)
         shard_model(unwrapped, mixed_precision=accelerator.mixed_precision)
         for copied in (frozen, second):
             if copied is not None:
@@ -254,6 +260,12 @@ def load_policy(
         # accelerate must not wrap it in DDP, and the optimizer steps plain torch tensors.
         transformer = unwrapped
     else:
+        if isinstance(unwrapped, WanExperts) and accelerator.num_processes > 1:
+            # A backward through high-noise steps alone leaves the low-noise expert's parameters without gradients
+            # on every process (GRPO trains one step at a time): DDP must not wait for them.
+            from accelerate.utils import DistributedDataParallelKwargs
+
+            accelerator.ddp_handler = DistributedDataParallelKwargs(find_unused_parameters=True)
         transformer, optimizer = accelerator.prepare(unwrapped, optimizer)
     ema = EMA(unwrapped, decay=train.ema_decay, update_every=train.ema_every) if train.ema else None
     guard = NonFiniteGuard(train.max_nonfinite_steps)

@@ -11,16 +11,25 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from mmreward.errors import ConfigError
-from mmreward.flow.models import ADAPTERS, DEFAULT_LORA_TARGETS
+from mmreward.flow.models import ADAPTERS, DEFAULT_LORA_TARGETS, VIDEO_FAMILIES
 
 
 @dataclass
 class FlowModelConfig:
     """The rectified-flow generator being aligned (``model:``)."""
 
-    family: Literal["sd3", "flux", "wan", "qwenimage", "zimage", "flux2klein", "qwenimage-edit", "flux-kontext"] = (
-        "sd3"
-    )
+    family: Literal[
+        "sd3",
+        "flux",
+        "wan",
+        "qwenimage",
+        "zimage",
+        "flux2klein",
+        "wan22",
+        "wan22ti2v",
+        "qwenimage-edit",
+        "flux-kontext",
+    ] = "sd3"
     path: str = "stabilityai/stable-diffusion-3.5-medium"  # hub id, local directory, or "tiny"
     height: int = 512
     width: int = 512
@@ -42,6 +51,10 @@ class FlowModelConfig:
     # lora: a trainable adapter on the frozen transformer (``lora:``); full: every transformer weight trains (fp32
     # master weights; shard them with train.sharding: fsdp2 when they do not fit one device with DDP)
     train: Literal["lora", "full"] = "lora"
+    # Wan2.2 A14B's two experts: the ones the LoRA goes on (both; high: transformer, for t >= boundary; low:
+    # transformer_2), and the low-noise expert's CFG scale (the pipeline's guidance_scale_2; None: the same scale)
+    lora_experts: Literal["both", "high", "low"] = "both"
+    guidance_scale_2: float | None = None
     # editing families: pixels the source image is resized to for the VAE (None: the pipeline's, about 1 megapixel;
     # fewer pixels, fewer transformer tokens)
     source_area: int | None = None
@@ -73,15 +86,14 @@ def check_train_mode(model: FlowModelConfig) -> None:
 def check_media_kind(model: FlowModelConfig, *, editing: bool = False) -> None:
     """Video families need a frame count and image families must not have one; editing families (a source image
     per prompt) only in programs that take source images (``editing``)."""
-    conditional = ADAPTERS[model.family].conditional
-    if conditional and not editing:
+    if ADAPTERS[model.family].conditional and not editing:
         raise ConfigError(
             f"model.family={model.family} edits source images; this program does not take them yet: train editing "
             "families with align/pref_grpo.py (Flow-GRPO or Pref-GRPO)"
         )
-    if model.family == "wan" and not model.num_frames:
-        raise ConfigError("model.family=wan generates videos; set model.num_frames (4k + 1, e.g. 33)")
-    if model.family != "wan" and model.num_frames:
+    if model.family in VIDEO_FAMILIES and not model.num_frames:
+        raise ConfigError(f"model.family={model.family} generates videos; set model.num_frames (4k + 1, e.g. 33)")
+    if model.family not in VIDEO_FAMILIES and model.num_frames:
         raise ConfigError(f"model.family={model.family} generates images; remove model.num_frames")
 
 

@@ -120,6 +120,8 @@ EXPECTED = {
                 ("qwenimage", "QwenImagePipeline"),
                 ("zimage", "ZImagePipeline"),
                 ("flux2klein", "Flux2KleinPipeline"),
+                ("wan22", "WanPipeline"),
+                ("wan22ti2v", "WanPipeline"),
             )
         ),
         rf"overhead: {PERCENT}",

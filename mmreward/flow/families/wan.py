@@ -1,18 +1,221 @@
-"""The Wan2.1 text-to-video (``WanPipeline``) adapter."""
+"""The Wan text-to-video (``WanPipeline``) adapter: Wan2.1, Wan2.2 A14B with its two experts, Wan2.2 TI2V-5B.
+
+What differs between the three is read from the checkpoint, as ``WanPipeline`` reads it:
+
+- ``transformer_2`` and ``boundary_ratio`` (Wan2.2 A14B): a high-noise expert (``transformer``) and a low-noise
+  one (``transformer_2``). The pipeline calls ``transformer`` while its timestep ``t >= boundary_ratio *
+  num_train_timesteps`` and ``transformer_2`` below, guiding the low-noise one with ``guidance_scale_2`` (default
+  ``guidance_scale``). The adapter holds both as one module, :class:`WanExperts`, which routes each sample of a batch
+  by its own timestep, so training batches that mix noise levels (Flow-DPO) reach the right expert.
+- ``expand_timesteps`` (Wan2.2 TI2V-5B, with the 48-channel, patchified Wan2.2 VAE): the transformer takes one
+  timestep per latent token, ``(B, t * ceil(h/2) * ceil(w/2))``, all equal to the step's timestep in text-to-video.
+
+The families ``wan22`` and ``wan22ti2v`` are this adapter with the layout checked on load (a wrong checkpoint is
+refused naming the family that fits it).
+"""
 
 from __future__ import annotations
 
+from typing import Any, Literal
+
 import torch
+from torch import nn
 
 from mmreward.errors import ConfigError
 from mmreward.flow.adapter import FlowModel, PromptEmbeds, module_dtype
 
+LoraExperts = Literal["both", "high", "low"]
+LORA_EXPERTS = ("both", "high", "low")
+EXPERT_NAMES = ("transformer", "transformer_2")  # high noise, low noise: the pipeline's component names
+
+
+class WanExperts(nn.Module):
+    """Wan2.2's two experts as one module with the transformer's call signature: ``transformer`` (high noise) for
+    samples whose timestep is ``>= boundary_timestep``, ``transformer_2`` (low noise) for the others, as
+    ``WanPipeline`` switches. Training code sees one module: its trainable parameters (``transformer.*`` and
+    ``transformer_2.*``) go to the optimizer, the EMA, the LoRA reference and the checkpoint together, and FSDP2
+    shards the blocks of both (``_no_split_modules``).
+
+    ``lora_experts``: the experts :meth:`add_adapter` puts a LoRA on (``both``, ``high``: ``transformer``, ``low``:
+    ``transformer_2``).
+
+    ``lockstep`` (set when FSDP2 shards the experts over several processes, :func:`mmreward.train.policy.load_policy`):
+    every process calls every expert that any process needs in this forward (an all-reduce of two flags). FSDP2
+    gathers an expert's parameters collectively, so processes whose batches hold different noise levels (Flow-DPO)
+    would otherwise pair one expert's gathers with the other's. A process with no sample for such an expert runs it
+    on its first sample and adds the result times zero (a zero gradient). Off, as for DDP (whose forward has no
+    per-module collectives) and for processes that sample independently (``eval/gen_bench.py`` shares).
+    """
+
+    def __init__(self, transformer: nn.Module, transformer_2: nn.Module, boundary_timestep: float) -> None:
+        super().__init__()
+        self.transformer = transformer
+        self.transformer_2 = transformer_2
+        self.boundary_timestep = float(boundary_timestep)
+        self.lora_experts: LoraExperts = "both"
+        self.lockstep = False
+        self._no_split_modules = list(getattr(transformer, "_no_split_modules", None) or [])
+
+    # -- what callers read from a diffusers transformer -------------------------------------------------------------
+
+    @property
+    def config(self) -> Any:
+        return self.transformer.config
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return module_dtype(self.transformer)
+
+    def experts(self) -> dict[str, nn.Module]:
+        return {"transformer": self.transformer, "transformer_2": self.transformer_2}
+
+    def adapted_experts(self) -> dict[str, nn.Module]:
+        """The experts that carry (or get) the LoRA adapter."""
+        names = {"both": EXPERT_NAMES, "high": EXPERT_NAMES[:1], "low": EXPERT_NAMES[1:]}[self.lora_experts]
+        return {name: getattr(self, name) for name in names}
+
+    def add_adapter(self, config: Any) -> None:
+        for expert in self.adapted_experts().values():
+            expert.add_adapter(config)
+
+    def disable_adapters(self) -> None:
+        for expert in self.adapted_experts().values():
+            expert.disable_adapters()
+
+    def enable_adapters(self) -> None:
+        for expert in self.adapted_experts().values():
+            expert.enable_adapters()
+
+    @property
+    def peft_config(self) -> dict[str, Any]:
+        return next(iter(self.adapted_experts().values())).peft_config
+
+    def enable_gradient_checkpointing(self) -> None:
+        for expert in self.experts().values():
+            expert.enable_gradient_checkpointing()
+
+    def set_attention_backend(self, backend: str) -> None:
+        for expert in self.experts().values():
+            expert.set_attention_backend(backend)
+
+    # -- routing ----------------------------------------------------------------------------------------------------
+
+    def is_high_noise(self, timestep: torch.Tensor) -> torch.Tensor:
+        """``(B,)`` bool from the transformer's timestep input, ``(B,)`` or per token ``(B, L)`` (equal within a
+        sample in text-to-video): True where ``transformer`` runs."""
+        per_sample = timestep if timestep.ndim == 1 else timestep[:, 0]
+        return per_sample >= self.boundary_timestep
+
+    def forward(
+        self,
+        hidden_states: torch.Tensor,
+        timestep: torch.Tensor,
+        encoder_hidden_states: torch.Tensor,
+        return_dict: bool = False,
+        **kwargs: Any,
+    ) -> tuple[torch.Tensor]:
+        high = self.is_high_noise(timestep)
+        groups = [torch.nonzero(high).flatten(), torch.nonzero(~high).flatten()]  # sample indices per expert
+        needed = torch.tensor([len(g) > 0 for g in groups], dtype=torch.int32, device=hidden_states.device)
+        if self.lockstep:
+            torch.distributed.all_reduce(needed, op=torch.distributed.ReduceOp.MAX)  # the same experts everywhere
+        outputs, order, idle = [], [], []
+        for expert, index, wanted in zip(self.experts().values(), groups, needed.tolist(), strict=True):
+            if not wanted:
+                continue
+            run = index if len(index) else torch.zeros(1, dtype=torch.long, device=hidden_states.device)
+            out = expert(
+                hidden_states=hidden_states.index_select(0, run),
+                timestep=timestep.index_select(0, run),
+                encoder_hidden_states=encoder_hidden_states.index_select(0, run),
+                return_dict=False,
+                **kwargs,
+            )[0]
+            if len(index):
+                outputs.append(out)
+                order.append(index)
+            else:
+                idle.append(out)
+        # (B_high + B_low, C, t, h, w) in expert order -> back to the batch order
+        merged = torch.cat(outputs).index_select(0, torch.argsort(torch.cat(order)))
+        for out in idle:
+            merged = merged + 0.0 * out.sum()
+        return (merged,)
+
 
 class WanModel(FlowModel):
-    """Wan 2.1 text-to-video (``WanPipeline``): 5-D latents ``(B, C, t, h, w)`` with ``t = (T - 1) / 4 + 1``."""
+    """Wan text-to-video (``WanPipeline``): 5-D latents ``(B, C, t, h, w)`` with ``t = (T - 1) / 4 + 1``; one
+    transformer (Wan2.1, Wan2.2 TI2V-5B) or Wan2.2's two experts (:class:`WanExperts`), per-token timesteps where the
+    pipeline has ``expand_timesteps``."""
 
     family = "wan"
     media_kind = "video"
+
+    def __init__(self, pipeline: Any, **kwargs: Any) -> None:
+        self._experts: WanExperts | None = None
+        if getattr(pipeline, "transformer_2", None) is not None:
+            ratio = pipeline.config.get("boundary_ratio")
+            if ratio is None:
+                raise ConfigError(
+                    f"{self.family} pipeline has a transformer_2 but no boundary_ratio: WanPipeline would never call "
+                    "it; set boundary_ratio in model_index.json (Wan2.2 T2V-A14B: 0.875)"
+                )
+            steps = pipeline.scheduler.config.num_train_timesteps
+            self._experts = WanExperts(pipeline.transformer, pipeline.transformer_2, ratio * steps)
+        super().__init__(pipeline, **kwargs)
+        #: CFG scale of the low-noise expert (the pipeline's ``guidance_scale_2``); None: ``guidance_scale``
+        self.guidance_scale_2: float | None = None
+
+    # -- components -------------------------------------------------------------------------------------------------
+
+    @property
+    def two_experts(self) -> bool:
+        return self._experts is not None
+
+    @property
+    def expand_timesteps(self) -> bool:
+        return bool(self.pipeline.config.get("expand_timesteps", False))
+
+    @property
+    def transformer(self) -> nn.Module:
+        return self._experts if self._experts is not None else self.pipeline.transformer
+
+    @transformer.setter
+    def transformer(self, module: nn.Module) -> None:
+        if self._experts is None:
+            self.pipeline.transformer = module
+            return
+        if not isinstance(module, WanExperts):
+            raise TypeError(f"a two-expert Wan model takes a WanExperts module, got {type(module).__name__}")
+        self._experts = module
+        self.pipeline.transformer, self.pipeline.transformer_2 = module.transformer, module.transformer_2
+
+    def set_lora_experts(self, experts: str) -> None:
+        """Which experts a LoRA goes on (``model.lora_experts``): ``both``, ``high`` or ``low``; one-transformer
+        checkpoints take ``both`` only."""
+        if experts not in LORA_EXPERTS:
+            raise ConfigError(f"model.lora_experts must be one of {', '.join(LORA_EXPERTS)}, got {experts!r}")
+        if self._experts is None:
+            if experts != "both":
+                raise ConfigError(
+                    f"model.lora_experts={experts} needs a two-expert checkpoint (Wan2.2 A14B); this {self.family} "
+                    "model has one transformer: remove model.lora_experts"
+                )
+            return
+        self._experts.lora_experts = experts
+
+    def set_guidance_scale_2(self, scale: float | None) -> None:
+        """The low-noise expert's CFG scale (``model.guidance_scale_2``; None: the sampling ``guidance_scale``)."""
+        if scale is not None and self._experts is None:
+            raise ConfigError(
+                f"model.guidance_scale_2={scale} guides a low-noise expert; this {self.family} model has one "
+                "transformer: remove model.guidance_scale_2"
+            )
+        if scale is not None and scale < 1:
+            raise ConfigError(f"model.guidance_scale_2 must be >= 1 (1: no guidance), got {scale}")
+        self.guidance_scale_2 = scale
+
+    # -- shapes -----------------------------------------------------------------------------------------------------
 
     @property
     def spatial_multiple(self) -> int:
@@ -23,7 +226,9 @@ class WanModel(FlowModel):
         step = self.pipeline.vae_scale_factor_temporal
         if num_frames is None or num_frames < 1 or (num_frames - 1) % step:
             suggestion = max(1, round(((num_frames or 1) - 1) / step)) * step + 1
-            raise ConfigError(f"num_frames={num_frames} does not fit wan: it must be {step}k + 1 (e.g. {suggestion})")
+            raise ConfigError(
+                f"num_frames={num_frames} does not fit {self.family}: it must be {step}k + 1 (e.g. {suggestion})"
+            )
 
     def _encode(self, prompts):
         embeds, _ = self.pipeline.encode_prompt(
@@ -41,14 +246,40 @@ class WanModel(FlowModel):
         channels = self.transformer.config.in_channels
         return (batch, channels, frames, height // spatial, width // spatial)
 
+    # -- the transformer call ---------------------------------------------------------------------------------------
+
     def _forward(self, module, latents, sigma, cond, guidance):
         dtype = module_dtype(module)
+        timestep = self.timestep(sigma)  # (B,)
+        if self.expand_timesteps:
+            # WanPipeline: (mask[0][0][:, ::2, ::2] * t).flatten(), one value per 2x2 token of every latent frame:
+            # (B,) -> (B, t * ceil(h/2) * ceil(w/2))
+            tokens = torch.ones_like(latents[:, 0, :, ::2, ::2], dtype=torch.float32).flatten(1)
+            timestep = tokens * timestep[:, None]
         return module(
             hidden_states=latents.to(dtype),
-            timestep=self.timestep(sigma),
+            timestep=timestep,
             encoder_hidden_states=cond.embeds.to(dtype),
             return_dict=False,
         )[0]
+
+    def guided(self, v_neg, v_pos, sigma, guidance_scale):
+        """The pipeline's per-stage scale: ``guidance_scale`` where the high-noise expert runs, ``guidance_scale_2``
+        where the low-noise one does (each sample by its own ``sigma (B,)``)."""
+        if self._experts is None or self.guidance_scale_2 is None:
+            return self.guide(v_neg, v_pos, guidance_scale)
+        high = self._experts.is_high_noise(self.timestep(sigma)).view(-1, *[1] * (v_pos.ndim - 1))  # (B, 1, 1, 1, 1)
+        return torch.where(
+            high, self.guide(v_neg, v_pos, guidance_scale), self.guide(v_neg, v_pos, self.guidance_scale_2)
+        )
+
+    def pipeline_guidance_kwargs(self, guidance_scale, negative_prompt=""):
+        kwargs = super().pipeline_guidance_kwargs(guidance_scale, negative_prompt)
+        if self.guidance_scale_2 is not None:
+            kwargs["guidance_scale_2"] = self.guidance_scale_2
+        return kwargs
+
+    # -- VAE --------------------------------------------------------------------------------------------------------
 
     def _stats(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         config = self.vae.config
@@ -71,3 +302,32 @@ class WanModel(FlowModel):
         mean, std = self._stats(z)
         video = self.vae.decode(z * std + mean, return_dict=False)[0]  # (B, 3, T, H, W) in [-1, 1]
         return (video.float() / 2 + 0.5).clamp(0, 1).permute(0, 2, 1, 3, 4).to(latents.device)
+
+
+class Wan22Model(WanModel):
+    """Wan2.2 T2V-A14B: the two-expert checkpoint (``transformer``, ``transformer_2``, ``boundary_ratio``)."""
+
+    family = "wan22"
+
+    def __init__(self, pipeline: Any, **kwargs: Any) -> None:
+        super().__init__(pipeline, **kwargs)
+        if not self.two_experts:
+            raise ConfigError(
+                "model.family=wan22 is Wan2.2 A14B with two experts, but this checkpoint has one transformer; use "
+                "family wan22ti2v for Wan2.2 TI2V-5B or wan for Wan2.1"
+            )
+
+
+class Wan22TI2VModel(WanModel):
+    """Wan2.2 TI2V-5B in text-to-video mode: one transformer with per-token timesteps (``expand_timesteps``) on the
+    48-channel Wan2.2 VAE (16x spatial: patchified 2x2 then 8x)."""
+
+    family = "wan22ti2v"
+
+    def __init__(self, pipeline: Any, **kwargs: Any) -> None:
+        super().__init__(pipeline, **kwargs)
+        if not self.expand_timesteps or self.two_experts:
+            raise ConfigError(
+                "model.family=wan22ti2v is Wan2.2 TI2V-5B (one transformer, expand_timesteps: true in "
+                "model_index.json); this checkpoint is not: use wan22 for the A14B experts or wan for Wan2.1"
+            )

@@ -33,7 +33,7 @@ from mmreward.flow.adapter import source_pil
 from mmreward.flow.models import ADAPTERS, DEFAULT_LORA_TARGETS, FAMILIES, VIDEO_FAMILIES, FlowModel, load_flow_model
 from mmreward.flow.rollout import policy_step, sample, sample_ode
 from mmreward.tiny_models import tiny_pipeline, tiny_pipeline_dir
-from mmreward.train.lora import LoraReference, add_lora, save_lora, trainable_parameters
+from mmreward.train.lora import LoraReference, add_lora, load_lora, save_lora, trainable_parameters
 
 # Media size per family on the tiny pipelines (height, width, frames).
 SIZES = {
@@ -43,6 +43,8 @@ SIZES = {
     "qwenimage": (32, 32, None),
     "zimage": (32, 32, None),
     "flux2klein": (32, 32, None),
+    "wan22": (32, 32, 5),
+    "wan22ti2v": (32, 32, 5),
     "qwenimage-edit": (32, 32, None),
     "flux-kontext": (32, 32, None),
 }
@@ -55,6 +57,8 @@ GUIDANCE_KIND = {
     "qwenimage": "cfg-rescaled",
     "zimage": "cfg",
     "flux2klein": "cfg",
+    "wan22": "cfg",
+    "wan22ti2v": "cfg",
     "qwenimage-edit": "cfg-rescaled",
     "flux-kontext": "embedded",
 }
@@ -250,8 +254,10 @@ def test_guidance_is_the_familys_in_sampling_and_training(model):
 
 
 def test_a_lora_trained_one_step_loads_with_load_lora_weights(model, tmp_path):
-    """One AdamW step on an SDE policy-gradient surrogate, saved with alpha != rank (the saved metadata keeps the
-    scale); ``load_lora_weights`` into a fresh pipeline reproduces the trained velocities, the base ones without."""
+    """One AdamW step on an SDE policy-gradient surrogate over both steps (the first at high noise, the second at
+    low noise: Wan2.2 trains each expert), saved with alpha != rank (the saved metadata keeps the scale);
+    ``load_lora_weights`` into a fresh pipeline (:func:`load_lora`: Wan2.2's second expert takes
+    ``load_into_transformer_2``) reproduces the trained velocities at both noise levels, the base ones without."""
     family = model.family
     trained = _fresh(family)
     add_lora(trained.transformer, rank=4, alpha=8, target_modules=DEFAULT_LORA_TARGETS)
@@ -268,27 +274,34 @@ def test_a_lora_trained_one_step_loads_with_load_lora_weights(model, tmp_path):
         **_size(trained),
         **_sources(trained, 1),
     )
-    step = policy_step(trained, rollout, 0)
-    (-(step.log_prob * torch.tensor([1.0, -1.0])).mean()).backward()
+    for j in range(2):
+        step = policy_step(trained, rollout, j)
+        (-(step.log_prob * torch.tensor([1.0, -1.0])).mean()).backward()
     optimizer.step()
-    latents = _latents(trained, 1, 5)
-    source = _sources(trained, 1)
+    latents = _latents(trained, 2, 5)
+    sigma = torch.tensor([0.95, 0.5])  # one sample per Wan2.2 expert (boundary 0.875)
+    source = _sources(trained, 2)
     with torch.no_grad():
-        cond = trained.encode_prompts(["a cat"], **source)
-        expected = trained.velocity(latents, 0.5, cond)
+        cond = trained.encode_prompts(["a cat", "a cat"], **source)
+        expected = trained.velocity(latents, sigma, cond)
         with LoraReference(trained.transformer).active():
-            base = trained.velocity(latents, 0.5, cond)
-    assert not torch.allclose(expected, base, atol=1e-5)
+            base = trained.velocity(latents, sigma, cond)
+    for i in range(2):
+        assert not torch.allclose(expected[i], base[i], atol=1e-5)
     save_lora(trained.pipeline_class, trained.transformer, tmp_path)
     fresh = tiny_pipeline(family)
-    fresh.load_lora_weights(tmp_path)
+    load_lora(fresh, tmp_path)
     loaded = ADAPTERS[family](fresh)
     loaded.max_sequence_length = 16
     if loaded.conditional:
         loaded.source_area = SOURCE_AREA
     with torch.no_grad():
-        torch.testing.assert_close(loaded.velocity(latents, 0.5, loaded.encode_prompts(["a cat"], **source)), expected)
-        torch.testing.assert_close(model.velocity(latents, 0.5, model.encode_prompts(["a cat"], **source)), base)
+        torch.testing.assert_close(
+            loaded.velocity(latents, sigma, loaded.encode_prompts(["a cat", "a cat"], **source)), expected
+        )
+        torch.testing.assert_close(
+            model.velocity(latents, sigma, model.encode_prompts(["a cat", "a cat"], **source)), base
+        )
 
 
 # -------------------------------------------------------------------------------------------- prompts and latents

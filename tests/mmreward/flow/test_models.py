@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import json
-import shutil
-
 import pytest
 import torch
 
@@ -14,7 +11,6 @@ from mmreward.flow.models import (
     check_attention,
     fixed_shift_sigmas,
     load_flow_model,
-    refuse_two_experts,
 )
 from mmreward.tiny_models import tiny_pipeline, tiny_pipeline_dir
 from mmreward.train.lora import LoraReference, add_lora, save_lora, trainable_parameters
@@ -238,23 +234,6 @@ def test_cfg_gradient_detaches_the_unconditional_branch_on_request():
     assert not torch.allclose(detached, both, rtol=1e-2)
     with pytest.raises(ValueError, match="cfg_grad must be one of"):
         model.velocity(latents, 0.6, cond, guidance_scale=g, negative=negative, cfg_grad="none")
-
-
-def test_two_expert_wan22_checkpoints_are_refused(tmp_path):
-    """Wan2.2 A14B ships a high-noise ``transformer`` and a low-noise ``transformer_2``; one-transformer adapters
-    would use the first at every noise level. Refused before the weights load, naming the model."""
-    path = tiny_pipeline_dir("wan", tmp_path)
-    index_file = path / "model_index.json"
-    index = json.loads(index_file.read_text())
-    assert index["transformer_2"] == [None, None]  # a Wan2.1 pipeline saves the slot empty
-    load_flow_model("wan", str(path), max_sequence_length=16)
-    shutil.copytree(path / "transformer", path / "transformer_2")
-    index_file.write_text(json.dumps({**index, "transformer_2": index["transformer"], "boundary_ratio": 0.875}))
-    with pytest.raises(ConfigError, match=r"wan model '.*' has two transformer experts.*Wan2.2 two-expert support"):
-        load_flow_model("wan", str(path), max_sequence_length=16)
-    with pytest.raises(ConfigError, match="'Wan-AI/Wan2.2-T2V-A14B-Diffusers' has two transformer experts"):
-        refuse_two_experts("wan", "Wan-AI/Wan2.2-T2V-A14B-Diffusers", {"transformer_2": torch.nn.Linear(1, 1)})
-    refuse_two_experts("wan", "Wan-AI/Wan2.1-T2V-1.3B-Diffusers", {"transformer_2": None})
 
 
 def test_fixed_shift_schedule_replaces_the_pipelines_own():
