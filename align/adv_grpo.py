@@ -90,7 +90,7 @@ from mmreward.train.checkpoint import latest_checkpoint, load_checkpoint, module
 from mmreward.train.config import parse_config, require_positive
 from mmreward.train.policy import encode_prompts_once, load_policy
 from mmreward.train.run import clock, data_checked, finish_policy_run, open_run, require_steps, start_processes
-from mmreward.train.sections import FlowModelConfig, LoraConfig, PromptDataConfig
+from mmreward.train.sections import FlowModelConfig, LoraConfig, PromptDataConfig, check_media_kind
 
 
 @dataclass
@@ -138,6 +138,7 @@ class AdvGRPOConfig:
             raise ConfigError(
                 "Adv-GRPO's discriminators score images; use an image family (sd3, flux, qwenimage, zimage)"
             )
+        check_media_kind(self.model)
         if self.eval.every and not self.data.eval_prompts:
             raise ConfigError("eval.every > 0 needs data.eval_prompts (held-out prompts); or set eval.every: 0")
         train = self.train

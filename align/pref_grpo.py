@@ -65,8 +65,9 @@ from mmreward.alignment.monitor import (
 )
 from mmreward.alignment.overlapped_rewards import check_overlap_workers, rollout_and_reward
 from mmreward.alignment.update_schedule import GRPOLossConfig, GRPOTrainConfig, check_loss_config
-from mmreward.data.prompts import read_prompts
+from mmreward.data.prompts import load_sources, read_edit_prompts, read_prompts
 from mmreward.errors import ConfigError
+from mmreward.flow.models import ADAPTERS
 from mmreward.rewards.mix import RewardMix
 from mmreward.rewards.registry import load_reward
 from mmreward.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
@@ -122,7 +123,7 @@ class PrefGRPOConfig:
             raise ConfigError("reward.judge is for reward.mode=pairwise; remove it or set the mode to pairwise")
         if self.eval.every and not self.data.eval_prompts:
             raise ConfigError("eval.every > 0 needs data.eval_prompts (held-out prompts); or set eval.every: 0")
-        check_media_kind(model)
+        check_media_kind(model, editing=True)
         require_steps(train.max_steps)
         require_positive(
             {
@@ -150,8 +151,22 @@ def main(cfg: PrefGRPOConfig) -> Path | None:
     rank, world, device = accelerator.process_index, accelerator.num_processes, accelerator.device
     layout = GroupLayout(rollout_cfg.prompts_per_step, rollout_cfg.group_size, world, rank)
     check_eval_config(eval_cfg, world)
-    prompts = read_prompts(cfg.data.prompts, cfg.data.prompt_column)
-    eval_prompts = read_eval_prompts(cfg.data.eval_prompts, cfg.data.eval_prompt_column, eval_cfg)
+    # editing families: every prompt has a source image (prompt files with an image column)
+    editing = ADAPTERS[cfg.model.family].conditional
+    prompts, source_files = read_training_prompts(cfg.data, editing, accelerator)
+    eval_sources = None
+    if not editing:
+        eval_prompts = read_eval_prompts(cfg.data.eval_prompts, cfg.data.eval_prompt_column, eval_cfg)
+    elif eval_cfg.every:
+        eval_prompts, eval_files = read_training_prompts(cfg.data, editing, accelerator, held_out=True)
+        if len(eval_prompts) < eval_cfg.num_prompts:
+            raise ConfigError(
+                f"eval.num_prompts={eval_cfg.num_prompts} but {cfg.data.eval_prompts!r} has {len(eval_prompts)}"
+            )
+        eval_prompts = eval_prompts[: eval_cfg.num_prompts]
+        eval_sources = load_sources(eval_files[: eval_cfg.num_prompts])
+    else:
+        eval_prompts = []
     if train.max_steps == 0:
         data_checked("pref_grpo", {"data.prompts": len(prompts), "data.eval_prompts": len(eval_prompts)}, accelerator)
         return None
@@ -175,9 +190,10 @@ def main(cfg: PrefGRPOConfig) -> Path | None:
     # -- model, adapter, reference, optimizer
     needs_reference = cfg.loss.kl_beta > 0 or bool(eval_cfg.every)  # the KL term; the base model's eval samples
     policy = load_policy(cfg, accelerator, optimizer_steps=train.optimizer_steps(), needs_reference=needs_reference)
-    encode_prompts_once(
-        policy.model, {*prompts, *eval_prompts, rollout_cfg.negative_prompt}, cfg.model.prompt_cache_size
-    )
+    if not editing:  # editing prompts are encoded with their source images, as steps draw them
+        encode_prompts_once(
+            policy.model, {*prompts, *eval_prompts, rollout_cfg.negative_prompt}, cfg.model.prompt_cache_size
+        )
     model, guard = policy.model, policy.guard
     size = cfg.model.sample_size()
 
@@ -204,6 +220,7 @@ def main(cfg: PrefGRPOConfig) -> Path | None:
         judge=judge,
         orders=cfg.reward.orders,
         features=features,
+        sources=eval_sources,
     )
 
     base = base_scores = None  # the base model's samples on the same seeds: the comparison point of every evaluation
@@ -213,11 +230,13 @@ def main(cfg: PrefGRPOConfig) -> Path | None:
     # -- loop: rollout, rewards, advantages, update
     while step < train.max_steps:
         start = clock(device)
-        step_prompts = iteration_prompts(prompts, step, layout.prompts, train.seed)
+        drawn = iteration_prompts(range(len(prompts)), step, layout.prompts, train.seed)
+        step_prompts = [prompts[i] for i in drawn]
+        step_sources = None if source_files is None else load_sources([source_files[i] for i in drawn])
         batch, rewards, rolled = rollout_and_reward(
             model, step_prompts, layout, rollout_cfg, reward, **size, iteration=step, seed=train.seed,
             accelerator=accelerator, overlap=cfg.reward.overlap, workers=cfg.reward.overlap_workers,
-            record_means=cfg.loss.ratio_norm,
+            record_means=cfg.loss.ratio_norm, sources=step_sources,
         )  # fmt: skip
         rewarded = clock(device)  # time/reward: what the rollout did not hide of the rewards
         check = cfg.check_on_policy and step == first_step
@@ -260,6 +279,23 @@ def main(cfg: PrefGRPOConfig) -> Path | None:
             )
 
     return finish_policy_run(run, policy)
+
+
+def read_training_prompts(
+    data: PromptDataConfig, editing: bool, accelerator: Any, *, held_out: bool = False
+) -> tuple[list[str], list[Path] | None]:
+    """The training (or ``held_out``) prompts, and for editing families their source image files; lines of an
+    editing set that were left out are reported once, each with its reason."""
+    path = data.eval_prompts if held_out else data.prompts
+    column = data.eval_prompt_column if held_out else data.prompt_column
+    if not editing:
+        return read_prompts(path, column), None
+    edit = read_edit_prompts(path, column, data.image_column)
+    if edit.skipped and accelerator.is_main_process:
+        shown = "\n  ".join(edit.skipped[:10])
+        more = f"\n  ... and {len(edit.skipped) - 10} more" if len(edit.skipped) > 10 else ""
+        print(f"pref_grpo: left out {len(edit.skipped)} lines of {path}:\n  {shown}{more}", file=sys.stderr)
+    return edit.prompts, edit.images
 
 
 if __name__ == "__main__":

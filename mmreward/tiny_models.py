@@ -247,7 +247,18 @@ def _tiny_vlm_processor(family: str, tokenizer, min_pixels: int, max_pixels: int
 
 # --------------------------------------------------------------------------------- tiny rectified-flow pipelines
 
-_PIPELINE_FAMILIES = ("sd3", "flux", "wan", "qwenimage", "zimage", "flux2klein", "wan22", "wan22ti2v")
+_PIPELINE_FAMILIES = (
+    "sd3",
+    "flux",
+    "wan",
+    "qwenimage",
+    "zimage",
+    "flux2klein",
+    "wan22",
+    "wan22ti2v",
+    "qwenimage-edit",
+    "flux-kontext",
+)
 _QWEN_TEXT_SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
 # A Qwen chat format without a default system turn: what Qwen3's template renders for one user message with
 # enable_thinking (the Z-Image pipeline's call).
@@ -265,12 +276,13 @@ def _tiny_t5_tokenizer():
     return T5Tokenizer(vocab=vocab, extra_ids=0)
 
 
-def tiny_qwen_text_tokenizer(corpus: list[str]):
+def tiny_qwen_text_tokenizer(corpus: list[str], extra_special_tokens: tuple[str, ...] = ()):
     """A ``Qwen2Tokenizer`` (the class Qwen-Image and Z-Image load) with BPE merges trained on ``corpus``, built
     in memory. The class itself sets Qwen2's NFC normalizer and split-regex pre-tokenizer (transformers 5 rebuilds
     them from the class when loading, whatever a saved tokenizer.json says), so the saved tokenizer loads back
     tokenizing the same; the merges are trained under that same pre-tokenizer, so words of ``corpus`` become
-    single tokens as in the released vocabulary."""
+    single tokens as in the released vocabulary. ``extra_special_tokens`` (e.g. Qwen2.5-VL's vision tokens) are
+    added after training, so they leave the merges as they are."""
     from tokenizers import AddedToken, Tokenizer, models, pre_tokenizers, trainers
     from transformers import Qwen2Tokenizer
 
@@ -290,7 +302,8 @@ def tiny_qwen_text_tokenizer(corpus: list[str]):
     tokenizer = Qwen2Tokenizer(
         vocab=state["vocab"], merges=merges, chat_template=_QWEN_TEXT_CHAT_TEMPLATE, model_max_length=4096
     )
-    tokenizer.add_tokens([AddedToken(t, special=True, normalized=False) for t in _QWEN_TEXT_SPECIAL_TOKENS])
+    specials = (*_QWEN_TEXT_SPECIAL_TOKENS, *extra_special_tokens)
+    tokenizer.add_tokens([AddedToken(t, special=True, normalized=False) for t in specials])
     return tokenizer
 
 
@@ -394,6 +407,7 @@ def _build_tiny_pipeline(family: str, seed: int):
     from diffusers import (
         AutoencoderKLWan,
         FlowMatchEulerDiscreteScheduler,
+        FluxKontextPipeline,
         FluxPipeline,
         FluxTransformer2DModel,
         SD3Transformer2DModel,
@@ -438,7 +452,7 @@ def _build_tiny_pipeline(family: str, seed: int):
             text_encoder_3=T5EncoderModel(T5Config(**t5_kwargs)),
             tokenizer_3=t5_tokenizer,
         )
-    if family == "flux":
+    if family in ("flux", "flux-kontext"):
         transformer = FluxTransformer2DModel(
             patch_size=1,
             in_channels=16,
@@ -459,7 +473,8 @@ def _build_tiny_pipeline(family: str, seed: int):
             base_image_seq_len=256,
             max_image_seq_len=4096,
         )
-        return FluxPipeline(
+        pipeline_class = FluxKontextPipeline if family == "flux-kontext" else FluxPipeline
+        return pipeline_class(
             transformer=transformer,
             scheduler=scheduler,
             vae=_tiny_image_vae(),
@@ -476,6 +491,8 @@ def _build_tiny_pipeline(family: str, seed: int):
         return _tiny_flux2klein_pipeline()
     if family == "wan22ti2v":
         return _tiny_wan22ti2v_pipeline(t5_tokenizer, UMT5EncoderModel(UMT5Config(**t5_kwargs)))
+    if family == "qwenimage-edit":
+        return _tiny_qwenimage_edit_pipeline()
     vae = AutoencoderKLWan(
         base_dim=3,
         z_dim=4,
@@ -629,6 +646,69 @@ def _tiny_qwenimage_pipeline():
     )
     text_encoder = Qwen2_5_VLForConditionalGeneration(config)
     pipeline.register_modules(text_encoder=text_encoder, tokenizer=tokenizer)
+    return pipeline
+
+
+def _tiny_qwenimage_edit_pipeline():
+    """Qwen-Image-Edit Plus on the tiny Qwen-Image transformer and VAE, with a Qwen2.5-VL that really encodes
+    images: a 1-block vision tower (patch 14, 2x2 merge) and a ``Qwen2VLProcessor`` whose image processor makes
+    any condition image 56 x 56 pixels (4 vision tokens); the tokenizer knows the vision tokens and makes the edit
+    system prompt 64 tokens, the number the pipeline drops, as the released tokenizer does."""
+    from diffusers import QwenImageEditPlusPipeline
+    from transformers import (
+        AutoConfig,
+        Qwen2_5_VLForConditionalGeneration,
+        Qwen2VLImageProcessor,
+        Qwen2VLProcessor,
+        Qwen2VLVideoProcessor,
+    )
+
+    base = _tiny_qwenimage_pipeline()
+    pipeline = QwenImageEditPlusPipeline(
+        scheduler=base.scheduler, vae=base.vae, text_encoder=None, tokenizer=None, processor=None,
+        transformer=base.transformer,
+    )  # fmt: skip
+    template = pipeline.prompt_template_encode
+    vision_tokens = ("<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>")
+    tokenizer = tiny_qwen_text_tokenizer([template.format(text) for text in _QWEN_PIPELINE_CORPUS], vision_tokens)
+    prefix = len(tokenizer(template.split("{}")[0]).input_ids)
+    if prefix != pipeline.prompt_template_encode_start_idx:
+        raise MMRewardError(
+            f"the tiny Qwen tokenizer makes the Qwen-Image-Edit system prompt {prefix} tokens, but the pipeline drops "
+            f"{pipeline.prompt_template_encode_start_idx}: prompts would lose tokens or keep template ones"
+        )
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in (*_QWEN_TEXT_SPECIAL_TOKENS, *vision_tokens)}
+    text_config = base.text_encoder.config.text_config.to_dict()
+    text_config["vocab_size"] = len(tokenizer)
+    config = AutoConfig.for_model(
+        "qwen2_5_vl",
+        text_config=text_config,
+        vision_config={
+            "depth": 1,
+            "hidden_size": 16,
+            "intermediate_size": 16,
+            "num_heads": 2,
+            "out_hidden_size": 32,
+            "patch_size": 14,
+            "spatial_merge_size": 2,
+            "temporal_patch_size": 2,
+            "window_size": 56,
+            "fullatt_block_indexes": [0],
+        },
+        image_token_id=ids["<|image_pad|>"],
+        video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"],
+        vision_end_token_id=ids["<|vision_end|>"],
+    )
+    text_encoder = Qwen2_5_VLForConditionalGeneration(config)
+    size = {"shortest_edge": 56 * 56, "longest_edge": 56 * 56}
+    processor = Qwen2VLProcessor(
+        image_processor=Qwen2VLImageProcessor(size=size, patch_size=14),
+        tokenizer=tokenizer,
+        video_processor=Qwen2VLVideoProcessor(size=size, patch_size=14),
+        chat_template=_QWEN_TEXT_CHAT_TEMPLATE,
+    )
+    pipeline.register_modules(text_encoder=text_encoder, tokenizer=tokenizer, processor=processor)
     return pipeline
 
 

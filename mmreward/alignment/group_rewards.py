@@ -34,6 +34,8 @@ class GroupReward(Protocol):
     reward compares samples within a group (each call then holds complete groups); ``dims``: the names of the
     per-sample values it returns in :attr:`RewardOutput.dims` (each reward of a mix, the win rate), logged;
     ``weights``: the weight of each of them in ``scores`` (a weighted sum), for per-reward advantages.
+    ``sources``: editing families' source image of each sample (canonical ``(3, H, W)``), given to the rewards that
+    compare an edit with its source (``uses_source``); None for text-to-media families.
     """
 
     whole_groups: bool
@@ -41,7 +43,13 @@ class GroupReward(Protocol):
     weights: dict[str, float]
 
     def score(
-        self, prompts: list[str], media: torch.Tensor, *, groups: torch.Tensor, generator: torch.Generator | None
+        self,
+        prompts: list[str],
+        media: torch.Tensor,
+        *,
+        groups: torch.Tensor,
+        generator: torch.Generator | None,
+        sources: list[torch.Tensor] | None = None,
     ) -> RewardOutput: ...
 
 
@@ -56,8 +64,8 @@ class PointwiseGroupReward:
         self.dims = tuple(mix.weights)
         self.weights = dict(mix.weights)
 
-    def score(self, prompts, media, *, groups=None, generator=None) -> RewardOutput:
-        return self.mix.score(prompts, media)
+    def score(self, prompts, media, *, groups=None, generator=None, sources=None) -> RewardOutput:
+        return self.mix.score(prompts, media, sources=sources)
 
 
 class WinRateGroupReward:
@@ -77,14 +85,14 @@ class WinRateGroupReward:
         self.weights = {"win_rate": weight, **(mix.weights if mix is not None else {})}
         self.dims = tuple(self.weights)
 
-    def score(self, prompts, media, *, groups, generator=None) -> RewardOutput:
+    def score(self, prompts, media, *, groups, generator=None, sources=None) -> RewardOutput:
         out = group_win_rates(self.judge, list(prompts), media_io.as_items(media), groups.tolist(), self.orders)
         win_rate = out.scores.float()
         dims = {"win_rate": win_rate}
         failed, errors = out.failed.bool(), list(out.errors)
         total = self.weight * torch.nan_to_num(win_rate)
         if self.mix is not None:
-            mixed = self.mix.score(prompts, media)
+            mixed = self.mix.score(prompts, media, sources=sources)
             total = total + torch.nan_to_num(mixed.scores.float())
             dims.update(mixed.dims)
             errors = [a or b for a, b in zip(errors, mixed.errors, strict=True)]
@@ -124,7 +132,9 @@ def compute_rewards(
         index, media = exchange_rows(batch.media, layout.owners(), accelerator)
     parts = []
     if len(index):
-        parts.append((index, score_rows(reward, batch.prompts, index, media, layout.group_size, generator)))
+        parts.append(
+            (index, score_rows(reward, batch.prompts, index, media, layout.group_size, generator, batch.sources))
+        )
     return share_rewards(reward, parts, layout, accelerator)
 
 
@@ -135,11 +145,18 @@ def score_rows(
     media: torch.Tensor,
     group_size: int,
     generator: torch.Generator | None = None,
+    sources: list[torch.Tensor] | None = None,
 ) -> RewardOutput:
     """The reward of the samples with global indices ``index`` ``(n,)`` and media ``(n, ...)``; ``prompts`` are the
-    iteration's ``P`` prompts (sample ``i`` belongs to group ``i // group_size``)."""
+    iteration's ``P`` prompts (sample ``i`` belongs to group ``i // group_size``), ``sources`` their ``P`` source
+    images (editing) or None."""
+    kwargs = {} if sources is None else {"sources": [sources[int(i) // group_size] for i in index]}
     return reward.score(
-        [prompts[int(i) // group_size] for i in index], media, groups=index // group_size, generator=generator
+        [prompts[int(i) // group_size] for i in index],
+        media,
+        groups=index // group_size,
+        generator=generator,
+        **kwargs,
     )
 
 

@@ -110,6 +110,7 @@ class GroupBatch:
         prompts: the iteration's ``P`` prompts (group ``g`` was drawn from ``prompts[g]``).
         media: ``(N, ...)`` uint8 decoded samples (what rewards see, like a saved 8-bit file).
         batch_size: samples per transformer call during the rollout (the on-policy diagnosis replays it).
+        sources: editing families: the iteration's ``P`` source images (group ``g`` edits ``sources[g]``), or None.
     """
 
     rollout: Rollout
@@ -118,6 +119,7 @@ class GroupBatch:
     prompts: list[str]
     media: torch.Tensor
     batch_size: int
+    sources: list[torch.Tensor] | None = None
 
     def __len__(self) -> int:
         return len(self.index)
@@ -168,6 +170,7 @@ def rollout_groups(
     accelerator: Any,
     transformer: nn.Module | None = None,
     record_means: bool = False,
+    sources: Sequence[torch.Tensor] | None = None,
 ) -> GroupBatch:
     """Sample this process's slice of the iteration with log-probabilities (no gradients), decoded for rewards.
 
@@ -175,7 +178,8 @@ def rollout_groups(
     processes draws the same samples. With ``rollout.same_noise`` the initial noise of every sample of group ``g``
     comes from one generator seeded by ``(seed, iteration, g)`` (:func:`group_initial_noise`).
     ``transformer`` defaults to the model's own (the live policy weights). ``record_means`` keeps each stochastic
-    step's mean in the rollout (``loss.ratio_norm`` needs it).
+    step's mean in the rollout (``loss.ratio_norm`` needs it). ``sources``: editing families' source image of each
+    of the iteration's prompts.
     """
     if len(prompts) != layout.prompts:
         raise ValueError(f"{len(prompts)} prompts for a layout of {layout.prompts}")
@@ -203,5 +207,7 @@ def rollout_groups(
             cps_log_prob=rollout.cps_log_prob,
             initial_noise=group_initial_noise(latent_shape, group, seed, iteration) if rollout.same_noise else None,
             record_means=record_means,
+            sources=None if sources is None else [sources[int(g)] for g in group],
         )
-    return GroupBatch(samples, index, group, list(prompts), to_uint8(samples.media), rollout.batch_size)
+    source_list = None if sources is None else list(sources)
+    return GroupBatch(samples, index, group, list(prompts), to_uint8(samples.media), rollout.batch_size, source_list)

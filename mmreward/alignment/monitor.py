@@ -81,11 +81,12 @@ def read_eval_prompts(path: str | None, column: str | None, cfg: EvalConfig) -> 
 @dataclass
 class EvalSamples:
     """This process's evaluation samples: ``index`` ``(n,)`` global sample indices (prompt-major), their
-    ``prompts``, and ``media`` ``(n, ...)`` uint8."""
+    ``prompts``, ``media`` ``(n, ...)`` uint8, and for editing families their ``sources`` (n canonical images)."""
 
     index: torch.Tensor
     prompts: list[str]
     media: torch.Tensor
+    sources: list[torch.Tensor] | None = None
 
 
 def sample_eval(
@@ -100,13 +101,16 @@ def sample_eval(
     negative_prompt: str = "",
     accelerator: Any,
     seed: int,
+    sources: Sequence[torch.Tensor] | None = None,
 ) -> EvalSamples:
     """ODE samples of this process's share of ``prompts x cfg.samples_per_prompt``, sample ``i`` from the noise
     of ``seeded(seed, "eval", i)`` (the same at every evaluation), drawn by the base model (``base_model``: the
-    policy's adapter disabled) or by the policy (its EMA weights when EMA is on)."""
+    policy's adapter disabled) or by the policy (its EMA weights when EMA is on). ``sources``: editing families'
+    source image of each prompt."""
     layout = GroupLayout(len(prompts), cfg.samples_per_prompt, accelerator.num_processes, accelerator.process_index)
     index = layout.local_index()
     local_prompts = [prompts[int(i) // cfg.samples_per_prompt] for i in index]
+    local_sources = None if sources is None else [sources[int(i) // cfg.samples_per_prompt] for i in index]
     ema = policy.ema
     weights = policy.reference.active() if base_model else ema.swapped_in() if ema is not None else nullcontext()
     with weights, accelerator.autocast():
@@ -121,8 +125,9 @@ def sample_eval(
             negative_prompt=negative_prompt,
             generator=[seeded(seed, "eval", int(i)) for i in index],
             batch_size=cfg.batch_size,
+            sources=local_sources,
         )
-    return EvalSamples(index, local_prompts, to_uint8(out.media))
+    return EvalSamples(index, local_prompts, to_uint8(out.media), local_sources)
 
 
 # ----------------------------------------------------------------------------------------------------- metrics
@@ -165,7 +170,7 @@ def evaluate(
     metrics: dict[str, float] = {}
     scores: dict[str, torch.Tensor] = {}
     if rewards is not None:
-        out = rewards.score(samples.prompts, samples.media)
+        out = rewards.score(samples.prompts, samples.media, sources=samples.sources)
         local = {name: torch.where(out.failed, torch.nan, values.float()) for name, values in out.dims.items()}
         for name, values in local.items():
             scores[name] = accelerator.gather(values.to(device)).cpu()
@@ -209,6 +214,7 @@ class HeldOutEvaluation:
     orders: str = "both"
     features: Features = pixel_features
     extra_metrics: Callable[[int, EvalSamples], dict[str, float]] | None = None
+    sources: list[torch.Tensor] | None = None  # editing families: the source image of each prompt
 
     def __call__(
         self,
@@ -232,6 +238,7 @@ class HeldOutEvaluation:
             negative_prompt=self.negative_prompt,
             accelerator=accelerator,
             seed=self.seed,
+            sources=self.sources,
         )
         metrics, scores = evaluate(
             samples,

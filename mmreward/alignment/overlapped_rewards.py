@@ -102,6 +102,7 @@ def cat_rollouts(parts: Sequence[Rollout]) -> Rollout:
         media=torch.cat([p.media for p in parts]),
         log_prob_kind=first.log_prob_kind,
         means=None if first.means is None else torch.cat([p.means for p in parts]),  # (N, S, *latent)
+        sources=None if first.sources is None else [source for p in parts for source in p.sources],
     )
 
 
@@ -123,25 +124,27 @@ def rollout_and_reward(
     generator: torch.Generator | None = None,
     transformer: nn.Module | None = None,
     record_means: bool = False,
+    sources: Sequence[torch.Tensor] | None = None,
 ) -> tuple[GroupBatch, IterationRewards, float]:
     """The iteration's rollout (as :func:`rollout_groups`) and its rewards (as :func:`compute_rewards`), with the
     rewards overlapping the sampling when ``overlap`` (see the module docstring). Returns ``(batch, rewards,
     rolled)``: ``rolled`` is the :func:`clock` time when the last micro-batch was decoded (what is left after it
     is the reward time the sampling did not hide). ``generator`` goes to the reward; ``workers`` reward calls may
-    be in flight at once; ``record_means`` as for :func:`rollout_groups`."""
+    be in flight at once; ``record_means`` and ``sources`` as for :func:`rollout_groups`."""
     check_overlap_workers(workers, generator)
     device = accelerator.device
     if not overlap:
         batch = rollout_groups(
             model, prompts, layout, rollout, height=height, width=width, num_frames=num_frames,
             iteration=iteration, seed=seed, accelerator=accelerator, transformer=transformer,
-            record_means=record_means,
+            record_means=record_means, sources=sources,
         )  # fmt: skip
         rolled = clock(device)
         return batch, compute_rewards(reward, batch, layout, accelerator, generator), rolled
     if len(prompts) != layout.prompts:
         raise ValueError(f"{len(prompts)} prompts for a layout of {layout.prompts}")
     prompts = list(prompts)
+    source_list = None if sources is None else list(sources)
     index = layout.local_index()
     group = index // layout.group_size
     window = rollout_window(rollout, iteration, seed)
@@ -180,6 +183,7 @@ def rollout_and_reward(
                         group_initial_noise(shape, group[rows], seed, iteration) if rollout.same_noise else None
                     ),
                     record_means=record_means,
+                    sources=None if sources is None else [sources[int(g)] for g in group[rows]],
                 )
             parts.append(part)
             # contiguous, as the whole rollout's media are: a reduction over a strided item sums in another order
@@ -191,10 +195,14 @@ def rollout_and_reward(
                 todo = slice(submitted, ready)
                 # pointwise: this micro-batch; group rewards: the newly complete groups' rows of those decoded
                 rows_media = media[-1] if not reward.whole_groups else torch.cat(media)[todo]  # (rows, ...) uint8
-                job = pool.submit(score_rows, reward, prompts, index[todo], rows_media, layout.group_size, generator)
+                job = pool.submit(
+                    score_rows, reward, prompts, index[todo], rows_media, layout.group_size, generator, source_list
+                )
                 futures.append((index[todo], job))
                 submitted = ready
-        batch = GroupBatch(cat_rollouts(parts), index, group, prompts, torch.cat(media), rollout.batch_size)
+        batch = GroupBatch(
+            cat_rollouts(parts), index, group, prompts, torch.cat(media), rollout.batch_size, source_list
+        )
         rolled = clock(device)
         if not local_rewards:
             return batch, compute_rewards(reward, batch, layout, accelerator, generator), rolled

@@ -9,6 +9,10 @@
 
 Blank prompts are dropped; duplicates are kept (a prompt listed twice is drawn twice as often).
 
+Editing prompt sets (``read_edit_prompts``) pair each instruction with a source image file: ``.jsonl`` objects or
+``.csv`` / ``.tsv`` rows with ``prompt`` and ``image`` (a path relative to the prompt file's folder); a bad line is
+left out with a message naming it and the fix.
+
 ``path`` may also name a file published on GitHub at a pinned commit,
 ``github:<owner>/<repo>@<full commit>/<path>#sha256=<hex>`` (the recipes' training sets, which are large or under
 licences we do not redistribute). It is downloaded once, verified and cached under
@@ -20,7 +24,9 @@ from __future__ import annotations
 
 import csv
 import json
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from mmreward import pinned_files
 from mmreward.errors import ConfigError, DataNotAvailableError
@@ -111,3 +117,125 @@ def _table_column(path: Path, suffix: str, column: str) -> list[str]:
             "holds the prompts (e.g. prompt_en for UniGenBench)"
         )
     return [str(r[column]) if r.get(column) is not None else None for r in rows]
+
+
+# ------------------------------------------------------------------------------------------ editing prompt sets
+
+EDIT_SUFFIXES = (".jsonl", ".csv", ".tsv")
+
+
+@dataclass
+class EditPrompts:
+    """An editing prompt set: ``prompts[i]`` is the instruction for the source image file ``images[i]``; ``skipped``
+    says which lines were left out and why (each message names the file, the line and the fix)."""
+
+    prompts: list[str]
+    images: list[Path]
+    skipped: list[str]
+
+    def __len__(self) -> int:
+        return len(self.prompts)
+
+
+def read_edit_prompts(path: str | Path, prompt_column: str | None = None, image_column: str = "image") -> EditPrompts:
+    """Instructions and their source images from a ``.jsonl`` file (one object per line,
+    ``{"prompt": "make it brighter", "image": "sources/cat.png"}``) or a ``.csv`` / ``.tsv`` table with a header
+    naming the two columns. Image paths are absolute or relative to the prompt file's folder.
+
+    Every line is checked before training starts (valid JSON, a non-empty prompt, an image path that exists and
+    opens as an image); a bad line is left out with a message naming the line and the fix, the others are kept.
+    A file that is not such a table, or has no good line, raises ConfigError.
+    """
+    from PIL import Image, UnidentifiedImageError
+
+    path = resolve_prompt_file(path)
+    if not path.is_file():
+        raise ConfigError(f"editing prompt file {str(path)!r} does not exist")
+    suffix = path.suffix.lower()
+    if suffix not in EDIT_SUFFIXES:
+        raise ConfigError(
+            f"cannot read an editing prompt set from {str(path)!r}: use .jsonl (one object per line with "
+            f"{prompt_column or 'prompt'!r} and {image_column!r}) or a .csv/.tsv table with those columns"
+        )
+    prompt_key = prompt_column or "prompt"
+    try:
+        lines = _edit_records(path, suffix, prompt_key, image_column)
+    except UnicodeDecodeError as err:
+        raise ConfigError(f"{str(path)!r} is not UTF-8 text ({err.reason}); re-save it as UTF-8") from err
+    prompts, images, skipped = [], [], []
+    for number, record in lines:
+        where = f"{path.name} line {number}"
+        if isinstance(record, str):  # a line that could not be parsed: the reason
+            skipped.append(f"{where}: {record}")
+            continue
+        prompt, image = record.get(prompt_key), record.get(image_column)
+        if not isinstance(prompt, str) or not prompt.strip():
+            skipped.append(f"{where}: no instruction in {prompt_key!r}; give the edit to make as text")
+            continue
+        if not isinstance(image, str) or not image.strip():
+            skipped.append(f"{where}: no source image in {image_column!r}; give the image file's path")
+            continue
+        image_path = Path(image.strip()).expanduser()
+        image_path = image_path if image_path.is_absolute() else path.parent / image_path
+        if not image_path.is_file():
+            skipped.append(
+                f"{where}: source image {str(image_path)!r} does not exist; paths are relative to the prompt file's "
+                "folder, or absolute"
+            )
+            continue
+        try:
+            with Image.open(image_path):  # identifies the format from the header; pixels are read when drawn
+                pass
+        except (UnidentifiedImageError, OSError) as err:
+            skipped.append(f"{where}: {str(image_path)!r} is not a readable image ({err}); convert it to PNG or JPEG")
+            continue
+        prompts.append(prompt.strip())
+        images.append(image_path)
+    if not prompts:
+        first = f"; first: {skipped[0]}" if skipped else ""
+        raise ConfigError(f"editing prompt file {str(path)!r} has no usable line ({len(skipped)} left out{first})")
+    return EditPrompts(prompts, images, skipped)
+
+
+def _edit_records(path: Path, suffix: str, prompt_key: str, image_key: str) -> list[tuple[int, dict | str]]:
+    """``(line number, record)`` per data line; a line that does not parse gives the reason instead of a record."""
+    if suffix == ".jsonl":
+        out: list[tuple[int, dict | str]] = []
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as err:
+                out.append((number, f"not valid JSON ({err.msg}); write one JSON object per line"))
+                continue
+            if not isinstance(record, dict):
+                record = (
+                    f"a JSON {type(record).__name__}, not an object; write {{{prompt_key!r}: ..., {image_key!r}: ...}}"
+                )
+            out.append((number, record))
+        return out
+    with path.open(newline="", encoding="utf-8") as f:
+        reader = csv.DictReader(f, delimiter="\t" if suffix == ".tsv" else ",")
+        columns = reader.fieldnames or []
+        missing = [key for key in (prompt_key, image_key) if key not in columns]
+        if missing:
+            raise ConfigError(
+                f"{str(path)!r} has no column {missing[0]!r}; its columns are {columns[:20]}. The header must name "
+                f"the instruction column ({prompt_key!r}) and the source image column ({image_key!r})"
+            )
+        return [(reader.line_num, row) for row in reader]
+
+
+def load_sources(paths: list[Path]) -> list[Any]:
+    """Canonical source images ``(3, H, W)`` float [0, 1] of ``paths`` (read when a step draws them, so a large
+    editing set is not held in memory); videos are refused: editing sources are images."""
+    from mmreward import media as media_io
+
+    images = []
+    for path in paths:
+        image = media_io.to_tensor(path)
+        if image.ndim != 3:
+            raise ConfigError(f"source {str(path)!r} is a video; editing sources must be images")
+        images.append(image)
+    return images

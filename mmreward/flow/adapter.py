@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from abc import ABC, abstractmethod
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -36,13 +37,20 @@ DEFAULT_LORA_TARGETS = (
 
 @dataclass
 class PromptEmbeds:
-    """Text conditioning of a batch: ``embeds (B, L, D)``, for SD3 and FLUX ``pooled (B, P)``, and for families
+    """Conditioning of a batch: ``embeds (B, L, D)``, for SD3 and FLUX ``pooled (B, P)``, and for families
     whose prompts have their own lengths (Qwen-Image, Z-Image) ``mask (B, L)`` bool, True at real tokens (None:
-    every token is real). Padded positions hold zeros."""
+    every token is real). Padded positions hold zeros.
+
+    Conditional (editing) families also carry ``image_latents (B, C, h', w')``: each row's source image as
+    normalized, unpacked VAE latents, which the transformer sees as extra tokens after the noisy ones. They travel
+    with the text embeddings (selected, repeated and concatenated with them), so rollouts, stored steps and losses
+    pass a source image through unchanged. The rows of one batch must share the source latent size (sources of one
+    aspect ratio, or a fixed ``source_area`` that resizes them alike)."""
 
     embeds: torch.Tensor
     pooled: torch.Tensor | None = None
     mask: torch.Tensor | None = None
+    image_latents: torch.Tensor | None = None
 
     def __len__(self) -> int:
         return self.embeds.shape[0]
@@ -50,18 +58,24 @@ class PromptEmbeds:
     def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> PromptEmbeds:
         pooled = None if self.pooled is None else self.pooled.to(device, dtype)
         mask = None if self.mask is None else self.mask.to(device)
-        return PromptEmbeds(self.embeds.to(device, dtype), pooled, mask)
+        image = None if self.image_latents is None else self.image_latents.to(device)  # float32 as encoded
+        return PromptEmbeds(self.embeds.to(device, dtype), pooled, mask, image)
 
     def select(self, index: torch.Tensor | Sequence[int]) -> PromptEmbeds:
         index = torch.as_tensor(index, dtype=torch.long, device=self.embeds.device)
-        pooled = None if self.pooled is None else self.pooled.index_select(0, index.to(self.pooled.device))
-        mask = None if self.mask is None else self.mask.index_select(0, index.to(self.mask.device))
-        return PromptEmbeds(self.embeds.index_select(0, index), pooled, mask)
+
+        def pick(tensor: torch.Tensor | None) -> torch.Tensor | None:
+            return None if tensor is None else tensor.index_select(0, index.to(tensor.device))
+
+        return PromptEmbeds(
+            self.embeds.index_select(0, index), pick(self.pooled), pick(self.mask), pick(self.image_latents)
+        )
 
     def repeat_interleave(self, repeats: int) -> PromptEmbeds:
-        pooled = None if self.pooled is None else self.pooled.repeat_interleave(repeats, 0)
-        mask = None if self.mask is None else self.mask.repeat_interleave(repeats, 0)
-        return PromptEmbeds(self.embeds.repeat_interleave(repeats, 0), pooled, mask)
+        def rep(tensor: torch.Tensor | None) -> torch.Tensor | None:
+            return None if tensor is None else tensor.repeat_interleave(repeats, 0)
+
+        return PromptEmbeds(rep(self.embeds), rep(self.pooled), rep(self.mask), rep(self.image_latents))
 
     def trimmed(self) -> PromptEmbeds:
         """One prompt (``B = 1``) cut to its real tokens, mask dropped: what the prompt cache keeps, so a cached
@@ -71,7 +85,7 @@ class PromptEmbeds:
         if self.mask is None:
             return self
         length = int(self.mask[0].sum())
-        return PromptEmbeds(self.embeds[:, :length], self.pooled)
+        return PromptEmbeds(self.embeds[:, :length], self.pooled, image_latents=self.image_latents)
 
     def token_list(self) -> list[torch.Tensor]:
         """The real tokens of each prompt, ``B`` tensors ``(L_i, D)`` (Z-Image's transformer takes them so)."""
@@ -83,16 +97,17 @@ class PromptEmbeds:
     def cat(parts: Sequence[PromptEmbeds]) -> PromptEmbeds:
         """Concatenate along the batch; prompts of different lengths are right-padded with zeros and masked."""
         pooled = None if parts[0].pooled is None else torch.cat([p.pooled for p in parts])
+        image = None if parts[0].image_latents is None else cat_source_latents([p.image_latents for p in parts])
         length = max(p.embeds.shape[1] for p in parts)
         if all(p.mask is None and p.embeds.shape[1] == length for p in parts):
-            return PromptEmbeds(torch.cat([p.embeds for p in parts]), pooled)
+            return PromptEmbeds(torch.cat([p.embeds for p in parts]), pooled, image_latents=image)
         embeds, masks = [], []
         for p in parts:
             pad = length - p.embeds.shape[1]
             mask = p.mask if p.mask is not None else torch.ones(p.embeds.shape[:2], dtype=torch.bool)
             embeds.append(torch.nn.functional.pad(p.embeds, (0, 0, 0, pad)))  # (B_p, length, D)
             masks.append(torch.nn.functional.pad(mask.bool().to(p.embeds.device), (0, pad)))  # (B_p, length)
-        return PromptEmbeds(torch.cat(embeds), pooled, torch.cat(masks))
+        return PromptEmbeds(torch.cat(embeds), pooled, torch.cat(masks), image)
 
 
 class FlowModel(ABC):
@@ -103,6 +118,8 @@ class FlowModel(ABC):
     #: Text tokens per prompt unless ``max_sequence_length`` is set (the Qwen-encoder families: their pipelines' 512;
     #: FLUX.2 attends to its padding, so another length changes its samples).
     default_max_sequence_length: ClassVar[int] = 256
+    #: True for editing families: every prompt comes with a source image (``encode_prompts(..., sources=)``).
+    conditional: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -174,33 +191,75 @@ class FlowModel(ABC):
 
     # -- prompts ----------------------------------------------------------------------------------------------------
 
-    def encode_prompts(self, prompts: Sequence[str], *, batch_size: int = 32) -> PromptEmbeds:
-        """Text embeddings of ``prompts`` on ``self.device``. Cached prompts are not encoded again; new ones are
-        encoded ``batch_size`` at a time and enter the cache (the least recently used leave it when full)."""
-        key_len = self.max_sequence_length
-        found: dict[str, PromptEmbeds] = {}
-        missing = []
-        for prompt in dict.fromkeys(prompts):  # unique, in order
-            key = (prompt, key_len)
+    def encode_prompts(
+        self, prompts: Sequence[str], *, sources: Sequence[torch.Tensor] | None = None, batch_size: int = 32
+    ) -> PromptEmbeds:
+        """Conditioning of ``prompts`` on ``self.device``. Cached prompts are not encoded again; new ones are
+        encoded ``batch_size`` at a time and enter the cache (the least recently used leave it when full).
+
+        ``sources``: for conditional (editing) families, one canonical source image ``(3, H, W)`` float [0, 1] per
+        prompt; the cache key is then the prompt and the source's content, so one instruction on many images is
+        encoded once per image."""
+        self.check_sources(len(prompts), sources)
+        keys = [
+            (prompt, self.max_sequence_length, None if sources is None else source_digest(sources[i]))
+            for i, prompt in enumerate(prompts)
+        ]
+        found: dict[tuple, PromptEmbeds] = {}
+        missing: dict[tuple, int] = {}  # key -> the first row that has it
+        for row, key in enumerate(keys):
+            if key in found or key in missing:
+                continue
             if key in self._prompt_cache:
                 self._prompt_cache.move_to_end(key)
-                found[prompt] = self._prompt_cache[key]
+                found[key] = self._prompt_cache[key]
             else:
-                missing.append(prompt)
+                missing[key] = row
         if missing:
             encoders = self.text_encoders()
             if encoders and any(p.device.type == "meta" for e in encoders for p in e.parameters()):
-                raise ConfigError(f"text encoders were released; prompts {missing[:3]} were not encoded beforehand")
-            for start in range(0, len(missing), batch_size):
-                chunk = missing[start : start + batch_size]
+                names = [key[0] for key in list(missing)[:3]]
+                raise ConfigError(f"text encoders were released; prompts {names} were not encoded beforehand")
+            todo = list(missing.items())
+            for start in range(0, len(todo), batch_size):
+                chunk = todo[start : start + batch_size]
+                chunk_prompts = [key[0] for key, _ in chunk]
                 with torch.no_grad():
-                    encoded = self._encode(chunk)
-                for i, prompt in enumerate(chunk):
-                    found[prompt] = encoded.select([i]).trimmed().to(self.prompt_cache_device)
-                    self._prompt_cache[(prompt, key_len)] = found[prompt]
+                    if sources is None:
+                        encoded = self._encode(chunk_prompts)
+                    else:
+                        encoded = self._encode_with_sources(chunk_prompts, [sources[row] for _, row in chunk])
+                for i, (key, _) in enumerate(chunk):
+                    found[key] = encoded.select([i]).trimmed().to(self.prompt_cache_device)
+                    self._prompt_cache[key] = found[key]
             while len(self._prompt_cache) > self.prompt_cache_size:
                 self._prompt_cache.popitem(last=False)
-        return PromptEmbeds.cat([found[p] for p in prompts]).to(self.device)
+        return PromptEmbeds.cat([found[key] for key in keys]).to(self.device)
+
+    def check_sources(self, count: int, sources: Sequence[torch.Tensor] | None) -> None:
+        """A source image per prompt for conditional families, none for the others; canonical images only."""
+        if not self.conditional:
+            if sources is not None:
+                raise ConfigError(
+                    f"{self.family} generates from text alone and takes no source images; use an editing family "
+                    "(qwenimage-edit, flux-kontext) or drop the image column"
+                )
+            return
+        if sources is None:
+            raise ConfigError(
+                f"{self.family} edits a source image: give one per prompt (a prompt file with an image column)"
+            )
+        if len(sources) != count:
+            raise ValueError(f"{len(sources)} source images for {count} prompts; give one per prompt")
+        for i, source in enumerate(sources):
+            if not isinstance(source, torch.Tensor) or source.ndim != 3 or source.shape[0] != 3:
+                shape = tuple(source.shape) if isinstance(source, torch.Tensor) else type(source).__name__
+                raise ValueError(f"source image {i} is {shape}; give canonical images (3, H, W) float in [0, 1]")
+
+    def _encode_with_sources(self, prompts: list[str], sources: list[torch.Tensor]) -> PromptEmbeds:
+        """Encode ``prompts`` with their source images (no cache), ``image_latents`` set: the hook conditional
+        families implement (:meth:`check_sources` keeps the others from reaching it)."""
+        raise NotImplementedError(f"{type(self).__name__} sets conditional but does not encode source images")
 
     def release_text_encoders(self) -> None:
         """Free the text encoders' memory once every prompt a run needs is in the cache."""
@@ -362,6 +421,33 @@ class FlowModel(ABC):
 
     def _vae_param(self) -> torch.Tensor:
         return next(self.vae.parameters())
+
+
+def cat_source_latents(latents: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Source-image latents ``(B_i, C, h', w')`` of the rows of one batch, concatenated: they must share ``h' x w'``
+    (the transformer's source tokens form one tensor), else a ConfigError names the sizes and the fixes."""
+    shapes = {tuple(part.shape[1:]) for part in latents}
+    if len(shapes) > 1:
+        raise ConfigError(
+            f"source images of one batch give latents of different sizes {sorted(shapes)}: give sources one aspect "
+            "ratio, or set model.source_area so that they are resized alike"
+        )
+    return torch.cat(list(latents))
+
+
+def source_digest(image: torch.Tensor) -> str:
+    """A content key of a source image (its prompt-cache key: equal images share their encoding)."""
+    data = image.detach().to("cpu", torch.float32).contiguous()
+    return hashlib.sha1(repr(tuple(data.shape)).encode() + data.numpy().tobytes()).hexdigest()
+
+
+def source_pil(image: torch.Tensor) -> Any:
+    """A canonical image ``(3, H, W)`` float [0, 1] as the 8-bit PIL image the editing pipelines take (what a
+    source file holds; the pipelines' own resize and normalization then run on it, as in their ``__call__``)."""
+    from PIL import Image
+
+    pixels = (image.detach().float().cpu().clamp(0, 1) * 255).round().to(torch.uint8)  # (3, H, W)
+    return Image.fromarray(pixels.permute(1, 2, 0).numpy())
 
 
 def pack_patches(latents: torch.Tensor) -> torch.Tensor:

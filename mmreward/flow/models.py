@@ -47,7 +47,9 @@ from mmreward.flow.adapter import (
 )
 from mmreward.flow.families.flux import FluxModel
 from mmreward.flow.families.flux2klein import Flux2KleinModel
+from mmreward.flow.families.flux_kontext import FluxKontextModel
 from mmreward.flow.families.qwenimage import QwenImageModel
+from mmreward.flow.families.qwenimage_edit import QwenImageEditModel
 from mmreward.flow.families.sd3 import SD3Model
 from mmreward.flow.families.wan import Wan22Model, Wan22TI2VModel, WanModel
 from mmreward.flow.families.zimage import ZImageModel
@@ -72,9 +74,24 @@ __all__ = [
     "load_pipeline",
 ]
 
-Family = Literal["sd3", "flux", "wan", "qwenimage", "zimage", "flux2klein", "wan22", "wan22ti2v"]
-FAMILIES = ("sd3", "flux", "wan", "qwenimage", "zimage", "flux2klein", "wan22", "wan22ti2v")
+Family = Literal[
+    "sd3", "flux", "wan", "qwenimage", "zimage", "flux2klein", "wan22", "wan22ti2v", "qwenimage-edit", "flux-kontext"
+]
+FAMILIES = (
+    "sd3",
+    "flux",
+    "wan",
+    "qwenimage",
+    "zimage",
+    "flux2klein",
+    "wan22",
+    "wan22ti2v",
+    "qwenimage-edit",
+    "flux-kontext",
+)
 VIDEO_FAMILIES = ("wan", "wan22", "wan22ti2v")
+# The tiny pipelines' source resolution: the released pipelines' 1024 x 1024 would be 16k transformer tokens.
+TINY_SOURCE_AREA = 32 * 32
 
 ADAPTERS: dict[str, type[FlowModel]] = {
     "sd3": SD3Model,
@@ -85,6 +102,8 @@ ADAPTERS: dict[str, type[FlowModel]] = {
     "flux2klein": Flux2KleinModel,
     "wan22": Wan22Model,
     "wan22ti2v": Wan22TI2VModel,
+    "qwenimage-edit": QwenImageEditModel,
+    "flux-kontext": FluxKontextModel,
 }
 PIPELINE_CLASSES = {
     "sd3": "StableDiffusion3Pipeline",
@@ -95,6 +114,8 @@ PIPELINE_CLASSES = {
     "flux2klein": "Flux2KleinPipeline",
     "wan22": "WanPipeline",
     "wan22ti2v": "WanPipeline",
+    "qwenimage-edit": "QwenImageEditPlusPipeline",
+    "flux-kontext": "FluxKontextPipeline",
 }
 
 
@@ -142,6 +163,7 @@ def load_flow_model(
     integer_timesteps: bool = False,
     lora_experts: str = "both",
     guidance_scale_2: float | None = None,
+    source_area: int | None = None,
 ) -> FlowModel:
     """Load a pipeline and wrap it in its family's adapter; all weights frozen, on ``device``.
 
@@ -153,6 +175,8 @@ def load_flow_model(
     (see :meth:`FlowModel.timestep`). ``lora_experts`` (``both``, ``high``, ``low``) and ``guidance_scale_2``: which
     experts of a two-expert Wan2.2 checkpoint get a LoRA, and the low-noise expert's CFG scale
     (:class:`mmreward.flow.families.wan.WanModel`); other models take the defaults only.
+    ``source_area``: editing families resize source images to this many pixels for the VAE (None: the
+    pipeline's resolution; ``path="tiny"``: the tiny pipelines' 32 x 32).
     """
 
     device = torch.device(device)
@@ -190,6 +214,12 @@ def load_flow_model(
         fixed_shift_sigmas(1, sampling_shift)  # validates the value before a run starts
         model.sampling_shift = sampling_shift
     model.integer_timesteps = integer_timesteps
+    if model.conditional:
+        if source_area is not None and source_area < 1:
+            raise ConfigError(f"source_area must be a positive number of pixels, got {source_area}")
+        model.source_area = source_area if source_area is not None or path != "tiny" else TINY_SOURCE_AREA
+    elif source_area is not None:
+        raise ConfigError(f"source_area is for editing families; {family} takes no source images: remove it")
     return model
 
 

@@ -47,6 +47,9 @@ class Rollout:
         media: decoded ``final`` (canonical media on the model's device) or None.
         means: ``(B, S, *latent)`` float32, the mean of each stochastic step under the sampling policy (recorded on
             request: GRPO-Guard's RatioNorm compares the current policy's mean with it), or None.
+        sources: editing families: ``B`` canonical source images ``(3, H, W)``, one per sample (what rewards that
+            compare the edit with its source are given); None for text-to-media families. The transformer's view of
+            them (VAE latents) travels in ``cond.image_latents``.
     """
 
     prompts: list[str]
@@ -65,6 +68,7 @@ class Rollout:
     media: torch.Tensor | None = None
     log_prob_kind: LogProbKind = "gaussian"
     means: torch.Tensor | None = None
+    sources: list[torch.Tensor] | None = None
 
     def __len__(self) -> int:
         return len(self.prompts)
@@ -177,6 +181,7 @@ def sample(
     cps_log_prob: LogProbKind = "surrogate",
     initial_noise: torch.Tensor | None = None,
     record_means: bool = False,
+    sources: Sequence[torch.Tensor] | None = None,
 ) -> Rollout:
     """Draw ``group_size`` samples for each prompt; see the module docstring.
 
@@ -192,6 +197,8 @@ def sample(
         initial_noise: ``(len(prompts) * group_size, *latent)`` starting latents at sigma 1 (e.g. one noise shared
             by a group); default drawn from ``generator``.
         record_means: also keep each stochastic step's mean (``Rollout.means``; the memory of ``latents`` again).
+        sources: editing families: one canonical source image ``(3, H, W)`` per prompt (shared by its group);
+            the prompt and the negative prompt are encoded with it (:meth:`FlowModel.encode_prompts`).
     Mixed precision is the caller's: wrap the call in ``accelerator.autocast()``; the SDE math is float32.
     """
     if group_size < 1:
@@ -201,13 +208,15 @@ def sample(
     log_prob_kind = cps_log_prob if sde_type == "cps" else "gaussian"
     window = default_sde_window(num_steps, sde_type) if sde_window is None else tuple(sde_window)
     check_sde_window(window, num_steps, sde_type)
+    model.check_sources(len(prompts), sources)
     prompt_list = [p for p in prompts for _ in range(group_size)]
+    source_list = None if sources is None else [s for s in sources for _ in range(group_size)]
     total = len(prompt_list)
     shape = model.latent_shape(total, height, width, num_frames)
     sigmas = model.sampling_sigmas(num_steps, shape)
-    cond = model.encode_prompts(prompt_list)
+    cond = model.encode_prompts(prompt_list, sources=source_list)
     use_cfg = guidance_scale > 1.0 and model.batch_cfg
-    negative = model.encode_prompts([negative_prompt] * total) if use_cfg else None
+    negative = model.encode_prompts([negative_prompt] * total, sources=source_list) if use_cfg else None
     per_sample = isinstance(generator, (list, tuple))
     if per_sample and len(generator) != total:
         raise ValueError(f"got {len(generator)} generators for {total} samples; pass one per sample or a single one")
@@ -278,6 +287,7 @@ def sample(
         media=decode_latents(model, latents, chunk) if decode else None,
         log_prob_kind=log_prob_kind,
         means=(torch.stack(stored_means, dim=1) if stored else empty) if record_means else None,
+        sources=source_list,
     )
 
 

@@ -111,6 +111,9 @@ class RewardModel(ABC):
         differentiable: ``score_pixels`` gives gradients with respect to the pixels.
         media_kinds: the media the model accepts natively.
         uses_prompt: the score depends on the prompt (False for prompt-free aesthetic or compression scores).
+        uses_source: the score compares each item with a source image (editing rewards): ``score`` then needs
+            ``sources=``, one source per item, and :meth:`score_prepared` receives ``(item, source)`` pairs, both
+            prepared by :meth:`prepare`. Rewards without it judge the media alone and are never given sources.
         pairwise_scale: ``s`` in the Bradley-Terry link ``P(A > B) = sigmoid(s * (score_A - score_B))`` used by
             :meth:`compare`: the logit scale the scores were trained with.
     """
@@ -121,6 +124,7 @@ class RewardModel(ABC):
     differentiable: ClassVar[bool] = False
     media_kinds: ClassVar[frozenset[str]] = frozenset({"image", "video"})
     uses_prompt: ClassVar[bool] = True
+    uses_source: ClassVar[bool] = False
     pairwise_scale: float = 1.0
 
     def __init__(
@@ -181,15 +185,37 @@ class RewardModel(ABC):
 
     # -- the contract -------------------------------------------------------------------------------------------
 
-    def score(self, prompts: Sequence[str] | str, media: Any) -> RewardOutput:
+    def score(self, prompts: Sequence[str] | str, media: Any, *, sources: Any = None) -> RewardOutput:
         """Score ``media`` (one item per prompt) -> :class:`RewardOutput`.
 
         ``media`` is a list of items in any form :mod:`mmreward.media` accepts, or a batched tensor. Items that
-        cannot be read fail individually (``failed``, ``errors``); the others are scored.
+        cannot be read fail individually (``failed``, ``errors``); the others are scored. ``sources``: for rewards
+        with ``uses_source``, the source image of each item (edited from it), in the same forms as ``media``; an
+        item fails when its source cannot be read.
         """
         prompt_list, items = check_batch(prompts, media)
+        if not self.uses_source:
+            if sources is not None:
+                raise ConfigError(f"{self.name} judges media alone and takes no sources; call score(prompts, media)")
+            prepared, errors = self.prepare_items(items)
+            return self.score_prepared_batch(prompt_list, prepared, errors)
+        if sources is None:
+            raise ConfigError(
+                f"{self.name} compares each item with its source image: pass score(prompts, media, sources=...)"
+            )
+        source_items = media_io.as_items(sources)
+        if len(source_items) != len(items):
+            raise ValueError(
+                f"got {len(source_items)} sources for {len(items)} media items; pass the source image of each item"
+            )
         prepared, errors = self.prepare_items(items)
-        return self.score_prepared_batch(prompt_list, prepared, errors)
+        prepared_sources, source_errors = self.prepare_items(source_items)
+        pairs = [
+            None if e or f else (p, s)
+            for p, s, e, f in zip(prepared, prepared_sources, errors, source_errors, strict=True)
+        ]
+        errors = [e or (f and f"source: {f}") for e, f in zip(errors, source_errors, strict=True)]
+        return self.score_prepared_batch(prompt_list, pairs, errors)
 
     def score_prepared_batch(self, prompts: list[str], prepared: list[Any], errors: list[str | None]) -> RewardOutput:
         """Score already prepared items in chunks of ``batch_size``; items with an error are left out (NaN)."""

@@ -27,6 +27,20 @@ class BrightnessReward(RewardModel):
         return torch.stack([x.float().mean() for x in inputs]).cpu(), {}
 
 
+class BrightnessDeltaReward(RewardModel):
+    """An editing reward: mean pixel value of the edited image (or video) minus that of its source image, in
+    [-1, 1], a transparent target for editing learning tests and demos ("make it brighter"). It needs the source:
+    ``score(prompts, media, sources=...)``; load it with
+    ``load_reward("mmreward.rewards.brightness:BrightnessDeltaReward")``."""
+
+    raw_range = (-1.0, 1.0)
+    uses_prompt = False
+    uses_source = True
+
+    def score_prepared(self, prompts: list[str], inputs: list[tuple[torch.Tensor, torch.Tensor]]):
+        return torch.stack([edited.float().mean() - source.float().mean() for edited, source in inputs]).cpu(), {}
+
+
 class DifferentiableBrightnessReward(DifferentiableImageReward):
     """:class:`BrightnessReward` with ``score_pixels``: the mean pixel value as a torch expression, so gradients
     reach the pixels (a transparent target for gradient-guidance tests and demos; videos: mean over frames)."""

@@ -37,14 +37,23 @@ class RewardMix:
         self.weights = dict(weights)
         self.models: dict[str, RewardModel] = {name: load_reward(name, **load_kwargs) for name in self.weights}
 
-    def score(self, prompts: Sequence[str], media: Any) -> RewardOutput:
+    @property
+    def uses_source(self) -> bool:
+        """Some reward of the mix compares the media with their source images (editing): pass ``sources=``."""
+        return any(getattr(model, "uses_source", False) for model in self.models.values())
+
+    def score(self, prompts: Sequence[str], media: Any, *, sources: Any = None) -> RewardOutput:
+        """The weighted sum; ``sources`` (editing: one source image per item) go to the rewards that use them."""
         size = len(prompts)
         total = torch.zeros(size)
         failed = torch.zeros(size, dtype=torch.bool)
         errors: list[str | None] = [None] * size
         dims = {}
         for name, model in self.models.items():
-            out = model.score(list(prompts), media)
+            if getattr(model, "uses_source", False):
+                out = model.score(list(prompts), media, sources=sources)
+            else:
+                out = model.score(list(prompts), media)
             dims[name] = out.scores
             total += self.weights[name] * torch.nan_to_num(out.scores)
             failed |= out.failed

@@ -217,6 +217,7 @@ def load_policy(
         integer_timesteps=cfg.model.integer_timesteps,
         lora_experts=cfg.model.lora_experts,
         guidance_scale_2=cfg.model.guidance_scale_2,
+        source_area=cfg.model.source_area,
     )
     model.check_size(cfg.model.height, cfg.model.width, cfg.model.num_frames)
     if cfg.model.gradient_checkpointing:

@@ -11,14 +11,25 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from mmreward.errors import ConfigError
-from mmreward.flow.models import DEFAULT_LORA_TARGETS, VIDEO_FAMILIES
+from mmreward.flow.models import ADAPTERS, DEFAULT_LORA_TARGETS, VIDEO_FAMILIES
 
 
 @dataclass
 class FlowModelConfig:
     """The rectified-flow generator being aligned (``model:``)."""
 
-    family: Literal["sd3", "flux", "wan", "qwenimage", "zimage", "flux2klein", "wan22", "wan22ti2v"] = "sd3"
+    family: Literal[
+        "sd3",
+        "flux",
+        "wan",
+        "qwenimage",
+        "zimage",
+        "flux2klein",
+        "wan22",
+        "wan22ti2v",
+        "qwenimage-edit",
+        "flux-kontext",
+    ] = "sd3"
     path: str = "stabilityai/stable-diffusion-3.5-medium"  # hub id, local directory, or "tiny"
     height: int = 512
     width: int = 512
@@ -44,9 +55,16 @@ class FlowModelConfig:
     # transformer_2), and the low-noise expert's CFG scale (the pipeline's guidance_scale_2; None: the same scale)
     lora_experts: Literal["both", "high", "low"] = "both"
     guidance_scale_2: float | None = None
+    # editing families: pixels the source image is resized to for the VAE (None: the pipeline's, about 1 megapixel;
+    # fewer pixels, fewer transformer tokens)
+    source_area: int | None = None
 
     def __post_init__(self) -> None:
         check_train_mode(self)
+        if self.source_area is not None and not ADAPTERS[self.family].conditional:
+            raise ConfigError(f"model.source_area is for editing families; {self.family} takes no source images")
+        if self.source_area is not None and self.source_area < 1:
+            raise ConfigError(f"model.source_area must be a positive number of pixels, got {self.source_area}")
 
     def sample_size(self) -> dict[str, int | None]:
         """``height``, ``width`` and ``num_frames`` of every sample, as keyword arguments of the samplers."""
@@ -65,8 +83,14 @@ def check_train_mode(model: FlowModelConfig) -> None:
         )
 
 
-def check_media_kind(model: FlowModelConfig) -> None:
-    """Video families need a frame count and image families must not have one."""
+def check_media_kind(model: FlowModelConfig, *, editing: bool = False) -> None:
+    """Video families need a frame count and image families must not have one; editing families (a source image
+    per prompt) only in programs that take source images (``editing``)."""
+    if ADAPTERS[model.family].conditional and not editing:
+        raise ConfigError(
+            f"model.family={model.family} edits source images; this program does not take them yet: train editing "
+            "families with align/pref_grpo.py (Flow-GRPO or Pref-GRPO)"
+        )
     if model.family in VIDEO_FAMILIES and not model.num_frames:
         raise ConfigError(f"model.family={model.family} generates videos; set model.num_frames (4k + 1, e.g. 33)")
     if model.family not in VIDEO_FAMILIES and model.num_frames:
@@ -121,3 +145,5 @@ class PromptDataConfig:
     prompt_column: str | None = None  # tables: the prompt column (default "prompt"; UniGenBench: prompt_en)
     eval_prompts: str | None = None  # held-out prompts (needed when eval.every > 0)
     eval_prompt_column: str | None = None
+    # editing families: the source image column of the prompt files (.jsonl/.csv/.tsv; paths relative to the file)
+    image_column: str = "image"

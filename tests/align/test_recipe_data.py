@@ -24,6 +24,7 @@ from PIL import Image
 from align import adv_grpo, diffusion_nft, flow_dpo, pref_grpo
 from mmreward import pinned_files
 from mmreward.errors import ConfigError, DataNotAvailableError
+from mmreward.flow.models import ADAPTERS
 from mmreward.pinned_files import PinnedFile
 from mmreward.train.config import parse_config
 
@@ -60,6 +61,9 @@ def test_every_alignment_config_is_covered_and_names_its_training_prompts_as_a_p
         data = yaml.safe_load(config.read_text(encoding="utf-8"))["data"]
         if data.get("source") == "offline":  # human pair tables (flow_dpo_wan): the user's own files
             continue
+        if _editing(config):  # no editing set with source images is published with the recipes: the user's own
+            assert data["prompts"].endswith(".jsonl") and data["eval_prompts"].endswith(".jsonl"), config.name
+            continue
         pinned = pinned_files.parse_spec(data["prompts"], config.name)
         assert pinned.repository in ("yifan123/flow_grpo", "CodeGoat24/Pref-GRPO"), config.name
         assert pinned.spec() == data["prompts"]
@@ -91,6 +95,21 @@ def _publish(root: Path, config: Path) -> PinnedFile:
     return PinnedFile(pinned.repository, pinned.commit, pinned.path, hashlib.sha256(file.read_bytes()).hexdigest())
 
 
+def _editing(config: Path) -> bool:
+    return ADAPTERS[yaml.safe_load(config.read_text(encoding="utf-8"))["model"]["family"]].conditional
+
+
+def _edit_set(root: Path) -> Path:
+    """A user's editing set: instructions with source images (paths relative to the file), one line broken."""
+    (root / "edits").mkdir()
+    for i, color in enumerate(["red", "teal"]):
+        Image.new("RGB", (24, 16), color).save(root / "edits" / f"src{i}.png")
+    lines = [f'{{"prompt": "{p}", "image": "src{i % 2}.png"}}' for i, p in enumerate(STAND_IN_PROMPTS)]
+    lines.append('{"prompt": "make it brighter", "image": "missing.png"}')
+    (root / "edits" / "train.jsonl").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return root / "edits" / "train.jsonl"
+
+
 def _references(root: Path) -> Path:
     folder = root / "references"
     folder.mkdir()
@@ -120,17 +139,24 @@ def test_a_real_config_reads_its_pinned_prompts_and_stops_before_training(
             (github / name).write_bytes(b"")
         args += ["--data.pairs", str(table)]
         expected = "data.pairs: 1"
+    elif _editing(config):
+        edits = str(_edit_set(github))
+        args += ["--data.prompts", edits, "--data.eval_prompts", edits, "--eval.num_prompts", "2"]
+        expected = f"data.prompts: {len(STAND_IN_PROMPTS)}"  # the line with a missing source is left out
     else:
         pinned = _publish(github, config)
         args += ["--data.prompts", pinned.spec()]  # the config's repository, commit and path; our file's sha256
         expected = f"data.prompts: {len(STAND_IN_PROMPTS)}"
     cfg = parse_config(CONFIG_CLASSES[program], args)
     assert module.main(cfg) is None
-    line = capsys.readouterr().out.strip().splitlines()[-1]
+    captured = capsys.readouterr()
+    line = captured.out.strip().splitlines()[-1]
     assert line.startswith(f"{program}: data read (") and expected in line, line
     assert "no model is loaded and nothing is written" in line
     assert not (github / "out").exists()
-    if data.get("source") != "offline":
+    if _editing(config):
+        assert "left out 1 lines" in captured.err and "train.jsonl line 4: source image" in captured.err
+    elif data.get("source") != "offline":
         cached = github / "hf_home/mmreward/data" / pinned.repository / pinned.commit / pinned.path
         assert cached.read_text(encoding="utf-8").split() == " ".join(STAND_IN_PROMPTS).split()
         # The cached copy serves the next run with no network.

@@ -12,6 +12,9 @@ tiny random pipeline (``mmreward.tiny_models.tiny_pipeline``). A new family is a
 - packing to the pipeline's latent layout and back is exact; VAE round trip shapes;
 - a pipeline saved like a released checkpoint loads to the same model; ``mmreward generate --family F`` and
   ``eval/gen_bench.py --family F`` run.
+
+Conditional (editing) families get a source image per prompt everywhere: the pipeline is called with the same
+source, and the prompt cache must tell one instruction on two sources apart.
 """
 
 from __future__ import annotations
@@ -22,9 +25,11 @@ import json
 import pytest
 import torch
 from diffusers import FlowMatchEulerDiscreteScheduler
+from diffusers.pipelines.qwenimage import pipeline_qwenimage_edit_plus as qwen_edit_reference
 
 from eval import gen_bench
 from mmreward import cli
+from mmreward.flow.adapter import source_pil
 from mmreward.flow.models import ADAPTERS, DEFAULT_LORA_TARGETS, FAMILIES, VIDEO_FAMILIES, FlowModel, load_flow_model
 from mmreward.flow.rollout import policy_step, sample, sample_ode
 from mmreward.tiny_models import tiny_pipeline, tiny_pipeline_dir
@@ -40,6 +45,8 @@ SIZES = {
     "flux2klein": (32, 32, None),
     "wan22": (32, 32, 5),
     "wan22ti2v": (32, 32, 5),
+    "qwenimage-edit": (32, 32, None),
+    "flux-kontext": (32, 32, None),
 }
 # How each family guides: "cfg" (negative and positive as one batch), "cfg-rescaled" (Qwen-Image: true CFG with
 # the guided velocity rescaled to the conditional one's norm per token) or "embedded" (guidance-distilled).
@@ -52,7 +59,12 @@ GUIDANCE_KIND = {
     "flux2klein": "cfg",
     "wan22": "cfg",
     "wan22ti2v": "cfg",
+    "qwenimage-edit": "cfg-rescaled",
+    "flux-kontext": "embedded",
 }
+# Editing families see their sources at 32 x 32 pixels here (the released pipelines' ~1 megapixel would be
+# thousands of tokens): the adapters' source_area, and the Qwen-Image-Edit pipeline's module constant alike.
+SOURCE_AREA = 32 * 32
 BRIGHTNESS = "mmreward.rewards.brightness:DifferentiableBrightnessReward"
 
 
@@ -88,7 +100,19 @@ def model(request) -> FlowModel:
 def _fresh(family: str) -> FlowModel:
     model = ADAPTERS[family](tiny_pipeline(family))
     model.max_sequence_length = 16
+    if model.conditional:
+        model.source_area = SOURCE_AREA
     return model
+
+
+def _sources(model: FlowModel, count: int, seed: int = 11) -> dict:
+    """``{"sources": [...]}``: ``count`` random 8-bit source images (as a file would give) for editing families, the
+    keyword to pass to sampling and encoding; ``{}`` for text-to-media families."""
+    if not model.conditional:
+        return {}
+    height, width, _ = SIZES[model.family]
+    generator = torch.Generator().manual_seed(seed)
+    return {"sources": [torch.randint(0, 256, (3, height, width), generator=generator) / 255 for _ in range(count)]}
 
 
 def _size(model: FlowModel) -> dict:
@@ -104,11 +128,12 @@ def _latents(model: FlowModel, batch: int, seed: int) -> torch.Tensor:
 # ------------------------------------------------------------------------------------------- sampling and training
 
 
-def test_ode_rollout_equals_the_diffusers_pipeline(model):
+def test_ode_rollout_equals_the_diffusers_pipeline(model, monkeypatch):
     """Same noise, steps and guidance: the rollout reproduces the pipeline's latents and decoded pixels. This checks
     prompt encoding, the sigma -> timestep map, the schedule (shifts included), guidance, packing and the VAE."""
     size = _size(model)
     scale = 3.0
+    source = _sources(model, 1)
     ours = sample_ode(
         model,
         ["a cat"],
@@ -117,6 +142,7 @@ def test_ode_rollout_equals_the_diffusers_pipeline(model):
         guidance_scale=scale,
         generator=torch.Generator().manual_seed(0),
         **size,
+        **source,
     )
     noise = _latents(model, 2, 0)
     pipe = model.pipeline
@@ -132,6 +158,13 @@ def test_ode_rollout_equals_the_diffusers_pipeline(model):
         kwargs["num_frames"] = size["num_frames"]
     per_prompt = "num_videos_per_prompt" if model.family in VIDEO_FAMILIES else "num_images_per_prompt"
     kwargs[per_prompt] = 2
+    if model.conditional:  # the pipeline takes the 8-bit image and resizes it itself
+        kwargs["image"] = source_pil(source["sources"][0])
+        if model.family == "flux-kontext":
+            kwargs["_auto_resize"] = False  # keep the source's 32 x 32 (our source_area) instead of ~1 megapixel
+            kwargs["max_area"] = size["height"] * size["width"]  # it rescales height x width to max_area pixels
+        else:
+            monkeypatch.setattr(qwen_edit_reference, "VAE_IMAGE_SIZE", SOURCE_AREA)
     original = pipe.scheduler
     if not isinstance(original, FlowMatchEulerDiscreteScheduler):  # Wan ships UniPC; rollouts step with Euler
         pipe.scheduler = model._flow_scheduler()
@@ -168,6 +201,7 @@ def test_sde_log_probs_are_recomputed_by_the_policy_step(model, guidance_scale):
         decode=False,
         batch_size=3,
         **_size(model),
+        **_sources(model, 2),
     )
     assert rollout.log_probs.shape == (4, 3) and torch.isfinite(rollout.log_probs).all()
     assert (rollout.negative is not None) == (guidance_scale > 1 and model.batch_cfg)
@@ -188,7 +222,8 @@ def test_sde_log_probs_are_recomputed_by_the_policy_step(model, guidance_scale):
 
 def test_guidance_is_the_familys_in_sampling_and_training(model):
     latents = _latents(model, 2, 3)
-    cond, negative = model.encode_prompts(["a cat", "a red car"]), model.encode_prompts(["", ""])
+    source = _sources(model, 2)
+    cond, negative = model.encode_prompts(["a cat", "a red car"], **source), model.encode_prompts(["", ""], **source)
     scale = 4.0
     with torch.no_grad():
         guided = model.velocity(latents, 0.6, cond, guidance_scale=scale, negative=negative)
@@ -237,6 +272,7 @@ def test_a_lora_trained_one_step_loads_with_load_lora_weights(model, tmp_path):
         generator=torch.Generator().manual_seed(4),
         decode=False,
         **_size(trained),
+        **_sources(trained, 1),
     )
     for j in range(2):
         step = policy_step(trained, rollout, j)
@@ -244,8 +280,9 @@ def test_a_lora_trained_one_step_loads_with_load_lora_weights(model, tmp_path):
     optimizer.step()
     latents = _latents(trained, 2, 5)
     sigma = torch.tensor([0.95, 0.5])  # one sample per Wan2.2 expert (boundary 0.875)
+    source = _sources(trained, 2)
     with torch.no_grad():
-        cond = trained.encode_prompts(["a cat", "a cat"])
+        cond = trained.encode_prompts(["a cat", "a cat"], **source)
         expected = trained.velocity(latents, sigma, cond)
         with LoraReference(trained.transformer).active():
             base = trained.velocity(latents, sigma, cond)
@@ -256,11 +293,15 @@ def test_a_lora_trained_one_step_loads_with_load_lora_weights(model, tmp_path):
     load_lora(fresh, tmp_path)
     loaded = ADAPTERS[family](fresh)
     loaded.max_sequence_length = 16
+    if loaded.conditional:
+        loaded.source_area = SOURCE_AREA
     with torch.no_grad():
         torch.testing.assert_close(
-            loaded.velocity(latents, sigma, loaded.encode_prompts(["a cat", "a cat"])), expected
+            loaded.velocity(latents, sigma, loaded.encode_prompts(["a cat", "a cat"], **source)), expected
         )
-        torch.testing.assert_close(model.velocity(latents, sigma, model.encode_prompts(["a cat", "a cat"])), base)
+        torch.testing.assert_close(
+            model.velocity(latents, sigma, model.encode_prompts(["a cat", "a cat"], **source)), base
+        )
 
 
 # -------------------------------------------------------------------------------------------- prompts and latents
@@ -269,20 +310,32 @@ def test_a_lora_trained_one_step_loads_with_load_lora_weights(model, tmp_path):
 def test_prompt_cache_encodes_once_and_ignores_batch_composition(model):
     calls = []
     handle = model.text_encoders()[0].register_forward_hook(lambda *args: calls.append(1))
+    dog, car = _sources(model, 2, seed=23).get("sources", [None, None])  # sources no other test encoded
+    two = {"sources": [dog, car]} if model.conditional else {}
+    three = {"sources": [car, dog, car]} if model.conditional else {}
     try:
-        together = model.encode_prompts(["a dog running on the beach", "a red car"])
-        again = model.encode_prompts(["a red car", "a dog running on the beach", "a red car"])
+        together = model.encode_prompts(["a dog running on the beach", "a red car"], **two)
+        first = len(calls)
+        again = model.encode_prompts(["a red car", "a dog running on the beach", "a red car"], **three)
     finally:
         handle.remove()
-    assert len(calls) == 1
+    # one encoder batch (Qwen-Image-Edit encodes one prompt per call, as its pipeline), none for cached prompts
+    assert first == (2 if model.family == "qwenimage-edit" else 1) and len(calls) == first
     torch.testing.assert_close(again.embeds[1], together.embeds[0])
-    alone = _fresh(model.family).encode_prompts(["a red car"])  # encoded without the longer prompt beside it
+    alone = _fresh(model.family).encode_prompts(["a red car"], **({"sources": [car]} if model.conditional else {}))
     length = alone.embeds.shape[1]
     torch.testing.assert_close(together.embeds[1, :length], alone.embeds[0], rtol=1e-5, atol=1e-6)
     if together.mask is not None:  # prompts keep their own lengths: the shorter one is padded and masked
         assert together.mask[1].sum() == length and not together.mask[1, length:].any()
         assert (together.embeds[1, length:] == 0).all()
     assert not torch.allclose(together.embeds[0, :length], alone.embeds[0], atol=1e-3)  # prompts differ
+    if model.conditional:  # the source is part of the key: one instruction on two images is two conditionings
+        torch.testing.assert_close(again.image_latents[1], together.image_latents[0])
+        torch.testing.assert_close(again.image_latents[0], alone.image_latents[0])
+        swapped = model.encode_prompts(["a red car"], sources=[dog])
+        assert not torch.allclose(swapped.image_latents, alone.image_latents, atol=1e-3)
+        if model.family == "qwenimage-edit":  # the text encoder sees the image too
+            assert swapped.embeds.shape != alone.embeds.shape or not torch.allclose(swapped.embeds, alone.embeds)
 
 
 def test_latent_layout_round_trips_and_media_decode(model):
@@ -306,15 +359,19 @@ def test_a_saved_pipeline_loads_like_a_released_checkpoint(model, tmp_path):
     """Saved with save_pretrained and loaded by model.path (tokenizer files included): the same velocities."""
     directory = tiny_pipeline_dir(model.family, tmp_path)
     assert json.loads((directory / "model_index.json").read_text())["_class_name"] == type(model.pipeline).__name__
-    loaded = load_flow_model(model.family, str(directory), max_sequence_length=16)
+    area = {"source_area": SOURCE_AREA} if model.conditional else {}
+    loaded = load_flow_model(model.family, str(directory), max_sequence_length=16, **area)
     latents = _latents(model, 2, 7)
+    source = _sources(model, 2)
     with torch.no_grad():
-        ours = model.velocity(latents, 0.4, model.encode_prompts(["a cat", "a red car"]))
-        theirs = loaded.velocity(latents, 0.4, loaded.encode_prompts(["a cat", "a red car"]))
+        ours = model.velocity(latents, 0.4, model.encode_prompts(["a cat", "a red car"], **source))
+        theirs = loaded.velocity(latents, 0.4, loaded.encode_prompts(["a cat", "a red car"], **source))
     torch.testing.assert_close(theirs, ours)
 
 
 def test_generate_runs_on_the_tiny_family(model, tmp_path):
+    if model.conditional:
+        pytest.skip("reward-guided generation takes no source images yet (editing families train and sample only)")
     height, width, _ = SIZES[model.family]
     code = cli.main(
         [
@@ -333,6 +390,8 @@ def test_generate_runs_on_the_tiny_family(model, tmp_path):
 
 
 def test_gen_bench_runs_on_the_tiny_family(model, tmp_path):
+    if model.conditional:
+        pytest.skip("gen_bench has no editing benchmark (source images) yet")
     prompts = "ta-hard" if model.family in VIDEO_FAMILIES else "unigenbench"
     args = [
         *f"--model tiny --family {model.family} --prompts {prompts} --limit 1 --images-per-prompt 2".split(),

@@ -275,3 +275,36 @@ def test_integer_timesteps_feed_the_transformer_floor_of_1000_sigma(family):
     torch.testing.assert_close(got, truncated, rtol=0, atol=0)
     assert not torch.allclose(got[0], exact[0], rtol=0, atol=1e-6)
     torch.testing.assert_close(got[1], exact[1], rtol=0, atol=0)  # 1000 x 0.5 is an integer already
+
+
+# --------------------------------------------------------------------------------------- editing (source images)
+
+
+def test_editing_families_need_one_canonical_source_per_prompt_and_text_families_refuse_them():
+    edit = load_flow_model("flux-kontext", "tiny")
+    assert edit.conditional and edit.source_area == 32 * 32  # the tiny pipelines' sources are 32 x 32
+    with pytest.raises(ConfigError, match="edits a source image: give one per prompt"):
+        edit.encode_prompts(["make it brighter"])
+    with pytest.raises(ValueError, match="1 source images for 2 prompts"):
+        edit.encode_prompts(["a", "b"], sources=[torch.rand(3, 32, 32)])
+    with pytest.raises(ValueError, match="source image 0 is \\(32, 32\\); give canonical images"):
+        edit.encode_prompts(["a"], sources=[torch.rand(32, 32)])
+    text = load_flow_model("sd3", "tiny")
+    with pytest.raises(ConfigError, match="takes no source images"):
+        text.encode_prompts(["a"], sources=[torch.rand(3, 32, 32)])
+    with pytest.raises(ConfigError, match="source_area is for editing families"):
+        load_flow_model("sd3", "tiny", source_area=1024)
+
+
+def test_sources_of_one_batch_must_give_one_latent_size():
+    """Sources of two aspect ratios cannot share a transformer batch (their token counts differ): the error names
+    the sizes and both fixes; a fixed source_area resizes a square and a wide source to latents of their own shapes."""
+    edit = load_flow_model("flux-kontext", "tiny")
+    square, wide = torch.rand(3, 32, 32), torch.rand(3, 16, 64)
+    assert edit.source_size(32, 32) == (32, 32) and edit.source_size(16, 64) == (16, 64)
+    with pytest.raises(ConfigError, match="different sizes .*one aspect ratio, or set model.source_area"):
+        edit.encode_prompts(["a", "b"], sources=[square, wide])
+    one = edit.encode_prompts(["a", "b"], sources=[square, square.clone()])
+    assert one.image_latents.shape == (2, 4, 16, 16)  # (B, C, h', w'): 2x VAE, 4 channels
+    torch.testing.assert_close(one.select([1]).image_latents, one.image_latents[:1])
+    assert one.repeat_interleave(3).image_latents.shape == (6, 4, 16, 16)

@@ -133,3 +133,15 @@ def test_tracker_writes_jsonl(tmp_path):
     tracker.close()
     assert read_metrics(tmp_path) == [{"step": 1, "loss": 0.5, "bad": None}]
     assert any((tmp_path / "tensorboard").iterdir())
+
+
+def test_editing_families_are_refused_by_programs_without_sources_and_source_area_by_text_families():
+    from mmreward.train.sections import FlowModelConfig, check_media_kind
+
+    check_media_kind(FlowModelConfig(family="qwenimage-edit", source_area=1024), editing=True)
+    with pytest.raises(ConfigError, match="flux-kontext edits source images; .*align/pref_grpo.py"):
+        check_media_kind(FlowModelConfig(family="flux-kontext"))
+    with pytest.raises(ConfigError, match="source_area is for editing families; sd3"):
+        FlowModelConfig(family="sd3", source_area=1024)
+    with pytest.raises(ConfigError, match="positive number of pixels, got 0"):
+        FlowModelConfig(family="flux-kontext", source_area=0)
