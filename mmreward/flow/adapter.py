@@ -121,6 +121,13 @@ class FlowModel(ABC):
     #: True for editing families: every prompt comes with a source image (``encode_prompts(..., sources=)``).
     conditional: ClassVar[bool] = False
 
+    @property
+    def leaves_parameters_unused(self) -> bool:
+        """True when a backward can leave a LoRA or fine-tuned parameter of :attr:`transformer` out of the graph
+        (a layer whose output the model discards, an expert a batch did not visit). DDP must then be told
+        (``find_unused_parameters``), or it waits for that gradient and the run fails; FSDP2 does not care."""
+        return False
+
     def __init__(
         self,
         pipeline: Any,

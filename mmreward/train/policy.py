@@ -260,9 +260,9 @@ def load_policy(
         # accelerate must not wrap it in DDP, and the optimizer steps plain torch tensors.
         transformer = unwrapped
     else:
-        if isinstance(unwrapped, WanExperts) and accelerator.num_processes > 1:
-            # A backward through high-noise steps alone leaves the low-noise expert's parameters without gradients
-            # on every process (GRPO trains one step at a time): DDP must not wait for them.
+        if model.leaves_parameters_unused and accelerator.num_processes > 1:
+            # Some trained parameters miss some backward passes (Wan2.2's idle expert, Qwen-Image's discarded last
+            # text projection): DDP must not wait for their gradients.
             from accelerate.utils import DistributedDataParallelKwargs
 
             accelerator.ddp_handler = DistributedDataParallelKwargs(find_unused_parameters=True)

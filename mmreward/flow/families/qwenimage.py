@@ -38,6 +38,12 @@ class QwenImageModel(FlowModel):
     def spatial_multiple(self) -> int:
         return self.pipeline.vae_scale_factor * 2
 
+    @property
+    def leaves_parameters_unused(self) -> bool:
+        # The last dual-stream block's text output is discarded (only the image stream reaches norm_out), so its
+        # text-side output projection (``to_add_out``, a default LoRA target) never gets a gradient.
+        return True
+
     def _encode(self, prompts):
         # (B, L, D) right-padded with zeros, and the mask; None when no prompt is padded
         embeds, mask = self.pipeline.encode_prompt(

@@ -173,6 +173,12 @@ class WanModel(FlowModel):
         return self._experts is not None
 
     @property
+    def leaves_parameters_unused(self) -> bool:
+        # A backward through high-noise steps alone leaves the low-noise expert without gradients (and the reverse):
+        # GRPO trains one step at a time.
+        return self.two_experts
+
+    @property
     def expand_timesteps(self) -> bool:
         return bool(self.pipeline.config.get("expand_timesteps", False))
 

@@ -304,6 +304,19 @@ def test_a_lora_trained_one_step_loads_with_load_lora_weights(model, tmp_path):
         )
 
 
+def test_ddp_is_told_exactly_when_a_trained_parameter_misses_the_graph(model):
+    """``leaves_parameters_unused`` (which switches on DDP's ``find_unused_parameters``) is true exactly when a
+    backward through one high-noise velocity leaves a default LoRA parameter without a gradient: a wrong False fails
+    2-process runs, a wrong True slows every DDP step."""
+    trained = _fresh(model.family)
+    add_lora(trained.transformer, rank=2, alpha=2, target_modules=DEFAULT_LORA_TARGETS)
+    params = trainable_parameters(trained.transformer)
+    cond = trained.encode_prompts(["a cat"], **_sources(trained, 1))
+    trained.velocity(_latents(trained, 1, 3), torch.tensor([0.95]), cond).square().mean().backward()
+    unused = [name for name, p in params.items() if p.grad is None]
+    assert bool(unused) == trained.leaves_parameters_unused, unused
+
+
 # -------------------------------------------------------------------------------------------- prompts and latents
 
 

@@ -30,9 +30,9 @@ _VLM_TYPES = {
     "critique-judge",
     "videoscore2",
 }
-# Soft-TIFA asks the questions its data file lists for a prompt, so it scores only those prompts:
-# tests/mmreward/rewards/test_soft_tifa.py checks it on a file of its own.
-_PROMPT_SET_TYPES = {"soft-tifa"}
+# Soft-TIFA asks the questions its data file lists for a prompt, and GenEval checks the objects its metadata lists,
+# so they score only those prompts: tests/mmreward/rewards/test_soft_tifa.py and test_geneval.py check their contract.
+_PROMPT_SET_TYPES = {"soft-tifa", "geneval"}
 REGISTERED = [n for n in mmreward.list_rewards() if find_preset(n).type not in _VLM_TYPES | _PROMPT_SET_TYPES]
 # Rewards whose class declares score_pixels; only these get the gradient tests below (from the class, so that no
 # model is built to find out).
