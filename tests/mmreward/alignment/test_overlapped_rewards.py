@@ -4,7 +4,7 @@ that start while later micro-batches still sample, and group rewards called on c
 from __future__ import annotations
 
 import threading
-import time
+from concurrent.futures import Future, ThreadPoolExecutor, wait
 from contextlib import nullcontext
 
 import pytest
@@ -161,22 +161,30 @@ def test_the_first_reward_runs_while_later_micro_batches_sample(model, monkeypat
 
 
 def test_a_reward_that_raises_stops_the_iteration_before_more_is_sampled(model, monkeypatch):
-    raised = threading.Event()
+    submitted: list[Future] = []
+    second_sampling = threading.Event()
     calls = {"sample": 0}
     sample = overlapped_rewards.sample
 
+    class RecordingPool(ThreadPoolExecutor):
+        def submit(self, *args, **kwargs):
+            submitted.append(super().submit(*args, **kwargs))
+            return submitted[-1]
+
     def counting_sample(*args, **kwargs):
         calls["sample"] += 1
-        if calls["sample"] == 2:  # the first reward call has raised (and a moment later its future knows it)
-            assert raised.wait(timeout=60)
-            time.sleep(0.5)
+        if calls["sample"] == 2:  # the first micro-batch's reward raises now, while the second one samples
+            second_sampling.set()
+            assert len(submitted) == 1 and wait(submitted, timeout=60).done == set(submitted)
         return sample(*args, **kwargs)
 
     class Broken(PointwiseGroupReward):
         def score(self, prompts, media, *, groups=None, generator=None):
-            raised.set()
+            # not before the second micro-batch started sampling: the check before it must find nothing failed
+            assert second_sampling.wait(timeout=60)
             raise RuntimeError("reward server unreachable")
 
+    monkeypatch.setattr(overlapped_rewards, "ThreadPoolExecutor", RecordingPool)
     monkeypatch.setattr(overlapped_rewards, "sample", counting_sample)
     with pytest.raises(RuntimeError, match="reward server unreachable"):
         _run(model, Broken(RewardMix({BRIGHTNESS: 1.0})), overlap=True)  # 5 micro-batches of 2
