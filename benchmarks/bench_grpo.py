@@ -149,7 +149,7 @@ def family_transformer(family: str, args) -> torch.nn.Module:
             transformer.x_pad_token.fill_(1.0)
             transformer.cap_pad_token.fill_(1.0)
         return transformer
-    if family == "flux2klein":
+    if family in ("flux2klein", "flux2"):
         return Flux2Transformer2DModel(
             patch_size=1,
             in_channels=16,
@@ -160,9 +160,9 @@ def family_transformer(family: str, args) -> torch.nn.Module:
             joint_attention_dim=48,
             timestep_guidance_channels=64,
             axes_dims_rope=(16, 16, 16, 16),
-            guidance_embeds=False,
+            guidance_embeds=family == "flux2",  # FLUX.2 [dev] is guidance-distilled
         )
-    raise ValueError(f"--families takes flux, qwenimage, zimage and flux2klein, not {family!r}")
+    raise ValueError(f"--families takes flux, qwenimage, zimage, flux2klein and flux2, not {family!r}")
 
 
 def family_rollout_row(family: str, args, device: torch.device, accelerator: Accelerator) -> str:
@@ -265,7 +265,7 @@ def main() -> None:
     parser.add_argument(
         "--families",
         nargs="*",
-        default=["flux", "qwenimage", "zimage", "flux2klein"],
+        default=["flux", "qwenimage", "zimage", "flux2klein", "flux2"],
         help="rollout-vs-pipeline rows (image families)",
     )
     args = parser.parse_args()

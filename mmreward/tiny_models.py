@@ -247,7 +247,7 @@ def _tiny_vlm_processor(family: str, tokenizer, min_pixels: int, max_pixels: int
 
 # --------------------------------------------------------------------------------- tiny rectified-flow pipelines
 
-_PIPELINE_FAMILIES = ("sd3", "flux", "wan", "qwenimage", "zimage", "flux2klein")
+_PIPELINE_FAMILIES = ("sd3", "flux", "wan", "qwenimage", "zimage", "flux2klein", "flux2", "hunyuanvideo15")
 _QWEN_TEXT_SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
 # A Qwen chat format without a default system turn: what Qwen3's template renders for one user message with
 # enable_thinking (the Z-Image pipeline's call).
@@ -375,6 +375,10 @@ def tiny_pipeline(family: str, *, seed: int = 0):
     - ``flux2klein``: ``Flux2KleinPipeline`` (a base, non-distilled model: true CFG), 1 double + 1 single block, a
       28-layer width-16 Qwen3 causal LM (the pipeline reads layers 9, 18 and 27), 2x ``AutoencoderKLFlux2`` with 4
       latent channels and non-trivial batch-norm statistics, dynamic shifting (images: multiples of 4 pixels).
+    - ``flux2``: ``Flux2Pipeline`` (guidance-distilled like FLUX.2 [dev]: a guidance embedding), the klein
+      transformer and VAE sizes, a ``Mistral3ForConditionalGeneration`` with a 30-layer width-16 Mistral (the
+      pipeline reads layers 10, 20 and 30) and a 1-layer Pixtral vision tower, behind a ``PixtralProcessor``
+      (images: multiples of 4 pixels).
     """
     if family not in _PIPELINE_FAMILIES:
         raise MMRewardError(f"no tiny pipeline for family {family!r}; use one of {', '.join(_PIPELINE_FAMILIES)}")
@@ -470,6 +474,8 @@ def _build_tiny_pipeline(family: str, seed: int):
         return _tiny_zimage_pipeline()
     if family == "flux2klein":
         return _tiny_flux2klein_pipeline()
+    if family == "flux2":
+        return _tiny_flux2_pipeline()
     vae = AutoencoderKLWan(
         base_dim=3,
         z_dim=4,
@@ -622,14 +628,10 @@ def _tiny_zimage_pipeline():
     )
 
 
-def _tiny_flux2klein_pipeline():
-    from diffusers import (
-        AutoencoderKLFlux2,
-        FlowMatchEulerDiscreteScheduler,
-        Flux2KleinPipeline,
-        Flux2Transformer2DModel,
-    )
-    from transformers import Qwen3ForCausalLM
+def _tiny_flux2_transformer_and_vae(*, guidance_embeds: bool):
+    """The FLUX.2 transformer (1 double + 1 single block, text width 48 = 3 layers x 16) and 2x
+    ``AutoencoderKLFlux2`` (4 latent channels) of the tiny klein and dev pipelines, built in this order."""
+    from diffusers import AutoencoderKLFlux2, Flux2Transformer2DModel
 
     transformer = Flux2Transformer2DModel(
         patch_size=1,
@@ -641,7 +643,7 @@ def _tiny_flux2klein_pipeline():
         joint_attention_dim=48,  # 3 text layers x width 16
         timestep_guidance_channels=32,
         axes_dims_rope=(4, 4, 4, 4),
-        guidance_embeds=False,
+        guidance_embeds=guidance_embeds,
     )
     vae = AutoencoderKLFlux2(
         block_out_channels=(8, 16),
@@ -657,11 +659,121 @@ def _tiny_flux2klein_pipeline():
     with torch.no_grad():  # released statistics are far from (0, 1): make the normalization matter
         vae.bn.running_mean.copy_(torch.linspace(-0.5, 0.5, vae.bn.num_features))
         vae.bn.running_var.copy_(torch.linspace(0.5, 2.0, vae.bn.num_features))
+    return transformer, vae
+
+
+def _tiny_flux2klein_pipeline():
+    from diffusers import FlowMatchEulerDiscreteScheduler, Flux2KleinPipeline
+    from transformers import Qwen3ForCausalLM
+
+    transformer, vae = _tiny_flux2_transformer_and_vae(guidance_embeds=False)
     tokenizer = tiny_qwen_text_tokenizer(_QWEN_PIPELINE_CORPUS)
     text_encoder = Qwen3ForCausalLM(_tiny_qwen3_config(tokenizer, layers=28))
     scheduler = FlowMatchEulerDiscreteScheduler(shift=3.0, use_dynamic_shifting=True)
     return Flux2KleinPipeline(
         scheduler=scheduler, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, transformer=transformer
+    )
+
+
+_MISTRAL_SPECIAL_TOKENS = (
+    "<unk>",
+    "<s>",
+    "</s>",
+    "<pad>",
+    "[INST]",
+    "[/INST]",
+    "[SYSTEM_PROMPT]",
+    "[/SYSTEM_PROMPT]",
+    "[IMG]",
+    "[IMG_BREAK]",
+    "[IMG_END]",
+)
+# Mistral Small 3's chat format for text turns (content as a string or as a list of typed parts, as FLUX.2's
+# format_input writes it): [SYSTEM_PROMPT]...[/SYSTEM_PROMPT] then [INST]...[/INST] per user turn.
+_MISTRAL_CHAT_TEMPLATE = (
+    "{{ bos_token }}{% for m in messages %}{% if m['content'] is string %}{% set text = m['content'] %}{% else %}"
+    "{% set text = m['content'] | selectattr('type', 'equalto', 'text') | map(attribute='text') | join('') %}"
+    "{% endif %}{% if m['role'] == 'system' %}[SYSTEM_PROMPT]{{ text }}[/SYSTEM_PROMPT]"
+    "{% elif m['role'] == 'user' %}[INST]{{ text }}[/INST]{% else %}{{ text }}{{ eos_token }}{% endif %}{% endfor %}"
+)
+
+
+def _tiny_mistral_processor(system_message: str):
+    """A ``PixtralProcessor`` (the class FLUX.2 [dev] loads as its tokenizer) over a byte-level BPE tokenizer built
+    in memory with Mistral's special tokens and chat format. The BPE has no word pre-tokenizer, so its merges make
+    ``system_message`` (in the training corpus) a single token: prompts then fit the tests' 16-token budget, where
+    the released tokenizer spends about 40 of its 512 tokens on it."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PixtralImageProcessor, PixtralProcessor, PreTrainedTokenizerFast
+
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    bpe.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=2048,
+        show_progress=False,
+        special_tokens=list(_MISTRAL_SPECIAL_TOKENS),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    bpe.train_from_iterator([system_message, *_QWEN_PIPELINE_CORPUS] * 4, trainer)
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=bpe,
+        bos_token="<s>",
+        eos_token="</s>",
+        unk_token="<unk>",
+        pad_token="<pad>",
+        chat_template=_MISTRAL_CHAT_TEMPLATE,
+        model_max_length=4096,
+    )
+    return PixtralProcessor(
+        image_processor=PixtralImageProcessor(patch_size=16),
+        tokenizer=tokenizer,
+        patch_size=16,
+        spatial_merge_size=2,
+        chat_template=_MISTRAL_CHAT_TEMPLATE,
+    )
+
+
+def _tiny_flux2_pipeline():
+    from diffusers import FlowMatchEulerDiscreteScheduler, Flux2Pipeline
+    from diffusers.pipelines.flux2.system_messages import SYSTEM_MESSAGE
+    from transformers import Mistral3Config, Mistral3ForConditionalGeneration
+
+    transformer, vae = _tiny_flux2_transformer_and_vae(guidance_embeds=True)
+    processor = _tiny_mistral_processor(SYSTEM_MESSAGE)
+    tokenizer = processor.tokenizer
+    config = Mistral3Config(
+        text_config={
+            "model_type": "mistral",
+            "vocab_size": len(tokenizer),
+            "hidden_size": 16,
+            "intermediate_size": 16,
+            "num_hidden_layers": 30,  # the pipeline reads hidden states 10, 20 and 30
+            "num_attention_heads": 2,
+            "num_key_value_heads": 2,
+            "head_dim": 8,
+            "max_position_embeddings": 1024,
+            "bos_token_id": tokenizer.bos_token_id,
+            "eos_token_id": tokenizer.eos_token_id,
+            "pad_token_id": tokenizer.pad_token_id,
+        },
+        vision_config={
+            "model_type": "pixtral",
+            "hidden_size": 16,
+            "intermediate_size": 16,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 2,
+            "head_dim": 8,
+            "image_size": 64,
+            "patch_size": 16,
+        },
+        image_token_index=tokenizer.convert_tokens_to_ids("[IMG]"),
+        spatial_merge_size=2,
+    )
+    text_encoder = Mistral3ForConditionalGeneration(config)
+    scheduler = FlowMatchEulerDiscreteScheduler(shift=3.0, use_dynamic_shifting=True)
+    return Flux2Pipeline(
+        scheduler=scheduler, vae=vae, text_encoder=text_encoder, tokenizer=processor, transformer=transformer
     )
 
 

@@ -33,7 +33,7 @@ from mmreward.evaluation.prompt_sets import PromptSet
 
 LORA_WEIGHTS_NAME = "pytorch_lora_weights.safetensors"  # diffusers' default name (mmreward.train.lora saves it)
 # mmreward.flow.models.FAMILIES (which imports diffusers)
-ALL_FAMILIES = ("sd3", "flux", "wan", "qwenimage", "zimage", "flux2klein")
+ALL_FAMILIES = ("sd3", "flux", "wan", "qwenimage", "zimage", "flux2klein", "flux2")
 VIDEO_FPS = {"wan": 16.0}  # frame rate of saved videos: Wan 2.1 generates 16 fps
 
 
@@ -65,6 +65,9 @@ EVAL_DEFAULTS: dict[str, EvalDefaults] = {
     "flux2klein": EvalDefaults(
         50, 4.0, 1024, 1024, None, "Flux2KleinPipeline defaults (base models): 50 steps, CFG 4.0, 1024 px"
     ),
+    "flux2": EvalDefaults(
+        50, 4.0, 1024, 1024, None, "Flux2Pipeline defaults (FLUX.2 dev): 50 steps, embedded guidance 4.0, 1024 px"
+    ),
 }
 # The tiny random pipelines of mmreward.tiny_models (path "tiny"): same steps and guidance, tiny sizes.
 TINY_SIZES = {
@@ -74,12 +77,13 @@ TINY_SIZES = {
     "qwenimage": (32, 32, None),
     "zimage": (32, 32, None),
     "flux2klein": (32, 32, None),
+    "flux2": (32, 32, None),
 }
 # Heights and widths must be multiples of VAE factor x patch size: 8 x 2 for every released checkpoint of these
 # families; 2 x 2 for the tiny SD3, FLUX, Z-Image and FLUX.2 pipelines (2x VAE), 4 x 2 for tiny Qwen-Image, 8 x 2
 # for tiny Wan. Wan frames are 4k + 1.
-SPATIAL_MULTIPLE = {"sd3": 16, "flux": 16, "wan": 16, "qwenimage": 16, "zimage": 16, "flux2klein": 16}
-TINY_SPATIAL_MULTIPLE = {"sd3": 4, "flux": 4, "wan": 16, "qwenimage": 8, "zimage": 4, "flux2klein": 4}
+SPATIAL_MULTIPLE = {"sd3": 16, "flux": 16, "wan": 16, "qwenimage": 16, "zimage": 16, "flux2klein": 16, "flux2": 16}
+TINY_SPATIAL_MULTIPLE = {"sd3": 4, "flux": 4, "wan": 16, "qwenimage": 8, "zimage": 4, "flux2klein": 4, "flux2": 4}
 WAN_TEMPORAL = 4
 
 
@@ -127,7 +131,7 @@ class LoraInfo:
 def _family_of_key(key: str) -> set[str]:
     """Families whose transformer has the layer a diffusers LoRA key names."""
     if ".single_transformer_blocks." in key:
-        return {"flux", "flux2klein"}
+        return {"flux", "flux2klein", "flux2"}
     if re.search(r"^transformer\.blocks\.\d+\.(attn1|attn2|ffn)\.", key):
         return {"wan"}
     if re.search(r"^transformer\.(layers|noise_refiner|context_refiner)\.\d+\.", key):
@@ -135,7 +139,13 @@ def _family_of_key(key: str) -> set[str]:
     if re.search(r"^transformer\.transformer_blocks\.\d+\.(img_mlp|txt_mlp|img_mod|txt_mod)\.", key):
         return {"qwenimage"}
     if key.startswith("transformer.transformer_blocks."):
-        return {"sd3", "flux", "qwenimage", "flux2klein"}  # joint (MM-DiT) blocks with the same projection names
+        return {
+            "sd3",
+            "flux",
+            "qwenimage",
+            "flux2klein",
+            "flux2",
+        }  # joint (MM-DiT) blocks with the same projection names
     return set(ALL_FAMILIES)
 
 

@@ -1,6 +1,6 @@
 """Rectified-flow generators on diffusers pipelines: one small adapter per family (``sd3``, ``flux``, ``wan``,
-``qwenimage``, ``zimage``, ``flux2klein``), each in its module of :mod:`mmreward.flow.families`, all on the interface
-of :mod:`mmreward.flow.adapter`; this module maps family names to adapters and loads them.
+``qwenimage``, ``zimage``, ``flux2klein``, ``flux2``), each in its module of :mod:`mmreward.flow.families`, all on
+the interface of :mod:`mmreward.flow.adapter`; this module maps family names to adapters and loads them.
 
 An adapter hides what differs between families behind one interface used by rollouts and losses:
 
@@ -46,6 +46,7 @@ from mmreward.flow.adapter import (
     fixed_shift_sigmas,
 )
 from mmreward.flow.families.flux import FluxModel
+from mmreward.flow.families.flux2 import Flux2Model
 from mmreward.flow.families.flux2klein import Flux2KleinModel
 from mmreward.flow.families.qwenimage import QwenImageModel
 from mmreward.flow.families.sd3 import SD3Model
@@ -73,8 +74,8 @@ __all__ = [
     "refuse_two_experts",
 ]
 
-Family = Literal["sd3", "flux", "wan", "qwenimage", "zimage", "flux2klein"]
-FAMILIES = ("sd3", "flux", "wan", "qwenimage", "zimage", "flux2klein")
+Family = Literal["sd3", "flux", "wan", "qwenimage", "zimage", "flux2klein", "flux2"]
+FAMILIES = ("sd3", "flux", "wan", "qwenimage", "zimage", "flux2klein", "flux2")
 VIDEO_FAMILIES = ("wan",)
 
 ADAPTERS: dict[str, type[FlowModel]] = {
@@ -84,6 +85,7 @@ ADAPTERS: dict[str, type[FlowModel]] = {
     "qwenimage": QwenImageModel,
     "zimage": ZImageModel,
     "flux2klein": Flux2KleinModel,
+    "flux2": Flux2Model,
 }
 PIPELINE_CLASSES = {
     "sd3": "StableDiffusion3Pipeline",
@@ -92,6 +94,7 @@ PIPELINE_CLASSES = {
     "qwenimage": "QwenImagePipeline",
     "zimage": "ZImagePipeline",
     "flux2klein": "Flux2KleinPipeline",
+    "flux2": "Flux2Pipeline",
 }
 
 

@@ -39,6 +39,8 @@ FAMILY_DEFAULTS: dict[str, dict[str, Any]] = {
     "zimage": {"steps": 50, "cfg": 6.0, "height": 1024, "width": 1024, "num_frames": None},
     # Flux2KleinPipeline's defaults (the base models; the step-distilled ones sample 4 steps, guidance ignored)
     "flux2klein": {"steps": 50, "cfg": 4.0, "height": 1024, "width": 1024, "num_frames": None},
+    # Flux2Pipeline's defaults: 50 steps, embedded guidance 4.0 (FLUX.2 [dev] is guidance-distilled)
+    "flux2": {"steps": 50, "cfg": 4.0, "height": 1024, "width": 1024, "num_frames": None},
 }
 TINY_DEFAULTS = {"steps": 8, "height": 32, "width": 32}
 FAMILIES = tuple(FAMILY_DEFAULTS)
@@ -50,6 +52,7 @@ PIPELINE_FAMILIES = {
     "QwenImagePipeline": "qwenimage",
     "ZImagePipeline": "zimage",
     "Flux2KleinPipeline": "flux2klein",
+    "Flux2Pipeline": "flux2",
 }
 
 

@@ -18,7 +18,7 @@ from mmreward.flow.models import DEFAULT_LORA_TARGETS
 class FlowModelConfig:
     """The rectified-flow generator being aligned (``model:``)."""
 
-    family: Literal["sd3", "flux", "wan", "qwenimage", "zimage", "flux2klein"] = "sd3"
+    family: Literal["sd3", "flux", "wan", "qwenimage", "zimage", "flux2klein", "flux2"] = "sd3"
     path: str = "stabilityai/stable-diffusion-3.5-medium"  # hub id, local directory, or "tiny"
     height: int = 512
     width: int = 512

@@ -120,6 +120,7 @@ EXPECTED = {
                 ("qwenimage", "QwenImagePipeline"),
                 ("zimage", "ZImagePipeline"),
                 ("flux2klein", "Flux2KleinPipeline"),
+                ("flux2", "Flux2Pipeline"),
             )
         ),
         rf"overhead: {PERCENT}",

@@ -38,6 +38,7 @@ SIZES = {
     "qwenimage": (32, 32, None),
     "zimage": (32, 32, None),
     "flux2klein": (32, 32, None),
+    "flux2": (32, 32, None),
 }
 # How each family guides: "cfg" (negative and positive as one batch), "cfg-rescaled" (Qwen-Image: true CFG with
 # the guided velocity rescaled to the conditional one's norm per token) or "embedded" (guidance-distilled).
@@ -48,6 +49,7 @@ GUIDANCE_KIND = {
     "qwenimage": "cfg-rescaled",
     "zimage": "cfg",
     "flux2klein": "cfg",
+    "flux2": "embedded",
 }
 BRIGHTNESS = "mmreward.rewards.brightness:DifferentiableBrightnessReward"
 
@@ -56,7 +58,7 @@ def test_every_family_is_covered():
     assert set(SIZES) == set(FAMILIES) == set(ADAPTERS) == set(GUIDANCE_KIND)
 
 
-@pytest.mark.parametrize("family", ["sd3", "qwenimage", "zimage", "flux2klein"])
+@pytest.mark.parametrize("family", ["sd3", "qwenimage", "zimage", "flux2klein", "flux2"])
 def test_the_default_prompt_length_is_the_pipelines(family):
     """FLUX.2 attends to its padded text tokens, so its samples depend on the length; the older FLUX.1 and Wan
     adapters keep 256 tokens (their configs set the length)."""
