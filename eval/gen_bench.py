@@ -284,6 +284,7 @@ def _generate(plan: dict[str, Any], samples: list[Sample], args: argparse.Namesp
     if not share:
         return len(missing)
     from mmreward.flow.models import load_flow_model
+    from mmreward.train.lora import load_lora
 
     settings: GenerationSettings = plan["settings"]
     device = plan["device"]
@@ -295,7 +296,7 @@ def _generate(plan: dict[str, Any], samples: list[Sample], args: argparse.Namesp
     if lora is not None:
         generation.check_lora_shapes(model.transformer, lora.weight_file)
         with _quiet_diffusers():  # it warns that the LoRA has no text-encoder layers, which is expected
-            model.pipeline.load_lora_weights(str(lora.directory), weight_name=lora.weight_file.name)
+            load_lora(model.pipeline, lora.directory, weight_name=lora.weight_file.name)
     generation.generate_samples(
         model,
         share,

@@ -476,6 +476,8 @@ def _build_tiny_pipeline(family: str, seed: int):
         return _tiny_flux2klein_pipeline()
     if family == "flux2":
         return _tiny_flux2_pipeline()
+    if family == "hunyuanvideo15":
+        return _tiny_hunyuanvideo15_pipeline()
     vae = AutoencoderKLWan(
         base_dim=3,
         z_dim=4,
@@ -775,6 +777,84 @@ def _tiny_flux2_pipeline():
     return Flux2Pipeline(
         scheduler=scheduler, vae=vae, text_encoder=text_encoder, tokenizer=processor, transformer=transformer
     )
+
+
+def _tiny_hunyuanvideo15_pipeline():
+    from diffusers import (
+        AutoencoderKLHunyuanVideo15,
+        ClassifierFreeGuidance,
+        FlowMatchEulerDiscreteScheduler,
+        HunyuanVideo15Pipeline,
+        HunyuanVideo15Transformer3DModel,
+    )
+    from transformers import ByT5Tokenizer, Qwen2_5_VLTextModel, Qwen2_5_VLTextConfig, T5Config, T5EncoderModel
+
+    transformer = HunyuanVideo15Transformer3DModel(
+        in_channels=9,  # noisy latents (4) + conditioning latents (4, zeros for text-to-video) + mask (1)
+        out_channels=4,
+        num_attention_heads=2,
+        attention_head_dim=16,
+        num_layers=1,
+        num_refiner_layers=1,
+        mlp_ratio=2.0,
+        text_embed_dim=16,
+        text_embed_2_dim=16,
+        image_embed_dim=8,
+        rope_axes_dim=(4, 6, 6),
+        target_size=32,
+        task_type="t2v",
+    )
+    vae = AutoencoderKLHunyuanVideo15(
+        latent_channels=4,
+        block_out_channels=(8, 16, 16),
+        layers_per_block=1,
+        spatial_compression_ratio=4,
+        temporal_compression_ratio=4,
+    )
+    # The tokenizer is trained on the pipeline's own system message (set in __init__) and chat roles, so that the
+    # chat prefix is the number of tokens the pipeline crops, as with the released tokenizer.
+    pipeline = HunyuanVideo15Pipeline(
+        text_encoder=None,
+        tokenizer=None,
+        transformer=transformer,
+        vae=vae,
+        scheduler=FlowMatchEulerDiscreteScheduler(shift=5.0),
+        text_encoder_2=None,
+        tokenizer_2=None,
+        guider=ClassifierFreeGuidance(guidance_scale=6.0),
+    )
+    tokenizer = tiny_qwen_text_tokenizer([f"system\n{pipeline.system_message}\nuser\nassistant\n", *_QWEN_PIPELINE_CORPUS])
+    messages = [{"role": "system", "content": pipeline.system_message}, {"role": "user", "content": ""}]
+    prefix = len(tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True)["input_ids"]) - 2
+    if prefix != pipeline.prompt_template_encode_start_idx:
+        raise MMRewardError(
+            f"the tiny Qwen tokenizer makes the HunyuanVideo 1.5 chat prefix {prefix} tokens, but the pipeline crops "
+            f"{pipeline.prompt_template_encode_start_idx}: prompts would lose tokens or keep template ones"
+        )
+    text_config = Qwen2_5_VLTextConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=16,
+        intermediate_size=16,
+        num_hidden_layers=4,  # the pipeline reads the hidden states 2 layers before the last
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        max_position_embeddings=2048,  # the pipeline pads prompts to 1000 tokens after a 108-token prefix
+        bos_token_id=None,
+        eos_token_id=tokenizer.convert_tokens_to_ids("<|im_end|>"),
+        pad_token_id=tokenizer.convert_tokens_to_ids("<|endoftext|>"),
+        rope_parameters={"rope_type": "default", "rope_theta": 1e6, "mrope_section": [1, 1, 2]},
+    )
+    byt5_tokenizer = ByT5Tokenizer()
+    byt5 = T5EncoderModel(
+        T5Config(vocab_size=len(byt5_tokenizer), d_model=16, d_kv=8, d_ff=16, num_layers=1, num_heads=2)
+    )
+    pipeline.register_modules(
+        text_encoder=Qwen2_5_VLTextModel(text_config),
+        tokenizer=tokenizer,
+        text_encoder_2=byt5,
+        tokenizer_2=byt5_tokenizer,
+    )
+    return pipeline
 
 
 def tiny_pipeline_dir(family: str, root: str | Path) -> Path:

@@ -38,11 +38,13 @@ DEFAULT_LORA_TARGETS = (
 class PromptEmbeds:
     """Text conditioning of a batch: ``embeds (B, L, D)``, for SD3 and FLUX ``pooled (B, P)``, and for families
     whose prompts have their own lengths (Qwen-Image, Z-Image) ``mask (B, L)`` bool, True at real tokens (None:
-    every token is real). Padded positions hold zeros."""
+    every token is real). Padded positions hold zeros. ``secondary``: a second token stream of the same prompts
+    with its own lengths and width (HunyuanVideo 1.5's ByT5 glyph embeddings), batched, cached and trimmed along."""
 
     embeds: torch.Tensor
     pooled: torch.Tensor | None = None
     mask: torch.Tensor | None = None
+    secondary: PromptEmbeds | None = None
 
     def __len__(self) -> int:
         return self.embeds.shape[0]
@@ -50,28 +52,32 @@ class PromptEmbeds:
     def to(self, device: torch.device | str, dtype: torch.dtype | None = None) -> PromptEmbeds:
         pooled = None if self.pooled is None else self.pooled.to(device, dtype)
         mask = None if self.mask is None else self.mask.to(device)
-        return PromptEmbeds(self.embeds.to(device, dtype), pooled, mask)
+        secondary = None if self.secondary is None else self.secondary.to(device, dtype)
+        return PromptEmbeds(self.embeds.to(device, dtype), pooled, mask, secondary)
 
     def select(self, index: torch.Tensor | Sequence[int]) -> PromptEmbeds:
         index = torch.as_tensor(index, dtype=torch.long, device=self.embeds.device)
         pooled = None if self.pooled is None else self.pooled.index_select(0, index.to(self.pooled.device))
         mask = None if self.mask is None else self.mask.index_select(0, index.to(self.mask.device))
-        return PromptEmbeds(self.embeds.index_select(0, index), pooled, mask)
+        secondary = None if self.secondary is None else self.secondary.select(index)
+        return PromptEmbeds(self.embeds.index_select(0, index), pooled, mask, secondary)
 
     def repeat_interleave(self, repeats: int) -> PromptEmbeds:
         pooled = None if self.pooled is None else self.pooled.repeat_interleave(repeats, 0)
         mask = None if self.mask is None else self.mask.repeat_interleave(repeats, 0)
-        return PromptEmbeds(self.embeds.repeat_interleave(repeats, 0), pooled, mask)
+        secondary = None if self.secondary is None else self.secondary.repeat_interleave(repeats)
+        return PromptEmbeds(self.embeds.repeat_interleave(repeats, 0), pooled, mask, secondary)
 
     def trimmed(self) -> PromptEmbeds:
         """One prompt (``B = 1``) cut to its real tokens, mask dropped: what the prompt cache keeps, so a cached
         embedding does not depend on which prompts shared its encoder batch."""
         if len(self) != 1:
             raise ValueError(f"trimmed() takes one prompt, got {len(self)}")
+        secondary = None if self.secondary is None else self.secondary.trimmed()
         if self.mask is None:
-            return self
+            return PromptEmbeds(self.embeds, self.pooled, None, secondary)
         length = int(self.mask[0].sum())
-        return PromptEmbeds(self.embeds[:, :length], self.pooled)
+        return PromptEmbeds(self.embeds[:, :length], self.pooled, None, secondary)
 
     def token_list(self) -> list[torch.Tensor]:
         """The real tokens of each prompt, ``B`` tensors ``(L_i, D)`` (Z-Image's transformer takes them so)."""
@@ -83,16 +89,17 @@ class PromptEmbeds:
     def cat(parts: Sequence[PromptEmbeds]) -> PromptEmbeds:
         """Concatenate along the batch; prompts of different lengths are right-padded with zeros and masked."""
         pooled = None if parts[0].pooled is None else torch.cat([p.pooled for p in parts])
+        secondary = None if parts[0].secondary is None else PromptEmbeds.cat([p.secondary for p in parts])
         length = max(p.embeds.shape[1] for p in parts)
         if all(p.mask is None and p.embeds.shape[1] == length for p in parts):
-            return PromptEmbeds(torch.cat([p.embeds for p in parts]), pooled)
+            return PromptEmbeds(torch.cat([p.embeds for p in parts]), pooled, None, secondary)
         embeds, masks = [], []
         for p in parts:
             pad = length - p.embeds.shape[1]
             mask = p.mask if p.mask is not None else torch.ones(p.embeds.shape[:2], dtype=torch.bool)
             embeds.append(torch.nn.functional.pad(p.embeds, (0, 0, 0, pad)))  # (B_p, length, D)
             masks.append(torch.nn.functional.pad(mask.bool().to(p.embeds.device), (0, pad)))  # (B_p, length)
-        return PromptEmbeds(torch.cat(embeds), pooled, torch.cat(masks))
+        return PromptEmbeds(torch.cat(embeds), pooled, torch.cat(masks), secondary)
 
 
 class FlowModel(ABC):

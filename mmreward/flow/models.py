@@ -1,6 +1,7 @@
 """Rectified-flow generators on diffusers pipelines: one small adapter per family (``sd3``, ``flux``, ``wan``,
-``qwenimage``, ``zimage``, ``flux2klein``, ``flux2``), each in its module of :mod:`mmreward.flow.families`, all on
-the interface of :mod:`mmreward.flow.adapter`; this module maps family names to adapters and loads them.
+``qwenimage``, ``zimage``, ``flux2klein``, ``flux2``, ``hunyuanvideo15``), each in its module of
+:mod:`mmreward.flow.families`, all on the interface of :mod:`mmreward.flow.adapter`; this module maps family names
+to adapters and loads them.
 
 An adapter hides what differs between families behind one interface used by rollouts and losses:
 
@@ -48,6 +49,7 @@ from mmreward.flow.adapter import (
 from mmreward.flow.families.flux import FluxModel
 from mmreward.flow.families.flux2 import Flux2Model
 from mmreward.flow.families.flux2klein import Flux2KleinModel
+from mmreward.flow.families.hunyuanvideo15 import HunyuanVideo15Model
 from mmreward.flow.families.qwenimage import QwenImageModel
 from mmreward.flow.families.sd3 import SD3Model
 from mmreward.flow.families.wan import WanModel
@@ -74,9 +76,9 @@ __all__ = [
     "refuse_two_experts",
 ]
 
-Family = Literal["sd3", "flux", "wan", "qwenimage", "zimage", "flux2klein", "flux2"]
-FAMILIES = ("sd3", "flux", "wan", "qwenimage", "zimage", "flux2klein", "flux2")
-VIDEO_FAMILIES = ("wan",)
+Family = Literal["sd3", "flux", "wan", "qwenimage", "zimage", "flux2klein", "flux2", "hunyuanvideo15"]
+FAMILIES = ("sd3", "flux", "wan", "qwenimage", "zimage", "flux2klein", "flux2", "hunyuanvideo15")
+VIDEO_FAMILIES = ("wan", "hunyuanvideo15")
 
 ADAPTERS: dict[str, type[FlowModel]] = {
     "sd3": SD3Model,
@@ -86,6 +88,7 @@ ADAPTERS: dict[str, type[FlowModel]] = {
     "zimage": ZImageModel,
     "flux2klein": Flux2KleinModel,
     "flux2": Flux2Model,
+    "hunyuanvideo15": HunyuanVideo15Model,
 }
 PIPELINE_CLASSES = {
     "sd3": "StableDiffusion3Pipeline",
@@ -95,6 +98,7 @@ PIPELINE_CLASSES = {
     "zimage": "ZImagePipeline",
     "flux2klein": "Flux2KleinPipeline",
     "flux2": "Flux2Pipeline",
+    "hunyuanvideo15": "HunyuanVideo15Pipeline",
 }
 
 

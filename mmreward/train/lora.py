@@ -6,7 +6,8 @@
   after :meth:`LoraReference.refresh`, a frozen snapshot of the adapter weights that is swapped in for the
   reference forward pass (adapter-sized memory, as Flow-GRPO's online DPO keeps a second adapter).
 - :func:`save_lora` writes the adapter in the diffusers LoRA format (with its rank/alpha metadata) so that
-  ``pipeline.load_lora_weights(directory)`` loads it onto the original base model.
+  ``pipeline.load_lora_weights(directory)`` loads it onto the original base model (:func:`load_lora` also for
+  pipelines without a LoRA loader, as ``HunyuanVideo15Pipeline``).
 """
 
 from __future__ import annotations
@@ -144,10 +145,31 @@ def save_lora(
     layers = {name: tensor.detach().float().cpu().contiguous() for name, tensor in layers.items()}
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    pipeline_class.save_lora_weights(
-        directory,
-        transformer_lora_layers=layers,
-        transformer_lora_adapter_metadata=lora_metadata(model),
-        weight_name=LORA_WEIGHTS_NAME,
-    )
+    if hasattr(pipeline_class, "save_lora_weights"):
+        pipeline_class.save_lora_weights(
+            directory,
+            transformer_lora_layers=layers,
+            transformer_lora_adapter_metadata=lora_metadata(model),
+            weight_name=LORA_WEIGHTS_NAME,
+        )
+    else:
+        # No LoRA loader mixin on this pipeline (HunyuanVideo15Pipeline in diffusers 0.42): the same file, written by
+        # the helper every mixin's save_lora_weights calls; load_lora loads it.
+        from diffusers.loaders.lora_base import LoraBaseMixin
+
+        LoraBaseMixin._save_lora_weights(
+            directory,
+            {"transformer": layers},
+            {"transformer": lora_metadata(model)},
+            weight_name=LORA_WEIGHTS_NAME,
+        )
     return directory / LORA_WEIGHTS_NAME
+
+
+def load_lora(pipeline: Any, directory: str | Path, *, weight_name: str = LORA_WEIGHTS_NAME) -> None:
+    """Load a LoRA saved by :func:`save_lora` onto ``pipeline``: ``pipeline.load_lora_weights``, or, for a pipeline
+    without a LoRA loader (``HunyuanVideo15Pipeline``), its transformer's ``load_lora_adapter`` on the same file."""
+    if hasattr(pipeline, "load_lora_weights"):
+        pipeline.load_lora_weights(str(directory), weight_name=weight_name)
+    else:
+        pipeline.transformer.load_lora_adapter(str(directory), weight_name=weight_name, prefix="transformer")

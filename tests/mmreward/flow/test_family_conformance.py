@@ -28,7 +28,7 @@ from mmreward import cli
 from mmreward.flow.models import ADAPTERS, DEFAULT_LORA_TARGETS, FAMILIES, VIDEO_FAMILIES, FlowModel, load_flow_model
 from mmreward.flow.rollout import policy_step, sample, sample_ode
 from mmreward.tiny_models import tiny_pipeline, tiny_pipeline_dir
-from mmreward.train.lora import LoraReference, add_lora, save_lora, trainable_parameters
+from mmreward.train.lora import LoraReference, add_lora, load_lora, save_lora, trainable_parameters
 
 # Media size per family on the tiny pipelines (height, width, frames).
 SIZES = {
@@ -39,6 +39,7 @@ SIZES = {
     "zimage": (32, 32, None),
     "flux2klein": (32, 32, None),
     "flux2": (32, 32, None),
+    "hunyuanvideo15": (32, 32, 5),
 }
 # How each family guides: "cfg" (negative and positive as one batch), "cfg-rescaled" (Qwen-Image: true CFG with
 # the guided velocity rescaled to the conditional one's norm per token) or "embedded" (guidance-distilled).
@@ -50,7 +51,11 @@ GUIDANCE_KIND = {
     "zimage": "cfg",
     "flux2klein": "cfg",
     "flux2": "embedded",
+    "hunyuanvideo15": "cfg",
 }
+# Pipelines called once per sample in the ODE comparison: HunyuanVideo15Pipeline (diffusers 0.42) sizes its image
+# tokens by prompts, not videos (num_videos_per_prompt > 1 fails), and its VAE decodes one video at a time.
+ONE_SAMPLE_PER_CALL = {"hunyuanvideo15"}
 BRIGHTNESS = "mmreward.rewards.brightness:DifferentiableBrightnessReward"
 
 
@@ -118,33 +123,46 @@ def test_ode_rollout_equals_the_diffusers_pipeline(model):
     )
     noise = _latents(model, 2, 0)
     pipe = model.pipeline
+    call = inspect.signature(pipe.__call__).parameters
     kwargs = {
         "num_inference_steps": 3,
-        "max_sequence_length": 16,
         "height": size["height"],
         "width": size["width"],
-        "latents": model.pipeline_initial_latents(noise),
         **model.pipeline_guidance_kwargs(scale),
     }
+    if "max_sequence_length" in call:  # HunyuanVideo 1.5 pads to its tokenizer_max_length; masked, so no matter
+        kwargs["max_sequence_length"] = 16
     if size["num_frames"] is not None:
         kwargs["num_frames"] = size["num_frames"]
     per_prompt = "num_videos_per_prompt" if model.family in VIDEO_FAMILIES else "num_images_per_prompt"
-    kwargs[per_prompt] = 2
+    calls = [noise[:1], noise[1:]] if model.family in ONE_SAMPLE_PER_CALL else [noise]
     original = pipe.scheduler
     if not isinstance(original, FlowMatchEulerDiscreteScheduler):  # Wan ships UniPC; rollouts step with Euler
         pipe.scheduler = model._flow_scheduler()
-    steps = []  # the latents after each step, in the pipeline's sampling layout
-
-    def record(pipeline, step, timestep, callback_kwargs):
-        steps.append(callback_kwargs["latents"].clone())
-        return {}
-
+    finals, outputs = [], []
     try:
-        pixels = pipe(prompt="a cat", output_type="pt", callback_on_step_end=record, **kwargs)[0]
+        for initial in calls:
+            steps = []  # the latents after each step, in the pipeline's sampling layout
+
+            def record(pipeline, step, timestep, callback_kwargs):
+                steps.append(callback_kwargs["latents"].clone())
+                return {}
+
+            call_kwargs = {**kwargs, "latents": model.pipeline_initial_latents(initial), per_prompt: len(initial)}
+            if "callback_on_step_end" in call:
+                call_kwargs["callback_on_step_end"] = record
+            else:  # no step callbacks (HunyuanVideo15Pipeline): the scheduler's steps give the same latents
+                stepper = pipe.scheduler.step
+                pipe.scheduler.step = lambda *a, _step=stepper, **k: _record_step(_step(*a, **k), steps)
+            try:
+                outputs.append(pipe(prompt="a cat", output_type="pt", **call_kwargs)[0])
+            finally:
+                pipe.scheduler.__dict__.pop("step", None)
+            assert len(steps) == 3
+            finals.append(model.from_pipeline_latents(steps[-1], size["height"], size["width"]))
     finally:
         pipe.scheduler = original
-    assert len(steps) == 3
-    latents = model.from_pipeline_latents(steps[-1], size["height"], size["width"])
+    latents, pixels = torch.cat(finals), torch.cat(outputs)
     torch.testing.assert_close(ours.final, latents.float(), rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(ours.media, pixels.float(), rtol=1e-4, atol=1e-4)
     assert not torch.allclose(ours.final[0], noise[0], atol=1e-2)  # the sampler moved
@@ -213,6 +231,12 @@ def test_guidance_is_the_familys_in_sampling_and_training(model):
         model.velocity(latents, 0.6, cond, guidance_scale=scale)
 
 
+def _record_step(output, steps: list) -> object:
+    """Keep the latents a scheduler step returns (its ``prev_sample``: tuple or output object)."""
+    steps.append((output[0] if isinstance(output, tuple) else output.prev_sample).clone())
+    return output
+
+
 # ---------------------------------------------------------------------------------------------------------- LoRA
 
 
@@ -246,7 +270,8 @@ def test_a_lora_trained_one_step_loads_with_load_lora_weights(model, tmp_path):
     assert not torch.allclose(expected, base, atol=1e-5)
     save_lora(trained.pipeline_class, trained.transformer, tmp_path)
     fresh = tiny_pipeline(family)
-    fresh.load_lora_weights(tmp_path)
+    load_lora(fresh, tmp_path)
+    assert hasattr(fresh, "load_lora_weights") == (family != "hunyuanvideo15")  # no LoRA loader in diffusers 0.42
     loaded = ADAPTERS[family](fresh)
     loaded.max_sequence_length = 16
     with torch.no_grad():
