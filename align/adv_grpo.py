@@ -80,6 +80,7 @@ from mmreward.alignment.references import ReferenceSet
 from mmreward.alignment.update_schedule import GRPOLossConfig, GRPOTrainConfig, check_loss_config
 from mmreward.data.prompts import read_prompts
 from mmreward.errors import ConfigError
+from mmreward.flow.models import VIDEO_FAMILIES
 from mmreward.flow.rollout import seeded
 from mmreward.rewards.mix import RewardMix
 from mmreward.train.checkpoint import latest_checkpoint, load_checkpoint, module_state, save_checkpoint
@@ -130,7 +131,7 @@ class AdvGRPOConfig:
             raise ConfigError("data.prompts is required: a .txt file (one prompt per line) or a prompt table")
         if not self.references.path:
             raise ConfigError("references.path is required: a folder of reference images (or a manifest of paths)")
-        if self.model.family == "wan" or self.model.num_frames:
+        if self.model.family in VIDEO_FAMILIES or self.model.num_frames:
             raise ConfigError(
                 "Adv-GRPO's discriminators score images; use an image family (sd3, flux, qwenimage, zimage)"
             )

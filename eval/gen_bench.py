@@ -175,7 +175,7 @@ def _checked_setup(args: argparse.Namespace, parser: argparse.ArgumentParser) ->
     if args.guidance_scale is not None and args.guidance_scale < 0:
         raise ConfigError(f"--guidance-scale must be >= 0, got {args.guidance_scale}")
     prompt_set = load_prompt_set(args.prompts, args.prompt_field).limited(args.limit)
-    media_kind = "video" if args.family == "wan" else "image"
+    media_kind = "video" if args.family in generation.VIDEO_FAMILIES else "image"
     if prompt_set.media_kind is not None and prompt_set.media_kind != media_kind:
         raise ConfigError(
             f"--prompts {args.prompts} is a {prompt_set.media_kind} prompt set, but --family {args.family} generates "
@@ -186,7 +186,11 @@ def _checked_setup(args: argparse.Namespace, parser: argparse.ArgumentParser) ->
         TINY_SIZES[args.family] if args.model == "tiny" else (defaults.height, defaults.width, defaults.num_frames)
     )
     height, width = args.height or height, args.width or width
-    frames = args.num_frames if args.num_frames is not None else (frames if args.family == "wan" else None)
+    frames = (
+        args.num_frames
+        if args.num_frames is not None
+        else (frames if args.family in generation.VIDEO_FAMILIES else None)
+    )
     generation.check_size(args.family, args.model, height, width, frames)
     lora: LoraInfo | None = None
     if args.lora is not None:
@@ -563,7 +567,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser, argv: list[st
     out: Path = args.out
     prompt_set: PromptSet = plan["prompts"]
     settings: GenerationSettings = plan["settings"]
-    media_kind = "video" if settings.family == "wan" else "image"
+    media_kind = "video" if settings.family in generation.VIDEO_FAMILIES else "image"
     samples = generation.plan_samples(prompt_set, args.images_per_prompt, out / SAMPLES_DIR, media_kind)
     generation.check_existing_samples(samples)
     # Launched on several processes (torchrun, accelerate launch), each draws its share of the missing samples;

@@ -105,7 +105,7 @@ def _add_generate_parser(sub: Any) -> None:
     gen.add_argument("--model", required=True, help="hub id, local pipeline directory, or 'tiny' (tiny random)")
     gen.add_argument(
         "--family",
-        choices=("sd3", "flux", "wan", "qwenimage", "zimage", "flux2klein", "flux2"),
+        choices=("sd3", "flux", "wan", "qwenimage", "zimage", "flux2klein", "flux2", "hunyuanvideo15"),
         help="generator family (default: from the directory's model_index.json; sd3 for tiny)",
     )
     prompts = gen.add_mutually_exclusive_group(required=True)
@@ -406,7 +406,7 @@ def _generate(args: argparse.Namespace) -> int:
     # Everything that can be checked without weights is checked before any model loads.
     family = infer_family(args.model, args.family)
     defaults = {**FAMILY_DEFAULTS[family], **(TINY_DEFAULTS if args.model == "tiny" else {})}
-    if args.model == "tiny" and family == "wan":
+    if args.model == "tiny" and defaults["num_frames"]:  # video families
         defaults["num_frames"] = 5
     steps = args.steps or defaults["steps"]
     budget = args.budget or (steps if args.method in ("nrg", "pixel") else 4 * steps)
@@ -424,7 +424,7 @@ def _generate(args: argparse.Namespace) -> int:
     if budget < steps:
         raise MMRewardError(f"--budget {budget} is below one trajectory: {steps} steps cost {steps} evaluations")
     num_frames = args.num_frames or defaults["num_frames"]
-    if family != "wan" and args.num_frames:
+    if defaults["num_frames"] is None and args.num_frames:
         raise MMRewardError(f"--num-frames is for video models; {family} generates images")
 
     from tqdm import tqdm

@@ -787,7 +787,7 @@ def _tiny_hunyuanvideo15_pipeline():
         HunyuanVideo15Pipeline,
         HunyuanVideo15Transformer3DModel,
     )
-    from transformers import ByT5Tokenizer, Qwen2_5_VLTextModel, Qwen2_5_VLTextConfig, T5Config, T5EncoderModel
+    from transformers import ByT5Tokenizer, Qwen2_5_VLTextConfig, Qwen2_5_VLTextModel, T5Config, T5EncoderModel
 
     transformer = HunyuanVideo15Transformer3DModel(
         in_channels=9,  # noisy latents (4) + conditioning latents (4, zeros for text-to-video) + mask (1)
@@ -823,7 +823,9 @@ def _tiny_hunyuanvideo15_pipeline():
         tokenizer_2=None,
         guider=ClassifierFreeGuidance(guidance_scale=6.0),
     )
-    tokenizer = tiny_qwen_text_tokenizer([f"system\n{pipeline.system_message}\nuser\nassistant\n", *_QWEN_PIPELINE_CORPUS])
+    tokenizer = tiny_qwen_text_tokenizer(
+        [f"system\n{pipeline.system_message}\nuser\nassistant\n", *_QWEN_PIPELINE_CORPUS]
+    )
     messages = [{"role": "system", "content": pipeline.system_message}, {"role": "user", "content": ""}]
     prefix = len(tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True)["input_ids"]) - 2
     if prefix != pipeline.prompt_template_encode_start_idx:

@@ -33,8 +33,10 @@ from mmreward.evaluation.prompt_sets import PromptSet
 
 LORA_WEIGHTS_NAME = "pytorch_lora_weights.safetensors"  # diffusers' default name (mmreward.train.lora saves it)
 # mmreward.flow.models.FAMILIES (which imports diffusers)
-ALL_FAMILIES = ("sd3", "flux", "wan", "qwenimage", "zimage", "flux2klein", "flux2")
-VIDEO_FPS = {"wan": 16.0}  # frame rate of saved videos: Wan 2.1 generates 16 fps
+ALL_FAMILIES = ("sd3", "flux", "wan", "qwenimage", "zimage", "flux2klein", "flux2", "hunyuanvideo15")
+VIDEO_FAMILIES = ("wan", "hunyuanvideo15")  # mmreward.flow.models.VIDEO_FAMILIES
+# frame rate of saved videos: Wan 2.1 generates 16 fps, HunyuanVideo 1.5 24 fps (121 frames for 5 s)
+VIDEO_FPS = {"wan": 16.0, "hunyuanvideo15": 24.0}
 
 
 @dataclass(frozen=True)
@@ -68,6 +70,14 @@ EVAL_DEFAULTS: dict[str, EvalDefaults] = {
     "flux2": EvalDefaults(
         50, 4.0, 1024, 1024, None, "Flux2Pipeline defaults (FLUX.2 dev): 50 steps, embedded guidance 4.0, 1024 px"
     ),
+    "hunyuanvideo15": EvalDefaults(
+        50,
+        6.0,
+        480,
+        848,
+        121,
+        "HunyuanVideo15Pipeline defaults (480p checkpoints): 50 steps, CFG 6.0 (its guider), 480 x 848, 121 frames",
+    ),
 }
 # The tiny random pipelines of mmreward.tiny_models (path "tiny"): same steps and guidance, tiny sizes.
 TINY_SIZES = {
@@ -78,12 +88,31 @@ TINY_SIZES = {
     "zimage": (32, 32, None),
     "flux2klein": (32, 32, None),
     "flux2": (32, 32, None),
+    "hunyuanvideo15": (32, 32, 5),
 }
 # Heights and widths must be multiples of VAE factor x patch size: 8 x 2 for every released checkpoint of these
 # families; 2 x 2 for the tiny SD3, FLUX, Z-Image and FLUX.2 pipelines (2x VAE), 4 x 2 for tiny Qwen-Image, 8 x 2
 # for tiny Wan. Wan frames are 4k + 1.
-SPATIAL_MULTIPLE = {"sd3": 16, "flux": 16, "wan": 16, "qwenimage": 16, "zimage": 16, "flux2klein": 16, "flux2": 16}
-TINY_SPATIAL_MULTIPLE = {"sd3": 4, "flux": 4, "wan": 16, "qwenimage": 8, "zimage": 4, "flux2klein": 4, "flux2": 4}
+SPATIAL_MULTIPLE = {
+    "sd3": 16,
+    "flux": 16,
+    "wan": 16,
+    "qwenimage": 16,
+    "zimage": 16,
+    "flux2klein": 16,
+    "flux2": 16,
+    "hunyuanvideo15": 16,
+}
+TINY_SPATIAL_MULTIPLE = {
+    "sd3": 4,
+    "flux": 4,
+    "wan": 16,
+    "qwenimage": 8,
+    "zimage": 4,
+    "flux2klein": 4,
+    "flux2": 4,
+    "hunyuanvideo15": 4,
+}
 WAN_TEMPORAL = 4
 
 
@@ -96,13 +125,15 @@ def check_size(family: str, path: str, height: int, width: int, num_frames: int 
             raise ConfigError(
                 f"{name} {value} does not fit {family}: use a positive multiple of {multiple} ({nearest})"
             )
-    if family == "wan":
+    if family in VIDEO_FAMILIES:  # Wan's and HunyuanVideo 1.5's VAEs both compress time 4x
         if num_frames is None or num_frames < 1 or (num_frames - 1) % WAN_TEMPORAL:
             frames = num_frames or 1
             nearest = max(1, round((frames - 1) / WAN_TEMPORAL)) * WAN_TEMPORAL + 1
-            raise ConfigError(f"--num-frames {num_frames} does not fit wan: use 4k + 1 frames (e.g. {nearest})")
+            raise ConfigError(f"--num-frames {num_frames} does not fit {family}: use 4k + 1 frames (e.g. {nearest})")
     elif num_frames is not None:
-        raise ConfigError(f"--num-frames is for video families (wan); {family} generates images")
+        raise ConfigError(
+            f"--num-frames is for video families ({', '.join(VIDEO_FAMILIES)}); {family} generates images"
+        )
 
 
 # ---------------------------------------------------------------------------------------------------------- LoRA

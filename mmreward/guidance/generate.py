@@ -41,6 +41,8 @@ FAMILY_DEFAULTS: dict[str, dict[str, Any]] = {
     "flux2klein": {"steps": 50, "cfg": 4.0, "height": 1024, "width": 1024, "num_frames": None},
     # Flux2Pipeline's defaults: 50 steps, embedded guidance 4.0 (FLUX.2 [dev] is guidance-distilled)
     "flux2": {"steps": 50, "cfg": 4.0, "height": 1024, "width": 1024, "num_frames": None},
+    # HunyuanVideo15Pipeline's defaults for the 480p checkpoints (its guider's CFG 6.0; 480 x 848 from target_size)
+    "hunyuanvideo15": {"steps": 50, "cfg": 6.0, "height": 480, "width": 848, "num_frames": 121},
 }
 TINY_DEFAULTS = {"steps": 8, "height": 32, "width": 32}
 FAMILIES = tuple(FAMILY_DEFAULTS)
@@ -53,6 +55,7 @@ PIPELINE_FAMILIES = {
     "ZImagePipeline": "zimage",
     "Flux2KleinPipeline": "flux2klein",
     "Flux2Pipeline": "flux2",
+    "HunyuanVideo15Pipeline": "hunyuanvideo15",
 }
 
 

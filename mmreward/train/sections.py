@@ -11,14 +11,14 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from mmreward.errors import ConfigError
-from mmreward.flow.models import DEFAULT_LORA_TARGETS
+from mmreward.flow.models import DEFAULT_LORA_TARGETS, VIDEO_FAMILIES
 
 
 @dataclass
 class FlowModelConfig:
     """The rectified-flow generator being aligned (``model:``)."""
 
-    family: Literal["sd3", "flux", "wan", "qwenimage", "zimage", "flux2klein", "flux2"] = "sd3"
+    family: Literal["sd3", "flux", "wan", "qwenimage", "zimage", "flux2klein", "flux2", "hunyuanvideo15"] = "sd3"
     path: str = "stabilityai/stable-diffusion-3.5-medium"  # hub id, local directory, or "tiny"
     height: int = 512
     width: int = 512
@@ -63,9 +63,9 @@ def check_train_mode(model: FlowModelConfig) -> None:
 
 def check_media_kind(model: FlowModelConfig) -> None:
     """Video families need a frame count and image families must not have one."""
-    if model.family == "wan" and not model.num_frames:
-        raise ConfigError("model.family=wan generates videos; set model.num_frames (4k + 1, e.g. 33)")
-    if model.family != "wan" and model.num_frames:
+    if model.family in VIDEO_FAMILIES and not model.num_frames:
+        raise ConfigError(f"model.family={model.family} generates videos; set model.num_frames (4k + 1, e.g. 33)")
+    if model.family not in VIDEO_FAMILIES and model.num_frames:
         raise ConfigError(f"model.family={model.family} generates images; remove model.num_frames")
 
 

@@ -136,8 +136,8 @@ class HunyuanVideo15Model(FlowModel):
         scheduler.set_timesteps(sigmas=np.linspace(1.0, 0.0, num_steps + 1)[:-1])
         return scheduler.sigmas.float().cpu()
 
-    # AutoencoderKLHunyuanVideo15's mid-block attention builds a (B, S, S) causal mask that scaled_dot_product_attention
-    # broadcasts over heads, not batches: a batch of more than one fails (diffusers 0.42), so samples go one at a time.
+    # AutoencoderKLHunyuanVideo15's mid-block attention builds a (B, S, S) causal mask that SDPA broadcasts over
+    # heads, not batches: batches over one fail (diffusers 0.42), so samples go through the VAE one at a time.
 
     def encode_media(self, media):
         param = self._vae_param()

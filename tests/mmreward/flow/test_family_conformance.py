@@ -139,15 +139,16 @@ def test_ode_rollout_equals_the_diffusers_pipeline(model):
     original = pipe.scheduler
     if not isinstance(original, FlowMatchEulerDiscreteScheduler):  # Wan ships UniPC; rollouts step with Euler
         pipe.scheduler = model._flow_scheduler()
+    steps = []  # the latents after each step of a call, in the pipeline's sampling layout
+
+    def record(pipeline, step, timestep, callback_kwargs):
+        steps.append(callback_kwargs["latents"].clone())
+        return {}
+
     finals, outputs = [], []
     try:
         for initial in calls:
-            steps = []  # the latents after each step, in the pipeline's sampling layout
-
-            def record(pipeline, step, timestep, callback_kwargs):
-                steps.append(callback_kwargs["latents"].clone())
-                return {}
-
+            steps.clear()
             call_kwargs = {**kwargs, "latents": model.pipeline_initial_latents(initial), per_prompt: len(initial)}
             if "callback_on_step_end" in call:
                 call_kwargs["callback_on_step_end"] = record
