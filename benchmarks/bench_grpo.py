@@ -42,6 +42,7 @@ gather of a group's media to its owner (none when every process holds whole grou
 from __future__ import annotations
 
 import argparse
+import inspect
 import itertools
 import os
 import resource
@@ -62,7 +63,7 @@ from mmreward.alignment.group_rewards import PointwiseGroupReward, WinRateGroupR
 from mmreward.alignment.group_rollout import RolloutConfig, rollout_groups  # noqa: E402
 from mmreward.alignment.layout import GroupLayout  # noqa: E402
 from mmreward.alignment.update_schedule import GRPOLossConfig  # noqa: E402
-from mmreward.flow.models import ADAPTERS, DEFAULT_LORA_TARGETS, FlowModel, SD3Model  # noqa: E402
+from mmreward.flow.models import ADAPTERS, DEFAULT_LORA_TARGETS, VIDEO_FAMILIES, FlowModel, SD3Model  # noqa: E402
 from mmreward.flow.rollout import sample, seeded  # noqa: E402
 from mmreward.rewards.mix import RewardMix  # noqa: E402
 from mmreward.train.ema import EMA  # noqa: E402
@@ -104,6 +105,7 @@ def family_transformer(family: str, args) -> torch.nn.Module:
     from diffusers import (
         Flux2Transformer2DModel,
         FluxTransformer2DModel,
+        HunyuanVideo15Transformer3DModel,
         QwenImageTransformer2DModel,
         ZImageTransformer2DModel,
     )
@@ -162,7 +164,22 @@ def family_transformer(family: str, args) -> torch.nn.Module:
             axes_dims_rope=(16, 16, 16, 16),
             guidance_embeds=family == "flux2",  # FLUX.2 [dev] is guidance-distilled
         )
-    raise ValueError(f"--families takes flux, qwenimage, zimage, flux2klein and flux2, not {family!r}")
+    if family == "hunyuanvideo15":
+        return HunyuanVideo15Transformer3DModel(
+            in_channels=9,  # latents + text-to-video conditioning channels of the tiny VAE (4 + 4 + 1)
+            out_channels=4,
+            num_attention_heads=args.heads,
+            attention_head_dim=64,
+            num_layers=args.layers,
+            num_refiner_layers=1,
+            text_embed_dim=16,
+            text_embed_2_dim=16,
+            image_embed_dim=8,
+            rope_axes_dim=(16, 24, 24),
+            target_size=32,
+            task_type="t2v",
+        )
+    raise ValueError(f"--families takes flux, qwenimage, zimage, flux2klein, flux2 and hunyuanvideo15, not {family!r}")
 
 
 def family_rollout_row(family: str, args, device: torch.device, accelerator: Accelerator) -> str:
@@ -176,11 +193,16 @@ def family_rollout_row(family: str, args, device: torch.device, accelerator: Acc
         pipeline.transformer.to(dtype=getattr(torch, args.dtype))
     pipeline.set_progress_bar_config(disable=True)
     model: FlowModel = ADAPTERS[family](pipeline, device=device)
-    model.max_sequence_length = 32
+    takes_length = "max_sequence_length" in inspect.signature(pipeline.__call__).parameters
+    if takes_length:  # HunyuanVideo 1.5 pads to its own 1000 tokens: both sides then encode that many
+        model.max_sequence_length = 32
     add_lora(model.transformer, rank=32, alpha=64, target_modules=DEFAULT_LORA_TARGETS)
     prompts = [f"a photo of object number {i}" for i in range(args.prompts)]
-    factor = pipeline.vae_scale_factor  # (latent_size / 2)^2 image tokens in every family, as for SD3
+    factor = model.spatial_multiple // 2  # (latent_size / 2)^2 image tokens (per latent frame) in every family
     size = {"height": factor * args.latent_size, "width": factor * args.latent_size}
+    video = family in VIDEO_FAMILIES
+    if video:
+        size["num_frames"] = 5  # 2 latent frames
     samples = args.prompts * args.group
     noise = torch.randn(model.latent_shape(samples, **size), generator=torch.Generator().manual_seed(0))
 
@@ -203,18 +225,33 @@ def family_rollout_row(family: str, args, device: torch.device, accelerator: Acc
 
     # QwenImagePipeline sizes its image-shape list by prompts, not images: with several prompts it fails for
     # num_images_per_prompt > 1, so it gets each prompt once per sample (its text encoder then runs G times as long).
+    # HunyuanVideo15Pipeline fails for num_videos_per_prompt > 1 and its VAE decodes one video at a time: it is called
+    # once per sample (its guider runs the two CFG branches one after the other anyway).
     repeat = family == "qwenimage"
     call_prompts = [p for p in prompts for _ in range(args.group)] if repeat else prompts
+    per_prompt = "num_videos_per_prompt" if video else "num_images_per_prompt"
+    length = {"max_sequence_length": 32} if takes_length else {}
 
     def plain() -> None:
         with accelerator.autocast():
+            if family == "hunyuanvideo15":
+                for i, prompt in enumerate(p for p in prompts for _ in range(args.group)):
+                    pipeline(
+                        prompt=prompt,
+                        num_inference_steps=args.steps,
+                        latents=model.pipeline_initial_latents(noise[i : i + 1].to(device)),
+                        output_type="pt",
+                        **size,
+                        **model.pipeline_guidance_kwargs(4.0),
+                    )
+                return
             pipeline(
                 prompt=call_prompts,
-                num_images_per_prompt=1 if repeat else args.group,
                 num_inference_steps=args.steps,
                 latents=model.pipeline_initial_latents(noise.to(device)),
                 output_type="pt",
-                max_sequence_length=32,
+                **{per_prompt: 1 if repeat else args.group},
+                **length,
                 **size,
                 **model.pipeline_guidance_kwargs(4.0),
             )
@@ -265,8 +302,8 @@ def main() -> None:
     parser.add_argument(
         "--families",
         nargs="*",
-        default=["flux", "qwenimage", "zimage", "flux2klein", "flux2"],
-        help="rollout-vs-pipeline rows (image families)",
+        default=["flux", "qwenimage", "zimage", "flux2klein", "flux2", "hunyuanvideo15"],
+        help="rollout-vs-pipeline rows",
     )
     args = parser.parse_args()
     if args.smoke:

@@ -121,6 +121,7 @@ EXPECTED = {
                 ("zimage", "ZImagePipeline"),
                 ("flux2klein", "Flux2KleinPipeline"),
                 ("flux2", "Flux2Pipeline"),
+                ("hunyuanvideo15", "HunyuanVideo15Pipeline"),
             )
         ),
         rf"overhead: {PERCENT}",

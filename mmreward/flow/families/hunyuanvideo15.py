@@ -122,7 +122,9 @@ class HunyuanVideo15Model(FlowModel):
         """HunyuanVideo15Pipeline takes its CFG scale from its ``guider`` component, not from a call argument: this
         sets ``pipeline.guider`` to a copy with ``guidance_scale`` (and the ``v_neg + w (v_pos - v_neg)``
         formulation) and returns the negative prompt."""
-        self.pipeline.guider = self.pipeline.guider.new(guidance_scale=guidance_scale, use_original_formulation=False)
+        guider = self.pipeline.guider
+        if guider.guidance_scale != guidance_scale or guider.use_original_formulation:
+            self.pipeline.guider = guider.new(guidance_scale=guidance_scale, use_original_formulation=False)
         return {"negative_prompt": negative_prompt}
 
     def sampling_sigmas(self, num_steps, latent_shape):
