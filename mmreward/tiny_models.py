@@ -379,6 +379,12 @@ def tiny_pipeline(family: str, *, seed: int = 0):
       transformer and VAE sizes, a ``Mistral3ForConditionalGeneration`` with a 30-layer width-16 Mistral (the
       pipeline reads layers 10, 20 and 30) and a 1-layer Pixtral vision tower, behind a ``PixtralProcessor``
       (images: multiples of 4 pixels).
+    - ``hunyuanvideo15``: ``HunyuanVideo15Pipeline`` (text-to-video, CFG 6 in its guider, fixed shift 5), 1 double-
+      stream block and 1 token-refiner layer, a 4-layer width-16 ``Qwen2_5_VLTextModel`` with a
+      :func:`tiny_qwen_text_tokenizer` whose merges make the pipeline's chat prefix the 108 tokens it crops, a
+      1-layer ByT5 (``T5EncoderModel``, the real byte-level ``ByT5Tokenizer``), ``AutoencoderKLHunyuanVideo15``
+      with 4x spatial and 4x temporal compression and 4 latent channels (videos: multiples of 4 pixels, 4k + 1
+      frames).
     """
     if family not in _PIPELINE_FAMILIES:
         raise MMRewardError(f"no tiny pipeline for family {family!r}; use one of {', '.join(_PIPELINE_FAMILIES)}")
@@ -826,8 +832,9 @@ def _tiny_hunyuanvideo15_pipeline():
     tokenizer = tiny_qwen_text_tokenizer(
         [f"system\n{pipeline.system_message}\nuser\nassistant\n", *_QWEN_PIPELINE_CORPUS]
     )
-    messages = [{"role": "system", "content": pipeline.system_message}, {"role": "user", "content": ""}]
-    prefix = len(tokenizer.apply_chat_template(messages, tokenize=True, return_dict=True)["input_ids"]) - 2
+    messages = [{"role": "system", "content": pipeline.system_message}, {"role": "user", "content": "a cat"}]
+    chat = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    prefix = len(tokenizer(chat.split("a cat")[0]).input_ids)  # the tokens before the prompt
     if prefix != pipeline.prompt_template_encode_start_idx:
         raise MMRewardError(
             f"the tiny Qwen tokenizer makes the HunyuanVideo 1.5 chat prefix {prefix} tokens, but the pipeline crops "

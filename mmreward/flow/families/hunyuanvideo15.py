@@ -24,7 +24,7 @@ class HunyuanVideo15Model(FlowModel):
     - The transformer takes the noisy latents concatenated with the image-to-video conditioning channels (zero
       latents and a zero mask for text-to-video) and 729 zero SigLIP image tokens (masked for text-to-video); its
       timestep is ``1000 sigma``; it predicts the flow velocity ``eps - x0``.
-    - Schedule: ``linspace(1, 0, N + 1)[:-1]`` through the scheduler's fixed shift (5 for the 480p checkpoints).
+    - Schedule: ``linspace(1, 0, N + 1)[:-1]`` through the fixed shift of the checkpoint's scheduler config.
     - Guidance: true CFG against the negative prompt (empty by default), run by the pipeline's
       ``ClassifierFreeGuidance`` guider component, whose scale is not a call argument (see
       :meth:`pipeline_guidance_kwargs`).
@@ -49,11 +49,6 @@ class HunyuanVideo15Model(FlowModel):
                     f"the pipeline's guider has {name}={value}; the hunyuanvideo15 adapter guides with plain CFG at "
                     f"every step ({name}={plain}): set pipeline.guider = pipeline.guider.new({name}={plain})"
                 )
-        if self.transformer.config.use_meanflow:
-            raise ConfigError(
-                "this HunyuanVideo 1.5 transformer is a MeanFlow (step-distilled) model; the adapter implements the "
-                "flow-matching checkpoints HunyuanVideo15Pipeline samples (use_meanflow=False)"
-            )
 
     @property
     def spatial_multiple(self) -> int:
@@ -107,6 +102,11 @@ class HunyuanVideo15Model(FlowModel):
             batch, self.pipeline.vision_num_semantic_tokens, config.image_embed_dim, device=device, dtype=dtype
         )
         glyphs = cond.secondary
+        if glyphs is None:
+            raise ValueError(
+                "hunyuanvideo15 conditioning needs its ByT5 stream (PromptEmbeds.secondary): encode the prompts with "
+                "encode_prompts"
+            )
         return module(
             hidden_states=torch.cat([latents.to(dtype), condition], dim=1),  # (B, 2C + 1, t, h, w)
             image_embeds=image_embeds,
