@@ -206,8 +206,14 @@ def family_rollout_row(family: str, args, device: torch.device, accelerator: Acc
     samples = args.prompts * args.group
     noise = torch.randn(model.latent_shape(samples, **size), generator=torch.Generator().manual_seed(0))
 
+    # HunyuanVideo15Pipeline pads its text to 1000 Qwen + 256 ByT5 tokens that its transformer carries (masked)
+    # through every block, where the adapter keeps the real tokens: that difference is not bookkeeping, so both sides
+    # get the adapter's embeddings, encoded before the timing.
+    given_embeds = family == "hunyuanvideo15"
+
     def ours() -> None:
-        model._prompt_cache.clear()  # the pipeline encodes its prompts on every call: so does this rollout
+        if not given_embeds:
+            model._prompt_cache.clear()  # the pipeline encodes its prompts on every call: so does this rollout
         with accelerator.autocast():
             sample(
                 model,
@@ -225,8 +231,8 @@ def family_rollout_row(family: str, args, device: torch.device, accelerator: Acc
 
     # QwenImagePipeline sizes its image-shape list by prompts, not images: with several prompts it fails for
     # num_images_per_prompt > 1, so it gets each prompt once per sample (its text encoder then runs G times as long).
-    # HunyuanVideo15Pipeline fails for num_videos_per_prompt > 1 and its VAE decodes one video at a time: it is called
-    # once per sample (its guider runs the two CFG branches one after the other anyway).
+    # HunyuanVideo15Pipeline fails for num_videos_per_prompt > 1 and its VAE for batches over one: it gets one
+    # embedding row per sample, returns latents, and its VAE decodes them one by one (as the adapter does).
     repeat = family == "qwenimage"
     call_prompts = [p for p in prompts for _ in range(args.group)] if repeat else prompts
     per_prompt = "num_videos_per_prompt" if video else "num_images_per_prompt"
@@ -234,16 +240,17 @@ def family_rollout_row(family: str, args, device: torch.device, accelerator: Acc
 
     def plain() -> None:
         with accelerator.autocast():
-            if family == "hunyuanvideo15":
-                for i, prompt in enumerate(p for p in prompts for _ in range(args.group)):
-                    pipeline(
-                        prompt=prompt,
-                        num_inference_steps=args.steps,
-                        latents=model.pipeline_initial_latents(noise[i : i + 1].to(device)),
-                        output_type="pt",
-                        **size,
-                        **model.pipeline_guidance_kwargs(4.0),
-                    )
+            if given_embeds:
+                latents = pipeline(
+                    num_inference_steps=args.steps,
+                    latents=model.pipeline_initial_latents(noise.to(device)),
+                    output_type="latent",
+                    **hunyuan_embeds(model, prompts, args.group),
+                    **size,
+                    **{k: v for k, v in model.pipeline_guidance_kwargs(4.0).items() if k != "negative_prompt"},
+                )[0]
+                for one in latents:
+                    pipeline.vae.decode(one[None] / pipeline.vae.config.scaling_factor, return_dict=False)
                 return
             pipeline(
                 prompt=call_prompts,
@@ -270,6 +277,21 @@ def family_rollout_row(family: str, args, device: torch.device, accelerator: Acc
         f"{family} rollout with log-probs {rollout:.4f} s vs {type(pipeline).__name__} {plain_time:.4f} s: "
         f"bookkeeping {rollout / plain_time - 1:.1%}"
     )
+
+
+def hunyuan_embeds(model: FlowModel, prompts: list[str], group: int) -> dict[str, torch.Tensor]:
+    """HunyuanVideo15Pipeline's embedding arguments from the adapter's (cached) embeddings, one row per sample."""
+    out = {}
+    for prefix, texts in (("", prompts), ("negative_", [""] * len(prompts))):
+        cond = model.encode_prompts(texts).repeat_interleave(group)
+        for suffix, part in (("", cond), ("_2", cond.secondary)):
+            embeds = part.embeds  # (B, L, D)
+            mask = torch.ones(embeds.shape[:2]) if part.mask is None else part.mask
+            if embeds.shape[1] == 0:  # no quoted text: the pipeline cannot reshape an empty stream; 1 masked token
+                embeds, mask = embeds.new_zeros(embeds.shape[0], 1, embeds.shape[2]), torch.zeros(embeds.shape[0], 1)
+            out[f"{prefix}prompt_embeds{suffix}"] = embeds
+            out[f"{prefix}prompt_embeds_mask{suffix}"] = mask.to(embeds)
+    return out
 
 
 def sync(device: torch.device) -> float:
