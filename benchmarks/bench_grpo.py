@@ -20,10 +20,12 @@ default), so that other jobs on a shared machine do not count. The last line is
 
 The rollout alone is also compared with ``StableDiffusion3Pipeline.__call__`` on the same transformer, steps,
 batch, guidance, prompt embeddings and initial noise (Euler ODE, decoded to tensors): the cost of the SDE steps'
-log-probability bookkeeping. ``--families`` adds one such row per other image family (default FLUX.1, Qwen-Image,
-Z-Image, FLUX.2 klein): the family's tiny pipeline with a transformer of ``--layers`` x ``--heads`` x 64 and as
-many image tokens, the rollout (prompts encoded, CFG the family's way, decoded) against the pipeline called with
-the same prompts, noise, steps and guidance (``pipeline_guidance_kwargs``).
+log-probability bookkeeping. ``--families`` adds one such row per other family (default FLUX.1, Qwen-Image,
+Z-Image, FLUX.2 klein, FLUX.2 dev, HunyuanVideo 1.5): the family's tiny pipeline with a transformer of ``--layers``
+x ``--heads`` x 64 and as many image tokens (per latent frame; HunyuanVideo: 5 frames, 2 latent frames), the rollout
+(prompts encoded, CFG the family's way, decoded) against the pipeline called with the same prompts, noise, steps
+and guidance (``pipeline_guidance_kwargs``). HunyuanVideo 1.5: both sides get the adapter's prompt embeddings (see
+``hunyuan_embeds``).
 
 Measured on the shared 2-core CPU machine (CPU time, one thread, best of 3), 2 prompts x 4 samples, 6 SDE steps,
 3 trained with KL:
@@ -35,6 +37,11 @@ Measured on the shared 2-core CPU machine (CPU time, one thread, best of 3), 2 p
   4 the family's way, best of 3; two runs): FLUX.1 1.92 s vs FluxPipeline 1.91 s (+0.4%), Qwen-Image 2.16 vs
   2.13 s (+1.7%; its pipeline encodes each prompt once per sample), Z-Image 2.77 vs 2.74 s (+1.1%), FLUX.2 klein
   3.27 vs 3.25 s (+0.6%); SD3 in the same runs +2.2% and +2.5%.
+- the same, FLUX.2 dev (guidance embedding) and HunyuanVideo 1.5 (CFG 4, 5 frames): FLUX.2 dev 1.74 vs
+  Flux2Pipeline 1.75 s (-0.6%; FLUX.2 klein +2.4%, SD3 +0.9% in that run); HunyuanVideo 1.5 14.74 vs
+  HunyuanVideo15Pipeline 12.86 s (+14.6%; SD3 -2.0% in that run). Most of that is not bookkeeping: the rollout
+  runs CFG as one batch of 2B while the pipeline's guider runs two batches of B, and on this CPU one transformer
+  call on 16 samples costs 2.04 s where two on 8 cost 1.87 s (+9%).
 The tiny reward models cost milliseconds here; with a real judge the reward phase is the judge's own time plus the
 gather of a group's media to its owner (none when every process holds whole groups).
 """
