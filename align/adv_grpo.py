@@ -83,7 +83,7 @@ from mmreward.alignment.references import ReferenceSet
 from mmreward.alignment.update_schedule import GRPOLossConfig, GRPOTrainConfig, check_loss_config
 from mmreward.data.prompts import read_prompts
 from mmreward.errors import ConfigError
-from mmreward.evaluation.generation import VIDEO_FAMILIES
+from mmreward.flow.models import VIDEO_FAMILIES
 from mmreward.flow.rollout import seeded
 from mmreward.rewards.mix import RewardMix
 from mmreward.train.checkpoint import latest_checkpoint, load_checkpoint, module_state, save_checkpoint

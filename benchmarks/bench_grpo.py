@@ -21,9 +21,11 @@ default), so that other jobs on a shared machine do not count. The last line is
 The rollout alone is also compared with ``StableDiffusion3Pipeline.__call__`` on the same transformer, steps,
 batch, guidance, prompt embeddings and initial noise (Euler ODE, decoded to tensors): the cost of the SDE steps'
 log-probability bookkeeping. ``--families`` adds one such row per other family (default FLUX.1, Qwen-Image,
-Z-Image, FLUX.2 klein, Wan2.2 A14B and TI2V-5B): the family's tiny pipeline with a transformer of ``--layers`` x
-``--heads`` x 64 and as many image tokens, the rollout (prompts encoded, CFG the family's way, decoded) against the
-pipeline called with the same prompts, noise, steps and guidance (``pipeline_guidance_kwargs``).
+Z-Image, FLUX.2 klein, Wan2.2 A14B and TI2V-5B, FLUX.2 dev, HunyuanVideo 1.5): the family's tiny pipeline with a
+transformer of ``--layers`` x ``--heads`` x 64 and as many image tokens (per latent frame; HunyuanVideo: 5 frames, 2
+latent frames), the rollout (prompts encoded, CFG the family's way, decoded) against the pipeline called with the
+same prompts, noise, steps and guidance (``pipeline_guidance_kwargs``). HunyuanVideo 1.5: both sides get the
+adapter's prompt embeddings (see ``hunyuan_embeds``).
 
 Measured on the shared 2-core CPU machine (CPU time, one thread, best of 3), 2 prompts x 4 samples, 6 SDE steps,
 3 trained with KL:
@@ -39,6 +41,12 @@ Measured on the shared 2-core CPU machine (CPU time, one thread, best of 3), 2 p
   boundary) 3.01 s vs WanPipeline 2.70 s (+11.7%), TI2V-5B 3.85 vs 3.50 s (+10.1%). WanPipeline runs the two CFG
   halves as two calls of 8 and the rollout as one of 16, which on one CPU thread is itself 14% slower per forward
   (0.325 vs 0.285 s, timed alone): 6 steps x 0.04 s of A14B's 0.31 s; the rest, +2.6%, is the SDE bookkeeping.
+- the same, FLUX.2 dev (guidance embedding) and HunyuanVideo 1.5 (CFG 4, 5 frames): FLUX.2 dev 1.74 vs
+  Flux2Pipeline 1.75 s (-0.6%; FLUX.2 klein +2.4%, SD3 +0.9% in that run); HunyuanVideo 1.5 14.74 vs
+  HunyuanVideo15Pipeline 12.86 s (+14.6%; SD3 -2.0% in that run), 13.87 vs 13.05 s (+6.3%) when repeated. That is
+  mostly not bookkeeping: the rollout runs CFG as one batch of 2B while the pipeline's guider runs two batches of
+  B, and on this CPU one transformer call on 16 samples costs 2.04 s where two on 8 cost 1.87 s (+9%); with the
+  rollout's batch_size at 4 (CFG batches of 8, as the guider's) the row reads 13.66 vs 13.58 s (+0.6%).
 The tiny reward models cost milliseconds here; with a real judge the reward phase is the judge's own time plus the
 gather of a group's media to its owner (none when every process holds whole groups).
 """
@@ -46,6 +54,7 @@ gather of a group's media to its owner (none when every process holds whole grou
 from __future__ import annotations
 
 import argparse
+import inspect
 import itertools
 import os
 import resource
@@ -109,6 +118,7 @@ def family_transformer(family: str, args) -> torch.nn.Module:
     from diffusers import (
         Flux2Transformer2DModel,
         FluxTransformer2DModel,
+        HunyuanVideo15Transformer3DModel,
         QwenImageTransformer2DModel,
         WanTransformer3DModel,
         ZImageTransformer2DModel,
@@ -155,7 +165,7 @@ def family_transformer(family: str, args) -> torch.nn.Module:
             transformer.x_pad_token.fill_(1.0)
             transformer.cap_pad_token.fill_(1.0)
         return transformer
-    if family == "flux2klein":
+    if family in ("flux2klein", "flux2"):
         return Flux2Transformer2DModel(
             patch_size=1,
             in_channels=16,
@@ -166,7 +176,7 @@ def family_transformer(family: str, args) -> torch.nn.Module:
             joint_attention_dim=48,
             timestep_guidance_channels=64,
             axes_dims_rope=(16, 16, 16, 16),
-            guidance_embeds=False,
+            guidance_embeds=family == "flux2",  # FLUX.2 [dev] is guidance-distilled
         )
     if family in ("wan22", "wan22ti2v"):  # 16 latent channels as Wan2.2 A14B's VAE, 48 as TI2V-5B's
         channels = 48 if family == "wan22ti2v" else 4
@@ -183,7 +193,25 @@ def family_transformer(family: str, args) -> torch.nn.Module:
             cross_attn_norm=True,
             qk_norm="rms_norm_across_heads",
         )
-    raise ValueError(f"--families takes flux, qwenimage, zimage, flux2klein, wan22 and wan22ti2v, not {family!r}")
+    if family == "hunyuanvideo15":
+        return HunyuanVideo15Transformer3DModel(
+            in_channels=9,  # latents + text-to-video conditioning channels of the tiny VAE (4 + 4 + 1)
+            out_channels=4,
+            num_attention_heads=args.heads,
+            attention_head_dim=64,
+            num_layers=args.layers,
+            num_refiner_layers=1,
+            text_embed_dim=16,
+            text_embed_2_dim=16,
+            image_embed_dim=8,
+            rope_axes_dim=(16, 24, 24),
+            target_size=32,
+            task_type="t2v",
+        )
+    raise ValueError(
+        "--families takes flux, qwenimage, zimage, flux2klein, wan22, wan22ti2v, flux2 and hunyuanvideo15, "
+        f"not {family!r}"
+    )
 
 
 def family_rollout_row(family: str, args, device: torch.device, accelerator: Accelerator) -> str:
@@ -206,21 +234,26 @@ def family_rollout_row(family: str, args, device: torch.device, accelerator: Acc
             {"shift": pipeline.scheduler.config.flow_shift, "num_train_timesteps": 1000}
         )
     model: FlowModel = ADAPTERS[family](pipeline, device=device)
-    model.max_sequence_length = 32
+    takes_length = "max_sequence_length" in inspect.signature(pipeline.__call__).parameters
+    if takes_length:  # HunyuanVideo 1.5 pads to its own 1000 tokens: both sides then encode that many
+        model.max_sequence_length = 32
     add_lora(model.transformer, rank=32, alpha=64, target_modules=DEFAULT_LORA_TARGETS)
     prompts = [f"a photo of object number {i}" for i in range(args.prompts)]
-    # (latent_size / 2)^2 image tokens in every family, as for SD3 (video: one latent frame, 1 frame)
-    factor = pipeline.vae_scale_factor_spatial if video else pipeline.vae_scale_factor
-    size = {
-        "height": factor * args.latent_size,
-        "width": factor * args.latent_size,
-        **({"num_frames": 1} if video else {}),
-    }
+    factor = model.spatial_multiple // 2  # (latent_size / 2)^2 image tokens (per latent frame) in every family
+    size = {"height": factor * args.latent_size, "width": factor * args.latent_size}
+    if video:  # Wan2.2: one frame (one latent frame); HunyuanVideo 1.5: 5 frames (2 latent frames)
+        size["num_frames"] = 5 if family == "hunyuanvideo15" else 1
     samples = args.prompts * args.group
     noise = torch.randn(model.latent_shape(samples, **size), generator=torch.Generator().manual_seed(0))
 
+    # HunyuanVideo15Pipeline pads its text to 1000 Qwen + 256 ByT5 tokens that its transformer carries (masked)
+    # through every block, where the adapter keeps the real tokens: that difference is not bookkeeping, so both sides
+    # get the adapter's embeddings, encoded before the timing.
+    given_embeds = family == "hunyuanvideo15"
+
     def ours() -> None:
-        model._prompt_cache.clear()  # the pipeline encodes its prompts on every call: so does this rollout
+        if not given_embeds:
+            model._prompt_cache.clear()  # the pipeline encodes its prompts on every call: so does this rollout
         with accelerator.autocast():
             sample(
                 model,
@@ -238,18 +271,34 @@ def family_rollout_row(family: str, args, device: torch.device, accelerator: Acc
 
     # QwenImagePipeline sizes its image-shape list by prompts, not images: with several prompts it fails for
     # num_images_per_prompt > 1, so it gets each prompt once per sample (its text encoder then runs G times as long).
+    # HunyuanVideo15Pipeline fails for num_videos_per_prompt > 1 and its VAE for batches over one: it gets one
+    # embedding row per sample, returns latents, and its VAE decodes them one by one (as the adapter does).
     repeat = family == "qwenimage"
     call_prompts = [p for p in prompts for _ in range(args.group)] if repeat else prompts
+    per_prompt = "num_videos_per_prompt" if video else "num_images_per_prompt"
+    length = {"max_sequence_length": 32} if takes_length else {}
 
     def plain() -> None:
         with accelerator.autocast():
+            if given_embeds:
+                latents = pipeline(
+                    num_inference_steps=args.steps,
+                    latents=model.pipeline_initial_latents(noise.to(device)),
+                    output_type="latent",
+                    **hunyuan_embeds(model, prompts, args.group),
+                    **size,
+                    **{k: v for k, v in model.pipeline_guidance_kwargs(4.0).items() if k != "negative_prompt"},
+                )[0]
+                for one in latents:
+                    pipeline.vae.decode(one[None] / pipeline.vae.config.scaling_factor, return_dict=False)
+                return
             pipeline(
                 prompt=call_prompts,
-                **{"num_videos_per_prompt" if video else "num_images_per_prompt": 1 if repeat else args.group},
                 num_inference_steps=args.steps,
                 latents=model.pipeline_initial_latents(noise.to(device)),
                 output_type="pt",
-                max_sequence_length=32,
+                **{per_prompt: 1 if repeat else args.group},
+                **length,
                 **size,
                 **model.pipeline_guidance_kwargs(4.0),
             )
@@ -268,6 +317,21 @@ def family_rollout_row(family: str, args, device: torch.device, accelerator: Acc
         f"{family} rollout with log-probs {rollout:.4f} s vs {type(pipeline).__name__} {plain_time:.4f} s: "
         f"bookkeeping {rollout / plain_time - 1:.1%}"
     )
+
+
+def hunyuan_embeds(model: FlowModel, prompts: list[str], group: int) -> dict[str, torch.Tensor]:
+    """HunyuanVideo15Pipeline's embedding arguments from the adapter's (cached) embeddings, one row per sample."""
+    out = {}
+    for prefix, texts in (("", prompts), ("negative_", [""] * len(prompts))):
+        cond = model.encode_prompts(texts).repeat_interleave(group)
+        for suffix, part in (("", cond), ("_2", cond.secondary)):
+            embeds = part.embeds  # (B, L, D)
+            mask = torch.ones(embeds.shape[:2]) if part.mask is None else part.mask
+            if embeds.shape[1] == 0:  # no quoted text: the pipeline cannot reshape an empty stream; 1 masked token
+                embeds, mask = embeds.new_zeros(embeds.shape[0], 1, embeds.shape[2]), torch.zeros(embeds.shape[0], 1)
+            out[f"{prefix}prompt_embeds{suffix}"] = embeds
+            out[f"{prefix}prompt_embeds_mask{suffix}"] = mask.to(embeds)
+    return out
 
 
 def sync(device: torch.device) -> float:
@@ -300,8 +364,8 @@ def main() -> None:
     parser.add_argument(
         "--families",
         nargs="*",
-        default=["flux", "qwenimage", "zimage", "flux2klein", "wan22", "wan22ti2v"],
-        help="rollout-vs-pipeline rows (image families; Wan2.2 with one-frame videos)",
+        default=["flux", "qwenimage", "zimage", "flux2klein", "wan22", "wan22ti2v", "flux2", "hunyuanvideo15"],
+        help="rollout-vs-pipeline rows (Wan2.2 with one-frame videos, HunyuanVideo 1.5 with 5 frames)",
     )
     args = parser.parse_args()
     if args.smoke:

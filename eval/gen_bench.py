@@ -289,6 +289,7 @@ def _generate(plan: dict[str, Any], samples: list[Sample], args: argparse.Namesp
     if not share:
         return len(missing)
     from mmreward.flow.models import load_flow_model
+    from mmreward.train.lora import load_lora
 
     settings: GenerationSettings = plan["settings"]
     device = plan["device"]
@@ -298,15 +299,12 @@ def _generate(plan: dict[str, Any], samples: list[Sample], args: argparse.Namesp
     model.check_size(settings.height, settings.width, settings.num_frames)
     lora: LoraInfo | None = plan["lora"]
     if lora is not None:
-        from mmreward.train.lora import EXPERT_WEIGHT_NAMES, load_lora
+        from mmreward.train.lora import load_lora
 
         # Wan2.2's experts have the same layers: the first expert's shapes check either expert's file
         generation.check_lora_shapes(model.pipeline.transformer, lora.weight_file)
         with _quiet_diffusers():  # it warns that the LoRA has no text-encoder layers, which is expected
-            if lora.weight_file.name in EXPERT_WEIGHT_NAMES.values():  # mmreward's names: each expert its file
-                load_lora(model.pipeline, lora.directory)
-            else:
-                model.pipeline.load_lora_weights(str(lora.directory), weight_name=lora.weight_file.name)
+            load_lora(model.pipeline, lora.directory, weight_name=lora.weight_file.name)
     generation.generate_samples(
         model,
         share,

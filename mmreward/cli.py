@@ -105,7 +105,18 @@ def _add_generate_parser(sub: Any) -> None:
     gen.add_argument("--model", required=True, help="hub id, local pipeline directory, or 'tiny' (tiny random)")
     gen.add_argument(
         "--family",
-        choices=("sd3", "flux", "wan", "qwenimage", "zimage", "flux2klein", "wan22", "wan22ti2v"),
+        choices=(
+            "sd3",
+            "flux",
+            "wan",
+            "qwenimage",
+            "zimage",
+            "flux2klein",
+            "wan22",
+            "wan22ti2v",
+            "flux2",
+            "hunyuanvideo15",
+        ),
         help="generator family (default: from the directory's model_index.json; sd3 for tiny)",
     )
     prompts = gen.add_mutually_exclusive_group(required=True)

@@ -258,6 +258,8 @@ _PIPELINE_FAMILIES = (
     "wan22ti2v",
     "qwenimage-edit",
     "flux-kontext",
+    "flux2",
+    "hunyuanvideo15",
 )
 _QWEN_TEXT_SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
 # A Qwen chat format without a default system turn: what Qwen3's template renders for one user message with
@@ -393,6 +395,16 @@ def tiny_pipeline(family: str, *, seed: int = 0):
       shift-3 schedule a 3-step run switches experts after the first step).
     - ``wan22ti2v``: ``WanPipeline`` laid out as Wan2.2 TI2V-5B: ``expand_timesteps`` and a Wan2.2-style VAE
       (residual blocks, 2x2 patchified input, 48 latent channels, 16x spatial; videos: multiples of 32 pixels).
+    - ``flux2``: ``Flux2Pipeline`` (guidance-distilled like FLUX.2 [dev]: a guidance embedding), the klein
+      transformer and VAE sizes, a ``Mistral3ForConditionalGeneration`` with a 30-layer width-16 Mistral (the
+      pipeline reads layers 10, 20 and 30) and a 1-layer Pixtral vision tower, behind a ``PixtralProcessor``
+      (images: multiples of 4 pixels).
+    - ``hunyuanvideo15``: ``HunyuanVideo15Pipeline`` (text-to-video, CFG 6 in its guider, fixed shift 5), 1 double-
+      stream block and 1 token-refiner layer, a 4-layer width-16 ``Qwen2_5_VLTextModel`` with a
+      :func:`tiny_qwen_text_tokenizer` whose merges make the pipeline's chat prefix the 108 tokens it crops, a
+      1-layer ByT5 (``T5EncoderModel``, the real byte-level ``ByT5Tokenizer``), ``AutoencoderKLHunyuanVideo15``
+      with 4x spatial and 4x temporal compression and 4 latent channels (videos: multiples of 4 pixels, 4k + 1
+      frames).
     """
     if family not in _PIPELINE_FAMILIES:
         raise MMRewardError(f"no tiny pipeline for family {family!r}; use one of {', '.join(_PIPELINE_FAMILIES)}")
@@ -493,6 +505,10 @@ def _build_tiny_pipeline(family: str, seed: int):
         return _tiny_wan22ti2v_pipeline(t5_tokenizer, UMT5EncoderModel(UMT5Config(**t5_kwargs)))
     if family == "qwenimage-edit":
         return _tiny_qwenimage_edit_pipeline()
+    if family == "flux2":
+        return _tiny_flux2_pipeline()
+    if family == "hunyuanvideo15":
+        return _tiny_hunyuanvideo15_pipeline()
     vae = AutoencoderKLWan(
         base_dim=3,
         z_dim=4,
@@ -753,14 +769,10 @@ def _tiny_zimage_pipeline():
     )
 
 
-def _tiny_flux2klein_pipeline():
-    from diffusers import (
-        AutoencoderKLFlux2,
-        FlowMatchEulerDiscreteScheduler,
-        Flux2KleinPipeline,
-        Flux2Transformer2DModel,
-    )
-    from transformers import Qwen3ForCausalLM
+def _tiny_flux2_transformer_and_vae(*, guidance_embeds: bool):
+    """The FLUX.2 transformer (1 double + 1 single block, text width 48 = 3 layers x 16) and 2x
+    ``AutoencoderKLFlux2`` (4 latent channels) of the tiny klein and dev pipelines, built in this order."""
+    from diffusers import AutoencoderKLFlux2, Flux2Transformer2DModel
 
     transformer = Flux2Transformer2DModel(
         patch_size=1,
@@ -772,7 +784,7 @@ def _tiny_flux2klein_pipeline():
         joint_attention_dim=48,  # 3 text layers x width 16
         timestep_guidance_channels=32,
         axes_dims_rope=(4, 4, 4, 4),
-        guidance_embeds=False,
+        guidance_embeds=guidance_embeds,
     )
     vae = AutoencoderKLFlux2(
         block_out_channels=(8, 16),
@@ -788,12 +800,203 @@ def _tiny_flux2klein_pipeline():
     with torch.no_grad():  # released statistics are far from (0, 1): make the normalization matter
         vae.bn.running_mean.copy_(torch.linspace(-0.5, 0.5, vae.bn.num_features))
         vae.bn.running_var.copy_(torch.linspace(0.5, 2.0, vae.bn.num_features))
+    return transformer, vae
+
+
+def _tiny_flux2klein_pipeline():
+    from diffusers import FlowMatchEulerDiscreteScheduler, Flux2KleinPipeline
+    from transformers import Qwen3ForCausalLM
+
+    transformer, vae = _tiny_flux2_transformer_and_vae(guidance_embeds=False)
     tokenizer = tiny_qwen_text_tokenizer(_QWEN_PIPELINE_CORPUS)
     text_encoder = Qwen3ForCausalLM(_tiny_qwen3_config(tokenizer, layers=28))
     scheduler = FlowMatchEulerDiscreteScheduler(shift=3.0, use_dynamic_shifting=True)
     return Flux2KleinPipeline(
         scheduler=scheduler, vae=vae, text_encoder=text_encoder, tokenizer=tokenizer, transformer=transformer
     )
+
+
+_MISTRAL_SPECIAL_TOKENS = (
+    "<unk>",
+    "<s>",
+    "</s>",
+    "<pad>",
+    "[INST]",
+    "[/INST]",
+    "[SYSTEM_PROMPT]",
+    "[/SYSTEM_PROMPT]",
+    "[IMG]",
+    "[IMG_BREAK]",
+    "[IMG_END]",
+)
+# Mistral Small 3's chat format for text turns (content as a string or as a list of typed parts, as FLUX.2's
+# format_input writes it): [SYSTEM_PROMPT]...[/SYSTEM_PROMPT] then [INST]...[/INST] per user turn.
+_MISTRAL_CHAT_TEMPLATE = (
+    "{{ bos_token }}{% for m in messages %}{% if m['content'] is string %}{% set text = m['content'] %}{% else %}"
+    "{% set text = m['content'] | selectattr('type', 'equalto', 'text') | map(attribute='text') | join('') %}"
+    "{% endif %}{% if m['role'] == 'system' %}[SYSTEM_PROMPT]{{ text }}[/SYSTEM_PROMPT]"
+    "{% elif m['role'] == 'user' %}[INST]{{ text }}[/INST]{% else %}{{ text }}{{ eos_token }}{% endif %}{% endfor %}"
+)
+
+
+def _tiny_mistral_processor(system_message: str):
+    """A ``PixtralProcessor`` (the class FLUX.2 [dev] loads as its tokenizer) over a byte-level BPE tokenizer built
+    in memory with Mistral's special tokens and chat format. The BPE has no word pre-tokenizer, so its merges make
+    ``system_message`` (in the training corpus) a single token: prompts then fit the tests' 16-token budget, where
+    the released tokenizer spends about 40 of its 512 tokens on it."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PixtralImageProcessor, PixtralProcessor, PreTrainedTokenizerFast
+
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    bpe.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=2048,
+        show_progress=False,
+        special_tokens=list(_MISTRAL_SPECIAL_TOKENS),
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    bpe.train_from_iterator([system_message, *_QWEN_PIPELINE_CORPUS] * 4, trainer)
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=bpe,
+        bos_token="<s>",
+        eos_token="</s>",
+        unk_token="<unk>",
+        pad_token="<pad>",
+        chat_template=_MISTRAL_CHAT_TEMPLATE,
+        model_max_length=4096,
+    )
+    return PixtralProcessor(
+        image_processor=PixtralImageProcessor(patch_size=16),
+        tokenizer=tokenizer,
+        patch_size=16,
+        spatial_merge_size=2,
+        chat_template=_MISTRAL_CHAT_TEMPLATE,
+    )
+
+
+def _tiny_flux2_pipeline():
+    from diffusers import FlowMatchEulerDiscreteScheduler, Flux2Pipeline
+    from diffusers.pipelines.flux2.system_messages import SYSTEM_MESSAGE
+    from transformers import Mistral3Config, Mistral3ForConditionalGeneration
+
+    transformer, vae = _tiny_flux2_transformer_and_vae(guidance_embeds=True)
+    processor = _tiny_mistral_processor(SYSTEM_MESSAGE)
+    tokenizer = processor.tokenizer
+    config = Mistral3Config(
+        text_config={
+            "model_type": "mistral",
+            "vocab_size": len(tokenizer),
+            "hidden_size": 16,
+            "intermediate_size": 16,
+            "num_hidden_layers": 30,  # the pipeline reads hidden states 10, 20 and 30
+            "num_attention_heads": 2,
+            "num_key_value_heads": 2,
+            "head_dim": 8,
+            "max_position_embeddings": 1024,
+            "bos_token_id": tokenizer.bos_token_id,
+            "eos_token_id": tokenizer.eos_token_id,
+            "pad_token_id": tokenizer.pad_token_id,
+        },
+        vision_config={
+            "model_type": "pixtral",
+            "hidden_size": 16,
+            "intermediate_size": 16,
+            "num_hidden_layers": 1,
+            "num_attention_heads": 2,
+            "head_dim": 8,
+            "image_size": 64,
+            "patch_size": 16,
+        },
+        image_token_index=tokenizer.convert_tokens_to_ids("[IMG]"),
+        spatial_merge_size=2,
+    )
+    text_encoder = Mistral3ForConditionalGeneration(config)
+    scheduler = FlowMatchEulerDiscreteScheduler(shift=3.0, use_dynamic_shifting=True)
+    return Flux2Pipeline(
+        scheduler=scheduler, vae=vae, text_encoder=text_encoder, tokenizer=processor, transformer=transformer
+    )
+
+
+def _tiny_hunyuanvideo15_pipeline():
+    from diffusers import (
+        AutoencoderKLHunyuanVideo15,
+        ClassifierFreeGuidance,
+        FlowMatchEulerDiscreteScheduler,
+        HunyuanVideo15Pipeline,
+        HunyuanVideo15Transformer3DModel,
+    )
+    from transformers import ByT5Tokenizer, Qwen2_5_VLTextConfig, Qwen2_5_VLTextModel, T5Config, T5EncoderModel
+
+    transformer = HunyuanVideo15Transformer3DModel(
+        in_channels=9,  # noisy latents (4) + conditioning latents (4, zeros for text-to-video) + mask (1)
+        out_channels=4,
+        num_attention_heads=2,
+        attention_head_dim=16,
+        num_layers=1,
+        num_refiner_layers=1,
+        mlp_ratio=2.0,
+        text_embed_dim=16,
+        text_embed_2_dim=16,
+        image_embed_dim=8,
+        rope_axes_dim=(4, 6, 6),
+        target_size=32,
+        task_type="t2v",
+    )
+    vae = AutoencoderKLHunyuanVideo15(
+        latent_channels=4,
+        block_out_channels=(8, 16, 16),
+        layers_per_block=1,
+        spatial_compression_ratio=4,
+        temporal_compression_ratio=4,
+    )
+    # The tokenizer is trained on the pipeline's own system message (set in __init__) and chat roles, so that the
+    # chat prefix is the number of tokens the pipeline crops, as with the released tokenizer.
+    pipeline = HunyuanVideo15Pipeline(
+        text_encoder=None,
+        tokenizer=None,
+        transformer=transformer,
+        vae=vae,
+        scheduler=FlowMatchEulerDiscreteScheduler(shift=5.0),
+        text_encoder_2=None,
+        tokenizer_2=None,
+        guider=ClassifierFreeGuidance(guidance_scale=6.0),
+    )
+    tokenizer = tiny_qwen_text_tokenizer(
+        [f"system\n{pipeline.system_message}\nuser\nassistant\n", *_QWEN_PIPELINE_CORPUS]
+    )
+    messages = [{"role": "system", "content": pipeline.system_message}, {"role": "user", "content": "a cat"}]
+    chat = tokenizer.apply_chat_template(messages, tokenize=False, add_generation_prompt=True)
+    prefix = len(tokenizer(chat.split("a cat")[0]).input_ids)  # the tokens before the prompt
+    if prefix != pipeline.prompt_template_encode_start_idx:
+        raise MMRewardError(
+            f"the tiny Qwen tokenizer makes the HunyuanVideo 1.5 chat prefix {prefix} tokens, but the pipeline crops "
+            f"{pipeline.prompt_template_encode_start_idx}: prompts would lose tokens or keep template ones"
+        )
+    text_config = Qwen2_5_VLTextConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=16,
+        intermediate_size=16,
+        num_hidden_layers=4,  # the pipeline reads the hidden states 2 layers before the last
+        num_attention_heads=2,
+        num_key_value_heads=2,
+        max_position_embeddings=2048,  # the pipeline pads prompts to 1000 tokens after a 108-token prefix
+        bos_token_id=None,
+        eos_token_id=tokenizer.convert_tokens_to_ids("<|im_end|>"),
+        pad_token_id=tokenizer.convert_tokens_to_ids("<|endoftext|>"),
+        rope_parameters={"rope_type": "default", "rope_theta": 1e6, "mrope_section": [1, 1, 2]},
+    )
+    byt5_tokenizer = ByT5Tokenizer()
+    byt5 = T5EncoderModel(
+        T5Config(vocab_size=len(byt5_tokenizer), d_model=16, d_kv=8, d_ff=16, num_layers=1, num_heads=2)
+    )
+    pipeline.register_modules(
+        text_encoder=Qwen2_5_VLTextModel(text_config),
+        tokenizer=tokenizer,
+        text_encoder_2=byt5,
+        tokenizer_2=byt5_tokenizer,
+    )
+    return pipeline
 
 
 def tiny_pipeline_dir(family: str, root: str | Path) -> Path:

@@ -33,10 +33,22 @@ from mmreward.evaluation.prompt_sets import PromptSet
 
 LORA_WEIGHTS_NAME = "pytorch_lora_weights.safetensors"  # diffusers' default name (mmreward.train.lora saves it)
 # mmreward.flow.models.FAMILIES (which imports diffusers)
-ALL_FAMILIES = ("sd3", "flux", "wan", "qwenimage", "zimage", "flux2klein", "wan22", "wan22ti2v")
-VIDEO_FAMILIES = ("wan", "wan22", "wan22ti2v")  # mmreward.flow.models.VIDEO_FAMILIES
-# frame rate of saved videos: Wan 2.1 and Wan2.2 A14B generate 16 fps, Wan2.2 TI2V-5B 24 fps (the release configs)
-VIDEO_FPS = {"wan": 16.0, "wan22": 16.0, "wan22ti2v": 24.0}
+ALL_FAMILIES = (
+    "sd3",
+    "flux",
+    "wan",
+    "qwenimage",
+    "zimage",
+    "flux2klein",
+    "wan22",
+    "wan22ti2v",
+    "flux2",
+    "hunyuanvideo15",
+)
+VIDEO_FAMILIES = ("wan", "wan22", "wan22ti2v", "hunyuanvideo15")  # mmreward.flow.models.VIDEO_FAMILIES
+# frame rate of saved videos: Wan 2.1 and Wan2.2 A14B generate 16 fps, Wan2.2 TI2V-5B and HunyuanVideo 1.5 24 fps
+# (the release configs; HunyuanVideo 1.5: 121 frames for 5 s)
+VIDEO_FPS = {"wan": 16.0, "wan22": 16.0, "wan22ti2v": 24.0, "hunyuanvideo15": 24.0}
 
 
 @dataclass(frozen=True)
@@ -79,6 +91,17 @@ EVAL_DEFAULTS: dict[str, EvalDefaults] = {
     "wan22ti2v": EvalDefaults(
         50, 5.0, 704, 1280, 121, "Wan2.2 TI2V-5B release (ti2v_5B config): 50 steps, CFG 5.0, 704 x 1280, 121 frames"
     ),
+    "flux2": EvalDefaults(
+        50, 4.0, 1024, 1024, None, "Flux2Pipeline defaults (FLUX.2 dev): 50 steps, embedded guidance 4.0, 1024 px"
+    ),
+    "hunyuanvideo15": EvalDefaults(
+        50,
+        6.0,
+        480,
+        848,
+        121,
+        "HunyuanVideo15Pipeline defaults (480p checkpoints): 50 steps, CFG 6.0 (its guider), 480 x 848, 121 frames",
+    ),
 }
 # The tiny random pipelines of mmreward.tiny_models (path "tiny"): same steps and guidance, tiny sizes.
 TINY_SIZES = {
@@ -90,14 +113,36 @@ TINY_SIZES = {
     "flux2klein": (32, 32, None),
     "wan22": (32, 32, 5),
     "wan22ti2v": (32, 32, 5),
+    "flux2": (32, 32, None),
+    "hunyuanvideo15": (32, 32, 5),
 }
 # Heights and widths must be multiples of VAE factor x patch size: 8 x 2 for every released checkpoint of these
 # families; 2 x 2 for the tiny SD3, FLUX, Z-Image and FLUX.2 pipelines (2x VAE), 4 x 2 for tiny Qwen-Image, 8 x 2
 # for tiny Wan; Wan2.2 TI2V-5B's VAE is 16x (2x2 patchified, then 8x): 16 x 2, tiny or not. Wan frames are 4k + 1.
-SPATIAL_MULTIPLE = {"sd3": 16, "flux": 16, "wan": 16, "qwenimage": 16, "zimage": 16, "flux2klein": 16}
-TINY_SPATIAL_MULTIPLE = {"sd3": 4, "flux": 4, "wan": 16, "qwenimage": 8, "zimage": 4, "flux2klein": 4}
-SPATIAL_MULTIPLE |= {"wan22": 16, "wan22ti2v": 32}
-TINY_SPATIAL_MULTIPLE |= {"wan22": 16, "wan22ti2v": 32}
+SPATIAL_MULTIPLE = {
+    "sd3": 16,
+    "flux": 16,
+    "wan": 16,
+    "qwenimage": 16,
+    "zimage": 16,
+    "flux2klein": 16,
+    "wan22": 16,
+    "wan22ti2v": 32,
+    "flux2": 16,
+    "hunyuanvideo15": 16,
+}
+TINY_SPATIAL_MULTIPLE = {
+    "sd3": 4,
+    "flux": 4,
+    "wan": 16,
+    "qwenimage": 8,
+    "zimage": 4,
+    "flux2klein": 4,
+    "wan22": 16,
+    "wan22ti2v": 32,
+    "flux2": 4,
+    "hunyuanvideo15": 4,
+}
 WAN_TEMPORAL = 4
 
 
@@ -110,7 +155,7 @@ def check_size(family: str, path: str, height: int, width: int, num_frames: int 
             raise ConfigError(
                 f"{name} {value} does not fit {family}: use a positive multiple of {multiple} ({nearest})"
             )
-    if family in VIDEO_FAMILIES:
+    if family in VIDEO_FAMILIES:  # Wan's and HunyuanVideo 1.5's VAEs both compress time 4x
         if num_frames is None or num_frames < 1 or (num_frames - 1) % WAN_TEMPORAL:
             frames = num_frames or 1
             nearest = max(1, round((frames - 1) / WAN_TEMPORAL)) * WAN_TEMPORAL + 1
@@ -147,7 +192,7 @@ class LoraInfo:
 def _family_of_key(key: str) -> set[str]:
     """Families whose transformer has the layer a diffusers LoRA key names."""
     if ".single_transformer_blocks." in key:
-        return {"flux", "flux2klein"}
+        return {"flux", "flux2klein", "flux2"}
     if re.search(r"^transformer\.blocks\.\d+\.(attn1|attn2|ffn)\.", key):
         return set(VIDEO_FAMILIES)
     if re.search(r"^transformer\.(layers|noise_refiner|context_refiner)\.\d+\.", key):
@@ -155,7 +200,13 @@ def _family_of_key(key: str) -> set[str]:
     if re.search(r"^transformer\.transformer_blocks\.\d+\.(img_mlp|txt_mlp|img_mod|txt_mod)\.", key):
         return {"qwenimage"}
     if key.startswith("transformer.transformer_blocks."):
-        return {"sd3", "flux", "qwenimage", "flux2klein"}  # joint (MM-DiT) blocks with the same projection names
+        return {
+            "sd3",
+            "flux",
+            "qwenimage",
+            "flux2klein",
+            "flux2",
+        }  # joint (MM-DiT) blocks with the same projection names
     return set(ALL_FAMILIES)
 
 

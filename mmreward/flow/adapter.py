@@ -45,12 +45,16 @@ class PromptEmbeds:
     normalized, unpacked VAE latents, which the transformer sees as extra tokens after the noisy ones. They travel
     with the text embeddings (selected, repeated and concatenated with them), so rollouts, stored steps and losses
     pass a source image through unchanged. The rows of one batch must share the source latent size (sources of one
-    aspect ratio, or a fixed ``source_area`` that resizes them alike)."""
+    aspect ratio, or a fixed ``source_area`` that resizes them alike).
+
+    ``secondary``: a second token stream of the same prompts with its own lengths and width (HunyuanVideo 1.5's ByT5
+    glyph embeddings), batched, cached and trimmed along."""
 
     embeds: torch.Tensor
     pooled: torch.Tensor | None = None
     mask: torch.Tensor | None = None
     image_latents: torch.Tensor | None = None
+    secondary: PromptEmbeds | None = None
 
     def __len__(self) -> int:
         return self.embeds.shape[0]
@@ -59,7 +63,8 @@ class PromptEmbeds:
         pooled = None if self.pooled is None else self.pooled.to(device, dtype)
         mask = None if self.mask is None else self.mask.to(device)
         image = None if self.image_latents is None else self.image_latents.to(device)  # float32 as encoded
-        return PromptEmbeds(self.embeds.to(device, dtype), pooled, mask, image)
+        secondary = None if self.secondary is None else self.secondary.to(device, dtype)
+        return PromptEmbeds(self.embeds.to(device, dtype), pooled, mask, image, secondary)
 
     def select(self, index: torch.Tensor | Sequence[int]) -> PromptEmbeds:
         index = torch.as_tensor(index, dtype=torch.long, device=self.embeds.device)
@@ -67,25 +72,26 @@ class PromptEmbeds:
         def pick(tensor: torch.Tensor | None) -> torch.Tensor | None:
             return None if tensor is None else tensor.index_select(0, index.to(tensor.device))
 
+        secondary = None if self.secondary is None else self.secondary.select(index)
         return PromptEmbeds(
-            self.embeds.index_select(0, index), pick(self.pooled), pick(self.mask), pick(self.image_latents)
+            self.embeds.index_select(0, index), pick(self.pooled), pick(self.mask), pick(self.image_latents), secondary
         )
 
     def repeat_interleave(self, repeats: int) -> PromptEmbeds:
         def rep(tensor: torch.Tensor | None) -> torch.Tensor | None:
             return None if tensor is None else tensor.repeat_interleave(repeats, 0)
 
-        return PromptEmbeds(rep(self.embeds), rep(self.pooled), rep(self.mask), rep(self.image_latents))
+        secondary = None if self.secondary is None else self.secondary.repeat_interleave(repeats)
+        return PromptEmbeds(rep(self.embeds), rep(self.pooled), rep(self.mask), rep(self.image_latents), secondary)
 
     def trimmed(self) -> PromptEmbeds:
         """One prompt (``B = 1``) cut to its real tokens, mask dropped: what the prompt cache keeps, so a cached
         embedding does not depend on which prompts shared its encoder batch."""
         if len(self) != 1:
             raise ValueError(f"trimmed() takes one prompt, got {len(self)}")
-        if self.mask is None:
-            return self
-        length = int(self.mask[0].sum())
-        return PromptEmbeds(self.embeds[:, :length], self.pooled, image_latents=self.image_latents)
+        secondary = None if self.secondary is None else self.secondary.trimmed()
+        length = self.embeds.shape[1] if self.mask is None else int(self.mask[0].sum())
+        return PromptEmbeds(self.embeds[:, :length], self.pooled, None, self.image_latents, secondary)
 
     def token_list(self) -> list[torch.Tensor]:
         """The real tokens of each prompt, ``B`` tensors ``(L_i, D)`` (Z-Image's transformer takes them so)."""
@@ -98,16 +104,17 @@ class PromptEmbeds:
         """Concatenate along the batch; prompts of different lengths are right-padded with zeros and masked."""
         pooled = None if parts[0].pooled is None else torch.cat([p.pooled for p in parts])
         image = None if parts[0].image_latents is None else cat_source_latents([p.image_latents for p in parts])
+        secondary = None if parts[0].secondary is None else PromptEmbeds.cat([p.secondary for p in parts])
         length = max(p.embeds.shape[1] for p in parts)
         if all(p.mask is None and p.embeds.shape[1] == length for p in parts):
-            return PromptEmbeds(torch.cat([p.embeds for p in parts]), pooled, image_latents=image)
+            return PromptEmbeds(torch.cat([p.embeds for p in parts]), pooled, None, image, secondary)
         embeds, masks = [], []
         for p in parts:
             pad = length - p.embeds.shape[1]
             mask = p.mask if p.mask is not None else torch.ones(p.embeds.shape[:2], dtype=torch.bool)
             embeds.append(torch.nn.functional.pad(p.embeds, (0, 0, 0, pad)))  # (B_p, length, D)
             masks.append(torch.nn.functional.pad(mask.bool().to(p.embeds.device), (0, pad)))  # (B_p, length)
-        return PromptEmbeds(torch.cat(embeds), pooled, torch.cat(masks), image)
+        return PromptEmbeds(torch.cat(embeds), pooled, torch.cat(masks), image, secondary)
 
 
 class FlowModel(ABC):

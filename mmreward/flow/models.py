@@ -1,5 +1,6 @@
 """Rectified-flow generators on diffusers pipelines: one small adapter per family (``sd3``, ``flux``, ``wan``,
-``qwenimage``, ``zimage``, ``flux2klein``, ``wan22``, ``wan22ti2v``), each in its module of
+``qwenimage``, ``zimage``, ``flux2klein``, ``wan22``, ``wan22ti2v``, ``qwenimage-edit``, ``flux-kontext``, ``flux2``,
+``hunyuanvideo15``), each in its module of
 :mod:`mmreward.flow.families`, all on the interface of :mod:`mmreward.flow.adapter`; this module maps family names
 to adapters and loads them.
 
@@ -46,8 +47,10 @@ from mmreward.flow.adapter import (
     fixed_shift_sigmas,
 )
 from mmreward.flow.families.flux import FluxModel
+from mmreward.flow.families.flux2 import Flux2Model
 from mmreward.flow.families.flux2klein import Flux2KleinModel
 from mmreward.flow.families.flux_kontext import FluxKontextModel
+from mmreward.flow.families.hunyuanvideo15 import HunyuanVideo15Model
 from mmreward.flow.families.qwenimage import QwenImageModel
 from mmreward.flow.families.qwenimage_edit import QwenImageEditModel
 from mmreward.flow.families.sd3 import SD3Model
@@ -75,7 +78,18 @@ __all__ = [
 ]
 
 Family = Literal[
-    "sd3", "flux", "wan", "qwenimage", "zimage", "flux2klein", "wan22", "wan22ti2v", "qwenimage-edit", "flux-kontext"
+    "sd3",
+    "flux",
+    "wan",
+    "qwenimage",
+    "zimage",
+    "flux2klein",
+    "wan22",
+    "wan22ti2v",
+    "qwenimage-edit",
+    "flux-kontext",
+    "flux2",
+    "hunyuanvideo15",
 ]
 FAMILIES = (
     "sd3",
@@ -88,8 +102,10 @@ FAMILIES = (
     "wan22ti2v",
     "qwenimage-edit",
     "flux-kontext",
+    "flux2",
+    "hunyuanvideo15",
 )
-VIDEO_FAMILIES = ("wan", "wan22", "wan22ti2v")
+VIDEO_FAMILIES = ("wan", "wan22", "wan22ti2v", "hunyuanvideo15")
 # The tiny pipelines' source resolution: the released pipelines' 1024 x 1024 would be 16k transformer tokens.
 TINY_SOURCE_AREA = 32 * 32
 
@@ -104,6 +120,8 @@ ADAPTERS: dict[str, type[FlowModel]] = {
     "wan22ti2v": Wan22TI2VModel,
     "qwenimage-edit": QwenImageEditModel,
     "flux-kontext": FluxKontextModel,
+    "flux2": Flux2Model,
+    "hunyuanvideo15": HunyuanVideo15Model,
 }
 PIPELINE_CLASSES = {
     "sd3": "StableDiffusion3Pipeline",
@@ -116,6 +134,8 @@ PIPELINE_CLASSES = {
     "wan22ti2v": "WanPipeline",
     "qwenimage-edit": "QwenImageEditPlusPipeline",
     "flux-kontext": "FluxKontextPipeline",
+    "flux2": "Flux2Pipeline",
+    "hunyuanvideo15": "HunyuanVideo15Pipeline",
 }
 
 

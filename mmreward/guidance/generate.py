@@ -43,6 +43,10 @@ FAMILY_DEFAULTS: dict[str, dict[str, Any]] = {
     # TI2V-5B 50 steps, CFG 5.0, 704 x 1280, 121 frames
     "wan22": {"steps": 40, "cfg": 4.0, "height": 720, "width": 1280, "num_frames": 81},
     "wan22ti2v": {"steps": 50, "cfg": 5.0, "height": 704, "width": 1280, "num_frames": 121},
+    # Flux2Pipeline's defaults: 50 steps, embedded guidance 4.0 (FLUX.2 [dev] is guidance-distilled)
+    "flux2": {"steps": 50, "cfg": 4.0, "height": 1024, "width": 1024, "num_frames": None},
+    # HunyuanVideo15Pipeline's defaults for the 480p checkpoints (its guider's CFG 6.0; 480 x 848 from target_size)
+    "hunyuanvideo15": {"steps": 50, "cfg": 6.0, "height": 480, "width": 848, "num_frames": 121},
 }
 TINY_DEFAULTS = {"steps": 8, "height": 32, "width": 32}
 FAMILIES = tuple(FAMILY_DEFAULTS)
@@ -54,6 +58,8 @@ PIPELINE_FAMILIES = {
     "QwenImagePipeline": "qwenimage",
     "ZImagePipeline": "zimage",
     "Flux2KleinPipeline": "flux2klein",
+    "Flux2Pipeline": "flux2",
+    "HunyuanVideo15Pipeline": "hunyuanvideo15",
 }
 
 

@@ -16,7 +16,9 @@ from typing import Literal
 class LatentGeneratorConfig:
     """The generator whose VAE latents the reward scores (``model:``)."""
 
-    family: Literal["sd3", "flux", "wan", "qwenimage", "zimage", "flux2klein", "wan22", "wan22ti2v"] = "sd3"
+    family: Literal[
+        "sd3", "flux", "wan", "qwenimage", "zimage", "flux2klein", "wan22", "wan22ti2v", "flux2", "hunyuanvideo15"
+    ] = "sd3"
     path: str = "stabilityai/stable-diffusion-3.5-medium"  # hub id, local directory, or "tiny"
     height: int = 512
     width: int = 512

@@ -6,7 +6,8 @@
   after :meth:`LoraReference.refresh`, a frozen snapshot of the adapter weights that is swapped in for the
   reference forward pass (adapter-sized memory, as Flow-GRPO's online DPO keeps a second adapter).
 - :func:`save_lora` writes the adapter in the diffusers LoRA format (with its rank/alpha metadata) so that
-  ``pipeline.load_lora_weights(directory)`` loads it onto the original base model. Wan2.2's two experts
+  ``pipeline.load_lora_weights(directory)`` loads it onto the original base model (:func:`load_lora` also for
+  pipelines without a LoRA loader, as ``HunyuanVideo15Pipeline``). Wan2.2's two experts
   (:class:`mmreward.flow.families.wan.WanExperts`) save one file each: the high-noise expert's under the default
   name, the low-noise expert's as :data:`LORA_WEIGHTS_NAME_2`, which diffusers' Wan loader puts into
   ``transformer_2`` (``load_lora_weights(directory, weight_name=LORA_WEIGHTS_NAME_2, load_into_transformer_2=True)``;
@@ -165,27 +166,47 @@ def save_lora(
         state = {**model.state_dict(), **{name: tensor for name, tensor in weights.items()}}
     layers = get_peft_model_state_dict(model, state_dict=state)
     layers = {name: tensor.detach().float().cpu().contiguous() for name, tensor in layers.items()}
-    pipeline_class.save_lora_weights(
-        directory,
-        transformer_lora_layers=layers,
-        transformer_lora_adapter_metadata=lora_metadata(model),
-        weight_name=weight_name,
-    )
+    if hasattr(pipeline_class, "save_lora_weights"):
+        pipeline_class.save_lora_weights(
+            directory,
+            transformer_lora_layers=layers,
+            transformer_lora_adapter_metadata=lora_metadata(model),
+            weight_name=weight_name,
+        )
+    else:
+        # No LoRA loader mixin on this pipeline (HunyuanVideo15Pipeline in diffusers 0.42): the same file, written by
+        # the helper every mixin's save_lora_weights calls; load_lora loads it.
+        from diffusers.loaders.lora_base import LoraBaseMixin
+
+        LoraBaseMixin._save_lora_weights(
+            directory,
+            {"transformer": layers},
+            {"transformer": lora_metadata(model)},
+            weight_name=weight_name,
+        )
     return directory / weight_name
 
 
-def load_lora(pipeline: Any, directory: str | Path) -> None:
-    """Load what :func:`save_lora` wrote into ``pipeline`` with diffusers' ``load_lora_weights``: the default file
-    into ``transformer``, and for Wan2.2, :data:`LORA_WEIGHTS_NAME_2` into ``transformer_2``."""
+def load_lora(pipeline: Any, directory: str | Path, *, weight_name: str | None = None) -> None:
+    """Load what :func:`save_lora` wrote into ``pipeline``: the default file into ``transformer`` and, for Wan2.2,
+    :data:`LORA_WEIGHTS_NAME_2` into ``transformer_2`` (diffusers' ``load_lora_weights``; for a pipeline without a
+    LoRA loader, as ``HunyuanVideo15Pipeline``, its transformer's ``load_lora_adapter`` on the same file).
+    ``weight_name``: one file of another name (another trainer's LoRA) to load into ``transformer``."""
     directory = Path(directory)
-    found = [name for name, file in EXPERT_WEIGHT_NAMES.items() if (directory / file).is_file()]
-    if not found:
+    if weight_name is not None and weight_name not in EXPERT_WEIGHT_NAMES.values():
+        files = {"transformer": weight_name}
+    else:
+        files = {name: file for name, file in EXPERT_WEIGHT_NAMES.items() if (directory / file).is_file()}
+    if not files:
         raise ConfigError(f"{str(directory)!r} holds no {LORA_WEIGHTS_NAME} (nor {LORA_WEIGHTS_NAME_2})")
-    if "transformer_2" in found and getattr(pipeline, "transformer_2", None) is None:
+    if "transformer_2" in files and getattr(pipeline, "transformer_2", None) is None:
         raise ConfigError(
             f"{str(directory)!r} holds a LoRA for a low-noise expert ({LORA_WEIGHTS_NAME_2}), but "
             f"{type(pipeline).__name__} has no transformer_2: it was trained on a two-expert Wan2.2 model"
         )
-    for name in found:
-        extra = {"load_into_transformer_2": True} if name == "transformer_2" else {}
-        pipeline.load_lora_weights(str(directory), weight_name=EXPERT_WEIGHT_NAMES[name], **extra)
+    for name, file in files.items():
+        if not hasattr(pipeline, "load_lora_weights"):
+            pipeline.transformer.load_lora_adapter(str(directory), weight_name=file, prefix="transformer")
+        else:
+            extra = {"load_into_transformer_2": True} if name == "transformer_2" else {}
+            pipeline.load_lora_weights(str(directory), weight_name=file, **extra)

@@ -29,6 +29,8 @@ class FlowModelConfig:
         "wan22ti2v",
         "qwenimage-edit",
         "flux-kontext",
+        "flux2",
+        "hunyuanvideo15",
     ] = "sd3"
     path: str = "stabilityai/stable-diffusion-3.5-medium"  # hub id, local directory, or "tiny"
     height: int = 512

@@ -122,6 +122,8 @@ EXPECTED = {
                 ("flux2klein", "Flux2KleinPipeline"),
                 ("wan22", "WanPipeline"),
                 ("wan22ti2v", "WanPipeline"),
+                ("flux2", "Flux2Pipeline"),
+                ("hunyuanvideo15", "HunyuanVideo15Pipeline"),
             )
         ),
         rf"overhead: {PERCENT}",

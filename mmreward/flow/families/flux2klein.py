@@ -61,13 +61,17 @@ class Flux2KleinModel(FlowModel):
         out = module(
             hidden_states=self.to_pipeline_latents(latents).to(dtype),
             timestep=self.timestep(sigma).to(dtype),
-            guidance=None,
+            guidance=self._guidance_input(guidance, batch, device),
             encoder_hidden_states=cond.embeds.to(dtype),
             txt_ids=txt_ids,
             img_ids=img_ids,
             return_dict=False,
         )[0]
         return self.from_pipeline_latents(out, height * self.spatial_multiple, width * self.spatial_multiple)
+
+    def _guidance_input(self, guidance: float, batch: int, device: torch.device) -> torch.Tensor | None:
+        """The transformer's ``guidance`` input: none for klein (no guidance embedding)."""
+        return None
 
     def pipeline_guidance_kwargs(self, guidance_scale, negative_prompt=""):
         if negative_prompt:
@@ -92,9 +96,10 @@ class Flux2KleinModel(FlowModel):
         return latents.permute(0, 2, 1).reshape(batch, channels, height // factor, width // factor)
 
     def sampling_sigmas(self, num_steps, latent_shape):
-        """Flux2KleinPipeline's schedule: ``linspace(1, 1/N, N)`` shifted by its empirical ``mu`` (a function of
-        the image token count and of ``N``); with ``sampling_shift`` set, :func:`fixed_shift_sigmas`."""
-        from diffusers.pipelines.flux2.pipeline_flux2_klein import compute_empirical_mu
+        """Flux2KleinPipeline's (and Flux2Pipeline's) schedule: ``linspace(1, 1/N, N)`` shifted by the empirical
+        ``mu`` of FLUX.2 (a function of the image token count and of ``N``); with ``sampling_shift`` set,
+        :func:`fixed_shift_sigmas`."""
+        from diffusers.pipelines.flux2.pipeline_flux2 import compute_empirical_mu  # klein's module has a copy
 
         if num_steps < 1:
             raise ConfigError(f"num_steps must be >= 1, got {num_steps}")

@@ -238,15 +238,21 @@ def test_lora_family_is_read_from_layer_names_and_training_config(tmp_path):
         },
     )
     info = generation.inspect_lora(flux)
-    assert info.families == {"flux", "flux2klein"} and info.rank == 4 and len(info.digest) == 64
-    with pytest.raises(ConfigError, match="layers of a flux or flux2klein transformer, not sd3"):
+    assert info.families == {"flux", "flux2klein", "flux2"} and info.rank == 4 and len(info.digest) == 64
+    with pytest.raises(ConfigError, match="layers of a flux or flux2 or flux2klein transformer, not sd3"):
         generation.check_lora_family(info, "sd3")
     wan = _lora_file(tmp_path / "wan", {"transformer.blocks.0.attn1.to_q.lora_A.weight": (2, 32)})
     assert generation.inspect_lora(wan).families == {"wan", "wan22", "wan22ti2v"}  # one layer layout
     joint = _lora_file(
         tmp_path / "run" / "lora", {"transformer.transformer_blocks.0.attn.add_q_proj.lora_B.weight": (32, 4)}
     )
-    assert generation.inspect_lora(joint).families == {"sd3", "flux", "qwenimage", "flux2klein"}  # MM-DiT names
+    assert generation.inspect_lora(joint).families == {
+        "sd3",
+        "flux",
+        "qwenimage",
+        "flux2klein",
+        "flux2",
+    }  # MM-DiT names
     qwen = _lora_file(tmp_path / "qwen", {"transformer.transformer_blocks.0.img_mlp.net.2.lora_A.weight": (2, 32)})
     assert generation.inspect_lora(qwen).families == {"qwenimage"}
     zimage = _lora_file(tmp_path / "zimage", {"transformer.layers.0.attention.to_q.lora_A.weight": (2, 32)})
