@@ -194,19 +194,14 @@ def _family_of_key(key: str) -> set[str]:
     if ".single_transformer_blocks." in key:
         return {"flux", "flux2klein", "flux2"}
     if re.search(r"^transformer\.blocks\.\d+\.(attn1|attn2|ffn)\.", key):
-        return set(VIDEO_FAMILIES)
+        return {"wan", "wan22", "wan22ti2v"}  # Wan's self/cross-attention blocks (HunyuanVideo's are joint)
     if re.search(r"^transformer\.(layers|noise_refiner|context_refiner)\.\d+\.", key):
         return {"zimage"}
     if re.search(r"^transformer\.transformer_blocks\.\d+\.(img_mlp|txt_mlp|img_mod|txt_mod)\.", key):
         return {"qwenimage"}
     if key.startswith("transformer.transformer_blocks."):
-        return {
-            "sd3",
-            "flux",
-            "qwenimage",
-            "flux2klein",
-            "flux2",
-        }  # joint (MM-DiT) blocks with the same projection names
+        # joint (MM-DiT) blocks with the same projection names
+        return {"sd3", "flux", "qwenimage", "flux2klein", "flux2", "hunyuanvideo15"}
     return set(ALL_FAMILIES)
 
 

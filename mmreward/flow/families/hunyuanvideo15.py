@@ -54,6 +54,12 @@ class HunyuanVideo15Model(FlowModel):
     def spatial_multiple(self) -> int:
         return self.pipeline.vae_scale_factor_spatial * self.transformer.config.patch_size
 
+    @property
+    def leaves_parameters_unused(self) -> bool:
+        # The last double-stream block's text output is discarded (only the video tokens reach norm_out), so its
+        # text-side output projection (``to_add_out``, a default LoRA target) never gets a gradient.
+        return True
+
     def check_size(self, height, width, num_frames=None):
         super().check_size(height, width)
         step = self.pipeline.vae_scale_factor_temporal

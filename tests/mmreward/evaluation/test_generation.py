@@ -252,6 +252,7 @@ def test_lora_family_is_read_from_layer_names_and_training_config(tmp_path):
         "qwenimage",
         "flux2klein",
         "flux2",
+        "hunyuanvideo15",
     }  # MM-DiT names
     qwen = _lora_file(tmp_path / "qwen", {"transformer.transformer_blocks.0.img_mlp.net.2.lora_A.weight": (2, 32)})
     assert generation.inspect_lora(qwen).families == {"qwenimage"}
