@@ -47,6 +47,7 @@ REWARD_TYPES: dict[str, str] = {
     "pointwise-judge": "mmreward.rewards.vlm.pointwise:PointwiseJudge",
     "checklist-judge": "mmreward.rewards.vlm.checklist:ChecklistJudge",
     "critique-judge": "mmreward.rewards.vlm.critique:RationalRewardsJudge",
+    "edit-critique-judge": "mmreward.rewards.vlm.critique:RationalRewardsEditJudge",
 }
 
 PRESET_DIR = Path(__file__).resolve().parent.parent / "presets"
