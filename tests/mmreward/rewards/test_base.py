@@ -28,6 +28,7 @@ _VLM_TYPES = {
     "checklist-judge",
     "flex-judge",
     "critique-judge",
+    "edit-critique-judge",
     "videoscore2",
 }
 # Soft-TIFA asks the questions its data file lists for a prompt, so it scores only those prompts:
