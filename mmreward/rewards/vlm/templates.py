@@ -229,7 +229,11 @@ def describe_choice(options: dict[str, Any]) -> str | None:
         return f"file ({options['template_file']})"
     template = options.get("template")
     if template == "reference":
-        entries = (options.get("reference_prompt") or {}).values()
+        entries = [
+            part
+            for entry in (options.get("reference_prompt") or {}).values()
+            for part in (entry if isinstance(entry, list) else [entry])  # a prompt joined from several files
+        ]
         sources = sorted({f"{e.get('repository')}@{str(e.get('commit'))[:7]}" for e in entries if isinstance(e, dict)})
         return f"reference ({', '.join(sources)})"
     if template == "ours":
