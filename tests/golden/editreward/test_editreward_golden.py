@@ -75,3 +75,36 @@ def test_sources_are_required_and_settings_refused_with_the_fix(reward):
         load(fusion="sum")
     with pytest.raises(ConfigError, match="needs weights="):
         load(weights=None)
+
+
+def test_reference_prompts_join_each_heads_parts_from_their_pinned_files(tmp_path):
+    import hashlib
+
+    from mmreward.rewards.vlm.edit_reward import read_head_prompts
+
+    files = {
+        "pkg/prompts.py": 'FOLLOW = """Follow {text_prompt} {{exactly}}"""\nLOOK = "Look at {text_prompt}"\n',
+        "pkg/collate.py": 'import os\nline = "\\nRating: <|Reward|>"\n',
+    }
+    for path, text in files.items():
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).write_text(text)
+
+    def part(path, expression, **extra):
+        digest = hashlib.sha256(files[path].encode()).hexdigest()
+        pin = {"repository": "someone/edits", "commit": "a" * 40, "path": path, "sha256": digest}
+        return {**pin, "expression": expression, **extra}
+
+    spec = {
+        "instruction_following": [part("pkg/prompts.py", "FOLLOW.format(text_prompt=prompt)"),
+                                  part("pkg/collate.py", "line", caption=None)],
+        "visual_quality": [part("pkg/prompts.py", "LOOK.format(text_prompt=prompt)"),
+                           part("pkg/collate.py", "line", caption=None)],
+    }
+    texts = read_head_prompts("reference", spec, tmp_path)
+    assert texts["instruction_following"].format(prompt="the cat") == "Follow the cat {exactly}\nRating: <|Reward|>"
+    assert texts["visual_quality"] == "Look at {prompt}\nRating: <|Reward|>"
+    with pytest.raises(ConfigError, match="no part shows the instruction"):
+        read_head_prompts("reference", {**spec, "visual_quality": [part("pkg/collate.py", "line", caption=None)]}, tmp_path)
+    with pytest.raises(ConfigError, match="must map each head"):
+        read_head_prompts("reference", {"instruction_following": spec["instruction_following"]}, tmp_path)
