@@ -108,3 +108,12 @@ def test_reference_prompts_join_each_heads_parts_from_their_pinned_files(tmp_pat
         read_head_prompts("reference", {**spec, "visual_quality": [part("pkg/collate.py", "line", caption=None)]}, tmp_path)
     with pytest.raises(ConfigError, match="must map each head"):
         read_head_prompts("reference", {"instruction_following": spec["instruction_following"]}, tmp_path)
+
+
+def test_tiny_stand_in_loads_through_the_preset_and_scores_edits(tiny_root):
+    reward = mmreward.load_reward(str(testing.tiny_vlm_preset("editreward", tiny_root, backbone="qwen2_5_vl")))
+    image = torch.rand(3, 48, 64, generator=torch.Generator().manual_seed(0))
+    out = reward.score(["make it red", "make it red"], [image, image.flip(-1)], sources=[image.flip(-1), image])
+    assert not out.failed.any() and torch.isfinite(out.scores).all()
+    assert out.scores[0] != out.scores[1]  # the order of source and edit matters
+    torch.testing.assert_close(out.scores, (out.dims["instruction_following"] + out.dims["visual_quality"]) / 2)

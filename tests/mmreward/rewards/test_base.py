@@ -29,6 +29,7 @@ _VLM_TYPES = {
     "flex-judge",
     "critique-judge",
     "edit-critique-judge",
+    "editreward",
     "videoscore2",
 }
 # Soft-TIFA asks the questions its data file lists for a prompt, so it scores only those prompts:
