@@ -146,7 +146,7 @@ class EditRewardModel(RewardModel):
         super().__init__(**options)
         if not weights:
             raise ConfigError(
-                "EditReward needs weights=: the directory (or hub id) of a released EditReward checkpoint, which holds "
+                "EditReward needs weights=: the directory (or hub id) of a released EditReward checkpoint holding "
                 f"{filename}; this preset pins no download"
             )
         if fusion not in FUSIONS:
@@ -193,7 +193,9 @@ class EditRewardModel(RewardModel):
         state = load_state_dict_file(checkpoint)
         state = state.get("model", state) if isinstance(state.get("model"), dict) else state
         # rm_heads.head_i.* -> the "rm_head." prefix load_full gives the head module's tensors.
-        state = {("rm_head." + k.removeprefix("rm_heads.")) if k.startswith("rm_heads.") else k: v for k, v in state.items()}
+        state = {
+            ("rm_head." + k.removeprefix("rm_heads.")) if k.startswith("rm_heads.") else k: v for k, v in state.items()
+        }
         load_full(model, heads, state, source=str(checkpoint))
         model.to(self.device).eval().requires_grad_(False)
         heads.to(self.device).eval().requires_grad_(False)
@@ -214,7 +216,11 @@ class EditRewardModel(RewardModel):
         """Processor inputs of one head's prompt for a batch of ``(edited, source)`` pairs: source, edited, text."""
         texts, images = [], []
         for prompt, (edited, source) in zip(prompts, pairs, strict=True):
-            content = [{"type": "image"}, {"type": "image"}, {"type": "text", "text": self.prompts[head].format(prompt=prompt)}]
+            content = [
+                {"type": "image"},
+                {"type": "image"},
+                {"type": "text", "text": self.prompts[head].format(prompt=prompt)},
+            ]
             texts.append(
                 self.processor.apply_chat_template(
                     [{"role": "user", "content": content}], tokenize=False, add_generation_prompt=True

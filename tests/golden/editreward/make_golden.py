@@ -52,6 +52,7 @@ def sample_image(name: str) -> str:
 def definitions(path: Path, names: set[str], namespace: dict) -> dict:
     """Execute the imports that resolve and the named top-level definitions of ``path`` into ``namespace``."""
     module = ast.parse(path.read_text(encoding="utf-8"))
+
     def defines(node: ast.stmt) -> set[str]:
         if isinstance(node, ast.Assign):
             return {t.id for t in node.targets if isinstance(t, ast.Name)}
@@ -76,8 +77,9 @@ def main() -> None:
     ours = yaml.safe_load(OURS.read_text(encoding="utf-8"))
     base = HERE / "base"
     corpus = [ours[h].format(prompt=p) for h in HEADS for p in PROMPTS]
-    _tiny.build_base(base, corpus, min_pixels=56 * 56, max_pixels=28 * 28 * 1280, tie_embeddings=False,
-                     family="qwen2_5_vl")
+    _tiny.build_base(
+        base, corpus, min_pixels=56 * 56, max_pixels=28 * 28 * 1280, tie_embeddings=False, family="qwen2_5_vl"
+    )
 
     # (2) the reward model as create_model_and_processor builds it.
     model_ns = definitions(source / "model" / "qwen2_5_vl_trainer.py", {"Qwen2_5_VLRewardModelBT_MultiHead"}, {})
@@ -110,9 +112,23 @@ def main() -> None:
 
     # (3) the inferencer, its texts replaced by our wording (the reward-token line is part of it).
     sys.path.insert(0, str(source.parent))
-    utils = definitions(source / "dataset" / "utils.py", {"IMAGE_FACTOR", "MIN_PIXELS", "MAX_PIXELS", "MAX_RATIO",
-                        "round_by_factor", "ceil_by_factor", "floor_by_factor", "smart_resize", "fetch_image",
-                        "extract_vision_info", "process_vision_info"}, {})
+    utils = definitions(
+        source / "dataset" / "utils.py",
+        {
+            "IMAGE_FACTOR",
+            "MIN_PIXELS",
+            "MAX_PIXELS",
+            "MAX_RATIO",
+            "round_by_factor",
+            "ceil_by_factor",
+            "floor_by_factor",
+            "smart_resize",
+            "fetch_image",
+            "extract_vision_info",
+            "process_vision_info",
+        },
+        {},
+    )
     namespace = {
         "process_vision_info": utils["process_vision_info"],
         "INSTRUCTION_EDIT_FOLLOWING": ours["instruction_following"].replace("{prompt}", "{text_prompt}"),

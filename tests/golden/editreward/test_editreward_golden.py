@@ -52,7 +52,10 @@ def test_scores_and_heads_match_editreward(reward):
 
 def test_both_outputs_of_each_head_and_min_fusion_match(reward):
     sources, edited = pairs()
-    prepared = [(reward.prepare(reward.load_media(e)), reward.prepare(reward.load_media(s))) for s, e in zip(sources, edited)]
+    prepared = [
+        (reward.prepare(reward.load_media(e)), reward.prepare(reward.load_media(s)))
+        for s, e in zip(sources, edited, strict=True)
+    ]
     with torch.inference_mode():
         for i, head in enumerate(("instruction_following", "visual_quality")):
             raw = reward.head_outputs(i, reward.encode(head, GOLDEN["prompts"], prepared))  # (B, 2): mu, log sigma
@@ -96,16 +99,22 @@ def test_reference_prompts_join_each_heads_parts_from_their_pinned_files(tmp_pat
         return {**pin, "expression": expression, **extra}
 
     spec = {
-        "instruction_following": [part("pkg/prompts.py", "FOLLOW.format(text_prompt=prompt)"),
-                                  part("pkg/collate.py", "line", caption=None)],
-        "visual_quality": [part("pkg/prompts.py", "LOOK.format(text_prompt=prompt)"),
-                           part("pkg/collate.py", "line", caption=None)],
+        "instruction_following": [
+            part("pkg/prompts.py", "FOLLOW.format(text_prompt=prompt)"),
+            part("pkg/collate.py", "line", caption=None),
+        ],
+        "visual_quality": [
+            part("pkg/prompts.py", "LOOK.format(text_prompt=prompt)"),
+            part("pkg/collate.py", "line", caption=None),
+        ],
     }
     texts = read_head_prompts("reference", spec, tmp_path)
     assert texts["instruction_following"].format(prompt="the cat") == "Follow the cat {exactly}\nRating: <|Reward|>"
     assert texts["visual_quality"] == "Look at {prompt}\nRating: <|Reward|>"
     with pytest.raises(ConfigError, match="no part shows the instruction"):
-        read_head_prompts("reference", {**spec, "visual_quality": [part("pkg/collate.py", "line", caption=None)]}, tmp_path)
+        read_head_prompts(
+            "reference", {**spec, "visual_quality": [part("pkg/collate.py", "line", caption=None)]}, tmp_path
+        )
     with pytest.raises(ConfigError, match="must map each head"):
         read_head_prompts("reference", {"instruction_following": spec["instruction_following"]}, tmp_path)
 

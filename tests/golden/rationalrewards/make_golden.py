@@ -1,5 +1,5 @@
-"""Regenerate the RationalRewards golden data with the authors' own T2I and I2I (edit) readers (TIGER-AI-Lab/RationalRewards, see
-../README.md).
+"""Regenerate the RationalRewards golden data with the authors' own T2I and I2I (edit) readers
+(TIGER-AI-Lab/RationalRewards, see ../README.md).
 
 The authors publish their T2I and I2I recipes in their README: ``build_t2i_messages`` / ``build_i2i_messages`` (the
 prompts the presets read) and ``parse_t2i_scores`` / ``parse_i2i_scores`` (the readers), each in a fenced Python
