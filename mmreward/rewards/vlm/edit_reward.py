@@ -1,7 +1,8 @@
 """EditReward: a Qwen2.5-VL reward model with two regression heads that scores an instruction-guided image edit.
 
 EditReward (Wu et al. 2025, "EditReward: A Human-Aligned Reward Model for Instruction-Guided Image Editing", arXiv
-2509.26346; code TIGER-AI-Lab/EditReward) fine-tunes a Qwen2.5-VL-7B (or MiMo-VL-7B, the same architecture) with one
+2509.26346; code TIGER-AI-Lab/EditReward) fine-tunes a Qwen2.5-VL-7B (or MiMo-VL-7B, which the authors load with the
+same Qwen2.5-VL class) with one
 added ``<|Reward|>`` token and two HPSv3-style MLP heads (``hidden -> 1024 -> ReLU -> 16 -> ReLU -> 2``, float32,
 giving ``(mu, log sigma)``). As its inference code (``EditRewardVLInferencer.reward`` with ``rm_head_type:
 ranknet_multi_head``) scores an (instruction, source, edited) triple:
@@ -22,7 +23,8 @@ ranknet_multi_head``) scores an (instruction, source, edited) triple:
 
 The checkpoint is one full state dict (``model.safetensors``, or ``model.pth`` as the inferencer also accepts) of
 the reward model class: the VLM's tensors (transformers 4.x or 5 naming), ``lm_head`` (unused) and
-``rm_heads.head_0`` / ``rm_heads.head_1``; the processor and configuration come from the base model.
+``rm_heads.head_0`` / ``rm_heads.head_1``; the processor and configuration come from the base model. The authors'
+Qwen3-VL variant builds its inputs another way (its own collator) and is refused here rather than guessed at.
 
 The instruction texts and the reward-token line are the authors'; they are read at run time from their repository
 at a pinned commit (``reference_prompt``, see :func:`read_head_prompts`), or ``template="ours"`` uses our wording
@@ -183,6 +185,11 @@ class EditRewardModel(RewardModel):
         from transformers.initialization import no_init_weights
 
         config = AutoConfig.from_pretrained(base_dir)
+        if config.model_type != "qwen2_5_vl":
+            raise ConfigError(
+                f"base_model {str(base_dir)!r} is a {config.model_type!r} model; EditReward is built here on "
+                "Qwen2.5-VL-class bases only (model_type qwen2_5_vl)"
+            )
         attn_impl = choose_attn_implementation(attn, self.device, self.dtype)
         with no_init_weights():  # every tensor is overwritten by the checkpoint below
             model = AutoModel.from_config(config, dtype=self.dtype, attn_implementation=attn_impl)

@@ -126,3 +126,11 @@ def test_tiny_stand_in_loads_through_the_preset_and_scores_edits(tiny_root):
     assert not out.failed.any() and torch.isfinite(out.scores).all()
     assert out.scores[0] != out.scores[1]  # the order of source and edit matters
     torch.testing.assert_close(out.scores, (out.dims["instruction_following"] + out.dims["visual_quality"]) / 2)
+
+
+def test_other_base_families_are_refused(tiny_root):
+    from mmreward.tiny_models import tiny_vlm_backbone
+
+    base = tiny_vlm_backbone(tiny_root / "qwen2_vl-base", "qwen2_vl")
+    with pytest.raises(ConfigError, match="is a 'qwen2_vl' model; EditReward is built here on Qwen2.5-VL"):
+        load(base_model=str(base))
