@@ -9,7 +9,8 @@ Qwen backbone of the family the preset's checkpoint uses, Soft-TIFA with three q
 through ``load_reward``. GenEval scores the prompt as one red stop sign, every box kept, so colours are classified.
 The scikit-image photos, decoded once into tensors, are scored with a prompt that quotes a text (so the OCR reward
 has a target); pointwise rewards by ``score`` (items/s), pairwise judges by ``compare`` in both presentation orders
-(pairs/s). Video-only rewards (VideoScore2) score one clip per photo instead: 8 frames panning across it, taken as
+(pairs/s); editing rewards score each photo as an edit of the next one (its source, a second image per item).
+Video-only rewards (VideoScore2) score one clip per photo instead: 8 frames panning across it, taken as
 sampled at the reward's frame rate (items/s are clips/s). Decoding is not timed. Remote presets have no weights of
 their own and are listed as served.
 
@@ -68,6 +69,8 @@ VLM_FAMILY = {
     "unigenbench-eval-qwen72b": "qwen2_5_vl",
     "videoscore2": "qwen2_5_vl",
     "rationalrewards": "qwen3_vl",
+    "rationalrewards-edit": "qwen3_vl",
+    "editreward": "qwen2_5_vl",
 }
 CLIP_FRAMES = 8  # frames of each clip a video-only reward scores
 
@@ -125,6 +128,13 @@ def throughput(reward, images: list[torch.Tensor], repeats: int) -> tuple[str, f
             return reward.compare(prompts, images, other)
 
         unit = "pairs/s"
+    elif reward.uses_source:
+        sources = images[1:] + images[:1]  # each photo scored as an edit of the next one
+
+        def run():
+            return reward.score(prompts, images, sources=sources)
+
+        unit = "items/s"
     else:
 
         def run():

@@ -393,7 +393,7 @@ def tiny_vlm_preset(
     name: str, root: str | Path, *, backbone: str = "qwen2_vl", dims: tuple[str, ...] = ("VQ", "MQ", "TA")
 ) -> Path:
     """Tiny random weights for a VLM preset (``videoreward``, ``hpsv3``, ``unifiedreward-*``, ``unigenbench-eval``,
-    ``videoscore2``, ``rationalrewards``) and
+    ``videoscore2``, ``rationalrewards``, ``rationalrewards-edit``, ``editreward``) and
     a preset YAML pointing at them; it loads with ``load_reward(path)`` through the real loading code.
 
     Judges get a tiny ``backbone`` checkpoint; ``videoreward`` a VideoAlign-layout checkpoint (LoRA adapter,
@@ -419,11 +419,14 @@ def tiny_vlm_preset(
         preset = replace(preset, kwargs={**preset.kwargs, "template": "ours"})
     if preset.kwargs.get("backend") == "local":
         kwargs = {**preset.kwargs, "weights": str(base), **_TINY_PIXELS}
-        if preset.type in ("cot-judge", "checklist-judge", "flex-judge", "critique-judge"):
+        if preset.type in ("cot-judge", "checklist-judge", "flex-judge", "critique-judge", "edit-critique-judge"):
             kwargs["max_new_tokens"] = 32
     elif preset.type == "videoscore2":
         kwargs = {**preset.kwargs, "weights": str(base), "max_new_tokens": 32}
         kwargs.update(frame_min_pixels=56 * 56, frame_max_pixels=112 * 112)
+    elif preset.type == "editreward":
+        _tiny_editreward_file(directory / preset.kwargs["filename"], base)
+        kwargs = {**preset.kwargs, "weights": str(directory), "base_model": str(base), **_TINY_PIXELS}
     elif preset.type == "vlm-head" and "filename" in preset.kwargs:
         _tiny_full_head_file(directory / preset.kwargs["filename"], base, preset.kwargs)
         kwargs = {**preset.kwargs, "weights": str(directory), "base_model": str(base), **_TINY_PIXELS}
@@ -458,6 +461,27 @@ def _tiny_full_head_file(path: Path, base: Path, settings: dict[str, Any]) -> No
         bare = name.removeprefix("model.")
         state[_to_v4_key(bare).removeprefix("base_model.model.") if name.startswith("model.") else name] = tensor
     state.update({f"rm_head.{k}": v for k, v in head.state_dict().items()})
+    save_file({k: v.clone().contiguous() for k, v in state.items()}, path)
+
+
+def _tiny_editreward_file(path: Path, base: Path) -> None:
+    """A full state-dict file in EditReward's layout: every model tensor (``model.language_model.*``,
+    ``model.visual.*``, ``lm_head.*``) plus the two MLP heads ``rm_heads.head_0`` / ``rm_heads.head_1``."""
+    from safetensors.torch import save_file
+    from transformers import AutoModelForImageTextToText
+
+    from mmreward.rewards.vlm.backbone import load_processor
+    from mmreward.rewards.vlm.edit_reward import HEADS, REWARD_TOKEN
+    from mmreward.rewards.vlm.heads import build_head
+
+    processor = load_processor(base, add_tokens=(REWARD_TOKEN,))
+    model = AutoModelForImageTextToText.from_pretrained(base)
+    model.resize_token_embeddings(len(processor.tokenizer), mean_resizing=False)
+    torch.manual_seed(3)
+    state = dict(model.state_dict())
+    hidden = model.config.get_text_config().hidden_size
+    for i in range(len(HEADS)):
+        state.update({f"rm_heads.head_{i}.{k}": v for k, v in build_head("mlp", hidden, 2).state_dict().items()})
     save_file({k: v.clone().contiguous() for k, v in state.items()}, path)
 
 

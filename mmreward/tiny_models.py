@@ -73,7 +73,9 @@ _QWEN_SPLIT = (
 VLM_FAMILIES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl")
 
 
-_NOT_IN_TOKENIZER_CORPUS = ("unifiedreward-flex",)
+# Templates added after the tiny judges were fine-tuned in tests: their text would change the merges, and with them
+# those judges' tokenization.
+_NOT_IN_TOKENIZER_CORPUS = ("unifiedreward-flex", "rationalrewards-edit", "editreward-heads")
 
 
 def _tiny_vlm_tokenizer():

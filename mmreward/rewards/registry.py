@@ -40,6 +40,7 @@ REWARD_TYPES: dict[str, str] = {
     "jpeg-incompressibility": "mmreward.rewards.compressibility:JpegIncompressibility",
     "vlm-head": "mmreward.rewards.vlm.heads:VLMHeadReward",
     "videoscore2": "mmreward.rewards.vlm.videoscore2:VideoScore2Reward",
+    "editreward": "mmreward.rewards.vlm.edit_reward:EditRewardModel",
     # Judges: a task class; the preset's `backend:` names the model behind it (local or chat).
     "pairwise-judge": "mmreward.rewards.vlm.pairwise:PairwiseJudge",
     "cot-judge": "mmreward.rewards.vlm.pairwise:ChainOfThoughtJudge",
@@ -47,6 +48,7 @@ REWARD_TYPES: dict[str, str] = {
     "pointwise-judge": "mmreward.rewards.vlm.pointwise:PointwiseJudge",
     "checklist-judge": "mmreward.rewards.vlm.checklist:ChecklistJudge",
     "critique-judge": "mmreward.rewards.vlm.critique:RationalRewardsJudge",
+    "edit-critique-judge": "mmreward.rewards.vlm.critique:RationalRewardsEditJudge",
 }
 
 PRESET_DIR = Path(__file__).resolve().parent.parent / "presets"

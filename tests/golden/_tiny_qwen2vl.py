@@ -103,17 +103,27 @@ def build_tokenizer(directory: Path, corpus: list[str], vocab_size: int = 400) -
 
 
 def build_base(
-    directory: Path, corpus: list[str], *, min_pixels: int, max_pixels: int, tie_embeddings: bool = True, seed: int = 0
+    directory: Path,
+    corpus: list[str],
+    *,
+    min_pixels: int,
+    max_pixels: int,
+    tie_embeddings: bool = True,
+    seed: int = 0,
+    family: str = "qwen2_vl",
 ) -> Path:
     """Save a tiny random Qwen2-VL-Instruct-like checkpoint (hidden 64, 2 layers, vision depth 2) to ``directory``.
 
     ``tie_embeddings``: Qwen2-VL-2B ties the LM head to the token embeddings (VideoReward's base), 7B does not
-    (HPSv3's base)."""
+    (HPSv3's base). ``family="qwen2_5_vl"``: a Qwen2.5-VL one instead (windowed vision attention, one full-attention
+    block, gated vision MLP; EditReward's base)."""
     import torch
     from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
 
     ids = build_tokenizer(directory, corpus)
     vocab = max(ids.values()) + 1
+    if family == "qwen2_5_vl":
+        return _build_qwen2_5_vl(directory, ids, min_pixels, max_pixels, tie_embeddings, seed)
     config = Qwen2VLConfig(
         vocab_size=vocab,
         hidden_size=64,
@@ -152,6 +162,70 @@ def build_base(
     preprocessor = {
         "image_processor_type": "Qwen2VLImageProcessor",
         "processor_class": "Qwen2VLProcessor",
+        "do_convert_rgb": True,
+        "do_normalize": True,
+        "do_rescale": True,
+        "do_resize": True,
+        "image_mean": [0.48145466, 0.4578275, 0.40821073],
+        "image_std": [0.26862954, 0.26130258, 0.27577711],
+        "rescale_factor": 0.00392156862745098,
+        "resample": 3,
+        "min_pixels": min_pixels,
+        "max_pixels": max_pixels,
+        "patch_size": 14,
+        "temporal_patch_size": 2,
+        "merge_size": 2,
+    }
+    (directory / "preprocessor_config.json").write_text(json.dumps(preprocessor, indent=2))
+    (directory / "chat_template.json").write_text(json.dumps({"chat_template": CHAT_TEMPLATE}, indent=2))
+    return directory
+
+
+def _build_qwen2_5_vl(
+    directory: Path, ids: dict[str, int], min_pixels: int, max_pixels: int, tie_embeddings: bool, seed: int
+) -> Path:
+    import torch
+    from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+
+    config = Qwen2_5_VLConfig(
+        vocab_size=max(ids.values()) + 1,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=4096,
+        rope_theta=10000.0,
+        rope_scaling={"type": "mrope", "mrope_section": [2, 3, 3]},
+        vision_config={
+            "depth": 2,
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_heads": 4,
+            "out_hidden_size": 64,
+            "window_size": 56,
+            "fullatt_block_indexes": [1],
+            "tokens_per_second": 2,
+            "in_channels": 3,
+            "patch_size": 14,
+            "spatial_merge_size": 2,
+            "temporal_patch_size": 2,
+        },
+        bos_token_id=ids["<|endoftext|>"],
+        eos_token_id=ids["<|im_end|>"],
+        pad_token_id=ids["<|endoftext|>"],
+        image_token_id=ids["<|image_pad|>"],
+        video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"],
+        vision_end_token_id=ids["<|vision_end|>"],
+        tie_word_embeddings=tie_embeddings,
+        torch_dtype="float32",
+    )
+    torch.manual_seed(seed)
+    Qwen2_5_VLForConditionalGeneration(config).save_pretrained(directory, safe_serialization=True)
+    preprocessor = {
+        "image_processor_type": "Qwen2VLImageProcessor",
+        "processor_class": "Qwen2_5_VLProcessor",
         "do_convert_rgb": True,
         "do_normalize": True,
         "do_rescale": True,

@@ -31,12 +31,13 @@ A ``path`` ending in ``.md`` is read through the fenced Python block that define
 
 File layout (one section per media kind; a section may be left out when the template has no video form)::
 
-    kind: pairwise            # pairwise | pointwise | cot | head | checklist | critique
+    kind: pairwise            # pairwise | pointwise | cot | head | checklist | critique | edit-critique
     system: optional system message (a section may override it)
     score_range: [1, 5]       # pointwise only
     definitions: {...}        # checklist only: test-point category -> what it checks (shown to the judge)
     image:
-      user: |-                # the user turn; {media_a}/{media_b} (pairwise, cot) or {media} (pointwise, head)
+      user: |-                # the user turn; {media_a}/{media_b} (pairwise, cot), {media} (pointwise, head) or
+                              # {source} then {media} (edit-critique: the source image and the edit of it)
         {media_a}{media_b}    # mark where the images go; {prompt} and {num_frames} are filled in
         ...
       verdicts: {first: Image 1 is better, second: Image 2 is better, tie: Both images are equally good}
@@ -70,7 +71,7 @@ from mmreward.errors import ConfigError
 from mmreward.rewards.vlm.parsing import VerdictPhrases
 from mmreward.rewards.vlm.reference import ReferenceFile, extract_prompt, parse_reference_file, read_reference_file
 
-TemplateKind = Literal["pairwise", "pointwise", "cot", "head", "checklist", "critique"]
+TemplateKind = Literal["pairwise", "pointwise", "cot", "head", "checklist", "critique", "edit-critique"]
 MediaKind = Literal["image", "video"]
 Wording = Literal["reference", "ours"]
 WORDINGS = ("reference", "ours")
@@ -83,7 +84,11 @@ _SLOTS = {
     "head": ("media",),
     "checklist": ("media",),
     "critique": ("media",),
+    # An editing judge sees the source image, then the edited one (in the order the slots are listed).
+    "edit-critique": ("source", "media"),
 }
+_SLOT_NAMES = r"media(?:_a|_b)?|source"
+_SLOT = rf"\{{({_SLOT_NAMES})\}}"  # captures the slot's name
 _FIELDS = {"prompt", "num_frames"}
 # Extra fields of checklist texts: the whole list (user) and one test point (question).
 _CHECKLIST_FIELDS = {"user": {"checklist", "count"}, "question": {"point", "description", "definition"}}
@@ -122,10 +127,10 @@ class TemplateSection:
         """The user turn (or ``text``, e.g. a checklist ``question``) as text and media parts, with ``{prompt}``,
         ``{num_frames}`` and ``fields`` filled in."""
         parts: list[Part] = []
-        for piece in re.split(r"(\{media(?:_a|_b)?\})", self.user if text is None else text):
+        for piece in re.split(rf"(\{{(?:{_SLOT_NAMES})\}})", self.user if text is None else text):
             if not piece:
                 continue
-            if re.fullmatch(r"\{media(?:_a|_b)?\}", piece):
+            if re.fullmatch(_SLOT, piece):
                 parts.append(MediaPart(piece[1:-1]))
             else:
                 parts.append(TextPart(piece.format(prompt=prompt, num_frames=num_frames, **fields)))
@@ -191,13 +196,14 @@ class Template:
                 source, ref.expression, {ref.caption: "prompt"}, where, scope=ref.scope, markdown=markdown
             )
             if ref.media_marker is not None:
-                if text.count(ref.media_marker) != 1:
+                slots = _SLOTS[self.kind]
+                if text.count(ref.media_marker) != len(slots):
                     raise ConfigError(
                         f"{where}: media_marker {ref.media_marker!r} occurs {text.count(ref.media_marker)} times in "
-                        "the reference text; it must mark the one place the media go"
+                        f"the reference text; it must mark the {len(slots)} place(s) the media go ({slots}, in order)"
                     )
-                (slot,) = _SLOTS[self.kind]
-                text = text.replace(ref.media_marker, "{" + slot + "}")
+                for slot in slots:
+                    text = text.replace(ref.media_marker, "{" + slot + "}", 1)
             user = ref.user.replace("{reference}", text)
             _check_text(user, self.kind, _FIELDS, where)
             system = None
@@ -223,7 +229,11 @@ def describe_choice(options: dict[str, Any]) -> str | None:
         return f"file ({options['template_file']})"
     template = options.get("template")
     if template == "reference":
-        entries = (options.get("reference_prompt") or {}).values()
+        entries = [
+            part
+            for entry in (options.get("reference_prompt") or {}).values()
+            for part in (entry if isinstance(entry, list) else [entry])  # a prompt joined from several files
+        ]
         sources = sorted({f"{e.get('repository')}@{str(e.get('commit'))[:7]}" for e in entries if isinstance(e, dict)})
         return f"reference ({', '.join(sources)})"
     if template == "ours":
@@ -422,12 +432,12 @@ def _parse_section(raw: Any, system: str | None, kind: TemplateKind, where: str)
 
 def _check_text(text: str, kind: TemplateKind | None, fields: set[str], where: str) -> None:
     """``text`` holds each media slot of ``kind`` exactly once (none for ``kind=None``) and only ``fields``."""
-    slots = re.findall(r"\{(media(?:_a|_b)?)\}", text)
+    slots = re.findall(_SLOT, text)
     wanted_slots = _SLOTS[kind] if kind is not None else ()
     if sorted(slots) != sorted(wanted_slots):
         wanted = ", ".join("{" + s + "}" for s in wanted_slots) or "no media slot"
         raise ConfigError(f"{where} must contain {wanted} exactly once each; found {slots}")
-    used = {f for _, f, _, _ in string.Formatter().parse(re.sub(r"\{media(?:_a|_b)?\}", "", text)) if f}
+    used = {f for _, f, _, _ in string.Formatter().parse(re.sub(_SLOT, "", text)) if f}
     if used - fields:
         raise ConfigError(
             f"{where} has unknown fields {sorted(used - fields)}; available: {sorted(fields)} "

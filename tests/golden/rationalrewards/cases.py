@@ -28,3 +28,30 @@ ANSWERS: dict[str, str] = {
     "no score": BODY + "1. Text Faithfulness:\n## Justification: The image is empty.\n# Summary: nothing.\n",
     "empty": "",
 }
+
+EDIT_BODY = "# User Request Analysis\nThe instruction asks to turn the car red.\n# Detailed Judgement\n"
+
+# Canned RationalRewards Edit answers (our own wording) with the edges of the authors' I2I reader: N/A, bold
+# numbers, a missing header (the later aspects read nothing), no headers at all (numbered pieces), a score line
+# without "##", scores out of 1-4 (not clamped by the reader), scores after the summary, and no score.
+EDIT_ANSWERS: dict[str, str] = {
+    "all four": EDIT_BODY + "1. Text Faithfulness:\n## Justification: The car is red.\n## Score: 3.5\n"
+    "2. Image Faithfulness:\n## Justification: Background kept.\n## Score: 4\n"
+    "3. Physical and Visual Quality:\n## Justification: Clean.\n## Score: 3.25\n"
+    "4. Text Rendering:\n## Justification: The plate reads ABC.\n## Score: 2.0\n# Summary: Good.\n",
+    "text rendering not applicable": EDIT_BODY + "1. Text Faithfulness:\n## Score: 2.5 (partly)\n"
+    "2. Image Faithfulness:\n## Score: **3.0**\n3. Physical and Visual Quality:\n## Score: 3\n"
+    "4. Text Rendering:\n## Score: N/A\n# Summary: Fine.\n",
+    "image faithfulness header missing": EDIT_BODY + "1. Text Faithfulness:\n## Score: 4.0\n"
+    "2. Keeping the rest:\n## Score: 1.0\n3. Physical and Visual Quality:\n## Score: 2.0\n",
+    "no headers": "Verdict\n1. Follows the instruction\n## Score: 3.0\n2. Keeps the source\n## Score: 2.0\n"
+    "3. Looks real\n## Score: 4.0\n",
+    "score without hashes": EDIT_BODY + "1. Text Faithfulness:\nScore: 3.0\n## Score: 2.0\n"
+    "2. Image Faithfulness:\n## Justification: fine\n## Score: unsure\n## Score: 3.5\n",
+    "out of range": EDIT_BODY + "1. Text Faithfulness:\n## Score: 5.5\n2. Image Faithfulness:\n## Score: 4.5\n"
+    "3. Physical and Visual Quality:\n## Score: 0.5\n4. Text Rendering:\n## Score: 4\n",
+    "scores after the summary": EDIT_BODY + "1. Text Faithfulness:\n## Justification: unsure\n# Summary: pending\n"
+    "2. Image Faithfulness:\n## Score: 4.0\n",
+    "no score": EDIT_BODY + "1. Text Faithfulness:\n## Justification: nothing changed.\n# Summary: nothing.\n",
+    "empty": "",
+}

@@ -28,6 +28,8 @@ _VLM_TYPES = {
     "checklist-judge",
     "flex-judge",
     "critique-judge",
+    "edit-critique-judge",
+    "editreward",
     "videoscore2",
 }
 # Soft-TIFA asks the questions its data file lists for a prompt, and GenEval checks the objects its metadata lists,

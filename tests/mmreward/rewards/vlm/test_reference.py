@@ -358,3 +358,47 @@ def test_new_presets_pin_their_published_prompts():
 
     assert find_preset("videoscore2").describe()["template"] == "reference (TIGER-AI-Lab/VideoScore2@e6abe26)"
     assert find_preset("rationalrewards").describe()["template"] == "reference (TIGER-AI-Lab/RationalRewards@44e27ab)"
+
+
+EDIT_README_SOURCE = '''# Edit recipe
+
+```python
+def build_edit_messages(prompt):
+    system_prompt = "You grade edits."
+    head = """Instruction: {request}
+Before: <image>
+After: <image>"""
+    rubric = "Grade it {{1-4}}."
+    return head.format(request=prompt) + rubric
+```
+'''
+
+
+def test_an_edit_recipe_places_the_source_then_the_edit_at_its_two_marks(tmp_path):
+    from mmreward.rewards.registry import find_preset
+
+    clone = tmp_path / "clone"
+    entry = _publish(clone, "README.md", EDIT_README_SOURCE)
+    spec = {
+        "image": {
+            **entry,
+            "scope": "build_edit_messages",
+            "expression": 'head.format(request=prompt) + "\\n\\n" + rubric',
+            "system": "system_prompt",
+            "media_marker": "<image>",
+            "user": "{reference}",
+        }
+    }
+    load = dict(template_name="rationalrewards-edit", kind="edit-critique", source_dir=clone)
+    section = load_template("reference", reference_prompt=spec, **load).section("image")
+    assert section.system == "You grade edits."
+    parts = section.render("make it red")
+    assert parts[0] == TextPart("Instruction: make it red\nBefore: ") and parts[1].slot == "source"
+    assert parts[2] == TextPart("\nAfter: ") and parts[3].slot == "media"
+    assert parts[4] == TextPart("\n\nGrade it {{1-4}}.")
+    once = {"image": {**spec["image"], "media_marker": "Before: <image>"}}
+    with pytest.raises(ConfigError, match="occurs 1 times .* the 2 place"):
+        load_template("reference", reference_prompt=once, **load)
+    assert find_preset("rationalrewards-edit").describe()["template"] == (
+        "reference (TIGER-AI-Lab/RationalRewards@44e27ab)"
+    )
