@@ -75,7 +75,13 @@ VLM_FAMILIES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl")
 
 # Templates added after the tiny judges were fine-tuned in tests: their text would change the merges, and with them
 # those judges' tokenization.
-_NOT_IN_TOKENIZER_CORPUS = ("unifiedreward-flex", "rationalrewards-edit", "editreward-heads")
+_NOT_IN_TOKENIZER_CORPUS = (
+    "unifiedreward-flex",
+    "rationalrewards",
+    "rationalrewards-edit",
+    "videoscore2",
+    "editreward-heads",
+)
 
 
 def _tiny_vlm_tokenizer():
