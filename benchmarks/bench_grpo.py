@@ -229,7 +229,8 @@ def family_rollout_row(family: str, args, device: torch.device, accelerator: Acc
             getattr(pipeline, name).to(dtype=getattr(torch, args.dtype))
     pipeline.set_progress_bar_config(disable=True)
     video = family in VIDEO_FAMILIES
-    if video:  # Wan ships UniPC; the rollout steps with Euler on the same shifted grid, so the pipeline does too
+    if not isinstance(pipeline.scheduler, FlowMatchEulerDiscreteScheduler):
+        # Wan ships UniPC; the rollout steps with Euler on the same shifted grid, so the pipeline does too
         pipeline.scheduler = FlowMatchEulerDiscreteScheduler.from_config(
             {"shift": pipeline.scheduler.config.flow_shift, "num_train_timesteps": 1000}
         )
