@@ -399,6 +399,19 @@ def test_server_defaults_and_lifecycle(monkeypatch):
     assert kwargs == {"host": "127.0.0.2", "port": 8123, "log_level": "info"}
     assert served.state.batcher.max_batch == 3 and TestClient(served).get("/info").json()["max_items"] == 7
     assert served.state.batcher.reward.name == "GreyWithDim"
+    serve_module.serve(GreyWithDim())  # loopback on port 8000 unless told otherwise
+    assert calls[1][1] == {"host": "127.0.0.1", "port": 8000, "log_level": "info"}
+
+
+def test_the_default_body_bound_is_64_mib():
+    """The declared length is checked before the body is read, so a 2-byte body that claims 64 MiB + 1 is refused."""
+    from fastapi.testclient import TestClient
+
+    client = TestClient(create_app(GreyWithDim()))
+    headers = {"content-type": "application/json", "content-length": str(64 * 2**20 + 1)}
+    reply = client.post("/score", content=b"{}", headers=headers)
+    assert reply.status_code == 413
+    assert reply.json()["detail"] == "request body of 67,108,865 bytes is over the server's 67,108,864"
 
 
 # ------------------------------------------------------------------------ the client's codec, without a server
