@@ -476,3 +476,23 @@ def test_score_prepared_returns_scores_or_names_the_first_failed_item(grey_serve
     with pytest.raises(MMRewardError) as raised:
         remote.score_prepared(["p"] * 3, [good, {"image": "@@"}, {"image": "%%"}])
     assert str(raised.value).startswith(f"reward server {url} failed item 1: server: invalid base64")
+
+
+class NaNForDark(GreyWithDim):
+    """GreyWithDim, but a black image scores NaN (a model's own NaN, not a failed item)."""
+
+    def score_prepared(self, prompts, inputs):
+        scores, dims = super().score_prepared(prompts, inputs)
+        return torch.where(dims["grey"] == 0, math.nan, scores), dims
+
+
+def test_the_server_reports_a_models_nan_as_null_on_an_item_that_did_not_fail():
+    """Failure is the item's error, never read back from a NaN score: only the undecodable item failed."""
+    from fastapi.testclient import TestClient
+
+    media = [media_to_json(torch.full((3, 4, 4), v)) for v in (0.0, 128 / 255)] + [{"image": "%%%"}]
+    with TestClient(create_app(NaNForDark(), max_wait_ms=1)) as client:
+        reply = client.post("/score", json={"prompts": ["a", "b", "c"], "media": media}).json()
+    assert reply["failed"] == [False, False, True] and reply["errors"][:2] == [None, None]
+    assert reply["scores"][0] is None and reply["scores"][1] == pytest.approx(128 / 255 + 1, abs=1e-6)
+    assert reply["scores"][2] is None and reply["dims"]["grey"][:2] == pytest.approx([0.0, 128 / 255], abs=1e-6)
