@@ -27,7 +27,8 @@ def find_reference_files(path: str | Path) -> list[Path]:
         files = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in media_io.IMAGE_EXTENSIONS)
         where = f"folder {str(path)!r}"
     elif path.is_file():
-        lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+        # utf-8-sig: editors on Windows save UTF-8 with a byte-order mark, which is no part of the first path.
+        lines = [line.strip() for line in path.read_text(encoding="utf-8-sig").splitlines()]
         files = [(path.parent / line) for line in lines if line and not line.startswith("#")]
         where = f"manifest {str(path)!r}"
     else:

@@ -5,7 +5,8 @@
 
 Media are sent as lossless PNG frames in JSON (never pickle); the server micro-batches concurrent clients.
 Timeouts and transport errors raise :class:`~mmreward.errors.MMRewardError` naming the server; items the server
-could not decode come back as failed items with the server's reason.
+could not decode come back as failed items with the server's reason; a NaN score the model itself gave (sent as
+JSON null) comes back as NaN on an item that did not fail, as the local reward reports it.
 """
 
 from __future__ import annotations
@@ -75,9 +76,10 @@ class RemoteReward(RewardModel):
                 if reply["failed"][k]:
                     errors[i] = f"server: {reply['errors'][k]}"
                     continue
-                scores[i] = reply["scores"][k]
+                # JSON has no NaN: the server sends a non-finite value of an item it scored as null.
+                scores[i] = _nan_for_null(reply["scores"][k])
                 for name in self.dims:
-                    dims[name][i] = reply["dims"][name][k]
+                    dims[name][i] = _nan_for_null(reply["dims"][name][k])
         failed = torch.tensor([e is not None for e in errors], dtype=torch.bool)
         return RewardOutput(scores=scores, dims=dims, failed=failed, errors=errors)
 
@@ -87,3 +89,7 @@ class RemoteReward(RewardModel):
             first = int(out.failed.nonzero()[0])
             raise MMRewardError(f"reward server {self.url} failed item {first}: {out.errors[first]}")
         return out.scores, out.dims
+
+
+def _nan_for_null(value: float | None) -> float:
+    return math.nan if value is None else value

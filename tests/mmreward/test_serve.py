@@ -22,8 +22,9 @@ import mmreward
 from mmreward import media
 from mmreward.errors import ConfigError, MMRewardError
 from mmreward.media_codec import media_to_json
-from mmreward.rewards.base import RewardModel
-from mmreward.serve import create_app
+from mmreward.rewards.base import RewardModel, RewardOutput
+from mmreward.rewards.remote import RemoteReward
+from mmreward.serve import create_app, output_to_json
 from mmreward.testing import GreyAndPromptReward, tiny_reward_preset
 
 
@@ -398,3 +399,100 @@ def test_server_defaults_and_lifecycle(monkeypatch):
     assert kwargs == {"host": "127.0.0.2", "port": 8123, "log_level": "info"}
     assert served.state.batcher.max_batch == 3 and TestClient(served).get("/info").json()["max_items"] == 7
     assert served.state.batcher.reward.name == "GreyWithDim"
+    serve_module.serve(GreyWithDim())  # loopback on port 8000 unless told otherwise
+    assert calls[1][1] == {"host": "127.0.0.1", "port": 8000, "log_level": "info"}
+
+
+def test_the_default_body_bound_is_64_mib():
+    """The declared length is checked before the body is read, so a 2-byte body that claims 64 MiB + 1 is refused."""
+    from fastapi.testclient import TestClient
+
+    client = TestClient(create_app(GreyWithDim()))
+    headers = {"content-type": "application/json", "content-length": str(64 * 2**20 + 1)}
+    reply = client.post("/score", content=b"{}", headers=headers)
+    assert reply.status_code == 413
+    assert reply.json()["detail"] == "request body of 67,108,865 bytes is over the server's 67,108,864"
+
+
+# ------------------------------------------------------------------------ the client's codec, without a server
+
+INFO = {"name": "t", "kind": "pointwise", "dims": ["grey"], "raw_range": [0, 1], "uses_prompt": True, "max_items": 4}
+
+
+def mocked_remote(monkeypatch, url: str, answer_score, **kwargs) -> tuple[RemoteReward, list[dict], list]:
+    """A RemoteReward whose HTTP client answers /info with INFO and /score with ``answer_score(request)``; returns
+    it, the keyword arguments its client was made with, and the /score requests sent."""
+    real_client, made, sent = httpx.Client, [], []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        if request.url.path == "/info":
+            return httpx.Response(200, json=INFO)
+        sent.append(request)
+        return answer_score(request)
+
+    monkeypatch.setattr(
+        httpx, "Client", lambda **kw: made.append(kw) or real_client(transport=httpx.MockTransport(handler), **kw)
+    )
+    return RemoteReward(url, **kwargs), made, sent
+
+
+def test_client_strips_only_the_trailing_slash_passes_its_timeout_and_quotes_a_bare_error(monkeypatch):
+    """A host name may end in any letter; a 502 from a proxy may come without a content type."""
+    remote, made, _ = mocked_remote(
+        monkeypatch, "http://REWARDBOX/", lambda r: httpx.Response(502, content=b"down"), timeout=7.0
+    )
+    assert remote.url == "http://REWARDBOX" and made == [{"base_url": "http://REWARDBOX", "timeout": 7.0}]
+    with pytest.raises(MMRewardError) as raised:
+        remote.score(["x"], [torch.zeros(3, 4, 4)])
+    assert str(raised.value) == "reward server http://REWARDBOX answered 502: down"
+
+
+def test_a_non_finite_score_comes_back_as_nan_on_an_item_that_did_not_fail(monkeypatch):
+    """The server writes a NaN score (a model's own NaN) as null: the client reads it back as NaN on an item that
+    did not fail, as the local reward reports it; an item the server failed keeps its reason."""
+    local = RewardOutput(
+        scores=torch.tensor([0.25, math.nan, math.nan]),
+        dims={"grey": torch.tensor([0.1, math.nan, math.nan])},
+        failed=torch.tensor([False, False, True]),
+        errors=[None, None, "bad frame"],
+    )
+    answer = lambda request: httpx.Response(200, json=output_to_json(local))  # noqa: E731
+    remote, _, sent = mocked_remote(monkeypatch, "http://box", answer)
+    out = remote.score_prepared_batch(["a", "b", "c"], [{}, {}, {}], [None] * 3)
+    assert out.failed.tolist() == [False, False, True] and out.errors == [None, None, "server: bad frame"]
+    assert out.scores[0].item() == 0.25 and out.scores[1:].isnan().all()
+    assert out.dims["grey"][0].item() == pytest.approx(0.1) and out.dims["grey"][1:].isnan().all()
+    empty = remote.score_prepared_batch([], [], [])
+    assert len(sent) == 1 and empty.failed.dtype == torch.bool and empty.scores.shape == (0,)
+
+
+def test_score_prepared_returns_scores_or_names_the_first_failed_item(grey_server):
+    _, url, _ = grey_server
+    remote = mmreward.load_reward(url)
+    good = remote.prepare(torch.full((3, 4, 4), 128 / 255))
+    scores, dims = remote.score_prepared(["p", "pp"], [good, good])
+    assert scores.tolist() == pytest.approx([128 / 255 + 1, 128 / 255 + 2], abs=1e-6)
+    assert dims["grey"].tolist() == pytest.approx([128 / 255] * 2, abs=1e-6)
+    with pytest.raises(MMRewardError) as raised:
+        remote.score_prepared(["p"] * 3, [good, {"image": "@@"}, {"image": "%%"}])
+    assert str(raised.value).startswith(f"reward server {url} failed item 1: server: invalid base64")
+
+
+class NaNForDark(GreyWithDim):
+    """GreyWithDim, but a black image scores NaN (a model's own NaN, not a failed item)."""
+
+    def score_prepared(self, prompts, inputs):
+        scores, dims = super().score_prepared(prompts, inputs)
+        return torch.where(dims["grey"] == 0, math.nan, scores), dims
+
+
+def test_the_server_reports_a_models_nan_as_null_on_an_item_that_did_not_fail():
+    """Failure is the item's error, never read back from a NaN score: only the undecodable item failed."""
+    from fastapi.testclient import TestClient
+
+    media = [media_to_json(torch.full((3, 4, 4), v)) for v in (0.0, 128 / 255)] + [{"image": "%%%"}]
+    with TestClient(create_app(NaNForDark(), max_wait_ms=1)) as client:
+        reply = client.post("/score", json={"prompts": ["a", "b", "c"], "media": media}).json()
+    assert reply["failed"] == [False, False, True] and reply["errors"][:2] == [None, None]
+    assert reply["scores"][0] is None and reply["scores"][1] == pytest.approx(128 / 255 + 1, abs=1e-6)
+    assert reply["scores"][2] is None and reply["dims"]["grey"][:2] == pytest.approx([0.0, 128 / 255], abs=1e-6)

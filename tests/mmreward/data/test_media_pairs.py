@@ -233,3 +233,20 @@ def test_load_fitted_errors_name_the_file(tmp_path):
     with pytest.raises(ConfigError) as frames:
         load_fitted(clip, kind="video", height=8, width=8)
     assert str(frames.value) == "video pairs need num_frames"
+
+
+def test_a_clip_of_exactly_num_frames_at_fps_is_kept_and_a_short_one_is_named(tmp_path):
+    """10 frames at 10 fps: num_frames 10 (all of them) and 4 (more than a frame's 3 channels) are kept whole."""
+    from mmreward import media
+    from mmreward.errors import MediaError
+
+    clip = tmp_path / "ten.mp4"
+    media.write_video(clip, torch.stack([torch.full((3, 16, 16), i / 10) for i in range(10)]), fps=10)
+    assert load_fitted(clip, kind="video", height=8, width=8, num_frames=10, fps=10).shape == (10, 3, 8, 8)
+    assert load_fitted(clip, kind="video", height=8, width=8, num_frames=4, fps=10).shape == (4, 3, 8, 8)
+    with pytest.raises(MediaError) as short:
+        load_fitted(clip, kind="video", height=8, width=8, num_frames=11, fps=10)
+    assert str(short.value) == (
+        f"{str(clip)!r} gives 10 frames at 10 fps (1.00 s), fewer than num_frames=11; the clip is rejected rather "
+        "than padded"
+    )

@@ -104,3 +104,132 @@ def test_architecture_and_weights_errors_name_the_fix(tmp_path):
     message = str(offline.value)
     assert message.startswith("open_clip weights ViT-B-32/openai (from timm/vit_base_patch32_clip_224.openai/) are")
     assert "copy the Hugging Face cache (HF_HOME), or pass a local checkpoint: load_reward('clip-score', " in message
+
+
+# ------------------------------------------------------------------------- construction: tags, files, options
+
+
+def _preset(name: str, root) -> dict:
+    import yaml
+
+    return yaml.safe_load(testing.tiny_reward_preset(name, root).read_text())
+
+
+def _activations(model: torch.nn.Module) -> set[str]:
+    return {type(m).__name__ for m in model.modules() if "GELU" in type(m).__name__}
+
+
+def test_an_open_clip_tag_is_downloaded_with_its_quick_gelu(tmp_path, monkeypatch):
+    """A pretrained tag (``openai``) is fetched with open_clip's own downloader, and its config's quick_gelu (the
+    OpenAI weights were trained with QuickGELU) reaches the model; a local file keeps the architecture's GELU."""
+    import open_clip
+
+    from mmreward.rewards.open_clip_rewards import ClipScore
+
+    preset = _preset("clip-score", tmp_path)
+    tag_cfg = {"hf_hub": "org/tiny-clip/", "quick_gelu": True}
+    downloads = []
+    monkeypatch.setattr(open_clip, "get_pretrained_cfg", lambda arch, tag: tag_cfg if tag == "tiny-tag" else {})
+    monkeypatch.setattr(open_clip, "download_pretrained", lambda cfg: downloads.append(cfg) or preset["pretrained"])
+    tagged = ClipScore(model=preset["model"], pretrained="tiny-tag")
+    assert downloads == [tag_cfg] and _activations(tagged.model) == {"QuickGELU"}
+    assert tagged.weights_id == "tiny-clip/tiny-tag"
+    assert _activations(ClipScore(model=preset["model"], pretrained=preset["pretrained"]).model) == {"GELU"}
+
+
+def test_a_failed_tag_download_names_the_source_and_the_error(tmp_path, monkeypatch):
+    import open_clip
+
+    from mmreward.errors import WeightsNotFoundError
+    from mmreward.rewards.open_clip_rewards import ClipScore
+
+    model = _preset("clip-score", tmp_path)["model"]
+
+    def offline(cfg):
+        raise OSError("no network")
+
+    monkeypatch.setattr(open_clip, "get_pretrained_cfg", lambda arch, tag: {"url": "https://example.org/tiny.pt"})
+    monkeypatch.setattr(open_clip, "download_pretrained", offline)
+    with pytest.raises(WeightsNotFoundError) as raised:
+        ClipScore(model=model, pretrained="tiny-tag")
+    assert str(raised.value) == (
+        "open_clip weights tiny-clip/tiny-tag (from https://example.org/tiny.pt) are not available: OSError: no "
+        "network. Download them once where the hub is reachable and copy the Hugging Face cache (HF_HOME), or pass "
+        f"a local checkpoint: load_reward('clip-score', model={model!r}, "
+        "pretrained='/path/to/open_clip_model.safetensors')"
+    )
+
+
+def test_a_weights_folder_without_the_checkpoint_names_the_file_and_the_fix(tmp_path):
+    from mmreward.errors import WeightsNotFoundError
+    from mmreward.rewards.open_clip_rewards import ClipScore
+
+    model = _preset("clip-score", tmp_path)["model"]
+    (tmp_path / "weights").mkdir()
+    with pytest.raises(WeightsNotFoundError) as raised:
+        ClipScore(model=model, pretrained=str(tmp_path / "weights"))
+    message = str(raised.value)
+    assert message.startswith(
+        f"open_clip tiny-clip weights {str(tmp_path / 'weights')!r} (file 'open_clip_model.safetensors') are not "
+        f"available: directory {str(tmp_path / 'weights')!r} has no file 'open_clip_model.safetensors'."
+    )
+    assert message.endswith(
+        "or point at local weights: pass pretrained= an open_clip tag from "
+        "open_clip.list_pretrained_tags_by_model('tiny-clip') or a local checkpoint file"
+    )
+
+
+def test_clip_score_options_reach_the_reward(tmp_path):
+    """w sets the Bradley-Terry scale (CLIP's 100 on the cosine is 100 / w on w * cos); a prefix that ends in a
+    space or is empty is kept as given; device and dtype reach the model; weights_id names architecture/weights."""
+    from mmreward.rewards.open_clip_rewards import ClipScore
+
+    preset = _preset("clip-score", tmp_path)
+    reward = ClipScore(
+        model=preset["model"], pretrained=preset["pretrained"], w=2.0, caption_prefix="An image of ", dtype="bfloat16"
+    )
+    assert (reward.w, reward.pairwise_scale, reward.caption_prefix) == (2.0, 50.0, "An image of ")
+    assert {p.dtype for p in reward.model.parameters()} == {torch.bfloat16}
+    assert reward.weights_id == f"tiny-clip/{preset['pretrained']}"
+    assert ClipScore(model=preset["model"], pretrained=preset["pretrained"], caption_prefix="").caption_prefix == ""
+
+
+def test_a_resnet_clip_reads_its_integer_image_size(tmp_path):
+    """open_clip's ModifiedResNet (RN50, ...) gives its image size as an int, ViTs as a (size, size) tuple."""
+    import json
+
+    import open_clip
+
+    from mmreward.rewards.open_clip_rewards import ClipScore
+
+    config = {**testing.TINY_OPEN_CLIP, "vision_cfg": {"image_size": 32, "layers": [1, 1, 1, 1], "width": 8}}
+    (tmp_path / "tiny-rn.json").write_text(json.dumps(config))
+    open_clip.add_model_config(tmp_path / "tiny-rn.json")
+    torch.save(open_clip.create_model("tiny-rn").state_dict(), tmp_path / "tiny-rn.pt")
+    reward = ClipScore(model=str(tmp_path / "tiny-rn.json"), pretrained=str(tmp_path / "tiny-rn.pt"))
+    assert isinstance(reward.model.visual.image_size, int) and reward.image_size == 32
+
+
+def test_hps_defaults_weights_id_and_errors(tmp_path):
+    """HPSv2 built directly: v2.1 and the torch resize by default; weights_id names the file inside a folder, or
+    the file given; a bad version and unavailable default weights name the fix."""
+    from mmreward.errors import ConfigError, WeightsNotFoundError
+    from mmreward.rewards.open_clip_rewards import HPSv2
+
+    preset = _preset("hpsv2.1", tmp_path)
+    direct = HPSv2(weights=preset["weights"], model=preset["model"], dtype="bfloat16")
+    assert (direct.resize, direct.weights_id) == ("torch", f"{preset['weights']}:HPS_v2.1_compressed.pt")
+    assert {p.dtype for p in direct.model.parameters()} == {torch.bfloat16}
+    assert not any(m.__class__.__name__ == "QuickGELU" for m in direct.model.modules())
+    file = f"{preset['weights']}/HPS_v2.1_compressed.pt"
+    assert HPSv2(weights=file, model=preset["model"]).weights_id == file
+    with pytest.raises(ConfigError) as version:
+        HPSv2(version="v3")
+    assert str(version.value) == "HPSv2 version must be one of ['v2.0', 'v2.1'], got 'v3'"
+    with pytest.raises(WeightsNotFoundError) as offline:  # the suite runs with HF_HUB_OFFLINE=1
+        HPSv2()
+    message = str(offline.value)
+    assert message.startswith("HPSv2.1 weights 'xswu/HPSv2' (file 'HPS_v2.1_compressed.pt') are not available")
+    assert message.endswith(
+        "or point at local weights: load_reward('hpsv2.1', weights='/path/to/HPS_v2.1_compressed.pt')"
+    )
