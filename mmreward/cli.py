@@ -28,6 +28,7 @@ from typing import Any
 
 from mmreward.devices import resolve_device_and_dtype
 from mmreward.errors import MMRewardError
+from mmreward.family_names import TEXT_FAMILIES
 from mmreward.score_inputs import InputError
 
 OUTPUT_FORMATS = (".jsonl", ".csv", ".parquet")
@@ -105,18 +106,7 @@ def _add_generate_parser(sub: Any) -> None:
     gen.add_argument("--model", required=True, help="hub id, local pipeline directory, or 'tiny' (tiny random)")
     gen.add_argument(
         "--family",
-        choices=(
-            "sd3",
-            "flux",
-            "wan",
-            "qwenimage",
-            "zimage",
-            "flux2klein",
-            "wan22",
-            "wan22ti2v",
-            "flux2",
-            "hunyuanvideo15",
-        ),
+        choices=TEXT_FAMILIES,
         help="generator family (default: from the directory's model_index.json; sd3 for tiny)",
     )
     prompts = gen.add_mutually_exclusive_group(required=True)

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from mmreward.errors import MMRewardError
+from mmreward.family_names import FAMILIES
 
 _SCRATCH: tempfile.TemporaryDirectory | None = None
 
@@ -255,20 +256,6 @@ def _tiny_vlm_processor(family: str, tokenizer, min_pixels: int, max_pixels: int
 
 # --------------------------------------------------------------------------------- tiny rectified-flow pipelines
 
-_PIPELINE_FAMILIES = (
-    "sd3",
-    "flux",
-    "wan",
-    "qwenimage",
-    "zimage",
-    "flux2klein",
-    "wan22",
-    "wan22ti2v",
-    "qwenimage-edit",
-    "flux-kontext",
-    "flux2",
-    "hunyuanvideo15",
-)
 _QWEN_TEXT_SPECIAL_TOKENS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")
 # A Qwen chat format without a default system turn: what Qwen3's template renders for one user message with
 # enable_thinking (the Z-Image pipeline's call).
@@ -414,8 +401,8 @@ def tiny_pipeline(family: str, *, seed: int = 0):
       with 4x spatial and 4x temporal compression and 4 latent channels (videos: multiples of 4 pixels, 4k + 1
       frames).
     """
-    if family not in _PIPELINE_FAMILIES:
-        raise MMRewardError(f"no tiny pipeline for family {family!r}; use one of {', '.join(_PIPELINE_FAMILIES)}")
+    if family not in FAMILIES:
+        raise MMRewardError(f"no tiny pipeline for family {family!r}; use one of {', '.join(FAMILIES)}")
     pipeline = _build_tiny_pipeline(family, seed)
     for component in pipeline.components.values():
         if isinstance(component, torch.nn.Module):

@@ -30,22 +30,10 @@ import torch
 from mmreward import media as media_io
 from mmreward.errors import ConfigError
 from mmreward.evaluation.prompt_sets import PromptSet
+from mmreward.family_names import TEXT_FAMILIES, VIDEO_FAMILIES
 
 LORA_WEIGHTS_NAME = "pytorch_lora_weights.safetensors"  # diffusers' default name (mmreward.train.lora saves it)
-# mmreward.flow.models.FAMILIES (which imports diffusers)
-ALL_FAMILIES = (
-    "sd3",
-    "flux",
-    "wan",
-    "qwenimage",
-    "zimage",
-    "flux2klein",
-    "wan22",
-    "wan22ti2v",
-    "flux2",
-    "hunyuanvideo15",
-)
-VIDEO_FAMILIES = ("wan", "wan22", "wan22ti2v", "hunyuanvideo15")  # mmreward.flow.models.VIDEO_FAMILIES
+ALL_FAMILIES = TEXT_FAMILIES  # the families that generate from text prompts
 # frame rate of saved videos: Wan 2.1 and Wan2.2 A14B generate 16 fps, Wan2.2 TI2V-5B and HunyuanVideo 1.5 24 fps
 # (the release configs; HunyuanVideo 1.5: 121 frames for 5 s)
 VIDEO_FPS = {"wan": 16.0, "wan22": 16.0, "wan22ti2v": 24.0, "hunyuanvideo15": 24.0}

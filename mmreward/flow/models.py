@@ -31,12 +31,13 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 
 from mmreward.devices import resolve_dtype
 from mmreward.errors import ConfigError, WeightsNotFoundError
+from mmreward.family_names import FAMILIES, VIDEO_FAMILIES, Family
 from mmreward.flow.adapter import (
     CFG_GRADS,
     DEFAULT_LORA_TARGETS,
@@ -77,35 +78,6 @@ __all__ = [
     "load_pipeline",
 ]
 
-Family = Literal[
-    "sd3",
-    "flux",
-    "wan",
-    "qwenimage",
-    "zimage",
-    "flux2klein",
-    "wan22",
-    "wan22ti2v",
-    "qwenimage-edit",
-    "flux-kontext",
-    "flux2",
-    "hunyuanvideo15",
-]
-FAMILIES = (
-    "sd3",
-    "flux",
-    "wan",
-    "qwenimage",
-    "zimage",
-    "flux2klein",
-    "wan22",
-    "wan22ti2v",
-    "qwenimage-edit",
-    "flux-kontext",
-    "flux2",
-    "hunyuanvideo15",
-)
-VIDEO_FAMILIES = ("wan", "wan22", "wan22ti2v", "hunyuanvideo15")
 # The tiny pipelines' source resolution: the released pipelines' 1024 x 1024 would be 16k transformer tokens.
 TINY_SOURCE_AREA = 32 * 32
 

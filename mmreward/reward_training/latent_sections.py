@@ -11,14 +11,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
+from mmreward.family_names import TextFamily
+
 
 @dataclass
 class LatentGeneratorConfig:
     """The generator whose VAE latents the reward scores (``model:``)."""
 
-    family: Literal[
-        "sd3", "flux", "wan", "qwenimage", "zimage", "flux2klein", "wan22", "wan22ti2v", "flux2", "hunyuanvideo15"
-    ] = "sd3"
+    family: TextFamily = "sd3"
     path: str = "stabilityai/stable-diffusion-3.5-medium"  # hub id, local directory, or "tiny"
     height: int = 512
     width: int = 512

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from mmreward.errors import ConfigError
+from mmreward.family_names import Family
 from mmreward.flow.models import ADAPTERS, DEFAULT_LORA_TARGETS, VIDEO_FAMILIES
 
 
@@ -18,20 +19,7 @@ from mmreward.flow.models import ADAPTERS, DEFAULT_LORA_TARGETS, VIDEO_FAMILIES
 class FlowModelConfig:
     """The rectified-flow generator being aligned (``model:``)."""
 
-    family: Literal[
-        "sd3",
-        "flux",
-        "wan",
-        "qwenimage",
-        "zimage",
-        "flux2klein",
-        "wan22",
-        "wan22ti2v",
-        "qwenimage-edit",
-        "flux-kontext",
-        "flux2",
-        "hunyuanvideo15",
-    ] = "sd3"
+    family: Family = "sd3"
     path: str = "stabilityai/stable-diffusion-3.5-medium"  # hub id, local directory, or "tiny"
     height: int = 512
     width: int = 512

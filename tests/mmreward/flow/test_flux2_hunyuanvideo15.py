@@ -64,6 +64,7 @@ def test_the_diffusers_free_family_lists_agree_and_video_sizes_are_checked():
     # generation lists the text-to-media families (editing families do not generate yet)
     assert generation.ALL_FAMILIES == tuple(f for f in FAMILIES if not ADAPTERS[f].conditional)
     assert generation.VIDEO_FAMILIES == VIDEO_FAMILIES
+    assert VIDEO_FAMILIES == tuple(f for f in FAMILIES if ADAPTERS[f].media_kind == "video")
     generation.check_size("hunyuanvideo15", "tiny", 32, 32, 5)
     with pytest.raises(ConfigError, match=r"--num-frames 6 does not fit hunyuanvideo15: use 4k \+ 1 frames \(e.g. 5"):
         generation.check_size("hunyuanvideo15", "tiny", 32, 32, 6)
