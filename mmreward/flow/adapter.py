@@ -292,7 +292,9 @@ class FlowModel(ABC):
         """Shape of unpacked latents for media of this size (checked with :meth:`check_size`)."""
 
     def check_size(self, height: int, width: int, num_frames: int | None = None) -> None:
-        """Raise a ConfigError naming the value and the nearest valid one when a size does not fit the model."""
+        """Raise a ConfigError naming the value and the nearest valid one when a size does not fit the model: heights
+        and widths a multiple of :attr:`spatial_multiple`; for video families ``num_frames`` of the VAE's temporal
+        factor times k plus one (Wan's and HunyuanVideo 1.5's VAEs keep the first frame and compress the rest)."""
         multiple = self.spatial_multiple
         for name, value in (("height", height), ("width", width)):
             if value <= 0 or value % multiple:
@@ -300,6 +302,14 @@ class FlowModel(ABC):
                     f"{name}={value} does not fit {self.family}: it must be a positive multiple of {multiple} "
                     f"(e.g. {max(multiple, round(value / multiple) * multiple)})"
                 )
+        if self.media_kind != "video":
+            return
+        step = self.pipeline.vae_scale_factor_temporal
+        if num_frames is None or num_frames < 1 or (num_frames - 1) % step:
+            suggestion = max(1, round(((num_frames or 1) - 1) / step)) * step + 1
+            raise ConfigError(
+                f"num_frames={num_frames} does not fit {self.family}: it must be {step}k + 1 (e.g. {suggestion})"
+            )
 
     @property
     @abstractmethod
@@ -500,6 +510,16 @@ def token_shift_sigmas(model: FlowModel, num_steps: int, latent_shape: Sequence[
     scheduler = model._flow_scheduler()
     scheduler.set_timesteps(sigmas=np.linspace(1.0, 1 / num_steps, num_steps).tolist(), **kwargs)
     return scheduler.sigmas.float().cpu()
+
+
+def wan_vae_stats(vae: torch.nn.Module, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The per-channel ``latents_mean`` and ``latents_std`` of a Wan-style VAE (Wan, Qwen-Image), each
+    ``(1, C, 1, 1, 1)`` on ``like``'s device and dtype: latents are normalized as ``(z - mean) / std``."""
+    config = vae.config
+    shape = (1, config.z_dim, 1, 1, 1)
+    mean = torch.tensor(config.latents_mean, device=like.device, dtype=like.dtype).view(shape)
+    std = torch.tensor(config.latents_std, device=like.device, dtype=like.dtype).view(shape)
+    return mean, std
 
 
 def fixed_shift_sigmas(num_steps: int, shift: float) -> torch.Tensor:

@@ -60,15 +60,6 @@ class HunyuanVideo15Model(FlowModel):
         # text-side output projection (``to_add_out``, a default LoRA target) never gets a gradient.
         return True
 
-    def check_size(self, height, width, num_frames=None):
-        super().check_size(height, width)
-        step = self.pipeline.vae_scale_factor_temporal
-        if num_frames is None or num_frames < 1 or (num_frames - 1) % step:
-            suggestion = max(1, round(((num_frames or 1) - 1) / step)) * step + 1
-            raise ConfigError(
-                f"num_frames={num_frames} does not fit hunyuanvideo15: it must be {step}k + 1 (e.g. {suggestion})"
-            )
-
     def _encode(self, prompts):
         # The pipeline's own two encoders. encode_prompt reads the prompt length from the pipeline object, so its
         # two steps are called with this adapter's max_sequence_length instead.

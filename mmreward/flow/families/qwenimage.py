@@ -14,6 +14,7 @@ from mmreward.flow.adapter import (
     pack_patches,
     token_shift_sigmas,
     unpack_patches,
+    wan_vae_stats,
 )
 
 
@@ -100,23 +101,16 @@ class QwenImageModel(FlowModel):
     def sampling_sigmas(self, num_steps, latent_shape):
         return token_shift_sigmas(self, num_steps, latent_shape)
 
-    def _stats(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        config = self.vae.config
-        shape = (1, config.z_dim, 1, 1, 1)
-        mean = torch.tensor(config.latents_mean, device=like.device, dtype=like.dtype).view(shape)
-        std = torch.tensor(config.latents_std, device=like.device, dtype=like.dtype).view(shape)
-        return mean, std
-
     def encode_media(self, media):
         param = self._vae_param()
         pixels = media.to(param.device, param.dtype).unsqueeze(2) * 2 - 1  # (B, 3, 1, H, W) in [-1, 1]
         latents = self.vae.encode(pixels).latent_dist.mean  # (B, C, 1, h, w)
-        mean, std = self._stats(latents)
+        mean, std = wan_vae_stats(self.vae, latents)
         return ((latents - mean) / std).squeeze(2).float()
 
     def decode_latents(self, latents):
         param = self._vae_param()
         z = latents.to(param.device, param.dtype).unsqueeze(2)  # (B, C, 1, h, w)
-        mean, std = self._stats(z)
+        mean, std = wan_vae_stats(self.vae, z)
         pixels = self.vae.decode(z * std + mean, return_dict=False)[0][:, :, 0]  # (B, 3, H, W) in [-1, 1]
         return (pixels.float() / 2 + 0.5).clamp(0, 1).to(latents.device)

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from mmreward.errors import ConfigError
-from mmreward.flow.adapter import FlowModel, PromptEmbeds, module_dtype
+from mmreward.flow.adapter import FlowModel, PromptEmbeds, module_dtype, wan_vae_stats
 
 LoraExperts = Literal["both", "high", "low"]
 LORA_EXPERTS = ("both", "high", "low")
@@ -227,15 +227,6 @@ class WanModel(FlowModel):
     def spatial_multiple(self) -> int:
         return self.pipeline.vae_scale_factor_spatial * self.transformer.config.patch_size[1]
 
-    def check_size(self, height, width, num_frames=None):
-        super().check_size(height, width)
-        step = self.pipeline.vae_scale_factor_temporal
-        if num_frames is None or num_frames < 1 or (num_frames - 1) % step:
-            suggestion = max(1, round(((num_frames or 1) - 1) / step)) * step + 1
-            raise ConfigError(
-                f"num_frames={num_frames} does not fit {self.family}: it must be {step}k + 1 (e.g. {suggestion})"
-            )
-
     def _encode(self, prompts):
         embeds, _ = self.pipeline.encode_prompt(
             prompt=prompts,
@@ -287,25 +278,18 @@ class WanModel(FlowModel):
 
     # -- VAE --------------------------------------------------------------------------------------------------------
 
-    def _stats(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        config = self.vae.config
-        shape = (1, config.z_dim, 1, 1, 1)
-        mean = torch.tensor(config.latents_mean, device=like.device, dtype=like.dtype).view(shape)
-        std = torch.tensor(config.latents_std, device=like.device, dtype=like.dtype).view(shape)
-        return mean, std
-
     def encode_media(self, media):
         param = self._vae_param()
         # (B, T, 3, H, W) in [0, 1] -> (B, 3, T, H, W) in [-1, 1]
         pixels = media.to(param.device, param.dtype).permute(0, 2, 1, 3, 4) * 2 - 1
         latents = self.vae.encode(pixels).latent_dist.mean
-        mean, std = self._stats(latents)
+        mean, std = wan_vae_stats(self.vae, latents)
         return ((latents - mean) / std).float()
 
     def decode_latents(self, latents):
         param = self._vae_param()
         z = latents.to(param.device, param.dtype)
-        mean, std = self._stats(z)
+        mean, std = wan_vae_stats(self.vae, z)
         video = self.vae.decode(z * std + mean, return_dict=False)[0]  # (B, 3, T, H, W) in [-1, 1]
         return (video.float() / 2 + 0.5).clamp(0, 1).permute(0, 2, 1, 3, 4).to(latents.device)
 

@@ -29,6 +29,7 @@ from diffusers.pipelines.qwenimage import pipeline_qwenimage_edit_plus as qwen_e
 
 from eval import gen_bench
 from mmreward import cli
+from mmreward.errors import ConfigError
 from mmreward.flow.adapter import source_pil
 from mmreward.flow.models import ADAPTERS, DEFAULT_LORA_TARGETS, FAMILIES, VIDEO_FAMILIES, FlowModel, load_flow_model
 from mmreward.flow.rollout import policy_step, sample, sample_ode
@@ -377,6 +378,23 @@ def test_prompt_cache_encodes_once_and_ignores_batch_composition(model):
         assert not torch.allclose(swapped.image_latents, alone.image_latents, atol=1e-3)
         if model.family == "qwenimage-edit":  # the text encoder sees the image too
             assert swapped.embeds.shape != alone.embeds.shape or not torch.allclose(swapped.embeds, alone.embeds)
+
+
+def test_sizes_that_do_not_fit_are_refused_with_the_nearest_that_does(model):
+    height, width, frames = SIZES[model.family]
+    model.check_size(height, width, frames)
+    with pytest.raises(ConfigError, match=f"height={height + 1} does not fit {model.family}"):
+        model.check_size(height + 1, width, frames)
+    if model.media_kind != "video":
+        return
+    # 4x temporal VAEs (Wan, HunyuanVideo 1.5): 6 frames -> the nearest 4k + 1 is 5
+    assert model.pipeline.vae_scale_factor_temporal == 4 and frames == 5
+    with pytest.raises(
+        ConfigError, match=rf"num_frames=6 does not fit {model.family}: it must be 4k \+ 1 \(e\.g\. 5\)"
+    ):
+        model.check_size(height, width, 6)
+    with pytest.raises(ConfigError, match="num_frames=None does not fit"):
+        model.check_size(height, width, None)
 
 
 def test_latent_layout_round_trips_and_media_decode(model):
