@@ -152,6 +152,12 @@ def select_objects(candidates: Mapping[str, Sequence[Box]], threshold: float, se
     return kept
 
 
+def in_relation(found: Sequence[Box], targets: Sequence[Box], relation: str, threshold: float) -> bool:
+    """Every found box stands in ``relation`` (``left of``, ``above``, ...) to every target box: the position check
+    both GenEval and Flow-GRPO apply to a clause whose count and colour matched."""
+    return all(relation in relative_position(obj, other, threshold) for obj in found for other in targets)
+
+
 def geneval_correct(
     detected: Mapping[str, Sequence[Box]], metadata: Mapping[str, Any], colours: Colours, position_threshold: float
 ) -> tuple[bool, list[str]]:
@@ -175,11 +181,7 @@ def geneval_correct(
                     matched = False
                     reasons.append(f"no target for {name} to be {relation}")
                 else:
-                    matched = all(
-                        relation in relative_position(obj, other, position_threshold)
-                        for obj in found
-                        for other in groups[target]
-                    )
+                    matched = in_relation(found, groups[target], relation, position_threshold)
                     if not matched:
                         reasons.append(f"expected {name} {relation} target")
         correct = correct and matched
@@ -220,11 +222,7 @@ def flow_grpo_score(
                     reasons.append(f"no target for {name} to be {relation}")
                     terms.append(0.0)
                 else:
-                    matched = all(
-                        relation in relative_position(obj, other, position_threshold)
-                        for obj in found
-                        for other in groups[target]
-                    )
+                    matched = in_relation(found, groups[target], relation, position_threshold)
                     if not matched:
                         reasons.append(f"expected {name} {relation} target")
                         terms.append(0.0)  # the reference appends 0 on the failing pair, then 1 after its loop
