@@ -10,7 +10,10 @@ gaps; pairwise judges (``kind == "pairwise"``) are asked once per pair in both p
 ``2 * P(A better) - 1``, and their order consistency and failure rate are reported. On MMRB2 (``--tasks`` picks
 its tasks) each pair is presented in both orders as two separate verdicts and scored with MMRB2's own accuracy
 (:mod:`mmreward.evaluation.mmrb2_metric`): a pointwise reward's verdict is the sign of its score gap, a judge's is
-which side it gives ``P > 1/2``.
+which side it gives ``P > 1/2``. On TIGER-Lab's EditReward-Bench (``tigerlab-editreward-bench``) each candidate edit
+is scored against its instruction, rewards that use a source image (``uses_source``) also get the group's source,
+and the metrics are the authors' (:mod:`mmreward.evaluation.editreward_metric`): strict ranking accuracy per group
+size K = 2, 3, 4 and pooled, and their pairwise accuracies.
 
 Scores go to ``OUTPUT_DIR/cache/`` after every batch; rerunning the same command resumes where it stopped and
 does not score cached items again. Outputs: ``report.md``, ``results.json`` (every number, intervals, counts,
@@ -37,6 +40,7 @@ from mmreward.evaluation.benchmarks import (
     BENCHMARKS,
     Benchmark,
     PreferencePair,
+    RankedGroup,
     list_benchmarks,
     load_benchmark,
     mmrb2,
@@ -151,7 +155,7 @@ def _reward_overrides(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _benchmark_summary(benchmark: Benchmark) -> dict[str, Any]:
-    if benchmark.protocol == "ranking":
+    if benchmark.protocol in ("ranking", "editreward"):
         size = f"{len(benchmark.groups)} ranked prompts, {sum(len(g.media) for g in benchmark.groups)} media"
     else:
         size = f"{len(benchmark.pairs)} pairs"
@@ -180,17 +184,17 @@ def evaluate_reward(
         raise ConfigError(
             f"reward {spec!r} accepts {sorted(reward.media_kinds)}, but {benchmark.name} has {benchmark.media_kind}s"
         )
-    if reward.kind == "pairwise" and benchmark.protocol == "ranking":
+    if reward.kind == "pairwise" and benchmark.protocol in ("ranking", "editreward"):
         raise ConfigError(
             f"{spec!r} is a pairwise judge; ranking benchmarks ({benchmark.name}) need a pointwise reward"
         )
     cache = ScoreCache(cache_dir, reward.name, reward_fingerprint(reward, spec))
-    keys: dict[tuple[str, Path], str] = {}
+    keys: dict[tuple[str, Path, Path | None], str] = {}
 
-    def key_of(prompt: str, path: Path) -> str:
-        if (prompt, path) not in keys:
-            keys[(prompt, path)] = media_key(prompt, path, root)
-        return keys[(prompt, path)]
+    def key_of(prompt: str, path: Path, source: Path | None = None) -> str:
+        if (prompt, path, source) not in keys:
+            keys[(prompt, path, source)] = media_key(prompt, path, root, source)
+        return keys[(prompt, path, source)]
 
     result: dict[str, Any] = {"spec": spec, "kind": reward.kind, "cache": str(cache.path)}
     options = {"retry_failed": args.retry_failed, "progress": not args.no_progress}
@@ -245,6 +249,18 @@ def evaluate_reward(
             **boot,
         )
         result["judge"] = res.judge_diagnostics([cache.get(item.key) for item in items])
+    elif benchmark.protocol == "editreward":
+        # Each candidate is scored against its group's instruction and source image (given to rewards that use it).
+        def edit_item(group: RankedGroup, path: Path) -> MediaItem:
+            source = Path(group.meta["source_image"])
+            return MediaItem(group.prompt, path, key_of(group.prompt, path, source), source)
+
+        items = [edit_item(g, p) for g in benchmark.groups for p in g.media]
+        stats = score_into_cache(reward, items, cache, **options)
+        result["dimension_sources"] = {"Overall": None}
+        result["metrics"] = res.evaluate_editreward(
+            benchmark, lambda group, path: cache.get(edit_item(group, path).key), **boot
+        )
     else:
         paths = [(g.prompt, p) for g in benchmark.groups for p in g.media]
         paths += [
@@ -343,6 +359,21 @@ def write_plots(run: dict[str, Any], output_dir: Path) -> list[str]:
     """accuracy plots with intervals and, for pairwise benchmarks, accuracy against the tie threshold."""
     bench, rewards = run["benchmark"], run["rewards"]
     written = []
+    if bench["protocol"] == "editreward":
+        groups = list(dict.fromkeys(g for r in rewards.values() for g in r["metrics"]["editreward_subsets"]))
+
+        def strict(metrics_: dict[str, Any], group: str) -> dict[str, Any] | None:
+            if group == "overall":
+                return metrics_["editreward_strict_accuracy"]
+            subset = metrics_["editreward_subsets"].get(group)
+            return None if subset is None else {"value": subset["strict_ranking_accuracy"]}
+
+        series = {name: [strict(r["metrics"], g) for g in groups] for name, r in rewards.items()}
+        path = output_dir / "strict_ranking_accuracy.png"
+        plot_grouped_bars(
+            path, groups, series, title=f"{bench['title']}: strict ranking accuracy", ylabel="accuracy (%)"
+        )
+        return [str(path)]
     if bench["protocol"] == "ranking":
         groups = ["pair acc. micro", "pair acc. macro", "inversion acc."]
         keys = ["ranking_accuracy_micro", "ranking_accuracy_macro", "inversion_accuracy"]

@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from mmreward.evaluation import metrics
-from mmreward.evaluation.benchmarks.base import Benchmark, PreferencePair
+from mmreward.evaluation import editreward_metric, metrics
+from mmreward.evaluation.benchmarks.base import Benchmark, PreferencePair, RankedGroup
 from mmreward.evaluation.report import format_estimate, markdown_table, percent
 
 TIE_CURVE_POINTS = 300  # points kept of a tie-calibration curve for plots and JSON (the maximum is exact)
@@ -213,6 +213,43 @@ def evaluate_groups(
     return result
 
 
+def evaluate_editreward(
+    benchmark: Benchmark, score_of: Callable[[RankedGroup, Path], Record | None], *, n_boot: int, seed: int
+) -> dict[str, Any]:
+    """EditReward-Bench's metrics for one pointwise reward (:mod:`mmreward.evaluation.editreward_metric`):
+    ``score_of(group, candidate)`` is the cache record of a candidate scored against the group's instruction and
+    source. A group with a failed candidate is left out and counted (the reference has no failures to handle)."""
+    scored: list[editreward_metric.ScoredGroup] = []
+    failed_items, dropped = 0, 0
+    for group in benchmark.groups:
+        records = [score_of(group, path) for path in group.media]
+        bad = sum(r is None or r["error"] is not None for r in records)
+        if bad:
+            failed_items += bad
+            dropped += 1
+            continue
+        ranking = group.meta["ranking"]
+        scored.append(
+            editreward_metric.ScoredGroup(
+                subset=group.meta["subset"],
+                ranking=tuple(ranking) if isinstance(ranking, list) else ranking,
+                pair_labels=tuple(group.meta["pair_labels"]),
+                scores=tuple(float(r["score"]) for r in records),
+            )
+        )
+    result: dict[str, Any] = {
+        "groups": {"total": len(benchmark.groups), "dropped": dropped, "failed_items": failed_items},
+        "editreward_strict_accuracy": None,
+        "editreward_subsets": {},
+    }
+    if scored:
+        subsets, correct = editreward_metric.evaluate(scored)
+        estimate = editreward_metric.strict_accuracy_ci(correct, n_boot=n_boot, seed=seed)
+        result["editreward_strict_accuracy"] = None if estimate is None else estimate.to_dict()
+        result["editreward_subsets"] = {name: r.to_dict() for name, r in subsets.items()}
+    return result
+
+
 def judge_diagnostics(records: Sequence[Record]) -> dict[str, Any]:
     """Order consistency (both presentation orders agree) and failure rate of a pairwise judge's verdicts."""
     if not records:
@@ -237,7 +274,7 @@ def probability_gap_for_scores(scale: float) -> Callable[[np.ndarray], np.ndarra
 def headline(result: Mapping[str, Any], benchmark: Mapping[str, Any]) -> Mapping[str, Any] | None:
     """The estimate a benchmark's papers report for one reward's metrics (first dimension for pairwise ones)."""
     name = benchmark["headline"]
-    if benchmark["protocol"] in ("ranking", "mmrb2") or name == "pickscore_accuracy":
+    if benchmark["protocol"] in ("ranking", "mmrb2", "editreward") or name == "pickscore_accuracy":
         return result["metrics"].get(name)
     return result["metrics"]["dims"][primary_dimension(benchmark["dims"])].get(name)
 
@@ -259,6 +296,9 @@ def render_markdown(run: Mapping[str, Any]) -> str:
     rewards = run["rewards"]
     if bench["protocol"] == "ranking":
         lines += ["", "## Ranking accuracy", "", _ranking_table(rewards)]
+    elif bench["protocol"] == "editreward":
+        lines += ["", "## EditReward-Bench accuracy (the authors' evaluate_edit_reward_bench)", ""]
+        lines += [_editreward_table(rewards), "", _EDITREWARD_NOTE]
     else:
         if bench["protocol"] == "pickscore":
             lines += ["", "## PickScore tie-aware accuracy (threshold chosen on validation_unique)", ""]
@@ -330,6 +370,40 @@ def _mmrb2_table(rewards: Mapping[str, Any]) -> str:
             accuracy = percent(t["accuracy"], 2) if t["total_evaluated"] else "n/a"
             rows.append([name, task, t["total_pairs"], t["missing_pairs"], t["total_evaluated"], accuracy])
         rows.append([name, "overall (pooled)", "", "", "", format_estimate(reward["metrics"]["mmrb2_accuracy"], 2)])
+    return markdown_table(headers, rows)
+
+
+_EDITREWARD_NOTE = (
+    "Strict: the model orders every candidate of a group as the humans did (a K=2 human tie: |s_A - s_B| <= the "
+    "eps of the K=2 pairwise accuracy); overall pools the groups (the README's Overall column). Pairwise: with ties "
+    "(eps fitted on the pairs, in score units) for K=2 and overall, without ties for K=3, 4. The interval is a "
+    "bootstrap over groups with eps fixed."
+)
+
+
+def _editreward_table(rewards: Mapping[str, Any]) -> str:
+    headers = ["reward", "subset", "groups", "strict ranking acc.", "pairs", "pairwise acc.", "eps"]
+    rows = []
+    for name, reward in rewards.items():
+        m = reward["metrics"]
+        for subset, r in m["editreward_subsets"].items():
+            strict = (
+                format_estimate(m["editreward_strict_accuracy"], 2)
+                if subset == "overall"
+                else percent(r["strict_ranking_accuracy"], 2)
+            )
+            kind = "w/ ties" if r["pairwise_ties"] else "w/o ties"
+            rows.append(
+                [
+                    name,
+                    subset,
+                    f"{r['strict_correct_count']}/{r['strict_total_samples']}",
+                    strict,
+                    r["pair_count"],
+                    f"{percent(r['pairwise_accuracy'], 2)} ({kind})",
+                    "" if r["epsilon"] is None else f"{r['epsilon']:.3g}",
+                ]
+            )
     return markdown_table(headers, rows)
 
 

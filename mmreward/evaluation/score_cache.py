@@ -72,20 +72,27 @@ def reward_fingerprint(reward: RewardModel, spec: str) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class MediaItem:
-    """One thing to score: a prompt and a media file, with its cache key."""
+    """One thing to score: a prompt and a media file (and, for an edit, its source image), with its cache key."""
 
     prompt: str
     path: Path
     key: str
+    source: Path | None = None
 
 
-def media_key(prompt: str, path: Path, root: Path | None = None) -> str:
-    """Cache key of (prompt, file): the file's path relative to ``root`` (so data directories can move), its size,
-    and the prompt. Scores depend on both the pixels and the prompt."""
-    path = Path(path)
+def _file_id(path: Path, root: Path | None) -> tuple[str, int]:
+    """A file's path relative to ``root`` (so data directories can move) and its size (-1 when absent)."""
     shown = path.relative_to(root).as_posix() if root is not None and path.is_relative_to(root) else str(path)
-    size = path.stat().st_size if path.is_file() else -1
-    return _digest([CACHE_VERSION, prompt, shown, size])
+    return shown, path.stat().st_size if path.is_file() else -1
+
+
+def media_key(prompt: str, path: Path, root: Path | None = None, source: Path | None = None) -> str:
+    """Cache key of (prompt, file): the file's path relative to ``root``, its size, and the prompt; with
+    ``source`` (an edit's source image) also the source's path and size. Scores depend on all of them."""
+    shown, size = _file_id(Path(path), root)
+    if source is None:
+        return _digest([CACHE_VERSION, prompt, shown, size])
+    return _digest([CACHE_VERSION, prompt, shown, size, *_file_id(Path(source), root)])
 
 
 def pair_key(prompt: str, key_a: str, key_b: str, orders: str) -> str:
@@ -253,18 +260,30 @@ def score_into_cache(
 ) -> ScoringStats:
     """Score the items missing from ``cache`` (each distinct key once) in batches of ``reward.batch_size``.
 
-    Per-item failures (unreadable media) are recorded with their reason and count as scored; with
-    ``retry_failed`` they are attempted again. Records: ``{key, prompt, path, score, dims, error}``, with ``score``
-    None when the item failed.
+    A reward that compares edits with their source (``uses_source``) is given each item's ``source``, and every
+    item must have one; other rewards score the media alone. Per-item failures (unreadable media or source) are
+    recorded with their reason and count as scored; with ``retry_failed`` they are attempted again. Records:
+    ``{key, prompt, path, score, dims, error}`` (and ``source`` for items with one), with ``score`` None when the
+    item failed.
     """
+    if reward.uses_source:
+        sourceless = [item for item in items if item.source is None]
+        if sourceless:
+            raise ConfigError(
+                f"{reward.name} compares each edit with its source image, but {len(sourceless)} of {len(items)} "
+                f"items have none (first: {str(sourceless[0].path)!r}); evaluate it on an editing benchmark"
+            )
 
     def run(batch: list[MediaItem]) -> RewardOutput:
-        return reward.score([item.prompt for item in batch], [str(item.path) for item in batch])
+        prompts, media = [item.prompt for item in batch], [str(item.path) for item in batch]
+        if reward.uses_source:
+            return reward.score(prompts, media, sources=[str(item.source) for item in batch])
+        return reward.score(prompts, media)
 
     def record(out: RewardOutput, i: int, item: MediaItem) -> dict[str, Any]:
         score = _finite(out.scores[i])
         error = _item_error(out, i, score is not None, "the reward returned a non-finite score")
-        return {
+        entry = {
             "key": item.key,
             "prompt": item.prompt,
             "path": str(item.path),
@@ -272,6 +291,7 @@ def score_into_cache(
             "dims": {} if error else {name: _finite(v[i]) for name, v in out.dims.items()},
             "error": error,
         }
+        return entry if item.source is None else entry | {"source": str(item.source)}
 
     return _fill_cache(
         cache,

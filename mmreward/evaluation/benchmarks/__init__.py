@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from mmreward.evaluation.benchmarks import (
+    editreward_bench,
     genai_bench,
     mjbench_video,
     mmrb2,
@@ -72,6 +73,12 @@ BENCHMARKS: dict[str, BenchmarkEntry] = {
         mmrb2.SOURCE,
         "MMRB2: 1,000 pairs per task (t2i, edit, interleaved, reasoning; --tasks); acc over both orders, "
         "single-image pairs",
+    ),
+    "tigerlab-editreward-bench": BenchmarkEntry(
+        editreward_bench.load,
+        editreward_bench.SOURCE,
+        "TIGER-Lab's EditReward-Bench (not EditScore's): 484 edit groups of K=2/3/4 with a source image; strict "
+        "ranking acc. per K and pooled",
     ),
 }
 

@@ -25,7 +25,7 @@ from mmreward.errors import MMRewardError
 # Label files shipped with mmreward (the project's data/benchmarks, linked into the package).
 SHIPPED_LABELS = Path(__file__).resolve().parent / "labels"
 
-Protocol = Literal["pairwise", "pickscore", "ranking", "mmrb2"]
+Protocol = Literal["pairwise", "pickscore", "ranking", "mmrb2", "editreward"]
 _MISSING_SHOWN = 5
 
 
@@ -120,7 +120,9 @@ class Benchmark:
         media_kind: ``"image"`` or ``"video"``.
         protocol: which metrics apply: ``"pairwise"`` (accuracy with/without ties per dimension), ``"pickscore"``
             (PickScore's tie accuracy with a validation split, plus the pairwise metrics), ``"ranking"`` or
-            ``"mmrb2"`` (MMRB2's accuracy over both presentation orders, plus the pairwise metrics per task).
+            ``"mmrb2"`` (MMRB2's accuracy over both presentation orders, plus the pairwise metrics per task) or
+            ``"editreward"`` (EditReward-Bench's strict ranking and pairwise accuracies per group size; groups with
+            their source image in ``meta["source_image"]``).
         dims: label dimensions, in report order.
         pairs: test pairs (pairwise and pickscore protocols).
         validation_pairs: pairs used only to choose a threshold (Pick-a-Pic ``validation_unique``).
@@ -130,7 +132,7 @@ class Benchmark:
         references: published numbers, for the report.
         notes: facts about this load a reader needs (excluded pairs, split).
         subset_sizes: pairs per subset (task) in the published files, loaded or not (MMRB2's metric reports the
-            pairs it leaves out as missing).
+            pairs it leaves out as missing); groups per size for EditReward-Bench.
     """
 
     name: str

@@ -65,6 +65,8 @@ class ScriptedReward:
     """A pointwise reward whose output each test scripts by file name: ``nan`` files score NaN, ``bad`` files fail
     (with a finite score, to show that a failed item's score is dropped), others score ``len(prompt) + file size``."""
 
+    uses_source = False
+
     def __init__(self, batch_size: int = 2) -> None:
         self.name = "Scripted"
         self.batch_size = batch_size
