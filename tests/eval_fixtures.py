@@ -210,3 +210,67 @@ def pickapic_rows(labels: list[float], offset: int) -> list[dict]:
         }
         for i, label in enumerate(labels)
     ]
+
+
+# ------------------------------------------------------------------------------------ TIGER-Lab EditReward-Bench
+
+# Stand-in groups: (subset, group id, human ranking, source grey level, candidate grey levels A, B, ...). A brighter
+# edit has a larger BrightnessDeltaReward score, so the reward's order is the order of the levels.
+EDITREWARD_GROUPS = (
+    (2, "s1", "A>B", 100, (160, 120)),
+    (2, "s2", "A=B", 100, (130, 130)),
+    (2, "s3", "A>B", 100, (110, 150)),
+    (3, "t1", "C>A>B", 90, (140, 120, 200)),
+    (3, "t2", "A>B>C", 90, (90, 150, 60)),
+    (4, "u1", "D>B>A>C", 70, (120, 150, 80, 220)),
+)
+
+
+def grey_png(level: int, size: int = 16) -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (size, size), (level, level, level)).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def editreward_rows(k: int, gid: str, ranking: str, source: int, levels: Sequence[int]) -> list[dict]:
+    """The Hub rows of one group: one per pair ``XvsY``, ``candidate_1`` showing X; K=2 rows are the group."""
+    rows = []
+    for n, (i, j) in enumerate(combinations(range(k), 2)):
+        x, y = "ABCD"[i], "ABCD"[j]
+        if k == 2:
+            verdict = ranking
+        else:
+            verdict = f"{x}>{y}" if ranking.index(x) < ranking.index(y) else f"{y}>{x}"
+        rows.append(
+            {
+                "id": gid if k == 2 else f"{gid}_{n}",
+                "instruction": f"brighten the scene ({gid})",
+                "dataset": f"{k}pair",
+                "comparison_type": f"{x}vs{y}",
+                "ranking": verdict,
+                "source_image": {"bytes": grey_png(source), "path": None},
+                "candidate_1": {"bytes": grey_png(levels[i]), "path": None},
+                "candidate_2": {"bytes": grey_png(levels[j]), "path": None},
+                "model_1": f"model-{x}",
+                "model_2": f"model-{y}",
+                "score_1": float(levels[i]),
+                "score_2": float(levels[j]),
+            }
+        )
+    return rows
+
+
+def write_editreward_bench_standin(data: Path) -> Path:
+    """EditReward-Bench in the Hub layout: ``DIR/<k>pair/train-*.parquet`` with the groups of EDITREWARD_GROUPS;
+    the 4-pair group's rows are split over two shards, and the 3-pair file has a malformed group (a comparison of a
+    candidate E the subset does not have)."""
+    by_subset: dict[int, list[dict]] = {2: [], 3: [], 4: []}
+    for k, gid, ranking, source, levels in EDITREWARD_GROUPS:
+        by_subset[k] += editreward_rows(k, gid, ranking, source, levels)
+    bad = editreward_rows(3, "t3", "A>B>C", 90, (100, 110, 120))
+    bad[1]["comparison_type"] = "AvsE"
+    write_parquet(data / "2pair" / "train-00000-of-00001.parquet", by_subset[2])
+    write_parquet(data / "3pair" / "train-00000-of-00001.parquet", by_subset[3] + bad)
+    write_parquet(data / "4pair" / "train-00000-of-00002.parquet", by_subset[4][:4])
+    write_parquet(data / "4pair" / "train-00001-of-00002.parquet", by_subset[4][4:])
+    return data

@@ -13,6 +13,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from PIL import Image
 from tqdm import auto as tqdm_auto
 from tqdm import std as tqdm_std
 
@@ -37,6 +38,7 @@ from mmreward.evaluation.score_cache import (
     score_into_cache,
 )
 from mmreward.rewards.base import PairwiseOutput, RewardOutput
+from mmreward.rewards.brightness import BrightnessDeltaReward
 from mmreward.testing import GreyAndPromptReward
 
 
@@ -547,3 +549,21 @@ def test_mark_finished_and_finished_cache(tmp_path):
     assert finished_cache(tmp_path, "req") is None
     mark_finished(tmp_path, "req", cache)  # an unreadable index is replaced
     assert json.loads(index.read_text()) == {"req": cache.path.name}
+
+
+def test_a_source_reward_gets_each_items_source_and_refuses_items_without(tmp_path):
+    dark, bright = tmp_path / "dark.png", tmp_path / "bright.png"
+    Image.new("RGB", (8, 8), (51, 51, 51)).save(dark)
+    Image.new("RGB", (8, 8), (204, 204, 204)).save(bright)
+    reward = BrightnessDeltaReward()
+    cache = ScoreCache(tmp_path / "cache", "delta", {"k": 1})
+    # The same edit against two sources: two items, two keys, two scores.
+    items = [MediaItem("p", bright, media_key("p", bright, tmp_path, src), src) for src in (dark, bright)]
+    assert items[0].key != items[1].key != media_key("p", bright, tmp_path)
+    stats = score_into_cache(reward, items, cache, progress=False)
+    assert (stats.total, stats.scored, stats.failed) == (2, 2, 0)
+    assert cache.get(items[0].key)["score"] == pytest.approx(0.6, abs=1e-6)
+    assert cache.get(items[1].key)["score"] == pytest.approx(0.0, abs=1e-6)
+    assert cache.get(items[0].key)["source"] == str(dark)
+    with pytest.raises(ConfigError, match="1 of 2 items have none"):
+        score_into_cache(reward, [items[0], MediaItem("p", bright, "k2")], cache, progress=False)
