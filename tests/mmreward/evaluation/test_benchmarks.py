@@ -43,6 +43,7 @@ def test_registry_lists_every_benchmark_of_the_issue():
         "mjbench-video",
         "mmrb2",
         "pickapic-v2",
+        "tigerlab-editreward-bench",
         "videogen-rewardbench",
     ]
     with pytest.raises(BenchmarkDataError, match="unknown benchmark 'nope'; available: genai-bench-edit"):
