@@ -1,4 +1,4 @@
-"""EditReward-Bench's metric functions on hand-computed cases (the authors' own function: tests/golden/editreward_bench)."""
+"""EditReward-Bench's metric functions on hand-computed cases (the authors' own: tests/golden/editreward_bench)."""
 
 import math
 
