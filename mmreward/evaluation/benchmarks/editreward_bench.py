@@ -182,11 +182,10 @@ def build_groups(rows: Sequence[PairRow], subset: int) -> tuple[list[EditGroup],
                 human.setdefault(index, score)
         missing = [f"{letters[i]}vs{letters[j]}" for i, j in pairs if (i, j) not in labels]
         if missing or repeated:
-            bad.append(
-                f"{subset}pair group {gid}: "
-                + (f"missing pairs {missing} " if missing else "")
-                + (f"repeated pairs {repeated}" if repeated else "")
+            problems = ([f"missing pairs {missing}"] if missing else []) + (
+                [f"repeated pairs {repeated}"] if repeated else []
             )
+            bad.append(f"{subset}pair group {gid}: {', '.join(problems)}")
             continue
         pair_labels = tuple(labels[p] for p in pairs)
         groups.append(
@@ -307,8 +306,9 @@ def load(data_dir: str | Path, *, download_missing: bool = False) -> Benchmark:
     if not groups:
         raise BenchmarkDataError(f"no readable EditReward-Bench group under {str(data_dir)!r}: {'; '.join(notes)}")
     notes.append(
-        "strict ranking accuracy per K and pooled (the README's columns); pairwise accuracy with ties for K=2 and "
-        "overall, without ties for K=3, 4, as the authors' evaluate_edit_reward_bench"
+        "strict ranking accuracy per K and pooled (the columns of the EditReward README's EditReward-Bench table); "
+        "pairwise accuracy with ties for K=2 and overall, without ties for K=3, 4, as the authors' "
+        "evaluate_edit_reward_bench"
     )
     benchmark = Benchmark(
         name="tigerlab-editreward-bench",

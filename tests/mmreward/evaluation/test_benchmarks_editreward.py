@@ -7,6 +7,8 @@ from PIL import Image
 
 from mmreward.evaluation.benchmarks import BenchmarkDataError, editreward_bench, load_benchmark
 from mmreward.evaluation.benchmarks.editreward_bench import (
+    PairRow,
+    build_groups,
     parse_comparison,
     parse_verdict,
     ranking_from_labels,
@@ -77,3 +79,18 @@ def test_missing_data_says_where_the_benchmark_lives(tmp_path, monkeypatch):
     )
     bench = load_benchmark("tigerlab-editreward-bench", tmp_path / "fetched", download=True)
     assert fetched == [("2pair/*.parquet", "3pair/*.parquet", "4pair/*.parquet")] and len(bench.groups) == 6
+
+
+def test_a_group_with_a_repeated_or_missing_pair_is_left_out_with_its_reason():
+    def row(row_id, first, second, label):
+        return PairRow(
+            row_id, "x", first, second, label, Path("s.png"), (Path("a"), Path("b")), (None,) * 2, (None,) * 2
+        )
+
+    rows = [row("g_0", "A", "B", 1), row("g_1", "A", "B", -1), row("g_2", "B", "C", 1), row("h_0", "A", "B", 1)]
+    groups, bad = build_groups(rows, 3)
+    assert groups == []
+    assert bad == [
+        "3pair group g: missing pairs ['AvsC'], repeated pairs ['AvsB']",
+        "3pair group h: missing pairs ['AvsC', 'BvsC']",
+    ]
