@@ -263,17 +263,43 @@ def crop_box(box: Sequence[float], width: int, height: int) -> tuple[int, int, i
     return x1, y1, max(round(box[2]), x1 + 1), max(round(box[3]), y1 + 1)
 
 
-def read_metadata(path: str | Path) -> dict[str, dict[str, Any]]:
-    """``{prompt: record}`` from a file in GenEval's ``evaluation_metadata.jsonl`` layout (a path or a
-    ``github:...#sha256=...`` pin), each record checked for the fields the rules read."""
+METADATA_LOCAL_FIX = "pass a local copy of the file in the geneval reward's data option"
+
+
+def read_metadata(paths: str | Path | Sequence[str | Path]) -> dict[str, dict[str, Any]]:
+    """``{prompt: record}`` from one or more files in GenEval's ``evaluation_metadata.jsonl`` layout (paths or
+    ``github:...#sha256=...`` pins), each record checked for the fields the rules read. A training set and its
+    held-out prompts are two files (Flow-GRPO's ``train_metadata.jsonl`` and ``test_metadata.jsonl``); a prompt
+    listed again with the same record is one prompt (Flow-GRPO's test file lists each GenEval prompt 4 times), one
+    listed with another record is refused, since the reward could not know which rules to apply."""
+    if isinstance(paths, (str, Path)):
+        paths = [paths]
+    if not paths:
+        raise ConfigError("the geneval reward's data names no metadata file; give a path or a github:... pin")
+    table: dict[str, dict[str, Any]] = {}
+    sources: dict[str, str] = {}
+    for path in paths:
+        for prompt, (record, where) in _metadata_file(path).items():
+            if prompt in table and table[prompt] != record:
+                raise ConfigError(
+                    f"GenEval metadata: prompt {prompt!r} has one record at {sources[prompt]} and another at {where} "
+                    f"({table[prompt]!r} vs {record!r}); keep one of them"
+                )
+            table.setdefault(prompt, record)
+            sources.setdefault(prompt, where)
+    return table
+
+
+def _metadata_file(path: str | Path) -> dict[str, tuple[dict[str, Any], str]]:
+    """``{prompt: (record, where)}`` of one metadata file; a prompt repeated within it must repeat its record."""
     from mmreward.data.prompts import resolve_prompt_file
 
-    file = resolve_prompt_file(path)
+    file = resolve_prompt_file(path, local_fix=METADATA_LOCAL_FIX)
     try:
         lines = file.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as err:
         raise ConfigError(f"cannot read GenEval metadata from {str(file)!r}: {err}") from err
-    table: dict[str, dict[str, Any]] = {}
+    table: dict[str, tuple[dict[str, Any], str]] = {}
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
@@ -300,7 +326,9 @@ def read_metadata(path: str | Path) -> dict[str, dict[str, Any]]:
                         f"{where}: position {req['position']!r} needs a relation in {RELATIONS} and "
                         "the index of an earlier include clause"
                     )
-        table[prompt] = record
+        if prompt in table and table[prompt][0] != record:
+            raise ConfigError(f"{where}: prompt {prompt!r} was listed before ({table[prompt][1]}) with other rules")
+        table.setdefault(prompt, (record, where))
     if not table:
         raise ConfigError(f"GenEval metadata {str(file)!r} holds no prompts")
     return table
@@ -311,12 +339,14 @@ class GenevalReward(RewardModel):
     hold ``strict_accuracy`` (Flow-GRPO's exact-count correctness) and ``accuracy`` (GenEval's correctness), 1 or 0.
 
     Prompts are looked up in ``data`` (GenEval's metadata layout; default: the 553 evaluation prompts shipped in
-    ``data/prompts/``); a prompt not in it fails with the reason. Images only: a video fails.
+    ``data/prompts/``; several files are merged, e.g. a training set and the held-out prompts); a prompt not in it
+    fails with the reason. Images only: a video fails.
 
     Args:
         weights: hub id or local directory of a transformers ``Owlv2ForObjectDetection`` with its processor.
         clip: hub id or local directory of a transformers ``CLIPModel`` with its processor (GenEval: ViT-L/14).
-        data: GenEval metadata file: a path or a ``github:...#sha256=...`` pin (Flow-GRPO's training prompts).
+        data: GenEval metadata file, or a list of them: paths or ``github:...#sha256=...`` pins (Flow-GRPO's
+            training prompts; see :func:`read_metadata`).
         query_template: how a class name becomes a detector query.
         threshold, counting_threshold, max_objects, max_overlap, position_threshold: see :class:`Thresholds`.
         clip_batch_size: crops per CLIP forward.
@@ -330,7 +360,7 @@ class GenevalReward(RewardModel):
         self,
         weights: str = "google/owlv2-base-patch16-ensemble",
         clip: str = "openai/clip-vit-large-patch14",
-        data: str | Path = GENEVAL_METADATA,
+        data: str | Path | Sequence[str | Path] = GENEVAL_METADATA,
         query_template: str = "a photo of a {}",
         threshold: float = 0.3,
         counting_threshold: float = 0.9,

@@ -190,7 +190,7 @@ def test_a_file_with_another_sha256_is_refused_and_not_cached(github):
     cfg = parse_config(
         pref_grpo.PrefGRPOConfig, [*_overrides("pref_grpo", config, github), "--data.prompts", wrong.spec()]
     )
-    with pytest.raises(ConfigError, match=f"has sha256 {pinned.sha256}, but the config pins 0000"):
+    with pytest.raises(ConfigError, match=f"has sha256 {pinned.digest}, but the config pins 0000"):
         pref_grpo.main(cfg)
     assert not (github / "hf_home/mmreward/data" / pinned.repository).exists()
 
