@@ -86,7 +86,7 @@ def cache(tmp_path, monkeypatch):
 
 def _remote(tmp_path: Path, path: str, source: str) -> ReferenceFile:
     entry = _publish(tmp_path / "remote" / "example/recipes" / COMMIT, path, source)
-    return ReferenceFile(**entry)
+    return reference.parse_reference_file(entry, "test")
 
 
 def test_fetch_verifies_caches_and_then_needs_no_network(cache, tmp_path, monkeypatch):
@@ -134,7 +134,7 @@ def test_offline_without_a_copy_names_the_url_the_cache_and_both_fixes(cache, tm
 
 def test_a_local_clone_is_read_and_verified_instead_of_downloading(cache, tmp_path, monkeypatch):
     clone = tmp_path / "clone"
-    ref = ReferenceFile(**_publish(clone, "recipe/collator.py", HEAD_SOURCE))
+    ref = reference.parse_reference_file(_publish(clone, "recipe/collator.py", HEAD_SOURCE), "test")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     assert read_reference_file(ref, source_dir=clone) == HEAD_SOURCE
     (clone / "recipe/collator.py").write_text("INSTRUCTION = 'another revision'\n")
