@@ -18,6 +18,7 @@ from mmreward.alignment.clipped_update import OffPolicyError
 from mmreward.alignment.overlapped_rewards import rollout_and_reward
 from mmreward.errors import ConfigError
 from mmreward.media import load_video
+from mmreward.rewards.mix import RewardMix
 from mmreward.train.config import parse_config
 from mmreward.train.tracking import read_metrics
 from tests.program_runs import Run, assert_lora_changes_tiny_sd3, assert_resumed_exactly, launch_runs, run_script
@@ -188,6 +189,40 @@ def test_flow_grpo_geneval_and_ocr_configs_are_the_reference_recipes(name, rewar
         assert cfg.data.eval_prompts.startswith(f"github:yifan123/flow_grpo@{commit}/dataset/geneval/test_metadata")
     else:
         assert cfg.data.eval_prompts == "data/prompts/ocr_test.txt" and not cfg.reward.options
+
+
+def test_reward_options_reach_the_training_and_evaluation_mixes(tmp_path, monkeypatch):
+    """Each mix gets the options of its own rewards (evaluation here adds jpeg-compressibility); the mixes are built
+    before the generator loads, so a recorder that stops the run there sees them."""
+    import align.pref_grpo as program
+
+    built = []
+
+    class Stop(Exception):
+        pass
+
+    def recorder(weights, options=None, **load_kwargs):
+        built.append((dict(weights), options))
+        if len(built) == 2:
+            raise Stop
+        return RewardMix(weights, options, **load_kwargs)
+
+    monkeypatch.setattr(program, "RewardMix", recorder)
+    brightness = "mmreward.rewards.brightness:BrightnessReward"
+    cfg = _cfg(
+        POINTWISE,
+        tmp_path / "out",
+        "--eval.rewards",
+        "{jpeg-compressibility: 1.0}",
+        "--reward.options",  # a name with dots is given whole, in YAML
+        f"{{'{brightness}': {{batch_size: 2}}, jpeg-compressibility: {{batch_size: 3}}}}",
+    )
+    with pytest.raises(Stop):
+        main(cfg)
+    assert built == [
+        ({brightness: 1.0}, {brightness: {"batch_size": 2}}),
+        ({"jpeg-compressibility": 1.0}, {"jpeg-compressibility": {"batch_size": 3}}),
+    ]
 
 
 def test_reward_options_must_name_a_reward_of_the_run():
