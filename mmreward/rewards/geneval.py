@@ -268,10 +268,11 @@ METADATA_LOCAL_FIX = "pass a local copy of the file in the geneval reward's data
 
 def read_metadata(paths: str | Path | Sequence[str | Path]) -> dict[str, dict[str, Any]]:
     """``{prompt: record}`` from one or more files in GenEval's ``evaluation_metadata.jsonl`` layout (paths or
-    ``github:...#sha256=...`` pins), each record checked for the fields the rules read. A training set and its
-    held-out prompts are two files (Flow-GRPO's ``train_metadata.jsonl`` and ``test_metadata.jsonl``); a prompt
-    listed again with the same record is one prompt (Flow-GRPO's test file lists each GenEval prompt 4 times), one
-    listed with another record is refused, since the reward could not know which rules to apply."""
+    ``github:...#sha256=...`` pins), each record checked for the fields the rules read; prompts are keyed without
+    surrounding spaces, as prompt files are read. A training set and its held-out prompts are two files (Flow-GRPO's
+    ``train_metadata.jsonl`` and ``test_metadata.jsonl``); a prompt listed again with the same rules is one prompt
+    (Flow-GRPO's test file lists each GenEval prompt 4 times), one listed with other rules is refused, since the
+    reward could not know which to apply."""
     if isinstance(paths, (str, Path)):
         paths = [paths]
     if not paths:
@@ -280,7 +281,7 @@ def read_metadata(paths: str | Path | Sequence[str | Path]) -> dict[str, dict[st
     sources: dict[str, str] = {}
     for path in paths:
         for prompt, (record, where) in _metadata_file(path).items():
-            if prompt in table and table[prompt] != record:
+            if prompt in table and _rules(table[prompt]) != _rules(record):
                 raise ConfigError(
                     f"GenEval metadata: prompt {prompt!r} has one record at {sources[prompt]} and another at {where} "
                     f"({table[prompt]!r} vs {record!r}); keep one of them"
@@ -288,6 +289,11 @@ def read_metadata(paths: str | Path | Sequence[str | Path]) -> dict[str, dict[st
             table.setdefault(prompt, record)
             sources.setdefault(prompt, where)
     return table
+
+
+def _rules(record: dict[str, Any]) -> dict[str, Any]:
+    """What a metadata record asks of an image: everything but the prompt's own text."""
+    return {key: value for key, value in record.items() if key != "prompt"}
 
 
 def _metadata_file(path: str | Path) -> dict[str, tuple[dict[str, Any], str]]:
@@ -326,7 +332,9 @@ def _metadata_file(path: str | Path) -> dict[str, tuple[dict[str, Any], str]]:
                         f"{where}: position {req['position']!r} needs a relation in {RELATIONS} and "
                         "the index of an earlier include clause"
                     )
-        if prompt in table and table[prompt][0] != record:
+        # Keyed without surrounding spaces, as training prompt files are read (mmreward.data.prompts strips them).
+        prompt = str(prompt).strip()
+        if prompt in table and _rules(table[prompt][0]) != _rules(record):
             raise ConfigError(f"{where}: prompt {prompt!r} was listed before ({table[prompt][1]}) with other rules")
         table.setdefault(prompt, (record, where))
     if not table:
@@ -477,7 +485,7 @@ class GenevalReward(RewardModel):
     def score_prepared(self, prompts: list[str], inputs: list[dict]) -> tuple[torch.Tensor, dict]:
         from PIL import Image
 
-        records = [self.metadata[p] for p in prompts]
+        records = [self.metadata[p.strip()] for p in prompts]
         wanted = [{r["class"] for r in m["include"] + m.get("exclude", [])} for m in records]
         sizes = [tuple(item["image"].shape[:2]) for item in inputs]
         candidates = self.detect(torch.stack([item["pixels"] for item in inputs]), sizes, wanted)
@@ -509,7 +517,7 @@ class GenevalReward(RewardModel):
     def score_prepared_batch(self, prompts: list[str], prepared: list, errors: list[str | None]) -> RewardOutput:
         errors = list(errors)
         for i, prompt in enumerate(prompts):
-            if errors[i] is None and prompt not in self.metadata:
+            if errors[i] is None and prompt.strip() not in self.metadata:
                 errors[i] = (
                     f"prompt {prompt[:80]!r} is not in the GenEval metadata: the rules need its objects, counts, "
                     "colours and positions (pass data= a file in GenEval's evaluation_metadata.jsonl layout)"

@@ -98,7 +98,8 @@ def test_metadata_files_merge_and_a_prompt_with_two_rule_sets_is_refused(tmp_pat
         "exclude": [{"class": "cup", "count": 6}],
     }
     train_file = tmp_path / "train_metadata.jsonl"
-    train_file.write_text("\n".join(json.dumps(r) for r in (train, train, bench)) + "\n")
+    padded = {**train, "prompt": train["prompt"] + " "}  # found as the stripped training prompt
+    train_file.write_text("\n".join(json.dumps(r) for r in (train, padded, bench)) + "\n")
     table = read_metadata([train_file, shipped])
     assert len(table) == 554 and table["a photo of five cups"] == train
     assert table["a photo of a bench"] == bench
