@@ -65,7 +65,7 @@ from mmreward.alignment.monitor import (
 )
 from mmreward.alignment.overlapped_rewards import check_overlap_workers, rollout_and_reward
 from mmreward.alignment.update_schedule import GRPOLossConfig, GRPOTrainConfig, check_loss_config
-from mmreward.data.prompts import load_sources, read_edit_prompts, read_prompts
+from mmreward.data.prompts import fetch_option_files, load_sources, read_edit_prompts, read_prompts
 from mmreward.errors import ConfigError
 from mmreward.flow.models import ADAPTERS
 from mmreward.rewards.mix import RewardMix
@@ -89,6 +89,9 @@ class RewardConfig:
     # pointwise: {reward name: weight}; pairwise: pointwise rewards added to judge_weight x the win rate
     # (Pref-GRPO's FLUX recipe: 0.4 x UnifiedReward-Think + 0.6 x CLIP)
     rewards: dict[str, float] = field(default_factory=dict)
+    # {reward name: {option: value}}: a reward's options beyond its preset (the GenEval recipe's training metadata:
+    # {geneval: {data: [...]}}); pinned files among the values (github:...) are fetched by the train.max_steps 0 check
+    options: dict[str, dict[str, Any]] = field(default_factory=dict)
     # score each rollout micro-batch (rollout.batch_size samples) while the next one samples; training still waits
     # for every reward of the iteration (mmreward.alignment.overlapped_rewards); false: score after the rollout
     overlap: bool = True
@@ -121,6 +124,12 @@ class PrefGRPOConfig:
             raise ConfigError("reward.mode=pointwise needs reward.rewards, e.g. {pickscore: 1.0}")
         if reward.mode == "pointwise" and reward.judge:
             raise ConfigError("reward.judge is for reward.mode=pairwise; remove it or set the mode to pairwise")
+        unused = sorted(set(reward.options) - set(reward.rewards) - set(self.eval.rewards))
+        if unused:
+            raise ConfigError(
+                f"reward.options names {unused}, which neither reward.rewards nor eval.rewards holds; "
+                "options go to the pointwise rewards by name (the judge's to reward.judge_options)"
+            )
         if self.eval.every and not self.data.eval_prompts:
             raise ConfigError("eval.every > 0 needs data.eval_prompts (held-out prompts); or set eval.every: 0")
         check_media_kind(model, editing=True)
@@ -168,23 +177,33 @@ def main(cfg: PrefGRPOConfig) -> Path | None:
     else:
         eval_prompts = []
     if train.max_steps == 0:
-        data_checked("pref_grpo", {"data.prompts": len(prompts), "data.eval_prompts": len(eval_prompts)}, accelerator)
+        counts = {"data.prompts": len(prompts), "data.eval_prompts": len(eval_prompts)}
+        data_checked("pref_grpo", {**counts, **fetch_option_files(cfg.reward.options)}, accelerator)
         return None
     run = open_run(cfg, accelerator)
     output, tracker = run.output, run.tracker
 
     # -- rewards (before the generator: a wrong reward name fails in seconds)
+    options = cfg.reward.options
     if cfg.reward.mode == "pairwise":
         judge = load_reward(cfg.reward.judge, **{"device": device, **cfg.reward.judge_options})
-        mix = RewardMix(cfg.reward.rewards, device=device) if cfg.reward.rewards else None
+        mix = None
+        if cfg.reward.rewards:
+            mix = RewardMix(cfg.reward.rewards, reward_options(options, cfg.reward.rewards), device=device)
         reward = WinRateGroupReward(judge, cfg.reward.orders, weight=cfg.reward.judge_weight, mix=mix)
     else:
         judge = None
-        reward = PointwiseGroupReward(RewardMix(cfg.reward.rewards, device=device))
+        reward = PointwiseGroupReward(
+            RewardMix(cfg.reward.rewards, reward_options(options, cfg.reward.rewards), device=device)
+        )
     eval_weights = eval_cfg.rewards or cfg.reward.rewards
     eval_rewards = None
     if eval_cfg.every and eval_weights:
-        eval_rewards = reward.mix if eval_weights == cfg.reward.rewards else RewardMix(eval_weights, device=device)
+        eval_rewards = (
+            reward.mix
+            if eval_weights == cfg.reward.rewards
+            else RewardMix(eval_weights, reward_options(options, eval_weights), device=device)
+        )
     features = load_diversity_features(eval_cfg, device)
 
     # -- model, adapter, reference, optimizer
@@ -279,6 +298,11 @@ def main(cfg: PrefGRPOConfig) -> Path | None:
             )
 
     return finish_policy_run(run, policy)
+
+
+def reward_options(options: dict[str, dict[str, Any]], weights: dict[str, float]) -> dict[str, dict[str, Any]]:
+    """The ``reward.options`` of the rewards in ``weights`` (training and evaluation mixes may differ)."""
+    return {name: values for name, values in options.items() if name in weights}
 
 
 def read_training_prompts(

@@ -1,10 +1,13 @@
 """Files published in public GitHub repositories, read at a pinned commit and verified, like weights.
 
-A :class:`PinnedFile` names one file by repository, full commit hash, path and the sha256 of its bytes at that
-commit. :func:`read_pinned` returns those bytes from a cache under the Hugging Face home
-(``<cache_root>/<owner>/<repo>/<commit>/<path>``, so copying HF_HOME carries them along with the weights), or
-downloads the raw file once and caches it. ``HF_HUB_OFFLINE`` is honoured. Bytes whose sha256 differs from the pin
-are refused, never silently used: a commit cannot move, but a cached copy can be edited and a mirror can differ.
+A :class:`PinnedFile` names one file by repository, full commit hash, path and a digest of its bytes at that
+commit: their sha256, or, for a file whose bytes were not at hand when it was pinned, its git blob id (the SHA-1 of
+the header ``blob <size>`` and a NUL byte followed by the bytes; the commit's tree records it for every file, so any
+clone shows it without the file's contents: ``git ls-tree <commit> <path>``). :func:`read_pinned` returns those bytes
+from a cache under the Hugging Face home (``<cache_root>/<owner>/<repo>/<commit>/<path>``, so copying HF_HOME carries
+them along with the weights), or downloads the raw file once and caches it. ``HF_HUB_OFFLINE`` is honoured. Bytes
+whose digest differs from the pin are refused, never silently used: a commit cannot move, but a cached copy can be
+edited and a mirror can differ.
 
 Two kinds of file use this: a reward checkpoint's published prompt template (:mod:`mmreward.rewards.vlm.reference`,
 cached under ``mmreward/templates``) and the prompt sets alignment recipes train on (:mod:`mmreward.data.prompts`,
@@ -28,20 +31,35 @@ from mmreward.errors import ConfigError
 RAW_URL = "https://raw.githubusercontent.com/{repository}/{commit}/{path}"
 _TIMEOUT_S = 30
 _REPOSITORY = r"[A-Za-z0-9][\w.-]*/[\w.-]+"
-# github:<owner>/<repo>@<commit>/<path>#sha256=<hex>, the one-string form a config or a command line carries.
+# github:<owner>/<repo>@<commit>/<path>#sha256=<hex> (or #git-blob=<hex>), the one-string form a config or a
+# command line carries.
 SPEC_PREFIX = "github:"
-_SPEC = re.compile(rf"github:(?P<repository>{_REPOSITORY})@(?P<commit>[^/]*)/(?P<path>[^#]+)#sha256=(?P<sha256>.*)")
+_SPEC = re.compile(
+    rf"github:(?P<repository>{_REPOSITORY})@(?P<commit>[^/]*)/(?P<path>[^#]+)#(?P<algorithm>sha256|git-blob)="
+    r"(?P<digest>.*)"
+)
+# Hex digits of each digest: sha256, and git's SHA-1 object id.
+DIGEST_LENGTHS = {"sha256": 64, "git-blob": 40}
+
+
+def file_digest(data: bytes, algorithm: str) -> str:
+    """``data``'s sha256, or its git blob id: SHA-1 over git's object header (``blob <size>`` and a NUL byte)
+    followed by the bytes."""
+    if algorithm == "git-blob":
+        return hashlib.sha1(b"blob %d\0" % len(data) + data, usedforsecurity=False).hexdigest()
+    return hashlib.sha256(data).hexdigest()
 
 
 @dataclass(frozen=True)
 class PinnedFile:
     """One published file: ``repository`` ("owner/name"), a full ``commit`` hash, the file's ``path`` in the
-    repository and the ``sha256`` of its bytes at that commit."""
+    repository and the ``digest`` of its bytes at that commit by ``algorithm`` (a key of :data:`DIGEST_LENGTHS`)."""
 
     repository: str
     commit: str
     path: str
-    sha256: str
+    digest: str
+    algorithm: str = "sha256"
 
     @property
     def url(self) -> str:
@@ -52,7 +70,7 @@ class PinnedFile:
 
     def spec(self) -> str:
         """The one-string form :func:`parse_spec` reads."""
-        return f"{SPEC_PREFIX}{self.repository}@{self.commit}/{self.path}#sha256={self.sha256}"
+        return f"{SPEC_PREFIX}{self.repository}@{self.commit}/{self.path}#{self.algorithm}={self.digest}"
 
 
 def parse_mapping(raw: Any, where: str) -> PinnedFile:
@@ -69,26 +87,30 @@ def is_spec(value: str | os.PathLike) -> bool:
 
 
 def parse_spec(spec: str, where: str) -> PinnedFile:
-    """Read ``github:<owner>/<repo>@<40-digit commit>/<path>#sha256=<64 hex digits>``."""
+    """Read ``github:<owner>/<repo>@<40-digit commit>/<path>#sha256=<64 hex digits>``, or ``#git-blob=<40 hex
+    digits>`` (the file's git blob id at that commit) in place of the sha256."""
     match = _SPEC.fullmatch(spec)
     if match is None:
         raise ConfigError(
             f"{where} {spec!r} is not a pinned file: write github:<owner>/<repo>@<full commit>/<path>#sha256=<hex> "
-            "(sha256 of the file at that commit), or give a local path"
+            "(sha256 of the file at that commit; or #git-blob=<its blob id>), or give a local path"
         )
-    return _checked(match["repository"], match["commit"], match["path"], match["sha256"], where)
+    return _checked(match["repository"], match["commit"], match["path"], match["digest"], where, match["algorithm"])
 
 
-def _checked(repository: str, commit: str, path: str, sha256: str, where: str) -> PinnedFile:
+def _checked(
+    repository: str, commit: str, path: str, digest: str, where: str, algorithm: str = "sha256"
+) -> PinnedFile:
     if not re.fullmatch(_REPOSITORY, repository):
         raise ConfigError(f"{where}: repository must be 'owner/name', got {repository!r}")
     if not re.fullmatch(r"[0-9a-f]{40}", commit):
         raise ConfigError(f"{where}: commit must be a full 40-digit hash (a branch can move), got {commit!r}")
-    if not re.fullmatch(r"[0-9a-f]{64}", sha256):
-        raise ConfigError(f"{where}: sha256 must be 64 hex digits, got {sha256!r}")
+    length = DIGEST_LENGTHS[algorithm]
+    if not re.fullmatch(rf"[0-9a-f]{{{length}}}", digest):
+        raise ConfigError(f"{where}: {algorithm} must be {length} hex digits, got {digest!r}")
     if path.startswith("/") or ".." in Path(path).parts:
         raise ConfigError(f"{where}: path must be relative inside the repository, got {path!r}")
-    return PinnedFile(repository, commit, path, sha256)
+    return PinnedFile(repository, commit, path, digest, algorithm)
 
 
 def cache_path(pinned: PinnedFile, cache_root: Path) -> Path:
@@ -112,9 +134,9 @@ def _download(url: str) -> bytes:
 
 
 def verify(data: bytes, pinned: PinnedFile, origin: str, mismatch: Callable[[str, str], Exception]) -> bytes:
-    """``data`` if its sha256 is the pinned one; else ``mismatch(digest, origin)`` is raised."""
-    digest = hashlib.sha256(data).hexdigest()
-    if digest != pinned.sha256:
+    """``data`` if its digest is the pinned one; else ``mismatch(digest, origin)`` is raised."""
+    digest = file_digest(data, pinned.algorithm)
+    if digest != pinned.digest:
         raise mismatch(digest, origin)
     return data
 
@@ -132,7 +154,7 @@ def read_pinned(
         cache_root: where copies live, e.g. :func:`hf_cache_root` ``("data")``.
         unavailable: builds the error raised when there is no copy and none can be had, given the reason
             ("HF_HUB_OFFLINE is set, ..." or the download's failure).
-        mismatch: builds the error raised for bytes with another sha256, given their digest and where they came from.
+        mismatch: builds the error raised for bytes with another digest, given it and where they came from.
     """
     cached = cache_path(pinned, cache_root)
     if cached.is_file():

@@ -14,8 +14,8 @@ Editing prompt sets (``read_edit_prompts``) pair each instruction with a source 
 left out with a message naming it and the fix.
 
 ``path`` may also name a file published on GitHub at a pinned commit,
-``github:<owner>/<repo>@<full commit>/<path>#sha256=<hex>`` (the recipes' training sets, which are large or under
-licences we do not redistribute). It is downloaded once, verified and cached under
+``github:<owner>/<repo>@<full commit>/<path>#sha256=<hex>``, or ``#git-blob=<blob id>`` (the recipes' training
+sets, which are large or under licences we do not redistribute). It is downloaded once, verified and cached under
 ``$HF_HOME/mmreward/data/<owner>/<repo>/<commit>/<path>`` (:mod:`mmreward.pinned_files`); offline
 (``HF_HUB_OFFLINE``) without a cached copy the error names the URL, the cache path and both fixes.
 """
@@ -61,34 +61,57 @@ def read_prompts(path: str | Path, column: str | None = None) -> list[str]:
     return prompts
 
 
-def resolve_prompt_file(path: str | Path) -> Path:
-    """A local path as given; a ``github:...#sha256=...`` spec as the path of its verified cached copy."""
+LOCAL_PROMPTS_FIX = "pass a local copy of the file as the prompt path (e.g. --data.prompts /path/to/prompts.txt)"
+
+
+def resolve_prompt_file(path: str | Path, local_fix: str = LOCAL_PROMPTS_FIX) -> Path:
+    """A local path as given; a ``github:...#sha256=...`` spec as the path of its verified cached copy.
+
+    ``local_fix`` says where a local copy goes instead (the messages of a missing or mismatched copy end with it);
+    the default names the training prompts, a reward's data file names its own option.
+    """
     if not pinned_files.is_spec(path):
         return Path(path)
     pinned = pinned_files.parse_spec(str(path), "prompt file")
     return pinned_files.read_pinned(
         pinned,
         pinned_files.hf_cache_root("data"),
-        unavailable=lambda reason: _not_available(pinned, reason),
+        unavailable=lambda reason: _not_available(pinned, reason, local_fix),
         mismatch=lambda digest, origin: ConfigError(
-            f"prompt file {pinned.describe()} read from {origin} has sha256 {digest}, but the config pins "
-            f"{pinned.sha256}: it is not the file at commit {pinned.commit}, so it is not used. Delete "
-            f"{_cache_path(pinned)} to download it again, or pass a local file as the prompt path"
+            f"prompt file {pinned.describe()} read from {origin} has {pinned.algorithm} {digest}, but the config "
+            f"pins {pinned.digest}: it is not the file at commit {pinned.commit}, so it is not used. Delete "
+            f"{_cache_path(pinned)} to download it again, or {local_fix}"
         ),
     )
+
+
+def fetch_option_files(options: dict[str, dict[str, Any]], section: str = "reward.options") -> dict[str, int]:
+    """Fetch (or find cached) and verify every pinned file among reward options ``{reward: {option: value}}`` (a
+    ``github:...`` string, or a list holding some), so that a ``train.max_steps 0`` check leaves a machine with all
+    of a recipe's files, the rewards' data included. Returns ``{"<section>.<reward>.<option>": files}`` for the
+    options that name any."""
+    counts: dict[str, int] = {}
+    for reward, values in options.items():
+        for key, value in values.items():
+            specs = [v for v in (value if isinstance(value, list) else [value]) if pinned_files.is_spec(v)]
+            where = f"{section}.{reward}.{key}"
+            for spec in specs:
+                resolve_prompt_file(spec, local_fix=f"pass a local copy of the file in {where}")
+            if specs:
+                counts[where] = len(specs)
+    return counts
 
 
 def _cache_path(pinned: PinnedFile) -> Path:
     return pinned_files.cache_path(pinned, pinned_files.hf_cache_root("data"))
 
 
-def _not_available(pinned: PinnedFile, reason: str) -> DataNotAvailableError:
+def _not_available(pinned: PinnedFile, reason: str, local_fix: str) -> DataNotAvailableError:
     # One line: the training programs print it as their whole error.
     return DataNotAvailableError(
         f"prompt file {pinned.describe()} is not available: {reason}, and there is no cached copy at "
         f"{_cache_path(pinned)}. Either download it once where GitHub is reachable (run once online, or save "
-        f"{pinned.url} to that path) and copy HF_HOME along, or pass a local copy of the file as the prompt path "
-        "(e.g. --data.prompts /path/to/prompts.txt)"
+        f"{pinned.url} to that path) and copy HF_HOME along, or {local_fix}"
     )
 
 

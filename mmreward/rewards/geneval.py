@@ -263,17 +263,49 @@ def crop_box(box: Sequence[float], width: int, height: int) -> tuple[int, int, i
     return x1, y1, max(round(box[2]), x1 + 1), max(round(box[3]), y1 + 1)
 
 
-def read_metadata(path: str | Path) -> dict[str, dict[str, Any]]:
-    """``{prompt: record}`` from a file in GenEval's ``evaluation_metadata.jsonl`` layout (a path or a
-    ``github:...#sha256=...`` pin), each record checked for the fields the rules read."""
+METADATA_LOCAL_FIX = "pass a local copy of the file in the geneval reward's data option"
+
+
+def read_metadata(paths: str | Path | Sequence[str | Path]) -> dict[str, dict[str, Any]]:
+    """``{prompt: record}`` from one or more files in GenEval's ``evaluation_metadata.jsonl`` layout (paths or
+    ``github:...#sha256=...`` pins), each record checked for the fields the rules read; prompts are keyed without
+    surrounding spaces, as prompt files are read. A training set and its held-out prompts are two files (Flow-GRPO's
+    ``train_metadata.jsonl`` and ``test_metadata.jsonl``); a prompt listed again with the same rules is one prompt
+    (Flow-GRPO's test file lists each GenEval prompt 4 times), one listed with other rules is refused, since the
+    reward could not know which to apply."""
+    if isinstance(paths, (str, Path)):
+        paths = [paths]
+    if not paths:
+        raise ConfigError("the geneval reward's data names no metadata file; give a path or a github:... pin")
+    table: dict[str, dict[str, Any]] = {}
+    sources: dict[str, str] = {}
+    for path in paths:
+        for prompt, (record, where) in _metadata_file(path).items():
+            if prompt in table and _rules(table[prompt]) != _rules(record):
+                raise ConfigError(
+                    f"GenEval metadata: prompt {prompt!r} has one record at {sources[prompt]} and another at {where} "
+                    f"({table[prompt]!r} vs {record!r}); keep one of them"
+                )
+            table.setdefault(prompt, record)
+            sources.setdefault(prompt, where)
+    return table
+
+
+def _rules(record: dict[str, Any]) -> dict[str, Any]:
+    """What a metadata record asks of an image: everything but the prompt's own text."""
+    return {key: value for key, value in record.items() if key != "prompt"}
+
+
+def _metadata_file(path: str | Path) -> dict[str, tuple[dict[str, Any], str]]:
+    """``{prompt: (record, where)}`` of one metadata file; a prompt repeated within it must repeat its record."""
     from mmreward.data.prompts import resolve_prompt_file
 
-    file = resolve_prompt_file(path)
+    file = resolve_prompt_file(path, local_fix=METADATA_LOCAL_FIX)
     try:
         lines = file.read_text(encoding="utf-8").splitlines()
     except (OSError, UnicodeDecodeError) as err:
         raise ConfigError(f"cannot read GenEval metadata from {str(file)!r}: {err}") from err
-    table: dict[str, dict[str, Any]] = {}
+    table: dict[str, tuple[dict[str, Any], str]] = {}
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
@@ -300,7 +332,11 @@ def read_metadata(path: str | Path) -> dict[str, dict[str, Any]]:
                         f"{where}: position {req['position']!r} needs a relation in {RELATIONS} and "
                         "the index of an earlier include clause"
                     )
-        table[prompt] = record
+        # Keyed without surrounding spaces, as training prompt files are read (mmreward.data.prompts strips them).
+        prompt = str(prompt).strip()
+        if prompt in table and _rules(table[prompt][0]) != _rules(record):
+            raise ConfigError(f"{where}: prompt {prompt!r} was listed before ({table[prompt][1]}) with other rules")
+        table.setdefault(prompt, (record, where))
     if not table:
         raise ConfigError(f"GenEval metadata {str(file)!r} holds no prompts")
     return table
@@ -311,12 +347,14 @@ class GenevalReward(RewardModel):
     hold ``strict_accuracy`` (Flow-GRPO's exact-count correctness) and ``accuracy`` (GenEval's correctness), 1 or 0.
 
     Prompts are looked up in ``data`` (GenEval's metadata layout; default: the 553 evaluation prompts shipped in
-    ``data/prompts/``); a prompt not in it fails with the reason. Images only: a video fails.
+    ``data/prompts/``; several files are merged, e.g. a training set and the held-out prompts); a prompt not in it
+    fails with the reason. Images only: a video fails.
 
     Args:
         weights: hub id or local directory of a transformers ``Owlv2ForObjectDetection`` with its processor.
         clip: hub id or local directory of a transformers ``CLIPModel`` with its processor (GenEval: ViT-L/14).
-        data: GenEval metadata file: a path or a ``github:...#sha256=...`` pin (Flow-GRPO's training prompts).
+        data: GenEval metadata file, or a list of them: paths or ``github:...#sha256=...`` pins (Flow-GRPO's
+            training prompts; see :func:`read_metadata`).
         query_template: how a class name becomes a detector query.
         threshold, counting_threshold, max_objects, max_overlap, position_threshold: see :class:`Thresholds`.
         clip_batch_size: crops per CLIP forward.
@@ -330,7 +368,7 @@ class GenevalReward(RewardModel):
         self,
         weights: str = "google/owlv2-base-patch16-ensemble",
         clip: str = "openai/clip-vit-large-patch14",
-        data: str | Path = GENEVAL_METADATA,
+        data: str | Path | Sequence[str | Path] = GENEVAL_METADATA,
         query_template: str = "a photo of a {}",
         threshold: float = 0.3,
         counting_threshold: float = 0.9,
@@ -447,7 +485,7 @@ class GenevalReward(RewardModel):
     def score_prepared(self, prompts: list[str], inputs: list[dict]) -> tuple[torch.Tensor, dict]:
         from PIL import Image
 
-        records = [self.metadata[p] for p in prompts]
+        records = [self.metadata[p.strip()] for p in prompts]
         wanted = [{r["class"] for r in m["include"] + m.get("exclude", [])} for m in records]
         sizes = [tuple(item["image"].shape[:2]) for item in inputs]
         candidates = self.detect(torch.stack([item["pixels"] for item in inputs]), sizes, wanted)
@@ -479,7 +517,7 @@ class GenevalReward(RewardModel):
     def score_prepared_batch(self, prompts: list[str], prepared: list, errors: list[str | None]) -> RewardOutput:
         errors = list(errors)
         for i, prompt in enumerate(prompts):
-            if errors[i] is None and prompt not in self.metadata:
+            if errors[i] is None and prompt.strip() not in self.metadata:
                 errors[i] = (
                     f"prompt {prompt[:80]!r} is not in the GenEval metadata: the rules need its objects, counts, "
                     "colours and positions (pass data= a file in GenEval's evaluation_metadata.jsonl layout)"

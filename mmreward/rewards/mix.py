@@ -30,12 +30,27 @@ def parse_reward_spec(spec: str) -> tuple[str, float]:
 
 
 class RewardMix:
-    def __init__(self, weights: Mapping[str, float], **load_kwargs: Any) -> None:
-        """Load every reward of ``weights`` (names as :func:`mmreward.load_reward` takes them)."""
+    def __init__(
+        self,
+        weights: Mapping[str, float],
+        options: Mapping[str, Mapping[str, Any]] | None = None,
+        **load_kwargs: Any,
+    ) -> None:
+        """Load every reward of ``weights`` (names as :func:`mmreward.load_reward` takes them); ``options[name]``
+        overrides that reward's preset values (e.g. ``{geneval: {data: train_metadata.jsonl}}``), and
+        ``load_kwargs`` go to every reward (``device``)."""
         if not weights:
             raise ConfigError("the reward mix is empty; give at least one reward, e.g. rewards: {pickscore: 1.0}")
+        options = dict(options or {})
+        unused = sorted(set(options) - set(weights))
+        if unused:
+            raise ConfigError(
+                f"reward options for {unused}, which the mix does not hold ({sorted(weights)}); name a reward of it"
+            )
         self.weights = dict(weights)
-        self.models: dict[str, RewardModel] = {name: load_reward(name, **load_kwargs) for name in self.weights}
+        self.models: dict[str, RewardModel] = {
+            name: load_reward(name, **{**load_kwargs, **options.get(name, {})}) for name in self.weights
+        }
 
     @property
     def uses_source(self) -> bool:

@@ -18,6 +18,7 @@ from mmreward.alignment.clipped_update import OffPolicyError
 from mmreward.alignment.overlapped_rewards import rollout_and_reward
 from mmreward.errors import ConfigError
 from mmreward.media import load_video
+from mmreward.rewards.mix import RewardMix
 from mmreward.train.config import parse_config
 from mmreward.train.tracking import read_metrics
 from tests.program_runs import Run, assert_lora_changes_tiny_sd3, assert_resumed_exactly, launch_runs, run_script
@@ -152,12 +153,91 @@ def test_recommended_and_grpo_guard_configs_are_their_recipes():
     assert (guard.model.max_sequence_length, guard.model.weight_dtype) == (128, "float32")
 
 
+@pytest.mark.parametrize(
+    ("name", "reward", "train_file"),
+    [
+        ("pref_grpo_flow_grpo_geneval_sd3", "geneval", "dataset/geneval/train_metadata.jsonl"),
+        ("pref_grpo_flow_grpo_ocr_sd3", "ocr", "dataset/ocr/train.txt"),
+    ],
+)
+def test_flow_grpo_geneval_and_ocr_configs_are_the_reference_recipes(name, reward, train_file):
+    """yifan123/flow_grpo @ac4c86e config/grpo.py geneval_sd3 and general_ocr_sd3 (gpu_number 32) on config/base.py:
+    resolution 512, train_batch_size 9, num_image_per_prompt 24, num_batches_per_epoch 48 / (32 x 9 / 24) = 4 with
+    gradient_accumulation_steps 4 // 2 (two optimizer steps per epoch: 48 prompts a step), 10 steps (eval 40), CFG
+    4.5, noise 0.7, timestep_fraction 0.99, beta 0.04, global std, EMA, save/eval every 60; base: lr 3e-4, weight
+    decay 1e-4, grad norm 1, clip range 1e-4, adv_clip_max 5, fp16, LoRA r32/a64; reward_fn {reward: 1.0}."""
+    cfg = parse_config(PrefGRPOConfig, ["--config", str(REPO / "configs" / "align" / f"{name}.yaml")])
+    gpus, per_gpu_batch, per_prompt = 32, 9, 24
+    batches_per_epoch = int(48 / (gpus * per_gpu_batch / per_prompt))
+    assert (cfg.model.family, cfg.model.path) == ("sd3", "stabilityai/stable-diffusion-3.5-medium")
+    assert (cfg.model.height, cfg.model.width, cfg.model.max_sequence_length) == (512, 512, 128)
+    assert cfg.rollout.prompts_per_step * cfg.rollout.group_size == gpus * per_gpu_batch * batches_per_epoch
+    assert (cfg.rollout.group_size, cfg.rollout.batch_size, cfg.train.micro_batch_size) == (per_prompt, 9, 9)
+    assert cfg.train.updates_per_step == batches_per_epoch // (batches_per_epoch // 2) == 2
+    assert (cfg.rollout.num_steps, cfg.eval.num_steps, cfg.rollout.guidance_scale) == (10, 40, 4.5)
+    assert (cfg.rollout.sde_type, cfg.rollout.noise_level, cfg.loss.timestep_fraction) == ("flow", 0.7, 0.99)
+    assert (cfg.loss.kl_beta, cfg.loss.kl_includes_dt, cfg.loss.clip_range) == (0.04, False, 1e-4)
+    assert (cfg.advantage.std, cfg.advantage.clip) == ("global", 5.0)
+    assert (cfg.train.learning_rate, cfg.train.weight_decay, cfg.train.max_grad_norm) == (3e-4, 1e-4, 1.0)
+    assert (cfg.train.mixed_precision, cfg.train.ema, cfg.lora.rank, cfg.lora.alpha) == ("fp16", True, 32, 64)
+    assert (cfg.train.save_every, cfg.eval.every) == (60, 60)
+    assert (cfg.reward.mode, cfg.reward.rewards) == ("pointwise", {reward: 1.0})
+    commit = "ac4c86e8cae021841f1fde853d340e0db67690dd"
+    assert cfg.data.prompts.startswith(f"github:yifan123/flow_grpo@{commit}/{train_file}#")
+    if reward == "geneval":  # the reward finds training and held-out prompts' metadata in the same pinned files
+        assert cfg.reward.options == {"geneval": {"data": [cfg.data.prompts, cfg.data.eval_prompts]}}
+        assert cfg.data.eval_prompts.startswith(f"github:yifan123/flow_grpo@{commit}/dataset/geneval/test_metadata")
+    else:
+        assert cfg.data.eval_prompts == "data/prompts/ocr_test.txt" and not cfg.reward.options
+
+
+def test_reward_options_reach_the_training_and_evaluation_mixes(tmp_path, monkeypatch):
+    """Each mix gets the options of its own rewards (evaluation here adds jpeg-compressibility); the mixes are built
+    before the generator loads, so a recorder that stops the run there sees them."""
+    import align.pref_grpo as program
+
+    built = []
+
+    class Stop(Exception):
+        pass
+
+    def recorder(weights, options=None, **load_kwargs):
+        built.append((dict(weights), options))
+        if len(built) == 2:
+            raise Stop
+        return RewardMix(weights, options, **load_kwargs)
+
+    monkeypatch.setattr(program, "RewardMix", recorder)
+    brightness = "mmreward.rewards.brightness:BrightnessReward"
+    cfg = _cfg(
+        POINTWISE,
+        tmp_path / "out",
+        "--eval.rewards",
+        "{jpeg-compressibility: 1.0}",
+        "--reward.options",  # a name with dots is given whole, in YAML
+        f"{{'{brightness}': {{batch_size: 2}}, jpeg-compressibility: {{batch_size: 3}}}}",
+    )
+    with pytest.raises(Stop):
+        main(cfg)
+    assert built == [
+        ({brightness: 1.0}, {brightness: {"batch_size": 2}}),
+        ({"jpeg-compressibility": 1.0}, {"jpeg-compressibility": {"batch_size": 3}}),
+    ]
+
+
+def test_reward_options_must_name_a_reward_of_the_run():
+    with pytest.raises(ConfigError, match=r"reward.options names \['pickscore'\], which neither reward.rewards"):
+        _cfg(POINTWISE, Path("unused"), "--reward.options.pickscore.batch_size", "2")
+
+
 def test_flow_grpo_configs_keep_the_reference_text_length_and_fp32_base():
     for name in (
         "pref_grpo_flow_grpo_sd3",
         "pref_grpo_flow_grpo_fast_sd3",
         "pref_grpo_flow_grpo_flux",
         "pref_grpo_flow_grpo_recommended_sd3",
+        "pref_grpo_flow_grpo_geneval_sd3",
+        "pref_grpo_flow_grpo_ocr_sd3",
     ):
         cfg = parse_config(PrefGRPOConfig, ["--config", str(REPO / "configs" / "align" / f"{name}.yaml")])
         assert (cfg.model.max_sequence_length, cfg.model.weight_dtype) == (128, "float32"), name

@@ -3,14 +3,16 @@ flow_dpo and diffusion_nft runs with ``--train.max_steps 0`` (read the data, sto
 pinned training prompt set served by a local stand-in of GitHub (file:// URLs), and offline with no cached copy each
 stops with one line naming the URL, the cache path and both fixes.
 
-The stand-in file is our own prompts, so its sha256 is not the one the config pins: each run keeps the config's
-repository, commit and path and swaps only the sha256 (the pinned sha256 values themselves were computed from the
-published files, see data/README.md; verification against a pin is tested here with a wrong pin).
+The stand-in file is our own prompts, so its digest is not the one the config pins: each run keeps the config's
+repository, commit, path and kind of digest (sha256 or git blob id) and swaps only the digest (the pinned values
+themselves were computed from the published files or read from the commit's tree, see data/README.md; verification
+against a pin is tested here with a wrong pin). Every pinned file a config names is served so: its training prompts,
+pinned held-out prompts, and files among its reward options (the GenEval recipe's metadata).
 """
 
 from __future__ import annotations
 
-import hashlib
+import json
 import os
 import subprocess
 import sys
@@ -86,13 +88,48 @@ def github(tmp_path, monkeypatch):
     return tmp_path
 
 
-def _publish(root: Path, config: Path) -> PinnedFile:
-    """Put stand-in prompts where the config's pinned file is published; return the pin with their sha256."""
-    pinned = pinned_files.parse_spec(yaml.safe_load(config.read_text())["data"]["prompts"], config.name)
+def _stand_in(path: str) -> str:
+    """Stand-in prompts in the layout of ``path``: one per line, or GenEval metadata records for ``.jsonl``."""
+    if path.endswith(".jsonl"):
+        records = [
+            {"tag": "single_object", "include": [{"class": "owl", "count": 1}], "prompt": p} for p in STAND_IN_PROMPTS
+        ]
+        return "".join(json.dumps(r) + "\n" for r in records)
+    return "\n".join(STAND_IN_PROMPTS) + "\n"
+
+
+def _publish_spec(root: Path, spec: str, where: str) -> PinnedFile:
+    """Put stand-in prompts where ``spec``'s file is published; return the pin with their digest (same kind)."""
+    pinned = pinned_files.parse_spec(spec, where)
     file = root / "remote" / pinned.repository / pinned.commit / pinned.path
     file.parent.mkdir(parents=True, exist_ok=True)
-    file.write_text("\n".join(STAND_IN_PROMPTS) + "\n", encoding="utf-8")
-    return PinnedFile(pinned.repository, pinned.commit, pinned.path, hashlib.sha256(file.read_bytes()).hexdigest())
+    file.write_text(_stand_in(pinned.path), encoding="utf-8")
+    digest = pinned_files.file_digest(file.read_bytes(), pinned.algorithm)
+    return PinnedFile(pinned.repository, pinned.commit, pinned.path, digest, pinned.algorithm)
+
+
+def _publish(root: Path, config: Path) -> PinnedFile:
+    """Publish the config's training prompts (see :func:`_publish_spec`)."""
+    return _publish_spec(root, yaml.safe_load(config.read_text())["data"]["prompts"], config.name)
+
+
+def _other_pins(root: Path, config: Path) -> tuple[list[str], dict[str, int]]:
+    """Publish the config's other pinned files (held-out prompts, reward options); the overrides that name them
+    with the stand-ins' digests, and the counts the data check reports for the reward options."""
+    raw = yaml.safe_load(config.read_text(encoding="utf-8"))
+    args, counts = [], {}
+    eval_prompts = raw["data"].get("eval_prompts") or ""
+    if pinned_files.is_spec(eval_prompts):
+        args += ["--data.eval_prompts", _publish_spec(root, eval_prompts, config.name).spec()]
+        args += ["--eval.num_prompts", "2"]  # the stand-in holds 3
+    for reward, options in raw.get("reward", {}).get("options", {}).items():
+        for key, value in options.items():
+            values = value if isinstance(value, list) else [value]
+            specs = [_publish_spec(root, v, config.name).spec() for v in values if pinned_files.is_spec(v)]
+            if specs:
+                args += [f"--reward.options.{reward}.{key}", "[" + ",".join(specs) + "]"]
+                counts[f"reward.options.{reward}.{key}"] = len(specs)
+    return args, counts
 
 
 def _editing(config: Path) -> bool:
@@ -132,6 +169,7 @@ def test_a_real_config_reads_its_pinned_prompts_and_stops_before_training(
     module = PROGRAMS[program]
     args = _overrides(program, config, github)
     data = yaml.safe_load(config.read_text(encoding="utf-8"))["data"]
+    counts: dict[str, int] = {}
     if data.get("source") == "offline":
         table = github / "pairs.csv"
         table.write_text("path_A,path_B,prompt,VQ,MQ,TA\na.mp4,b.mp4,a cat,A,A,B\n", encoding="utf-8")
@@ -145,20 +183,23 @@ def test_a_real_config_reads_its_pinned_prompts_and_stops_before_training(
         expected = f"data.prompts: {len(STAND_IN_PROMPTS)}"  # the line with a missing source is left out
     else:
         pinned = _publish(github, config)
-        args += ["--data.prompts", pinned.spec()]  # the config's repository, commit and path; our file's sha256
+        args += ["--data.prompts", pinned.spec()]  # the config's repository, commit and path; our file's digest
+        others, counts = _other_pins(github, config)
+        args += others
         expected = f"data.prompts: {len(STAND_IN_PROMPTS)}"
     cfg = parse_config(CONFIG_CLASSES[program], args)
     assert module.main(cfg) is None
     captured = capsys.readouterr()
     line = captured.out.strip().splitlines()[-1]
     assert line.startswith(f"{program}: data read (") and expected in line, line
+    assert all(f"{key}: {n}" in line for key, n in counts.items()), line  # the reward options' files, fetched
     assert "no model is loaded and nothing is written" in line
     assert not (github / "out").exists()
     if _editing(config):
         assert "left out 1 lines" in captured.err and "train.jsonl line 4: source image" in captured.err
     elif data.get("source") != "offline":
         cached = github / "hf_home/mmreward/data" / pinned.repository / pinned.commit / pinned.path
-        assert cached.read_text(encoding="utf-8").split() == " ".join(STAND_IN_PROMPTS).split()
+        assert cached.read_text(encoding="utf-8") == _stand_in(pinned.path)
         # The cached copy serves the next run with no network.
         monkeypatch.setenv("HF_HUB_OFFLINE", "1")
         assert module.main(cfg) is None
@@ -183,16 +224,45 @@ def test_offline_without_a_copy_stops_with_the_url_the_cache_and_both_fixes(prog
     assert not (github / "out").exists()
 
 
-def test_a_file_with_another_sha256_is_refused_and_not_cached(github):
-    config = REPO / "configs" / "align" / "pref_grpo_sd3.yaml"
+@pytest.mark.parametrize(
+    ("config", "algorithm"), [("pref_grpo_sd3", "sha256"), ("pref_grpo_flow_grpo_ocr_sd3", "git-blob")]
+)
+def test_a_file_with_another_digest_is_refused_and_not_cached(config, algorithm, github):
+    config = REPO / "configs" / "align" / f"{config}.yaml"
     pinned = _publish(github, config)
-    wrong = PinnedFile(pinned.repository, pinned.commit, pinned.path, "0" * 64)
+    assert pinned.algorithm == algorithm
+    wrong = PinnedFile(pinned.repository, pinned.commit, pinned.path, "0" * len(pinned.digest), algorithm)
     cfg = parse_config(
         pref_grpo.PrefGRPOConfig, [*_overrides("pref_grpo", config, github), "--data.prompts", wrong.spec()]
     )
-    with pytest.raises(ConfigError, match=f"has sha256 {pinned.sha256}, but the config pins 0000"):
+    with pytest.raises(ConfigError, match=f"has {algorithm} {pinned.digest}, but the config pins 0000"):
         pref_grpo.main(cfg)
     assert not (github / "hf_home/mmreward/data" / pinned.repository).exists()
+
+
+def test_git_blob_ids_are_the_ones_git_computes():
+    """``git hash-object`` of an empty file and of "hello\\n"; the sha256 of the latter for contrast."""
+    assert pinned_files.file_digest(b"", "git-blob") == "e69de29bb2d1d6434b8b29ae775ad8c2e48c5391"
+    assert pinned_files.file_digest(b"hello\n", "git-blob") == "ce013625030ba8dba906f756967f9e9ca394464a"
+    assert pinned_files.file_digest(b"hello\n", "sha256") == (
+        "5891b5b522d5df086d0ff0b110fbd9d21bb4fc7163af34d08286a2e846f6be03"
+    )
+
+
+def test_offline_reward_data_without_a_copy_names_its_option(github, monkeypatch):
+    """The GenEval recipe with local prompt files: its reward's pinned metadata is fetched by the data check too, and
+    offline without a copy the message points at reward.options (not at --data.prompts)."""
+    config = REPO / "configs" / "align" / "pref_grpo_flow_grpo_geneval_sd3.yaml"
+    local = github / "train_metadata.jsonl"
+    local.write_text(_stand_in(local.name), encoding="utf-8")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    args = [*_overrides("pref_grpo", config, github), "--data.prompts", str(local), "--data.eval_prompts", str(local)]
+    cfg = parse_config(pref_grpo.PrefGRPOConfig, [*args, "--eval.num_prompts", "2"])
+    with pytest.raises(DataNotAvailableError) as err:
+        pref_grpo.main(cfg)
+    message = str(err.value)
+    assert "dataset/geneval/train_metadata.jsonl is not available: HF_HUB_OFFLINE is set" in message
+    assert message.endswith("or pass a local copy of the file in reward.options.geneval.data"), message
 
 
 @pytest.mark.parametrize(
@@ -201,6 +271,8 @@ def test_a_file_with_another_sha256_is_refused_and_not_cached(github):
         ("github:yifan123/flow_grpo@main/dataset/pickscore/train.txt#sha256=" + "0" * 64, "full 40-digit hash"),
         ("github:yifan123/flow_grpo@" + "a" * 40 + "/train.txt", "is not a pinned file"),
         ("github:yifan123/flow_grpo@" + "a" * 40 + "/train.txt#sha256=abc", "64 hex digits"),
+        ("github:yifan123/flow_grpo@" + "a" * 40 + "/train.txt#git-blob=" + "0" * 64, "git-blob must be 40 hex"),
+        ("github:yifan123/flow_grpo@" + "a" * 40 + "/train.txt#md5=" + "0" * 32, "is not a pinned file"),
         ("github:yifan123/flow_grpo@" + "a" * 40 + "/../x.txt#sha256=" + "0" * 64, "relative inside"),
     ],
 )

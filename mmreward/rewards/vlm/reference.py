@@ -57,7 +57,7 @@ def _mismatch(ref: ReferenceFile) -> Callable[[str, str], ReferenceMismatchError
     def error(digest: str, origin: str) -> ReferenceMismatchError:
         return ReferenceMismatchError(
             f"reference prompt file {ref.describe()} read from {origin} has sha256 {digest}, but the template pins "
-            f"{ref.sha256}: it is not the file at commit {ref.commit}, so it is not used. For a local clone run "
+            f"{ref.digest}: it is not the file at commit {ref.commit}, so it is not used. For a local clone run "
             f"`git checkout {ref.commit}` there; for a cached copy delete {cache_path(ref)} to download it again; "
             "or keep our wording with template='ours'"
         )

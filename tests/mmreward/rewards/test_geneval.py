@@ -86,6 +86,36 @@ def test_shipped_metadata_and_its_checks(tmp_path):
         read_metadata(bad)
 
 
+def test_metadata_files_merge_and_a_prompt_with_two_rule_sets_is_refused(tmp_path):
+    """A training set and its held-out prompts are read together; Flow-GRPO's test file repeats each prompt with the
+    same record (kept once); a prompt given other rules, in the same file or another, names both places."""
+    shipped = mmreward.rewards.geneval.GENEVAL_METADATA
+    bench = {"tag": "single_object", "include": [{"class": "bench", "count": 1}], "prompt": "a photo of a bench"}
+    train = {
+        "tag": "counting",
+        "prompt": "a photo of five cups",
+        "include": [{"class": "cup", "count": 5}],
+        "exclude": [{"class": "cup", "count": 6}],
+    }
+    train_file = tmp_path / "train_metadata.jsonl"
+    padded = {**train, "prompt": train["prompt"] + " "}  # found as the stripped training prompt
+    train_file.write_text("\n".join(json.dumps(r) for r in (train, padded, bench)) + "\n")
+    table = read_metadata([train_file, shipped])
+    assert len(table) == 554 and table["a photo of five cups"] == train
+    assert table["a photo of a bench"] == bench
+    assert read_metadata(str(train_file)) == {train["prompt"]: train, bench["prompt"]: bench}
+    other = {**bench, "include": [{"class": "bench", "count": 2}]}
+    clash = tmp_path / "clash.jsonl"
+    clash.write_text(json.dumps(other) + "\n")
+    with pytest.raises(ConfigError, match=r"'a photo of a bench' has one record at line 3 of .*train_metadata.jsonl"):
+        read_metadata([train_file, clash])
+    clash.write_text(json.dumps(bench) + "\n" + json.dumps(other) + "\n")
+    with pytest.raises(ConfigError, match=r"line 2 of .*: prompt 'a photo of a bench' was listed before \(line 1"):
+        read_metadata(clash)
+    with pytest.raises(ConfigError, match="names no metadata file"):
+        read_metadata([])
+
+
 @pytest.fixture(scope="module")
 def reward(tmp_path_factory):
     # Thresholds the random detector's confidences straddle, so boxes are kept and colours classified.

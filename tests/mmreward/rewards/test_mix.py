@@ -44,3 +44,17 @@ def test_empty_mix_is_refused():
 )
 def test_reward_specs_take_only_a_trailing_number_as_weight(spec, expected):
     assert parse_reward_spec(spec) == expected
+
+
+def test_options_reach_their_reward_only_and_must_name_one_of_the_mix():
+    mix = RewardMix(
+        {"jpeg-compressibility": 1.0, "jpeg-incompressibility": 1.0},
+        {"jpeg-compressibility": {"batch_size": 3}},
+        dtype="float32",
+    )
+    assert mix.models["jpeg-compressibility"].batch_size == 3
+    assert mix.models["jpeg-incompressibility"].batch_size == 16  # the preset's own value
+    with pytest.raises(ConfigError, match=r"reward options for \['pickscore'\], which the mix does not hold"):
+        RewardMix({"jpeg-compressibility": 1.0}, {"pickscore": {"batch_size": 3}})
+    with pytest.raises(ConfigError, match=r"unknown option\(s\) \['thresold'\]"):
+        RewardMix({"jpeg-compressibility": 1.0}, {"jpeg-compressibility": {"thresold": 0.3}})

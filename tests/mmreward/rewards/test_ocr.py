@@ -1,6 +1,7 @@
 """Flow-GRPO's OCR reward: the string formula by hand and as properties, then end to end with a tiny TrOCR.
 The formula against Flow-GRPO's own code is in tests/golden/ocr."""
 
+import hashlib
 from functools import cache
 
 import pytest
@@ -10,6 +11,7 @@ from hypothesis import strategies as st
 
 from mmreward import testing
 from mmreward.errors import ConfigError
+from mmreward.evaluation.prompt_sets import load_prompt_set
 from mmreward.rewards.ocr import levenshtein, ocr_text_reward, quoted_text
 
 
@@ -44,6 +46,19 @@ def test_quoted_text_is_the_first_quoted_span():
         quoted_text("a sign with no quotes")
     with pytest.raises(ValueError, match="empty once spaces are removed"):
         ocr_text_reward("   ", "anything")
+
+
+def test_the_shipped_ocr_prompt_set_is_flow_grpos_test_split_and_every_prompt_has_a_target():
+    """``--prompts ocr``: yifan123/flow_grpo @ac4c86e dataset/ocr/test.txt unchanged (its sha256), 1,018 prompts,
+    each with quoted text the reward can look for (a prompt without one would fail its samples)."""
+    prompt_set = load_prompt_set("ocr")
+    assert hashlib.sha256(prompt_set.source.read_bytes()).hexdigest() == (
+        "4dd8caf3ab6ade73bd376c7d14c6ca49b6eacfb1bd321e22c40714ae4a98d4dc"
+    )
+    assert (len(prompt_set), prompt_set.media_kind) == (1018, "image")
+    targets = [quoted_text(item.prompt) for item in prompt_set.items]  # raises for a prompt without one
+    assert min(len(t.replace(" ", "")) for t in targets) >= 2 and len(set(targets)) == 957
+    assert all(ocr_text_reward(t, t.upper()) == 1.0 for t in targets)
 
 
 @cache

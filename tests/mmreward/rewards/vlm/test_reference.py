@@ -86,7 +86,7 @@ def cache(tmp_path, monkeypatch):
 
 def _remote(tmp_path: Path, path: str, source: str) -> ReferenceFile:
     entry = _publish(tmp_path / "remote" / "example/recipes" / COMMIT, path, source)
-    return ReferenceFile(**entry)
+    return reference.parse_reference_file(entry, "test")
 
 
 def test_fetch_verifies_caches_and_then_needs_no_network(cache, tmp_path, monkeypatch):
@@ -106,7 +106,7 @@ def test_fetch_verifies_caches_and_then_needs_no_network(cache, tmp_path, monkey
 def test_sha256_mismatch_is_refused_and_nothing_is_cached(cache, tmp_path):
     ref = _remote(tmp_path, "recipe/collator.py", HEAD_SOURCE)
     moved = ReferenceFile(ref.repository, ref.commit, ref.path, "0" * 64)
-    with pytest.raises(ReferenceMismatchError, match=f"has sha256 {ref.sha256}, but the template pins 0000"):
+    with pytest.raises(ReferenceMismatchError, match=f"has sha256 {ref.digest}, but the template pins 0000"):
         read_reference_file(moved)
     assert not (cache / "example/recipes" / COMMIT / "recipe/collator.py").exists()
     # A cached copy that was edited afterwards is refused the same way.
@@ -127,14 +127,14 @@ def test_offline_without_a_copy_names_the_url_the_cache_and_both_fixes(cache, tm
     assert "template_source_dir=" in message and "template='ours'" in message
     # Unreachable is reported the same way, with the download's reason.
     monkeypatch.delenv("HF_HUB_OFFLINE")
-    missing = ReferenceFile(ref.repository, ref.commit, "recipe/absent.py", ref.sha256)
+    missing = ReferenceFile(ref.repository, ref.commit, "recipe/absent.py", ref.digest)
     with pytest.raises(ReferenceNotAvailableError, match="downloading it failed .*template='ours'"):
         read_reference_file(missing)
 
 
 def test_a_local_clone_is_read_and_verified_instead_of_downloading(cache, tmp_path, monkeypatch):
     clone = tmp_path / "clone"
-    ref = ReferenceFile(**_publish(clone, "recipe/collator.py", HEAD_SOURCE))
+    ref = reference.parse_reference_file(_publish(clone, "recipe/collator.py", HEAD_SOURCE), "test")
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     assert read_reference_file(ref, source_dir=clone) == HEAD_SOURCE
     (clone / "recipe/collator.py").write_text("INSTRUCTION = 'another revision'\n")
