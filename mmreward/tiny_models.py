@@ -82,6 +82,8 @@ _NOT_IN_TOKENIZER_CORPUS = (
     "rationalrewards-edit",
     "videoscore2",
     "editreward-heads",
+    "unifiedreward-edit",
+    "unifiedreward-edit-quality",
 )
 
 
