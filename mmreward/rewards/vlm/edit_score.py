@@ -85,14 +85,20 @@ def _json_object(text: str) -> dict | None:
     return found if isinstance(found, dict) else None
 
 
-def _reference_pair(text: str) -> tuple[float, float] | None:
-    """The first two ``score`` entries as ``float()`` reads them (numbers, numeric strings, booleans), or None."""
+def _score_entries(text: str) -> list | tuple | None:
+    """The answer's ``score`` list when it has at least two entries, else None."""
     found = _json_object(text)
     scores = None if found is None else found.get("score")
-    if not isinstance(scores, (list, tuple)) or len(scores) < 2:
+    return scores if isinstance(scores, (list, tuple)) and len(scores) >= 2 else None
+
+
+def _as_float(value: Any, *, strict: bool) -> float | None:
+    """``float(value)`` as Pref-GRPO takes it (numbers, numeric strings, booleans), None when that fails; ``strict``
+    also refuses booleans (``true`` is no score)."""
+    if strict and isinstance(value, bool):
         return None
     try:
-        return float(scores[0]), float(scores[1])
+        return float(value)
     except (TypeError, ValueError):
         return None
 
@@ -105,18 +111,21 @@ def read_edit_scores(text: str, parsing: EditParsing = "robust") -> tuple[float,
     """
     if parsing not in EDIT_PARSING:
         raise ConfigError(f"parsing must be one of {list(EDIT_PARSING)}, got {parsing!r}")
-    pair = _reference_pair(text)
+    entries = _score_entries(text)
+    strict = parsing == "robust"
+    pair = None if entries is None else [_as_float(v, strict=strict) for v in entries[:2]]
     if parsing == "reference":
-        return (0.0, 0.0) if pair is None else pair
+        # Pref-GRPO: [0, 0] unless both of the first two entries convert.
+        return (0.0, 0.0) if pair is None or None in pair else (pair[0], pair[1])
     if pair is None:
         match = _SCORE_LIST.search(text)
         if match is None:
             raise AnswerParseError(
                 'no "score" list of two numbers (expected a JSON object like {"reasoning": "...", "score": [a, b]})'
             )
-        pair = float(match.group(1)), float(match.group(2))
-    if not all(math.isfinite(v) for v in pair):
-        raise AnswerParseError(f"the scores {list(pair)} are not finite numbers")
+        pair = [float(match.group(1)), float(match.group(2))]
+    if None in pair or not all(math.isfinite(v) for v in pair):
+        raise AnswerParseError(f"the first two scores {list(entries[:2])} are not finite numbers")
     low, high = SCORE_RANGE
     return min(high, max(low, pair[0])), min(high, max(low, pair[1]))
 
