@@ -70,6 +70,7 @@ VLM_FAMILY = {
     "videoscore2": "qwen2_5_vl",
     "rationalrewards": "qwen3_vl",
     "rationalrewards-edit": "qwen3_vl",
+    "unifiedreward-edit": "qwen3_vl",
     "editreward": "qwen2_5_vl",
 }
 CLIP_FRAMES = 8  # frames of each clip a video-only reward scores
