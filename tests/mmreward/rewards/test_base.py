@@ -29,6 +29,7 @@ _VLM_TYPES = {
     "flex-judge",
     "critique-judge",
     "edit-critique-judge",
+    "edit-score-judge",
     "editreward",
     "videoscore2",
 }
