@@ -426,6 +426,7 @@ def tiny_vlm_preset(
             "critique-judge",
             "edit-critique-judge",
             "edit-score-judge",
+            "edit-pairwise-judge",
         ):
             kwargs["max_new_tokens"] = 32
     elif preset.type == "videoscore2":

@@ -84,6 +84,7 @@ _NOT_IN_TOKENIZER_CORPUS = (
     "editreward-heads",
     "unifiedreward-edit",
     "unifiedreward-edit-quality",
+    "unifiedreward-edit-pairwise",
 )
 
 

@@ -1,4 +1,4 @@
-"""UnifiedReward-Edit's pointwise editing reward: two questions to one judge, each answered with two 0-25 scores.
+"""UnifiedReward-Edit's editing rewards: pointwise (two questions, each answered with two 0-25 scores) and pairwise.
 
 UnifiedReward-Edit (checkpoints ``CodeGoat24/UnifiedReward-Edit-*``, trained from UnifiedReward 2.0 on editing
 preference data; inference scripts in ``UnifiedReward-Edit/`` of CodeGoat24/UnifiedReward) scores an edit pointwise
@@ -21,7 +21,11 @@ four scores and the two rewards (``instruction_following``, ``quality``); ``scor
 Pref-GRPO standardizes each score within its group before weighting (its advantages); a reward returns values, so
 that step is the training loop's.
 
-Deliberate differences, with ``parsing="reference"`` restoring Pref-GRPO's reading:
+The pairwise form (``edit_pairwise_rank.py``: the source image, two edited images and the instruction; Pref-GRPO's
+``unifiedreward_edit_pairwise`` reward, win rates within the edits of one source) is
+:class:`UnifiedRewardEditPairwiseJudge`, a pairwise judge whose calls take the source images.
+
+Deliberate differences of the pointwise form, with ``parsing="reference"`` restoring Pref-GRPO's reading:
 
 - an answer Pref-GRPO cannot read scores ``[0, 0]`` there; ``parsing="robust"`` (default) fails the item with the
   reason instead. The published prompt shows its output format with a trailing comma (``"score" : [...],\\n}``),
@@ -44,8 +48,9 @@ import torch
 from mmreward.errors import ConfigError, MediaError
 from mmreward.rewards.base import RewardOutput
 from mmreward.rewards.vlm.judge_base import Candidate, Judge, JudgeBackend
-from mmreward.rewards.vlm.parsing import AnswerParseError
-from mmreward.rewards.vlm.templates import WORDINGS, Template, TemplateKind, load_template
+from mmreward.rewards.vlm.pairwise import Judgment, PairwiseJudge
+from mmreward.rewards.vlm.parsing import AnswerParseError, VerdictPhrases
+from mmreward.rewards.vlm.templates import WORDINGS, Template, TemplateKind, TemplateSection, load_template
 
 EditParsing = Literal["robust", "reference"]
 EDIT_PARSING: tuple[str, ...] = ("robust", "reference")
@@ -291,3 +296,63 @@ class UnifiedRewardEditJudge(Judge):
         return RewardOutput(
             scores=scores, dims=dims, failed=failed, errors=errors, rationales=rationales if has_text else None
         )
+
+
+# -- the pairwise form ------------------------------------------------------------------------------------------------
+
+_ANSWER_BLOCK = re.compile(r"<answer>(.*?)</answer>", re.DOTALL | re.IGNORECASE)
+
+
+def reference_edit_verdict(text: str | None, phrases: VerdictPhrases) -> str | None:
+    """The verdict of a pairwise UnifiedReward-Edit answer as Pref-GRPO reads it
+    (``fastvideo/rewards/unifiedreward_edit_pairwise.py`` at 3e787f6), or None (Pref-GRPO: half a win each).
+
+    The conclusion is the first ``<answer>`` block (any case of the tags, stripped), else the whole stripped answer;
+    an empty one is no verdict. The first verdict sentence found, in the order first, second, as a case-insensitive
+    substring of the conclusion, then of the whole answer, is the verdict.
+    """
+    if not text:
+        return None
+    match = _ANSWER_BLOCK.search(text)
+    conclusion = match.group(1).strip() if match else text.strip()
+    if not conclusion:
+        return None
+    for where in (conclusion, text):
+        for outcome, phrase in phrases.items():
+            if outcome != "tie" and phrase.lower() in where.lower():
+                return outcome
+    return None
+
+
+class UnifiedRewardEditPairwiseJudge(PairwiseJudge):
+    """UnifiedReward-Edit's pair ranking: shown the source image, two edits of it and the instruction, it writes
+    which edit is better (Pref-GRPO's ``unifiedreward_edit_pairwise`` reward). Images only; every call takes the
+    source of each pair or group item (``compare(..., sources=)``, ``score(..., groups=, sources=)``,
+    ``mmreward.win_rate(..., source=)``).
+
+    ``parsing="robust"`` (default) reads the last verdict sentence (tolerant of case, spacing and Markdown) and fails
+    an answer without one; ``"reference-pref-grpo"`` reads as Pref-GRPO (:func:`reference_edit_verdict`), counting
+    an answer without a verdict as half a win each. Win rates are not rounded (Pref-GRPO rounds them to 3 decimals)
+    and an edit alone in its group fails (Pref-GRPO gives it 0).
+    """
+
+    template_kind: ClassVar[TemplateKind] = "edit-pairwise"
+    images_per_prompt: ClassVar[int] = 3
+    media_kinds = frozenset({"image"})
+    uses_source = True
+
+    def __init__(self, backend: str | JudgeBackend, **options: Any) -> None:
+        if options.get("mode", "generate") != "generate":
+            raise ConfigError("UnifiedReward-Edit's pair ranking is read from its written answer; use mode='generate'")
+        super().__init__(backend, **options)
+        if "image" not in self.template.sections:
+            raise ConfigError(f"template {self.template.name!r} has no image section; UnifiedReward-Edit ranks images")
+
+    def prepare(self, media: torch.Tensor) -> Candidate:
+        if media.ndim != 3:
+            raise MediaError(f"UnifiedReward-Edit ranks edited images; got a video of {media.shape[0]} frames")
+        return super().prepare(media)
+
+    def reference_judgment(self, section: TemplateSection, text: str) -> Judgment:
+        verdict = reference_edit_verdict(text, section.verdicts)
+        return Judgment(probs=(0.5, 0.5, 0.0), text=text) if verdict is None else Judgment.from_outcome(verdict, text)

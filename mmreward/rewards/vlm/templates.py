@@ -33,13 +33,14 @@ A ``path`` ending in ``.md`` is read through the fenced Python block that define
 File layout (one section per media kind; a section may be left out when the template has no video form)::
 
     kind: pairwise            # pairwise | pointwise | cot | head | checklist | critique | edit-critique | score |
-                              # edit-score
+                              # edit-score | edit-pairwise
     system: optional system message (a section may override it)
     score_range: [1, 5]       # pointwise only
     definitions: {...}        # checklist only: test-point category -> what it checks (shown to the judge)
     image:
       user: |-                # the user turn; {media_a}/{media_b} (pairwise, cot), {media} (pointwise, head, score)
                               # or {source} then {media} (edit-critique, edit-score: the source image and its edit)
+                              # or {source}{media_a}{media_b} (edit-pairwise: the source and two edits of it)
         {media_a}{media_b}    # mark where the images go; {prompt} and {num_frames} are filled in
         ...
       verdicts: {first: Image 1 is better, second: Image 2 is better, tie: Both images are equally good}
@@ -74,7 +75,16 @@ from mmreward.rewards.vlm.parsing import VerdictPhrases
 from mmreward.rewards.vlm.reference import ReferenceFile, extract_prompt, parse_reference_file, read_reference_file
 
 TemplateKind = Literal[
-    "pairwise", "pointwise", "cot", "head", "checklist", "critique", "edit-critique", "score", "edit-score"
+    "pairwise",
+    "pointwise",
+    "cot",
+    "head",
+    "checklist",
+    "critique",
+    "edit-critique",
+    "score",
+    "edit-score",
+    "edit-pairwise",
 ]
 MediaKind = Literal["image", "video"]
 Wording = Literal["reference", "ours"]
@@ -94,6 +104,8 @@ _SLOTS = {
     # or of an edit (the source image, then the edited one).
     "score": ("media",),
     "edit-score": ("source", "media"),
+    # A pairwise judge of two edits of one source image: the source, then the two edits.
+    "edit-pairwise": ("source", "media_a", "media_b"),
 }
 _SLOT_NAMES = r"media(?:_a|_b)?|source"
 _SLOT = rf"\{{({_SLOT_NAMES})\}}"  # captures the slot's name
@@ -395,7 +407,7 @@ def _parse_section(raw: Any, system: str | None, kind: TemplateKind, where: str)
         user, kind, _FIELDS | _CHECKLIST_FIELDS["user"] if kind == "checklist" else _FIELDS, f"{where}: the user text"
     )
     verdicts = None
-    if kind in ("pairwise", "cot"):
+    if kind in ("pairwise", "cot", "edit-pairwise"):
         phrases = raw.get("verdicts")
         if (
             not isinstance(phrases, dict)

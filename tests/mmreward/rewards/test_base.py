@@ -30,6 +30,7 @@ _VLM_TYPES = {
     "critique-judge",
     "edit-critique-judge",
     "edit-score-judge",
+    "edit-pairwise-judge",
     "editreward",
     "videoscore2",
 }
