@@ -36,3 +36,38 @@ WEIGHTS = [
 ]
 
 INSTRUCTION = "replace the red car with a blue bicycle"
+
+# Pairwise answers (our own wording): what a judge may write when asked which of two edits is better; Pref-GRPO
+# reads them case-insensitively, the <answer> block first, and counts no verdict as half a win each.
+PAIR_ANSWERS = {
+    "first": "Edited image 1 is better",
+    "second": "Edited image 2 is better.",
+    "capitalized": "Edited Image 2 Is Better",
+    "markdown": "**Edited image 1 is better**",
+    "reasoning then verdict": "Edit 2 kept the background; edit 1 changed the sky too.\nEdited image 2 is better",
+    "answer block": "<think>both fine</think><ANSWER> Edited image 1 is better </ANSWER>",
+    "answer block without verdict": "<answer>neither</answer> Edited image 2 is better",
+    "empty answer block": "<answer> </answer> Edited image 2 is better",
+    "both named": "Edited image 2 is better than I expected, but Edited image 1 is better overall",
+    "no verdict": "Both edits are equally good.",
+    "image 1 only": "Image 1 is better",
+    "empty": "",
+}
+
+# Groups of edits of one source (all pairs (i, j), i < j, judged once in that order), each pair answered by the
+# named answer; several groups go into one call, as a training step's groups do.
+PAIR_GROUPS = [
+    {"size": 3, "answers": {(0, 1): "first", (0, 2): "second", (1, 2): "no verdict"}},
+    {
+        "size": 4,
+        "answers": {
+            (0, 1): "second",
+            (0, 2): "capitalized",
+            (0, 3): "answer block",
+            (1, 2): "both named",
+            (1, 3): "empty",
+            (2, 3): "reasoning then verdict",
+        },
+    },
+    {"size": 1, "answers": {}},
+]

@@ -33,6 +33,9 @@ FILES = {
         "eeb576b4a107bbddddb15758cce17993bbdec9d0138ad3a0fa4c58f62ff07646"
     ),
     "fastvideo/rewards/templates.py": "e67cd7b04da217f01009de5d0e172218cd8f7dc230ff73441784f412f9e4a932",
+    "fastvideo/rewards/unifiedreward_edit_pairwise.py": (
+        "19db0921a57b7e1a75d0a7831c259ec0f60ef7c94da3e31a5b4559629c88ca90"
+    ),
 }
 WEIGHT_VARIABLES = {
     "quality": ("EDIT_QUALITY_WEIGHT_NATURALNESS", "EDIT_QUALITY_WEIGHT_ARTIFACTS"),
@@ -58,16 +61,19 @@ def _load(root: Path, path: str, name: str) -> types.ModuleType:
     return module
 
 
-def load_reference() -> types.ModuleType:
-    """Pref-GRPO's ``unifiedreward_edit_pointwise`` module, with its templates module and a canned client."""
+def load_reference() -> tuple[types.ModuleType, types.ModuleType, types.ModuleType]:
+    """Pref-GRPO's ``unifiedreward_edit_pointwise``, ``unifiedreward_edit_pairwise`` and ``templates`` modules, with
+    a canned client."""
     root = Path(os.environ.get("PREF_GRPO_DIR", "")).expanduser()
     for package in ("fastvideo", "fastvideo.rewards", "vllm_utils"):
         sys.modules.setdefault(package, types.ModuleType(package))
     client = types.ModuleType("vllm_utils.vllm_request")
     client.evaluate_batch = None  # bound to the module's own name below
     sys.modules["vllm_utils.vllm_request"] = client
-    _load(root, "fastvideo/rewards/templates.py", "fastvideo.rewards.templates")
-    return _load(root, "fastvideo/rewards/unifiedreward_edit_pointwise.py", "pref_grpo_edit_pointwise")
+    templates = _load(root, "fastvideo/rewards/templates.py", "fastvideo.rewards.templates")
+    pointwise = _load(root, "fastvideo/rewards/unifiedreward_edit_pointwise.py", "pref_grpo_edit_pointwise")
+    pairwise = _load(root, "fastvideo/rewards/unifiedreward_edit_pairwise.py", "pref_grpo_edit_pairwise")
+    return pointwise, pairwise, templates
 
 
 def check_unifiedreward_scripts() -> None:
@@ -76,8 +82,12 @@ def check_unifiedreward_scripts() -> None:
 
     root = Path(os.environ.get("UNIFIEDREWARD_DIR", "")).expanduser()
     preset = yaml.safe_load((HERE.parents[2] / "mmreward/presets/unifiedreward-edit.yaml").read_text())
-    for key in ("reference_prompt", "quality_reference_prompt"):
-        pin = preset[key]["image"]
+    pairwise = yaml.safe_load((HERE.parents[2] / "mmreward/presets/unifiedreward-edit-pairwise.yaml").read_text())
+    for pin in (
+        preset["reference_prompt"]["image"],
+        preset["quality_reference_prompt"]["image"],
+        pairwise["reference_prompt"]["image"],
+    ):
         file = root / pin["path"]
         if not file.is_file() or hashlib.sha256(file.read_bytes()).hexdigest() != pin["sha256"]:
             sys.exit(f"set UNIFIEDREWARD_DIR to a checkout of {pin['repository']} at {pin['commit']} ({pin['path']})")
@@ -123,21 +133,61 @@ def run(reference: types.ModuleType, weights: tuple, instruction: str) -> tuple[
     return out, shown
 
 
+def run_pairs(pairwise: types.ModuleType, templates: types.ModuleType, groups: list[dict]) -> tuple[list, dict]:
+    """``cal_win_rate_edit_images`` on ``groups`` (edits of one source each) in one call, each pair answered with
+    its canned answer; the rewards per group, and the images and text of the first request."""
+    problem = templates.get_unifiedreward_edit_pairwise_template().format(instruction=cases.INSTRUCTION)
+    data = [
+        {"source_path": f"source-{g}", "edited_path": f"edited-{g}-{k}", "problem": problem}
+        for g, group in enumerate(groups)
+        for k in range(group["size"])
+    ]
+    sent = []
+
+    def evaluate_batch(payload, api_url):
+        sent.extend(payload)
+        group = groups[int(payload[0]["images"][0].split("-")[1])]
+        answers = [
+            cases.PAIR_ANSWERS[group["answers"][(item["first_index"], item["second_index"])]] for item in payload
+        ]
+        return [{**item, "model_output": text} for item, text in zip(payload, answers, strict=True)]
+
+    pairwise.evaluate_batch = evaluate_batch
+    rewards, _ = pairwise.cal_win_rate_edit_images(data, api_url="http://unused", device="cpu")
+    flat = [float(r) for r in rewards]
+    out, start = [], 0
+    for group in groups:
+        out.append(flat[start : start + group["size"]])
+        start += group["size"]
+    shown = {"images": sent[0]["images"], "text_sha256": hashlib.sha256(sent[0]["problem"].encode()).hexdigest()}
+    return out, shown
+
+
 def main() -> None:
     check_unifiedreward_scripts()
-    reference = load_reference()
+    reference, pairwise, templates = load_reference()
     settings = []
     shown = None
     for weights in cases.WEIGHTS:
         rewards, shown = run(reference, weights, cases.INSTRUCTION)
         settings.append({"weights": list(weights), **rewards})
     parsed = {name: reference._parse_scores(text) for name, text in cases.ANSWERS.items()}
+    answers = {}
+    for name in cases.PAIR_ANSWERS:
+        rewards, pair_shown = run_pairs(pairwise, templates, [{"size": 2, "answers": {(0, 1): name}}])
+        answers[name] = rewards[0]
+    groups, _ = run_pairs(pairwise, templates, cases.PAIR_GROUPS)
     golden = {
         "source": f"CodeGoat24/Pref-GRPO@{COMMIT}:fastvideo/rewards/unifiedreward_edit_pointwise.py",
         "answers": list(cases.ANSWERS),
         "parsed": parsed,
         "settings": settings,
-        "requests": {"instruction": cases.INSTRUCTION, **shown},
+        "requests": {"instruction": cases.INSTRUCTION, **shown, "pairwise": pair_shown},
+        "pairwise": {
+            "source": f"CodeGoat24/Pref-GRPO@{COMMIT}:fastvideo/rewards/unifiedreward_edit_pairwise.py",
+            "answers": answers,
+            "groups": groups,
+        },
     }
     (HERE / "golden.json").write_text(json.dumps(golden, indent=1, allow_nan=True) + "\n")
     print(f"wrote {HERE / 'golden.json'}")

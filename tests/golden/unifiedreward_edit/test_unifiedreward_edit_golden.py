@@ -1,4 +1,5 @@
-"""Pref-GRPO's UnifiedReward-Edit pointwise rewards, reproduced by mmreward's edit judge on canned answers.
+"""Pref-GRPO's UnifiedReward-Edit rewards (pointwise and pairwise), reproduced by mmreward's edit judges on canned
+answers.
 
 golden.json holds what Pref-GRPO's own edit reward code (``fastvideo/rewards/unifiedreward_edit_pointwise.py``;
 make_golden.py) gave for the canned answers of cases.py under four weight settings: each answer's two scores as its
@@ -11,6 +12,12 @@ copied the prompt's trailing comma) and clamps to [0, 25].
 The golden also records what the reference sends: the images of each request (source then edit; the edit alone)
 and the sha256 of each request's text; with ``UNIFIEDREWARD_DIR`` set to a checkout of CodeGoat24/UnifiedReward,
 the text mmreward reads from the authors' scripts is checked against those hashes.
+
+Pairwise: golden.json["pairwise"] holds what Pref-GRPO's ``cal_win_rate_edit_images``
+(``fastvideo/rewards/unifiedreward_edit_pairwise.py``) gave for groups of two edits answered by each canned answer of
+cases.PAIR_ANSWERS, and for three groups (three sources) in one call. With ``parsing="reference-pref-grpo"`` and
+``orders="ab"`` (each pair once, in index order, as Pref-GRPO) the judge gives the same win rates (to the reference's
+3-decimal rounding); an edit alone in its group fails here, where the reference gives it 0.
 """
 
 import hashlib
@@ -26,11 +33,16 @@ import mmreward
 from mmreward import testing
 from mmreward.errors import ConfigError
 from mmreward.rewards.registry import find_preset
-from mmreward.rewards.vlm.edit_score import FORMS, UnifiedRewardEditJudge, read_edit_scores
+from mmreward.rewards.vlm.edit_score import (
+    FORMS,
+    UnifiedRewardEditJudge,
+    UnifiedRewardEditPairwiseJudge,
+    read_edit_scores,
+)
 from mmreward.rewards.vlm.judge_base import Completion, JudgeBackend
 from mmreward.rewards.vlm.parsing import AnswerParseError
 from mmreward.rewards.vlm.templates import MediaPart, TextPart
-from tests.golden.unifiedreward_edit.cases import ANSWERS, INSTRUCTION, WEIGHTS
+from tests.golden.unifiedreward_edit.cases import ANSWERS, INSTRUCTION, PAIR_ANSWERS, PAIR_GROUPS, WEIGHTS
 
 GOLDEN = json.loads((Path(__file__).resolve().parent / "golden.json").read_text())
 NAMES = list(ANSWERS)
@@ -201,6 +213,9 @@ def test_local_and_remote_presets_ask_the_same_published_prompts():
     local, remote = find_preset("unifiedreward-edit"), find_preset("unifiedreward-edit-remote")
     for key in ("reference_prompt", "quality_reference_prompt", "template_name", "quality_template_name"):
         assert local.kwargs[key] == remote.kwargs[key]
+    local, remote = find_preset("unifiedreward-edit-pairwise"), find_preset("unifiedreward-edit-pairwise-remote")
+    assert local.kwargs["reference_prompt"] == remote.kwargs["reference_prompt"]
+    assert local.type == remote.type == "edit-pairwise-judge" and remote.kwargs["backend"] == "chat"
     assert local.describe()["template"] == "reference (CodeGoat24/UnifiedReward@ff6f520)"
     assert local.kwargs["reference_prompt"]["image"]["path"].endswith("edit_pointwise_instruction_following.py")
 
@@ -213,3 +228,158 @@ def test_tiny_judge_writes_and_fails_unreadable_answers(tiny_root):
     out = the_judge.score(["make it red"], [image], sources=[image.flip(-1)])
     assert out.failed.all() and 'no "score" list' in out.errors[0] and "max_new_tokens=32" in out.errors[0]
     assert out.rationales[0].count("[quality]\n") == 1
+
+
+# -- the pairwise form: Pref-GRPO's unifiedreward_edit_pairwise reward ----------------------------------------------
+
+PAIRWISE = GOLDEN["pairwise"]
+# The robust reading's P(edit 1 better) per answer, or None where it fails the pair (no verdict sentence).
+ROBUST_PAIRS = {
+    "first": 1.0,
+    "second": 0.0,
+    "capitalized": 0.0,
+    "markdown": 1.0,
+    "reasoning then verdict": 0.0,
+    "answer block": 1.0,
+    "answer block without verdict": 0.0,
+    "empty answer block": 0.0,  # the reference: an empty <answer> block is no verdict, though the text names one
+    "both named": 1.0,  # the last verdict sentence; the reference takes the first phrase it checks
+    "no verdict": None,
+    "image 1 only": None,
+    "empty": None,
+}
+
+
+class CannedPairs(JudgeBackend):
+    """Answers the pair of edits (first, second) shown (pixels index / 100) with its canned answer; records the
+    candidates each prompt showed, in order (sources are filled with 0.9)."""
+
+    weights_id = "canned answers"
+
+    def __init__(self, outputs):
+        self.outputs = outputs
+        self.asked = []
+
+    def prepare(self, frames):
+        return round(float(frames.mean()) * 100)
+
+    def generate(self, candidates, prompts, *, max_new_tokens, temperature, batch_size):
+        self.asked += [
+            (p, [candidates[p.media[x.slot]] for x in p.parts if isinstance(x, MediaPart)]) for p in prompts
+        ]
+        return [
+            Completion(self.outputs[(candidates[p.media["media_a"]], candidates[p.media["media_b"]])]) for p in prompts
+        ]
+
+
+def pair_judge(outputs, parsing="reference-pref-grpo") -> UnifiedRewardEditPairwiseJudge:
+    return UnifiedRewardEditPairwiseJudge(
+        CannedPairs(outputs), template="unifiedreward-edit-pairwise", parsing=parsing, batch_size=4
+    )
+
+
+def test_pairwise_golden_covers_every_case():
+    assert list(PAIRWISE["answers"]) == list(PAIR_ANSWERS) and len(PAIRWISE["groups"]) == len(PAIR_GROUPS)
+    assert {tuple(r) for r in PAIRWISE["answers"].values()} == {(1.0, 0.0), (0.0, 1.0), (0.5, 0.5)}
+
+
+@pytest.mark.parametrize("name", list(PAIR_ANSWERS))
+def test_each_pair_answer_is_read_as_the_reference(name):
+    """A group of two edits answered by each canned answer: the reference's rewards, through compare and win_rate."""
+    expected = PAIRWISE["answers"][name]
+    the_judge = pair_judge({(0, 1): PAIR_ANSWERS[name]})
+    source, edits_ = torch.full((3, 8, 8), 0.9), [torch.full((3, 8, 8), k / 100) for k in range(2)]
+    out = the_judge.compare([INSTRUCTION], [edits_[0]], [edits_[1]], orders="ab", sources=[source])
+    assert not out.failed.any() and float(out.prob_a[0]) == expected[0]
+    rates = mmreward.win_rate(the_judge, INSTRUCTION, edits_, orders="ab", source=source)
+    assert rates.tolist() == expected
+    robust = pair_judge({(0, 1): PAIR_ANSWERS[name]}, parsing="robust")
+    out = robust.compare([INSTRUCTION], [edits_[0]], [edits_[1]], orders="ab", sources=[source])
+    if ROBUST_PAIRS[name] is None:
+        assert out.failed[0] and "no verdict" in out.errors[0]
+    else:
+        assert not out.failed[0] and float(out.prob_a[0]) == ROBUST_PAIRS[name]
+
+
+def test_groups_of_edits_get_the_references_win_rates():
+    """Pref-GRPO's reward over three groups of one step (three sources) in one call: win rates to its 3-decimal
+    rounding; an edit alone in its group fails here (the reference gives it 0)."""
+    outputs, edited, sources, labels = {}, [], [], []
+    start = 0
+    for g, group in enumerate(PAIR_GROUPS):
+        for (i, j), name in group["answers"].items():
+            outputs[(start + i, start + j)] = PAIR_ANSWERS[name]
+        edited += [torch.full((3, 8, 8), (start + k) / 100) for k in range(group["size"])]
+        sources += [torch.full((3, 8, 8), 0.9 - g / 100)] * group["size"]
+        labels += [g] * group["size"]
+        start += group["size"]
+    the_judge = pair_judge(outputs)
+    out = the_judge.score([INSTRUCTION] * len(edited), edited, groups=labels, orders="ab", sources=sources)
+    expected = [r for rewards in PAIRWISE["groups"] for r in rewards]
+    assert out.failed.tolist() == [False] * (len(edited) - 1) + [True] and "group of one" in out.errors[-1]
+    assert out.scores[:-1].tolist() == pytest.approx(expected[:-1], abs=5e-4 + 1e-7) and expected[-1] == 0.0
+    # Every pair once, in index order, each with its own group's source first.
+    assert sorted(shown for _, shown in the_judge.backend.asked) == sorted([90 - labels[i], i, j] for i, j in outputs)
+
+
+def test_pref_grpo_win_rate_reward_shows_the_judge_each_samples_source():
+    from mmreward.alignment.group_rewards import WinRateGroupReward
+
+    group = PAIR_GROUPS[0]
+    outputs = {pair: PAIR_ANSWERS[name] for pair, name in group["answers"].items()}
+    media = torch.stack([torch.full((3, 8, 8), k / 100) for k in range(3)])
+    reward = WinRateGroupReward(pair_judge(outputs), orders="ab")
+    out = reward.score([INSTRUCTION] * 3, media, groups=torch.zeros(3), sources=[torch.full((3, 8, 8), 0.9)] * 3)
+    assert out.dims["win_rate"].tolist() == pytest.approx(PAIRWISE["groups"][0])
+    with pytest.raises(ConfigError, match="pass sources="):
+        reward.score([INSTRUCTION] * 3, media, groups=torch.zeros(3))
+
+
+def test_pairwise_requests_show_the_source_then_both_edits_then_the_text():
+    assert GOLDEN["requests"]["pairwise"]["images"] == ["source-0", "edited-0-0", "edited-0-1"]
+    the_judge = pair_judge({(0, 1): "x"})
+    the_judge.compare(
+        [INSTRUCTION],
+        [torch.zeros(3, 8, 8)],
+        [torch.full((3, 8, 8), 0.01)],
+        orders="ab",
+        sources=[torch.full((3, 8, 8), 0.9)],
+    )
+    prompt, shown = the_judge.backend.asked[0]
+    assert shown == [90, 0, 1] and [type(p).__name__ for p in prompt.parts] == ["MediaPart"] * 3 + ["TextPart"]
+    with pytest.raises(ConfigError, match="pass sources="):
+        the_judge.compare([INSTRUCTION], [torch.zeros(3, 8, 8)], [torch.zeros(3, 8, 8)])
+    out = the_judge.compare(["a"], [torch.rand(2, 3, 8, 8)], [torch.rand(2, 3, 8, 8)], sources=[torch.rand(3, 8, 8)])
+    assert out.failed.all() and "ranks edited images; got a video" in out.errors[0]
+    with pytest.raises(ConfigError, match="use mode='generate'"):
+        UnifiedRewardEditPairwiseJudge(CannedPairs({}), template="unifiedreward-edit-pairwise", mode="logits")
+
+
+@pytest.mark.skipif(not os.environ.get("UNIFIEDREWARD_DIR"), reason="needs a checkout of CodeGoat24/UnifiedReward")
+def test_published_pair_rank_prompt_is_the_references_text():
+    preset = find_preset("unifiedreward-edit-pairwise").kwargs
+    the_judge = UnifiedRewardEditPairwiseJudge(
+        CannedPairs({(0, 1): "x"}),
+        template="reference",
+        template_name=preset["template_name"],
+        reference_prompt=preset["reference_prompt"],
+        template_source_dir=os.environ["UNIFIEDREWARD_DIR"],
+    )
+    the_judge.compare(
+        [INSTRUCTION],
+        [torch.zeros(3, 8, 8)],
+        [torch.full((3, 8, 8), 0.01)],
+        orders="ab",
+        sources=[torch.full((3, 8, 8), 0.9)],
+    )
+    digest = hashlib.sha256(parts_text(the_judge.backend.asked[0][0].parts).encode("utf-8")).hexdigest()
+    assert digest == GOLDEN["requests"]["pairwise"]["text_sha256"]
+
+
+def test_tiny_pairwise_judge_writes_and_fails_unreadable_answers(tiny_root):
+    preset = testing.tiny_vlm_preset("unifiedreward-edit-pairwise", tiny_root, backbone="qwen3_vl")
+    the_judge = mmreward.load_reward(str(preset))
+    assert isinstance(the_judge, UnifiedRewardEditPairwiseJudge) and the_judge.uses_source
+    image = torch.rand(3, 48, 64, generator=torch.Generator().manual_seed(0))
+    out = the_judge.compare(["make it red"], [image], [image.flip(-1)], orders="ab", sources=[image.flip(-2)])
+    assert out.failed.all() and "no verdict" in out.errors[0] and "max_new_tokens=32" in out.errors[0]
