@@ -213,11 +213,12 @@ def test_local_and_remote_presets_ask_the_same_published_prompts():
     local, remote = find_preset("unifiedreward-edit"), find_preset("unifiedreward-edit-remote")
     for key in ("reference_prompt", "quality_reference_prompt", "template_name", "quality_template_name"):
         assert local.kwargs[key] == remote.kwargs[key]
+    assert local.describe()["template"] == "reference (CodeGoat24/UnifiedReward@ff6f520)"
+    assert local.kwargs["reference_prompt"]["image"]["path"].endswith("edit_pointwise_instruction_following.py")
     local, remote = find_preset("unifiedreward-edit-pairwise"), find_preset("unifiedreward-edit-pairwise-remote")
     assert local.kwargs["reference_prompt"] == remote.kwargs["reference_prompt"]
     assert local.type == remote.type == "edit-pairwise-judge" and remote.kwargs["backend"] == "chat"
-    assert local.describe()["template"] == "reference (CodeGoat24/UnifiedReward@ff6f520)"
-    assert local.kwargs["reference_prompt"]["image"]["path"].endswith("edit_pointwise_instruction_following.py")
+    assert local.kwargs["reference_prompt"]["image"]["path"].endswith("edit_pairwise_rank.py")
 
 
 def test_tiny_judge_writes_and_fails_unreadable_answers(tiny_root):
