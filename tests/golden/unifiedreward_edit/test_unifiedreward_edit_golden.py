@@ -384,3 +384,24 @@ def test_tiny_pairwise_judge_writes_and_fails_unreadable_answers(tiny_root):
     image = torch.rand(3, 48, 64, generator=torch.Generator().manual_seed(0))
     out = the_judge.compare(["make it red"], [image], [image.flip(-1)], orders="ab", sources=[image.flip(-2)])
     assert out.failed.all() and "no verdict" in out.errors[0] and "max_new_tokens=32" in out.errors[0]
+
+
+def test_win_rates_take_sources_for_judges_of_edits_only(tmp_path):
+    """A pointwise judge of edits ranks a group by its scores' gaps, given the source; an unreadable source fails
+    the pairs it is in, with the reason; a judge with neither sources nor judge_pairs refuses them."""
+    edited = [torch.full((3, 8, 8), n / 100) for n in range(2)]  # "clean" (22) and "decimals" (14.875)
+    rates = mmreward.win_rate(judge(), INSTRUCTION, edited, source=torch.full((3, 8, 8), 0.9))
+    gap = torch.sigmoid(torch.tensor(22.0 - 14.875)).item()
+    assert rates.tolist() == pytest.approx([gap, 1 - gap])
+    (tmp_path / "broken.png").write_bytes(b"not a png")
+    out = pair_judge({(0, 1): "x"}).compare(
+        [INSTRUCTION], [edited[0]], [edited[1]], orders="ab", sources=[tmp_path / "broken.png"]
+    )
+    assert out.failed.all() and out.errors[0].startswith("source: ") and "broken.png" in out.errors[0]
+
+    class CompareOnly:
+        def compare(self, prompts, media_a, media_b, orders):
+            raise AssertionError("never asked")
+
+    with pytest.raises(ConfigError, match="compares pairs without source images"):
+        mmreward.win_rate(CompareOnly(), INSTRUCTION, edited, source=edited[0])
