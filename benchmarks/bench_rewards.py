@@ -9,7 +9,8 @@ Qwen backbone of the family the preset's checkpoint uses, Soft-TIFA with three q
 through ``load_reward``. GenEval scores the prompt as one red stop sign, every box kept, so colours are classified.
 The scikit-image photos, decoded once into tensors, are scored with a prompt that quotes a text (so the OCR reward
 has a target); pointwise rewards by ``score`` (items/s), pairwise judges by ``compare`` in both presentation orders
-(pairs/s); editing rewards score each photo as an edit of the next one (its source, a second image per item).
+(pairs/s); editing rewards score each photo as an edit of the next one (its source, a second image per item), and
+judges of edits compare each pair as edits of a third photo.
 Video-only rewards (VideoScore2) score one clip per photo instead: 8 frames panning across it, taken as
 sampled at the reward's frame rate (items/s are clips/s). Decoding is not timed. Remote presets have no weights of
 their own and are listed as served.
@@ -70,6 +71,8 @@ VLM_FAMILY = {
     "videoscore2": "qwen2_5_vl",
     "rationalrewards": "qwen3_vl",
     "rationalrewards-edit": "qwen3_vl",
+    "unifiedreward-edit": "qwen3_vl",
+    "unifiedreward-edit-pairwise": "qwen3_vl",
     "editreward": "qwen2_5_vl",
 }
 CLIP_FRAMES = 8  # frames of each clip a video-only reward scores
@@ -123,9 +126,11 @@ def throughput(reward, images: list[torch.Tensor], repeats: int) -> tuple[str, f
         images = [pan(image) for image in images]
     if reward.kind == "pairwise":
         other = images[1:] + images[:1]
+        # Judges of edits compare two edits of a source: each pair as edits of a third photo.
+        extra = {"sources": images[2:] + images[:2]} if reward.uses_source else {}
 
         def run():
-            return reward.compare(prompts, images, other)
+            return reward.compare(prompts, images, other, **extra)
 
         unit = "pairs/s"
     elif reward.uses_source:

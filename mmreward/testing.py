@@ -393,7 +393,7 @@ def tiny_vlm_preset(
     name: str, root: str | Path, *, backbone: str = "qwen2_vl", dims: tuple[str, ...] = ("VQ", "MQ", "TA")
 ) -> Path:
     """Tiny random weights for a VLM preset (``videoreward``, ``hpsv3``, ``unifiedreward-*``, ``unigenbench-eval``,
-    ``videoscore2``, ``rationalrewards``, ``rationalrewards-edit``, ``editreward``) and
+    ``videoscore2``, ``rationalrewards``, ``rationalrewards-edit``, ``unifiedreward-edit``, ``editreward``) and
     a preset YAML pointing at them; it loads with ``load_reward(path)`` through the real loading code.
 
     Judges get a tiny ``backbone`` checkpoint; ``videoreward`` a VideoAlign-layout checkpoint (LoRA adapter,
@@ -419,7 +419,15 @@ def tiny_vlm_preset(
         preset = replace(preset, kwargs={**preset.kwargs, "template": "ours"})
     if preset.kwargs.get("backend") == "local":
         kwargs = {**preset.kwargs, "weights": str(base), **_TINY_PIXELS}
-        if preset.type in ("cot-judge", "checklist-judge", "flex-judge", "critique-judge", "edit-critique-judge"):
+        if preset.type in (
+            "cot-judge",
+            "checklist-judge",
+            "flex-judge",
+            "critique-judge",
+            "edit-critique-judge",
+            "edit-score-judge",
+            "edit-pairwise-judge",
+        ):
             kwargs["max_new_tokens"] = 32
     elif preset.type == "videoscore2":
         kwargs = {**preset.kwargs, "weights": str(base), "max_new_tokens": 32}

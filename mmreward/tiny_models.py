@@ -82,6 +82,9 @@ _NOT_IN_TOKENIZER_CORPUS = (
     "rationalrewards-edit",
     "videoscore2",
     "editreward-heads",
+    "unifiedreward-edit",
+    "unifiedreward-edit-quality",
+    "unifiedreward-edit-pairwise",
 )
 
 

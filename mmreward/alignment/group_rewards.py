@@ -86,7 +86,11 @@ class WinRateGroupReward:
         self.dims = tuple(self.weights)
 
     def score(self, prompts, media, *, groups, generator=None, sources=None) -> RewardOutput:
-        out = group_win_rates(self.judge, list(prompts), media_io.as_items(media), groups.tolist(), self.orders)
+        # Judges of edits (uses_source) see each sample's source image; the others judge the samples alone.
+        judge_sources = sources if getattr(self.judge, "uses_source", False) else None
+        out = group_win_rates(
+            self.judge, list(prompts), media_io.as_items(media), groups.tolist(), self.orders, sources=judge_sources
+        )
         win_rate = out.scores.float()
         dims = {"win_rate": win_rate}
         failed, errors = out.failed.bool(), list(out.errors)

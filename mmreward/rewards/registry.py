@@ -49,6 +49,8 @@ REWARD_TYPES: dict[str, str] = {
     "checklist-judge": "mmreward.rewards.vlm.checklist:ChecklistJudge",
     "critique-judge": "mmreward.rewards.vlm.critique:RationalRewardsJudge",
     "edit-critique-judge": "mmreward.rewards.vlm.critique:RationalRewardsEditJudge",
+    "edit-score-judge": "mmreward.rewards.vlm.edit_score:UnifiedRewardEditJudge",
+    "edit-pairwise-judge": "mmreward.rewards.vlm.edit_score:UnifiedRewardEditPairwiseJudge",
 }
 
 PRESET_DIR = Path(__file__).resolve().parent.parent / "presets"

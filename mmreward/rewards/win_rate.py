@@ -29,6 +29,7 @@ from typing import Any
 import torch
 
 from mmreward import media as media_io
+from mmreward.errors import ConfigError
 from mmreward.rewards.base import Orders, RewardOutput
 
 
@@ -52,7 +53,9 @@ class WinRates:
     consistency: float | None
 
 
-def win_rate(judge: Any, prompt: str, group: Any, orders: Orders = "both", *, details: bool = False):
+def win_rate(
+    judge: Any, prompt: str, group: Any, orders: Orders = "both", *, details: bool = False, source: Any = None
+):
     """Win rate of each of the G items of ``group`` against the others, judged by ``judge`` -> Tensor ``(G,)``.
 
     Args:
@@ -61,6 +64,7 @@ def win_rate(judge: Any, prompt: str, group: Any, orders: Orders = "both", *, de
         group: G >= 2 media items (list, or a batched tensor).
         orders: ``"both"`` (default; each pair in both presentation orders), ``"ab"`` or ``"random"``.
         details: return a :class:`WinRates` with the counts, failures and order consistency.
+        source: for judges of edits (``uses_source``), the source image every item of the group was edited from.
     """
     items = media_io.as_items(group)
     if len(items) < 2:
@@ -68,7 +72,8 @@ def win_rate(judge: Any, prompt: str, group: Any, orders: Orders = "both", *, de
     if not isinstance(prompt, str):
         raise TypeError(f"prompt must be one str for the whole group, got {type(prompt).__name__}")
     pairs = list(itertools.combinations(range(len(items)), 2))
-    result = _win_rates(judge, [prompt] * len(items), items, pairs, orders)
+    sources = None if source is None else [source] * len(items)
+    result = _win_rates(judge, [prompt] * len(items), items, pairs, orders, sources)
     if result.failed:
         warnings.warn(
             f"win_rate: {result.failed} judgment(s) failed and were left out of the denominators; first reason: "
@@ -79,9 +84,17 @@ def win_rate(judge: Any, prompt: str, group: Any, orders: Orders = "both", *, de
 
 
 def _win_rates(
-    judge: Any, prompts: list[str], items: list[Any], pairs: list[tuple[int, int]], orders: Orders
+    judge: Any,
+    prompts: list[str],
+    items: list[Any],
+    pairs: list[tuple[int, int]],
+    orders: Orders,
+    sources: list[Any] | None = None,
 ) -> WinRates:
-    """Win rates of ``items`` (``prompts[i]`` is item i's prompt) over ``pairs`` of item indices."""
+    """Win rates of ``items`` (``prompts[i]`` is item i's prompt, ``sources[i]`` its source image for judges of
+    edits) over ``pairs`` of item indices."""
+    if sources is not None and not hasattr(judge, "judge_pairs") and getattr(judge, "kind", None) != "pointwise":
+        raise ConfigError(f"{type(judge).__name__} compares pairs without source images; leave sources out")
     size = len(items)
     wins = torch.zeros(size, dtype=torch.float64)
     counts = torch.zeros(size, dtype=torch.float64)
@@ -95,7 +108,8 @@ def _win_rates(
         counts[j] += 1
 
     if hasattr(judge, "judge_pairs"):
-        judged = judge.judge_pairs(prompts, items, [(i, i, j) for i, j in pairs], orders)
+        extra = {} if sources is None else {"sources": sources}
+        judged = judge.judge_pairs(prompts, items, [(i, i, j) for i, j in pairs], orders, **extra)
         verdicts: dict[int, list[int]] = {}
         for pj in judged:
             if pj.judgment.failed:
@@ -110,7 +124,7 @@ def _win_rates(
         if orders == "both" and both:
             consistency = sum(v[0] == v[1] for v in both) / len(both)
     elif getattr(judge, "kind", None) == "pointwise":
-        out = judge.score(prompts, items)
+        out = judge.score(prompts, items) if sources is None else judge.score(prompts, items, sources=sources)
         scale = float(judge.pairwise_scale)  # RewardModel's Bradley-Terry scale (1.0 unless the reward sets it)
         for i, j in pairs:
             if out.failed[i] or out.failed[j]:
@@ -140,11 +154,18 @@ def _win_rates(
 
 
 def group_win_rates(
-    judge: Any, prompts: list[str], items: list[Any], labels: Sequence[Hashable], orders: Orders
+    judge: Any,
+    prompts: list[str],
+    items: list[Any],
+    labels: Sequence[Hashable],
+    orders: Orders,
+    *,
+    sources: list[Any] | None = None,
 ) -> RewardOutput:
     """Win rates within groups of items that share a label (``score(..., groups=...)`` of pairwise judges).
 
     All groups are judged in one call, so the judge batches across groups. An item alone in its group fails.
+    ``sources``: judges of edits get each item's source image (the items of a group are edits of one source).
     """
     members: dict[Hashable, list[int]] = {}
     for i, label in enumerate(labels):
@@ -153,7 +174,7 @@ def group_win_rates(
     scores = torch.full((len(items),), math.nan)
     errors: list[str | None] = [None] * len(items)
     if pairs:
-        result = _win_rates(judge, prompts, items, pairs, orders)
+        result = _win_rates(judge, prompts, items, pairs, orders, sources)
         scores = result.rates.clone()
         for i in range(len(items)):
             if result.judgments[i] == 0 and len(members[labels[i]]) > 1:

@@ -29,6 +29,7 @@ from typing import Any, ClassVar, Literal
 
 import torch
 
+from mmreward import media as media_io
 from mmreward.errors import ConfigError
 from mmreward.rewards.base import Orders, PairwiseOutput, RewardOutput, check_batch
 from mmreward.rewards.vlm.judge_base import Candidate, Judge, JudgeBackend
@@ -80,11 +81,13 @@ class Judgment:
 
 @dataclass(frozen=True)
 class Request:
-    """One judgment to run: the prompt index and the candidates shown first and second."""
+    """One judgment to run: the prompt index, the candidates shown first and second, and (editing judges) the
+    candidate of the source image they were edited from."""
 
     prompt: int
     first: int
     second: int
+    source: int | None = None
 
 
 @dataclass
@@ -227,9 +230,13 @@ class PairwiseJudge(Judge):
     ) -> list[Judgment]:
         """Run ``requests`` (all candidates in them prepared without error) -> one judgment each."""
         sections = [self.template.section(candidates[r.first].kind) for r in requests]
+        slots = [
+            {"media_a": r.first, "media_b": r.second} | ({} if r.source is None else {"source": r.source})
+            for r in requests
+        ]
         asked = [
-            self.ask(section, prompts[r.prompt], {"media_a": r.first, "media_b": r.second})
-            for r, section in zip(requests, sections, strict=True)
+            self.ask(section, prompts[r.prompt], media)
+            for r, section, media in zip(requests, sections, slots, strict=True)
         ]
         if self.mode == "logits":
             read = self.backend.read_verdicts(
@@ -279,13 +286,23 @@ class PairwiseJudge(Judge):
     # -- running pairs ---------------------------------------------------------------------------------------
 
     def judge_pairs(
-        self, prompts: Sequence[str], media: Sequence[Any], pairs: Sequence[tuple[int, int, int]], orders: Orders
+        self,
+        prompts: Sequence[str],
+        media: Sequence[Any],
+        pairs: Sequence[tuple[int, int, int]],
+        orders: Orders,
+        sources: Sequence[Any] | None = None,
     ) -> list[PairJudgment]:
         """Judge ``pairs`` of ``(prompt index, candidate i, candidate j)``, each in the requested orders.
 
         Each distinct media item is loaded and prepared once, however many pairs it is in (a group of G gives
         ``C(G, 2)`` pairs, twice that with both orders). Returns one :class:`PairJudgment` per pair and order.
+        ``sources``: for judges with ``uses_source`` (edits), the source image of each prompt, shown before both
+        candidates of its pairs.
         """
+        self.check_sources(len(prompts), sources)
+        count = len(media)
+        media = list(media) + list(sources or [])  # sources are prepared (once each) like the candidates
         keys = [media_key(item) for item in media]
         unique: dict[Hashable, int] = {}
         for key in keys:
@@ -303,16 +320,24 @@ class PairwiseJudge(Judge):
                 plans.append((k, p, first, second))
         results: list[Judgment | None] = [None] * len(plans)
         runnable: list[int] = []
-        for n, (_, _, first, second) in enumerate(plans):
+
+        def source_of(prompt: int) -> int | None:
+            return None if sources is None else remap[count + prompt]
+
+        for n, (_, prompt, first, second) in enumerate(plans):
             ca, cb = candidates[remap[first]], candidates[remap[second]]
-            if ca.error or cb.error:
+            cs = None if source_of(prompt) is None else candidates[source_of(prompt)]
+            if ca.error or cb.error or (cs is not None and cs.error):
                 parts = [f"first: {ca.error}" if ca.error else None, f"second: {cb.error}" if cb.error else None]
+                parts.append(f"source: {cs.error}" if cs is not None and cs.error else None)
                 results[n] = Judgment.failure("; ".join(p for p in parts if p))
             elif ca.kind != cb.kind:
                 results[n] = Judgment.failure(f"cannot compare an {ca.kind} with a {cb.kind}; compare like with like")
             else:
                 runnable.append(n)
-        requests = [Request(plans[n][1], remap[plans[n][2]], remap[plans[n][3]]) for n in runnable]
+        requests = [
+            Request(plans[n][1], remap[plans[n][2]], remap[plans[n][3]], source_of(plans[n][1])) for n in runnable
+        ]
         if requests:
             with torch.inference_mode():
                 judgments = self.run_judgments(list(prompts), candidates, requests)
@@ -323,15 +348,34 @@ class PairwiseJudge(Judge):
             for n, (k, _, first, second) in enumerate(plans)
         ]
 
+    def check_sources(self, count: int, sources: Sequence[Any] | None) -> None:
+        """Editing judges (``uses_source``) need one source per prompt; the others take none."""
+        if not self.uses_source:
+            if sources is not None:
+                raise ConfigError(f"{self.name} judges media alone and takes no sources; leave sources= out")
+            return
+        if sources is None:
+            raise ConfigError(f"{self.name} compares edits of a source image: pass sources= (one per prompt)")
+        if len(sources) != count:
+            raise ValueError(f"got {len(sources)} sources for {count} prompts; pass the source image of each")
+
     def compare(
-        self, prompts: Sequence[str] | str, media_a: Any, media_b: Any, orders: Orders = "both"
+        self,
+        prompts: Sequence[str] | str,
+        media_a: Any,
+        media_b: Any,
+        orders: Orders = "both",
+        *,
+        sources: Any = None,
     ) -> PairwiseOutput:
-        """P(A better than B) for each pair, averaged over the presentation orders (``"both"`` by default)."""
+        """P(A better than B) for each pair, averaged over the presentation orders (``"both"`` by default);
+        ``sources``: editing judges' source image of each pair (A and B are edits of it)."""
         prompt_list, items_a = check_batch(prompts, media_a)
         _, items_b = check_batch(prompt_list, media_b)
         size = len(items_a)
         pairs = [(k, k, size + k) for k in range(size)]
-        judged = self.judge_pairs(prompt_list, items_a + items_b, pairs, orders)
+        source_items = None if sources is None else media_io.as_items(sources)
+        judged = self.judge_pairs(prompt_list, items_a + items_b, pairs, orders, source_items)
         return aggregate_pairs(judged, list(range(size)), size, self.has_tie)
 
     def score(
@@ -342,11 +386,13 @@ class PairwiseJudge(Judge):
         reference: Any = None,
         groups: Sequence[Hashable] | Literal["prompt"] | None = None,
         orders: Orders = "both",
+        sources: Any = None,
     ) -> RewardOutput:
         """Scores relative to a ``reference`` (P(better) + P(tie) / 2, in [0, 1]) or within ``groups`` (win rates).
 
         ``reference`` is one media item for all prompts or one per prompt. ``groups`` gives a group label per
-        item, or ``"prompt"`` to group items that share their prompt (the GRPO setting).
+        item, or ``"prompt"`` to group items that share their prompt (the GRPO setting). ``sources``: editing
+        judges' source image of each item (the items of a group are edits of one source).
         """
         if (reference is None) == (groups is None):
             raise TypeError(self._score_help() + " (pass exactly one of reference= and groups=)")
@@ -355,7 +401,7 @@ class PairwiseJudge(Judge):
             refs = [reference] * len(items) if not isinstance(reference, (list, tuple)) else list(reference)
             if len(refs) != len(items):
                 raise ValueError(f"got {len(refs)} references for {len(items)} items; pass one, or one per item")
-            out = self.compare(prompt_list, items, refs, orders=orders)
+            out = self.compare(prompt_list, items, refs, orders=orders, sources=sources)
             scores = out.prob_a + 0.5 * out.tie
             return RewardOutput(scores=scores, failed=out.failed, errors=out.errors, rationales=out.rationales)
         from mmreward.rewards.win_rate import group_win_rates
@@ -363,7 +409,8 @@ class PairwiseJudge(Judge):
         labels = prompt_list if groups == "prompt" else list(groups)
         if len(labels) != len(items):
             raise ValueError(f"got {len(labels)} group labels for {len(items)} items")
-        return group_win_rates(self, prompt_list, items, labels, orders)
+        source_items = None if sources is None else media_io.as_items(sources)
+        return group_win_rates(self, prompt_list, items, labels, orders, sources=source_items)
 
 
 class ChainOfThoughtJudge(PairwiseJudge):

@@ -21,7 +21,8 @@ A preset's ``reference_prompt`` gives one published prompt per section of the te
         path: file.py         # a Python file; parsed, never executed
         sha256: <of the file's bytes at that commit>
         expression: PROMPT.format(text_prompt=prompt)   # what builds the prompt there (see reference.py)
-        caption: prompt       # the reference's name for the caption (default prompt); becomes {prompt}
+        caption: prompt       # the reference's name for the caption (default prompt); becomes {prompt}; null
+                              # for a published text that shows no caption (a prompt-free quality question)
         user: "{media}{reference}"   # where the media and the reference text go
         scope: main           # optional: the function whose local assignments build the prompt
         media_marker: <image> # optional: the reference text marks where the media go; it becomes the slot
@@ -31,13 +32,15 @@ A ``path`` ending in ``.md`` is read through the fenced Python block that define
 
 File layout (one section per media kind; a section may be left out when the template has no video form)::
 
-    kind: pairwise            # pairwise | pointwise | cot | head | checklist | critique | edit-critique
+    kind: pairwise            # pairwise | pointwise | cot | head | checklist | critique | edit-critique | score |
+                              # edit-score | edit-pairwise
     system: optional system message (a section may override it)
     score_range: [1, 5]       # pointwise only
     definitions: {...}        # checklist only: test-point category -> what it checks (shown to the judge)
     image:
-      user: |-                # the user turn; {media_a}/{media_b} (pairwise, cot), {media} (pointwise, head) or
-                              # {source} then {media} (edit-critique: the source image and the edit of it)
+      user: |-                # the user turn; {media_a}/{media_b} (pairwise, cot), {media} (pointwise, head, score)
+                              # or {source} then {media} (edit-critique, edit-score: the source image and its edit)
+                              # or {source}{media_a}{media_b} (edit-pairwise: the source and two edits of it)
         {media_a}{media_b}    # mark where the images go; {prompt} and {num_frames} are filled in
         ...
       verdicts: {first: Image 1 is better, second: Image 2 is better, tie: Both images are equally good}
@@ -71,7 +74,18 @@ from mmreward.errors import ConfigError
 from mmreward.rewards.vlm.parsing import VerdictPhrases
 from mmreward.rewards.vlm.reference import ReferenceFile, extract_prompt, parse_reference_file, read_reference_file
 
-TemplateKind = Literal["pairwise", "pointwise", "cot", "head", "checklist", "critique", "edit-critique"]
+TemplateKind = Literal[
+    "pairwise",
+    "pointwise",
+    "cot",
+    "head",
+    "checklist",
+    "critique",
+    "edit-critique",
+    "score",
+    "edit-score",
+    "edit-pairwise",
+]
 MediaKind = Literal["image", "video"]
 Wording = Literal["reference", "ours"]
 WORDINGS = ("reference", "ours")
@@ -86,6 +100,12 @@ _SLOTS = {
     "critique": ("media",),
     # An editing judge sees the source image, then the edited one (in the order the slots are listed).
     "edit-critique": ("source", "media"),
+    # Questions whose written answer the judge reads itself (UnifiedReward-Edit's JSON score lists): of one image,
+    # or of an edit (the source image, then the edited one).
+    "score": ("media",),
+    "edit-score": ("source", "media"),
+    # A pairwise judge of two edits of one source image: the source, then the two edits.
+    "edit-pairwise": ("source", "media_a", "media_b"),
 }
 _SLOT_NAMES = r"media(?:_a|_b)?|source"
 _SLOT = rf"\{{({_SLOT_NAMES})\}}"  # captures the slot's name
@@ -147,7 +167,7 @@ class ReferenceSection:
 
     file: ReferenceFile
     expression: str
-    caption: str
+    caption: str | None
     user: str
     scope: str | None = None
     media_marker: str | None = None
@@ -192,9 +212,8 @@ class Template:
             where = f"template {self.name!r} [{media_kind}] reference {ref.file.describe()}"
             source = read_reference_file(ref.file, source_dir)
             markdown = ref.file.path.endswith(".md")
-            text = extract_prompt(
-                source, ref.expression, {ref.caption: "prompt"}, where, scope=ref.scope, markdown=markdown
-            )
+            bindings = {} if ref.caption is None else {ref.caption: "prompt"}
+            text = extract_prompt(source, ref.expression, bindings, where, scope=ref.scope, markdown=markdown)
             if ref.media_marker is not None:
                 slots = _SLOTS[self.kind]
                 if text.count(ref.media_marker) != len(slots):
@@ -353,8 +372,11 @@ def parse_references(raw: Any, template: Template) -> dict[str, ReferenceSection
         if extra:
             raise ConfigError(f"{here} has unknown keys {sorted(extra)}")
         expression, caption, user = entry.get("expression"), entry.get("caption", "prompt"), entry.get("user")
-        if not isinstance(expression, str) or not isinstance(caption, str) or not isinstance(user, str):
-            raise ConfigError(f"{here} needs 'expression' and 'user' texts (and 'caption', a name, if not prompt)")
+        if not isinstance(expression, str) or not isinstance(caption, (str, type(None))) or not isinstance(user, str):
+            raise ConfigError(
+                f"{here} needs 'expression' and 'user' texts (and 'caption', a name, if not prompt, or null for a "
+                "text without the caption)"
+            )
         if user.count("{reference}") != 1:
             raise ConfigError(f"{here}: user must contain {{reference}} exactly once, got {user!r}")
         for key in optional & set(entry):
@@ -385,7 +407,7 @@ def _parse_section(raw: Any, system: str | None, kind: TemplateKind, where: str)
         user, kind, _FIELDS | _CHECKLIST_FIELDS["user"] if kind == "checklist" else _FIELDS, f"{where}: the user text"
     )
     verdicts = None
-    if kind in ("pairwise", "cot"):
+    if kind in ("pairwise", "cot", "edit-pairwise"):
         phrases = raw.get("verdicts")
         if (
             not isinstance(phrases, dict)

@@ -29,6 +29,8 @@ _VLM_TYPES = {
     "flex-judge",
     "critique-judge",
     "edit-critique-judge",
+    "edit-score-judge",
+    "edit-pairwise-judge",
     "editreward",
     "videoscore2",
 }

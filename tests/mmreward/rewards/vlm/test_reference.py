@@ -402,3 +402,18 @@ def test_an_edit_recipe_places_the_source_then_the_edit_at_its_two_marks(tmp_pat
     assert find_preset("rationalrewards-edit").describe()["template"] == (
         "reference (TIGER-AI-Lab/RationalRewards@44e27ab)"
     )
+
+
+def test_a_published_text_without_the_caption_is_read_with_caption_null(tmp_path):
+    """UnifiedReward-Edit's quality question shows no instruction: ``caption: null`` reads it; the default caption
+    name on the same text is refused, so a prompt that lost its caption is never read silently."""
+    clone = tmp_path / "clone"
+    entry = _publish(clone, "quality.py", 'problem = "Rate this picture {0-25}.\\n"\n')
+    spec = {"image": {**entry, "expression": "problem", "caption": None, "user": "{media}{reference}"}}
+    load = dict(template_name="unifiedreward-edit-quality", kind="score", source_dir=clone)
+    parts = load_template("reference", reference_prompt=spec, **load).section("image").render("unused instruction")
+    assert parts[0].slot == "media" and parts[1:] == [TextPart("Rate this picture {0-25}.\n")]
+    with pytest.raises(ConfigError, match="never uses \\['prompt'\\]"):
+        load_template("reference", reference_prompt={"image": {**spec["image"], "caption": "prompt"}}, **load)
+    with pytest.raises(ConfigError, match="or null for a text without the caption"):
+        load_template("reference", reference_prompt={"image": {**spec["image"], "caption": 3}}, **load)

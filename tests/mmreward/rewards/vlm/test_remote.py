@@ -4,6 +4,7 @@ with canned texts: the same verdicts as the local parser, bounded concurrency, r
 import asyncio
 import base64
 import io
+import json
 import socket
 import threading
 import time
@@ -71,6 +72,11 @@ class FakeServer:
             return _completion("我认为第一张图更好")
         if caption.startswith("echo:"):
             return _completion(caption.removeprefix("echo:"))
+        text = " ".join(c["text"] for c in body["messages"][-1]["content"] if c["type"] == "text")
+        if "[editing success, over-editing]" in text or "[naturalness, artifacts]" in text:
+            # UnifiedReward-Edit's questions (our wording): the last image's brightness and how many were shown.
+            brightness = float(np.asarray(images[-1]).mean()) / 255
+            return _completion(json.dumps({"reasoning": "canned", "score": [round(25 * brightness), len(images)]}))
         first, second = (float(np.asarray(im).mean()) for im in images[:2])
         return _completion("Image 1 is better." if first > second else "Image 2 is better.")
 
@@ -172,6 +178,16 @@ def test_pointwise_and_chain_of_thought(server):
     # Both orders get the same canned text ("Image 1 is better"): the first slot always wins, so A's P is 1/2.
     assert float(pair.prob_a[0]) == 0.5 and not bool(pair.consistent[0])
     assert pair.dims["Semantic consistency"][0] == 0.5 and pair.rationales[0].count("<answer>") == 2
+
+
+def test_edit_judge_asks_both_questions_with_their_images(server):
+    judge = mmreward.load_reward("unifiedreward-edit-remote", template="ours", endpoint=server.url)
+    out = judge.score(["make it brighter"] * 2, [_gray(0.8), _gray(0.2)], sources=[_gray(0.2), _gray(0.8)])
+    assert not out.failed.any(), out.errors
+    # The edit is the last image of both questions; the instruction-following one also shows the source.
+    assert out.dims["edit_success"].tolist() == [20.0, 5.0] and out.dims["overediting"].tolist() == [2.0, 2.0]
+    assert out.dims["naturalness"].tolist() == [20.0, 5.0] and out.dims["artifacts"].tolist() == [1.0, 1.0]
+    assert out.scores.tolist() == [(11.0 + 10.5) / 2, (3.5 + 3.0) / 2]
 
 
 def test_timeouts_and_bad_configuration(server):
