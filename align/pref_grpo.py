@@ -61,11 +61,10 @@ from mmreward.alignment.monitor import (
     HeldOutEvaluation,
     check_eval_config,
     load_diversity_features,
-    read_eval_prompts,
 )
 from mmreward.alignment.overlapped_rewards import check_overlap_workers, rollout_and_reward
+from mmreward.alignment.prompt_sets import read_held_out, read_training_prompts
 from mmreward.alignment.update_schedule import GRPOLossConfig, GRPOTrainConfig, check_loss_config
-from mmreward.data.prompts import load_sources, read_edit_prompts, read_prompts
 from mmreward.errors import ConfigError
 from mmreward.flow.models import ADAPTERS
 from mmreward.rewards.mix import RewardMix
@@ -153,20 +152,10 @@ def main(cfg: PrefGRPOConfig) -> Path | None:
     check_eval_config(eval_cfg, world)
     # editing families: every prompt has a source image (prompt files with an image column)
     editing = ADAPTERS[cfg.model.family].conditional
-    prompts, source_files = read_training_prompts(cfg.data, editing, accelerator)
-    eval_sources = None
-    if not editing:
-        eval_prompts = read_eval_prompts(cfg.data.eval_prompts, cfg.data.eval_prompt_column, eval_cfg)
-    elif eval_cfg.every:
-        eval_prompts, eval_files = read_training_prompts(cfg.data, editing, accelerator, held_out=True)
-        if len(eval_prompts) < eval_cfg.num_prompts:
-            raise ConfigError(
-                f"eval.num_prompts={eval_cfg.num_prompts} but {cfg.data.eval_prompts!r} has {len(eval_prompts)}"
-            )
-        eval_prompts = eval_prompts[: eval_cfg.num_prompts]
-        eval_sources = load_sources(eval_files[: eval_cfg.num_prompts])
-    else:
-        eval_prompts = []
+    prompts = read_training_prompts(cfg.data, editing=editing, program="pref_grpo", accelerator=accelerator)
+    eval_prompts, eval_sources = read_held_out(
+        cfg.data, eval_cfg, editing=editing, program="pref_grpo", accelerator=accelerator
+    )
     if train.max_steps == 0:
         data_checked("pref_grpo", {"data.prompts": len(prompts), "data.eval_prompts": len(eval_prompts)}, accelerator)
         return None
@@ -192,7 +181,7 @@ def main(cfg: PrefGRPOConfig) -> Path | None:
     policy = load_policy(cfg, accelerator, optimizer_steps=train.optimizer_steps(), needs_reference=needs_reference)
     if not editing:  # editing prompts are encoded with their source images, as steps draw them
         encode_prompts_once(
-            policy.model, {*prompts, *eval_prompts, rollout_cfg.negative_prompt}, cfg.model.prompt_cache_size
+            policy.model, {*prompts.prompts, *eval_prompts, rollout_cfg.negative_prompt}, cfg.model.prompt_cache_size
         )
     model, guard = policy.model, policy.guard
     size = cfg.model.sample_size()
@@ -231,8 +220,8 @@ def main(cfg: PrefGRPOConfig) -> Path | None:
     while step < train.max_steps:
         start = clock(device)
         drawn = iteration_prompts(range(len(prompts)), step, layout.prompts, train.seed)
-        step_prompts = [prompts[i] for i in drawn]
-        step_sources = None if source_files is None else load_sources([source_files[i] for i in drawn])
+        step_prompts = [prompts.prompts[i] for i in drawn]
+        step_sources = prompts.source_images(drawn)
         batch, rewards, rolled = rollout_and_reward(
             model, step_prompts, layout, rollout_cfg, reward, **size, iteration=step, seed=train.seed,
             accelerator=accelerator, overlap=cfg.reward.overlap, workers=cfg.reward.overlap_workers,
@@ -279,23 +268,6 @@ def main(cfg: PrefGRPOConfig) -> Path | None:
             )
 
     return finish_policy_run(run, policy)
-
-
-def read_training_prompts(
-    data: PromptDataConfig, editing: bool, accelerator: Any, *, held_out: bool = False
-) -> tuple[list[str], list[Path] | None]:
-    """The training (or ``held_out``) prompts, and for editing families their source image files; lines of an
-    editing set that were left out are reported once, each with its reason."""
-    path = data.eval_prompts if held_out else data.prompts
-    column = data.eval_prompt_column if held_out else data.prompt_column
-    if not editing:
-        return read_prompts(path, column), None
-    edit = read_edit_prompts(path, column, data.image_column)
-    if edit.skipped and accelerator.is_main_process:
-        shown = "\n  ".join(edit.skipped[:10])
-        more = f"\n  ... and {len(edit.skipped) - 10} more" if len(edit.skipped) > 10 else ""
-        print(f"pref_grpo: left out {len(edit.skipped)} lines of {path}:\n  {shown}{more}", file=sys.stderr)
-    return edit.prompts, edit.images
 
 
 if __name__ == "__main__":
