@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -103,3 +104,105 @@ def test_nft_trains_an_editing_family_leaving_out_the_bad_line(tmp_path, capsys)
     assert train["grad_norm"] > 0
     evals = [r for r in rows if f"eval/{DELTA}" in r]
     assert [r["step"] for r in evals] == [0, 1] and f"eval/{DELTA}_gain" in evals[-1]
+
+
+# ---------------------------------------------------------------------------------------------- Flow-DPO
+
+DPO_EDIT = REPO / "configs" / "tiny" / "flow_dpo_edit.yaml"
+
+
+def edit_pair_table(directory: Path) -> Path:
+    """An offline editing pair table: per training source a brighter (chosen) and a darker (rejected) edit; row 3
+    names a source that does not exist."""
+    from PIL import Image
+
+    rows = []
+    for n, record in enumerate(json.loads(line) for line in (EDIT / "train.jsonl").read_text().splitlines()):
+        source = np.asarray(Image.open(EDIT / record["image"]).convert("RGB")).astype(np.int16)  # (32, 32, 3)
+        for side, shift in (("chosen", 60), ("rejected", -60)):
+            Image.fromarray(np.clip(source + shift, 0, 255).astype(np.uint8)).save(directory / f"{side}_{n}.png")
+        image = str(EDIT / record["image"]) if n != 2 else "sources/missing.png"
+        rows.append(
+            {"prompt": record["prompt"], "image": image, "chosen": f"chosen_{n}.png", "rejected": f"rejected_{n}.png"}
+        )
+    path = directory / "pairs.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+    return path
+
+
+def test_dpo_loss_sees_the_source_latents(edit_model, tmp_path):
+    """One batch of two pairs (the same chosen/rejected latents, noise and level) under two sources: the DPO loss
+    (policy and reference on both sides, all conditioned on the source) repeats exactly for one and differs for
+    the other."""
+    from contextlib import nullcontext
+    from types import SimpleNamespace
+
+    from align.flow_dpo import FlowDPOConfig
+    from mmreward.alignment.flow_dpo_objective import dpo_loss
+    from mmreward.alignment.preference_sets import TrainingSet
+
+    cfg = parse_config(FlowDPOConfig, ["--config", str(DPO_EDIT)])
+    files = read_edit_prompts(EDIT / "train.jsonl").images[:2]
+    shape = edit_model.latent_shape(2, 32, 32)
+    chosen, rejected = (torch.randn(shape, generator=torch.Generator().manual_seed(s)) for s in (1, 2))
+    reference = LoraReference(edit_model.transformer)
+    accelerator = SimpleNamespace(device=torch.device("cpu"), autocast=nullcontext)
+
+    def loss(sources: list[Path]) -> torch.Tensor:
+        batch = TrainingSet(["make it brighter"] * 2, chosen, rejected, sources=sources)
+        generators = [torch.Generator().manual_seed(k) for k in range(2)]
+        with torch.no_grad():
+            value, metrics = dpo_loss(
+                cfg, edit_model, edit_model.transformer, reference, batch, generators, accelerator
+            )
+        assert metrics["reward_margin"] != 0  # the trained LoRA differs from the reference
+        return value
+
+    same = loss([files[0], files[0]])
+    assert loss([files[0], files[0]]) == same
+    other = loss([files[1], files[1]])
+    assert abs(float(other - same)) > 1e-6 * abs(float(same)), (same, other)
+
+
+def test_online_dpo_edits_sources_and_leaves_out_the_bad_line(tmp_path, capsys):
+    from align.flow_dpo import FlowDPOConfig, main
+
+    prompts = edit_set(tmp_path)
+    overrides = f"--data.prompts {prompts} --train.max_steps 1 --train.save_every 2".split()
+    config = ["--config", str(DPO_EDIT), "--output_dir", str(tmp_path / "out"), *overrides]
+    assert main(parse_config(FlowDPOConfig, config)) == tmp_path / "out" / "lora"
+    err = capsys.readouterr().err
+    assert "flow_dpo: left out 1 lines" in err and f"train.jsonl line {BAD_LINE}: source image" in err
+    (row,) = read_metrics(tmp_path / "out")
+    # 4 prompts x 4 edits scored against their sources (a reward without its source fails the sample)
+    assert row["round/failed_samples"] == 0 and row["round/unusable_prompts"] == 0
+    assert row[f"round/reward_{DELTA}"] == pytest.approx(row["round/reward_mean"])
+    assert row["loss"] == pytest.approx(0.6931, abs=1e-3)  # the first step: policy = reference, log(2)
+    assert row["grad_norm"] > 0
+
+
+def test_offline_dpo_trains_on_edit_pairs_skipping_the_row_without_its_source(tmp_path, capsys):
+    from align.flow_dpo import FlowDPOConfig, main
+
+    pairs = edit_pair_table(tmp_path)
+    overrides = f"--data.source offline --data.pairs {pairs} --train.max_steps 1 --train.save_every 1".split()
+    config = ["--config", str(DPO_EDIT), "--output_dir", str(tmp_path / "out"), *overrides]
+    assert main(parse_config(FlowDPOConfig, config)) == tmp_path / "out" / "lora"
+    skipped = [json.loads(line) for line in (tmp_path / "out" / "skipped_pairs.jsonl").read_text().splitlines()]
+    assert [s["row"] for s in skipped] == [3] and "sources/missing.png" in skipped[0]["reason"]
+    assert "flow_dpo: skipped 1 pairs" in capsys.readouterr().err
+    (row,) = read_metrics(tmp_path / "out")
+    assert row["skipped_pairs"] == 1 and row["loss"] == pytest.approx(0.6931, abs=1e-3) and row["grad_norm"] > 0
+
+
+def test_editing_pair_tables_need_the_source_column_and_synthetic_pairs_are_refused(tmp_path):
+    from align.flow_dpo import FlowDPOConfig
+    from mmreward.data.media_pairs import read_pair_table
+    from mmreward.errors import ConfigError
+
+    table = tmp_path / "pairs.jsonl"
+    table.write_text(json.dumps({"prompt": "make it brighter", "chosen": "a.png", "rejected": "b.png"}) + "\n")
+    with pytest.raises(ConfigError, match="no source image column 'image'.*set data.image_column"):
+        read_pair_table(table, source_column="image")
+    with pytest.raises(ConfigError, match="synthetic makes pairs without source images; model.family=qwenimage-edit"):
+        parse_config(FlowDPOConfig, ["--config", str(DPO_EDIT), "--data.source", "synthetic"])
