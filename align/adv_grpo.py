@@ -49,6 +49,7 @@ also saved as ``discriminator.safetensors``, and a full fine-tune's transformer 
 
 from __future__ import annotations
 
+import math
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,6 +58,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
 
+from mmreward.alignment.adaptive_kl import KLWeight
 from mmreward.alignment.advantages import AdvantageConfig
 from mmreward.alignment.adversarial import (
     AdversarialReward,
@@ -205,7 +207,8 @@ def main(cfg: AdvGRPOConfig) -> Path | None:
 
     # -- policy
     policy_iterations = sum(iteration_plan(disc_cfg, i)[1] for i in range(train.max_steps))
-    needs_reference = cfg.loss.kl_beta > 0 or bool(eval_cfg.every)  # full fine-tuning: the base model's copy
+    # the KL term (measured from the start when its weight adapts), evaluation; full fine-tuning: the base model's copy
+    needs_reference = cfg.loss.kl_beta > 0 or cfg.loss.kl_adaptive or bool(eval_cfg.every)
     policy = load_policy(
         cfg, accelerator, optimizer_steps=train.optimizer_steps(policy_iterations), needs_reference=needs_reference
     )
@@ -216,6 +219,7 @@ def main(cfg: AdvGRPOConfig) -> Path | None:
 
     # -- resume
     step, failed_total = 0, 0
+    kl_weight = KLWeight(cfg.loss)  # loss.kl_beta, moved after every policy update with loss.kl_adaptive
     # The policy's part (sharded under FSDP2), and the discriminator, the same on every process (its gradients are
     # averaged over the processes), saved by the main process whatever the policy's sharding.
     saved = policy.checkpoint_args()
@@ -225,6 +229,7 @@ def main(cfg: AdvGRPOConfig) -> Path | None:
     if checkpoint is not None:
         state = load_checkpoint(checkpoint, **saved, rank=rank)
         step, failed_total, policy.guard.skipped = state["step"], state["failed_total"], state["nonfinite_skipped"]
+        kl_weight.load(state)
     first_step = step
 
     # -- held-out evaluation: ODE samples from fixed seeds; rewards, discriminator score, distance to references
@@ -296,8 +301,11 @@ def main(cfg: AdvGRPOConfig) -> Path | None:
                 rewards = compute_rewards(reward, batch, layout, accelerator, generator=reward_patches)
             check = cfg.check_on_policy and step == first_step
             adv, updated = update_policy(
-                cfg, policy, batch, rewards, layout, step=step, accelerator=accelerator, check=check
-            )
+                cfg, policy, batch, rewards, layout, step=step, accelerator=accelerator, check=check,
+                kl_beta=kl_weight.beta,
+            )  # fmt: skip
+            logged["loss/kl_beta"] = kl_weight.beta
+            kl_weight.after_step(updated.get("update/kl", math.nan))
             if check and accelerator.is_main_process:
                 print(f"adv_grpo: on-policy check passed (max |ratio - 1| = {updated['ratio/first_dev']:.2e})")
             failed_total += int(rewards.failed.sum())
@@ -341,7 +349,7 @@ def main(cfg: AdvGRPOConfig) -> Path | None:
                 step,
                 **saved,
                 trainable_only=policy.trainable_only,
-                extra={"failed_total": failed_total, "nonfinite_skipped": policy.guard.skipped},
+                extra={"failed_total": failed_total, "nonfinite_skipped": policy.guard.skipped, **kl_weight.state()},
                 keep_last=train.keep_checkpoints,
                 rank=rank,
                 barrier=accelerator.wait_for_everyone,

@@ -39,6 +39,7 @@ diffusers model layout under ``transformer/`` instead.
 
 from __future__ import annotations
 
+import math
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +47,7 @@ from typing import Any, Literal
 
 import torch
 
+from mmreward.alignment.adaptive_kl import KLWeight
 from mmreward.alignment.advantages import AdvantageConfig
 from mmreward.alignment.clipped_update import ON_POLICY_SWITCHES, OffPolicyError, update_policy
 from mmreward.alignment.group_rewards import (
@@ -177,7 +179,8 @@ def main(cfg: PrefGRPOConfig) -> Path | None:
     features = load_diversity_features(eval_cfg, device)
 
     # -- model, adapter, reference, optimizer
-    needs_reference = cfg.loss.kl_beta > 0 or bool(eval_cfg.every)  # the KL term; the base model's eval samples
+    # the KL term (measured from the start when its weight adapts); the base model's eval samples
+    needs_reference = cfg.loss.kl_beta > 0 or cfg.loss.kl_adaptive or bool(eval_cfg.every)
     policy = load_policy(cfg, accelerator, optimizer_steps=train.optimizer_steps(), needs_reference=needs_reference)
     if not editing:  # editing prompts are encoded with their source images, as steps draw them
         encode_prompts_once(
@@ -188,10 +191,12 @@ def main(cfg: PrefGRPOConfig) -> Path | None:
 
     # -- resume
     step, failed_total = 0, 0
+    kl_weight = KLWeight(cfg.loss)  # loss.kl_beta, moved after every step with loss.kl_adaptive
     checkpoint = latest_checkpoint(output / "checkpoints") if train.resume else None
     if checkpoint is not None:
         state = load_checkpoint(checkpoint, **policy.checkpoint_args(), rank=rank)
         step, failed_total, guard.skipped = state["step"], state["failed_total"], state["nonfinite_skipped"]
+        kl_weight.load(state)
     first_step = step
 
     # -- held-out evaluation: ODE samples from fixed seeds, scored, compared with the base model's, saved as a grid
@@ -230,8 +235,18 @@ def main(cfg: PrefGRPOConfig) -> Path | None:
         rewarded = clock(device)  # time/reward: what the rollout did not hide of the rewards
         check = cfg.check_on_policy and step == first_step
         adv, updated_metrics = update_policy(
-            cfg, policy, batch, rewards, layout, step=step, accelerator=accelerator, check=check
+            cfg,
+            policy,
+            batch,
+            rewards,
+            layout,
+            step=step,
+            accelerator=accelerator,
+            check=check,
+            kl_beta=kl_weight.beta,
         )
+        step_kl_beta = kl_weight.beta
+        kl_weight.after_step(updated_metrics.get("update/kl", math.nan))
         if check and accelerator.is_main_process:
             print(f"pref_grpo: on-policy check passed (max |ratio - 1| = {updated_metrics['ratio/first_dev']:.2e})")
         step += 1
@@ -245,6 +260,7 @@ def main(cfg: PrefGRPOConfig) -> Path | None:
                 **adv.stats,
                 **updated_metrics,
                 "lr": policy.lr_scheduler.get_last_lr()[0],
+                "loss/kl_beta": step_kl_beta,
                 "nonfinite_skipped": guard.skipped,
                 "time/rollout": rolled - start,
                 "time/reward": rewarded - rolled,
@@ -261,7 +277,7 @@ def main(cfg: PrefGRPOConfig) -> Path | None:
                 output / "checkpoints",
                 step,
                 **policy.trained_state(),
-                extra={"failed_total": failed_total, "nonfinite_skipped": guard.skipped},
+                extra={"failed_total": failed_total, "nonfinite_skipped": guard.skipped, **kl_weight.state()},
                 keep_last=train.keep_checkpoints,
                 rank=rank,
                 barrier=accelerator.wait_for_everyone,
