@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ import yaml
 from mmreward.alignment.adaptive_kl import KLWeight, adapted_kl_beta
 from mmreward.alignment.update_schedule import GRPOLossConfig, check_loss_config
 from mmreward.errors import ConfigError
+from mmreward.train.checkpoint import LATEST
 from mmreward.train.config import parse_config
 from mmreward.train.tracking import read_metrics
 
@@ -107,15 +109,15 @@ def test_a_run_moves_its_weight_by_the_logged_kl(tmp_path):
 
     settings = {"target": 1e-6, "horizon": 2, "beta_min": 1e-3, "beta_max": 1.0, "ema_alpha": 0.5}
     overrides = [
-        *"--train.max_steps 3 --train.save_every 3 --eval.every 0 --loss.kl_beta 0 --loss.kl_adaptive true".split(),
+        *"--train.max_steps 3 --train.save_every 1 --eval.every 0 --loss.kl_beta 0 --loss.kl_adaptive true".split(),
         *f"--loss.kl_target {settings['target']} --loss.kl_horizon {settings['horizon']}".split(),
         *f"--loss.kl_beta_min {settings['beta_min']} --loss.kl_ema_alpha {settings['ema_alpha']}".split(),
         *"--loss.kl_beta_max 1.0 --train.learning_rate 3e-2".split(),
         *"--rollout.prompts_per_step 2 --rollout.group_size 2 --rollout.num_steps 3".split(),
     ]
-    config = ["--config", str(REPO / "configs/tiny/pref_grpo_edit.yaml"), "--output_dir", str(tmp_path), *overrides]
-    main(parse_config(PrefGRPOConfig, config))
-    rows = [r for r in read_metrics(tmp_path) if "update/kl" in r]
+    config = ["--config", str(REPO / "configs/tiny/pref_grpo_edit.yaml"), *overrides]
+    main(parse_config(PrefGRPOConfig, [*config, "--output_dir", str(tmp_path / "run")]))
+    rows = [r for r in read_metrics(tmp_path / "run") if "update/kl" in r]
     assert [r["step"] for r in rows] == [1, 2, 3]
     assert rows[0]["loss/kl_beta"] == 0.0 and rows[0]["update/kl"] == 0.0  # policy = reference before the 1st step
     assert rows[1]["update/kl"] > 0
@@ -124,3 +126,10 @@ def test_a_run_moves_its_weight_by_the_logged_kl(tmp_path):
         beta, ema = adapted_kl_beta(beta, ema, row["update/kl"], **settings)
         assert following["loss/kl_beta"] == pytest.approx(beta, rel=1e-9)
     assert rows[1]["loss/kl_beta"] == 1e-3 and rows[2]["loss/kl_beta"] > 1e-3  # the floor, then a KL far above target
+    # resumed from the step-2 checkpoint, the third step trains with the same weight (the weight and the KL's
+    # average are part of the checkpoint)
+    shutil.copytree(tmp_path / "run" / "checkpoints" / "step-00000002", tmp_path / "resumed/checkpoints/step-00000002")
+    (tmp_path / "resumed" / "checkpoints" / LATEST).write_text("step-00000002")
+    main(parse_config(PrefGRPOConfig, [*config, "--output_dir", str(tmp_path / "resumed")]))
+    (resumed,) = [r for r in read_metrics(tmp_path / "resumed") if "update/kl" in r]
+    assert resumed["step"] == 3 and resumed["loss/kl_beta"] == rows[2]["loss/kl_beta"]
