@@ -78,14 +78,13 @@ from mmreward.alignment.monitor import (
     HeldOutEvaluation,
     check_eval_config,
     load_diversity_features,
-    read_eval_prompts,
 )
 from mmreward.alignment.overlapped_rewards import rollout_and_reward
+from mmreward.alignment.prompt_sets import read_held_out, read_training_prompts
 from mmreward.alignment.references import ReferenceSet
 from mmreward.alignment.update_schedule import GRPOLossConfig, GRPOTrainConfig, check_loss_config
-from mmreward.data.prompts import read_prompts
 from mmreward.errors import ConfigError
-from mmreward.flow.models import VIDEO_FAMILIES
+from mmreward.flow.models import ADAPTERS, VIDEO_FAMILIES
 from mmreward.flow.rollout import seeded
 from mmreward.rewards.mix import RewardMix
 from mmreward.train.checkpoint import latest_checkpoint, load_checkpoint, module_state, save_checkpoint
@@ -138,9 +137,10 @@ class AdvGRPOConfig:
             raise ConfigError("references.path is required: a folder of reference images (or a manifest of paths)")
         if self.model.family in VIDEO_FAMILIES or self.model.num_frames:
             raise ConfigError(
-                "Adv-GRPO's discriminators score images; use an image family (sd3, flux, qwenimage, zimage)"
+                "Adv-GRPO's discriminators score images; use an image or editing family (sd3, flux, qwenimage, "
+                "zimage, qwenimage-edit, ...)"
             )
-        check_media_kind(self.model)
+        check_media_kind(self.model, editing=True)
         if self.eval.every and not self.data.eval_prompts:
             raise ConfigError("eval.every > 0 needs data.eval_prompts (held-out prompts); or set eval.every: 0")
         train = self.train
@@ -184,9 +184,13 @@ def main(cfg: AdvGRPOConfig) -> Path | None:
     rank, world, device = accelerator.process_index, accelerator.num_processes, accelerator.device
     layout = GroupLayout(rollout_cfg.prompts_per_step, rollout_cfg.group_size, world, rank)
     check_eval_config(eval_cfg, world)
-    prompts = read_prompts(cfg.data.prompts, cfg.data.prompt_column)
-    reference_set.check_prompts(prompts, "data.prompts")
-    eval_prompts = read_eval_prompts(cfg.data.eval_prompts, cfg.data.eval_prompt_column, eval_cfg)
+    # editing families: every prompt has a source image (prompt files with an image column)
+    editing = ADAPTERS[cfg.model.family].conditional
+    prompts = read_training_prompts(cfg.data, editing=editing, program="adv_grpo", accelerator=accelerator)
+    reference_set.check_prompts(prompts.prompts, "data.prompts")
+    eval_prompts, eval_sources = read_held_out(
+        cfg.data, eval_cfg, editing=editing, program="adv_grpo", accelerator=accelerator
+    )
     if train.max_steps == 0:
         counts = {"references": len(references), "data.prompts": len(prompts), "data.eval_prompts": len(eval_prompts)}
         data_checked("adv_grpo", counts, accelerator)
@@ -212,9 +216,10 @@ def main(cfg: AdvGRPOConfig) -> Path | None:
     policy = load_policy(
         cfg, accelerator, optimizer_steps=train.optimizer_steps(policy_iterations), needs_reference=needs_reference
     )
-    encode_prompts_once(
-        policy.model, {*prompts, *eval_prompts, rollout_cfg.negative_prompt}, cfg.model.prompt_cache_size
-    )
+    if not editing:  # editing prompts are encoded with their source images, as steps draw them
+        encode_prompts_once(
+            policy.model, {*prompts.prompts, *eval_prompts, rollout_cfg.negative_prompt}, cfg.model.prompt_cache_size
+        )
     model, size = policy.model, cfg.model.sample_size()
 
     # -- resume
@@ -255,6 +260,7 @@ def main(cfg: AdvGRPOConfig) -> Path | None:
         rewards=eval_rewards,
         features=features,
         extra_metrics=distances_to_references,
+        sources=eval_sources,
     )
 
     base_scores = run_eval(0, base_model=True, log=step == 0)[1] if eval_cfg.every else None
@@ -262,7 +268,9 @@ def main(cfg: AdvGRPOConfig) -> Path | None:
     # -- loop: rollout, discriminator scores, discriminator steps and/or the policy update
     while step < train.max_steps:
         start = clock(device)
-        step_prompts = iteration_prompts(prompts, step, layout.prompts, train.seed)
+        drawn = iteration_prompts(range(len(prompts)), step, layout.prompts, train.seed)
+        step_prompts = [prompts.prompts[i] for i in drawn]
+        step_sources = prompts.source_images(drawn)
         train_disc, train_gen = iteration_plan(disc_cfg, step)
         reward_patches = seeded(train.seed, "patches", step, rank, "reward")
         rewards = None  # known before the rollout only when the schedule decides: then the rewards overlap it
@@ -270,11 +278,12 @@ def main(cfg: AdvGRPOConfig) -> Path | None:
             batch, rewards, rolled = rollout_and_reward(
                 model, step_prompts, layout, rollout_cfg, reward, **size, iteration=step, seed=train.seed,
                 accelerator=accelerator, generator=reward_patches, record_means=cfg.loss.ratio_norm,
+                sources=step_sources,
             )  # fmt: skip
         else:
             batch = rollout_groups(
                 model, step_prompts, layout, rollout_cfg, **size, iteration=step, seed=train.seed,
-                accelerator=accelerator, record_means=cfg.loss.ratio_norm,
+                accelerator=accelerator, record_means=cfg.loss.ratio_norm, sources=step_sources,
             )  # fmt: skip
             rolled = clock(device)
         local_prompts = [step_prompts[int(g)] for g in batch.group]

@@ -206,3 +206,26 @@ def test_editing_pair_tables_need_the_source_column_and_synthetic_pairs_are_refu
         read_pair_table(table, source_column="image")
     with pytest.raises(ConfigError, match="synthetic makes pairs without source images; model.family=qwenimage-edit"):
         parse_config(FlowDPOConfig, ["--config", str(DPO_EDIT), "--data.source", "synthetic"])
+
+
+# ---------------------------------------------------------------------------------------------- Adv-GRPO
+
+
+def test_adv_grpo_trains_an_editing_family_leaving_out_the_bad_line(tmp_path, capsys):
+    """The discriminator scores the edits, the fixed brightness delta scores them against their sources: the
+    reward is their sum (both weights 1) for every sample; evaluation edits the held-out sources."""
+    from align.adv_grpo import AdvGRPOConfig, main
+
+    prompts = edit_set(tmp_path)
+    overrides = f"--data.prompts {prompts} --train.max_steps 1 --eval.every 1 --train.save_every 1".split()
+    config = ["--config", str(REPO / "configs/tiny/adv_grpo_edit.yaml"), "--output_dir", str(tmp_path / "out")]
+    assert main(parse_config(AdvGRPOConfig, [*config, *overrides])) == tmp_path / "out" / "lora"
+    err = capsys.readouterr().err
+    assert "adv_grpo: left out 1 lines" in err and f"train.jsonl line {BAD_LINE}: source image" in err
+    rows = read_metrics(tmp_path / "out")
+    (train,) = [r for r in rows if "reward/mean" in r]
+    assert train["reward/failed"] == 0 and train["samples/trained"] == 16 and train["generator/updated"] == 1
+    assert train["reward/mean"] == pytest.approx(train["reward/discriminator"] + train[f"reward/{DELTA}"])
+    assert train[f"reward/{DELTA}"] != 0 and train["grad_norm"] > 0
+    evals = [r for r in rows if f"eval/{DELTA}" in r]
+    assert [r["step"] for r in evals] == [0, 1] and all(r["eval/failed"] == 0 for r in evals)
