@@ -31,6 +31,13 @@ these samples). The discriminator scores a rollout before it trains on it, as in
 rollouts are never ones the discriminator was trained on. Random choices (references, patch tokens) come from
 generators seeded by (seed, step, process), so a resumed run continues bit for bit.
 
+Editing families (``qwenimage-edit``, ``flux-kontext``): ``data.prompts`` and ``data.eval_prompts`` are prompt tables
+with a source image column (``data.image_column``; a bad line is left out alone, named by its line number); each group
+edits its prompt's source, the source latents travel with the conditioning into the rollout and the clipped update,
+the fixed rewards that declare ``uses_source`` score the edits against their sources, and the discriminator judges
+the edited images alone against the references (per instruction with the ``.json`` layout), as it judges text-to-image
+samples: the paper has no editing form (``configs/tiny/adv_grpo_edit.yaml``).
+
 ``model.train: full`` and ``train.sharding: fsdp2`` (or ``configs/accelerate/fsdp.yaml``) work as in
 align/pref_grpo.py (``configs/tiny/adv_grpo_fsdp.yaml``): the policy, its KL reference (a frozen copy, only with
 ``loss.kl_beta > 0`` or evaluation), gradients and optimizer sharded; the discriminator stays whole on every process
