@@ -23,6 +23,7 @@ REPO = Path(__file__).resolve().parents[2]
 EDIT = REPO / "configs" / "tiny" / "edit"
 DELTA = "mmreward.rewards.brightness:BrightnessDeltaReward"
 BAD_LINE = 5  # the line of the written editing set whose source image does not exist
+SMALL = "--rollout.prompts_per_step 2 --rollout.group_size 2 --rollout.batch_size 4 --train.micro_batch_size 4"
 
 
 def edit_set(directory: Path) -> Path:
@@ -91,7 +92,7 @@ def test_nft_trains_an_editing_family_leaving_out_the_bad_line(tmp_path, capsys)
     from align.diffusion_nft import DiffusionNFTConfig, main
 
     prompts = edit_set(tmp_path)
-    overrides = f"--data.prompts {prompts} --train.max_steps 1 --eval.every 1 --eval.num_prompts 2".split()
+    overrides = f"--data.prompts {prompts} --train.max_steps 1 --eval.every 1 --eval.num_prompts 1 {SMALL}".split()
     config = ["--config", str(REPO / "configs/tiny/diffusion_nft_edit.yaml"), "--output_dir", str(tmp_path / "out")]
     assert main(parse_config(DiffusionNFTConfig, [*config, *overrides])) == tmp_path / "out" / "lora"
     err = capsys.readouterr().err
@@ -99,7 +100,7 @@ def test_nft_trains_an_editing_family_leaving_out_the_bad_line(tmp_path, capsys)
     rows = read_metrics(tmp_path / "out")
     (train,) = [r for r in rows if "reward/mean" in r]
     # the delta needs the source: it was scored for every edit (a reward without its source fails the sample)
-    assert train["reward/failed"] == 0 and train["samples/trained"] == 16
+    assert train["reward/failed"] == 0 and train["samples/trained"] == 4
     assert train[f"reward/{DELTA}"] == pytest.approx(train["reward/mean"]) and -1 < train["reward/mean"] < 1
     assert train["grad_norm"] > 0
     evals = [r for r in rows if f"eval/{DELTA}" in r]
@@ -168,13 +169,15 @@ def test_online_dpo_edits_sources_and_leaves_out_the_bad_line(tmp_path, capsys):
     from align.flow_dpo import FlowDPOConfig, main
 
     prompts = edit_set(tmp_path)
-    overrides = f"--data.prompts {prompts} --train.max_steps 1 --train.save_every 2".split()
+    overrides = (
+        f"--data.prompts {prompts} --train.max_steps 1 --train.save_every 2 --online.prompts_per_round 2".split()
+    )
     config = ["--config", str(DPO_EDIT), "--output_dir", str(tmp_path / "out"), *overrides]
     assert main(parse_config(FlowDPOConfig, config)) == tmp_path / "out" / "lora"
     err = capsys.readouterr().err
     assert "flow_dpo: left out 1 lines" in err and f"train.jsonl line {BAD_LINE}: source image" in err
     (row,) = read_metrics(tmp_path / "out")
-    # 4 prompts x 4 edits scored against their sources (a reward without its source fails the sample)
+    # 2 prompts x 4 edits scored against their sources (a reward without its source fails the sample)
     assert row["round/failed_samples"] == 0 and row["round/unusable_prompts"] == 0
     assert row[f"round/reward_{DELTA}"] == pytest.approx(row["round/reward_mean"])
     assert row["loss"] == pytest.approx(0.6931, abs=1e-3)  # the first step: policy = reference, log(2)
@@ -217,14 +220,14 @@ def test_adv_grpo_trains_an_editing_family_leaving_out_the_bad_line(tmp_path, ca
     from align.adv_grpo import AdvGRPOConfig, main
 
     prompts = edit_set(tmp_path)
-    overrides = f"--data.prompts {prompts} --train.max_steps 1 --eval.every 1 --train.save_every 1".split()
+    overrides = f"--data.prompts {prompts} --train.max_steps 1 --eval.every 1 --eval.num_prompts 1 {SMALL}".split()
     config = ["--config", str(REPO / "configs/tiny/adv_grpo_edit.yaml"), "--output_dir", str(tmp_path / "out")]
     assert main(parse_config(AdvGRPOConfig, [*config, *overrides])) == tmp_path / "out" / "lora"
     err = capsys.readouterr().err
     assert "adv_grpo: left out 1 lines" in err and f"train.jsonl line {BAD_LINE}: source image" in err
     rows = read_metrics(tmp_path / "out")
     (train,) = [r for r in rows if "reward/mean" in r]
-    assert train["reward/failed"] == 0 and train["samples/trained"] == 16 and train["generator/updated"] == 1
+    assert train["reward/failed"] == 0 and train["samples/trained"] == 4 and train["generator/updated"] == 1
     assert train["reward/mean"] == pytest.approx(train["reward/discriminator"] + train[f"reward/{DELTA}"])
     assert train[f"reward/{DELTA}"] != 0 and train["grad_norm"] > 0
     evals = [r for r in rows if f"eval/{DELTA}" in r]
