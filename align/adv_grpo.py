@@ -31,6 +31,13 @@ these samples). The discriminator scores a rollout before it trains on it, as in
 rollouts are never ones the discriminator was trained on. Random choices (references, patch tokens) come from
 generators seeded by (seed, step, process), so a resumed run continues bit for bit.
 
+Editing families (``qwenimage-edit``, ``flux-kontext``): ``data.prompts`` and ``data.eval_prompts`` are prompt tables
+with a source image column (``data.image_column``; a bad line is left out alone, named by its line number); each group
+edits its prompt's source, the source latents travel with the conditioning into the rollout and the clipped update,
+the fixed rewards that declare ``uses_source`` score the edits against their sources, and the discriminator judges
+the edited images alone against the references (per instruction with the ``.json`` layout), as it judges text-to-image
+samples: the paper has no editing form (``configs/tiny/adv_grpo_edit.yaml``).
+
 ``model.train: full`` and ``train.sharding: fsdp2`` (or ``configs/accelerate/fsdp.yaml``) work as in
 align/pref_grpo.py (``configs/tiny/adv_grpo_fsdp.yaml``): the policy, its KL reference (a frozen copy, only with
 ``loss.kl_beta > 0`` or evaluation), gradients and optimizer sharded; the discriminator stays whole on every process
@@ -49,6 +56,7 @@ also saved as ``discriminator.safetensors``, and a full fine-tune's transformer 
 
 from __future__ import annotations
 
+import math
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -57,6 +65,7 @@ import torch
 import torch.nn.functional as F
 from safetensors.torch import save_file
 
+from mmreward.alignment.adaptive_kl import KLWeight
 from mmreward.alignment.advantages import AdvantageConfig
 from mmreward.alignment.adversarial import (
     AdversarialReward,
@@ -76,14 +85,13 @@ from mmreward.alignment.monitor import (
     HeldOutEvaluation,
     check_eval_config,
     load_diversity_features,
-    read_eval_prompts,
 )
 from mmreward.alignment.overlapped_rewards import rollout_and_reward
+from mmreward.alignment.prompt_sets import read_held_out, read_training_prompts
 from mmreward.alignment.references import ReferenceSet
 from mmreward.alignment.update_schedule import GRPOLossConfig, GRPOTrainConfig, check_loss_config
-from mmreward.data.prompts import read_prompts
 from mmreward.errors import ConfigError
-from mmreward.flow.models import VIDEO_FAMILIES
+from mmreward.flow.models import ADAPTERS, VIDEO_FAMILIES
 from mmreward.flow.rollout import seeded
 from mmreward.rewards.mix import RewardMix
 from mmreward.train.checkpoint import latest_checkpoint, load_checkpoint, module_state, save_checkpoint
@@ -136,9 +144,10 @@ class AdvGRPOConfig:
             raise ConfigError("references.path is required: a folder of reference images (or a manifest of paths)")
         if self.model.family in VIDEO_FAMILIES or self.model.num_frames:
             raise ConfigError(
-                "Adv-GRPO's discriminators score images; use an image family (sd3, flux, qwenimage, zimage)"
+                "Adv-GRPO's discriminators score images; use an image or editing family (sd3, flux, qwenimage, "
+                "zimage, qwenimage-edit, ...)"
             )
-        check_media_kind(self.model)
+        check_media_kind(self.model, editing=True)
         if self.eval.every and not self.data.eval_prompts:
             raise ConfigError("eval.every > 0 needs data.eval_prompts (held-out prompts); or set eval.every: 0")
         train = self.train
@@ -182,9 +191,13 @@ def main(cfg: AdvGRPOConfig) -> Path | None:
     rank, world, device = accelerator.process_index, accelerator.num_processes, accelerator.device
     layout = GroupLayout(rollout_cfg.prompts_per_step, rollout_cfg.group_size, world, rank)
     check_eval_config(eval_cfg, world)
-    prompts = read_prompts(cfg.data.prompts, cfg.data.prompt_column)
-    reference_set.check_prompts(prompts, "data.prompts")
-    eval_prompts = read_eval_prompts(cfg.data.eval_prompts, cfg.data.eval_prompt_column, eval_cfg)
+    # editing families: every prompt has a source image (prompt files with an image column)
+    editing = ADAPTERS[cfg.model.family].conditional
+    prompts = read_training_prompts(cfg.data, editing=editing, program="adv_grpo", accelerator=accelerator)
+    reference_set.check_prompts(prompts.prompts, "data.prompts")
+    eval_prompts, eval_sources = read_held_out(
+        cfg.data, eval_cfg, editing=editing, program="adv_grpo", accelerator=accelerator
+    )
     if train.max_steps == 0:
         counts = {"references": len(references), "data.prompts": len(prompts), "data.eval_prompts": len(eval_prompts)}
         data_checked("adv_grpo", counts, accelerator)
@@ -205,17 +218,20 @@ def main(cfg: AdvGRPOConfig) -> Path | None:
 
     # -- policy
     policy_iterations = sum(iteration_plan(disc_cfg, i)[1] for i in range(train.max_steps))
-    needs_reference = cfg.loss.kl_beta > 0 or bool(eval_cfg.every)  # full fine-tuning: the base model's copy
+    # the KL term (measured from the start when its weight adapts), evaluation; full fine-tuning: the base model's copy
+    needs_reference = cfg.loss.kl_beta > 0 or cfg.loss.kl_adaptive or bool(eval_cfg.every)
     policy = load_policy(
         cfg, accelerator, optimizer_steps=train.optimizer_steps(policy_iterations), needs_reference=needs_reference
     )
-    encode_prompts_once(
-        policy.model, {*prompts, *eval_prompts, rollout_cfg.negative_prompt}, cfg.model.prompt_cache_size
-    )
+    if not editing:  # editing prompts are encoded with their source images, as steps draw them
+        encode_prompts_once(
+            policy.model, {*prompts.prompts, *eval_prompts, rollout_cfg.negative_prompt}, cfg.model.prompt_cache_size
+        )
     model, size = policy.model, cfg.model.sample_size()
 
     # -- resume
     step, failed_total = 0, 0
+    kl_weight = KLWeight(cfg.loss)  # loss.kl_beta, moved after every policy update with loss.kl_adaptive
     # The policy's part (sharded under FSDP2), and the discriminator, the same on every process (its gradients are
     # averaged over the processes), saved by the main process whatever the policy's sharding.
     saved = policy.checkpoint_args()
@@ -225,6 +241,7 @@ def main(cfg: AdvGRPOConfig) -> Path | None:
     if checkpoint is not None:
         state = load_checkpoint(checkpoint, **saved, rank=rank)
         step, failed_total, policy.guard.skipped = state["step"], state["failed_total"], state["nonfinite_skipped"]
+        kl_weight.load(state)
     first_step = step
 
     # -- held-out evaluation: ODE samples from fixed seeds; rewards, discriminator score, distance to references
@@ -250,6 +267,7 @@ def main(cfg: AdvGRPOConfig) -> Path | None:
         rewards=eval_rewards,
         features=features,
         extra_metrics=distances_to_references,
+        sources=eval_sources,
     )
 
     base_scores = run_eval(0, base_model=True, log=step == 0)[1] if eval_cfg.every else None
@@ -257,7 +275,9 @@ def main(cfg: AdvGRPOConfig) -> Path | None:
     # -- loop: rollout, discriminator scores, discriminator steps and/or the policy update
     while step < train.max_steps:
         start = clock(device)
-        step_prompts = iteration_prompts(prompts, step, layout.prompts, train.seed)
+        drawn = iteration_prompts(range(len(prompts)), step, layout.prompts, train.seed)
+        step_prompts = [prompts.prompts[i] for i in drawn]
+        step_sources = prompts.source_images(drawn)
         train_disc, train_gen = iteration_plan(disc_cfg, step)
         reward_patches = seeded(train.seed, "patches", step, rank, "reward")
         rewards = None  # known before the rollout only when the schedule decides: then the rewards overlap it
@@ -265,11 +285,12 @@ def main(cfg: AdvGRPOConfig) -> Path | None:
             batch, rewards, rolled = rollout_and_reward(
                 model, step_prompts, layout, rollout_cfg, reward, **size, iteration=step, seed=train.seed,
                 accelerator=accelerator, generator=reward_patches, record_means=cfg.loss.ratio_norm,
+                sources=step_sources,
             )  # fmt: skip
         else:
             batch = rollout_groups(
                 model, step_prompts, layout, rollout_cfg, **size, iteration=step, seed=train.seed,
-                accelerator=accelerator, record_means=cfg.loss.ratio_norm,
+                accelerator=accelerator, record_means=cfg.loss.ratio_norm, sources=step_sources,
             )  # fmt: skip
             rolled = clock(device)
         local_prompts = [step_prompts[int(g)] for g in batch.group]
@@ -296,8 +317,11 @@ def main(cfg: AdvGRPOConfig) -> Path | None:
                 rewards = compute_rewards(reward, batch, layout, accelerator, generator=reward_patches)
             check = cfg.check_on_policy and step == first_step
             adv, updated = update_policy(
-                cfg, policy, batch, rewards, layout, step=step, accelerator=accelerator, check=check
-            )
+                cfg, policy, batch, rewards, layout, step=step, accelerator=accelerator, check=check,
+                kl_beta=kl_weight.beta,
+            )  # fmt: skip
+            logged["loss/kl_beta"] = kl_weight.beta
+            kl_weight.after_step(updated.get("update/kl", math.nan))
             if check and accelerator.is_main_process:
                 print(f"adv_grpo: on-policy check passed (max |ratio - 1| = {updated['ratio/first_dev']:.2e})")
             failed_total += int(rewards.failed.sum())
@@ -341,7 +365,7 @@ def main(cfg: AdvGRPOConfig) -> Path | None:
                 step,
                 **saved,
                 trainable_only=policy.trainable_only,
-                extra={"failed_total": failed_total, "nonfinite_skipped": policy.guard.skipped},
+                extra={"failed_total": failed_total, "nonfinite_skipped": policy.guard.skipped, **kl_weight.state()},
                 keep_last=train.keep_checkpoints,
                 rank=rank,
                 barrier=accelerator.wait_for_everyone,

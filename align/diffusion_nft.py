@@ -1,4 +1,5 @@
-"""DiffusionNFT: online RL of rectified-flow generators (SD3, FLUX, Wan) on the forward process, LoRA or full.
+"""DiffusionNFT: online RL of rectified-flow generators (every family of :mod:`mmreward.flow.models`, editing
+families included) on the forward process, LoRA or full.
 
 DiffusionNFT (Zheng et al. 2025, arXiv 2509.16117; reference NVlabs/DiffusionNFT ``scripts/train_nft_sd3.py``)
 needs no log-probabilities and no SDE sampler and trains without CFG: each iteration the *old* policy samples a
@@ -33,6 +34,12 @@ the initial weights, made only when ``loss.kl_beta > 0`` or ``eval.every > 0``. 
 ``configs/accelerate/fsdp.yaml`` shards the model, both copies, gradients, optimizer and EMA with FSDP2
 (:mod:`mmreward.train.sharding`); checkpoints are then sharded (``checkpoints/step-*/sharded/``, the old policy
 included) and resume exactly on the same process count.
+
+Editing families (``qwenimage-edit``, ``flux-kontext``): ``data.prompts`` is a prompt table with a source image
+column (``data.image_column``; ``.jsonl`` / ``.csv`` / ``.tsv``, every line checked first, a bad line left out with
+its line number); each group edits its prompt's source, the source latents travel with the prompt's conditioning
+into every NFT forward (old, current and base velocity), and rewards that declare ``uses_source`` are given the
+sources (``configs/tiny/diffusion_nft_edit.yaml``).
 
 Deliberate difference: the reference samples with a 2nd-order DPM solver (``sample.solver = "dpm2"``); the samplers
 here are Euler (ODE) and the SDEs of :mod:`mmreward.flow.sde` (``rollout.sde_type``). NFT accepts samples from any
@@ -72,7 +79,6 @@ from mmreward.alignment.monitor import (
     HeldOutEvaluation,
     check_eval_config,
     load_diversity_features,
-    read_eval_prompts,
 )
 from mmreward.alignment.nft import (
     OLD_DECAY_PRESETS,
@@ -85,9 +91,10 @@ from mmreward.alignment.nft import (
     old_policy_decay,
     training_step_indices,
 )
+from mmreward.alignment.prompt_sets import read_held_out, read_training_prompts
 from mmreward.alignment.update_schedule import split_sizes
-from mmreward.data.prompts import read_prompts
 from mmreward.errors import ConfigError
+from mmreward.flow.models import ADAPTERS
 from mmreward.flow.rollout import seeded
 from mmreward.rewards.mix import RewardMix
 from mmreward.rewards.registry import load_reward
@@ -181,7 +188,7 @@ class DiffusionNFTConfig:
             raise ConfigError("reward.judge is for reward.mode=pairwise; remove it or set the mode to pairwise")
         if self.eval.every and not self.data.eval_prompts:
             raise ConfigError("eval.every > 0 needs data.eval_prompts (held-out prompts); or set eval.every: 0")
-        check_media_kind(self.model)
+        check_media_kind(self.model, editing=True)
         check_rollout_config(self.rollout)
         require_steps(train.max_steps)
         require_positive(
@@ -323,8 +330,12 @@ def main(cfg: DiffusionNFTConfig) -> Path | None:
             f"train.updates_per_step {train.updates_per_step} needs at least that many samples per process, got "
             f"{layout.per_rank}; lower it or raise rollout.prompts_per_step x rollout.group_size"
         )
-    prompts = read_prompts(cfg.data.prompts, cfg.data.prompt_column)
-    eval_prompts = read_eval_prompts(cfg.data.eval_prompts, cfg.data.eval_prompt_column, eval_cfg)
+    # editing families: every prompt has a source image (prompt files with an image column)
+    editing = ADAPTERS[cfg.model.family].conditional
+    prompts = read_training_prompts(cfg.data, editing=editing, program="diffusion_nft", accelerator=accelerator)
+    eval_prompts, eval_sources = read_held_out(
+        cfg.data, eval_cfg, editing=editing, program="diffusion_nft", accelerator=accelerator
+    )
     if train.max_steps == 0:
         counts = {"data.prompts": len(prompts), "data.eval_prompts": len(eval_prompts)}
         data_checked("diffusion_nft", counts, accelerator)
@@ -352,9 +363,10 @@ def main(cfg: DiffusionNFTConfig) -> Path | None:
     policy = load_policy(
         cfg, accelerator, optimizer_steps=train.optimizer_steps(), needs_reference=needs_reference, frozen_copy=True
     )
-    encode_prompts_once(
-        policy.model, {*prompts, *eval_prompts, rollout_cfg.negative_prompt}, cfg.model.prompt_cache_size
-    )
+    if not editing:  # editing prompts are encoded with their source images, as steps draw them
+        encode_prompts_once(
+            policy.model, {*prompts.prompts, *eval_prompts, rollout_cfg.negative_prompt}, cfg.model.prompt_cache_size
+        )
     model, guard = policy.model, policy.guard
     old = old_policy(policy)
     size = cfg.model.sample_size()
@@ -383,6 +395,7 @@ def main(cfg: DiffusionNFTConfig) -> Path | None:
         judge=judge,
         orders=cfg.reward.orders,
         features=features,
+        sources=eval_sources,
     )
 
     base = base_scores = None  # the base model's samples on the same seeds: the comparison point of every evaluation
@@ -393,7 +406,8 @@ def main(cfg: DiffusionNFTConfig) -> Path | None:
     groups = torch.arange(layout.prompts).repeat_interleave(layout.group_size)  # (P G,) group of every sample
     while step < train.max_steps:
         start = clock(device)
-        step_prompts = iteration_prompts(prompts, step, layout.prompts, train.seed)
+        drawn = iteration_prompts(range(len(prompts)), step, layout.prompts, train.seed)
+        step_prompts = [prompts.prompts[i] for i in drawn]
         with old.active() if rollout_cfg.policy == "old" else nullcontext():
             batch = rollout_groups(
                 model,
@@ -404,6 +418,7 @@ def main(cfg: DiffusionNFTConfig) -> Path | None:
                 iteration=step,
                 seed=train.seed,
                 accelerator=accelerator,
+                sources=prompts.source_images(drawn),
             )
         rolled = clock(device)
         rewards = compute_rewards(reward, batch, layout, accelerator)

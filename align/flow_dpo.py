@@ -1,5 +1,6 @@
 """Flow-DPO and Flow-RWR: preference alignment of rectified-flow generators (every family of
-:mod:`mmreward.flow.models`: SD3, FLUX.1, FLUX.2 [klein], Qwen-Image, Z-Image, Wan2.1), LoRA or full fine-tuning.
+:mod:`mmreward.flow.models`: SD3, FLUX.1, FLUX.2 [klein], Qwen-Image, Z-Image, Wan2.1/2.2, HunyuanVideo 1.5, and the
+editing families Qwen-Image-Edit Plus and FLUX.1 Kontext), LoRA or full fine-tuning.
 
 Paper: "Improving Video Generation with Human Feedback" (VideoAlign), arXiv 2501.13918 -- Flow-DPO is
 Diffusion-DPO written for velocity prediction, Flow-RWR reward-weighted flow matching. The only public Flow-DPO
@@ -21,6 +22,13 @@ Pairs come from ``data.source``:
   samples per prompt, the reward mix ranks them and the best and worst form a pair (Flow-RWR trains on all of
   them, weighted by ``exp(reward / temperature)``). ``online.ref_refresh_every`` makes the current policy the
   new reference every so many steps (online DPO); 0 keeps the base model.
+Editing families (``qwenimage-edit``, ``flux-kontext``) train on edits of a source image: offline pair tables add a
+source image column (``data.image_column``, default ``image``: ``{"prompt": "make it brighter", "image":
+"src.png", "chosen": "a.png", "rejected": "b.png"}``, see :mod:`mmreward.data.media_pairs`), online prompt files are
+``.jsonl`` / ``.csv`` / ``.tsv`` tables with ``prompt`` and ``image`` (each round samples edits of every drawn
+prompt's source, and rewards that declare ``uses_source`` score them against it). A bad row or line is skipped alone
+with its number; the source latents enter the policy's and the reference's forwards on both sides of a pair
+(``configs/tiny/flow_dpo_edit.yaml``). Synthetic pairs have no sources and are refused for editing families.
 Offline and synthetic media are VAE-encoded once (each process its share) and cached under ``output_dir/cache``;
 training reads the cache memory-mapped, so pair sets larger than host memory work.
 
@@ -43,9 +51,10 @@ from mmreward.alignment.flow_dpo_objective import DPOLossConfig, dpo_loss, rwr_l
 from mmreward.alignment.group_rollout import check_sampler_config
 from mmreward.alignment.online_pairs import OnlineConfig, build_online_round, round_prompts
 from mmreward.alignment.preference_sets import PairDataConfig, TrainingSet, batch_rows, build_offline_set
+from mmreward.alignment.prompt_sets import PromptSet, read_prompt_set
 from mmreward.data.media_pairs import SkippedPair, read_pair_table
-from mmreward.data.prompts import read_prompts
 from mmreward.errors import ConfigError
+from mmreward.flow.models import ADAPTERS
 from mmreward.flow.rollout import seeded
 from mmreward.rewards.mix import RewardMix
 from mmreward.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
@@ -105,7 +114,12 @@ class FlowDPOConfig:
                 "loss.type=ipo with beta_schedule=one_minus_t_squared: IPO's target 1/(2 beta_t) is infinite where "
                 "(1 - t)^2 = 0; use beta_schedule=constant"
             )
-        check_media_kind(model)
+        check_media_kind(model, editing=True)
+        if data.source == "synthetic" and ADAPTERS[model.family].conditional:
+            raise ConfigError(
+                f"data.source=synthetic makes pairs without source images; model.family={model.family} edits sources: "
+                "use data.source=offline (a pair table with an image column) or online (a prompt table with one)"
+            )
         require_steps(train.max_steps)
         require_positive(
             {
@@ -127,15 +141,24 @@ def main(cfg: FlowDPOConfig) -> Path | None:
     train = cfg.train
     accelerator = start_processes(cfg, "flow_dpo")
     rank, world = accelerator.process_index, accelerator.num_processes
-    prompt_list = read_prompts(cfg.data.prompts) if cfg.data.source == "online" else []
+    # editing families: every prompt or pair has a source image (an image column)
+    editing = ADAPTERS[cfg.model.family].conditional
+    prompt_set = PromptSet([])
+    if cfg.data.source == "online":
+        prompt_set = read_prompt_set(
+            cfg.data.prompts, None, cfg.data.image_column, editing=editing, program="flow_dpo", accelerator=accelerator
+        )
     if train.max_steps == 0:
         if cfg.data.source == "offline":
             table = read_pair_table(
-                cfg.data.pairs, media_root=cfg.data.media_root, label_columns=cfg.data.label_columns
+                cfg.data.pairs,
+                media_root=cfg.data.media_root,
+                label_columns=cfg.data.label_columns,
+                source_column=cfg.data.image_column if editing else None,
             )
             counts = {"data.pairs": len(table.pairs)}
         else:
-            counts = {"data.prompts": len(prompt_list)}
+            counts = {"data.prompts": len(prompt_set)}
         data_checked("flow_dpo", counts, accelerator)
         return None
     run = open_run(cfg, accelerator)
@@ -150,7 +173,7 @@ def main(cfg: FlowDPOConfig) -> Path | None:
     skipped: list[SkippedPair] = []
     if cfg.data.source == "online":
         rewards = RewardMix(cfg.online.rewards, device=accelerator.device)
-        data, needed = None, {*prompt_list, cfg.online.sampling.negative_prompt}
+        data, needed = None, {*prompt_set.prompts, cfg.online.sampling.negative_prompt}
     else:
         data, skipped = build_offline_set(cfg, model, accelerator)
         needed = set(data.prompts)
@@ -158,7 +181,8 @@ def main(cfg: FlowDPOConfig) -> Path | None:
             raise ConfigError(
                 f"{len(data)} usable pairs, fewer than one batch ({train.batch_size} x {world} processes)"
             )
-    encode_prompts_once(model, needed, cfg.model.prompt_cache_size)
+    if not editing:  # editing prompts are encoded with their source images, as batches draw them
+        encode_prompts_once(model, needed, cfg.model.prompt_cache_size)
     if accelerator.is_main_process:
         with (output / "skipped_pairs.jsonl").open("w", encoding="utf-8") as f:
             f.writelines(json.dumps(asdict(s)) + "\n" for s in skipped)
@@ -186,14 +210,18 @@ def main(cfg: FlowDPOConfig) -> Path | None:
     while step < train.max_steps:
         if cfg.data.source == "online" and (current is None or step % cfg.online.round_steps == 0):
             round_index = step // cfg.online.round_steps
+            drawn = round_prompts(
+                range(len(prompt_set)), round_index, cfg.online.prompts_per_round, rank, world, train.seed
+            )
             current, round_stats = build_online_round(
                 cfg,
                 model,
                 rewards,
                 reference,
-                round_prompts(prompt_list, round_index, cfg.online.prompts_per_round, rank, world, train.seed),
+                [prompt_set.prompts[i] for i in drawn],
                 round_index,
                 accelerator,
+                sources=None if prompt_set.sources is None else [prompt_set.sources[i] for i in drawn],
             )
             counts = accelerator.gather(torch.tensor([len(current)], device=accelerator.device))
             if int(counts.min()) == 0:

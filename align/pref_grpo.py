@@ -39,6 +39,7 @@ diffusers model layout under ``transformer/`` instead.
 
 from __future__ import annotations
 
+import math
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +47,7 @@ from typing import Any, Literal
 
 import torch
 
+from mmreward.alignment.adaptive_kl import KLWeight
 from mmreward.alignment.advantages import AdvantageConfig
 from mmreward.alignment.clipped_update import ON_POLICY_SWITCHES, OffPolicyError, update_policy
 from mmreward.alignment.group_rewards import (
@@ -61,11 +63,11 @@ from mmreward.alignment.monitor import (
     HeldOutEvaluation,
     check_eval_config,
     load_diversity_features,
-    read_eval_prompts,
 )
 from mmreward.alignment.overlapped_rewards import check_overlap_workers, rollout_and_reward
+from mmreward.alignment.prompt_sets import read_held_out, read_training_prompts
 from mmreward.alignment.update_schedule import GRPOLossConfig, GRPOTrainConfig, check_loss_config
-from mmreward.data.prompts import fetch_option_files, load_sources, read_edit_prompts, read_prompts
+from mmreward.data.prompts import fetch_option_files
 from mmreward.errors import ConfigError
 from mmreward.flow.models import ADAPTERS
 from mmreward.rewards.mix import RewardMix
@@ -162,20 +164,10 @@ def main(cfg: PrefGRPOConfig) -> Path | None:
     check_eval_config(eval_cfg, world)
     # editing families: every prompt has a source image (prompt files with an image column)
     editing = ADAPTERS[cfg.model.family].conditional
-    prompts, source_files = read_training_prompts(cfg.data, editing, accelerator)
-    eval_sources = None
-    if not editing:
-        eval_prompts = read_eval_prompts(cfg.data.eval_prompts, cfg.data.eval_prompt_column, eval_cfg)
-    elif eval_cfg.every:
-        eval_prompts, eval_files = read_training_prompts(cfg.data, editing, accelerator, held_out=True)
-        if len(eval_prompts) < eval_cfg.num_prompts:
-            raise ConfigError(
-                f"eval.num_prompts={eval_cfg.num_prompts} but {cfg.data.eval_prompts!r} has {len(eval_prompts)}"
-            )
-        eval_prompts = eval_prompts[: eval_cfg.num_prompts]
-        eval_sources = load_sources(eval_files[: eval_cfg.num_prompts])
-    else:
-        eval_prompts = []
+    prompts = read_training_prompts(cfg.data, editing=editing, program="pref_grpo", accelerator=accelerator)
+    eval_prompts, eval_sources = read_held_out(
+        cfg.data, eval_cfg, editing=editing, program="pref_grpo", accelerator=accelerator
+    )
     if train.max_steps == 0:
         counts = {"data.prompts": len(prompts), "data.eval_prompts": len(eval_prompts)}
         data_checked("pref_grpo", {**counts, **fetch_option_files(cfg.reward.options)}, accelerator)
@@ -207,21 +199,24 @@ def main(cfg: PrefGRPOConfig) -> Path | None:
     features = load_diversity_features(eval_cfg, device)
 
     # -- model, adapter, reference, optimizer
-    needs_reference = cfg.loss.kl_beta > 0 or bool(eval_cfg.every)  # the KL term; the base model's eval samples
+    # the KL term (measured from the start when its weight adapts); the base model's eval samples
+    needs_reference = cfg.loss.kl_beta > 0 or cfg.loss.kl_adaptive or bool(eval_cfg.every)
     policy = load_policy(cfg, accelerator, optimizer_steps=train.optimizer_steps(), needs_reference=needs_reference)
     if not editing:  # editing prompts are encoded with their source images, as steps draw them
         encode_prompts_once(
-            policy.model, {*prompts, *eval_prompts, rollout_cfg.negative_prompt}, cfg.model.prompt_cache_size
+            policy.model, {*prompts.prompts, *eval_prompts, rollout_cfg.negative_prompt}, cfg.model.prompt_cache_size
         )
     model, guard = policy.model, policy.guard
     size = cfg.model.sample_size()
 
     # -- resume
     step, failed_total = 0, 0
+    kl_weight = KLWeight(cfg.loss)  # loss.kl_beta, moved after every step with loss.kl_adaptive
     checkpoint = latest_checkpoint(output / "checkpoints") if train.resume else None
     if checkpoint is not None:
         state = load_checkpoint(checkpoint, **policy.checkpoint_args(), rank=rank)
         step, failed_total, guard.skipped = state["step"], state["failed_total"], state["nonfinite_skipped"]
+        kl_weight.load(state)
     first_step = step
 
     # -- held-out evaluation: ODE samples from fixed seeds, scored, compared with the base model's, saved as a grid
@@ -250,8 +245,8 @@ def main(cfg: PrefGRPOConfig) -> Path | None:
     while step < train.max_steps:
         start = clock(device)
         drawn = iteration_prompts(range(len(prompts)), step, layout.prompts, train.seed)
-        step_prompts = [prompts[i] for i in drawn]
-        step_sources = None if source_files is None else load_sources([source_files[i] for i in drawn])
+        step_prompts = [prompts.prompts[i] for i in drawn]
+        step_sources = prompts.source_images(drawn)
         batch, rewards, rolled = rollout_and_reward(
             model, step_prompts, layout, rollout_cfg, reward, **size, iteration=step, seed=train.seed,
             accelerator=accelerator, overlap=cfg.reward.overlap, workers=cfg.reward.overlap_workers,
@@ -260,8 +255,18 @@ def main(cfg: PrefGRPOConfig) -> Path | None:
         rewarded = clock(device)  # time/reward: what the rollout did not hide of the rewards
         check = cfg.check_on_policy and step == first_step
         adv, updated_metrics = update_policy(
-            cfg, policy, batch, rewards, layout, step=step, accelerator=accelerator, check=check
+            cfg,
+            policy,
+            batch,
+            rewards,
+            layout,
+            step=step,
+            accelerator=accelerator,
+            check=check,
+            kl_beta=kl_weight.beta,
         )
+        step_kl_beta = kl_weight.beta
+        kl_weight.after_step(updated_metrics.get("update/kl", math.nan))
         if check and accelerator.is_main_process:
             print(f"pref_grpo: on-policy check passed (max |ratio - 1| = {updated_metrics['ratio/first_dev']:.2e})")
         step += 1
@@ -275,6 +280,7 @@ def main(cfg: PrefGRPOConfig) -> Path | None:
                 **adv.stats,
                 **updated_metrics,
                 "lr": policy.lr_scheduler.get_last_lr()[0],
+                "loss/kl_beta": step_kl_beta,
                 "nonfinite_skipped": guard.skipped,
                 "time/rollout": rolled - start,
                 "time/reward": rewarded - rolled,
@@ -291,7 +297,7 @@ def main(cfg: PrefGRPOConfig) -> Path | None:
                 output / "checkpoints",
                 step,
                 **policy.trained_state(),
-                extra={"failed_total": failed_total, "nonfinite_skipped": guard.skipped},
+                extra={"failed_total": failed_total, "nonfinite_skipped": guard.skipped, **kl_weight.state()},
                 keep_last=train.keep_checkpoints,
                 rank=rank,
                 barrier=accelerator.wait_for_everyone,
@@ -304,22 +310,6 @@ def reward_options(options: dict[str, dict[str, Any]], weights: dict[str, float]
     """The ``reward.options`` of the rewards in ``weights`` (training and evaluation mixes may differ)."""
     return {name: values for name, values in options.items() if name in weights}
 
-
-def read_training_prompts(
-    data: PromptDataConfig, editing: bool, accelerator: Any, *, held_out: bool = False
-) -> tuple[list[str], list[Path] | None]:
-    """The training (or ``held_out``) prompts, and for editing families their source image files; lines of an
-    editing set that were left out are reported once, each with its reason."""
-    path = data.eval_prompts if held_out else data.prompts
-    column = data.eval_prompt_column if held_out else data.prompt_column
-    if not editing:
-        return read_prompts(path, column), None
-    edit = read_edit_prompts(path, column, data.image_column)
-    if edit.skipped and accelerator.is_main_process:
-        shown = "\n  ".join(edit.skipped[:10])
-        more = f"\n  ... and {len(edit.skipped) - 10} more" if len(edit.skipped) > 10 else ""
-        print(f"pref_grpo: left out {len(edit.skipped)} lines of {path}:\n  {shown}{more}", file=sys.stderr)
-    return edit.prompts, edit.images
 
 
 if __name__ == "__main__":

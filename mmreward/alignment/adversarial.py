@@ -93,7 +93,8 @@ class AdversarialReward:
     """The policy's reward (a :class:`~mmreward.alignment.group_rewards.GroupReward`): ``weight x`` the
     discriminator's score, plus an optional weighted mix of fixed rewards. The ``generator`` passed to
     :meth:`score` (seeded by the program per iteration) picks the DINO patch tokens, so rewards are reproducible
-    after a resume."""
+    after a resume. ``sources`` (editing families' source image per sample) go to the fixed rewards that declare
+    ``uses_source``; the discriminator judges the edited image alone, against the references."""
 
     whole_groups = False
 
@@ -104,14 +105,14 @@ class AdversarialReward:
         self.weights = {"discriminator": weight, **(mix.weights if mix is not None else {})}
         self.dims = tuple(self.weights)
 
-    def score(self, prompts, media, *, groups=None, generator: torch.Generator) -> RewardOutput:
+    def score(self, prompts, media, *, groups=None, generator: torch.Generator, sources=None) -> RewardOutput:
         scores = self.discriminator.score(prompts, media, generator).scores.float()
         dims = {"discriminator": scores}
         failed = torch.zeros(len(prompts), dtype=torch.bool)
         errors: list[str | None] = [None] * len(prompts)
         total = self.weight * scores
         if self.mix is not None:
-            out = self.mix.score(prompts, media)
+            out = self.mix.score(prompts, media, sources=sources)
             total = total + torch.nan_to_num(out.scores.float())
             failed, errors = out.failed, list(out.errors)
             dims.update(out.dims)

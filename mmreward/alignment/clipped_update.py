@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import math
 from contextlib import nullcontext
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -119,7 +120,7 @@ def grpo_update(
                 last = micro.last and n == len(micro.steps) - 1
                 with accelerator.no_sync(transformer) if not last else nullcontext():
                     ref_mean = None
-                    if loss.kl_beta > 0:
+                    if loss.kl_beta > 0 or loss.kl_adaptive:  # adaptive: measured even while its weight is 0
                         with reference.active(), accelerator.autocast():
                             ref_mean = policy_step(model, rollout, j, rows=rows, guidance_scale=guidance).mean
                     with accelerator.autocast():
@@ -215,9 +216,11 @@ def update_policy(
     step: int,
     accelerator: Any,
     check: bool = False,
+    kl_beta: float | None = None,
 ) -> tuple[Advantages, dict[str, float]]:
     """Group advantages of ``rewards`` (``cfg.advantage``) and the clipped policy update on ``batch``
-    (``cfg.loss``, ``cfg.train``); ``check`` runs the on-policy check. Returns the advantages and the update's
+    (``cfg.loss``, ``cfg.train``); ``check`` runs the on-policy check; ``kl_beta``: this step's KL weight (None:
+    ``cfg.loss.kl_beta``; the adaptive KL passes its current one). Returns the advantages and the update's
     metrics."""
     groups = torch.arange(layout.prompts).repeat_interleave(layout.group_size)  # (P G,) group of each sample
     adv = step_advantages(rewards.scores, rewards.dims, rewards.weights, groups, cfg.advantage)
@@ -230,7 +233,7 @@ def update_policy(
         transformer=policy.transformer,
         reference=policy.reference,
         optimizer=policy.optimizer,
-        loss=cfg.loss,
+        loss=cfg.loss if kl_beta is None else replace(cfg.loss, kl_beta=kl_beta),
         micro_batch_size=train.micro_batch_size,
         updates=train.updates_per_step,
         inner_epochs=train.inner_epochs,

@@ -56,7 +56,7 @@ def dpo_loss(cfg, model, transformer, reference, batch: TrainingSet, generators,
     x0 = torch.cat([batch.chosen, batch.rejected]).to(accelerator.device)  # (2B, *latent): chosen, then rejected
     noise2, sigma2 = torch.cat([noise, noise]).to(accelerator.device), torch.cat([sigma, sigma]).to(accelerator.device)
     x_t, target = noisy_latents(x0, noise2, sigma2), velocity_target(x0, noise2)
-    cond = model.encode_prompts(batch.prompts)
+    cond = batch.conditioning(model)  # editing families: with each pair's source latents
     cond2 = PromptEmbeds.cat([cond, cond])
     guidance = training_guidance(cfg, model)
     with reference.active(), accelerator.autocast():
@@ -98,7 +98,7 @@ def rwr_loss(cfg, model, transformer, reference, batch: TrainingSet, generators,
         prediction = model.velocity(
             noisy_latents(x0, noise, sigma),
             sigma,
-            model.encode_prompts(batch.prompts),
+            batch.conditioning(model),
             guidance_scale=training_guidance(cfg, model),
             transformer=transformer,
         )

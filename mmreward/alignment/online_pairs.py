@@ -1,22 +1,28 @@
 """Online preference data for Flow-DPO and Flow-RWR: every round the reference samples ``N`` images or videos per
 prompt, a reward mix ranks them, and the best and worst of a prompt become a pair (DPO) or every sample is kept
-with the weight ``exp(reward / temperature)`` (RWR)."""
+with the weight ``exp(reward / temperature)`` (RWR). Editing families sample edits of each prompt's source image, the
+rewards that declare ``uses_source`` score them against it, and the training rows keep the source's file."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import Any, TypeVar
 
 import torch
 
 from mmreward.alignment.group_rollout import SamplerConfig, rollout_window
 from mmreward.alignment.preference_sets import TrainingSet
+from mmreward.data.prompts import load_sources
 from mmreward.flow.models import FlowModel
 from mmreward.flow.rollout import sample, seeded
 from mmreward.losses import rwr_weights
 from mmreward.rewards.base import RewardOutput
 from mmreward.rewards.mix import RewardMix
 from mmreward.train.lora import LoraReference
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -29,8 +35,11 @@ class OnlineConfig:
     sampling: SamplerConfig = field(default_factory=lambda: SamplerConfig(num_steps=40))  # the reference's samples
 
 
-def round_prompts(prompts: list[str], round_index: int, per_process: int, rank: int, world: int, seed: int):
-    """This process's prompts for one round: consecutive slices of a stream of seeded permutations."""
+def round_prompts(
+    prompts: Sequence[T], round_index: int, per_process: int, rank: int, world: int, seed: int
+) -> list[T]:
+    """This process's prompts (or prompt indices) for one round: consecutive slices of a stream of seeded
+    permutations."""
     chosen = []
     for k in range(per_process):
         position = (round_index * world + rank) * per_process + k
@@ -48,8 +57,10 @@ def build_online_round(
     prompts: list[str],
     round_index: int,
     accelerator: Any,
+    sources: list[Path] | None = None,
 ) -> tuple[TrainingSet, dict[str, float]]:
-    """Sample with the reference, score with the reward mix, keep best-vs-worst pairs (DPO) or all (RWR)."""
+    """Sample with the reference, score with the reward mix, keep best-vs-worst pairs (DPO) or all (RWR).
+    ``sources``: editing families, the source image file of each prompt (its samples are edits of it)."""
     group, sampler, seed = cfg.online.samples_per_prompt, cfg.online.sampling, cfg.train.seed
     with reference.active(), accelerator.autocast():
         rollout = sample(
@@ -67,9 +78,12 @@ def build_online_round(
             sde_window=rollout_window(sampler, round_index, seed),
             generator=seeded(seed, accelerator.process_index, "round", round_index),
             batch_size=sampler.batch_size,
+            sources=None if sources is None else load_sources(sources),
         )
-    scored = rewards.score(rollout.prompts, rollout.media)
-    return round_training_set(prompts, rollout.final.cpu(), scored, group, cfg.loss.type, cfg.loss.rwr_temperature)
+    scored = rewards.score(rollout.prompts, rollout.media, sources=rollout.sources)  # sources: (P N,) or None
+    return round_training_set(
+        prompts, rollout.final.cpu(), scored, group, cfg.loss.type, cfg.loss.rwr_temperature, sources
+    )
 
 
 def round_training_set(
@@ -79,6 +93,7 @@ def round_training_set(
     group: int,
     loss_type: str,
     rwr_temperature: float,
+    sources: list[Path] | None = None,
 ) -> tuple[TrainingSet, dict[str, float]]:
     """One round's training data from its scored samples, and the round's statistics.
 
@@ -91,6 +106,7 @@ def round_training_set(
             (over the ``N'`` scored samples of the round); any DPO loss keeps, per prompt, the best scored sample
             as chosen and the worst as rejected, skipping prompts with fewer than two scored samples or no reward
             difference.
+        sources: editing families, the source image file of each of the ``P`` prompts (kept with its rows).
     """
     total = scored.scores.view(len(prompts), group)  # (P, N)
     valid = ~scored.failed.view(len(prompts), group)
@@ -101,8 +117,12 @@ def round_training_set(
     if loss_type == "rwr":
         keep = valid.flatten().nonzero().flatten()
         weights = rwr_weights(scored.scores[keep], rwr_temperature)
-        return TrainingSet([prompts[int(i) // group] for i in keep], final[keep], weights=weights), stats
-    best, worst, kept_prompts, unusable = [], [], [], 0
+        kept_sources = None if sources is None else [sources[int(i) // group] for i in keep]
+        return (
+            TrainingSet([prompts[int(i) // group] for i in keep], final[keep], weights=weights, sources=kept_sources),
+            stats,
+        )
+    best, worst, kept, unusable = [], [], [], 0
     for p in range(len(prompts)):
         rows = valid[p].nonzero().flatten()
         if len(rows) < 2 or total[p, rows].max() == total[p, rows].min():
@@ -110,8 +130,10 @@ def round_training_set(
             continue
         best.append(p * group + int(rows[total[p, rows].argmax()]))
         worst.append(p * group + int(rows[total[p, rows].argmin()]))
-        kept_prompts.append(prompts[p])
+        kept.append(p)
     stats["round/unusable_prompts"] = float(unusable)
     if best:
         stats["round/best_minus_worst"] = float((scored.scores[best] - scored.scores[worst]).mean())
-    return TrainingSet(kept_prompts, final[best], final[worst]), stats  # no usable prompt: (0, *latent) each
+    kept_sources = None if sources is None else [sources[p] for p in kept]
+    # no usable prompt: (0, *latent) each
+    return TrainingSet([prompts[p] for p in kept], final[best], final[worst], sources=kept_sources), stats

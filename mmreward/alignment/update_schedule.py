@@ -28,6 +28,15 @@ class GRPOLossConfig:
     clip_range: float = 1e-4
     kl_beta: float = 0.0  # weight of the KL to the reference (adapter disabled); 0 skips the reference pass
     kl_includes_dt: bool = False  # False: Flow-GRPO's KL (no step size, = -dt * KL); True: the true KL (Pref-GRPO)
+    # Pref-GRPO's adaptive KL (--kl_adaptive of its Wan2.1/2.2 UnifiedReward-Flex scripts): kl_beta is the starting
+    # weight, moved after every step towards a mean KL of kl_target (mmreward.alignment.adaptive_kl); defaults: the
+    # reference's argument defaults (its recipe: target 0.0025, horizon 80, beta in [0.004, 0.006])
+    kl_adaptive: bool = False
+    kl_target: float = 0.0  # the step's mean KL the weight steers to (> 0 with kl_adaptive)
+    kl_horizon: int = 100  # steps over which a relative KL error of 1 moves the weight by a factor e
+    kl_beta_min: float = 0.0
+    kl_beta_max: float = 1.0e6
+    kl_ema_alpha: float = 0.2  # the KL's EMA: ema <- (1 - alpha) ema + alpha KL (the first step's KL starts it)
     cfg: bool = True  # the training forward uses the rollout's CFG (Flow-GRPO train.cfg); False: conditional only
     # where the CFG forward's gradient flows: detach_uncond (Flow-GRPO detaches the unconditional prediction, so the
     # gradient is g x that of the conditional branch) or both (Pref-GRPO's Wan trainer; d v = (1-g) dv_neg + g dv_pos)
@@ -49,6 +58,8 @@ def check_loss_config(loss: GRPOLossConfig) -> None:
         raise ConfigError(f"loss.clip_range must be > 0, got {loss.clip_range}")
     if loss.kl_beta < 0:
         raise ConfigError(f"loss.kl_beta must be >= 0, got {loss.kl_beta}")
+    if loss.kl_adaptive:
+        check_adaptive_kl(loss)
     if loss.cfg_grad not in CFG_GRADS:
         raise ConfigError(f"loss.cfg_grad must be one of {', '.join(CFG_GRADS)}, got {loss.cfg_grad!r}")
     if loss.ratio_norm_shift not in RATIO_NORM_SHIFTS:
@@ -57,6 +68,24 @@ def check_loss_config(loss: GRPOLossConfig) -> None:
         )
     if not 0 < loss.timestep_fraction <= 1:
         raise ConfigError(f"loss.timestep_fraction must be in (0, 1], got {loss.timestep_fraction}")
+
+
+def check_adaptive_kl(loss: GRPOLossConfig) -> None:
+    """The adaptive KL's settings (``loss.kl_adaptive``), named by their keys."""
+    if loss.kl_target <= 0:
+        raise ConfigError(
+            f"loss.kl_adaptive steers the KL weight towards loss.kl_target, which must be > 0 (got {loss.kl_target}); "
+            "Pref-GRPO's Wan2.2 recipe uses 0.0025"
+        )
+    if loss.kl_horizon < 1:
+        raise ConfigError(f"loss.kl_horizon must be >= 1 step, got {loss.kl_horizon}")
+    if not 0 <= loss.kl_beta_min <= loss.kl_beta_max:
+        raise ConfigError(
+            f"loss.kl_beta_min and loss.kl_beta_max must satisfy 0 <= min <= max, got {loss.kl_beta_min} and "
+            f"{loss.kl_beta_max}"
+        )
+    if not 0 < loss.kl_ema_alpha <= 1:
+        raise ConfigError(f"loss.kl_ema_alpha must be in (0, 1], got {loss.kl_ema_alpha}")
 
 
 def trained_steps(stored: int, loss: GRPOLossConfig, generator: torch.Generator | None = None) -> list[int]:

@@ -8,6 +8,12 @@ Two table layouts are accepted (``.csv``, ``.jsonl`` or ``.json`` lines):
   among them is chosen (``[TA]`` for text alignment only, ``[VQ, MQ, TA]`` for the majority of the three); rows
   without a winner are skipped as ties.
 
+Editing families' pairs add a source image column (``source_column``, ``data.image_column`` of Flow-DPO, default
+``image``): both sides are edits of that source under the row's instruction (``prompt``), e.g. one JSONL line
+``{"prompt": "make it brighter", "image": "sources/cat.png", "chosen": "edits/cat_a.png", "rejected":
+"edits/cat_b.png"}``. The column is then required in the header; a row without a source, or whose source is missing
+or is not an image, is skipped alone with its row number.
+
 Relative paths resolve against ``media_root`` (default: the table's directory). Rows whose files are missing,
 and JSONL lines that are not JSON objects, are skipped with their reason; the caller reports the list (never a
 silent drop).
@@ -37,12 +43,13 @@ from mmreward.jsonl import json_object_lines
 @dataclass(frozen=True)
 class MediaPair:
     """One preference: ``chosen`` is preferred over ``rejected`` for ``prompt``; ``row`` is the table row (1-based,
-    header excluded)."""
+    header excluded); ``source``: the image both sides edit (editing families), else None."""
 
     prompt: str
     chosen: Path
     rejected: Path
     row: int
+    source: Path | None = None
 
 
 @dataclass
@@ -77,10 +84,23 @@ def _vote_margin(row: dict, label_columns: Sequence[str]) -> int:
     return votes.count("A") - votes.count("B")
 
 
+def _kind_or_reason(path: Path) -> str:
+    """``image`` or ``video`` by the file's extension, or why it is neither."""
+    try:
+        return media_io.media_kind(path)
+    except MediaError as err:
+        return str(err)
+
+
 def read_pair_table(
-    path: str | Path, *, media_root: str | Path | None = None, label_columns: Sequence[str] = ()
+    path: str | Path,
+    *,
+    media_root: str | Path | None = None,
+    label_columns: Sequence[str] = (),
+    source_column: str | None = None,
 ) -> PairTable:
-    """Read a pair table (see the module docstring). Missing files and ties are skipped, with reasons."""
+    """Read a pair table (see the module docstring). Missing files and ties are skipped, with reasons.
+    ``source_column``: editing pairs, the column of the source image both sides edit (required in the header)."""
     path = Path(path)
     rows = _read_rows(path)
     if not any(isinstance(row, dict) for row in rows):
@@ -107,7 +127,13 @@ def read_pair_table(
             f"{str(path)!r} has columns {sorted(columns)}; expected prompt, chosen, rejected (paths) or the "
             "VideoAlign schema path_A, path_B, prompt and label columns"
         )
+    if source_column is not None and source_column not in columns:
+        raise ConfigError(
+            f"{str(path)!r} has no source image column {source_column!r} (columns: {sorted(columns)}); editing "
+            "families train on edits of a source: add the column (the source image's path) or set data.image_column"
+        )
     required = {"path_A", "path_B", *label_columns} if videoalign else {"chosen", "rejected"}
+    required |= set() if source_column is None else {source_column}
     table = PairTable()
     for number, row in enumerate(rows, start=1):
         if isinstance(row, str):
@@ -129,12 +155,18 @@ def read_pair_table(
             chosen, rejected = (row["path_A"], row["path_B"]) if margin > 0 else (row["path_B"], row["path_A"])
         else:
             chosen, rejected = row["chosen"], row["rejected"]
-        paths = [root / str(p) for p in (chosen, rejected)]  # an absolute path replaces the root
+        sides = (chosen, rejected) if source_column is None else (chosen, rejected, row[source_column])
+        paths = [root / str(p) for p in sides]  # an absolute path replaces the root
         missing = [str(p) for p in paths if not p.is_file()]
         if missing:
             table.skipped.append(SkippedPair(number, f"missing file(s): {', '.join(missing)}"))
             continue
-        table.pairs.append(MediaPair(prompt, paths[0], paths[1], number))
+        source = None if source_column is None else paths[2]
+        kind = None if source is None else _kind_or_reason(source)
+        if kind not in (None, "image"):
+            table.skipped.append(SkippedPair(number, f"source {str(source)!r} is not an image ({kind})"))
+            continue
+        table.pairs.append(MediaPair(prompt, paths[0], paths[1], number, source))
     return table
 
 

@@ -79,7 +79,8 @@ def check_media_kind(model: FlowModelConfig, *, editing: bool = False) -> None:
     if ADAPTERS[model.family].conditional and not editing:
         raise ConfigError(
             f"model.family={model.family} edits source images; this program does not take them yet: train editing "
-            "families with align/pref_grpo.py (Flow-GRPO or Pref-GRPO)"
+            "families with align/pref_grpo.py (Flow-GRPO or Pref-GRPO), align/diffusion_nft.py, align/flow_dpo.py "
+            "or align/adv_grpo.py"
         )
     if model.family in VIDEO_FAMILIES and not model.num_frames:
         raise ConfigError(f"model.family={model.family} generates videos; set model.num_frames (4k + 1, e.g. 33)")
