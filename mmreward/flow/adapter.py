@@ -125,8 +125,12 @@ class FlowModel(ABC):
     #: Text tokens per prompt unless ``max_sequence_length`` is set (the Qwen-encoder families: their pipelines' 512;
     #: FLUX.2 attends to its padding, so another length changes its samples).
     default_max_sequence_length: ClassVar[int] = 256
-    #: True for editing families: every prompt comes with a source image (``encode_prompts(..., sources=)``).
+    #: True for editing and image-to-video families: every prompt comes with a source image
+    #: (``encode_prompts(..., sources=)``).
     conditional: ClassVar[bool] = False
+    #: True where a source's conditioning depends on the size generated (image-to-video: the source becomes the first
+    #: frame at the output's size): ``encode_prompts`` then needs ``size``.
+    sources_need_size: ClassVar[bool] = False
 
     @property
     def leaves_parameters_unused(self) -> bool:
@@ -206,17 +210,33 @@ class FlowModel(ABC):
     # -- prompts ----------------------------------------------------------------------------------------------------
 
     def encode_prompts(
-        self, prompts: Sequence[str], *, sources: Sequence[torch.Tensor] | None = None, batch_size: int = 32
+        self,
+        prompts: Sequence[str],
+        *,
+        sources: Sequence[torch.Tensor] | None = None,
+        size: tuple[int, int, int | None] | None = None,
+        batch_size: int = 32,
     ) -> PromptEmbeds:
         """Conditioning of ``prompts`` on ``self.device``. Cached prompts are not encoded again; new ones are
         encoded ``batch_size`` at a time and enter the cache (the least recently used leave it when full).
 
-        ``sources``: for conditional (editing) families, one canonical source image ``(3, H, W)`` float [0, 1] per
-        prompt; the cache key is then the prompt and the source's content, so one instruction on many images is
-        encoded once per image."""
+        ``sources``: for conditional (editing, image-to-video) families, one canonical source image ``(3, H, W)``
+        float [0, 1] per prompt; the cache key is then the prompt and the source's content, so one instruction on
+        many images is encoded once per image. ``size``: ``(height, width, num_frames)`` of the media to generate,
+        needed (and part of the key) where :attr:`sources_need_size`; the other families do not read it."""
         self.check_sources(len(prompts), sources)
+        sized = self.sources_need_size and sources is not None
+        if sized:
+            if size is None:
+                raise ValueError(f"{self.family} conditions on its sources at the output size: pass size=")
+            self.check_size(*size)
         keys = [
-            (prompt, self.max_sequence_length, None if sources is None else source_digest(sources[i]))
+            (
+                prompt,
+                self.max_sequence_length,
+                None if sources is None else source_digest(sources[i]),
+                tuple(size) if sized else None,
+            )
             for i, prompt in enumerate(prompts)
         ]
         found: dict[tuple, PromptEmbeds] = {}
@@ -242,7 +262,9 @@ class FlowModel(ABC):
                     if sources is None:
                         encoded = self._encode(chunk_prompts)
                     else:
-                        encoded = self._encode_with_sources(chunk_prompts, [sources[row] for _, row in chunk])
+                        chunk_sources = [sources[row] for _, row in chunk]
+                        at_size = {"size": tuple(size)} if sized else {}
+                        encoded = self._encode_with_sources(chunk_prompts, chunk_sources, **at_size)
                 for i, (key, _) in enumerate(chunk):
                     found[key] = encoded.select([i]).trimmed().to(self.prompt_cache_device)
                     self._prompt_cache[key] = found[key]
@@ -256,12 +278,13 @@ class FlowModel(ABC):
             if sources is not None:
                 raise ConfigError(
                     f"{self.family} generates from text alone and takes no source images; use an editing family "
-                    "(qwenimage-edit, flux-kontext) or drop the image column"
+                    "(qwenimage-edit, flux-kontext), image-to-video (wan-i2v), or drop the image column"
                 )
             return
         if sources is None:
             raise ConfigError(
-                f"{self.family} edits a source image: give one per prompt (a prompt file with an image column)"
+                f"{self.family} is conditioned on a source image: give one per prompt (a prompt file with an image "
+                "column)"
             )
         if len(sources) != count:
             raise ValueError(f"{len(sources)} source images for {count} prompts; give one per prompt")
@@ -270,9 +293,10 @@ class FlowModel(ABC):
                 shape = tuple(source.shape) if isinstance(source, torch.Tensor) else type(source).__name__
                 raise ValueError(f"source image {i} is {shape}; give canonical images (3, H, W) float in [0, 1]")
 
-    def _encode_with_sources(self, prompts: list[str], sources: list[torch.Tensor]) -> PromptEmbeds:
+    def _encode_with_sources(self, prompts: list[str], sources: list[torch.Tensor], **size: Any) -> PromptEmbeds:
         """Encode ``prompts`` with their source images (no cache), ``image_latents`` set: the hook conditional
-        families implement (:meth:`check_sources` keeps the others from reaching it)."""
+        families implement (:meth:`check_sources` keeps the others from reaching it). Families with
+        :attr:`sources_need_size` get the keyword ``size``, ``(height, width, num_frames)``."""
         raise NotImplementedError(f"{type(self).__name__} sets conditional but does not encode source images")
 
     def release_text_encoders(self) -> None:

@@ -1,6 +1,6 @@
 """Rectified-flow generators on diffusers pipelines: one small adapter per family (``sd3``, ``flux``, ``wan``,
 ``qwenimage``, ``zimage``, ``flux2klein``, ``wan22``, ``wan22ti2v``, ``qwenimage-edit``, ``flux-kontext``, ``flux2``,
-``hunyuanvideo15``), each in its module of
+``hunyuanvideo15``, ``wan-i2v``), each in its module of
 :mod:`mmreward.flow.families`, all on the interface of :mod:`mmreward.flow.adapter`; this module maps family names
 to adapters and loads them.
 
@@ -56,6 +56,7 @@ from mmreward.flow.families.qwenimage import QwenImageModel
 from mmreward.flow.families.qwenimage_edit import QwenImageEditModel
 from mmreward.flow.families.sd3 import SD3Model
 from mmreward.flow.families.wan import Wan22Model, Wan22TI2VModel, WanModel
+from mmreward.flow.families.wan_i2v import WanI2VModel
 from mmreward.flow.families.zimage import ZImageModel
 
 # The adapter interface is re-exported: callers load and type models through this one module.
@@ -94,6 +95,7 @@ ADAPTERS: dict[str, type[FlowModel]] = {
     "flux-kontext": FluxKontextModel,
     "flux2": Flux2Model,
     "hunyuanvideo15": HunyuanVideo15Model,
+    "wan-i2v": WanI2VModel,
 }
 PIPELINE_CLASSES = {
     "sd3": "StableDiffusion3Pipeline",
@@ -108,6 +110,7 @@ PIPELINE_CLASSES = {
     "flux-kontext": "FluxKontextPipeline",
     "flux2": "Flux2Pipeline",
     "hunyuanvideo15": "HunyuanVideo15Pipeline",
+    "wan-i2v": "WanImageToVideoPipeline",
 }
 
 
@@ -168,7 +171,8 @@ def load_flow_model(
     experts of a two-expert Wan2.2 checkpoint get a LoRA, and the low-noise expert's CFG scale
     (:class:`mmreward.flow.families.wan.WanModel`); other models take the defaults only.
     ``source_area``: editing families resize source images to this many pixels for the VAE (None: the
-    pipeline's resolution; ``path="tiny"``: the tiny pipelines' 32 x 32).
+    pipeline's resolution; ``path="tiny"``: the tiny pipelines' 32 x 32); image-to-video resizes its source to the
+    output size and takes none.
     """
 
     device = torch.device(device)
@@ -181,7 +185,7 @@ def load_flow_model(
     for module, module_dtype in [
         *[(m, weight_dtype) for m in experts],
         (pipeline.vae, resolve_dtype(vae_dtype)),
-        *[(m, text_dtype) for m in _text_modules(pipeline)],
+        *[(m, text_dtype) for m in _encoder_modules(pipeline)],
     ]:
         module.requires_grad_(False).eval()
         # Cast only when needed: from_pretrained(torch_dtype=) already keeps the modules a model wants in fp32.
@@ -206,17 +210,21 @@ def load_flow_model(
         fixed_shift_sigmas(1, sampling_shift)  # validates the value before a run starts
         model.sampling_shift = sampling_shift
     model.integer_timesteps = integer_timesteps
-    if model.conditional:
+    if model.conditional and not model.sources_need_size:
         if source_area is not None and source_area < 1:
             raise ConfigError(f"source_area must be a positive number of pixels, got {source_area}")
         model.source_area = source_area if source_area is not None or path != "tiny" else TINY_SOURCE_AREA
     elif source_area is not None:
-        raise ConfigError(f"source_area is for editing families; {family} takes no source images: remove it")
+        raise ConfigError(
+            f"source_area is for editing families; {family} does not resize source images to an area: remove it"
+        )
     return model
 
 
-def _text_modules(pipeline: Any) -> list[torch.nn.Module]:
-    names = ("text_encoder", "text_encoder_2", "text_encoder_3")
+def _encoder_modules(pipeline: Any) -> list[torch.nn.Module]:
+    """The frozen prompt encoders: text encoders, and Wan2.1 I2V's CLIP image encoder (in the text encoders'
+    dtype, as the pipeline loads it in the one dtype given)."""
+    names = ("text_encoder", "text_encoder_2", "text_encoder_3", "image_encoder")
     return [m for m in (getattr(pipeline, n, None) for n in names) if m is not None]
 
 

@@ -51,8 +51,11 @@ class FlowModelConfig:
 
     def __post_init__(self) -> None:
         check_train_mode(self)
-        if self.source_area is not None and not ADAPTERS[self.family].conditional:
-            raise ConfigError(f"model.source_area is for editing families; {self.family} takes no source images")
+        adapter = ADAPTERS[self.family]
+        if self.source_area is not None and (not adapter.conditional or adapter.sources_need_size):
+            raise ConfigError(
+                f"model.source_area is for editing families; {self.family} does not resize source images to an area"
+            )
         if self.source_area is not None and self.source_area < 1:
             raise ConfigError(f"model.source_area must be a positive number of pixels, got {self.source_area}")
 
@@ -78,8 +81,8 @@ def check_media_kind(model: FlowModelConfig, *, editing: bool = False) -> None:
     per prompt) only in programs that take source images (``editing``)."""
     if ADAPTERS[model.family].conditional and not editing:
         raise ConfigError(
-            f"model.family={model.family} edits source images; this program does not take them yet: train editing "
-            "families with align/pref_grpo.py (Flow-GRPO or Pref-GRPO)"
+            f"model.family={model.family} takes a source image per prompt; this program does not take them yet: "
+            "train editing and image-to-video families with align/pref_grpo.py (Flow-GRPO or Pref-GRPO)"
         )
     if model.family in VIDEO_FAMILIES and not model.num_frames:
         raise ConfigError(f"model.family={model.family} generates videos; set model.num_frames (4k + 1, e.g. 33)")
