@@ -131,6 +131,9 @@ class FlowModel(ABC):
     #: True where a source's conditioning depends on the size generated (image-to-video: the source becomes the first
     #: frame at the output's size): ``encode_prompts`` then needs ``size``.
     sources_need_size: ClassVar[bool] = False
+    #: True for text-to-media families that also take a source image per prompt when given one (Wan2.2 TI2V-5B's
+    #: first frame); programs treat them as text families.
+    optional_sources: ClassVar[bool] = False
 
     @property
     def leaves_parameters_unused(self) -> bool:
@@ -273,15 +276,17 @@ class FlowModel(ABC):
         return PromptEmbeds.cat([found[key] for key in keys]).to(self.device)
 
     def check_sources(self, count: int, sources: Sequence[torch.Tensor] | None) -> None:
-        """A source image per prompt for conditional families, none for the others; canonical images only."""
+        """A source image per prompt for conditional families, one per prompt or none for families with
+        :attr:`optional_sources`, none for the others; canonical images only."""
         if not self.conditional:
-            if sources is not None:
+            if sources is not None and not self.optional_sources:
                 raise ConfigError(
                     f"{self.family} generates from text alone and takes no source images; use an editing family "
                     "(qwenimage-edit, flux-kontext), image-to-video (wan-i2v), or drop the image column"
                 )
-            return
-        if sources is None:
+            if sources is None:
+                return
+        elif sources is None:
             raise ConfigError(
                 f"{self.family} is conditioned on a source image: give one per prompt (a prompt file with an image "
                 "column)"
@@ -294,8 +299,8 @@ class FlowModel(ABC):
                 raise ValueError(f"source image {i} is {shape}; give canonical images (3, H, W) float in [0, 1]")
 
     def _encode_with_sources(self, prompts: list[str], sources: list[torch.Tensor], **size: Any) -> PromptEmbeds:
-        """Encode ``prompts`` with their source images (no cache), ``image_latents`` set: the hook conditional
-        families implement (:meth:`check_sources` keeps the others from reaching it). Families with
+        """Encode ``prompts`` with their source images (no cache), ``image_latents`` set: the hook conditional and
+        optional-source families implement (:meth:`check_sources` keeps the others from reaching it). Families with
         :attr:`sources_need_size` get the keyword ``size``, ``(height, width, num_frames)``."""
         raise NotImplementedError(f"{type(self).__name__} sets conditional but does not encode source images")
 
@@ -413,6 +418,11 @@ class FlowModel(ABC):
         if self.batch_cfg:
             return {"guidance_scale": guidance_scale, "negative_prompt": negative_prompt}
         return {"guidance_scale": guidance_scale}
+
+    def final_latents(self, latents: torch.Tensor, cond: PromptEmbeds) -> torch.Tensor:
+        """The sampled latents as the pipeline decodes them (identity; Wan2.2 TI2V-5B with a source image puts the
+        source's latents back in the first frame, which the sampler does not move)."""
+        return latents
 
     # -- latent layout ----------------------------------------------------------------------------------------------
 

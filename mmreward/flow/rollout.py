@@ -270,6 +270,7 @@ def sample(
             if record_means:
                 stored_means.append(torch.cat([p.mean for p in parts]))
         latents = next_latents
+    latents = model.final_latents(latents, cond)
     empty = torch.zeros(total, 0, *shape[1:], device=model.device)
     return Rollout(
         prompts=prompt_list,

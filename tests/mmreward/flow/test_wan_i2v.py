@@ -11,7 +11,7 @@ from mmreward.errors import ConfigError
 from mmreward.flow.adapter import source_pil
 from mmreward.flow.families.wan import WanExperts
 from mmreward.flow.models import ADAPTERS, load_flow_model
-from mmreward.flow.rollout import sample_ode
+from mmreward.flow.rollout import policy_step, sample, sample_ode
 from mmreward.tiny_models import tiny_pipeline, tiny_wan22_i2v_pipeline
 
 SIZE = {"height": 32, "width": 32, "num_frames": 5}
@@ -121,3 +121,62 @@ def test_checkpoints_of_other_layouts_and_editing_settings_are_refused():
         load_flow_model("wan-i2v", "tiny", source_area=1024)
     with pytest.raises(ConfigError, match="wan-i2v is conditioned on a source image: give one per prompt"):
         sample_ode(load_flow_model("wan-i2v", "tiny"), ["a cat"], group_size=1, num_steps=1, **SIZE)
+
+
+# ------------------------------------------------------------------------- Wan2.2 TI2V-5B with a conditioning image
+
+
+def test_ti2v_with_a_source_image_is_the_image_to_video_pipelines_expand_timesteps_path():
+    """diffusers runs TI2V-5B's image conditioning in WanImageToVideoPipeline (expand_timesteps): the same tiny
+    components there, the same source, noise and CFG give the rollout's video and, beyond the held first frame, its
+    latents; the rollout keeps the source's latents in the first frame, and SDE log-probabilities are recomputed
+    (ratio 1). Without sources the family stays text-to-video (the conformance suite)."""
+    from diffusers import WanImageToVideoPipeline
+
+    model = ADAPTERS["wan22ti2v"](tiny_pipeline("wan22ti2v"))
+    model.max_sequence_length = 16
+    base = model.pipeline
+    pipe = WanImageToVideoPipeline(
+        tokenizer=base.tokenizer,
+        text_encoder=base.text_encoder,
+        vae=base.vae,
+        scheduler=model._flow_scheduler(),  # the rollout steps with Euler (the checkpoint ships UniPC)
+        transformer=base.transformer,
+        expand_timesteps=True,
+    )
+    pipe.set_progress_bar_config(disable=True)
+    source = _source(3)
+    noise = torch.randn(model.latent_shape(2, **SIZE), generator=torch.Generator().manual_seed(0))
+    steps = []
+
+    def record(pipeline, step, timestep, callback_kwargs):
+        steps.append(callback_kwargs["latents"].clone())
+        return {}
+
+    video = pipe(
+        prompt="a cat",
+        image=source_pil(source),
+        num_inference_steps=3,
+        num_videos_per_prompt=2,
+        max_sequence_length=16,
+        latents=noise,
+        output_type="pt",
+        callback_on_step_end=record,
+        **SIZE,
+        **model.pipeline_guidance_kwargs(4.0),
+    ).frames
+    kwargs = {"group_size": 2, "num_steps": 3, "guidance_scale": 4.0, "sources": [source], **SIZE}
+    ours = sample_ode(model, ["a cat"], generator=torch.Generator().manual_seed(0), **kwargs)
+    torch.testing.assert_close(ours.media, video.float(), rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(ours.final[:, :, 1:], steps[-1][:, :, 1:], rtol=1e-4, atol=1e-4)
+    first = model.encode_prompts(["a cat"], sources=[source], size=(32, 32, 5)).image_latents  # (1, 48, 1, 2, 2)
+    torch.testing.assert_close(ours.final[:, :, :1], first.expand(2, -1, -1, -1, -1))
+    text = sample_ode(model, ["a cat"], generator=torch.Generator().manual_seed(0), **{**kwargs, "sources": None})
+    assert not torch.allclose(text.media, ours.media, atol=1e-3)
+    rollout = sample(model, ["a cat"], generator=torch.Generator().manual_seed(1), decode=False, **kwargs)
+    with torch.no_grad():
+        for j in range(len(rollout.sde_steps)):
+            ratio = torch.exp(policy_step(model, rollout, j).log_prob - rollout.log_probs[:, j])
+            torch.testing.assert_close(ratio, torch.ones(2), rtol=0, atol=2e-5)
+    with pytest.raises(ConfigError, match="wan generates from text alone"):  # Wan2.1 takes no image
+        load_flow_model("wan", "tiny").encode_prompts(["a cat"], sources=[source], size=(32, 32, 5))
