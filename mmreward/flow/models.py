@@ -162,7 +162,8 @@ def load_flow_model(
 ) -> FlowModel:
     """Load a pipeline and wrap it in its family's adapter; all weights frozen, on ``device``.
 
-    ``dtype`` is the transformer's weight dtype, ``vae_dtype`` the VAE's (float32 by default, as Flow-GRPO),
+    ``dtype`` is the transformer's weight dtype, ``vae_dtype`` the VAE's and a CLIP image encoder's (float32 by
+    default, as Flow-GRPO keeps the VAE; the Wan I2V pipeline feeds its image encoder float32 pixels),
     ``text_dtype`` the text encoders' (defaults to ``dtype``). ``attention``: ``auto``/``sdpa`` use PyTorch's
     scaled-dot-product attention (which itself picks flash or memory-efficient kernels on GPUs); ``xformers``
     needs the xformers package and a CUDA device. ``sampling_shift``: sample on :func:`fixed_shift_sigmas` with this
@@ -185,7 +186,9 @@ def load_flow_model(
     for module, module_dtype in [
         *[(m, weight_dtype) for m in experts],
         (pipeline.vae, resolve_dtype(vae_dtype)),
-        *[(m, text_dtype) for m in _encoder_modules(pipeline)],
+        # Wan2.1 I2V's CLIP image encoder with the VAE (float32 by default, as diffusers' Wan I2V example loads it)
+        *[(m, resolve_dtype(vae_dtype)) for m in (getattr(pipeline, "image_encoder", None),) if m is not None],
+        *[(m, text_dtype) for m in _text_modules(pipeline)],
     ]:
         module.requires_grad_(False).eval()
         # Cast only when needed: from_pretrained(torch_dtype=) already keeps the modules a model wants in fp32.
@@ -221,10 +224,8 @@ def load_flow_model(
     return model
 
 
-def _encoder_modules(pipeline: Any) -> list[torch.nn.Module]:
-    """The frozen prompt encoders: text encoders, and Wan2.1 I2V's CLIP image encoder (in the text encoders'
-    dtype, as the pipeline loads it in the one dtype given)."""
-    names = ("text_encoder", "text_encoder_2", "text_encoder_3", "image_encoder")
+def _text_modules(pipeline: Any) -> list[torch.nn.Module]:
+    names = ("text_encoder", "text_encoder_2", "text_encoder_3")
     return [m for m in (getattr(pipeline, n, None) for n in names) if m is not None]
 
 

@@ -119,8 +119,13 @@ def test_checkpoints_of_other_layouts_and_editing_settings_are_refused():
         ADAPTERS["wan-i2v"](pipeline)
     with pytest.raises(ConfigError, match="source_area is for editing families; wan-i2v does not resize"):
         load_flow_model("wan-i2v", "tiny", source_area=1024)
+    half = load_flow_model("wan-i2v", "tiny", dtype="bfloat16")  # the image encoder stays float32, with the VAE
+    encoder = half.pipeline.image_encoder
+    assert encoder.dtype == torch.float32 and not any(p.requires_grad for p in encoder.parameters())
+    assert half.transformer.dtype == torch.bfloat16
+    assert half.encode_prompts(["a cat"], sources=[_source(4)], size=(32, 32, 5)).secondary is not None
     with pytest.raises(ConfigError, match="wan-i2v is conditioned on a source image: give one per prompt"):
-        sample_ode(load_flow_model("wan-i2v", "tiny"), ["a cat"], group_size=1, num_steps=1, **SIZE)
+        sample_ode(half, ["a cat"], group_size=1, num_steps=1, **SIZE)
 
 
 # ------------------------------------------------------------------------- Wan2.2 TI2V-5B with a conditioning image
