@@ -21,7 +21,7 @@ default), so that other jobs on a shared machine do not count. The last line is
 The rollout alone is also compared with ``StableDiffusion3Pipeline.__call__`` on the same transformer, steps,
 batch, guidance, prompt embeddings and initial noise (Euler ODE, decoded to tensors): the cost of the SDE steps'
 log-probability bookkeeping. ``--families`` adds one such row per other family (default FLUX.1, Qwen-Image,
-Z-Image, FLUX.2 klein, Wan2.2 A14B and TI2V-5B, FLUX.2 dev, HunyuanVideo 1.5): the family's tiny pipeline with a
+Z-Image, FLUX.2 klein, Wan2.2 A14B and TI2V-5B, FLUX.2 dev, HunyuanVideo 1.5; also ``wan-i2v``): the family's tiny pipeline with a
 transformer of ``--layers`` x ``--heads`` x 64 and as many image tokens (per latent frame; HunyuanVideo: 5 frames, 2
 latent frames), the rollout (prompts encoded, CFG the family's way, decoded) against the pipeline called with the
 same prompts, noise, steps and guidance (``pipeline_guidance_kwargs``). HunyuanVideo 1.5: both sides get the
@@ -47,6 +47,12 @@ Measured on the shared 2-core CPU machine (CPU time, one thread, best of 3), 2 p
   mostly not bookkeeping: the rollout runs CFG as one batch of 2B while the pipeline's guider runs two batches of
   B, and on this CPU one transformer call on 16 samples costs 2.04 s where two on 8 cost 1.87 s (+9%); with the
   rollout's batch_size at 4 (CFG batches of 8, as the guider's) the row reads 13.66 vs 13.58 s (+0.6%).
+- Wan2.1 I2V (``--families wan-i2v``; same sizes, 5 frames: 2 latent frames of 256 tokens, 512 text + 17 CLIP image
+  tokens, one 256 x 256 source): 9.16 s vs WanImageToVideoPipeline 8.46 s (+8.3%; in that run SD3 -2.9%, Wan2.2
+  A14B -2.5%). The gap is the conditioning's encoding, not the SDE bookkeeping: the rollout VAE-encodes the 5-frame
+  source video and runs CLIP once per (prompt, source) key, for the 2 prompts and the negative prompt, where the
+  pipeline, given one image per call, encodes it once; timed alone that is 2.04 vs 1.21 s (text encoding included),
+  more than the whole difference. In training each (prompt, source) is encoded once and then cached.
 The tiny reward models cost milliseconds here; with a real judge the reward phase is the judge's own time plus the
 gather of a group's media to its owner (none when every process holds whole groups).
 """
