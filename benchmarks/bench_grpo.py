@@ -21,11 +21,11 @@ default), so that other jobs on a shared machine do not count. The last line is
 The rollout alone is also compared with ``StableDiffusion3Pipeline.__call__`` on the same transformer, steps,
 batch, guidance, prompt embeddings and initial noise (Euler ODE, decoded to tensors): the cost of the SDE steps'
 log-probability bookkeeping. ``--families`` adds one such row per other family (default FLUX.1, Qwen-Image,
-Z-Image, FLUX.2 klein, Wan2.2 A14B and TI2V-5B, FLUX.2 dev, HunyuanVideo 1.5; also ``wan-i2v``): the family's tiny pipeline with a
-transformer of ``--layers`` x ``--heads`` x 64 and as many image tokens (per latent frame; HunyuanVideo: 5 frames, 2
-latent frames), the rollout (prompts encoded, CFG the family's way, decoded) against the pipeline called with the
-same prompts, noise, steps and guidance (``pipeline_guidance_kwargs``). HunyuanVideo 1.5: both sides get the
-adapter's prompt embeddings (see ``hunyuan_embeds``).
+Z-Image, FLUX.2 klein, Wan2.2 A14B and TI2V-5B, FLUX.2 dev, HunyuanVideo 1.5; also ``wan-i2v``): the family's tiny
+pipeline with a transformer of ``--layers`` x ``--heads`` x 64 and as many image tokens (per latent frame;
+HunyuanVideo and Wan I2V: 5 frames, 2 latent frames), the rollout (prompts encoded, CFG the family's way, decoded)
+against the pipeline called with the same prompts, noise, steps and guidance (``pipeline_guidance_kwargs``).
+HunyuanVideo 1.5: both sides get the adapter's prompt embeddings (see ``hunyuan_embeds``).
 
 Measured on the shared 2-core CPU machine (CPU time, one thread, best of 3), 2 prompts x 4 samples, 6 SDE steps,
 3 trained with KL:
