@@ -67,7 +67,6 @@ from mmreward.alignment.overlapped_rewards import check_overlap_workers, rollout
 from mmreward.alignment.update_schedule import GRPOLossConfig, GRPOTrainConfig, check_loss_config
 from mmreward.data.prompts import load_sources, read_edit_prompts, read_prompts
 from mmreward.errors import ConfigError
-from mmreward.flow.models import ADAPTERS
 from mmreward.rewards.mix import RewardMix
 from mmreward.rewards.registry import load_reward
 from mmreward.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
@@ -151,8 +150,8 @@ def main(cfg: PrefGRPOConfig) -> Path | None:
     rank, world, device = accelerator.process_index, accelerator.num_processes, accelerator.device
     layout = GroupLayout(rollout_cfg.prompts_per_step, rollout_cfg.group_size, world, rank)
     check_eval_config(eval_cfg, world)
-    # editing families: every prompt has a source image (prompt files with an image column)
-    editing = ADAPTERS[cfg.model.family].conditional
+    # editing and image-to-video: every prompt has a source image (prompt files with an image column)
+    editing = cfg.model.takes_sources()
     prompts, source_files = read_training_prompts(cfg.data, editing, accelerator)
     eval_sources = None
     if not editing:
