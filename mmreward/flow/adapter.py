@@ -45,7 +45,9 @@ class PromptEmbeds:
     normalized, unpacked VAE latents, which the transformer sees as extra tokens after the noisy ones. They travel
     with the text embeddings (selected, repeated and concatenated with them), so rollouts, stored steps and losses
     pass a source image through unchanged. The rows of one batch must share the source latent size (sources of one
-    aspect ratio, or a fixed ``source_area`` that resizes them alike).
+    aspect ratio, or a fixed ``source_area`` that resizes them alike). Image-to-video families keep their first-frame
+    conditioning there, at the output size: ``(B, 4 + C, t, h, w)`` (Wan I2V: mask and latents, concatenated along
+    channels) or ``(B, C, 1, h, w)`` (Wan2.2 TI2V-5B: the first frame's latents).
 
     ``secondary``: a second token stream of the same prompts with its own lengths and width (HunyuanVideo 1.5's ByT5
     glyph embeddings), batched, cached and trimmed along."""
