@@ -91,7 +91,7 @@ from mmreward.alignment.prompt_sets import read_held_out, read_training_prompts
 from mmreward.alignment.references import ReferenceSet
 from mmreward.alignment.update_schedule import GRPOLossConfig, GRPOTrainConfig, check_loss_config
 from mmreward.errors import ConfigError
-from mmreward.flow.models import ADAPTERS, VIDEO_FAMILIES
+from mmreward.flow.models import VIDEO_FAMILIES
 from mmreward.flow.rollout import seeded
 from mmreward.rewards.mix import RewardMix
 from mmreward.train.checkpoint import latest_checkpoint, load_checkpoint, module_state, save_checkpoint
@@ -192,7 +192,7 @@ def main(cfg: AdvGRPOConfig) -> Path | None:
     layout = GroupLayout(rollout_cfg.prompts_per_step, rollout_cfg.group_size, world, rank)
     check_eval_config(eval_cfg, world)
     # editing families: every prompt has a source image (prompt files with an image column)
-    editing = ADAPTERS[cfg.model.family].conditional
+    editing = cfg.model.takes_sources()
     prompts = read_training_prompts(cfg.data, editing=editing, program="adv_grpo", accelerator=accelerator)
     reference_set.check_prompts(prompts.prompts, "data.prompts")
     eval_prompts, eval_sources = read_held_out(

@@ -94,7 +94,6 @@ from mmreward.alignment.nft import (
 from mmreward.alignment.prompt_sets import read_held_out, read_training_prompts
 from mmreward.alignment.update_schedule import split_sizes
 from mmreward.errors import ConfigError
-from mmreward.flow.models import ADAPTERS
 from mmreward.flow.rollout import seeded
 from mmreward.rewards.mix import RewardMix
 from mmreward.rewards.registry import load_reward
@@ -331,7 +330,7 @@ def main(cfg: DiffusionNFTConfig) -> Path | None:
             f"{layout.per_rank}; lower it or raise rollout.prompts_per_step x rollout.group_size"
         )
     # editing families: every prompt has a source image (prompt files with an image column)
-    editing = ADAPTERS[cfg.model.family].conditional
+    editing = cfg.model.takes_sources()
     prompts = read_training_prompts(cfg.data, editing=editing, program="diffusion_nft", accelerator=accelerator)
     eval_prompts, eval_sources = read_held_out(
         cfg.data, eval_cfg, editing=editing, program="diffusion_nft", accelerator=accelerator

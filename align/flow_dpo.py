@@ -54,7 +54,6 @@ from mmreward.alignment.preference_sets import PairDataConfig, TrainingSet, batc
 from mmreward.alignment.prompt_sets import PromptSet, read_prompt_set
 from mmreward.data.media_pairs import SkippedPair, read_pair_table
 from mmreward.errors import ConfigError
-from mmreward.flow.models import ADAPTERS
 from mmreward.flow.rollout import seeded
 from mmreward.rewards.mix import RewardMix
 from mmreward.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
@@ -115,7 +114,7 @@ class FlowDPOConfig:
                 "(1 - t)^2 = 0; use beta_schedule=constant"
             )
         check_media_kind(model, editing=True)
-        if data.source == "synthetic" and ADAPTERS[model.family].conditional:
+        if data.source == "synthetic" and model.takes_sources():
             raise ConfigError(
                 f"data.source=synthetic makes pairs without source images; model.family={model.family} edits sources: "
                 "use data.source=offline (a pair table with an image column) or online (a prompt table with one)"
@@ -142,7 +141,7 @@ def main(cfg: FlowDPOConfig) -> Path | None:
     accelerator = start_processes(cfg, "flow_dpo")
     rank, world = accelerator.process_index, accelerator.num_processes
     # editing families: every prompt or pair has a source image (an image column)
-    editing = ADAPTERS[cfg.model.family].conditional
+    editing = cfg.model.takes_sources()
     prompt_set = PromptSet([])
     if cfg.data.source == "online":
         prompt_set = read_prompt_set(

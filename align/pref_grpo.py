@@ -69,7 +69,6 @@ from mmreward.alignment.prompt_sets import read_held_out, read_training_prompts
 from mmreward.alignment.update_schedule import GRPOLossConfig, GRPOTrainConfig, check_loss_config
 from mmreward.data.prompts import fetch_option_files
 from mmreward.errors import ConfigError
-from mmreward.flow.models import ADAPTERS
 from mmreward.rewards.mix import RewardMix
 from mmreward.rewards.registry import load_reward
 from mmreward.train.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
@@ -162,8 +161,8 @@ def main(cfg: PrefGRPOConfig) -> Path | None:
     rank, world, device = accelerator.process_index, accelerator.num_processes, accelerator.device
     layout = GroupLayout(rollout_cfg.prompts_per_step, rollout_cfg.group_size, world, rank)
     check_eval_config(eval_cfg, world)
-    # editing families: every prompt has a source image (prompt files with an image column)
-    editing = ADAPTERS[cfg.model.family].conditional
+    # editing and image-to-video: every prompt has a source image (prompt files with an image column)
+    editing = cfg.model.takes_sources()
     prompts = read_training_prompts(cfg.data, editing=editing, program="pref_grpo", accelerator=accelerator)
     eval_prompts, eval_sources = read_held_out(
         cfg.data, eval_cfg, editing=editing, program="pref_grpo", accelerator=accelerator

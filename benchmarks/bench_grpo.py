@@ -21,11 +21,11 @@ default), so that other jobs on a shared machine do not count. The last line is
 The rollout alone is also compared with ``StableDiffusion3Pipeline.__call__`` on the same transformer, steps,
 batch, guidance, prompt embeddings and initial noise (Euler ODE, decoded to tensors): the cost of the SDE steps'
 log-probability bookkeeping. ``--families`` adds one such row per other family (default FLUX.1, Qwen-Image,
-Z-Image, FLUX.2 klein, Wan2.2 A14B and TI2V-5B, FLUX.2 dev, HunyuanVideo 1.5): the family's tiny pipeline with a
-transformer of ``--layers`` x ``--heads`` x 64 and as many image tokens (per latent frame; HunyuanVideo: 5 frames, 2
-latent frames), the rollout (prompts encoded, CFG the family's way, decoded) against the pipeline called with the
-same prompts, noise, steps and guidance (``pipeline_guidance_kwargs``). HunyuanVideo 1.5: both sides get the
-adapter's prompt embeddings (see ``hunyuan_embeds``).
+Z-Image, FLUX.2 klein, Wan2.2 A14B and TI2V-5B, FLUX.2 dev, HunyuanVideo 1.5; also ``wan-i2v``): the family's tiny
+pipeline with a transformer of ``--layers`` x ``--heads`` x 64 and as many image tokens (per latent frame;
+HunyuanVideo and Wan I2V: 5 frames, 2 latent frames), the rollout (prompts encoded, CFG the family's way, decoded)
+against the pipeline called with the same prompts, noise, steps and guidance (``pipeline_guidance_kwargs``).
+HunyuanVideo 1.5: both sides get the adapter's prompt embeddings (see ``hunyuan_embeds``).
 
 Measured on the shared 2-core CPU machine (CPU time, one thread, best of 3), 2 prompts x 4 samples, 6 SDE steps,
 3 trained with KL:
@@ -47,6 +47,12 @@ Measured on the shared 2-core CPU machine (CPU time, one thread, best of 3), 2 p
   mostly not bookkeeping: the rollout runs CFG as one batch of 2B while the pipeline's guider runs two batches of
   B, and on this CPU one transformer call on 16 samples costs 2.04 s where two on 8 cost 1.87 s (+9%); with the
   rollout's batch_size at 4 (CFG batches of 8, as the guider's) the row reads 13.66 vs 13.58 s (+0.6%).
+- Wan2.1 I2V (``--families wan-i2v``; same sizes, 5 frames: 2 latent frames of 256 tokens, 512 text + 17 CLIP image
+  tokens, one 256 x 256 source): 9.16 s vs WanImageToVideoPipeline 8.46 s (+8.3%; in that run SD3 -2.9%, Wan2.2
+  A14B -2.5%). The gap is the conditioning's encoding, not the SDE bookkeeping: the rollout VAE-encodes the 5-frame
+  source video and runs CLIP once per (prompt, source) key, for the 2 prompts and the negative prompt, where the
+  pipeline, given one image per call, encodes it once; timed alone that is 2.04 vs 1.21 s (text encoding included),
+  more than the whole difference. In training each (prompt, source) is encoded once and then cached.
 The tiny reward models cost milliseconds here; with a real judge the reward phase is the judge's own time plus the
 gather of a group's media to its owner (none when every process holds whole groups).
 """
@@ -76,6 +82,7 @@ from mmreward.alignment.group_rewards import PointwiseGroupReward, WinRateGroupR
 from mmreward.alignment.group_rollout import RolloutConfig, rollout_groups  # noqa: E402
 from mmreward.alignment.layout import GroupLayout  # noqa: E402
 from mmreward.alignment.update_schedule import GRPOLossConfig  # noqa: E402
+from mmreward.flow.adapter import source_pil  # noqa: E402
 from mmreward.flow.models import ADAPTERS, DEFAULT_LORA_TARGETS, VIDEO_FAMILIES, FlowModel, SD3Model  # noqa: E402
 from mmreward.flow.rollout import sample, seeded  # noqa: E402
 from mmreward.rewards.mix import RewardMix  # noqa: E402
@@ -193,6 +200,22 @@ def family_transformer(family: str, args) -> torch.nn.Module:
             cross_attn_norm=True,
             qk_norm="rms_norm_across_heads",
         )
+    if family == "wan-i2v":  # Wan2.1 I2V: latents + first-frame mask + conditioning in, CLIP image cross-attention
+        return WanTransformer3DModel(
+            patch_size=(1, 2, 2),
+            num_attention_heads=args.heads,
+            attention_head_dim=64,
+            in_channels=12,  # 4 latent + 4 mask + 4 conditioning channels of the tiny VAE
+            out_channels=4,
+            text_dim=32,
+            image_dim=16,  # the tiny CLIP vision encoder's width
+            added_kv_proj_dim=64 * args.heads,
+            freq_dim=64,
+            ffn_dim=4 * 64 * args.heads,
+            num_layers=args.layers,
+            cross_attn_norm=True,
+            qk_norm="rms_norm_across_heads",
+        )
     if family == "hunyuanvideo15":
         return HunyuanVideo15Transformer3DModel(
             in_channels=9,  # latents + text-to-video conditioning channels of the tiny VAE (4 + 4 + 1)
@@ -209,7 +232,7 @@ def family_transformer(family: str, args) -> torch.nn.Module:
             task_type="t2v",
         )
     raise ValueError(
-        "--families takes flux, qwenimage, zimage, flux2klein, wan22, wan22ti2v, flux2 and hunyuanvideo15, "
+        "--families takes flux, qwenimage, zimage, flux2klein, wan22, wan22ti2v, flux2, hunyuanvideo15 and wan-i2v, "
         f"not {family!r}"
     )
 
@@ -236,16 +259,22 @@ def family_rollout_row(family: str, args, device: torch.device, accelerator: Acc
         )
     model: FlowModel = ADAPTERS[family](pipeline, device=device)
     takes_length = "max_sequence_length" in inspect.signature(pipeline.__call__).parameters
-    if takes_length:  # HunyuanVideo 1.5 pads to its own 1000 tokens: both sides then encode that many
-        model.max_sequence_length = 32
+    # HunyuanVideo 1.5 pads to its own 1000 tokens: both sides then encode that many; Wan2.1 I2V's transformer reads
+    # exactly 512 text tokens, which both sides then encode
+    text_length = 512 if family == "wan-i2v" else 32
+    if takes_length:
+        model.max_sequence_length = text_length
     add_lora(model.transformer, rank=32, alpha=64, target_modules=DEFAULT_LORA_TARGETS)
     prompts = [f"a photo of object number {i}" for i in range(args.prompts)]
     factor = model.spatial_multiple // 2  # (latent_size / 2)^2 image tokens (per latent frame) in every family
     size = {"height": factor * args.latent_size, "width": factor * args.latent_size}
-    if video:  # Wan2.2: one frame (one latent frame); HunyuanVideo 1.5: 5 frames (2 latent frames)
-        size["num_frames"] = 5 if family == "hunyuanvideo15" else 1
+    if video:  # Wan2.2: one frame (one latent frame); HunyuanVideo 1.5 and image-to-video: 5 frames (2 latent frames)
+        size["num_frames"] = 5 if family in ("hunyuanvideo15", "wan-i2v") else 1
     samples = args.prompts * args.group
     noise = torch.randn(model.latent_shape(samples, **size), generator=torch.Generator().manual_seed(0))
+    # image-to-video: one source image (the first frame) for every prompt, at the output size
+    source = torch.rand(3, size["height"], size["width"], generator=torch.Generator().manual_seed(1))
+    sources = {"sources": [source] * args.prompts} if model.conditional else {}
 
     # HunyuanVideo15Pipeline pads its text to 1000 Qwen + 256 ByT5 tokens that its transformer carries (masked)
     # through every block, where the adapter keeps the real tokens: that difference is not bookkeeping, so both sides
@@ -268,16 +297,20 @@ def family_rollout_row(family: str, args, device: torch.device, accelerator: Acc
                 batch_size=samples,
                 initial_noise=noise,
                 **size,
+                **sources,
             )
 
     # QwenImagePipeline sizes its image-shape list by prompts, not images: with several prompts it fails for
     # num_images_per_prompt > 1, so it gets each prompt once per sample (its text encoder then runs G times as long).
     # HunyuanVideo15Pipeline fails for num_videos_per_prompt > 1 and its VAE for batches over one: it gets one
     # embedding row per sample, returns latents, and its VAE decodes them one by one (as the adapter does).
-    repeat = family == "qwenimage"
+    # WanImageToVideoPipeline repeats its CLIP image features per prompt, not per video: the same (it takes one image,
+    # VAE-encoded once per call; the rollout encodes it with each of its prompts).
+    repeat = family in ("qwenimage", "wan-i2v")
     call_prompts = [p for p in prompts for _ in range(args.group)] if repeat else prompts
     per_prompt = "num_videos_per_prompt" if video else "num_images_per_prompt"
-    length = {"max_sequence_length": 32} if takes_length else {}
+    length = {"max_sequence_length": text_length} if takes_length else {}
+    image = {"image": source_pil(source)} if model.conditional else {}
 
     def plain() -> None:
         with accelerator.autocast():
@@ -300,6 +333,7 @@ def family_rollout_row(family: str, args, device: torch.device, accelerator: Acc
                 output_type="pt",
                 **{per_prompt: 1 if repeat else args.group},
                 **length,
+                **image,
                 **size,
                 **model.pipeline_guidance_kwargs(4.0),
             )

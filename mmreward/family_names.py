@@ -19,12 +19,13 @@ Family = Literal[
     "flux-kontext",
     "flux2",
     "hunyuanvideo15",
+    "wan-i2v",
 ]
 FAMILIES: tuple[str, ...] = get_args(Family)
-VIDEO_FAMILIES = ("wan", "wan22", "wan22ti2v", "hunyuanvideo15")
-# Each prompt comes with a source image: trained by align/pref_grpo.py; generation and the other programs take
-# text prompts only.
-EDITING_FAMILIES = ("qwenimage-edit", "flux-kontext")
+VIDEO_FAMILIES = ("wan", "wan22", "wan22ti2v", "hunyuanvideo15", "wan-i2v")
+# Each prompt comes with a source image (the image to edit, or image-to-video's first frame): trained by
+# align/pref_grpo.py; generation and the other programs take text prompts only.
+EDITING_FAMILIES = ("qwenimage-edit", "flux-kontext", "wan-i2v")
 # Text-to-image and text-to-video: what `mmreward generate`, eval/gen_bench.py and latent rewards take.
 TEXT_FAMILIES = tuple(family for family in FAMILIES if family not in EDITING_FAMILIES)
 TextFamily = Literal[TEXT_FAMILIES]  # the same names as a config literal (Literal takes the tuple's items)

@@ -393,6 +393,10 @@ def tiny_pipeline(family: str, *, seed: int = 0):
       shift-3 schedule a 3-step run switches experts after the first step).
     - ``wan22ti2v``: ``WanPipeline`` laid out as Wan2.2 TI2V-5B: ``expand_timesteps`` and a Wan2.2-style VAE
       (residual blocks, 2x2 patchified input, 48 latent channels, 16x spatial; videos: multiples of 32 pixels).
+    - ``wan-i2v``: ``WanImageToVideoPipeline`` laid out as Wan2.1 I2V-14B: the ``wan`` VAE, text encoder and
+      scheduler, a 2-layer ``CLIPVisionModel`` (32 px, 8 px patches: 17 tokens of width 16) and a transformer with
+      image cross-attention and 12 input channels (latents, first-frame mask, conditioning latents);
+      :func:`tiny_wan22_i2v_pipeline` gives the Wan2.2 I2V-A14B layout (two experts, no image encoder).
     - ``flux2``: ``Flux2Pipeline`` (guidance-distilled like FLUX.2 [dev]: a guidance embedding), the klein
       transformer and VAE sizes, a ``Mistral3ForConditionalGeneration`` with a 30-layer width-16 Mistral (the
       pipeline reads layers 10, 20 and 30) and a 1-layer Pixtral vision tower, behind a ``PixtralProcessor``
@@ -406,14 +410,17 @@ def tiny_pipeline(family: str, *, seed: int = 0):
     """
     if family not in FAMILIES:
         raise MMRewardError(f"no tiny pipeline for family {family!r}; use one of {', '.join(FAMILIES)}")
-    pipeline = _build_tiny_pipeline(family, seed)
+    return _evaluated(_build_tiny_pipeline(family, seed))
+
+
+def _evaluated(pipeline):
     for component in pipeline.components.values():
         if isinstance(component, torch.nn.Module):
             component.eval()  # as from_pretrained leaves them: no dropout (T5 has 0.1 by default)
     return pipeline
 
 
-def _build_tiny_pipeline(family: str, seed: int):
+def _build_tiny_pipeline(family: str, seed: int, *, two_experts: bool = False):
     from diffusers import (
         AutoencoderKLWan,
         FlowMatchEulerDiscreteScheduler,
@@ -516,8 +523,11 @@ def _build_tiny_pipeline(family: str, seed: int):
         latents_mean=[0.1, -0.2, 0.0, 0.3],
         latents_std=[1.5, 0.8, 1.0, 1.2],
     )
-    transformer = _tiny_wan_transformer(channels=4)
     scheduler = UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=3.0)
+    if family == "wan-i2v":
+        text_encoder = UMT5EncoderModel(UMT5Config(**t5_kwargs))
+        return _tiny_wan_i2v_pipeline(vae, scheduler, t5_tokenizer, text_encoder, two_experts=two_experts)
+    transformer = _tiny_wan_transformer(channels=4)
     text_encoder = UMT5EncoderModel(UMT5Config(**t5_kwargs))
     if family == "wan22":  # drawn after the other components: the first expert is the wan pipeline's transformer
         experts = {"transformer_2": _tiny_wan_transformer(channels=4), "boundary_ratio": 0.875}
@@ -533,15 +543,20 @@ def _build_tiny_pipeline(family: str, seed: int):
     )
 
 
-def _tiny_wan_transformer(channels: int):
+def _tiny_wan_transformer(channels: int, *, in_channels: int | None = None, image_dim: int | None = None):
+    """``in_channels`` (default ``channels``): image-to-video transformers also take the conditioning channels;
+    ``image_dim``: the width of CLIP image features (Wan2.1 I2V's image cross-attention, whose added key/value
+    projections take the transformer's own width, as the released ``added_kv_proj_dim``)."""
     from diffusers import WanTransformer3DModel
 
+    image = {} if image_dim is None else {"image_dim": image_dim, "added_kv_proj_dim": 2 * 12}
     return WanTransformer3DModel(
         patch_size=(1, 2, 2),
         num_attention_heads=2,
         attention_head_dim=12,
-        in_channels=channels,
+        in_channels=channels if in_channels is None else in_channels,
         out_channels=channels,
+        **image,
         text_dim=32,
         freq_dim=32,
         ffn_dim=32,
@@ -550,6 +565,47 @@ def _tiny_wan_transformer(channels: int):
         qk_norm="rms_norm_across_heads",
         rope_max_seq_len=32,
     )
+
+
+def _tiny_wan_i2v_pipeline(vae, scheduler, tokenizer, text_encoder, *, two_experts: bool = False):
+    """``WanImageToVideoPipeline`` laid out as Wan2.1 I2V-14B (a CLIP vision encoder whose second-to-last hidden
+    states the transformer cross-attends to) or, with ``two_experts``, as Wan2.2 I2V-A14B (no image encoder; a second
+    expert and ``boundary_ratio`` 0.9, the release's). The transformer takes the noisy latents, the 4-channel first-
+    frame mask (one channel per frame of the VAE's 4x temporal compression) and the conditioning latents:
+    ``4 + 4 + 4`` channels."""
+    from diffusers import WanImageToVideoPipeline
+    from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModel
+
+    channels = vae.config.z_dim
+    in_channels = 2 * channels + vae.config.scale_factor_temporal
+    if two_experts:
+        return WanImageToVideoPipeline(
+            tokenizer=tokenizer,
+            text_encoder=text_encoder,
+            vae=vae,
+            scheduler=scheduler,
+            transformer=_tiny_wan_transformer(channels, in_channels=in_channels),
+            transformer_2=_tiny_wan_transformer(channels, in_channels=in_channels),
+            boundary_ratio=0.9,
+        )
+    vision = CLIPVisionConfig(
+        hidden_size=16, intermediate_size=32, num_hidden_layers=2, num_attention_heads=2, image_size=32, patch_size=8
+    )
+    return WanImageToVideoPipeline(
+        tokenizer=tokenizer,
+        text_encoder=text_encoder,
+        vae=vae,
+        scheduler=scheduler,
+        image_encoder=CLIPVisionModel(vision),
+        image_processor=CLIPImageProcessor(size={"shortest_edge": 32}, crop_size={"height": 32, "width": 32}),
+        transformer=_tiny_wan_transformer(channels, in_channels=in_channels, image_dim=vision.hidden_size),
+    )
+
+
+def tiny_wan22_i2v_pipeline(*, seed: int = 0):
+    """The tiny ``wan-i2v`` pipeline laid out as Wan2.2 I2V-A14B (two experts, no image encoder); ``wan-i2v``'s
+    default tiny pipeline is the Wan2.1 I2V layout."""
+    return _evaluated(_build_tiny_pipeline("wan-i2v", seed, two_experts=True))
 
 
 def _tiny_wan22ti2v_pipeline(tokenizer, text_encoder):

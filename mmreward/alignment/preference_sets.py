@@ -71,9 +71,11 @@ class TrainingSet:
             None if self.sources is None else [self.sources[i] for i in rows],
         )
 
-    def conditioning(self, model: FlowModel) -> PromptEmbeds:
-        """The rows' prompt conditioning, for editing families encoded with their source images."""
-        return model.encode_prompts(self.prompts, sources=None if self.sources is None else load_sources(self.sources))
+    def conditioning(self, model: FlowModel, size: tuple[int, int, int | None]) -> PromptEmbeds:
+        """The rows' prompt conditioning, for editing and image-to-video families encoded with their source images
+        (``size``: ``(height, width, num_frames)`` of the training media, which image-to-video conditioning needs)."""
+        sources = None if self.sources is None else load_sources(self.sources)
+        return model.encode_prompts(self.prompts, sources=sources, size=size)
 
 
 def synthetic_pairs(
@@ -147,7 +149,7 @@ def build_offline_set(cfg: Any, model: FlowModel, accelerator: Any) -> tuple[Tra
         source = (
             synthetic_pairs(cfg, model.media_kind, rank, world)
             if data.source == "synthetic"
-            else file_pairs(cfg, model.media_kind, rank, world, skipped, editing=model.conditional)
+            else file_pairs(cfg, model.media_kind, rank, world, skipped, editing=cfg.model.takes_sources())
         )
         empty = model.latent_shape(0, size.height, size.width, size.num_frames)
         keys, (chosen, rejected) = encode_streamed(
@@ -179,7 +181,7 @@ def build_offline_set(cfg: Any, model: FlowModel, accelerator: Any) -> tuple[Tra
     index = [(shard, row) for _, _, shard, row, _ in entries]
     chosen = MappedRows([h.get_slice("chosen") for h in handles], index)
     rejected = MappedRows([h.get_slice("rejected") for h in handles], index)
-    sources = [Path(e[4]) for e in entries] if model.conditional else None
+    sources = [Path(e[4]) for e in entries] if cfg.model.takes_sources() else None
     return TrainingSet([e[1] for e in entries], chosen, rejected, sources=sources), skipped
 
 

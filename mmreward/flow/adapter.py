@@ -45,7 +45,9 @@ class PromptEmbeds:
     normalized, unpacked VAE latents, which the transformer sees as extra tokens after the noisy ones. They travel
     with the text embeddings (selected, repeated and concatenated with them), so rollouts, stored steps and losses
     pass a source image through unchanged. The rows of one batch must share the source latent size (sources of one
-    aspect ratio, or a fixed ``source_area`` that resizes them alike).
+    aspect ratio, or a fixed ``source_area`` that resizes them alike). Image-to-video families keep their first-frame
+    conditioning there, at the output size: ``(B, 4 + C, t, h, w)`` (Wan I2V: mask and latents, concatenated along
+    channels) or ``(B, C, 1, h, w)`` (Wan2.2 TI2V-5B: the first frame's latents).
 
     ``secondary``: a second token stream of the same prompts with its own lengths and width (HunyuanVideo 1.5's ByT5
     glyph embeddings), batched, cached and trimmed along."""
@@ -125,8 +127,15 @@ class FlowModel(ABC):
     #: Text tokens per prompt unless ``max_sequence_length`` is set (the Qwen-encoder families: their pipelines' 512;
     #: FLUX.2 attends to its padding, so another length changes its samples).
     default_max_sequence_length: ClassVar[int] = 256
-    #: True for editing families: every prompt comes with a source image (``encode_prompts(..., sources=)``).
+    #: True for editing and image-to-video families: every prompt comes with a source image
+    #: (``encode_prompts(..., sources=)``).
     conditional: ClassVar[bool] = False
+    #: True where a source's conditioning depends on the size generated (image-to-video: the source becomes the first
+    #: frame at the output's size): ``encode_prompts`` then needs ``size``.
+    sources_need_size: ClassVar[bool] = False
+    #: True for text-to-media families that also take a source image per prompt when given one (Wan2.2 TI2V-5B's
+    #: first frame); programs treat them as text families.
+    optional_sources: ClassVar[bool] = False
 
     @property
     def leaves_parameters_unused(self) -> bool:
@@ -206,17 +215,33 @@ class FlowModel(ABC):
     # -- prompts ----------------------------------------------------------------------------------------------------
 
     def encode_prompts(
-        self, prompts: Sequence[str], *, sources: Sequence[torch.Tensor] | None = None, batch_size: int = 32
+        self,
+        prompts: Sequence[str],
+        *,
+        sources: Sequence[torch.Tensor] | None = None,
+        size: tuple[int, int, int | None] | None = None,
+        batch_size: int = 32,
     ) -> PromptEmbeds:
         """Conditioning of ``prompts`` on ``self.device``. Cached prompts are not encoded again; new ones are
         encoded ``batch_size`` at a time and enter the cache (the least recently used leave it when full).
 
-        ``sources``: for conditional (editing) families, one canonical source image ``(3, H, W)`` float [0, 1] per
-        prompt; the cache key is then the prompt and the source's content, so one instruction on many images is
-        encoded once per image."""
+        ``sources``: for conditional (editing, image-to-video) families, one canonical source image ``(3, H, W)``
+        float [0, 1] per prompt; the cache key is then the prompt and the source's content, so one instruction on
+        many images is encoded once per image. ``size``: ``(height, width, num_frames)`` of the media to generate,
+        needed (and part of the key) where :attr:`sources_need_size`; the other families do not read it."""
         self.check_sources(len(prompts), sources)
+        sized = self.sources_need_size and sources is not None
+        if sized:
+            if size is None:
+                raise ValueError(f"{self.family} conditions on its sources at the output size: pass size=")
+            self.check_size(*size)
         keys = [
-            (prompt, self.max_sequence_length, None if sources is None else source_digest(sources[i]))
+            (
+                prompt,
+                self.max_sequence_length,
+                None if sources is None else source_digest(sources[i]),
+                tuple(size) if sized else None,
+            )
             for i, prompt in enumerate(prompts)
         ]
         found: dict[tuple, PromptEmbeds] = {}
@@ -242,7 +267,9 @@ class FlowModel(ABC):
                     if sources is None:
                         encoded = self._encode(chunk_prompts)
                     else:
-                        encoded = self._encode_with_sources(chunk_prompts, [sources[row] for _, row in chunk])
+                        chunk_sources = [sources[row] for _, row in chunk]
+                        at_size = {"size": tuple(size)} if sized else {}
+                        encoded = self._encode_with_sources(chunk_prompts, chunk_sources, **at_size)
                 for i, (key, _) in enumerate(chunk):
                     found[key] = encoded.select([i]).trimmed().to(self.prompt_cache_device)
                     self._prompt_cache[key] = found[key]
@@ -251,17 +278,20 @@ class FlowModel(ABC):
         return PromptEmbeds.cat([found[key] for key in keys]).to(self.device)
 
     def check_sources(self, count: int, sources: Sequence[torch.Tensor] | None) -> None:
-        """A source image per prompt for conditional families, none for the others; canonical images only."""
+        """A source image per prompt for conditional families, one per prompt or none for families with
+        :attr:`optional_sources`, none for the others; canonical images only."""
         if not self.conditional:
-            if sources is not None:
+            if sources is not None and not self.optional_sources:
                 raise ConfigError(
                     f"{self.family} generates from text alone and takes no source images; use an editing family "
-                    "(qwenimage-edit, flux-kontext) or drop the image column"
+                    "(qwenimage-edit, flux-kontext), image-to-video (wan-i2v), or drop the image column"
                 )
-            return
-        if sources is None:
+            if sources is None:
+                return
+        elif sources is None:
             raise ConfigError(
-                f"{self.family} edits a source image: give one per prompt (a prompt file with an image column)"
+                f"{self.family} is conditioned on a source image: give one per prompt (a prompt file with an image "
+                "column)"
             )
         if len(sources) != count:
             raise ValueError(f"{len(sources)} source images for {count} prompts; give one per prompt")
@@ -270,9 +300,10 @@ class FlowModel(ABC):
                 shape = tuple(source.shape) if isinstance(source, torch.Tensor) else type(source).__name__
                 raise ValueError(f"source image {i} is {shape}; give canonical images (3, H, W) float in [0, 1]")
 
-    def _encode_with_sources(self, prompts: list[str], sources: list[torch.Tensor]) -> PromptEmbeds:
-        """Encode ``prompts`` with their source images (no cache), ``image_latents`` set: the hook conditional
-        families implement (:meth:`check_sources` keeps the others from reaching it)."""
+    def _encode_with_sources(self, prompts: list[str], sources: list[torch.Tensor], **size: Any) -> PromptEmbeds:
+        """Encode ``prompts`` with their source images (no cache), ``image_latents`` set: the hook conditional and
+        optional-source families implement (:meth:`check_sources` keeps the others from reaching it). Families with
+        :attr:`sources_need_size` get the keyword ``size``, ``(height, width, num_frames)``."""
         raise NotImplementedError(f"{type(self).__name__} sets conditional but does not encode source images")
 
     def release_text_encoders(self) -> None:
@@ -389,6 +420,11 @@ class FlowModel(ABC):
         if self.batch_cfg:
             return {"guidance_scale": guidance_scale, "negative_prompt": negative_prompt}
         return {"guidance_scale": guidance_scale}
+
+    def final_latents(self, latents: torch.Tensor, cond: PromptEmbeds) -> torch.Tensor:
+        """The sampled latents as the pipeline decodes them (identity; Wan2.2 TI2V-5B with a source image puts the
+        source's latents back in the first frame, which the sampler does not move)."""
+        return latents
 
     # -- latent layout ----------------------------------------------------------------------------------------------
 

@@ -1,6 +1,6 @@
 """Rectified-flow generators on diffusers pipelines: one small adapter per family (``sd3``, ``flux``, ``wan``,
 ``qwenimage``, ``zimage``, ``flux2klein``, ``wan22``, ``wan22ti2v``, ``qwenimage-edit``, ``flux-kontext``, ``flux2``,
-``hunyuanvideo15``), each in its module of
+``hunyuanvideo15``, ``wan-i2v``), each in its module of
 :mod:`mmreward.flow.families`, all on the interface of :mod:`mmreward.flow.adapter`; this module maps family names
 to adapters and loads them.
 
@@ -56,6 +56,7 @@ from mmreward.flow.families.qwenimage import QwenImageModel
 from mmreward.flow.families.qwenimage_edit import QwenImageEditModel
 from mmreward.flow.families.sd3 import SD3Model
 from mmreward.flow.families.wan import Wan22Model, Wan22TI2VModel, WanModel
+from mmreward.flow.families.wan_i2v import WanI2VModel
 from mmreward.flow.families.zimage import ZImageModel
 
 # The adapter interface is re-exported: callers load and type models through this one module.
@@ -94,6 +95,7 @@ ADAPTERS: dict[str, type[FlowModel]] = {
     "flux-kontext": FluxKontextModel,
     "flux2": Flux2Model,
     "hunyuanvideo15": HunyuanVideo15Model,
+    "wan-i2v": WanI2VModel,
 }
 PIPELINE_CLASSES = {
     "sd3": "StableDiffusion3Pipeline",
@@ -108,6 +110,7 @@ PIPELINE_CLASSES = {
     "flux-kontext": "FluxKontextPipeline",
     "flux2": "Flux2Pipeline",
     "hunyuanvideo15": "HunyuanVideo15Pipeline",
+    "wan-i2v": "WanImageToVideoPipeline",
 }
 
 
@@ -159,7 +162,8 @@ def load_flow_model(
 ) -> FlowModel:
     """Load a pipeline and wrap it in its family's adapter; all weights frozen, on ``device``.
 
-    ``dtype`` is the transformer's weight dtype, ``vae_dtype`` the VAE's (float32 by default, as Flow-GRPO),
+    ``dtype`` is the transformer's weight dtype, ``vae_dtype`` the VAE's and a CLIP image encoder's (float32 by
+    default, as Flow-GRPO keeps the VAE; the Wan I2V pipeline feeds its image encoder float32 pixels),
     ``text_dtype`` the text encoders' (defaults to ``dtype``). ``attention``: ``auto``/``sdpa`` use PyTorch's
     scaled-dot-product attention (which itself picks flash or memory-efficient kernels on GPUs); ``xformers``
     needs the xformers package and a CUDA device. ``sampling_shift``: sample on :func:`fixed_shift_sigmas` with this
@@ -168,7 +172,8 @@ def load_flow_model(
     experts of a two-expert Wan2.2 checkpoint get a LoRA, and the low-noise expert's CFG scale
     (:class:`mmreward.flow.families.wan.WanModel`); other models take the defaults only.
     ``source_area``: editing families resize source images to this many pixels for the VAE (None: the
-    pipeline's resolution; ``path="tiny"``: the tiny pipelines' 32 x 32).
+    pipeline's resolution; ``path="tiny"``: the tiny pipelines' 32 x 32); image-to-video resizes its source to the
+    output size and takes none.
     """
 
     device = torch.device(device)
@@ -181,6 +186,8 @@ def load_flow_model(
     for module, module_dtype in [
         *[(m, weight_dtype) for m in experts],
         (pipeline.vae, resolve_dtype(vae_dtype)),
+        # Wan2.1 I2V's CLIP image encoder with the VAE (float32 by default, as diffusers' Wan I2V example loads it)
+        *[(m, resolve_dtype(vae_dtype)) for m in (getattr(pipeline, "image_encoder", None),) if m is not None],
         *[(m, text_dtype) for m in _text_modules(pipeline)],
     ]:
         module.requires_grad_(False).eval()
@@ -206,12 +213,14 @@ def load_flow_model(
         fixed_shift_sigmas(1, sampling_shift)  # validates the value before a run starts
         model.sampling_shift = sampling_shift
     model.integer_timesteps = integer_timesteps
-    if model.conditional:
+    if model.conditional and not model.sources_need_size:
         if source_area is not None and source_area < 1:
             raise ConfigError(f"source_area must be a positive number of pixels, got {source_area}")
         model.source_area = source_area if source_area is not None or path != "tiny" else TINY_SOURCE_AREA
     elif source_area is not None:
-        raise ConfigError(f"source_area is for editing families; {family} takes no source images: remove it")
+        raise ConfigError(
+            f"source_area is for editing families; {family} does not resize source images to an area: remove it"
+        )
     return model
 
 

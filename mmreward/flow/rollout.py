@@ -197,8 +197,8 @@ def sample(
         initial_noise: ``(len(prompts) * group_size, *latent)`` starting latents at sigma 1 (e.g. one noise shared
             by a group); default drawn from ``generator``.
         record_means: also keep each stochastic step's mean (``Rollout.means``; the memory of ``latents`` again).
-        sources: editing families: one canonical source image ``(3, H, W)`` per prompt (shared by its group);
-            the prompt and the negative prompt are encoded with it (:meth:`FlowModel.encode_prompts`).
+        sources: editing and image-to-video families: one canonical source image ``(3, H, W)`` per prompt (shared
+            by its group); the prompt and the negative prompt are encoded with it (:meth:`FlowModel.encode_prompts`).
     Mixed precision is the caller's: wrap the call in ``accelerator.autocast()``; the SDE math is float32.
     """
     if group_size < 1:
@@ -214,9 +214,10 @@ def sample(
     total = len(prompt_list)
     shape = model.latent_shape(total, height, width, num_frames)
     sigmas = model.sampling_sigmas(num_steps, shape)
-    cond = model.encode_prompts(prompt_list, sources=source_list)
+    size = (height, width, num_frames)  # image-to-video conditions on its source at the output size
+    cond = model.encode_prompts(prompt_list, sources=source_list, size=size)
     use_cfg = guidance_scale > 1.0 and model.batch_cfg
-    negative = model.encode_prompts([negative_prompt] * total, sources=source_list) if use_cfg else None
+    negative = model.encode_prompts([negative_prompt] * total, sources=source_list, size=size) if use_cfg else None
     per_sample = isinstance(generator, (list, tuple))
     if per_sample and len(generator) != total:
         raise ValueError(f"got {len(generator)} generators for {total} samples; pass one per sample or a single one")
@@ -269,6 +270,7 @@ def sample(
             if record_means:
                 stored_means.append(torch.cat([p.mean for p in parts]))
         latents = next_latents
+    latents = model.final_latents(latents, cond)
     empty = torch.zeros(total, 0, *shape[1:], device=model.device)
     return Rollout(
         prompts=prompt_list,

@@ -48,13 +48,29 @@ class FlowModelConfig:
     # editing families: pixels the source image is resized to for the VAE (None: the pipeline's, about 1 megapixel;
     # fewer pixels, fewer transformer tokens)
     source_area: int | None = None
+    # Wan2.2 TI2V-5B (wan22ti2v) as image-to-video: every prompt with a first-frame image (a prompt file with an image
+    # column); editing families and wan-i2v always take one
+    image_to_video: bool = False
 
     def __post_init__(self) -> None:
         check_train_mode(self)
-        if self.source_area is not None and not ADAPTERS[self.family].conditional:
-            raise ConfigError(f"model.source_area is for editing families; {self.family} takes no source images")
+        adapter = ADAPTERS[self.family]
+        if self.image_to_video and not adapter.optional_sources:
+            raise ConfigError(
+                f"model.image_to_video turns wan22ti2v (Wan2.2 TI2V-5B) into image-to-video; {self.family} "
+                + ("always takes a source image: remove it" if adapter.conditional else "takes no images: remove it")
+            )
+        if self.source_area is not None and (not adapter.conditional or adapter.sources_need_size):
+            raise ConfigError(
+                f"model.source_area is for editing families; {self.family} does not resize source images to an area"
+            )
         if self.source_area is not None and self.source_area < 1:
             raise ConfigError(f"model.source_area must be a positive number of pixels, got {self.source_area}")
+
+    def takes_sources(self) -> bool:
+        """Every prompt comes with a source image: an editing or image-to-video family, or TI2V-5B with
+        ``image_to_video``."""
+        return ADAPTERS[self.family].conditional or self.image_to_video
 
     def sample_size(self) -> dict[str, int | None]:
         """``height``, ``width`` and ``num_frames`` of every sample, as keyword arguments of the samplers."""
@@ -76,11 +92,11 @@ def check_train_mode(model: FlowModelConfig) -> None:
 def check_media_kind(model: FlowModelConfig, *, editing: bool = False) -> None:
     """Video families need a frame count and image families must not have one; editing families (a source image
     per prompt) only in programs that take source images (``editing``)."""
-    if ADAPTERS[model.family].conditional and not editing:
+    if model.takes_sources() and not editing:
         raise ConfigError(
-            f"model.family={model.family} edits source images; this program does not take them yet: train editing "
-            "families with align/pref_grpo.py (Flow-GRPO or Pref-GRPO), align/diffusion_nft.py, align/flow_dpo.py "
-            "or align/adv_grpo.py"
+            f"model.family={model.family} takes a source image per prompt; this program does not take them yet: "
+            "train editing and image-to-video families with align/pref_grpo.py (Flow-GRPO or Pref-GRPO), "
+            "align/diffusion_nft.py, align/flow_dpo.py or align/adv_grpo.py"
         )
     if model.family in VIDEO_FAMILIES and not model.num_frames:
         raise ConfigError(f"model.family={model.family} generates videos; set model.num_frames (4k + 1, e.g. 33)")

@@ -232,3 +232,36 @@ def test_adv_grpo_trains_an_editing_family_leaving_out_the_bad_line(tmp_path, ca
     assert train[f"reward/{DELTA}"] != 0 and train["grad_norm"] > 0
     evals = [r for r in rows if f"eval/{DELTA}" in r]
     assert [r["step"] for r in evals] == [0, 1] and all(r["eval/failed"] == 0 for r in evals)
+
+
+# ---------------------------------------------------------------------------------------------- image-to-video
+
+I2V = "--model.num_frames 5 --model.source_area null --model.max_sequence_length 32"
+
+
+@pytest.mark.parametrize(
+    "program, family",
+    [("diffusion_nft", "--model.family wan-i2v"), ("flow_dpo", "--model.family wan22ti2v --model.image_to_video true")],
+)
+def test_image_to_video_families_train_on_their_first_frames(program, family, tmp_path, capsys):
+    """DiffusionNFT on Wan2.1 I2V and online Flow-DPO on Wan2.2 TI2V with an image: each prompt's image becomes the
+    first frame of its videos (conditioned at the trained size), and the brightness delta scores every video
+    against it; without the image the delta's samples fail and the runs would train on nothing."""
+    if program == "diffusion_nft":
+        from align.diffusion_nft import DiffusionNFTConfig as Config
+        from align.diffusion_nft import main
+
+        config, extra = "diffusion_nft_edit.yaml", f"--eval.every 0 {SMALL}"
+    else:
+        from align.flow_dpo import FlowDPOConfig as Config
+        from align.flow_dpo import main
+
+        config, extra = "flow_dpo_edit.yaml", "--train.save_every 2 --online.prompts_per_round 2"
+    prompts = edit_set(tmp_path)
+    overrides = f"{family} {I2V} --data.prompts {prompts} --train.max_steps 1 {extra}".split()
+    args = ["--config", str(REPO / "configs" / "tiny" / config), "--output_dir", str(tmp_path / "out"), *overrides]
+    assert main(parse_config(Config, args)) == tmp_path / "out" / "lora"
+    assert f"{program}: left out 1 lines" in capsys.readouterr().err
+    (row,) = [r for r in read_metrics(tmp_path / "out") if "grad_norm" in r]
+    failed = row["reward/failed"] if program == "diffusion_nft" else row["round/failed_samples"]
+    assert failed == 0 and row["grad_norm"] > 0

@@ -414,6 +414,23 @@ def test_on_policy_check_stops_a_cfg_mismatch_before_training(tmp_path):
     assert not (tmp_path / "checkpoints").exists()
 
 
+@pytest.mark.parametrize("family", ["wan-i2v", "wan22ti2v"])
+def test_image_to_video_trains_on_policy_with_its_first_frames(family, tmp_path):
+    """wan-i2v, and Wan2.2 TI2V-5B with model.image_to_video, through the program: prompts with images from a prompt
+    file, the conditioning carried by the rollout into the stored steps (ratio 1 at the first update), a reward that
+    compares each video with its image, and the held-out evaluation's mp4 grid."""
+    ti2v = ["--model.family", "wan22ti2v", "--model.image_to_video", "true"] if family == "wan22ti2v" else []
+    main(_cfg(REPO / "configs" / "tiny" / "pref_grpo_i2v.yaml", tmp_path, "--check_on_policy", "true", *ti2v))
+    rows = read_metrics(tmp_path)
+    train_row = next(r for r in rows if "reward/mean" in r)
+    assert train_row["ratio/first_dev"] < 1e-5 and train_row["update/optimizer_steps"] == 1
+    assert train_row["reward/failed"] == 0 and train_row["reward/std"] > 0
+    assert any("eval/mmreward.rewards.brightness:BrightnessDeltaReward" in r for r in rows if r["step"] == 1)
+    frames, info = load_video(tmp_path / "eval" / "step-00000001.mp4")
+    assert info.total_frames == 5 and frames.shape[1] == 3
+    assert (tmp_path / LORA_FILE).is_file()
+
+
 @pytest.mark.parametrize("family", ["wan", "flux"])
 def test_video_and_guidance_distilled_families_train_on_policy(family, tmp_path):
     """Wan: videos through the rollout, the judge (frames) and an mp4 grid. FLUX.1-dev: guidance is an embedding,

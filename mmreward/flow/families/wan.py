@@ -22,7 +22,14 @@ import torch
 from torch import nn
 
 from mmreward.errors import ConfigError
-from mmreward.flow.adapter import FlowModel, PromptEmbeds, module_dtype, wan_vae_stats
+from mmreward.flow.adapter import (
+    FlowModel,
+    PromptEmbeds,
+    cat_source_latents,
+    module_dtype,
+    source_pil,
+    wan_vae_stats,
+)
 
 LoraExperts = Literal["both", "high", "low"]
 LORA_EXPERTS = ("both", "high", "low")
@@ -309,10 +316,21 @@ class Wan22Model(WanModel):
 
 
 class Wan22TI2VModel(WanModel):
-    """Wan2.2 TI2V-5B in text-to-video mode: one transformer with per-token timesteps (``expand_timesteps``) on the
-    48-channel Wan2.2 VAE (16x spatial: patchified 2x2 then 8x)."""
+    """Wan2.2 TI2V-5B: one transformer with per-token timesteps (``expand_timesteps``) on the 48-channel Wan2.2 VAE
+    (16x spatial: patchified 2x2 then 8x); text-to-video, or image-to-video when prompts come with source images.
+
+    With a source, as diffusers' ``WanImageToVideoPipeline`` runs this checkpoint (``expand_timesteps``): the source,
+    resized to the output's ``height x width``, is VAE-encoded as one frame (posterior mode, normalized), and at every
+    transformer call it replaces the first latent frame, whose tokens get timestep 0 (the per-token timestep mask);
+    the decoded video starts from it. The sampler never moves that frame: its velocity is 0 here (the pipeline steps
+    it with the transformer's output and overwrites it before each call and before decoding, so the rest of the
+    trajectory and the video are the same), which keeps the transformer's output for tokens it holds fixed out of the
+    policy's log-probabilities and their gradients.
+    """
 
     family = "wan22ti2v"
+    optional_sources = True
+    sources_need_size = True  # the source is resized to the output size
 
     def __init__(self, pipeline: Any, **kwargs: Any) -> None:
         super().__init__(pipeline, **kwargs)
@@ -321,3 +339,46 @@ class Wan22TI2VModel(WanModel):
                 "model.family=wan22ti2v is Wan2.2 TI2V-5B (one transformer, expand_timesteps: true in "
                 "model_index.json); this checkpoint is not: use wan22 for the A14B experts or wan for Wan2.1"
             )
+
+    def _encode_with_sources(self, prompts, sources, *, size):
+        height, width, _ = size
+        text = self._encode(prompts)
+        param = self._vae_param()
+        firsts = []
+        for source in sources:
+            pixels = self.pipeline.video_processor.preprocess(source_pil(source), height=height, width=width)
+            frame = pixels.unsqueeze(2).to(param.device, param.dtype)  # (1, 3, 1, H, W) in [-1, 1]
+            latents = self.vae.encode(frame).latent_dist.mode()  # (1, C, 1, h, w)
+            mean, std = wan_vae_stats(self.vae, latents)
+            firsts.append(((latents - mean) / std).float())
+        return PromptEmbeds(text.embeds, image_latents=cat_source_latents(firsts))
+
+    def _forward(self, module, latents, sigma, cond, guidance):
+        first = cond.image_latents
+        if first is None:
+            return super()._forward(module, latents, sigma, cond, guidance)
+        first = first.to(latents.device, latents.dtype)  # (B, C, 1, h, w)
+        if first.shape[-2:] != latents.shape[-2:]:
+            raise ValueError(
+                f"the source latents are {tuple(first.shape[-2:])}, the latents {tuple(latents.shape[-2:])}: encode "
+                "the prompts at the size generated (encode_prompts(size=))"
+            )
+        dtype = module_dtype(module)
+        held = torch.cat([first, latents[:, :, 1:]], dim=2)  # (B, C, t, h, w), the first frame the source's
+        # one timestep per 2x2 token of every latent frame, 0 on the first frame's: (B, t * ceil(h/2) * ceil(w/2))
+        tokens = torch.ones_like(latents[:, 0, :, ::2, ::2], dtype=torch.float32)
+        tokens[:, 0] = 0
+        timestep = tokens.flatten(1) * self.timestep(sigma)[:, None]
+        out = module(
+            hidden_states=held.to(dtype),
+            timestep=timestep,
+            encoder_hidden_states=cond.embeds.to(dtype),
+            return_dict=False,
+        )[0]
+        return torch.cat([torch.zeros_like(out[:, :, :1]), out[:, :, 1:]], dim=2)  # the held frame does not move
+
+    def final_latents(self, latents, cond):
+        if cond.image_latents is None:
+            return latents
+        first = cond.image_latents.to(latents.device, latents.dtype)  # (B, C, 1, h, w)
+        return torch.cat([first, latents[:, :, 1:]], dim=2)

@@ -50,6 +50,7 @@ SIZES = {
     "flux-kontext": (32, 32, None),
     "flux2": (32, 32, None),
     "hunyuanvideo15": (32, 32, 5),
+    "wan-i2v": (32, 32, 5),
 }
 # How each family guides: "cfg" (negative and positive as one batch), "cfg-rescaled" (Qwen-Image: true CFG with
 # the guided velocity rescaled to the conditional one's norm per token) or "embedded" (guidance-distilled).
@@ -66,13 +67,18 @@ GUIDANCE_KIND = {
     "flux-kontext": "embedded",
     "flux2": "embedded",
     "hunyuanvideo15": "cfg",
+    "wan-i2v": "cfg",
 }
 # Editing families see their sources at 32 x 32 pixels here (the released pipelines' ~1 megapixel would be
 # thousands of tokens): the adapters' source_area, and the Qwen-Image-Edit pipeline's module constant alike.
 SOURCE_AREA = 32 * 32
 # Pipelines called once per sample in the ODE comparison: HunyuanVideo15Pipeline (diffusers 0.42) sizes its image
-# tokens by prompts, not videos (num_videos_per_prompt > 1 fails), and its VAE decodes one video at a time.
-ONE_SAMPLE_PER_CALL = {"hunyuanvideo15"}
+# tokens by prompts, not videos (num_videos_per_prompt > 1 fails), and its VAE decodes one video at a time;
+# WanImageToVideoPipeline repeats its CLIP image features per prompt, not per video (the same failure).
+ONE_SAMPLE_PER_CALL = {"hunyuanvideo15", "wan-i2v"}
+# The pipeline's text length where the transformer fixes it: Wan2.1 I2V's attention reads the last 512 context tokens
+# as text (the adapter pads its shorter embeddings with zeros to 512, as the pipeline pads).
+PIPELINE_TEXT_LENGTH = {"wan-i2v": 512}
 BRIGHTNESS = "mmreward.rewards.brightness:DifferentiableBrightnessReward"
 
 
@@ -108,7 +114,7 @@ def model(request) -> FlowModel:
 def _fresh(family: str) -> FlowModel:
     model = ADAPTERS[family](tiny_pipeline(family))
     model.max_sequence_length = 16
-    if model.conditional:
+    if model.conditional and not model.sources_need_size:
         model.source_area = SOURCE_AREA
     return model
 
@@ -121,6 +127,12 @@ def _sources(model: FlowModel, count: int, seed: int = 11) -> dict:
     height, width, _ = SIZES[model.family]
     generator = torch.Generator().manual_seed(seed)
     return {"sources": [torch.randint(0, 256, (3, height, width), generator=generator) / 255 for _ in range(count)]}
+
+
+def _at_size(model: FlowModel) -> dict:
+    """``{"size": ...}`` for families whose source conditioning depends on the output size (image-to-video), the
+    keyword to pass to encoding; ``{}`` for the others."""
+    return {"size": SIZES[model.family]} if model.sources_need_size else {}
 
 
 def _size(model: FlowModel) -> dict:
@@ -162,7 +174,7 @@ def test_ode_rollout_equals_the_diffusers_pipeline(model, monkeypatch):
         **model.pipeline_guidance_kwargs(scale),
     }
     if "max_sequence_length" in call:  # HunyuanVideo 1.5 pads to its tokenizer_max_length; masked, so no matter
-        kwargs["max_sequence_length"] = 16
+        kwargs["max_sequence_length"] = PIPELINE_TEXT_LENGTH.get(model.family, 16)
     if size["num_frames"] is not None:
         kwargs["num_frames"] = size["num_frames"]
     per_prompt = "num_videos_per_prompt" if model.family in VIDEO_FAMILIES else "num_images_per_prompt"
@@ -171,7 +183,7 @@ def test_ode_rollout_equals_the_diffusers_pipeline(model, monkeypatch):
         if model.family == "flux-kontext":
             kwargs["_auto_resize"] = False  # keep the source's 32 x 32 (our source_area) instead of ~1 megapixel
             kwargs["max_area"] = size["height"] * size["width"]  # it rescales height x width to max_area pixels
-        else:
+        elif model.family == "qwenimage-edit":
             monkeypatch.setattr(qwen_edit_reference, "VAE_IMAGE_SIZE", SOURCE_AREA)
     calls = [noise[:1], noise[1:]] if model.family in ONE_SAMPLE_PER_CALL else [noise]
     original = pipe.scheduler
@@ -245,7 +257,11 @@ def test_sde_log_probs_are_recomputed_by_the_policy_step(model, guidance_scale):
 def test_guidance_is_the_familys_in_sampling_and_training(model):
     latents = _latents(model, 2, 3)
     source = _sources(model, 2)
-    cond, negative = model.encode_prompts(["a cat", "a red car"], **source), model.encode_prompts(["", ""], **source)
+    at = _at_size(model)
+    cond, negative = (
+        model.encode_prompts(["a cat", "a red car"], **source, **at),
+        model.encode_prompts(["", ""], **source, **at),
+    )
     scale = 4.0
     with torch.no_grad():
         guided = model.velocity(latents, 0.6, cond, guidance_scale=scale, negative=negative)
@@ -310,7 +326,7 @@ def test_a_lora_trained_one_step_loads_with_load_lora_weights(model, tmp_path):
     sigma = torch.tensor([0.95, 0.5])  # one sample per Wan2.2 expert (boundary 0.875)
     source = _sources(trained, 2)
     with torch.no_grad():
-        cond = trained.encode_prompts(["a cat", "a cat"], **source)
+        cond = trained.encode_prompts(["a cat", "a cat"], **source, **_at_size(trained))
         expected = trained.velocity(latents, sigma, cond)
         with LoraReference(trained.transformer).active():
             base = trained.velocity(latents, sigma, cond)
@@ -322,14 +338,15 @@ def test_a_lora_trained_one_step_loads_with_load_lora_weights(model, tmp_path):
     assert hasattr(fresh, "load_lora_weights") == (family != "hunyuanvideo15")  # no LoRA loader in diffusers 0.42
     loaded = ADAPTERS[family](fresh)
     loaded.max_sequence_length = 16
-    if loaded.conditional:
+    if loaded.conditional and not loaded.sources_need_size:
         loaded.source_area = SOURCE_AREA
     with torch.no_grad():
         torch.testing.assert_close(
-            loaded.velocity(latents, sigma, loaded.encode_prompts(["a cat", "a cat"], **source)), expected
+            loaded.velocity(latents, sigma, loaded.encode_prompts(["a cat", "a cat"], **source, **_at_size(loaded))),
+            expected,
         )
         torch.testing.assert_close(
-            model.velocity(latents, sigma, model.encode_prompts(["a cat", "a cat"], **source)), base
+            model.velocity(latents, sigma, model.encode_prompts(["a cat", "a cat"], **source, **_at_size(model))), base
         )
 
 
@@ -340,7 +357,7 @@ def test_ddp_is_told_exactly_when_a_trained_parameter_misses_the_graph(model):
     trained = _fresh(model.family)
     add_lora(trained.transformer, rank=2, alpha=2, target_modules=DEFAULT_LORA_TARGETS)
     params = trainable_parameters(trained.transformer)
-    cond = trained.encode_prompts(["a cat"], **_sources(trained, 1))
+    cond = trained.encode_prompts(["a cat"], **_sources(trained, 1), **_at_size(trained))
     trained.velocity(_latents(trained, 1, 3), torch.tensor([0.95]), cond).square().mean().backward()
     unused = [name for name, p in params.items() if p.grad is None]
     assert bool(unused) == trained.leaves_parameters_unused, unused
@@ -353,8 +370,8 @@ def test_prompt_cache_encodes_once_and_ignores_batch_composition(model):
     calls = []
     handle = model.text_encoders()[0].register_forward_hook(lambda *args: calls.append(1))
     dog, car = _sources(model, 2, seed=23).get("sources", [None, None])  # sources no other test encoded
-    two = {"sources": [dog, car]} if model.conditional else {}
-    three = {"sources": [car, dog, car]} if model.conditional else {}
+    two = {"sources": [dog, car], **_at_size(model)} if model.conditional else {}
+    three = {"sources": [car, dog, car], **_at_size(model)} if model.conditional else {}
     try:
         together = model.encode_prompts(["a dog running on the beach", "a red car"], **two)
         first = len(calls)
@@ -364,7 +381,9 @@ def test_prompt_cache_encodes_once_and_ignores_batch_composition(model):
     # one encoder batch (Qwen-Image-Edit encodes one prompt per call, as its pipeline), none for cached prompts
     assert first == (2 if model.family == "qwenimage-edit" else 1) and len(calls) == first
     torch.testing.assert_close(again.embeds[1], together.embeds[0])
-    alone = _fresh(model.family).encode_prompts(["a red car"], **({"sources": [car]} if model.conditional else {}))
+    alone = _fresh(model.family).encode_prompts(
+        ["a red car"], **({"sources": [car], **_at_size(model)} if model.conditional else {})
+    )
     length = alone.embeds.shape[1]
     torch.testing.assert_close(together.embeds[1, :length], alone.embeds[0], rtol=1e-5, atol=1e-6)
     if together.mask is not None:  # prompts keep their own lengths: the shorter one is padded and masked
@@ -374,7 +393,7 @@ def test_prompt_cache_encodes_once_and_ignores_batch_composition(model):
     if model.conditional:  # the source is part of the key: one instruction on two images is two conditionings
         torch.testing.assert_close(again.image_latents[1], together.image_latents[0])
         torch.testing.assert_close(again.image_latents[0], alone.image_latents[0])
-        swapped = model.encode_prompts(["a red car"], sources=[dog])
+        swapped = model.encode_prompts(["a red car"], sources=[dog], **_at_size(model))
         assert not torch.allclose(swapped.image_latents, alone.image_latents, atol=1e-3)
         if model.family == "qwenimage-edit":  # the text encoder sees the image too
             assert swapped.embeds.shape != alone.embeds.shape or not torch.allclose(swapped.embeds, alone.embeds)
@@ -418,13 +437,15 @@ def test_a_saved_pipeline_loads_like_a_released_checkpoint(model, tmp_path):
     """Saved with save_pretrained and loaded by model.path (tokenizer files included): the same velocities."""
     directory = tiny_pipeline_dir(model.family, tmp_path)
     assert json.loads((directory / "model_index.json").read_text())["_class_name"] == type(model.pipeline).__name__
-    area = {"source_area": SOURCE_AREA} if model.conditional else {}
+    area = {"source_area": SOURCE_AREA} if model.conditional and not model.sources_need_size else {}
     loaded = load_flow_model(model.family, str(directory), max_sequence_length=16, **area)
     latents = _latents(model, 2, 7)
     source = _sources(model, 2)
     with torch.no_grad():
-        ours = model.velocity(latents, 0.4, model.encode_prompts(["a cat", "a red car"], **source))
-        theirs = loaded.velocity(latents, 0.4, loaded.encode_prompts(["a cat", "a red car"], **source))
+        ours = model.velocity(latents, 0.4, model.encode_prompts(["a cat", "a red car"], **source, **_at_size(model)))
+        theirs = loaded.velocity(
+            latents, 0.4, loaded.encode_prompts(["a cat", "a red car"], **source, **_at_size(loaded))
+        )
     torch.testing.assert_close(theirs, ours)
 
 

@@ -69,6 +69,7 @@ def test_the_diffusers_free_family_lists_agree_and_video_sizes_are_checked():
     with pytest.raises(ConfigError, match=r"--num-frames 6 does not fit hunyuanvideo15: use 4k \+ 1 frames \(e.g. 5"):
         generation.check_size("hunyuanvideo15", "tiny", 32, 32, 6)
     with pytest.raises(
-        ConfigError, match="video families \\(wan, wan22, wan22ti2v, hunyuanvideo15\\); flux2 generates images"
+        ConfigError,
+        match="video families \\(wan, wan22, wan22ti2v, hunyuanvideo15, wan-i2v\\); flux2 generates images",
     ):
         generation.check_size("flux2", "tiny", 32, 32, 5)

@@ -283,7 +283,7 @@ def test_integer_timesteps_feed_the_transformer_floor_of_1000_sigma(family):
 def test_editing_families_need_one_canonical_source_per_prompt_and_text_families_refuse_them():
     edit = load_flow_model("flux-kontext", "tiny")
     assert edit.conditional and edit.source_area == 32 * 32  # the tiny pipelines' sources are 32 x 32
-    with pytest.raises(ConfigError, match="edits a source image: give one per prompt"):
+    with pytest.raises(ConfigError, match="is conditioned on a source image: give one per prompt"):
         edit.encode_prompts(["make it brighter"])
     with pytest.raises(ValueError, match="1 source images for 2 prompts"):
         edit.encode_prompts(["a", "b"], sources=[torch.rand(3, 32, 32)])

@@ -139,9 +139,19 @@ def test_editing_families_are_refused_by_programs_without_sources_and_source_are
     from mmreward.train.sections import FlowModelConfig, check_media_kind
 
     check_media_kind(FlowModelConfig(family="qwenimage-edit", source_area=1024), editing=True)
-    with pytest.raises(ConfigError, match="flux-kontext edits source images; .*align/pref_grpo.py.*align/adv_grpo.py"):
+    with pytest.raises(ConfigError, match="flux-kontext takes a source image per prompt; .*align/pref_grpo.py.*align/adv_grpo.py"):
         check_media_kind(FlowModelConfig(family="flux-kontext"))
     with pytest.raises(ConfigError, match="source_area is for editing families; sd3"):
         FlowModelConfig(family="sd3", source_area=1024)
+    # Wan2.2 TI2V-5B takes first-frame images when asked to, in the programs that take source images only
+    ti2v = FlowModelConfig(family="wan22ti2v", num_frames=5, image_to_video=True)
+    assert ti2v.takes_sources() and not FlowModelConfig(family="wan22ti2v", num_frames=5).takes_sources()
+    check_media_kind(ti2v, editing=True)
+    with pytest.raises(ConfigError, match="wan22ti2v takes a source image per prompt; .*align/pref_grpo.py"):
+        check_media_kind(ti2v)
+    with pytest.raises(ConfigError, match="image_to_video turns wan22ti2v .*; wan-i2v always takes a source image"):
+        FlowModelConfig(family="wan-i2v", num_frames=5, image_to_video=True)
+    with pytest.raises(ConfigError, match="image_to_video turns wan22ti2v .*; wan takes no images"):
+        FlowModelConfig(family="wan", num_frames=5, image_to_video=True)
     with pytest.raises(ConfigError, match="positive number of pixels, got 0"):
         FlowModelConfig(family="flux-kontext", source_area=0)
