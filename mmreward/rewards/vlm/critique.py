@@ -53,7 +53,6 @@ to [1, 4] as the T2I recipe does, so the reward stays in [0, 1], and answers wit
 
 from __future__ import annotations
 
-import math
 import re
 from typing import Any, ClassVar, Literal
 
@@ -62,6 +61,7 @@ import torch
 from mmreward.errors import ConfigError, MediaError
 from mmreward.rewards.base import RewardOutput
 from mmreward.rewards.vlm.judge_base import Candidate, Judge, JudgeBackend
+from mmreward.rewards.vlm.score_sheet import ScoreSheet
 from mmreward.rewards.vlm.templates import TemplateKind
 
 CritiqueParsing = Literal["robust", "reference"]
@@ -228,35 +228,25 @@ class RationalRewardsJudge(Judge):
         return out.scores, out.dims
 
     def score_prepared_batch(self, prompts: list[str], prepared: list[Any], errors: list[str | None]) -> RewardOutput:
-        size = len(prepared)
-        errors = list(errors)
-        scores = torch.full((size,), math.nan)
-        dims = {name: torch.full((size,), math.nan) for name in self.dims}
-        rationales: list[str | None] = [None] * size
-        valid = [i for i in range(size) if errors[i] is None]
+        sheet = ScoreSheet.blank(errors, self.dims)
         section = self.template.section("image")
         with torch.inference_mode():
-            for start in range(0, len(valid), self.batch_size):
-                chunk = valid[start : start + self.batch_size]
+            for chunk in sheet.chunks(self.batch_size):
                 candidates, asked = self.requests(section, [prompts[i] for i in chunk], [prepared[i] for i in chunk])
                 for i, done in zip(chunk, self.generate(candidates, asked), strict=True):
                     if done.text is None:
-                        errors[i] = done.error or "request failed"
+                        sheet.errors[i] = done.error or "request failed"
                         continue
-                    rationales[i] = done.text
+                    sheet.rationales[i] = done.text
                     reward, written = self.read_answer(done.text)
                     for name, value in written.items():
                         if isinstance(value, float):
-                            dims[name][i] = value
+                            sheet.dims[name][i] = value
                     if reward is None and self.parsing == "robust":
-                        errors[i] = f"{self.no_score}{self.truncation_note(done.truncated)}: {done.text[:200]!r}"
+                        sheet.errors[i] = f"{self.no_score}{self.truncation_note(done.truncated)}: {done.text[:200]!r}"
                         continue
-                    scores[i] = 0.0 if reward is None else reward
-        failed = torch.tensor([e is not None for e in errors], dtype=torch.bool)
-        has_text = any(r is not None for r in rationales)
-        return RewardOutput(
-            scores=scores, dims=dims, failed=failed, errors=errors, rationales=rationales if has_text else None
-        )
+                    sheet.scores[i] = 0.0 if reward is None else reward
+        return sheet.output()
 
 
 class RationalRewardsEditJudge(RationalRewardsJudge):

@@ -50,6 +50,7 @@ from mmreward.rewards.base import RewardOutput
 from mmreward.rewards.vlm.judge_base import Candidate, Judge, JudgeBackend
 from mmreward.rewards.vlm.pairwise import Judgment, PairwiseJudge
 from mmreward.rewards.vlm.parsing import AnswerParseError, VerdictPhrases
+from mmreward.rewards.vlm.score_sheet import ScoreSheet
 from mmreward.rewards.vlm.templates import WORDINGS, Template, TemplateKind, TemplateSection, load_template
 
 EditParsing = Literal["robust", "reference"]
@@ -267,35 +268,25 @@ class UnifiedRewardEditJudge(Judge):
         return readings
 
     def score_prepared_batch(self, prompts: list[str], prepared: list[Any], errors: list[str | None]) -> RewardOutput:
-        size = len(prepared)
-        errors = list(errors)
-        scores = torch.full((size,), math.nan)
-        dims = {name: torch.full((size,), math.nan) for name in self.dims}
-        rationales: list[str | None] = [None] * size
-        valid = [i for i in range(size) if errors[i] is None]
+        sheet = ScoreSheet.blank(errors, self.dims)
         with torch.inference_mode():
-            for start in range(0, len(valid), self.batch_size):
-                chunk = valid[start : start + self.batch_size]
+            for chunk in sheet.chunks(self.batch_size):
                 readings = self.read([prompts[i] for i in chunk], [prepared[i] for i in chunk])
                 for i, reading in zip(chunk, readings, strict=True):
-                    rationales[i] = "\n\n".join(reading.texts) or None
+                    sheet.rationales[i] = "\n\n".join(reading.texts) or None
                     total = weight = 0.0
                     for form, (a, b) in reading.scores.items():
                         first, second = FORMS[form]
                         w0, w1 = self.score_weights[form]
                         combined = (w0 * a + w1 * b) / (w0 + w1)
-                        dims[first][i], dims[second][i], dims[form][i] = a, b, combined
+                        sheet.dims[first][i], sheet.dims[second][i], sheet.dims[form][i] = a, b, combined
                         total += self.form_weights[form] * combined
                         weight += self.form_weights[form]
                     if reading.error is not None:
-                        errors[i] = reading.error
+                        sheet.errors[i] = reading.error
                         continue
-                    scores[i] = total / weight
-        failed = torch.tensor([e is not None for e in errors], dtype=torch.bool)
-        has_text = any(r is not None for r in rationales)
-        return RewardOutput(
-            scores=scores, dims=dims, failed=failed, errors=errors, rationales=rationales if has_text else None
-        )
+                    sheet.scores[i] = total / weight
+        return sheet.output()
 
 
 # -- the pairwise form ------------------------------------------------------------------------------------------------

@@ -44,6 +44,7 @@ from mmreward.hub import resolve_dir
 from mmreward.rewards.base import RewardModel, RewardOutput
 from mmreward.rewards.vlm.backbone import choose_attn_implementation, load_processor
 from mmreward.rewards.vlm.heads import qwen_smart_resize, videoalign_num_frames
+from mmreward.rewards.vlm.score_sheet import ScoreSheet
 from mmreward.rewards.vlm.templates import MediaPart, TextPart, load_template
 
 # (dimension, the label the answer writes before its score), in the order the answer gives them.
@@ -321,41 +322,31 @@ class VideoScore2Reward(RewardModel):
         return out.scores, out.dims
 
     def score_prepared_batch(self, prompts: list[str], prepared: list[Any], errors: list[str | None]) -> RewardOutput:
-        size = len(prepared)
-        errors = list(errors)
-        scores = torch.full((size,), math.nan)
-        dims = {name: torch.full((size,), math.nan) for name in self.dims}
-        rationales: list[str | None] = [None] * size
-        valid = [i for i in range(size) if errors[i] is None]
+        sheet = ScoreSheet.blank(errors, self.dims)
         context = int(self.model.config.get_text_config().max_position_embeddings)
         with torch.inference_mode():
-            for start in range(0, len(valid), self.batch_size):
-                chunk = valid[start : start + self.batch_size]
+            for chunk in sheet.chunks(self.batch_size):
                 batch = self._encode([prompts[i] for i in chunk], [prepared[i] for i in chunk])
                 length = int(batch["input_ids"].shape[1])
                 if length + self.max_new_tokens > context:
                     for i in chunk:
-                        errors[i] = (
+                        sheet.errors[i] = (
                             f"the prompt with its video is up to {length} tokens (plus {self.max_new_tokens} to "
                             f"write), more than the model's context of {context}; lower video_fps or frame_max_pixels"
                         )
                     continue
                 for i, tokens, steps in zip(chunk, *self._generate(batch), strict=True):
                     soft, text, why = read_answer(tokens, steps, self.tokenizer, self.digit_ids)
-                    rationales[i] = text
+                    sheet.rationales[i] = text
                     if soft is None:
                         cut = (
                             " (the answer was cut at max_new_tokens; raise it)"
                             if len(tokens) >= self.max_new_tokens
                             else ""
                         )
-                        errors[i] = f"{why}{cut}: {text[:200]!r}"
+                        sheet.errors[i] = f"{why}{cut}: {text[:200]!r}"
                         continue
                     for name, value in soft.items():
-                        dims[name][i] = value
-                    scores[i] = sum(soft.values()) / len(soft)
-        failed = torch.tensor([e is not None for e in errors], dtype=torch.bool)
-        has_text = any(r is not None for r in rationales)
-        return RewardOutput(
-            scores=scores, dims=dims, failed=failed, errors=errors, rationales=rationales if has_text else None
-        )
+                        sheet.dims[name][i] = value
+                    sheet.scores[i] = sum(soft.values()) / len(soft)
+        return sheet.output()
