@@ -72,20 +72,24 @@ def reward_fingerprint(reward: RewardModel, spec: str) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class MediaItem:
-    """One thing to score: a prompt and a media file, with its cache key."""
+    """One thing to score: a prompt and a media file, with its cache key; for an edit, the source image file it was
+    edited from (given to rewards that declare ``uses_source``)."""
 
     prompt: str
     path: Path
     key: str
+    source: Path | None = None
 
 
-def media_key(prompt: str, path: Path, root: Path | None = None) -> str:
+def media_key(prompt: str, path: Path, root: Path | None = None, source_digest: str | None = None) -> str:
     """Cache key of (prompt, file): the file's path relative to ``root`` (so data directories can move), its size,
-    and the prompt. Scores depend on both the pixels and the prompt."""
+    and the prompt. Scores depend on both the pixels and the prompt, and an edit's on its source's pixels too
+    (``source_digest``, e.g. the source file's sha256)."""
     path = Path(path)
     shown = path.relative_to(root).as_posix() if root is not None and path.is_relative_to(root) else str(path)
     size = path.stat().st_size if path.is_file() else -1
-    return _digest([CACHE_VERSION, prompt, shown, size])
+    parts = [CACHE_VERSION, prompt, shown, size] + ([source_digest] if source_digest is not None else [])
+    return _digest(parts)
 
 
 def pair_key(prompt: str, key_a: str, key_b: str, orders: str) -> str:
@@ -255,11 +259,21 @@ def score_into_cache(
 
     Per-item failures (unreadable media) are recorded with their reason and count as scored; with
     ``retry_failed`` they are attempted again. Records: ``{key, prompt, path, score, dims, error}``, with ``score``
-    None when the item failed.
+    None when the item failed. A reward with ``uses_source`` gets each item's ``source`` (every item needs one).
     """
+    if reward.uses_source:
+        missing = [str(item.path) for item in items if item.source is None]
+        if missing:
+            raise ConfigError(
+                f"{reward.name} compares an edit with its source image, but {len(missing)} item(s) have none (e.g. "
+                f"{missing[0]}); score edits of an editing prompt set, or use a reward that judges media alone"
+            )
 
     def run(batch: list[MediaItem]) -> RewardOutput:
-        return reward.score([item.prompt for item in batch], [str(item.path) for item in batch])
+        prompts, media = [item.prompt for item in batch], [str(item.path) for item in batch]
+        if reward.uses_source:
+            return reward.score(prompts, media, sources=[str(item.source) for item in batch])
+        return reward.score(prompts, media)
 
     def record(out: RewardOutput, i: int, item: MediaItem) -> dict[str, Any]:
         score = _finite(out.scores[i])
