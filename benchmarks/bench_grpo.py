@@ -125,7 +125,7 @@ def family_transformer(family: str, args) -> torch.nn.Module:
     )
 
     torch.manual_seed(0)
-    if family == "flux":
+    if family in ("flux", "flux-kontext"):  # Kontext's transformer is FLUX.1's class (source tokens appended)
         return FluxTransformer2DModel(
             patch_size=1,
             in_channels=16,
@@ -138,7 +138,7 @@ def family_transformer(family: str, args) -> torch.nn.Module:
             guidance_embeds=True,
             axes_dims_rope=(16, 24, 24),
         )
-    if family == "qwenimage":
+    if family in ("qwenimage", "qwenimage-edit"):  # Qwen-Image-Edit's is Qwen-Image's (source tokens appended)
         return QwenImageTransformer2DModel(
             patch_size=2,
             in_channels=16,
@@ -209,8 +209,8 @@ def family_transformer(family: str, args) -> torch.nn.Module:
             task_type="t2v",
         )
     raise ValueError(
-        "--families takes flux, qwenimage, zimage, flux2klein, wan22, wan22ti2v, flux2 and hunyuanvideo15, "
-        f"not {family!r}"
+        "--families takes flux, qwenimage, zimage, flux2klein, wan22, wan22ti2v, flux2, hunyuanvideo15, "
+        f"qwenimage-edit and flux-kontext, not {family!r}"
     )
 
 
@@ -246,6 +246,21 @@ def family_rollout_row(family: str, args, device: torch.device, accelerator: Acc
         size["num_frames"] = 5 if family == "hunyuanvideo15" else 1
     samples = args.prompts * args.group
     noise = torch.randn(model.latent_shape(samples, **size), generator=torch.Generator().manual_seed(0))
+    # Editing families: one random 8-bit source per prompt at the output's size, seen at that size on both sides
+    # (the adapter's source_area; the pipelines' own resizing told to keep it), so the transformer sees as many
+    # source tokens as noisy ones.
+    sources = None
+    if model.conditional:
+        model.source_area = size["height"] * size["width"]
+        generator = torch.Generator().manual_seed(1)
+        shape = (3, size["height"], size["width"])
+        sources = [torch.randint(0, 256, shape, generator=generator) / 255 for _ in prompts]
+    # The editing pipelines take one source per call, so they are called once per prompt with G samples; the
+    # rollout then runs G rows per transformer call as they do (with batched CFG, G / 2 samples' two halves), so
+    # the row measures bookkeeping, not CPU batch sizes.
+    batch_size = samples
+    if model.conditional:
+        batch_size = args.group // 2 if model.batch_cfg else args.group
 
     # HunyuanVideo15Pipeline pads its text to 1000 Qwen + 256 ByT5 tokens that its transformer carries (masked)
     # through every block, where the adapter keeps the real tokens: that difference is not bookkeeping, so both sides
@@ -265,8 +280,9 @@ def family_rollout_row(family: str, args, device: torch.device, accelerator: Acc
                 sde_type="flow",
                 noise_level=0.7,
                 generator=[seeded(0, i) for i in range(samples)],
-                batch_size=samples,
+                batch_size=batch_size,
                 initial_noise=noise,
+                sources=sources,
                 **size,
             )
 
@@ -281,6 +297,9 @@ def family_rollout_row(family: str, args, device: torch.device, accelerator: Acc
 
     def plain() -> None:
         with accelerator.autocast():
+            if sources is not None:
+                edit_calls(pipeline, model, prompts, sources, noise.to(device), args, size)
+                return
             if given_embeds:
                 latents = pipeline(
                     num_inference_steps=args.steps,
@@ -318,6 +337,33 @@ def family_rollout_row(family: str, args, device: torch.device, accelerator: Acc
         f"{family} rollout with log-probs {rollout:.4f} s vs {type(pipeline).__name__} {plain_time:.4f} s: "
         f"bookkeeping {rollout / plain_time - 1:.1%}"
     )
+
+
+def edit_calls(pipeline, model: FlowModel, prompts, sources, noise, args, size: dict[str, int]) -> None:
+    """The editing pipeline on each prompt with its source, ``--group`` samples per call, from the rollout's noise;
+    its source resizing kept at the source's own size (``model.source_area``), as the adapter's."""
+    from diffusers.pipelines.qwenimage import pipeline_qwenimage_edit_plus
+
+    from mmreward.flow.adapter import source_pil
+
+    if model.family == "flux-kontext":
+        keep = {"_auto_resize": False, "max_area": size["height"] * size["width"]}
+    else:  # QwenImageEditPlusPipeline reads its VAE resolution from a module constant at call time
+        keep = {}
+        pipeline_qwenimage_edit_plus.VAE_IMAGE_SIZE = model.source_area
+    for p, (prompt, source) in enumerate(zip(prompts, sources, strict=True)):
+        pipeline(
+            prompt=prompt,
+            image=source_pil(source),
+            num_inference_steps=args.steps,
+            latents=model.pipeline_initial_latents(noise[p * args.group : (p + 1) * args.group]),
+            output_type="pt",
+            num_images_per_prompt=args.group,
+            max_sequence_length=model.max_sequence_length,
+            **keep,
+            **size,
+            **model.pipeline_guidance_kwargs(4.0),
+        )
 
 
 def hunyuan_embeds(model: FlowModel, prompts: list[str], group: int) -> dict[str, torch.Tensor]:
@@ -365,8 +411,20 @@ def main() -> None:
     parser.add_argument(
         "--families",
         nargs="*",
-        default=["flux", "qwenimage", "zimage", "flux2klein", "wan22", "wan22ti2v", "flux2", "hunyuanvideo15"],
-        help="rollout-vs-pipeline rows (Wan2.2 with one-frame videos, HunyuanVideo 1.5 with 5 frames)",
+        default=[
+            "flux",
+            "qwenimage",
+            "zimage",
+            "flux2klein",
+            "wan22",
+            "wan22ti2v",
+            "flux2",
+            "hunyuanvideo15",
+            "qwenimage-edit",
+            "flux-kontext",
+        ],
+        help="rollout-vs-pipeline rows (Wan2.2 with one-frame videos, HunyuanVideo 1.5 with 5 frames, the editing "
+        "families with a source image per prompt)",
     )
     args = parser.parse_args()
     if args.smoke:
