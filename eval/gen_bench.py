@@ -709,11 +709,9 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser, argv: list[st
     failed = sum(r["scoring"]["failed"] for r in result["rewards"].values())
     failed += result["judge"]["scoring"]["failed"] if result.get("judge") else 0
     if (failed or plan["left_out"]) and args.on_error == "fail":
-        print(
-            f"error: {failed} item(s) failed to score and {len(plan['left_out'])} prompt line(s) were left out "
-            f"(--on-error fail); see {out / 'report.md'}",
-            file=sys.stderr,
-        )
+        reasons = [f"{failed} item(s) failed to score"] if failed else []
+        reasons += [f"{len(plan['left_out'])} prompt line(s) were left out"] if plan["left_out"] else []
+        print(f"error: {' and '.join(reasons)} (--on-error fail); see {out / 'report.md'}", file=sys.stderr)
         return 1
     return 0
 

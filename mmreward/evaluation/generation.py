@@ -434,9 +434,10 @@ def check_existing_samples(samples: Sequence[Sample]) -> None:
         if not _same_entry(manifest.get(s.id), s):
             wrong.append(f"{s.path.name} (made for {manifest.get(s.id)!r}, now {s.manifest_entry!r})")
     if wrong:
+        made_from = "prompts or source images" if any(s.source is not None for s in samples) else "prompts"
         raise ConfigError(
-            f"{len(wrong)} existing sample(s) were generated from other prompts or source images, e.g. "
-            f"{'; '.join(wrong[:2])}; use another --out for another prompt set"
+            f"{len(wrong)} existing sample(s) were generated from other {made_from}, e.g. {'; '.join(wrong[:2])}; "
+            "use another --out for another prompt set"
         )
 
 

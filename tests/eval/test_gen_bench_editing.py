@@ -112,6 +112,7 @@ def test_edits_are_generated_and_scored_with_their_sources(tmp_path, capsys):
 
     # --on-error fail: the left-out lines make the run fail after writing everything
     assert gen_bench.main(_args(prompts, out, "--on-error", "fail")) == 1
+    assert "error: 2 prompt line(s) were left out (--on-error fail)" in capsys.readouterr().err
 
     # the same instruction on other pixels is not the sample on disk: refused, not reused
     media.save_media(torch.full((3, 32, 32), 0.5), tmp_path / "src" / "light.png")
