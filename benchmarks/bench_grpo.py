@@ -25,7 +25,10 @@ Z-Image, FLUX.2 klein, Wan2.2 A14B and TI2V-5B, FLUX.2 dev, HunyuanVideo 1.5): t
 transformer of ``--layers`` x ``--heads`` x 64 and as many image tokens (per latent frame; HunyuanVideo: 5 frames, 2
 latent frames), the rollout (prompts encoded, CFG the family's way, decoded) against the pipeline called with the
 same prompts, noise, steps and guidance (``pipeline_guidance_kwargs``). HunyuanVideo 1.5: both sides get the
-adapter's prompt embeddings (see ``hunyuan_embeds``).
+adapter's prompt embeddings (see ``hunyuan_embeds``). The editing families (Qwen-Image-Edit Plus, FLUX.1 Kontext)
+get a random 8-bit source per prompt at the output's size, kept at that size on both sides (as many source tokens
+as noisy ones); the pipeline takes one source per call, so it runs once per prompt with G samples, and the rollout
+then runs as many rows per transformer call (``edit_calls``).
 
 Measured on the shared 2-core CPU machine (CPU time, one thread, best of 3), 2 prompts x 4 samples, 6 SDE steps,
 3 trained with KL:

@@ -197,8 +197,9 @@ def _checked_setup(args: argparse.Namespace, parser: argparse.ArgumentParser) ->
     editing = args.family in EDITING_FAMILIES
     left_out: list[str] = []
     if editing:
-        prompt_set, left_out = load_edit_prompt_set(args.prompts, args.prompt_field, args.image_field or "image")
-        prompt_set = prompt_set.limited(args.limit)
+        prompt_set, left_out = load_edit_prompt_set(
+            args.prompts, args.prompt_field, args.image_field or "image", args.limit
+        )
     elif args.image_field is not None:
         raise ConfigError(
             f"--image-field is for editing families ({', '.join(EDITING_FAMILIES)}); {args.family} generates from "

@@ -151,10 +151,11 @@ def load_prompt_set(spec: str, prompt_field: str | None = None) -> PromptSet:
 
 
 def load_edit_prompt_set(
-    spec: str, prompt_field: str | None = None, image_field: str = "image"
+    spec: str, prompt_field: str | None = None, image_field: str = "image", limit: int | None = None
 ) -> tuple[PromptSet, list[str]]:
     """An editing prompt file as a :class:`PromptSet` (ids: line numbers; every item with its ``source``) and the
-    lines left out, each message naming the line and the fix (see the module docstring).
+    lines left out, each message naming the line and the fix (see the module docstring). ``limit``: keep the first
+    that many usable lines (the sources past them are not decoded; a malformed line anywhere is still reported).
 
     Unlike training, which reads source pixels when a step draws them, every source is decoded here once, so an
     image whose header reads but whose pixels do not fails its line before any model loads rather than a batch.
@@ -167,6 +168,8 @@ def load_edit_prompt_set(
     edit = read_edit_prompts(spec, prompt_field, image_field)
     items, skipped = [], list(edit.skipped)
     for number, prompt, image in zip(edit.lines, edit.prompts, edit.images, strict=True):
+        if limit is not None and len(items) == limit:
+            break
         try:
             load_sources([image])
         except (MMRewardError, OSError, ValueError) as err:  # MediaError (unreadable pixels), a video, PIL's errors
