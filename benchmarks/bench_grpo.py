@@ -50,6 +50,14 @@ Measured on the shared 2-core CPU machine (CPU time, one thread, best of 3), 2 p
   mostly not bookkeeping: the rollout runs CFG as one batch of 2B while the pipeline's guider runs two batches of
   B, and on this CPU one transformer call on 16 samples costs 2.04 s where two on 8 cost 1.87 s (+9%); with the
   rollout's batch_size at 4 (CFG batches of 8, as the guider's) the row reads 13.66 vs 13.58 s (+0.6%).
+- editing rows (same sizes: 256 noisy + 256 source tokens, G = 4 rows per transformer call on both sides, best of 3
+  or 5, four runs on the loaded machine): FLUX.1 Kontext 3.89 vs FluxKontextPipeline 3.83 s (+1.6%), -3.4%, +2.0%,
+  +0.8%; Qwen-Image-Edit Plus 4.33 vs QwenImageEditPlusPipeline 4.19 s (+3.4%), +6.3%, +8.9%, +13.5%. Without CFG
+  (scale 1 on both sides) Qwen-Image-Edit reads -1.0% and 0.0%: the SDE bookkeeping costs nothing measurable, and
+  the excess is the CFG path. The rollout runs a prompt's two halves as one batch padded to the longer text (30 vs
+  17 tokens here), which on this CPU is 2.6% slower per call than the pipeline's two unpadded calls (timed alone),
+  and encodes the source with the VAE for the negative prompt as well as the prompt; the run-to-run spread (SD3's
+  row moved -3.4% to +2.2% in the same runs) is the rest.
 The tiny reward models cost milliseconds here; with a real judge the reward phase is the judge's own time plus the
 gather of a group's media to its owner (none when every process holds whole groups).
 """
