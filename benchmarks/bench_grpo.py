@@ -57,7 +57,7 @@ Measured on the shared 2-core CPU machine (CPU time, one thread, best of 3), 2 p
   the excess is the CFG path. The rollout runs a prompt's two halves as one batch padded to the longer text (30 vs
   17 tokens here), which on this CPU is 2.6% slower per call than the pipeline's two unpadded calls (timed alone),
   and encodes the source with the VAE for the negative prompt as well as the prompt; the run-to-run spread (SD3's
-  row moved -3.4% to +2.2% in the same runs) is the rest.
+  row read +0.4% and -3.4% in the first two runs) is the rest.
 The tiny reward models cost milliseconds here; with a real judge the reward phase is the judge's own time plus the
 gather of a group's media to its owner (none when every process holds whole groups).
 """
