@@ -25,7 +25,10 @@ Z-Image, FLUX.2 klein, Wan2.2 A14B and TI2V-5B, FLUX.2 dev, HunyuanVideo 1.5; al
 pipeline with a transformer of ``--layers`` x ``--heads`` x 64 and as many image tokens (per latent frame;
 HunyuanVideo and Wan I2V: 5 frames, 2 latent frames), the rollout (prompts encoded, CFG the family's way, decoded)
 against the pipeline called with the same prompts, noise, steps and guidance (``pipeline_guidance_kwargs``).
-HunyuanVideo 1.5: both sides get the adapter's prompt embeddings (see ``hunyuan_embeds``).
+HunyuanVideo 1.5: both sides get the adapter's prompt embeddings (see ``hunyuan_embeds``). The editing families
+(Qwen-Image-Edit Plus, FLUX.1 Kontext) get a random 8-bit source per prompt at the output's size, kept at that size
+on both sides (as many source tokens as noisy ones); the pipeline takes one source per call, so it runs once per
+prompt with G samples, and the rollout then runs as many rows per transformer call (``edit_calls``).
 
 Measured on the shared 2-core CPU machine (CPU time, one thread, best of 3), 2 prompts x 4 samples, 6 SDE steps,
 3 trained with KL:
@@ -53,6 +56,14 @@ Measured on the shared 2-core CPU machine (CPU time, one thread, best of 3), 2 p
   source video and runs CLIP once per (prompt, source) key, for the 2 prompts and the negative prompt, where the
   pipeline, given one image per call, encodes it once; timed alone that is 2.04 vs 1.21 s (text encoding included),
   more than the whole difference. In training each (prompt, source) is encoded once and then cached.
+- editing rows (same sizes: 256 noisy + 256 source tokens, G = 4 rows per transformer call on both sides, best of 3
+  or 5, four runs on the loaded machine): FLUX.1 Kontext 3.89 vs FluxKontextPipeline 3.83 s (+1.6%), -3.4%, +2.0%,
+  +0.8%; Qwen-Image-Edit Plus 4.33 vs QwenImageEditPlusPipeline 4.19 s (+3.4%), +6.3%, +8.9%, +13.5%. Without CFG
+  (scale 1 on both sides) Qwen-Image-Edit reads -1.0% and 0.0%: the SDE bookkeeping costs nothing measurable, and
+  the excess is the CFG path. The rollout runs a prompt's two halves as one batch padded to the longer text (30 vs
+  17 tokens here), which on this CPU is 2.6% slower per call than the pipeline's two unpadded calls (timed alone),
+  and encodes the source with the VAE for the negative prompt as well as the prompt; the run-to-run spread (SD3's
+  row read +0.4% and -3.4% in the first two runs) is the rest.
 The tiny reward models cost milliseconds here; with a real judge the reward phase is the judge's own time plus the
 gather of a group's media to its owner (none when every process holds whole groups).
 """
@@ -132,7 +143,7 @@ def family_transformer(family: str, args) -> torch.nn.Module:
     )
 
     torch.manual_seed(0)
-    if family == "flux":
+    if family in ("flux", "flux-kontext"):  # Kontext's transformer is FLUX.1's class (source tokens appended)
         return FluxTransformer2DModel(
             patch_size=1,
             in_channels=16,
@@ -145,7 +156,7 @@ def family_transformer(family: str, args) -> torch.nn.Module:
             guidance_embeds=True,
             axes_dims_rope=(16, 24, 24),
         )
-    if family == "qwenimage":
+    if family in ("qwenimage", "qwenimage-edit"):  # Qwen-Image-Edit's is Qwen-Image's (source tokens appended)
         return QwenImageTransformer2DModel(
             patch_size=2,
             in_channels=16,
@@ -232,8 +243,8 @@ def family_transformer(family: str, args) -> torch.nn.Module:
             task_type="t2v",
         )
     raise ValueError(
-        "--families takes flux, qwenimage, zimage, flux2klein, wan22, wan22ti2v, flux2, hunyuanvideo15 and wan-i2v, "
-        f"not {family!r}"
+        "--families takes flux, qwenimage, zimage, flux2klein, wan22, wan22ti2v, flux2, hunyuanvideo15, wan-i2v, "
+        f"qwenimage-edit and flux-kontext, not {family!r}"
     )
 
 
@@ -272,9 +283,23 @@ def family_rollout_row(family: str, args, device: torch.device, accelerator: Acc
         size["num_frames"] = 5 if family in ("hunyuanvideo15", "wan-i2v") else 1
     samples = args.prompts * args.group
     noise = torch.randn(model.latent_shape(samples, **size), generator=torch.Generator().manual_seed(0))
-    # image-to-video: one source image (the first frame) for every prompt, at the output size
-    source = torch.rand(3, size["height"], size["width"], generator=torch.Generator().manual_seed(1))
-    sources = {"sources": [source] * args.prompts} if model.conditional else {}
+    # Editing families: one random 8-bit source per prompt at the output's size, seen at that size on both sides
+    # (the adapter's source_area; the pipelines' own resizing told to keep it), so the transformer sees as many
+    # source tokens as noisy ones. The editing pipelines take one source per call, so they are called once per
+    # prompt with G samples; the rollout then runs G rows per transformer call as they do (with batched CFG, G / 2
+    # samples' two halves), so the row measures bookkeeping, not CPU batch sizes. Image-to-video: one source image
+    # (the first frame) for every prompt, at the output size.
+    editing = model.conditional and not video
+    sources, batch_size = None, samples
+    if editing:
+        model.source_area = size["height"] * size["width"]
+        generator = torch.Generator().manual_seed(1)
+        shape = (3, size["height"], size["width"])
+        sources = [torch.randint(0, 256, shape, generator=generator) / 255 for _ in prompts]
+        batch_size = args.group // 2 if model.batch_cfg else args.group
+    elif model.conditional:
+        sources = [torch.rand(3, size["height"], size["width"], generator=torch.Generator().manual_seed(1))]
+        sources *= args.prompts
 
     # HunyuanVideo15Pipeline pads its text to 1000 Qwen + 256 ByT5 tokens that its transformer carries (masked)
     # through every block, where the adapter keeps the real tokens: that difference is not bookkeeping, so both sides
@@ -294,10 +319,10 @@ def family_rollout_row(family: str, args, device: torch.device, accelerator: Acc
                 sde_type="flow",
                 noise_level=0.7,
                 generator=[seeded(0, i) for i in range(samples)],
-                batch_size=samples,
+                batch_size=batch_size,
                 initial_noise=noise,
+                sources=sources,
                 **size,
-                **sources,
             )
 
     # QwenImagePipeline sizes its image-shape list by prompts, not images: with several prompts it fails for
@@ -310,10 +335,13 @@ def family_rollout_row(family: str, args, device: torch.device, accelerator: Acc
     call_prompts = [p for p in prompts for _ in range(args.group)] if repeat else prompts
     per_prompt = "num_videos_per_prompt" if video else "num_images_per_prompt"
     length = {"max_sequence_length": text_length} if takes_length else {}
-    image = {"image": source_pil(source)} if model.conditional else {}
+    image = {"image": source_pil(sources[0])} if model.conditional and not editing else {}
 
     def plain() -> None:
         with accelerator.autocast():
+            if editing:
+                edit_calls(pipeline, model, prompts, sources, noise.to(device), args, size)
+                return
             if given_embeds:
                 latents = pipeline(
                     num_inference_steps=args.steps,
@@ -352,6 +380,33 @@ def family_rollout_row(family: str, args, device: torch.device, accelerator: Acc
         f"{family} rollout with log-probs {rollout:.4f} s vs {type(pipeline).__name__} {plain_time:.4f} s: "
         f"bookkeeping {rollout / plain_time - 1:.1%}"
     )
+
+
+def edit_calls(pipeline, model: FlowModel, prompts, sources, noise, args, size: dict[str, int]) -> None:
+    """The editing pipeline on each prompt with its source, ``--group`` samples per call, from the rollout's noise;
+    its source resizing kept at the source's own size (``model.source_area``), as the adapter's."""
+    from diffusers.pipelines.qwenimage import pipeline_qwenimage_edit_plus
+
+    from mmreward.flow.adapter import source_pil
+
+    if model.family == "flux-kontext":
+        keep = {"_auto_resize": False, "max_area": size["height"] * size["width"]}
+    else:  # QwenImageEditPlusPipeline reads its VAE resolution from a module constant at call time
+        keep = {}
+        pipeline_qwenimage_edit_plus.VAE_IMAGE_SIZE = model.source_area
+    for p, (prompt, source) in enumerate(zip(prompts, sources, strict=True)):
+        pipeline(
+            prompt=prompt,
+            image=source_pil(source),
+            num_inference_steps=args.steps,
+            latents=model.pipeline_initial_latents(noise[p * args.group : (p + 1) * args.group]),
+            output_type="pt",
+            num_images_per_prompt=args.group,
+            max_sequence_length=model.max_sequence_length,
+            **keep,
+            **size,
+            **model.pipeline_guidance_kwargs(4.0),
+        )
 
 
 def hunyuan_embeds(model: FlowModel, prompts: list[str], group: int) -> dict[str, torch.Tensor]:
@@ -399,8 +454,20 @@ def main() -> None:
     parser.add_argument(
         "--families",
         nargs="*",
-        default=["flux", "qwenimage", "zimage", "flux2klein", "wan22", "wan22ti2v", "flux2", "hunyuanvideo15"],
-        help="rollout-vs-pipeline rows (Wan2.2 with one-frame videos, HunyuanVideo 1.5 with 5 frames)",
+        default=[
+            "flux",
+            "qwenimage",
+            "zimage",
+            "flux2klein",
+            "wan22",
+            "wan22ti2v",
+            "flux2",
+            "hunyuanvideo15",
+            "qwenimage-edit",
+            "flux-kontext",
+        ],
+        help="rollout-vs-pipeline rows (Wan2.2 with one-frame videos, HunyuanVideo 1.5 with 5 frames, the editing "
+        "families with a source image per prompt)",
     )
     args = parser.parse_args()
     if args.smoke:

@@ -8,12 +8,23 @@
     python eval/gen_bench.py compare outputs/gen/sd35m outputs/gen/sd35m-dpo --out outputs/gen/compare
     python eval/gen_bench.py --model stabilityai/stable-diffusion-3.5-medium --family sd3 --prompts geneval2 \\
         --images-per-prompt 1 --reward geneval2 --out outputs/gen/sd35m-geneval2
+    python eval/gen_bench.py --model Qwen/Qwen-Image-Edit-2509 --family qwenimage-edit --prompts edits.jsonl \
+        --images-per-prompt 1 --reward editreward --out outputs/gen/qwen-edit
     python eval/gen_bench.py --list          # prompt sets, per-family sampling defaults, judge presets
 
 Generation: ``--images-per-prompt`` samples per prompt (4, UniGenBench's protocol) with the ODE sampler and the
 family's evaluation defaults (``--list``; override with ``--steps``, ``--guidance-scale``, sizes). Sample k of prompt
 p starts from the noise of ``seeded(seed, p, k)``, so base and aligned runs with the same ``--seed`` see the same
 noise. Samples are saved as ``OUT/samples/{prompt id}_{k}.png`` (``.mp4`` for videos), UniGenBench's naming.
+
+Editing families (qwenimage-edit, flux-kontext) take an editing prompt file: ``.jsonl`` objects or ``.csv`` /
+``.tsv`` rows with ``prompt`` and ``image`` (``--prompt-field``, ``--image-field``; image paths relative to the file),
+the layout align/pref_grpo.py trains on. A prompt's id is its line number, so ``samples/7_0.png`` edits line 7's
+source. A malformed line or a source image that does not decode is left out with its line number and the fix
+(printed, and listed in ``results.json`` under ``prompt_set.left_out``); every other line is generated and scored.
+Rewards that compare an edit with its source (``uses_source``: editreward, rationalrewards-edit,
+BrightnessDeltaReward) get each sample's source; the others score the edit as an image. Every edit has one size
+(``--height`` / ``--width``; the pipelines instead size each output from its source's aspect ratio).
 
 Scoring: every ``--reward NAME[=WEIGHT]`` (anything ``mmreward.load_reward`` takes; the weights give a weighted
 total), and for prompt sets with test points (UniGenBench) a checklist ``--judge`` that answers every test point
@@ -31,7 +42,8 @@ Resuming: samples and scores stay in OUT; rerunning the same command generates a
 (a finished rerun loads no model at all). Outputs: ``report.md``, ``results.json`` (every per-sample value),
 ``samples_grid.png`` and plots; with ``--compare-to`` or ``compare`` also the side-by-side ``comparison.md``,
 ``comparison.json``, ``side_by_side.png`` and plots. Exit status: 0 on success, 1 when ``--on-error fail`` and
-items failed (the report is still written), 2 on bad arguments, 130 when interrupted.
+items failed or editing lines were left out (the report is still written), 2 on bad arguments, 130 when
+interrupted.
 """
 
 from __future__ import annotations
@@ -56,7 +68,7 @@ from mmreward.errors import ConfigError, MMRewardError
 from mmreward.evaluation import gen_results, generation
 from mmreward.evaluation.diversity import ImageEmbeddingFeatures, per_group_diversity, pixel_features
 from mmreward.evaluation.generation import EVAL_DEFAULTS, TINY_SIZES, GenerationSettings, LoraInfo, Sample
-from mmreward.evaluation.prompt_sets import PROMPT_SETS, PromptSet, load_prompt_set
+from mmreward.evaluation.prompt_sets import PROMPT_SETS, PromptSet, load_edit_prompt_set, load_prompt_set
 from mmreward.evaluation.report import plot_grouped_bars, plot_image_grid, write_json, write_text
 from mmreward.evaluation.score_cache import (
     ChecklistItem,
@@ -71,6 +83,7 @@ from mmreward.evaluation.score_cache import (
     reward_fingerprint,
     score_into_cache,
 )
+from mmreward.family_names import EDITING_FAMILIES
 from mmreward.rewards.mix import parse_reward_spec
 from mmreward.rewards.registry import resolve_reward
 from mmreward.score_shards import Processes, barrier, batch_share, end_group, launched_processes, start_group
@@ -101,6 +114,9 @@ def build_parser() -> argparse.ArgumentParser:
     prompts = parser.add_argument_group("prompts and sampling")
     prompts.add_argument("--prompts", help=f"prompt set ({', '.join(PROMPT_SETS)}) or a .txt/.csv/.jsonl file")
     prompts.add_argument("--prompt-field", help="column/key holding the prompt in a .csv/.jsonl (default: prompt)")
+    prompts.add_argument(
+        "--image-field", help="editing families: column/key holding the source image path (default: image)"
+    )
     prompts.add_argument("--limit", type=int, help="only the first N prompts (quick runs)")
     prompts.add_argument("--images-per-prompt", type=int, default=4, help="samples per prompt (UniGenBench: 4)")
     prompts.add_argument("--steps", type=int, help="ODE steps (default: the family's evaluation setting, --list)")
@@ -178,7 +194,19 @@ def _checked_setup(args: argparse.Namespace, parser: argparse.ArgumentParser) ->
             raise ConfigError(f"{flag} must be >= {minimum}, got {value}")
     if args.guidance_scale is not None and args.guidance_scale < 0:
         raise ConfigError(f"--guidance-scale must be >= 0, got {args.guidance_scale}")
-    prompt_set = load_prompt_set(args.prompts, args.prompt_field).limited(args.limit)
+    editing = args.family in EDITING_FAMILIES
+    left_out: list[str] = []
+    if editing:
+        prompt_set, left_out = load_edit_prompt_set(
+            args.prompts, args.prompt_field, args.image_field or "image", args.limit
+        )
+    elif args.image_field is not None:
+        raise ConfigError(
+            f"--image-field is for editing families ({', '.join(EDITING_FAMILIES)}); {args.family} generates from "
+            "text alone: remove it"
+        )
+    else:
+        prompt_set = load_prompt_set(args.prompts, args.prompt_field).limited(args.limit)
     media_kind = "video" if args.family in generation.VIDEO_FAMILIES else "image"
     if prompt_set.media_kind is not None and prompt_set.media_kind != media_kind:
         raise ConfigError(
@@ -210,6 +238,11 @@ def _checked_setup(args: argparse.Namespace, parser: argparse.ArgumentParser) ->
             )
         if media_kind not in cls.media_kinds:
             raise ConfigError(f"--reward {name} scores {sorted(cls.media_kinds)}, not {media_kind}s")
+        if cls.uses_source and not editing:
+            raise ConfigError(
+                f"--reward {name} compares an edit with its source image; {args.family} generates from text: use it "
+                f"with an editing family ({', '.join(EDITING_FAMILIES)}) and an editing prompt file"
+            )
     judge_remote = False
     if args.judge is not None:
         from mmreward.rewards.vlm.checklist import ChecklistJudge
@@ -253,6 +286,7 @@ def _checked_setup(args: argparse.Namespace, parser: argparse.ArgumentParser) ->
     _check_run_file(args.out, settings)
     return {
         "prompts": prompt_set,
+        "left_out": left_out,
         "settings": settings,
         "lora": lora,
         "rewards": rewards,
@@ -351,7 +385,7 @@ def _score_reward(
     from mmreward import load_reward
     from mmreward.evaluation.score_cache import ScoringStats
 
-    items = [MediaItem(s.prompt, s.path, media_key(s.prompt, s.path, out)) for s in samples]
+    items = [MediaItem(s.prompt, s.path, _key(s, out), s.source) for s in samples]
     request = request_digest(spec, overrides, [i.key for i in items])
     cache = finished_cache(out / "cache", request)
     if cache is not None and not (args.retry_failed and any(r["error"] for r in cache.records.values())):
@@ -367,6 +401,11 @@ def _score_reward(
     del reward
     _free_memory()
     return cache, stats.to_dict(), kind
+
+
+def _key(sample: Sample, out: Path) -> str:
+    """A sample's score-cache key: its file and prompt, and for an edit its source file."""
+    return media_key(sample.prompt, sample.path, out, sample.source)
 
 
 def _run_judge(
@@ -572,6 +611,10 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser, argv: list[st
     prompt_set: PromptSet = plan["prompts"]
     settings: GenerationSettings = plan["settings"]
     media_kind = "video" if settings.family in generation.VIDEO_FAMILIES else "image"
+    if plan["left_out"]:
+        shown = "".join(f"\n  {line}" for line in plan["left_out"][:10])
+        more = f"\n  ... and {len(plan['left_out']) - 10} more" if len(plan["left_out"]) > 10 else ""
+        print(f"left out {len(plan['left_out'])} line(s) of {args.prompts}:{shown}{more}", file=sys.stderr)
     samples = generation.plan_samples(prompt_set, args.images_per_prompt, out / SAMPLES_DIR, media_kind)
     generation.check_existing_samples(samples)
     # Launched on several processes (torchrun, accelerate launch), each draws its share of the missing samples;
@@ -604,6 +647,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser, argv: list[st
             "prompts": len(prompt_set),
             "images_per_prompt": args.images_per_prompt,
             "limit": args.limit,
+            "left_out": plan["left_out"],
         },
         "bootstrap": {"replicates": args.bootstrap, "seed": 0, "confidence": 0.95},
         "generation": {"total": len(samples), "generated": generated},
@@ -614,6 +658,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser, argv: list[st
                 "index": s.index,
                 "prompt": s.prompt,
                 "path": s.path.relative_to(out).as_posix(),
+                **({"source": str(s.source)} if s.source is not None else {}),
             }
             for s in samples
         ],
@@ -623,7 +668,7 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser, argv: list[st
     labels = _labels([spec for spec, _ in plan["rewards"]])
     for (spec, weight), label in zip(plan["rewards"], labels, strict=True):
         cache, stats, kind = _score_reward(spec, samples, out, overrides, args)
-        scores = {s.id: cache.get(media_key(s.prompt, s.path, out))["score"] for s in samples}
+        scores = {s.id: cache.get(_key(s, out))["score"] for s in samples}
         result["rewards"][label] = {
             "spec": spec,
             "weight": weight,
@@ -664,8 +709,10 @@ def run(args: argparse.Namespace, parser: argparse.ArgumentParser, argv: list[st
         _print_comparison(comparison, tuple(args.names), out)
     failed = sum(r["scoring"]["failed"] for r in result["rewards"].values())
     failed += result["judge"]["scoring"]["failed"] if result.get("judge") else 0
-    if failed and args.on_error == "fail":
-        print(f"error: {failed} item(s) failed to score (--on-error fail); see {out / 'report.md'}", file=sys.stderr)
+    if (failed or plan["left_out"]) and args.on_error == "fail":
+        reasons = [f"{failed} item(s) failed to score"] if failed else []
+        reasons += [f"{len(plan['left_out'])} prompt line(s) were left out"] if plan["left_out"] else []
+        print(f"error: {' and '.join(reasons)} (--on-error fail); see {out / 'report.md'}", file=sys.stderr)
         return 1
     return 0
 

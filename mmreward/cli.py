@@ -6,6 +6,8 @@
     mmreward serve --reward pickscore --port 8000
     mmreward generate --model stabilityai/stable-diffusion-3.5-medium --family sd3 --prompt "a cat" \
         --guide pickscore --method best-of-n --budget 112 --out samples/
+    mmreward generate --model Qwen/Qwen-Image-Edit-2509 --family qwenimage-edit --prompt "make it snow" \
+        --image street.png --guide editreward --method best-of-n --out edits/
 
 Exit codes (shared by the eval programs): 0 success; 1 ``--on-error fail`` and some input failed (the first bad
 input is named; inputs that decoded were still scored and written); 2 the run could not start (bad arguments,
@@ -28,7 +30,7 @@ from typing import Any
 
 from mmreward.devices import resolve_device_and_dtype
 from mmreward.errors import MMRewardError
-from mmreward.family_names import TEXT_FAMILIES
+from mmreward.family_names import EDITING_FAMILIES, FAMILIES
 from mmreward.score_inputs import InputError
 
 OUTPUT_FORMATS = (".jsonl", ".csv", ".parquet")
@@ -97,16 +99,19 @@ def _add_generate_parser(sub: Any) -> None:
     gen = sub.add_parser(
         "generate",
         help="generate images or videos steered by rewards (no training)",
-        description="Sample a rectified-flow generator (SD3, FLUX, Wan, Qwen-Image, Z-Image, FLUX.2 "
-        "klein) with reward guidance: "
+        description="Sample a rectified-flow generator (SD3, FLUX, Wan, Qwen-Image, Z-Image, FLUX.2, ...) or "
+        "edit images (Qwen-Image-Edit, FLUX.1 Kontext) with reward guidance: "
         "Flow-NRG with a latent reward (align/train_latent_reward.py), pixel-space gradient guidance with a "
         "differentiable reward, best-of-N over seeds, or search that prunes candidates at intermediate steps. "
-        "--budget counts velocity evaluations (transformer forward passes, one per sample per step) per output.",
+        "--budget counts velocity evaluations (transformer forward passes, one per sample per step) per output. "
+        "Editing families take their source images from --image (one image for every prompt) or from an editing "
+        "prompt file (--prompts with 'prompt' and 'image' columns); rewards that compare an edit with its source "
+        "(editreward, rationalrewards-edit) are given it, and rewards.jsonl names each output's source.",
     )
     gen.add_argument("--model", required=True, help="hub id, local pipeline directory, or 'tiny' (tiny random)")
     gen.add_argument(
         "--family",
-        choices=TEXT_FAMILIES,
+        choices=FAMILIES,
         help="generator family (default: from the directory's model_index.json; sd3 for tiny)",
     )
     prompts = gen.add_mutually_exclusive_group(required=True)
@@ -114,7 +119,14 @@ def _add_generate_parser(sub: Any) -> None:
     prompts.add_argument(
         "--prompts",
         metavar="FILE",
-        help="prompts: a .txt file, one per line, or a .csv/.tsv/.jsonl/.json/.parquet table with a 'prompt' column",
+        help="prompts: a .txt file, one per line, or a .csv/.tsv/.jsonl/.json/.parquet table with a 'prompt' column; "
+        "editing families without --image: a .jsonl/.csv/.tsv with 'prompt' and 'image' (the source image's path, "
+        "relative to the file), one edit per line (a bad line is left out with its line number)",
+    )
+    gen.add_argument(
+        "--image",
+        metavar="FILE",
+        help=f"editing families ({', '.join(EDITING_FAMILIES)}): the source image every prompt edits",
     )
     gen.add_argument(
         "--guide",
@@ -400,7 +412,6 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _generate(args: argparse.Namespace) -> int:
-    from mmreward.data.prompts import read_prompts
     from mmreward.evaluation.generation import VIDEO_FAMILIES
     from mmreward.guidance.generate import FAMILY_DEFAULTS, TINY_DEFAULTS, infer_family, plan_guides
     from mmreward.rewards.mix import parse_reward_spec
@@ -414,7 +425,7 @@ def _generate(args: argparse.Namespace) -> int:
     budget = args.budget or (steps if args.method in ("nrg", "pixel") else 4 * steps)
     dim_weights = dict(_parse_dim(d) for d in args.dim)
     specs = plan_guides([parse_reward_spec(g) for g in args.guide], args.method, family, dim_weights)
-    prompts = args.prompt or read_prompts(args.prompts)
+    prompts, sources, left_out = _generation_prompts(args, family)
     for name, value in [
         ("--steps", steps),
         ("--budget", budget),
@@ -470,6 +481,7 @@ def _generate(args: argparse.Namespace) -> int:
             search=search,
             fps=args.fps,
             progress=bar.update,
+            sources=sources,
         )
     failed = [row for row in rows if row["failed"]]
     print(f"mmreward: wrote {len(rows)} outputs and rewards.jsonl to {args.out}", file=sys.stderr)
@@ -478,8 +490,41 @@ def _generate(args: argparse.Namespace) -> int:
             f"mmreward: {len(failed)} outputs could not be scored; first: {failed[0]['file']}: {failed[0]['error']}",
             file=sys.stderr,
         )
-        return 1
-    return 0
+    if left_out:
+        print(f"mmreward: {len(left_out)} prompt line(s) were left out; first: {left_out[0]}", file=sys.stderr)
+    return 1 if failed or left_out else 0
+
+
+def _generation_prompts(args: argparse.Namespace, family: str) -> tuple[list[str], list[Path] | None, list[str]]:
+    """``(prompts, their source image files or None, editing lines left out)``: text families read prompts alone;
+    editing families edit ``--image`` with every prompt, or read an editing prompt file whose lines each name a
+    source (a malformed line or an undecodable image is left out with its line number, reported at once)."""
+    from mmreward.data.prompts import load_sources, read_prompts
+    from mmreward.evaluation.prompt_sets import load_edit_prompt_set
+
+    if family not in EDITING_FAMILIES:
+        if args.image is not None:
+            raise MMRewardError(
+                f"--image is for editing families ({', '.join(EDITING_FAMILIES)}); {family} "
+                "generates from text alone: remove it"
+            )
+        return args.prompt or read_prompts(args.prompts), None, []
+    if args.image is not None:
+        image = Path(args.image).expanduser()
+        if not image.is_file():
+            raise MMRewardError(f"--image {args.image!r} does not exist; give the source image to edit")
+        load_sources([image])  # decodes it now: a bad file is named before any model loads
+        prompts = args.prompt or read_prompts(args.prompts)
+        return prompts, [image] * len(prompts), []
+    if args.prompt:
+        raise MMRewardError(
+            f"{family} edits a source image: give it with --image, or use --prompts with an editing prompt file "
+            "(.jsonl/.csv/.tsv with 'prompt' and 'image' columns)"
+        )
+    prompt_set, left_out = load_edit_prompt_set(args.prompts)
+    for line in left_out:
+        print(f"mmreward: left out {line}", file=sys.stderr)
+    return [item.prompt for item in prompt_set.items], [item.source for item in prompt_set.items], left_out
 
 
 def _parse_dim(spec: str) -> tuple[str, float]:

@@ -149,12 +149,14 @@ EDIT_SUFFIXES = (".jsonl", ".csv", ".tsv")
 
 @dataclass
 class EditPrompts:
-    """An editing prompt set: ``prompts[i]`` is the instruction for the source image file ``images[i]``; ``skipped``
-    says which lines were left out and why (each message names the file, the line and the fix)."""
+    """An editing prompt set: ``prompts[i]`` is the instruction for the source image file ``images[i]``, read from
+    line ``lines[i]`` of the file (1-based); ``skipped`` says which lines were left out and why (each message names
+    the file, the line and the fix)."""
 
     prompts: list[str]
     images: list[Path]
     skipped: list[str]
+    lines: list[int]
 
     def __len__(self) -> int:
         return len(self.prompts)
@@ -185,7 +187,7 @@ def read_edit_prompts(path: str | Path, prompt_column: str | None = None, image_
         lines = _edit_records(path, suffix, prompt_key, image_column)
     except UnicodeDecodeError as err:
         raise ConfigError(f"{str(path)!r} is not UTF-8 text ({err.reason}); re-save it as UTF-8") from err
-    prompts, images, skipped = [], [], []
+    prompts, images, skipped, numbers = [], [], [], []
     for number, record in lines:
         where = f"{path.name} line {number}"
         if isinstance(record, str):  # a line that could not be parsed: the reason
@@ -214,10 +216,11 @@ def read_edit_prompts(path: str | Path, prompt_column: str | None = None, image_
             continue
         prompts.append(prompt.strip())
         images.append(image_path)
+        numbers.append(number)
     if not prompts:
         first = f"; first: {skipped[0]}" if skipped else ""
         raise ConfigError(f"editing prompt file {str(path)!r} has no usable line ({len(skipped)} left out{first})")
-    return EditPrompts(prompts, images, skipped)
+    return EditPrompts(prompts, images, skipped, numbers)
 
 
 def _edit_records(path: Path, suffix: str, prompt_key: str, image_key: str) -> list[tuple[int, dict | str]]:

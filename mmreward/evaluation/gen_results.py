@@ -187,9 +187,12 @@ def _settings_lines(run: Mapping[str, Any]) -> list[str]:
     s, ps = run["settings"], run["prompt_set"]
     lora = f"`{s['lora']}` (sha256 {s['lora_digest'][:12]})" if s.get("lora") else "none"
     frames = f" x {s['num_frames']} frames" if s.get("num_frames") else ""
+    left_out = ps.get("left_out") or []  # editing prompt files: lines without a usable source
+    left = "".join(f"\n  - {line}" for line in left_out)
     return [
         f"- model `{s['model']}` ({s['family']}), LoRA {lora}, {s['dtype']}",
         f"- prompts `{ps['name']}` ({ps['prompts']} prompts x {ps['images_per_prompt']} samples; {ps['source']})",
+        *([f"- left out {len(left_out)} prompt line(s):{left}"] if left_out else []),
         f"- sampling: {s['num_steps']} ODE steps, guidance {s['guidance_scale']}, {s['height']} x {s['width']}"
         f"{frames}, seed {s['seed']} (sample k of prompt p starts from the noise of seeded(seed, p, k))",
         f"- command: `{run['command']}`",

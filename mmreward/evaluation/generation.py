@@ -11,6 +11,9 @@
   the same seed see the same noise, so their differences come from the weights alone. Files are written atomically
   (temporary name, then rename), so an interrupted run leaves no half-written sample and a rerun draws only what is
   missing.
+- Editing families edit each prompt's source image (:func:`mmreward.evaluation.prompt_sets.load_edit_prompt_set`):
+  a sample records its source, and the directory's manifest records the source's content digest with the prompt,
+  so a sample is reused only for the same instruction on the same pixels.
 """
 
 from __future__ import annotations
@@ -30,10 +33,9 @@ import torch
 from mmreward import media as media_io
 from mmreward.errors import ConfigError
 from mmreward.evaluation.prompt_sets import PromptSet
-from mmreward.family_names import TEXT_FAMILIES, VIDEO_FAMILIES
+from mmreward.family_names import FAMILIES, VIDEO_FAMILIES
 
 LORA_WEIGHTS_NAME = "pytorch_lora_weights.safetensors"  # diffusers' default name (mmreward.train.lora saves it)
-ALL_FAMILIES = TEXT_FAMILIES  # the families that generate from text prompts
 # frame rate of saved videos: Wan 2.1 and Wan2.2 A14B generate 16 fps, Wan2.2 TI2V-5B and HunyuanVideo 1.5 24 fps
 # (the release configs; HunyuanVideo 1.5: 121 frames for 5 s)
 VIDEO_FPS = {"wan": 16.0, "wan22": 16.0, "wan22ti2v": 24.0, "hunyuanvideo15": 24.0}
@@ -90,6 +92,26 @@ EVAL_DEFAULTS: dict[str, EvalDefaults] = {
         121,
         "HunyuanVideo15Pipeline defaults (480p checkpoints): 50 steps, CFG 6.0 (its guider), 480 x 848, 121 frames",
     ),
+    # The editing pipelines size their output from the source (about 1 megapixel at its aspect ratio); a benchmark
+    # run has one size for every edit: 1024 x 1024 unless --height / --width say otherwise.
+    "qwenimage-edit": EvalDefaults(
+        50,
+        4.0,
+        1024,
+        1024,
+        None,
+        "QwenImageEditPlusPipeline defaults: 50 steps, true CFG 4.0 (norm-rescaled), 1024 px (the pipeline: the "
+        "source's aspect ratio at 1 megapixel)",
+    ),
+    "flux-kontext": EvalDefaults(
+        28,
+        3.5,
+        1024,
+        1024,
+        None,
+        "FluxKontextPipeline defaults: 28 steps, embedded guidance 3.5, 1024 px (the pipeline: the source's aspect "
+        "ratio at 1 megapixel)",
+    ),
 }
 # The tiny random pipelines of mmreward.tiny_models (path "tiny"): same steps and guidance, tiny sizes.
 TINY_SIZES = {
@@ -103,9 +125,12 @@ TINY_SIZES = {
     "wan22ti2v": (32, 32, 5),
     "flux2": (32, 32, None),
     "hunyuanvideo15": (32, 32, 5),
+    "qwenimage-edit": (32, 32, None),
+    "flux-kontext": (32, 32, None),
 }
 # Heights and widths must be multiples of VAE factor x patch size: 8 x 2 for every released checkpoint of these
-# families; 2 x 2 for the tiny SD3, FLUX, Z-Image and FLUX.2 pipelines (2x VAE), 4 x 2 for tiny Qwen-Image, 8 x 2
+# families; 2 x 2 for the tiny SD3, FLUX (Kontext too), Z-Image and FLUX.2 pipelines (2x VAE), 4 x 2 for tiny
+# Qwen-Image (and -Edit), 8 x 2
 # for tiny Wan; Wan2.2 TI2V-5B's VAE is 16x (2x2 patchified, then 8x): 16 x 2, tiny or not. Wan frames are 4k + 1.
 SPATIAL_MULTIPLE = {
     "sd3": 16,
@@ -118,6 +143,8 @@ SPATIAL_MULTIPLE = {
     "wan22ti2v": 32,
     "flux2": 16,
     "hunyuanvideo15": 16,
+    "qwenimage-edit": 16,
+    "flux-kontext": 16,
 }
 TINY_SPATIAL_MULTIPLE = {
     "sd3": 4,
@@ -130,6 +157,8 @@ TINY_SPATIAL_MULTIPLE = {
     "wan22ti2v": 32,
     "flux2": 4,
     "hunyuanvideo15": 4,
+    "qwenimage-edit": 8,
+    "flux-kontext": 4,
 }
 WAN_TEMPORAL = 4
 
@@ -179,18 +208,19 @@ class LoraInfo:
 
 def _family_of_key(key: str) -> set[str]:
     """Families whose transformer has the layer a diffusers LoRA key names."""
+    # The editing families' transformers are their text-to-image siblings' (Qwen-Image, FLUX.1) classes.
     if ".single_transformer_blocks." in key:
-        return {"flux", "flux2klein", "flux2"}
+        return {"flux", "flux-kontext", "flux2klein", "flux2"}
     if re.search(r"^transformer\.blocks\.\d+\.(attn1|attn2|ffn)\.", key):
         return {"wan", "wan22", "wan22ti2v"}  # Wan's self/cross-attention blocks (HunyuanVideo's are joint)
     if re.search(r"^transformer\.(layers|noise_refiner|context_refiner)\.\d+\.", key):
         return {"zimage"}
     if re.search(r"^transformer\.transformer_blocks\.\d+\.(img_mlp|txt_mlp|img_mod|txt_mod)\.", key):
-        return {"qwenimage"}
+        return {"qwenimage", "qwenimage-edit"}
     if key.startswith("transformer.transformer_blocks."):
         # joint (MM-DiT) blocks with the same projection names
-        return {"sd3", "flux", "qwenimage", "flux2klein", "flux2", "hunyuanvideo15"}
-    return set(ALL_FAMILIES)
+        return {"sd3", "flux", "flux-kontext", "qwenimage", "qwenimage-edit", "flux2klein", "flux2", "hunyuanvideo15"}
+    return set(FAMILIES)
 
 
 def inspect_lora(directory: str | Path) -> LoraInfo:
@@ -220,7 +250,7 @@ def inspect_lora(directory: str | Path) -> LoraInfo:
             f"{str(weight_file)!r} is not a diffusers transformer LoRA (keys like "
             "'transformer.<layer>.lora_A.weight'); gen_bench loads LoRAs the way pipeline.load_lora_weights does"
         )
-    families = set(ALL_FAMILIES)
+    families = set(FAMILIES)
     for key in lora_keys:
         families &= _family_of_key(key)
     trained_on: dict[str, Any] = {}
@@ -285,26 +315,46 @@ def check_lora_shapes(transformer: torch.nn.Module, weight_file: Path) -> None:
 
 @dataclass(frozen=True)
 class Sample:
-    """Sample ``index`` of prompt ``prompt_id``, stored at ``path``."""
+    """Sample ``index`` of prompt ``prompt_id``, stored at ``path``; for editing families, an edit of the image file
+    ``source`` (whose content sha256 is ``source_digest``)."""
 
     prompt_id: str
     index: int
     prompt: str
     path: Path
+    source: Path | None = None
+    source_digest: str | None = None
 
     @property
     def id(self) -> str:
         return f"{self.prompt_id}_{self.index}"
 
+    @property
+    def manifest_entry(self) -> str | dict[str, str]:
+        """What the manifest records for this sample: the prompt, and for an edit the source's digest too."""
+        if self.source is None:
+            return self.prompt
+        return {"prompt": self.prompt, "source": str(self.source), "source_sha256": self.source_digest}
+
 
 def plan_samples(prompts: PromptSet, per_prompt: int, directory: Path, media_kind: str) -> list[Sample]:
     """Every sample of a run, prompt-major, named ``{prompt id}_{k}.png`` / ``.mp4`` under ``directory``."""
     suffix = ".mp4" if media_kind == "video" else ".png"
+    digests = {item.id: hashlib.sha256(item.source.read_bytes()).hexdigest() for item in prompts.items if item.source}
     return [
-        Sample(item.id, k, item.prompt, directory / f"{item.id}_{k}{suffix}")
+        Sample(item.id, k, item.prompt, directory / f"{item.id}_{k}{suffix}", item.source, digests.get(item.id))
         for item in prompts.items
         for k in range(per_prompt)
     ]
+
+
+def _same_entry(stored: Any, sample: Sample) -> bool:
+    """Whether a manifest entry was written for this sample's prompt (and source pixels: not their path, so a
+    moved data folder keeps its samples)."""
+    entry = sample.manifest_entry
+    if isinstance(entry, str) or not isinstance(stored, dict):
+        return stored == entry
+    return stored.get("prompt") == entry["prompt"] and stored.get("source_sha256") == entry["source_sha256"]
 
 
 @dataclass(frozen=True)
@@ -343,10 +393,10 @@ def rank_manifest(rank: int) -> str:
     return f"prompts.rank{rank:05d}.json"
 
 
-def _read_manifest(directory: Path, name: str | None = None) -> dict[str, str]:
+def _read_manifest(directory: Path, name: str | None = None) -> dict[str, Any]:
     """``prompts.json`` and the processes' manifests of ``directory`` (or the one file ``name``), merged."""
     paths = [directory / name] if name else [directory / MANIFEST, *sorted(directory.glob(RANK_MANIFESTS))]
-    manifest: dict[str, str] = {}
+    manifest: dict[str, Any] = {}
     for path in paths:
         if not path.is_file():
             continue
@@ -375,25 +425,26 @@ def merge_manifests(directories: Iterable[Path]) -> None:
 def check_existing_samples(samples: Sequence[Sample]) -> None:
     """Refuse sample files made for other prompts (another prompt file, or an edited one, in the same directory):
     samples are reused only for the prompt they were generated from."""
-    manifests: dict[Path, dict[str, str]] = {}
+    manifests: dict[Path, dict[str, Any]] = {}
     wrong = []
     for s in samples:
         if not s.path.is_file():
             continue
         manifest = manifests.setdefault(s.path.parent, _read_manifest(s.path.parent))
-        if manifest.get(s.id) != s.prompt:
-            wrong.append(f"{s.path.name} (made for {manifest.get(s.id)!r}, now {s.prompt!r})")
+        if not _same_entry(manifest.get(s.id), s):
+            wrong.append(f"{s.path.name} (made for {manifest.get(s.id)!r}, now {s.manifest_entry!r})")
     if wrong:
+        made_from = "prompts or source images" if any(s.source is not None for s in samples) else "prompts"
         raise ConfigError(
-            f"{len(wrong)} existing sample(s) were generated from other prompts, e.g. {'; '.join(wrong[:2])}; use "
-            "another --out for another prompt set"
+            f"{len(wrong)} existing sample(s) were generated from other {made_from}, e.g. {'; '.join(wrong[:2])}; "
+            "use another --out for another prompt set"
         )
 
 
 def _record_samples(samples: Sequence[Sample], name: str = MANIFEST) -> None:
     for directory in {s.path.parent for s in samples}:
         manifest = _read_manifest(directory, name)
-        manifest.update({s.id: s.prompt for s in samples if s.path.parent == directory})
+        manifest.update({s.id: s.manifest_entry for s in samples if s.path.parent == directory})
         partial = directory / f".{name}.partial"
         partial.write_text(json.dumps(manifest, indent=0, ensure_ascii=False) + "\n", encoding="utf-8")
         os.replace(partial, directory / name)
@@ -411,15 +462,17 @@ def generate_samples(
 ) -> int:
     """Draw ``samples`` with the ODE sampler in batches, seeded per sample, and save them (recording each sample's
     prompt in the directory's ``manifest``: ``prompts.json``, or :func:`rank_manifest` for a process of several);
-    returns how many."""
+    returns how many. Edits (samples with a ``source``) are conditioned on their source image, read per batch."""
     from tqdm.auto import tqdm
 
+    from mmreward.data.prompts import load_sources
     from mmreward.flow.rollout import sample_ode, seeded
 
     fps = VIDEO_FPS.get(settings.family)
     with tqdm(total=len(samples), desc="generating", unit="sample", disable=not progress, dynamic_ncols=True) as bar:
         for start in range(0, len(samples), batch_size):
             chunk = samples[start : start + batch_size]
+            sources = load_sources([s.source for s in chunk]) if chunk[0].source is not None else None
             with torch.no_grad(), autocast() if autocast is not None else nullcontext():
                 out = sample_ode(
                     model,
@@ -432,6 +485,7 @@ def generate_samples(
                     negative_prompt=settings.negative_prompt,
                     generator=[seeded(settings.seed, s.prompt_id, s.index) for s in chunk],
                     batch_size=batch_size,
+                    sources=sources,
                 )
             for s, media in zip(chunk, out.media.float().cpu(), strict=True):
                 s.path.parent.mkdir(parents=True, exist_ok=True)

@@ -25,6 +25,12 @@ CSV in UniGenBench's layout (``index``, ``prompt_en`` and ``sub_dims_en``, or th
 prompt its checklist of test points and keeps its ``index`` as the prompt id; elsewhere the id is the prompt's
 position in the file. Ids name the generated files (``{id}_{k}.png``, UniGenBench's naming), so they must be
 file-name safe.
+
+Editing sets (``load_edit_prompt_set``, for the editing families) are user files in the layout training reads
+(:func:`mmreward.data.prompts.read_edit_prompts`: ``.jsonl`` / ``.csv`` / ``.tsv`` with ``prompt`` and ``image``,
+paths relative to the file); each item carries its source image, and its id is its line number in the file, so a
+sample's name says which line it edits. A line that is malformed or whose source image does not decode is left
+out with its line number and the fix; the others are kept.
 """
 
 from __future__ import annotations
@@ -38,8 +44,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 from mmreward import pinned_files
-from mmreward.data.prompts import resolve_prompt_file
-from mmreward.errors import ConfigError
+from mmreward.data.prompts import load_sources, read_edit_prompts, resolve_prompt_file
+from mmreward.errors import ConfigError, MMRewardError
 from mmreward.rewards.soft_tifa import GENEVAL2_DATA
 from mmreward.rewards.vlm.checklist import TestPoint
 
@@ -74,12 +80,14 @@ _UNIGENBENCH_COLUMNS = {
 
 @dataclass(frozen=True)
 class PromptItem:
-    """One prompt: its id (file-name safe), text, test points (UniGenBench) and other metadata from the file."""
+    """One prompt: its id (file-name safe), text, test points (UniGenBench), other metadata from the file, and for
+    editing sets the source image it edits."""
 
     id: str
     prompt: str
     checklist: tuple[TestPoint, ...] = ()
     meta: Mapping[str, Any] = field(default_factory=dict)
+    source: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -140,6 +148,37 @@ def load_prompt_set(spec: str, prompt_field: str | None = None) -> PromptSet:
     if duplicated:
         raise ConfigError(f"prompt ids must be unique in {str(path)!r}; repeated: {duplicated}")
     return PromptSet(name=name, media_kind=media_kind, items=tuple(items), source=path)
+
+
+def load_edit_prompt_set(
+    spec: str, prompt_field: str | None = None, image_field: str = "image", limit: int | None = None
+) -> tuple[PromptSet, list[str]]:
+    """An editing prompt file as a :class:`PromptSet` (ids: line numbers; every item with its ``source``) and the
+    lines left out, each message naming the line and the fix (see the module docstring). ``limit``: keep the first
+    that many usable lines (the sources past them are not decoded; a malformed line anywhere is still reported).
+
+    Unlike training, which reads source pixels when a step draws them, every source is decoded here once, so an
+    image whose header reads but whose pixels do not fails its line before any model loads rather than a batch.
+    """
+    if spec in PROMPT_SETS:
+        raise ConfigError(
+            f"--prompts {spec} is a text-to-media prompt set; editing families need a prompt file with a source image "
+            "per line (.jsonl/.csv/.tsv with 'prompt' and 'image')"
+        )
+    edit = read_edit_prompts(spec, prompt_field, image_field)
+    items, skipped = [], list(edit.skipped)
+    for number, prompt, image in zip(edit.lines, edit.prompts, edit.images, strict=True):
+        if limit is not None and len(items) == limit:
+            break
+        try:
+            load_sources([image])
+        except (MMRewardError, OSError, ValueError) as err:  # MediaError (unreadable pixels), a video, PIL's errors
+            skipped.append(f"{Path(spec).name} line {number}: {err}")
+            continue
+        items.append(PromptItem(str(number), prompt, source=image))
+    if not items:
+        raise ConfigError(f"editing prompt file {spec!r} has no line with a readable source image: {skipped[0]}")
+    return PromptSet(name=Path(spec).stem, media_kind="image", items=tuple(items), source=Path(spec)), skipped
 
 
 def read_prompt_file(path: Path, prompt_field: str | None = None) -> list[PromptItem]:

@@ -1,5 +1,6 @@
 """The engine behind ``mmreward generate``: checked guide specs, the objective, and a run that writes every output
-(an image, or an mp4 for video models) with its rewards in ``rewards.jsonl``.
+(an image, or an mp4 for video models) with its rewards in ``rewards.jsonl``. Editing families edit a source image
+per prompt; each row records the source file it edited.
 
 Everything that can be checked without weights is checked by :func:`plan_guides` before any model loads (unknown
 rewards, a non-differentiable reward asked for gradient guidance, a latent reward of another generator family,
@@ -20,6 +21,7 @@ import torch
 
 from mmreward import media as media_io
 from mmreward.errors import ConfigError
+from mmreward.family_names import EDITING_FAMILIES
 from mmreward.guidance.latent_reward import LatentRewardSpec, is_latent_reward, read_latent_reward_spec
 from mmreward.rewards.registry import resolve_reward
 
@@ -47,6 +49,11 @@ FAMILY_DEFAULTS: dict[str, dict[str, Any]] = {
     "flux2": {"steps": 50, "cfg": 4.0, "height": 1024, "width": 1024, "num_frames": None},
     # HunyuanVideo15Pipeline's defaults for the 480p checkpoints (its guider's CFG 6.0; 480 x 848 from target_size)
     "hunyuanvideo15": {"steps": 50, "cfg": 6.0, "height": 480, "width": 848, "num_frames": 121},
+    # QwenImageEditPlusPipeline: 50 steps, true_cfg_scale 4.0; FluxKontextPipeline: 28 steps, embedded guidance 3.5.
+    # Both pipelines size the output from the source (about 1 megapixel at its aspect ratio); here every output
+    # of a run has one size, 1024 x 1024 unless --height / --width say otherwise.
+    "qwenimage-edit": {"steps": 50, "cfg": 4.0, "height": 1024, "width": 1024, "num_frames": None},
+    "flux-kontext": {"steps": 28, "cfg": 3.5, "height": 1024, "width": 1024, "num_frames": None},
 }
 TINY_DEFAULTS = {"steps": 8, "height": 32, "width": 32}
 FAMILIES = tuple(FAMILY_DEFAULTS)
@@ -60,6 +67,8 @@ PIPELINE_FAMILIES = {
     "Flux2KleinPipeline": "flux2klein",
     "Flux2Pipeline": "flux2",
     "HunyuanVideo15Pipeline": "hunyuanvideo15",
+    "QwenImageEditPlusPipeline": "qwenimage-edit",
+    "FluxKontextPipeline": "flux-kontext",
 }
 
 
@@ -107,6 +116,12 @@ def plan_guides(
     specs = []
     for name, weight in guides:
         if is_latent_reward(name):
+            if family in EDITING_FAMILIES:
+                raise ConfigError(
+                    f"{name!r} is a latent reward; latent rewards are trained on text-to-media latents and do not "
+                    f"see the source image {family} edits: guide edits with pixel rewards (--method best-of-n, "
+                    "search or pixel)"
+                )
             latent = read_latent_reward_spec(name)
             if latent.family != family:
                 raise ConfigError(
@@ -116,6 +131,11 @@ def plan_guides(
             specs.append(GuideSpec(name, weight, latent=latent, differentiable=True))
         else:
             cls = resolve_reward(name)[0]
+            if cls.uses_source and family not in EDITING_FAMILIES:
+                raise ConfigError(
+                    f"reward {name!r} compares an edit with its source image; {family} generates from text: guide "
+                    f"an editing family ({', '.join(EDITING_FAMILIES)}) with it"
+                )
             specs.append(GuideSpec(name, weight, differentiable=bool(cls.differentiable)))
     latent_dims = {d for s in specs if s.latent for d in s.latent.dims}
     unknown = sorted(set(dim_weights) - latent_dims)
@@ -181,9 +201,13 @@ def run(
     search: SearchSettings,
     fps: float = 16.0,
     progress: Callable[[int], None] | None = None,
+    sources: Sequence[Path] | None = None,
 ) -> list[dict[str, Any]]:
     """Generate ``num_outputs`` outputs per prompt (seeds ``seed, seed + 1, ...``) into ``out_dir``: media files
-    ``00000.png`` / ``.mp4`` and one row per output in ``rewards.jsonl``, appended as each output finishes."""
+    ``00000.png`` / ``.mp4`` and one row per output in ``rewards.jsonl``, appended as each output finishes.
+    ``sources``: editing families, the source image file of each prompt (read when its outputs are drawn); each
+    row names it in ``source``, so a later scoring of the outputs finds what they edit."""
+    from mmreward.data.prompts import load_sources
     from mmreward.guidance.sampling import generate
 
     out = Path(out_dir)
@@ -192,6 +216,7 @@ def run(
     rows = []
     with (out / "rewards.jsonl").open("w", encoding="utf-8") as jsonl:
         for p, prompt in enumerate(prompts):
+            source = None if sources is None else load_sources([sources[p]])[0]
             for j in range(num_outputs):
                 index, output_seed = p * num_outputs + j, seed + j
                 start = time.perf_counter()
@@ -206,6 +231,7 @@ def run(
                     guidance=guidance,
                     search=search,
                     progress=progress,
+                    source=source,
                 )
                 if progress is not None:
                     progress(budget - result.count.forward)  # search may spend a little less than its budget
@@ -216,6 +242,7 @@ def run(
                 row = {
                     "file": path.name,
                     "prompt": prompt,
+                    **({} if sources is None else {"source": str(sources[p])}),
                     "seed": output_seed,
                     "method": method,
                     "budget": budget,

@@ -7,7 +7,8 @@ At a step with noisy latents ``x_t``, noise level ``t`` and velocity ``v``, the 
   itself, with per-dimension weights chosen at sampling time, ``sum_k w_k r_k(x_t, t)``;
 - :class:`PixelTerm`: any mmreward reward on the decoded ``x0_hat`` (``decode(x0_hat)``, canonical media in
   [0, 1]). Gradients need a differentiable reward (``score_pixels``); scoring for best-of-N and search takes any
-  reward, with per-item failures kept (a failed candidate never wins).
+  reward, with per-item failures kept (a failed candidate never wins). Editing families: a reward that declares
+  ``uses_source`` is given the source image being edited with every candidate.
 
 :meth:`GuidanceObjective.value` is the differentiable total; :meth:`GuidanceObjective.score` the no-grad
 scores with per-term parts and failures. :class:`EvaluationCount` is the cost ledger every method fills in.
@@ -114,6 +115,11 @@ class PixelTerm:
                 f"reward {self.name!r} scores {sorted(self.reward.media_kinds)}, not the {model.media_kind}s "
                 f"{model.family} generates"
             )
+        if self.reward.uses_source and not model.conditional:
+            raise ConfigError(
+                f"reward {self.name!r} compares an edit with its source image; {model.family} generates from text: "
+                "guide an editing family (qwenimage-edit, flux-kontext) with it"
+            )
 
 
 class GuidanceObjective:
@@ -179,8 +185,10 @@ class GuidanceObjective:
         count: EvaluationCount,
         *,
         media: torch.Tensor | None = None,
+        source: torch.Tensor | None = None,
     ) -> Scores:
-        """No-grad scores with parts and failures (``media``: already decoded ``clean``, to skip a decode)."""
+        """No-grad scores with parts and failures (``media``: already decoded ``clean``, to skip a decode;
+        ``source``: the image every sample edits, given to the terms whose reward ``uses_source``)."""
         size = latents.shape[0]
         total = torch.zeros(size)
         parts: dict[str, torch.Tensor] = {}
@@ -198,7 +206,13 @@ class GuidanceObjective:
                 media = model.decode_latents(clean)
                 count.decode += size
             for term in self.pixel_terms:
-                out = term.reward.score(list(prompts), list(media.cpu().unbind(0)))
+                items = list(media.cpu().unbind(0))
+                if term.reward.uses_source:
+                    if source is None:
+                        raise ConfigError(f"reward {term.name!r} compares an edit with its source: pass source=")
+                    out = term.reward.score(list(prompts), items, sources=[source.cpu()] * size)
+                else:
+                    out = term.reward.score(list(prompts), items)
                 count.reward += size
                 parts[term.name] = out.scores.float()
                 total += term.weight * torch.nan_to_num(out.scores.float())

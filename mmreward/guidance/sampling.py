@@ -37,6 +37,10 @@ fits the budget (:func:`search_plan`); the gradient methods run ``budget // K`` 
 best (one candidate when ``budget = K``). Transformer backward passes, VAE decodes and reward calls are counted
 separately in :class:`~mmreward.guidance.objective.EvaluationCount`.
 
+Editing families (``model.conditional``) edit one source image per output: the prompt and the negative prompt are
+encoded with it (as :func:`mmreward.flow.rollout.sample` does), and rewards that declare ``uses_source`` score
+every candidate against it.
+
 Candidate ``c`` of an output with seed ``s`` starts from the noise of ``torch.Generator().manual_seed(s)`` for
 ``c = 0`` (the noise plain sampling with seed ``s`` draws) and of a generator seeded from ``(s, c)`` otherwise,
 so the candidates of a smaller budget are a prefix of those of a larger one: more budget never lowers best-of-N.
@@ -181,12 +185,15 @@ def candidate_noise(model: FlowModel, settings: SamplingSettings, seed: int, can
 
 
 class _Conditioning:
-    """Prompt (and negative) embeddings for ``n`` samples of one prompt."""
+    """Prompt (and negative) embeddings for ``n`` samples of one prompt (and its source image, when editing)."""
 
-    def __init__(self, model: FlowModel, prompt: str, settings: SamplingSettings) -> None:
-        self.cond = model.encode_prompts([prompt])
+    def __init__(
+        self, model: FlowModel, prompt: str, settings: SamplingSettings, source: torch.Tensor | None = None
+    ) -> None:
+        sources = None if source is None else [source]
+        self.cond = model.encode_prompts([prompt], sources=sources)
         use_cfg = settings.guidance_scale > 1.0 and model.batch_cfg
-        self.negative = model.encode_prompts([settings.negative_prompt]) if use_cfg else None
+        self.negative = model.encode_prompts([settings.negative_prompt], sources=sources) if use_cfg else None
 
     def repeat(self, n: int) -> tuple[PromptEmbeds, PromptEmbeds | None]:
         negative = None if self.negative is None else self.negative.repeat_interleave(n)
@@ -271,6 +278,7 @@ def _trajectory(
     guidance: GuidanceSettings | None = None,
     prune: dict[int, int] | None = None,
     progress: Callable[[int], None] | None = None,
+    source: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Run candidates from ``noise`` to ``t = 0``; returns ``(final latents, indices of the survivors)``.
 
@@ -278,7 +286,7 @@ def _trajectory(
     the best ``n`` before stepping.
     """
     sigmas = model.sampling_sigmas(sampling.num_steps, (1, *noise.shape[1:]))
-    conditioning = _Conditioning(model, prompt, sampling)
+    conditioning = _Conditioning(model, prompt, sampling, source)
     x = noise.to(model.device)
     alive = torch.arange(noise.shape[0])
     for i in range(sampling.num_steps):
@@ -289,7 +297,7 @@ def _trajectory(
         if progress is not None:
             progress(x.shape[0])
         if prune and i in prune and prune[i] < x.shape[0]:
-            scores = _score_in_chunks(model, objective, x, sigma, v, prompt, sampling.batch_size, count)
+            scores = _score_in_chunks(model, objective, x, sigma, v, prompt, sampling.batch_size, count, source=source)
             finite = torch.where(scores.failed, torch.full_like(scores.total, -math.inf), scores.total)
             keep = torch.argsort(finite, descending=True, stable=True)[: prune[i]].sort().values
             x, v_guided, alive = x[keep.to(x.device)], v_guided[keep.to(x.device)], alive[keep]
@@ -307,12 +315,16 @@ def _score_in_chunks(
     chunk: int,
     count: EvaluationCount,
     media: torch.Tensor | None = None,
+    source: torch.Tensor | None = None,
 ) -> Scores:
     parts = []
     for s in range(0, latents.shape[0], chunk):
         x, v = latents[s : s + chunk], velocity[s : s + chunk]
         decoded = None if media is None else media[s : s + chunk]
-        parts.append(objective.score(model, x, sigma, x - sigma * v, [prompt] * x.shape[0], count, media=decoded))
+        clean = x - sigma * v
+        parts.append(
+            objective.score(model, x, sigma, clean, [prompt] * x.shape[0], count, media=decoded, source=source)
+        )
     failed = torch.cat([p.failed for p in parts])
     names = parts[0].parts.keys()
     return Scores(
@@ -361,16 +373,19 @@ def generate(
     guidance: GuidanceSettings | None = None,
     search: SearchSettings | None = None,
     progress: Callable[[int], None] | None = None,
+    source: torch.Tensor | None = None,
 ) -> Generation:
     """One output for ``prompt`` with ``method`` under ``budget`` velocity evaluations (module docstring).
 
-    ``progress(n)`` is called after every step with the number of velocity evaluations it spent.
+    ``progress(n)`` is called after every step with the number of velocity evaluations it spent. ``source``: the
+    canonical image ``(3, H, W)`` an editing family edits (required for those, refused for the others).
     """
     if method not in METHODS:
         raise ConfigError(f"unknown method {method!r}; use one of {', '.join(METHODS)}")
     steps = sampling.num_steps
     if budget < steps:
         raise ConfigError(f"budget {budget} is below one trajectory of {steps} steps ({steps} velocity evaluations)")
+    model.check_sources(1, None if source is None else [source])
     count = EvaluationCount()
     shape = model.latent_shape(1, sampling.height, sampling.width, sampling.num_frames)[1:]
     objective.check(model, shape)
@@ -395,11 +410,14 @@ def generate(
         guidance=guidance if gradient_method else None,
         prune=prune,
         progress=progress,
+        source=source,
     )
     media = decode_latents(model, final, sampling.batch_size).cpu()
     count.decode += final.shape[0]
     zero = torch.zeros_like(final)  # at t = 0 the predicted clean sample is the sample
-    scores = _score_in_chunks(model, objective, final, 0.0, zero, prompt, sampling.batch_size, count, media=media)
+    scores = _score_in_chunks(
+        model, objective, final, 0.0, zero, prompt, sampling.batch_size, count, media=media, source=source
+    )
     best = _select_best(scores.total)
     return Generation(
         latents=final[best : best + 1].cpu(),
@@ -429,6 +447,12 @@ def check_gradient_method(objective: GuidanceObjective, method: str, guidance: G
             raise ConfigError(
                 f"method pixel guides with pixel rewards; {[t.name for t in objective.latent_terms]} are latent "
                 "rewards: use --method nrg"
+            )
+        with_source = [t.name for t in objective.pixel_terms if t.reward.uses_source]
+        if with_source:
+            raise ConfigError(
+                f"reward(s) {with_source} compare an edit with its source, which gradient guidance cannot pass "
+                "(score_pixels sees the edit alone); use --method best-of-n or search with them"
             )
         not_differentiable = [t.name for t in objective.pixel_terms if not t.differentiable]
         if not_differentiable:

@@ -124,6 +124,8 @@ EXPECTED = {
                 ("wan22ti2v", "WanPipeline"),
                 ("flux2", "Flux2Pipeline"),
                 ("hunyuanvideo15", "HunyuanVideo15Pipeline"),
+                ("qwenimage-edit", "QwenImageEditPlusPipeline"),
+                ("flux-kontext", "FluxKontextPipeline"),
             )
         ),
         rf"overhead: {PERCENT}",

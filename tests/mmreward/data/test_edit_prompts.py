@@ -35,6 +35,7 @@ def test_jsonl_pairs_instructions_with_sources_and_a_bad_line_fails_alone(folder
     edit = read_edit_prompts(folder / "edits.jsonl")
     assert edit.prompts == ["make it brighter", "make it darker"]
     assert edit.images == [folder / "src" / "red.png", folder / "src" / "blue.png"]  # relative to the file
+    assert edit.lines == [1, 8]  # where each kept edit was read (blank lines count)
     reasons = dict(message.split(": ", 1) for message in edit.skipped)
     assert set(reasons) == {f"edits.jsonl line {n}" for n in (3, 4, 5, 6, 7, 9)}
     assert (
@@ -57,6 +58,7 @@ def test_csv_columns_are_named_by_the_config_and_checked(folder):
     (folder / "edits.csv").write_text("instruction,source\nmake it brighter,src/red.png\nmake it blue,src/nope.png\n")
     edit = read_edit_prompts(folder / "edits.csv", prompt_column="instruction", image_column="source")
     assert edit.prompts == ["make it brighter"] and len(edit.skipped) == 1 and "edits.csv line 3" in edit.skipped[0]
+    assert edit.lines == [2]  # the header is line 1
     with pytest.raises(ConfigError, match="no column 'image'.*'instruction', 'source'"):
         read_edit_prompts(folder / "edits.csv", prompt_column="instruction")
 

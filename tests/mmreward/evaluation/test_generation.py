@@ -238,8 +238,12 @@ def test_lora_family_is_read_from_layer_names_and_training_config(tmp_path):
         },
     )
     info = generation.inspect_lora(flux)
-    assert info.families == {"flux", "flux2klein", "flux2"} and info.rank == 4 and len(info.digest) == 64
-    with pytest.raises(ConfigError, match="layers of a flux or flux2 or flux2klein transformer, not sd3"):
+    # FLUX.1 Kontext's transformer is FLUX.1's class: a LoRA of either has the same layer names
+    assert info.families == {"flux", "flux-kontext", "flux2klein", "flux2"} and info.rank == 4
+    assert len(info.digest) == 64
+    with pytest.raises(
+        ConfigError, match="layers of a flux or flux-kontext or flux2 or flux2klein transformer, not sd3"
+    ):
         generation.check_lora_family(info, "sd3")
     wan = _lora_file(tmp_path / "wan", {"transformer.blocks.0.attn1.to_q.lora_A.weight": (2, 32)})
     assert generation.inspect_lora(wan).families == {"wan", "wan22", "wan22ti2v"}  # one layer layout
@@ -249,13 +253,15 @@ def test_lora_family_is_read_from_layer_names_and_training_config(tmp_path):
     assert generation.inspect_lora(joint).families == {
         "sd3",
         "flux",
+        "flux-kontext",
         "qwenimage",
+        "qwenimage-edit",
         "flux2klein",
         "flux2",
         "hunyuanvideo15",
     }  # MM-DiT names
     qwen = _lora_file(tmp_path / "qwen", {"transformer.transformer_blocks.0.img_mlp.net.2.lora_A.weight": (2, 32)})
-    assert generation.inspect_lora(qwen).families == {"qwenimage"}
+    assert generation.inspect_lora(qwen).families == {"qwenimage", "qwenimage-edit"}
     zimage = _lora_file(tmp_path / "zimage", {"transformer.layers.0.attention.to_q.lora_A.weight": (2, 32)})
     assert generation.inspect_lora(zimage).families == {"zimage"}
     (tmp_path / "run" / "config.yaml").write_text("model:\n  family: sd3\n  path: tiny\n")
@@ -264,6 +270,15 @@ def test_lora_family_is_read_from_layer_names_and_training_config(tmp_path):
     generation.check_lora_family(info, "sd3")
     with pytest.raises(ConfigError, match="trained on a sd3 model.*--family is flux"):
         generation.check_lora_family(info, "flux")
+    # a Qwen-Image-Edit run's LoRA (align/pref_grpo.py writes its family) benchmarks its family, not Qwen-Image
+    (tmp_path / "qwen-edit-run").mkdir()
+    (tmp_path / "qwen-edit-run" / "config.yaml").write_text("model:\n  family: qwenimage-edit\n")
+    edit_lora = _lora_file(
+        tmp_path / "qwen-edit-run" / "lora", {"transformer.transformer_blocks.0.img_mlp.net.2.lora_A.weight": (2, 32)}
+    )
+    generation.check_lora_family(generation.inspect_lora(edit_lora), "qwenimage-edit")
+    with pytest.raises(ConfigError, match="trained on a qwenimage-edit model"):
+        generation.check_lora_family(generation.inspect_lora(edit_lora), "qwenimage")
     other = _lora_file(tmp_path / "unet", {"unet.down_blocks.0.attn.to_q.lora_A.weight": (4, 32)})
     with pytest.raises(ConfigError, match="not a diffusers transformer LoRA"):
         generation.inspect_lora(other)

@@ -121,6 +121,9 @@ def test_media_key_digests_version_prompt_relative_path_and_size(tmp_path):
     write_file(moved, b"123456")
     assert media_key("a cat", moved, tmp_path / "moved") != media_key("a cat", path, tmp_path)
     assert media_key("a dog", path, tmp_path) != media_key("a cat", path, tmp_path)
+    # An edit's key also names its source file (relative path and size), appended last.
+    source = write_file(tmp_path / "s" / "src.png", b"123")
+    assert media_key("a cat", path, tmp_path, source) == sha1_json('[1, "a cat", "d/a.png", 5, "s/src.png", 3]')
 
 
 def test_media_key_changes_with_the_cache_version(tmp_path, monkeypatch):
@@ -567,3 +570,24 @@ def test_a_source_reward_gets_each_items_source_and_refuses_items_without(tmp_pa
     assert cache.get(items[0].key)["source"] == str(dark)
     with pytest.raises(ConfigError, match="1 of 2 items have none"):
         score_into_cache(reward, [items[0], MediaItem("p", bright, "k2")], cache, progress=False)
+
+
+def test_rewards_that_use_the_source_get_each_items_source(tmp_path):
+    from mmreward import media
+    from mmreward.rewards.brightness import BrightnessDeltaReward
+
+    files = {}
+    for name, level in (("edit", 0.6), ("source_a", 0.2), ("source_b", 0.5)):
+        files[name] = tmp_path / f"{name}.png"
+        media.save_media(torch.full((3, 8, 8), level), files[name])
+    items = [
+        MediaItem("brighter", files["edit"], f"k{i}", source=files[src])
+        for i, src in enumerate(("source_a", "source_b"))
+    ]
+    cache = ScoreCache(tmp_path / "cache", "delta", {"k": 1})
+    score_into_cache(BrightnessDeltaReward(), items, cache, progress=False)
+    # one edit, two sources: 0.6 - 0.2 and 0.6 - 0.5 (8-bit levels)
+    assert cache.get("k0")["score"] == pytest.approx(round(0.6 * 255) / 255 - round(0.2 * 255) / 255, abs=1e-6)
+    assert cache.get("k1")["score"] == pytest.approx(round(0.6 * 255) / 255 - round(0.5 * 255) / 255, abs=1e-6)
+    with pytest.raises(ConfigError, match="compares each edit with its source image, but 1 of 1 items have none"):
+        score_into_cache(BrightnessDeltaReward(), [MediaItem("x", files["edit"], "k2")], cache, progress=False)

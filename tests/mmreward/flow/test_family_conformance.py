@@ -449,15 +449,24 @@ def test_a_saved_pipeline_loads_like_a_released_checkpoint(model, tmp_path):
     torch.testing.assert_close(theirs, ours)
 
 
+def _edit_prompt_file(model: FlowModel, root) -> str:
+    """An editing prompt file of one line whose source is a random 8-bit image (editing families' benchmark input)."""
+    from mmreward import media
+
+    media.save_media(_sources(model, 1)["sources"][0], root / "source.png")
+    (root / "edits.jsonl").write_text(json.dumps({"prompt": "make it brighter", "image": "source.png"}) + "\n")
+    return str(root / "edits.jsonl")
+
+
 def test_generate_runs_on_the_tiny_family(model, tmp_path):
-    if model.conditional:
-        pytest.skip("reward-guided generation takes no source images yet (editing families train and sample only)")
     height, width, _ = SIZES[model.family]
+    # editing families edit the source of an editing prompt file's line
+    prompts = ["--prompts", _edit_prompt_file(model, tmp_path)] if model.conditional else ["--prompt", "a cat"]
     code = cli.main(
         [
             "generate",
-            *f"--model tiny --family {model.family} --prompt".split(),
-            "a cat",
+            *f"--model tiny --family {model.family}".split(),
+            *prompts,
             "--guide",
             BRIGHTNESS,
             *f"--steps 2 --budget 2 --height {height} --width {width} --cfg 2 --no-progress --out".split(),
@@ -471,16 +480,18 @@ def test_generate_runs_on_the_tiny_family(model, tmp_path):
 
 def test_gen_bench_runs_on_the_tiny_family(model, tmp_path):
     if model.conditional:
-        pytest.skip("gen_bench has no editing benchmark (source images) yet")
-    prompts = "ta-hard" if model.family in VIDEO_FAMILIES else "unigenbench"
+        prompts = _edit_prompt_file(model, tmp_path)
+    else:
+        prompts = "ta-hard" if model.family in VIDEO_FAMILIES else "unigenbench"
     args = [
         *f"--model tiny --family {model.family} --prompts {prompts} --limit 1 --images-per-prompt 2".split(),
         *"--steps 2 --reward mmreward.rewards.brightness:BrightnessReward --diversity-features none --out".split(),
-        str(tmp_path),
+        str(tmp_path / "run"),
         "--no-progress",
     ]
     assert gen_bench.main(args) == 0
-    run = json.loads((tmp_path / "results.json").read_text())
+    run = json.loads((tmp_path / "run" / "results.json").read_text())
     scores = run["rewards"]["BrightnessReward"]["scores"]
+    first = "1" if model.conditional else "0"  # an editing set's ids are line numbers
     assert len(scores) == 2 and all(0 < value < 1 for value in scores.values())
-    assert scores["0_0"] != scores["0_1"]  # two seeds, two samples
+    assert scores[f"{first}_0"] != scores[f"{first}_1"]  # two seeds, two samples
