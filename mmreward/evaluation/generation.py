@@ -38,7 +38,7 @@ from mmreward.family_names import FAMILIES, VIDEO_FAMILIES
 LORA_WEIGHTS_NAME = "pytorch_lora_weights.safetensors"  # diffusers' default name (mmreward.train.lora saves it)
 # frame rate of saved videos: Wan 2.1 and Wan2.2 A14B generate 16 fps, Wan2.2 TI2V-5B and HunyuanVideo 1.5 24 fps
 # (the release configs; HunyuanVideo 1.5: 121 frames for 5 s)
-VIDEO_FPS = {"wan": 16.0, "wan22": 16.0, "wan22ti2v": 24.0, "hunyuanvideo15": 24.0}
+VIDEO_FPS = {"wan": 16.0, "wan22": 16.0, "wan22ti2v": 24.0, "hunyuanvideo15": 24.0, "wan-i2v": 16.0}
 
 
 @dataclass(frozen=True)
@@ -112,6 +112,15 @@ EVAL_DEFAULTS: dict[str, EvalDefaults] = {
         "FluxKontextPipeline defaults: 28 steps, embedded guidance 3.5, 1024 px (the pipeline: the source's aspect "
         "ratio at 1 megapixel)",
     ),
+    # the image is resized to the output size, as the pipeline resizes it
+    "wan-i2v": EvalDefaults(
+        50,
+        5.0,
+        480,
+        832,
+        81,
+        "WanImageToVideoPipeline defaults (Wan2.1 I2V 480P): 50 steps, CFG 5.0, 480 x 832, 81 frames",
+    ),
 }
 # The tiny random pipelines of mmreward.tiny_models (path "tiny"): same steps and guidance, tiny sizes.
 TINY_SIZES = {
@@ -127,11 +136,12 @@ TINY_SIZES = {
     "hunyuanvideo15": (32, 32, 5),
     "qwenimage-edit": (32, 32, None),
     "flux-kontext": (32, 32, None),
+    "wan-i2v": (32, 32, 5),
 }
 # Heights and widths must be multiples of VAE factor x patch size: 8 x 2 for every released checkpoint of these
 # families; 2 x 2 for the tiny SD3, FLUX (Kontext too), Z-Image and FLUX.2 pipelines (2x VAE), 4 x 2 for tiny
 # Qwen-Image (and -Edit), 8 x 2
-# for tiny Wan; Wan2.2 TI2V-5B's VAE is 16x (2x2 patchified, then 8x): 16 x 2, tiny or not. Wan frames are 4k + 1.
+# for tiny Wan (and Wan I2V); Wan2.2 TI2V-5B's VAE is 16x (2x2 patchified, then 8x): 16 x 2, tiny or not. Wan frames are 4k + 1.
 SPATIAL_MULTIPLE = {
     "sd3": 16,
     "flux": 16,
@@ -145,6 +155,7 @@ SPATIAL_MULTIPLE = {
     "hunyuanvideo15": 16,
     "qwenimage-edit": 16,
     "flux-kontext": 16,
+    "wan-i2v": 16,
 }
 TINY_SPATIAL_MULTIPLE = {
     "sd3": 4,
@@ -159,6 +170,7 @@ TINY_SPATIAL_MULTIPLE = {
     "hunyuanvideo15": 4,
     "qwenimage-edit": 8,
     "flux-kontext": 4,
+    "wan-i2v": 16,
 }
 WAN_TEMPORAL = 4
 
@@ -212,7 +224,8 @@ def _family_of_key(key: str) -> set[str]:
     if ".single_transformer_blocks." in key:
         return {"flux", "flux-kontext", "flux2klein", "flux2"}
     if re.search(r"^transformer\.blocks\.\d+\.(attn1|attn2|ffn)\.", key):
-        return {"wan", "wan22", "wan22ti2v"}  # Wan's self/cross-attention blocks (HunyuanVideo's are joint)
+        # Wan's self/cross-attention blocks (HunyuanVideo's are joint)
+        return {"wan", "wan22", "wan22ti2v", "wan-i2v"}
     if re.search(r"^transformer\.(layers|noise_refiner|context_refiner)\.\d+\.", key):
         return {"zimage"}
     if re.search(r"^transformer\.transformer_blocks\.\d+\.(img_mlp|txt_mlp|img_mod|txt_mod)\.", key):

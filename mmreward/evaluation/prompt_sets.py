@@ -178,7 +178,8 @@ def load_edit_prompt_set(
         items.append(PromptItem(str(number), prompt, source=image))
     if not items:
         raise ConfigError(f"editing prompt file {spec!r} has no line with a readable source image: {skipped[0]}")
-    return PromptSet(name=Path(spec).stem, media_kind="image", items=tuple(items), source=Path(spec)), skipped
+    # a user's file: its lines edit images or start videos, whichever the family makes
+    return PromptSet(name=Path(spec).stem, media_kind=None, items=tuple(items), source=Path(spec)), skipped
 
 
 def read_prompt_file(path: Path, prompt_field: str | None = None) -> list[PromptItem]:

@@ -54,6 +54,8 @@ FAMILY_DEFAULTS: dict[str, dict[str, Any]] = {
     # of a run has one size, 1024 x 1024 unless --height / --width say otherwise.
     "qwenimage-edit": {"steps": 50, "cfg": 4.0, "height": 1024, "width": 1024, "num_frames": None},
     "flux-kontext": {"steps": 28, "cfg": 3.5, "height": 1024, "width": 1024, "num_frames": None},
+    # WanImageToVideoPipeline's defaults (Wan2.1 I2V 480P; the image is resized to the output size)
+    "wan-i2v": {"steps": 50, "cfg": 5.0, "height": 480, "width": 832, "num_frames": 81},
 }
 TINY_DEFAULTS = {"steps": 8, "height": 32, "width": 32}
 FAMILIES = tuple(FAMILY_DEFAULTS)
@@ -69,6 +71,7 @@ PIPELINE_FAMILIES = {
     "HunyuanVideo15Pipeline": "hunyuanvideo15",
     "QwenImageEditPlusPipeline": "qwenimage-edit",
     "FluxKontextPipeline": "flux-kontext",
+    "WanImageToVideoPipeline": "wan-i2v",
 }
 
 

@@ -190,10 +190,14 @@ class _Conditioning:
     def __init__(
         self, model: FlowModel, prompt: str, settings: SamplingSettings, source: torch.Tensor | None = None
     ) -> None:
-        sources = None if source is None else [source]
-        self.cond = model.encode_prompts([prompt], sources=sources)
+        # image-to-video conditions at the output size; the other families do not read it
+        at = {
+            "sources": None if source is None else [source],
+            "size": (settings.height, settings.width, settings.num_frames),
+        }
+        self.cond = model.encode_prompts([prompt], **at)
         use_cfg = settings.guidance_scale > 1.0 and model.batch_cfg
-        self.negative = model.encode_prompts([settings.negative_prompt], sources=sources) if use_cfg else None
+        self.negative = model.encode_prompts([settings.negative_prompt], **at) if use_cfg else None
 
     def repeat(self, n: int) -> tuple[PromptEmbeds, PromptEmbeds | None]:
         negative = None if self.negative is None else self.negative.repeat_interleave(n)

@@ -27,6 +27,11 @@ class LatentGeneratorConfig:
     dtype: str = "float32"  # generator weights (distill sampling)
     vae_dtype: str = "float32"
 
+    def takes_sources(self) -> bool:
+        """Never: latent rewards score text-to-media latents, with no source image per prompt (as the pair sets that
+        the alignment programs share ask their configs)."""
+        return False
+
 
 @dataclass
 class LatentRewardNetConfig:

@@ -246,7 +246,7 @@ def test_lora_family_is_read_from_layer_names_and_training_config(tmp_path):
     ):
         generation.check_lora_family(info, "sd3")
     wan = _lora_file(tmp_path / "wan", {"transformer.blocks.0.attn1.to_q.lora_A.weight": (2, 32)})
-    assert generation.inspect_lora(wan).families == {"wan", "wan22", "wan22ti2v"}  # one layer layout
+    assert generation.inspect_lora(wan).families == {"wan", "wan22", "wan22ti2v", "wan-i2v"}  # one layer layout
     joint = _lora_file(
         tmp_path / "run" / "lora", {"transformer.transformer_blocks.0.attn.add_q_proj.lora_B.weight": (32, 4)}
     )

@@ -29,7 +29,7 @@ def test_edit_set_ids_sources_left_out_lines_and_limit(tmp_path):
         ("4", "darker", tmp_path / "ok.png"),
     ]
     assert [line.split(":")[0] for line in left_out] == ["edits.jsonl line 2", "edits.jsonl line 3"]
-    assert prompts.media_kind == "image" and prompts.name == "edits"
+    assert prompts.media_kind is None and prompts.name == "edits"  # image editing or image-to-video
     # limit 1: line 3's pixels are never decoded, so it is not reported; the malformed line 2 still is
     limited, left_out = load_edit_prompt_set(spec, limit=1)
     assert [i.id for i in limited.items] == ["1"] and [line.split(":")[0] for line in left_out] == [
