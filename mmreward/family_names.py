@@ -19,6 +19,7 @@ Family = Literal[
     "flux-kontext",
     "flux2",
     "hunyuanvideo15",
+    "qwenimage21",
 ]
 FAMILIES: tuple[str, ...] = get_args(Family)
 VIDEO_FAMILIES = ("wan", "wan22", "wan22ti2v", "hunyuanvideo15")
