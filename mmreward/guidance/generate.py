@@ -47,6 +47,8 @@ FAMILY_DEFAULTS: dict[str, dict[str, Any]] = {
     "flux2": {"steps": 50, "cfg": 4.0, "height": 1024, "width": 1024, "num_frames": None},
     # HunyuanVideo15Pipeline's defaults for the 480p checkpoints (its guider's CFG 6.0; 480 x 848 from target_size)
     "hunyuanvideo15": {"steps": 50, "cfg": 6.0, "height": 480, "width": 848, "num_frames": 121},
+    # QwenImage21Pipeline's defaults: 40 steps, true_cfg_scale 1 (2.1 is sampled without guidance), 1024 px
+    "qwenimage21": {"steps": 40, "cfg": 1.0, "height": 1024, "width": 1024, "num_frames": None},
 }
 TINY_DEFAULTS = {"steps": 8, "height": 32, "width": 32}
 FAMILIES = tuple(FAMILY_DEFAULTS)
@@ -60,6 +62,7 @@ PIPELINE_FAMILIES = {
     "Flux2KleinPipeline": "flux2klein",
     "Flux2Pipeline": "flux2",
     "HunyuanVideo15Pipeline": "hunyuanvideo15",
+    "QwenImage21Pipeline": "qwenimage21",
 }
 
 
