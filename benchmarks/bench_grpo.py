@@ -119,6 +119,7 @@ def family_transformer(family: str, args) -> torch.nn.Module:
         Flux2Transformer2DModel,
         FluxTransformer2DModel,
         HunyuanVideo15Transformer3DModel,
+        QwenImage21Transformer2DModel,
         QwenImageTransformer2DModel,
         WanTransformer3DModel,
         ZImageTransformer2DModel,
@@ -208,9 +209,19 @@ def family_transformer(family: str, args) -> torch.nn.Module:
             target_size=32,
             task_type="t2v",
         )
+    if family == "qwenimage21":
+        return QwenImage21Transformer2DModel(
+            in_channels=8,  # the tiny VAE's latent channels (unpatched: one token per latent pixel)
+            out_channels=8,
+            num_layers=args.layers,
+            attention_head_dim=64,
+            num_attention_heads=args.heads,
+            context_in_dim=32,
+            axes_dims_rope=(16, 24, 24),
+        )
     raise ValueError(
-        "--families takes flux, qwenimage, zimage, flux2klein, wan22, wan22ti2v, flux2 and hunyuanvideo15, "
-        f"not {family!r}"
+        "--families takes flux, qwenimage, zimage, flux2klein, wan22, wan22ti2v, flux2, hunyuanvideo15 and "
+        f"qwenimage21, not {family!r}"
     )
 
 
@@ -240,7 +251,9 @@ def family_rollout_row(family: str, args, device: torch.device, accelerator: Acc
         model.max_sequence_length = 32
     add_lora(model.transformer, rank=32, alpha=64, target_modules=DEFAULT_LORA_TARGETS)
     prompts = [f"a photo of object number {i}" for i in range(args.prompts)]
-    factor = model.spatial_multiple // 2  # (latent_size / 2)^2 image tokens (per latent frame) in every family
+    # (latent_size / 2)^2 image tokens (per latent frame) in every family: 2x2 patches of a latent_size grid, or for
+    # Qwen-Image 2.1 (unpatched) one token per pixel of a latent_size / 2 grid
+    factor = model.pipeline.vae_scale_factor // 2 if family == "qwenimage21" else model.spatial_multiple // 2
     size = {"height": factor * args.latent_size, "width": factor * args.latent_size}
     if video:  # Wan2.2: one frame (one latent frame); HunyuanVideo 1.5: 5 frames (2 latent frames)
         size["num_frames"] = 5 if family == "hunyuanvideo15" else 1
@@ -278,6 +291,10 @@ def family_rollout_row(family: str, args, device: torch.device, accelerator: Acc
     call_prompts = [p for p in prompts for _ in range(args.group)] if repeat else prompts
     per_prompt = "num_videos_per_prompt" if video else "num_images_per_prompt"
     length = {"max_sequence_length": 32} if takes_length else {}
+    # QwenImage21Pipeline caches the text tokens' keys and values after its first step, which the rollout (whose
+    # training forwards need every token) does not: that is less work, not less bookkeeping, so it is switched off
+    # here (with it, see the measurements in the module docstring)
+    cache = {"use_kv_cache": False} if family == "qwenimage21" else {}
 
     def plain() -> None:
         with accelerator.autocast():
@@ -300,6 +317,7 @@ def family_rollout_row(family: str, args, device: torch.device, accelerator: Acc
                 output_type="pt",
                 **{per_prompt: 1 if repeat else args.group},
                 **length,
+                **cache,
                 **size,
                 **model.pipeline_guidance_kwargs(4.0),
             )
@@ -365,7 +383,17 @@ def main() -> None:
     parser.add_argument(
         "--families",
         nargs="*",
-        default=["flux", "qwenimage", "zimage", "flux2klein", "wan22", "wan22ti2v", "flux2", "hunyuanvideo15"],
+        default=[
+            "flux",
+            "qwenimage",
+            "zimage",
+            "flux2klein",
+            "wan22",
+            "wan22ti2v",
+            "flux2",
+            "hunyuanvideo15",
+            "qwenimage21",
+        ],
         help="rollout-vs-pipeline rows (Wan2.2 with one-frame videos, HunyuanVideo 1.5 with 5 frames)",
     )
     args = parser.parse_args()

@@ -124,6 +124,7 @@ EXPECTED = {
                 ("wan22ti2v", "WanPipeline"),
                 ("flux2", "Flux2Pipeline"),
                 ("hunyuanvideo15", "HunyuanVideo15Pipeline"),
+                ("qwenimage21", "QwenImage21Pipeline"),
             )
         ),
         rf"overhead: {PERCENT}",
