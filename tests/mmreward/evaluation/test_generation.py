@@ -264,7 +264,7 @@ def test_lora_family_is_read_from_layer_names_and_training_config(tmp_path):
         },
     )
     assert generation.inspect_lora(qwen21).families == {"qwenimage21"}  # its SwiGLU names, attention shared
-    attention = _lora_file(tmp_path / "attention", {"transformer.transformer_blocks.0.attn.to_q.lora_A.weight": (2, 8)})
+    attention = _lora_file(tmp_path / "attn", {"transformer.transformer_blocks.0.attn.to_q.lora_A.weight": (2, 8)})
     assert "qwenimage21" in generation.inspect_lora(attention).families
     zimage = _lora_file(tmp_path / "zimage", {"transformer.layers.0.attention.to_q.lora_A.weight": (2, 32)})
     assert generation.inspect_lora(zimage).families == {"zimage"}
