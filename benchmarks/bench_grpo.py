@@ -295,6 +295,9 @@ def family_rollout_row(family: str, args, device: torch.device, accelerator: Acc
     # training forwards need every token) does not: that is less work, not less bookkeeping, so it is switched off
     # here (with it, see the measurements in the module docstring)
     cache = {"use_kv_cache": False} if family == "qwenimage21" else {}
+    guidance = model.pipeline_guidance_kwargs(4.0)
+    if family == "qwenimage21":  # it repeats one negative prompt per image of one prompt only: give it one per prompt
+        guidance["negative_prompt"] = [guidance["negative_prompt"]] * len(call_prompts)
 
     def plain() -> None:
         with accelerator.autocast():
@@ -319,7 +322,7 @@ def family_rollout_row(family: str, args, device: torch.device, accelerator: Acc
                 **length,
                 **cache,
                 **size,
-                **model.pipeline_guidance_kwargs(4.0),
+                **guidance,
             )
 
     ours(), plain()
