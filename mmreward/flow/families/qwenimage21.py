@@ -21,7 +21,8 @@ class QwenImage21Model(QwenImageModel):
       channels, one token per latent pixel, 16x VAE), the image block appended after the text. The image's rotary
       frame position is the text length, so a prompt padded to another's length would be another input: each group
       of prompts of one length gets its own call (CFG's negative and positive halves included), which is what the
-      pipeline computes for one prompt per call, the way it calls the negative prompt;
+      pipeline computes for one prompt per call, the way it calls the negative prompt; in a distributed run each
+      row gets its own call, so that every process makes as many calls (:func:`_call_groups`);
     - true CFG without Qwen-Image's norm rescale, off by default (``true_cfg_scale`` 1: 2.1 is sampled without
       guidance);
     - the schedule's ``mu`` counts unpatched tokens (``h * w``), and a checkpoint's ``sample_sigmas`` (the Turbo
@@ -59,8 +60,8 @@ class QwenImage21Model(QwenImageModel):
         lengths = [full] * batch if cond.mask is None else cond.mask.sum(1).tolist()
         packed = self.to_pipeline_latents(latents)  # (B, h*w, C)
         parts, order = [], []
-        for length in sorted(set(lengths)):
-            rows = [i for i, value in enumerate(lengths) if value == length]
+        for rows in _call_groups(lengths):
+            length = lengths[rows[0]]
             index = torch.tensor(rows, device=latents.device)
             # the image-slot mask over [text; image]: one slot per 2x2 latent tokens, as the pipeline appends them
             slots = torch.arange(length + tokens // 4, device=latents.device) >= length
@@ -103,3 +104,17 @@ class QwenImage21Model(QwenImageModel):
     def media_from_pipeline(self, pixels):
         rgb, alpha = pixels[:, :3], pixels[:, 3:]  # (B, 3, H, W), (B, 1, H, W) in [0, 1]
         return rgb * alpha + (1 - alpha)
+
+
+def _call_groups(lengths: list[int]) -> list[list[int]]:
+    """The rows of each transformer call: one call per prompt length, or, in a distributed run, one per row. Each
+    process must then call the module as many times as the others (DDP broadcasts the transformer's buffers and
+    FSDP2 gathers its parameters at every call, so one process calling it more often than another would wait
+    forever), and the batch size, unlike the number of prompt lengths, is the same on every process."""
+    if (
+        torch.distributed.is_available()
+        and torch.distributed.is_initialized()
+        and torch.distributed.get_world_size() > 1
+    ):
+        return [[row] for row in range(len(lengths))]
+    return [[row for row, value in enumerate(lengths) if value == length] for length in sorted(set(lengths))]

@@ -71,3 +71,25 @@ def test_the_checkpoints_sigma_grid_is_the_pipelines_schedule(model, monkeypatch
     other = model.sampling_sigmas(4, shape)
     model.pipeline(prompt="a cat", height=64, width=32, sigmas=[1.0, 0.75, 0.5, 0.25], output_type="latent")
     torch.testing.assert_close(other, scheduler.sigmas.float())
+
+
+def test_in_a_distributed_run_every_row_gets_its_own_call(model, monkeypatch):
+    """DDP broadcasts the transformer's buffer and FSDP2 gathers its parameters at every call, so processes must
+    call it equally often: once per row (the batch size, not the number of prompt lengths, is the same on every
+    process). Checked by hand with two gloo processes holding one and two prompt lengths: the DDP gradients equal
+    the mean of the processes' own; with a call per length the second process waited forever."""
+    latents = torch.randn(model.latent_shape(3, 64, 32), generator=torch.Generator().manual_seed(2))
+    cond = model.encode_prompts(["a cat", "a dog running on the beach", "a cat"])
+    calls = []
+    handle = model.transformer.register_forward_hook(lambda module, args, out: calls.append(1))
+    try:
+        with torch.no_grad():
+            grouped = model.velocity(latents, 0.5, cond)
+            assert len(calls) == 2  # two prompt lengths
+            monkeypatch.setattr(torch.distributed, "is_initialized", lambda: True)
+            monkeypatch.setattr(torch.distributed, "get_world_size", lambda group=None: 2)
+            rows = model.velocity(latents, 0.5, cond)
+    finally:
+        handle.remove()
+    assert len(calls) == 2 + 3
+    torch.testing.assert_close(rows, grouped, rtol=1e-5, atol=1e-6)
