@@ -505,17 +505,15 @@ def token_shift_sigmas(
     tokens: int | None = None,
     grid: Sequence[float] | None = None,
 ) -> torch.Tensor:
-    """The schedule of FluxPipeline, QwenImagePipeline and ZImagePipeline: ``linspace(1, 1/N, N)`` (or the
-    ``N`` values of ``grid``) through the scheduler with ``mu`` growing linearly in the number of image tokens
-    (diffusers ``calculate_shift``; the scheduler applies ``mu`` only with ``use_dynamic_shifting``, its fixed
-    ``shift`` otherwise); with the model's ``sampling_shift`` set, :func:`fixed_shift_sigmas`. ``tokens``: the
+    """The schedule of FluxPipeline, QwenImagePipeline and ZImagePipeline: ``linspace(1, 1/N, N)`` (or a
+    checkpoint's own ``N`` values, ``grid``) through the scheduler with ``mu`` growing linearly in the number of
+    image tokens (diffusers ``calculate_shift``; the scheduler applies ``mu`` only with ``use_dynamic_shifting``, its
+    fixed ``shift`` otherwise); with the model's ``sampling_shift`` set, :func:`fixed_shift_sigmas`. ``tokens``: the
     transformer's image tokens, 2x2 patches of ``latent_shape`` unless given (Qwen-Image 2.1 is unpatched)."""
     if num_steps < 1:
         raise ConfigError(f"num_steps must be >= 1, got {num_steps}")
     if model.sampling_shift is not None:
         return fixed_shift_sigmas(num_steps, model.sampling_shift)
-    if grid is not None and len(grid) != num_steps:
-        raise ValueError(f"a sigma grid of {len(grid)} values for {num_steps} steps")
     config = model.pipeline.scheduler.config
     if tokens is None:
         tokens = (latent_shape[-2] // 2) * (latent_shape[-1] // 2)
