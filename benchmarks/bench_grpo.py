@@ -21,11 +21,11 @@ default), so that other jobs on a shared machine do not count. The last line is
 The rollout alone is also compared with ``StableDiffusion3Pipeline.__call__`` on the same transformer, steps,
 batch, guidance, prompt embeddings and initial noise (Euler ODE, decoded to tensors): the cost of the SDE steps'
 log-probability bookkeeping. ``--families`` adds one such row per other family (default FLUX.1, Qwen-Image,
-Z-Image, FLUX.2 klein, Wan2.2 A14B and TI2V-5B, FLUX.2 dev, HunyuanVideo 1.5): the family's tiny pipeline with a
-transformer of ``--layers`` x ``--heads`` x 64 and as many image tokens (per latent frame; HunyuanVideo: 5 frames, 2
-latent frames), the rollout (prompts encoded, CFG the family's way, decoded) against the pipeline called with the
-same prompts, noise, steps and guidance (``pipeline_guidance_kwargs``). HunyuanVideo 1.5: both sides get the
-adapter's prompt embeddings (see ``hunyuan_embeds``).
+Z-Image, FLUX.2 klein, Wan2.2 A14B and TI2V-5B, FLUX.2 dev, HunyuanVideo 1.5, Qwen-Image 2.1): the family's tiny
+pipeline with a transformer of ``--layers`` x ``--heads`` x 64 and as many image tokens (per latent frame;
+HunyuanVideo: 5 frames, 2 latent frames), the rollout (prompts encoded, CFG the family's way, decoded) against the
+pipeline called with the same prompts, noise, steps and guidance (``pipeline_guidance_kwargs``). HunyuanVideo 1.5:
+both sides get the adapter's prompt embeddings (see ``hunyuan_embeds``).
 
 Measured on the shared 2-core CPU machine (CPU time, one thread, best of 3), 2 prompts x 4 samples, 6 SDE steps,
 3 trained with KL:
@@ -47,6 +47,10 @@ Measured on the shared 2-core CPU machine (CPU time, one thread, best of 3), 2 p
   mostly not bookkeeping: the rollout runs CFG as one batch of 2B while the pipeline's guider runs two batches of
   B, and on this CPU one transformer call on 16 samples costs 2.04 s where two on 8 cost 1.87 s (+9%); with the
   rollout's batch_size at 4 (CFG batches of 8, as the guider's) the row reads 13.66 vs 13.58 s (+0.6%).
+- Qwen-Image 2.1 (same sizes, CFG 4 with the empty negative prompt; the pipeline's text key/value cache off, see
+  ``family_rollout_row``): 1.86 s vs QwenImage21Pipeline 1.86 s (-0.3%; SD3 +1.6% in that run). With the cache on
+  (the pipeline's default) 1.98 vs 1.90 s (+4.1%): the pipeline skips the text tokens' work after its first step
+  (about 12 of 270 tokens here), which training forwards need and rollouts therefore recompute.
 The tiny reward models cost milliseconds here; with a real judge the reward phase is the judge's own time plus the
 gather of a group's media to its owner (none when every process holds whole groups).
 """
