@@ -95,14 +95,18 @@ class QwenImage21Model(QwenImageModel):
         return token_shift_sigmas(self, num_steps, latent_shape, tokens=latent_shape[-2] * latent_shape[-1], grid=grid)
 
     def encode_media(self, media):
-        alpha = media.new_ones(media.shape[0], 1, *media.shape[2:])
-        return super().encode_media(torch.cat([media, alpha], dim=1))  # (B, 4, H, W): opaque RGBA
+        if self.vae.config.in_channels == 4:  # the released VAE reads RGBA, as the pipeline converts its images
+            alpha = media.new_ones(media.shape[0], 1, *media.shape[2:])
+            media = torch.cat([media, alpha], dim=1)  # (B, 4, H, W): opaque
+        return super().encode_media(media)
 
     def decode_latents(self, latents):
         return self.media_from_pipeline(super().decode_latents(latents))
 
     def media_from_pipeline(self, pixels):
-        rgb, alpha = pixels[:, :3], pixels[:, 3:]  # (B, 3, H, W), (B, 1, H, W) in [0, 1]
+        if pixels.shape[1] == 3:
+            return pixels
+        rgb, alpha = pixels[:, :3], pixels[:, 3:4]  # (B, 3, H, W), (B, 1, H, W) in [0, 1]
         return rgb * alpha + (1 - alpha)
 
 

@@ -93,3 +93,26 @@ def test_in_a_distributed_run_every_row_gets_its_own_call(model, monkeypatch):
         handle.remove()
     assert len(calls) == 2 + 3
     torch.testing.assert_close(rows, grouped, rtol=1e-5, atol=1e-6)
+
+
+def test_media_are_opaque_rgba_for_the_rgba_vae_and_plain_rgb_otherwise(model):
+    from diffusers import AutoencoderKLQwenImage21
+
+    media = torch.rand(2, 3, 64, 32, generator=torch.Generator().manual_seed(3))
+    pixels = torch.rand(2, 4, 64, 32, generator=torch.Generator().manual_seed(4))
+    pixels[0, 3] = 0.0  # transparent: white
+    composited = model.media_from_pipeline(pixels)
+    assert composited.shape == (2, 3, 64, 32) and bool((composited[0] == 1).all())
+    torch.testing.assert_close(composited[1], pixels[1, :3] * pixels[1, 3] + 1 - pixels[1, 3])
+    seen = []
+    handle = model.vae.encoder.register_forward_hook(lambda module, args, out: seen.append(args[0]))
+    try:
+        model.encode_media(media)
+    finally:
+        handle.remove()
+    assert seen[0].shape[1] == 4 and bool((seen[0][:, 3] == 1).all())  # alpha 1 in the VAE's [-1, 1]
+    rgb = QwenImage21Model(tiny_pipeline("qwenimage21"))
+    rgb.pipeline.vae = AutoencoderKLQwenImage21.from_config({**model.vae.config, "in_channels": 3, "out_channels": 3})
+    latents = rgb.encode_media(media)
+    assert latents.shape == model.latent_shape(2, 64, 32)
+    assert rgb.decode_latents(latents).shape == (2, 3, 64, 32) and rgb.media_from_pipeline(media) is media
