@@ -48,7 +48,8 @@ Measured on the shared 2-core CPU machine (CPU time, one thread, best of 3), 2 p
   B, and on this CPU one transformer call on 16 samples costs 2.04 s where two on 8 cost 1.87 s (+9%); with the
   rollout's batch_size at 4 (CFG batches of 8, as the guider's) the row reads 13.66 vs 13.58 s (+0.6%).
 - Qwen-Image 2.1 (same sizes, CFG 4 with the empty negative prompt; the pipeline's text key/value cache off, see
-  ``family_rollout_row``): 1.86 s vs QwenImage21Pipeline 1.86 s (-0.3%; SD3 +1.6% in that run). With the cache on
+  ``family_rollout_row``): 1.86 s vs QwenImage21Pipeline 1.86 s (-0.3%; SD3 +1.6% in that run), 1.82 vs 1.81 s
+  (+0.2%; SD3 +1.7%) when repeated. With the cache on
   (the pipeline's default) 1.98 vs 1.90 s (+4.1%): the pipeline skips the text tokens' work after its first step
   (about 12 of 270 tokens here), which training forwards need and rollouts therefore recompute.
 The tiny reward models cost milliseconds here; with a real judge the reward phase is the judge's own time plus the
