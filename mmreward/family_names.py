@@ -20,6 +20,7 @@ Family = Literal[
     "flux2",
     "hunyuanvideo15",
     "wan-i2v",
+    "qwenimage21",
 ]
 FAMILIES: tuple[str, ...] = get_args(Family)
 VIDEO_FAMILIES = ("wan", "wan22", "wan22ti2v", "hunyuanvideo15", "wan-i2v")

@@ -510,6 +510,8 @@ def _build_tiny_pipeline(family: str, seed: int, *, two_experts: bool = False):
         return _tiny_wan22ti2v_pipeline(t5_tokenizer, UMT5EncoderModel(UMT5Config(**t5_kwargs)))
     if family == "qwenimage-edit":
         return _tiny_qwenimage_edit_pipeline()
+    if family == "qwenimage21":
+        return _tiny_qwenimage21_pipeline()
     if family == "flux2":
         return _tiny_flux2_pipeline()
     if family == "hunyuanvideo15":
@@ -779,6 +781,99 @@ def _tiny_qwenimage_edit_pipeline():
         chat_template=_QWEN_TEXT_CHAT_TEMPLATE,
     )
     pipeline.register_modules(text_encoder=text_encoder, tokenizer=tokenizer, processor=processor)
+    return pipeline
+
+
+def _tiny_qwenimage21_pipeline():
+    """Qwen-Image 2.1 (``QwenImage21Pipeline``): a 2-block single-stream ``QwenImage21Transformer2DModel`` (8 latent
+    channels, unpatched), ``AutoencoderKLQwenImage21`` with its RGBA input and output and the pipeline's fixed 16x
+    spatial compression (4 stages, width 4), a 2-layer width-32 ``Qwen3VLForConditionalGeneration`` behind a
+    ``Qwen3VLProcessor`` whose tokenizer makes the system turn as many tokens as the template's own system part
+    (the pipeline drops that count), dynamic shifting with the pipeline's ``calculate_shift`` defaults."""
+    from diffusers import (
+        AutoencoderKLQwenImage21,
+        FlowMatchEulerDiscreteScheduler,
+        QwenImage21Pipeline,
+        QwenImage21Transformer2DModel,
+    )
+    from transformers import AutoConfig, Qwen3VLForConditionalGeneration
+
+    channels = 8
+    transformer = QwenImage21Transformer2DModel(
+        in_channels=channels,
+        out_channels=channels,
+        num_layers=2,
+        attention_head_dim=16,
+        num_attention_heads=2,
+        context_in_dim=32,
+        mlp_ratio=2,
+        axes_dims_rope=(4, 6, 6),
+    )
+    generator = torch.Generator().manual_seed(1)
+    vae = AutoencoderKLQwenImage21(
+        base_dim=4,
+        decoder_base_dim=4,
+        z_dim=channels,
+        dim_mult=[1, 1, 1, 1, 1],  # four downsampling stages: the 16x the pipeline assumes
+        num_res_blocks=1,
+        temperal_downsample=[False, False, False, False],
+        latents_mean=(torch.randn(channels, generator=generator) * 0.3).tolist(),
+        latents_std=(torch.rand(channels, generator=generator) + 0.6).tolist(),
+    )
+    scheduler = FlowMatchEulerDiscreteScheduler(
+        use_dynamic_shifting=True, base_shift=0.5, max_shift=1.15, base_image_seq_len=256, max_image_seq_len=4096
+    )
+    vision_tokens = ("<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>")
+    template = (  # the pipeline's text-to-image template (it sets it in __init__, which needs the processor)
+        "<|im_start|>system\nComprehend and analyze the provided prompt.<|im_end|>\n"
+        "<|im_start|>user\n{}<|im_end|>\n<|im_start|>assistant\n"
+    )
+    tokenizer = tiny_qwen_text_tokenizer([template.format(text) for text in _QWEN_PIPELINE_CORPUS], vision_tokens)
+    ids = {t: tokenizer.convert_tokens_to_ids(t) for t in (*_QWEN_TEXT_SPECIAL_TOKENS, *vision_tokens)}
+    config = AutoConfig.for_model(
+        "qwen3_vl",
+        text_config={
+            "vocab_size": len(tokenizer),
+            "hidden_size": 32,
+            "intermediate_size": 37,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 2,
+            "num_key_value_heads": 2,
+            "head_dim": 16,
+            "max_position_embeddings": 1024,
+            "bos_token_id": None,
+            "eos_token_id": ids["<|im_end|>"],
+            "pad_token_id": ids["<|endoftext|>"],
+            "rope_parameters": {"rope_type": "default", "rope_theta": 1e6, "mrope_section": [2, 3, 3]},
+        },
+        vision_config={
+            "depth": 1,
+            "hidden_size": 16,
+            "intermediate_size": 16,
+            "num_heads": 2,
+            "out_hidden_size": 32,
+            "patch_size": 16,
+            "spatial_merge_size": 2,
+            "temporal_patch_size": 2,
+            "num_position_embeddings": 256,
+            "deepstack_visual_indexes": [0],
+        },
+        image_token_id=ids["<|image_pad|>"],
+        video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"],
+        vision_end_token_id=ids["<|vision_end|>"],
+    )
+    text_encoder = Qwen3VLForConditionalGeneration(config)
+    processor = _tiny_vlm_processor("qwen3_vl", tokenizer, 64 * 64, 64 * 64, patch=16)
+    pipeline = QwenImage21Pipeline(
+        scheduler=scheduler, vae=vae, text_encoder=text_encoder, processor=processor, transformer=transformer
+    )
+    system = len(tokenizer(template.split("<|im_start|>user")[0]).input_ids)
+    if system != pipeline._drop_idx:
+        raise MMRewardError(
+            f"the tiny Qwen tokenizer makes the Qwen-Image 2.1 system turn {system} tokens in the prompt template but "
+            f"{pipeline._drop_idx} in the processor's chat template: prompts would lose tokens or keep template ones"
+        )
     return pipeline
 
 

@@ -121,6 +121,9 @@ EVAL_DEFAULTS: dict[str, EvalDefaults] = {
         81,
         "WanImageToVideoPipeline defaults (Wan2.1 I2V 480P): 50 steps, CFG 5.0, 480 x 832, 81 frames",
     ),
+    "qwenimage21": EvalDefaults(
+        40, 1.0, 1024, 1024, None, "QwenImage21Pipeline defaults: 40 steps, no guidance (true_cfg_scale 1), 1024 px"
+    ),
 }
 # The tiny random pipelines of mmreward.tiny_models (path "tiny"): same steps and guidance, tiny sizes.
 TINY_SIZES = {
@@ -137,11 +140,13 @@ TINY_SIZES = {
     "qwenimage-edit": (32, 32, None),
     "flux-kontext": (32, 32, None),
     "wan-i2v": (32, 32, 5),
+    "qwenimage21": (32, 32, None),
 }
 # Heights and widths must be multiples of VAE factor x patch size: 8 x 2 for every released checkpoint of these
 # families; 2 x 2 for the tiny SD3, FLUX (Kontext too), Z-Image and FLUX.2 pipelines (2x VAE), 4 x 2 for tiny
-# Qwen-Image (and -Edit), 8 x 2
-# for tiny Wan (and Wan I2V); Wan2.2 TI2V-5B's VAE is 16x (2x2 patchified, then 8x): 16 x 2, tiny or not. Wan frames are 4k + 1.
+# Qwen-Image (and -Edit), 8 x 2 for tiny Wan (and Wan I2V); Wan2.2 TI2V-5B's VAE is 16x (2x2 patchified, then 8x):
+# 16 x 2, tiny or not; Qwen-Image 2.1's pipeline fixes its VAE at 16x and groups latents 2x2 into its encoder's
+# image slots: 32, tiny or not. Wan frames are 4k + 1.
 SPATIAL_MULTIPLE = {
     "sd3": 16,
     "flux": 16,
@@ -156,6 +161,7 @@ SPATIAL_MULTIPLE = {
     "qwenimage-edit": 16,
     "flux-kontext": 16,
     "wan-i2v": 16,
+    "qwenimage21": 32,
 }
 TINY_SPATIAL_MULTIPLE = {
     "sd3": 4,
@@ -171,6 +177,7 @@ TINY_SPATIAL_MULTIPLE = {
     "qwenimage-edit": 8,
     "flux-kontext": 4,
     "wan-i2v": 16,
+    "qwenimage21": 32,
 }
 WAN_TEMPORAL = 4
 
@@ -228,11 +235,16 @@ def _family_of_key(key: str) -> set[str]:
         return {"wan", "wan22", "wan22ti2v", "wan-i2v"}
     if re.search(r"^transformer\.(layers|noise_refiner|context_refiner)\.\d+\.", key):
         return {"zimage"}
+    if re.search(r"^transformer\.transformer_blocks\.\d+\.img_mlp\.(proj|gate_layer|out)\.", key):
+        return {"qwenimage21"}  # its single-stream blocks' SwiGLU (Qwen-Image's MLP is img_mlp.net.*)
     if re.search(r"^transformer\.transformer_blocks\.\d+\.(img_mlp|txt_mlp|img_mod|txt_mod)\.", key):
         return {"qwenimage", "qwenimage-edit"}
     if key.startswith("transformer.transformer_blocks."):
         # joint (MM-DiT) blocks with the same projection names
-        return {"sd3", "flux", "flux-kontext", "qwenimage", "qwenimage-edit", "flux2klein", "flux2", "hunyuanvideo15"}
+        joint = {"sd3", "flux", "flux-kontext", "qwenimage", "qwenimage-edit", "flux2klein", "flux2", "hunyuanvideo15"}
+        if re.search(r"^transformer\.transformer_blocks\.\d+\.attn\.(to_q|to_k|to_v|to_out\.0)\.", key):
+            return joint | {"qwenimage21"}  # Qwen-Image 2.1's single-stream blocks name their attention alike
+        return joint
     return set(FAMILIES)
 
 

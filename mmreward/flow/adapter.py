@@ -479,6 +479,11 @@ class FlowModel(ABC):
     def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
         """Normalized latents -> canonical media, float32 in [0, 1] on the latents' device."""
 
+    def media_from_pipeline(self, pixels: torch.Tensor) -> torch.Tensor:
+        """The pipeline's decoded output (``output_type="pt"``, float [0, 1]) as canonical media: the same,
+        except for pipelines whose VAE decodes more channels than RGB (Qwen-Image 2.1's RGBA)."""
+        return pixels
+
     def _vae_param(self) -> torch.Tensor:
         return next(self.vae.parameters())
 
@@ -528,23 +533,34 @@ def unpack_patches(packed: torch.Tensor, height: int, width: int) -> torch.Tenso
     return out.reshape(batch, channels, height, width)
 
 
-def token_shift_sigmas(model: FlowModel, num_steps: int, latent_shape: Sequence[int]) -> torch.Tensor:
-    """The schedule of FluxPipeline, QwenImagePipeline and ZImagePipeline: ``linspace(1, 1/N, N)`` through the
-    scheduler with ``mu`` growing linearly in the number of 2x2 image tokens (diffusers ``calculate_shift``; the
-    scheduler applies ``mu`` only with ``use_dynamic_shifting``, its fixed ``shift`` otherwise); with the model's
-    ``sampling_shift`` set, :func:`fixed_shift_sigmas`."""
+def token_shift_sigmas(
+    model: FlowModel,
+    num_steps: int,
+    latent_shape: Sequence[int],
+    *,
+    tokens: int | None = None,
+    grid: Sequence[float] | None = None,
+) -> torch.Tensor:
+    """The schedule of FluxPipeline, QwenImagePipeline and ZImagePipeline: ``linspace(1, 1/N, N)`` (or a
+    checkpoint's own ``N`` values, ``grid``) through the scheduler with ``mu`` growing linearly in the number of
+    image tokens (diffusers ``calculate_shift``; the scheduler applies ``mu`` only with ``use_dynamic_shifting``, its
+    fixed ``shift`` otherwise); with the model's ``sampling_shift`` set, :func:`fixed_shift_sigmas`. ``tokens``: the
+    transformer's image tokens, 2x2 patches of ``latent_shape`` unless given (Qwen-Image 2.1 is unpatched)."""
     if num_steps < 1:
         raise ConfigError(f"num_steps must be >= 1, got {num_steps}")
     if model.sampling_shift is not None:
         return fixed_shift_sigmas(num_steps, model.sampling_shift)
     config = model.pipeline.scheduler.config
-    tokens = (latent_shape[-2] // 2) * (latent_shape[-1] // 2)
+    if tokens is None:
+        tokens = (latent_shape[-2] // 2) * (latent_shape[-1] // 2)
     base_len, max_len = config.get("base_image_seq_len", 256), config.get("max_image_seq_len", 4096)
     base_shift, max_shift = config.get("base_shift", 0.5), config.get("max_shift", 1.15)
     mu = base_shift + (max_shift - base_shift) / (max_len - base_len) * (tokens - base_len)
     kwargs = {"mu": mu} if config.get("use_dynamic_shifting", False) else {}
     scheduler = model._flow_scheduler()
-    scheduler.set_timesteps(sigmas=np.linspace(1.0, 1 / num_steps, num_steps).tolist(), **kwargs)
+    if grid is None:
+        grid = np.linspace(1.0, 1 / num_steps, num_steps).tolist()
+    scheduler.set_timesteps(sigmas=list(grid), **kwargs)
     return scheduler.sigmas.float().cpu()
 
 

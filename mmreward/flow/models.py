@@ -1,6 +1,6 @@
 """Rectified-flow generators on diffusers pipelines: one small adapter per family (``sd3``, ``flux``, ``wan``,
 ``qwenimage``, ``zimage``, ``flux2klein``, ``wan22``, ``wan22ti2v``, ``qwenimage-edit``, ``flux-kontext``, ``flux2``,
-``hunyuanvideo15``, ``wan-i2v``), each in its module of
+``hunyuanvideo15``, ``wan-i2v``, ``qwenimage21``), each in its module of
 :mod:`mmreward.flow.families`, all on the interface of :mod:`mmreward.flow.adapter`; this module maps family names
 to adapters and loads them.
 
@@ -53,6 +53,7 @@ from mmreward.flow.families.flux2klein import Flux2KleinModel
 from mmreward.flow.families.flux_kontext import FluxKontextModel
 from mmreward.flow.families.hunyuanvideo15 import HunyuanVideo15Model
 from mmreward.flow.families.qwenimage import QwenImageModel
+from mmreward.flow.families.qwenimage21 import QwenImage21Model
 from mmreward.flow.families.qwenimage_edit import QwenImageEditModel
 from mmreward.flow.families.sd3 import SD3Model
 from mmreward.flow.families.wan import Wan22Model, Wan22TI2VModel, WanModel
@@ -96,6 +97,7 @@ ADAPTERS: dict[str, type[FlowModel]] = {
     "flux2": Flux2Model,
     "hunyuanvideo15": HunyuanVideo15Model,
     "wan-i2v": WanI2VModel,
+    "qwenimage21": QwenImage21Model,
 }
 PIPELINE_CLASSES = {
     "sd3": "StableDiffusion3Pipeline",
@@ -111,6 +113,7 @@ PIPELINE_CLASSES = {
     "flux2": "Flux2Pipeline",
     "hunyuanvideo15": "HunyuanVideo15Pipeline",
     "wan-i2v": "WanImageToVideoPipeline",
+    "qwenimage21": "QwenImage21Pipeline",
 }
 
 

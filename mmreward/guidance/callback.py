@@ -1,5 +1,6 @@
-"""Gradient guidance as a diffusers step callback, for ``StableDiffusion3Pipeline``, ``FluxPipeline`` and
-``WanPipeline``:
+"""Gradient guidance as a diffusers step callback, for the pipelines of :data:`PIPELINE_FAMILIES`
+(``StableDiffusion3Pipeline``, ``FluxPipeline``, ``WanPipeline``, ``QwenImagePipeline``, ``ZImagePipeline``,
+``QwenImage21Pipeline``):
 
     from mmreward.guidance.callback import RewardGuidanceCallback, use_euler_scheduler
     callback = RewardGuidanceCallback(pipe, objective, method="nrg", prompts=prompt, height=512, width=512)
@@ -44,6 +45,7 @@ PIPELINE_FAMILIES = {
     "WanPipeline": "wan",
     "QwenImagePipeline": "qwenimage",
     "ZImagePipeline": "zimage",
+    "QwenImage21Pipeline": "qwenimage21",
 }
 
 

@@ -56,6 +56,8 @@ FAMILY_DEFAULTS: dict[str, dict[str, Any]] = {
     "flux-kontext": {"steps": 28, "cfg": 3.5, "height": 1024, "width": 1024, "num_frames": None},
     # WanImageToVideoPipeline's defaults (Wan2.1 I2V 480P; the image is resized to the output size)
     "wan-i2v": {"steps": 50, "cfg": 5.0, "height": 480, "width": 832, "num_frames": 81},
+    # QwenImage21Pipeline's defaults: 40 steps, true_cfg_scale 1 (2.1 is sampled without guidance), 1024 px
+    "qwenimage21": {"steps": 40, "cfg": 1.0, "height": 1024, "width": 1024, "num_frames": None},
 }
 TINY_DEFAULTS = {"steps": 8, "height": 32, "width": 32}
 FAMILIES = tuple(FAMILY_DEFAULTS)
@@ -72,6 +74,7 @@ PIPELINE_FAMILIES = {
     "QwenImageEditPlusPipeline": "qwenimage-edit",
     "FluxKontextPipeline": "flux-kontext",
     "WanImageToVideoPipeline": "wan-i2v",
+    "QwenImage21Pipeline": "qwenimage21",
 }
 
 

@@ -126,6 +126,7 @@ EXPECTED = {
                 ("hunyuanvideo15", "HunyuanVideo15Pipeline"),
                 ("qwenimage-edit", "QwenImageEditPlusPipeline"),
                 ("flux-kontext", "FluxKontextPipeline"),
+                ("qwenimage21", "QwenImage21Pipeline"),
             )
         ),
         rf"overhead: {PERCENT}",

@@ -29,7 +29,7 @@ class QwenImageModel(FlowModel):
 
     def __init__(self, pipeline: Any, **kwargs: Any) -> None:
         super().__init__(pipeline, **kwargs)
-        if self.transformer.config.guidance_embeds:
+        if self.transformer.config.get("guidance_embeds", False):
             raise ConfigError(
                 "this Qwen-Image transformer is guidance-distilled (guidance_embeds=True); the qwenimage adapter "
                 "implements the released models' true CFG only: use a checkpoint with guidance_embeds=False"

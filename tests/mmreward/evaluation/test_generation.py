@@ -262,6 +262,16 @@ def test_lora_family_is_read_from_layer_names_and_training_config(tmp_path):
     }  # MM-DiT names
     qwen = _lora_file(tmp_path / "qwen", {"transformer.transformer_blocks.0.img_mlp.net.2.lora_A.weight": (2, 32)})
     assert generation.inspect_lora(qwen).families == {"qwenimage", "qwenimage-edit"}
+    qwen21 = _lora_file(
+        tmp_path / "qwen21",
+        {
+            "transformer.transformer_blocks.0.attn.to_q.lora_A.weight": (2, 32),
+            "transformer.transformer_blocks.0.img_mlp.gate_layer.lora_A.weight": (2, 32),
+        },
+    )
+    assert generation.inspect_lora(qwen21).families == {"qwenimage21"}  # its SwiGLU names, attention shared
+    attention = _lora_file(tmp_path / "attn", {"transformer.transformer_blocks.0.attn.to_q.lora_A.weight": (2, 8)})
+    assert "qwenimage21" in generation.inspect_lora(attention).families
     zimage = _lora_file(tmp_path / "zimage", {"transformer.layers.0.attention.to_q.lora_A.weight": (2, 32)})
     assert generation.inspect_lora(zimage).families == {"zimage"}
     (tmp_path / "run" / "config.yaml").write_text("model:\n  family: sd3\n  path: tiny\n")

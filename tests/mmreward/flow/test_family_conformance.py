@@ -51,6 +51,7 @@ SIZES = {
     "flux2": (32, 32, None),
     "hunyuanvideo15": (32, 32, 5),
     "wan-i2v": (32, 32, 5),
+    "qwenimage21": (64, 32, None),  # its pipeline's fixed 16x VAE: a 4 x 2 latent grid
 }
 # How each family guides: "cfg" (negative and positive as one batch), "cfg-rescaled" (Qwen-Image: true CFG with
 # the guided velocity rescaled to the conditional one's norm per token) or "embedded" (guidance-distilled).
@@ -68,6 +69,7 @@ GUIDANCE_KIND = {
     "flux2": "embedded",
     "hunyuanvideo15": "cfg",
     "wan-i2v": "cfg",
+    "qwenimage21": "cfg",
 }
 # Editing families see their sources at 32 x 32 pixels here (the released pipelines' ~1 megapixel would be
 # thousands of tokens): the adapters' source_area, and the Qwen-Image-Edit pipeline's module constant alike.
@@ -213,7 +215,7 @@ def test_ode_rollout_equals_the_diffusers_pipeline(model, monkeypatch):
             finals.append(model.from_pipeline_latents(steps[-1], size["height"], size["width"]))
     finally:
         pipe.scheduler = original
-    latents, pixels = torch.cat(finals), torch.cat(outputs)
+    latents, pixels = torch.cat(finals), model.media_from_pipeline(torch.cat(outputs))
     torch.testing.assert_close(ours.final, latents.float(), rtol=1e-4, atol=1e-4)
     torch.testing.assert_close(ours.media, pixels.float(), rtol=1e-4, atol=1e-4)
     assert not torch.allclose(ours.final[0], noise[0], atol=1e-2)  # the sampler moved

@@ -327,6 +327,7 @@ SIZES = {
     "wan": {"height": 32, "width": 32, "num_frames": 5},
     "qwenimage": {"height": 32, "width": 32},
     "zimage": {"height": 32, "width": 32},
+    "qwenimage21": {"height": 64, "width": 32},
 }
 
 
@@ -347,17 +348,18 @@ def test_callback_on_the_diffusers_pipeline_equals_the_sampler(family, brightnes
     callback = RewardGuidanceCallback(
         pipe, brightness, method="pixel", prompts="a cat", guidance=guidance, latents=latents, **SIZES[family]
     )
+    length = {} if family == "qwenimage21" else {"max_sequence_length": 16}  # 2.1 encodes prompts whole
     pixels = pipe(
         prompt="a cat",
         num_inference_steps=3,
         **model.pipeline_guidance_kwargs(1.0),
-        max_sequence_length=16,
+        **length,
         latents=latents,
         output_type="pt",
         callback_on_step_end=callback,
         **SIZES[family],
     )[0]
-    torch.testing.assert_close(pixels.float(), ours.media, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(model.media_from_pipeline(pixels.float()), ours.media, rtol=1e-4, atol=1e-4)
     assert callback.count.decode == 3
 
 
