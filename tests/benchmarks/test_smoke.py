@@ -124,9 +124,9 @@ EXPECTED = {
                 ("wan22ti2v", "WanPipeline"),
                 ("flux2", "Flux2Pipeline"),
                 ("hunyuanvideo15", "HunyuanVideo15Pipeline"),
+                ("qwenimage21", "QwenImage21Pipeline"),
                 ("qwenimage-edit", "QwenImageEditPlusPipeline"),
                 ("flux-kontext", "FluxKontextPipeline"),
-                ("qwenimage21", "QwenImage21Pipeline"),
             )
         ),
         rf"overhead: {PERCENT}",

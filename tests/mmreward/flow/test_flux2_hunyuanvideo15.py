@@ -61,8 +61,9 @@ def test_flux2_needs_a_guidance_embedding_and_no_negative_prompt():
 
 
 def test_the_diffusers_free_family_lists_agree_and_video_sizes_are_checked():
-    # generation lists the text-to-media families (editing families do not generate yet)
-    assert generation.ALL_FAMILIES == tuple(f for f in FAMILIES if not ADAPTERS[f].conditional)
+    # generation has defaults and sizes for every family (editing and image-to-video included)
+    assert set(generation.EVAL_DEFAULTS) == set(generation.TINY_SIZES) == set(FAMILIES)
+    assert set(generation.SPATIAL_MULTIPLE) == set(generation.TINY_SPATIAL_MULTIPLE) == set(FAMILIES)
     assert generation.VIDEO_FAMILIES == VIDEO_FAMILIES
     assert VIDEO_FAMILIES == tuple(f for f in FAMILIES if ADAPTERS[f].media_kind == "video")
     generation.check_size("hunyuanvideo15", "tiny", 32, 32, 5)
