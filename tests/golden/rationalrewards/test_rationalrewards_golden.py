@@ -17,6 +17,7 @@ from mmreward import testing
 from mmreward.errors import ConfigError
 from mmreward.rewards.vlm.critique import RationalRewardsJudge, read_t2i_scores
 from mmreward.rewards.vlm.judge_base import Completion, JudgeBackend
+from mmreward.rewards.vlm.templates import TextPart
 from tests.golden.rationalrewards.cases import ANSWERS
 
 GOLDEN = json.loads((Path(__file__).resolve().parent / "golden.json").read_text())
@@ -63,11 +64,48 @@ def test_judge_rewards_and_failures(parsing):
 def test_settings_and_videos_are_refused_with_the_fix():
     with pytest.raises(ConfigError, match="parsing must be one of"):
         RationalRewardsJudge(CannedAnswers(), template="rationalrewards", parsing="lenient")
-    with pytest.raises(ConfigError, match="use mode='generate'"):
+    with pytest.raises(
+        ConfigError, match="^RationalRewards writes its critique before its scores; use mode='generate'"
+    ):
         RationalRewardsJudge(CannedAnswers(), template="rationalrewards", mode="logits")
+    # VideoScore2's template is a critique template too, but asks about a video.
+    with pytest.raises(
+        ConfigError, match="template 'videoscore2' has no image section; RationalRewards scores images"
+    ):
+        RationalRewardsJudge(CannedAnswers(), template="ours", template_name="videoscore2")
     judge = RationalRewardsJudge(CannedAnswers(), template="rationalrewards")
     out = judge.score(["a fox"], [torch.rand(4, 3, 8, 8)])
-    assert out.failed.all() and "scores images; got a video" in out.errors[0]
+    assert out.failed.all() and "scores images; got a video of 4 frames" in out.errors[0]
+
+
+class AskedAnswers(CannedAnswers):
+    """CannedAnswers that records the text of each question."""
+
+    def __init__(self):
+        self.asked = []
+
+    def generate(self, candidates, prompts, *, max_new_tokens, temperature, batch_size):
+        self.asked += ["".join(part.text for part in p.parts if isinstance(part, TextPart)) for p in prompts]
+        return super().generate(
+            candidates, prompts, max_new_tokens=max_new_tokens, temperature=temperature, batch_size=batch_size
+        )
+
+
+def test_each_image_is_asked_about_its_own_prompt_and_score_prepared_agrees():
+    backend = AskedAnswers()
+    judge = RationalRewardsJudge(backend, template="rationalrewards", batch_size=2)
+    prompts = ["a red fox in snow", "a blue car at night", "a green tree by a lake"]
+    images = [torch.full((3, 8, 8), n / 100) for n in range(3)]
+    out = judge.score(prompts, images)
+    assert [[prompt in asked for prompt in prompts] for asked in backend.asked] == [
+        [True, False, False],
+        [False, True, False],
+        [False, False, True],
+    ]
+    scores, dims = judge.score_prepared(prompts, [judge.prepare(image) for image in images])
+    expected = [GOLDEN[name]["reward"] for name in NAMES[:3]]
+    assert scores.tolist() == pytest.approx(expected) and torch.equal(scores, out.scores)
+    assert set(dims) == set(out.dims) and all(torch.allclose(dims[d], out.dims[d], equal_nan=True) for d in dims)
 
 
 def test_tiny_judge_writes_and_fails_unreadable_answers(tiny_root):
