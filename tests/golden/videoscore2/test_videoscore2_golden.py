@@ -6,6 +6,7 @@ reader gets the same tokens and scores; the reward on a tiny random Qwen2.5-VL c
 the ones of the steps that wrote each token.
 """
 
+import dataclasses
 import inspect
 import json
 import math
@@ -16,8 +17,9 @@ import torch
 
 import mmreward
 from mmreward import testing
-from mmreward.errors import MediaError
+from mmreward.errors import ConfigError, MediaError, MMRewardError
 from mmreward.rewards.vlm.heads import qwen_smart_resize
+from mmreward.rewards.vlm.templates import TextPart
 from mmreward.rewards.vlm.videoscore2 import (
     LABELS,
     VideoScore2Reward,
@@ -195,12 +197,11 @@ def test_defaults_are_the_authors_recipe():
 
 def test_frames_are_sampled_resized_and_quantized_as_qwen_vl_utils(tiny_root):
     reward = mmreward.load_reward(
-        str(testing.tiny_vlm_preset("videoscore2", tiny_root, backbone="qwen2_5_vl")), temperature=0
+        str(testing.tiny_vlm_preset("videoscore2", tiny_root, backbone="qwen2_5_vl")), input_video_fps=8.0
     )
     assert reward.frame_factor == 28
     # In-memory video at a known rate: 16 frames at 8 fps are 2 s, sampled at 2 fps -> 4 frames, uniformly spread.
     video = torch.arange(16.0).div(15).view(16, 1, 1, 1).expand(16, 3, 8, 8)
-    reward.input_video_fps = 8.0
     assert reward.load_media(video)[:, 0, 0, 0].tolist() == pytest.approx([0.0, 1 / 3, 2 / 3, 1.0])
     reward.input_video_fps = None
     assert reward.load_media(video).shape[0] == 16  # taken as already sampled
@@ -210,6 +211,19 @@ def test_frames_are_sampled_resized_and_quantized_as_qwen_vl_utils(tiny_root):
         reward.prepare(torch.rand(3, 8, 8))
     with pytest.raises(MediaError, match=r"^video has 1 frame\(s\); at least 2 are needed$"):
         reward.prepare(torch.rand(1, 3, 56, 56))
+    # The user turn: the video, then the template's text about this item's prompt; a system message goes first.
+    frames = reward.prepare(torch.rand(4, 3, 56, 56))
+    text = "".join(p.text for p in reward.section.render("a red fox") if isinstance(p, TextPart))
+    assert "a red fox" in text
+    for system in (None, "Be brief."):
+        reward.section = dataclasses.replace(reward.section, system=system)
+        batch = reward._encode(["a red fox", "a cat in the snow"], [frames, frames])
+        decoded = reward.tokenizer.decode(batch["input_ids"][0], skip_special_tokens=False)
+        user = decoded.index("<|im_start|>user\n<|vision_start|><|video_pad|>")
+        assert decoded.endswith("<|vision_end|>" + text + "<|im_end|>\n<|im_start|>assistant\n")
+        if system:
+            assert decoded[:user].endswith("<|im_start|>system\nBe brief.<|im_end|>\n")
+    assert "a cat in the snow" in reward.tokenizer.decode(batch["input_ids"][1])
     # Out-of-range values are clamped, then scaled by 255 and rounded.
     levels = torch.tensor([-0.5, 0.5, 1.5]).view(3, 1, 1, 1).expand(3, 3, 56, 56)
     assert reward.prepare(levels)[:, 0, 0, 0].tolist() == [0, 128, 255]
@@ -236,11 +250,13 @@ def test_frames_are_sampled_resized_and_quantized_as_qwen_vl_utils(tiny_root):
 
 
 def test_generation_settings_follow_the_temperature_and_the_checkpoint(tiny_root, monkeypatch):
+    # The smallest settings accepted (they do not matter below, where the model is replaced).
+    smallest = dict(video_fps=0.5, frame_min_pixels=1, frame_max_pixels=1, max_new_tokens=1, generation_config="plain")
     reward = mmreward.load_reward(
-        str(testing.tiny_vlm_preset("videoscore2", tiny_root, backbone="qwen2_5_vl")), temperature=0.7
+        str(testing.tiny_vlm_preset("videoscore2", tiny_root, backbone="qwen2_5_vl")), temperature=0.7, **smallest
     )
     reward.model.generation_config.top_k = 7
-    reward.max_new_tokens = 17
+    reward.max_new_tokens, reward.generation_config = 17, "checkpoint"
     end = reward.model.config.get_text_config().eos_token_id
     end = end[0] if isinstance(end, list) else end
     seen = []
@@ -265,3 +281,27 @@ def test_generation_settings_follow_the_temperature_and_the_checkpoint(tiny_root
     reward._generate(batch)
     config = seen[-1]
     assert (config.do_sample, config.temperature, config.top_k, config.top_p) == (False, None, None, None)
+
+
+@pytest.mark.parametrize(
+    "setting, message",
+    [
+        ({"video_fps": 0}, "video_fps must be > 0, got 0"),
+        ({"video_fps": -1.0}, "video_fps must be > 0, got -1.0"),
+        ({"frame_min_pixels": 0}, "need 0 < frame_min_pixels <= frame_max_pixels, got 0, 602112"),
+        ({"frame_min_pixels": 9, "frame_max_pixels": 8}, "need 0 < frame_min_pixels <= frame_max_pixels, got 9, 8"),
+        ({"max_new_tokens": 0}, "need max_new_tokens >= 1 and temperature >= 0, got 0, 0.7"),
+        ({"temperature": -0.1}, "need max_new_tokens >= 1 and temperature >= 0, got 1024, -0.1"),
+        ({"generation_config": "greedy"}, "generation_config must be 'checkpoint' or 'plain', got 'greedy'"),
+    ],
+)
+def test_bad_settings_are_refused_before_loading(setting, message):
+    with pytest.raises(ConfigError) as err:
+        VideoScore2Reward("no/such-checkpoint", **setting)
+    assert str(err.value) == message
+
+
+def test_a_missing_checkpoint_is_named_with_the_fix(tmp_path):
+    with pytest.raises(MMRewardError) as err:
+        VideoScore2Reward(str(tmp_path / "missing"), template="ours")
+    assert "VideoScore2 checkpoint" in str(err.value) and "load_reward('videoscore2', weights=...)" in str(err.value)
