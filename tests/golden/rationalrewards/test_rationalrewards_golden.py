@@ -116,3 +116,44 @@ def test_tiny_judge_writes_and_fails_unreadable_answers(tiny_root):
     out = judge.score(["a red fox"], [torch.rand(3, 48, 64, generator=torch.Generator().manual_seed(0))])
     assert out.failed.all() and "no aspect score" in out.errors[0] and "max_new_tokens=32" in out.errors[0]
     assert out.rationales[0] is not None
+
+
+class FailingRequests(CannedAnswers):
+    """Image 0 times out, image 1 fails without a reason, image 2 is answered with a long unreadable text; the others
+    get their canned answer."""
+
+    long_answer = "The image shows a fox. " * 15
+
+    def generate(self, candidates, prompts, *, max_new_tokens, temperature, batch_size):
+        canned = super().generate(
+            candidates, prompts, max_new_tokens=max_new_tokens, temperature=temperature, batch_size=batch_size
+        )
+        special = {0: Completion(None, error="timed out"), 1: Completion(None), 2: Completion(self.long_answer)}
+        return [special.get(candidates[p.media["media"]], c) for p, c in zip(prompts, canned, strict=True)]
+
+
+def test_failed_requests_fail_alone_with_their_reason():
+    judge = RationalRewardsJudge(FailingRequests(), template="rationalrewards", batch_size=8)
+    images = [torch.full((3, 8, 8), n / 100) for n in range(4)]
+    out = judge.score(["a red fox"] * 4, images)
+    assert out.failed.tolist() == [True, True, True, False]
+    assert out.errors[:2] == ["timed out", "request failed"]
+    assert len(FailingRequests.long_answer) > 200
+    assert out.errors[2] == f"{judge.no_score}: {FailingRequests.long_answer[:200]!r}"
+    assert out.scores[3].item() == pytest.approx(GOLDEN[NAMES[3]]["reward"])
+    assert out.rationales == [None, None, FailingRequests.long_answer, ANSWERS[NAMES[3]]]
+    # No answer at all: no rationales.
+    assert judge.score(["a red fox"] * 2, images[:2]).rationales is None
+
+
+class TooFewAnswers(CannedAnswers):
+    def generate(self, candidates, prompts, *, max_new_tokens, temperature, batch_size):
+        return super().generate(
+            candidates, prompts[:-1], max_new_tokens=max_new_tokens, temperature=temperature, batch_size=batch_size
+        )
+
+
+def test_a_backend_that_drops_an_answer_is_an_error_not_an_unscored_item():
+    judge = RationalRewardsJudge(TooFewAnswers(), template="rationalrewards")
+    with pytest.raises(ValueError, match="zip"):
+        judge.score(["a red fox"] * 2, [torch.full((3, 8, 8), n / 100) for n in range(2)])
