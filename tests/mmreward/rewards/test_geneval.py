@@ -14,6 +14,8 @@ from mmreward.rewards.geneval import (
     Thresholds,
     box_iou,
     crop_box,
+    flow_grpo_score,
+    geneval_correct,
     judge,
     read_metadata,
     relative_position,
@@ -160,3 +162,64 @@ def test_reward_rejects_videos_and_bad_settings(reward, tmp_path):
     with pytest.raises(ConfigError, match="counting_threshold"):
         Thresholds(counting_threshold=1.5)
     assert math.isnan(reward.score(["nope"], [torch.rand(3, 8, 8)]).scores.item())
+
+
+def test_box_iou_on_boxes_of_unequal_sides_and_degenerate_ones():
+    # a: 11 x 21 px, b: 11 x 4 px; they share x 5..10 (6 px) and y 5..8 (4 px).
+    assert box_iou((0, 0, 10, 20), (5, 5, 15, 8)) == pytest.approx(24 / (231 + 44 - 24))
+    # Apart along one axis only: no overlap, whatever the other axis does.
+    assert box_iou((0, 0, 10, 10), (20, 0, 30, 10)) == 0
+    assert box_iou((0, 0, 10, 10), (0, 20, 10, 30)) == 0
+    # Two empty (inverted) boxes have no union.
+    assert box_iou((5, 5, 3, 3), (5, 5, 3, 3)) == 0
+
+
+def test_crop_box_at_the_bottom_edge_and_for_a_box_thinner_than_a_pixel():
+    assert crop_box((10.0, 64.0, 12.0, 64.0, 0.9), 64, 64) == (10, 63, 12, 64)
+    assert crop_box((10.2, 10.0, 9.8, 12.0, 0.9), 64, 64) == (10, 10, 11, 12)
+
+
+def test_genevals_rule_by_hand():
+    """GenEval's ``correct`` clause by clause: count, then colour of the best ``count`` boxes, then position against
+    the boxes of an earlier clause that matched; excluded classes must stay under their count."""
+
+    def colours_of(table):
+        # The colours of the n most confident boxes of a class: the checker must ask for exactly n.
+        return lambda name, n: table[name][:n]
+
+    dogs = [(0, 0, 9, 9, 0.9), (0, 40, 9, 49, 0.8)]
+    cat = [(40, 0, 49, 9, 0.9)]
+    red = {"include": [{"class": "dog", "count": 2, "color": "red"}]}
+    assert geneval_correct({"dog": dogs}, red, colours_of({"dog": ["red", "red", "blue"]}), 0.1) == (True, [])
+    assert geneval_correct({"dog": dogs}, red, colours_of({"dog": ["blue", "red", "red"]}), 0.1) == (
+        False,
+        ["expected red dog>=2, found 1 red"],
+    )
+    left = {"include": [{"class": "cat", "count": 1}, {"class": "dog", "count": 1, "position": ["left of", 0]}]}
+    assert geneval_correct({"dog": dogs, "cat": cat}, left, colours_of({}), 0.1) == (True, [])
+    right = {"include": [{"class": "cat", "count": 1}, {"class": "dog", "count": 1, "position": ["right of", 0]}]}
+    assert geneval_correct({"dog": dogs, "cat": cat}, right, colours_of({}), 0.1) == (
+        False,
+        ["expected dog right of target"],
+    )
+    # The target clause failed (no cat): the position cannot hold.
+    assert geneval_correct({"dog": dogs}, left, colours_of({}), 0.1) == (
+        False,
+        ["expected cat>=1, found 0", "no target for dog to be left of"],
+    )
+    # A clause whose colour failed is no target either.
+    red_target = {
+        "include": [
+            {"class": "cat", "count": 1, "color": "red"},
+            {"class": "dog", "count": 1, "position": ["left of", 0]},
+        ]
+    }
+    assert geneval_correct({"dog": dogs, "cat": cat}, red_target, colours_of({"cat": ["blue"]}), 0.1) == (
+        False,
+        ["expected red cat>=1, found 0 red", "no target for dog to be left of"],
+    )
+    # Only exclusions: no "include" list at all.
+    exclude = {"exclude": [{"class": "cat", "count": 1}]}
+    assert geneval_correct({"cat": cat}, exclude, colours_of({}), 0.1) == (False, ["expected cat<1, found 1"])
+    assert geneval_correct({"dog": dogs}, exclude, colours_of({}), 0.1) == (True, [])
+    assert flow_grpo_score({"cat": cat}, exclude, colours_of({}), 0.1) == (True, 0, [])
