@@ -18,6 +18,7 @@ import torch
 import mmreward
 from mmreward import testing
 from mmreward.errors import ConfigError, MediaError, MMRewardError
+from mmreward.rewards.registry import find_preset
 from mmreward.rewards.vlm.heads import qwen_smart_resize
 from mmreward.rewards.vlm.templates import TextPart
 from mmreward.rewards.vlm.videoscore2 import (
@@ -199,7 +200,10 @@ def test_frames_are_sampled_resized_and_quantized_as_qwen_vl_utils(tiny_root):
     reward = mmreward.load_reward(
         str(testing.tiny_vlm_preset("videoscore2", tiny_root, backbone="qwen2_5_vl")), input_video_fps=8.0
     )
-    assert reward.frame_factor == 28
+    assert reward.frame_factor == 28 and reward.weights_id.startswith(str(tiny_root))
+    # The processor leaves the frames at the size prepare() gave them (28 x 28 here: 2 x 2 patches of 14).
+    small = torch.zeros(4, 3, 28, 28, dtype=torch.uint8)
+    assert reward._encode(["a red fox"], [small])["video_grid_thw"].tolist() == [[2, 2, 2]]
     # In-memory video at a known rate: 16 frames at 8 fps are 2 s, sampled at 2 fps -> 4 frames, uniformly spread.
     video = torch.arange(16.0).div(15).view(16, 1, 1, 1).expand(16, 3, 8, 8)
     assert reward.load_media(video)[:, 0, 0, 0].tolist() == pytest.approx([0.0, 1 / 3, 2 / 3, 1.0])
@@ -256,7 +260,7 @@ def test_generation_settings_follow_the_temperature_and_the_checkpoint(tiny_root
         str(testing.tiny_vlm_preset("videoscore2", tiny_root, backbone="qwen2_5_vl")), temperature=0.7, **smallest
     )
     reward.model.generation_config.top_k = 7
-    reward.max_new_tokens, reward.generation_config = 17, "checkpoint"
+    reward.max_new_tokens = 17
     end = reward.model.config.get_text_config().eos_token_id
     end = end[0] if isinstance(end, list) else end
     seen = []
@@ -269,14 +273,14 @@ def test_generation_settings_follow_the_temperature_and_the_checkpoint(tiny_root
 
     monkeypatch.setattr(reward.model, "generate", generate)
     batch = {"input_ids": torch.zeros(2, 3, dtype=torch.long)}
+    reward._generate(batch)
+    assert seen[-1].top_k != 7 and seen[-1].do_sample and seen[-1].temperature == 0.7  # "plain", as loaded
+    reward.generation_config = "checkpoint"
     tokens, scores = reward._generate(batch)
     assert tokens == [[5, 6, end]] * 2 and [s[:, 0].tolist() for s in scores] == [[0.0, 1.0, 2.0]] * 2
     config = seen[-1]
     assert (config.do_sample, config.temperature, config.top_k, config.max_new_tokens) == (True, 0.7, 7, 17)
     assert config.output_scores and config.return_dict_in_generate
-    reward.generation_config = "plain"
-    reward._generate(batch)
-    assert seen[-1].top_k != 7 and seen[-1].do_sample and seen[-1].temperature == 0.7
     reward.generation_config, reward.temperature = "checkpoint", 0.0
     reward._generate(batch)
     config = seen[-1]
@@ -304,4 +308,24 @@ def test_bad_settings_are_refused_before_loading(setting, message):
 def test_a_missing_checkpoint_is_named_with_the_fix(tmp_path):
     with pytest.raises(MMRewardError) as err:
         VideoScore2Reward(str(tmp_path / "missing"), template="ours")
-    assert "VideoScore2 checkpoint" in str(err.value) and "load_reward('videoscore2', weights=...)" in str(err.value)
+    message = str(err.value)
+    assert message.startswith(f"VideoScore2 checkpoint weights '{tmp_path / 'missing'}' are not available")
+    assert message.endswith("or point at local weights: load_reward('videoscore2', weights=...)")
+
+
+def test_template_settings_reach_the_template(tmp_path):
+    """Each template setting is the one read: the default is the authors' prompt (which needs where it is published),
+    a template file, a reference prompt and a local clone are each used (their errors prove it)."""
+    missing = str(tmp_path / "missing")
+    with pytest.raises(ConfigError, match="^template='reference' needs reference_prompt="):
+        VideoScore2Reward(missing)
+    with pytest.raises(ConfigError, match="^cannot read template '/nonexistent/t.yaml'"):
+        VideoScore2Reward(missing, template="ours", template_file="/nonexistent/t.yaml")
+    with pytest.raises(
+        ConfigError, match=r"^reference_prompt for template 'videoscore2' \[video\] needs 'expression'"
+    ):
+        VideoScore2Reward(missing, reference_prompt={"video": {"repository": "TIGER-AI-Lab/VideoScore2"}})
+    published = find_preset("videoscore2").kwargs["reference_prompt"]
+    clone = tmp_path / "clone"
+    with pytest.raises(MMRewardError, match=f"^template_source_dir '{clone}' has no file 'vs2_inference.py'"):
+        VideoScore2Reward(missing, reference_prompt=published, template_source_dir=str(clone))
