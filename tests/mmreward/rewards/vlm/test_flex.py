@@ -75,7 +75,7 @@ def test_presets_name_the_checkpoint_and_the_published_prompts():
         ({"dim_weight": math.inf}, "dim_weight must be"),
         ({"category_weights": "2,1,1"}, "category_weights must be a list of numbers, got '2,1,1'"),
         ({"category_weights": [1, -2]}, "category_weights must be a list of finite numbers >= 0"),
-        ({"mode": "logits"}, "UnifiedReward-Flex writes a JSON verdict; use mode='generate'"),
+        ({"mode": "logits"}, "^UnifiedReward-Flex writes a JSON verdict; use mode='generate'$"),
         ({"parsing": "lenient"}, "parsing must be one of"),
     ],
 )
@@ -118,7 +118,8 @@ def test_robust_reading_names_what_is_wrong():
 
 class CannedVerdicts(JudgeBackend):
     """Candidates are images filled with n / 100 (prepared to n). Pair 10 vs 20: 10 wins overall and on
-    "Sharpness", 20 on "Color", whichever is shown first. Pair 30 vs 40: the first shown always wins."""
+    "Sharpness", 20 on "Color", whichever is shown first. Pair 30 vs 40: the first shown always wins; other pairs: the
+    first shown wins overall and on "Sharpness"."""
 
     weights_id = "canned verdicts"
 
@@ -133,18 +134,25 @@ class CannedVerdicts(JudgeBackend):
                 ten, twenty = ("Image 1", "Image 2") if first == 10 else ("Image 2", "Image 1")
                 categories = [{"name": "Sharpness", "cat_winner": ten}, {"name": "Color", "cat_winner": twenty}]
                 answers.append(Completion(json.dumps({"categories": categories, "winner": ten})))
-            else:
+            elif {first, second} == {30, 40}:
                 answers.append(Completion('{"winner": "Image 1"}'))
+            else:  # the first shown wins overall and on one category of two: 3/4 for the first, in both orders
+                categories = [
+                    {"name": "Sharpness", "cat_winner": "Image 1"},
+                    {"name": "Color", "cat_winner": "Image 2"},
+                ]
+                answers.append(Completion(json.dumps({"categories": categories, "winner": "Image 1"})))
         return answers
 
 
 def test_compare_turns_each_order_into_the_first_candidates_preference():
     judge = FlexJudge(CannedVerdicts(), template="ours", template_name="unifiedreward-flex")
-    a = [torch.full((3, 8, 8), 0.1), torch.full((3, 8, 8), 0.3)]
-    b = [torch.full((3, 8, 8), 0.2), torch.full((3, 8, 8), 0.4)]
-    out = judge.compare(["a red fox"] * 2, a, b)
-    # Pair 0: overall 1 for A, categories 1 and 0 -> (1 + 0.5) / 2 in both orders; pair 1: position bias -> 1/2.
-    assert out.prob_a.tolist() == [0.75, 0.5] and out.consistent.tolist() == [True, False]
+    a = [torch.full((3, 8, 8), 0.1), torch.full((3, 8, 8), 0.3), torch.full((3, 8, 8), 0.5)]
+    b = [torch.full((3, 8, 8), 0.2), torch.full((3, 8, 8), 0.4), torch.full((3, 8, 8), 0.6)]
+    out = judge.compare(["a red fox"] * 3, a, b)
+    # Pair 0: overall 1 for A, categories 1 and 0 -> (1 + 0.5) / 2 in both orders; pairs 1 and 2: position bias, 1/2
+    # (pair 2's 3/4 for whichever is first is a lean, not a tie: the two orders disagree).
+    assert out.prob_a.tolist() == [0.75, 0.5, 0.5] and out.consistent.tolist() == [True, False, False]
     assert out.dims["Sharpness"][0].item() == 1.0 and out.dims["Color"][0].item() == 0.0
     assert math.isnan(out.dims["Sharpness"][1])
     assert '[A first] {"categories"' in out.rationales[0] and '[B first] {"winner": "Image 1"}' in out.rationales[1]
