@@ -3,6 +3,7 @@ random OWLv2 and CLIP. The rules against GenEval's and Flow-GRPO's own code are 
 
 import json
 import math
+import re
 
 import pytest
 import torch
@@ -11,6 +12,7 @@ import mmreward
 from mmreward.errors import ConfigError
 from mmreward.rewards.geneval import (
     COLORS,
+    RELATIONS,
     Thresholds,
     box_iou,
     crop_box,
@@ -223,3 +225,108 @@ def test_genevals_rule_by_hand():
     assert geneval_correct({"cat": cat}, exclude, colours_of({}), 0.1) == (False, ["expected cat<1, found 1"])
     assert geneval_correct({"dog": dogs}, exclude, colours_of({}), 0.1) == (True, [])
     assert flow_grpo_score({"cat": cat}, exclude, colours_of({}), 0.1) == (True, 0, [])
+
+
+def test_relative_position_of_unequal_boxes_with_their_scores():
+    # Detector boxes carry their score in a fifth place: sizes and centres use the corners only.
+    assert relative_position((9, 7, 22, 14, 0.9), (15, 10, 39, 33, 0.8), 0.1) == {"above"}
+    # Close on x and y alike: both offsets are within the threshold, so no relation.
+    assert relative_position((6, 7, 21, 17, 0.9), (9, 0, 18, 23, 0.8), 0.1) == set()
+    # Without a threshold, one pixel apart is a relation.
+    assert relative_position((0, 0, 2, 2, 0.9), (1, 0, 3, 2, 0.9), 0.0) == {"left of"}
+
+
+def test_threshold_settings_and_their_bounds():
+    Thresholds(threshold=0.0, counting_threshold=1.0, max_objects=1, max_overlap=0.0, position_threshold=0.0)
+    for settings, message in (
+        ({"threshold": 1.5}, "threshold must be in [0, 1], got 1.5"),
+        ({"max_overlap": -0.1}, "max_overlap must be in [0, 1], got -0.1"),
+        ({"max_objects": 0}, "max_objects must be >= 1, got 0"),
+        ({"position_threshold": -0.1}, "position_threshold must be >= 0, got -0.1"),
+    ):
+        with pytest.raises(ConfigError) as err:
+            Thresholds(**settings)
+        assert str(err.value) == message
+
+
+def test_select_objects_at_the_boundaries():
+    # A box exactly at the threshold is not kept ("above" it).
+    assert select_objects({"dog": [(0, 0, 9, 9, 0.3)]}, 0.3, Thresholds()) == {}
+    # max_overlap 1 suppresses nothing, not even a duplicate box.
+    twins = [(0, 0, 9, 9, 0.9), (0, 0, 9, 9, 0.8)]
+    assert select_objects({"dog": twins}, 0.3, Thresholds(max_overlap=1.0)) == {"dog": twins}
+    # IoU exactly max_overlap (50 of 100 pixels) suppresses.
+    half = [(0, 0, 9, 9, 0.9), (0, 0, 9, 4, 0.8)]
+    assert select_objects({"dog": half}, 0.3, Thresholds(max_overlap=0.5)) == {"dog": half[:1]}
+
+
+def test_flow_grpos_score_by_hand():
+    """Flow-GRPO's terms: per clause the count term, then a colour term over the best ``count`` boxes, and the
+    position term (0 when it fails, then 1 after the pair loop, as the reference appends)."""
+
+    def colours_of(table):
+        return lambda name, n: table[name][:n]
+
+    dogs = [(0, 0, 9, 9, 0.9), (0, 40, 9, 49, 0.8)]
+    red = {"include": [{"class": "dog", "count": 2, "color": "red"}]}
+    assert flow_grpo_score({"dog": dogs}, red, colours_of({"dog": ["blue", "red", "red"]}), 0.1) == (
+        False,
+        (1 + 0.5) / 2,
+        ["expected red dog==2, found 1 red"],
+    )
+    cat, dog = [(40, 0, 49, 9, 0.9)], dogs[:1]
+    left = {"include": [{"class": "cat", "count": 1}, {"class": "dog", "count": 1, "position": ["left of", 0]}]}
+    assert flow_grpo_score({"dog": dog, "cat": cat}, left, colours_of({}), 0.1) == (True, 1.0, [])
+    right = {"include": [{"class": "cat", "count": 1}, {"class": "dog", "count": 1, "position": ["right of", 0]}]}
+    assert flow_grpo_score({"dog": dog, "cat": cat}, right, colours_of({}), 0.1) == (
+        False,
+        (1 + 1 + 0 + 1) / 4,
+        ["expected dog right of target"],
+    )
+    assert flow_grpo_score({"dog": dog}, left, colours_of({}), 0.1) == (
+        False,
+        (0 + 1 + 0) / 3,
+        ["expected cat==1, found 0", "no target for dog to be left of"],
+    )
+
+
+def test_metadata_errors_name_the_line_and_the_fix(tmp_path):
+    path = tmp_path / "meta.jsonl"
+    good = {"tag": "single_object", "prompt": "a dog", "include": [{"class": "dog", "count": 1}]}
+    where = f"line 2 of GenEval metadata {str(path)!r}"
+
+    def error(*records):
+        path.write_text("\n" + "\n".join(r if isinstance(r, str) else json.dumps(r) for r in records) + "\n")
+        with pytest.raises(ConfigError) as err:
+            read_metadata(path)
+        return str(err.value)
+
+    # A blank line is skipped, not the end.
+    path.write_text("\n" + json.dumps(good) + "\n")
+    assert list(read_metadata(path)) == ["a dog"]
+    message = error("{not json")
+    assert message.startswith(f"{where} is not a record of its layout (") and message.endswith(
+        "): each line needs prompt, tag, include ([{class, count, color?, position?}, ...]) and optionally exclude"
+    )
+    for clause in ({"class": "dog", "count": "1"}, {"count": 1}, {"class": "dog", "count": 0}):
+        assert error({**good, "include": [clause]}) == (
+            f"{where}: clause 0 needs a class name and a count >= 1, got {clause!r}"
+        )
+    assert error({**good, "exclude": [{"class": "cat", "count": 0}]}) == (
+        f"{where}: clause 1 needs a class name and a count >= 1, got {{'class': 'cat', 'count': 0}}"
+    )
+    assert error({**good, "include": [{"class": "dog", "count": 1, "color": "teal"}]}) == (
+        f"{where}: colour 'teal' is not one of {COLORS}"
+    )
+    for position in (["left of", 1], ["left of", -1], ["near", 0]):
+        clauses = [{"class": "cat", "count": 1}, {"class": "dog", "count": 1, "position": position}]
+        assert error({**good, "include": clauses}).endswith(
+            f"position {position!r} needs a relation in {RELATIONS} and the index of an earlier include clause"
+        )
+    path.write_text("\n\n")
+    with pytest.raises(ConfigError) as err:
+        read_metadata(path)
+    assert str(err.value) == f"GenEval metadata {str(path)!r} holds no prompts"
+    path.write_bytes(b"\xff\xfe\x00")
+    with pytest.raises(ConfigError, match=f"^cannot read GenEval metadata from {re.escape(repr(str(path)))}: "):
+        read_metadata(path)
