@@ -259,6 +259,7 @@ def test_generation_settings_follow_the_temperature_and_the_checkpoint(tiny_root
     reward = mmreward.load_reward(
         str(testing.tiny_vlm_preset("videoscore2", tiny_root, backbone="qwen2_5_vl")), temperature=0.7, **smallest
     )
+    assert reward.generation_config == "plain"
     reward.model.generation_config.top_k = 7
     reward.max_new_tokens = 17
     end = reward.model.config.get_text_config().eos_token_id
