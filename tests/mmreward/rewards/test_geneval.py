@@ -330,3 +330,37 @@ def test_metadata_errors_name_the_line_and_the_fix(tmp_path):
     path.write_bytes(b"\xff\xfe\x00")
     with pytest.raises(ConfigError, match=f"^cannot read GenEval metadata from {re.escape(repr(str(path)))}: "):
         read_metadata(path)
+
+
+def test_a_clause_without_its_target_is_no_target_either():
+    """cat missing -> dog (left of the cat) has no target -> bird (above the dog) has none either, in both rules."""
+    dog, bird = [(0, 40, 9, 49, 0.9)], [(0, 0, 9, 9, 0.9)]
+    chain = {
+        "include": [
+            {"class": "cat", "count": 1},
+            {"class": "dog", "count": 1, "position": ["left of", 0]},
+            {"class": "bird", "count": 1, "position": ["above", 1]},
+        ]
+    }
+    reasons = ["no target for dog to be left of", "no target for bird to be above"]
+    assert geneval_correct({"dog": dog, "bird": bird}, chain, lambda name, n: [], 0.1) == (
+        False,
+        ["expected cat>=1, found 0", *reasons],
+    )
+    assert flow_grpo_score({"dog": dog, "bird": bird}, chain, lambda name, n: [], 0.1) == (
+        False,
+        (0 + 1 + 0 + 1 + 0) / 5,
+        ["expected cat==1, found 0", *reasons],
+    )
+
+
+def test_relations_need_more_than_half_the_revised_offset():
+    # Offsets (-4, 3) -> norm 5; widths 1 + 2 at threshold 0.5 revise x to -(4 - 1.5) = -2.5: exactly half, so no
+    # "left of"; heights 1 + 1 revise y to 3 - 1 = 2 (0.4 of the norm).
+    a, b = (0, 0, 1, 1, 0.9), (3.5, -3, 5.5, -2, 0.9)
+    assert relative_position(a, b, 0.5) == set() and relative_position(b, a, 0.5) == set()
+    # The same with the axes swapped: exactly half a norm above or below is neither.
+    a_t, b_t = (0, 0, 1, 1, 0.9), (-3, 3.5, -2, 5.5, 0.9)
+    assert relative_position(a_t, b_t, 0.5) == set() and relative_position(b_t, a_t, 0.5) == set()
+    # A revised offset of exactly 1e-3 is a relation; only smaller ones count as the same place.
+    assert relative_position((0, 0, 0.002, 1, 0.9), (0, 0, 0, 1, 0.9), 0.0) == {"right of"}
