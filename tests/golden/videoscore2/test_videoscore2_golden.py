@@ -110,16 +110,18 @@ def test_each_video_gets_the_scores_of_its_own_answer_across_chunks_failures_and
     )
     tok, end = reward.tokenizer, reward.tokenizer.convert_tokens_to_ids("<|im_end|>")
     context = int(reward.model.config.get_text_config().max_position_embeddings)
+    reward.max_new_tokens = 200  # more than any canned answer takes
     answers = {
         "four three two": "visual quality: 4; text-to-video alignment: 3, physical/common-sense consistency: 2",
         "five five one": "Ok.\nvisual quality: 5;\ntext-to-video alignment: 5,\nphysical/common-sense consistency: 1",
-        "no scores": "The video shows a fox.",
+        # Longer than the 200 characters an error quotes; spaces before punctuation are kept as written.
+        "no scores": "The video shows a fox , running . " * 8,
         "one two three": "visual quality: 1; text-to-video alignment: 2, physical/common-sense consistency: 3",
     }
 
     def encode(prompts, frames):
         # The prompt "too long" fills the model's context: its chunk cannot be answered.
-        length = context if "too long" in prompts else 7
+        length = context if "too long" in prompts else context - reward.max_new_tokens  # the rest just fit
         return {"input_ids": torch.zeros(len(prompts), length, dtype=torch.long), "prompts": prompts}
 
     def generate(batch):
@@ -140,7 +142,7 @@ def test_each_video_gets_the_scores_of_its_own_answer_across_chunks_failures_and
     out = reward.score_prepared_batch(prompts, [torch.zeros(1)] * len(prompts), errors)
     assert out.failed.tolist() == [False, True, True, True, True, False, False]
     assert out.errors[1] == "unreadable file"
-    assert out.errors[2] == f"the answer does not give all of {LABEL_LIST}: {answers['no scores']!r}"
+    assert out.errors[2] == f"the answer does not give all of {LABEL_LIST}: {answers['no scores'][:200]!r}"
     assert (
         out.errors[3]
         == out.errors[4]
@@ -165,8 +167,10 @@ def test_each_video_gets_the_scores_of_its_own_answer_across_chunks_failures_and
     cut = reward.score_prepared_batch(["no scores"], [torch.zeros(1)], [None])
     assert cut.errors[0] == (
         f"the answer does not give all of {LABEL_LIST} (the answer was cut at max_new_tokens; raise it): "
-        f"{answers['no scores']!r}"
+        f"{answers['no scores'][:200]!r}"
     )
+    # Nothing answered: no rationales at all.
+    assert reward.score_prepared_batch(["x"], [torch.zeros(1)], ["unreadable file"]).rationales is None
 
 
 def test_soft_score_by_hand():
@@ -282,6 +286,13 @@ def test_generation_settings_follow_the_temperature_and_the_checkpoint(tiny_root
     config = seen[-1]
     assert (config.do_sample, config.temperature, config.top_k, config.max_new_tokens) == (True, 0.7, 7, 17)
     assert config.output_scores and config.return_dict_in_generate
+    # The checkpoint's generation config names the end tokens (a list here), else the model's text config does.
+    reward.model.generation_config.eos_token_id = [6, 9]
+    assert reward._generate(batch)[0] == [[5, 6]] * 2
+    reward.generation_config = "plain"
+    assert reward._generate(batch)[0] == [[5, 6, end]] * 2
+    reward.generation_config = "checkpoint"
+    reward.model.generation_config.eos_token_id = end
     reward.generation_config, reward.temperature = "checkpoint", 0.0
     reward._generate(batch)
     config = seen[-1]
@@ -330,3 +341,16 @@ def test_template_settings_reach_the_template(tmp_path):
     clone = tmp_path / "clone"
     with pytest.raises(MMRewardError, match=f"^template_source_dir '{clone}' has no file 'vs2_inference.py'"):
         VideoScore2Reward(missing, reference_prompt=published, template_source_dir=str(clone))
+
+
+def test_a_tokenizer_that_splits_a_digit_is_refused():
+    class SplitsDigits:
+        def encode(self, text, add_special_tokens):
+            return [1, 2] if text == "3" else [int(text)]
+
+    with pytest.raises(ConfigError) as err:
+        digit_token_ids(SplitsDigits())
+    assert (
+        str(err.value)
+        == "the tokenizer does not spell each score digit 1..5 as one token: [[1], [2], [1, 2], [4], [5]]"
+    )
