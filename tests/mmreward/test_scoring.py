@@ -206,3 +206,41 @@ def test_a_reward_that_refuses_an_item_while_preparing_fails_it_with_its_reason(
     path = next(p for p, grey in files.items() if grey is not None)
     rows = list(score_items([Item(path, "")], {"r": RefusesSmall()}, {"r": 1.0}, num_workers=0))
     assert rows[0].failed and rows[0].error == "r: too small: 4 px"
+
+
+def test_loader_settings_keep_order_share_models_by_fork_and_pin_only_for_cuda(files, monkeypatch):
+    """The loader's settings, recorded: items in order (no shuffle), no more workers than batches, forked workers
+    (they share the loaded models without pickling them), pinned memory only when a reward is on CUDA, and the
+    worker-only options left unset in process. Each records and then scores in process, so rows are still checked."""
+    from torch.utils.data import DataLoader
+
+    import mmreward.scoring as scoring
+
+    seen = []
+
+    def recording(dataset, **settings):
+        seen.append(settings)
+        return DataLoader(dataset, batch_size=settings["batch_size"], collate_fn=settings["collate_fn"])
+
+    monkeypatch.setattr(scoring, "DataLoader", recording)
+    paths = [p for p, v in files.items() if v is not None]  # six readable greys
+    items = [Item(p, "") for p in paths]
+
+    rows = list(score_items(items, {"r": GreyAndPrompt()}, {"r": 1.0}, batch_size=4, num_workers=3))
+    assert [r.path for r in rows] == paths and [r.score for r in rows] == pytest.approx([files[p] for p in paths])
+    forked = seen[-1]
+    fork = "fork" in torch.multiprocessing.get_all_start_methods()
+    assert forked["num_workers"] == 2  # ceil(6 / 4) batches, not 3 workers
+    assert (forked["shuffle"], forked["pin_memory"], forked["persistent_workers"]) == (False, False, False)
+    assert forked["prefetch_factor"] == 2 and forked["multiprocessing_context"] == ("fork" if fork else None)
+
+    list(score_items(items, {"r": GreyAndPrompt()}, {"r": 1.0}, batch_size=8, num_workers=0))
+    in_process = seen[-1]
+    assert in_process["num_workers"] == 0 and in_process["batch_size"] == 8
+    assert in_process["prefetch_factor"] is None and in_process["multiprocessing_context"] is None
+
+    on_cuda = GreyAndPrompt()
+    on_cuda.device = torch.device("cuda")  # only read by the loader's settings; no CUDA work happens here
+    monkeypatch.setattr(on_cuda, "score_prepared_batch", GreyAndPrompt().score_prepared_batch)
+    list(score_items(items[:1], {"a": GreyAndPrompt(), "b": on_cuda}, {"a": 1.0, "b": 1.0}, num_workers=0))
+    assert seen[-1]["pin_memory"] is True

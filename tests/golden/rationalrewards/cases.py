@@ -1,6 +1,7 @@
 """Canned RationalRewards T2I answers (our own wording) in the layout its checkpoint writes, with the edges of the
 authors' reader: N/A, text after the number, bold numbers, a lower-case "score:" inside a justification, scores out
-of 1-4, a repeated section, scores after the summary, and answers with no score at all."""
+of 1-4, a repeated section, N/A before more lines of its section, scores after the summary, and answers with no score
+at all."""
 
 BODY = "# User Request Analysis\nThe request asks for a red fox in snow.\n# Detailed Judgement\n"
 
@@ -25,6 +26,8 @@ ANSWERS: dict[str, str] = {
     "scores after the summary": BODY + "1. Text Faithfulness:\n## Justification: unsure\n# Summary: pending\n"
     "2. Physical and Visual Quality:\n## Score: 4.0\n",
     "headers without numbers": "Text Faithfulness:\n## Score: 3.0\nPhysical and Visual Quality:\n## Score: 2.0\n",
+    "not applicable before more lines": BODY + "1. Text Faithfulness:\n## Score: N/A\n## Note: nothing to compare.\n"
+    "2. Physical and Visual Quality:\n## Score: 3.0\n",
     "no score": BODY + "1. Text Faithfulness:\n## Justification: The image is empty.\n# Summary: nothing.\n",
     "empty": "",
 }
@@ -32,8 +35,10 @@ ANSWERS: dict[str, str] = {
 EDIT_BODY = "# User Request Analysis\nThe instruction asks to turn the car red.\n# Detailed Judgement\n"
 
 # Canned RationalRewards Edit answers (our own wording) with the edges of the authors' I2I reader: N/A, bold
-# numbers, a missing header (the later aspects read nothing), no headers at all (numbered pieces), a score line
-# without "##", scores out of 1-4 (not clamped by the reader), scores after the summary, and no score.
+# numbers, a missing header (the later aspects read nothing), the first header restated in a later block (the reader
+# splits at its first occurrence), two score markers on one line (the last one counts), no headers at all (numbered
+# pieces), a score line without "##", scores out of 1-4 (not clamped by the reader), scores after the summary, and no
+# score.
 EDIT_ANSWERS: dict[str, str] = {
     "all four": EDIT_BODY + "1. Text Faithfulness:\n## Justification: The car is red.\n## Score: 3.5\n"
     "2. Image Faithfulness:\n## Justification: Background kept.\n## Score: 4\n"
@@ -48,6 +53,11 @@ EDIT_ANSWERS: dict[str, str] = {
     "3. Looks real\n## Score: 4.0\n",
     "score without hashes": EDIT_BODY + "1. Text Faithfulness:\nScore: 3.0\n## Score: 2.0\n"
     "2. Image Faithfulness:\n## Justification: fine\n## Score: unsure\n## Score: 3.5\n",
+    "first header restated later": EDIT_BODY + "1. Text Faithfulness:\n## Score: 3.0\n2. Image Faithfulness:\n"
+    "## Justification: unlike Text Faithfulness: the background is kept.\n## Score: 2.0\n"
+    "3. Physical and Visual Quality:\n## Score: 4.0\n",
+    "two score markers on one line": EDIT_BODY + "1. Text Faithfulness:\n## Score: 2 ## Score: 3\n"
+    "2. Image Faithfulness:\n## Score: 4\n",
     "out of range": EDIT_BODY + "1. Text Faithfulness:\n## Score: 5.5\n2. Image Faithfulness:\n## Score: 4.5\n"
     "3. Physical and Visual Quality:\n## Score: 0.5\n4. Text Rendering:\n## Score: 4\n",
     "scores after the summary": EDIT_BODY + "1. Text Faithfulness:\n## Justification: unsure\n# Summary: pending\n"

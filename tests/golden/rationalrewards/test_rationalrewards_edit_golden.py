@@ -18,7 +18,7 @@ from mmreward import testing
 from mmreward.errors import ConfigError
 from mmreward.rewards.vlm.critique import RationalRewardsEditJudge, read_i2i_scores
 from mmreward.rewards.vlm.judge_base import Completion, JudgeBackend
-from mmreward.rewards.vlm.templates import MediaPart
+from mmreward.rewards.vlm.templates import MediaPart, TextPart
 from tests.golden.rationalrewards.cases import EDIT_ANSWERS
 
 GOLDEN = json.loads((Path(__file__).resolve().parent / "golden_edit.json").read_text())
@@ -40,12 +40,14 @@ class CannedEditAnswers(JudgeBackend):
 
     def __init__(self):
         self.shown = []
+        self.asked = []
 
     def prepare(self, frames):
         return round(float(frames.mean()) * 100)
 
     def generate(self, candidates, prompts, *, max_new_tokens, temperature, batch_size):
         self.shown += [[candidates[p.media[x.slot]] for x in p.parts if isinstance(x, MediaPart)] for p in prompts]
+        self.asked += ["".join(x.text for x in p.parts if isinstance(x, TextPart)) for p in prompts]
         return [Completion(EDIT_ANSWERS[NAMES[candidates[p.media["media"]]]]) for p in prompts]
 
 
@@ -55,8 +57,10 @@ def test_edit_judge_rewards_failures_and_image_order(parsing):
     judge = RationalRewardsEditJudge(backend, template="rationalrewards-edit", parsing=parsing, batch_size=4)
     edited = [torch.full((3, 8, 8), n / 100) for n in range(len(NAMES))]
     sources = [torch.full((3, 8, 8), 0.9)] * len(NAMES)
-    out = judge.score(["turn the car red"] * len(NAMES), edited, sources=sources)
+    instructions = [f"turn car {n} red" for n in range(len(NAMES))]
+    out = judge.score(instructions, edited, sources=sources)
     assert backend.shown == [[90, n] for n in range(len(NAMES))]  # source first, then the edit
+    assert [[i in asked for i in instructions].index(True) for asked in backend.asked] == list(range(len(NAMES)))
     for n, name in enumerate(NAMES):
         unclamped, _ = read_i2i_scores(EDIT_ANSWERS[name])
         clamped, _ = read_i2i_scores(EDIT_ANSWERS[name], clamp=True)

@@ -3,6 +3,7 @@ random OWLv2 and CLIP. The rules against GenEval's and Flow-GRPO's own code are 
 
 import json
 import math
+import re
 
 import pytest
 import torch
@@ -11,9 +12,12 @@ import mmreward
 from mmreward.errors import ConfigError
 from mmreward.rewards.geneval import (
     COLORS,
+    RELATIONS,
     Thresholds,
     box_iou,
     crop_box,
+    flow_grpo_score,
+    geneval_correct,
     judge,
     read_metadata,
     relative_position,
@@ -190,3 +194,203 @@ def test_reward_rejects_videos_and_bad_settings(reward, tmp_path):
     with pytest.raises(ConfigError, match="counting_threshold"):
         Thresholds(counting_threshold=1.5)
     assert math.isnan(reward.score(["nope"], [torch.rand(3, 8, 8)]).scores.item())
+
+
+def test_box_iou_on_boxes_of_unequal_sides_and_degenerate_ones():
+    # a: 11 x 21 px, b: 11 x 4 px; they share x 5..10 (6 px) and y 5..8 (4 px).
+    assert box_iou((0, 0, 10, 20), (5, 5, 15, 8)) == pytest.approx(24 / (231 + 44 - 24))
+    # Apart along one axis only: no overlap, whatever the other axis does.
+    assert box_iou((0, 0, 10, 10), (20, 0, 30, 10)) == 0
+    assert box_iou((0, 0, 10, 10), (0, 20, 10, 30)) == 0
+    # Two empty (inverted) boxes have no union.
+    assert box_iou((5, 5, 3, 3), (5, 5, 3, 3)) == 0
+
+
+def test_crop_box_at_the_bottom_edge_and_for_a_box_thinner_than_a_pixel():
+    assert crop_box((10.0, 64.0, 12.0, 64.0, 0.9), 64, 64) == (10, 63, 12, 64)
+    assert crop_box((10.2, 10.0, 9.8, 12.0, 0.9), 64, 64) == (10, 10, 11, 12)
+
+
+def test_genevals_rule_by_hand():
+    """GenEval's ``correct`` clause by clause: count, then colour of the best ``count`` boxes, then position against
+    the boxes of an earlier clause that matched; excluded classes must stay under their count."""
+
+    def colours_of(table):
+        # The colours of the n most confident boxes of a class: the checker must ask for exactly n.
+        return lambda name, n: table[name][:n]
+
+    dogs = [(0, 0, 9, 9, 0.9), (0, 40, 9, 49, 0.8)]
+    cat = [(40, 0, 49, 9, 0.9)]
+    red = {"include": [{"class": "dog", "count": 2, "color": "red"}]}
+    assert geneval_correct({"dog": dogs}, red, colours_of({"dog": ["red", "red", "blue"]}), 0.1) == (True, [])
+    assert geneval_correct({"dog": dogs}, red, colours_of({"dog": ["blue", "red", "red"]}), 0.1) == (
+        False,
+        ["expected red dog>=2, found 1 red"],
+    )
+    left = {"include": [{"class": "cat", "count": 1}, {"class": "dog", "count": 1, "position": ["left of", 0]}]}
+    assert geneval_correct({"dog": dogs, "cat": cat}, left, colours_of({}), 0.1) == (True, [])
+    right = {"include": [{"class": "cat", "count": 1}, {"class": "dog", "count": 1, "position": ["right of", 0]}]}
+    assert geneval_correct({"dog": dogs, "cat": cat}, right, colours_of({}), 0.1) == (
+        False,
+        ["expected dog right of target"],
+    )
+    # The target clause failed (no cat): the position cannot hold.
+    assert geneval_correct({"dog": dogs}, left, colours_of({}), 0.1) == (
+        False,
+        ["expected cat>=1, found 0", "no target for dog to be left of"],
+    )
+    # A clause whose colour failed is no target either.
+    red_target = {
+        "include": [
+            {"class": "cat", "count": 1, "color": "red"},
+            {"class": "dog", "count": 1, "position": ["left of", 0]},
+        ]
+    }
+    assert geneval_correct({"dog": dogs, "cat": cat}, red_target, colours_of({"cat": ["blue"]}), 0.1) == (
+        False,
+        ["expected red cat>=1, found 0 red", "no target for dog to be left of"],
+    )
+    # Only exclusions: no "include" list at all.
+    exclude = {"exclude": [{"class": "cat", "count": 1}]}
+    assert geneval_correct({"cat": cat}, exclude, colours_of({}), 0.1) == (False, ["expected cat<1, found 1"])
+    assert geneval_correct({"dog": dogs}, exclude, colours_of({}), 0.1) == (True, [])
+    assert flow_grpo_score({"cat": cat}, exclude, colours_of({}), 0.1) == (True, 0, [])
+
+
+def test_relative_position_of_unequal_boxes_with_their_scores():
+    # Detector boxes carry their score in a fifth place: sizes and centres use the corners only.
+    assert relative_position((9, 7, 22, 14, 0.9), (15, 10, 39, 33, 0.8), 0.1) == {"above"}
+    # Close on x and y alike: both offsets are within the threshold, so no relation.
+    assert relative_position((6, 7, 21, 17, 0.9), (9, 0, 18, 23, 0.8), 0.1) == set()
+    # Without a threshold, one pixel apart is a relation.
+    assert relative_position((0, 0, 2, 2, 0.9), (1, 0, 3, 2, 0.9), 0.0) == {"left of"}
+
+
+def test_threshold_settings_and_their_bounds():
+    Thresholds(threshold=0.0, counting_threshold=1.0, max_objects=1, max_overlap=0.0, position_threshold=0.0)
+    for settings, message in (
+        ({"threshold": 1.5}, "threshold must be in [0, 1], got 1.5"),
+        ({"max_overlap": -0.1}, "max_overlap must be in [0, 1], got -0.1"),
+        ({"max_objects": 0}, "max_objects must be >= 1, got 0"),
+        ({"position_threshold": -0.1}, "position_threshold must be >= 0, got -0.1"),
+    ):
+        with pytest.raises(ConfigError) as err:
+            Thresholds(**settings)
+        assert str(err.value) == message
+
+
+def test_select_objects_at_the_boundaries():
+    # A box exactly at the threshold is not kept ("above" it).
+    assert select_objects({"dog": [(0, 0, 9, 9, 0.3)]}, 0.3, Thresholds()) == {}
+    # max_overlap 1 suppresses nothing, not even a duplicate box.
+    twins = [(0, 0, 9, 9, 0.9), (0, 0, 9, 9, 0.8)]
+    assert select_objects({"dog": twins}, 0.3, Thresholds(max_overlap=1.0)) == {"dog": twins}
+    # IoU exactly max_overlap (50 of 100 pixels) suppresses.
+    half = [(0, 0, 9, 9, 0.9), (0, 0, 9, 4, 0.8)]
+    assert select_objects({"dog": half}, 0.3, Thresholds(max_overlap=0.5)) == {"dog": half[:1]}
+
+
+def test_flow_grpos_score_by_hand():
+    """Flow-GRPO's terms: per clause the count term, then a colour term over the best ``count`` boxes, and the
+    position term (0 when it fails, then 1 after the pair loop, as the reference appends)."""
+
+    def colours_of(table):
+        return lambda name, n: table[name][:n]
+
+    dogs = [(0, 0, 9, 9, 0.9), (0, 40, 9, 49, 0.8)]
+    red = {"include": [{"class": "dog", "count": 2, "color": "red"}]}
+    assert flow_grpo_score({"dog": dogs}, red, colours_of({"dog": ["blue", "red", "red"]}), 0.1) == (
+        False,
+        (1 + 0.5) / 2,
+        ["expected red dog==2, found 1 red"],
+    )
+    cat, dog = [(40, 0, 49, 9, 0.9)], dogs[:1]
+    left = {"include": [{"class": "cat", "count": 1}, {"class": "dog", "count": 1, "position": ["left of", 0]}]}
+    assert flow_grpo_score({"dog": dog, "cat": cat}, left, colours_of({}), 0.1) == (True, 1.0, [])
+    right = {"include": [{"class": "cat", "count": 1}, {"class": "dog", "count": 1, "position": ["right of", 0]}]}
+    assert flow_grpo_score({"dog": dog, "cat": cat}, right, colours_of({}), 0.1) == (
+        False,
+        (1 + 1 + 0 + 1) / 4,
+        ["expected dog right of target"],
+    )
+    assert flow_grpo_score({"dog": dog}, left, colours_of({}), 0.1) == (
+        False,
+        (0 + 1 + 0) / 3,
+        ["expected cat==1, found 0", "no target for dog to be left of"],
+    )
+
+
+def test_metadata_errors_name_the_line_and_the_fix(tmp_path):
+    path = tmp_path / "meta.jsonl"
+    good = {"tag": "single_object", "prompt": "a dog", "include": [{"class": "dog", "count": 1}]}
+    where = f"line 2 of GenEval metadata {str(path)!r}"
+
+    def error(*records):
+        path.write_text("\n" + "\n".join(r if isinstance(r, str) else json.dumps(r) for r in records) + "\n")
+        with pytest.raises(ConfigError) as err:
+            read_metadata(path)
+        return str(err.value)
+
+    # A blank line is skipped, not the end.
+    path.write_text("\n" + json.dumps(good) + "\n")
+    assert list(read_metadata(path)) == ["a dog"]
+    message = error("{not json")
+    assert message.startswith(f"{where} is not a record of its layout (") and message.endswith(
+        "): each line needs prompt, tag, include ([{class, count, color?, position?}, ...]) and optionally exclude"
+    )
+    for clause in ({"class": "dog", "count": "1"}, {"count": 1}, {"class": "dog", "count": 0}):
+        assert error({**good, "include": [clause]}) == (
+            f"{where}: clause 0 needs a class name and a count >= 1, got {clause!r}"
+        )
+    assert error({**good, "exclude": [{"class": "cat", "count": 0}]}) == (
+        f"{where}: clause 1 needs a class name and a count >= 1, got {{'class': 'cat', 'count': 0}}"
+    )
+    assert error({**good, "include": [{"class": "dog", "count": 1, "color": "teal"}]}) == (
+        f"{where}: colour 'teal' is not one of {COLORS}"
+    )
+    for position in (["left of", 1], ["left of", -1], ["near", 0]):
+        clauses = [{"class": "cat", "count": 1}, {"class": "dog", "count": 1, "position": position}]
+        assert error({**good, "include": clauses}).endswith(
+            f"position {position!r} needs a relation in {RELATIONS} and the index of an earlier include clause"
+        )
+    path.write_text("\n\n")
+    with pytest.raises(ConfigError) as err:
+        read_metadata(path)
+    assert str(err.value) == f"GenEval metadata {str(path)!r} holds no prompts"
+    path.write_bytes(b"\xff\xfe\x00")
+    with pytest.raises(ConfigError, match=f"^cannot read GenEval metadata from {re.escape(repr(str(path)))}: "):
+        read_metadata(path)
+
+
+def test_a_clause_without_its_target_is_no_target_either():
+    """cat missing -> dog (left of the cat) has no target -> bird (above the dog) has none either, in both rules."""
+    dog, bird = [(0, 40, 9, 49, 0.9)], [(0, 0, 9, 9, 0.9)]
+    chain = {
+        "include": [
+            {"class": "cat", "count": 1},
+            {"class": "dog", "count": 1, "position": ["left of", 0]},
+            {"class": "bird", "count": 1, "position": ["above", 1]},
+        ]
+    }
+    reasons = ["no target for dog to be left of", "no target for bird to be above"]
+    assert geneval_correct({"dog": dog, "bird": bird}, chain, lambda name, n: [], 0.1) == (
+        False,
+        ["expected cat>=1, found 0", *reasons],
+    )
+    assert flow_grpo_score({"dog": dog, "bird": bird}, chain, lambda name, n: [], 0.1) == (
+        False,
+        (0 + 1 + 0 + 1 + 0) / 5,
+        ["expected cat==1, found 0", *reasons],
+    )
+
+
+def test_relations_need_more_than_half_the_revised_offset():
+    # Offsets (-4, 3) -> norm 5; widths 1 + 2 at threshold 0.5 revise x to -(4 - 1.5) = -2.5: exactly half, so no
+    # "left of"; heights 1 + 1 revise y to 3 - 1 = 2 (0.4 of the norm).
+    a, b = (0, 0, 1, 1, 0.9), (3.5, -3, 5.5, -2, 0.9)
+    assert relative_position(a, b, 0.5) == set() and relative_position(b, a, 0.5) == set()
+    # The same with the axes swapped: exactly half a norm above or below is neither.
+    a_t, b_t = (0, 0, 1, 1, 0.9), (-3, 3.5, -2, 5.5, 0.9)
+    assert relative_position(a_t, b_t, 0.5) == set() and relative_position(b_t, a_t, 0.5) == set()
+    # A revised offset of exactly 1e-3 is a relation; only smaller ones count as the same place.
+    assert relative_position((0, 0, 0.002, 1, 0.9), (0, 0, 0, 1, 0.9), 0.0) == {"right of"}

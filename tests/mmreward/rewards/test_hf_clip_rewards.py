@@ -83,3 +83,48 @@ def test_missing_weights_name_the_default_checkpoints_and_how_to_pass_local_ones
         "clip='/path/to/clip-vit-large-patch14')"
     )
     assert hint in message
+
+
+def test_every_default_checkpoint_is_asked_for_by_name_with_its_hint(monkeypatch, tmp_path):
+    """Past the first download: the processor (config files only) and the aesthetic head file, each by its released
+    name, with the same hint. The hub look-ups are recorded; the CLIP model is a stand-in."""
+    import mmreward.rewards.hf_clip_rewards as hf
+
+    class Stop(Exception):
+        pass
+
+    asked = []
+
+    def resolve_dir(name, *, what, hint, need_weights=True):
+        asked.append((name, what, need_weights, hint))
+        if len(asked) > 1:
+            raise Stop
+        return tmp_path
+
+    def resolve_file(name, filename, *, what, hint):
+        asked.append((name, filename, what, hint))
+        raise Stop
+
+    stand_in = torch.nn.Linear(2, 2)
+    stand_in.vision_model, stand_in.visual_projection = torch.nn.Identity(), torch.nn.Linear(4, 3)
+    monkeypatch.setattr(hf, "resolve_dir", resolve_dir)
+    monkeypatch.setattr(hf, "resolve_file", resolve_file)
+    monkeypatch.setattr(hf, "_load_clip", lambda directory: stand_in)
+    pick_hint = "load_reward('pickscore', weights='/path/to/PickScore_v1', processor='/path/to/CLIP-ViT-H-14')"
+    with pytest.raises(Stop):
+        hf.PickScore()
+    assert asked == [
+        ("yuvalkirstain/PickScore_v1", "PickScore", True, pick_hint),
+        ("laion/CLIP-ViT-H-14-laion2B-s32B-b79K", "PickScore processor", False, pick_hint),
+    ]
+    asked.clear()
+    aesthetic_hint = (
+        "load_reward('laion-aesthetic', weights='/path/to/aesthetic-model.pth', "
+        "clip='/path/to/clip-vit-large-patch14')"
+    )
+    with pytest.raises(Stop):
+        hf.LaionAesthetic()
+    assert asked == [
+        ("openai/clip-vit-large-patch14", "LAION aesthetic CLIP backbone", True, aesthetic_hint),
+        ("trl-lib/ddpo-aesthetic-predictor", "aesthetic-model.pth", "LAION aesthetic head", aesthetic_hint),
+    ]

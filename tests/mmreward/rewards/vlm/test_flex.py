@@ -4,6 +4,7 @@ The reading is checked against Pref-GRPO's own code in tests/golden/unifiedrewar
 through the real local backend (a tiny random Qwen2-VL writes text that is no JSON verdict), and the presets load.
 """
 
+import json
 import math
 
 import pytest
@@ -13,8 +14,19 @@ import mmreward
 from mmreward import testing
 from mmreward.errors import ConfigError
 from mmreward.rewards.registry import find_preset
-from mmreward.rewards.vlm.flex import FlexJudge, FlexWeights, read_flex_answer, winner_share
+from mmreward.rewards.vlm.flex import (
+    FlexJudge,
+    FlexJudgment,
+    FlexWeights,
+    extract_json,
+    flex_win_rates,
+    read_flex_answer,
+    winner_share,
+)
+from mmreward.rewards.vlm.judge_base import Completion, JudgeBackend
+from mmreward.rewards.vlm.pairwise import Judgment, PairJudgment
 from mmreward.rewards.vlm.parsing import AnswerParseError
+from mmreward.rewards.vlm.templates import MediaPart
 
 
 @pytest.fixture(scope="module")
@@ -63,7 +75,7 @@ def test_presets_name_the_checkpoint_and_the_published_prompts():
         ({"dim_weight": math.inf}, "dim_weight must be"),
         ({"category_weights": "2,1,1"}, "category_weights must be a list of numbers, got '2,1,1'"),
         ({"category_weights": [1, -2]}, "category_weights must be a list of finite numbers >= 0"),
-        ({"mode": "logits"}, "use mode='generate'"),
+        ({"mode": "logits"}, "^UnifiedReward-Flex writes a JSON verdict; use mode='generate'$"),
         ({"parsing": "lenient"}, "parsing must be one of"),
     ],
 )
@@ -102,3 +114,99 @@ def test_robust_reading_names_what_is_wrong():
         read_flex_answer('{"winner": "Image 1 or Image 2"}', parsing="robust")
     with pytest.raises(AnswerParseError, match="'categories' must be a list of objects"):
         read_flex_answer('{"winner": "Image 1", "categories": {"name": "A"}}', parsing="reference-pref-grpo")
+
+
+class CannedVerdicts(JudgeBackend):
+    """Candidates are images filled with n / 100 (prepared to n). Pair 10 vs 20: 10 wins overall and on
+    "Sharpness", 20 on "Color", whichever is shown first. Pair 30 vs 40: the first shown always wins; other pairs: the
+    first shown wins overall and on "Sharpness"."""
+
+    weights_id = "canned verdicts"
+
+    def prepare(self, frames):
+        return round(float(frames.mean()) * 100)
+
+    def generate(self, candidates, prompts, *, max_new_tokens, temperature, batch_size):
+        answers = []
+        for p in prompts:
+            first, second = (candidates[p.media[x.slot]] for x in p.parts if isinstance(x, MediaPart))
+            if {first, second} == {10, 20}:
+                ten, twenty = ("Image 1", "Image 2") if first == 10 else ("Image 2", "Image 1")
+                categories = [{"name": "Sharpness", "cat_winner": ten}, {"name": "Color", "cat_winner": twenty}]
+                answers.append(Completion(json.dumps({"categories": categories, "winner": ten})))
+            elif {first, second} == {30, 40}:
+                answers.append(Completion('{"winner": "Image 1"}'))
+            else:  # the first shown wins overall and on one category of two: 3/4 for the first, in both orders
+                categories = [
+                    {"name": "Sharpness", "cat_winner": "Image 1"},
+                    {"name": "Color", "cat_winner": "Image 2"},
+                ]
+                answers.append(Completion(json.dumps({"categories": categories, "winner": "Image 1"})))
+        return answers
+
+
+def test_compare_turns_each_order_into_the_first_candidates_preference():
+    judge = FlexJudge(CannedVerdicts(), template="ours", template_name="unifiedreward-flex")
+    a = [torch.full((3, 8, 8), 0.1), torch.full((3, 8, 8), 0.3), torch.full((3, 8, 8), 0.5)]
+    b = [torch.full((3, 8, 8), 0.2), torch.full((3, 8, 8), 0.4), torch.full((3, 8, 8), 0.6)]
+    out = judge.compare(["a red fox"] * 3, a, b)
+    # Pair 0: overall 1 for A, categories 1 and 0 -> (1 + 0.5) / 2 in both orders; pairs 1 and 2: position bias, 1/2
+    # (pair 2's 3/4 for whichever is first is a lean, not a tie: the two orders disagree).
+    assert out.prob_a.tolist() == [0.75, 0.5, 0.5] and out.consistent.tolist() == [True, False, False]
+    assert out.dims["Sharpness"][0].item() == 1.0 and out.dims["Color"][0].item() == 0.0
+    assert math.isnan(out.dims["Sharpness"][1])
+    assert '[A first] {"categories"' in out.rationales[0] and '[B first] {"winner": "Image 1"}' in out.rationales[1]
+
+
+def test_failed_and_unjudged_items_do_not_stop_the_others_win_rates():
+    def judged(first, second, overall, failed=False):
+        if failed:
+            return PairJudgment(pair=0, first=first, second=second, judgment=Judgment.failure("no JSON"))
+        verdict = read_flex_answer(json.dumps({"winner": "Image 1" if overall else "Image 2"}), parsing="robust")
+        return PairJudgment(
+            pair=0,
+            first=first,
+            second=second,
+            judgment=FlexJudgment(probs=(overall, 1 - overall, 0.0), verdict=verdict),
+        )
+
+    # Item 0 is in no judgment; the failed judgment comes before the successful ones.
+    pairs = [judged(1, 2, 1.0, failed=True), judged(1, 2, 1.0), judged(2, 3, 0.0), judged(3, 1, 1.0)]
+    rates = flex_win_rates(pairs, 4, FlexWeights())
+    assert math.isnan(rates[0]) and rates[1:].tolist() == [0.5, 0.0, 1.0]
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("   ", "empty answer"),
+        ("[1, 2]", "the answer's JSON is a list, not an object with 'winner'"),
+        (
+            '{"winner": "tie"}',
+            "the overall 'winner' 'tie' names neither or both candidates (expected 'Image 1' or 'Image 2', 'Video 1' "
+            "or 'Video 2')",
+        ),
+        (
+            json.dumps({"winner": "Image 1", "categories": "x" * 200}),
+            "'categories' must be a list of objects, got " + json.dumps("x" * 200)[:120],
+        ),
+    ],
+)
+def test_robust_reading_errors_in_full(text, message):
+    with pytest.raises(AnswerParseError) as err:
+        read_flex_answer(text, parsing="robust")
+    assert str(err.value) == message
+
+
+def test_missing_fields_read_as_the_reference_reads_them():
+    with pytest.raises(AnswerParseError, match="^empty answer$"):
+        extract_json(None)
+    # An empty JSON value is a tie in the reference reading.
+    for empty in ("[]", "0", '""'):
+        verdict = read_flex_answer(empty, parsing="reference-pref-grpo")
+        assert (verdict.overall, verdict.preference, verdict.categories) == (0.5, 0.5, [])
+    # No categories: the overall winner alone; a category without a name is "category".
+    verdict = read_flex_answer('{"winner": "Image 2"}', parsing="robust")
+    assert (verdict.overall, verdict.preference, verdict.categories) == (0.0, 0.0, [])
+    verdict = read_flex_answer('{"winner": "Image 1", "categories": [{"cat_winner": "Image 2"}]}', parsing="robust")
+    assert verdict.categories == [("category", 0.0)] and verdict.preference == 0.5
