@@ -310,7 +310,6 @@ def reward_options(options: dict[str, dict[str, Any]], weights: dict[str, float]
     return {name: values for name, values in options.items() if name in weights}
 
 
-
 if __name__ == "__main__":
     try:
         main(parse_config(PrefGRPOConfig, description=__doc__.splitlines()[0], switches=ON_POLICY_SWITCHES))

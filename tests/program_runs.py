@@ -81,7 +81,9 @@ def launch_runs(program: str, runs: list[Run], processes: int = 2) -> str:
     env |= {"PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
     command = [*accelerate_launch(processes), str(SEQUENCE), str(plan)]
     result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
-    assert result.returncode == 0, result.stderr[-3000:]
+    # the Python errors first: a crashed process's C++ stack trace can fill the tail
+    errors = [line for line in result.stderr.splitlines() if "Error" in line and "frame #" not in line]
+    assert result.returncode == 0, "\n".join(errors[-20:]) + "\n...\n" + result.stderr[-3000:]
     return result.stdout
 
 

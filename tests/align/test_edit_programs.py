@@ -241,7 +241,10 @@ I2V = "--model.num_frames 5 --model.source_area null --model.max_sequence_length
 
 @pytest.mark.parametrize(
     "program, family",
-    [("diffusion_nft", "--model.family wan-i2v"), ("flow_dpo", "--model.family wan22ti2v --model.image_to_video true")],
+    [
+        ("diffusion_nft", "--model.family wan-i2v"),
+        ("flow_dpo", "--model.family wan22ti2v --model.image_to_video true"),
+    ],
 )
 def test_image_to_video_families_train_on_their_first_frames(program, family, tmp_path, capsys):
     """DiffusionNFT on Wan2.1 I2V and online Flow-DPO on Wan2.2 TI2V with an image: each prompt's image becomes the

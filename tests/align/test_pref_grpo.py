@@ -103,8 +103,9 @@ def test_real_model_configs_load_and_name_their_recipe(config):
     published for that model and which one it adapts."""
     cfg = parse_config(PrefGRPOConfig, ["--config", str(config)])
     header = config.read_text().split("output_dir:")[0]
-    unpublished = (
-        re.search(r"No .{0,40}recipe for .{0,60}is published", header, re.S) and "recipe (yifan123/" in header
+    # an unpublished recipe names the one it adapts: Flow-GRPO's, or another at a pinned commit ("at 3e787f6")
+    unpublished = re.search(r"No .{0,40}recipe for\s.{0,60}is published", header, re.S) and (
+        "yifan123/flow_grpo config/grpo.py" in header or re.search(r"(@|\bat )[0-9a-f]{7}", header)
     )
     assert ("follow" in header and "Deliberate differences" in header) or unpublished, header
     assert cfg.loss.cfg_grad in ("detach_uncond", "both")

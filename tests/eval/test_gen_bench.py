@@ -1,16 +1,14 @@
-"""eval/gen_bench.py end to end in subprocesses: a tiny SD3 pipeline, a tiny CLIP reward, the brightness reward
-and a tiny checklist judge on UniGenBench prompts; a run that is cut short and continued, a rerun that does no
-work, a LoRA run compared with the base run, the compare command, judge answers that do not parse, a remote judge,
-Wan videos, and errors before any model loads.
+"""eval/gen_bench.py end to end (its main in this process): a tiny SD3 pipeline, a tiny CLIP reward, the
+brightness reward and a tiny checklist judge on UniGenBench prompts; a run that is cut short and continued, a rerun
+that does no work, a LoRA run compared with the base run, the compare command, judge answers that do not parse, a
+remote judge, Wan videos, and errors before any model loads.
 
 Numbers in results.json are recomputed here from the per-sample values (UniGenBench from the verdicts, diversity
 from the sample files, paired gains from both runs' scores), so a pairing or pooling mistake cannot hide."""
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -21,17 +19,16 @@ from mmreward.evaluation import gen_results
 from mmreward.evaluation.diversity import per_group_diversity, pixel_features
 from mmreward.evaluation.generation import GenerationSettings, Sample, load_samples
 from mmreward.evaluation.unigenbench import unigenbench_scores
+from tests.cli_runs import run_main
 from tests.fake_servers import fake_checklist_server
 
 REPO = Path(__file__).resolve().parents[2]
 PROGRAM = REPO / "eval" / "gen_bench.py"
 
 
-def run_program(*args: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
-    return subprocess.run(
-        [sys.executable, str(PROGRAM), *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=300
-    )
+def run_program(*args: str) -> SimpleNamespace:
+    """The program's main on ``args``, in this process (tests/cli_runs.py)."""
+    return run_main(gen_bench.main, *args)
 
 
 @pytest.fixture(scope="module")

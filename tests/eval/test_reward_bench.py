@@ -1,6 +1,6 @@
-"""eval/reward_bench.py end to end in subprocesses (tiny rewards, CPU, real sample media), the score cache and the
-metrics plumbing. Numbers in results.json are recomputed here from the cached scores with the metric functions, so
-a sign or pairing mistake between scores and pairs cannot hide."""
+"""eval/reward_bench.py end to end (tiny rewards, CPU, real sample media; its main in this process, once as
+``python -m``), the score cache and the metrics plumbing. Numbers in results.json are recomputed here from the
+cached scores with the metric functions, so a sign or pairing mistake between scores and pairs cannot hide."""
 
 import io
 import json
@@ -9,12 +9,14 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
+from eval import reward_bench
 from mmreward import load_reward
 from mmreward.errors import ConfigError
 from mmreward.evaluation import metrics
@@ -29,16 +31,19 @@ from mmreward.evaluation.results import (
 )
 from mmreward.evaluation.score_cache import MediaItem, ScoreCache, media_key, reward_fingerprint, score_into_cache
 from mmreward.testing import sample_images, tiny_reward_preset
+from tests.cli_runs import run_main
 from tests.eval_fixtures import pickapic_rows, write_imagereward_fixture, write_parquet, write_videogen_fixture
 
 REPO = Path(__file__).resolve().parents[2]
-PROGRAM = REPO / "eval" / "reward_bench.py"
 
 
-def run_program(*args: str, module: bool = False) -> subprocess.CompletedProcess:
+def run_program(*args: str, module: bool = False) -> subprocess.CompletedProcess | SimpleNamespace:
+    """The program on ``args``: in this process (tests/cli_runs.py), or as ``python -m eval.reward_bench``."""
+    if not module:
+        return run_main(reward_bench.main, *args)
     env = {**os.environ, "PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1"}
-    command = [sys.executable, "-m", "eval.reward_bench"] if module else [sys.executable, str(PROGRAM)]
-    return subprocess.run([*command, *args], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    command = [sys.executable, "-m", "eval.reward_bench", *args]
+    return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
 
 
 def read_cache(path: Path) -> list[dict]:

@@ -1,4 +1,8 @@
-"""`mmreward score` and `mmreward list` end to end, in a subprocess, including every kind of bad input."""
+"""`mmreward score` and `mmreward list` end to end, including every kind of bad input.
+
+Commands run in this process (``tests.cli_runs.run_cli``); ``test_the_module_runs_as_a_script`` runs one the way
+a user starts it, in its own interpreter.
+"""
 
 from __future__ import annotations
 
@@ -15,12 +19,15 @@ import torch
 from mmreward import cli, media
 from mmreward.rewards.compressibility import jpeg_size_kb
 from mmreward.testing import tiny_reward_preset
+from tests.cli_runs import run_cli
 
 
-def run_cli(*args, timeout=180):
-    return subprocess.run(
-        [sys.executable, "-m", "mmreward.cli", *map(str, args)], capture_output=True, text=True, timeout=timeout
-    )
+def test_the_module_runs_as_a_script(photos, tmp_path):
+    out = tmp_path / "s.jsonl"
+    command = [sys.executable, "-m", "mmreward.cli", "score", str(photos), "--reward", "jpeg-compressibility"]
+    result = subprocess.run([*command, "-o", str(out), "--no-progress"], capture_output=True, text=True, timeout=180)
+    assert result.returncode == 0, result.stderr
+    assert len(read_jsonl(out)) == 4
 
 
 def read_jsonl(path):

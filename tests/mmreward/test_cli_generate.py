@@ -1,13 +1,11 @@
-"""``mmreward generate`` end to end: every method on the tiny SD3 pipeline in a subprocess, a video run on tiny Wan,
-a local pipeline directory, and bad input reported (exit 2) before sampling."""
+"""``mmreward generate`` end to end (in this process: tests/cli_runs.py): every method on the tiny SD3 pipeline, a
+video run on tiny Wan, a local pipeline directory, and bad input reported (exit 2) before sampling."""
 
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -16,6 +14,7 @@ from PIL import Image
 from mmreward import cli, media
 from mmreward.guidance.latent_reward import LatentRewardModel, LatentRewardSpec
 from mmreward.tiny_models import tiny_pipeline_dir
+from tests.cli_runs import run_cli
 
 REPO = Path(__file__).resolve().parents[2]
 BRIGHTNESS = "mmreward.rewards.brightness:DifferentiableBrightnessReward"
@@ -29,17 +28,8 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
-def run_generate(*args: str) -> subprocess.CompletedProcess:
-    env = {
-        **os.environ,
-        "PYTHONPATH": str(REPO),
-        "HF_HUB_OFFLINE": "1",
-        "OMP_NUM_THREADS": "1",
-        "TOKENIZERS_PARALLELISM": "false",
-    }
-    return subprocess.run(
-        [sys.executable, "-m", "mmreward.cli", "generate", *args], capture_output=True, text=True, env=env, timeout=300
-    )
+def run_generate(*args: str) -> SimpleNamespace:
+    return run_cli("generate", *args)
 
 
 def rows(out: Path) -> list[dict]:
@@ -64,7 +54,7 @@ def latent_rewards(tmp_path_factory) -> dict[str, str]:
     }
 
 
-# ---------------------------------------------------------------------------------------------- subprocess runs
+# ---------------------------------------------------------------------------------------------- command runs
 
 
 def test_nrg_with_dimension_weights(latent_rewards, tmp_path):

@@ -285,20 +285,12 @@ def test_full_queue_is_a_503_and_a_model_error_is_a_500_the_server_survives():
 
 
 def test_serve_command_checks_its_limits_and_warns_on_a_public_host():
+    from tests.cli_runs import run_cli
+
     for flag in ("--max-batch", "--max-queue", "--max-items"):
-        result = subprocess.run(
-            [sys.executable, "-m", "mmreward.cli", "serve", "--reward", "jpeg-compressibility", flag, "0"],
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        result = run_cli("serve", "--reward", "jpeg-compressibility", flag, "0")
         assert result.returncode == 2 and f"{flag} must be >= 1, got 0" in result.stderr
-    result = subprocess.run(
-        [sys.executable, "-m", "mmreward.cli", "serve", "--host", "0.0.0.0", "--reward", "no-such-reward"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = run_cli("serve", "--host", "0.0.0.0", "--reward", "no-such-reward")
     assert "warning: serving on 0.0.0.0, reachable beyond this machine" in result.stderr
     assert result.returncode == 2 and "no-such-reward" in result.stderr
 

@@ -32,6 +32,7 @@ def _cfg(loss_type: str = "sigmoid", guidance: float | None = None, sampling: fl
     return SimpleNamespace(
         loss=DPOLossConfig(type=loss_type, guidance_scale=guidance),
         online=SimpleNamespace(sampling=SamplerConfig(guidance_scale=sampling)),
+        model=SimpleNamespace(height=32, width=32, num_frames=None),  # the trained size (image-to-video reads it)
     )
 
 

@@ -139,7 +139,8 @@ def test_editing_families_are_refused_by_programs_without_sources_and_source_are
     from mmreward.train.sections import FlowModelConfig, check_media_kind
 
     check_media_kind(FlowModelConfig(family="qwenimage-edit", source_area=1024), editing=True)
-    with pytest.raises(ConfigError, match="flux-kontext takes a source image per prompt; .*align/pref_grpo.py.*align/adv_grpo.py"):
+    refused = "flux-kontext takes a source image per prompt; .*align/pref_grpo.py.*align/adv_grpo.py"
+    with pytest.raises(ConfigError, match=refused):
         check_media_kind(FlowModelConfig(family="flux-kontext"))
     with pytest.raises(ConfigError, match="source_area is for editing families; sd3"):
         FlowModelConfig(family="sd3", source_area=1024)

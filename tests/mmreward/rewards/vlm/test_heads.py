@@ -204,24 +204,16 @@ def test_other_backbones_score_images_and_videos(family, tiny_root, sample_image
 
 
 def test_cli_scores_with_a_head_and_refuses_pairwise_judges(tiny_root, sample_images, sample_videos, tmp_path):
-    import subprocess
-    import sys
+    from tests.cli_runs import run_cli
 
     head_preset = testing.tiny_vlm_preset("videoreward", tiny_root)
     judge_preset = testing.tiny_vlm_preset("unifiedreward-pairwise", tiny_root)
     out = tmp_path / "scores.jsonl"
-    command = [sys.executable, "-m", "mmreward.cli", "score", "--prompt", "a scene", "--no-progress"]
+    command = ["score", "--prompt", "a scene", "--no-progress"]
     media = [str(sample_images[0]), str(sample_videos["bikes"])]
-    ok = subprocess.run(
-        [*command, "--reward", str(head_preset), "--output", str(out), *media],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    ok = run_cli(*command, "--reward", str(head_preset), "--output", str(out), *media)
     assert ok.returncode == 0, ok.stderr[-2000:]
     rows = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(rows) == 2 and all(not r["failed"] and {"videoreward.VQ", "videoreward.TA"} <= set(r) for r in rows)
-    refused = subprocess.run(
-        [*command, "--reward", str(judge_preset), str(sample_images[0])], capture_output=True, text=True, timeout=300
-    )
+    refused = run_cli(*command, "--reward", str(judge_preset), str(sample_images[0]))
     assert refused.returncode == 2 and "pairwise judge" in refused.stderr
