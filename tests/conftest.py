@@ -30,6 +30,17 @@ settings.register_profile("mmreward", derandomize=True)
 settings.load_profile("mmreward")
 
 
+@pytest.fixture(autouse=True)
+def fresh_accelerator_state():
+    """Programs and commands run in the test process create an ``Accelerator``, whose state accelerate keeps once
+    per process (a later one with another mixed precision is refused): each test leaves none behind."""
+    yield
+    from accelerate.state import AcceleratorState, GradientState
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()
+
+
 @pytest.fixture(scope="session")
 def tiny_root(tmp_path_factory) -> Path:
     """One directory for tiny random models, shared by the whole session (each is built once)."""
