@@ -30,15 +30,6 @@ REPO = Path(__file__).resolve().parents[2]
 TINY = REPO / "configs" / "tiny" / "train_latent_reward.yaml"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run far faster on one thread on the shared CPU (two threads wait on each other's barriers)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _config(output: Path, *overrides: str, config: Path = TINY) -> TrainLatentRewardConfig:
     return parse_config(TrainLatentRewardConfig, ["--config", str(config), "--output_dir", str(output), *overrides])
 

@@ -20,14 +20,6 @@ DELTA = "mmreward.rewards.brightness:BrightnessDeltaReward"
 PLAIN = "mmreward.rewards.brightness:BrightnessReward"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _edit_set(root: Path) -> Path:
     """Four lines: two good edits (line 1, line 4), a line that is not JSON (2), a PNG cut short after its header
     (3: PIL identifies it, its pixels do not decode)."""

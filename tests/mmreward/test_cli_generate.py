@@ -20,14 +20,6 @@ REPO = Path(__file__).resolve().parents[2]
 BRIGHTNESS = "mmreward.rewards.brightness:DifferentiableBrightnessReward"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def run_generate(*args: str) -> SimpleNamespace:
     return run_cli("generate", *args)
 

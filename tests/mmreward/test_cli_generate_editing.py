@@ -21,14 +21,6 @@ DELTA = "mmreward.rewards.brightness:BrightnessDeltaReward"
 BRIGHTNESS = "mmreward.rewards.brightness:DifferentiableBrightnessReward"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _source(path: Path, level: float, seed: int = 0) -> Path:
     generator = torch.Generator().manual_seed(seed)
     media.save_media((level + 0.2 * torch.rand(3, 32, 32, generator=generator)).clamp(0, 1), path)

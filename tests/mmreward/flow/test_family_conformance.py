@@ -100,14 +100,6 @@ def test_the_default_prompt_length_is_the_pipelines(family):
     assert ADAPTERS[family].default_max_sequence_length == call.parameters["max_sequence_length"].default
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module", params=FAMILIES)
 def model(request) -> FlowModel:
     return _fresh(request.param)

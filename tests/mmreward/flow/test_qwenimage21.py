@@ -15,10 +15,7 @@ from mmreward.tiny_models import tiny_pipeline
 
 @pytest.fixture(scope="module")
 def model() -> QwenImage21Model:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield QwenImage21Model(tiny_pipeline("qwenimage21"))
-    torch.set_num_threads(threads)
+    return QwenImage21Model(tiny_pipeline("qwenimage21"))
 
 
 def test_a_sample_does_not_depend_on_the_other_prompts_of_its_batch(model):

@@ -26,14 +26,6 @@ from mmreward.train.lora import (
 )
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _model(family: str = "wan22"):
     model = ADAPTERS[family](tiny_pipeline(family))
     model.max_sequence_length = 16

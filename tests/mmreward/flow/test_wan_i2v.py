@@ -17,14 +17,6 @@ from mmreward.tiny_models import tiny_pipeline, tiny_wan22_i2v_pipeline
 SIZE = {"height": 32, "width": 32, "num_frames": 5}
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _source(seed: int) -> torch.Tensor:
     return torch.randint(0, 256, (3, 32, 32), generator=torch.Generator().manual_seed(seed)) / 255
 

@@ -33,14 +33,6 @@ SEEDS = range(4)
 SAMPLING = SamplingSettings(num_steps=8, height=32, width=32)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.fixture(scope="module")
 def sd3():
     return load_flow_model("sd3", "tiny", max_sequence_length=32)
