@@ -67,9 +67,10 @@ def _manifest_failure(source: str, reason: str) -> list[Item]:
 def _from_manifest(path: Path) -> list[Item]:
     """Rows of a CSV or JSONL manifest with a ``path`` column and optional ``prompt`` and ``source`` columns.
 
-    Relative paths (``path`` and ``source``) are relative to the manifest's directory; an empty ``source`` is none. A CSV saved with a byte-order mark ("CSV UTF-8" in
-    spreadsheet programs) is read like any other. A JSONL line that is not a JSON object, or a row without a path,
-    fails on its own (as ``manifest:line``); the other rows are scored.
+    Relative paths (``path`` and ``source``) are relative to the manifest's directory; an empty ``source`` is none.
+    A CSV saved with a byte-order mark ("CSV UTF-8" in spreadsheet programs) is read like any other. A JSONL line
+    that is not a JSON object, or a row without a path, fails on its own (as ``manifest:line``); the other rows
+    are scored.
     """
     source = str(path)
     try:
@@ -103,12 +104,12 @@ def _from_manifest(path: Path) -> list[Item]:
             items.append(Item(where, None, f"line {number} has no path", takes_prompt=not prompt_column))
             continue
         prompt = row.get("prompt")
-        source = row.get("source")
+        original = row.get("source")
         items.append(
             Item(
                 _beside(path, row["path"]),
                 None if prompt is None else str(prompt),
-                source=None if source in (None, "") else _beside(path, source),
+                source=None if original in (None, "") else _beside(path, original),
             )
         )
     return items
