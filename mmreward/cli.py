@@ -44,12 +44,19 @@ def _build_parser() -> argparse.ArgumentParser:
         "score",
         help="score images and videos with one or more rewards",
         description="Score media files with rewards. Inputs are files, directories, glob patterns, or "
-        "manifests (.csv / .jsonl with a 'path' and an optional 'prompt' column).",
+        "manifests (.csv / .jsonl with a 'path' and optional 'prompt' and 'source' columns). Editing rewards "
+        "(editreward, rationalrewards-edit, ...) compare each edit with its source image: a manifest's 'source' "
+        "column or --source.",
     )
     score.add_argument("inputs", nargs="+", help="files, directories, globs or manifests")
     prompts = score.add_mutually_exclusive_group()
     prompts.add_argument("--prompt", help="one prompt for every item")
     prompts.add_argument("--prompts", metavar="FILE", help="prompts, one per line, in input order")
+    score.add_argument(
+        "--source",
+        metavar="FILE",
+        help="the image every input was edited from, for editing rewards (a manifest's 'source' column wins)",
+    )
     score.add_argument(
         "--reward",
         action="append",
@@ -228,7 +235,7 @@ def _score(args: argparse.Namespace) -> int:
     from mmreward.evaluation.score_cache import reward_fingerprint
     from mmreward.rewards.mix import parse_reward_spec
     from mmreward.rewards.registry import load_reward, resolve_reward
-    from mmreward.score_inputs import Item, assign_prompts, expand_inputs, read_prompts_file
+    from mmreward.score_inputs import Item, assign_prompts, assign_source, expand_inputs, read_prompts_file
     from mmreward.score_shards import (
         PartWriter,
         barrier,
@@ -267,6 +274,8 @@ def _score(args: argparse.Namespace) -> int:
     items = expansion.items
     prompts = read_prompts_file(args.prompts) if args.prompts else None
     assign_prompts(items, args.prompt, prompts)
+    if args.source is not None:
+        assign_source(items, args.source)
     bad = next((item for item in items if item.error), None)
     if bad is not None and args.on_error == "fail":
         print(f"mmreward: error: {bad.path}: {bad.error}", file=sys.stderr)
@@ -282,6 +291,13 @@ def _score(args: argparse.Namespace) -> int:
             raise InputError(
                 f"reward {name!r} scores media against a prompt; give --prompt, --prompts, or a manifest with a "
                 "'prompt' column"
+            )
+        sourceless = [item for item in items if item.source is None and item.error is None]
+        if cls.uses_source and sourceless:
+            raise InputError(
+                f"reward {name!r} compares each edit with its source image, but {len(sourceless)} of {len(items)} "
+                f"items have none (first: {sourceless[0].path!r}); give --source FILE (one image for every input) "
+                "or a manifest with a 'source' column"
             )
 
     processes = launched_processes()

@@ -1,10 +1,14 @@
-"""What ``mmreward score`` scores: files, directories, globs and manifests -> (path, prompt) items.
+"""What ``mmreward score`` scores: files, directories, globs and manifests -> (path, prompt, source) items.
 
 Every problem with an input is recorded on the item it concerns (``Item.error``) instead of stopping the run:
 a missing file, a broken link, an unsupported extension, a directory with no media, a glob that matches nothing,
 a manifest that is not UTF-8 or lacks the ``path`` column, one manifest line that is not a row (the manifest's
 other rows are still scored). Files in a directory that are not media are counted in the summary. Only a prompt
 count that does not match the media count is fatal, because then no item's prompt can be trusted.
+
+An edit's source image (the image it was made from, for rewards that compare the two) comes from a manifest's
+``source`` column or from ``--source`` (one image for every input); an unreadable source fails its item when the
+item is scored, not here.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import glob
 import hashlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from mmreward.errors import MMRewardError
 from mmreward.jsonl import json_object_lines
@@ -30,7 +35,8 @@ class InputError(MMRewardError, ValueError):
 
 @dataclass
 class Item:
-    """One thing to score: a media file (or, when ``error`` is set, the input that failed) and its prompt.
+    """One thing to score: a media file (or, when ``error`` is set, the input that failed), its prompt and, for
+    an edit, the path of its ``source`` image (None when it has none).
 
     ``takes_prompt`` says whether the item has a place in the ``--prompts`` order: every media item does, even a
     failed one; an input that stands for no media (an unreadable manifest, an empty directory, a glob without
@@ -42,6 +48,7 @@ class Item:
     prompt: str | None
     error: str | None = None
     takes_prompt: bool = True
+    source: str | None = None
 
 
 @dataclass
@@ -58,11 +65,12 @@ def _manifest_failure(source: str, reason: str) -> list[Item]:
 
 
 def _from_manifest(path: Path) -> list[Item]:
-    """Rows of a CSV or JSONL manifest with a ``path`` column and an optional ``prompt`` column.
+    """Rows of a CSV or JSONL manifest with a ``path`` column and optional ``prompt`` and ``source`` columns.
 
-    Relative paths are relative to the manifest's directory. A CSV saved with a byte-order mark ("CSV UTF-8" in
-    spreadsheet programs) is read like any other. A JSONL line that is not a JSON object, or a row without a path,
-    fails on its own (as ``manifest:line``); the other rows are scored.
+    Relative paths (``path`` and ``source``) are relative to the manifest's directory; an empty ``source`` is none.
+    A CSV saved with a byte-order mark ("CSV UTF-8" in spreadsheet programs) is read like any other. A JSONL line
+    that is not a JSON object, or a row without a path, fails on its own (as ``manifest:line``); the other rows
+    are scored.
     """
     source = str(path)
     try:
@@ -83,7 +91,7 @@ def _from_manifest(path: Path) -> list[Item]:
         return _manifest_failure(source, "manifest has no rows")
     if "path" not in columns:
         return _manifest_failure(
-            source, f"manifest has columns {columns}; it needs a 'path' column (and optionally 'prompt')"
+            source, f"manifest has columns {columns}; it needs a 'path' column (and optionally 'prompt' and 'source')"
         )
     prompt_column = "prompt" in columns
     items = []
@@ -95,12 +103,22 @@ def _from_manifest(path: Path) -> list[Item]:
         if row.get("path") in (None, ""):
             items.append(Item(where, None, f"line {number} has no path", takes_prompt=not prompt_column))
             continue
-        media = Path(str(row["path"])).expanduser()
-        if not media.is_absolute():
-            media = path.parent / media
         prompt = row.get("prompt")
-        items.append(Item(str(media), None if prompt is None else str(prompt)))
+        original = row.get("source")
+        items.append(
+            Item(
+                _beside(path, row["path"]),
+                None if prompt is None else str(prompt),
+                source=None if original in (None, "") else _beside(path, original),
+            )
+        )
     return items
+
+
+def _beside(manifest: Path, value: Any) -> str:
+    """A path written in a manifest: relative ones are relative to the manifest's directory."""
+    target = Path(str(value)).expanduser()
+    return str(target if target.is_absolute() else manifest.parent / target)
 
 
 def _check_file(path: Path) -> Item:
@@ -192,6 +210,18 @@ def assign_prompts(items: list[Item], prompt: str | None, prompts: list[str] | N
     elif prompt is not None:
         for item in needing:
             item.prompt = prompt
+
+
+def assign_source(items: list[Item], source: str) -> None:
+    """``--source``: every item without a manifest ``source`` is an edit of this one image.
+
+    The file must exist: a missing ``--source`` would fail every item, so it stops the run instead."""
+    path = Path(source).expanduser()
+    if not path.is_file():
+        raise InputError(f"--source {source!r} is not a file; give the image the inputs were edited from")
+    for item in items:
+        if item.source is None:
+            item.source = str(path)
 
 
 def content_key(path: str) -> str:

@@ -84,12 +84,14 @@ def end_group(processes: Processes) -> None:
 
 
 def row_key(position: int, item: Item) -> str:
-    """Which item a recorded row belongs to: its position in the expanded inputs, path, prompt and file size."""
+    """Which item a recorded row belongs to: its position in the expanded inputs, path, prompt and file size, and
+    its source image's path when it has one (a row scored against another source is not this item's)."""
     try:
         size = os.stat(item.path).st_size if item.error is None else -1
     except OSError:
         size = -1
-    return json.dumps([position, item.path, item.prompt, size])
+    key: list[Any] = [position, item.path, item.prompt, size]
+    return json.dumps(key if item.source is None else [*key, item.source])
 
 
 def parts_dir(output: str | os.PathLike) -> Path:

@@ -3,8 +3,12 @@
 Decoding images and videos is CPU work that the model does not need to wait for: a ``DataLoader`` with worker
 processes runs each reward's :meth:`~mmreward.rewards.base.RewardModel.prepare` (media conversion, resize,
 normalization) for the next batches while the main process runs the models on the current one. Identical
-inputs (same file bytes, same prompt) are prepared and scored once. Media are decoded once per distinct video
-sampling setting, not once per reward.
+inputs (same file bytes, same prompt, and for editing rewards the same source bytes) are prepared and scored
+once. Media are decoded once per distinct video sampling setting, not once per reward.
+
+Rewards that compare an edit with its source image (``uses_source``) are given each item's source, prepared like
+the item, as ``(item, source)`` pairs (the contract of :meth:`~mmreward.rewards.base.RewardModel.score`); other
+rewards score the media alone.
 """
 
 from __future__ import annotations
@@ -26,7 +30,8 @@ from mmreward.score_inputs import Item, content_key
 
 @dataclass
 class ScoredRow:
-    """One output row: the item, the weighted total, each reward's score and dimensions."""
+    """One output row: the item, the weighted total, each reward's score and dimensions, and the item's source
+    image when it has one (a ``source`` column after ``prompt``)."""
 
     path: str
     prompt: str | None
@@ -35,11 +40,13 @@ class ScoredRow:
     failed: bool
     error: str | None
     dims: dict[str, float] = field(default_factory=dict)
+    source: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         return {
             "path": self.path,
             "prompt": self.prompt,
+            **({} if self.source is None else {"source": self.source}),
             "score": _finite_or_none(self.score),
             **{name: _finite_or_none(value) for name, value in self.rewards.items()},
             **{name: _finite_or_none(value) for name, value in self.dims.items()},
@@ -64,10 +71,14 @@ class PreparedMedia(Dataset):
     """Item ``i`` -> ``{reward name: prepared input or the error message}``, computed in loader workers.
 
     Media are converted once per distinct video-sampling setting among the rewards, then prepared per reward.
+    A reward with ``uses_source`` gets ``(prepared item, prepared source)``; its item fails on its own when the
+    source cannot be read (``source: <reason>``), the other rewards still score it. ``sources[i]`` is None only
+    when no reward uses sources (the command refuses that case up front).
     """
 
-    def __init__(self, paths: list[str], rewards: dict[str, RewardModel]) -> None:
+    def __init__(self, paths: list[str], sources: list[str | None], rewards: dict[str, RewardModel]) -> None:
         self.paths = paths
+        self.sources = sources
         self.rewards = rewards
         self.groups: dict[tuple, list[str]] = {}
         for name, reward in rewards.items():
@@ -85,11 +96,30 @@ class PreparedMedia(Dataset):
             except MediaError as err:
                 prepared.update({name: str(err) for name in names})
                 continue
-            for name in names:
+            # Rewards of one group convert media the same way, so the source is converted once for them all.
+            source, source_error = None, None
+            if any(self.rewards[name].uses_source for name in names):
                 try:
-                    prepared[name] = self.rewards[name].prepare(media)
+                    source = first.load_media(self.sources[index])
+                except MediaError as err:
+                    source_error = f"source: {err}"
+            for name in names:
+                reward = self.rewards[name]
+                if reward.uses_source and source_error is not None:
+                    prepared[name] = source_error
+                    continue
+                try:
+                    item = reward.prepare(media)
                 except MediaError as err:
                     prepared[name] = str(err)
+                    continue
+                if not reward.uses_source:
+                    prepared[name] = item
+                    continue
+                try:
+                    prepared[name] = (item, reward.prepare(source))
+                except MediaError as err:
+                    prepared[name] = f"source: {err}"
         return prepared
 
 
@@ -116,51 +146,63 @@ def score_items(
 
     Items that already carry an error (missing file, bad manifest) are yielded as failed rows without decoding.
     An item fails when any reward fails on it (its total would otherwise silently leave a term out); the
-    per-reward scores of the rewards that succeeded are still reported.
+    per-reward scores of the rewards that succeeded are still reported. Rewards with ``uses_source`` are given
+    each item's ``source`` (every valid item must have one; the command checks this before loading weights).
 
     Args:
         rewards: loaded rewards by output column name.
         weights: weight of each reward in the total ``score = sum(w * reward)``.
         progress: called with the number of items finished after each batch.
     """
-    # Unique work: one entry per distinct (file bytes, extension, prompt). The extension is part of the key because
-    # it decides how the bytes are decoded (two empty files a.png and b.mp4 fail for different reasons).
-    keys: list[tuple[str, str, str] | None] = []
-    unique: dict[tuple[str, str, str], int] = {}
+    # Unique work: one entry per distinct (file bytes, extension, prompt, source). The extension is part of the key
+    # because it decides how the bytes are decoded (two empty files a.png and b.mp4 fail for different reasons).
+    # The source counts only when a reward reads it: by its bytes and extension, or by its path when it cannot be
+    # read (the worker then records why, for the rewards that need it).
+    uses_source = any(reward.uses_source for reward in rewards.values())
+    keys: list[tuple[str, ...] | None] = []
+    unique: dict[tuple[str, ...], int] = {}
     unique_paths: list[str] = []
     unique_prompts: list[str] = []
+    unique_sources: list[str | None] = []
     for item in items:
         if item.error is not None:
             keys.append(None)
             continue
         try:
-            key = (content_key(item.path), Path(item.path).suffix.lower(), item.prompt or "")
+            key: tuple[str, ...] = (content_key(item.path), Path(item.path).suffix.lower(), item.prompt or "")
         except OSError as err:
             item.error = f"cannot read file: {err.strerror or err}"
             keys.append(None)
             continue
+        if uses_source and item.source is not None:
+            try:
+                key += (content_key(item.source), Path(item.source).suffix.lower())
+            except OSError:
+                key += ("unreadable", item.source)
         keys.append(key)
         if key not in unique:
             unique[key] = len(unique_paths)
             unique_paths.append(item.path)
             unique_prompts.append(item.prompt or "")
+            unique_sources.append(item.source if uses_source else None)
 
     names = list(rewards)
     results: list[tuple[dict[str, float], dict[str, float], dict[str, str]]] = []
 
-    def row(item: Item, key: tuple[str, str, str] | None) -> ScoredRow:
+    def row(item: Item, key: tuple[str, ...] | None) -> ScoredRow:
         if key is None:
-            return ScoredRow(item.path, item.prompt, math.nan, {n: math.nan for n in names}, True, item.error)
+            nan = {n: math.nan for n in names}
+            return ScoredRow(item.path, item.prompt, math.nan, nan, True, item.error, source=item.source)
         index = unique[key]
         per_reward, dims, errors = results[index]
         # A copy's error is about the copy: the scored file's name in the message becomes this item's.
         error = "; ".join(f"{n}: {e}" for n, e in errors.items()).replace(unique_paths[index], item.path) or None
         total = math.nan if error else sum(weights[n] * per_reward[n] for n in names)
-        return ScoredRow(item.path, item.prompt, total, per_reward, error is not None, error, dims)
+        return ScoredRow(item.path, item.prompt, total, per_reward, error is not None, error, dims, item.source)
 
     # Rows are yielded as soon as their unique item is scored (unique items are scored in first-appearance order,
     # so a row is ready once every row before it is), which lets a caller record progress batch by batch.
-    batches = _score_unique(unique_paths, unique_prompts, rewards, batch_size, num_workers, progress)
+    batches = _score_unique(unique_paths, unique_prompts, unique_sources, rewards, batch_size, num_workers, progress)
     position = 0
     while True:
         while position < len(items) and (keys[position] is None or unique[keys[position]] < len(results)):
@@ -175,6 +217,7 @@ def score_items(
 def _score_unique(
     paths: list[str],
     prompts: list[str],
+    sources: list[str | None],
     rewards: dict[str, RewardModel],
     batch_size: int,
     num_workers: int | None,
@@ -187,7 +230,7 @@ def _score_unique(
     workers = default_workers() if num_workers is None else num_workers
     pin = any(r.device.type == "cuda" for r in rewards.values())
     loader = DataLoader(
-        PreparedMedia(paths, rewards),
+        PreparedMedia(paths, sources, rewards),
         batch_size=batch_size,
         shuffle=False,
         num_workers=min(workers, math.ceil(len(paths) / batch_size)),

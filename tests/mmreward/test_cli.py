@@ -270,3 +270,60 @@ def test_identical_files_are_scored_once(tmp_path, sample_images):
     assert Counting.calls == 2
     assert rows[0].score == rows[1].score != rows[2].score
     assert torch.isfinite(torch.tensor([r.score for r in rows])).all()
+
+
+DELTA = "mmreward.rewards.brightness:BrightnessDeltaReward"
+
+
+def test_editing_rewards_get_each_items_source_and_a_bad_source_fails_alone(photos, tmp_path):
+    """Manifest sources (relative to the manifest) reach the editing reward, whose scores equal the reward's own
+    ``score(..., sources=...)``; a source that is not an image fails its row alone, and the reward that ignores
+    sources still scores that row."""
+    names = sorted(p.name for p in photos.iterdir())
+    (tmp_path / "broken.png").write_bytes(b"not an image")
+    rows_in = [(names[0], names[1]), (names[1], names[2]), (names[2], "broken.png")]
+    for name in names:
+        shutil.copy(photos / name, tmp_path / name)
+    (tmp_path / "m.csv").write_text("path,source\n" + "".join(f"{p},{s}\n" for p, s in rows_in))
+    out = tmp_path / "s.jsonl"
+    args = ["score", tmp_path / "m.csv", "--reward", DELTA, "--reward", "jpeg-compressibility", "--no-progress"]
+    result = run_cli(*args, "-o", out)
+    assert result.returncode == 0, result.stderr
+    rows = read_jsonl(out)
+    assert [r["source"] for r in rows] == [str(tmp_path / s) for _, s in rows_in]
+    from mmreward import load_reward
+
+    expected = load_reward(DELTA).score(
+        ["", ""], [r["path"] for r in rows[:2]], sources=[r["source"] for r in rows[:2]]
+    )
+    assert [r[DELTA] for r in rows[:2]] == pytest.approx(expected.scores.tolist(), abs=1e-6)
+    assert all(r["failed"] is False for r in rows[:2]) and rows[0][DELTA] != 0
+    bad = rows[2]
+    assert bad["failed"] is True and bad[DELTA] is None
+    assert bad["error"].startswith(f"{DELTA}: source: ") and "broken.png" in bad["error"]
+    assert bad["jpeg-compressibility"] == pytest.approx(-jpeg_size_kb(media.load_image(bad["path"])), rel=1e-6)
+
+    # --source: every input is an edit of that one image.
+    result = run_cli("score", photos, "--source", photos / names[0], "--reward", DELTA, "-o", out, "--no-progress")
+    assert result.returncode == 0, result.stderr
+    rows = read_jsonl(out)
+    sources = [str(photos / names[0])] * len(names)
+    expected = load_reward(DELTA).score([""] * len(names), [r["path"] for r in rows], sources=sources)
+    assert [r["source"] for r in rows] == sources
+    assert [r[DELTA] for r in rows] == pytest.approx(expected.scores.tolist(), abs=1e-6)
+    assert rows[0][DELTA] == 0.0  # the source itself is an unchanged edit
+
+
+def test_editing_reward_without_sources_is_refused_before_loading(photos, tmp_path):
+    result = run_cli("score", photos, "--reward", DELTA)
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "compares each edit with its source image, but 4 of 4 items have none" in result.stderr
+    assert "give --source FILE (one image for every input) or a manifest with a 'source' column" in result.stderr
+    result = run_cli("score", photos, "--source", tmp_path / "missing.png", "--reward", DELTA)
+    assert result.returncode == 2 and "is not a file" in result.stderr
+    # Rewards that judge media alone ignore a source.
+    out = tmp_path / "s.jsonl"
+    names = sorted(p.name for p in photos.iterdir())
+    result = run_cli("score", photos, "--source", photos / names[0], "--reward", "jpeg-compressibility", "-o", out)
+    assert result.returncode == 0, result.stderr
+    assert [r["failed"] for r in read_jsonl(out)] == [False] * 4

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from mmreward.score_inputs import InputError, Item, assign_prompts, expand_inputs, read_prompts_file
+from mmreward.score_inputs import InputError, Item, assign_prompts, assign_source, expand_inputs, read_prompts_file
 
 
 def media_item(name: str, error: str | None = None) -> Item:
@@ -244,3 +244,20 @@ def test_exact_messages_for_prompt_options():
         "--prompts has 0 lines for 1 media items; give exactly one prompt per item, in the order the inputs expand "
         "(directories and globs sorted by name)"
     )
+
+
+def test_manifest_sources_are_relative_to_the_manifest_and_source_fills_the_rest(tmp_path):
+    (tmp_path / "edits").mkdir()
+    (tmp_path / "edits" / "m.csv").write_text("path,source\na.png,orig/a.png\nb.png,\nc.png,/abs/c.png\n")
+    items = expand_inputs([str(tmp_path / "edits" / "m.csv")]).items
+    assert [item.source for item in items] == [str(tmp_path / "edits" / "orig" / "a.png"), None, "/abs/c.png"]
+    (tmp_path / "one.png").write_bytes(b"x")
+    assign_source(items, str(tmp_path / "one.png"))
+    # A row's own source wins; only the row without one takes --source.
+    assert [item.source for item in items] == [
+        str(tmp_path / "edits" / "orig" / "a.png"),
+        str(tmp_path / "one.png"),
+        "/abs/c.png",
+    ]
+    with pytest.raises(InputError, match=r"--source '.*missing.png' is not a file; give the image the inputs"):
+        assign_source(items, str(tmp_path / "missing.png"))

@@ -170,7 +170,7 @@ def test_judges_with_other_frame_rules_decode_videos_apart():
     floor = mmreward.load_reward("unifiedreward-think-remote", template="ours")
     rounded = mmreward.load_reward("unifiedreward-think-remote", template="ours", frame_rule="round")
     again = mmreward.load_reward("unifiedreward-think-remote", template="ours")
-    groups = PreparedMedia([], {"floor": floor, "round": rounded, "again": again}).groups
+    groups = PreparedMedia([], [], {"floor": floor, "round": rounded, "again": again}).groups
     assert sorted(groups.values()) == [["floor", "again"], ["round"]]
 
 
