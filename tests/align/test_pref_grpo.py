@@ -126,6 +126,40 @@ def test_pref_grpo_flux_config_is_the_reference_recipe():
     )  # --rationorm
 
 
+def test_pref_grpo_qwenimage_edit_config_is_the_reference_editing_recipe():
+    """CodeGoat24/Pref-GRPO ur_edit_prefgrpo_qwen_image_edit.sh + _common_finetune.sh + train_qwen_image_edit.py
+    (at 3e787f6): the numbers below are the script's arguments and the trainer's defaults."""
+    cfg = parse_config(PrefGRPOConfig, ["--config", str(REPO / "configs" / "align" / "pref_grpo_qwenimage_edit.yaml")])
+    assert (cfg.model.family, cfg.model.train, cfg.train.sharding) == ("qwenimage-edit", "full", "fsdp2")
+    assert (cfg.model.height, cfg.model.width, cfg.model.sampling_shift) == (720, 720, 3.0)  # --h/--w, --shift
+    assert cfg.model.source_area == 720 * 720  # the source encoded at the edit's size
+    assert (cfg.rollout.prompts_per_step, cfg.rollout.group_size, cfg.rollout.same_noise) == (8, 9, True)
+    assert (cfg.rollout.num_steps, cfg.rollout.noise_level, cfg.rollout.sde_type) == (15, 0.7, "flow")
+    assert (cfg.rollout.guidance_scale, cfg.eval.guidance_scale, cfg.rollout.negative_prompt) == (4.0, 4.0, "")
+    assert (cfg.loss.cfg, cfg.loss.cfg_grad) == (True, "both")
+    # --ignore_last with --timestep_fraction 0.6: 8 of the first 14 steps, drawn at random
+    assert (cfg.rollout.sde_window_size, cfg.rollout.sde_window_range) == (14, [0, 14])
+    assert int(cfg.rollout.sde_window_size * cfg.loss.timestep_fraction) == 8
+    assert cfg.loss.timestep_order == "random"
+    # 9 samples per GPU, --gradient_accumulation_steps 3: 3 optimizer steps of one-sample forwards per rollout
+    assert (cfg.train.updates_per_step, cfg.train.micro_batch_size, cfg.rollout.batch_size) == (3, 1, 1)
+    assert (cfg.train.learning_rate, cfg.train.lr_scheduler, cfg.train.lr_warmup_steps) == (1e-5, "constant", 0)
+    assert (cfg.train.weight_decay, cfg.train.max_grad_norm, cfg.train.mixed_precision) == (1e-4, 1.0, "bf16")
+    assert (cfg.train.seed, cfg.train.ema, cfg.train.save_every) == (42, False, 20)
+    assert (cfg.reward.mode, cfg.reward.judge, cfg.reward.judge_weight) == (
+        "pairwise",
+        "unifiedreward-edit-pairwise-remote",
+        1.0,
+    )
+    assert cfg.reward.rewards == {}  # the win rate is the whole reward
+    assert (cfg.advantage.std, cfg.advantage.ddof, cfg.advantage.eps, cfg.advantage.clip) == ("group", 1, 1e-8, 5.0)
+    assert cfg.advantage.batch_normalize and not cfg.advantage.drop_zero_groups  # --apply_gdpo
+    assert (cfg.loss.clip_range, cfg.loss.kl_beta) == (1e-4, 0.0)
+    assert cfg.loss.ratio_norm and cfg.loss.ratio_norm_shift == "sample"  # --rationorm
+    assert (cfg.lora.rank, cfg.lora.alpha) == (32, 64)  # the script's commented LoRA alternative
+    assert (cfg.eval.every, cfg.eval.num_prompts, cfg.eval.num_steps) == (10, 64, 15)
+
+
 def test_recommended_and_grpo_guard_configs_are_their_recipes():
     """Flow-GRPO's README "Training Speed" recipe (pickscore_sd3_fast_nocfg) with MixGRPO's sliding window, and
     GRPO-Guard's pickscore_hps_sd3_ratio_norm (config/grpo_guard.py, train_sd3_GRPO_Guard.py)."""
