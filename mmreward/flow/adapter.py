@@ -358,6 +358,12 @@ class FlowModel(ABC):
         steps = sigma * self.num_train_timesteps
         return torch.floor(steps) if self.integer_timesteps else steps
 
+    def unit_timestep(self, sigma: torch.Tensor) -> torch.Tensor:
+        """The timestep input of transformers that take it in [0, 1] (FLUX, Qwen-Image, FLUX.2 klein; Z-Image takes
+        ``1 -`` it): ``sigma``, or with ``integer_timesteps`` ``floor(1000 sigma) / 1000``, as Pref-GRPO's FLUX and
+        Qwen-Image trainers feed it (``int(sigma * 1000)`` divided by 1000 at the call)."""
+        return FlowModel.timestep(self, sigma) / self.num_train_timesteps if self.integer_timesteps else sigma
+
     def velocity(
         self,
         latents: torch.Tensor,

@@ -126,6 +126,13 @@ def test_pref_grpo_flux_config_is_the_reference_recipe():
     )  # --rationorm
 
 
+def test_pref_grpo_qwen_image_configs_feed_the_reference_timesteps():
+    """Pref-GRPO's train_qwenimage.py and train_qwen_image_edit.py call the transformer at int(sigma * 1000) / 1000."""
+    for name in ("pref_grpo_qwenimage", "pref_grpo_qwenimage_edit"):
+        cfg = parse_config(PrefGRPOConfig, ["--config", str(REPO / "configs" / "align" / f"{name}.yaml")])
+        assert cfg.model.integer_timesteps and cfg.model.sampling_shift == 3.0, name
+
+
 def test_pref_grpo_qwenimage_edit_config_is_the_reference_editing_recipe():
     """CodeGoat24/Pref-GRPO ur_edit_prefgrpo_qwen_image_edit.sh + _common_finetune.sh + train_qwen_image_edit.py
     (at 3e787f6): the numbers below are the script's arguments and the trainer's defaults."""
@@ -133,6 +140,7 @@ def test_pref_grpo_qwenimage_edit_config_is_the_reference_editing_recipe():
     assert (cfg.model.family, cfg.model.train, cfg.train.sharding) == ("qwenimage-edit", "full", "fsdp2")
     assert (cfg.model.height, cfg.model.width, cfg.model.sampling_shift) == (720, 720, 3.0)  # --h/--w, --shift
     assert cfg.model.source_area == 720 * 720  # the source encoded at the edit's size
+    assert cfg.model.integer_timesteps  # timestep=int(sigma * 1000) / 1000 in sampling and training
     assert (cfg.rollout.prompts_per_step, cfg.rollout.group_size, cfg.rollout.same_noise) == (8, 9, True)
     assert (cfg.rollout.num_steps, cfg.rollout.noise_level, cfg.rollout.sde_type) == (15, 0.7, "flow")
     assert (cfg.rollout.guidance_scale, cfg.eval.guidance_scale, cfg.rollout.negative_prompt) == (4.0, 4.0, "")

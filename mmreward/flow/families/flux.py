@@ -41,8 +41,7 @@ class FluxModel(SD3Model):
         return (batch, self.transformer.config.in_channels // 4, height // factor, width // factor)
 
     def timestep(self, sigma):
-        # FluxTransformer2DModel multiplies by 1000 itself
-        return super().timestep(sigma) / self.num_train_timesteps if self.integer_timesteps else sigma
+        return self.unit_timestep(sigma)  # FluxTransformer2DModel multiplies by 1000 itself
 
     def _forward(self, module, latents, sigma, cond, guidance):
         dtype = module_dtype(module)

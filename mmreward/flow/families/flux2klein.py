@@ -47,7 +47,7 @@ class Flux2KleinModel(FlowModel):
         return (batch, self.transformer.config.in_channels, height // factor, width // factor)
 
     def timestep(self, sigma):
-        return sigma  # the pipeline passes timestep / 1000
+        return self.unit_timestep(sigma)  # the pipeline passes timestep / 1000
 
     def _forward(self, module, latents, sigma, cond, guidance):
         dtype = module_dtype(module)

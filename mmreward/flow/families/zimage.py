@@ -41,7 +41,7 @@ class ZImageModel(SD3Model):
         return (batch, self.transformer.config.in_channels, height // factor, width // factor)
 
     def timestep(self, sigma):
-        return 1 - sigma
+        return 1 - self.unit_timestep(sigma)
 
     def _forward(self, module, latents, sigma, cond, guidance):
         dtype = module_dtype(module)

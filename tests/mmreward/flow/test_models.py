@@ -258,14 +258,16 @@ def test_fixed_shift_schedule_is_computed_in_float32_as_pref_grpo():
     assert int(sigma * 1000) == 599
 
 
-@pytest.mark.parametrize("family", ["sd3", "flux"])
+@pytest.mark.parametrize("family", ["sd3", "flux", "qwenimage", "flux2klein", "zimage", "qwenimage21"])
 def test_integer_timesteps_feed_the_transformer_floor_of_1000_sigma(family):
-    """Pref-GRPO's trainers call the transformer with int(1000 sigma): with integer_timesteps the velocity at
-    sigma 0.9379 is the plain model's velocity at 0.937, and the plain model's differs."""
+    """Pref-GRPO's trainers call the transformer with int(1000 sigma) (divided by 1000 for the transformers that take
+    [0, 1]): with integer_timesteps the velocity at sigma 0.9379 is the plain model's velocity at 0.937, and the
+    plain model's differs."""
     plain = load_flow_model(family, "tiny", max_sequence_length=16)
     integer = load_flow_model(family, "tiny", max_sequence_length=16, integer_timesteps=True)
     assert not plain.integer_timesteps and integer.integer_timesteps
-    latents = torch.randn(LATENTS[family], generator=torch.Generator().manual_seed(0))
+    shape = LATENTS.get(family) or plain.latent_shape(2, 64 if family == "qwenimage21" else 32, 32)
+    latents = torch.randn(shape, generator=torch.Generator().manual_seed(0))
     cond = plain.encode_prompts(["a cat", "a dog"])
     sigma = torch.tensor([0.9379, 0.5])
     with torch.no_grad():
