@@ -30,7 +30,7 @@ from typing import Any
 
 from mmreward.devices import resolve_device_and_dtype
 from mmreward.errors import MMRewardError
-from mmreward.family_names import EDITING_FAMILIES, FAMILIES
+from mmreward.family_names import EDITING_FAMILIES, FAMILIES, OPTIONAL_IMAGE_FAMILIES
 from mmreward.score_inputs import InputError
 
 OUTPUT_FORMATS = (".jsonl", ".csv", ".parquet")
@@ -133,7 +133,8 @@ def _add_generate_parser(sub: Any) -> None:
     gen.add_argument(
         "--image",
         metavar="FILE",
-        help=f"editing families ({', '.join(EDITING_FAMILIES)}): the source image every prompt edits",
+        help=f"editing families ({', '.join(EDITING_FAMILIES)}): the source image every prompt edits (image-to-video: "
+        f"starts from); {', '.join(OPTIONAL_IMAGE_FAMILIES)}: the first frame of every video (optional)",
     )
     gen.add_argument(
         "--guide",
@@ -440,7 +441,9 @@ def _generate(args: argparse.Namespace) -> int:
     steps = args.steps or defaults["steps"]
     budget = args.budget or (steps if args.method in ("nrg", "pixel") else 4 * steps)
     dim_weights = dict(_parse_dim(d) for d in args.dim)
-    specs = plan_guides([parse_reward_spec(g) for g in args.guide], args.method, family, dim_weights)
+    with_sources = family in EDITING_FAMILIES or args.image is not None
+    guides = [parse_reward_spec(g) for g in args.guide]
+    specs = plan_guides(guides, args.method, family, dim_weights, with_sources=with_sources)
     prompts, sources, left_out = _generation_prompts(args, family)
     for name, value in [
         ("--steps", steps),
@@ -512,19 +515,22 @@ def _generate(args: argparse.Namespace) -> int:
 
 
 def _generation_prompts(args: argparse.Namespace, family: str) -> tuple[list[str], list[Path] | None, list[str]]:
-    """``(prompts, their source image files or None, editing lines left out)``: text families read prompts alone;
-    editing families edit ``--image`` with every prompt, or read an editing prompt file whose lines each name a
-    source (a malformed line or an undecodable image is left out with its line number, reported at once)."""
+    """``(prompts, their source image files or None, editing lines left out)``: text families read prompts alone
+    (Wan2.2 TI2V-5B may start every video from ``--image``); editing and image-to-video families take ``--image``
+    for every prompt, or read an editing prompt file whose lines each name a source (a malformed line or an
+    undecodable image is left out with its line number, reported at once)."""
     from mmreward.data.prompts import load_sources, read_prompts
     from mmreward.evaluation.prompt_sets import load_edit_prompt_set
 
     if family not in EDITING_FAMILIES:
-        if args.image is not None:
+        if args.image is not None and family not in OPTIONAL_IMAGE_FAMILIES:
             raise MMRewardError(
-                f"--image is for editing families ({', '.join(EDITING_FAMILIES)}); {family} "
-                "generates from text alone: remove it"
+                f"--image is for editing and image-to-video families "
+                f"({', '.join(EDITING_FAMILIES + OPTIONAL_IMAGE_FAMILIES)}); {family} generates from text alone: "
+                "remove it"
             )
-        return args.prompt or read_prompts(args.prompts), None, []
+        if args.image is None:
+            return args.prompt or read_prompts(args.prompts), None, []
     if args.image is not None:
         image = Path(args.image).expanduser()
         if not image.is_file():

@@ -27,6 +27,9 @@ VIDEO_FAMILIES = ("wan", "wan22", "wan22ti2v", "hunyuanvideo15", "wan-i2v")
 # Each prompt comes with a source image (the image to edit, or image-to-video's first frame): trained by every
 # alignment program but latent reward training, sampled by `mmreward generate` and eval/gen_bench.py.
 EDITING_FAMILIES = ("qwenimage-edit", "flux-kontext", "wan-i2v")
+# Text-to-video families that also start from an image when given one (Wan2.2 TI2V-5B: the image as the first
+# frame): `mmreward generate --image`, `model.image_to_video` in the alignment programs.
+OPTIONAL_IMAGE_FAMILIES = ("wan22ti2v",)
 # Text-to-image and text-to-video: what latent rewards are trained on.
 TEXT_FAMILIES = tuple(family for family in FAMILIES if family not in EDITING_FAMILIES)
 TextFamily = Literal[TEXT_FAMILIES]  # the same names as a config literal (Literal takes the tuple's items)

@@ -171,9 +171,10 @@ def load_flow_model(
     scaled-dot-product attention (which itself picks flash or memory-efficient kernels on GPUs); ``xformers``
     needs the xformers package and a CUDA device. ``sampling_shift``: sample on :func:`fixed_shift_sigmas` with this
     shift instead of the pipeline's schedule. ``integer_timesteps``: the transformer sees ``floor(1000 sigma)``
-    (divided by 1000 where it takes [0, 1]; see :meth:`FlowModel.timestep` and :meth:`FlowModel.unit_timestep`). ``lora_experts`` (``both``, ``high``, ``low``) and ``guidance_scale_2``: which
-    experts of a two-expert Wan2.2 checkpoint get a LoRA, and the low-noise expert's CFG scale
-    (:class:`mmreward.flow.families.wan.WanModel`); other models take the defaults only.
+    (divided by 1000 where it takes [0, 1]; see :meth:`FlowModel.timestep` and :meth:`FlowModel.unit_timestep`).
+    ``lora_experts`` (``both``, ``high``, ``low``) and ``guidance_scale_2``: which experts of a two-expert Wan2.2
+    checkpoint get a LoRA, and the low-noise expert's CFG scale (:class:`mmreward.flow.families.wan.WanModel`);
+    other models take the defaults only.
     ``source_area``: editing families resize source images to this many pixels for the VAE (None: the
     pipeline's resolution; ``path="tiny"``: the tiny pipelines' 32 x 32); image-to-video resizes its source to the
     output size and takes none.

@@ -21,7 +21,7 @@ import torch
 
 from mmreward import media as media_io
 from mmreward.errors import ConfigError
-from mmreward.family_names import EDITING_FAMILIES
+from mmreward.family_names import EDITING_FAMILIES, OPTIONAL_IMAGE_FAMILIES
 from mmreward.guidance.latent_reward import LatentRewardSpec, is_latent_reward, read_latent_reward_spec
 from mmreward.rewards.registry import resolve_reward
 
@@ -112,9 +112,22 @@ def infer_family(model: str, family: str | None) -> str:
 
 
 def plan_guides(
-    guides: Sequence[tuple[str, float]], method: str, family: str, dim_weights: Mapping[str, float]
+    guides: Sequence[tuple[str, float]],
+    method: str,
+    family: str,
+    dim_weights: Mapping[str, float],
+    *,
+    with_sources: bool | None = None,
 ) -> list[GuideSpec]:
-    """Resolve and check the guides for ``method`` and ``family`` (no weights are loaded)."""
+    """Resolve and check the guides for ``method`` and ``family`` (no weights are loaded). ``with_sources``: the
+    outputs start from source images (default: for the editing families; Wan2.2 TI2V-5B when given an image)."""
+    if with_sources is None:
+        with_sources = family in EDITING_FAMILIES
+    if with_sources and family in OPTIONAL_IMAGE_FAMILIES and method == "pixel":
+        raise ConfigError(
+            f"--method pixel on {family} with an image: its predicted clean video keeps the first frame the sampler "
+            "holds fixed, not the image's; use --method best-of-n or search (they score the finished video)"
+        )
     if method not in METHODS:
         raise ConfigError(f"unknown method {method!r}; use one of {', '.join(METHODS)}")
     if not guides:
@@ -122,10 +135,10 @@ def plan_guides(
     specs = []
     for name, weight in guides:
         if is_latent_reward(name):
-            if family in EDITING_FAMILIES:
+            if with_sources:
                 raise ConfigError(
                     f"{name!r} is a latent reward; latent rewards are trained on text-to-media latents and do not "
-                    f"see the source image {family} edits: guide edits with pixel rewards (--method best-of-n, "
+                    f"see the source image {family} starts from: guide with pixel rewards (--method best-of-n, "
                     "search or pixel)"
                 )
             latent = read_latent_reward_spec(name)
@@ -137,10 +150,10 @@ def plan_guides(
             specs.append(GuideSpec(name, weight, latent=latent, differentiable=True))
         else:
             cls = resolve_reward(name)[0]
-            if cls.uses_source and family not in EDITING_FAMILIES:
+            if cls.uses_source and not with_sources:
                 raise ConfigError(
-                    f"reward {name!r} compares an edit with its source image; {family} generates from text: guide "
-                    f"an editing family ({', '.join(EDITING_FAMILIES)}) with it"
+                    f"reward {name!r} compares an edit with its source image; {family} generates from text here: "
+                    f"guide an editing family ({', '.join(EDITING_FAMILIES)}) with it"
                 )
             specs.append(GuideSpec(name, weight, differentiable=bool(cls.differentiable)))
     latent_dims = {d for s in specs if s.latent for d in s.latent.dims}

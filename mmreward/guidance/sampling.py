@@ -291,6 +291,11 @@ def _trajectory(
     """
     sigmas = model.sampling_sigmas(sampling.num_steps, (1, *noise.shape[1:]))
     conditioning = _Conditioning(model, prompt, sampling, source)
+
+    def finish(latents: torch.Tensor) -> torch.Tensor:
+        """Latents as the pipeline decodes them (Wan2.2 TI2V-5B with an image: its latents in the first frame)."""
+        return model.final_latents(latents, conditioning.cond.repeat_interleave(latents.shape[0]))
+
     x = noise.to(model.device)
     alive = torch.arange(noise.shape[0])
     for i in range(sampling.num_steps):
@@ -301,12 +306,14 @@ def _trajectory(
         if progress is not None:
             progress(x.shape[0])
         if prune and i in prune and prune[i] < x.shape[0]:
-            scores = _score_in_chunks(model, objective, x, sigma, v, prompt, sampling.batch_size, count, source=source)
+            scores = _score_in_chunks(
+                model, objective, x, sigma, v, prompt, sampling.batch_size, count, source=source, finish=finish
+            )
             finite = torch.where(scores.failed, torch.full_like(scores.total, -math.inf), scores.total)
             keep = torch.argsort(finite, descending=True, stable=True)[: prune[i]].sort().values
             x, v_guided, alive = x[keep.to(x.device)], v_guided[keep.to(x.device)], alive[keep]
         x = x + (sigma_next - sigma) * v_guided
-    return x, alive
+    return finish(x), alive
 
 
 def _score_in_chunks(
@@ -320,12 +327,16 @@ def _score_in_chunks(
     count: EvaluationCount,
     media: torch.Tensor | None = None,
     source: torch.Tensor | None = None,
+    finish: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> Scores:
+    """Scores of ``x0_hat = x - sigma v`` in chunks (``finish``: what the sampler does to final latents)."""
     parts = []
     for s in range(0, latents.shape[0], chunk):
         x, v = latents[s : s + chunk], velocity[s : s + chunk]
         decoded = None if media is None else media[s : s + chunk]
         clean = x - sigma * v
+        if finish is not None:
+            clean = finish(clean)
         parts.append(
             objective.score(model, x, sigma, clean, [prompt] * x.shape[0], count, media=decoded, source=source)
         )

@@ -103,6 +103,33 @@ def test_an_editing_prompt_file_edits_each_lines_source_and_leaves_out_bad_lines
     assert rows[0]["score"] == pytest.approx(edited[0] - float(media.load_image(dark).mean()), abs=1 / 255)
 
 
+def test_ti2v_starts_every_video_from_the_image(tmp_path):
+    """Wan2.2 TI2V-5B with --image: the image conditions each video (same seed, another image or none: another
+    video), the row names it, and the brightness delta of the video against it is the reward called directly."""
+    images = {"dark": _source(tmp_path / "dark.png", 0.1), "light": _source(tmp_path / "light.png", 0.8, seed=1)}
+    videos, rows = {}, {}
+    for name in ("dark", "light", "none"):
+        image = [] if name == "none" else ["--image", str(images[name])]
+        code = cli.main(
+            [
+                *"generate --model tiny --family wan22ti2v --prompt".split(),
+                "a bright scene",
+                *image,
+                *f"--guide {BRIGHTNESS} --method best-of-n --steps 2 --budget 2 --seed 3 --no-progress".split(),
+                *f"--out {tmp_path / name}".split(),
+            ]
+        )
+        assert code == 0
+        (rows[name],) = _rows(tmp_path / name)
+        videos[name] = media.load_video(tmp_path / name / rows[name]["file"])[0]  # (5, 3, 32, 32)
+    assert rows["dark"]["source"] == str(images["dark"]) and "source" not in rows["none"]
+    for a, b in (("dark", "light"), ("dark", "none"), ("light", "none")):
+        assert (videos[a][0] - videos[b][0]).abs().mean() > 0.01, (a, b)  # the first frame follows the image
+    first = media.load_image(images["light"])
+    direct = BrightnessDeltaReward().score(["a bright scene"], [videos["light"]], sources=[str(images["light"])])
+    assert float(direct.scores[0]) == pytest.approx(float(videos["light"].mean() - first.mean()), abs=1e-5)
+
+
 def _no_model(*args, **kwargs):
     raise AssertionError("a model was loaded before the bad input was reported")
 
@@ -110,8 +137,17 @@ def _no_model(*args, **kwargs):
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--family", "sd3", "--image", "{image}", "--guide", BRIGHTNESS], "--image is for editing families"),
+        (
+            ["--family", "sd3", "--image", "{image}", "--guide", BRIGHTNESS],
+            "--image is for editing and image-to-video",
+        ),
         (["--family", "sd3", "--guide", DELTA], "compares an edit with its source image; sd3 generates from text"),
+        (["--family", "wan22ti2v", "--guide", DELTA], "its source image; wan22ti2v generates from text here"),
+        (["--family", "wan22ti2v", "--image", "{image}", "--guide", "{tmp}", "--method", "nrg"], "latent reward"),
+        (
+            ["--family", "wan22ti2v", "--image", "{image}", "--guide", BRIGHTNESS, "--method", "pixel"],
+            "--method pixel on wan22ti2v with an image",
+        ),
         (["--family", "qwenimage-edit", "--guide", BRIGHTNESS], "qwenimage-edit edits a source image: give it"),
         (["--family", "flux-kontext", "--image", "{tmp}/nope.png", "--guide", DELTA], "does not exist"),
         (

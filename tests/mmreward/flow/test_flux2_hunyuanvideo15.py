@@ -8,6 +8,7 @@ import torch
 
 from mmreward.errors import ConfigError
 from mmreward.evaluation import generation
+from mmreward.family_names import EDITING_FAMILIES, OPTIONAL_IMAGE_FAMILIES
 from mmreward.flow.models import ADAPTERS, FAMILIES, VIDEO_FAMILIES, PromptEmbeds
 from mmreward.tiny_models import tiny_pipeline
 
@@ -64,6 +65,8 @@ def test_the_diffusers_free_family_lists_agree_and_video_sizes_are_checked():
     # generation has defaults and sizes for every family (editing and image-to-video included)
     assert set(generation.EVAL_DEFAULTS) == set(generation.TINY_SIZES) == set(FAMILIES)
     assert set(generation.SPATIAL_MULTIPLE) == set(generation.TINY_SPATIAL_MULTIPLE) == set(FAMILIES)
+    assert EDITING_FAMILIES == tuple(f for f in FAMILIES if ADAPTERS[f].conditional)
+    assert OPTIONAL_IMAGE_FAMILIES == tuple(f for f in FAMILIES if ADAPTERS[f].optional_sources)
     assert generation.VIDEO_FAMILIES == VIDEO_FAMILIES
     assert VIDEO_FAMILIES == tuple(f for f in FAMILIES if ADAPTERS[f].media_kind == "video")
     generation.check_size("hunyuanvideo15", "tiny", 32, 32, 5)
