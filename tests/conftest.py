@@ -30,10 +30,11 @@ settings.register_profile("mmreward", derandomize=True)
 settings.load_profile("mmreward")
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture(autouse=True, scope="module")
 def fresh_accelerator_state():
     """Programs and commands run in the test process create an ``Accelerator``, whose state accelerate keeps once
-    per process (a later one with another mixed precision is refused): each test leaves none behind."""
+    per process (a later one with another mixed precision is refused): each test module leaves none behind (within
+    a module, fixtures may share one accelerator across tests)."""
     yield
     from accelerate.state import AcceleratorState, GradientState
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import runpy
+import shutil
 import socket
 import subprocess
 import sys
@@ -53,13 +54,11 @@ class Run:
     resume_from: Path | None = None
 
 
-def launch_runs(program: str, runs: list[Run], processes: int = 2) -> str:
-    """Run ``program`` (``align/<name>.py``) once per :class:`Run`, one after the other, in the same ``processes``
-    gloo CPU processes of one ``accelerate launch`` (tests/run_in_sequence.py runs each as ``__main__``, exactly as
-    the launch would run the script). No ``ACCELERATE_USE_CPU``: the programs train together over gloo when launched
-    on a machine without GPUs, as a user launches them. Asserts the launch succeeded; returns its stdout."""
-    runs[0].output.parent.mkdir(parents=True, exist_ok=True)
-    plan = runs[0].output.parent / f".{runs[0].output.name}-plan.json"
+TEARDOWN_ABORT = "terminate called without an active exception"
+
+
+def _write_plan(plan: Path, program: str, runs: list[Run]) -> None:
+    """The plan tests/run_in_sequence.py reads, each run after the first on a newly chosen rendezvous port."""
     plan.write_text(
         json.dumps(
             {
@@ -69,7 +68,7 @@ def launch_runs(program: str, runs: list[Run], processes: int = 2) -> str:
                         "args": [*run.args, "--output_dir", str(run.output)],
                         "output": str(run.output),
                         "resume_from": None if run.resume_from is None else str(run.resume_from),
-                        "port": free_port(),  # the rendezvous of every run after the first
+                        "port": free_port(),
                     }
                     for run in runs
                 ],
@@ -77,10 +76,28 @@ def launch_runs(program: str, runs: list[Run], processes: int = 2) -> str:
         ),
         encoding="utf-8",
     )
+
+
+def launch_runs(program: str, runs: list[Run], processes: int = 2) -> str:
+    """Run ``program`` (``align/<name>.py``) once per :class:`Run`, one after the other, in the same ``processes``
+    gloo CPU processes of one ``accelerate launch`` (tests/run_in_sequence.py runs each as ``__main__``, exactly as
+    the launch would run the script). No ``ACCELERATE_USE_CPU``: the programs train together over gloo when launched
+    on a machine without GPUs, as a user launches them. Asserts the launch succeeded; returns its stdout."""
+    runs[0].output.parent.mkdir(parents=True, exist_ok=True)
+    plan = runs[0].output.parent / f".{runs[0].output.name}-plan.json"
     env = {k: v for k, v in os.environ.items() if k != "ACCELERATE_USE_CPU"}
     env |= {"PYTHONPATH": str(REPO), "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "OMP_NUM_THREADS": "1"}
     command = [*accelerate_launch(processes), str(SEQUENCE), str(plan)]
-    result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    for attempt in (1, 2):
+        _write_plan(plan, program, runs)
+        result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+        if result.returncode == 0 or attempt == 2 or TEARDOWN_ABORT not in result.stderr:
+            break
+        # On a loaded machine torch now and then aborts a process while gloo groups are torn down and set up again
+        # in the same processes (three or four per launch here; a user's launch runs one program and one group):
+        # the launch runs once more, from empty outputs, so that no run resumes from the first attempt's files.
+        for run in runs:
+            shutil.rmtree(run.output, ignore_errors=True)
     # the Python errors first: a crashed process's C++ stack trace can fill the tail
     errors = [line for line in result.stderr.splitlines() if "Error" in line and "frame #" not in line]
     assert result.returncode == 0, "\n".join(errors[-20:]) + "\n...\n" + result.stderr[-3000:]

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from accelerate.state import AcceleratorState
 from PIL import Image
 
 from align import adv_grpo, diffusion_nft, flow_dpo, pref_grpo
@@ -69,6 +70,13 @@ def test_every_alignment_config_is_covered_and_names_its_training_prompts_as_a_p
         pinned = pinned_files.parse_spec(data["prompts"], config.name)
         assert pinned.repository in ("yifan123/flow_grpo", "CodeGoat24/Pref-GRPO"), config.name
         assert pinned.spec() == data["prompts"]
+
+
+@pytest.fixture(autouse=True)
+def fresh_accelerator_state_per_run():
+    """The configs ask for different mixed precisions; accelerate keeps one per process, so each run starts clean."""
+    yield
+    AcceleratorState._reset_state(reset_partial_state=True)
 
 
 @pytest.fixture
