@@ -234,6 +234,11 @@ def test_loader_settings_keep_order_share_models_by_fork_and_pin_only_for_cuda(f
     assert (forked["shuffle"], forked["pin_memory"], forked["persistent_workers"]) == (False, False, False)
     assert forked["prefetch_factor"] == 2 and forked["multiprocessing_context"] == ("fork" if fork else None)
 
+    list(score_items(items, {"r": GreyAndPrompt()}, {"r": 1.0}, batch_size=8, num_workers=1))
+    one_worker = seen[-1]  # a single worker is still a worker: forked, prefetching
+    assert one_worker["num_workers"] == 1 and one_worker["prefetch_factor"] == 2
+    assert one_worker["multiprocessing_context"] == ("fork" if fork else None)
+
     list(score_items(items, {"r": GreyAndPrompt()}, {"r": 1.0}, batch_size=8, num_workers=0))
     in_process = seen[-1]
     assert in_process["num_workers"] == 0 and in_process["batch_size"] == 8
@@ -244,3 +249,20 @@ def test_loader_settings_keep_order_share_models_by_fork_and_pin_only_for_cuda(f
     monkeypatch.setattr(on_cuda, "score_prepared_batch", GreyAndPrompt().score_prepared_batch)
     list(score_items(items[:1], {"a": GreyAndPrompt(), "b": on_cuda}, {"a": 1.0, "b": 1.0}, num_workers=0))
     assert seen[-1]["pin_memory"] is True
+
+
+def test_an_item_a_reward_fails_without_a_reason_says_failed(files):
+    """A reward may mark an item failed (a NaN score) without a message: the row still names the reward and says
+    ``failed`` rather than an empty error, and its total is NaN."""
+    from mmreward.rewards.base import RewardOutput
+
+    class NanScores(GreyAndPrompt):
+        def score_prepared_batch(self, prompts, prepared, errors):
+            return RewardOutput(scores=torch.full((len(prepared),), math.nan))  # failed from NaN, errors None
+
+    path = next(p for p, grey in files.items() if grey is not None)
+    rows = list(
+        score_items([Item(path, "")], {"ok": GreyAndPrompt(), "r": NanScores()}, {"ok": 1, "r": 1}, num_workers=0)
+    )
+    assert rows[0].failed and rows[0].error == "r: failed" and math.isnan(rows[0].score)
+    assert rows[0].rewards["ok"] == pytest.approx(files[path])
