@@ -156,3 +156,15 @@ def test_loading_settings_reach_every_weight_and_name_the_checkpoint(tmp_path, m
     else:
         assert reward.weights_id == f"{directory}:aesthetic-model.pth"
         assert loads == [{"map_location": "cpu", "weights_only": True}]
+
+
+def test_laion_aesthetic_scores_in_bfloat16_as_in_float32(tmp_path, pixels):
+    """The normalized embedding is cast back to the head's dtype: a bfloat16 predictor scores (it would refuse a
+    float32 input) and agrees with float32 to bfloat16 precision. The head's default width is ViT-L/14's 768."""
+    from mmreward.rewards.hf_clip_rewards import AestheticHead
+
+    full = testing.tiny_clip_reward("laion-aesthetic", root=tmp_path).score(["-"] * len(PROMPTS), list(pixels))
+    half = testing.tiny_clip_reward("laion-aesthetic", root=tmp_path, dtype="bfloat16")
+    scores = half.score(["-"] * len(PROMPTS), list(pixels)).scores
+    torch.testing.assert_close(scores, full.scores, rtol=0.0, atol=1e-3)  # scores about -0.045, 3e-3 apart
+    assert AestheticHead().layers[0].in_features == 768
