@@ -234,6 +234,11 @@ def test_loader_settings_keep_order_share_models_by_fork_and_pin_only_for_cuda(f
     assert (forked["shuffle"], forked["pin_memory"], forked["persistent_workers"]) == (False, False, False)
     assert forked["prefetch_factor"] == 2 and forked["multiprocessing_context"] == ("fork" if fork else None)
 
+    list(score_items(items, {"r": GreyAndPrompt()}, {"r": 1.0}, batch_size=8, num_workers=1))
+    one_worker = seen[-1]  # a single worker is still a worker: forked, prefetching
+    assert one_worker["num_workers"] == 1 and one_worker["prefetch_factor"] == 2
+    assert one_worker["multiprocessing_context"] == ("fork" if fork else None)
+
     list(score_items(items, {"r": GreyAndPrompt()}, {"r": 1.0}, batch_size=8, num_workers=0))
     in_process = seen[-1]
     assert in_process["num_workers"] == 0 and in_process["batch_size"] == 8
@@ -243,4 +248,22 @@ def test_loader_settings_keep_order_share_models_by_fork_and_pin_only_for_cuda(f
     on_cuda.device = torch.device("cuda")  # only read by the loader's settings; no CUDA work happens here
     monkeypatch.setattr(on_cuda, "score_prepared_batch", GreyAndPrompt().score_prepared_batch)
     list(score_items(items[:1], {"a": GreyAndPrompt(), "b": on_cuda}, {"a": 1.0, "b": 1.0}, num_workers=0))
-    assert seen[-1]["pin_memory"] is True
+    assert seen[-1]["pin_memory"] is True and seen[-1]["batch_size"] == 32  # the default batch size
+
+
+def test_an_item_a_reward_marks_failed_without_a_reason_says_failed_and_has_no_total(files):
+    """A reward may mark an item failed without a message, and even with a finite score: the row names the reward
+    and says ``failed`` (not an empty error), its total is NaN rather than a sum that leaves nothing out, and the
+    reward's own score and the other rewards' scores are still reported."""
+    from mmreward.rewards.base import RewardOutput
+
+    class FailsSilently(GreyAndPrompt):
+        def score_prepared_batch(self, prompts, prepared, errors):
+            size = len(prepared)  # (B,) scores of 0.5, all failed, errors left None
+            return RewardOutput(scores=torch.full((size,), 0.5), failed=torch.ones(size, dtype=torch.bool))
+
+    path = next(p for p, grey in files.items() if grey is not None)
+    rewards = {"ok": GreyAndPrompt(), "r": FailsSilently()}
+    rows = list(score_items([Item(path, "")], rewards, {"ok": 1.0, "r": 1.0}, num_workers=0))
+    assert rows[0].failed and rows[0].error == "r: failed" and math.isnan(rows[0].score)
+    assert rows[0].rewards == pytest.approx({"ok": files[path], "r": 0.5})

@@ -128,3 +128,43 @@ def test_every_default_checkpoint_is_asked_for_by_name_with_its_hint(monkeypatch
         ("openai/clip-vit-large-patch14", "LAION aesthetic CLIP backbone", True, aesthetic_hint),
         ("trl-lib/ddpo-aesthetic-predictor", "aesthetic-model.pth", "LAION aesthetic head", aesthetic_hint),
     ]
+
+
+@pytest.mark.parametrize("name", ["pickscore", "laion-aesthetic"])
+def test_loading_settings_reach_every_weight_and_name_the_checkpoint(tmp_path, monkeypatch, name):
+    """``device``, ``dtype`` and ``batch_size`` reach the base class and every loaded module (the meta device stands
+    in for an accelerator: a module left on the CPU shows), the weights stay frozen in eval mode, ``weights_id`` names
+    the checkpoint (the score cache keys on it), and the aesthetic head file is read onto the CPU as tensors only."""
+    loads = []
+    real_load = torch.load
+
+    def recording_load(file, **settings):
+        loads.append(settings)
+        return real_load(file, **settings)
+
+    monkeypatch.setattr(torch, "load", recording_load)
+    reward = testing.tiny_clip_reward(name, root=tmp_path, device="meta", dtype="bfloat16", batch_size=3)
+    modules = [reward.model] if name == "pickscore" else [reward.vision, reward.projection, reward.head]
+    weights = [p for m in modules for p in m.parameters()]
+    assert weights and {(p.device.type, p.dtype, p.requires_grad) for p in weights} == {
+        ("meta", torch.bfloat16, False)
+    }
+    assert not any(m.training for m in modules) and reward.batch_size == 3
+    directory = testing.tiny_reward_preset(name, tmp_path).parent  # already written: returns its YAML
+    if name == "pickscore":
+        assert reward.weights_id == str(directory / "clip") and loads == []
+    else:
+        assert reward.weights_id == f"{directory}:aesthetic-model.pth"
+        assert loads == [{"map_location": "cpu", "weights_only": True}]
+
+
+def test_laion_aesthetic_scores_in_bfloat16_as_in_float32(tmp_path, pixels):
+    """The normalized embedding is cast back to the head's dtype: a bfloat16 predictor scores (it would refuse a
+    float32 input) and agrees with float32 to bfloat16 precision. The head's default width is ViT-L/14's 768."""
+    from mmreward.rewards.hf_clip_rewards import AestheticHead
+
+    full = testing.tiny_clip_reward("laion-aesthetic", root=tmp_path).score(["-"] * len(PROMPTS), list(pixels))
+    half = testing.tiny_clip_reward("laion-aesthetic", root=tmp_path, dtype="bfloat16")
+    scores = half.score(["-"] * len(PROMPTS), list(pixels)).scores
+    torch.testing.assert_close(scores, full.scores, rtol=0.0, atol=1e-3)  # scores about -0.045, 3e-3 apart
+    assert AestheticHead().layers[0].in_features == 768
