@@ -159,9 +159,16 @@ def build_base(
     torch.manual_seed(seed)
     model = Qwen2VLForConditionalGeneration(config)
     model.save_pretrained(directory, safe_serialization=True)
+    _write_processor_files(directory, "Qwen2VLProcessor", min_pixels, max_pixels)
+    return directory
+
+
+def _write_processor_files(directory: Path, processor_class: str, min_pixels: int, max_pixels: int) -> None:
+    """The released checkpoints' ``preprocessor_config.json`` (Qwen2-VL's image processor, CLIP normalization, 14 px
+    patches merged 2 x 2) and ``chat_template.json``."""
     preprocessor = {
         "image_processor_type": "Qwen2VLImageProcessor",
-        "processor_class": "Qwen2VLProcessor",
+        "processor_class": processor_class,
         "do_convert_rgb": True,
         "do_normalize": True,
         "do_rescale": True,
@@ -178,7 +185,6 @@ def build_base(
     }
     (directory / "preprocessor_config.json").write_text(json.dumps(preprocessor, indent=2))
     (directory / "chat_template.json").write_text(json.dumps({"chat_template": CHAT_TEMPLATE}, indent=2))
-    return directory
 
 
 def _build_qwen2_5_vl(
@@ -223,23 +229,5 @@ def _build_qwen2_5_vl(
     )
     torch.manual_seed(seed)
     Qwen2_5_VLForConditionalGeneration(config).save_pretrained(directory, safe_serialization=True)
-    preprocessor = {
-        "image_processor_type": "Qwen2VLImageProcessor",
-        "processor_class": "Qwen2_5_VLProcessor",
-        "do_convert_rgb": True,
-        "do_normalize": True,
-        "do_rescale": True,
-        "do_resize": True,
-        "image_mean": [0.48145466, 0.4578275, 0.40821073],
-        "image_std": [0.26862954, 0.26130258, 0.27577711],
-        "rescale_factor": 0.00392156862745098,
-        "resample": 3,
-        "min_pixels": min_pixels,
-        "max_pixels": max_pixels,
-        "patch_size": 14,
-        "temporal_patch_size": 2,
-        "merge_size": 2,
-    }
-    (directory / "preprocessor_config.json").write_text(json.dumps(preprocessor, indent=2))
-    (directory / "chat_template.json").write_text(json.dumps({"chat_template": CHAT_TEMPLATE}, indent=2))
+    _write_processor_files(directory, "Qwen2_5_VLProcessor", min_pixels, max_pixels)
     return directory
