@@ -39,11 +39,6 @@ def training_guidance(cfg: Any, model: FlowModel) -> float:
     return float(cfg.online.sampling.guidance_scale if configured is None else configured)
 
 
-def media_size(cfg: Any) -> tuple[int, int, int | None]:
-    """``(height, width, num_frames)`` of the trained media."""
-    return cfg.model.height, cfg.model.width, cfg.model.num_frames
-
-
 def draw_noise(cfg: Any, model: FlowModel, shape: torch.Size, generators: list[torch.Generator]):
     """Per sample, from its own generator: a noise level (logit-normal on the shifted grid) and a Gaussian noise
     tensor of the latent's shape (``shape`` is the batch's), see :func:`per_sample_noise`."""
@@ -61,7 +56,9 @@ def dpo_loss(cfg, model, transformer, reference, batch: TrainingSet, generators,
     x0 = torch.cat([batch.chosen, batch.rejected]).to(accelerator.device)  # (2B, *latent): chosen, then rejected
     noise2, sigma2 = torch.cat([noise, noise]).to(accelerator.device), torch.cat([sigma, sigma]).to(accelerator.device)
     x_t, target = noisy_latents(x0, noise2, sigma2), velocity_target(x0, noise2)
-    cond = batch.conditioning(model, media_size(cfg))  # editing, image-to-video: with each pair's source latents
+    cond = batch.conditioning(
+        model, cfg.model.sample_size()
+    )  # editing, image-to-video: with each pair's source latents
     cond2 = PromptEmbeds.cat([cond, cond])
     guidance = training_guidance(cfg, model)
     with reference.active(), accelerator.autocast():
@@ -103,7 +100,7 @@ def rwr_loss(cfg, model, transformer, reference, batch: TrainingSet, generators,
         prediction = model.velocity(
             noisy_latents(x0, noise, sigma),
             sigma,
-            batch.conditioning(model, media_size(cfg)),
+            batch.conditioning(model, cfg.model.sample_size()),
             guidance_scale=training_guidance(cfg, model),
             transformer=transformer,
         )

@@ -71,11 +71,13 @@ class TrainingSet:
             None if self.sources is None else [self.sources[i] for i in rows],
         )
 
-    def conditioning(self, model: FlowModel, size: tuple[int, int, int | None]) -> PromptEmbeds:
+    def conditioning(self, model: FlowModel, size: dict[str, int | None]) -> PromptEmbeds:
         """The rows' prompt conditioning, for editing and image-to-video families encoded with their source images
-        (``size``: ``(height, width, num_frames)`` of the training media, which image-to-video conditioning needs)."""
+        (``size``: the training media's ``height``, ``width`` and ``num_frames``, ``FlowModelConfig.sample_size()``,
+        which image-to-video conditioning needs)."""
         sources = None if self.sources is None else load_sources(self.sources)
-        return model.encode_prompts(self.prompts, sources=sources, size=size)
+        at = (size["height"], size["width"], size["num_frames"])
+        return model.encode_prompts(self.prompts, sources=sources, size=at)
 
 
 def synthetic_pairs(

@@ -12,6 +12,7 @@ from mmreward.alignment.flow_dpo_objective import DPOLossConfig, dpo_loss, rwr_l
 from mmreward.alignment.group_rollout import SamplerConfig
 from mmreward.alignment.preference_sets import TrainingSet
 from mmreward.flow.models import load_flow_model
+from mmreward.train.sections import FlowModelConfig
 
 
 class _Accelerator:
@@ -32,7 +33,7 @@ def _cfg(loss_type: str = "sigmoid", guidance: float | None = None, sampling: fl
     return SimpleNamespace(
         loss=DPOLossConfig(type=loss_type, guidance_scale=guidance),
         online=SimpleNamespace(sampling=SamplerConfig(guidance_scale=sampling)),
-        model=SimpleNamespace(height=32, width=32, num_frames=None),  # the trained size (image-to-video reads it)
+        model=FlowModelConfig(family="flux", path="tiny", height=32, width=32),  # the trained size
     )
 
 
