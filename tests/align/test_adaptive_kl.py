@@ -74,6 +74,14 @@ def test_the_weight_is_constant_without_kl_adaptive_and_its_state_round_trips():
     resumed = KLWeight(loss)
     resumed.load(moving.state())
     assert resumed.state() == moving.state()
+    # the moving average carries over steps: 0.005, then 0.8 x 0.005 + 0.2 x 0.001 = 0.0042 (alpha 0.2)
+    moving.after_step(0.001)
+    assert moving.kl_ema == pytest.approx(0.0042)
+    assert moving.beta == pytest.approx(0.004 * math.exp(1 / 80) * math.exp((0.0042 - 0.0025) / 0.0025 / 80))
+    # a checkpoint from before adaptive KL existed keeps the configured weight
+    old = KLWeight(loss)
+    old.load({"step": 3})
+    assert old.state() == {"kl_beta": 0.004, "kl_ema": None}
 
 
 @pytest.mark.parametrize(
